@@ -1,0 +1,129 @@
+"""Input checks shared by the estimators.
+
+Every check raises ``ValueError`` with the offending value and a remedy, so
+that bad input never reaches torch."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+import numpy as np
+
+from sklearn.utils.validation import validate_data
+
+
+def as_array_like(X: Any, name: str = "X") -> Any:
+    """Turn torch tensors into numpy and 1-D input into one feature, keeping
+    DataFrames (for their feature names) and checking every value is a finite
+    number."""
+    try:
+        import torch
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(X, pd.Series):
+        X = X.to_frame()
+    if pd is not None and isinstance(X, pd.DataFrame):
+        bad = [str(c) for c in X.columns
+               if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_complex_dtype(X[c]))]
+        if bad:
+            raise ValueError(
+                f"{name} has non-numeric column(s) {bad}: select the numeric columns "
+                f"(e.g. df[['a', 'b']]) or encode them as numbers")
+        values = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        _check_finite(values, name, [str(c) for c in X.columns])
+        return X
+    if isinstance(X, (list, tuple)) or hasattr(X, "__array__"):
+        arr = np.asarray(X)
+        if arr.dtype.kind in "OUSV":
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{name} must contain numbers, got an array of dtype {arr.dtype}: "
+                    f"convert it to float or drop the non-numeric columns") from None
+        if arr.dtype.kind == "c":
+            raise ValueError(f"{name} must be real-valued, got complex data: take the real part "
+                             f"or the magnitude first")
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.dtype.kind in "fiub" and arr.ndim == 2:
+            _check_finite(arr, name, None)
+        return arr
+    return X
+
+
+def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    col = int(np.where(~finite.all(axis=0))[0][0])
+    label = f"column {col}" + (f" ({columns[col]!r})" if columns else "")
+    bad = arr[:, col][~finite[:, col]]
+    if np.isnan(bad).any():
+        raise ValueError(f"{name} contains NaN in {label}: remove or impute missing values "
+                         f"(e.g. df.dropna())")
+    raise ValueError(f"{name} contains inf in {label} (value {bad[0]}): remove or clip "
+                     f"infinite values")
+
+
+def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
+    """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
+    ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array."""
+    X = as_array_like(X)
+    return validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {rng}, got {value}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    return value
+
+
+def check_option(name: str, value: Any, options: tuple) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
+def resolve_device(device: Any):
+    """'auto' -> cuda when available else cpu; 'cpu'/'cuda'/'cuda:N' or a
+    torch.device are taken as given, after checking CUDA exists."""
+    import torch
+
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str) and device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available on this machine: "
+                         f"use device='cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
