@@ -171,6 +171,7 @@ class Standardizer:
     def params_from_std(self, params: MixtureParams):
         """Numpy (weights, means, scales) in the data's units."""
         w = params.weights.detach().double().cpu().numpy()
+        w = w / w.sum(-1, keepdims=True)  # exactly on the simplex in float64
         m = params.means.detach().double().cpu().numpy() * self.scale + self.center
         s = params.scales.detach().double().cpu().numpy() * self.scale
         return w, m, s
@@ -380,7 +381,7 @@ def svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, n_comp
         svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), elbo)
         for it in range(1, max_iter + 1):
             try:
-                loss = svi.step(X)
+                loss = _step_or_nan(svi, guide, X)
             except Exception as exc:  # only the JIT path is allowed to fail here
                 if not jit or it > 1:
                     raise
@@ -388,7 +389,7 @@ def svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, n_comp
                               f"falling back to TraceEnum_ELBO", RuntimeWarning)
                 jit = False
                 svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), _make_elbo(False))
-                loss = svi.step(X)
+                loss = _step_or_nan(svi, guide, X)
             if not math.isfinite(loss):
                 break
             losses.append(loss)
@@ -399,12 +400,36 @@ def svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, n_comp
                 break
         with torch.no_grad():
             fitted = {k: v.detach() for k, v in guide.median().items()}
-            final = TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, X)
+            # Non-finite parameters fail Pyro's distribution checks with a
+            # ValueError deep inside torch: skip the loss, fall back below.
+            final = (TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, X)
+                     if _all_finite(fitted) else math.nan)
     out = MixtureParams(fitted["weights"], fitted["means"], fitted["scales"])
-    if not math.isfinite(final) or not all(torch.isfinite(v).all() for v in fitted.values()):
-        return FitTrace(params, torch.tensor(losses + [math.inf]), it, False)
+    if not math.isfinite(final) or not _all_finite(fitted):
+        return FitTrace(params, torch.tensor(losses + [math.inf], dtype=torch.float64), it, False)
     losses.append(final)
     return FitTrace(out, torch.tensor(losses, dtype=torch.float64), it, converged)
+
+
+def _all_finite(values: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in values.values())
+
+
+def _step_or_nan(svi: SVI, guide, X: torch.Tensor) -> float:
+    """One SVI step; NaN when the step diverged.
+
+    A step that drives the parameters to NaN/inf (too large a learning rate,
+    extreme data) makes the next trace fail the distributions' argument checks
+    with a ValueError from inside torch.  That is divergence, not a bug: report
+    it as a NaN loss so that the caller falls back to its start point.  Any
+    other ValueError (parameters still finite) is re-raised."""
+    try:
+        return svi.step(X)
+    except ValueError:
+        with torch.no_grad():
+            if _all_finite(guide.median()):
+                raise
+        return math.nan
 
 
 def _make_elbo(jit: bool):

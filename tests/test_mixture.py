@@ -1,0 +1,381 @@
+"""Tests of the BayesianGMM estimator (the foundation issue)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyro
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+from scipy import stats
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import adjusted_rand_score
+
+from bayesgmm import BayesianGMM, Priors
+from bayesgmm.datasets import load_iris, make_mixture
+
+CPU = dict(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_iris()
+
+
+@pytest.fixture(scope="module")
+def petal(iris):
+    return iris[["petal_length"]]
+
+
+@pytest.fixture(scope="module")
+def petal_fit(petal):
+    return BayesianGMM(2, random_state=0, **CPU).fit(petal)
+
+
+def _sorted(gmm):
+    order = np.argsort(gmm.means_[:, 0])
+    return gmm.weights_[order], gmm.means_[order], gmm.scales_[order]
+
+
+# ----------------------------------------------------------------- iris study
+@pytest.mark.parametrize("seed", range(10))
+def test_iris_petal_length_every_seed_finds_setosa(iris, petal, seed):
+    gmm = BayesianGMM(2, random_state=seed, **CPU).fit(petal)
+    w, m, s = _sorted(gmm)
+    # Setosa's 50 petals are the small cluster; the other 100 the large one.
+    np.testing.assert_allclose(w, [1 / 3, 2 / 3], atol=0.02)
+    np.testing.assert_allclose(m[:, 0], [1.46, 4.9], atol=0.05)
+    setosa = (iris["species"] == "setosa").to_numpy()
+    assert adjusted_rand_score(setosa, gmm.predict(petal)) >= 0.98
+    assert gmm.converged_
+
+
+def test_pure_svi_reference_path_finds_the_same_mode(iris, petal, petal_fit):
+    # EM switched off: AutoDelta + TraceEnum_ELBO alone, from the k-means++ start.
+    gmm = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=3000, random_state=1, **CPU).fit(petal)
+    w, m, s = _sorted(gmm)
+    w0, m0, s0 = _sorted(petal_fit)
+    np.testing.assert_allclose(m, m0, atol=0.03)
+    np.testing.assert_allclose(w, w0, atol=0.01)
+    # Adam stops near, not exactly at, the optimum EM reaches.
+    assert gmm.loss_ == pytest.approx(petal_fit.loss_, abs=0.05)
+    assert gmm.loss_ >= petal_fit.loss_ - 1e-3
+    assert len(gmm.losses_) == gmm.n_iter_ + 1
+
+
+def test_jit_elbo_gives_the_same_fit(petal):
+    a = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, **CPU).fit(petal)
+    b = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, jit=True,
+                    **CPU).fit(petal)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-3)
+    np.testing.assert_allclose(a.losses_[:20], b.losses_[:20], rtol=1e-5)
+
+
+def test_pyro_iris_hyperparameters_are_expressible(petal, petal_fit):
+    gmm = BayesianGMM(2, priors=Priors.pyro_iris(), random_state=0, **CPU).fit(petal)
+    p = gmm.priors_
+    np.testing.assert_array_equal(p.weight_concentration, [1.0, 1.0])
+    np.testing.assert_array_equal(p.mean_loc, [0.0])
+    np.testing.assert_array_equal(p.mean_scale, [10.0])
+    assert p.scale_shape == 1.0
+    np.testing.assert_array_equal(p.scale_rate, [1.0])
+    np.testing.assert_allclose(_sorted(gmm)[1], _sorted(petal_fit)[1], atol=0.02)
+
+
+def test_default_priors_resolved_from_data_and_results_unit_free(petal, petal_fit):
+    x = petal.to_numpy()
+    np.testing.assert_allclose(petal_fit.priors_.mean_loc, x.mean(0))
+    np.testing.assert_allclose(petal_fit.priors_.mean_scale, 2 * x.std(0))
+    np.testing.assert_allclose(petal_fit.priors_.scale_rate, 0.1 * x.std(0))
+    # Millimetres offset by 1000: the same clusters, parameters in the new units.
+    gmm = BayesianGMM(2, random_state=0, **CPU).fit(10 * x + 1000)
+    w, m, s = _sorted(gmm)
+    w0, m0, s0 = _sorted(petal_fit)
+    np.testing.assert_allclose(w, w0, rtol=1e-4)
+    np.testing.assert_allclose(m, 10 * m0 + 1000, rtol=1e-5)
+    np.testing.assert_allclose(s, 10 * s0, rtol=1e-3)
+    assert np.array_equal(gmm.predict(10 * x + 1000), petal_fit.predict(petal))
+
+
+# --------------------------------------------------------- synthetic recovery
+@pytest.mark.parametrize("n_features,n_components", [(1, 2), (1, 3), (2, 2), (2, 4), (5, 3),
+                                                     (5, 5), (2, 5)])
+def test_recovers_known_parameters(n_features, n_components):
+    n = 3000
+    X, labels, truth = make_mixture(n, n_components, n_features, random_state=n_features * 10 + n_components)
+    gmm = BayesianGMM(n_components, random_state=0, **CPU).fit(X)
+    # Match fitted to true components (label switching) by mean distance.
+    cost = ((gmm.means_[:, None, :] - truth.means[None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    w, m, s = gmm.weights_[rows], gmm.means_[rows], gmm.scales_[rows]
+    tw, tm, ts = truth.weights[cols], truth.means[cols], truth.scales[cols]
+    nk = tw * n
+    # Standard errors: mean sigma/sqrt(n_k), scale sigma/sqrt(2 n_k); weights
+    # are exact counts here, so only misassigned overlap points move them.
+    # 5 standard errors leaves room for the prior and finite-sample noise.
+    assert np.all(np.abs(m - tm) <= 5 * ts / np.sqrt(nk)[:, None])
+    assert np.all(np.abs(s - ts) <= 5 * ts / np.sqrt(2 * nk)[:, None])
+    np.testing.assert_allclose(w, tw, atol=0.01)
+    assert adjusted_rand_score(labels, gmm.predict(X)) > 0.99
+
+
+# ------------------------------------------------------ cross-checks of math
+def _hand_negative_log_joint(gmm, X):
+    """-log p(X, weights, means, scales) with scipy, in the data's units."""
+    p = gmm.priors_
+    comp = np.stack([np.log(gmm.weights_[k]) + stats.norm(gmm.means_[k], gmm.scales_[k]).logpdf(X).sum(1)
+                     for k in range(gmm.weights_.size)], axis=1)
+    lp = stats.dirichlet(p.weight_concentration).logpdf(gmm.weights_)
+    lp += stats.norm(p.mean_loc, p.mean_scale).logpdf(gmm.means_).sum()
+    lp += stats.invgamma(p.scale_shape, scale=p.scale_rate).logpdf(gmm.scales_).sum()
+    return -(logsumexp(comp, axis=1).sum() + lp)
+
+
+@pytest.mark.parametrize("em", [True, False])
+def test_final_loss_is_the_negative_log_joint(petal, em):
+    X = petal.to_numpy()
+    kw = {} if em else dict(em_max_iter=0, n_init=1, max_iter=200)
+    gmm = BayesianGMM(2, random_state=0, **kw, **CPU).fit(X)
+    assert gmm.loss_ == pytest.approx(_hand_negative_log_joint(gmm, X), rel=1e-4)
+
+
+def test_loss_is_negative_log_joint_multivariate(iris):
+    X = iris.iloc[:, :4].to_numpy()
+    gmm = BayesianGMM(3, random_state=0, **CPU).fit(X)
+    assert gmm.loss_ == pytest.approx(_hand_negative_log_joint(gmm, X), rel=1e-4)
+    # The loss history never increases during EM (an ECM algorithm).
+    em = gmm.restart_losses_[gmm.best_restart_]
+    assert np.all(np.diff(em) <= 1e-6 * np.abs(em[:-1]))
+
+
+def test_predict_proba_and_score_samples_match_scipy(iris):
+    X = iris.iloc[:, :4].to_numpy()
+    gmm = BayesianGMM(3, random_state=0, **CPU).fit(X)
+    comp = np.stack([np.log(gmm.weights_[k]) + stats.norm(gmm.means_[k], gmm.scales_[k]).logpdf(X).sum(1)
+                     for k in range(3)], axis=1)
+    np.testing.assert_allclose(gmm.score_samples(X), logsumexp(comp, axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gmm.predict_proba(X), np.exp(comp - logsumexp(comp, 1, keepdims=True)),
+                               atol=1e-5)
+    assert gmm.score(X) == pytest.approx(logsumexp(comp, axis=1).mean(), rel=1e-6)
+    n_params = 2 + 2 * 3 * 4
+    ll = logsumexp(comp, axis=1).sum()
+    assert gmm.bic(X) == pytest.approx(-2 * ll + n_params * np.log(150), rel=1e-6)
+    assert gmm.aic(X) == pytest.approx(-2 * ll + 2 * n_params, rel=1e-6)
+
+
+def test_bic_prefers_the_true_number_of_components():
+    X, _, _ = make_mixture(1500, 3, 2, random_state=7)
+    bics = [BayesianGMM(k, random_state=0, **CPU).fit(X).bic(X) for k in (1, 2, 3, 4, 5)]
+    assert int(np.argmin(bics)) + 1 == 3
+
+
+def test_predict_is_argmax_of_predict_proba_on_overlapping_data():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (400, 2)), rng.normal(1.2, 1, (400, 2))])
+    gmm = BayesianGMM(2, random_state=0, **CPU).fit(X)
+    proba = gmm.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-12)
+    labels = gmm.predict(X)
+    clear = np.abs(proba[:, 0] - 0.5) > 1e-4   # exact ties may break either way
+    assert clear.sum() > 790
+    np.testing.assert_array_equal(labels[clear], proba.argmax(1)[clear])
+
+
+def test_sampled_assignments_match_predict_proba_in_frequency():
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (300, 1)), rng.normal(2, 1, (300, 1))])
+    gmm = BayesianGMM(2, random_state=0, **CPU).fit(X)
+    pts = np.array([[-1.0], [0.5], [1.0], [1.5], [3.0]])
+    S = 4000
+    draws = gmm.sample_assignments(pts, n_samples=S)
+    assert draws.shape == (S, 5)
+    freq = (draws[:, :, None] == np.arange(2)).mean(0)
+    p = gmm.predict_proba(pts)
+    se = np.sqrt(p * (1 - p) / S)
+    assert np.all(np.abs(freq - p) <= 4 * se + 1e-3)
+    # Seeded by random_state: the same draws again.
+    np.testing.assert_array_equal(draws, gmm.sample_assignments(pts, n_samples=S))
+
+
+def test_sample_draws_from_the_fitted_mixture(petal_fit):
+    X, labels = petal_fit.sample(20000)
+    assert X.shape == (20000, 1) and labels.shape == (20000,)
+    freq = np.bincount(labels, minlength=2) / 20000
+    np.testing.assert_allclose(freq, petal_fit.weights_, atol=0.015)
+    for k in range(2):
+        np.testing.assert_allclose(X[labels == k].mean(0), petal_fit.means_[k],
+                                   atol=5 * petal_fit.scales_[k].max() / np.sqrt((labels == k).sum()))
+        np.testing.assert_allclose(X[labels == k].std(0), petal_fit.scales_[k], rtol=0.05)
+
+
+def test_model_trace_has_the_documented_sites():
+    from bayesgmm.inference import Standardizer, resolve_priors
+    from bayesgmm.models import gmm_model
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    std = Standardizer.from_data(X)
+    pt = std.priors(resolve_priors(None, X, 4), "cpu")
+    tr = pyro.poutine.trace(gmm_model).get_trace(std.data(X, "cpu"), pt, 4)
+    shapes = {k: tuple(v["value"].shape) for k, v in tr.nodes.items()
+              if v["type"] == "sample" and not k.startswith(("components", "data"))}
+    assert shapes == {"weights": (4,), "means": (4, 3), "scales": (4, 3), "assignment": (30,),
+                      "obs": (30, 3)}
+    assert tr.nodes["assignment"]["infer"].get("enumerate") == "parallel"
+    assert isinstance(tr.nodes["scales"]["fn"].base_dist, pyro.distributions.InverseGamma)
+
+
+def test_elbo_loss_matches_the_vectorised_negative_log_joint():
+    from bayesgmm.inference import (MixtureParams, Standardizer, elbo_loss, negative_log_joint,
+                                    resolve_priors)
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    std = Standardizer.from_data(X)
+    pt = std.priors(resolve_priors(None, X, 3), "cpu")
+    params = MixtureParams(torch.tensor([0.2, 0.3, 0.5]), torch.randn(3, 2, generator=torch.Generator().manual_seed(0)),
+                           torch.tensor([[0.5, 1.0], [1.5, 0.7], [1.0, 1.0]]))
+    Xt = std.data(X, "cpu")
+    assert elbo_loss(Xt, params, pt, 3) == pytest.approx(float(negative_log_joint(Xt, params, pt)), rel=1e-5)
+
+
+# -------------------------------------------------------- estimator contract
+def test_fit_predict_equals_fit_then_predict(petal):
+    a = BayesianGMM(2, random_state=5, **CPU).fit_predict(petal)
+    b = BayesianGMM(2, random_state=5, **CPU).fit(petal).predict(petal)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_same_fit_and_global_rng_untouched(petal):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = BayesianGMM(2, random_state=11, **CPU).fit(petal)
+    after = torch.rand(3)
+    np.testing.assert_array_equal(expected.numpy(), after.numpy())
+    b = BayesianGMM(2, random_state=11, **CPU).fit(petal)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.losses_, b.losses_)
+
+
+def test_two_estimators_do_not_interfere(petal, iris):
+    store = pyro.get_param_store()
+    store.clear()
+    pyro.param("user_param", torch.tensor(3.0))
+    a = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=50, random_state=0, **CPU).fit(petal)
+    snapshot = (a.weights_.copy(), a.means_.copy())
+    b = BayesianGMM(3, em_max_iter=0, n_init=1, max_iter=50, random_state=0, **CPU).fit(
+        iris.iloc[:, :2])
+    # a's state is its own, b did not pick up a's parameters (shapes differ,
+    # which would crash if b's guide read a's), and the user's store is intact.
+    np.testing.assert_array_equal(a.weights_, snapshot[0])
+    np.testing.assert_array_equal(a.means_, snapshot[1])
+    assert b.means_.shape == (3, 2)
+    assert list(store.keys()) == ["user_param"]
+    again = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=50, random_state=0, **CPU).fit(petal)
+    np.testing.assert_array_equal(again.means_, a.means_)
+    store.clear()
+
+
+def test_input_types_give_the_same_fit(iris):
+    df = iris[["petal_length", "petal_width"]]
+    ref = BayesianGMM(2, random_state=0, **CPU).fit(df)
+    assert ref.n_features_in_ == 2
+    assert list(ref.feature_names_in_) == ["petal_length", "petal_width"]
+    for X in (df.to_numpy(), torch.tensor(df.to_numpy()), df.to_numpy().tolist(),
+              df.to_numpy().astype(np.float32)):
+        gmm = BayesianGMM(2, random_state=0, **CPU).fit(X)
+        # float32 input rounds the data, which may reorder the components.
+        np.testing.assert_allclose(_sorted(gmm)[1], _sorted(ref)[1], rtol=1e-5)
+        assert not hasattr(gmm, "feature_names_in_")
+    # A Series and a 1-D array are one feature.
+    s = BayesianGMM(2, random_state=0, **CPU).fit(iris["petal_length"])
+    v = BayesianGMM(2, random_state=0, **CPU).fit(iris["petal_length"].to_numpy())
+    assert s.means_.shape == (2, 1)
+    np.testing.assert_allclose(s.means_, v.means_)
+    np.testing.assert_array_equal(s.predict(iris["petal_length"]), v.predict(iris["petal_length"].to_numpy()))
+
+
+def test_progress_bar_runs_and_changes_nothing(petal, petal_fit, capsys):
+    gmm = BayesianGMM(2, random_state=0, progress=True, **CPU).fit(petal)
+    np.testing.assert_array_equal(gmm.means_, petal_fit.means_)
+    assert "BayesianGMM" in capsys.readouterr().err
+
+
+def test_user_given_initial_means(petal):
+    gmm = BayesianGMM(2, init=[[1.0], [5.0]], n_init=2, random_state=0, **CPU).fit(petal)
+    np.testing.assert_allclose(_sorted(gmm)[1][:, 0], [1.46, 4.9], atol=0.05)
+
+
+@pytest.mark.parametrize("init", ["kmeans", "random"])
+def test_other_initialisations(petal, init):
+    gmm = BayesianGMM(2, init=init, random_state=0, **CPU).fit(petal)
+    np.testing.assert_allclose(_sorted(gmm)[1][:, 0], [1.46, 4.9], atol=0.05)
+
+
+# ------------------------------------------------------------------- errors
+@pytest.mark.parametrize("X,match", [
+    (np.array([[1.0], [np.nan], [2.0]]), r"NaN in column 0"),
+    (np.array([[1.0, np.inf], [0.0, 2.0]]), r"inf in column 1"),
+    (pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1.0, None, 2.0]}), r"NaN in column 1 \('b'\).*impute"),
+    (pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": ["x", "y", "z"]}), r"non-numeric column\(s\) \['s'\]"),
+    (np.array([["a", "b"], ["c", "d"]]), r"must contain numbers"),
+    (np.empty((0, 2)), r"0 sample"),
+])
+def test_bad_input_is_rejected_with_a_clear_message(X, match):
+    with pytest.raises(ValueError, match=match):
+        BayesianGMM(2, **CPU).fit(X)
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(n_components=0), r"n_components must be >= 1, got 0"),
+    (dict(n_components="3"), r"n_components must be an integer, got '3'"),
+    (dict(n_components=5), r"n_components=5 but only 4 sample\(s\): use n_components <= 4"),
+    (dict(n_init=0), r"n_init must be >= 1, got 0"),
+    (dict(tol=-1.0), r"tol must be >= 0.0, got -1.0"),
+    (dict(learning_rate=0), r"learning_rate must be > 0.0, got 0.0"),
+    (dict(init="kmeanz"), r"init must be one of .* got 'kmeanz'"),
+    (dict(init=np.zeros((3, 1))), r"shape \(n_components, n_features\) = \(2, 1\), got an array of shape \(3, 1\)"),
+    (dict(device="tpu"), r"device must be .* got 'tpu'"),
+    (dict(priors={"mean_loc": 0}), r"priors must be a bayesgmm.Priors"),
+    (dict(priors=Priors(weight_concentration=0.5)), r"weight_concentration must be >= 1"),
+    (dict(priors=Priors(mean_scale=-1.0)), r"mean_scale must be > 0, got \[-1.0\]"),
+    (dict(priors=Priors(scale_rate=[1.0, 2.0])), r"scale_rate must be a scalar or have shape \(1,\)"),
+    (dict(jit="yes"), r"jit must be True or False"),
+    (dict(max_iter=0, em_max_iter=0), r"nothing to fit"),
+])
+def test_invalid_hyperparameters_are_checked_at_fit(params, match):
+    est = BayesianGMM(**{"n_components": 2, "device": "cpu", **params})
+    X = np.array([[1.0], [2.0], [3.0], [4.0]])
+    with pytest.raises(ValueError, match=match):
+        est.fit(X)
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):
+        BayesianGMM(2, device="cuda").fit(np.arange(10.0))
+
+
+def test_predict_errors(petal_fit):
+    with pytest.raises(NotFittedError):
+        BayesianGMM(2).predict(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="X has 2 features, but BayesianGMM is expecting 1"):
+        petal_fit.predict(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        petal_fit.predict_proba(np.array([[np.nan]]))
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
+        petal_fit.sample(0)
+
+
+# ------------------------------------------------------------------- GPU
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_fit_matches_cpu(iris):
+    X = iris.iloc[:, :4].to_numpy()
+    cpu = BayesianGMM(3, random_state=0, device="cpu").fit(X)
+    gpu = BayesianGMM(3, random_state=0, device="cuda").fit(X)
+    assert gpu.device_.type == "cuda"
+    assert isinstance(gpu.means_, np.ndarray)
+    np.testing.assert_allclose(gpu.means_, cpu.means_, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-4)
+    np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
