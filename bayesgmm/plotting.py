@@ -1,0 +1,640 @@
+"""Plotting helpers for fitted mixtures and classifiers (matplotlib/seaborn).
+
+Every helper takes ``ax=None`` (a new figure is made when it is ``None``),
+draws on that axes and returns it (:func:`plot_pairs` returns seaborn's
+``PairGrid``); none calls ``show()``.  matplotlib and seaborn are imported
+inside the functions, so ``import bayesgmm`` (and ``import bayesgmm.plotting``)
+stays light for code that never draws.
+
+The mixture helpers read the public fitted attributes ``weights_``,
+``means_`` and ``scales_`` of a :class:`~bayesgmm.BayesianGMM`; a
+scikit-learn ``GaussianMixture(covariance_type="diag")`` is accepted too
+(its ``covariances_`` are turned into scales), so the two can be drawn side
+by side.  The classifier helpers only use the scikit-learn classifier
+interface (``predict``, ``classes_``), so they work with any classifier.
+
+Examples
+--------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> from bayesgmm import BayesianGMM
+>>> from bayesgmm.datasets import load_iris
+>>> from bayesgmm.plotting import plot_density_1d
+>>> X = load_iris()[["petal_length"]]
+>>> gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+>>> ax = plot_density_1d(gmm, X)
+>>> len(ax.lines)  # two weighted components and the mixture
+3
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clusters_2d",
+           "plot_decision_regions", "plot_confusion_matrix", "plot_pairs"]
+
+
+# ----------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------
+def _new_axes(ax):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+    _, ax = plt.subplots()
+    return ax
+
+
+def _mixture_params(estimator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights (K,), means (K, D), scales (K, D)) of a fitted diagonal mixture."""
+    if not hasattr(estimator, "weights_") or not hasattr(estimator, "means_"):
+        raise ValueError(
+            f"{type(estimator).__name__} is not a fitted mixture (no weights_/means_): "
+            "call fit(X) first")
+    weights = np.asarray(estimator.weights_, dtype=np.float64)
+    means = np.asarray(estimator.means_, dtype=np.float64)
+    if hasattr(estimator, "scales_"):
+        scales = np.asarray(estimator.scales_, dtype=np.float64)
+    elif getattr(estimator, "covariance_type", None) == "diag":
+        scales = np.sqrt(np.asarray(estimator.covariances_, dtype=np.float64))
+    else:
+        kind = getattr(estimator, "covariance_type", None)
+        raise ValueError(
+            f"{type(estimator).__name__} has no scales_ and covariance_type={kind!r}: "
+            "these helpers draw diagonal mixtures; use BayesianGMM or "
+            "GaussianMixture(covariance_type='diag')")
+    return weights, means, scales
+
+
+def _as_2d(X, name: str = "X") -> tuple[np.ndarray, list[str]]:
+    """Data as a float (N, D) array and its column names (DataFrame names, or x0, x1...)."""
+    import pandas as pd
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        names = [str(c) for c in X.columns]
+        arr = X.to_numpy(dtype=np.float64)
+    else:
+        if hasattr(X, "detach"):  # torch tensor, possibly on a GPU
+            X = X.detach().cpu().numpy()
+        arr = np.asarray(X, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        names = [f"x{j}" for j in range(arr.shape[1] if arr.ndim == 2 else 0)]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got an array of shape {arr.shape}: "
+                         "pass (n_samples, n_features) data")
+    return arr, names
+
+
+def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
+    """Column index of ``feature`` (an int or a column name)."""
+    if isinstance(feature, str):
+        if feature not in names:
+            raise ValueError(f"feature={feature!r} is not a column of X; columns are {list(names)}")
+        return list(names).index(feature)
+    if isinstance(feature, (int, np.integer)) and not isinstance(feature, bool):
+        if not 0 <= int(feature) < n_features:
+            raise ValueError(f"feature={feature} is out of range for {n_features} feature(s): "
+                             f"use 0 <= feature < {n_features}")
+        return int(feature)
+    raise ValueError(f"feature must be a column index or name, got {feature!r}")
+
+
+def _check_n_features(estimator_d: int, X: np.ndarray) -> None:
+    if X.shape[1] != estimator_d:
+        raise ValueError(f"X has {X.shape[1]} feature(s) but the mixture was fitted on "
+                         f"{estimator_d}: pass the data the mixture was fitted on")
+
+
+def _component_palette(n: int):
+    import seaborn as sns
+    return sns.color_palette(n_colors=max(n, 1))
+
+
+# ----------------------------------------------------------------------------
+# Fits
+# ----------------------------------------------------------------------------
+def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool = False):
+    """Loss (negative log joint / ELBO) per iteration, every restart distinguishable.
+
+    Draws one thin line per restart from ``restart_losses_`` (labelled
+    "restart r") and the kept restart's whole history ``losses_`` (EM
+    iterations then SVI steps) as a thick black line labelled
+    "kept (restart b)".
+
+    Parameters
+    ----------
+    estimator : fitted BayesianGMM (or anything with ``losses_``,
+        ``restart_losses_`` and ``best_restart_``)
+    ax : matplotlib Axes, optional
+    restarts : bool, default True
+        Draw the individual restarts; False draws only the kept history.
+    logy : bool, default False
+        Plot ``loss - min(loss) + 1`` on a log axis, which shows the late,
+        small improvements that a linear axis flattens.
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from bayesgmm import BayesianGMM
+    >>> from bayesgmm.datasets import load_iris
+    >>> gmm = BayesianGMM(2, n_init=3, random_state=0, device="cpu").fit(
+    ...     load_iris()[["petal_length"]])
+    >>> len(plot_loss_history(gmm).lines)  # 3 restarts + the kept history
+    4
+    """
+    for attr in ("losses_", "restart_losses_", "best_restart_"):
+        if not hasattr(estimator, attr):
+            raise ValueError(f"{type(estimator).__name__} has no {attr}: call fit(X) first")
+    ax = _new_axes(ax)
+    kept = np.asarray(estimator.losses_, dtype=np.float64)
+    histories = [np.asarray(h, dtype=np.float64) for h in estimator.restart_losses_]
+    every = np.concatenate([kept] + histories) if restarts else kept
+    finite = every[np.isfinite(every)]
+    shift = (finite.min() - 1.0) if (logy and finite.size) else 0.0
+
+    if restarts:
+        colors = _component_palette(len(histories))
+        for r, h in enumerate(histories):
+            ax.plot(np.arange(1, h.size + 1), h - shift, color=colors[r], lw=1, alpha=0.8,
+                    label=f"restart {r}")
+    ax.plot(np.arange(1, kept.size + 1), kept - shift, color="black", lw=2.2,
+            ls="--" if restarts else "-", label=f"kept (restart {estimator.best_restart_})")
+    ax.set_xlabel("iteration (EM, then SVI steps)")
+    ax.set_ylabel("loss - min + 1 (log scale)" if logy else "loss (negative log joint)")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
+                    grid_size: int = 400, labels=None):
+    """Data, each weighted component density and the mixture density, in 1-D.
+
+    For a multivariate fit the curves are the marginals on ``feature``
+    (exact for diagonal covariances): component k is drawn as
+    ``w_k N(x | mu_kf, s_kf)`` and the mixture is their sum.
+
+    Parameters
+    ----------
+    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    X : array-like or DataFrame of shape (n_samples, n_features), or 1-D
+    ax : matplotlib Axes, optional
+    feature : int or str, default 0
+        Column to draw (index, or name when X is a DataFrame).
+    rug : bool, default True
+        Rug of the data along the x axis (one tick per point); False draws
+        nothing for the data.
+    grid_size : int, default 400
+        Number of points at which the densities are evaluated.
+    labels : array-like of shape (n_samples,), optional
+        Colour the rug by these labels (e.g. the true species).
+
+    Returns
+    -------
+    matplotlib Axes
+        Lines: the K components (labelled "component k (w=...)") then the
+        mixture (labelled "mixture").
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from bayesgmm import BayesianGMM
+    >>> from bayesgmm.datasets import load_iris
+    >>> X = load_iris()[["petal_length"]]
+    >>> ax = plot_density_1d(BayesianGMM(2, random_state=0, device="cpu").fit(X), X)
+    >>> [line.get_label() for line in ax.lines][-1]
+    'mixture'
+    """
+    import seaborn as sns
+    from scipy.stats import norm
+
+    weights, means, scales = _mixture_params(estimator)
+    X, names = _as_2d(X)
+    _check_n_features(means.shape[1], X)
+    f = _check_feature(feature, names, X.shape[1])
+    if not isinstance(grid_size, (int, np.integer)) or grid_size < 2:
+        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    ax = _new_axes(ax)
+    x = X[:, f]
+    mu, s = means[:, f], scales[:, f]
+    # The grid covers the data and 3 scales beyond every component, so no
+    # curve is cut off mid-bump.
+    lo = min(x.min(), (mu - 3 * s).min())
+    hi = max(x.max(), (mu + 3 * s).max())
+    grid = np.linspace(lo, hi, int(grid_size))
+    comp = weights[:, None] * norm.pdf(grid[None, :], mu[:, None], s[:, None])  # (K, G)
+    colors = _component_palette(len(weights))
+    for k in range(len(weights)):
+        ax.plot(grid, comp[k], color=colors[k], lw=1.5, ls="--",
+                label=f"component {k} (w={weights[k]:.2f})")
+    ax.plot(grid, comp.sum(0), color="black", lw=2, label="mixture")
+    if rug:
+        if labels is None:
+            sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)
+        else:
+            labels = np.asarray(labels)
+            if labels.shape != (x.size,):
+                raise ValueError(f"labels has shape {labels.shape} but X has {x.size} rows: "
+                                 "pass one label per row of X")
+            sns.rugplot(x=x, hue=labels, ax=ax, height=0.04, legend=False)
+    ax.set_xlabel(names[f])
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
+                     kind: Literal["swarm", "strip"] = "swarm", size: float = 3.0):
+    """The data of one feature by assigned cluster, as a swarm or strip plot.
+
+    One column per cluster (x axis), the feature's values on the y axis, as
+    in Pyro's iris study; ``hue`` colours the points by another labelling
+    (e.g. the true species), so that a mixed cluster is visible at a glance.
+
+    Parameters
+    ----------
+    X : array-like or DataFrame of shape (n_samples, n_features), or 1-D
+    assignments : array-like of shape (n_samples,)
+        Cluster of each point, e.g. ``gmm.predict(X)``.
+    ax : matplotlib Axes, optional
+    feature : int or str, default 0
+    hue : array-like of shape (n_samples,), optional
+        Colour by these labels; by default points are coloured by cluster.
+    kind : {"swarm", "strip"}, default "swarm"
+        A swarm never overlaps points (slow above a few thousand points);
+        a strip jitters them.
+    size : float, default 3
+        Marker size.
+
+    Returns
+    -------
+    matplotlib Axes
+        One point collection per cluster (seaborn draws a column at a time).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> ax = plot_assignments(np.array([1.0, 1.1, 5.0, 5.2]), [0, 0, 1, 1], kind="strip")
+    >>> len(ax.collections)
+    2
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    X, names = _as_2d(X)
+    f = _check_feature(feature, names, X.shape[1])
+    z = np.asarray(assignments)
+    if z.shape != (X.shape[0],):
+        raise ValueError(f"assignments has shape {z.shape} but X has {X.shape[0]} rows: "
+                         "pass one cluster label per row of X")
+    if kind not in ("swarm", "strip"):
+        raise ValueError(f"kind must be 'swarm' or 'strip', got {kind!r}")
+    df = pd.DataFrame({"cluster": z, names[f]: X[:, f]})
+    order = list(np.unique(z))
+    if hue is None:
+        df["colour"] = z
+        hue_order = order
+        legend = False
+    else:
+        hue = np.asarray(hue)
+        if hue.shape != (X.shape[0],):
+            raise ValueError(f"hue has shape {hue.shape} but X has {X.shape[0]} rows: "
+                             "pass one label per row of X")
+        df["colour"] = hue
+        hue_order = list(pd.unique(hue))
+        legend = "auto"
+    ax = _new_axes(ax)
+    plot = sns.swarmplot if kind == "swarm" else sns.stripplot
+    plot(data=df, x="cluster", y=names[f], hue="colour", order=order, hue_order=hue_order,
+         palette=_component_palette(len(hue_order)), size=size, ax=ax, legend=legend)
+    if hue is not None and ax.get_legend() is not None:
+        ax.get_legend().set_title(None)
+    ax.set_xlabel("cluster")
+    ax.set_ylabel(names[f])
+    return ax
+
+
+def _ellipse_patches(ax, means, scales, fx, fy, sigmas, colors):
+    from matplotlib.patches import Ellipse
+    for k in range(means.shape[0]):
+        for n_sigma in sigmas:
+            # Diagonal covariance: the n-sigma contour is axis-aligned with
+            # semi-axes n * scale along each feature.
+            ax.add_patch(Ellipse((means[k, fx], means[k, fy]), width=2 * n_sigma * scales[k, fx],
+                                 height=2 * n_sigma * scales[k, fy], fill=False,
+                                 edgecolor=colors[k], lw=2 if n_sigma == sigmas[0] else 1,
+                                 ls="-" if n_sigma == sigmas[0] else "--"))
+
+
+def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
+                     sigmas: Sequence[float] = (1.0, 2.0), contours: bool = False,
+                     grid_size: int = 150, s: float = 12.0):
+    """Points coloured by assignment with each component's sigma ellipses.
+
+    Parameters
+    ----------
+    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    X : array-like or DataFrame of shape (n_samples, n_features), n_features >= 2
+    ax : matplotlib Axes, optional
+    features : pair of int or str, default (0, 1)
+        The two columns to draw; for D > 2 the ellipses and contours are
+        the components' marginals on them (exact for diagonal covariances).
+    labels : array-like of shape (n_samples,), optional
+        Colours of the points; default ``estimator.predict(X)``.
+    sigmas : sequence of float, default (1, 2)
+        One axis-aligned ellipse per component and value (solid for the
+        first, dashed for the rest); empty draws none.
+    contours : bool, default False
+        Also draw contour lines of the mixture's (marginal) density.
+    grid_size : int, default 150
+        Grid resolution of the contours.
+    s : float, default 12
+        Marker size.
+
+    Returns
+    -------
+    matplotlib Axes
+        One point collection per label value (legend entries "cluster k"),
+        ``K * len(sigmas)`` ellipse patches, one "x" marker collection for
+        the means, and a contour set when ``contours=True``.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from bayesgmm import BayesianGMM
+    >>> from bayesgmm.datasets import load_iris
+    >>> X = load_iris()[["petal_length", "petal_width"]]
+    >>> ax = plot_clusters_2d(BayesianGMM(3, random_state=0, device="cpu").fit(X), X)
+    >>> len(ax.patches)  # 3 components x (1 and 2 sigma)
+    6
+    """
+    from scipy.stats import norm
+
+    weights, means, scales = _mixture_params(estimator)
+    Xa, names = _as_2d(X)
+    _check_n_features(means.shape[1], Xa)
+    if Xa.shape[1] < 2:
+        raise ValueError("plot_clusters_2d needs at least 2 features, got 1: "
+                         "use plot_density_1d for 1-D data")
+    if len(features) != 2:
+        raise ValueError(f"features must name exactly 2 columns, got {features!r}")
+    fx, fy = (_check_feature(f, names, Xa.shape[1]) for f in features)
+    if labels is None:
+        labels = np.asarray(estimator.predict(X))
+    labels = np.asarray(labels)
+    if labels.shape != (Xa.shape[0],):
+        raise ValueError(f"labels has shape {labels.shape} but X has {Xa.shape[0]} rows: "
+                         "pass one label per row of X")
+    sigmas = [float(v) for v in sigmas]
+    if any(v <= 0 for v in sigmas):
+        raise ValueError(f"sigmas must be positive, got {sigmas}")
+    ax = _new_axes(ax)
+    K = len(weights)
+    values = list(np.unique(labels))
+    # Colour points by cluster index when labels are component indices, so
+    # that points and their component's ellipse share a colour.
+    colors = _component_palette(max(K, len(values)))
+    for i, v in enumerate(values):
+        c = colors[int(v)] if (np.issubdtype(type(v), np.integer) and 0 <= v < len(colors)) \
+            else colors[i]
+        m = labels == v
+        ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=c, alpha=0.7, edgecolors="none",
+                   label=f"cluster {v}")
+    _ellipse_patches(ax, means, scales, fx, fy, sigmas, colors)
+    ax.scatter(means[:, fx], means[:, fy], marker="x", color="black", s=60, label="means")
+    if contours:
+        x0, x1 = ax.get_xlim()
+        y0, y1 = ax.get_ylim()
+        gx, gy = np.meshgrid(np.linspace(x0, x1, grid_size), np.linspace(y0, y1, grid_size))
+        dens = (weights[:, None, None]
+                * norm.pdf(gx[None], means[:, fx, None, None], scales[:, fx, None, None])
+                * norm.pdf(gy[None], means[:, fy, None, None], scales[:, fy, None, None])).sum(0)
+        ax.contour(gx, gy, dens, levels=8, colors="0.4", linewidths=0.7)
+    ax.set_xlabel(names[fx])
+    ax.set_ylabel(names[fy])
+    ax.legend(fontsize="small", markerscale=1.5)
+    return ax
+
+
+# ----------------------------------------------------------------------------
+# Classifiers
+# ----------------------------------------------------------------------------
+def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
+                          margin: float = 0.1, s: float = 10.0, alpha: float = 0.25):
+    """A fitted 2-D classifier's decision regions with the (training) points.
+
+    Uses only ``classifier.predict`` and ``classifier.classes_``, so any
+    scikit-learn classifier can be drawn.
+
+    Parameters
+    ----------
+    classifier : fitted classifier on 2 features
+    X : array-like of shape (n_samples, 2)
+    y : array-like of shape (n_samples,)
+        True labels of the points (values from ``classifier.classes_``).
+    ax : matplotlib Axes, optional
+    grid_size : int, default 200
+        Points per axis at which ``predict`` is evaluated.
+    margin : float, default 0.1
+        Grid margin around the data, as a fraction of the data's range.
+    s, alpha : float
+        Marker size; opacity of the filled regions.
+
+    Returns
+    -------
+    matplotlib Axes
+        A filled contour set (the regions), a contour set (the boundaries)
+        and one point collection per class, labelled by the class.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+    >>> from bayesgmm.datasets import make_circles
+    >>> X, y = make_circles(200, noise=0.05, random_state=0)
+    >>> ax = plot_decision_regions(QuadraticDiscriminantAnalysis().fit(X, y), X, y)
+    >>> [t.get_text() for t in ax.get_legend().texts]
+    ['0', '1']
+    """
+    import pandas as pd
+
+    if not hasattr(classifier, "classes_"):
+        raise ValueError(f"{type(classifier).__name__} has no classes_: call fit(X, y) first")
+    classes = np.asarray(classifier.classes_)
+    Xa, names = _as_2d(X)
+    if Xa.shape[1] != 2:
+        raise ValueError(f"decision regions are drawn in 2-D but X has {Xa.shape[1]} "
+                         "features: select two features (and fit the classifier on them)")
+    y = np.asarray(y)
+    if y.shape != (Xa.shape[0],):
+        raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "
+                         "pass one label per row of X")
+    if not isinstance(grid_size, (int, np.integer)) or grid_size < 2:
+        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    unknown = ~np.isin(y, classes)
+    if unknown.any():
+        raise ValueError(f"y contains labels not in classifier.classes_: "
+                         f"{list(np.unique(y[unknown]))[:5]}; pass labels the classifier knows")
+    ax = _new_axes(ax)
+    lo, hi = Xa.min(0), Xa.max(0)
+    pad = margin * np.where(hi > lo, hi - lo, 1.0)
+    gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid_size),
+                         np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid_size))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    if isinstance(X, pd.DataFrame):  # keep feature names, as the classifier saw them
+        grid = pd.DataFrame(grid, columns=X.columns)
+    # Class labels may be strings or non-contiguous ints: colour by index.
+    index = pd.Index(classes).get_indexer(np.asarray(classifier.predict(grid)))
+    Z = index.reshape(gx.shape).astype(float)
+    colors = _component_palette(len(classes))
+    from matplotlib.colors import ListedColormap
+    cmap = ListedColormap(colors[: len(classes)])
+    levels = np.arange(len(classes) + 1) - 0.5
+    ax.contourf(gx, gy, Z, levels=levels, cmap=cmap, alpha=alpha)
+    ax.contour(gx, gy, Z, levels=levels[1:-1], colors="0.2", linewidths=0.8)
+    for i, c in enumerate(classes):
+        m = y == c
+        ax.scatter(Xa[m, 0], Xa[m, 1], s=s, color=colors[i], edgecolors="white",
+                   linewidths=0.3, label=str(c))
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.legend(title="class", fontsize="small", markerscale=1.5)
+    return ax
+
+
+def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
+                          normalize: Optional[Literal["true", "pred", "all"]] = None,
+                          cmap: str = "Blues"):
+    """Confusion matrix (scikit-learn's numbers) as an annotated heatmap.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+    ax : matplotlib Axes, optional
+    labels : array-like, optional
+        Row/column order; default the sorted union of both label sets.
+    normalize : {"true", "pred", "all"} or None
+        As in :func:`sklearn.metrics.confusion_matrix`: rows, columns or
+        all cells sum to 1.
+    cmap : str, default "Blues"
+
+    Returns
+    -------
+    matplotlib Axes
+        Rows are true labels, columns predicted labels; one annotation
+        per cell.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> ax = plot_confusion_matrix(["a", "a", "b"], ["a", "b", "b"])
+    >>> [t.get_text() for t in ax.texts]
+    ['1', '1', '0', '1']
+    """
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+
+    if normalize not in (None, "true", "pred", "all"):
+        raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
+                         "pass one prediction per true label")
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true, y_pred]))
+    labels = np.asarray(labels)
+    cm = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
+    ax = _new_axes(ax)
+    sns.heatmap(cm, annot=True, fmt="d" if normalize is None else ".2f", cmap=cmap, cbar=False,
+                square=True, xticklabels=[str(v) for v in labels],
+                yticklabels=[str(v) for v in labels], ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return ax
+
+
+# ----------------------------------------------------------------------------
+# Multivariate fits
+# ----------------------------------------------------------------------------
+def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float = 2.0,
+               vars: Optional[Sequence] = None, height: float = 2.0, **pairplot_kws: Any):
+    """Pair plot of a multivariate fit, coloured by cluster (seaborn ``pairplot``).
+
+    Parameters
+    ----------
+    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    X : array-like or DataFrame of shape (n_samples, n_features)
+    labels : array-like of shape (n_samples,), optional
+        Colours; default ``estimator.predict(X)``.
+    ellipses : bool, default True
+        Draw each component's ``sigma``-ellipse on every off-diagonal panel.
+    sigma : float, default 2
+    vars : sequence of column names or indices, optional
+        Columns to draw; default all.
+    height : float, default 2
+        Height of each panel in inches.
+    **pairplot_kws
+        Passed to :func:`seaborn.pairplot` (e.g. ``diag_kind="hist"``).
+
+    Returns
+    -------
+    seaborn.PairGrid
+        A figure-level grid, so a grid rather than an axes is returned
+        (``grid.axes`` is the (D, D) array of panels, ``grid.figure`` the figure).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from bayesgmm import BayesianGMM
+    >>> from bayesgmm.datasets import load_iris
+    >>> X = load_iris().drop(columns="species")
+    >>> g = plot_pairs(BayesianGMM(3, random_state=0, device="cpu").fit(X), X)
+    >>> g.axes.shape
+    (4, 4)
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    weights, means, scales = _mixture_params(estimator)
+    Xa, names = _as_2d(X)
+    _check_n_features(means.shape[1], Xa)
+    cols = list(range(Xa.shape[1])) if vars is None else [
+        _check_feature(v, names, Xa.shape[1]) for v in vars]
+    if labels is None:
+        labels = np.asarray(estimator.predict(X))
+    labels = np.asarray(labels)
+    if labels.shape != (Xa.shape[0],):
+        raise ValueError(f"labels has shape {labels.shape} but X has {Xa.shape[0]} rows: "
+                         "pass one label per row of X")
+    K = len(weights)
+    df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
+    df["cluster"] = labels
+    hue_order = list(np.unique(labels))
+    palette = _component_palette(max(K, len(hue_order)))
+    if all(np.issubdtype(type(v), np.integer) and 0 <= v < len(palette) for v in hue_order):
+        palette = {v: palette[int(v)] for v in hue_order}
+    else:
+        palette = palette[: len(hue_order)]
+    kws = dict(hue="cluster", hue_order=hue_order, palette=palette, height=height,
+               plot_kws={"s": 12, "alpha": 0.7})
+    kws.update(pairplot_kws)
+    grid = sns.pairplot(df, vars=[names[j] for j in cols], **kws)
+    if ellipses:
+        colors = _component_palette(K)
+        for i, fy in enumerate(cols):
+            for j, fx in enumerate(cols):
+                ax = grid.axes[i, j]
+                if i != j and ax is not None:
+                    _ellipse_patches(ax, means, scales, fx, fy, [float(sigma)], colors)
+    return grid

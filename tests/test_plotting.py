@@ -1,0 +1,338 @@
+"""Tests of bayesgmm.plotting: what is drawn, checked against independent computations."""
+
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: before pyplot is imported anywhere
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.contour import ContourSet
+from matplotlib.patches import Ellipse
+from scipy.stats import norm
+from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+from sklearn.mixture import GaussianMixture
+
+from bayesgmm import BayesianGMM
+from bayesgmm.datasets import load_iris, make_circles
+from bayesgmm.plotting import (plot_assignments, plot_clusters_2d, plot_confusion_matrix,
+                               plot_decision_regions, plot_density_1d, plot_loss_history,
+                               plot_pairs)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_iris()
+
+
+@pytest.fixture(scope="module")
+def fit_1d(iris):
+    X = iris[["petal_length"]]
+    return BayesianGMM(2, n_init=3, max_iter=50, random_state=0, device="cpu").fit(X), X
+
+
+@pytest.fixture(scope="module")
+def fit_2d(iris):
+    X = iris[["petal_length", "petal_width"]]
+    return BayesianGMM(3, n_init=2, max_iter=0, random_state=0, device="cpu").fit(X), X
+
+
+@pytest.fixture(scope="module")
+def fit_4d(iris):
+    X = iris.drop(columns="species")
+    return BayesianGMM(3, n_init=2, max_iter=0, random_state=0, device="cpu").fit(X), X
+
+
+def _legend_texts(ax):
+    return [t.get_text() for t in ax.get_legend().texts]
+
+
+# ---------------------------------------------------------------- lightness
+def test_import_does_not_load_matplotlib():
+    code = ("import sys, bayesgmm, bayesgmm.plotting; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+            "assert 'seaborn' not in sys.modules, 'seaborn imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_helpers_never_show(monkeypatch, fit_1d):
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    gmm, X = fit_1d
+    plot_loss_history(gmm)
+    plot_density_1d(gmm, X)
+    assert shown == []
+
+
+# ------------------------------------------------------------------ losses
+def test_loss_history_one_line_per_restart_plus_kept(fit_1d):
+    gmm, _ = fit_1d
+    ax = plot_loss_history(gmm)
+    n = len(gmm.restart_losses_)
+    assert n == 3
+    assert len(ax.lines) == n + 1
+    assert _legend_texts(ax) == [f"restart {r}" for r in range(n)] + [
+        f"kept (restart {gmm.best_restart_})"]
+    for r, line in enumerate(ax.lines[:n]):
+        np.testing.assert_allclose(line.get_ydata(), gmm.restart_losses_[r])
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), gmm.losses_)
+    # restarts are distinguishable: distinct colours
+    colours = {matplotlib.colors.to_hex(line.get_color()) for line in ax.lines[:n]}
+    assert len(colours) == n
+
+
+def test_loss_history_log_and_kept_only(fit_1d):
+    gmm, _ = fit_1d
+    ax = plot_loss_history(gmm, restarts=False, logy=True)
+    assert len(ax.lines) == 1
+    assert ax.get_yscale() == "log"
+    y = ax.lines[0].get_ydata()
+    assert y.min() == pytest.approx(1.0)
+    np.testing.assert_allclose(y - y.min(), gmm.losses_ - gmm.losses_.min())
+
+
+def test_loss_history_needs_fit():
+    with pytest.raises(ValueError, match="call fit"):
+        plot_loss_history(BayesianGMM())
+
+
+# ------------------------------------------------------------------ 1-D density
+def test_density_1d_components_sum_to_mixture_density(fit_1d):
+    gmm, X = fit_1d
+    ax = plot_density_1d(gmm, X, grid_size=300)
+    K = gmm.n_components
+    assert len(ax.lines) == K + 1
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[-1] == "mixture"
+    assert labels[:K] == [f"component {k} (w={gmm.weights_[k]:.2f})" for k in range(K)]
+    grid = ax.lines[-1].get_xdata()
+    assert grid.size == 300
+    comps = np.array([line.get_ydata() for line in ax.lines[:K]])
+    np.testing.assert_allclose(comps.sum(0), ax.lines[-1].get_ydata())
+    # independent check: the drawn mixture is exp(score_samples) of the estimator
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(),
+                               np.exp(gmm.score_samples(pd.DataFrame({"petal_length": grid}))),
+                               rtol=1e-4)
+    # each component integrates to its weight over the grid (it covers +-3 sigma)
+    dx = grid[1] - grid[0]
+    np.testing.assert_allclose(comps.sum(1) * dx, gmm.weights_, atol=0.01)
+    # the rug: one tick per data point
+    rugs = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(rugs) == 1 and len(rugs[0].get_segments()) == len(X)
+    assert ax.get_xlabel() == "petal_length"
+
+
+def test_density_1d_marginal_of_multivariate_fit(fit_4d):
+    gmm, X = fit_4d
+    ax = plot_density_1d(gmm, X, feature="sepal_width", rug=False)
+    assert not ax.collections
+    grid = ax.lines[-1].get_xdata()
+    j = list(X.columns).index("sepal_width")
+    expected = (gmm.weights_[:, None] * norm.pdf(grid, gmm.means_[:, j, None],
+                                                 gmm.scales_[:, j, None])).sum(0)
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), expected)
+    assert ax.get_xlabel() == "sepal_width"
+
+
+def test_density_1d_sklearn_diag_mixture_and_labels(iris):
+    X = iris[["petal_length"]].to_numpy()
+    gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    ax = plot_density_1d(gm, X, labels=iris.species.to_numpy())
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(),
+                               np.exp(gm.score_samples(ax.lines[-1].get_xdata()[:, None])),
+                               rtol=1e-6)
+    rug = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+    # coloured by species: three distinct colours among the ticks
+    assert len({tuple(c) for c in np.round(rug.get_colors(), 4)}) == 3
+
+
+def test_density_1d_bad_input(fit_1d, fit_4d):
+    gmm, X = fit_1d
+    with pytest.raises(ValueError, match="feature=3 is out of range"):
+        plot_density_1d(gmm, X, feature=3)
+    with pytest.raises(ValueError, match="'petal' is not a column"):
+        plot_density_1d(gmm, X, feature="petal")
+    with pytest.raises(ValueError, match="fitted on 4"):
+        plot_density_1d(fit_4d[0], X)
+    with pytest.raises(ValueError, match="one label per row"):
+        plot_density_1d(gmm, X, labels=[0, 1])
+    full = GaussianMixture(2, covariance_type="full", random_state=0).fit(X)
+    with pytest.raises(ValueError, match="covariance_type='full'"):
+        plot_density_1d(full, X)
+    with pytest.raises(ValueError, match="call fit"):
+        plot_density_1d(BayesianGMM(), X)
+
+
+# ------------------------------------------------------------------ assignments
+@pytest.mark.parametrize("kind", ["swarm", "strip"])
+def test_assignments_one_column_per_cluster(fit_1d, kind):
+    gmm, X = fit_1d
+    z = gmm.predict(X)
+    ax = plot_assignments(X, z, kind=kind)
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(points) == len(np.unique(z))
+    # every point drawn once, in the column of its cluster, at its value
+    for col, c in enumerate(np.unique(z)):
+        off = points[col].get_offsets()
+        assert len(off) == np.sum(z == c)
+        np.testing.assert_allclose(np.sort(off[:, 1]), np.sort(X.to_numpy()[z == c, 0]))
+        assert np.all(np.abs(off[:, 0] - col) < 0.5)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in np.unique(z)]
+    assert ax.get_legend() is None
+    assert ax.get_ylabel() == "petal_length"
+
+
+def test_assignments_hue_legend(fit_1d, iris):
+    gmm, X = fit_1d
+    ax = plot_assignments(X, gmm.predict(X), hue=iris.species, kind="strip")
+    assert _legend_texts(ax) == ["setosa", "versicolor", "virginica"]
+
+
+def test_assignments_bad_input(fit_1d):
+    _, X = fit_1d
+    with pytest.raises(ValueError, match="one cluster label per row"):
+        plot_assignments(X, [0, 1, 0])
+    with pytest.raises(ValueError, match="kind must be 'swarm' or 'strip', got 'box'"):
+        plot_assignments(X, np.zeros(len(X), int), kind="box")
+
+
+# ------------------------------------------------------------------ 2-D clusters
+def test_clusters_2d_ellipses_match_fit(fit_2d):
+    gmm, X = fit_2d
+    K = gmm.n_components
+    ax = plot_clusters_2d(gmm, X)
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 2 * K
+    for k in range(K):
+        for i, n_sigma in enumerate((1, 2)):
+            e = ellipses[2 * k + i]
+            np.testing.assert_allclose(e.center, gmm.means_[k])
+            assert e.angle == 0  # diagonal covariance: axis-aligned
+            np.testing.assert_allclose([e.width, e.height], 2 * n_sigma * gmm.scales_[k])
+    z = gmm.predict(X)
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(points) == len(np.unique(z)) + 1  # one per cluster + the means
+    assert sum(len(p.get_offsets()) for p in points[:-1]) == len(X)
+    np.testing.assert_allclose(points[-1].get_offsets(), gmm.means_)
+    assert _legend_texts(ax) == [f"cluster {c}" for c in np.unique(z)] + ["means"]
+    # a cluster's points and its component's ellipse share a colour
+    for p, c in zip(points[:-1], np.unique(z)):
+        np.testing.assert_allclose(p.get_facecolor()[0][:3], ellipses[2 * c].get_edgecolor()[:3])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("petal_length", "petal_width")
+
+
+def test_clusters_2d_contours_features_and_sigmas(fit_4d):
+    gmm, X = fit_4d
+    ax = plot_clusters_2d(gmm, X, features=("sepal_length", "petal_width"), sigmas=[3],
+                          contours=True)
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == gmm.n_components
+    np.testing.assert_allclose(ellipses[0].center, gmm.means_[0, [0, 3]])
+    np.testing.assert_allclose(ellipses[0].width, 6 * gmm.scales_[0, 0])
+    assert sum(isinstance(c, ContourSet) for c in ax.collections) == 1
+
+
+def test_clusters_2d_sklearn_and_bad_input(fit_2d):
+    _, X = fit_2d
+    gm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(X)
+    ax = plot_clusters_2d(gm, X, sigmas=[2])
+    e = [p for p in ax.patches if isinstance(p, Ellipse)]
+    np.testing.assert_allclose(e[1].width, 4 * np.sqrt(gm.covariances_[1, 0]))
+    with pytest.raises(ValueError, match="at least 2 features"):
+        g1 = BayesianGMM(2, max_iter=0, random_state=0, device="cpu").fit(X[["petal_length"]])
+        plot_clusters_2d(g1, X[["petal_length"]])
+    with pytest.raises(ValueError, match="sigmas must be positive"):
+        plot_clusters_2d(gm, X, sigmas=[-1])
+
+
+# ------------------------------------------------------------------ classifiers
+@pytest.fixture(scope="module")
+def circles():
+    X, y = make_circles(300, noise=0.05, factor=0.5, random_state=0)
+    labels = np.array(["outer", "inner"])[y]  # string labels
+    return X, labels, QuadraticDiscriminantAnalysis().fit(X, labels)
+
+
+def test_decision_regions_draws_regions_and_points(circles):
+    X, y, clf = circles
+    ax = plot_decision_regions(clf, X, y, grid_size=80)
+    contours = [c for c in ax.collections if isinstance(c, ContourSet)]
+    assert len(contours) == 2  # filled regions + boundary lines
+    filled = contours[0]
+    assert filled.filled and len(filled.levels) == len(clf.classes_) + 1
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(points) == len(clf.classes_)
+    for p, c in zip(points, clf.classes_):
+        assert len(p.get_offsets()) == np.sum(y == c)
+    assert _legend_texts(ax) == [str(c) for c in clf.classes_]
+    # the inner ring's predicted region is a closed curve around the origin:
+    # the boundary passes between the rings on both sides of the origin.
+    paths = contours[1].allsegs[0]
+    radii = np.concatenate([np.hypot(*seg.T) for seg in paths])
+    assert 0.5 < radii.min() and radii.max() < 1.0
+
+
+def test_decision_regions_bad_input(circles):
+    X, y, clf = circles
+    with pytest.raises(ValueError, match="2-D but X has 3 features"):
+        plot_decision_regions(clf, np.c_[X, X[:, :1]], y)
+    with pytest.raises(ValueError, match="not in classifier.classes_"):
+        plot_decision_regions(clf, X, np.where(y == "outer", "ring", y))
+    with pytest.raises(ValueError, match="call fit"):
+        plot_decision_regions(QuadraticDiscriminantAnalysis(), X, y)
+
+
+def test_confusion_matrix_annotations(iris):
+    y = iris.species.to_numpy()
+    X = iris[["petal_length", "petal_width"]].to_numpy()
+    pred = QuadraticDiscriminantAnalysis().fit(X, y).predict(X)
+    ax = plot_confusion_matrix(y, pred)
+    # independent count with pandas
+    table = pd.crosstab(pd.Categorical(y), pd.Categorical(pred, categories=np.unique(y)),
+                        dropna=False).to_numpy()
+    assert [int(t.get_text()) for t in ax.texts] == list(table.ravel())
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(np.unique(y))
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(np.unique(y))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+    ax = plot_confusion_matrix(y, pred, normalize="true")
+    rows = np.array([float(t.get_text()) for t in ax.texts]).reshape(3, 3)
+    np.testing.assert_allclose(rows.sum(1), 1.0, atol=0.02)
+    with pytest.raises(ValueError, match="normalize must be"):
+        plot_confusion_matrix(y, pred, normalize="rows")
+
+
+# ------------------------------------------------------------------ pair plot
+def test_pairs_grid_coloured_by_cluster_with_ellipses(fit_4d):
+    gmm, X = fit_4d
+    grid = plot_pairs(gmm, X)
+    assert grid.axes.shape == (4, 4)
+    z = gmm.predict(X)
+    assert [t.get_text() for t in grid.legend.texts] == [str(c) for c in np.unique(z)]
+    for i in range(4):
+        for j in range(4):
+            n_ell = sum(isinstance(p, Ellipse) for p in grid.axes[i, j].patches)
+            assert n_ell == (gmm.n_components if i != j else 0)
+    off = [c for c in grid.axes[0, 1].collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in off) == len(X)
+    assert grid.axes[3, 0].get_xlabel() == "sepal_length"
+
+
+def test_pairs_subset_of_vars_no_ellipses(fit_4d):
+    gmm, X = fit_4d
+    grid = plot_pairs(gmm, X, vars=["petal_length", "petal_width"], ellipses=False,
+                      labels=load_iris().species.to_numpy())
+    assert grid.axes.shape == (2, 2)
+    assert not any(isinstance(p, Ellipse) for ax in grid.axes.ravel() for p in ax.patches)
+    assert [t.get_text() for t in grid.legend.texts] == ["setosa", "versicolor", "virginica"]
