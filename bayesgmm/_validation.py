@@ -49,7 +49,7 @@ def as_array_like(X: Any, name: str = "X") -> Any:
                     f"{name} must contain numbers, got an array of dtype {arr.dtype}: "
                     f"convert it to float or drop the non-numeric columns") from None
         if arr.dtype.kind == "c":
-            raise ValueError(f"{name} must be real-valued, got complex data: take the real part "
+            raise ValueError(f"Complex data not supported: {name} must be real-valued; take the real part "
                              f"or the magnitude first")
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
@@ -78,8 +78,21 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
 def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
     """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
     ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array."""
+    n_expected = getattr(estimator, "n_features_in_", None)
+    if not reset and n_expected not in (None, 1) and np.ndim(X) == 1 and not _is_series(X):
+        raise ValueError(
+            f"Expected 2-D input with {n_expected} features, got a 1-D array of {len(X)} "
+            f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")
     X = as_array_like(X)
     return validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+
+
+def _is_series(X) -> bool:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(X, pd.Series)
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:

@@ -472,7 +472,13 @@ def map_assignments(X: torch.Tensor, params: MixtureParams, priors: PriorTensors
     with torch.no_grad():
         discrete = infer_discrete(fn, first_available_dim=first_dim, temperature=temperature)
         trace = poutine.trace(discrete).get_trace(X)
-    return trace.nodes["assignment"]["value"]
+    z = trace.nodes["assignment"]["value"]
+    # The max-product/sampling contraction may drop a dimension along which the
+    # value is constant (e.g. every point in one component): broadcast back.
+    shape = (X.shape[0],) if n_draws is None else (n_draws, X.shape[0])
+    while z.dim() > len(shape) and z.shape[0] == 1:  # leftover enumeration dims
+        z = z.squeeze(0)
+    return torch.broadcast_to(z, shape)
 
 
 def sample_model(params: MixtureParams, priors: PriorTensors, n_components: int, n_samples: int):
@@ -481,3 +487,413 @@ def sample_model(params: MixtureParams, priors: PriorTensors, n_components: int,
     with torch.no_grad():
         trace = poutine.trace(conditioned).get_trace(None, priors, n_components, n_samples)
     return trace.nodes["obs"]["value"], trace.nodes["assignment"]["value"]
+
+
+# ----------------------------------------------------------------------------
+# Per-class mixtures fitted together (GMMClassifier)
+# ----------------------------------------------------------------------------
+# Shapes used below: C classes, every class padded to Kmax components, B a
+# batch of variants (restarts, and candidate K for model selection), D
+# features.  Class parameters are MixtureParams with weights (B, C, Kmax),
+# means and scales (B, C, Kmax, D); ``mask`` (B, C, Kmax) or (C, Kmax) marks
+# the real components.  Padded components have weight exactly 0, mean 0 and
+# scale 1, so every expression stays finite and they never take any mass.
+from .models import CLASS_GLOBAL_SITES, masked_dirichlet_log_prob  # noqa: E402
+
+def class_prior_tensors(priors: Sequence[Priors], std: Standardizer, n_max: int, device,
+                        dtype=torch.float32) -> PriorTensors:
+    """Stack resolved per-class :class:`Priors` into class-batched tensors in
+    standardised units.
+
+    Shapes (C classes, K = ``n_max``): ``concentration`` (C, K) (padded with
+    1, unused), ``mean_loc``/``mean_scale``/``scale_rate`` (C, 1, D) and
+    ``scale_shape`` (C, 1, 1): the singleton dims line the per-class values up
+    with (..., C, K, D) parameters."""
+    per = [std.priors(p, device, dtype) for p in priors]
+    conc = torch.ones(len(per), n_max, dtype=dtype, device=device)
+    for c, p in enumerate(per):  # C small host-side copies, once per fit
+        conc[c, : p.concentration.shape[-1]] = p.concentration
+    stack = lambda name: torch.stack([getattr(p, name) for p in per]).unsqueeze(-2)
+    return PriorTensors(
+        concentration=conc,
+        mean_loc=stack("mean_loc"),
+        mean_scale=stack("mean_scale"),
+        scale_shape=torch.stack([p.scale_shape.reshape(1) for p in per]).unsqueeze(-1),
+        scale_rate=stack("scale_rate"),
+    )
+
+
+def masked_params(params: MixtureParams, mask: torch.Tensor) -> MixtureParams:
+    """Put padded components at weight 0, mean 0 and scale 1 (weights
+    renormalised over the real components)."""
+    w = torch.where(mask, params.weights, torch.zeros_like(params.weights))
+    w = w / w.sum(-1, keepdim=True)
+    m = mask.unsqueeze(-1)
+    return MixtureParams(w, torch.where(m, params.means, torch.zeros_like(params.means)),
+                         torch.where(m, params.scales, torch.ones_like(params.scales)))
+
+
+def class_log_prior(params: MixtureParams, priors: PriorTensors, mask: torch.Tensor) -> torch.Tensor:
+    """log p(weights) + log p(means) + log p(scales) of every class over its
+    real components only, shape (..., C).
+
+    The Dirichlet term is the K_c-dimensional density of the real weights, so
+    a padded class has exactly the prior of an unpadded K_c-component one."""
+    maskf = mask.to(params.weights.dtype)
+    logw = torch.log(params.weights.clamp_min(torch.finfo(params.weights.dtype).tiny))
+    lp = masked_dirichlet_log_prob(logw, priors.concentration, mask)
+    lp_means = dist.Normal(priors.mean_loc, priors.mean_scale).log_prob(params.means).sum(-1)
+    lp_scales = dist.InverseGamma(priors.scale_shape, priors.scale_rate).log_prob(params.scales).sum(-1)
+    return lp + ((lp_means + lp_scales) * maskf).sum(-1)
+
+
+def class_log_likelihoods(X: torch.Tensor, params: MixtureParams) -> torch.Tensor:
+    """log p(x_n | class c) for every point and class, shape (..., N, C).
+
+    One call of :func:`component_log_prob` with the classes as its batch
+    dim: (C, N, Kmax) log w + log N, then a log-sum-exp over components
+    (padded components have log weight -inf and drop out)."""
+    return torch.logsumexp(component_log_prob(X, params), -1).transpose(-1, -2)
+
+
+def _own_class_log_prob(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams) -> torch.Tensor:
+    """log w_k + log N(x_n | mu_k, sigma_k) under each point's OWN class only,
+    shape (B, N, Kmax).
+
+    Each point gathers its class's parameters (B, N, Kmax, D) and is treated
+    by :func:`component_log_prob` as a one-point batch (X as (N, 1, D)), so
+    the cost is N x Kmax, not N x C x Kmax."""
+    own = MixtureParams(params.weights[:, labels], params.means[:, labels], params.scales[:, labels])
+    return component_log_prob(X.unsqueeze(-2), own).squeeze(-2)
+
+
+@dataclass
+class ClassStats:
+    """Per-class sufficient statistics of one E-step, summed over each
+    class's own points: log-likelihood (B, C), N_k (B, C, K), sum of x and
+    of x^2 per component (B, C, K, D)."""
+
+    loglik: torch.Tensor
+    Nk: torch.Tensor
+    Sx: torch.Tensor
+    Sxx: torch.Tensor
+
+
+def class_stats(X: torch.Tensor, labels: torch.Tensor, n_classes: int, params: MixtureParams,
+                chunk: int, resp: Optional[torch.Tensor] = None) -> ClassStats:
+    """E-step for all variants and classes at once, chunked over points so
+    the (B, n, Kmax, D) working tensors stay bounded.
+
+    Statistics are scattered back to their class with ``index_add_`` (no
+    loop over classes or points).  With ``resp`` given (N, B, Kmax) hard
+    assignments are used instead of the posterior (initialisation)."""
+    B, C, K = params.weights.shape
+    D = X.shape[-1]
+    z = lambda *s: torch.zeros(*s, dtype=X.dtype, device=X.device)
+    loglik, Nk, Sx, Sxx = z(B, C), z(B, C, K), z(B, C, K, D), z(B, C, K, D)
+    for a in range(0, X.shape[0], chunk):
+        x, y = X[a:a + chunk], labels[a:a + chunk]
+        if resp is None:
+            logp = _own_class_log_prob(x, y, params)                  # (B, n, K)
+            ll = torch.logsumexp(logp, -1)                            # (B, n)
+            r = torch.exp(logp - ll.unsqueeze(-1))
+            loglik.index_add_(1, y, ll)
+        else:
+            r = resp[a:a + chunk].transpose(0, 1)
+        Nk.index_add_(1, y, r)
+        rx = r.unsqueeze(-1) * x.unsqueeze(-2)                        # (B, n, K, D)
+        Sx.index_add_(1, y, rx)
+        Sxx.index_add_(1, y, rx * x.unsqueeze(-2))
+    return ClassStats(loglik, Nk, Sx, Sxx)
+
+
+def _m_step_stats(stats: ClassStats, scales: Optional[torch.Tensor], priors: PriorTensors,
+                  mask: torch.Tensor) -> MixtureParams:
+    """The closed-form conditional maximisation of :func:`_m_step`, from
+    per-class sufficient statistics and restricted to real components.
+
+    Same formulas: Dirichlet mode for the weights (over the class's K_c
+    components), precision-weighted means given the scales, and the positive
+    root of (a + 1 + N_k) s^2 - b s - S_k = 0 for the scales."""
+    Nk, Sx, Sxx = stats.Nk, stats.Sx, stats.Sxx
+    maskf = mask.to(Nk.dtype)
+    w = (Nk + priors.concentration - 1).clamp_min(0) * maskf
+    w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    w = w.clamp_min(_MIN_WEIGHT) * maskf
+    w = w / w.sum(-1, keepdim=True)
+    prior_prec = priors.mean_scale.pow(-2)
+    if scales is None:
+        scales = (priors.scale_rate / (priors.scale_shape + 1)).expand_as(Sx)
+    prec = scales.pow(-2)
+    means = (Sx * prec + priors.mean_loc * prior_prec) / (Nk.unsqueeze(-1) * prec + prior_prec)
+    S = (Sxx - 2 * means * Sx + means * means * Nk.unsqueeze(-1)).clamp_min(0)
+    a = priors.scale_shape + 1 + Nk.unsqueeze(-1)
+    b = priors.scale_rate
+    new_scales = (b + torch.sqrt(b * b + 4 * a * S)) / (2 * a)
+    return masked_params(MixtureParams(w, means, new_scales), mask)
+
+
+def class_negative_log_joint(X: torch.Tensor, labels: torch.Tensor, n_classes: int,
+                             params: MixtureParams, priors: PriorTensors, mask: torch.Tensor,
+                             chunk: int = 2 ** 16) -> torch.Tensor:
+    """-log p(X_c, weights_c, means_c, scales_c) of every class (assignments
+    summed out), shape (B, C): the per-class value of :func:`negative_log_joint`."""
+    ll = torch.zeros(params.weights.shape[:2], dtype=X.dtype, device=X.device)
+    for a in range(0, X.shape[0], chunk):
+        y = labels[a:a + chunk]
+        ll.index_add_(1, y, torch.logsumexp(_own_class_log_prob(X[a:a + chunk], y, params), -1))
+    return -(ll + class_log_prior(params, priors, mask))
+
+
+def class_kmeanspp(X: torch.Tensor, labels: torch.Tensor, n_classes: int, n_centers: int,
+                   n_batch: int, generator: torch.Generator, method: str = "kmeans++",
+                   max_points: int = 8192) -> torch.Tensor:
+    """Greedy k-means++ seeding (as scikit-learn's ``kmeans_plusplus``: 2 +
+    log K candidates per step, keep the one that lowers the potential most)
+    for every (variant, class) group at once, each over its own class's
+    points; ``method="random"`` draws distinct points uniformly instead.
+
+    Returns centres of shape (n_batch, C, n_centers, D).  The first k centres
+    of a k-means++ run are themselves a k-means++ seeding for k, so variants
+    that differ only in K can share one run.  Classes larger than
+    ``max_points`` are seeded from a random subset of that size (seeding
+    needs spread, not every point), which bounds the (G, L, n) work."""
+    N, D = X.shape
+    counts = torch.bincount(labels, minlength=n_classes)
+    order = torch.argsort(labels, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    n_max = int(min(int(counts.max()), max_points))
+    # Per-class padded point table (C, n_max): a random subset of size
+    # min(count, n_max) of each class's points.
+    keys = torch.rand(n_classes, int(counts.max()), generator=generator, dtype=torch.float64)
+    valid_all = torch.arange(int(counts.max())).unsqueeze(0) < counts.unsqueeze(1)
+    keys = torch.where(valid_all, keys, torch.full_like(keys, 2.0))
+    pick = torch.argsort(keys, dim=1)[:, :n_max]                        # (C, n_max)
+    member = torch.arange(n_max).unsqueeze(0) < counts.clamp_max(n_max).unsqueeze(1)
+    idx = order[(starts.unsqueeze(1) + pick).clamp_max(N - 1)]
+    P = X[idx]                                                          # (C, n_max, D)
+    G = n_batch * n_classes
+    P = P.repeat(n_batch, 1, 1)                                         # (G, n_max, D)
+    member = member.repeat(n_batch, 1)                                  # (G, n_max)
+    memberf = member.to(X.dtype)
+    rows = torch.arange(G)
+    centers = torch.zeros(G, n_centers, D, dtype=X.dtype)
+    if method == "random":
+        keys = torch.rand(G, n_max, generator=generator, dtype=torch.float64)
+        keys = torch.where(member, keys, torch.full_like(keys, 2.0))
+        sel = torch.argsort(keys, dim=1)[:, :n_centers]
+        # Classes with fewer points than centres repeat their points.
+        sel = torch.where(sel < counts.clamp_max(n_max).repeat(n_batch).unsqueeze(1), sel,
+                          torch.zeros_like(sel))
+        return P[rows.unsqueeze(1), sel].reshape(n_batch, n_classes, n_centers, D)
+    n_local = 2 + int(math.log(n_centers))
+    first = torch.multinomial(memberf, 1, generator=generator).squeeze(1)
+    centers[:, 0] = P[rows, first]
+    closest = ((P - centers[:, :1]) ** 2).sum(-1) * memberf             # (G, n_max)
+    for j in range(1, n_centers):   # a loop over centres, never over points or classes
+        pot = closest.sum(-1, keepdim=True)
+        # A class with fewer distinct points than centres has zero potential
+        # left: fall back to uniform draws (EM then handles duplicates).
+        probs = torch.where(pot > 0, closest, memberf)
+        cand = torch.multinomial(probs, n_local, replacement=True, generator=generator)
+        d2 = ((P.unsqueeze(1) - P[rows.unsqueeze(1), cand].unsqueeze(2)) ** 2).sum(-1)
+        new = torch.minimum(closest.unsqueeze(1), d2) * memberf.unsqueeze(1)  # (G, L, n_max)
+        best = new.sum(-1).argmin(-1)
+        centers[:, j] = P[rows, cand[rows, best]]
+        closest = new[rows, best]
+    return centers.reshape(n_batch, n_classes, n_centers, D)
+
+
+def class_initial_params(X: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
+                         mask: torch.Tensor, priors: PriorTensors, chunk: int) -> MixtureParams:
+    """Weights and scales consistent with the partition the seeded centres
+    induce (each point to its nearest real centre of its own class), as
+    :func:`initial_params` does for one mixture; the centres are kept as the
+    means."""
+    B, C, K, D = centers.shape
+    maskb = mask.expand(B, C, K)
+    parts = []
+    for a in range(0, X.shape[0], chunk):
+        x, y = X[a:a + chunk], labels[a:a + chunk]
+        d2 = ((x.unsqueeze(0).unsqueeze(-2) - centers[:, y]) ** 2).sum(-1)    # (B, n, K)
+        d2 = torch.where(maskb[:, y], d2, torch.full_like(d2, math.inf))
+        parts.append(torch.nn.functional.one_hot(d2.argmin(-1), K).to(X.dtype).transpose(0, 1))
+    resp = torch.cat(parts, 0)                                                  # (N, B, K)
+    start = MixtureParams(maskb.to(X.dtype), centers, torch.ones_like(centers))
+    stats = class_stats(X, labels, C, start, chunk, resp=resp)
+    p = _m_step_stats(stats, None, priors, maskb)
+    return masked_params(MixtureParams(p.weights, centers, p.scales), maskb)
+
+
+def class_em_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams, mask: torch.Tensor,
+                 priors: PriorTensors, max_iter: int, tol: float, chunk: int,
+                 callback: Optional[Callable[[int, float], None]] = None) -> FitTrace:
+    """Closed-form MAP-EM of every class's mixture, for all variants at once.
+
+    One iteration is one chunked E-step over all points (each against its own
+    class) and one M-step from the per-class statistics.  Classes are
+    independent, so each (variant, class) pair is a separate MAP problem; the
+    loop stops when none of them improves by more than ``tol`` nats per point
+    of its class.  ``losses`` has shape (B, C, T) in standardised units."""
+    B, C, K = params.weights.shape
+    maskb = mask.expand(B, C, K)
+    n_c = torch.bincount(labels, minlength=C).to(X.dtype).clamp_min(1)
+    history = []
+    converged = False
+    prev = None
+    it = 0
+    for it in range(1, max_iter + 1):
+        stats = class_stats(X, labels, C, params, chunk)
+        loss = -(stats.loglik + class_log_prior(params, priors, maskb))
+        history.append(loss)
+        new = _m_step_stats(stats, params.scales, priors, maskb)
+        # A variant that went non-finite keeps its last finite parameters.
+        ok = torch.isfinite(new.weights).all(-1) & torch.isfinite(new.scales).all((-1, -2)) \
+            & torch.isfinite(new.means).all((-1, -2))
+        keep = ok.unsqueeze(-1)
+        params = MixtureParams(torch.where(keep, new.weights, params.weights),
+                               torch.where(keep.unsqueeze(-1), new.means, params.means),
+                               torch.where(keep.unsqueeze(-1), new.scales, params.scales))
+        if callback is not None:
+            callback(it, float(loss.sum()))
+        if prev is not None:
+            gain = (prev - loss) / n_c
+            if not bool((torch.isfinite(loss) & (gain > tol)).any()):
+                converged = True
+                break
+        prev = loss
+    final = class_negative_log_joint(X, labels, C, params, priors, maskb, chunk)
+    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
+    history.append(final)
+    return FitTrace(params, torch.stack(history, -1), it, converged)
+
+
+def _make_class_model(priors: PriorTensors, mask: torch.Tensor):
+    from .models import class_gmm_model
+
+    def model(data, labels):
+        return class_gmm_model(data, labels, priors, mask)
+    return model
+
+
+def _class_guide_init(params: MixtureParams, mask: torch.Tensor) -> dict:
+    """AutoDelta starting values for :func:`class_gmm_model` from (C, K)
+    parameters: log weights as logits (padded entries 0; the model masks them)."""
+    logw = torch.log(params.weights.clamp_min(_MIN_WEIGHT))
+    logits = torch.where(mask, logw, torch.zeros_like(logw)).unsqueeze(-2)
+    return {"weight_logits": logits.detach().clone(), "means": params.means.detach().clone(),
+            "scales": params.scales.detach().clone()}
+
+
+def _class_params_from_guide(values: dict, mask: torch.Tensor) -> MixtureParams:
+    logits = values["weight_logits"].squeeze(-2).masked_fill(~mask, -math.inf)
+    return masked_params(MixtureParams(torch.softmax(logits, -1), values["means"], values["scales"]),
+                         mask)
+
+
+def class_elbo_loss(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams,
+                    priors: PriorTensors, mask: torch.Tensor) -> float:
+    """``TraceEnum_ELBO`` loss of :func:`bayesgmm.models.class_gmm_model` with
+    an AutoDelta guide sitting on ``params`` (weights (C, K), means and
+    scales (C, K, D)); equals the sum over classes of :func:`elbo_loss` of
+    each class's own :func:`gmm_model`."""
+    model = _make_class_model(priors, mask)
+    with pyro.get_param_store().scope():
+        guide = AutoDelta(poutine.block(model, expose=list(CLASS_GLOBAL_SITES)),
+                          init_loc_fn=init_to_value(values=_class_guide_init(params, mask)))
+        return TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide, X, labels)
+
+
+def class_svi_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams, mask: torch.Tensor,
+                  priors: PriorTensors, max_iter: int, tol: float, learning_rate: float,
+                  callback: Optional[Callable[[int, float], None]] = None,
+                  window: int = 10) -> FitTrace:
+    """MAP of all classes at once by SVI on the class-plate model
+    (``TraceEnum_ELBO`` enumerating the assignments, ``AutoDelta`` over
+    ``weight_logits``, ``means`` and ``scales``, Adam), from ``params``
+    (weights (C, K), means/scales (C, K, D)).
+
+    Same stopping rule as :func:`svi_fit` (average gain over ``window``
+    steps below ``tol`` nats per sample); the param store is scoped."""
+    N = X.shape[0]
+    model = _make_class_model(priors, mask)
+    losses = []
+    converged = False
+    it = 0
+    with pyro.get_param_store().scope():
+        guide = AutoDelta(poutine.block(model, expose=list(CLASS_GLOBAL_SITES)),
+                          init_loc_fn=init_to_value(values=_class_guide_init(params, mask)))
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}),
+                  TraceEnum_ELBO(max_plate_nesting=2))
+        for it in range(1, max_iter + 1):
+            loss = svi.step(X, labels)
+            if not math.isfinite(loss):
+                break
+            losses.append(loss)
+            if callback is not None:
+                callback(it, loss)
+            if it > window and (losses[-window - 1] - loss) / (window * N) < tol:
+                converged = True
+                break
+        with torch.no_grad():
+            fitted = {k: v.detach() for k, v in guide.median().items()}
+    out = _class_params_from_guide(fitted, mask)
+    if not all(torch.isfinite(v).all() for v in out.as_dict().values()):
+        return FitTrace(params, torch.tensor(losses + [math.inf]), it, False)
+    return FitTrace(out, torch.tensor(losses, dtype=torch.float64), it, converged)
+
+
+def class_discriminative_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams,
+                             mask: torch.Tensor, log_class_prior: torch.Tensor, steps: int,
+                             learning_rate: float, batch_size: int, generator: torch.Generator,
+                             callback: Optional[Callable[[int, float], None]] = None
+                             ) -> tuple[MixtureParams, torch.Tensor]:
+    """Discriminative fine-tuning, as in the original PyTorch study: starting
+    from the generative MAP, minimise the cross-entropy of the class logits
+    log p(x | c) + log p(c) with Adam over (log weights, means, log scales).
+
+    Full batch when ``batch_size >= N``, else minibatches drawn with
+    ``generator``.  Returns the new parameters and the loss per step."""
+    logits = torch.log(params.weights.clamp_min(_MIN_WEIGHT)).masked_fill(~mask, 0.0)
+    logits = logits.detach().clone().requires_grad_(True)
+    means = params.means.detach().clone().requires_grad_(True)
+    log_scales = torch.log(params.scales).detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits, means, log_scales], lr=learning_rate)
+    N = X.shape[0]
+    history = []
+
+    m = mask.unsqueeze(-1)
+    ones = torch.ones_like(logits)
+
+    def log_weights() -> torch.Tensor:
+        return torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
+
+    def current() -> MixtureParams:
+        return masked_params(MixtureParams(log_weights().exp(), means, torch.exp(log_scales)), mask)
+
+    for step in range(1, steps + 1):
+        if batch_size >= N:
+            x, y = X, labels
+        else:
+            pick = torch.randint(0, N, (batch_size,), generator=generator).to(X.device)
+            x, y = X[pick], labels[pick]
+        opt.zero_grad()
+        # The log weights enter as log_softmax of masked logits rather than
+        # log(softmax): a padded weight is exactly 0 and d log(w)/dw there
+        # would be inf * 0 = nan.  Unit weights make component_log_prob
+        # return the plain log densities; pads (log weight -inf) drop out of
+        # the log-sum-exp and torch.where keeps their means/scales finite.
+        dens = component_log_prob(x, MixtureParams(ones, torch.where(m, means, 0.0),
+                                                   torch.where(m, torch.exp(log_scales), 1.0)))
+        logit = torch.logsumexp(dens + log_weights().unsqueeze(-2), -1).transpose(-1, -2) \
+            + log_class_prior
+        loss = torch.nn.functional.cross_entropy(logit, y)
+        loss.backward()
+        opt.step()
+        history.append(loss.detach())
+        if callback is not None:
+            callback(step, float(loss))
+    with torch.no_grad():
+        out = current()
+    return MixtureParams(out.weights.detach(), out.means.detach(), out.scales.detach()), \
+        torch.stack(history) if history else torch.zeros(0)

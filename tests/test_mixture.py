@@ -379,3 +379,18 @@ def test_gpu_fit_matches_cpu(iris):
     np.testing.assert_allclose(gpu.means_, cpu.means_, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-4)
     np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
+
+
+def test_predict_when_every_point_falls_in_one_component(petal_fit):
+    # infer_discrete returns a value without the data dimension when the
+    # assignment is constant across points; predict must still give (N,).
+    far = np.full((7, 1), 6.0)
+    np.testing.assert_array_equal(petal_fit.predict(far), np.full(7, np.argmax(petal_fit.means_[:, 0])))
+    assert petal_fit.predict(far[:1]).shape == (1,)
+    assert petal_fit.sample_assignments(far, n_samples=3).shape == (3, 7)
+
+
+def test_one_dimensional_input_for_a_multivariate_fit_says_reshape(iris):
+    gmm = BayesianGMM(2, random_state=0, **CPU).fit(iris.iloc[:, :4].to_numpy())
+    with pytest.raises(ValueError, match=r"Reshape your data with X.reshape\(1, -1\)"):
+        gmm.predict(np.ones(4))
