@@ -7,6 +7,7 @@ classification with one mixture per class.
 
 from .models import Priors
 from .mixture import BayesianGMM
+from .persistence import load
 
-__all__ = ["BayesianGMM", "Priors", "__version__"]
+__all__ = ["BayesianGMM", "Priors", "load", "__version__"]
 __version__ = "0.1.0"

@@ -169,10 +169,20 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         """Fit the mixture to ``X`` (array-like, DataFrame, Series or tensor of
         shape (n_samples, n_features); 1-D input is one feature).
 
+        A fit that fails or is interrupted (``KeyboardInterrupt``) leaves the
+        previously fitted state untouched.
+
         Returns
         -------
         self
         """
+        # The new state is built in locals and assigned at the end, but input
+        # validation sets n_features_in_/feature_names_in_ up front: restore
+        # them (and anything else) if the fit raises or is interrupted.
+        with _rollback_on_error(self):
+            return self._fit(X)
+
+    def _fit(self, X) -> "BayesianGMM":
         X = V.check_X(self, X, reset=True)
         n, d = X.shape
         p = self._check_params(n, d)
@@ -240,6 +250,12 @@ class BayesianGMM(DensityMixin, BaseEstimator):
             svi = svi_fit(Xt, em_best, pt, K, p["max_iter"], p["tol"], p["learning_rate"],
                           p["jit"], callback)
             svi_hist = svi.losses.double().cpu().numpy()
+            if not math.isfinite(svi_hist[-1]):
+                import warnings
+                warnings.warn(
+                    f"SVI diverged (non-finite loss after {svi.n_iter} step(s)); keeping the EM "
+                    f"solution: lower learning_rate (now {p['learning_rate']}) to refine it by SVI",
+                    RuntimeWarning, stacklevel=3)
             # Adam may settle marginally above the EM optimum; both optimise
             # the same objective, so keep whichever point is better.
             if svi_hist[-1] <= em_hist[-1]:
@@ -265,7 +281,10 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         X = V.check_X(self, X, reset=False)
         device = self._predict_device()
         center = self.weights_ @ self.means_
-        var = self.weights_ @ (self.scales_ ** 2 + self.means_ ** 2) - center ** 2
+        # Deviations from the centre, not E[x^2] - E[x]^2: the latter cancels
+        # catastrophically when the spread is tiny next to the offset (data
+        # around 1e8 with scales of 1e-10 gave a negative variance, NaN output).
+        var = self.weights_ @ (self.scales_ ** 2 + (self.means_ - center) ** 2)
         std = Standardizer(center=center, scale=np.sqrt(np.maximum(var, 1e-300)))
         params = std.params_to_std(self.weights_, self.means_, self.scales_, device)
         return X, std, params, device
@@ -388,3 +407,59 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         """Akaike information criterion, -2 log L + 2p (lower is better)."""
         ll = self.score_samples(X)
         return float(-2 * ll.sum() + 2 * self._n_parameters())
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Save the estimator (hyperparameters and fitted state) to ``path``.
+
+        The file is a zip archive holding the arrays as safetensors and
+        everything else as JSON (see :mod:`bayesgmm.persistence`); loading it
+        never runs code from the file.  The write is atomic: an interrupted
+        save leaves any previous file at ``path`` intact.  Use this, not
+        pickle/joblib, for files you share or receive.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from bayesgmm import BayesianGMM, load
+        >>> from bayesgmm.datasets import load_iris
+        >>> X = load_iris()[["petal_length"]]
+        >>> gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+        >>> path = os.path.join(tempfile.mkdtemp(), "iris.bgmm")
+        >>> gmm.save(path)
+        >>> (load(path).predict(X) == gmm.predict(X)).all()
+        True
+        """
+        from .persistence import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None) -> "BayesianGMM":
+        """Load an estimator saved by :meth:`save`; refuses any other kind.
+
+        ``device`` ("cpu", "cuda", ...) sets where the loaded model predicts
+        (``device_``); by default the saved device, or the CPU when it is a
+        GPU this machine lacks.  See :func:`bayesgmm.persistence.load`.
+        """
+        from .persistence import load
+        return load(path, device=device, expect=cls)
+
+
+def _rollback_on_error(estimator):
+    """Context manager: on any exception (``KeyboardInterrupt`` included),
+    restore the estimator's attributes as they were on entry.
+
+    A shallow snapshot suffices because fitting assigns new objects and never
+    mutates fitted arrays in place."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        saved = dict(vars(estimator))
+        try:
+            yield
+        except BaseException:
+            vars(estimator).clear()
+            vars(estimator).update(saved)
+            raise
+    return scope()

@@ -1,0 +1,448 @@
+"""Saving and loading: exact round trips, files that cannot run code, atomic
+writes, clear errors for damaged files, devices, and pickling."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bayesgmm
+from bayesgmm import BayesianGMM, Priors, persistence
+from bayesgmm.persistence import _Decoder, _Encoder
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+FITTED = ("weights_", "means_", "scales_", "priors_", "loss_", "losses_", "restart_losses_",
+          "best_restart_", "n_iter_", "converged_", "device_", "n_features_in_",
+          "feature_names_in_")
+
+
+def _data(seed: int = 0, n: int = 120) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    X = np.r_[rng.normal([0, 0, 0], 1, (n // 2, 3)), rng.normal([4, -3, 1], 0.5, (n - n // 2, 3))]
+    return pd.DataFrame(X, columns=["alpha", "beta", "gamma"])
+
+
+@pytest.fixture(scope="module")
+def X() -> pd.DataFrame:
+    return _data()
+
+
+@pytest.fixture(scope="module")
+def fitted(X) -> BayesianGMM:
+    priors = Priors(mean_loc=[0.0, 0.0, 0.0], mean_scale=(5.0, 5.0, 5.0),
+                    scale_rate=np.array([0.1, 0.2, 0.3]))
+    return BayesianGMM(2, priors=priors, n_init=2, em_max_iter=50, max_iter=15, device="cpu",
+                       random_state=0).fit(X)
+
+
+def _same(a, b) -> None:
+    """Exact equality, types and numpy dtypes included."""
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        if a.dtype == object:
+            for x, y in zip(a.ravel(), b.ravel()):
+                _same(x, y)
+        else:
+            np.testing.assert_array_equal(a, b)
+    elif isinstance(a, np.generic):
+        assert a.dtype == b.dtype and (a == b or (a != a and b != b))
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, Priors):
+        for f in fields(Priors):
+            _same(getattr(a, f.name), getattr(b, f.name))
+    elif isinstance(a, float):
+        assert a == b or (a != a and b != b)
+    elif isinstance(a, np.random.RandomState):
+        for x, y in zip(a.get_state(), b.get_state()):
+            _same(x, y)
+    else:
+        assert a == b
+
+
+def _roundtrip_value(value, device=None):
+    """Encode -> JSON text -> safetensors bytes -> decode, as save/load do."""
+    import safetensors.numpy
+
+    enc = _Encoder()
+    text = json.dumps(enc(value, "value"), allow_nan=False)
+    arrays = safetensors.numpy.load(safetensors.numpy.save(enc.arrays))
+    return _Decoder(arrays, device)(json.loads(text))
+
+
+def _rewrite(path, member: str, payload: bytes, out) -> None:
+    """Copy the archive at ``path`` to ``out`` with one member replaced (valid CRCs)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, payload if name == member else src.read(name))
+
+
+def _edit_meta(path, out, edit) -> None:
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+    edit(meta)
+    _rewrite(path, "meta.json", json.dumps(meta).encode(), out)
+
+
+# ----------------------------------------------------------------------------
+# Round trips
+# ----------------------------------------------------------------------------
+def test_round_trip_is_exact(fitted, X, tmp_path):
+    path = tmp_path / "model.bgmm"
+    fitted.save(path)
+    for loaded in (bayesgmm.load(path), BayesianGMM.load(str(path))):
+        assert type(loaded) is BayesianGMM
+        for name in FITTED:
+            _same(getattr(fitted, name), getattr(loaded, name))
+        params, loaded_params = fitted.get_params(), loaded.get_params()
+        assert list(params) == list(loaded_params)
+        for k in params:
+            _same(params[k], loaded_params[k])
+        np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+        np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+        np.testing.assert_array_equal(loaded.score_samples(X), fitted.score_samples(X))
+        np.testing.assert_array_equal(loaded.sample_assignments(X, 3), fitted.sample_assignments(X, 3))
+    # The loaded model refits to exactly what a fresh estimator gives.
+    fresh = BayesianGMM(**fitted.get_params()).fit(X)
+    np.testing.assert_array_equal(bayesgmm.load(path).fit(X).means_, fresh.means_)
+
+
+def test_same_model_gives_identical_bytes(fitted, tmp_path):
+    fitted.save(tmp_path / "a.bgmm")
+    fitted.save(tmp_path / "b.bgmm")
+    assert (tmp_path / "a.bgmm").read_bytes() == (tmp_path / "b.bgmm").read_bytes()
+
+
+def test_file_layout_is_json_plus_safetensors(fitted, tmp_path):
+    """The documented layout: two stored members, plain JSON and safetensors."""
+    import safetensors.numpy
+
+    path = tmp_path / "model.bgmm"
+    fitted.save(path)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["arrays.safetensors", "meta.json"]
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+        meta = json.loads(zf.read("meta.json"))
+        arrays = safetensors.numpy.load(zf.read("arrays.safetensors"))
+    assert (meta["format"], meta["format_version"], meta["kind"]) == ("bayesgmm-model", 1, "BayesianGMM")
+    assert meta["bayesgmm_version"] == bayesgmm.__version__
+    assert meta["state"]["device_"] == {"__device__": "cpu"}
+    assert meta["params"]["n_components"] == 2
+    means = arrays[meta["state"]["means_"]["__array__"]]
+    np.testing.assert_array_equal(means, fitted.means_)
+
+
+def test_unfitted_estimator_and_awkward_hyperparameters(tmp_path):
+    rs = np.random.RandomState(7)
+    rs.standard_normal(3)  # advance, so the state is not the seed's
+    est = BayesianGMM(3, priors=Priors(weight_concentration=(1.0, 2.0, 3.0), scale_shape=2.0),
+                      init=np.arange(6.0).reshape(3, 2), device=torch.device("cpu"),
+                      random_state=rs, tol=1e-7, jit=True)
+    est.save(tmp_path / "u.bgmm")
+    loaded = bayesgmm.load(tmp_path / "u.bgmm")
+    for k, v in est.get_params().items():
+        _same(v, loaded.get_params()[k])
+    assert not hasattr(loaded, "weights_")
+    assert loaded.random_state.standard_normal() == rs.standard_normal()
+
+
+@pytest.mark.parametrize("value", [
+    np.array([3, 1, 7], dtype=np.int32), np.array(["setosa", "versicolor"]),
+    np.array(["a", 3, 2.5, None, np.int16(4)], dtype=object), np.array([b"x", b"yz"], dtype=object),
+    np.array([True, False]), np.arange(6, dtype=np.uint8).reshape(2, 3), np.zeros((0, 4)),
+    np.array(2.5), np.array([1.0, np.nan, -np.inf], dtype=np.float32),
+    np.float32(1.5), np.int8(-3), np.uint64(2 ** 63), np.str_("label"), np.bool_(True),
+    np.float64(np.nan), b"raw", 2 ** 80, -0.0, float("inf"), "text", None,
+    {1: "one", "two": 2, (3, 4): [5, 6.5]}, ("tuple", [1, (2,)]), [],
+    torch.device("cuda:1"), Priors(mean_loc=[1.0, 2.0]),
+])
+def test_values_round_trip_with_their_types(value):
+    _same(value, _roundtrip_value(value))
+
+
+def test_tensors_come_back_on_the_cpu_and_big_endian_arrays_as_native():
+    t = _roundtrip_value(torch.arange(4, dtype=torch.float32))
+    assert t.device.type == "cpu" and t.dtype == torch.float32
+    np.testing.assert_array_equal(t.numpy(), [0, 1, 2, 3])
+    big = np.arange(3, dtype=">f8")
+    back = _roundtrip_value(big)
+    assert back.dtype == np.dtype("<f8") and back.tolist() == big.tolist()
+
+
+label_arrays = st.one_of(
+    hnp.arrays(hnp.integer_dtypes(endianness="<"), st.integers(0, 5), unique=True),
+    hnp.arrays(hnp.floating_dtypes(endianness="<", sizes=(32, 64)), st.integers(0, 5)),
+    hnp.arrays(hnp.unicode_string_dtypes(endianness="<"), st.integers(0, 5)),
+    st.lists(st.one_of(st.integers(), st.text(max_size=5), st.none()), max_size=5)
+    .map(lambda v: np.array(v + [None], dtype=object)),
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.recursive(label_arrays | st.floats() | st.text(max_size=5) | st.integers(),
+                    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                    | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3),
+                    max_leaves=8))
+def test_any_supported_value_round_trips_exactly(value):
+    _same(value, _roundtrip_value(value))
+
+
+# ----------------------------------------------------------------------------
+# Files that must not run code
+# ----------------------------------------------------------------------------
+class _Payload:
+    """Unpickling this creates the marker file: a stand-in for any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payloads_are_refused_not_run(fitted, tmp_path):
+    import joblib
+
+    # The payload is live: unpickling it does create its marker.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Payload(control))).close()
+    assert control.exists()
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(marker))
+    good = tmp_path / "good.bgmm"
+    fitted.save(good)
+
+    (tmp_path / "pickle.bgmm").write_bytes(payload)
+    joblib.dump(_Payload(marker), tmp_path / "joblib.bgmm")
+    torch.save(_Payload(marker), tmp_path / "torch.bgmm")
+    _rewrite(good, "arrays.safetensors", payload, tmp_path / "arrays.bgmm")
+    _rewrite(good, "meta.json", payload, tmp_path / "meta.bgmm")
+    for name, match in [("pickle", "looks like a pickle"), ("joblib", "looks like a pickle"),
+                        ("torch", "torch.save/pickle"), ("arrays", "corrupted"),
+                        ("meta", "corrupted")]:
+        with pytest.raises(ValueError, match=match):
+            bayesgmm.load(tmp_path / f"{name}.bgmm")
+        assert not marker.exists(), name
+
+
+def test_file_cannot_shadow_methods(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    _edit_meta(path, tmp_path / "bad.bgmm", lambda m: m["state"].update(predict=1))
+    with pytest.raises(ValueError, match="bad attribute name 'predict'"):
+        bayesgmm.load(tmp_path / "bad.bgmm")
+
+
+# ----------------------------------------------------------------------------
+# Damaged, foreign, newer and wrong-kind files
+# ----------------------------------------------------------------------------
+def test_every_truncation_is_a_clear_error(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.bgmm"
+    # Every length near both ends (headers, central directory), every 3rd between.
+    lengths = sorted(set(range(0, 200)) | set(range(200, len(data) - 200, 3))
+                     | set(range(len(data) - 200, len(data))))
+    for n in lengths:
+        cut.write_bytes(data[:n])
+        with pytest.raises(ValueError, match="re-save the estimator"):
+            bayesgmm.load(cut)
+
+
+def test_every_flipped_byte_is_detected_or_harmless(fitted, tmp_path):
+    """Corrupt each byte in turn: the load fails with a clear ValueError, or
+    (bytes no check covers, such as timestamps) gives back the same model."""
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.bgmm"
+    harmless = 0
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+        try:
+            loaded = bayesgmm.load(bad)
+        except ValueError as exc:
+            assert "cannot load" in str(exc)
+            continue
+        harmless += 1
+        for name in FITTED:
+            _same(getattr(fitted, name), getattr(loaded, name))
+    assert harmless < len(data) // 20  # almost every byte is covered by a check
+
+
+def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    cases = {
+        "newer": (lambda m: m.update(format_version=2), "format version 2.*upgrade bayesgmm"),
+        "format": (lambda m: m.update(format="something-else"), "does not identify"),
+        "kind": (lambda m: m.update(kind="os.system"), "unknown estimator kind 'os.system'"),
+        "shape": (lambda m: m["state"].update(weights_=m["state"]["means_"]),
+                  "weights_ is not a float array with 1 dimension"),
+        "missing": (lambda m: m["state"].pop("scales_"), r"lacks \['scales_'\]"),
+        "param": (lambda m: m["params"].update(colour="red"), "do not fit this release"),
+        "tag": (lambda m: m["state"].update(n_iter_={"__eval__": "1"}), "unknown tag"),
+        "nan": (lambda m: m["state"].update(loss_={"__float__": "1e400"}), "bad float"),
+    }
+    for name, (edit, match) in cases.items():
+        _edit_meta(path, tmp_path / f"{name}.bgmm", edit)
+        with pytest.raises(ValueError, match=match):
+            bayesgmm.load(tmp_path / f"{name}.bgmm")
+    (tmp_path / "empty.bgmm").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        bayesgmm.load(tmp_path / "empty.bgmm")
+    (tmp_path / "text.bgmm").write_text("weights: [0.5, 0.5]")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        bayesgmm.load(tmp_path / "text.bgmm")
+    with open(tmp_path / "deflated.bgmm", "wb") as f, zipfile.ZipFile(path) as src, \
+            zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as dst:
+        for n in src.namelist():
+            dst.writestr(n, src.read(n))
+    with pytest.raises(ValueError, match="compressed"):
+        bayesgmm.load(tmp_path / "deflated.bgmm")
+    with pytest.raises(FileNotFoundError):
+        bayesgmm.load(tmp_path / "absent.bgmm")
+
+
+def test_wrong_kind_is_refused_by_the_class_loader(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+
+    class Other:
+        pass
+
+    with pytest.raises(ValueError, match="holds a BayesianGMM, not a Other: load it with "
+                                         r"BayesianGMM.load\(path\) or bayesgmm.load"):
+        persistence.load(path, expect=Other)
+
+
+def test_only_registered_estimators_are_saved(tmp_path):
+    class MyGMM(BayesianGMM):
+        pass
+
+    with pytest.raises(ValueError, match="cannot save a MyGMM"):
+        persistence.save(MyGMM(), tmp_path / "x.bgmm")
+    assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------
+# Atomic writes
+# ----------------------------------------------------------------------------
+def test_unsaveable_hyperparameter_leaves_the_old_file(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    before = path.read_bytes()
+    est = BayesianGMM(**fitted.get_params()).set_params(init=lambda: None)
+    with pytest.raises(ValueError, match="hyperparameter 'init'.*function.*not supported"):
+        est.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.bgmm"]
+
+
+@pytest.mark.parametrize("failure", ["interrupt_mid_archive", "fsync_fails"])
+def test_interrupted_write_leaves_the_old_file(fitted, X, tmp_path, monkeypatch, failure):
+    path = tmp_path / "m.bgmm"
+    BayesianGMM(2, n_init=1, max_iter=0, em_max_iter=5, device="cpu", random_state=1).fit(X).save(path)
+    before = path.read_bytes()
+    if failure == "interrupt_mid_archive":
+        real = zipfile.ZipFile.writestr
+        calls = []
+
+        def writestr(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:  # the first member is already on disk
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+        expected = KeyboardInterrupt
+    else:
+        def fsync(fd):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        expected = OSError
+    with pytest.raises(expected):
+        fitted.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.bgmm"]
+    assert bayesgmm.load(path).n_iter_ <= 5   # still the old model
+
+
+def test_save_keeps_permissions_of_the_replaced_file(fitted, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    os.chmod(path, 0o600)
+    fitted.save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+# ----------------------------------------------------------------------------
+# Devices
+# ----------------------------------------------------------------------------
+def test_model_from_a_missing_gpu_predicts_on_the_cpu(fitted, X, tmp_path):
+    path = tmp_path / "m.bgmm"
+    fitted.save(path)
+    _edit_meta(path, tmp_path / "gpu.bgmm",
+               lambda m: m["state"].update(device_={"__device__": "cuda:7"}))
+    loaded = bayesgmm.load(tmp_path / "gpu.bgmm")
+    if torch.cuda.device_count() < 8:
+        assert loaded.device_ == torch.device("cpu")
+        np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    assert bayesgmm.load(tmp_path / "gpu.bgmm", device="cpu").device_ == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            bayesgmm.load(path, device="cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_gpu_fit_loads_and_predicts_on_cpu(X, tmp_path):
+    gpu = BayesianGMM(2, n_init=2, em_max_iter=50, max_iter=15, device="cuda", random_state=0).fit(X)
+    path = tmp_path / "gpu.bgmm"
+    gpu.save(path)
+    cpu = BayesianGMM.load(path, device="cpu")
+    assert cpu.device_ == torch.device("cpu") and gpu.device_.type == "cuda"
+    np.testing.assert_array_equal(cpu.means_, gpu.means_)
+    np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
+    np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
+    again = bayesgmm.load(path)
+    assert again.device_.type == "cuda"
+    np.testing.assert_array_equal(again.predict_proba(X), gpu.predict_proba(X))
+
+
+# ----------------------------------------------------------------------------
+# Pickling (trusted files only)
+# ----------------------------------------------------------------------------
+def test_joblib_and_pickle_work(fitted, X, tmp_path):
+    import joblib
+
+    joblib.dump(fitted, tmp_path / "m.joblib")
+    for other in (joblib.load(tmp_path / "m.joblib"), pickle.loads(pickle.dumps(fitted))):
+        np.testing.assert_array_equal(other.predict(X), fitted.predict(X))
+        np.testing.assert_array_equal(other.predict_proba(X), fitted.predict_proba(X))
