@@ -154,7 +154,7 @@ def _plot_demo(gmm, x: np.ndarray, labels: np.ndarray, species, out: Path, colum
     from . import plotting
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    plotting.plot_losses(gmm, ax=ax)
+    plotting.plot_loss_history(gmm, ax=ax)
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
     plt.close(fig)
