@@ -52,9 +52,11 @@ def test_iris_petal_length_every_seed_finds_setosa(iris, petal, seed):
     assert gmm.converged_
 
 
-def test_pure_svi_reference_path_finds_the_same_mode(iris, petal, petal_fit):
+@pytest.mark.parametrize("backend", ["pyro", "fused"])
+def test_pure_svi_reference_path_finds_the_same_mode(iris, petal, petal_fit, backend):
     # EM switched off: AutoDelta + TraceEnum_ELBO alone, from the k-means++ start.
-    gmm = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=3000, random_state=1, **CPU).fit(petal)
+    gmm = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=3000, random_state=1, backend=backend,
+                      **CPU).fit(petal)
     w, m, s = _sorted(gmm)
     w0, m0, s0 = _sorted(petal_fit)
     np.testing.assert_allclose(m, m0, atol=0.03)
@@ -66,11 +68,26 @@ def test_pure_svi_reference_path_finds_the_same_mode(iris, petal, petal_fit):
 
 
 def test_jit_elbo_gives_the_same_fit(petal):
-    a = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, **CPU).fit(petal)
-    b = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, jit=True,
+    a = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, backend="pyro",
                     **CPU).fit(petal)
+    b = BayesianGMM(2, em_max_iter=0, n_init=1, max_iter=300, random_state=3, jit=True,
+                    backend="pyro", **CPU).fit(petal)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-3)
     np.testing.assert_allclose(a.losses_[:20], b.losses_[:20], rtol=1e-5)
+
+
+def test_fused_backend_follows_the_pyro_svi_trajectory(iris):
+    # Same start, same Adam, tol=0 so both run every step: the fused loss is
+    # TraceEnum_ELBO's loss, so the two trajectories agree step by step.
+    X = iris.iloc[:, :4].to_numpy()
+    kw = dict(em_max_iter=0, n_init=1, max_iter=40, tol=0.0, random_state=2, **CPU)
+    pyro_fit = BayesianGMM(3, backend="pyro", **kw).fit(X)
+    fused_fit = BayesianGMM(3, backend="fused", **kw).fit(X)
+    assert len(pyro_fit.losses_) == len(fused_fit.losses_) == 41
+    np.testing.assert_allclose(fused_fit.losses_, pyro_fit.losses_, rtol=2e-5)
+    np.testing.assert_allclose(fused_fit.means_, pyro_fit.means_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fused_fit.scales_, pyro_fit.scales_, rtol=1e-3)
+    np.testing.assert_allclose(fused_fit.weights_, pyro_fit.weights_, atol=1e-4)
 
 
 def test_pyro_iris_hyperparameters_are_expressible(petal, petal_fit):
@@ -340,6 +357,8 @@ def test_bad_input_is_rejected_with_a_clear_message(X, match):
     (dict(priors=Priors(mean_scale=-1.0)), r"mean_scale must be > 0, got \[-1.0\]"),
     (dict(priors=Priors(scale_rate=[1.0, 2.0])), r"scale_rate must be a scalar or have shape \(1,\)"),
     (dict(jit="yes"), r"jit must be True or False"),
+    (dict(jit=True), r"jit=True applies to backend='pyro'"),
+    (dict(backend="numba"), r"backend must be one of \['fused', 'pyro'\], got 'numba'"),
     (dict(max_iter=0, em_max_iter=0), r"nothing to fit"),
 ])
 def test_invalid_hyperparameters_are_checked_at_fit(params, match):
