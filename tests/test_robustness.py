@@ -1,0 +1,299 @@
+"""Hostile and awkward input, numerical health, interrupted refits,
+determinism and chunked prediction."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import warnings
+
+import numpy as np
+import pandas as pd
+import pyro
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bayesgmm.mixture
+from bayesgmm import BayesianGMM
+from bayesgmm.inference import Standardizer, initial_params, resolve_priors, svi_fit
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+FITTED = ("weights_", "means_", "scales_", "priors_", "loss_", "losses_", "restart_losses_",
+          "best_restart_", "n_iter_", "converged_", "device_", "n_features_in_")
+
+
+def _two_blobs(n: int = 80, d: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.normal(0, 1, (n // 2, d)), rng.normal(6, 1, (n - n // 2, d))]
+
+
+def _check_healthy(est: BayesianGMM, X) -> None:
+    """Finite parameters on the simplex, valid probabilities, consistent labels."""
+    K = est.n_components
+    assert np.all(np.isfinite(est.weights_)) and abs(est.weights_.sum() - 1) < 1e-9
+    assert np.all(est.weights_ >= 0)
+    assert np.all(np.isfinite(est.means_)) and np.all(np.isfinite(est.scales_))
+    assert np.all(est.scales_ > 0)
+    assert math.isfinite(est.loss_)
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), K) and np.all(np.isfinite(proba)) and np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+    assert np.all(np.isfinite(est.score_samples(X)))
+    labels = est.predict(X)
+    assert labels.shape == (len(X),) and set(labels.tolist()) <= set(range(K))
+    # infer_discrete's MAP label is a most probable component (ties allowed:
+    # duplicated points can give identical components).
+    assert np.all(proba[np.arange(len(X)), labels] >= proba.max(1) - 1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Property: any finite input of reasonable size fits cleanly
+# ----------------------------------------------------------------------------
+@st.composite
+def finite_problems(draw):
+    K = draw(st.integers(1, 3))
+    n = max(K, draw(st.sampled_from([K, K + 1, 12, 30])))      # includes n_samples == K
+    D = draw(st.sampled_from([1, 2, 3, 50]))
+    if draw(st.booleans()):
+        X = draw(hnp.arrays(np.int64, (n, D), elements=st.integers(-1000, 1000)))
+    else:
+        X = draw(hnp.arrays(np.float64, (n, D), elements=st.floats(-10, 10)))
+        # Values around 1e-8 and 1e8, and offsets that dwarf the spread.
+        X = X * 10.0 ** draw(st.sampled_from([-8, 0, 8])) + draw(st.sampled_from([0.0, 1e8, -1e-8]))
+    if draw(st.booleans()):
+        X[:, 0] = X[0, 0]                     # a constant feature
+    if draw(st.booleans()):
+        X[n // 2:] = X[: n - n // 2]          # duplicated points
+    return X, K, draw(st.sampled_from([0, 3]))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(finite_problems())
+def test_any_finite_input_fits_with_finite_params_and_valid_probabilities(problem):
+    X, K, max_iter = problem
+    # EM only (max_iter=0) or EM then a few SVI steps: the property is about
+    # numerical health, not convergence.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. k-means++ on duplicated points
+        est = BayesianGMM(K, n_init=2, em_max_iter=20, max_iter=max_iter, device="cpu",
+                          random_state=0).fit(X)
+        _check_healthy(est, X)
+
+
+@pytest.mark.parametrize("name, X, K", [
+    ("duplicated points", np.repeat(_two_blobs(10), 5, axis=0), 2),
+    ("all points identical", np.full((20, 2), 3.25), 2),
+    ("constant feature", np.c_[_two_blobs(40, 1), np.full(40, 7.0)], 2),
+    ("n_samples == n_components", _two_blobs(4), 4),
+    ("values around 1e-8", _two_blobs(40) * 1e-8, 2),
+    ("values around 1e8", _two_blobs(40) * 1e8, 2),
+    ("1e8 offset, 1e-7 separation", 1e8 + _two_blobs(40, 1) * 1e-8, 2),
+    ("integer input", np.round(_two_blobs(40) * 10).astype(np.int32), 2),
+    ("one feature", _two_blobs(40, 1), 2),
+    ("D = 50", _two_blobs(30, 50), 3),
+    ("subnormal values", _two_blobs(20) * 1e-310, 2),
+])
+def test_awkward_inputs(name, X, K):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = BayesianGMM(K, n_init=2, em_max_iter=50, max_iter=5, device="cpu",
+                          random_state=0).fit(X)
+        _check_healthy(est, X)
+
+
+def test_tiny_spread_next_to_a_huge_offset_is_clustered_correctly():
+    """Regression: predictions used E[x^2] - E[x]^2 for the frame's variance,
+    which cancelled to -2 here and gave NaN probabilities."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 50)
+    X = 1e8 + (truth * 1e-7 + rng.normal(0, 1e-9, 100))[:, None]
+    est = BayesianGMM(2, n_init=2, max_iter=10, device="cpu", random_state=0).fit(X)
+    _check_healthy(est, X)
+    labels = est.predict(X)
+    assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
+
+
+def test_pandas_nan_and_inf_are_clear_errors():
+    df = pd.DataFrame({"a": [1.0, 2.0, np.nan, 4.0], "b": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=r"NaN in column 0 \('a'\).*dropna"):
+        BayesianGMM(2, device="cpu").fit(df)
+    with pytest.raises(ValueError, match=r"inf in column 1.*clip"):
+        BayesianGMM(2, device="cpu").fit(np.array([[0.0, 1.0], [1.0, np.inf]]))
+
+
+# ----------------------------------------------------------------------------
+# Non-finite losses
+# ----------------------------------------------------------------------------
+def test_svi_divergence_falls_back_to_the_start_point():
+    """A learning rate of 1e4 sends the scales to overflow within a few steps:
+    svi_fit must report an infinite loss and hand back its start point."""
+    X = _two_blobs()
+    priors = resolve_priors(None, X, 2)
+    std = Standardizer.from_data(X)
+    Xt, pt = std.data(X, "cpu"), std.priors(priors, "cpu")
+    start = initial_params(Xt, 2, 1, "kmeans++", pt, [0]).select(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pyro's "Encountered NaN" warnings
+        trace = svi_fit(Xt, start, pt, 2, max_iter=50, tol=0.0, learning_rate=1e4)
+    assert trace.losses[-1] == math.inf and not trace.converged
+    for got, want in zip(trace.params.as_dict().values(), start.as_dict().values()):
+        assert torch.equal(got, want)
+
+
+def _backends():
+    return ["fused", "pyro"] if "backend" in BayesianGMM().get_params() else [None]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_pure_svi_that_diverges_raises_a_clear_error(backend):
+    kw = {} if backend is None else {"backend": backend}
+    est = BayesianGMM(2, em_max_iter=0, max_iter=50, learning_rate=1e4, n_init=2, device="cpu",
+                      random_state=0, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="diverged.*lower learning_rate"):
+            est.fit(_two_blobs())
+    assert not hasattr(est, "weights_")
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_svi_that_diverges_after_em_keeps_the_em_solution(backend):
+    kw = {} if backend is None else {"backend": backend}
+    X = _two_blobs()
+    em_only = BayesianGMM(2, max_iter=0, n_init=2, device="cpu", random_state=0, **kw).fit(X)
+    with pytest.warns(RuntimeWarning, match="SVI diverged.*lower learning_rate"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            est = BayesianGMM(2, max_iter=50, learning_rate=1e4, n_init=2, device="cpu",
+                              random_state=0, **kw).fit(X)
+    np.testing.assert_array_equal(est.means_, em_only.means_)
+    np.testing.assert_array_equal(est.scales_, em_only.scales_)
+    assert est.loss_ == em_only.loss_ and not est.converged_
+    _check_healthy(est, X)
+
+
+# ----------------------------------------------------------------------------
+# Failed and interrupted refits keep the previous model
+# ----------------------------------------------------------------------------
+@pytest.fixture
+def first_fit():
+    X = pd.DataFrame(_two_blobs(60), columns=["x", "y"])
+    est = BayesianGMM(2, n_init=1, em_max_iter=30, max_iter=5, device="cpu", random_state=0).fit(X)
+    return est, X
+
+
+def _snapshot(est) -> dict:
+    return dict(vars(est))
+
+
+def _assert_unchanged(est, before: dict, X) -> None:
+    assert list(vars(est)) == list(before)
+    for k, v in before.items():
+        assert vars(est)[k] is v, k
+    np.testing.assert_array_equal(est.feature_names_in_, ["x", "y"])
+    assert est.predict(X).shape == (len(X),)
+
+
+@pytest.mark.parametrize("bad", ["nan", "too_few_samples", "diverges"])
+def test_failed_refit_keeps_the_previous_model(first_fit, bad):
+    est, X = first_fit
+    before = _snapshot(est)
+    labels = est.predict(X)
+    other = pd.DataFrame(np.random.default_rng(1).normal(size=(40, 3)), columns=["p", "q", "r"])
+    if bad == "nan":
+        other.iloc[3, 1] = np.nan
+    elif bad == "too_few_samples":
+        other = other.iloc[:1]     # fails after validation set n_features_in_ = 3
+    else:
+        est.set_params(em_max_iter=0, learning_rate=1e4, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError):
+            est.fit(other)
+    before.update({k: vars(est)[k] for k in est.get_params()})  # set_params is the user's doing
+    _assert_unchanged(est, before, X)
+    np.testing.assert_array_equal(est.predict(X), labels)
+
+
+def test_keyboard_interrupt_during_refit_keeps_the_previous_model(first_fit):
+    """A real SIGINT (as Jupyter's interrupt sends) lands mid-fit."""
+    est, X = first_fit
+    before = _snapshot(est)
+    store_before = dict(pyro.get_param_store().items())
+    other = pd.DataFrame(np.random.default_rng(2).normal(size=(200, 3)), columns=["p", "q", "r"])
+    # Pure SVI with tol=0 and a huge step budget: runs until interrupted.
+    est.set_params(em_max_iter=0, max_iter=10 ** 7, tol=0.0, n_init=1)
+    before.update({k: vars(est)[k] for k in est.get_params()})
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            est.fit(other)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    _assert_unchanged(est, before, X)
+    assert dict(pyro.get_param_store().items()) == store_before  # no leaked SVI params
+
+
+# ----------------------------------------------------------------------------
+# Determinism
+# ----------------------------------------------------------------------------
+def _fit_twice(device: str):
+    X = _two_blobs(100, 3)
+    kw = dict(n_init=2, em_max_iter=30, max_iter=10, device=device, init="random")
+    a = BayesianGMM(3, random_state=11, **kw).fit(X)
+    b = BayesianGMM(3, random_state=11, **kw).fit(X)
+    c = BayesianGMM(3, random_state=12, **kw).fit(X)
+    return X, a, b, c
+
+
+def _assert_identical(X, a, b):
+    for name in ("weights_", "means_", "scales_", "losses_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for ra, rb in zip(a.restart_losses_, b.restart_losses_):
+        np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.sample_assignments(X, 4), b.sample_assignments(X, 4))
+    np.testing.assert_array_equal(a.sample(10)[0], b.sample(10)[0])
+
+
+def test_same_random_state_same_result_on_cpu():
+    X, a, b, c = _fit_twice("cpu")
+    _assert_identical(X, a, b)
+    # The seed matters (random init): another seed starts elsewhere.
+    assert not np.array_equal(a.restart_losses_[0], c.restart_losses_[0])
+    # And a refit of the same object repeats itself.
+    np.testing.assert_array_equal(a.fit(X).means_, b.means_)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_same_random_state_same_result_on_cuda():
+    X, a, b, _ = _fit_twice("cuda")
+    _assert_identical(X, a, b)
+
+
+# ----------------------------------------------------------------------------
+# Bounded memory: chunked prediction equals unchunked
+# ----------------------------------------------------------------------------
+def test_chunked_prediction_equals_unchunked(monkeypatch):
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(0, 1, (500, 2)), rng.normal(3, 1, (500, 2))]
+    est = BayesianGMM(3, n_init=1, em_max_iter=30, max_iter=0, device="cpu", random_state=0).fit(X)
+    whole = (est.predict_proba(X), est.score_samples(X), est.predict(X))
+    assert len(est._chunks(len(X))) == 1
+    # 70 rows per chunk: 15 chunks, the last one partial.
+    monkeypatch.setattr(bayesgmm.mixture, "_CHUNK_ELEMENTS", 3 * 2 * 70)
+    assert len(est._chunks(len(X))) == 15
+    chunked = (est.predict_proba(X), est.score_samples(X), est.predict(X))
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
+    np.testing.assert_array_equal(chunked[2], whole[2])
