@@ -202,10 +202,15 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams) -> torch.Tensor:
 
 
 def log_prior(params: MixtureParams, priors: PriorTensors) -> torch.Tensor:
-    """log p(weights) + log p(means) + log p(scales), batched over restarts."""
-    lp = dist.Dirichlet(priors.concentration).log_prob(params.weights)
-    lp = lp + dist.Normal(priors.mean_loc, priors.mean_scale).log_prob(params.means).sum((-1, -2))
-    lp = lp + dist.InverseGamma(priors.scale_shape, priors.scale_rate).log_prob(
+    """log p(weights) + log p(means) + log p(scales), batched over restarts.
+
+    Argument validation is off: parameters that diverged (NaN, 0 or inf
+    scales) must give a non-finite loss for the callers to detect and drop,
+    not a ValueError from inside torch."""
+    lp = dist.Dirichlet(priors.concentration, validate_args=False).log_prob(params.weights)
+    lp = lp + dist.Normal(priors.mean_loc, priors.mean_scale, validate_args=False).log_prob(
+        params.means).sum((-1, -2))
+    lp = lp + dist.InverseGamma(priors.scale_shape, priors.scale_rate, validate_args=False).log_prob(
         params.scales).sum((-1, -2))
     return lp
 
