@@ -325,28 +325,38 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         step = max(1, _CHUNK_ELEMENTS // (K * D))
         return [(i, min(i + step, n)) for i in range(0, n, step)]
 
-    def _log_joint(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _log_joint(self, X, joint: bool = True,
+                   normalise: bool = False) -> tuple[Optional[np.ndarray], np.ndarray]:
         """The one log-probability primitive: log w_k + log N(x | mu_k, s_k)
         per point and component, in the data's units, chunked over points.
-        Returns (log_joint (N, K), log_density (N,))."""
+        Returns (log_joint (N, K), log_density (N,)).
+
+        Everything but the returned arrays is per chunk (the log-sum-exp
+        too), so memory beyond the outputs stays bounded at any N.
+        ``joint=False`` skips the (N, K) array (returns None in its place);
+        ``normalise=True`` returns log p(z = k | x) in its place."""
         X, std, params, device = self._prepare(X)
-        out = np.empty((X.shape[0], self.means_.shape[0]), dtype=np.float64)
+        n = X.shape[0]
+        out = np.empty((n, self.means_.shape[0]), dtype=np.float64) if joint else None
+        density = np.empty(n, dtype=np.float64)
         offset = float(np.log(std.scale).sum())
         with torch.no_grad():
-            for a, b in self._chunks(X.shape[0]):
-                lp = component_log_prob(std.data(X[a:b], device), params)
-                out[a:b] = lp.double().cpu().numpy() - offset
-        from scipy.special import logsumexp
-        return out, logsumexp(out, axis=1)
+            for a, b in self._chunks(n):
+                lp = component_log_prob(std.data(X[a:b], device), params).double() - offset
+                ld = torch.logsumexp(lp, -1)
+                density[a:b] = ld.cpu().numpy()
+                if joint:
+                    out[a:b] = (lp - ld.unsqueeze(-1) if normalise else lp).cpu().numpy()
+        return out, density
 
     def predict_proba(self, X) -> np.ndarray:
         """Exact responsibilities p(z = k | x) at the MAP parameters, shape (N, K)."""
-        lj, ld = self._log_joint(X)
-        return np.exp(lj - ld[:, None])
+        log_resp, _ = self._log_joint(X, normalise=True)
+        return np.exp(log_resp, out=log_resp)
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x) of each point under the fitted mixture, shape (N,)."""
-        return self._log_joint(X)[1]
+        return self._log_joint(X, joint=False)[1]
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per point (higher is better, as in scikit-learn)."""
