@@ -294,46 +294,63 @@ def fast_component_log_prob(F: torch.Tensor, params: MixtureParams) -> torch.Ten
     return F @ natural_weights(params)
 
 
+# k-means++ / k-means seed on at most this many points: the seeds only start
+# EM, and sklearn's seeding is O(N K) on the host, which would dominate a GPU
+# fit of millions of points.
+SEED_SAMPLE_SIZE = 100_000
+
+
 def initial_params(X: torch.Tensor, n_components: int, n_init: int, init, priors: PriorTensors,
                    seeds: Sequence[int]) -> MixtureParams:
     """Starting parameters for ``n_init`` restarts, stacked on a leading dim.
 
     Means come from the initialisation (k-means++ seeding or Lloyd's k-means
-    from scikit-learn, random data points, or user means in standardised
-    units); every point is then assigned to its nearest mean and one
-    closed-form M-step gives weights, means and scales consistent with that
-    partition."""
+    from scikit-learn, on a random subsample of at most ``SEED_SAMPLE_SIZE``
+    points; random data points; or user means in standardised units); every
+    point is then assigned to its nearest mean and one closed-form M-step
+    gives weights and scales consistent with that partition."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
-    X_np = X.detach().cpu().double().numpy()
+    N = X.shape[0]
     K = n_components
-    centers = []
+    params = []
     for r in range(n_init):
-        seed = int(seeds[r])
+        rng = np.random.default_rng(int(seeds[r]))
         if isinstance(init, str):
-            if init == "kmeans++":
-                c, _ = kmeans_plusplus(X_np, K, random_state=seed)
-            elif init == "kmeans":
-                c = KMeans(K, init="k-means++", n_init=1, random_state=seed).fit(X_np).cluster_centers_
-            elif init == "random":
-                idx = np.random.default_rng(seed).choice(X_np.shape[0], K, replace=False)
-                c = X_np[idx]
-            else:  # validated by the estimator; kept as a guard for direct callers
-                raise ValueError(f"init must be 'kmeans++', 'kmeans', 'random' or an array, got {init!r}")
+            if init == "random":
+                c = X[torch.as_tensor(rng.choice(N, K, replace=False), device=X.device)]
+            else:
+                rows = (rng.choice(N, SEED_SAMPLE_SIZE, replace=False) if N > SEED_SAMPLE_SIZE
+                        else slice(None))
+                sub = X[rows].detach().cpu().double().numpy()
+                seed = int(rng.integers(2 ** 31 - 1))
+                if init == "kmeans++":
+                    c, _ = kmeans_plusplus(sub, K, random_state=seed)
+                elif init == "kmeans":
+                    c = KMeans(K, init="k-means++", n_init=1, random_state=seed).fit(sub).cluster_centers_
+                else:  # validated by the estimator; kept as a guard for direct callers
+                    raise ValueError(f"init must be 'kmeans++', 'kmeans', 'random' or an array, "
+                                     f"got {init!r}")
         else:
             c = np.asarray(init, dtype=np.float64)
             if r > 0:
                 # Restarts from the same user means would be identical: jitter
                 # them by a small fraction of a standardised unit.
-                c = c + 0.01 * np.random.default_rng(seed).standard_normal(c.shape)
-        centers.append(c)
-    C = torch.as_tensor(np.stack(centers), dtype=X.dtype, device=X.device)   # (R, K, D)
-    d2 = ((X.unsqueeze(0).unsqueeze(-2) - C.unsqueeze(1)) ** 2).sum(-1)      # (R, N, K)
-    resp = torch.nn.functional.one_hot(d2.argmin(-1), K).to(X.dtype)
-    params = _m_step(X, resp, None, priors)
-    # Keep the seeded centres as the means: the M-step above only fills in
-    # weights and scales that fit the partition they induce.
-    return MixtureParams(params.weights, C, params.scales)
+                c = c + 0.01 * rng.standard_normal(c.shape)
+        C = torch.as_tensor(c, dtype=X.dtype, device=X.device)                # (K, D)
+        # Nearest centre by |x|^2 - 2 x.c + |c|^2 without the |x|^2 term: an
+        # (N, K) product, no (N, K, D) temporary.
+        nearest = ((C * C).sum(-1) - 2 * X @ C.T).argmin(-1)
+        Nk = torch.bincount(nearest, minlength=K).to(X.dtype)
+        Sx = torch.zeros_like(C).index_add_(0, nearest, X)
+        Sxx = torch.zeros_like(C).index_add_(0, nearest, X * X)
+        p = _m_step_moments(Nk, Sx, Sxx, None, priors)
+        # Keep the seeded centres as the means: the M-step only fills in
+        # weights and scales that fit the partition they induce.
+        params.append(MixtureParams(p.weights, C, p.scales))
+    return MixtureParams(torch.stack([p.weights for p in params]),
+                         torch.stack([p.means for p in params]),
+                         torch.stack([p.scales for p in params]))
 
 
 # ----------------------------------------------------------------------------
