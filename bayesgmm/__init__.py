@@ -8,6 +8,7 @@ classification with one mixture per class.
 from .models import Priors
 from .mixture import BayesianGMM
 from .persistence import load
+from .classifier import GMMClassifier
 
-__all__ = ["BayesianGMM", "Priors", "load", "__version__"]
+__all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "__version__"]
 __version__ = "0.1.0"

@@ -140,3 +140,90 @@ def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: 
         pyro.sample("obs", dist.Normal(means[assignment], scales[assignment]).to_event(1),
                     obs=data)
     return assignment
+
+
+# ----------------------------------------------------------------------------
+# One mixture per class, all classes in one model (GMMClassifier)
+# ----------------------------------------------------------------------------
+from pyro import poutine  # noqa: E402  (kept with the code that needs it)
+
+#: Names of the global (continuous) sites of :func:`class_gmm_model`.
+CLASS_GLOBAL_SITES = ("weight_logits", "means", "scales")
+
+
+def masked_dirichlet_log_prob(log_weights: torch.Tensor, concentration: torch.Tensor,
+                              mask: torch.Tensor) -> torch.Tensor:
+    """log Dirichlet(w_real | a_real) from log weights: the density of the
+    weights of the real (``mask``) components only, so a class padded to Kmax
+    components has exactly the prior of its own K_c-component mixture.
+    Padded entries (log weight -inf) are ignored."""
+    maskf = mask.to(log_weights.dtype)
+    logw = torch.where(mask, log_weights, torch.zeros_like(log_weights))
+    return (torch.lgamma((concentration * maskf).sum(-1))
+            - (torch.lgamma(concentration) * maskf).sum(-1)
+            + ((concentration - 1) * logw * maskf).sum(-1))
+
+
+@config_enumerate
+def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTensors,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """One Bayesian Gaussian mixture per class, every class in one model.
+
+    Class c has its own :func:`gmm_model` over its own points: the classes are
+    a plate, every class is padded to Kmax components and ``mask`` (C, Kmax)
+    marks its real ones.  Padded components have weight exactly 0 and their
+    mean/scale sites are masked out of the log density, so the log joint is
+    the sum over classes of each class's :func:`gmm_model` log joint.
+
+    The weights are parameterised by unconstrained ``weight_logits`` with a
+    flat (``ImproperUniform``) site and the Dirichlet density of the
+    resulting real weights added by ``pyro.factor``: a K_c-dimensional
+    Dirichlet cannot be batched over classes with different K_c as a sample
+    site, but the factor gives the same log density at the same weights,
+    and an ``AutoDelta`` guide (no Jacobian term) therefore has the same MAP.
+
+    Parameters
+    ----------
+    data : tensor of shape (N, D)
+    labels : long tensor of shape (N,)
+        Class index in [0, C) of every point; each point is scored only by
+        its own class's mixture.
+    priors : PriorTensors
+        Class-batched hyperparameters: ``concentration`` (C, Kmax),
+        ``mean_loc``/``mean_scale``/``scale_rate`` (C, 1, D), ``scale_shape``
+        (C, 1, 1) (see :func:`bayesgmm.inference.class_prior_tensors`).
+    mask : bool tensor of shape (C, Kmax)
+
+    Returns
+    -------
+    tensor of shape (N,)
+        The assignments (enumerated values under ``TraceEnum_ELBO``, which
+        needs ``max_plate_nesting=2``).
+    """
+    C, K = mask.shape
+    D = priors.mean_loc.shape[-1]
+    N = data.shape[0]
+    # classes at dim -2 and components at dim -1: the per-class weight vector
+    # is a (C, 1)-batched site, means/scales are (C, K)-batched.
+    with pyro.plate("classes", C, dim=-2):
+        logits = pyro.sample("weight_logits",
+                             dist.ImproperUniform(dist.constraints.real, (C, 1), (K,)))
+        log_w = torch.log_softmax(logits.masked_fill(~mask.unsqueeze(-2), -float("inf")), -1)
+        pyro.factor("weights_prior",
+                    masked_dirichlet_log_prob(log_w, priors.concentration.unsqueeze(-2),
+                                              mask.unsqueeze(-2)))
+        with pyro.plate("components", K, dim=-1), poutine.mask(mask=mask):
+            means = pyro.sample(
+                "means", dist.Normal(priors.mean_loc, priors.mean_scale).expand([C, K, D]).to_event(1))
+            scales = pyro.sample(
+                "scales",
+                dist.InverseGamma(priors.scale_shape, priors.scale_rate).expand([C, K, D]).to_event(1))
+    log_w = log_w.squeeze(-2)                                          # (C, K)
+    with pyro.plate("data", N, dim=-1):
+        assignment = pyro.sample("assignment", dist.Categorical(logits=log_w[labels]))
+        # Under enumeration ``assignment`` has shape (K, 1, 1): indexing with
+        # (labels, assignment) gives (K, 1, N, D), each point seeing only its
+        # own class's components.
+        pyro.sample("obs", dist.Normal(means[labels, assignment], scales[labels, assignment])
+                    .to_event(1), obs=data)
+    return assignment
