@@ -1,0 +1,96 @@
+"""Execute every notebook in notebooks/ top to bottom, in small-size mode (CI=1).
+
+The kernel is the interpreter running pytest: a kernelspec pointing at
+``sys.executable`` is written to a temporary directory and handed to the
+kernel manager directly, so nothing has to be registered beforehand (a
+clean clone with ``pip install -e .[dev]`` is enough) and no other Python
+installation can be picked up by accident.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = ["iris_petal_length", "initialisation_and_em", "iris_clustering"]
+KERNEL_NAME = "bayesgmm-test"
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kernels")
+    spec_dir = root / KERNEL_NAME
+    spec_dir.mkdir()
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bayesgmm tests",
+        "language": "python",
+        # CI=1 selects the notebooks' small-size mode.  One torch thread:
+        # the problems are tiny and the test machine's cores are shared, where
+        # a thread pool costs more than it gains.
+        "env": {"CI": "1", "OMP_NUM_THREADS": "1"},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return root
+
+
+def _read(name):
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def _images(nb):
+    return sum("image/png" in out.get("data", {})
+               for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_small_mode(name, kernel_dir):
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    nb = _read(name)
+    for cell in nb.cells:  # run from a clean state, not the committed outputs
+        if cell.cell_type == "code":
+            cell.outputs = []
+    # A last cell reports which interpreter the kernel runs.
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
+    ksm = KernelSpecManager(kernel_dirs=[str(kernel_dir)])
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+    client = nbclient.NotebookClient(nb, km=km, timeout=300, allow_errors=False,
+                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    assert nb.cells[-1].outputs[0]["text"].strip() == sys.executable
+    first = "".join(out.get("text", "") for out in nb.cells[1].outputs)
+    assert "small-size mode" in first, first
+    # The figures were drawn: every notebook tells its story with plots.
+    assert _images(nb) >= 3
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_has_full_size_outputs(name):
+    nb = _read(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "not executed top to bottom"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert not any(out.output_type == "error" for c in code for out in c.outputs)
+    first = "".join(out.get("text", "") for out in code[0].outputs)
+    assert "full-size mode" in first, "outputs must come from a full-size run"
+    assert _images(nb) >= 3
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_uses_public_api_only(name):
+    source = "\n".join(c.source for c in _read(name).cells if c.cell_type == "code")
+    private = re.findall(r"bayesgmm(?:\.\w+)*\._\w+|from bayesgmm(?:\.\w+)* import .*\b_\w+",
+                         source)
+    assert not private, private
+    assert "load_dataset" not in source  # no downloads: shipped or generated data only
