@@ -62,6 +62,13 @@ def as_array_like(X: Any, name: str = "X") -> Any:
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
     if arr.dtype.kind != "f" or arr.size == 0:
         return
+    # Fast path without an (N, D) boolean temporary (predicting on 1e8 points
+    # must not allocate per-element masks): NaN or inf anywhere makes the sum
+    # non-finite; a finite sum proves every value finite.  Only an overflowing
+    # sum of finite values falls through to the element-wise check.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()):
+            return
     finite = np.isfinite(arr)
     if finite.all():
         return

@@ -201,7 +201,11 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         # The new state is built in locals and assigned at the end, but input
         # validation sets n_features_in_/feature_names_in_ up front: restore
         # them (and anything else) if the fit raises or is interrupted.
-        with _rollback_on_error(self):
+        # enable_grad: SVI needs autograd even when called under no_grad, and
+        # its exit restores the caller's grad mode even if a KeyboardInterrupt
+        # landed inside a torch.no_grad() __enter__ (which would otherwise
+        # leave autograd off for the rest of the session).
+        with _rollback_on_error(self), torch.enable_grad():
             return self._fit(X)
 
     def _fit(self, X) -> "BayesianGMM":
@@ -211,6 +215,12 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         K, device = p["K"], p["device"]
         priors = resolve_priors(self.priors, X, K)
         std = Standardizer.from_data(X)
+        if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))):
+            # Beyond ~1e154 the squares in the standard deviation overflow.
+            big = float(np.abs(X).max())
+            raise ValueError(
+                f"X has values too large to fit in float64 arithmetic (largest magnitude "
+                f"{big:.3g}): rescale X, e.g. divide it by {10.0 ** math.floor(math.log10(big)):.0e}")
         Xt = std.data(X, device)
         pt = std.priors(priors, device)
         rs = check_random_state(self.random_state)
@@ -381,13 +391,16 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         priors = std.priors(self.priors_, device)
         chunks = self._chunks(X.shape[0] * (n_draws or 1))
         step = max(1, (chunks[0][1] - chunks[0][0]) // (n_draws or 1))
-        parts = []
+        n = X.shape[0]
+        # Filled chunk by chunk: collecting parts and concatenating would hold
+        # the labels three times over at the end.
+        out = np.empty((n,) if n_draws is None else (n_draws, n), dtype=np.int64)
         with self._rng(device):
-            for a in range(0, X.shape[0], step):
+            for a in range(0, n, step):
                 z = map_assignments(std.data(X[a:a + step], device), params, priors, K,
                                     temperature=temperature, n_draws=n_draws)
-                parts.append(z.cpu().numpy())
-        return np.concatenate(parts, axis=-1).astype(np.int64)
+                out[..., a:a + step] = z.cpu().numpy()
+        return out
 
     def _rng(self, device):
         """A torch RNG scope seeded from ``random_state`` that leaves the

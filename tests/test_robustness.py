@@ -63,8 +63,9 @@ def finite_problems(draw):
         X = draw(hnp.arrays(np.int64, (n, D), elements=st.integers(-1000, 1000)))
     else:
         X = draw(hnp.arrays(np.float64, (n, D), elements=st.floats(-10, 10)))
-        # Values around 1e-8 and 1e8, and offsets that dwarf the spread.
-        X = X * 10.0 ** draw(st.sampled_from([-8, 0, 8])) + draw(st.sampled_from([0.0, 1e8, -1e-8]))
+        # Values around 1e-8 and 1e8, offsets that dwarf the spread, and
+        # magnitudes whose squares overflow float64 (a clear error expected).
+        X = X * 10.0 ** draw(st.sampled_from([-8, 0, 8, 160])) + draw(st.sampled_from([0.0, 1e8, -1e-8]))
     if draw(st.booleans()):
         X[:, 0] = X[0, 0]                     # a constant feature
     if draw(st.booleans()):
@@ -79,10 +80,16 @@ def test_any_finite_input_fits_with_finite_params_and_valid_probabilities(proble
     X, K, max_iter = problem
     # EM only (max_iter=0) or EM then a few SVI steps: the property is about
     # numerical health, not convergence.
+    est = BayesianGMM(K, n_init=2, em_max_iter=20, max_iter=max_iter, device="cpu",
+                      random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. k-means++ on duplicated points
-        est = BayesianGMM(K, n_init=2, em_max_iter=20, max_iter=max_iter, device="cpu",
-                          random_state=0).fit(X)
+        try:
+            est.fit(X)
+        except ValueError as exc:
+            # The one legitimate refusal: magnitudes whose squares overflow.
+            assert np.abs(X).max() > 1e154 and "too large" in str(exc) and "rescale X" in str(exc)
+            return
         _check_healthy(est, X)
 
 
@@ -125,6 +132,9 @@ def test_pandas_nan_and_inf_are_clear_errors():
         BayesianGMM(2, device="cpu").fit(df)
     with pytest.raises(ValueError, match=r"inf in column 1.*clip"):
         BayesianGMM(2, device="cpu").fit(np.array([[0.0, 1.0], [1.0, np.inf]]))
+    # The finiteness check's fast path (a sum) overflows here; NaN is still found.
+    with pytest.raises(ValueError, match=r"NaN in column 0"):
+        BayesianGMM(2, device="cpu").fit(np.array([[1e308, 1e308], [1e308, 1e308], [np.nan, 0]]))
 
 
 # ----------------------------------------------------------------------------
@@ -241,6 +251,21 @@ def test_keyboard_interrupt_during_refit_keeps_the_previous_model(first_fit):
         signal.signal(signal.SIGINT, previous)
     _assert_unchanged(est, before, X)
     assert dict(pyro.get_param_store().items()) == store_before  # no leaked SVI params
+    # Autograd is on again, wherever the interrupt landed, and a refit works.
+    assert torch.is_grad_enabled()
+    est.set_params(max_iter=5, em_max_iter=5)
+    assert est.fit(other).n_features_in_ == 3
+
+
+def test_fit_works_under_no_grad():
+    """SVI needs autograd; a caller's torch.no_grad() must not break fit."""
+    X = _two_blobs()
+    with torch.no_grad():
+        est = BayesianGMM(2, n_init=1, em_max_iter=0, max_iter=20, device="cpu",
+                          random_state=0).fit(X)
+        assert not torch.is_grad_enabled()
+    ref = BayesianGMM(2, n_init=1, em_max_iter=0, max_iter=20, device="cpu", random_state=0).fit(X)
+    np.testing.assert_array_equal(est.means_, ref.means_)
 
 
 # ----------------------------------------------------------------------------
@@ -297,3 +322,10 @@ def test_chunked_prediction_equals_unchunked(monkeypatch):
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
     np.testing.assert_array_equal(chunked[2], whole[2])
+    draws = est.sample_assignments(X, 3)     # (n_draws, N), filled chunk by chunk
+    assert draws.shape == (3, 1000) and draws.dtype == np.int64
+    assert set(np.unique(draws).tolist()) <= {0, 1, 2}
+    # Posterior draws follow the responsibilities: points the model is sure
+    # about get the same label in every draw.
+    sure = whole[0].max(1) > 1 - 1e-6
+    assert sure.sum() > 10 and np.all(draws[:, sure] == whole[2][sure])
