@@ -95,16 +95,10 @@ def _kinds() -> dict:
 
     A fixed table: the file only ever selects one of these classes, nothing
     is imported or called by name."""
+    from .classifier import GMMClassifier
     from .mixture import BayesianGMM
 
-    kinds = {"BayesianGMM": BayesianGMM}
-    try:
-        from .classifier import GMMClassifier
-    except ImportError:  # the classifier module is optional in this layout
-        pass
-    else:
-        kinds["GMMClassifier"] = GMMClassifier
-    return kinds
+    return {"BayesianGMM": BayesianGMM, "GMMClassifier": GMMClassifier}
 
 
 def _kind_of(estimator) -> str:
@@ -441,8 +435,40 @@ def _check_bayesian_gmm(est) -> None:
         raise _Corrupt("feature_names_in_ does not match n_features_in_")
 
 
+def _check_gmm_classifier(est) -> None:
+    required = ("classes_", "n_components_", "weights_", "means_", "scales_", "class_prior_",
+                "n_features_in_", "device_")
+    missing = [a for a in required if not hasattr(est, a)]
+    if missing:
+        raise _Corrupt(f"the fitted GMMClassifier lacks {missing}")
+    classes, k = est.classes_, est.n_components_
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 2:
+        raise _Corrupt("classes_ is not a 1-D array of at least 2 labels")
+    C = classes.size
+    w, m, s, cp = est.weights_, est.means_, est.scales_, est.class_prior_
+    arrays_ok = all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in (w, m, s, cp))
+    if (not arrays_ok or not isinstance(k, np.ndarray) or k.dtype.kind not in "iu"
+            or k.shape != (C,) or w.ndim != 2 or w.shape[0] != C or m.ndim != 3
+            or m.shape[:2] != w.shape or s.shape != m.shape or cp.shape != (C,)):
+        raise _Corrupt("the per-class arrays' shapes disagree with classes_")
+    if m.shape[2] != est.n_features_in_:
+        raise _Corrupt(f"means_ has {m.shape[2]} features, n_features_in_ is {est.n_features_in_}")
+    if np.any(k < 1) or np.any(k > w.shape[1]):
+        raise _Corrupt("n_components_ out of range")
+    # Classes with fewer components than the widest are padded; only the real
+    # components must be finite mixtures.
+    real = np.arange(w.shape[1])[None, :] < k[:, None]
+    wr = np.where(real, w, 0.0)
+    if (not np.all(np.isfinite(w[real])) or np.any(wr < 0)
+            or np.any(np.abs(wr.sum(1) - 1) > 1e-6) or not np.all(np.isfinite(m[real]))
+            or not np.all(np.isfinite(s[real])) or np.any(s[real] <= 0)):
+        raise _Corrupt("a class's weights_/means_/scales_ are not a valid mixture")
+    if not np.all(np.isfinite(cp)) or np.any(cp <= 0) or abs(cp.sum() - 1) > 1e-6:
+        raise _Corrupt("class_prior_ is not a probability vector")
+
+
 #: Per-kind checks run after loading a fitted estimator.
-_CHECKS = {"BayesianGMM": _check_bayesian_gmm}
+_CHECKS = {"BayesianGMM": _check_bayesian_gmm, "GMMClassifier": _check_gmm_classifier}
 
 
 # ----------------------------------------------------------------------------

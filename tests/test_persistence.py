@@ -446,3 +446,108 @@ def test_joblib_and_pickle_work(fitted, X, tmp_path):
     for other in (joblib.load(tmp_path / "m.joblib"), pickle.loads(pickle.dumps(fitted))):
         np.testing.assert_array_equal(other.predict(X), fitted.predict(X))
         np.testing.assert_array_equal(other.predict_proba(X), fitted.predict_proba(X))
+
+
+# ----------------------------------------------------------------------------
+# GMMClassifier
+# ----------------------------------------------------------------------------
+from bayesgmm.classifier import GMMClassifier  # noqa: E402
+
+CLF_FITTED = ("classes_", "n_components_", "weights_", "means_", "scales_", "class_prior_",
+              "priors_", "class_losses_", "loss_", "discriminative_losses_", "n_iter_",
+              "converged_", "device_", "n_features_in_")
+
+
+def _clf_data():
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1, 2], 30)
+    X = rng.normal(size=(90, 2)) + np.array([[0, 0], [4, 0], [0, 4]])[codes]
+    return X, codes
+
+
+def _assert_same_classifier(a, b, X) -> None:
+    for name in CLF_FITTED:
+        _same(getattr(a, name), getattr(b, name))
+    pa, pb = a.get_params(), b.get_params()
+    assert list(pa) == list(pb)
+    for k in pa:
+        _same(pa[k], pb[k])
+    _same(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([10, -3, 7]), np.array([10, -3, 7], dtype=np.int32), np.array([200, 3, 9], dtype=np.uint8),
+    np.array(["setosa", "versicolor", "virginica"]), np.array(["a", "bb", "ccc"], dtype=object),
+    np.array([True, False, True]),
+], ids=["int64", "int32", "uint8", "str", "object", "bool"])
+def test_classifier_round_trip_keeps_labels_and_predictions(labels, tmp_path):
+    X, codes = _clf_data()
+    y = labels[codes] if labels.dtype != bool else labels[codes % 2]
+    clf = GMMClassifier(n_components=1, n_init=1, em_max_iter=20, max_iter=0, device="cpu",
+                        random_state=0).fit(X, y)
+    path = tmp_path / "clf.bgmm"
+    persistence.save(clf, path)
+    loaded = bayesgmm.load(path)
+    assert type(loaded) is GMMClassifier
+    assert loaded.classes_.dtype == clf.classes_.dtype
+    _assert_same_classifier(clf, loaded, X)
+
+
+def test_classifier_with_per_label_components_and_class_prior(tmp_path):
+    X, codes = _clf_data()
+    y = np.array(["x", "y", "z"])[codes]
+    clf = GMMClassifier(n_components={"x": 2, "y": 1, "z": 1}, class_prior=[0.2, 0.3, 0.5],
+                        n_init=1, em_max_iter=20, max_iter=0, device="cpu",
+                        random_state=np.random.RandomState(4)).fit(X, y)
+    path = tmp_path / "clf.bgmm"
+    persistence.save(clf, path)
+    loaded = persistence.load(path, expect=GMMClassifier)
+    _assert_same_classifier(clf, loaded, X)
+    # The padded (unused) component slots survive as they were (NaN means).
+    assert np.isnan(loaded.means_[1, 1]).all()
+
+
+def test_classifier_and_mixture_files_are_not_interchangeable(fitted, tmp_path):
+    X, codes = _clf_data()
+    clf = GMMClassifier(n_components=1, n_init=1, em_max_iter=10, max_iter=0, device="cpu",
+                        random_state=0).fit(X, codes)
+    persistence.save(clf, tmp_path / "clf.bgmm")
+    fitted.save(tmp_path / "gmm.bgmm")
+    with pytest.raises(ValueError, match=r"holds a GMMClassifier, not a BayesianGMM: load it with "
+                                         r"GMMClassifier.load\(path\) or bayesgmm.load"):
+        BayesianGMM.load(tmp_path / "clf.bgmm")
+    with pytest.raises(ValueError, match="holds a BayesianGMM, not a GMMClassifier"):
+        persistence.load(tmp_path / "gmm.bgmm", expect=GMMClassifier)
+    assert type(bayesgmm.load(tmp_path / "clf.bgmm")) is GMMClassifier
+    # A damaged classifier state is caught by its consistency check.
+    _edit_meta(tmp_path / "clf.bgmm", tmp_path / "bad.bgmm",
+               lambda m: m["state"].update(class_prior_=m["state"]["n_components_"]))
+    with pytest.raises(ValueError, match="shapes disagree|class_prior_"):
+        bayesgmm.load(tmp_path / "bad.bgmm")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_gpu_classifier_loads_and_predicts_on_cpu(tmp_path):
+    X, codes = _clf_data()
+    y = np.array(["a", "b", "c"])[codes]
+    gpu = GMMClassifier(n_components=2, n_init=2, em_max_iter=30, max_iter=10, device="cuda",
+                        random_state=0).fit(X, y)
+    persistence.save(gpu, tmp_path / "clf.bgmm")
+    cpu = persistence.load(tmp_path / "clf.bgmm", device="cpu")
+    assert cpu.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
+    np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_pickles(tmp_path):
+    import joblib
+
+    X, codes = _clf_data()
+    clf = GMMClassifier(n_components=1, n_init=1, em_max_iter=10, max_iter=0, device="cpu",
+                        random_state=0).fit(X, codes)
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X),
+                                  clf.predict_proba(X))
