@@ -1,0 +1,124 @@
+"""The benchmark scripts run end to end (``--quick``, tiny sizes, in a
+subprocess) and write JSON with the expected fields and sane values.
+
+No timing assertions: figures on a shared test machine mean nothing; the
+point is that every script, every method it compares and every field its
+README describes is really produced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", "--device", "cpu",
+                           "--json", str(out), *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| method" in proc.stdout or "| N |" in proc.stdout, proc.stdout[-2000:]
+    assert f"wrote {out}" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def check_machine(result: dict, name: str) -> None:
+    assert result["benchmark"] == name
+    assert result["quick"] is True
+    m = result["machine"]
+    assert m["device"] == "cpu"
+    assert isinstance(m["cpu"], str) and m["cpu"]
+    assert m["cpu_cores"] >= 1
+    assert m["torch"] and m["sklearn"] and m["pyro"]
+    pom_installed = m["pomegranate"] is not None
+    said_skipped = any("pomegranate" in s for s in result["skipped"])
+    assert pom_installed != said_skipped   # a missing peer is reported, never silently absent
+
+
+def test_help_of_every_script():
+    for name in ("accuracy", "fit_speed", "predict_throughput"):
+        proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        for flag in ("--device", "--quick", "--json"):
+            assert flag in proc.stdout
+
+
+def test_accuracy_quick(tmp_path):
+    r = run_script("accuracy", tmp_path, "--n-test-per-class", "300", "--gd-epochs", "30",
+                   "--mlp-hidden", "16", "--mlp-max-iter", "30", "--max-k", "3",
+                   "--bgmm-em-max-iter", "30", "--circles-components", "4",
+                   "--methods", "GMMClassifier (true", "original", "sklearn GaussianMixture", "QDA")
+    check_machine(r, "accuracy")
+    five = r["five_class"]
+    assert five["protocol"]["seeds"] == [0]
+    seed0 = five["per_seed"][0]
+    assert seed0["true_k"] == [7, 9, 7, 4, 2]         # make_five_class(0)'s clusters per class
+    assert 0.5 < seed0["bayes_accuracy"] < 1.0
+    summary = {row["method"]: row for row in five["summary"]}
+    expected = {"bayesgmm GMMClassifier (true K)", "original gradient-trained GMM (true K)",
+                "sklearn GaussianMixture per class (true K)",
+                "sklearn GaussianMixture per class (BIC K)", "sklearn QDA"}
+    assert expected <= set(summary)
+    for name in expected:
+        acc = seed0["accuracy"][name]
+        assert 0.2 <= acc <= 1.0                         # better than chance (5 classes)
+        # gap = Bayes-optimal minus accuracy, in points
+        assert math.isclose(seed0["gap_points"][name], 100 * (seed0["bayes_accuracy"] - acc))
+        assert summary[name]["seeds"] == 1
+    # The generative mixtures are near the Bayes limit; QDA (one Gaussian per class) is far off.
+    assert summary["sklearn QDA"]["mean_gap"] > summary["sklearn GaussianMixture per class (true K)"]["mean_gap"]
+    iris = {(row["task"], row["method"]): row for row in r["iris"]["rows"]}
+    assert len(iris) == 4
+    for row in iris.values():
+        assert -0.5 <= row["min_ari"] <= row["mean_ari"] <= row["max_ari"] <= 1.0
+    assert iris[("1-D petal_length, K=2 (setosa vs not)", "bayesgmm BayesianGMM")]["mean_ari"] == 1.0
+    circles = {row["method"]: row for row in r["circles"]["rows"]}
+    assert {"sklearn MLPClassifier", "sklearn QDA", "bayesgmm GMMClassifier (4)"} <= set(circles)
+    for row in circles.values():
+        assert 0 <= row["test_accuracy"] <= 100
+
+
+def test_fit_speed_quick(tmp_path):
+    r = run_script("fit_speed", tmp_path, "--n", "1000", "--methods", "EM (max", "sklearn")
+    check_machine(r, "fit_speed")
+    rows = {row["method"]: row for row in r["rows"]}
+    assert set(rows) == {"bayesgmm EM (max_iter=0)", "sklearn GaussianMixture (diag)"}
+    for row in rows.values():
+        assert row["N"] == 1000 and row["D"] == 2 and row["K"] == 8
+        assert "error" not in row, row.get("error")
+        ref = row["reference"]
+        # The reference is the better of the two converged fits.
+        assert ref["best"] == max(ref["bayesgmm"]["mean_loglik"], ref["sklearn"]["mean_loglik"])
+        assert row["floor_ms"] > 0
+        # Both EM implementations reach the optimum on this well-separated mixture.
+        assert row["reached"] is True
+        assert row["budget"] >= 1 and row["seconds"] > 0
+        assert -1e-6 <= row["gap_nats"] <= r["tol_nats"] + 1e-12
+    for ratio in r["ratios"]:
+        assert ratio["ratio_to_sklearn"] > 0
+
+
+def test_predict_throughput_quick(tmp_path):
+    r = run_script("predict_throughput", tmp_path, "--n", "5000", "--methods", "bayesgmm", "sklearn")
+    check_machine(r, "predict_throughput")
+    assert r["n"] == 5000 and r["n_classes"] == 5 and r["k"] == 8
+    rows = {row["method"]: row for row in r["rows"]}
+    assert set(rows) == {"bayesgmm GMMClassifier (cpu)", "sklearn GaussianMixture per class (cpu)"}
+    for row in rows.values():
+        assert row["N"] == 5000
+        assert math.isclose(row["points_per_second"], 5000 / row["seconds"])
+    # Two mixture classifiers of the same data mostly agree on the labels.
+    assert rows["bayesgmm GMMClassifier (cpu)"]["agreement_with_sklearn"] > 0.8
+    assert rows["sklearn GaussianMixture per class (cpu)"]["agreement_with_sklearn"] == 1.0
