@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from . import _validation as V
-from .inference import (MixtureParams, Standardizer, class_discriminative_fit, class_em_fit,
+from .inference import (ClassData, MixtureParams, Standardizer, class_discriminative_fit, class_em_fit,
                         class_initial_params, class_kmeanspp, class_log_likelihoods,
                         class_log_prior, class_negative_log_joint, class_prior_tensors,
                         class_svi_fit, masked_params, resolve_priors)
@@ -29,6 +29,11 @@ _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
 # Working tensors of the E-step, prediction and fine-tuning are kept near
 # 2**24 elements (64 MiB in float32) by chunking over points, whatever N is.
 _CHUNK_ELEMENTS = 2 ** 24
+# Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
+# differences between candidate K are tens of nats, far above what the last
+# EM iterations change, so the scan stops early and only the chosen K is
+# polished to ``tol``.
+_AUTO_SCAN_TOL = 1e-4
 
 
 def _progress_bar(enabled: bool, total: int, desc: str):
@@ -219,7 +224,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         classes = enc.classes_
         if classes.size < 2:
             raise ValueError(
-                f"y has only one class ({classes[0]!r}): a classifier needs samples of at least "
+                f"y has only one class ({_label(classes[0])!r}): a classifier needs samples of at least "
                 f"2 classes; for density estimation of one class use BayesianGMM")
         return classes, enc.transform(y)
 
@@ -231,7 +236,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             V.check_option("n_components", nc, ("auto",))
             return None
         if isinstance(nc, Mapping):
-            missing = [c for c in classes if c not in nc]
+            missing = [_label(c) for c in classes if c not in nc]
             if missing:
                 raise ValueError(
                     f"n_components is a dict without an entry for class(es) {missing!r}: "
@@ -242,18 +247,18 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         elif isinstance(nc, (list, tuple, np.ndarray)):
             if len(nc) != C:
                 raise ValueError(
-                    f"n_components has {len(nc)} entries but y has {C} classes {list(classes)!r}: "
+                    f"n_components has {len(nc)} entries but y has {C} classes {classes.tolist()!r}: "
                     f"give one K per class in the order of classes_, or a dict {{label: K}}")
             ks = list(nc)
         else:
             raise ValueError(f"n_components must be an int, a list of ints, a dict {{label: int}} "
                              f"or 'auto', got {nc!r}")
-        ks = np.array([V.check_int(f"n_components[{c!r}]", k, 1) for c, k in zip(classes, ks)])
+        ks = np.array([V.check_int(f"n_components[{_label(c)!r}]", k, 1) for c, k in zip(classes, ks)])
         small = np.flatnonzero(ks > counts)
         if small.size:
             c = small[0]
             raise ValueError(
-                f"class {classes[c]!r} has {counts[c]} sample(s) but n_components={ks[c]} for it: "
+                f"class {_label(classes[c])!r} has {counts[c]} sample(s) but n_components={ks[c]} for it: "
                 f"use n_components <= {counts[c]} for that class (a dict {{label: K}} sets K per "
                 f"class), n_components='auto', or provide more samples")
         return ks
@@ -271,7 +276,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                 or np.any(arr <= 0):
             raise ValueError(
                 f"class_prior must be 'empirical', 'uniform' or {classes.size} positive finite "
-                f"values (one per class, in the order {list(classes)!r}), got {cp!r}")
+                f"values (one per class, in the order {classes.tolist()!r}), got {cp!r}")
         return arr / arr.sum()
 
     # --------------------------------------------------------------- fit
@@ -288,6 +293,15 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        # As in BayesianGMM.fit: a fit that raises or is interrupted leaves the
+        # previous fitted state (validation sets n_features_in_ up front), and
+        # autograd is on for the SVI stages whatever the caller's grad mode.
+        from .mixture import _rollback_on_error
+
+        with _rollback_on_error(self), torch.enable_grad():
+            return self._fit(X, y)
+
+    def _fit(self, X, y) -> "GMMClassifier":
         X = V.check_X(self, X, reset=True)
         classes, yi = self._check_y(X, y)
         p = self._check_params()
@@ -329,7 +343,11 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
         B = mask.shape[0]
+        # Row chunks: (B, C, rows, K) for the EM's GEMMs, (B, rows, K, D) for
+        # the exact per-class losses.
+        em_chunk = max(1, _CHUNK_ELEMENTS // (B * C * k_max))
         chunk = max(1, _CHUNK_ELEMENTS // (B * k_max * D))
+        data = ClassData.from_labels(Xt, yt, C)
         X64 = torch.as_tensor((X - std.center) / std.scale, dtype=torch.float64)
         centers = class_kmeanspp(X64, torch.as_tensor(yi), C, k_max, R, gen, p["init"])
         centers = centers.to(device=device, dtype=Xt.dtype)
@@ -343,11 +361,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             bar.update(1)
 
         try:
-            start = class_initial_params(Xt, yt, centers, mask, pt, chunk)
+            start = class_initial_params(data, centers, mask, pt, em_chunk)
             n_iter, converged = 0, True
+            # "auto" scans every (restart, K) variant to a looser tolerance
+            # (enough to rank K by BIC), then polishes only the chosen K.
+            scan_tol = max(p["tol"], _AUTO_SCAN_TOL) if auto else p["tol"]
             if p["em_max_iter"] > 0:
-                em = class_em_fit(Xt, yt, start, mask, pt, p["em_max_iter"], p["tol"], chunk,
-                                  callback)
+                em = class_em_fit(Xt, yt, data, start, mask, pt, p["em_max_iter"], scan_tol,
+                                  em_chunk, callback)
                 params, final, n_iter, converged = em.params, em.losses[..., -1], em.n_iter, \
                     em.converged
             else:
@@ -361,6 +382,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                                    params.scales[:, :k_max])
             mask_c = mask_c[:, :k_max]
             pt = class_prior_tensors([prior_for(int(k)) for k in k_sel], std, k_max, device)
+            if auto and p["em_max_iter"] > 0:
+                polish = class_em_fit(Xt, yt, data, _batch(params), mask_c, pt, p["em_max_iter"],
+                                      p["tol"], max(1, _CHUNK_ELEMENTS // (C * k_max)), callback)
+                params = MixtureParams(*(v[0] for v in (polish.params.weights,
+                                                        polish.params.means, polish.params.scales)))
+                n_iter, converged = n_iter + polish.n_iter, polish.converged
             losses = class_negative_log_joint(Xt, yt, C, _batch(params), pt, mask_c, chunk)[0]
             if p["max_iter"] > 0:
                 svi = class_svi_fit(Xt, yt, params, mask_c, pt, p["max_iter"], p["tol"],
@@ -386,7 +413,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             bar.close()
 
         if not bool(torch.isfinite(losses).all()):
-            bad = classes[int(np.flatnonzero(~torch.isfinite(losses).cpu().numpy())[0])]
+            bad = _label(classes[int(np.flatnonzero(~torch.isfinite(losses).cpu().numpy())[0])])
             raise ValueError(
                 f"the fit of class {bad!r} diverged (non-finite loss): check its data for extreme "
                 f"values, or raise Priors.scale_rate / lower learning_rate")
@@ -476,8 +503,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         means = np.where(mask[..., None], self.means_, 0.0)
         scales = np.where(mask[..., None], self.scales_, 1.0)
         center = np.einsum("ck,ckd->d", w_all, means)
-        var = np.einsum("ck,ckd->d", w_all, scales ** 2 + means ** 2) - center ** 2
-        std = Standardizer(center=center, scale=np.sqrt(np.maximum(var, 1e-300)))
+        # Deviations from the centre, divided by the largest (real) one before
+        # squaring: E[x^2] - E[x]^2 cancels catastrophically for data at 1e8
+        # with spreads of 1e-9 (it gave NaN probabilities).
+        dev = np.where(mask[..., None], means - center, 0.0)
+        ref = np.maximum(np.where(mask[..., None], scales, 0.0).max((0, 1)), np.abs(dev).max((0, 1)))
+        ref = np.where(ref > 0, ref, 1.0)
+        var = np.einsum("ck,ckd->d", w_all, (scales / ref) ** 2 + (dev / ref) ** 2)
+        std = Standardizer(center=center, scale=ref * np.sqrt(var))
         params = std.params_to_std(self.weights_, means, scales, device)
         C, K = self.weights_.shape
         step = max(1, _CHUNK_ELEMENTS // (C * K * X.shape[1]))
@@ -512,6 +545,42 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """The label maximising log p(x | c) + log p(c)."""
         return self.classes_[np.argmax(self._joint(X), axis=1)]
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Save the classifier (hyperparameters, fitted mixtures, classes of
+        any label type) to ``path``: JSON and safetensors in one zip, written
+        atomically; loading never runs code from the file.  Use this, not
+        pickle/joblib, for files you share or receive.  See
+        :mod:`bayesgmm.persistence`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from bayesgmm import GMMClassifier
+        >>> path = os.path.join(tempfile.mkdtemp(), "clf.bgmm")
+        >>> GMMClassifier(n_components=2).save(path)
+        >>> GMMClassifier.load(path).n_components
+        2
+        """
+        from .persistence import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None) -> "GMMClassifier":
+        """Load a classifier saved by :meth:`save`; refuses any other kind.
+
+        ``device`` sets where the loaded model predicts (``device_``); by
+        default the saved device, or the CPU when it is a GPU this machine
+        lacks.  See :func:`bayesgmm.persistence.load`.
+        """
+        from .persistence import load
+        return load(path, device=device, expect=cls)
+
+
+def _label(value):
+    """A label as a plain Python value, for readable error messages."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _batch(params: MixtureParams) -> MixtureParams:

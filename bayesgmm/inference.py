@@ -723,32 +723,80 @@ class ClassStats:
     Sxx: torch.Tensor
 
 
-def class_stats(X: torch.Tensor, labels: torch.Tensor, n_classes: int, params: MixtureParams,
-                chunk: int, resp: Optional[torch.Tensor] = None) -> ClassStats:
-    """E-step for all variants and classes at once, chunked over points so
-    the (B, n, Kmax, D) working tensors stay bounded.
+@dataclass
+class ClassData:
+    """The training points laid out per class, built once per fit.
 
-    Statistics are scattered back to their class with ``index_add_`` (no
-    loop over classes or points).  With ``resp`` given (N, B, Kmax) hard
-    assignments are used instead of the posterior (initialisation)."""
+    ``design`` (C, n_max, 2D + 1) holds the rows [x^2, x, 1] of every class's
+    own points, zero-padded to the largest class, with ``valid`` (C, n_max)
+    marking real rows.  With this layout a class sees only its own points
+    through plain batched matrix products: the log densities of all variants,
+    classes and components are one GEMM against the natural parameters, and
+    the E-step moments are one GEMM back (no gather, no scatter, no loop over
+    classes).  Padding costs at most the imbalance between class sizes."""
+
+    design: torch.Tensor
+    valid: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def from_labels(cls, X: torch.Tensor, labels: torch.Tensor, n_classes: int) -> "ClassData":
+        counts = torch.bincount(labels, minlength=n_classes)
+        n_max = int(counts.max())
+        order = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(n_max, device=X.device)
+        valid = pos.unsqueeze(0) < counts.unsqueeze(1)                     # (C, n_max)
+        idx = order[(starts.unsqueeze(1) + pos).clamp_max(X.shape[0] - 1)]
+        F = torch.cat([X * X, X, torch.ones_like(X[:, :1])], -1)[idx]     # (C, n_max, 2D+1)
+        design = torch.where(valid.unsqueeze(-1), F, torch.zeros_like(F))
+        return cls(design, valid, counts)
+
+
+def _natural_params(params: MixtureParams) -> torch.Tensor:
+    """(B, C, 2D + 1, K) coefficients such that [x^2, x, 1] @ theta is
+    log w_k + log N(x | mu_k, sigma_k).  Zero weights (padded components)
+    get a large finite negative constant rather than -inf: -inf times the
+    zero rows of padded points would give NaN."""
+    prec = params.scales.pow(-2)                                           # (B, C, K, D)
+    D = params.means.shape[-1]
+    logw = torch.log(params.weights.clamp_min(torch.finfo(params.weights.dtype).tiny))
+    logw = torch.where(params.weights > 0, logw, torch.full_like(logw, -1e30))
+    const = (logw - 0.5 * (params.means.pow(2) * prec).sum(-1) - torch.log(params.scales).sum(-1)
+             - 0.5 * D * math.log(2 * math.pi))
+    theta = torch.cat([-0.5 * prec, params.means * prec, const.unsqueeze(-1)], -1)
+    return theta.transpose(-1, -2)
+
+
+def class_stats(data: ClassData, params: MixtureParams, chunk: int,
+                resp: Optional[torch.Tensor] = None) -> ClassStats:
+    """E-step for all variants and classes at once: log densities by one
+    batched GEMM per chunk of rows, moments by one GEMM back.
+
+    The quadratic form [x^2, x, 1] @ theta loses a little float32 precision
+    for points far from a narrow component compared with
+    :func:`component_log_prob`'s differences; EM only needs the
+    responsibilities, and the reported losses are recomputed exactly by
+    :func:`class_negative_log_joint`.  ``resp`` (B, C, n_max, K) replaces the
+    posterior (hard assignments at initialisation)."""
     B, C, K = params.weights.shape
-    D = X.shape[-1]
-    z = lambda *s: torch.zeros(*s, dtype=X.dtype, device=X.device)
-    loglik, Nk, Sx, Sxx = z(B, C), z(B, C, K), z(B, C, K, D), z(B, C, K, D)
-    for a in range(0, X.shape[0], chunk):
-        x, y = X[a:a + chunk], labels[a:a + chunk]
+    D = params.means.shape[-1]
+    theta = None if resp is not None else _natural_params(params)
+    dt = data.design.dtype
+    loglik = torch.zeros(B, C, dtype=dt, device=data.design.device)
+    mom = torch.zeros(B, C, K, 2 * D + 1, dtype=dt, device=data.design.device)
+    for a in range(0, data.design.shape[1], chunk):
+        F = data.design[:, a:a + chunk]                                     # (C, n, F)
+        v = data.valid[:, a:a + chunk].to(dt).unsqueeze(-1)                 # (C, n, 1)
         if resp is None:
-            logp = _own_class_log_prob(x, y, params)                  # (B, n, K)
-            ll = torch.logsumexp(logp, -1)                            # (B, n)
-            r = torch.exp(logp - ll.unsqueeze(-1))
-            loglik.index_add_(1, y, ll)
+            logp = F @ theta                                                # (B, C, n, K)
+            ll = torch.logsumexp(logp, -1, keepdim=True)
+            r = torch.exp(logp - ll) * v
+            loglik += (ll * v).sum((-1, -2))
         else:
-            r = resp[a:a + chunk].transpose(0, 1)
-        Nk.index_add_(1, y, r)
-        rx = r.unsqueeze(-1) * x.unsqueeze(-2)                        # (B, n, K, D)
-        Sx.index_add_(1, y, rx)
-        Sxx.index_add_(1, y, rx * x.unsqueeze(-2))
-    return ClassStats(loglik, Nk, Sx, Sxx)
+            r = resp[:, :, a:a + chunk] * v
+        mom += r.transpose(-1, -2) @ F                                      # (B, C, K, F)
+    return ClassStats(loglik, mom[..., -1], mom[..., D:2 * D], mom[..., :D])
 
 
 def _m_step_stats(stats: ClassStats, scales: Optional[torch.Tensor], priors: PriorTensors,
@@ -848,46 +896,44 @@ def class_kmeanspp(X: torch.Tensor, labels: torch.Tensor, n_classes: int, n_cent
     return centers.reshape(n_batch, n_classes, n_centers, D)
 
 
-def class_initial_params(X: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
-                         mask: torch.Tensor, priors: PriorTensors, chunk: int) -> MixtureParams:
+def class_initial_params(data: ClassData, centers: torch.Tensor, mask: torch.Tensor,
+                         priors: PriorTensors, chunk: int) -> MixtureParams:
     """Weights and scales consistent with the partition the seeded centres
     induce (each point to its nearest real centre of its own class), as
     :func:`initial_params` does for one mixture; the centres are kept as the
     means."""
     B, C, K, D = centers.shape
     maskb = mask.expand(B, C, K)
-    parts = []
-    for a in range(0, X.shape[0], chunk):
-        x, y = X[a:a + chunk], labels[a:a + chunk]
-        d2 = ((x.unsqueeze(0).unsqueeze(-2) - centers[:, y]) ** 2).sum(-1)    # (B, n, K)
-        d2 = torch.where(maskb[:, y], d2, torch.full_like(d2, math.inf))
-        parts.append(torch.nn.functional.one_hot(d2.argmin(-1), K).to(X.dtype).transpose(0, 1))
-    resp = torch.cat(parts, 0)                                                  # (N, B, K)
+    X = data.design[..., D:2 * D]                                               # (C, n_max, D)
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; the |x|^2 term does not change the argmin.
+    d2 = -2 * X @ centers.transpose(-1, -2) + centers.pow(2).sum(-1).unsqueeze(-2)   # (B, C, n, K)
+    d2 = torch.where(maskb.unsqueeze(-2), d2, torch.full_like(d2, math.inf))
+    resp = torch.nn.functional.one_hot(d2.argmin(-1), K).to(X.dtype)
     start = MixtureParams(maskb.to(X.dtype), centers, torch.ones_like(centers))
-    stats = class_stats(X, labels, C, start, chunk, resp=resp)
+    stats = class_stats(data, start, chunk, resp=resp)
     p = _m_step_stats(stats, None, priors, maskb)
     return masked_params(MixtureParams(p.weights, centers, p.scales), maskb)
 
 
-def class_em_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams, mask: torch.Tensor,
-                 priors: PriorTensors, max_iter: int, tol: float, chunk: int,
+def class_em_fit(X: torch.Tensor, labels: torch.Tensor, data: ClassData, params: MixtureParams,
+                 mask: torch.Tensor, priors: PriorTensors, max_iter: int, tol: float, chunk: int,
                  callback: Optional[Callable[[int, float], None]] = None) -> FitTrace:
     """Closed-form MAP-EM of every class's mixture, for all variants at once.
 
     One iteration is one chunked E-step over all points (each against its own
-    class) and one M-step from the per-class statistics.  Classes are
+    class, see :class:`ClassData`) and one M-step from the per-class statistics.  Classes are
     independent, so each (variant, class) pair is a separate MAP problem; the
     loop stops when none of them improves by more than ``tol`` nats per point
     of its class.  ``losses`` has shape (B, C, T) in standardised units."""
     B, C, K = params.weights.shape
     maskb = mask.expand(B, C, K)
-    n_c = torch.bincount(labels, minlength=C).to(X.dtype).clamp_min(1)
+    n_c = data.counts.to(X.dtype).clamp_min(1)
     history = []
     converged = False
     prev = None
     it = 0
     for it in range(1, max_iter + 1):
-        stats = class_stats(X, labels, C, params, chunk)
+        stats = class_stats(data, params, chunk)
         loss = -(stats.loglik + class_log_prior(params, priors, maskb))
         history.append(loss)
         new = _m_step_stats(stats, params.scales, priors, maskb)
@@ -1036,7 +1082,7 @@ def class_discriminative_fit(X: torch.Tensor, labels: torch.Tensor, params: Mixt
         opt.step()
         history.append(loss.detach())
         if callback is not None:
-            callback(step, float(loss))
+            callback(step, float(loss.detach()))
     with torch.no_grad():
         out = current()
     return MixtureParams(out.weights.detach(), out.means.detach(), out.scales.detach()), \

@@ -164,6 +164,16 @@ def masked_dirichlet_log_prob(log_weights: torch.Tensor, concentration: torch.Te
             + ((concentration - 1) * logw * maskf).sum(-1))
 
 
+class _Flat(dist.ImproperUniform):
+    """Flat improper density on the reals (log density 0) in the value's
+    dtype: Pyro's ``ImproperUniform`` returns float32 zeros, which breaks
+    float64 models."""
+
+    def log_prob(self, value):
+        batch_shape = value.shape[: value.dim() - self.event_dim]
+        return value.new_zeros(()).expand(torch.broadcast_shapes(batch_shape, self.batch_shape))
+
+
 @config_enumerate
 def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTensors,
                     mask: torch.Tensor) -> torch.Tensor:
@@ -176,7 +186,7 @@ def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTenso
     the sum over classes of each class's :func:`gmm_model` log joint.
 
     The weights are parameterised by unconstrained ``weight_logits`` with a
-    flat (``ImproperUniform``) site and the Dirichlet density of the
+    flat (improper uniform) site and the Dirichlet density of the
     resulting real weights added by ``pyro.factor``: a K_c-dimensional
     Dirichlet cannot be batched over classes with different K_c as a sample
     site, but the factor gives the same log density at the same weights,
@@ -207,7 +217,7 @@ def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTenso
     # is a (C, 1)-batched site, means/scales are (C, K)-batched.
     with pyro.plate("classes", C, dim=-2):
         logits = pyro.sample("weight_logits",
-                             dist.ImproperUniform(dist.constraints.real, (C, 1), (K,)))
+                             _Flat(dist.constraints.real, (C, 1), (K,)))
         log_w = torch.log_softmax(logits.masked_fill(~mask.unsqueeze(-2), -float("inf")), -1)
         pyro.factor("weights_prior",
                     masked_dirichlet_log_prob(log_w, priors.concentration.unsqueeze(-2),
