@@ -3,7 +3,8 @@ clustering ARI, and the two-ring (circles) study.
 
 Five-class protocol (issue 3): for every seed, ``make_five_class(seed)``
 gives 10,000 training points and the true per-class mixtures; 20,000 fresh
-test points come from ``truth.sample(4000, random_state=10_000 + seed)``; the
+test points come from ``truth.sample(4000, random_state=seed + 1000)`` (as in
+benchmarks/accuracy_five_class.py); the
 Bayes-optimal accuracy is that of ``truth.bayes_predict`` on them, and each
 method's gap is Bayes-optimal minus its accuracy, in percentage points.
 
@@ -192,7 +193,7 @@ class PerClassPomegranate:
 def bgmm_kwargs(args) -> dict:
     """bayesgmm settings given on the command line (library defaults otherwise)."""
     kw = {}
-    if args.bgmm_max_iter is not None:
+    if args.bgmm_max_iter is not None and args.bgmm_max_iter >= 0:
         kw["max_iter"] = args.bgmm_max_iter
     if args.bgmm_em_max_iter is not None:
         kw["em_max_iter"] = args.bgmm_em_max_iter
@@ -241,7 +242,7 @@ def five_class_study(args, device: str, skipped: list) -> dict:
     per_seed = []
     for seed in args.seeds:
         X, y, truth = make_five_class(seed)
-        Xte, yte = truth.sample(args.n_test_per_class, random_state=10_000 + seed)
+        Xte, yte = truth.sample(args.n_test_per_class, random_state=seed + 1000)
         bayes = float((truth.bayes_predict(Xte) == yte).mean())
         row = {"seed": seed, "true_k": truth.n_components, "bayes_accuracy": bayes,
                "accuracy": {}, "gap_points": {}, "fit_seconds": {}}
@@ -280,7 +281,7 @@ def five_class_study(args, device: str, skipped: list) -> dict:
             "mean_fit_s": times.mean() if times.size else None,
         })
     return {"protocol": {"seeds": list(args.seeds), "train": "make_five_class(seed): 2000 per class",
-                         "test": f"truth.sample({args.n_test_per_class}, random_state=10000 + seed)",
+                         "test": f"truth.sample({args.n_test_per_class}, random_state=seed + 1000)",
                          "gap": "100 * (Bayes-optimal accuracy - accuracy), percentage points"},
             "settings": {"bayesgmm": bgmm_kwargs(args) or "library defaults",
                          "original_gradient_gmm": {"epochs": args.gd_epochs, "lr": args.gd_lr,
@@ -307,7 +308,8 @@ def iris_study(args, device: str) -> dict:
         "1-D petal_length, K=2 (setosa vs not)": (
             iris[["petal_length"]].to_numpy(), (iris["species"] == "setosa").to_numpy().astype(int), 2),
         "4-D, K=3 (species)": (
-            iris.drop(columns="species").to_numpy(), iris["species"].astype("category").cat.codes.to_numpy(), 3),
+            iris.drop(columns="species").to_numpy(),
+            iris["species"].astype("category").cat.codes.to_numpy(), 3),
     }
     rows = []
     for task, (X, truth, K) in tasks.items():
@@ -315,8 +317,7 @@ def iris_study(args, device: str) -> dict:
             aris = []
             for seed in args.seeds:
                 if method.startswith("bayesgmm"):
-                    labels = BayesianGMM(K, device=device, random_state=seed,
-                                         **bgmm_kwargs(args)).fit_predict(X)
+                    labels = BayesianGMM(K, device=device, random_state=seed).fit_predict(X)
                 else:
                     labels = GaussianMixture(K, covariance_type="diag", random_state=seed).fit_predict(X)
                 aris.append(adjusted_rand_score(truth, labels))
@@ -370,12 +371,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--mlp-hidden", type=int, nargs="+", default=[100, 100])
     p.add_argument("--mlp-max-iter", type=int, default=1000)
     p.add_argument("--max-k", type=int, default=10, help="BIC range 1..max-k for sklearn")
-    p.add_argument("--bgmm-max-iter", type=int, default=None,
-                   help="bayesgmm max_iter (SVI steps after EM); default: the library's")
+    p.add_argument("--bgmm-max-iter", type=int, default=0,
+                   help="GMMClassifier max_iter (SVI steps after EM); 0 = EM only, as in "
+                        "accuracy_five_class.py; -1 = the library default (1000; slow on CPU)")
     p.add_argument("--bgmm-em-max-iter", type=int, default=None,
-                   help="bayesgmm em_max_iter; default: the library's")
+                   help="GMMClassifier em_max_iter; default: the library's")
     p.add_argument("--circles-components", default="auto",
-                   help="n_components of the bayesgmm classifier in the circles study ('auto' or an int)")
+                   help="n_components of the bayesgmm classifier in the circles study "
+                        "('auto' or an int)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="only the five-class methods whose names contain one of these strings")
     p.add_argument("--studies", nargs="+", default=["five_class", "iris", "circles"],
@@ -386,8 +389,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         args.n_test_per_class = min(args.n_test_per_class, 1000)
         args.gd_epochs = min(args.gd_epochs, 200)
         args.mlp_max_iter = min(args.mlp_max_iter, 200)
-        if args.bgmm_max_iter is None:
-            args.bgmm_max_iter = 0   # EM only: the SVI polish is the slow part on CPU
     device = C.resolve_device(args.device)
     C.warn_filter()
     info = C.machine_info(device)
