@@ -329,3 +329,78 @@ def test_chunked_prediction_equals_unchunked(monkeypatch):
     # about get the same label in every draw.
     sure = whole[0].max(1) > 1 - 1e-6
     assert sure.sum() > 10 and np.all(draws[:, sure] == whole[2][sure])
+
+
+# ----------------------------------------------------------------------------
+# GMMClassifier: the same guarantees
+# ----------------------------------------------------------------------------
+from bayesgmm import GMMClassifier  # noqa: E402
+
+
+def test_classifier_tiny_spread_next_to_a_huge_offset():
+    """Regression: the prediction frame's variance cancelled (NaN probabilities)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    X = 1e8 + (y * 1e-7 + rng.normal(0, 1e-9, 100))[:, None]
+    clf = GMMClassifier(n_components=1, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-12)
+    assert np.array_equal(clf.predict(X), y)
+
+
+@pytest.mark.parametrize("bad", ["one_class", "interrupt"])
+def test_classifier_failed_or_interrupted_refit_keeps_the_previous_model(bad):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(_two_blobs(60), columns=["x", "y"])
+    y = np.repeat(["a", "b"], 30)
+    clf = GMMClassifier(n_components=1, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, y)
+    before = _snapshot(clf)
+    proba = clf.predict_proba(X)
+    other = pd.DataFrame(rng.normal(size=(300, 3)), columns=["p", "q", "r"])
+    if bad == "one_class":
+        with pytest.raises(ValueError, match="only one class"):
+            clf.fit(other, np.zeros(300))
+    else:
+        clf.set_params(em_max_iter=0, max_iter=10 ** 7, tol=0.0)   # runs until interrupted
+        before.update({k: vars(clf)[k] for k in clf.get_params()})
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                clf.fit(other, rng.integers(0, 2, 300))
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGINT, previous)
+        assert torch.is_grad_enabled()
+    assert list(vars(clf)) == list(before)
+    for k, v in before.items():
+        assert vars(clf)[k] is v, k
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_classifier_discriminative_steps_work_under_no_grad():
+    X = _two_blobs(60)
+    y = np.repeat([0, 1], 30)
+    kw = dict(n_components=2, n_init=1, max_iter=0, discriminative_steps=3, device="cpu",
+              random_state=0)
+    with torch.no_grad():
+        clf = GMMClassifier(**kw).fit(X, y)
+    np.testing.assert_array_equal(clf.means_, GMMClassifier(**kw).fit(X, y).means_)
+
+
+def test_classifier_chunked_prediction_equals_unchunked(monkeypatch):
+    import bayesgmm.classifier
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 900)
+    X = rng.normal(size=(900, 2)) + np.array([[0, 0], [3, 0], [0, 3]])[y]
+    clf = GMMClassifier(n_components=2, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, y)
+    whole = (clf.predict_proba(X), clf.class_log_likelihood(X), clf.predict(X))
+    # 3 classes x 2 components x 2 features x 50 rows: 18 chunks.
+    monkeypatch.setattr(bayesgmm.classifier, "_CHUNK_ELEMENTS", 3 * 2 * 2 * 50)
+    chunked = (clf.predict_proba(X), clf.class_log_likelihood(X), clf.predict(X))
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
+    np.testing.assert_array_equal(chunked[2], whole[2])
