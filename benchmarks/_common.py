@@ -235,9 +235,26 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                    help="where bayesgmm (and pomegranate) run; 'auto' takes CUDA when available")
     p.add_argument("--quick", action="store_true",
                    help="a small, fast run (smoke test of the whole pipeline; figures not meaningful)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch and BLAS/OpenMP (0: their defaults); on a "
+                        "loaded machine 1 avoids thread oversubscription")
     p.add_argument("--json", type=Path, default=None,
                    help="where to write the JSON results (default: benchmarks/results/NAME-<device>.json)")
     return p
+
+
+_LIMITS = []  # keeps the threadpoolctl limiter alive for the whole run
+
+
+def apply_threads(n: int) -> None:
+    """Limit torch's intra-op threads and the BLAS/OpenMP pools (numpy,
+    scikit-learn) to ``n``; 0 leaves the defaults."""
+    if n and n > 0:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(n)
+        _LIMITS.append(threadpool_limits(limits=n))
 
 
 def header(title: str, info: dict) -> str:

@@ -390,6 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         args.gd_epochs = min(args.gd_epochs, 200)
         args.mlp_max_iter = min(args.mlp_max_iter, 200)
     device = C.resolve_device(args.device)
+    C.apply_threads(args.threads)
     C.warn_filter()
     info = C.machine_info(device)
     print(C.header("Accuracy", info), flush=True)

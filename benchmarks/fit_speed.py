@@ -283,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         args.step_budget = min(args.step_budget, 4)
         args.ref_n_init = 1
         args.ref_max_iter = min(args.ref_max_iter, 300)
+    C.apply_threads(args.threads)
     C.warn_filter()
     info = C.machine_info(device)
     print(C.header("Fit speed to quality", info), flush=True)

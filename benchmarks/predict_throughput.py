@@ -108,6 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         args.repeats = 1
         args.fit_iter = min(args.fit_iter, 10)
     N = int(args.n)
+    C.apply_threads(args.threads)
     C.warn_filter()
     info = C.machine_info(device)
     print(C.header("Classifier prediction throughput", info), flush=True)
