@@ -82,11 +82,19 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
                      f"infinite values")
 
 
+def _ndim(X: Any) -> int:
+    """Dimensions of array-like input, without np.ndim: array-likes that
+    implement only ``__array__`` (scikit-learn's ``_NotAnArray``) refuse
+    numpy's array-function protocol."""
+    nd = getattr(X, "ndim", None)
+    return nd if isinstance(nd, int) else np.asarray(X).ndim
+
+
 def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
     """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
     ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array."""
     n_expected = getattr(estimator, "n_features_in_", None)
-    if not reset and n_expected not in (None, 1) and np.ndim(X) == 1 and not _is_series(X):
+    if not reset and n_expected not in (None, 1) and not _is_series(X) and _ndim(X) == 1:
         raise ValueError(
             f"Expected 2-D input with {n_expected} features, got a 1-D array of {len(X)} "
             f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")

@@ -475,7 +475,7 @@ _CHECKS = {"BayesianGMM": _check_bayesian_gmm, "GMMClassifier": _check_gmm_class
 # Files
 # ----------------------------------------------------------------------------
 def _atomic_write(path: str, members: tuple[bytes, bytes]) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file in the same
+    """Write the archive to ``path`` via a fsynced temporary file in the same
     directory and ``os.replace`` (atomic on POSIX and Windows), so readers
     see the old file or the new one, never a mix."""
     path = os.path.abspath(path)

@@ -13,8 +13,9 @@ features.  Columns:
   working memory of the call itself;
 - ``GPU peak MiB``: ``torch.cuda.max_memory_allocated`` during the call, above
   what was allocated before it;
-- ``unchunked N*K*D MiB``: the float32 (N, K, D) tensor an unchunked
-  computation of the component log densities would need, for scale.
+- ``unchunked N*K*D MiB``: the float32 (N, K, D) tensor (N, C, K, D for the
+  classifier) an unchunked computation of the component log densities would
+  need, for scale.
 
 Run ``python benchmarks/predict_memory.py --help``.
 """
@@ -35,7 +36,8 @@ import numpy as np  # noqa: E402
 from _common import (base_parser, default_json_path, header, machine_info,  # noqa: E402
                      markdown_table, resolve_device, write_json)
 
-METHODS = ("predict_proba", "score_samples", "predict")
+METHODS = {"gmm": ("predict_proba", "score_samples", "predict"),
+           "classifier": ("predict_proba", "predict")}
 MiB = 2.0 ** 20
 
 
@@ -57,19 +59,26 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def child(n: int, method: str, device: str, K: int, D: int, seed: int) -> dict:
+def child(n: int, method: str, device: str, K: int, D: int, seed: int, estimator: str,
+          n_classes: int) -> dict:
     """One measurement; runs in its own process."""
     import gc
 
     import torch
 
-    from bayesgmm import BayesianGMM
+    from bayesgmm import BayesianGMM, GMMClassifier
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 5, (K, D))
-    sample = centers[rng.integers(0, K, 5_000)] + rng.normal(0, 1, (5_000, D))
-    est = BayesianGMM(K, n_init=1, em_max_iter=30, max_iter=0, device=device,
-                      random_state=seed).fit(sample)
+    labels = rng.integers(0, K, 5_000)
+    sample = centers[labels] + rng.normal(0, 1, (5_000, D))
+    if estimator == "gmm":
+        est = BayesianGMM(K, n_init=1, em_max_iter=30, max_iter=0, device=device,
+                          random_state=seed).fit(sample)
+    else:
+        # Classes made of interleaved clusters, K components each.
+        est = GMMClassifier(n_components=K, n_init=1, em_max_iter=30, max_iter=0, device=device,
+                            random_state=seed).fit(sample, labels % n_classes)
     X = rng.standard_normal((n, D))
     X *= 5.0
     fn = getattr(est, method)
@@ -89,14 +98,14 @@ def child(n: int, method: str, device: str, K: int, D: int, seed: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM") * 1024
     row = {
-        "n": n, "method": method, "device": device, "K": K, "D": D,
+        "n": n, "estimator": estimator, "method": method, "device": device, "K": K, "D": D,
         "seconds": seconds, "points_per_s": n / seconds,
         "input_mib": X.nbytes / MiB, "output_mib": out.nbytes / MiB,
         "host_peak_rise_mib": (peak - rss_before) / MiB,
         "host_beyond_output_mib": (peak - rss_before - out.nbytes) / MiB,
         "peak_rss_reset": reset_ok,
         "gpu_peak_mib": ((torch.cuda.max_memory_allocated() - gpu_before) / MiB) if cuda else None,
-        "unchunked_nkd_mib": n * K * D * 4 / MiB,
+        "unchunked_nkd_mib": n * K * D * 4 * (n_classes if estimator == "classifier" else 1) / MiB,
     }
     return row
 
@@ -105,8 +114,12 @@ def main(argv=None) -> None:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=float, nargs="+", default=None,
                    help="numbers of points N (default: 1e5 1e6 1e7 on CPU, 1e6 1e7 1e8 on CUDA)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--n-components", type=int, default=8)
+    p.add_argument("--estimator", choices=sorted(METHODS), default="gmm",
+                   help="BayesianGMM, or GMMClassifier with --n-classes classes")
+    p.add_argument("--methods", nargs="+", choices=sorted(set(sum(METHODS.values(), ()))),
+                   default=None, help="default: every method of the estimator")
+    p.add_argument("--n-components", type=int, default=8, help="per class for the classifier")
+    p.add_argument("--n-classes", type=int, default=5)
     p.add_argument("--n-features", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--child", action="store_true", help=argparse_suppress())
@@ -114,19 +127,27 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     if args.child:
         n = int(args.sizes[0])
-        row = child(n, args.methods[0], device, args.n_components, args.n_features, args.seed)
+        row = child(n, args.methods[0], device, args.n_components, args.n_features, args.seed,
+                    args.estimator, args.n_classes)
         print("RESULT " + json.dumps(row), flush=True)
         return
     sizes = args.sizes or ([1e4, 1e5] if args.quick else
                            [1e5, 1e6, 1e7] if device == "cpu" else [1e6, 1e7, 1e8])
+    methods = args.methods or list(METHODS[args.estimator])
+    bad = sorted(set(methods) - set(METHODS[args.estimator]))
+    if bad:
+        raise SystemExit(f"--estimator {args.estimator} has no method(s) {bad}: "
+                         f"choose from {list(METHODS[args.estimator])}")
     info = machine_info(device)
-    print(header("Prediction peak memory (BayesianGMM, chunked)", info), flush=True)
+    name = "BayesianGMM" if args.estimator == "gmm" else "GMMClassifier"
+    print(header(f"Prediction peak memory ({name}, chunked)", info), flush=True)
     rows = []
     for n in sizes:
-        for method in args.methods:
+        for method in methods:
             cmd = [sys.executable, __file__, "--child", "--device", device, "--sizes", str(int(n)),
                    "--methods", method, "--n-components", str(args.n_components),
-                   "--n-features", str(args.n_features), "--seed", str(args.seed)]
+                   "--n-features", str(args.n_features), "--seed", str(args.seed),
+                   "--estimator", args.estimator, "--n-classes", str(args.n_classes)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -145,9 +166,10 @@ def main(argv=None) -> None:
                ("host_beyond_output_mib", "host beyond output MiB"),
                ("gpu_peak_mib", "GPU peak MiB"), ("unchunked_nkd_mib", "unchunked N*K*D MiB")]
     print()
-    print(f"K = {args.n_components}, D = {args.n_features}, float64 input\n")
+    classes = f"{args.n_classes} classes x " if args.estimator == "classifier" else ""
+    print(f"{name}: {classes}K = {args.n_components}, D = {args.n_features}, float64 input\n")
     print(markdown_table(rows, columns, digits=3), flush=True)
-    write_json(args.json or default_json_path("predict_memory", device),
+    write_json(args.json or default_json_path(f"predict_memory_{args.estimator}", device),
                {"machine": info, "args": vars(args) | {"json": str(args.json)}, "rows": rows})
 
 
