@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -472,6 +473,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             bic = np.where(k <= counts[None, :], bic, np.inf)       # K capped by class size
             bic = np.where(np.isfinite(bic), bic, np.inf)
             k_best = np.argmin(bic, axis=0)                         # (C,)
+            at_cap = np.flatnonzero((k_best == M - 1) & (counts > M))
+            if at_cap.size:
+                warnings.warn(
+                    f"n_components='auto' chose the largest K tried (max_components={M}) for "
+                    f"{at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
+                    UserWarning, stacklevel=3)
             idx = var[torch.as_tensor(k_best, device=final.device), cls]
             bic = bic.T
         out = params.select((idx, cls))
@@ -523,17 +530,25 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def _joint(self, X) -> np.ndarray:
-        return self.class_log_likelihood(X) + np.log(self.class_prior_)[None, :]
+        j = self.class_log_likelihood(X)
+        j += np.log(self.class_prior_)[None, :]   # in place: no second (N, C) array
+        return j
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log p(class | x), shape (n_samples, n_classes)."""
         from scipy.special import logsumexp
         j = self._joint(X)
-        return j - logsumexp(j, axis=1, keepdims=True)
+        # Normalised in place, a block of rows at a time, so that logsumexp's
+        # float64 temporaries stay bounded (~32 MiB each) however many points.
+        step = max(1, 2 ** 22 // j.shape[1])
+        for a in range(0, j.shape[0], step):
+            j[a:a + step] -= logsumexp(j[a:a + step], axis=1, keepdims=True)
+        return j
 
     def predict_proba(self, X) -> np.ndarray:
         """p(class | x), shape (n_samples, n_classes)."""
-        return np.exp(self.predict_log_proba(X))
+        lp = self.predict_log_proba(X)
+        return np.exp(lp, out=lp)
 
     def decision_function(self, X) -> np.ndarray:
         """The class logits log p(x | c) + log p(c), shape (n_samples, n_classes);
@@ -544,7 +559,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The label maximising log p(x | c) + log p(c)."""
-        return self.classes_[np.argmax(self._joint(X), axis=1)]
+        best = np.argmax(self._joint(X), axis=1)   # first: raises NotFittedError before fit
+        return self.classes_[best]
 
     # ---------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -420,6 +420,21 @@ def em_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, max_ite
 # ----------------------------------------------------------------------------
 # SVI (reference semantics)
 # ----------------------------------------------------------------------------
+def svi_converged(losses: Sequence[float], window: int, n_samples: int, tol: float) -> bool:
+    """SVI's stopping rule: the best loss of the last ``window`` steps beats
+    the best before them by less than ``tol`` nats per sample per step.
+
+    Adam's losses oscillate, so neither single steps nor the latest value are
+    a fair measure of progress: a rise over the window is not convergence as
+    long as the best keeps improving.  With ``tol=0`` the rule never fires
+    and SVI runs ``max_iter`` steps."""
+    if len(losses) <= window:
+        return False
+    before = min(losses[:-window])
+    recent = min(losses[-window:])
+    return (before - recent) / (window * n_samples) < tol
+
+
 def _make_model(priors: PriorTensors, n_components: int):
     def model(data):
         return gmm_model(data, priors, n_components)
@@ -467,7 +482,7 @@ def svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, n_comp
             losses.append(loss)
             if callback is not None:
                 callback(it, loss)
-            if it > window and (losses[-window - 1] - loss) / (window * N) < tol:
+            if svi_converged(losses, window, N, tol):
                 converged = True
                 break
         with torch.no_grad():
@@ -562,7 +577,7 @@ def fused_svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, 
         losses.append(loss)
         if callback is not None:
             callback(it, loss)
-        if it > window and (losses[-window - 1] - loss) / (window * N) < tol:
+        if svi_converged(losses, window, N, tol):
             converged = True
             break
     with torch.no_grad():
@@ -613,7 +628,10 @@ def map_assignments(X: torch.Tensor, params: MixtureParams, priors: PriorTensors
             with pyro.plate("draws", n_draws, dim=-2):
                 return conditioned(data)
         first_dim = -3
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # With K = 1 the assignment has one value and Pyro warns that nothing
+        # is enumerated; the answer (all zeros) is still right.
+        warnings.filterwarnings("ignore", message=".*no sample sites configured for enumeration")
         discrete = infer_discrete(fn, first_available_dim=first_dim, temperature=temperature)
         trace = poutine.trace(discrete).get_trace(X)
     z = trace.nodes["assignment"]["value"]
@@ -686,8 +704,13 @@ def class_log_prior(params: MixtureParams, priors: PriorTensors, mask: torch.Ten
     maskf = mask.to(params.weights.dtype)
     logw = torch.log(params.weights.clamp_min(torch.finfo(params.weights.dtype).tiny))
     lp = masked_dirichlet_log_prob(logw, priors.concentration, mask)
-    lp_means = dist.Normal(priors.mean_loc, priors.mean_scale).log_prob(params.means).sum(-1)
-    lp_scales = dist.InverseGamma(priors.scale_shape, priors.scale_rate).log_prob(params.scales).sum(-1)
+    # Closed forms of the Normal and InverseGamma log densities: building
+    # torch.distributions objects every EM iteration costs more (shape
+    # inference of InverseGamma's transform) than the arithmetic itself.
+    z = (params.means - priors.mean_loc) / priors.mean_scale
+    lp_means = (-0.5 * z * z - torch.log(priors.mean_scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    a, b, sc = priors.scale_shape, priors.scale_rate, params.scales
+    lp_scales = (a * torch.log(b) - torch.lgamma(a) - (a + 1) * torch.log(sc) - b / sc).sum(-1)
     return lp + ((lp_means + lp_scales) * maskf).sum(-1)
 
 
@@ -754,7 +777,7 @@ class ClassData:
 
 
 def _natural_params(params: MixtureParams) -> torch.Tensor:
-    """(B, C, 2D + 1, K) coefficients such that [x^2, x, 1] @ theta is
+    """(..., 2D + 1, K) coefficients such that [x^2, x, 1] @ theta is
     log w_k + log N(x | mu_k, sigma_k).  Zero weights (padded components)
     get a large finite negative constant rather than -inf: -inf times the
     zero rows of padded points would give NaN."""
@@ -779,12 +802,12 @@ def class_stats(data: ClassData, params: MixtureParams, chunk: int,
     responsibilities, and the reported losses are recomputed exactly by
     :func:`class_negative_log_joint`.  ``resp`` (B, C, n_max, K) replaces the
     posterior (hard assignments at initialisation)."""
-    B, C, K = params.weights.shape
+    lead, K = params.weights.shape[:-1], params.weights.shape[-1]
     D = params.means.shape[-1]
     theta = None if resp is not None else _natural_params(params)
     dt = data.design.dtype
-    loglik = torch.zeros(B, C, dtype=dt, device=data.design.device)
-    mom = torch.zeros(B, C, K, 2 * D + 1, dtype=dt, device=data.design.device)
+    loglik = torch.zeros(lead, dtype=dt, device=data.design.device)
+    mom = torch.zeros(*lead, K, 2 * D + 1, dtype=dt, device=data.design.device)
     for a in range(0, data.design.shape[1], chunk):
         F = data.design[:, a:a + chunk]                                     # (C, n, F)
         v = data.valid[:, a:a + chunk].to(dt).unsqueeze(-1)                 # (C, n, 1)
@@ -915,43 +938,63 @@ def class_initial_params(data: ClassData, centers: torch.Tensor, mask: torch.Ten
     return masked_params(MixtureParams(p.weights, centers, p.scales), maskb)
 
 
+def _priors_at(priors: PriorTensors, classes: torch.Tensor) -> PriorTensors:
+    """Class-batched priors gathered for a list of (variant, class) groups."""
+    return PriorTensors(priors.concentration[classes], priors.mean_loc[classes],
+                        priors.mean_scale[classes], priors.scale_shape[classes],
+                        priors.scale_rate[classes])
+
+
 def class_em_fit(X: torch.Tensor, labels: torch.Tensor, data: ClassData, params: MixtureParams,
                  mask: torch.Tensor, priors: PriorTensors, max_iter: int, tol: float, chunk: int,
                  callback: Optional[Callable[[int, float], None]] = None) -> FitTrace:
     """Closed-form MAP-EM of every class's mixture, for all variants at once.
 
-    One iteration is one chunked E-step over all points (each against its own
-    class, see :class:`ClassData`) and one M-step from the per-class statistics.  Classes are
-    independent, so each (variant, class) pair is a separate MAP problem; the
-    loop stops when none of them improves by more than ``tol`` nats per point
-    of its class.  ``losses`` has shape (B, C, T) in standardised units."""
+    Classes are independent, so each (variant, class) pair is a separate MAP
+    problem.  Every iteration gathers the pairs still running into one batch
+    of groups, runs one chunked E-step on it (each group against its own
+    class's points, see :class:`ClassData`) and one M-step from the
+    statistics; a pair leaves the batch once it improves by less than ``tol``
+    nats per point of its class.  So the batch does the work of the pairs
+    that need it, never more iterations for a pair than a separate fit would
+    run.  ``losses`` has shape (B, C, T), standardised units; a finished
+    pair's entries repeat its last loss."""
     B, C, K = params.weights.shape
     maskb = mask.expand(B, C, K)
     n_c = data.counts.to(X.dtype).clamp_min(1)
+    w, m, s = params.weights.clone(), params.means.clone(), params.scales.clone()
+    active = torch.ones(B, C, dtype=torch.bool, device=X.device)
+    last = torch.full((B, C), math.inf, dtype=X.dtype, device=X.device)
     history = []
     converged = False
-    prev = None
     it = 0
     for it in range(1, max_iter + 1):
-        stats = class_stats(data, params, chunk)
-        loss = -(stats.loglik + class_log_prior(params, priors, maskb))
-        history.append(loss)
-        new = _m_step_stats(stats, params.scales, priors, maskb)
-        # A variant that went non-finite keeps its last finite parameters.
+        bi, ci = active.nonzero(as_tuple=True)    # one host sync per iteration
+        sub = MixtureParams(w[bi, ci], m[bi, ci], s[bi, ci])
+        pg = _priors_at(priors, ci)
+        mg = maskb[bi, ci]
+        group = ClassData(data.design[ci], data.valid[ci], data.counts[ci])
+        stats = class_stats(group, sub, chunk)
+        loss = -(stats.loglik + class_log_prior(sub, pg, mg))
+        new = _m_step_stats(stats, sub.scales, pg, mg)
+        # A pair that went non-finite keeps its last finite parameters and stops.
         ok = torch.isfinite(new.weights).all(-1) & torch.isfinite(new.scales).all((-1, -2)) \
-            & torch.isfinite(new.means).all((-1, -2))
+            & torch.isfinite(new.means).all((-1, -2)) & torch.isfinite(loss)
         keep = ok.unsqueeze(-1)
-        params = MixtureParams(torch.where(keep, new.weights, params.weights),
-                               torch.where(keep.unsqueeze(-1), new.means, params.means),
-                               torch.where(keep.unsqueeze(-1), new.scales, params.scales))
+        w[bi, ci] = torch.where(keep, new.weights, sub.weights)
+        m[bi, ci] = torch.where(keep.unsqueeze(-1), new.means, sub.means)
+        s[bi, ci] = torch.where(keep.unsqueeze(-1), new.scales, sub.scales)
+        prev = last[bi, ci]
+        gain = (prev - loss) / n_c[ci]
+        last[bi, ci] = loss
+        history.append(last.clone())
+        active[bi, ci] = ok & ((gain > tol) | ~torch.isfinite(prev))
         if callback is not None:
             callback(it, float(loss.sum()))
-        if prev is not None:
-            gain = (prev - loss) / n_c
-            if not bool((torch.isfinite(loss) & (gain > tol)).any()):
-                converged = True
-                break
-        prev = loss
+        if not bool(active.any()):
+            converged = True
+            break
+    params = MixtureParams(w, m, s)
     final = class_negative_log_joint(X, labels, C, params, priors, maskb, chunk)
     final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
     history.append(final)
@@ -1022,7 +1065,7 @@ def class_svi_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams, 
             losses.append(loss)
             if callback is not None:
                 callback(it, loss)
-            if it > window and (losses[-window - 1] - loss) / (window * N) < tol:
+            if svi_converged(losses, window, N, tol):
                 converged = True
                 break
         with torch.no_grad():

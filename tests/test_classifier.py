@@ -177,14 +177,19 @@ def test_iris_five_fold_cv_accuracy():
     df = load_iris()
     X, y = df.drop(columns="species"), df["species"]
     scores = cross_val_score(GMMClassifier(**CPU, max_iter=0, random_state=0), X, y, cv=5)
-    assert scores.mean() >= 0.96
+    # 144 of 150 held-out flowers; the tolerance only absorbs float rounding of the mean.
+    assert scores.mean() >= 0.96 - 1e-12
 
 
 def test_two_rings_study():
     X, y = make_circles(1000, noise=0.01, random_state=42)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=42)
-    clf = GMMClassifier(**CPU, max_iter=0, random_state=0).fit(Xtr, ytr)
+    # A ring needs many diagonal Gaussians along its arc: 16 per class.
+    clf = GMMClassifier(16, **CPU, max_iter=0, random_state=0).fit(Xtr, ytr)
     assert clf.score(Xte, yte) >= 0.995
+    # "auto" over the default range stops at its cap on rings and says so.
+    with pytest.warns(UserWarning, match="chose the largest K tried"):
+        GMMClassifier(**CPU, n_init=1, max_iter=0, max_components=4, random_state=0).fit(Xtr, ytr)
 
 
 def test_discriminative_fine_tuning_lowers_training_cross_entropy(three_blobs):
