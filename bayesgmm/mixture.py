@@ -35,7 +35,13 @@ def _svi(Xt, start: MixtureParams, pt, p: dict, callback):
 
 
 def _progress_bar(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    """A tqdm bar (the notebook widget under Jupyter) when enabled; a
+    disabled plain bar otherwise, so that a notebook without ipywidgets gets
+    no warning from a bar nobody asked for."""
+    if enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 

@@ -413,3 +413,20 @@ def test_one_dimensional_input_for_a_multivariate_fit_says_reshape(iris):
     gmm = BayesianGMM(2, random_state=0, **CPU).fit(iris.iloc[:, :4].to_numpy())
     with pytest.raises(ValueError, match=r"Reshape your data with X.reshape\(1, -1\)"):
         gmm.predict(np.ones(4))
+
+
+def test_svi_stopping_rule_follows_the_best_loss():
+    from bayesgmm.inference import svi_converged
+    # A rise over the window is not convergence while the best still improves.
+    assert not svi_converged([10, 9, 8, 9, 7.5, 9], window=2, n_samples=1, tol=0.1)
+    assert svi_converged([10, 9, 8, 7, 7.5, 7.01], window=2, n_samples=1, tol=0.1)
+    # tol=0 never stops early; a short history never converges.
+    assert not svi_converged([5, 5, 5, 5, 5], window=2, n_samples=1, tol=0.0)
+    assert not svi_converged([5, 4], window=2, n_samples=1, tol=1.0)
+
+
+def test_single_component_predicts_zeros_without_warnings(recwarn):
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    gmm = BayesianGMM(1, random_state=0, **CPU).fit(X)
+    np.testing.assert_array_equal(gmm.predict(X), np.zeros(50, dtype=np.int64))
+    assert not [w for w in recwarn if "enumeration" in str(w.message)]
