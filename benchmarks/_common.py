@@ -216,7 +216,7 @@ def default_json_path(name: str, device: str) -> Path:
     return RESULTS_DIR / f"{name}-{device}.json"
 
 
-def write_json(path: Path, payload: dict) -> Path:
+def write_json(path: Path, payload: dict, quiet: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -224,7 +224,8 @@ def write_json(path: Path, payload: dict) -> Path:
         json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
         fh.write("\n")
     os.replace(tmp, path)
-    print(f"\nwrote {path}", flush=True)
+    if not quiet:
+        print(f"\nwrote {path}", flush=True)
     return path
 
 
