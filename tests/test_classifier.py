@@ -113,10 +113,12 @@ def test_fitted_class_losses_are_each_class_negative_log_joint(three_blobs):
 
 def test_svi_stage_never_worse_than_em(three_blobs):
     X, y = three_blobs
-    em = GMMClassifier(2, **FAST, random_state=0).fit(X, y)
-    both = GMMClassifier(2, **{**FAST, "max_iter": 200}, random_state=0).fit(X, y)
-    assert np.all(both.class_losses_ <= em.class_losses_ + 1e-3 * np.abs(em.class_losses_))
+    # Padded classes (K = 1, 3, 2) through the class-plate Pyro model.
+    em = GMMClassifier([1, 3, 2], **FAST, random_state=0).fit(X, y)
+    both = GMMClassifier([1, 3, 2], **{**FAST, "max_iter": 30}, random_state=0).fit(X, y)
+    assert np.all(both.class_losses_ <= em.class_losses_ + 1e-6 * np.abs(em.class_losses_))
     assert both.n_iter_ > em.n_iter_
+    assert np.all(np.isfinite(both.means_[2, :2])) and np.all(np.isnan(both.means_[2, 2:]))
 
 
 def test_class_log_likelihood_matches_numpy_mixture_density(three_blobs):
@@ -162,15 +164,23 @@ def _five_class_gap(seed, n_components, **kw):
     return 100 * (bayes - clf.score(Xt, yt)), clf, truth
 
 
-@pytest.mark.parametrize("n_components", ["true", "auto"])
-def test_five_class_close_to_bayes_optimal(n_components):
-    # One seed per mode here (the 10-seed protocol is benchmarks/accuracy_five_class.py):
-    # the per-seed bound of the issue, 0.5 points from Bayes-optimal on 20,000 fresh points.
-    gap, clf, truth = _five_class_gap(0, n_components, max_iter=0)
+def test_five_class_close_to_bayes_optimal():
+    # One seed here, true K per class: the per-seed bound of the issue, at most
+    # 0.5 points below Bayes-optimal on 20,000 fresh points.  The 10-seed
+    # protocol, with "auto" too, is benchmarks/accuracy_five_class.py ("auto"
+    # is exercised here by the iris and small-class tests).
+    gap, clf, truth = _five_class_gap(0, "true", max_iter=0)
     assert gap <= 0.5
-    if n_components == "auto":
-        assert clf.bic_.shape == (5, 10)
-        np.testing.assert_array_equal(clf.n_components_, np.argmin(clf.bic_, axis=1) + 1)
+    np.testing.assert_array_equal(clf.n_components_, truth.n_components)
+
+
+def test_auto_picks_k_by_bic(three_blobs):
+    X, y = three_blobs
+    clf = GMMClassifier("auto", **FAST, max_components=4, random_state=0).fit(X, y)
+    assert clf.bic_.shape == (3, 4)
+    np.testing.assert_array_equal(clf.n_components_, np.argmin(clf.bic_, axis=1) + 1)
+    # One Gaussian blob per class: BIC prefers K = 1.
+    np.testing.assert_array_equal(clf.n_components_, [1, 1, 1])
 
 
 def test_iris_five_fold_cv_accuracy():
