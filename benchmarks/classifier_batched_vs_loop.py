@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds of make_five_class")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--n-init", type=int, default=4)
-    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--tol", type=float, default=1e-6)
     ap.add_argument("--auto", action="store_true", help="also time K chosen by BIC in 1..10")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
