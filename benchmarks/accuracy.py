@@ -235,7 +235,8 @@ def five_class_methods(args, device: str, skipped: list) -> dict[str, Callable]:
     return methods
 
 
-def five_class_study(args, device: str, skipped: list) -> dict:
+def five_class_study(args, device: str, skipped: list,
+                     on_seed: Optional[Callable[[list], None]] = None) -> dict:
     from bayesgmm.datasets import make_five_class
 
     methods = five_class_methods(args, device, skipped)
@@ -264,6 +265,8 @@ def five_class_study(args, device: str, skipped: list) -> dict:
         print(f"  seed {seed}: Bayes-optimal {100 * bayes:.2f}%; gaps (points): " + "; ".join(
             f"{n}: {row['gap_points'].get(n, float('nan')):+.2f}" for n in methods), flush=True)
         per_seed.append(row)
+        if on_seed is not None:
+            on_seed(per_seed)
 
     summary = []
     bayes_all = np.array([r["bayes_accuracy"] for r in per_seed])
@@ -401,7 +404,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if "five_class" in args.studies:
         print(f"Five-class study, seeds {args.seeds}:", flush=True)
         t0 = time.perf_counter()
-        five = five_class_study(args, device, skipped)
+        path = args.json or C.default_json_path("accuracy", device)
+
+        def save_partial(per_seed):
+            # An interrupted long run keeps the seeds it finished.
+            C.write_json(path, {**result, "complete": False,
+                                "five_class": {"per_seed": per_seed}}, quiet=True)
+        five = five_class_study(args, device, skipped, save_partial)
         five["seconds"] = time.perf_counter() - t0
         result["five_class"] = five
         print("\n### Five-class study: accuracy and gap to the Bayes-optimal classifier\n")
@@ -426,8 +435,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         print("\n### Two rings (circles): test accuracy\n")
         print(C.markdown_table(circ["rows"], [
             ("method", "method"), ("test_accuracy", "test accuracy (%)"), ("fit_s", "fit time (s)")]))
-    path = args.json or C.default_json_path("accuracy", device)
-    C.write_json(path, result)
+    result["complete"] = True
+    C.write_json(args.json or C.default_json_path("accuracy", device), result)
     return result
 
 

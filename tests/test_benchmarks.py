@@ -59,6 +59,7 @@ def test_accuracy_quick(tmp_path):
                    "--bgmm-em-max-iter", "30", "--circles-components", "4",
                    "--methods", "GMMClassifier (true", "original", "sklearn GaussianMixture", "QDA")
     check_machine(r, "accuracy")
+    assert r["complete"] is True
     five = r["five_class"]
     assert five["protocol"]["seeds"] == [0]
     seed0 = five["per_seed"][0]
