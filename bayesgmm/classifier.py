@@ -20,6 +20,7 @@ from .inference import (ClassData, MixtureParams, Standardizer, class_discrimina
                         class_initial_params, class_kmeanspp, class_log_likelihoods,
                         class_log_prior, class_negative_log_joint, class_prior_tensors,
                         class_svi_fit, masked_params, resolve_priors)
+from .mixture import _progress_bar
 from .models import Priors
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
@@ -37,9 +38,6 @@ _CHUNK_ELEMENTS = 2 ** 24
 _AUTO_SCAN_TOL = 1e-4
 
 
-def _progress_bar(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 class GMMClassifier(ClassifierMixin, BaseEstimator):

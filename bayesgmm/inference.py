@@ -435,6 +435,26 @@ def svi_converged(losses: Sequence[float], window: int, n_samples: int, tol: flo
     return (before - recent) / (window * n_samples) < tol
 
 
+def run_svi_loop(step: Callable[[], float], max_iter: int, n_samples: int, tol: float,
+                 window: int, callback: Optional[Callable[[int, float], None]] = None):
+    """Step ``step()`` (one SVI step, returning its loss) until
+    :func:`svi_converged`, a non-finite loss, or ``max_iter`` steps.
+
+    Returns (losses, number of steps taken, converged, diverged)."""
+    losses: list = []
+    it = 0
+    for it in range(1, max_iter + 1):
+        loss = step()
+        if not math.isfinite(loss):
+            return losses, it, False, True
+        losses.append(loss)
+        if callback is not None:
+            callback(it, loss)
+        if svi_converged(losses, window, n_samples, tol):
+            return losses, it, True, False
+    return losses, it, False, False
+
+
 def _make_model(priors: PriorTensors, n_components: int):
     def model(data):
         return gmm_model(data, priors, n_components)
@@ -458,33 +478,26 @@ def svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, n_comp
     init = {k: v.detach().clone() for k, v in params.as_dict().items()}
     init["weights"] = init["weights"].clamp_min(_MIN_WEIGHT)
     init["weights"] = init["weights"] / init["weights"].sum()
-    losses = []
-    converged = False
-    it = 0
     with pyro.get_param_store().scope():
         guide = AutoDelta(poutine.block(model, expose=list(GLOBAL_SITES)),
                           init_loc_fn=init_to_value(values=init))
-        elbo = _make_elbo(jit)
-        svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), elbo)
-        for it in range(1, max_iter + 1):
+        state = {"svi": SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), _make_elbo(jit)),
+                 "first": True}
+
+        def step() -> float:
+            first, state["first"] = state["first"], False
             try:
-                loss = _step_or_nan(svi, guide, X)
-            except Exception as exc:  # only the JIT path is allowed to fail here
-                if not jit or it > 1:
+                return _step_or_nan(state["svi"], guide, X)
+            except Exception as exc:  # only the JIT path's first step is allowed to fail
+                if not (jit and first):
                     raise
                 warnings.warn(f"JitTraceEnum_ELBO failed ({type(exc).__name__}: {exc}); "
                               f"falling back to TraceEnum_ELBO", RuntimeWarning)
-                jit = False
-                svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), _make_elbo(False))
-                loss = _step_or_nan(svi, guide, X)
-            if not math.isfinite(loss):
-                break
-            losses.append(loss)
-            if callback is not None:
-                callback(it, loss)
-            if svi_converged(losses, window, N, tol):
-                converged = True
-                break
+                state["svi"] = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}),
+                                   _make_elbo(False))
+                return _step_or_nan(state["svi"], guide, X)
+
+        losses, it, converged, _ = run_svi_loop(step, max_iter, N, tol, window, callback)
         with torch.no_grad():
             fitted = {k: v.detach() for k, v in guide.median().items()}
             # Non-finite parameters fail Pyro's distribution checks with a
@@ -549,11 +562,9 @@ def fused_svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, 
         return MixtureParams(to_simplex(u_w), u_m, to_positive(u_s))
 
     F = design_matrix(X)  # once per fit
-    losses: list = []
-    converged = False
-    it = 0
     start = MixtureParams(w0, params.means, params.scales)
-    for it in range(1, max_iter + 1):
+
+    def step() -> float:
         opt.zero_grad(set_to_none=True)
         cur = current()
         W = natural_weights(cur)                       # small graph: params -> (2D+1, K)
@@ -569,17 +580,15 @@ def fused_svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, 
             data_ll = (top + torch.log(total)).sum()
             grad_W = F.transpose(0, 1) @ (e / total)
         loss = -float(data_ll + prior.detach())  # one host sync per step: the stopping rule needs it
-        if not math.isfinite(loss):
-            return FitTrace(start, torch.tensor(losses + [math.inf], dtype=torch.float64), it, False)
-        # A surrogate with the loss's gradient: -(W . grad_W) - log prior.
-        (-(W * grad_W).sum() - prior).backward()
-        opt.step()
-        losses.append(loss)
-        if callback is not None:
-            callback(it, loss)
-        if svi_converged(losses, window, N, tol):
-            converged = True
-            break
+        if math.isfinite(loss):
+            # A surrogate with the loss's gradient: -(W . grad_W) - log prior.
+            (-(W * grad_W).sum() - prior).backward()
+            opt.step()
+        return loss
+
+    losses, it, converged, diverged = run_svi_loop(step, max_iter, N, tol, window, callback)
+    if diverged:
+        return FitTrace(start, torch.tensor(losses + [math.inf], dtype=torch.float64), it, False)
     with torch.no_grad():
         out = current()
         final = -float(torch.logsumexp(fast_component_log_prob(F, out), -1).sum(-1)
@@ -1050,24 +1059,13 @@ def class_svi_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams, 
     steps below ``tol`` nats per sample); the param store is scoped."""
     N = X.shape[0]
     model = _make_class_model(priors, mask)
-    losses = []
-    converged = False
-    it = 0
     with pyro.get_param_store().scope():
         guide = AutoDelta(poutine.block(model, expose=list(CLASS_GLOBAL_SITES)),
                           init_loc_fn=init_to_value(values=_class_guide_init(params, mask)))
         svi = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}),
                   TraceEnum_ELBO(max_plate_nesting=2))
-        for it in range(1, max_iter + 1):
-            loss = svi.step(X, labels)
-            if not math.isfinite(loss):
-                break
-            losses.append(loss)
-            if callback is not None:
-                callback(it, loss)
-            if svi_converged(losses, window, N, tol):
-                converged = True
-                break
+        losses, it, converged, _ = run_svi_loop(lambda: svi.step(X, labels), max_iter, N, tol,
+                                                window, callback)
         with torch.no_grad():
             fitted = {k: v.detach() for k, v in guide.median().items()}
     out = _class_params_from_guide(fitted, mask)
