@@ -243,13 +243,18 @@ def _m_step(X: torch.Tensor, resp: torch.Tensor, scales: Optional[torch.Tensor],
 
 
 def _m_step_moments(Nk: torch.Tensor, Sx: torch.Tensor, Sxx: torch.Tensor,
-                    scales: Optional[torch.Tensor], priors: PriorTensors) -> MixtureParams:
+                    scales: Optional[torch.Tensor], priors: PriorTensors,
+                    mask: Optional[torch.Tensor] = None) -> MixtureParams:
     """:func:`_m_step` from the responsibility-weighted moments: counts N_k
-    (..., K), sums S_x and sums of squares S_xx (..., K, D)."""
+    (..., K), sums S_x and sums of squares S_xx (..., K, D).
+
+    ``mask`` (..., K) restricts the weights to the real components of
+    padded mixtures (the per-class model) and pads the rest."""
     conc = priors.concentration
-    w = (Nk + conc - 1).clamp_min(0)
+    maskf = 1.0 if mask is None else mask.to(Nk.dtype)
+    w = (Nk + conc - 1).clamp_min(0) * maskf
     w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    w = w.clamp_min(_MIN_WEIGHT)
+    w = w.clamp_min(_MIN_WEIGHT) * maskf
     w = w / w.sum(-1, keepdim=True)
     prior_prec = priors.mean_scale.pow(-2)                       # (D,)
     if scales is None:
@@ -260,7 +265,8 @@ def _m_step_moments(Nk: torch.Tensor, Sx: torch.Tensor, Sxx: torch.Tensor,
     a = priors.scale_shape + 1 + Nk.unsqueeze(-1)
     b = priors.scale_rate
     scales = (b + torch.sqrt(b * b + 4 * a * S)) / (2 * a)
-    return MixtureParams(w, means, scales)
+    params = MixtureParams(w, means, scales)
+    return params if mask is None else masked_params(params, mask)
 
 
 def design_matrix(X: torch.Tensor) -> torch.Tensor:
@@ -839,22 +845,7 @@ def _m_step_stats(stats: ClassStats, scales: Optional[torch.Tensor], priors: Pri
     Same formulas: Dirichlet mode for the weights (over the class's K_c
     components), precision-weighted means given the scales, and the positive
     root of (a + 1 + N_k) s^2 - b s - S_k = 0 for the scales."""
-    Nk, Sx, Sxx = stats.Nk, stats.Sx, stats.Sxx
-    maskf = mask.to(Nk.dtype)
-    w = (Nk + priors.concentration - 1).clamp_min(0) * maskf
-    w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    w = w.clamp_min(_MIN_WEIGHT) * maskf
-    w = w / w.sum(-1, keepdim=True)
-    prior_prec = priors.mean_scale.pow(-2)
-    if scales is None:
-        scales = (priors.scale_rate / (priors.scale_shape + 1)).expand_as(Sx)
-    prec = scales.pow(-2)
-    means = (Sx * prec + priors.mean_loc * prior_prec) / (Nk.unsqueeze(-1) * prec + prior_prec)
-    S = (Sxx - 2 * means * Sx + means * means * Nk.unsqueeze(-1)).clamp_min(0)
-    a = priors.scale_shape + 1 + Nk.unsqueeze(-1)
-    b = priors.scale_rate
-    new_scales = (b + torch.sqrt(b * b + 4 * a * S)) / (2 * a)
-    return masked_params(MixtureParams(w, means, new_scales), mask)
+    return _m_step_moments(stats.Nk, stats.Sx, stats.Sxx, scales, priors, mask)
 
 
 def class_negative_log_joint(X: torch.Tensor, labels: torch.Tensor, n_classes: int,
