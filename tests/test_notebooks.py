@@ -38,7 +38,10 @@ def kernel_dir(tmp_path_factory):
         # CI=1 selects the notebooks' small-size mode.  One torch thread:
         # the problems are tiny and the test machine's cores are shared, where
         # a thread pool costs more than it gains.
-        "env": {"CI": "1", "OMP_NUM_THREADS": "1"},
+        # The inline backend explicitly: an inherited MPLBACKEND=Agg (common
+        # on headless CI) would otherwise leave the notebooks without figures.
+        "env": {"CI": "1", "OMP_NUM_THREADS": "1",
+                "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return root
