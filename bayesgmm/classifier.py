@@ -360,8 +360,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         total = p["em_max_iter"] + p["max_iter"] + p["discriminative_steps"]
         bar = _progress_bar(bool(self.progress), total, "GMMClassifier")
 
-        def callback(it, loss):
-            bar.update(1)
+        # No callback without a bar: the fit loops would otherwise read the
+        # loss back from the device every step for nothing.
+        callback = (lambda it, loss: bar.update(1)) if self.progress else None
 
         try:
             start = class_initial_params(data, centers, mask, pt, em_chunk)

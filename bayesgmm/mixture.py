@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
@@ -243,10 +244,14 @@ class BayesianGMM(DensityMixin, BaseEstimator):
                 1 if p["em_max_iter"] else p["n_init"])
             bar = _progress_bar(bool(self.progress), total, "BayesianGMM")
 
-            def callback(it, loss):
+            def show(it, loss):
                 bar.update(1)
-                if bar.disable is False and it % 10 == 0:
+                if it % 10 == 0:
                     bar.set_postfix(loss=f"{loss + std.loss_offset(n, K):.4g}")
+
+            # No callback without a bar: the fit loops would otherwise read
+            # the loss back from the device every step for nothing.
+            callback = show if self.progress else None
 
             try:
                 result = self._run(Xt, start, pt, p, callback)
@@ -288,7 +293,6 @@ class BayesianGMM(DensityMixin, BaseEstimator):
             svi = _svi(Xt, em_best, pt, p, callback)
             svi_hist = svi.losses.double().cpu().numpy()
             if not math.isfinite(svi_hist[-1]):
-                import warnings
                 warnings.warn(
                     f"SVI diverged (non-finite loss after {svi.n_iter} step(s)); keeping the EM "
                     f"solution: lower learning_rate (now {p['learning_rate']}) to refine it by SVI",
@@ -395,9 +399,9 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         X, std, params, device = self._prepare(X)
         K = self.means_.shape[0]
         priors = std.priors(self.priors_, device)
-        chunks = self._chunks(X.shape[0] * (n_draws or 1))
-        step = max(1, (chunks[0][1] - chunks[0][0]) // (n_draws or 1))
         n = X.shape[0]
+        # Points per chunk: the draws multiply the working set.
+        step = max(1, _CHUNK_ELEMENTS // (self.means_.size * (n_draws or 1)))
         # Filled chunk by chunk: collecting parts and concatenating would hold
         # the labels three times over at the end.
         out = np.empty((n,) if n_draws is None else (n_draws, n), dtype=np.int64)

@@ -110,6 +110,17 @@ def _check_n_features(estimator_d: int, X: np.ndarray) -> None:
                          f"{estimator_d}: pass the data the mixture was fitted on")
 
 
+def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
+    """One label per row: the given ones, checked, or ``estimator.predict(X)``."""
+    if labels is None:
+        labels = estimator.predict(X)
+    labels = np.asarray(labels)
+    if labels.shape != (n_rows,):
+        raise ValueError(f"labels has shape {labels.shape} but X has {n_rows} rows: "
+                         "pass one label per row of X")
+    return labels
+
+
 def _component_palette(n: int):
     import seaborn as sns
     return sns.color_palette(n_colors=max(n, 1))
@@ -242,10 +253,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
         if labels is None:
             sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)
         else:
-            labels = np.asarray(labels)
-            if labels.shape != (x.size,):
-                raise ValueError(f"labels has shape {labels.shape} but X has {x.size} rows: "
-                                 "pass one label per row of X")
+            labels = _row_labels(labels, x.size)
             sns.rugplot(x=x, hue=labels, ax=ax, height=0.04, legend=False)
     ax.set_xlabel(names[f])
     ax.set_ylabel("density")
@@ -390,12 +398,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     if len(features) != 2:
         raise ValueError(f"features must name exactly 2 columns, got {features!r}")
     fx, fy = (_check_feature(f, names, Xa.shape[1]) for f in features)
-    if labels is None:
-        labels = np.asarray(estimator.predict(X))
-    labels = np.asarray(labels)
-    if labels.shape != (Xa.shape[0],):
-        raise ValueError(f"labels has shape {labels.shape} but X has {Xa.shape[0]} rows: "
-                         "pass one label per row of X")
+    labels = _row_labels(labels, Xa.shape[0], estimator, X)
     sigmas = [float(v) for v in sigmas]
     if any(v <= 0 for v in sigmas):
         raise ValueError(f"sigmas must be positive, got {sigmas}")
@@ -611,12 +614,7 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     _check_n_features(means.shape[1], Xa)
     cols = list(range(Xa.shape[1])) if vars is None else [
         _check_feature(v, names, Xa.shape[1]) for v in vars]
-    if labels is None:
-        labels = np.asarray(estimator.predict(X))
-    labels = np.asarray(labels)
-    if labels.shape != (Xa.shape[0],):
-        raise ValueError(f"labels has shape {labels.shape} but X has {Xa.shape[0]} rows: "
-                         "pass one label per row of X")
+    labels = _row_labels(labels, Xa.shape[0], estimator, X)
     K = len(weights)
     df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
     df["cluster"] = labels

@@ -106,17 +106,22 @@ def _edit_meta(path, out, edit) -> None:
 # ----------------------------------------------------------------------------
 # Round trips
 # ----------------------------------------------------------------------------
+def _assert_same_state(a, b, fitted_names) -> None:
+    """The same fitted attributes and hyperparameters, value and type."""
+    for name in fitted_names:
+        _same(getattr(a, name), getattr(b, name))
+    pa, pb = a.get_params(), b.get_params()
+    assert list(pa) == list(pb)
+    for k in pa:
+        _same(pa[k], pb[k])
+
+
 def test_round_trip_is_exact(fitted, X, tmp_path):
     path = tmp_path / "model.bgmm"
     fitted.save(path)
     for loaded in (bayesgmm.load(path), BayesianGMM.load(str(path))):
         assert type(loaded) is BayesianGMM
-        for name in FITTED:
-            _same(getattr(fitted, name), getattr(loaded, name))
-        params, loaded_params = fitted.get_params(), loaded.get_params()
-        assert list(params) == list(loaded_params)
-        for k in params:
-            _same(params[k], loaded_params[k])
+        _assert_same_state(fitted, loaded, FITTED)
         np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
         np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
         np.testing.assert_array_equal(loaded.score_samples(X), fitted.score_samples(X))
@@ -470,12 +475,7 @@ def _clf_data():
 
 
 def _assert_same_classifier(a, b, X) -> None:
-    for name in CLF_FITTED:
-        _same(getattr(a, name), getattr(b, name))
-    pa, pb = a.get_params(), b.get_params()
-    assert list(pa) == list(pb)
-    for k in pa:
-        _same(pa[k], pb[k])
+    _assert_same_state(a, b, CLF_FITTED)
     _same(a.predict(X), b.predict(X))
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))

@@ -231,6 +231,20 @@ def test_failed_refit_keeps_the_previous_model(first_fit, bad):
     np.testing.assert_array_equal(est.predict(X), labels)
 
 
+def _interrupt_after(seconds: float, fit, *args) -> None:
+    """Run ``fit(*args)``, deliver a real SIGINT after ``seconds`` (as
+    Jupyter's interrupt does) and check it surfaces as KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            fit(*args)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_keyboard_interrupt_during_refit_keeps_the_previous_model(first_fit):
     """A real SIGINT (as Jupyter's interrupt sends) lands mid-fit."""
     est, X = first_fit
@@ -240,15 +254,7 @@ def test_keyboard_interrupt_during_refit_keeps_the_previous_model(first_fit):
     # Pure SVI with tol=0 and a huge step budget: runs until interrupted.
     est.set_params(em_max_iter=0, max_iter=10 ** 7, tol=0.0, n_init=1)
     before.update({k: vars(est)[k] for k in est.get_params()})
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    try:
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            est.fit(other)
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGINT, previous)
+    _interrupt_after(0.5, est.fit, other)
     _assert_unchanged(est, before, X)
     assert dict(pyro.get_param_store().items()) == store_before  # no leaked SVI params
     # Autograd is on again, wherever the interrupt landed, and a refit works.
@@ -364,15 +370,7 @@ def test_classifier_failed_or_interrupted_refit_keeps_the_previous_model(bad):
     else:
         clf.set_params(em_max_iter=0, max_iter=10 ** 7, tol=0.0)   # runs until interrupted
         before.update({k: vars(clf)[k] for k in clf.get_params()})
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-        try:
-            timer.start()
-            with pytest.raises(KeyboardInterrupt):
-                clf.fit(other, rng.integers(0, 2, 300))
-        finally:
-            timer.cancel()
-            signal.signal(signal.SIGINT, previous)
+        _interrupt_after(0.5, clf.fit, other, rng.integers(0, 2, 300))
         assert torch.is_grad_enabled()
     assert list(vars(clf)) == list(before)
     for k, v in before.items():
