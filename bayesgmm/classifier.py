@@ -50,8 +50,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
     All classes are fitted **together** as one batched computation: every
     class is padded to the largest number of components with a component
-    mask, each point is scored only against its own class's parameters, and
-    per-class sufficient statistics are scattered back with ``index_add_``.
+    mask, each point is scored only against its own class's parameters
+    (points laid out per class, zero-padded), and per-class sufficient
+    statistics come from batched products over that layout.
     Restarts (and, for ``n_components="auto"``, every candidate K) are a
     further batch dimension, so one closed-form MAP-EM loop fits everything
     at once on CPU or GPU.  An optional SVI stage (``max_iter > 0``) then
@@ -322,15 +323,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                 "of components: give a scalar concentration (the same for every component)")
         # Resolved once with k_max (validates the user's priors); the
         # k-component prior is the first k entries of the (scalar) concentration.
-        base = resolve_priors(self.priors, X, k_max)
+        std, Xt, moments = Standardizer.fit_to(X, device)
+        base = resolve_priors(self.priors, X, k_max, moments)
 
         def prior_for(k: int) -> Priors:
             return Priors(weight_concentration=base.weight_concentration[:k], mean_loc=base.mean_loc,
                           mean_scale=base.mean_scale, scale_shape=base.scale_shape,
                           scale_rate=base.scale_rate)
 
-        std = Standardizer.from_data(X)
-        Xt = std.data(X, device)
         yt = torch.as_tensor(yi, dtype=torch.long, device=device)
         pt = class_prior_tensors([base] * C, std, k_max, device)
         rs = check_random_state(self.random_state)

@@ -74,12 +74,14 @@ class MixtureParams:
         return {"weights": self.weights, "means": self.means, "scales": self.scales}
 
 
-def resolve_priors(priors: Optional[Priors], X: np.ndarray, n_components: int) -> Priors:
+def resolve_priors(priors: Optional[Priors], X: np.ndarray, n_components: int,
+                   moments: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Priors:
     """Fill every ``None`` field of ``priors`` from the data and broadcast.
 
     Returns a :class:`Priors` whose fields are float64 numpy arrays:
     ``weight_concentration`` (K,), ``mean_loc``/``mean_scale``/``scale_rate``
-    (D,) and ``scale_shape`` a float.  Raises ``ValueError`` for values of the
+    (D,) and ``scale_shape`` a float.  ``moments`` is X's per-feature (mean,
+    standard deviation) if already computed.  Raises ``ValueError`` for values of the
     wrong shape or out of range.
     """
     priors = priors if priors is not None else Priors()
@@ -88,8 +90,8 @@ def resolve_priors(priors: Optional[Priors], X: np.ndarray, n_components: int) -
             f"priors must be a bayesgmm.Priors instance or None, got {type(priors).__name__}: "
             f"build one with bayesgmm.Priors(...)")
     D = X.shape[1]
-    mean = X.mean(axis=0)
-    std = X.std(axis=0)
+    # (mean, std) of X when the caller has them (Standardizer.fit_to).
+    mean, std = moments if moments is not None else (X.mean(axis=0), X.std(axis=0))
     # A constant feature has no spread to take units from: fall back to its
     # magnitude, and to 1 for an all-zero feature.
     fallback = np.where(np.abs(mean) > _TINY, 1e-3 * np.abs(mean), 1.0)
@@ -143,10 +145,29 @@ class Standardizer:
 
     @classmethod
     def from_data(cls, X: np.ndarray) -> "Standardizer":
-        center = X.mean(axis=0)
-        scale = X.std(axis=0)
-        scale = np.where(scale > _TINY, scale, np.where(np.abs(center) > _TINY, np.abs(center), 1.0))
-        return cls(center=center, scale=scale)
+        return cls.fit_to(X, "cpu")[0]
+
+    @classmethod
+    def fit_to(cls, X: np.ndarray, device, dtype=torch.float32
+               ) -> tuple["Standardizer", torch.Tensor, tuple[np.ndarray, np.ndarray]]:
+        """The standardiser of ``X``, the standardised data as a ``dtype``
+        tensor on ``device``, and the raw per-feature (mean, standard
+        deviation) in float64.
+
+        X goes to the device once, in float64; the moments and the affine map
+        are computed there (host numpy took ~1 s for these at N = 1e7 on the
+        GPU machine, against ~50 ms for the copy and device arithmetic)."""
+        Xd = torch.as_tensor(X, dtype=torch.float64, device=device)
+        mean_t = Xd.mean(0)
+        sd_t = Xd.std(0, correction=0)
+        mean, sd = mean_t.cpu().numpy(), sd_t.cpu().numpy()
+        scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
+        std = cls(center=mean, scale=scale)
+        if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(mean))):
+            return std, Xd.to(dtype), (mean, sd)   # the caller reports the overflow
+        shift = torch.as_tensor(mean, dtype=torch.float64, device=device)
+        div = torch.as_tensor(scale, dtype=torch.float64, device=device)
+        return std, ((Xd - shift) / div).to(dtype), (mean, sd)
 
     def data(self, X: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor((X - self.center) / self.scale, dtype=dtype, device=device)
@@ -300,6 +321,49 @@ def fast_component_log_prob(F: torch.Tensor, params: MixtureParams) -> torch.Ten
     return F @ natural_weights(params)
 
 
+# Rows per block of the reduction products below.
+_REDUCE_BLOCK = 2 ** 12
+
+
+def sum_outer(A: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """A^T F summed over the N rows: A (N, P), F (N, Q) -> (P, Q).
+
+    A product whose inner dimension is the whole data set and whose output is
+    tiny (responsibilities times the design matrix): a single GEMM of that
+    shape gives the GPU almost no parallelism (cuBLAS ran it 3x slower than
+    the rest of the EM step at N = 1e7, and batched over restarts 100x
+    slower), so the rows are cut into blocks, multiplied as one batched
+    product and the per-block results summed.  Deterministic: no atomics."""
+    N = F.shape[0]
+    nb = N // _REDUCE_BLOCK
+    if nb < 2:
+        return A.transpose(0, 1) @ F
+    m = nb * _REDUCE_BLOCK
+    head = (A[:m].view(nb, _REDUCE_BLOCK, -1).transpose(1, 2)
+            @ F[:m].view(nb, _REDUCE_BLOCK, -1)).sum(0)
+    return head if m == N else head + A[m:].transpose(0, 1) @ F[m:]
+
+
+def e_step(F: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One E-step for a batch of R mixtures: W (R, 2D + 1, K) natural
+    weights (:func:`natural_weights`), F the design matrix (N, 2D + 1).
+
+    Returns the data log-likelihood of each mixture (R,) and the
+    responsibility-weighted moments (R, K, 2D + 1) (sums of x^2, of x, and
+    counts N_k, in the design matrix's column order).  All restarts go
+    through one (N, R K) product each way; the responsibilities are formed
+    in place, so the step allocates one (N, R K) buffer."""
+    R, P, K = W.shape
+    N = F.shape[0]
+    logp = (F @ W.permute(1, 0, 2).reshape(P, R * K)).view(N, R, K)
+    top = logp.amax(-1, keepdim=True)
+    e = logp.sub_(top).exp_()
+    total = e.sum(-1, keepdim=True)
+    loglik = (top + torch.log(total)).sum((0, 2))
+    resp = e.div_(total).view(N, R * K)
+    return loglik, sum_outer(resp, F).view(R, K, P)
+
+
 # k-means++ / k-means seed on at most this many points: the seeds only start
 # EM, and sklearn's seeding is O(N K) on the host, which would dominate a GPU
 # fit of millions of points.
@@ -317,8 +381,9 @@ def initial_params(X: torch.Tensor, n_components: int, n_init: int, init, priors
     gives weights and scales consistent with that partition."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
-    N = X.shape[0]
+    N, D = X.shape
     K = n_components
+    F = design_matrix(X)
     params = []
     for r in range(n_init):
         rng = np.random.default_rng(int(seeds[r]))
@@ -347,10 +412,11 @@ def initial_params(X: torch.Tensor, n_components: int, n_init: int, init, priors
         # Nearest centre by |x|^2 - 2 x.c + |c|^2 without the |x|^2 term: an
         # (N, K) product, no (N, K, D) temporary.
         nearest = ((C * C).sum(-1) - 2 * X @ C.T).argmin(-1)
-        Nk = torch.bincount(nearest, minlength=K).to(X.dtype)
-        Sx = torch.zeros_like(C).index_add_(0, nearest, X)
-        Sxx = torch.zeros_like(C).index_add_(0, nearest, X * X)
-        p = _m_step_moments(Nk, Sx, Sxx, None, priors)
+        # Counts and moments of each cell by a product with the one-hot
+        # assignments (deterministic on CUDA, unlike index_add_'s atomics).
+        onehot = torch.zeros(N, K, dtype=X.dtype, device=X.device).scatter_(1, nearest[:, None], 1.0)
+        mom = sum_outer(onehot, F)                                           # (K, 2D + 1)
+        p = _m_step_moments(mom[:, 2 * D], mom[:, D:2 * D], mom[:, :D], None, priors)
         # Keep the seeded centres as the means: the M-step only fills in
         # weights and scales that fit the partition they induce.
         params.append(MixtureParams(p.weights, C, p.scales))
@@ -387,18 +453,11 @@ def em_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, max_ite
     prev = None
     alive = torch.ones(params.weights.shape[:-1], dtype=torch.bool, device=X.device)
     for it in range(1, max_iter + 1):
-        logp = fast_component_log_prob(F, params)                          # (R, N, K)
-        # log-sum-exp and responsibilities from one exp pass.
-        top = logp.amax(-1, keepdim=True)
-        e = torch.exp(logp - top)
-        total = e.sum(-1, keepdim=True)
-        loss = -((top + torch.log(total)).sum((-1, -2)) + log_prior(params, priors))
+        loglik, moments = e_step(F, natural_weights(params))               # (R,), (R, K, 2D + 1)
+        loss = -(loglik + log_prior(params, priors))
         alive = alive & torch.isfinite(loss)
         loss = torch.where(alive, loss, torch.full_like(loss, math.inf))
         history.append(loss)
-        resp = e / total
-        # Counts, sums and sums of squares in one product with the design matrix.
-        moments = resp.transpose(-1, -2) @ F                               # (R, K, 2D + 1)
         new = _m_step_moments(moments[..., 2 * D], moments[..., D:2 * D], moments[..., :D],
                               params.scales, priors)
         keep = alive.unsqueeze(-1)
@@ -416,8 +475,7 @@ def em_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, max_ite
                 break
         prev = loss
     # The loss at the final parameters (the loop records the loss before each update).
-    final = -(torch.logsumexp(fast_component_log_prob(F, params), -1).sum(-1)
-              + log_prior(params, priors))
+    final = -(e_step(F, natural_weights(params))[0] + log_prior(params, priors))
     final = torch.where(alive & torch.isfinite(final), final, torch.full_like(final, math.inf))
     history.append(final)
     return FitTrace(params, torch.stack(history, -1), it, converged)
@@ -579,12 +637,8 @@ def fused_svi_fit(X: torch.Tensor, params: MixtureParams, priors: PriorTensors, 
             # The data term and its gradient by hand: d/dW sum_n logsumexp_k (F W)_nk
             # = F^T resp, one product, instead of autograd through the (N, K)
             # log-sum-exp (which allocates several (N, K) temporaries).
-            logp = F @ W
-            top = logp.amax(-1, keepdim=True)
-            e = torch.exp(logp - top)
-            total = e.sum(-1, keepdim=True)
-            data_ll = (top + torch.log(total)).sum()
-            grad_W = F.transpose(0, 1) @ (e / total)
+            data_ll, moments = e_step(F, W.unsqueeze(0))
+            data_ll, grad_W = data_ll[0], moments[0].transpose(0, 1)
         loss = -float(data_ll + prior.detach())  # one host sync per step: the stopping rule needs it
         if math.isfinite(loss):
             # A surrogate with the loss's gradient: -(W . grad_W) - log prior.
@@ -856,7 +910,9 @@ def class_negative_log_joint(X: torch.Tensor, labels: torch.Tensor, n_classes: i
     ll = torch.zeros(params.weights.shape[:2], dtype=X.dtype, device=X.device)
     for a in range(0, X.shape[0], chunk):
         y = labels[a:a + chunk]
-        ll.index_add_(1, y, torch.logsumexp(_own_class_log_prob(X[a:a + chunk], y, params), -1))
+        onehot = torch.nn.functional.one_hot(y, n_classes).to(X.dtype)          # (n, C)
+        # Summed per class by a product (deterministic on CUDA, unlike index_add_).
+        ll += torch.logsumexp(_own_class_log_prob(X[a:a + chunk], y, params), -1) @ onehot
     return -(ll + class_log_prior(params, priors, mask))
 
 

@@ -220,15 +220,14 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         n, d = X.shape
         p = self._check_params(n, d)
         K, device = p["K"], p["device"]
-        priors = resolve_priors(self.priors, X, K)
-        std = Standardizer.from_data(X)
+        std, Xt, moments = Standardizer.fit_to(X, device)
+        priors = resolve_priors(self.priors, X, K, moments)
         if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))):
             # Beyond ~1e154 the squares in the standard deviation overflow.
             big = float(np.abs(X).max())
             raise ValueError(
                 f"X has values too large to fit in float64 arithmetic (largest magnitude "
                 f"{big:.3g}): rescale X, e.g. divide it by {10.0 ** math.floor(math.log10(big)):.0e}")
-        Xt = std.data(X, device)
         pt = std.priors(priors, device)
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=p["n_init"] + 1)
