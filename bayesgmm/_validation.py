@@ -102,6 +102,48 @@ def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
     return validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
 
 
+def check_X_tensor(estimator, X) -> "torch.Tensor":
+    """Validate a torch tensor given to a fitted estimator's prediction
+    methods without moving it off its device: 2-D (1-D only for a
+    one-feature model), real numbers, the fitted number of features, at
+    least one row, every value finite.  Returns it as an (N, D) tensor."""
+    import torch
+
+    n_expected = getattr(estimator, "n_features_in_", None)
+    if X.dtype == torch.bool or X.is_complex():
+        raise ValueError(f"X must hold real numbers, got a tensor of dtype {X.dtype}: "
+                         f"convert it with X.float()")
+    if X.ndim == 1:
+        if n_expected not in (None, 1):
+            raise ValueError(
+                f"Expected 2-D input with {n_expected} features, got a 1-D tensor of "
+                f"{X.shape[0]} value(s). Reshape it with X.reshape(1, -1) if it is one sample")
+        X = X.reshape(-1, 1)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D tensor (n_samples, n_features), got shape "
+                         f"{tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
+                         f"minimum of 1 is required.")
+    if n_expected is not None and X.shape[1] != n_expected:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+                         f"expecting {n_expected} features as input.")
+    if X.is_floating_point():
+        # One reduction on the device: a finite sum proves every value finite.
+        with torch.no_grad():
+            if not bool(torch.isfinite(torch.sum(X, dtype=torch.float64))):
+                finite = torch.isfinite(X)
+                if not bool(finite.all()):
+                    col = int((~finite.all(0)).nonzero()[0, 0])
+                    bad = X[:, col][~finite[:, col]]
+                    if bool(torch.isnan(bad).any()):
+                        raise ValueError(f"X contains NaN in column {col}: remove or impute "
+                                         f"missing values")
+                    raise ValueError(f"X contains inf in column {col} (value {float(bad[0])}): "
+                                     f"remove or clip infinite values")
+    return X
+
+
 def _is_series(X) -> bool:
     try:
         import pandas as pd

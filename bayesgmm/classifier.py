@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from . import _validation as V
+from . import _predict, _validation as V
 from .inference import (ClassData, MixtureParams, Standardizer, class_discriminative_fit, class_em_fit,
                         class_initial_params, class_kmeanspp, class_log_likelihoods,
                         class_log_prior, class_negative_log_joint, class_prior_tensors,
@@ -494,18 +494,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             return torch.device("cpu")
         return device
 
-    def class_log_likelihood(self, X) -> np.ndarray:
-        """log p(x | class c) of every point under every class's mixture, in
-        the data's units, shape (n_samples, n_classes) (columns in the order of
-        ``classes_``).
-
-        The one log-probability primitive behind every prediction method:
-        :func:`bayesgmm.inference.class_log_likelihoods` (one
-        ``component_log_prob`` call over all classes), chunked over points so
-        that memory stays bounded for any number of points."""
-        check_is_fitted(self, ("weights_", "means_", "scales_", "classes_"))
-        X = V.check_X(self, X, reset=False)
-        device = self._predict_device()
+    def _frame(self, device: torch.device):
+        """The fitted mixtures as float32 tensors on ``device`` in a
+        standardised frame, with the frame's Jacobian ``offset``."""
         mask = np.arange(self.weights_.shape[1])[None, :] < self.n_components_[:, None]
         # Any affine frame gives the same answers; this one (the pooled
         # mixture's moments) needs no state beyond the public attributes.
@@ -522,48 +513,82 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         var = np.einsum("ck,ckd->d", w_all, (scales / ref) ** 2 + (dev / ref) ** 2)
         std = Standardizer(center=center, scale=ref * np.sqrt(var))
         params = std.params_to_std(self.weights_, means, scales, device)
-        C, K = self.weights_.shape
-        step = max(1, _CHUNK_ELEMENTS // (C * K * X.shape[1]))
-        out = np.empty((X.shape[0], C), dtype=np.float64)
-        offset = float(np.log(std.scale).sum())
-        with torch.no_grad():
-            for a in range(0, X.shape[0], step):
-                ll = class_log_likelihoods(std.data(X[a:a + step], device), params)
-                out[a:a + step] = ll.double().cpu().numpy() - offset
-        return out
+        return std, params, float(np.log(std.scale).sum())
 
-    def _joint(self, X) -> np.ndarray:
-        j = self.class_log_likelihood(X)
-        j += np.log(self.class_prior_)[None, :]   # in place: no second (N, C) array
-        return j
+    def _scores(self, X, kind: str):
+        """The one prediction loop.  ``kind``: "class_ll" (log p(x | c)),
+        "joint" (+ log p(c)), "log_proba" (normalised) or "label" (argmax).
+
+        Rows go through in blocks (bounded memory at any N); each block is
+        standardised on the model's device and scored by
+        :func:`_class_scores`, compiled into one fused kernel for large
+        blocks on CUDA.  Array-likes give numpy outputs; a tensor gives
+        tensors on its own device (labels as a tensor when the classes are
+        numbers, else a numpy array of labels)."""
+        check_is_fitted(self, ("weights_", "means_", "scales_", "classes_"))
+        X, out_device = _predict.check_input(self, X)
+        device = self._predict_device()
+        std, params, offset = self._frame(device)
+        C, K = self.weights_.shape
+        D = X.shape[1]
+        eager_rows = max(1, _CHUNK_ELEMENTS // (C * K * D))
+        fast = device.type == "cuda" and _predict.compile_enabled()
+        rows = max(eager_rows, 8 * _predict.COMPILED_ROWS) if fast else eager_rows
+        add = torch.as_tensor(-offset + (np.log(self.class_prior_) if kind != "class_ll" else 0.0),
+                              dtype=torch.float64, device=device).expand(C)
+        n = X.shape[0]
+        out = _predict.new_output(out_device, (n,) if kind == "label" else (n, C),
+                                  np.int64 if kind == "label" else np.float64)
+        key = ("class_scores", C, K, D)
+        args = (params.weights, params.means, params.scales)
+        with torch.no_grad():
+            for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
+                j = _predict.run_kernel(_class_scores, key, z, args, eager_rows).double() + add
+                if kind == "log_proba":
+                    j = j - torch.logsumexp(j, 1, keepdim=True)
+                elif kind == "label":
+                    j = j.argmax(1)
+                _predict.put(out, slice(a, b), j)
+        if kind != "label":
+            return out
+        if isinstance(out, torch.Tensor):
+            if self.classes_.dtype.kind in "iufb":
+                return torch.as_tensor(self.classes_, device=out.device)[out]
+            return self.classes_[out.cpu().numpy()]
+        return self.classes_[out]
+
+    def class_log_likelihood(self, X) -> np.ndarray:
+        """log p(x | class c) of every point under every class's mixture, in
+        the data's units, shape (n_samples, n_classes) (columns in the order of
+        ``classes_``).
+
+        The one log-probability primitive behind every prediction method:
+        :func:`bayesgmm.inference.class_log_likelihoods` (one
+        ``component_log_prob`` call over all classes), over blocks of rows so
+        that memory stays bounded for any number of points.  Like every
+        prediction method it takes array-likes (numpy output) or a torch
+        tensor (output on the tensor's device)."""
+        return self._scores(X, "class_ll")
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log p(class | x), shape (n_samples, n_classes)."""
-        from scipy.special import logsumexp
-        j = self._joint(X)
-        # Normalised in place, a block of rows at a time, so that logsumexp's
-        # float64 temporaries stay bounded (~32 MiB each) however many points.
-        step = max(1, 2 ** 22 // j.shape[1])
-        for a in range(0, j.shape[0], step):
-            j[a:a + step] -= logsumexp(j[a:a + step], axis=1, keepdims=True)
-        return j
+        return self._scores(X, "log_proba")
 
     def predict_proba(self, X) -> np.ndarray:
         """p(class | x), shape (n_samples, n_classes)."""
         lp = self.predict_log_proba(X)
-        return np.exp(lp, out=lp)
+        return lp.exp_() if isinstance(lp, torch.Tensor) else np.exp(lp, out=lp)
 
     def decision_function(self, X) -> np.ndarray:
         """The class logits log p(x | c) + log p(c), shape (n_samples, n_classes);
         for two classes, as scikit-learn expects, the log-odds of
         ``classes_[1]`` against ``classes_[0]``, shape (n_samples,)."""
-        j = self._joint(X)
+        j = self._scores(X, "joint")
         return j[:, 1] - j[:, 0] if j.shape[1] == 2 else j
 
     def predict(self, X) -> np.ndarray:
         """The label maximising log p(x | c) + log p(c)."""
-        best = np.argmax(self._joint(X), axis=1)   # first: raises NotFittedError before fit
-        return self.classes_[best]
+        return self._scores(X, "label")
 
     # ---------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -595,6 +620,13 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         """
         from .persistence import load
         return load(path, device=device, expect=cls)
+
+
+def _class_scores(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+                  scales: torch.Tensor) -> torch.Tensor:
+    """log p(z | class c) for standardised points z (n, D), shape (n, C):
+    the per-point kernel of every prediction (compiled on CUDA)."""
+    return class_log_likelihoods(z, MixtureParams(weights, means, scales))
 
 
 def _label(value):

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _validation as V
+from . import _predict, _validation as V
 from .inference import (InitMethod, MixtureParams, Standardizer, component_log_prob, em_fit,
                         fused_svi_fit, initial_params, map_assignments, resolve_priors, sample_model,
                         svi_fit)
@@ -317,7 +317,7 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         frame gives the same answers; this one needs no state beyond the
         public fitted attributes)."""
         check_is_fitted(self, ("weights_", "means_", "scales_"))
-        X = V.check_X(self, X, reset=False)
+        X, out_device = _predict.check_input(self, X)
         device = self._predict_device()
         center = self.weights_ @ self.means_
         # Deviations from the centre, not E[x^2] - E[x]^2: the latter cancels
@@ -331,7 +331,7 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         var = self.weights_ @ ((self.scales_ / ref) ** 2 + (dev / ref) ** 2)
         std = Standardizer(center=center, scale=ref * np.sqrt(var))
         params = std.params_to_std(self.weights_, self.means_, self.scales_, device)
-        return X, std, params, device
+        return X, out_device, std, params, device
 
     def _predict_device(self) -> torch.device:
         device = getattr(self, "device_", torch.device("cpu"))
@@ -339,10 +339,11 @@ class BayesianGMM(DensityMixin, BaseEstimator):
             return torch.device("cpu")
         return device
 
-    def _chunks(self, n: int):
+    def _rows(self) -> int:
+        """Rows per prediction block: (rows, K, D) working tensors near
+        _CHUNK_ELEMENTS elements."""
         K, D = self.means_.shape
-        step = max(1, _CHUNK_ELEMENTS // (K * D))
-        return [(i, min(i + step, n)) for i in range(0, n, step)]
+        return max(1, _CHUNK_ELEMENTS // (K * D))
 
     def _log_joint(self, X, joint: bool = True,
                    normalise: bool = False) -> tuple[Optional[np.ndarray], np.ndarray]:
@@ -354,23 +355,26 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         too), so memory beyond the outputs stays bounded at any N.
         ``joint=False`` skips the (N, K) array (returns None in its place);
         ``normalise=True`` returns log p(z = k | x) in its place."""
-        X, std, params, device = self._prepare(X)
+        X, out_device, std, params, device = self._prepare(X)
         n = X.shape[0]
-        out = np.empty((n, self.means_.shape[0]), dtype=np.float64) if joint else None
-        density = np.empty(n, dtype=np.float64)
+        out = _predict.new_output(out_device, (n, self.means_.shape[0]), np.float64) if joint else None
+        density = _predict.new_output(out_device, (n,), np.float64)
         offset = float(np.log(std.scale).sum())
+        rows = self._rows()
         with torch.no_grad():
-            for a, b in self._chunks(n):
-                lp = component_log_prob(std.data(X[a:b], device), params).double() - offset
+            for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
+                lp = component_log_prob(z, params).double() - offset
                 ld = torch.logsumexp(lp, -1)
-                density[a:b] = ld.cpu().numpy()
+                _predict.put(density, slice(a, b), ld)
                 if joint:
-                    out[a:b] = (lp - ld.unsqueeze(-1) if normalise else lp).cpu().numpy()
+                    _predict.put(out, slice(a, b), lp - ld.unsqueeze(-1) if normalise else lp)
         return out, density
 
     def predict_proba(self, X) -> np.ndarray:
         """Exact responsibilities p(z = k | x) at the MAP parameters, shape (N, K)."""
         log_resp, _ = self._log_joint(X, normalise=True)
+        if isinstance(log_resp, torch.Tensor):
+            return log_resp.exp_()
         return np.exp(log_resp, out=log_resp)
 
     def score_samples(self, X) -> np.ndarray:
@@ -395,7 +399,7 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         return self._assignments(X, temperature=1, n_draws=n_samples)
 
     def _assignments(self, X, temperature: int, n_draws: Optional[int]) -> np.ndarray:
-        X, std, params, device = self._prepare(X)
+        X, out_device, std, params, device = self._prepare(X)
         K = self.means_.shape[0]
         priors = std.priors(self.priors_, device)
         n = X.shape[0]
@@ -403,12 +407,12 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         step = max(1, _CHUNK_ELEMENTS // (self.means_.size * (n_draws or 1)))
         # Filled chunk by chunk: collecting parts and concatenating would hold
         # the labels three times over at the end.
-        out = np.empty((n,) if n_draws is None else (n_draws, n), dtype=np.int64)
+        out = _predict.new_output(out_device, (n,) if n_draws is None else (n_draws, n), np.int64)
         with self._rng(device):
-            for a in range(0, n, step):
-                z = map_assignments(std.data(X[a:a + step], device), params, priors, K,
-                                    temperature=temperature, n_draws=n_draws)
-                out[..., a:a + step] = z.cpu().numpy()
+            for a, b, z in _predict.blocks(X, step, device, std.center, std.scale):
+                labels = map_assignments(z, params, priors, K, temperature=temperature,
+                                         n_draws=n_draws)
+                _predict.put(out, (Ellipsis, slice(a, b)), labels)
         return out
 
     def _rng(self, device):

@@ -1,0 +1,120 @@
+"""Prediction plumbing shared by the estimators: input in either kind
+(array-likes or torch tensors), row blocks standardised on the model's
+device, outputs in the caller's kind, and an optional compiled kernel for
+large inputs on CUDA.
+
+* Array-likes (numpy, pandas, lists) give numpy outputs, as in scikit-learn.
+* A ``torch.Tensor`` gives tensors on the tensor's own device: a CUDA
+  tensor is validated, scored and answered on the GPU, with no copy through
+  the host.
+
+Whatever the input, rows are processed in blocks whose working set is
+bounded, so the memory beyond the outputs does not grow with N.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from . import _validation as V
+
+ArrayOrTensor = Union[np.ndarray, torch.Tensor]
+
+# Rows per block of the compiled kernel: a fixed shape, so it compiles once
+# per (classes, components, features) and the last block is zero-padded.
+COMPILED_ROWS = 2 ** 20
+_compile_state = {"failed": False}
+_compiled: dict = {}
+
+
+def check_input(estimator, X: Any) -> tuple[ArrayOrTensor, Optional[torch.device]]:
+    """Validated input and the device of the outputs (None: numpy outputs)."""
+    if isinstance(X, torch.Tensor):
+        return V.check_X_tensor(estimator, X), X.device
+    return V.check_X(estimator, X, reset=False), None
+
+
+def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray,
+           scale: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, block) over the rows of X; each block standardised,
+    (x - center) / scale, in float64 on ``device`` and then rounded to float32,
+    the precision the mixtures were fitted in."""
+    c = torch.as_tensor(center, dtype=torch.float64, device=device)
+    s = torch.as_tensor(scale, dtype=torch.float64, device=device)
+    n = X.shape[0]
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        block = X[a:b]
+        if isinstance(block, np.ndarray):
+            block = torch.from_numpy(np.ascontiguousarray(block))
+        block = block.to(device=device, dtype=torch.float64)
+        yield a, b, ((block - c) / s).to(torch.float32)
+
+
+def new_output(out_device: Optional[torch.device], shape: tuple, dtype: np.dtype) -> ArrayOrTensor:
+    if out_device is None:
+        return np.empty(shape, dtype=dtype)
+    return torch.empty(shape, dtype=torch.from_numpy(np.zeros(0, dtype=dtype)).dtype,
+                       device=out_device)
+
+
+def put(out: ArrayOrTensor, index, value: torch.Tensor) -> None:
+    """out[index] = value, across devices and kinds."""
+    if isinstance(out, np.ndarray):
+        out[index] = value.cpu().numpy()
+    else:
+        out[index] = value.to(device=out.device, dtype=out.dtype)
+
+
+def compile_enabled() -> bool:
+    """Whether the compiled kernel may be used: not disabled by the
+    environment variable ``BAYESGMM_COMPILE=0``, and no earlier compile
+    failure in this process."""
+    return os.environ.get("BAYESGMM_COMPILE", "1") != "0" and not _compile_state["failed"]
+
+
+def _eager(fn, z: torch.Tensor, args, rows: int) -> torch.Tensor:
+    if z.shape[0] <= rows:
+        return fn(z, *args)
+    return torch.cat([fn(z[a:a + rows], *args) for a in range(0, z.shape[0], rows)])
+
+
+def run_kernel(fn: Callable[..., torch.Tensor], key: tuple, z: torch.Tensor, args: tuple,
+               eager_rows: int) -> torch.Tensor:
+    """``fn(z, *args)`` for a block of rows z (n, D) on its device.
+
+    On CUDA, for full blocks of :data:`COMPILED_ROWS` rows or more, the
+    function is compiled once per ``key`` (``torch.compile``, fixed shapes;
+    the last block is zero-padded to the same shape) so that the whole
+    per-point computation is one fused kernel reading each point once: the
+    eager form writes (n, classes, components, features) temporaries, so it
+    runs ``eager_rows`` rows at a time.  A
+    failed compile (no Triton, no compiler) warns once and falls back to the
+    eager form for the rest of the process."""
+    n = z.shape[0]
+    if z.device.type != "cuda" or n < COMPILED_ROWS or not compile_enabled():
+        return _eager(fn, z, args, eager_rows)
+    f = _compiled.get(key)
+    try:
+        if f is None:
+            f = _compiled[key] = torch.compile(fn, dynamic=False)
+        outs = []
+        for a in range(0, n, COMPILED_ROWS):
+            part = z[a:a + COMPILED_ROWS]
+            m = part.shape[0]
+            if m < COMPILED_ROWS:
+                part = torch.cat([part, part.new_zeros(COMPILED_ROWS - m, part.shape[1])])
+            outs.append(f(part, *args)[:m])
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+    except Exception as exc:  # compile needs Triton and a working toolchain
+        _compile_state["failed"] = True
+        warnings.warn(f"torch.compile of the prediction kernel failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); predicting with eager "
+                      f"kernels from now on (set BAYESGMM_COMPILE=0 to skip the attempt)",
+                      RuntimeWarning, stacklevel=3)
+        return _eager(fn, z, args, eager_rows)

@@ -1,0 +1,132 @@
+"""Prediction on torch tensors: outputs are tensors on the input's device,
+equal to the array path's; bad tensors give clear errors; on CUDA the
+compiled kernel agrees with the eager one."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bayesgmm import BayesianGMM, GMMClassifier, _predict
+from bayesgmm.datasets import make_five_class
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def gmm_and_X():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(4, 0.5, (200, 2))]
+    return BayesianGMM(2, n_init=1, em_max_iter=50, max_iter=0, device="cpu",
+                       random_state=0).fit(X), X
+
+
+@pytest.fixture(scope="module")
+def clf_data():
+    X, y, _ = make_five_class(0)
+    X, y = X[::5], y[::5]
+    clf = GMMClassifier(n_components=2, n_init=1, em_max_iter=30, max_iter=0, device="cpu",
+                        random_state=0).fit(X, y)
+    return clf, X, y
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gmm_tensor_outputs_equal_array_outputs(gmm_and_X, dtype):
+    gmm, X = gmm_and_X
+    Xt = torch.as_tensor(X, dtype=dtype)
+    Xa = Xt.double().numpy()               # the same values as an array
+    proba = gmm.predict_proba(Xt)
+    assert isinstance(proba, torch.Tensor) and proba.dtype == torch.float64
+    np.testing.assert_allclose(proba.numpy(), gmm.predict_proba(Xa), rtol=1e-14, atol=1e-300)
+    ll = gmm.score_samples(Xt)
+    assert isinstance(ll, torch.Tensor) and ll.shape == (len(X),)
+    np.testing.assert_array_equal(ll.numpy(), gmm.score_samples(Xa))
+    labels = gmm.predict(Xt)
+    assert isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
+    np.testing.assert_array_equal(labels.numpy(), gmm.predict(Xa))
+    draws = gmm.sample_assignments(Xt, 3)
+    assert isinstance(draws, torch.Tensor) and draws.shape == (3, len(X))
+    np.testing.assert_array_equal(draws.numpy(), gmm.sample_assignments(Xa, 3))
+    assert gmm.score(Xt) == pytest.approx(gmm.score(Xa), rel=1e-12)
+    assert gmm.bic(Xt) == pytest.approx(gmm.bic(Xa), rel=1e-12)
+
+
+def test_classifier_tensor_outputs_equal_array_outputs(clf_data):
+    clf, X, y = clf_data
+    Xt = torch.as_tensor(X)
+    labels = clf.predict(Xt)
+    assert isinstance(labels, torch.Tensor)
+    np.testing.assert_array_equal(labels.numpy(), clf.predict(X))
+    for name in ("predict_proba", "predict_log_proba", "decision_function", "class_log_likelihood"):
+        out = getattr(clf, name)(Xt)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float64, name
+        # Same kernel, same values; exp differs from numpy's by an ulp at most.
+        np.testing.assert_allclose(out.numpy(), getattr(clf, name)(X), rtol=1e-14, atol=1e-300,
+                                   err_msg=name)
+    np.testing.assert_allclose(clf.predict_proba(Xt).sum(1).numpy(), 1.0, rtol=1e-12)
+
+
+def test_classifier_with_string_labels_returns_an_array_of_labels(clf_data):
+    clf0, X, y = clf_data
+    names = np.array(["a", "b", "c", "d", "e"])[y]
+    clf = GMMClassifier(n_components=2, n_init=1, em_max_iter=30, max_iter=0, device="cpu",
+                        random_state=0).fit(X, names)
+    out = clf.predict(torch.as_tensor(X))
+    assert isinstance(out, np.ndarray) and out.dtype.kind == "U"
+    np.testing.assert_array_equal(out, clf.predict(X))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), "X contains NaN in column 1"),
+    (torch.tensor([[float("inf"), 0.0]]), r"X contains inf in column 0 \(value inf\)"),
+    (torch.zeros(3, 5), "X has 5 features, but .* is expecting 2 features"),
+    (torch.zeros(2, 2, 2), r"2-D tensor .* got shape \(2, 2, 2\)"),
+    (torch.zeros(0, 2), "0 sample"),
+    (torch.zeros(4), r"Expected 2-D input with 2 features, got a 1-D tensor"),
+    (torch.ones(3, 2, dtype=torch.bool), "real numbers, got a tensor of dtype torch.bool"),
+    (torch.ones(3, 2, dtype=torch.complex64), "real numbers"),
+])
+def test_bad_tensors_are_clear_errors(gmm_and_X, clf_data, bad, message):
+    for est in (gmm_and_X[0], clf_data[0]):
+        with pytest.raises(ValueError, match=message):
+            est.predict(bad)
+
+
+def test_integer_tensor_is_accepted(gmm_and_X):
+    gmm, X = gmm_and_X
+    Xi = torch.as_tensor(np.round(X)).to(torch.int64)
+    np.testing.assert_array_equal(gmm.predict(Xi).numpy(), gmm.predict(Xi.numpy()))
+
+
+def test_compile_is_not_used_off_cuda(clf_data, monkeypatch):
+    """On the CPU the eager kernel runs whatever the block size (no compile attempt)."""
+    clf, X, _ = clf_data
+    monkeypatch.setattr(_predict, "COMPILED_ROWS", 8)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compile on the CPU"))
+    np.testing.assert_array_equal(clf.predict(torch.as_tensor(X)), clf.predict(X))
+
+
+# --------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_tensor_in_cuda_tensor_out_and_compiled_equals_eager(clf_data, monkeypatch):
+    clf, X, y = clf_data
+    clf.device_ = torch.device("cuda")
+    try:
+        rng = np.random.default_rng(1)
+        big = torch.as_tensor(rng.normal(0, 3, (_predict.COMPILED_ROWS + 12345, 2)), device="cuda")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")          # the compile must not fall back
+            fast = clf.predict_log_proba(big)
+            fast_labels = clf.predict(big)
+        assert fast.device.type == "cuda" and fast_labels.device.type == "cuda"
+        monkeypatch.setenv("BAYESGMM_COMPILE", "0")
+        eager = clf.predict_log_proba(big)
+        torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-5)
+        assert (fast_labels == clf.predict(big)).double().mean() > 0.9999
+        cpu_labels = clf.predict(big.cpu())
+        assert cpu_labels.device.type == "cpu"
+        assert (cpu_labels == fast_labels.cpu()).double().mean() > 0.9999
+    finally:
+        clf.device_ = torch.device("cpu")
