@@ -537,8 +537,15 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         add = torch.as_tensor(-offset + (np.log(self.class_prior_) if kind != "class_ll" else 0.0),
                               dtype=torch.float64, device=device).expand(C)
         n = X.shape[0]
-        out = _predict.new_output(out_device, (n,) if kind == "label" else (n, C),
-                                  np.int64 if kind == "label" else np.float64)
+        classes = self.classes_
+        if kind != "label":
+            out = _predict.new_output(out_device, (n, C), np.float64)
+        elif out_device is not None and classes.dtype.kind in "iufb":
+            # Labels mapped block by block: no (N,) index array beside the output.
+            classes = torch.as_tensor(classes, device=device)
+            out = torch.empty(n, dtype=classes.dtype, device=out_device)
+        else:
+            out = np.empty(n, dtype=classes.dtype)
         key = ("class_scores", C, K, D)
         args = (params.weights, params.means, params.scales)
         with torch.no_grad():
@@ -548,14 +555,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                     j = j - torch.logsumexp(j, 1, keepdim=True)
                 elif kind == "label":
                     j = j.argmax(1)
+                    if isinstance(classes, np.ndarray):
+                        out[a:b] = classes[j.cpu().numpy()]
+                        continue
+                    j = classes[j]
                 _predict.put(out, slice(a, b), j)
-        if kind != "label":
-            return out
-        if isinstance(out, torch.Tensor):
-            if self.classes_.dtype.kind in "iufb":
-                return torch.as_tensor(self.classes_, device=out.device)[out]
-            return self.classes_[out.cpu().numpy()]
-        return self.classes_[out]
+        return out
 
     def class_log_likelihood(self, X) -> np.ndarray:
         """log p(x | class c) of every point under every class's mixture, in

@@ -345,8 +345,8 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         return max(1, _CHUNK_ELEMENTS // (K * D))
 
-    def _log_joint(self, X, joint: bool = True,
-                   normalise: bool = False) -> tuple[Optional[np.ndarray], np.ndarray]:
+    def _log_joint(self, X, joint: bool = True, normalise: bool = False,
+                   density: bool = True) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """The one log-probability primitive: log w_k + log N(x | mu_k, s_k)
         per point and component, in the data's units, chunked over points.
         Returns (log_joint (N, K), log_density (N,)).
@@ -354,25 +354,27 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         Everything but the returned arrays is per chunk (the log-sum-exp
         too), so memory beyond the outputs stays bounded at any N.
         ``joint=False`` skips the (N, K) array (returns None in its place);
-        ``normalise=True`` returns log p(z = k | x) in its place."""
+        ``normalise=True`` returns log p(z = k | x) in its place;
+        ``density=False`` skips the (N,) array (None in its place)."""
         X, out_device, std, params, device = self._prepare(X)
         n = X.shape[0]
         out = _predict.new_output(out_device, (n, self.means_.shape[0]), np.float64) if joint else None
-        density = _predict.new_output(out_device, (n,), np.float64)
+        dens = _predict.new_output(out_device, (n,), np.float64) if density else None
         offset = float(np.log(std.scale).sum())
         rows = self._rows()
         with torch.no_grad():
             for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
                 lp = component_log_prob(z, params).double() - offset
                 ld = torch.logsumexp(lp, -1)
-                _predict.put(density, slice(a, b), ld)
+                if density:
+                    _predict.put(dens, slice(a, b), ld)
                 if joint:
                     _predict.put(out, slice(a, b), lp - ld.unsqueeze(-1) if normalise else lp)
-        return out, density
+        return out, dens
 
     def predict_proba(self, X) -> np.ndarray:
         """Exact responsibilities p(z = k | x) at the MAP parameters, shape (N, K)."""
-        log_resp, _ = self._log_joint(X, normalise=True)
+        log_resp, _ = self._log_joint(X, normalise=True, density=False)
         if isinstance(log_resp, torch.Tensor):
             return log_resp.exp_()
         return np.exp(log_resp, out=log_resp)
