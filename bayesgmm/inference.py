@@ -321,6 +321,8 @@ def fast_component_log_prob(F: torch.Tensor, params: MixtureParams) -> torch.Ten
     return F @ natural_weights(params)
 
 
+# Lower clamp of the exponents of responsibilities (see e_step).
+_EXP_FLOOR = -80.0
 # Rows per block of the reduction products below.
 _REDUCE_BLOCK = 2 ** 12
 
@@ -357,7 +359,11 @@ def e_step(F: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     N = F.shape[0]
     logp = (F @ W.permute(1, 0, 2).reshape(P, R * K)).view(N, R, K)
     top = logp.amax(-1, keepdim=True)
-    e = logp.sub_(top).exp_()
+    # Clamped before exp: exp(x) for x in about (-103, -87) is a float32
+    # denormal, which x86 CPUs compute ~10x slower (it took 6 of the 15 ms
+    # of an E-step at N = 1e5, K = 8).  exp(-80) ~ 2e-35 is zero next to the
+    # largest term (exactly 1), so responsibilities and loss are unchanged.
+    e = logp.sub_(top).clamp_min_(_EXP_FLOOR).exp_()
     total = e.sum(-1, keepdim=True)
     loglik = (top + torch.log(total)).sum((0, 2))
     resp = e.div_(total).view(N, R * K)
