@@ -110,6 +110,7 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
     import torch
 
     n_expected = getattr(estimator, "n_features_in_", None)
+    X = X.detach()
     if X.dtype == torch.bool or X.is_complex():
         raise ValueError(f"X must hold real numbers, got a tensor of dtype {X.dtype}: "
                          f"convert it with X.float()")

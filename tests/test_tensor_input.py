@@ -93,6 +93,14 @@ def test_bad_tensors_are_clear_errors(gmm_and_X, clf_data, bad, message):
             est.predict(bad)
 
 
+def test_tensor_requiring_grad_is_accepted(gmm_and_X, clf_data):
+    gmm, X = gmm_and_X
+    Xg = torch.as_tensor(X).requires_grad_(True)
+    out = gmm.predict_proba(Xg)
+    assert not out.requires_grad
+    np.testing.assert_array_equal(gmm.predict(Xg).numpy(), gmm.predict(X))
+
+
 def test_integer_tensor_is_accepted(gmm_and_X):
     gmm, X = gmm_and_X
     Xi = torch.as_tensor(np.round(X)).to(torch.int64)
