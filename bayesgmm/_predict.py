@@ -56,11 +56,14 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
         yield a, b, ((block - c) / s).to(torch.float32)
 
 
-def new_output(out_device: Optional[torch.device], shape: tuple, dtype: np.dtype) -> ArrayOrTensor:
+_TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.int64): torch.int64}
+
+
+def new_output(out_device: Optional[torch.device], shape: tuple, dtype) -> ArrayOrTensor:
+    """An empty numpy array (out_device None) or tensor on out_device."""
     if out_device is None:
         return np.empty(shape, dtype=dtype)
-    return torch.empty(shape, dtype=torch.from_numpy(np.zeros(0, dtype=dtype)).dtype,
-                       device=out_device)
+    return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=out_device)
 
 
 def put(out: ArrayOrTensor, index, value: torch.Tensor) -> None:

@@ -231,9 +231,9 @@ def test_model_trace_has_the_documented_sites():
     from bayesgmm.inference import Standardizer, resolve_priors
     from bayesgmm.models import gmm_model
     X = np.random.default_rng(0).normal(size=(30, 3))
-    std = Standardizer.from_data(X)
+    std, Xt, _ = Standardizer.fit_to(X, "cpu")
     pt = std.priors(resolve_priors(None, X, 4), "cpu")
-    tr = pyro.poutine.trace(gmm_model).get_trace(std.data(X, "cpu"), pt, 4)
+    tr = pyro.poutine.trace(gmm_model).get_trace(Xt, pt, 4)
     shapes = {k: tuple(v["value"].shape) for k, v in tr.nodes.items()
               if v["type"] == "sample" and not k.startswith(("components", "data"))}
     assert shapes == {"weights": (4,), "means": (4, 3), "scales": (4, 3), "assignment": (30,),
@@ -246,11 +246,10 @@ def test_elbo_loss_matches_the_vectorised_negative_log_joint():
     from bayesgmm.inference import (MixtureParams, Standardizer, elbo_loss, negative_log_joint,
                                     resolve_priors)
     X = np.random.default_rng(0).normal(size=(50, 2))
-    std = Standardizer.from_data(X)
+    std, Xt, _ = Standardizer.fit_to(X, "cpu")
     pt = std.priors(resolve_priors(None, X, 3), "cpu")
     params = MixtureParams(torch.tensor([0.2, 0.3, 0.5]), torch.randn(3, 2, generator=torch.Generator().manual_seed(0)),
                            torch.tensor([[0.5, 1.0], [1.5, 0.7], [1.0, 1.0]]))
-    Xt = std.data(X, "cpu")
     assert elbo_loss(Xt, params, pt, 3) == pytest.approx(float(negative_log_joint(Xt, params, pt)), rel=1e-5)
 
 

@@ -145,8 +145,8 @@ def test_svi_divergence_falls_back_to_the_start_point():
     svi_fit must report an infinite loss and hand back its start point."""
     X = _two_blobs()
     priors = resolve_priors(None, X, 2)
-    std = Standardizer.from_data(X)
-    Xt, pt = std.data(X, "cpu"), std.priors(priors, "cpu")
+    std, Xt, _ = Standardizer.fit_to(X, "cpu")
+    pt = std.priors(priors, "cpu")
     start = initial_params(Xt, 2, 1, "kmeans++", pt, [0]).select(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pyro's "Encountered NaN" warnings
