@@ -39,6 +39,23 @@ def check_input(estimator, X: Any) -> tuple[ArrayOrTensor, Optional[torch.device
     return V.check_X(estimator, X, reset=False), None
 
 
+def model_device(estimator) -> torch.device:
+    """Where a fitted estimator predicts: its ``device_``, or the CPU when
+    that is a GPU this machine lacks (a model fitted elsewhere)."""
+    device = getattr(estimator, "device_", torch.device("cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return device
+
+
+def block_rows(device: torch.device, eager_rows: int) -> int:
+    """Rows per prediction block: ``eager_rows`` (bounded eager temporaries),
+    or several compiled blocks at once where :func:`run_kernel` compiles."""
+    if device.type == "cuda" and compile_enabled():
+        return max(eager_rows, 8 * COMPILED_ROWS)
+    return eager_rows
+
+
 def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray,
            scale: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(start, stop, block) over the rows of X; each block standardised,
@@ -66,10 +83,10 @@ def new_output(out_device: Optional[torch.device], shape: tuple, dtype) -> Array
     return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=out_device)
 
 
-def put(out: ArrayOrTensor, index, value: torch.Tensor) -> None:
+def put(out: ArrayOrTensor, index, value: ArrayOrTensor) -> None:
     """out[index] = value, across devices and kinds."""
     if isinstance(out, np.ndarray):
-        out[index] = value.cpu().numpy()
+        out[index] = value if isinstance(value, np.ndarray) else value.cpu().numpy()
     else:
         out[index] = value.to(device=out.device, dtype=out.dtype)
 

@@ -488,12 +488,6 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         return out, mask[idx, cls], bic
 
     # -------------------------------------------------------- prediction
-    def _predict_device(self) -> torch.device:
-        device = getattr(self, "device_", torch.device("cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return torch.device("cpu")
-        return device
-
     def _frame(self, device: torch.device):
         """The fitted mixtures as float32 tensors on ``device`` in a
         standardised frame, with the frame's Jacobian ``offset``."""
@@ -527,13 +521,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         numbers, else a numpy array of labels)."""
         check_is_fitted(self, ("weights_", "means_", "scales_", "classes_"))
         X, out_device = _predict.check_input(self, X)
-        device = self._predict_device()
+        device = _predict.model_device(self)
         std, params, offset = self._frame(device)
         C, K = self.weights_.shape
         D = X.shape[1]
         eager_rows = max(1, _CHUNK_ELEMENTS // (C * K * D))
-        fast = device.type == "cuda" and _predict.compile_enabled()
-        rows = max(eager_rows, 8 * _predict.COMPILED_ROWS) if fast else eager_rows
+        rows = _predict.block_rows(device, eager_rows)
         add = torch.as_tensor(-offset + (np.log(self.class_prior_) if kind != "class_ll" else 0.0),
                               dtype=torch.float64, device=device).expand(C)
         n = X.shape[0]
@@ -555,10 +548,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                     j = j - torch.logsumexp(j, 1, keepdim=True)
                 elif kind == "label":
                     j = j.argmax(1)
-                    if isinstance(classes, np.ndarray):
-                        out[a:b] = classes[j.cpu().numpy()]
-                        continue
-                    j = classes[j]
+                    j = classes[j] if isinstance(classes, torch.Tensor) else classes[j.cpu().numpy()]
                 _predict.put(out, slice(a, b), j)
         return out
 

@@ -318,7 +318,7 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         public fitted attributes)."""
         check_is_fitted(self, ("weights_", "means_", "scales_"))
         X, out_device = _predict.check_input(self, X)
-        device = self._predict_device()
+        device = _predict.model_device(self)
         center = self.weights_ @ self.means_
         # Deviations from the centre, not E[x^2] - E[x]^2: the latter cancels
         # catastrophically when the spread is tiny next to the offset (data
@@ -332,12 +332,6 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         std = Standardizer(center=center, scale=ref * np.sqrt(var))
         params = std.params_to_std(self.weights_, self.means_, self.scales_, device)
         return X, out_device, std, params, device
-
-    def _predict_device(self) -> torch.device:
-        device = getattr(self, "device_", torch.device("cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return torch.device("cpu")
-        return device
 
     def _rows(self) -> int:
         """Rows per prediction block: (rows, K, D) working tensors near
@@ -446,7 +440,7 @@ class BayesianGMM(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self, ("weights_", "means_", "scales_"))
         n_samples = V.check_int("n_samples", n_samples, 1)
-        device = self._predict_device()
+        device = _predict.model_device(self)
         center = np.zeros(self.means_.shape[1])
         std = Standardizer(center=center, scale=np.ones_like(center))
         params = std.params_to_std(self.weights_, self.means_, self.scales_, device,
