@@ -68,7 +68,10 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
         b = min(a + rows, n)
         block = X[a:b]
         if isinstance(block, np.ndarray):
-            block = torch.from_numpy(np.ascontiguousarray(block))
+            block = np.ascontiguousarray(block)
+            if not block.flags.writeable:   # pandas 3 hands out read-only arrays
+                block = block.copy()
+            block = torch.from_numpy(block)
         block = block.to(device=device, dtype=torch.float64)
         yield a, b, ((block - c) / s).to(torch.float32)
 

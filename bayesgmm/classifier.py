@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import numbers
+from dataclasses import replace
 import warnings
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
@@ -16,17 +16,17 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from . import _predict, _validation as V
-from .inference import (ClassData, MixtureParams, Standardizer, class_discriminative_fit, class_em_fit,
-                        class_initial_params, class_kmeanspp, class_log_likelihoods,
-                        class_log_prior, class_negative_log_joint, class_prior_tensors,
-                        class_svi_fit, masked_params, resolve_priors)
-from .mixture import _progress_bar
-from .models import Priors
+from . import covariance as cov_module
+from ._base import INIT_OPTIONS, MixtureBase, check_overflow, progress_bar
+from .covariance import CovarianceType
+from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
+                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
+from .persistence import register
+from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
-_INIT_OPTIONS = ("kmeans++", "random")
 _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
 # Working tensors of the E-step, prediction and fine-tuning are kept near
 # 2**24 elements (64 MiB in float32) by chunking over points, whatever N is.
@@ -40,12 +40,14 @@ _AUTO_SCAN_TOL = 1e-4
 
 
 
-class GMMClassifier(ClassifierMixin, BaseEstimator):
+@register
+class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     """Generative classifier with one Bayesian Gaussian mixture per class.
 
-    Every class c is a :class:`~bayesgmm.BayesianGMM`-style mixture with
-    diagonal covariances (Dirichlet prior on the weights, Normal on the means,
-    InverseGamma on the scales), fitted by MAP on the class's own points.
+    Every class c is a :class:`~bayesgmm.BayesianGMM` mixture with full,
+    tied, diagonal or spherical covariances (Dirichlet prior on the weights,
+    Normal on the means, the family's prior on the covariances), fitted by
+    MAP on the class's own points, by the same inference core.
     Prediction is ``argmax_c log p(x | c) + log p(c)``.
 
     All classes are fitted **together** as one batched computation: every
@@ -56,11 +58,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
     Restarts (and, for ``n_components="auto"``, every candidate K) are a
     further batch dimension, so one closed-form MAP-EM loop fits everything
     at once on CPU or GPU.  An optional SVI stage (``max_iter > 0``) then
-    continues on the class-plate Pyro model
-    :func:`bayesgmm.models.class_gmm_model` (``TraceEnum_ELBO`` with an
-    ``AutoDelta`` guide), whose loss is the sum of the per-class
-    :func:`~bayesgmm.models.gmm_model` losses; per class, the better of the EM
-    and SVI solutions is kept.
+    continues with the same SVI loop as :class:`~bayesgmm.BayesianGMM`
+    (AutoDelta's parameters, the enumerated loss, which equals
+    ``TraceEnum_ELBO``'s on the class-plate Pyro model
+    :func:`bayesgmm.models.class_gmm_model`, the sum of the per-class
+    :func:`~bayesgmm.models.gmm_model` losses); per class, the better of the
+    EM and SVI solutions is kept, and a diverged SVI warns and keeps EM's.
 
     Priors: fields left ``None`` are resolved from the **pooled** training
     data (all classes together), so every class's mixture has the same prior
@@ -75,7 +78,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         of ``classes_``, a dict ``{label: k}`` (labels absent from ``y`` are
         ignored, so one dict serves every cross-validation fold), or "auto".
         With "auto" each class's K is chosen from 1..``max_components`` by
-        BIC, -2 log L_c + p log n_c with p = (K - 1) + 2 K D: for a MAP fit
+        BIC, -2 log L_c + p log n_c with p = (K - 1) + K D + the covariance
+        family's count: for a MAP fit
         under weak priors BIC is the Laplace approximation of the class's log
         marginal likelihood and is consistent for the mixture order; unlike
         held-out likelihood it uses every point for fitting (a class may be
@@ -83,6 +87,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         has no MAP estimate, so it is not an option for this model.  All
         candidate K of all classes are fitted in one batch.  The BIC table is
         stored in ``bic_``.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+        The covariance family of every class's mixture ("tied": one matrix
+        shared by the components of a class), as in scikit-learn.
     priors : Priors, optional
         Hyperparameters in the data's units, shared by all classes; ``None``
         fields are resolved from the pooled data (see above).  A non-scalar
@@ -90,9 +97,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
     class_prior : "empirical", "uniform" or array of shape (n_classes,)
         p(class): the training frequencies, equal, or given values (positive;
         normalised to sum to 1), in the order of ``classes_``.
-    init : {"kmeans++", "random"}, default "kmeans++"
-        Initial means per class and restart: greedy k-means++ seeding on the
-        class's points, or distinct random points of the class.
+    init : {"kmeans++", "kmeans", "random"}, default "kmeans++"
+        Initial means per class and restart: scikit-learn's k-means++ seeding
+        or Lloyd's k-means on the class's points, or distinct random points.
     n_init : int, default 4
         Restarts per class (a batch dimension); per class the restart with
         the lowest final loss is kept.
@@ -134,9 +141,16 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         K of every class (chosen by BIC for "auto").
     weights_ : ndarray of shape (n_classes, max K)
         Per-class mixture weights; 0 beyond ``n_components_[c]``.
-    means_, scales_ : ndarray of shape (n_classes, max K, n_features)
-        Per-class component means and per-feature standard deviations in the
-        data's units; NaN beyond ``n_components_[c]``.
+    means_ : ndarray of shape (n_classes, max K, n_features)
+        Per-class component means in the data's units; NaN beyond
+        ``n_components_[c]``.
+    covariances_, precisions_cholesky_ : ndarray
+        Per class, in scikit-learn's shapes with a leading class dimension:
+        (C, K, D, D) "full", (C, D, D) "tied", (C, K, D) "diag", (C, K)
+        "spherical"; NaN beyond ``n_components_[c]``.
+    scales_ : ndarray of shape (n_classes, max K, n_features)
+        Per-feature (marginal) standard deviations; NaN beyond ``n_components_[c]``.
+    covariance_type_ : str
     class_prior_ : ndarray of shape (n_classes,)
     priors_ : list of Priors
         The resolved hyperparameters of every class.
@@ -174,13 +188,15 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
            [1., 0., 0.]])
     """
 
-    def __init__(self, n_components: ComponentsLike = "auto", *, priors: Optional[Priors] = None,
+    def __init__(self, n_components: ComponentsLike = "auto", *,
+                 covariance_type: CovarianceType = "full", priors: Optional[Priors] = None,
                  class_prior: Union[str, Sequence[float]] = "empirical", init: str = "kmeans++",
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-6,
                  learning_rate: float = 0.01, max_components: int = 10,
                  discriminative_steps: int = 0, device: DeviceLike = "auto", random_state=None,
                  progress: bool = False):
         self.n_components = n_components
+        self.covariance_type = covariance_type
         self.priors = priors
         self.class_prior = class_prior
         self.init = init
@@ -196,24 +212,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     # ------------------------------------------------------------ checks
-    def _check_params(self) -> dict:
-        p = dict(
-            n_init=V.check_int("n_init", self.n_init, 1),
-            max_iter=V.check_int("max_iter", self.max_iter, 0),
-            em_max_iter=V.check_int("em_max_iter", self.em_max_iter, 0),
-            tol=V.check_float("tol", self.tol, minimum=0.0, strict=False),
-            learning_rate=V.check_float("learning_rate", self.learning_rate),
-            max_components=V.check_int("max_components", self.max_components, 1),
-            discriminative_steps=V.check_int("discriminative_steps", self.discriminative_steps, 0),
-            init=V.check_option("init", self.init, _INIT_OPTIONS),
-            device=V.resolve_device(self.device),
-        )
-        if p["max_iter"] == 0 and p["em_max_iter"] == 0:
-            raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "
-                             "set em_max_iter > 0 (EM) or max_iter > 0 (SVI)")
-        if not isinstance(self.progress, (bool, np.bool_)):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
-        return p
+    def _check_params(self):
+        s = self._settings()
+        max_components = V.check_int("max_components", self.max_components, 1)
+        steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
+        V.check_option("init", self.init, INIT_OPTIONS)
+        return s, max_components, steps
 
     def _check_y(self, X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
         if y is None:
@@ -297,47 +301,42 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        # As in BayesianGMM.fit: a fit that raises or is interrupted leaves the
-        # previous fitted state (validation sets n_features_in_ up front), and
-        # autograd is on for the SVI stages whatever the caller's grad mode.
-        from .mixture import _rollback_on_error
-
-        with _rollback_on_error(self), torch.enable_grad():
-            return self._fit(X, y)
+        return self._fit_wrapper(X, y)
 
     def _fit(self, X, y) -> "GMMClassifier":
         X = V.check_X(self, X, reset=True)
         classes, yi = self._check_y(X, y)
-        p = self._check_params()
-        device = p["device"]
-        C, (n, D) = classes.size, X.shape
+        s, max_components, disc_steps = self._check_params()
+        device = s.device
+        C, D = classes.size, X.shape[1]
+        family = cov_module.get(s.covariance_type, D)
         counts = np.bincount(yi, minlength=C)
         ks = self._resolve_components(classes, counts)
         class_prior = self._class_prior(counts, classes)
         auto = ks is None
-        k_max = p["max_components"] if auto else int(ks.max())
+        k_max = max_components if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \
                 and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
             raise ValueError(
                 "Priors.weight_concentration is an array but the classes have different numbers "
                 "of components: give a scalar concentration (the same for every component)")
+        std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic)
+        check_overflow(std, X, family, moments)
         # Resolved once with k_max (validates the user's priors); the
         # k-component prior is the first k entries of the (scalar) concentration.
-        std, Xt, moments = Standardizer.fit_to(X, device)
-        base = resolve_priors(self.priors, X, k_max, moments)
+        base = resolve_priors(self.priors, family, k_max, moments)
 
         def prior_for(k: int) -> Priors:
-            return Priors(weight_concentration=base.weight_concentration[:k], mean_loc=base.mean_loc,
-                          mean_scale=base.mean_scale, scale_shape=base.scale_shape,
-                          scale_rate=base.scale_rate)
+            return replace(base, weight_concentration=base.weight_concentration[:k])
 
+        pt = std.priors(base, device)
         yt = torch.as_tensor(yi, dtype=torch.long, device=device)
-        pt = class_prior_tensors([base] * C, std, k_max, device)
+        groups = Groups.from_labels(Xt, yt, C)
+        R = s.n_init
         rs = check_random_state(self.random_state)
-        gen = torch.Generator().manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
-
+        seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
+        gen = torch.Generator().manual_seed(int(seeds[-1]))
         # Variants: restarts, times every candidate K for "auto".
-        R = p["n_init"]
         ar = torch.arange(k_max, device=device)
         if auto:
             kc = torch.arange(1, k_max + 1, device=device)
@@ -345,74 +344,69 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
-        B = mask.shape[0]
-        # Row chunks: (B, C, rows, K) for the EM's GEMMs, (B, rows, K, D) for
-        # the exact per-class losses.
-        em_chunk = max(1, _CHUNK_ELEMENTS // (B * C * k_max))
-        chunk = max(1, _CHUNK_ELEMENTS // (B * k_max * D))
-        data = ClassData.from_labels(Xt, yt, C)
-        X64 = torch.as_tensor((X - std.center) / std.scale, dtype=torch.float64)
-        centers = class_kmeanspp(X64, torch.as_tensor(yi), C, k_max, R, gen, p["init"])
-        centers = centers.to(device=device, dtype=Xt.dtype)
+        centres = seed_centres([Xt[yt == c] for c in range(C)], k_max, R, self.init, seeds[:R])
+        centres = torch.as_tensor(centres, dtype=Xt.dtype, device=device)
         if auto:
-            centers = centers.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
-
-        total = p["em_max_iter"] + p["max_iter"] + p["discriminative_steps"]
-        bar = _progress_bar(bool(self.progress), total, "GMMClassifier")
-
+            centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
+        total = s.em_max_iter + s.max_iter + disc_steps
+        bar = progress_bar(bool(s.progress), total, "GMMClassifier")
         # No callback without a bar: the fit loops would otherwise read the
         # loss back from the device every step for nothing.
-        callback = (lambda it, loss: bar.update(1)) if self.progress else None
-
+        callback = (lambda it, loss: bar.update(1)) if s.progress else None
+        cls = torch.arange(C, device=device)
         try:
-            start = class_initial_params(data, centers, mask, pt, em_chunk)
+            start = initial_params(groups, centres, mask, pt, family)
             n_iter, converged = 0, True
             # "auto" scans every (restart, K) variant to a looser tolerance
             # (enough to rank K by BIC), then polishes only the chosen K.
-            scan_tol = max(p["tol"], _AUTO_SCAN_TOL) if auto else p["tol"]
-            if p["em_max_iter"] > 0:
-                em = class_em_fit(Xt, yt, data, start, mask, pt, p["em_max_iter"], scan_tol,
-                                  em_chunk, callback)
+            scan_tol = max(s.tol, _AUTO_SCAN_TOL) if auto else s.tol
+            if s.em_max_iter > 0:
+                em = em_fit(groups, start, mask, pt, family, s.em_max_iter, scan_tol, callback)
                 params, final, n_iter, converged = em.params, em.losses[..., -1], em.n_iter, \
                     em.converged
             else:
                 params = start
-                final = class_negative_log_joint(Xt, yt, C, start, pt, mask, chunk)
-            final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
-            params, mask_c, bic = self._select(params, final, mask, pt, counts, auto, R, D, std)
+                B = mask.shape[0]
+                flat = params.map(lambda t: t.reshape((B * C,) + t.shape[2:]))
+                final = negative_log_joint(groups, flat, cls.repeat(B), pt, family,
+                                           mask.reshape(B * C, k_max)).reshape(B, C)
+            params, mask_c, bic = self._select(params, final, mask, pt, family, counts, auto, R, D)
             k_sel = mask_c.sum(-1)
             k_max = int(k_sel.max())
-            params = MixtureParams(params.weights[:, :k_max], params.means[:, :k_max],
-                                   params.scales[:, :k_max])
+            params = _trim(params, k_max, family)
             mask_c = mask_c[:, :k_max]
-            pt = class_prior_tensors([prior_for(int(k)) for k in k_sel], std, k_max, device)
-            if auto and p["em_max_iter"] > 0:
-                polish = class_em_fit(Xt, yt, data, _batch(params), mask_c, pt, p["em_max_iter"],
-                                      p["tol"], max(1, _CHUNK_ELEMENTS // (C * k_max)), callback)
-                params = MixtureParams(*(v[0] for v in (polish.params.weights,
-                                                        polish.params.means, polish.params.scales)))
+            pt = pt.with_concentration(pt.concentration[:k_max])
+            if auto and s.em_max_iter > 0:
+                polish = em_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
+                                s.em_max_iter, s.tol, callback)
+                params = polish.params.select(0)
                 n_iter, converged = n_iter + polish.n_iter, polish.converged
-            losses = class_negative_log_joint(Xt, yt, C, _batch(params), pt, mask_c, chunk)[0]
-            if p["max_iter"] > 0:
-                svi = class_svi_fit(Xt, yt, params, mask_c, pt, p["max_iter"], p["tol"],
-                                    p["learning_rate"], callback)
-                svi_losses = class_negative_log_joint(Xt, yt, C, _batch(svi.params), pt, mask_c,
-                                                      chunk)[0]
+            losses = negative_log_joint(groups, params, cls, pt, family, mask_c)
+            if s.max_iter > 0:
+                svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
+                              s.max_iter, s.tol, s.learning_rate, callback)
+                svi_losses = svi.losses[0, :, -1].to(losses)
+                if not bool(torch.isfinite(svi_losses).all()):
+                    warnings.warn(
+                        f"SVI diverged (non-finite loss within {svi.n_iter} step(s)) for "
+                        f"{int((~torch.isfinite(svi_losses)).sum())} class(es); keeping their EM "
+                        f"solution: lower learning_rate (now {s.learning_rate}) to refine them "
+                        f"by SVI", RuntimeWarning, stacklevel=4)
                 # Both stages optimise the same objective; Adam may settle a
                 # hair above the EM optimum, so keep the better one per class.
                 better = torch.isfinite(svi_losses) & (svi_losses < losses)
-                params = _where_class(better, svi.params, params)
+                params = svi.params.select(0).where(better, params)
                 losses = torch.where(better, svi_losses, losses)
                 n_iter += svi.n_iter
                 converged = converged and svi.converged
             disc_losses = torch.zeros(0)
-            if p["discriminative_steps"] > 0:
+            if disc_steps > 0:
                 log_cp = torch.as_tensor(np.log(class_prior), dtype=Xt.dtype, device=device)
                 batch = max(1, _CHUNK_ELEMENTS // (4 * C * k_max * D))
-                params, disc_losses = class_discriminative_fit(
-                    Xt, yt, params, mask_c, log_cp, p["discriminative_steps"], p["learning_rate"],
-                    batch, gen, callback)
-                n_iter += p["discriminative_steps"]
+                params, disc_losses = discriminative_fit(
+                    Xt, yt, params, mask_c, family, log_cp, disc_steps, s.learning_rate, batch,
+                    gen, callback)
+                n_iter += disc_steps
         finally:
             bar.close()
 
@@ -420,17 +414,23 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             bad = _label(classes[int(np.flatnonzero(~torch.isfinite(losses).cpu().numpy())[0])])
             raise ValueError(
                 f"the fit of class {bad!r} diverged (non-finite loss): check its data for extreme "
-                f"values, or raise Priors.scale_rate / lower learning_rate")
+                f"values, or raise the covariance prior (Priors.scale_rate or covariance_scale) / "
+                f"lower learning_rate")
+        if not bool(params.finite().all()):
+            raise ValueError(
+                "discriminative fine-tuning diverged (non-finite parameters): lower "
+                f"learning_rate (now {s.learning_rate}) or discriminative_steps")
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)
-        w, m, s = std.params_from_std(params)
-        pad = ~mask_c.cpu().numpy()
-        w = np.where(pad, 0.0, w)
-        m = np.where(pad[..., None], np.nan, m)
-        s = np.where(pad[..., None], np.nan, s)
-        offset = (counts + 2 * k_sel_np) * float(np.log(std.scale).sum())
+        w, m, c = std.params_from_std(params, family)
+        real = mask_c.cpu().numpy()
+        log_a = np.log(std.scale)
+        offset = np.array([(counts[i] + k) * log_a.sum() + family.log_jacobian(log_a, int(k))
+                           for i, k in enumerate(k_sel_np)])
         self.classes_ = classes
         self.n_components_ = k_sel_np
-        self.weights_, self.means_, self.scales_ = w, m, s
+        self.weights_ = np.where(real, w, 0.0)
+        self.means_ = np.where(real[..., None], m, np.nan)
+        self._set_covariances(c, family, real)
         self.class_prior_ = class_prior
         self.priors_ = [prior_for(int(k)) for k in k_sel_np]
         self.class_losses_ = losses.double().cpu().numpy() + offset
@@ -446,8 +446,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, counts,
-                auto: bool, R: int, D: int, std: Standardizer):
+    def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,
+                counts, auto: bool, R: int, D: int):
         """Best restart per class (and, for "auto", best K per class by BIC).
 
         Returns class parameters (C, K, ...), their mask (C, K), and the BIC
@@ -455,59 +455,50 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         B, C, K = params.weights.shape
         cls = torch.arange(C, device=final.device)
         if not auto:
-            best = final.argmin(0)                                  # (C,)
-            idx = best
-            bic = None
-        else:
-            M = B // R
-            f = final.reshape(R, M, C)
-            best_r = f.argmin(0)                                    # (M, C)
-            var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, C)
-            sel = params.select((var, cls.unsqueeze(0).expand(M, C)))  # (M, C, K, ...)
-            msel = mask[var, cls.unsqueeze(0).expand(M, C)]
-            # log L at the MAP = -(negative log joint) - log prior; the unit
-            # change adds the same constant to every K, so standardised units
-            # give the same argmin.
-            loglik = -f.gather(0, best_r.unsqueeze(0))[0] - class_log_prior(sel, pt, msel)
-            loglik = loglik.double().cpu().numpy() - counts * float(np.log(std.scale).sum())
-            k = np.arange(1, M + 1)[:, None]
-            n_par = (k - 1) + 2 * k * D
-            bic = -2 * loglik + n_par * np.log(counts)[None, :]
-            bic = np.where(k <= counts[None, :], bic, np.inf)       # K capped by class size
-            bic = np.where(np.isfinite(bic), bic, np.inf)
-            k_best = np.argmin(bic, axis=0)                         # (C,)
-            at_cap = np.flatnonzero((k_best == M - 1) & (counts > M))
-            if at_cap.size:
-                warnings.warn(
-                    f"n_components='auto' chose the largest K tried (max_components={M}) for "
-                    f"{at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
-                    UserWarning, stacklevel=3)
-            idx = var[torch.as_tensor(k_best, device=final.device), cls]
-            bic = bic.T
-        out = params.select((idx, cls))
-        return out, mask[idx, cls], bic
+            idx = final.argmin(0)                                   # (C,)
+            return params.select((idx, cls)), mask[idx, cls], None
+        M = B // R
+        f = final.reshape(R, M, C)
+        best_r = f.argmin(0)                                        # (M, C)
+        var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, C)
+        cl = cls.unsqueeze(0).expand(M, C)
+        sel, msel = params.select((var, cl)), mask[var, cl]
+        # log L at the MAP = -(negative log joint) - log prior; the unit
+        # change adds the same constant to every K, so standardised units
+        # give the same argmin.
+        loglik = -f.gather(0, best_r.unsqueeze(0))[0] - log_prior(sel, pt, family, msel).to(f)
+        loglik = loglik.double().cpu().numpy()
+        k = np.arange(1, M + 1)[:, None]
+        n_par = np.array([(kk - 1) + kk * D + family.n_parameters(kk, D) for kk in range(1, M + 1)])
+        bic = -2 * loglik + n_par[:, None] * np.log(counts)[None, :]
+        bic = np.where(k <= counts[None, :], bic, np.inf)           # K capped by class size
+        bic = np.where(np.isfinite(bic), bic, np.inf)
+        k_best = np.argmin(bic, axis=0)                             # (C,)
+        at_cap = np.flatnonzero((k_best == M - 1) & (counts > M))
+        if at_cap.size:
+            warnings.warn(
+                f"n_components='auto' chose the largest K tried (max_components={M}) for "
+                f"{at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
+                UserWarning, stacklevel=5)
+        idx = var[torch.as_tensor(k_best, device=final.device), cls]
+        return params.select((idx, cls)), mask[idx, cls], bic.T
 
     # -------------------------------------------------------- prediction
-    def _frame(self, device: torch.device):
-        """The fitted mixtures as float32 tensors on ``device`` in a
-        standardised frame, with the frame's Jacobian ``offset``."""
-        mask = np.arange(self.weights_.shape[1])[None, :] < self.n_components_[:, None]
-        # Any affine frame gives the same answers; this one (the pooled
-        # mixture's moments) needs no state beyond the public attributes.
-        w_all = self.class_prior_[:, None] * self.weights_
-        means = np.where(mask[..., None], self.means_, 0.0)
-        scales = np.where(mask[..., None], self.scales_, 1.0)
-        center = np.einsum("ck,ckd->d", w_all, means)
-        # Deviations from the centre, divided by the largest (real) one before
-        # squaring: E[x^2] - E[x]^2 cancels catastrophically for data at 1e8
-        # with spreads of 1e-9 (it gave NaN probabilities).
-        dev = np.where(mask[..., None], means - center, 0.0)
-        ref = np.maximum(np.where(mask[..., None], scales, 0.0).max((0, 1)), np.abs(dev).max((0, 1)))
-        ref = np.where(ref > 0, ref, 1.0)
-        var = np.einsum("ck,ckd->d", w_all, (scales / ref) ** 2 + (dev / ref) ** 2)
-        std = Standardizer(center=center, scale=ref * np.sqrt(var))
-        params = std.params_to_std(self.weights_, means, scales, device)
-        return std, params, float(np.log(std.scale).sum())
+    def _model_frame(self, device: torch.device):
+        """The fitted class mixtures as standardised float32 tensors (batch
+        (C,)) with the frame's Jacobian offset, padded components neutral."""
+        family = self._family()
+        C, K, D = self.means_.shape
+        real = np.arange(K)[None, :] < self.n_components_[:, None]
+        means = np.where(real[..., None], self.means_, 0.0)
+        cov = self.covariances_
+        if family.per_component:
+            neutral = family.covariances(family.identity((C,), K, D, torch.float64,
+                                                         "cpu")).numpy()
+            cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
+        std, params, offset = self._frame(device, self.weights_, means, cov, family,
+                                          self.class_prior_[:, None] * self.weights_)
+        return family, std, params, offset
 
     def _scores(self, X, kind: str):
         """The one prediction loop.  ``kind``: "class_ll" (log p(x | c)),
@@ -515,14 +506,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
         Rows go through in blocks (bounded memory at any N); each block is
         standardised on the model's device and scored by
-        :func:`_class_scores`, compiled into one fused kernel for large
-        blocks on CUDA.  Array-likes give numpy outputs; a tensor gives
-        tensors on its own device (labels as a tensor when the classes are
-        numbers, else a numpy array of labels)."""
-        check_is_fitted(self, ("weights_", "means_", "scales_", "classes_"))
+        :func:`bayesgmm.fitting.mixture_log_likelihood`, compiled into one
+        fused kernel for large blocks on CUDA.  Array-likes give numpy
+        outputs; a tensor gives tensors on its own device (labels as a
+        tensor when the classes are numbers, else a numpy array of labels)."""
+        check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
         X, out_device = _predict.check_input(self, X)
         device = _predict.model_device(self)
-        std, params, offset = self._frame(device)
+        family, std, params, offset = self._model_frame(device)
         C, K = self.weights_.shape
         D = X.shape[1]
         eager_rows = max(1, _CHUNK_ELEMENTS // (C * K * D))
@@ -539,11 +530,12 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             out = torch.empty(n, dtype=classes.dtype, device=out_device)
         else:
             out = np.empty(n, dtype=classes.dtype)
-        key = ("class_scores", C, K, D)
-        args = (params.weights, params.means, params.scales)
+        key = ("class_scores", type(family).__name__, family.name, C, K, D)
+        args = (params.weights, params.means, params.cov)
+        kernel = _kernel(family, D)
         with torch.no_grad():
             for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
-                j = _predict.run_kernel(_class_scores, key, z, args, eager_rows).double() + add
+                j = _predict.run_kernel(kernel, key, z, args, eager_rows).double() + add
                 if kind == "log_proba":
                     j = j - torch.logsumexp(j, 1, keepdim=True)
                 elif kind == "label":
@@ -558,7 +550,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         ``classes_``).
 
         The one log-probability primitive behind every prediction method:
-        :func:`bayesgmm.inference.class_log_likelihoods` (one
+        :func:`bayesgmm.fitting.mixture_log_likelihood` (one
         ``component_log_prob`` call over all classes), over blocks of rows so
         that memory stays bounded for any number of points.  Like every
         prediction method it takes array-likes (numpy output) or a torch
@@ -585,43 +577,20 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         """The label maximising log p(x | c) + log p(c)."""
         return self._scores(X, "label")
 
-    # ---------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Save the classifier (hyperparameters, fitted mixtures, classes of
-        any label type) to ``path``: JSON and safetensors in one zip, written
-        atomically; loading never runs code from the file.  Use this, not
-        pickle/joblib, for files you share or receive.  See
-        :mod:`bayesgmm.persistence`.
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> from bayesgmm import GMMClassifier
-        >>> path = os.path.join(tempfile.mkdtemp(), "clf.bgmm")
-        >>> GMMClassifier(n_components=2).save(path)
-        >>> GMMClassifier.load(path).n_components
-        2
-        """
-        from .persistence import save
-        save(self, path)
-
-    @classmethod
-    def load(cls, path, *, device=None) -> "GMMClassifier":
-        """Load a classifier saved by :meth:`save`; refuses any other kind.
-
-        ``device`` sets where the loaded model predicts (``device_``); by
-        default the saved device, or the CPU when it is a GPU this machine
-        lacks.  See :func:`bayesgmm.persistence.load`.
-        """
-        from .persistence import load
-        return load(path, device=device, expect=cls)
+_KERNELS: dict = {}
 
 
-def _class_scores(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
-                  scales: torch.Tensor) -> torch.Tensor:
-    """log p(z | class c) for standardised points z (n, D), shape (n, C):
-    the per-point kernel of every prediction (compiled on CUDA)."""
-    return class_log_likelihoods(z, MixtureParams(weights, means, scales))
+def _kernel(family, n_features: int):
+    """The per-point prediction kernel of a covariance family, log p(z | c)
+    for standardised points z (n, D) -> (n, C); one function object per
+    (family kind, D), so that the compiled kernel is cached
+    (:func:`_predict.run_kernel`) and never reused for another family."""
+    key = (type(family).__name__, family.name, n_features)
+    if key not in _KERNELS:
+        def scores(z, weights, means, cov):
+            return mixture_log_likelihood(z, MixtureParams(weights, means, cov), family)
+        _KERNELS[key] = scores
+    return _KERNELS[key]
 
 
 def _label(value):
@@ -629,13 +598,7 @@ def _label(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _batch(params: MixtureParams) -> MixtureParams:
-    """(C, K, ...) class parameters as a one-variant batch (1, C, K, ...)."""
-    return MixtureParams(params.weights[None], params.means[None], params.scales[None])
-
-
-def _where_class(cond: torch.Tensor, a: MixtureParams, b: MixtureParams) -> MixtureParams:
-    c = cond.unsqueeze(-1)
-    return MixtureParams(torch.where(c, a.weights, b.weights),
-                         torch.where(c.unsqueeze(-1), a.means, b.means),
-                         torch.where(c.unsqueeze(-1), a.scales, b.scales))
+def _trim(params: MixtureParams, k: int, family) -> MixtureParams:
+    """Class parameters (C, K, ...) cut to the first k components."""
+    cov = params.cov[:, :k] if family.per_component else params.cov
+    return MixtureParams(params.weights[:, :k], params.means[:, :k], cov)

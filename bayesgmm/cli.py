@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .covariance import COVARIANCE_TYPES
+
 
 class CLIError(Exception):
     """A problem with the user's input: reported in one line, exit code 2."""
@@ -32,6 +34,11 @@ def _build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, default_out: str) -> None:
         p.add_argument("-k", "--n-components", type=int, default=2, metavar="K",
                        help="number of mixture components (default: %(default)s)")
+        p.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
+                       help="covariance of each component, as in scikit-learn: its own full "
+                            "matrix, one matrix shared by all (tied), diagonal, or one variance "
+                            "(spherical); with one feature full is diagonal "
+                            "(default: %(default)s)")
         p.add_argument("--out", default=default_out, metavar="DIR",
                        help="output folder, created if missing (default: %(default)s)")
         p.add_argument("--seed", type=int, default=0,
@@ -56,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit", help="fit a mixture to columns of a CSV file",
         description="Fit a Bayesian GMM to numeric columns of a CSV file; write params.json "
-                    "(weights, means, scales, priors, loss) and assignments.csv (the input rows "
+                    "(weights, means, covariance type, covariances in scikit-learn's shapes, "
+                    "per-feature scales, priors, loss) and assignments.csv (the input rows "
                     "with the MAP cluster and each cluster's probability) into the output folder.")
     fit.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
     fit.add_argument("--columns", nargs="+", metavar="COL",
@@ -87,8 +95,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _make_estimator(args):
     from .mixture import BayesianGMM
-    return BayesianGMM(n_components=args.n_components, n_init=args.n_init, device=args.device,
-                       random_state=args.seed, progress=args.progress)
+    return BayesianGMM(n_components=args.n_components, covariance_type=args.covariance_type,
+                       n_init=args.n_init, device=args.device, random_state=args.seed,
+                       progress=args.progress)
 
 
 def _out_dir(path: str) -> Path:
@@ -126,8 +135,8 @@ def _demo(args) -> int:
     ari_species = adjusted_rand_score(iris["species"], labels)
     out = _out_dir(args.out)
 
-    print(f"Bayesian GMM, K={args.n_components}, on iris {args.column} "
-          f"(150 points, seed {args.seed}, device {gmm.device_})")
+    print(f"Bayesian GMM, K={args.n_components}, covariance_type={gmm.covariance_type_}, "
+          f"on iris {args.column} (150 points, seed {args.seed}, device {gmm.device_})")
     print(f"converged: {gmm.converged_} after {gmm.n_iter_} iterations; "
           f"final loss (negative log joint) {gmm.loss_:.4f}")
     print()
@@ -170,23 +179,26 @@ def _plot_demo(gmm, x: np.ndarray, labels: np.ndarray, species, out: Path, colum
 
 
 def _write_params(gmm, names: Sequence[str], path: Path) -> None:
-    p = gmm.priors_
+    import dataclasses
+    # The resolved priors: the fields of the fitted covariance type (the
+    # others are None and left out).
+    priors = {f.name: np.asarray(getattr(gmm.priors_, f.name)).tolist()
+              for f in dataclasses.fields(gmm.priors_)
+              if getattr(gmm.priors_, f.name) is not None}
     doc = {
         "n_components": int(gmm.weights_.size),
         "features": list(names),
+        "covariance_type": gmm.covariance_type_,
         "weights": gmm.weights_.tolist(),
         "means": gmm.means_.tolist(),
+        # scikit-learn's shapes: (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical
+        "covariances": gmm.covariances_.tolist(),
+        # per-feature (marginal) standard deviations, (K, D) for every type
         "scales": gmm.scales_.tolist(),
         "loss": gmm.loss_,
         "n_iter": gmm.n_iter_,
         "converged": gmm.converged_,
-        "priors": {
-            "weight_concentration": np.asarray(p.weight_concentration).tolist(),
-            "mean_loc": np.asarray(p.mean_loc).tolist(),
-            "mean_scale": np.asarray(p.mean_scale).tolist(),
-            "scale_shape": float(p.scale_shape),
-            "scale_rate": np.asarray(p.scale_rate).tolist(),
-        },
+        "priors": priors,
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
@@ -235,8 +247,9 @@ def _fit(args) -> int:
     result.to_csv(tmp, index=False)
     os.replace(tmp, out / "assignments.csv")
     _write_params(gmm, columns, out / "params.json")
-    print(f"fitted K={args.n_components} on {len(df)} rows x {len(columns)} column(s) "
-          f"{columns}; loss {gmm.loss_:.4f}, converged {gmm.converged_}")
+    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {len(df)} rows "
+          f"x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
+          f"converged {gmm.converged_}")
     print(_format_params(gmm, columns))
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}")
     return 0

@@ -3,10 +3,11 @@
 A saved model is one file: an uncompressed zip archive with two members,
 
 ``meta.json``
-    ``{"format": "bayesgmm-model", "format_version": 1, "kind": "BayesianGMM",
+    ``{"format": "bayesgmm-model", "format_version": 2, "kind": "BayesianGMM",
     "bayesgmm_version": ..., "params": ..., "state": ...}``: the estimator's
     kind, its hyperparameters (``get_params()``) and its fitted attributes, in
-    a small tagged JSON encoding (below).
+    a small tagged JSON encoding (below).  Version-1 files (bayesgmm 0.1,
+    diagonal covariances only) still load, as ``covariance_type="diag"``.
 ``arrays.safetensors``
     Every numeric numpy array, in the `safetensors <https://huggingface.co/docs/safetensors>`_
     format, referenced from the JSON by key.
@@ -57,14 +58,17 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from .models import Priors
+from . import covariance as cov_module
+from .priors import Priors
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
 #: Identifies the file type in ``meta.json``.
 FORMAT = "bayesgmm-model"
 #: Version of the file layout written by this release (and the newest it reads).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 (bayesgmm 0.1): diagonal mixtures only, no covariance_type; such
+# files load as covariance_type="diag" with covariances_ = scales_ ** 2.
 
 _META = "meta.json"
 _ARRAYS = "arrays.safetensors"
@@ -90,15 +94,23 @@ class _Refused(Exception):
     the message is complete."""
 
 
+_REGISTRY: dict = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make an estimator class savable and loadable under
+    its name.  The estimators register themselves, so this module (at the
+    bottom of the import graph) never imports them."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
 def _kinds() -> dict:
     """The estimators a file may hold, by the name stored in the file.
 
     A fixed table: the file only ever selects one of these classes, nothing
     is imported or called by name."""
-    from .classifier import GMMClassifier
-    from .mixture import BayesianGMM
-
-    return {"BayesianGMM": BayesianGMM, "GMMClassifier": GMMClassifier}
+    return dict(_REGISTRY)
 
 
 def _kind_of(estimator) -> str:
@@ -322,7 +334,8 @@ class _Decoder:
         self._keys(value, "__priors__")
         body = value["__priors__"]
         names = {f.name for f in fields(Priors)}
-        if not isinstance(body, dict) or set(body) != names:
+        # Version-1 files have the first five fields only; the rest default.
+        if not isinstance(body, dict) or not (set(_PRIORS_V1) <= set(body) <= names):
             raise _Corrupt(f"Priors entry has fields {sorted(body) if isinstance(body, dict) else body!r:.60}")
         return Priors(**{k: self(v) for k, v in body.items()})
 
@@ -366,7 +379,8 @@ class _Decoder:
         self._keys(value, "__estimator__", "params", "state")
         return self.estimator(value["__estimator__"], value["params"], value["state"], None)
 
-    def estimator(self, kind: Any, params: Any, state: Any, expect: Optional[type]):
+    def estimator(self, kind: Any, params: Any, state: Any, expect: Optional[type],
+                  version: int = FORMAT_VERSION):
         kinds = _kinds()
         if kind not in kinds:
             raise _Corrupt(f"unknown estimator kind {kind!r:.60} (this bayesgmm knows "
@@ -384,6 +398,8 @@ class _Decoder:
         self.in_state = True
         attrs = {k: self(v) for k, v in state.items()}
         self.in_state = outer
+        if version == 1:
+            _upgrade_v1(kwargs, attrs)
         try:
             est = cls(**kwargs)
         except TypeError as exc:
@@ -403,25 +419,49 @@ class _Decoder:
 # ----------------------------------------------------------------------------
 # Consistency checks of a loaded, fitted estimator
 # ----------------------------------------------------------------------------
-def _check_mixture_arrays(where: str, weights, means, scales, n_features: Optional[int]) -> None:
-    """weights (K,) on the simplex, means/scales (K, D) finite, scales > 0."""
-    for name, a, ndim in (("weights_", weights, 1), ("means_", means, 2), ("scales_", scales, 2)):
-        if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.ndim != ndim:
-            raise _Corrupt(f"{where}{name} is not a float array with {ndim} dimension(s)")
-        if not np.all(np.isfinite(a)):
-            raise _Corrupt(f"{where}{name} holds non-finite values")
-    K = weights.shape[0]
-    if means.shape[0] != K or scales.shape != means.shape:
-        raise _Corrupt(f"{where}weights_/means_/scales_ shapes {weights.shape}, {means.shape}, "
-                       f"{scales.shape} disagree")
-    if n_features is not None and means.shape[1] != n_features:
-        raise _Corrupt(f"{where}means_ has {means.shape[1]} features, n_features_in_ is {n_features}")
-    if np.any(weights < 0) or abs(weights.sum() - 1) > 1e-6 or np.any(scales <= 0):
-        raise _Corrupt(f"{where}weights_ are not on the simplex or scales_ are not positive")
+_PRIORS_V1 = ("weight_concentration", "mean_loc", "mean_scale", "scale_shape", "scale_rate")
+
+
+def _upgrade_v1(kwargs: dict, attrs: dict) -> None:
+    """A version-1 (diagonal-only) estimator in this release's terms."""
+    kwargs["covariance_type"] = "diag"
+    scales = attrs.get("scales_")
+    if isinstance(scales, np.ndarray) and scales.dtype.kind == "f":
+        attrs["covariance_type_"] = "diag"
+        attrs["covariances_"] = scales ** 2
+        attrs["precisions_cholesky_"] = 1.0 / scales
+
+
+def _float_array(where: str, name: str, a, ndim: int) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.ndim != ndim:
+        raise _Corrupt(f"{where}{name} is not a float array with {ndim} dimension(s)")
+
+
+def _family_of(est, D: int):
+    ct = getattr(est, "covariance_type_", None)
+    if ct not in cov_module.COVARIANCE_TYPES:
+        raise _Corrupt(f"covariance_type_ {ct!r:.60} is not one of {list(cov_module.COVARIANCE_TYPES)}")
+    return cov_module.get(ct, D)
+
+
+def _check_derived(est, real: Optional[np.ndarray] = None) -> None:
+    """``precisions_cholesky_`` in the shape of ``covariances_`` and ``scales_``
+    in that of ``means_``, float arrays; the scales of the real components
+    (``real``: mask of the leading dims of ``means_``, default all) finite
+    and positive."""
+    for name, shape in (("precisions_cholesky_", np.shape(est.covariances_)),
+                        ("scales_", est.means_.shape)):
+        a = getattr(est, name)
+        if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.shape != shape:
+            raise _Corrupt(f"{name} is not a float array of shape {shape}")
+    scales = est.scales_ if real is None else est.scales_[real]
+    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        raise _Corrupt("scales_ are not positive and finite")
 
 
 def _check_bayesian_gmm(est) -> None:
-    required = ("weights_", "means_", "scales_", "priors_", "n_features_in_", "device_")
+    required = ("weights_", "means_", "covariances_", "precisions_cholesky_", "scales_", "priors_",
+                "n_features_in_", "device_", "covariance_type_")
     missing = [a for a in required if not hasattr(est, a)]
     if missing:
         raise _Corrupt(f"the fitted BayesianGMM lacks {missing}")
@@ -429,15 +469,31 @@ def _check_bayesian_gmm(est) -> None:
         raise _Corrupt("priors_ is not a Priors")
     if not isinstance(est.n_features_in_, int) or isinstance(est.n_features_in_, bool):
         raise _Corrupt("n_features_in_ is not an integer")
-    _check_mixture_arrays("", est.weights_, est.means_, est.scales_, est.n_features_in_)
+    w, m = est.weights_, est.means_
+    _float_array("", "weights_", w, 1)
+    _float_array("", "means_", m, 2)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m))):
+        raise _Corrupt("weights_ or means_ hold non-finite values")
+    K = w.shape[0]
+    if m.shape[0] != K:
+        raise _Corrupt(f"weights_/means_ shapes {w.shape}, {m.shape} disagree")
+    if m.shape[1] != est.n_features_in_:
+        raise _Corrupt(f"means_ has {m.shape[1]} features, n_features_in_ is {est.n_features_in_}")
+    if np.any(w < 0) or abs(w.sum() - 1) > 1e-6:
+        raise _Corrupt("weights_ are not on the simplex")
+    problem = _family_of(est, m.shape[1]).check_covariances(est.covariances_, K, m.shape[1])
+    if problem:
+        raise _Corrupt(problem)
+    _check_derived(est)
     names = getattr(est, "feature_names_in_", None)
     if names is not None and (not isinstance(names, np.ndarray) or names.shape != (est.n_features_in_,)):
         raise _Corrupt("feature_names_in_ does not match n_features_in_")
 
 
 def _check_gmm_classifier(est) -> None:
-    required = ("classes_", "n_components_", "weights_", "means_", "scales_", "class_prior_",
-                "n_features_in_", "device_")
+    required = ("classes_", "n_components_", "weights_", "means_", "covariances_",
+                "precisions_cholesky_", "scales_", "class_prior_", "n_features_in_", "device_",
+                "covariance_type_")
     missing = [a for a in required if not hasattr(est, a)]
     if missing:
         raise _Corrupt(f"the fitted GMMClassifier lacks {missing}")
@@ -445,11 +501,11 @@ def _check_gmm_classifier(est) -> None:
     if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 2:
         raise _Corrupt("classes_ is not a 1-D array of at least 2 labels")
     C = classes.size
-    w, m, s, cp = est.weights_, est.means_, est.scales_, est.class_prior_
-    arrays_ok = all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in (w, m, s, cp))
+    w, m, cp = est.weights_, est.means_, est.class_prior_
+    arrays_ok = all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in (w, m, cp))
     if (not arrays_ok or not isinstance(k, np.ndarray) or k.dtype.kind not in "iu"
             or k.shape != (C,) or w.ndim != 2 or w.shape[0] != C or m.ndim != 3
-            or m.shape[:2] != w.shape or s.shape != m.shape or cp.shape != (C,)):
+            or m.shape[:2] != w.shape or cp.shape != (C,)):
         raise _Corrupt("the per-class arrays' shapes disagree with classes_")
     if m.shape[2] != est.n_features_in_:
         raise _Corrupt(f"means_ has {m.shape[2]} features, n_features_in_ is {est.n_features_in_}")
@@ -460,9 +516,24 @@ def _check_gmm_classifier(est) -> None:
     real = np.arange(w.shape[1])[None, :] < k[:, None]
     wr = np.where(real, w, 0.0)
     if (not np.all(np.isfinite(w[real])) or np.any(wr < 0)
-            or np.any(np.abs(wr.sum(1) - 1) > 1e-6) or not np.all(np.isfinite(m[real]))
-            or not np.all(np.isfinite(s[real])) or np.any(s[real] <= 0)):
-        raise _Corrupt("a class's weights_/means_/scales_ are not a valid mixture")
+            or np.any(np.abs(wr.sum(1) - 1) > 1e-6) or not np.all(np.isfinite(m[real]))):
+        raise _Corrupt("a class's weights_/means_ are not a valid mixture")
+    family = _family_of(est, m.shape[2])
+    cov = est.covariances_
+    # One entry per class, and per component slot (padded ones included) for
+    # the families with a component dimension.
+    lead = w.shape if family.per_component else (C,)
+    if not isinstance(cov, np.ndarray) or cov.shape[:len(lead)] != lead:
+        raise _Corrupt(f"covariances_ does not have one entry per class"
+                       f"{' and component' if family.per_component else ''}")
+    for c in range(C):
+        kc = int(k[c])
+        cc = cov[c][:kc] if family.per_component else cov[c]
+        problem = family.check_covariances(cc, kc, m.shape[2]) if cc.shape[:1] == (kc,) or \
+            not family.per_component else "covariances_ shape disagrees with n_components_"
+        if problem:
+            raise _Corrupt(f"class {c}: {problem}")
+    _check_derived(est, real)
     if not np.all(np.isfinite(cp)) or np.any(cp <= 0) or abs(cp.sum() - 1) > 1e-6:
         raise _Corrupt("class_prior_ is not a probability vector")
 
@@ -659,7 +730,7 @@ def load(path, *, device=None, expect: Optional[type] = None):
         if set(meta) != expected_keys:
             raise _Corrupt(f"unexpected metadata keys {sorted(set(meta) ^ expected_keys)}")
         return _Decoder(arrays, override).estimator(meta["kind"], meta["params"], meta["state"],
-                                                    expect)
+                                                    expect, version)
     except _Refused as exc:
         raise ValueError(f"cannot load {path!r}: {exc}") from None
     except _Corrupt as exc:

@@ -7,11 +7,21 @@ inside the functions, so ``import bayesgmm`` (and ``import bayesgmm.plotting``)
 stays light for code that never draws.
 
 The mixture helpers read the public fitted attributes ``weights_``,
-``means_`` and ``scales_`` of a :class:`~bayesgmm.BayesianGMM`; a
-scikit-learn ``GaussianMixture(covariance_type="diag")`` is accepted too
-(its ``covariances_`` are turned into scales), so the two can be drawn side
-by side.  The classifier helpers only use the scikit-learn classifier
-interface (``predict``, ``classes_``), so they work with any classifier.
+``means_``, ``covariances_`` and ``covariance_type_`` of a
+:class:`~bayesgmm.BayesianGMM` and turn the covariances, whatever their
+type ("full", "tied", "diag" or "spherical"), into full (K, D, D) matrices
+with :func:`bayesgmm.covariance.get` ``(...).matrices``.  A component is
+drawn through the marginal of those matrices on the plotted feature(s): a
+1-D curve uses the variance on the diagonal, a 2-D ellipse the
+eigen-decomposition of the 2 x 2 sub-covariance, so full and tied
+components are tilted and diagonal and spherical ones axis-aligned, and
+every curve, ellipse and contour is exact.  A scikit-learn
+``GaussianMixture`` of any ``covariance_type`` is accepted too (same
+``covariances_`` shapes), so the two can be drawn side by side.  The
+classifier helpers only use the scikit-learn classifier interface
+(``predict``, ``classes_``), so they work with any classifier;
+:func:`plot_decision_regions` can add a :class:`~bayesgmm.GMMClassifier`'s
+class components as ellipses.
 
 Examples
 --------
@@ -49,24 +59,80 @@ def _new_axes(ax):
 
 
 def _mixture_params(estimator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(weights (K,), means (K, D), scales (K, D)) of a fitted diagonal mixture."""
+    """(weights (K,), means (K, D), covariance matrices (K, D, D)) of a fitted mixture."""
     if not hasattr(estimator, "weights_") or not hasattr(estimator, "means_"):
         raise ValueError(
             f"{type(estimator).__name__} is not a fitted mixture (no weights_/means_): "
             "call fit(X) first")
     weights = np.asarray(estimator.weights_, dtype=np.float64)
     means = np.asarray(estimator.means_, dtype=np.float64)
-    if hasattr(estimator, "scales_"):
-        scales = np.asarray(estimator.scales_, dtype=np.float64)
-    elif getattr(estimator, "covariance_type", None) == "diag":
-        scales = np.sqrt(np.asarray(estimator.covariances_, dtype=np.float64))
-    else:
-        kind = getattr(estimator, "covariance_type", None)
+    if means.ndim != 2 or weights.shape != means.shape[:1]:
         raise ValueError(
-            f"{type(estimator).__name__} has no scales_ and covariance_type={kind!r}: "
-            "these helpers draw diagonal mixtures; use BayesianGMM or "
-            "GaussianMixture(covariance_type='diag')")
-    return weights, means, scales
+            f"{type(estimator).__name__} has weights_ of shape {weights.shape} and means_ of "
+            f"shape {means.shape}: these helpers draw one mixture (weights (K,), means (K, D)); "
+            "for a GMMClassifier use plot_decision_regions(..., ellipses=True)")
+    return weights, means, _covariance_matrices(estimator, *means.shape)
+
+
+def _covariance_matrices(estimator, K: int, D: int) -> np.ndarray:
+    """Full (..., K, D, D) covariance matrices of ``estimator``'s components,
+    with any leading dimensions of its ``covariances_`` (a classifier's
+    classes), from :func:`bayesgmm.covariance.get`, which knows the shape of
+    ``covariances_`` of every covariance type (BayesianGMM's and
+    scikit-learn's are the same).  An estimator with ``scales_`` but no
+    ``covariances_`` is read as diagonal."""
+    from .covariance import COVARIANCE_TYPES, get
+
+    name = type(estimator).__name__
+    kind = getattr(estimator, "covariance_type_", getattr(estimator, "covariance_type", None))
+    if hasattr(estimator, "covariances_"):
+        try:
+            family = get(kind, D)
+        except ValueError:
+            raise ValueError(
+                f"{name} has covariance_type={kind!r}: these helpers draw mixtures with "
+                f"covariance_type in {list(COVARIANCE_TYPES)} (BayesianGMM, GMMClassifier or "
+                "scikit-learn's GaussianMixture)") from None
+        cov = np.asarray(estimator.covariances_, dtype=np.float64)
+    elif hasattr(estimator, "scales_"):
+        family = get("diag", D)
+        cov = np.square(np.asarray(estimator.scales_, dtype=np.float64))
+    else:
+        raise ValueError(f"{name} has no covariances_: call fit(X) first")
+    one = family.covariance_shape(K, D)
+    lead = cov.shape[:max(cov.ndim - len(one), 0)]
+    if cov.shape[len(lead):] != one:
+        raise ValueError(f"{name}.covariances_ has shape {cov.shape}, not that of "
+                         f"covariance_type={kind!r} for {K} components in {D} feature(s): {one}")
+    mats = [family.matrices(c, K, D) for c in cov.reshape((-1,) + one)]
+    return np.stack(mats).reshape(lead + (K, D, D))
+
+
+def _ellipse_geometry(cov2: np.ndarray, n_sigma: float) -> tuple[float, float, float]:
+    """(width, height, angle in degrees) of the n-sigma contour of a 2-D
+    Gaussian with covariance ``cov2`` (2, 2), for matplotlib's ``Ellipse``.
+
+    The semi-axes are n * sqrt(eigenvalue) along the eigenvectors.  The
+    width is taken along the eigenvector closer to the x axis, so the angle
+    lies in [-45, 45] degrees and a diagonal covariance gives angle 0 with
+    width and height 2 n sigma_x and 2 n sigma_y."""
+    vals, vecs = np.linalg.eigh(cov2)
+    i = int(np.argmax(np.abs(vecs[0])))
+    v = vecs[:, i] * (1.0 if vecs[0, i] >= 0 else -1.0)
+    axes = 2.0 * n_sigma * np.sqrt(np.clip(vals, 0.0, None))
+    return float(axes[i]), float(axes[1 - i]), float(np.degrees(np.arctan2(v[1], v[0])))
+
+
+def _marginal_2d_density(gx, gy, weights, means, covs, fx, fy) -> np.ndarray:
+    """Mixture density marginalised onto features (fx, fy) on a grid."""
+    idx = [fx, fy]
+    dens = np.zeros_like(gx, dtype=np.float64)
+    for k in range(len(weights)):
+        S = covs[k][np.ix_(idx, idx)]
+        d = np.stack([gx - means[k, fx], gy - means[k, fy]], axis=-1)
+        q = np.einsum("...i,ij,...j->...", d, np.linalg.inv(S), d)
+        dens += weights[k] * np.exp(-0.5 * q) / (2 * np.pi * np.sqrt(np.linalg.det(S)))
+    return dens
 
 
 def _as_2d(X, name: str = "X") -> tuple[np.ndarray, list[str]]:
@@ -192,12 +258,12 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     """Data, each weighted component density and the mixture density, in 1-D.
 
     For a multivariate fit the curves are the marginals on ``feature``
-    (exact for diagonal covariances): component k is drawn as
-    ``w_k N(x | mu_kf, s_kf)`` and the mixture is their sum.
+    (exact for every covariance type): component k is drawn as
+    ``w_k N(x | mu_kf, sqrt(Sigma_k[f, f]))`` and the mixture is their sum.
 
     Parameters
     ----------
-    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    estimator : fitted BayesianGMM or scikit-learn GaussianMixture (any covariance_type)
     X : array-like or DataFrame of shape (n_samples, n_features), or 1-D
     ax : matplotlib Axes, optional
     feature : int or str, default 0
@@ -229,7 +295,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     import seaborn as sns
     from scipy.stats import norm
 
-    weights, means, scales = _mixture_params(estimator)
+    weights, means, covs = _mixture_params(estimator)
     X, names = _as_2d(X)
     _check_n_features(means.shape[1], X)
     f = _check_feature(feature, names, X.shape[1])
@@ -237,7 +303,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
         raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
     ax = _new_axes(ax)
     x = X[:, f]
-    mu, s = means[:, f], scales[:, f]
+    mu, s = means[:, f], np.sqrt(covs[:, f, f])
     # The grid covers the data and 3 scales beyond every component, so no
     # curve is cut off mid-bump.
     lo = min(x.min(), (mu - 3 * s).min())
@@ -333,15 +399,21 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     return ax
 
 
-def _ellipse_patches(ax, means, scales, fx, fy, sigmas, colors):
+def _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors, lw: float = 2.0):
+    """n-sigma ellipses of every component (finite means only: a
+    classifier's padded components are skipped) on features (fx, fy): the
+    first of ``sigmas`` solid with line width ``lw``, the others dashed and thinner."""
     from matplotlib.patches import Ellipse
+    idx = [fx, fy]
     for k in range(means.shape[0]):
+        if not np.all(np.isfinite(means[k, idx])):
+            continue
+        cov2 = covs[k][np.ix_(idx, idx)]
         for n_sigma in sigmas:
-            # Diagonal covariance: the n-sigma contour is axis-aligned with
-            # semi-axes n * scale along each feature.
-            ax.add_patch(Ellipse((means[k, fx], means[k, fy]), width=2 * n_sigma * scales[k, fx],
-                                 height=2 * n_sigma * scales[k, fy], fill=False,
-                                 edgecolor=colors[k], lw=2 if n_sigma == sigmas[0] else 1,
+            width, height, angle = _ellipse_geometry(cov2, n_sigma)
+            ax.add_patch(Ellipse((means[k, fx], means[k, fy]), width=width, height=height,
+                                 angle=angle, fill=False, edgecolor=colors[k],
+                                 lw=lw if n_sigma == sigmas[0] else lw / 2,
                                  ls="-" if n_sigma == sigmas[0] else "--"))
 
 
@@ -352,17 +424,20 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
 
     Parameters
     ----------
-    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    estimator : fitted BayesianGMM or scikit-learn GaussianMixture (any covariance_type)
     X : array-like or DataFrame of shape (n_samples, n_features), n_features >= 2
     ax : matplotlib Axes, optional
     features : pair of int or str, default (0, 1)
         The two columns to draw; for D > 2 the ellipses and contours are
-        the components' marginals on them (exact for diagonal covariances).
+        the components' (exact) marginals on them.
     labels : array-like of shape (n_samples,), optional
         Colours of the points; default ``estimator.predict(X)``.
     sigmas : sequence of float, default (1, 2)
-        One axis-aligned ellipse per component and value (solid for the
-        first, dashed for the rest); empty draws none.
+        One ellipse per component and value (solid for the first, dashed
+        for the rest), from the eigen-decomposition of the component's
+        2 x 2 covariance on ``features``: tilted for full and tied
+        covariances, axis-aligned for diagonal and spherical ones; empty
+        draws none.
     contours : bool, default False
         Also draw contour lines of the mixture's (marginal) density.
     grid_size : int, default 150
@@ -387,9 +462,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     >>> len(ax.patches)  # 3 components x (1 and 2 sigma)
     6
     """
-    from scipy.stats import norm
-
-    weights, means, scales = _mixture_params(estimator)
+    weights, means, covs = _mixture_params(estimator)
     Xa, names = _as_2d(X)
     _check_n_features(means.shape[1], Xa)
     if Xa.shape[1] < 2:
@@ -414,15 +487,13 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         m = labels == v
         ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=c, alpha=0.7, edgecolors="none",
                    label=f"cluster {v}")
-    _ellipse_patches(ax, means, scales, fx, fy, sigmas, colors)
+    _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors)
     ax.scatter(means[:, fx], means[:, fy], marker="x", color="black", s=60, label="means")
     if contours:
         x0, x1 = ax.get_xlim()
         y0, y1 = ax.get_ylim()
         gx, gy = np.meshgrid(np.linspace(x0, x1, grid_size), np.linspace(y0, y1, grid_size))
-        dens = (weights[:, None, None]
-                * norm.pdf(gx[None], means[:, fx, None, None], scales[:, fx, None, None])
-                * norm.pdf(gy[None], means[:, fy, None, None], scales[:, fy, None, None])).sum(0)
+        dens = _marginal_2d_density(gx, gy, weights, means, covs, fx, fy)
         ax.contour(gx, gy, dens, levels=8, colors="0.4", linewidths=0.7)
     ax.set_xlabel(names[fx])
     ax.set_ylabel(names[fy])
@@ -434,11 +505,13 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
 # Classifiers
 # ----------------------------------------------------------------------------
 def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
-                          margin: float = 0.1, s: float = 10.0, alpha: float = 0.25):
+                          margin: float = 0.1, s: float = 10.0, alpha: float = 0.25,
+                          ellipses: bool = False, sigma: float = 2.0):
     """A fitted 2-D classifier's decision regions with the (training) points.
 
     Uses only ``classifier.predict`` and ``classifier.classes_``, so any
-    scikit-learn classifier can be drawn.
+    scikit-learn classifier can be drawn; ``ellipses=True`` also draws the
+    class mixtures' components of a :class:`~bayesgmm.GMMClassifier`.
 
     Parameters
     ----------
@@ -453,12 +526,22 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
         Grid margin around the data, as a fraction of the data's range.
     s, alpha : float
         Marker size; opacity of the filled regions.
+    ellipses : bool, default False
+        Draw the ``sigma``-ellipse of every component of every class, in
+        the class's colour, from the eigen-decomposition of its covariance
+        matrix (tilted for full and tied covariances).  Needs a mixture
+        classifier: ``means_`` (n_classes, K, 2), ``covariances_`` and
+        ``covariance_type_`` as :class:`~bayesgmm.GMMClassifier` has them;
+        padded components (NaN means) are skipped.
+    sigma : float, default 2
+        Size of the ellipses, in standard deviations.
 
     Returns
     -------
     matplotlib Axes
-        A filled contour set (the regions), a contour set (the boundaries)
-        and one point collection per class, labelled by the class.
+        A filled contour set (the regions), a contour set (the boundaries),
+        one point collection per class, labelled by the class, and with
+        ``ellipses=True`` one ellipse patch per real component.
 
     Examples
     --------
@@ -489,6 +572,17 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if unknown.any():
         raise ValueError(f"y contains labels not in classifier.classes_: "
                          f"{list(np.unique(y[unknown]))[:5]}; pass labels the classifier knows")
+    if ellipses:
+        if not (isinstance(sigma, (int, float, np.integer, np.floating))
+                and np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        means = np.asarray(getattr(classifier, "means_", np.empty(0)), dtype=np.float64)
+        if means.ndim != 3 or means.shape[0] != len(classes) or means.shape[2] != 2:
+            raise ValueError(
+                f"ellipses=True needs a mixture classifier with means_ of shape "
+                f"(n_classes, K, 2) such as GMMClassifier; {type(classifier).__name__} has "
+                f"{'no means_' if means.size == 0 else f'means_ of shape {means.shape}'}")
+        covs = _covariance_matrices(classifier, means.shape[1], 2)
     ax = _new_axes(ax)
     lo, hi = Xa.min(0), Xa.max(0)
     pad = margin * np.where(hi > lo, hi - lo, 1.0)
@@ -510,6 +604,9 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
         m = y == c
         ax.scatter(Xa[m, 0], Xa[m, 1], s=s, color=colors[i], edgecolors="white",
                    linewidths=0.3, label=str(c))
+        if ellipses:
+            _ellipse_patches(ax, means[i], covs[i], 0, 1, [float(sigma)],
+                             [colors[i]] * means.shape[1], lw=1.0)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.legend(title="class", fontsize="small", markerscale=1.5)
@@ -576,12 +673,13 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
 
     Parameters
     ----------
-    estimator : fitted BayesianGMM or GaussianMixture(covariance_type="diag")
+    estimator : fitted BayesianGMM or scikit-learn GaussianMixture (any covariance_type)
     X : array-like or DataFrame of shape (n_samples, n_features)
     labels : array-like of shape (n_samples,), optional
         Colours; default ``estimator.predict(X)``.
     ellipses : bool, default True
-        Draw each component's ``sigma``-ellipse on every off-diagonal panel.
+        Draw each component's ``sigma``-ellipse on every off-diagonal panel
+        (the marginal on that panel's pair of features).
     sigma : float, default 2
     vars : sequence of column names or indices, optional
         Columns to draw; default all.
@@ -609,7 +707,7 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     import pandas as pd
     import seaborn as sns
 
-    weights, means, scales = _mixture_params(estimator)
+    weights, means, covs = _mixture_params(estimator)
     Xa, names = _as_2d(X)
     _check_n_features(means.shape[1], Xa)
     cols = list(range(Xa.shape[1])) if vars is None else [
@@ -634,5 +732,5 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
             for j, fx in enumerate(cols):
                 ax = grid.axes[i, j]
                 if i != j and ax is not None:
-                    _ellipse_patches(ax, means, scales, fx, fy, [float(sigma)], colors)
+                    _ellipse_patches(ax, means, covs, fx, fy, [float(sigma)], colors)
     return grid

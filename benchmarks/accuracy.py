@@ -211,9 +211,9 @@ def five_class_methods(args, device: str, skipped: list) -> dict[str, Callable]:
         skipped.append(C.skip_line("bayesgmm GMMClassifier", "bayesgmm.classifier not importable yet"))
     else:
         kw = bgmm_kwargs(args)
-        methods["bayesgmm GMMClassifier (true K)"] = lambda ks, seed: GMMClassifier(
+        methods["bayesgmm GMMClassifier (true K)"] = lambda ks, seed: GMMClassifier(covariance_type="diag",
             n_components=list(ks), device=device, random_state=seed, **kw)
-        methods["bayesgmm GMMClassifier (auto)"] = lambda ks, seed: GMMClassifier(
+        methods["bayesgmm GMMClassifier (auto)"] = lambda ks, seed: GMMClassifier(covariance_type="diag",
             n_components="auto", device=device, random_state=seed, **kw)
     methods["original gradient-trained GMM (true K)"] = lambda ks, seed: GradientGMMClassifier(
         ks, epochs=args.gd_epochs, lr=args.gd_lr, random_state=seed, device=device)
@@ -320,7 +320,7 @@ def iris_study(args, device: str) -> dict:
             aris = []
             for seed in args.seeds:
                 if method.startswith("bayesgmm"):
-                    labels = BayesianGMM(K, device=device, random_state=seed).fit_predict(X)
+                    labels = BayesianGMM(K, covariance_type="diag", device=device, random_state=seed).fit_predict(X)
                 else:
                     labels = GaussianMixture(K, covariance_type="diag", random_state=seed).fit_predict(X)
                 aris.append(adjusted_rand_score(truth, labels))
@@ -346,7 +346,7 @@ def circles_study(args, device: str, skipped: list) -> dict:
                                    "bayesgmm.classifier not importable yet"))
     else:
         k = args.circles_components
-        methods[f"bayesgmm GMMClassifier ({k})"] = lambda: GMMClassifier(
+        methods[f"bayesgmm GMMClassifier ({k})"] = lambda: GMMClassifier(covariance_type="diag",
             n_components=k if k == "auto" else int(k), device=device, random_state=0,
             **bgmm_kwargs(args))
     methods["sklearn MLPClassifier"] = lambda: MLPClassifier(

@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         for mode in args.modes:
             k = truth.n_components if mode == "true" else "auto"
             t = time.perf_counter()
-            clf = GMMClassifier(k, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
+            clf = GMMClassifier(k, covariance_type="diag", n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
                                 discriminative_steps=args.discriminative_steps, device=args.device,
                                 random_state=seed).fit(X, y)
             dt = time.perf_counter() - t

@@ -23,7 +23,6 @@ Run ``python benchmarks/predict_memory.py --help``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -73,11 +72,11 @@ def child(n: int, method: str, device: str, K: int, D: int, seed: int, estimator
     labels = rng.integers(0, K, 5_000)
     sample = centers[labels] + rng.normal(0, 1, (5_000, D))
     if estimator == "gmm":
-        est = BayesianGMM(K, n_init=1, em_max_iter=30, max_iter=0, device=device,
+        est = BayesianGMM(K, covariance_type="diag", n_init=1, em_max_iter=30, max_iter=0, device=device,
                           random_state=seed).fit(sample)
     else:
         # Classes made of interleaved clusters, K components each.
-        est = GMMClassifier(n_components=K, n_init=1, em_max_iter=30, max_iter=0, device=device,
+        est = GMMClassifier(covariance_type="diag", n_components=K, n_init=1, em_max_iter=30, max_iter=0, device=device,
                             random_state=seed).fit(sample, labels % n_classes)
     X = rng.standard_normal((n, D))
     X *= 5.0

@@ -68,7 +68,7 @@ def fit_methods(X, y, K: int, device: str, seed: int, fit_iter: int, skipped: li
     if not want("bayesgmm"):
         pass
     elif GMMClassifier is not None:
-        clf = GMMClassifier(n_components=K, max_iter=0, em_max_iter=fit_iter, device=device,
+        clf = GMMClassifier(covariance_type="diag", n_components=K, max_iter=0, em_max_iter=fit_iter, device=device,
                             random_state=seed).fit(X, y)
         out[f"bayesgmm GMMClassifier ({device})"] = clf.predict
         if device == "cuda":
@@ -79,7 +79,7 @@ def fit_methods(X, y, K: int, device: str, seed: int, fit_iter: int, skipped: li
         from bayesgmm import BayesianGMM
         skipped.append(C.skip_line("bayesgmm GMMClassifier", "not importable; timing a stand-in "
                                    "(per-class BayesianGMM.score_samples argmax)"))
-        gmms = [BayesianGMM(K, max_iter=0, em_max_iter=fit_iter, device=device,
+        gmms = [BayesianGMM(K, covariance_type="diag", max_iter=0, em_max_iter=fit_iter, device=device,
                             random_state=seed).fit(X[yi == c]) for c in range(len(classes))]
         out[f"bayesgmm per-class BayesianGMM stand-in ({device})"] = lambda Z: classes[np.argmax(
             np.stack([g.score_samples(Z) for g in gmms], 1) + log_prior, 1)]

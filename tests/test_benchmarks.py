@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+
+import numpy as np
 import os
 import subprocess
 import sys
@@ -48,7 +50,8 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 
 
 def test_help_of_every_script():
-    for name in ("accuracy", "fit_speed", "predict_throughput"):
+    for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
+                 "accuracy_covariance"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -126,3 +129,28 @@ def test_predict_throughput_quick(tmp_path):
     # Two mixture classifiers of the same data mostly agree on the labels.
     assert rows["bayesgmm GMMClassifier (cpu)"]["agreement_with_sklearn"] > 0.8
     assert rows["sklearn GaussianMixture per class (cpu)"]["agreement_with_sklearn"] == 1.0
+
+
+def test_covariance_speed_quick(tmp_path):
+    r = run_script("covariance_speed", tmp_path)
+    assert r["benchmark"] == "covariance_speed" and r["quick"] is True
+    rows = {row["method"]: row for row in r["rows"]}
+    assert set(rows) == {"full", "tied", "diag", "spherical"}
+    for row in rows.values():
+        # Both fits score by the same float64 code; EM from a k-means start
+        # reaches scikit-learn's optimum on these well-separated components.
+        assert row["reached"] is True, row
+        assert row["bayesgmm_em_s"] > 0 and row["sklearn_s"] > 0
+        assert math.isclose(row["ratio"], row["bayesgmm_em_s"] / row["sklearn_s"])
+        assert row["bayesgmm_default_loglik"] >= row["sklearn_loglik"] - 1e-3
+    assert r["step_rows"] == []          # no --old-tree given: reported as skipped
+
+
+def test_accuracy_covariance_quick(tmp_path):
+    r = run_script("accuracy_covariance", tmp_path)
+    assert r["benchmark"] == "accuracy_covariance" and r["quick"] is True
+    seen = {(row["data"], row["K"], row["method"]) for row in r["rows"]}
+    assert len(seen) == 12            # 2 data sets x 3 K choices x 2 methods
+    for row in r["rows"]:
+        assert len(row["folds"]) == 2 and math.isclose(row["accuracy"], float(np.mean(row["folds"])))
+        assert 0.5 <= row["accuracy"] <= 1.0      # far above chance on both data sets

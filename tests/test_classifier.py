@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bayesgmm import GMMClassifier, Priors
 from bayesgmm import classifier as classifier_module
-from bayesgmm.datasets import MixtureTruth, load_iris, make_circles, make_five_class
-from bayesgmm.inference import (ClassData, MixtureParams, Standardizer, _m_step, _m_step_stats,
-                                class_elbo_loss, class_negative_log_joint, class_prior_tensors,
-                                class_stats, elbo_loss, masked_params, negative_log_joint,
-                                resolve_priors)
+from bayesgmm import covariance, fitting
+from bayesgmm.covariance import COVARIANCE_TYPES
+from bayesgmm.datasets import load_iris, make_circles, make_five_class
+from bayesgmm.fitting import (Groups, class_elbo_loss, component_log_prob, e_step, elbo_loss,
+                              m_step, masked, negative_log_joint)
+from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
 
 CPU = dict(device="cpu")
 # Small, fast settings for the API tests: the studies use the defaults.
@@ -32,109 +36,244 @@ def three_blobs():
     return X, y
 
 
+def _cov_matrices(cov: np.ndarray, covariance_type: str, K: int, D: int) -> np.ndarray:
+    """(K, D, D) covariance matrices from one mixture's scikit-learn-shaped
+    ``covariances_`` (written out here, independently of the library)."""
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.repeat(cov[None], K, axis=0)
+    if covariance_type == "diag":
+        return cov[:, :, None] * np.eye(D)
+    return cov[:, None, None] * np.eye(D)
+
+
+def _log_density(X, weights, means, cov, covariance_type) -> np.ndarray:
+    """log p(x) of a mixture by scipy, from scikit-learn-shaped covariances."""
+    K, D = means.shape
+    mats = _cov_matrices(cov, covariance_type, K, D)
+    lj = np.stack([np.log(weights[k]) + multivariate_normal(means[k], mats[k]).logpdf(X)
+                   for k in range(K)], axis=1)
+    return logsumexp(lj.reshape(len(X), K), axis=1)
+
+
 # ---------------------------------------------- the model and its inference
-def _random_class_params(C, K, D, ks, seed, dtype=torch.float64):
+def _random_class_params(family, C, K, D, ks, seed, dtype=torch.float64):
+    """Random class mixtures (batch (C,)) padded to K, with their mask."""
     g = torch.Generator().manual_seed(seed)
     mask = torch.arange(K).unsqueeze(0) < torch.as_tensor(ks).unsqueeze(1)
     w = torch.rand(C, K, generator=g, dtype=dtype) + 0.2
-    p = MixtureParams(w, torch.randn(C, K, D, generator=g, dtype=dtype),
-                      torch.rand(C, K, D, generator=g, dtype=dtype) + 0.3)
-    return masked_params(p, mask), mask
+    means = torch.randn(C, K, D, generator=g, dtype=dtype)
+    shape = (C,) + family.value_shape(K, D)
+    if family.site == "scales":
+        cov = torch.rand(shape, generator=g, dtype=dtype) + 0.3
+    else:   # a precision matrix, well conditioned
+        A = torch.randn(shape, generator=g, dtype=dtype)
+        cov = A @ A.transpose(-1, -2) / D + 0.5 * torch.eye(D, dtype=dtype)
+    return masked(MixtureParams(w, means, cov), mask, family), mask
 
 
-def _class_setup(ks=(1, 3, 2), D=2, n=(40, 50, 30), seed=0):
+def _class_setup(covariance_type, ks=(1, 3, 2), D=2, n=(40, 50, 30), seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((sum(n), D)) * 2
     y = np.repeat(np.arange(len(n)), n)
     rng.shuffle(y)   # classes interleaved: labels, not positions, pick the points
+    family = covariance.get(covariance_type, D)
     std = Standardizer(center=np.zeros(D), scale=np.ones(D))
     Kmax = max(ks)
-    priors = [resolve_priors(Priors(weight_concentration=1.5), X, k) for k in ks]
-    pt = class_prior_tensors(priors, std, Kmax, "cpu", dtype=torch.float64)
-    params, mask = _random_class_params(len(ks), Kmax, D, ks, seed)
+    # As the classifier does: priors resolved once for Kmax from the pooled
+    # data; class c's prior is the first k_c entries of the concentration.
+    base = resolve_priors(Priors(weight_concentration=1.5), family, Kmax, (X.mean(0), X.std(0)))
+    priors = [replace(base, weight_concentration=base.weight_concentration[:k]) for k in ks]
+    pt = std.priors(base, "cpu", dtype=torch.float64)
+    params, mask = _random_class_params(family, len(ks), Kmax, D, ks, seed)
     Xt = torch.as_tensor(X, dtype=torch.float64)
-    return X, y, Xt, torch.as_tensor(y), priors, pt, params, mask, std
+    return family, Xt, torch.as_tensor(y), priors, pt, params, mask, std
 
 
-def _class_slice(params, mask, c):
+def _class_slice(params, mask, c, family):
+    """Class c's own k_c-component mixture (batch shape ())."""
     k = int(mask[c].sum())
-    return MixtureParams(params.weights[c, :k], params.means[c, :k], params.scales[c, :k])
+    cov = params.cov[c, :k] if family.per_component else params.cov[c]
+    return MixtureParams(params.weights[c, :k], params.means[c, :k], cov)
 
 
-def test_class_plate_model_loss_is_sum_of_per_class_gmm_model_losses():
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_class_plate_model_loss_is_sum_of_per_class_gmm_model_losses(covariance_type):
     # Classes padded to different K (1, 3, 2): the class-plate Pyro model's
     # TraceEnum_ELBO loss must be the sum of each class's own gmm_model loss.
-    X, y, Xt, yt, priors, pt, params, mask, std = _class_setup()
-    total = class_elbo_loss(Xt, yt, params, pt, mask)
+    family, Xt, yt, priors, pt, params, mask, std = _class_setup(covariance_type)
+    total = class_elbo_loss(Xt, yt, params, pt, mask, family)
+    groups = Groups.from_labels(Xt, yt, 3)
+    batched = negative_log_joint(groups, params, torch.arange(3), pt, family, mask)
     per_class = []
     for c in range(3):
         pc = std.priors(priors[c], "cpu", dtype=torch.float64)
-        sub = _class_slice(params, mask, c)
-        per_class.append(elbo_loss(Xt[yt == c], sub, pc, int(mask[c].sum())))
-        # ... and the batched negative log joint agrees with the single-mixture one.
-        nlj = class_negative_log_joint(Xt, yt, 3, MixtureParams(params.weights[None],
-                                       params.means[None], params.scales[None]), pt, mask)[0, c]
-        assert float(nlj) == pytest.approx(float(negative_log_joint(Xt[yt == c], sub, pc)),
-                                           rel=1e-10)
+        sub = _class_slice(params, mask, c, family)
+        x = Xt[yt == c]
+        per_class.append(elbo_loss(x, sub, pc, family))
+        # ... and the batched negative log joint (padded groups, masked
+        # components) agrees with the single-mixture one and with Pyro's.
+        single = negative_log_joint(Groups.single(x), sub.map(lambda t: t[None]),
+                                    torch.zeros(1, dtype=torch.long), pc, family)[0]
+        assert float(batched[c]) == pytest.approx(float(single), rel=1e-10)
+        assert float(single) == pytest.approx(per_class[-1], rel=1e-9)
     assert total == pytest.approx(sum(per_class), rel=1e-9)
 
 
-def test_batched_m_step_equals_single_mixture_m_step():
-    X, y, Xt, yt, priors, pt, params, mask, std = _class_setup()
-    batch = MixtureParams(params.weights[None], params.means[None], params.scales[None])
-    stats = class_stats(ClassData.from_labels(Xt, yt, 3), batch, chunk=17)  # sums across chunks
-    new = _m_step_stats(stats, batch.scales, pt, mask)
+def _reference_m_step(x, r, sub, pc, family):
+    """One ECM update of a single mixture written out in full matrices:
+    Dirichlet mode of the weights; means given the current precisions,
+    (N_k L_k + L_0) mu_k = L_k sum_n r_nk x_n + L_0 m_0; then the covariances
+    given the new means (InverseGamma root on standard deviations, or the
+    Wishart mode (Psi + S_k) / (nu - D - 1 + N_k))."""
+    K, D = r.shape[1], x.shape[1]
+    Nk = r.sum(0)
+    w = (Nk + pc.concentration - 1) / (Nk + pc.concentration - 1).sum()
+    v = sub.cov
+    if family.name == "diag":
+        prec = torch.diag_embed(v ** -2)
+    elif family.name == "spherical":
+        prec = v[:, None, None] ** -2 * torch.eye(D, dtype=x.dtype)
+    elif family.name == "full":
+        prec = v
+    else:
+        prec = v.expand(K, D, D)
+    L0 = torch.diag(pc.mean_scale ** -2)
+    A = Nk[:, None, None] * prec + L0
+    rhs = (prec @ (r.T @ x).unsqueeze(-1)).squeeze(-1) + L0 @ pc.mean_loc
+    means = torch.linalg.solve(A, rhs)
+    diff = x[None] - means[:, None]                                   # (K, n, D)
+    S = torch.einsum("nk,kni,knj->kij", r, diff, diff)                # (K, D, D)
+    if family.name in ("diag", "spherical"):
+        a, b = pc.scale_shape + 1, pc.scale_rate
+        if family.name == "diag":
+            a, s2 = a + Nk[:, None], torch.diagonal(S, dim1=-2, dim2=-1)
+        else:
+            a, s2 = a + D * Nk, torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)
+        cov = (b + torch.sqrt(b * b + 4 * a * s2)) / (2 * a)           # a s^2 - b s - S = 0
+    elif family.name == "full":
+        cov = torch.linalg.inv((pc.psi + S) / (pc.dof - D - 1 + Nk)[:, None, None])
+    else:
+        cov = torch.linalg.inv((pc.psi + S.sum(0)) / (pc.dof - D - 1 + Nk.sum()))
+    return MixtureParams(w, means, cov)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_batched_m_step_equals_single_mixture_m_step(covariance_type, monkeypatch):
+    family, Xt, yt, priors, pt, params, mask, std = _class_setup(covariance_type)
+    # Blocks of 7 rows (3 pairs x 3 components x 2 features x 7): the
+    # statistics are summed across blocks, the groups padded per class.
+    monkeypatch.setattr(fitting, "BLOCK_ELEMENTS", 3 * 3 * 2 * 7)
+    groups = Groups.from_labels(Xt, yt, 3)
+    assert groups.rows(3, 3) == 7
+    stats = e_step(groups, params, torch.arange(3), family)
+    new = m_step(stats, params, pt, family, mask)
     for c in range(3):
         k = int(mask[c].sum())
-        sub = _class_slice(params, mask, c)
+        sub = _class_slice(params, mask, c, family)
         x = Xt[yt == c]
-        from bayesgmm.inference import component_log_prob
-        resp = torch.softmax(component_log_prob(x, sub), -1)
-        ref = _m_step(x, resp, sub.scales, std.priors(priors[c], "cpu", dtype=torch.float64))
-        torch.testing.assert_close(new.weights[0, c, :k], ref.weights)
-        torch.testing.assert_close(new.means[0, c, :k], ref.means)
-        torch.testing.assert_close(new.scales[0, c, :k], ref.scales)
-        assert torch.all(new.weights[0, c, k:] == 0)
+        resp = torch.softmax(component_log_prob(x, sub, family), 0).T          # (n, k)
+        ref = _reference_m_step(x, resp, sub, std.priors(priors[c], "cpu", dtype=torch.float64),
+                                family)
+        torch.testing.assert_close(new.weights[c, :k], ref.weights)
+        torch.testing.assert_close(new.means[c, :k], ref.means)
+        torch.testing.assert_close(_class_slice(new, mask, c, family).cov, ref.cov)
+        assert torch.all(new.weights[c, k:] == 0)
 
 
-def test_fitted_class_losses_are_each_class_negative_log_joint(three_blobs):
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fitted_class_losses_are_each_class_negative_log_joint(three_blobs, covariance_type):
+    # In the data's units: the loss offset of the standardisation (the
+    # Jacobian of every covariance family) is accounted for.
     X, y = three_blobs
-    clf = GMMClassifier([1, 2, 1], **FAST, random_state=0).fit(X, y)
+    clf = GMMClassifier([1, 2, 1], covariance_type=covariance_type, **FAST,
+                        random_state=0).fit(X, y)
+    assert clf.covariance_type_ == covariance_type
+    family = covariance.get(covariance_type, 2)
     ident = Standardizer(center=np.zeros(2), scale=np.ones(2))
     for c in range(3):
         k = clf.n_components_[c]
-        p = ident.params_to_std(clf.weights_[c, :k], clf.means_[c, :k], clf.scales_[c, :k], "cpu",
+        cov = clf.covariances_[c, :k] if family.per_component else clf.covariances_[c]
+        p = ident.params_to_std(clf.weights_[c, :k], clf.means_[c, :k], cov, family, "cpu",
                                 dtype=torch.float64)
         pt = ident.priors(clf.priors_[c], "cpu", dtype=torch.float64)
-        ref = float(negative_log_joint(torch.as_tensor(X[y == c]), p, pt))
+        ref = float(negative_log_joint(Groups.single(torch.as_tensor(X[y == c])),
+                                       p.map(lambda t: t[None]), torch.zeros(1, dtype=torch.long),
+                                       pt, family)[0])
         assert clf.class_losses_[c] == pytest.approx(ref, rel=1e-4)
     assert clf.loss_ == pytest.approx(clf.class_losses_.sum())
 
 
 def test_svi_stage_never_worse_than_em(three_blobs):
     X, y = three_blobs
-    # Padded classes (K = 1, 3, 2) through the class-plate Pyro model.
+    # Padded classes (K = 1, 3, 2) through the fused SVI of the class mixtures.
     em = GMMClassifier([1, 3, 2], **FAST, random_state=0).fit(X, y)
     both = GMMClassifier([1, 3, 2], **{**FAST, "max_iter": 30}, random_state=0).fit(X, y)
     assert np.all(both.class_losses_ <= em.class_losses_ + 1e-6 * np.abs(em.class_losses_))
     assert both.n_iter_ > em.n_iter_
     assert np.all(np.isfinite(both.means_[2, :2])) and np.all(np.isnan(both.means_[2, 2:]))
+    assert np.all(np.isfinite(both.covariances_[2, :2]))
+    assert np.all(np.isnan(both.covariances_[2, 2:]))
 
 
-def test_class_log_likelihood_matches_numpy_mixture_density(three_blobs):
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_class_log_likelihood_matches_scipy_mixture_density(three_blobs, covariance_type):
     X, y = three_blobs
-    clf = GMMClassifier([1, 3, 2], **FAST, random_state=0).fit(X, y)
+    clf = GMMClassifier([1, 3, 2], covariance_type=covariance_type, **FAST,
+                        random_state=0).fit(X, y)
     ll = clf.class_log_likelihood(X)
+    tied = covariance_type == "tied"
     for c in range(3):
         k = clf.n_components_[c]
-        ref = MixtureTruth(clf.weights_[c, :k], clf.means_[c, :k], clf.scales_[c, :k]).log_density(X)
+        cov = clf.covariances_[c] if tied else clf.covariances_[c, :k]
+        ref = _log_density(X, clf.weights_[c, :k], clf.means_[c, :k], cov, covariance_type)
         np.testing.assert_allclose(ll[:, c], ref, rtol=1e-5, atol=1e-4)
+        # scales_: the per-feature marginal standard deviations, every type.
+        mats = _cov_matrices(cov, covariance_type, k, 2)
+        np.testing.assert_allclose(clf.scales_[c, :k],
+                                   np.sqrt(np.diagonal(mats, axis1=-2, axis2=-1)), rtol=1e-12)
+        assert np.all(np.isnan(clf.scales_[c, k:]))
+        # precisions_cholesky_ in scikit-learn's convention: upper triangular
+        # P with precision P P^T ("full", "tied"), 1/std ("diag", "spherical").
+        pc = clf.precisions_cholesky_[c] if tied else clf.precisions_cholesky_[c, :k]
+        if covariance_type in ("full", "tied"):
+            np.testing.assert_array_equal(pc, np.triu(pc))
+            np.testing.assert_allclose(pc @ np.swapaxes(pc, -1, -2), np.linalg.inv(cov),
+                                       rtol=1e-6, atol=1e-9)
+        else:
+            np.testing.assert_allclose(pc, 1 / np.sqrt(cov), rtol=1e-12)
     assert np.all(np.isnan(clf.means_[0, 1:])) and np.all(clf.weights_[0, 1:] == 0)
+    if not tied:
+        assert np.all(np.isnan(clf.covariances_[0, 1:]))
+        assert np.all(np.isnan(clf.precisions_cholesky_[0, 1:]))
     joint = ll + np.log(clf.class_prior_)
-    np.testing.assert_allclose(clf.predict_log_proba(X), joint - logsumexp(joint, 1, keepdims=True))
+    # Log-probabilities near 0 (sure points) agree to float64 rounding in absolute terms.
+    np.testing.assert_allclose(clf.predict_log_proba(X), joint - logsumexp(joint, 1, keepdims=True),
+                               rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(clf.predict_proba(X).sum(1), 1.0)
     np.testing.assert_allclose(clf.decision_function(X), joint)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[joint.argmax(1)])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_prediction_kernel_follows_the_number_of_features(covariance_type, monkeypatch):
+    """Regression: the kernel cache was keyed by the type's name alone, so a
+    one-feature "full" (diagonal) or a spherical kernel bound to another D was
+    reused for later fits (an error, or silently wrong log-likelihoods)."""
+    monkeypatch.setattr(classifier_module, "_KERNELS", {}, raising=False)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    kw = dict(n_components=1, covariance_type=covariance_type, **FAST, random_state=0)
+    X1 = rng.standard_normal((100, 1)) + y[:, None]
+    GMMClassifier(**kw).fit(X1, y).predict(X1)           # one feature predicts first
+    X3 = rng.standard_normal((100, 3)) + y[:, None]
+    clf = GMMClassifier(**kw).fit(X3, y)
+    ll = clf.class_log_likelihood(X3)
+    for c in range(2):
+        ref = _log_density(X3, clf.weights_[c], clf.means_[c], clf.covariances_[c],
+                           covariance_type)
+        np.testing.assert_allclose(ll[:, c], ref, rtol=1e-5, atol=1e-4)
 
 
 def test_prediction_is_chunked_without_changing_results(three_blobs, monkeypatch):
@@ -151,7 +290,15 @@ def test_same_seed_same_fit_and_refit_is_idempotent(three_blobs):
     a = GMMClassifier(2, **FAST, random_state=3).fit(X, y)
     b = GMMClassifier(2, **FAST, random_state=3).fit(X, y)
     np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.covariances_, b.covariances_)
     np.testing.assert_array_equal(a.predict_proba(X), a.fit(X, y).predict_proba(X))
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "kmeans", "random"])
+def test_every_init_option_fits(three_blobs, init):
+    X, y = three_blobs
+    clf = GMMClassifier(2, init=init, **FAST, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.9
 
 
 # ------------------------------------------------------------------ studies
@@ -194,7 +341,7 @@ def test_iris_five_fold_cv_accuracy():
 def test_two_rings_study():
     X, y = make_circles(1000, noise=0.01, random_state=42)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=42)
-    # A ring needs many diagonal Gaussians along its arc: 16 per class.
+    # A ring needs many Gaussians along its arc: 16 per class.
     clf = GMMClassifier(16, **CPU, max_iter=0, random_state=0).fit(Xtr, ytr)
     assert clf.score(Xte, yte) >= 0.995
     # "auto" over the default range stops at its cap on rings and says so.
@@ -281,7 +428,8 @@ def test_wrong_feature_count_at_predict(three_blobs):
     (dict(class_prior="flat"), "class_prior must be one of"),
     (dict(class_prior=[0.5, 0.5]), "class_prior must be 'empirical', 'uniform' or 3 positive"),
     (dict(class_prior=[0.5, -0.5, 1.0]), "positive finite"),
-    (dict(init="kmeans"), "init must be one of"),
+    (dict(init="k-means"), "init must be one of"),
+    (dict(covariance_type="diagonal"), "covariance_type must be one of"),
     (dict(discriminative_steps=-1), "discriminative_steps must be >= 0"),
     (dict(max_iter=0, em_max_iter=0), "leave nothing to fit"),
     (dict(n_components=[1, 2, 1], priors=Priors(weight_concentration=[1.0, 2.0])),

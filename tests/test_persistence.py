@@ -3,7 +3,6 @@ writes, clear errors for damaged files, devices, and pickling."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -19,13 +18,14 @@ from hypothesis.extra import numpy as hnp
 
 import bayesgmm
 from bayesgmm import BayesianGMM, Priors, persistence
+from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.persistence import _Decoder, _Encoder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-FITTED = ("weights_", "means_", "scales_", "priors_", "loss_", "losses_", "restart_losses_",
-          "best_restart_", "n_iter_", "converged_", "device_", "n_features_in_",
-          "feature_names_in_")
+FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_", "scales_",
+          "covariance_type_", "priors_", "loss_", "losses_", "restart_losses_", "best_restart_",
+          "n_iter_", "converged_", "device_", "n_features_in_", "feature_names_in_")
 
 
 def _data(seed: int = 0, n: int = 120) -> pd.DataFrame:
@@ -41,8 +41,11 @@ def X() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fitted(X) -> BayesianGMM:
+    # Lists, tuples and arrays in the priors; scale_rate (unused by the
+    # default "full") still round-trips in the hyperparameter.
     priors = Priors(mean_loc=[0.0, 0.0, 0.0], mean_scale=(5.0, 5.0, 5.0),
-                    scale_rate=np.array([0.1, 0.2, 0.3]))
+                    scale_rate=np.array([0.1, 0.2, 0.3]), covariance_dof=6.0,
+                    covariance_scale=np.array([0.01, 0.04, 0.09]))
     return BayesianGMM(2, priors=priors, n_init=2, em_max_iter=50, max_iter=15, device="cpu",
                        random_state=0).fit(X)
 
@@ -148,12 +151,17 @@ def test_file_layout_is_json_plus_safetensors(fitted, tmp_path):
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
         meta = json.loads(zf.read("meta.json"))
         arrays = safetensors.numpy.load(zf.read("arrays.safetensors"))
-    assert (meta["format"], meta["format_version"], meta["kind"]) == ("bayesgmm-model", 1, "BayesianGMM")
+    assert (meta["format"], meta["format_version"], meta["kind"]) == ("bayesgmm-model", 2, "BayesianGMM")
+    assert persistence.FORMAT_VERSION == 2
     assert meta["bayesgmm_version"] == bayesgmm.__version__
     assert meta["state"]["device_"] == {"__device__": "cpu"}
     assert meta["params"]["n_components"] == 2
+    assert meta["params"]["covariance_type"] == meta["state"]["covariance_type_"] == "full"
     means = arrays[meta["state"]["means_"]["__array__"]]
     np.testing.assert_array_equal(means, fitted.means_)
+    covariances = arrays[meta["state"]["covariances_"]["__array__"]]
+    assert covariances.shape == (2, 3, 3)
+    np.testing.assert_array_equal(covariances, fitted.covariances_)
 
 
 def test_unfitted_estimator_and_awkward_hyperparameters(tmp_path):
@@ -179,6 +187,7 @@ def test_unfitted_estimator_and_awkward_hyperparameters(tmp_path):
     np.float64(np.nan), b"raw", 2 ** 80, -0.0, float("inf"), "text", None,
     {1: "one", "two": 2, (3, 4): [5, 6.5]}, ("tuple", [1, (2,)]), [],
     torch.device("cuda:1"), Priors(mean_loc=[1.0, 2.0]),
+    Priors(covariance_dof=4.5, covariance_scale=np.eye(2)),
 ])
 def test_values_round_trip_with_their_types(value):
     _same(value, _roundtrip_value(value))
@@ -306,12 +315,19 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
     path = tmp_path / "m.bgmm"
     fitted.save(path)
     cases = {
-        "newer": (lambda m: m.update(format_version=2), "format version 2.*upgrade bayesgmm"),
+        "newer": (lambda m: m.update(format_version=3), "format version 3.*upgrade bayesgmm"),
         "format": (lambda m: m.update(format="something-else"), "does not identify"),
         "kind": (lambda m: m.update(kind="os.system"), "unknown estimator kind 'os.system'"),
         "shape": (lambda m: m["state"].update(weights_=m["state"]["means_"]),
                   "weights_ is not a float array with 1 dimension"),
-        "missing": (lambda m: m["state"].pop("scales_"), r"lacks \['scales_'\]"),
+        "missing": (lambda m: m["state"].pop("covariances_"), r"lacks \['covariances_'\]"),
+        "missing scales": (lambda m: m["state"].pop("scales_"), r"lacks \['scales_'\]"),
+        "type": (lambda m: m["state"].update(covariance_type_="banana"),
+                 "covariance_type_ 'banana' is not one of"),
+        "cov shape": (lambda m: m["state"].update(covariances_=m["state"]["means_"]),
+                      r"covariances_ has shape \(2, 3\), expected \(2, 3, 3\)"),
+        "chol shape": (lambda m: m["state"].update(precisions_cholesky_=m["state"]["means_"]),
+                       r"precisions_cholesky_ is not a float array of shape \(2, 3, 3\)"),
         "param": (lambda m: m["params"].update(colour="red"), "do not fit this release"),
         "tag": (lambda m: m["state"].update(n_iter_={"__eval__": "1"}), "unknown tag"),
         "nan": (lambda m: m["state"].update(loss_={"__float__": "1e400"}), "bad float"),
@@ -462,9 +478,10 @@ def test_joblib_and_pickle_work(fitted, X, tmp_path):
 # ----------------------------------------------------------------------------
 from bayesgmm.classifier import GMMClassifier  # noqa: E402
 
-CLF_FITTED = ("classes_", "n_components_", "weights_", "means_", "scales_", "class_prior_",
-              "priors_", "class_losses_", "loss_", "discriminative_losses_", "n_iter_",
-              "converged_", "device_", "n_features_in_")
+CLF_FITTED = ("classes_", "n_components_", "weights_", "means_", "covariances_",
+              "precisions_cholesky_", "scales_", "covariance_type_", "class_prior_", "priors_",
+              "class_losses_", "loss_", "discriminative_losses_", "n_iter_", "converged_",
+              "device_", "n_features_in_")
 
 
 def _clf_data():
@@ -557,3 +574,102 @@ def test_classifier_pickles(tmp_path):
     joblib.dump(clf, tmp_path / "clf.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X),
                                   clf.predict_proba(X))
+
+
+# ----------------------------------------------------------------------------
+# Covariance types and older files
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_every_covariance_type_round_trips(covariance_type, X, tmp_path):
+    kw = dict(covariance_type=covariance_type, n_init=1, em_max_iter=20, max_iter=0,
+              device="cpu", random_state=0)
+    gmm = BayesianGMM(2, **kw).fit(X)
+    gmm.save(tmp_path / "gmm.bgmm")
+    loaded = bayesgmm.load(tmp_path / "gmm.bgmm")
+    assert loaded.covariance_type_ == covariance_type
+    _assert_same_state(gmm, loaded, FITTED)
+    np.testing.assert_array_equal(loaded.predict_proba(X), gmm.predict_proba(X))
+    np.testing.assert_array_equal(loaded.score_samples(X), gmm.score_samples(X))
+    Xc, codes = _clf_data()
+    clf = GMMClassifier([2, 1, 1], **kw).fit(Xc, codes)      # a padded class
+    clf.save(tmp_path / "clf.bgmm")
+    _assert_same_classifier(clf, bayesgmm.load(tmp_path / "clf.bgmm"), Xc)
+
+
+_V1_STATE_DROPPED = ("covariances_", "precisions_cholesky_", "covariance_type_")
+_V1_PRIORS_DROPPED = ("covariance_dof", "covariance_scale")
+
+
+def _as_version_1(meta: dict) -> None:
+    """Rewrite a saved diagonal model's metadata in the version-1 layout
+    (bayesgmm 0.1): no covariance_type hyperparameter, no covariances_,
+    precisions_cholesky_ or covariance_type_ (scales_ holds the model), and
+    Priors without the covariance fields."""
+    meta["format_version"] = 1
+    del meta["params"]["covariance_type"]
+    for name in _V1_STATE_DROPPED:
+        del meta["state"][name]
+
+    def strip(value):
+        if isinstance(value, dict):
+            if "__priors__" in value:
+                for name in _V1_PRIORS_DROPPED:
+                    del value["__priors__"][name]
+            for v in value.values():
+                strip(v)
+        elif isinstance(value, list):
+            for v in value:
+                strip(v)
+
+    strip(meta)
+
+
+@pytest.mark.parametrize("kind", ["BayesianGMM", "GMMClassifier"])
+def test_version_1_file_still_loads_as_diag(kind, X, tmp_path):
+    if kind == "BayesianGMM":
+        data, y = X, None
+        est = BayesianGMM(2, covariance_type="diag", priors=Priors(scale_rate=[0.1, 0.2, 0.3]),
+                          n_init=2, em_max_iter=30, max_iter=5, device="cpu", random_state=0)
+        names = FITTED
+    else:
+        data, y = _clf_data()
+        est = GMMClassifier([2, 1, 1], covariance_type="diag", priors=Priors(scale_shape=2.0),
+                            n_init=1, em_max_iter=20, max_iter=0, device="cpu", random_state=0)
+        names = CLF_FITTED
+    fitted = est.fit(data) if y is None else est.fit(data, y)
+    path = tmp_path / "new.bgmm"
+    fitted.save(path)
+    _edit_meta(path, tmp_path / "v1.bgmm", _as_version_1)
+    with zipfile.ZipFile(tmp_path / "v1.bgmm") as zf:
+        meta = json.loads(zf.read("meta.json"))
+    assert meta["format_version"] == 1 and "covariance_type" not in meta["params"]
+    assert not set(_V1_STATE_DROPPED) & set(meta["state"])
+    assert "covariance_dof" not in json.dumps(meta)
+
+    loaded = bayesgmm.load(tmp_path / "v1.bgmm")
+    assert type(loaded) is type(fitted)
+    assert loaded.covariance_type == loaded.covariance_type_ == "diag"
+    np.testing.assert_array_equal(loaded.covariances_, loaded.scales_ ** 2)
+    np.testing.assert_array_equal(loaded.precisions_cholesky_, 1 / loaded.scales_)
+    # What the file holds comes back exactly; what version 1 lacked is rebuilt
+    # from scales_ (equal to the fitted arrays up to rounding).
+    _assert_same_state(fitted, loaded, [n for n in names if n not in _V1_STATE_DROPPED])
+    np.testing.assert_allclose(loaded.covariances_, fitted.covariances_, rtol=1e-14)
+    np.testing.assert_allclose(loaded.precisions_cholesky_, fitted.precisions_cholesky_,
+                               rtol=1e-14)
+    np.testing.assert_array_equal(loaded.predict(data), fitted.predict(data))
+    np.testing.assert_allclose(loaded.predict_proba(data), fitted.predict_proba(data),
+                               rtol=1e-12, atol=1e-300)
+    if y is None:
+        np.testing.assert_allclose(loaded.score_samples(data), fitted.score_samples(data),
+                                   rtol=1e-12)
+        # A refit of the loaded model is a diagonal fit, as the file's model was.
+        np.testing.assert_array_equal(loaded.fit(data).covariances_,
+                                      BayesianGMM(**fitted.get_params()).fit(data).covariances_)
+    else:
+        np.testing.assert_allclose(loaded.decision_function(data), fitted.decision_function(data),
+                                   rtol=1e-12)
+    # Re-saved, it is a current (version-2) file.
+    loaded.save(tmp_path / "again.bgmm")
+    with zipfile.ZipFile(tmp_path / "again.bgmm") as zf:
+        assert json.loads(zf.read("meta.json"))["format_version"] == persistence.FORMAT_VERSION

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -18,7 +19,7 @@ from scipy.stats import norm
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 from sklearn.mixture import GaussianMixture
 
-from bayesgmm import BayesianGMM
+from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm.datasets import load_iris, make_circles
 from bayesgmm.plotting import (plot_assignments, plot_clusters_2d, plot_confusion_matrix,
                                plot_decision_regions, plot_density_1d, plot_loss_history,
@@ -54,8 +55,44 @@ def fit_4d(iris):
     return BayesianGMM(3, n_init=2, max_iter=0, random_state=0, device="cpu").fit(X), X
 
 
+@pytest.fixture(scope="module")
+def fit_2d_diag(iris):
+    X = iris[["petal_length", "petal_width"]]
+    return BayesianGMM(3, covariance_type="diag", n_init=2, max_iter=0, random_state=0,
+                       device="cpu").fit(X), X
+
+
 def _legend_texts(ax):
     return [t.get_text() for t in ax.get_legend().texts]
+
+
+def _ellipses(ax):
+    return [p for p in ax.patches if isinstance(p, Ellipse)]
+
+
+def _ellipse_covariance(e, n_sigma):
+    """The 2x2 covariance whose n-sigma contour is the drawn ellipse
+    (R diag(a^2, b^2) R^T from its width, height and angle): invariant to
+    how width/height/angle were chosen to describe the same ellipse."""
+    t = np.deg2rad(e.angle)
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    a, b = e.width / (2 * n_sigma), e.height / (2 * n_sigma)
+    return R @ np.diag([a * a, b * b]) @ R.T
+
+
+def _assert_ellipse_matches_eigen(e, cov2, n_sigma):
+    """The ellipse's semi-axes are n sqrt(eigenvalues) of ``cov2`` and its
+    long axis lies along the leading eigenvector; the whole shape equals the
+    n-sigma contour of ``cov2``."""
+    vals, vecs = np.linalg.eigh(cov2)
+    semi = np.sort([e.width, e.height]) / 2
+    np.testing.assert_allclose(semi, n_sigma * np.sqrt(vals), rtol=1e-6)
+    t = np.deg2rad(e.angle + (0.0 if e.width >= e.height else 90.0))
+    long_axis = np.array([np.cos(t), np.sin(t)])
+    if vals[1] > 1.01 * vals[0]:  # a distinct long axis
+        assert abs(long_axis @ vecs[:, 1]) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(_ellipse_covariance(e, n_sigma), cov2, rtol=1e-6,
+                               atol=1e-9 * np.abs(cov2).max())
 
 
 # ---------------------------------------------------------------- lightness
@@ -140,10 +177,37 @@ def test_density_1d_marginal_of_multivariate_fit(fit_4d):
     assert not ax.collections
     grid = ax.lines[-1].get_xdata()
     j = list(X.columns).index("sepal_width")
+    assert gmm.covariance_type_ == "full"
+    # the marginal of a full-covariance component: its variance on the diagonal
+    sd = np.sqrt(gmm.covariances_[:, j, j])
+    np.testing.assert_allclose(sd, gmm.scales_[:, j])
     expected = (gmm.weights_[:, None] * norm.pdf(grid, gmm.means_[:, j, None],
-                                                 gmm.scales_[:, j, None])).sum(0)
+                                                 sd[:, None])).sum(0)
     np.testing.assert_allclose(ax.lines[-1].get_ydata(), expected)
     assert ax.get_xlabel() == "sepal_width"
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical"])
+def test_density_1d_sklearn_any_covariance_type(iris, covariance_type):
+    # 1-D: the drawn mixture is scikit-learn's own density
+    X = iris[["petal_length"]].to_numpy()
+    gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    ax = plot_density_1d(gm, X, rug=False)
+    grid = ax.lines[-1].get_xdata()
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), np.exp(gm.score_samples(grid[:, None])),
+                               rtol=1e-6)
+    # 4-D: the marginal on a feature; integrating scikit-learn's density of the
+    # other features out by Monte Carlo is overkill, the marginal of a
+    # Gaussian is exact: N(mu_f, Sigma_ff).
+    X4 = iris.drop(columns="species").to_numpy()
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X4)
+    ax = plot_density_1d(gm, X4, feature=2, rug=False)
+    var = {"full": lambda c: c[:, 2, 2], "tied": lambda c: np.full(3, c[2, 2]),
+           "spherical": lambda c: c}[covariance_type](gm.covariances_)
+    grid = ax.lines[-1].get_xdata()
+    expected = (gm.weights_[:, None] * norm.pdf(grid, gm.means_[:, 2, None],
+                                                np.sqrt(var)[:, None])).sum(0)
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), expected, rtol=1e-10)
 
 
 def test_density_1d_sklearn_diag_mixture_and_labels(iris):
@@ -158,6 +222,16 @@ def test_density_1d_sklearn_diag_mixture_and_labels(iris):
     assert len({tuple(c) for c in np.round(rug.get_colors(), 4)}) == 3
 
 
+def test_density_1d_mixture_with_scales_only(fit_4d):
+    # an object with weights_, means_ and scales_ but no covariances_ (the
+    # first release's attributes) is drawn as a diagonal mixture
+    gmm, X = fit_4d
+    old = SimpleNamespace(weights_=gmm.weights_, means_=gmm.means_, scales_=gmm.scales_)
+    ax = plot_density_1d(old, X, feature=1, rug=False)
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(),
+                               plot_density_1d(gmm, X, feature=1, rug=False).lines[-1].get_ydata())
+
+
 def test_density_1d_bad_input(fit_1d, fit_4d):
     gmm, X = fit_1d
     with pytest.raises(ValueError, match="feature=3 is out of range"):
@@ -168,9 +242,13 @@ def test_density_1d_bad_input(fit_1d, fit_4d):
         plot_density_1d(fit_4d[0], X)
     with pytest.raises(ValueError, match="one label per row"):
         plot_density_1d(gmm, X, labels=[0, 1])
-    full = GaussianMixture(2, covariance_type="full", random_state=0).fit(X)
-    with pytest.raises(ValueError, match="covariance_type='full'"):
-        plot_density_1d(full, X)
+    odd = SimpleNamespace(weights_=gmm.weights_, means_=gmm.means_,
+                          covariances_=gmm.covariances_, covariance_type="banana")
+    with pytest.raises(ValueError, match="covariance_type='banana'"):
+        plot_density_1d(odd, X)
+    odd.covariance_type = "diag"  # (K, 1, 1) is not a diagonal covariances_
+    with pytest.raises(ValueError, match=r"covariances_ has shape \(2, 1, 1\)"):
+        plot_density_1d(odd, X)
     with pytest.raises(ValueError, match="call fit"):
         plot_density_1d(BayesianGMM(), X)
 
@@ -212,15 +290,18 @@ def test_assignments_bad_input(fit_1d):
 def test_clusters_2d_ellipses_match_fit(fit_2d):
     gmm, X = fit_2d
     K = gmm.n_components
+    assert gmm.covariance_type_ == "full"  # the default
     ax = plot_clusters_2d(gmm, X)
-    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    ellipses = _ellipses(ax)
     assert len(ellipses) == 2 * K
     for k in range(K):
         for i, n_sigma in enumerate((1, 2)):
             e = ellipses[2 * k + i]
             np.testing.assert_allclose(e.center, gmm.means_[k])
-            assert e.angle == 0  # diagonal covariance: axis-aligned
-            np.testing.assert_allclose([e.width, e.height], 2 * n_sigma * gmm.scales_[k])
+            # rotated along the eigenvectors of the full covariance
+            _assert_ellipse_matches_eigen(e, gmm.covariances_[k], n_sigma)
+    # petal length and width are correlated within species: the components tilt
+    assert max(abs(e.angle) for e in ellipses) > 5
     z = gmm.predict(X)
     points = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(points) == len(np.unique(z)) + 1  # one per cluster + the means
@@ -233,15 +314,98 @@ def test_clusters_2d_ellipses_match_fit(fit_2d):
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("petal_length", "petal_width")
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_clusters_2d_diagonal_types_are_axis_aligned(iris, fit_2d_diag, covariance_type):
+    if covariance_type == "diag":
+        gmm, X = fit_2d_diag
+    else:
+        X = iris[["petal_length", "petal_width"]]
+        gmm = BayesianGMM(3, covariance_type="spherical", n_init=2, max_iter=0, random_state=0,
+                          device="cpu").fit(X)
+    ax = plot_clusters_2d(gmm, X)
+    ellipses = _ellipses(ax)
+    assert len(ellipses) == 2 * gmm.n_components
+    for k in range(gmm.n_components):
+        for i, n_sigma in enumerate((1, 2)):
+            e = ellipses[2 * k + i]
+            assert e.angle == 0
+            np.testing.assert_allclose([e.width, e.height], 2 * n_sigma * gmm.scales_[k])
+    if covariance_type == "spherical":
+        assert all(e.width == pytest.approx(e.height) for e in ellipses)
+
+
+def test_clusters_2d_tied_ellipses_share_one_shape(iris):
+    X = iris[["petal_length", "petal_width"]]
+    gmm = BayesianGMM(3, covariance_type="tied", n_init=2, max_iter=0, random_state=0,
+                      device="cpu").fit(X)
+    assert gmm.covariances_.shape == (2, 2)
+    ellipses = _ellipses(plot_clusters_2d(gmm, X, sigmas=[2]))
+    assert len(ellipses) == 3
+    for k, e in enumerate(ellipses):
+        np.testing.assert_allclose(e.center, gmm.means_[k])
+        _assert_ellipse_matches_eigen(e, gmm.covariances_, 2)
+        assert (e.width, e.height, e.angle) == pytest.approx(
+            (ellipses[0].width, ellipses[0].height, ellipses[0].angle))
+    assert abs(ellipses[0].angle) > 5
+
+
 def test_clusters_2d_contours_features_and_sigmas(fit_4d):
     gmm, X = fit_4d
     ax = plot_clusters_2d(gmm, X, features=("sepal_length", "petal_width"), sigmas=[3],
                           contours=True)
-    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    ellipses = _ellipses(ax)
     assert len(ellipses) == gmm.n_components
-    np.testing.assert_allclose(ellipses[0].center, gmm.means_[0, [0, 3]])
-    np.testing.assert_allclose(ellipses[0].width, 6 * gmm.scales_[0, 0])
+    for k, e in enumerate(ellipses):
+        np.testing.assert_allclose(e.center, gmm.means_[k, [0, 3]])
+        # the marginal on (sepal_length, petal_width): that 2x2 block of Sigma_k
+        _assert_ellipse_matches_eigen(e, gmm.covariances_[k][np.ix_([0, 3], [0, 3])], 3)
     assert sum(isinstance(c, ContourSet) for c in ax.collections) == 1
+
+
+def test_clusters_2d_contours_are_the_density(fit_2d):
+    # With D = 2 the marginal is the mixture itself: every drawn contour line
+    # runs where exp(score_samples) equals its level (up to the grid's
+    # linear interpolation).
+    gmm, X = fit_2d
+    ax = plot_clusters_2d(gmm, X, contours=True, grid_size=200)
+    cs = [c for c in ax.collections if isinstance(c, ContourSet)][0]
+    checked = 0
+    for level, segs in zip(cs.levels, cs.allsegs):
+        pts = np.concatenate([np.empty((0, 2))] + list(segs))
+        if level <= 0 or not len(pts):
+            continue
+        dens = np.exp(gmm.score_samples(pd.DataFrame(pts, columns=list(X.columns))))
+        np.testing.assert_allclose(dens, level, rtol=0.03, atol=0.01 * cs.levels.max())
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical"])
+def test_clusters_2d_sklearn_any_covariance_type(fit_2d, covariance_type):
+    _, X = fit_2d
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    e = _ellipses(plot_clusters_2d(gm, X, sigmas=[2]))
+    assert len(e) == 3
+    # scikit-learn's own covariance matrix of each component
+    mats = {"full": gm.covariances_, "tied": np.stack([gm.covariances_] * 3),
+            "spherical": gm.covariances_[:, None, None] * np.eye(2)}[covariance_type]
+    for k in range(3):
+        np.testing.assert_allclose(e[k].center, gm.means_[k])
+        _assert_ellipse_matches_eigen(e[k], mats[k], 2)
+
+
+def test_clusters_2d_full_matches_sklearn_full(fit_2d):
+    # The same data, K and covariance type: both fits find the species-like
+    # clusters, and their ellipses agree up to the small pull of the priors.
+    gmm, X = fit_2d
+    gm = GaussianMixture(3, covariance_type="full", n_init=2, random_state=0).fit(X)
+    mine = _ellipses(plot_clusters_2d(gmm, X, sigmas=[2]))
+    theirs = _ellipses(plot_clusters_2d(gm, X, sigmas=[2]))
+    match = [int(np.argmin(np.linalg.norm(gm.means_ - m, axis=1))) for m in gmm.means_]
+    assert sorted(match) == [0, 1, 2]
+    for k, j in enumerate(match):
+        np.testing.assert_allclose(_ellipse_covariance(mine[k], 2),
+                                   _ellipse_covariance(theirs[j], 2), rtol=0.25, atol=2e-3)
 
 
 def test_clusters_2d_sklearn_and_bad_input(fit_2d):
@@ -250,6 +414,7 @@ def test_clusters_2d_sklearn_and_bad_input(fit_2d):
     ax = plot_clusters_2d(gm, X, sigmas=[2])
     e = [p for p in ax.patches if isinstance(p, Ellipse)]
     np.testing.assert_allclose(e[1].width, 4 * np.sqrt(gm.covariances_[1, 0]))
+    assert all(p.angle == 0 for p in e)
     with pytest.raises(ValueError, match="at least 2 features"):
         g1 = BayesianGMM(2, max_iter=0, random_state=0, device="cpu").fit(X[["petal_length"]])
         plot_clusters_2d(g1, X[["petal_length"]])
@@ -284,8 +449,39 @@ def test_decision_regions_draws_regions_and_points(circles):
     assert 0.5 < radii.min() and radii.max() < 1.0
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
+def test_decision_regions_classifier_ellipses(circles, covariance_type):
+    X, y, _ = circles
+    clf = GMMClassifier(n_components=[6, 3], covariance_type=covariance_type, max_iter=0,
+                        random_state=0, device="cpu").fit(X, y)
+    ax = plot_decision_regions(clf, X, y, grid_size=40, ellipses=True, sigma=2)
+    ellipses = _ellipses(ax)
+    assert len(ellipses) == clf.n_components_.sum() == 9  # padded components skipped
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    mats = clf.covariances_ if covariance_type != "tied" else None
+    i = 0
+    for c in range(len(clf.classes_)):
+        for k in range(clf.n_components_[c]):
+            e = ellipses[i]
+            i += 1
+            np.testing.assert_allclose(e.center, clf.means_[c, k])
+            cov = clf.covariances_[c] if mats is None else (
+                mats[c, k] if covariance_type == "full" else np.diag(mats[c, k]))
+            _assert_ellipse_matches_eigen(e, cov, 2)
+            # in the colour of the class's points
+            np.testing.assert_allclose(e.get_edgecolor()[:3], points[c].get_facecolor()[0][:3])
+    if covariance_type == "diag":
+        assert all(e.angle == 0 for e in ellipses)
+    # without ellipses=True nothing is added
+    assert not _ellipses(plot_decision_regions(clf, X, y, grid_size=40))
+
+
 def test_decision_regions_bad_input(circles):
     X, y, clf = circles
+    with pytest.raises(ValueError, match="needs a mixture classifier"):
+        plot_decision_regions(clf, X, y, ellipses=True)
+    with pytest.raises(ValueError, match="sigma must be a positive number"):
+        plot_decision_regions(clf, X, y, ellipses=True, sigma=0)
     with pytest.raises(ValueError, match="2-D but X has 3 features"):
         plot_decision_regions(clf, np.c_[X, X[:, :1]], y)
     with pytest.raises(ValueError, match="not in classifier.classes_"):
@@ -322,8 +518,13 @@ def test_pairs_grid_coloured_by_cluster_with_ellipses(fit_4d):
     assert [t.get_text() for t in grid.legend.texts] == [str(c) for c in np.unique(z)]
     for i in range(4):
         for j in range(4):
-            n_ell = sum(isinstance(p, Ellipse) for p in grid.axes[i, j].patches)
-            assert n_ell == (gmm.n_components if i != j else 0)
+            ellipses = _ellipses(grid.axes[i, j])
+            assert len(ellipses) == (gmm.n_components if i != j else 0)
+            # panel (i, j): x is feature j, y feature i; each ellipse is the
+            # 2-sigma contour of that 2x2 block of the full covariance
+            for k, e in enumerate(ellipses):
+                np.testing.assert_allclose(e.center, gmm.means_[k, [j, i]])
+                _assert_ellipse_matches_eigen(e, gmm.covariances_[k][np.ix_([j, i], [j, i])], 2)
     off = [c for c in grid.axes[0, 1].collections if isinstance(c, PathCollection)]
     assert sum(len(c.get_offsets()) for c in off) == len(X)
     assert grid.axes[3, 0].get_xlabel() == "sepal_length"

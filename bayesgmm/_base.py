@@ -1,0 +1,213 @@
+"""What the two estimators share: typed settings checked at fit, the fit
+wrapper (rollback on failure, grad mode), the progress bar, the fitted
+covariance attributes and their standardised frame, and save/load."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+import numpy as np
+import torch
+
+from . import _validation as V, persistence
+from . import covariance as cov_module
+from .covariance import COVARIANCE_TYPES, Covariance
+from .priors import Standardizer, rms, spread_of
+
+DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
+InitMethod = Literal["kmeans++", "kmeans", "random"]
+INIT_OPTIONS = ("kmeans++", "kmeans", "random")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The estimator arguments every fit uses, validated (see
+    :meth:`MixtureBase._settings`)."""
+
+    covariance_type: str
+    n_init: int
+    max_iter: int
+    em_max_iter: int
+    tol: float
+    learning_rate: float
+    device: torch.device
+    progress: bool
+
+
+def progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar (the notebook widget under Jupyter) when enabled; a
+    disabled plain bar otherwise, so that a notebook without ipywidgets gets
+    no warning from a bar nobody asked for."""
+    if enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+@contextlib.contextmanager
+def rollback_on_error(estimator):
+    """On any exception (``KeyboardInterrupt`` included) restore the
+    estimator's attributes as they were on entry.  A shallow snapshot
+    suffices because fitting assigns new objects and never mutates fitted
+    arrays in place."""
+    saved = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        raise
+
+
+def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
+                   moments: tuple[np.ndarray, np.ndarray]) -> None:
+    """Refuse data whose per-feature variances are not normal float64
+    numbers: covariances (and their priors) live in squared data units, so a
+    spread beyond ~1e154 (its square overflows; also a constant feature
+    beyond ~1e157, whose fallback spread is 1e-3 of its magnitude) or below
+    ~1e-154 (its square is subnormal or zero) cannot be represented."""
+    with np.errstate(all="ignore"):
+        sq = std.scale.astype(np.float64) ** 2
+    big = float(np.abs(X).max()) if X.size else 0.0
+    if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
+            and np.all(np.isfinite(sq))):
+        raise ValueError(
+            f"X has values too large to fit in float64 arithmetic (largest magnitude "
+            f"{big:.3g}): rescale X, e.g. divide it by {10.0 ** math.floor(math.log10(big)):.0e}")
+    small = sq < np.finfo(np.float64).tiny
+    if np.any(small):
+        j = int(np.flatnonzero(small)[0])
+        s = float(std.scale[j])
+        factor = f", e.g. multiply it by {10.0 ** -math.floor(math.log10(s)):.0e}" if s > 0 else ""
+        raise ValueError(
+            f"X has a spread too small for float64 variances (feature {j}: {s:.3g}; "
+            f"variances below 1e-308 are not numbers): rescale X{factor}")
+    if family.isotropic:
+        # One common scale for all features: a feature whose spread is a
+        # tiny fraction of it has a mean prior no float32 number can hold.
+        ratio = spread_of(moments[1], moments[0]) / std.scale
+        if np.any(ratio < 1e-30):
+            j = int(np.argmin(ratio))
+            raise ValueError(
+                f"covariance_type={family.name!r} uses one scale for all features, but feature "
+                f"{j}'s spread is {ratio[j]:.1e} times the features' common spread: rescale X's "
+                f"features to comparable spreads (e.g. standardise them), or use "
+                f"covariance_type='diag'")
+
+
+class MixtureBase:
+    """Mixin for the estimators: settings, fit wrapper, covariance
+    attributes, persistence.  Subclasses implement ``_fit``."""
+
+    def _settings(self) -> FitSettings:
+        s = FitSettings(
+            covariance_type=V.check_option("covariance_type", self.covariance_type,
+                                           COVARIANCE_TYPES),
+            n_init=V.check_int("n_init", self.n_init, 1),
+            max_iter=V.check_int("max_iter", self.max_iter, 0),
+            em_max_iter=V.check_int("em_max_iter", self.em_max_iter, 0),
+            tol=V.check_float("tol", self.tol, minimum=0.0, strict=False),
+            learning_rate=V.check_float("learning_rate", self.learning_rate),
+            device=V.resolve_device(self.device),
+            progress=self.progress,
+        )
+        if s.max_iter == 0 and s.em_max_iter == 0:
+            raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "
+                             "set em_max_iter > 0 (EM) or max_iter > 0 (SVI)")
+        if not isinstance(self.progress, (bool, np.bool_)):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
+        return s
+
+    def _fit_wrapper(self, *args):
+        # The new state is built in locals and assigned at the end, but input
+        # validation sets n_features_in_/feature_names_in_ up front: restore
+        # them (and anything else) if the fit raises or is interrupted.
+        # enable_grad: SVI needs autograd even when called under no_grad, and
+        # its exit restores the caller's grad mode even if a KeyboardInterrupt
+        # landed inside a torch.no_grad() __enter__.
+        with rollback_on_error(self), torch.enable_grad():
+            return self._fit(*args)
+
+    # ------------------------------------------------ covariance attributes
+    def _family(self) -> Covariance:
+        """The covariance family of the fitted model."""
+        return cov_module.get(getattr(self, "covariance_type_", self.covariance_type),
+                              self.means_.shape[-1])
+
+    def _set_covariances(self, cov: np.ndarray, family: Covariance, mask=None) -> None:
+        """``covariances_``, ``precisions_cholesky_`` and ``scales_`` from
+        scikit-learn-shaped covariances (leading class dim for the
+        classifier; ``mask`` (C, K) marks real components, NaN elsewhere)."""
+        D = self.means_.shape[-1]
+        K = self.means_.shape[-2]
+        self.covariance_type_ = family.name if family.name in COVARIANCE_TYPES else \
+            self.covariance_type
+        value = family.from_covariances(torch.as_tensor(cov))
+        pc = family.precisions_cholesky(value).numpy()
+        lead = cov.shape[:-len(family.covariance_shape(K, D))]
+        scales = np.stack([family.marginal_scales(c, K, D)
+                           for c in cov.reshape((-1,) + family.covariance_shape(K, D))])
+        scales = scales.reshape(lead + (K, D))
+        if mask is not None and family.per_component:
+            pad = ~mask
+            extra = (1,) * (cov.ndim - mask.ndim)
+            cov = np.where(pad.reshape(pad.shape + extra), np.nan, cov)
+            pc = np.where(pad.reshape(pad.shape + extra), np.nan, pc)
+        if mask is not None:
+            scales = np.where(~mask[..., None], np.nan, scales)
+        self.covariances_ = cov
+        self.precisions_cholesky_ = pc
+        self.scales_ = scales
+
+    def _frame(self, device: torch.device, weights: np.ndarray, means: np.ndarray,
+               cov: np.ndarray, family: Covariance, frame_weights: Optional[np.ndarray] = None):
+        """The fitted mixture(s) as float32 tensors on ``device`` in a
+        standardised frame taken from the mixture's own moments (any affine
+        frame gives the same answers; this one needs only the public fitted
+        attributes), with the frame's Jacobian offset.  ``frame_weights``
+        (C, K): the joint weights of all components (class prior included)
+        that set the frame, by default ``weights``."""
+        K, D = means.shape[-2:]
+        w = (weights if frame_weights is None else frame_weights).reshape(-1, K)
+        m = means.reshape(-1, K, D)
+        scales = np.stack([family.marginal_scales(c, K, D)
+                           for c in cov.reshape((-1,) + family.covariance_shape(K, D))])
+        center = np.einsum("ck,ckd->d", w, m)
+        # Deviations from the centre, divided by the largest one per feature
+        # before squaring: E[x^2] - E[x]^2 cancels catastrophically for data
+        # at 1e8 with spreads of 1e-9, and spreads of 1e-200 would underflow.
+        dev = m - center
+        ref = np.maximum(scales.max((0, 1)), np.abs(dev).max((0, 1)))
+        ref = np.where(ref > 0, ref, 1.0)
+        var = np.einsum("ck,ckd->d", w, (scales / ref) ** 2 + (dev / ref) ** 2)
+        scale = ref * np.sqrt(var)
+        if family.isotropic:
+            scale = np.full_like(scale, rms(scale))
+        std = Standardizer(center=center, scale=scale)
+        params = std.params_to_std(weights, means, cov, family, device)
+        return std, params, float(np.log(std.scale).sum())
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Save the estimator (hyperparameters and fitted state) to ``path``.
+
+        The file is a zip archive holding the arrays as safetensors and
+        everything else as JSON (see :mod:`bayesgmm.persistence`); loading it
+        never runs code from the file.  The write is atomic: an interrupted
+        save leaves any previous file at ``path`` intact.  Use this, not
+        pickle/joblib, for files you share or receive."""
+        persistence.save(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load an estimator of this kind saved by :meth:`save`; refuses any
+        other kind.  ``device`` ("cpu", "cuda", ...) sets where the loaded
+        model predicts (``device_``); by default the saved device, or the CPU
+        when it is a GPU this machine lacks.  See
+        :func:`bayesgmm.persistence.load`."""
+        return persistence.load(path, device=device, expect=cls)
+

@@ -1,0 +1,580 @@
+"""Tests of the covariance families ("full", "tied", "diag", "spherical"):
+the loss against an independent scipy evaluation, the fused SVI loss and
+gradient against Pyro's TraceEnum_ELBO, monotone EM, recovery of rotated
+elongated components, float32 accuracy on narrow off-centre components,
+divergence handling, iris, and scikit-learn's conventions."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
+from pyro.infer.autoguide import AutoDelta
+from pyro.infer.autoguide.initialization import init_to_value
+from scipy import stats
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
+
+from bayesgmm import BayesianGMM, GMMClassifier, Priors, covariance, fitting
+from bayesgmm.datasets import load_iris
+from bayesgmm.models import global_sites, gmm_model
+from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
+
+CPU = dict(device="cpu")
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+# ----------------------------------------------------------------------------
+# Independent references
+# ----------------------------------------------------------------------------
+def _matrices(cov, covariance_type, K, D):
+    """(K, D, D) covariance matrices from scikit-learn-shaped covariances."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.repeat(cov[None], K, 0)
+    if covariance_type == "diag":
+        return np.einsum("kd,de->kde", cov, np.eye(D))
+    return cov[:, None, None] * np.eye(D)
+
+
+def scipy_negative_log_joint(weights, means, cov, covariance_type, priors, X):
+    """-log p(X, weights, means, covariances) by scipy.stats, in the data's
+    units, with the assignments summed out: Dirichlet on the weights, Normal
+    on each mean coordinate, and InverseGamma(shape, rate) on each standard
+    deviation (diag, spherical, and full with one feature) or
+    Wishart(nu, Psi^-1) on each precision matrix (full) / the shared one
+    (tied)."""
+    K, D = means.shape
+    mats = _matrices(cov, covariance_type, K, D)
+    comp = np.stack([np.log(weights[k])
+                     + np.atleast_1d(stats.multivariate_normal(means[k], mats[k]).logpdf(X))
+                     for k in range(K)], axis=1)
+    lp = stats.dirichlet(priors.weight_concentration).logpdf(weights)
+    lp += stats.norm(priors.mean_loc, priors.mean_scale).logpdf(means).sum()
+    if priors.scale_rate is not None:
+        if covariance_type == "full":        # one feature: the diagonal model
+            assert D == 1
+            sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        else:
+            sd = np.sqrt(cov)
+        lp += stats.invgamma(priors.scale_shape, scale=priors.scale_rate).logpdf(sd).sum()
+    else:
+        W = stats.wishart(df=priors.covariance_dof, scale=np.linalg.inv(priors.covariance_scale))
+        precisions = np.linalg.inv(cov[None] if covariance_type == "tied" else cov)
+        lp += sum(W.logpdf(P) for P in precisions)
+    return -(logsumexp(comp, axis=1).sum() + lp)
+
+
+def _nlj(gmm, X):
+    return scipy_negative_log_joint(gmm.weights_, gmm.means_, gmm.covariances_,
+                                    gmm.covariance_type_, gmm.priors_, X)
+
+
+def _rotation(a):
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def make_rotated(covariance_type, n, seed):
+    """Three 2-D components, well separated (means >= 10 apart, largest sd
+    2), with covariances of the kind ``covariance_type`` describes: rotated
+    and elongated (up to 8:1 in sd) for full, one rotated elongated matrix
+    for tied, axis-aligned elongated for diag, isotropic for spherical.
+
+    Returns X, labels and the truth: weights (the exact fractions drawn),
+    means and scikit-learn-shaped covariances."""
+    rng = np.random.default_rng(seed)
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[0.0, 0.0], [12.0, 3.0], [3.0, 13.0]])
+    sds = np.array([[2.0, 0.25], [1.2, 0.3], [1.5, 0.5]])
+    angles = [0.5, -1.0, 2.0]
+    if covariance_type == "full":
+        cov = np.stack([_rotation(a) @ np.diag(s ** 2) @ _rotation(a).T
+                        for a, s in zip(angles, sds)])
+    elif covariance_type == "tied":
+        cov = _rotation(0.6) @ np.diag([1.5 ** 2, 0.3 ** 2]) @ _rotation(0.6).T
+    elif covariance_type == "diag":
+        cov = np.array([[2.0, 0.25], [0.3, 1.2], [1.0, 0.5]]) ** 2
+    else:
+        cov = np.array([1.0, 0.3, 0.6]) ** 2
+    mats = _matrices(cov, covariance_type, 3, 2)
+    counts = np.round(weights * n).astype(int)
+    X = np.concatenate([rng.multivariate_normal(means[k], mats[k], counts[k]) for k in range(3)])
+    labels = np.repeat(np.arange(3), counts)
+    perm = rng.permutation(X.shape[0])
+    truth = dict(weights=counts / counts.sum(), means=means, covariances=cov, counts=counts)
+    return X[perm], labels[perm], truth
+
+
+def make_overlapping():
+    """Three strongly overlapping correlated 2-D clusters (means 3 sd apart),
+    in odd units: EM needs many iterations, and at a start the soft
+    responsibilities differ from the hard ones."""
+    rng = np.random.default_rng(5)
+    A = np.array([[1.0, 0.6], [0.0, 0.7]])
+    return np.concatenate([rng.normal(size=(300, 2)) @ A + c
+                           for c in ([0, 0], [3, 1], [1, 3])]) * [5.0, 0.2] + [50.0, 1.0]
+
+
+def _float64_frame(covariance_type, X, K, user_priors=None, priors=None):
+    """Family, standardiser, float64 standardised data, resolved priors (data
+    units) and float64 prior tensors for X."""
+    family = covariance.get(covariance_type, X.shape[1])
+    std, Xt, moments = Standardizer.fit_to(X, "cpu", family.isotropic, dtype=torch.float64)
+    if priors is None:
+        priors = resolve_priors(user_priors, family, K, moments)
+    return family, std, Xt, priors, std.priors(priors, "cpu", torch.float64)
+
+
+# ----------------------------------------------------------------------------
+# a. loss_ is the negative log joint in the data's units (scipy)
+# ----------------------------------------------------------------------------
+_STAGES = {
+    "em+svi": dict(),                                               # the default path
+    "em": dict(max_iter=0),
+    "fused-svi": dict(em_max_iter=0, n_init=1, max_iter=60),
+    "pyro-svi": dict(em_max_iter=0, n_init=1, max_iter=30, backend="pyro"),
+}
+
+
+@pytest.mark.parametrize("stage", list(_STAGES))
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_loss_is_the_scipy_negative_log_joint(covariance_type, stage):
+    X, _, _ = make_rotated(covariance_type, 400, seed=1)
+    X = X * np.array([30.0, 0.5]) + np.array([1000.0, -20.0])   # units and offset
+    gmm = BayesianGMM(3, covariance_type=covariance_type, random_state=0, **_STAGES[stage],
+                      **CPU).fit(X)
+    assert gmm.covariance_type_ == covariance_type
+    assert gmm.loss_ == pytest.approx(_nlj(gmm, X), rel=1e-6)
+    assert gmm.losses_[-1] == gmm.loss_
+
+
+def test_one_feature_full_is_the_diagonal_model():
+    X = np.r_[np.random.default_rng(0).normal(0, 1, 200), np.random.default_rng(1).normal(6, 2, 100)]
+    X = 7.0 * X[:, None] - 40.0
+    full = BayesianGMM(2, covariance_type="full", random_state=0, **CPU).fit(X)
+    diag = BayesianGMM(2, covariance_type="diag", random_state=0, **CPU).fit(X)
+    assert full.covariances_.shape == (2, 1, 1) and diag.covariances_.shape == (2, 1)
+    assert full.priors_.covariance_scale is None and full.priors_.scale_rate is not None
+    np.testing.assert_allclose(full.covariances_[:, :, 0], diag.covariances_)
+    assert full.loss_ == diag.loss_
+    assert full.loss_ == pytest.approx(_nlj(full, X), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# b. the fused loss and its gradient are TraceEnum_ELBO's
+# ----------------------------------------------------------------------------
+def _pyro_loss_and_grads(Xt, params, pt, family):
+    """TraceEnum_ELBO's loss of gmm_model with an AutoDelta guide at
+    ``params`` (float64), and its gradient w.r.t. AutoDelta's unconstrained
+    parameters (from Pyro's param store), by site name."""
+    K = params.weights.shape[-1]
+
+    def model(data):
+        return gmm_model(data, pt, K, family)
+
+    values = {"weights": params.weights, "means": params.means, family.site: params.cov}
+    with pyro.get_param_store().scope():
+        guide = AutoDelta(poutine.block(model, expose=list(global_sites(family))),
+                          init_loc_fn=init_to_value(values=values))
+        loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, Xt)
+        named = dict(pyro.get_param_store().named_parameters())
+        names = [f"AutoDelta.{s}" for s in global_sites(family)]
+        grads = torch.autograd.grad(loss, [named[n] for n in names])
+        unconstrained = [named[n].detach().clone() for n in names]
+    return float(loss.detach()), list(grads), unconstrained
+
+
+def _test_point(covariance_type, seed=0):
+    """A float64 point away from any optimum: the k-means++ start, weights
+    and means perturbed."""
+    X, _, _ = make_rotated(covariance_type, 300, seed=seed)
+    X = X * np.array([30.0, 0.5]) + np.array([1000.0, -20.0])
+    family, std, Xt, _, pt = _float64_frame(covariance_type, X, 3)
+    groups = fitting.Groups.single(Xt)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], 3, 1, "kmeans++", [seed]))
+    mask = torch.ones(1, 1, 3, dtype=torch.bool)
+    start = fitting.initial_params(groups, centres, mask, pt, family)
+    w = start.weights * torch.tensor([1.3, 0.8, 1.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    start = MixtureParams(w / w.sum(-1, keepdim=True),
+                          start.means + 0.2 * torch.randn(start.means.shape, generator=gen,
+                                                          dtype=torch.float64), start.cov)
+    return family, Xt, groups, start, mask, pt
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_fused_loss_and_gradient_equal_trace_enum_elbo(covariance_type, monkeypatch):
+    family, Xt, groups, start, mask, pt = _test_point(covariance_type)
+    # Record the gradients svi_fit hands to its optimiser (its own code path:
+    # AutoDelta's parameterisation, prior and blocked data term).
+    recorded = []
+    Adam = torch.optim.Adam
+
+    class RecordingAdam(Adam):
+        def step(self, closure=None):
+            recorded.append([(p.detach().clone(), p.grad.detach().clone())
+                             for g in self.param_groups for p in g["params"]])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    trace = fitting.svi_fit(groups, start, mask, pt, family, max_iter=1, tol=0.0,
+                            learning_rate=0.01)
+    monkeypatch.undo()
+    assert len(recorded) == 1
+    fused_loss = float(trace.losses[0, 0, 0])
+    point = start.select((0, 0))
+    loss, grads, unconstrained = _pyro_loss_and_grads(Xt, point, pt, family)
+    assert fused_loss == pytest.approx(loss, rel=1e-12)
+    assert fitting.elbo_loss(Xt, point, pt, family) == pytest.approx(loss, rel=1e-12)
+    nlj = fitting.negative_log_joint(groups, start.select((0,)), torch.zeros(1, dtype=torch.long),
+                                     pt, family)
+    assert float(nlj[0]) == pytest.approx(loss, rel=1e-12)
+    # weights (stick-breaking), means, covariance site: the same unconstrained
+    # point, and the same gradient there.
+    for name, (u_fused, g_fused), g_pyro, u in zip(global_sites(family), recorded[0], grads,
+                                                  unconstrained):
+        assert g_fused.shape == (1,) + g_pyro.shape, name
+        np.testing.assert_allclose(u_fused[0].numpy(), u.numpy(), rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
+        scale = float(g_pyro.abs().max())
+        assert scale > 0, name
+        np.testing.assert_allclose(g_fused[0].numpy(), g_pyro.numpy(), rtol=1e-8,
+                                   atol=1e-10 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_fused_svi_follows_pyro_svi_step_by_step(covariance_type):
+    # Same start, same Adam, every step taken (tol=0): equal losses over 25
+    # steps means equal gradients all along (float32, hence rtol 1e-5).
+    # Overlapping clusters: on well-separated ones the start (weights and
+    # covariances the M-step of the hard k-means++ partition) has gradient
+    # components ~1e-6, float32 noise, and Adam's first step moves each
+    # coordinate by ~lr whatever its gradient's size, so the two float32
+    # runs part ways at once (full on make_rotated: 1e-4 after one step)
+    # although their float64 gradients agree (test above).
+    X = make_overlapping()
+    kw = dict(covariance_type=covariance_type, em_max_iter=0, n_init=1, max_iter=25, tol=0.0,
+              random_state=3, **CPU)
+    fused = BayesianGMM(3, backend="fused", **kw).fit(X)
+    ref = BayesianGMM(3, backend="pyro", **kw).fit(X)
+    assert len(fused.losses_) == len(ref.losses_) == 26
+    np.testing.assert_allclose(fused.losses_, ref.losses_, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# c. EM never decreases the log joint (float64)
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_em_never_decreases_the_log_joint_in_float64(covariance_type):
+    # Overlapping components (means 3 apart) so that EM takes many steps;
+    # four restarts from different seedings, one with K=4 of which only 3
+    # are real (a padded component, as in the classifier).
+    X = make_overlapping()
+    family, std, Xt, _, pt = _float64_frame(covariance_type, X, 4)
+    groups = fitting.Groups.single(Xt)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], 4, 4, "random", [0, 1, 2, 3]))
+    mask = torch.ones(4, 1, 4, dtype=torch.bool)
+    mask[3, 0, 3] = False
+    start = fitting.initial_params(groups, centres, mask, pt, family)
+    em = fitting.em_fit(groups, start, mask, pt, family, max_iter=300, tol=0.0)
+    L = em.losses[:, 0].numpy()
+    assert L.dtype == np.float64 and np.all(np.isfinite(L))
+    assert em.n_iter > 20
+    rise = np.diff(L, axis=1)
+    assert np.all(rise <= 1e-9 * np.abs(L[:, :-1])), rise.max()
+    assert em.params.weights[3, 0, 3] == 0
+
+
+# ----------------------------------------------------------------------------
+# d. recovery of rotated, elongated components
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_recovers_rotated_elongated_components(covariance_type):
+    n = 3000
+    X, labels, truth = make_rotated(covariance_type, n, seed=11)
+    gmm = BayesianGMM(3, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    cost = ((gmm.means_[:, None] - truth["means"][None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    order = rows[np.argsort(cols)]                  # fitted component of true k
+    nk = truth["counts"].astype(float)
+    S = _matrices(truth["covariances"], covariance_type, 3, 2)
+    F = _matrices(gmm.covariances_, covariance_type, 3, 2)[order]
+    # Means: standard error sqrt(Sigma_dd / n_k) per coordinate.
+    se_mean = np.sqrt(np.diagonal(S, axis1=1, axis2=2) / nk[:, None])
+    assert np.all(np.abs(gmm.means_[order] - truth["means"]) <= 5 * se_mean)
+    # Covariances: a sample covariance entry has standard error
+    # sqrt((S_ii S_jj + S_ij^2) / n) with n the component's points (all
+    # points for tied); a spherical variance pools D coordinates, so its
+    # standard error is var sqrt(2 / (D n_k)).  The priors' pull (Psi/N, rate/N)
+    # is ~1e-3 of a standard error at these counts; 5 standard errors.
+    if covariance_type == "spherical":
+        se = truth["covariances"] * np.sqrt(2 / (2 * nk))
+        assert np.all(np.abs(gmm.covariances_[order] - truth["covariances"]) <= 5 * se)
+    else:
+        n_eff = np.full(3, float(n)) if covariance_type == "tied" else nk
+        d = np.diagonal(S, axis1=1, axis2=2)
+        se = np.sqrt((d[:, :, None] * d[:, None, :] + S ** 2) / n_eff[:, None, None])
+        assert np.all(np.abs(F - S) <= 5 * se)
+    # The weights are the exact drawn fractions; only misassigned points or
+    # the Dirichlet mode ((N_k + a - 1) / ..., a = 1 here) move them.
+    np.testing.assert_allclose(gmm.weights_[order], truth["weights"], atol=0.01)
+    assert adjusted_rand_score(labels, gmm.predict(X)) > 0.99
+
+
+# ----------------------------------------------------------------------------
+# e. float32 fits of narrow, off-centre components
+# ----------------------------------------------------------------------------
+# Priors that leave a narrow component's scale to its data: with the
+# defaults (scale rate / Psi from 0.1 x the data's sd) the prior sets the
+# fitted scale of a component much narrower than the data (e.g. 0.0096 for
+# the 0.003-wide one below), which no longer tests narrow components.
+WEAK = Priors(scale_rate=1e-7, covariance_scale=1e-14)
+_PRIORS = {"default": None, "weak": WEAK}
+
+
+def _float64_map(gmm, X):
+    """The float64 MAP near the fitted solution: the library's closed-form
+    EM run in float64 (data standardised in float64) from the fitted
+    parameters until the loss stops decreasing."""
+    K = gmm.weights_.size
+    family, std, Xt, _, pt = _float64_frame(gmm.covariance_type_, X, K, priors=gmm.priors_)
+    p = std.params_to_std(gmm.weights_, gmm.means_, gmm.covariances_, family, "cpu",
+                          torch.float64)
+    mask = torch.ones(1, 1, K, dtype=torch.bool)
+    em = fitting.em_fit(fitting.Groups.single(Xt), p.map(lambda t: t[None, None]), mask, pt,
+                        family, max_iter=10000, tol=0.0)
+    w, m, c = std.params_from_std(em.params.select((0, 0)), family)
+    return w, m, c, family.marginal_scales(c, K, X.shape[1])
+
+
+def _check_narrow(gmm, X, centre):
+    # loss_ (float32 fit, reported in float64) against scipy at the returned
+    # parameters.
+    ref = _nlj(gmm, X)
+    assert abs(gmm.loss_ - ref) <= 1e-4 * abs(ref), (gmm.loss_, ref)
+    w, m, c, scales = _float64_map(gmm, X)
+    map_loss = scipy_negative_log_joint(w, m, c, gmm.covariance_type_, gmm.priors_, X)
+    assert map_loss <= ref + 1e-9 * abs(ref)       # EM only went down from the fit
+    k = int(np.argmin(np.abs(gmm.means_ - centre).sum(1)))
+    k64 = int(np.argmin(np.abs(m - centre).sum(1)))
+    rel = np.abs(gmm.scales_[k] / scales[k64] - 1)
+    assert np.all(rel <= 1e-3), (gmm.scales_[k], scales[k64])
+
+
+@pytest.mark.parametrize("priors", list(_PRIORS))
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_float32_narrow_off_centre_component_one_feature(covariance_type, priors):
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, 1000), rng.normal(30, 0.003, 100)][:, None]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, priors=_PRIORS[priors], random_state=0,
+                      **CPU).fit(X)
+    _check_narrow(gmm, X, np.array([30.0]))
+
+
+def _narrow_data(offset, width):
+    """1000 points of N(0, I_2) and 100 of a rotated component at ``offset``
+    background sds along (0.6, 0.8), sds 3 x width and width."""
+    rng = np.random.default_rng(0)
+    R = _rotation(0.7)
+    cov = R @ np.diag([(3 * width) ** 2, width ** 2]) @ R.T
+    centre = offset * np.array([0.6, 0.8])
+    return np.r_[rng.normal(size=(1000, 2)), rng.multivariate_normal(centre, cov, 100)], centre
+
+
+def _narrow_cases():
+    for t in TYPES:
+        for offset in (10, 100, 1000):
+            for width in (1e-3, 1e-2):
+                for pri in _PRIORS:
+                    yield pytest.param(t, offset, width, pri, id=f"{t}-{offset}sd-{width:g}-{pri}")
+
+
+# The training data are standardised in float64 and stored in float32: at
+# 1000 background sds the standardised scale is ~290, so a 1e-3-wide
+# component is 3.5e-6 wide at ~3.2 standardised units, where float32's
+# spacing is 2.4e-7.  That rounding inflates its variance; the worst cell of
+# this grid (full/diag, 1000 sd, 1e-3, weak priors) ends 4.7e-4 from the
+# float64 MAP's scale and 4.7e-5 from the float64 loss, half the bounds.
+@pytest.mark.parametrize("covariance_type,offset,width,priors", list(_narrow_cases()))
+def test_float32_narrow_off_centre_component_grid(covariance_type, offset, width, priors):
+    X, centre = _narrow_data(offset, width)
+    gmm = BayesianGMM(2, covariance_type=covariance_type, priors=_PRIORS[priors], random_state=0,
+                      **CPU).fit(X)
+    _check_narrow(gmm, X, centre)
+
+
+# ----------------------------------------------------------------------------
+# f. a diverged SVI keeps the EM solution, in both estimators
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_diverged_svi_warns_and_keeps_the_em_solution(covariance_type):
+    rng = np.random.default_rng(0)
+    blob = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(5, 1, (100, 2))]
+    X, y = np.r_[blob, blob + [0.0, 10.0]], np.repeat([0, 1], 200)
+    kw = dict(covariance_type=covariance_type, random_state=0, **CPU)
+    with pytest.warns(RuntimeWarning, match="SVI diverged"):
+        clf = GMMClassifier(2, learning_rate=1e4, max_iter=200, **kw).fit(X, y)
+    em = GMMClassifier(2, max_iter=0, **kw).fit(X, y)
+    np.testing.assert_array_equal(clf.class_losses_, em.class_losses_)
+    np.testing.assert_array_equal(clf.means_, em.means_)
+    np.testing.assert_array_equal(clf.covariances_, em.covariances_)
+    with pytest.warns(RuntimeWarning, match="SVI diverged"):
+        gmm = BayesianGMM(2, learning_rate=1e4, max_iter=200, **kw).fit(blob)
+    em = BayesianGMM(2, max_iter=0, **kw).fit(blob)
+    assert gmm.loss_ == em.loss_
+    np.testing.assert_array_equal(gmm.means_, em.means_)
+    np.testing.assert_array_equal(gmm.covariances_, em.covariances_)
+
+
+# ----------------------------------------------------------------------------
+# g. iris with full covariances
+# ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def iris():
+    df = load_iris()
+    return df.drop(columns="species").to_numpy(), df["species"].to_numpy()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_iris_full_covariance_finds_the_species(iris, seed):
+    X, species = iris
+    gmm = BayesianGMM(3, covariance_type="full", random_state=seed, **CPU).fit(X)
+    assert adjusted_rand_score(species, gmm.predict(X)) >= 0.90
+
+
+def test_iris_full_covariance_bic_picks_two_or_three(iris):
+    X, _ = iris
+    bics = [BayesianGMM(k, covariance_type="full", random_state=0, **CPU).fit(X).bic(X)
+            for k in range(1, 7)]
+    assert int(np.argmin(bics)) + 1 in (2, 3), bics
+
+
+# ----------------------------------------------------------------------------
+# h, i. scikit-learn's parameter counts, shapes and conventions
+# ----------------------------------------------------------------------------
+def _sklearn_n_parameters(covariance_type, K, D):
+    sk = GaussianMixture(K, covariance_type=covariance_type)
+    sk.means_ = np.zeros((K, D))
+    return sk._n_parameters()
+
+
+@pytest.mark.parametrize("K,D", [(1, 1), (2, 1), (3, 2), (2, 4)])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_bic_and_aic_count_parameters_like_sklearn(covariance_type, K, D):
+    X = np.random.default_rng(K * 10 + D).normal(size=(60, D))
+    gmm = BayesianGMM(K, covariance_type=covariance_type, max_iter=0, random_state=0,
+                      **CPU).fit(X)
+    p = _sklearn_n_parameters(covariance_type, K, D)
+    assert gmm._n_parameters() == p
+    ll = gmm.score_samples(X).sum()
+    assert gmm.bic(X) == pytest.approx(-2 * ll + p * np.log(60), rel=1e-10)
+    assert gmm.aic(X) == pytest.approx(-2 * ll + 2 * p, rel=1e-10)
+
+
+@pytest.mark.parametrize("D", [1, 3])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_covariance_arrays_follow_sklearn(covariance_type, D):
+    from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+    rng = np.random.default_rng(D)
+    X = np.r_[rng.normal(size=(80, D)) @ rng.normal(size=(D, D)),
+              rng.normal(size=(60, D)) + 6.0]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    sk = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    assert gmm.covariance_type_ == covariance_type
+    assert gmm.covariances_.shape == sk.covariances_.shape
+    assert gmm.precisions_cholesky_.shape == sk.precisions_cholesky_.shape
+    assert gmm.scales_.shape == (2, D)
+    P, C = gmm.precisions_cholesky_, gmm.covariances_
+    # scikit-learn's own map from covariances to precisions_cholesky_.
+    np.testing.assert_allclose(P, _compute_precision_cholesky(C, covariance_type),
+                               rtol=1e-6, atol=1e-12)
+    if covariance_type in ("full", "tied"):
+        Ps, Cs = (P[None], C[None]) if covariance_type == "tied" else (P, C)
+        assert np.allclose(Ps, np.triu(Ps))                          # upper triangular
+        np.testing.assert_allclose(Ps @ np.swapaxes(Ps, -1, -2), np.linalg.inv(Cs),
+                                   rtol=1e-6, atol=1e-9)
+    else:
+        np.testing.assert_allclose(P, 1 / np.sqrt(C), rtol=1e-12)
+    np.testing.assert_allclose(gmm.scales_, np.sqrt(np.diagonal(
+        _matrices(C, covariance_type, 2, D), axis1=1, axis2=2)), rtol=1e-12)
+    # The fitted arrays drop into a GaussianMixture: same densities.
+    sk.weights_, sk.means_, sk.covariances_, sk.precisions_cholesky_ = \
+        gmm.weights_, gmm.means_, C, P
+    np.testing.assert_allclose(sk.score_samples(X), gmm.score_samples(X), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Sufficient statistics are additive over row blocks
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_statistics_of_row_blocks_add_up_to_one_pass(covariance_type, monkeypatch):
+    """The E-step's statistics summed over many small row blocks, and over two
+    halves of the data fitted as separate groups, equal one pass over all
+    rows (float64, so equality is to rounding)."""
+    X = make_rotated(covariance_type, 400, seed=3)[0]
+    family = covariance.get(covariance_type, X.shape[1])
+    std, Xt, moments = Standardizer.fit_to(X, "cpu", family.isotropic, dtype=torch.float64)
+    pt = std.priors(resolve_priors(None, family, 3, moments), "cpu", torch.float64)
+    groups = fitting.Groups.single(Xt)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], 3, 2, "kmeans++", [0, 1]))
+    mask = torch.ones(2, 1, 3, dtype=torch.bool)
+    params = fitting.initial_params(groups, centres, mask, pt, family).map(lambda t: t[:, 0])
+    gidx = torch.zeros(2, dtype=torch.long)
+    whole = fitting.e_step(groups, params, gidx, family)
+    monkeypatch.setattr(fitting, "BLOCK_ELEMENTS", 64)      # blocks of a few rows
+    assert groups.rows(2, 3) < 10
+    blocked = fitting.e_step(groups, params, gidx, family)
+    halves = (fitting.e_step(fitting.Groups.single(Xt[:150]), params, gidx, family)
+              + fitting.e_step(fitting.Groups.single(Xt[150:]), params, gidx, family))
+    for other in (blocked, halves):
+        for name in ("loglik", "Nk", "S1", "S2"):
+            np.testing.assert_allclose(getattr(other, name), getattr(whole, name), rtol=1e-10,
+                                       atol=1e-10, err_msg=name)
+    # The M-step from summed statistics is the M-step of the whole.
+    a = fitting.m_step(halves, params, pt, family, None)
+    b = fitting.m_step(whole, params, pt, family, None)
+    for name in ("weights", "means", "cov"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Classifier with full covariance against scikit-learn
+# ----------------------------------------------------------------------------
+def test_full_covariance_classifier_matches_sklearn_per_class_on_wine():
+    """5-fold, standardised: one full Gaussian per class (K = 1) is as
+    accurate as scikit-learn's per-class GaussianMixture(1, "full") (the same
+    model up to the weak prior), and K chosen per class by BIC is at least
+    as accurate as scikit-learn's per-class BIC choice (which the 13-D wine
+    classes lead to degenerate covariances)."""
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_wine(return_X_y=True)
+    ours = {1: [], "auto": []}
+    theirs = {1: [], "auto": []}
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        sc = StandardScaler().fit(X[train])
+        Xtr, Xte = sc.transform(X[train]), sc.transform(X[test])
+        for k in ours:
+            clf = GMMClassifier(k, covariance_type="full", max_components=3, max_iter=0,
+                                random_state=0, **CPU).fit(Xtr, y[train])
+            ours[k].append((clf.predict(Xte) == y[test]).mean())
+            scores = []
+            for c in np.unique(y):
+                Xc = Xtr[y[train] == c]
+                fits = [GaussianMixture(j, covariance_type="full", random_state=0).fit(Xc)
+                        for j in ([1] if k == 1 else [1, 2, 3])]
+                best = min(fits, key=lambda g: g.bic(Xc))
+                scores.append(best.score_samples(Xte) + np.log(len(Xc) / len(Xtr)))
+            theirs[k].append((np.unique(y)[np.argmax(scores, 0)] == y[test]).mean())
+    assert np.mean(ours[1]) >= np.mean(theirs[1])
+    assert np.mean(ours["auto"]) >= np.mean(theirs["auto"])
