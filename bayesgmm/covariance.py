@@ -186,6 +186,11 @@ class Covariance:
                     + Nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2))
         return S2 - 2 * shift * S1 + Nk.unsqueeze(-1) * shift * shift
 
+    def trace(self, value: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """tr(Lambda_k S_k) per component (..., K), from the site value and
+        the second moments S in :meth:`moments`'s layout."""
+        raise NotImplementedError
+
     def mean_shift(self, Nk, S1, value, pt, ref) -> torch.Tensor:
         """Conditional MAP of the means given the covariances, as a shift
         from the statistics' reference means ``ref``."""
@@ -310,6 +315,9 @@ class Diagonal(Covariance):
     def mahalanobis(self, diff, factor):
         return (diff.square() * factor.unsqueeze(-1)).sum(-2)
 
+    def trace(self, value, S):
+        return (value.pow(-2) * S).sum(-1)
+
     def mean_shift(self, Nk, S1, value, pt, ref):
         return _solve_shift(Nk, S1, value.pow(-2), pt.mean_scale.pow(-2), pt.mean_loc - ref)
 
@@ -383,6 +391,9 @@ class Spherical(Diagonal):
 
     def mahalanobis(self, diff, factor):
         return diff.square().sum(-2) * factor.unsqueeze(-1)
+
+    def trace(self, value, S):
+        return value.pow(-2) * S.sum(-1)
 
     def mean_shift(self, Nk, S1, value, pt, ref):
         prec = value.pow(-2).unsqueeze(-1).expand_as(S1)
@@ -463,6 +474,10 @@ class Full(Covariance):
         z = factor.transpose(-1, -2) @ diff
         # Squared in place when no gradient is taken (z is a temporary).
         return (z.square() if z.requires_grad else z.square_()).sum(-2)
+
+    def trace(self, value, S):
+        prec = value if self.per_component else value.unsqueeze(-3)
+        return (prec * S).sum((-1, -2))
 
     def mean_shift(self, Nk, S1, value, pt, ref):
         prec = value if self.per_component else value.unsqueeze(-3).expand(S1.shape + S1.shape[-1:])

@@ -137,12 +137,17 @@ def test_covariance_speed_quick(tmp_path):
     rows = {row["method"]: row for row in r["rows"]}
     assert set(rows) == {"full", "tied", "diag", "spherical"}
     for row in rows.values():
-        # Both fits score by the same float64 code; EM from a k-means start
-        # reaches scikit-learn's optimum on these well-separated components.
-        assert row["reached"] is True, row
-        assert row["bayesgmm_em_s"] > 0 and row["sklearn_s"] > 0
-        assert math.isclose(row["ratio"], row["bayesgmm_em_s"] / row["sklearn_s"])
-        assert row["bayesgmm_default_loglik"] >= row["sklearn_loglik"] - 1e-3
+        sk, ours = row["sklearn_runs"], row["bayesgmm_runs"]
+        assert len(sk) == len(ours) == 2
+        # The optimum is the best converged scikit-learn fit, so one reaches it.
+        assert math.isclose(row["target_loglik"], max(run["loglik"] for run in sk))
+        assert row["sklearn_reached"] == f"{sum(run['reached'] for run in sk)}/2"
+        assert any(run["reached"] for run in sk)
+        for run in ours:
+            assert run["reached"] == ("seconds" in run)
+            if not run["reached"]:
+                assert run["gap"] > r["settings"]["tol_nats"]
+        assert row["bayesgmm_default_loglik"] >= row["target_loglik"] - 1e-2
     assert r["step_rows"] == []          # no --old-tree given: reported as skipped
 
 
