@@ -15,6 +15,7 @@ import torch
 from . import _validation as V, persistence
 from . import covariance as cov_module
 from .covariance import COVARIANCE_TYPES, Covariance
+from .fitting import masked
 from .priors import Standardizer, rms, spread_of
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
@@ -144,8 +145,7 @@ class MixtureBase:
         classifier; ``mask`` (C, K) marks real components, NaN elsewhere)."""
         D = self.means_.shape[-1]
         K = self.means_.shape[-2]
-        self.covariance_type_ = family.name if family.name in COVARIANCE_TYPES else \
-            self.covariance_type
+        self.covariance_type_ = family.name
         value = family.from_covariances(torch.as_tensor(cov))
         pc = family.precisions_cholesky(value).numpy()
         lead = cov.shape[:-len(family.covariance_shape(K, D))]
@@ -164,23 +164,29 @@ class MixtureBase:
         self.scales_ = scales
 
     def _frame(self, device: torch.device, weights: np.ndarray, means: np.ndarray,
-               cov: np.ndarray, family: Covariance, frame_weights: Optional[np.ndarray] = None):
+               cov: np.ndarray, family: Covariance, frame_weights: Optional[np.ndarray] = None,
+               mask: Optional[np.ndarray] = None):
         """The fitted mixture(s) as float32 tensors on ``device`` in a
         standardised frame taken from the mixture's own moments (any affine
         frame gives the same answers; this one needs only the public fitted
         attributes), with the frame's Jacobian offset.  ``frame_weights``
         (C, K): the joint weights of all components (class prior included)
-        that set the frame, by default ``weights``."""
+        that set the frame, by default ``weights``.  ``mask`` (C, K) marks
+        the real components of padded mixtures: only they set the frame, and
+        the padded ones are made neutral in the standardised frame (a unit
+        covariance in the data's units could overflow float32 there)."""
         K, D = means.shape[-2:]
         w = (weights if frame_weights is None else frame_weights).reshape(-1, K)
-        m = means.reshape(-1, K, D)
+        real = np.ones(w.shape, dtype=bool) if mask is None else mask.reshape(-1, K)
+        m = np.where(real[..., None], means.reshape(-1, K, D), 0.0)
         scales = np.stack([family.marginal_scales(c, K, D)
                            for c in cov.reshape((-1,) + family.covariance_shape(K, D))])
+        scales = np.where(real[..., None], scales, 0.0)
         center = np.einsum("ck,ckd->d", w, m)
         # Deviations from the centre, divided by the largest one per feature
         # before squaring: E[x^2] - E[x]^2 cancels catastrophically for data
         # at 1e8 with spreads of 1e-9, and spreads of 1e-200 would underflow.
-        dev = m - center
+        dev = np.where(real[..., None], m - center, 0.0)
         ref = np.maximum(scales.max((0, 1)), np.abs(dev).max((0, 1)))
         ref = np.where(ref > 0, ref, 1.0)
         var = np.einsum("ck,ckd->d", w, (scales / ref) ** 2 + (dev / ref) ** 2)
@@ -188,7 +194,11 @@ class MixtureBase:
         if family.isotropic:
             scale = np.full_like(scale, rms(scale))
         std = Standardizer(center=center, scale=scale)
-        params = std.params_to_std(weights, means, cov, family, device)
+        with np.errstate(all="ignore"):
+            params = std.params_to_std(weights, np.where(real.reshape(weights.shape + (1,)),
+                                                         means, 0.0), cov, family, device)
+        if mask is not None:
+            params = masked(params, torch.as_tensor(mask, device=device), family)
         return std, params, float(np.log(std.scale).sum())
 
     # ---------------------------------------------------------- persistence

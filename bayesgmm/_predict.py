@@ -25,6 +25,9 @@ from . import _validation as V
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
+# Elements of the working tensors of a prediction block (64 MiB in float32):
+# prediction memory stays bounded whatever the number of rows.
+CHUNK_ELEMENTS = 2 ** 24
 # Rows per block of the compiled kernel: a fixed shape, so it compiles once
 # per (classes, components, features) and the last block is zero-padded.
 COMPILED_ROWS = 2 ** 20

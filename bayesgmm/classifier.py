@@ -17,27 +17,21 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._base import INIT_OPTIONS, MixtureBase, check_overflow, progress_bar
+from ._base import INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
-DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
 _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
-# Working tensors of the E-step, prediction and fine-tuning are kept near
-# 2**24 elements (64 MiB in float32) by chunking over points, whatever N is.
-_CHUNK_ELEMENTS = 2 ** 24
 # Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
 # differences between candidate K are tens of nats, far above what the last
 # EM iterations change, so the scan stops early and only the chosen K is
 # polished to ``tol``.
 _AUTO_SCAN_TOL = 1e-4
-
-
 
 
 @register
@@ -402,7 +396,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             disc_losses = torch.zeros(0)
             if disc_steps > 0:
                 log_cp = torch.as_tensor(np.log(class_prior), dtype=Xt.dtype, device=device)
-                batch = max(1, _CHUNK_ELEMENTS // (4 * C * k_max * D))
+                batch = max(1, _predict.CHUNK_ELEMENTS // (4 * C * k_max * D))
                 params, disc_losses = discriminative_fit(
                     Xt, yt, params, mask_c, family, log_cp, disc_steps, s.learning_rate, batch,
                     gen, callback)
@@ -423,8 +417,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)
         w, m, c = std.params_from_std(params, family)
         real = mask_c.cpu().numpy()
-        log_a = np.log(std.scale)
-        offset = np.array([(counts[i] + k) * log_a.sum() + family.log_jacobian(log_a, int(k))
+        offset = np.array([std.loss_offset(int(counts[i]), int(k), family)
                            for i, k in enumerate(k_sel_np)])
         self.classes_ = classes
         self.n_components_ = k_sel_np
@@ -469,7 +462,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         loglik = -f.gather(0, best_r.unsqueeze(0))[0] - log_prior(sel, pt, family, msel).to(f)
         loglik = loglik.double().cpu().numpy()
         k = np.arange(1, M + 1)[:, None]
-        n_par = np.array([(kk - 1) + kk * D + family.n_parameters(kk, D) for kk in range(1, M + 1)])
+        n_par = np.array([family.mixture_parameters(kk, D) for kk in range(1, M + 1)])
         bic = -2 * loglik + n_par[:, None] * np.log(counts)[None, :]
         bic = np.where(k <= counts[None, :], bic, np.inf)           # K capped by class size
         bic = np.where(np.isfinite(bic), bic, np.inf)
@@ -490,14 +483,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         family = self._family()
         C, K, D = self.means_.shape
         real = np.arange(K)[None, :] < self.n_components_[:, None]
-        means = np.where(real[..., None], self.means_, 0.0)
         cov = self.covariances_
         if family.per_component:
+            # Padded entries are NaN: any finite stand-in, masked in the frame.
             neutral = family.covariances(family.identity((C,), K, D, torch.float64,
                                                          "cpu")).numpy()
             cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
-        std, params, offset = self._frame(device, self.weights_, means, cov, family,
-                                          self.class_prior_[:, None] * self.weights_)
+        std, params, offset = self._frame(device, self.weights_, self.means_, cov, family,
+                                          self.class_prior_[:, None] * self.weights_, real)
         return family, std, params, offset
 
     def _scores(self, X, kind: str):
@@ -516,7 +509,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         family, std, params, offset = self._model_frame(device)
         C, K = self.weights_.shape
         D = X.shape[1]
-        eager_rows = max(1, _CHUNK_ELEMENTS // (C * K * D))
+        eager_rows = max(1, _predict.CHUNK_ELEMENTS // (C * K * D))
         rows = _predict.block_rows(device, eager_rows)
         add = torch.as_tensor(-offset + (np.log(self.class_prior_) if kind != "class_ll" else 0.0),
                               dtype=torch.float64, device=device).expand(C)
@@ -531,7 +524,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         else:
             out = np.empty(n, dtype=classes.dtype)
         key = ("class_scores", type(family).__name__, family.name, C, K, D)
-        args = (params.weights, params.means, params.cov)
+        # The precision factors (a Cholesky for full/tied) once, outside the
+        # per-block kernel, which torch.compile then traces without a break.
+        args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
         with torch.no_grad():
             for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
@@ -587,8 +582,8 @@ def _kernel(family, n_features: int):
     (:func:`_predict.run_kernel`) and never reused for another family."""
     key = (type(family).__name__, family.name, n_features)
     if key not in _KERNELS:
-        def scores(z, weights, means, cov):
-            return mixture_log_likelihood(z, MixtureParams(weights, means, cov), family)
+        def scores(z, weights, means, cov, factor):
+            return mixture_log_likelihood(z, MixtureParams(weights, means, cov), family, factor)
         _KERNELS[key] = scores
     return _KERNELS[key]
 

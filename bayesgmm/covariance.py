@@ -4,9 +4,13 @@ Everything that depends on the shape of a component's covariance lives in
 one class here, behind the :class:`Covariance` protocol: the Pyro prior site
 and the observation distribution, the closed-form log prior, the component
 log-density pieces, the second-moment statistics and the MAP M-step, the
-parameter count, the change of units, sampling, fitted-array checks and the
-covariance matrix a plot draws.  Nothing outside this module branches on the
-type.
+parameter count, the change of units, fitted-array checks and the covariance
+matrix a plot draws (sampling goes through the Pyro model and the family's
+observation distribution).  Nothing outside this module branches on the
+type; other modules read only the protocol's flags (``per_component``:
+whether the value has a component dimension; ``isotropic``: whether the
+internal standardisation must use one scale for all features) and
+``prior_fields``.
 
 The parameter each family stores (the value of its Pyro site, shapes per
 mixture; a batch of mixtures adds leading dimensions):
@@ -136,6 +140,11 @@ class Covariance:
         """Free parameters of the covariances of a K-component mixture."""
         raise NotImplementedError
 
+    def mixture_parameters(self, K: int, D: int) -> int:
+        """Free parameters of a K-component mixture (weights, means and
+        covariances): what BIC and AIC count."""
+        return (K - 1) + K * D + self.n_parameters(K, D)
+
     # ---- priors (tensors in the model's units; see priors.PriorTensors)
     def prior(self, pt, K: int, batch: tuple = ()) -> dist.Distribution:
         """The prior distribution of the site, batch shape ``batch + (K,)``
@@ -208,8 +217,10 @@ class Covariance:
         raise NotImplementedError
 
     def log_jacobian(self, log_scale: np.ndarray, K: int) -> float:
-        """-log |d value(data units) / d value(standardised)| summed over the
-        site: the site's contribution to the loss offset between units."""
+        """log |d value(standardised) / d value(data units)| summed over the
+        site (``log_scale``: log of the per-feature scale, data = scale x
+        standardised): the site's contribution to the loss offset,
+        loss(data units) - loss(standardised)."""
         raise NotImplementedError
 
     def covariances(self, value: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,10 @@ _EXP_FLOOR = -80.0
 # which the allocator maps fresh pages for every tensor.  With 2**22 (16 MiB)
 # an EM step at N = 1e5, K = 8, D = 2 ran 2-3x slower in some processes.
 BLOCK_ELEMENTS = 2 ** 18
+# On a GPU a block costs kernel launches: 2**26 elements (256 MiB per float32
+# temporary) keeps N = 1e7, K = 8, D = 2 with 4 restarts to 10 blocks.  Not
+# yet measured on a GPU.
+CUDA_BLOCK_ELEMENTS = 2 ** 26
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -93,8 +97,10 @@ class Groups:
         return cls(Xg.transpose(1, 2).contiguous(), valid, counts)
 
     def rows(self, P: int, K: int) -> int:
-        """Rows per block for P pairs of K components."""
-        return max(1, BLOCK_ELEMENTS // (P * K * self.XT.shape[1]))
+        """Rows per block for P pairs of K components (larger blocks on a
+        GPU, where each block costs kernel launches, not cache)."""
+        budget = BLOCK_ELEMENTS if self.XT.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
+        return max(1, budget // (P * K * self.XT.shape[1]))
 
     def blocks(self, gidx: torch.Tensor, rows: int):
         """(block of points (P, D, rows), valid block (P, rows) or None) for
@@ -132,17 +138,22 @@ def log_normal(XT: torch.Tensor, means: torch.Tensor, cov: torch.Tensor, family:
     return logn, diff
 
 
-def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covariance) -> torch.Tensor:
-    """log w_k + log N(x_n | mu_k, Sigma_k) for X (..., n, D), shape (..., K, n)."""
-    logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family)
+def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covariance,
+                       factor: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """log w_k + log N(x_n | mu_k, Sigma_k) for X (..., n, D), shape (..., K, n).
+    ``factor``: :meth:`Covariance.precision_factor` of ``params.cov``, when
+    the caller scores many blocks with the same parameters."""
+    logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family,
+                         factor)
     return torch.log(params.weights).unsqueeze(-1) + logn
 
 
-def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covariance) -> torch.Tensor:
+def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covariance,
+                           factor: Optional[torch.Tensor] = None) -> torch.Tensor:
     """log p(x_n | mixture) for a batch of mixtures: X (n, D), params with
     batch shape (C,) -> (n, C).  The one log-probability primitive behind
     the predictions of both estimators (a plain mixture is C = 1)."""
-    return torch.logsumexp(component_log_prob(X, params, family), -2).transpose(-1, -2)
+    return torch.logsumexp(component_log_prob(X, params, family, factor), -2).transpose(-1, -2)
 
 
 def log_prior(params: MixtureParams, pt: PriorTensors, family: Covariance,
@@ -286,6 +297,9 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     an ``AutoDelta`` guide.  Evaluated in ``dtype`` (float64 by default, so
     the reported loss is exact whatever precision the fit ran in)."""
     p = params.map(lambda t: t.to(dtype))
+    # On the simplex in ``dtype``, as the reported weights_ are: float32
+    # weights summing to 1 +- 1e-7 would shift the loss by N x 1e-7.
+    p = MixtureParams(p.weights / p.weights.sum(-1, keepdim=True), p.means, p.cov)
     cast = lambda t: None if t is None else t.to(dtype) if t.is_floating_point() else t
     pt64 = PriorTensors(**{k: cast(getattr(pt, k)) for k in pt.__dataclass_fields__})
     P, K = p.weights.shape
@@ -380,13 +394,22 @@ def initial_params(groups: Groups, centres: torch.Tensor, mask: torch.Tensor, pt
 @dataclass
 class FitTrace:
     """What a fit stage leaves behind: parameters (batch (B, G)), the loss
-    before each update and at the end (B, G, T) in standardised units, the
-    number of iterations and whether every pair met the tolerance."""
+    before each update and at the end (B, G, T) in standardised units
+    (float64; a pair that stopped early repeats its last loss), the number of
+    iterations of the longest-running pair, whether every pair met the
+    tolerance, and the iterations each pair ran (B, G)."""
 
     params: MixtureParams
     losses: torch.Tensor
     n_iter: int
     converged: bool
+    iterations: Optional[torch.Tensor] = None
+
+    def history(self, b: int, g: int = 0) -> np.ndarray:
+        """Pair (b, g)'s own loss history: its iterations, then its final loss."""
+        t = int(self.iterations[b, g]) if self.iterations is not None else self.losses.shape[-1] - 1
+        h = self.losses[b, g].double().cpu().numpy()
+        return np.concatenate([h[:t], h[-1:]])
 
 
 def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
@@ -407,7 +430,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     n_g = groups.counts.to(flat.weights.dtype).clamp_min(1)[gall]
     active = torch.ones(B * G, dtype=torch.bool, device=mask.device)
     alive = torch.ones_like(active)
-    last = torch.full((B * G,), math.inf, dtype=flat.weights.dtype, device=mask.device)
+    # Losses in float64: the final one is exact (evaluated in float64) and
+    # chooses between restarts, K and stages; rounding it would undo that.
+    last = torch.full((B * G,), math.inf, dtype=torch.float64, device=mask.device)
+    iters = torch.zeros(B * G, dtype=torch.long, device=mask.device)
     history = []
     converged, it = False, 0
     for it in range(1, max_iter + 1):
@@ -420,8 +446,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         upd = new.where(ok, sub)
         flat.weights[idx], flat.means[idx], flat.cov[idx] = upd.weights, upd.means, upd.cov
         prev = last[idx]
+        loss = loss.double()
         gain = (prev - loss) / n_g[idx]
         last[idx] = torch.where(ok, loss, torch.full_like(loss, math.inf))
+        iters[idx] += 1
         alive[idx] = alive[idx] & ok
         history.append(last.clone())
         active[idx] = ok & ((gain > tol) | ~torch.isfinite(prev))
@@ -432,9 +460,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
             break
     final = negative_log_joint(groups, flat, gall, pt, family, mflat)
     final = torch.where(alive, final, torch.full_like(final, math.inf))
-    history.append(final.to(last.dtype))
+    history.append(final)
     losses = torch.stack(history, -1).reshape(B, G, -1)
-    return FitTrace(flat.map(lambda t: t.reshape((B, G) + t.shape[1:])), losses, it, converged)
+    return FitTrace(flat.map(lambda t: t.reshape((B, G) + t.shape[1:])), losses, it, converged,
+                    iters.reshape(B, G))
 
 
 # ----------------------------------------------------------------------------
@@ -455,10 +484,11 @@ def svi_converged(losses: Sequence[float], window: int, n_samples: float, tol: f
     return (before - recent) / (window * n_samples) < tol
 
 
-def run_svi_loop(step: Callable[[], np.ndarray], n_pairs: int, max_iter: int,
+def run_svi_loop(step: Callable[[np.ndarray], np.ndarray], n_pairs: int, max_iter: int,
                  n_samples: np.ndarray, tol: float, window: int, callback: Callback = None):
-    """The one SVI loop: call ``step()`` (one optimiser step for P pairs,
-    returning the P losses before it) until every pair has met
+    """The one SVI loop: call ``step(done)`` (one optimiser step for the P
+    pairs, those marked ``done`` held still; returns the P losses before
+    it) until every pair has met
     :func:`svi_converged` or diverged (non-finite loss), or ``max_iter``.
 
     Returns (loss histories, steps taken, converged, diverged (P,) bool)."""
@@ -467,7 +497,7 @@ def run_svi_loop(step: Callable[[], np.ndarray], n_pairs: int, max_iter: int,
     diverged = np.zeros(n_pairs, dtype=bool)
     it = 0
     for it in range(1, max_iter + 1):
-        losses = step()
+        losses = step(done)
         for p in np.flatnonzero(~done):
             if not math.isfinite(losses[p]):
                 diverged[p] = done[p] = True
@@ -548,7 +578,7 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
     par = _Unconstrained(flat, mflat, family)
     opt = torch.optim.Adam(par.u, lr=learning_rate)
 
-    def step() -> np.ndarray:
+    def step(done: np.ndarray) -> np.ndarray:
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             # The data term's value and the statistics of its gradient: one
@@ -568,7 +598,15 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
             if u.grad is not None:
                 u.grad = torch.where(ok.reshape((P,) + (1,) * (u.dim() - 1)), u.grad,
                                      torch.zeros_like(u.grad))
+        # Pairs that have stopped stay where they stopped: Adam's momentum
+        # would move them even with a zero gradient.
+        hold = torch.as_tensor(done, device=losses.device)
+        before = [u.detach().clone() for u in par.u] if bool(hold.any()) else None
         opt.step()
+        if before is not None:
+            with torch.no_grad():
+                for u, b in zip(par.u, before):
+                    u.copy_(torch.where(hold.reshape((P,) + (1,) * (u.dim() - 1)), b, u))
         return losses.detach().double().cpu().numpy()   # one host sync: the stopping rule
 
     n_g = groups.counts.double().cpu().numpy()[gidx.cpu().numpy()]
@@ -580,12 +618,13 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
     out = flat.where(bad, out)
     final = torch.where(bad, torch.full_like(final, math.inf), final)
     T = max(len(h) for h in hist) + 1
-    losses = torch.full((P, T), math.nan, dtype=torch.float64)
+    losses = torch.full((P, T), math.nan, dtype=torch.float64, device=final.device)
     for p, h in enumerate(hist):
         losses[p, :len(h)] = torch.tensor(h, dtype=torch.float64)
-        losses[p, len(h):] = float(final[p])
+        losses[p, len(h):] = final[p]
+    iterations = torch.tensor([len(h) for h in hist], device=final.device).reshape(B, G)
     return FitTrace(out.map(lambda t: t.reshape((B, G) + t.shape[1:])), losses.reshape(B, G, T),
-                    it, converged)
+                    it, converged, iterations)
 
 
 # ----------------------------------------------------------------------------
@@ -638,7 +677,7 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
                         raise
                 return math.nan
 
-        def step() -> np.ndarray:
+        def step(done: np.ndarray) -> np.ndarray:
             first, state["first"] = state["first"], False
             try:
                 return np.array([one()])

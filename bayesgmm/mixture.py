@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
@@ -23,9 +24,26 @@ from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
 _BACKENDS = ("fused", "pyro")
-# Rows per chunk in prediction: keeps the (K, rows, D) working tensors near
-# 2**24 elements (64 MiB in float32) whatever the input size.
-_CHUNK_ELEMENTS = 2 ** 24
+
+
+@dataclass
+class _Run:
+    """One restart's result: parameters (batch ()), loss history
+    (standardised units, the final loss last), iterations, convergence."""
+
+    params: MixtureParams
+    losses: np.ndarray
+    n_iter: int
+    converged: bool
+
+
+@dataclass
+class _Fit:
+    """The kept run, every restart's loss history, and the kept restart."""
+
+    kept: _Run
+    restart_losses: list
+    best: int
 
 
 @register
@@ -75,9 +93,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         How SVI computes its loss.  "pyro" steps ``pyro.infer.SVI`` with
         ``TraceEnum_ELBO`` and an ``AutoDelta`` guide.  "fused" runs the same
         optimisation (AutoDelta's unconstrained parameters, the same Adam)
-        with the enumerated loss written as one torch expression: it equals
-        ``TraceEnum_ELBO``'s loss at the same parameters (tested) and costs a
-        fraction of the per-step time, since nothing is traced.
+        with no tracing: the loss is the enumerated negative log joint from
+        one blocked E-step, and its gradient comes from the E-step's
+        statistics (Fisher's identity: at the current point the data term's
+        gradient is that of the expected complete-data log-likelihood).  Loss
+        and gradient equal ``TraceEnum_ELBO``'s at the same parameters
+        (tested, float64) at a fraction of the per-step time.
     jit : bool, default False
         With ``backend="pyro"``, use ``JitTraceEnum_ELBO``; falls back to
         ``TraceEnum_ELBO`` with a warning if tracing fails.
@@ -229,72 +250,70 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             # the loss back from the device every step for nothing.
             callback = show if s.progress else None
             try:
-                params, losses, restart_losses, best, n_iter, converged = self._run(
-                    Xt, groups, start, mask, pt, family, s, backend, callback)
+                fit = self._run(Xt, groups, start, mask, pt, family, s, backend, callback)
             finally:
                 bar.close()
-        if not math.isfinite(float(losses[-1])):
+        if not math.isfinite(float(fit.kept.losses[-1])):
             raise ValueError(
                 "the fit diverged (non-finite loss) in every restart: check the data for extreme "
                 "values, or raise the covariance prior (Priors.scale_rate or covariance_scale) / "
                 "lower learning_rate")
-        w, m, c = std.params_from_std(params, family)
+        w, m, c = std.params_from_std(fit.kept.params, family)
         self.weights_ = w
         self.means_ = m
         self._set_covariances(c, family)
         self.priors_ = priors
-        self.losses_ = np.asarray(losses, dtype=np.float64) + offset
+        self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])
-        self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset for r in restart_losses]
-        self.best_restart_ = int(best)
-        self.n_iter_ = int(n_iter)
-        self.converged_ = bool(converged)
+        self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
+                                for r in fit.restart_losses]
+        self.best_restart_ = fit.best
+        self.n_iter_ = fit.kept.n_iter
+        self.converged_ = bool(fit.kept.converged)
         self.device_ = device
         return self
 
-    def _svi(self, Xt, groups, start: MixtureParams, mask, pt, family, s, backend, callback):
-        """SVI from ``start`` (batch (R, 1)) with the chosen backend: one
-        FitTrace per restart, losses (T,)."""
+    def _svi(self, Xt, groups, start: MixtureParams, mask, pt, family, s, backend,
+             callback) -> list["_Run"]:
+        """SVI from ``start`` (batch (R, 1)) with the chosen backend, one
+        result per restart."""
         if backend == "pyro":
-            out = []
-            for r in range(start.weights.shape[0]):
-                out.append(pyro_svi_fit(Xt, start.select((r, 0)), pt, family, s.max_iter, s.tol,
-                                        s.learning_rate, bool(self.jit), callback))
-            return [(f.params, f.losses.numpy(), f.n_iter, f.converged) for f in out]
+            out = [pyro_svi_fit(Xt, start.select((r, 0)), pt, family, s.max_iter, s.tol,
+                                s.learning_rate, bool(self.jit), callback)
+                   for r in range(start.weights.shape[0])]
+            return [_Run(f.params, f.losses.numpy(), f.n_iter, f.converged) for f in out]
         f = svi_fit(groups, start, mask, pt, family, s.max_iter, s.tol, s.learning_rate, callback)
-        return [(f.params.select((r, 0)), f.losses[r, 0].numpy(), f.n_iter, f.converged)
+        return [_Run(f.params.select((r, 0)), f.history(r), int(f.iterations[r, 0]), f.converged)
                 for r in range(start.weights.shape[0])]
 
-    def _run(self, Xt, groups, start, mask, pt, family, s, backend, callback):
+    def _run(self, Xt, groups, start, mask, pt, family, s, backend, callback) -> "_Fit":
         """EM on all restarts, then SVI on the best; or SVI on every restart."""
         if s.em_max_iter > 0:
             em = em_fit(groups, start, mask, pt, family, s.em_max_iter, s.tol, callback)
-            restart_losses = [h for h in em.losses[:, 0].double().cpu().numpy()]
+            restart_losses = [em.history(r) for r in range(em.losses.shape[0])]
             best = int(np.argmin([h[-1] for h in restart_losses]))
-            em_best = em.params.select((slice(best, best + 1),))
-            em_hist = restart_losses[best]
-            if s.max_iter == 0 or not math.isfinite(em_hist[-1]):
-                return (em_best.select((0, 0)), em_hist, restart_losses, best, em.n_iter,
-                        em.converged)
-            params, svi_hist, n_svi, svi_conv = self._svi(Xt, groups, em_best, mask[:1], pt,
-                                                          family, s, backend, callback)[0]
-            if not math.isfinite(svi_hist[-1]):
+            em_run = _Run(em.params.select((best, 0)), restart_losses[best],
+                          int(em.iterations[best, 0]), em.converged)
+            if s.max_iter == 0 or not math.isfinite(em_run.losses[-1]):
+                return _Fit(em_run, restart_losses, best)
+            svi = self._svi(Xt, groups, em.params.select((slice(best, best + 1),)), mask[:1], pt,
+                            family, s, backend, callback)[0]
+            if not math.isfinite(svi.losses[-1]):
                 warnings.warn(
-                    f"SVI diverged (non-finite loss after {n_svi} step(s)); keeping the EM "
+                    f"SVI diverged (non-finite loss after {svi.n_iter} step(s)); keeping the EM "
                     f"solution: lower learning_rate (now {s.learning_rate}) to refine it by SVI",
                     RuntimeWarning, stacklevel=5)
             # Adam may settle marginally above the EM optimum; both optimise
             # the same objective, so keep whichever point is better.
-            if svi_hist[-1] <= em_hist[-1]:
-                return (params, np.concatenate([em_hist[:-1], svi_hist]), restart_losses, best,
-                        em.n_iter + n_svi, em.converged and svi_conv)
-            return (em_best.select((0, 0)), np.concatenate([em_hist[:-1], svi_hist, em_hist[-1:]]),
-                    restart_losses, best, em.n_iter + n_svi, em.converged and svi_conv)
-        fits = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback)
-        restart_losses = [f[1] for f in fits]
-        best = int(np.argmin([h[-1] for h in restart_losses]))
-        params, hist, n_iter, conv = fits[best]
-        return params, hist, restart_losses, best, n_iter, conv
+            keep_svi = svi.losses[-1] <= em_run.losses[-1]
+            tail = [] if keep_svi else [em_run.losses[-1:]]
+            run = _Run(svi.params if keep_svi else em_run.params,
+                       np.concatenate([em_run.losses[:-1], svi.losses, *tail]),
+                       em_run.n_iter + svi.n_iter, em_run.converged and svi.converged)
+            return _Fit(run, restart_losses, best)
+        runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback)
+        best = int(np.argmin([r.losses[-1] for r in runs]))
+        return _Fit(runs[best], [r.losses for r in runs], best)
 
     # ---------------------------------------------------------- prediction
     def _prepare(self, X):
@@ -324,10 +343,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         out = _predict.new_output(out_device, (n, K), np.float64) if joint else None
         dens = _predict.new_output(out_device, (n,), np.float64) if density else None
-        rows = max(1, _CHUNK_ELEMENTS // (K * D))
+        rows = max(1, _predict.CHUNK_ELEMENTS // (K * D))
         with torch.no_grad():
+            factor = family.precision_factor(params.cov)    # once, not per block
             for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
-                lp = component_log_prob(z, params, family).transpose(0, 1).double() - offset
+                lp = component_log_prob(z, params, family, factor).transpose(0, 1).double() - offset
                 ld = torch.logsumexp(lp, -1)
                 if density:
                     _predict.put(dens, slice(a, b), ld)
@@ -368,7 +388,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         priors = std.priors(self.priors_, device)
         n = X.shape[0]
         # Points per chunk: the draws multiply the working set.
-        step = max(1, _CHUNK_ELEMENTS // (self.means_.size * (n_draws or 1)))
+        step = max(1, _predict.CHUNK_ELEMENTS // (self.means_.size * (n_draws or 1)))
         # Filled chunk by chunk: collecting parts and concatenating would hold
         # the labels three times over at the end.
         out = _predict.new_output(out_device, (n,) if n_draws is None else (n_draws, n), np.int64)
@@ -420,7 +440,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     # ------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
         K, D = self.means_.shape
-        return (K - 1) + K * D + self._family().n_parameters(K, D)
+        return self._family().mixture_parameters(K, D)
 
     def bic(self, X) -> float:
         """Bayesian information criterion, -2 log L + p log N (lower is better)."""
@@ -431,6 +451,3 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         """Akaike information criterion, -2 log L + 2p (lower is better)."""
         ll = self.score_samples(X)
         return float(-2 * ll.sum() + 2 * self._n_parameters())
-
-# Kept for callers of the first release's private helper.
-from ._base import rollback_on_error as _rollback_on_error  # noqa: E402,F401

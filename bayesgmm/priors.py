@@ -62,10 +62,12 @@ class Priors:
         ("full", "tied"); must exceed n_features + 1, so that a component
         with no points still has a MAP covariance, Psi / (nu - D - 1).
     covariance_scale : float, array of shape (n_features,) or (n_features, n_features)
-        The scale matrix Psi of that Wishart (prior covariance Psi^-1 of the
-        precision), in squared data units: a float or a vector means a
-        diagonal Psi.  Default ``(0.1 x data std)^2`` per feature.  The MAP
-        covariance is ``(Psi + S_k) / (nu - D - 1 + N_k)``.
+        Psi, in squared data units (a float or a vector means a diagonal
+        Psi): the Wishart prior on each precision matrix has scale matrix
+        Psi^-1 (equivalently, each covariance has an inverse-Wishart prior
+        with scale Psi; Psi acts as nu - D - 1 prior points' scatter).
+        Default ``(0.1 x data std)^2`` per feature.  The MAP covariance is
+        ``(Psi + S_k) / (nu - D - 1 + N_k)``.
 
     Examples
     --------

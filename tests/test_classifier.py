@@ -15,7 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bayesgmm import GMMClassifier, Priors
 from bayesgmm import classifier as classifier_module
-from bayesgmm import covariance, fitting
+from bayesgmm import _predict, covariance, fitting
 from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.datasets import load_iris, make_circles, make_five_class
 from bayesgmm.fitting import (Groups, class_elbo_loss, component_log_prob, e_step, elbo_loss,
@@ -281,7 +281,7 @@ def test_prediction_is_chunked_without_changing_results(three_blobs, monkeypatch
     clf = GMMClassifier(2, **FAST, random_state=0).fit(X, y)
     full = clf.class_log_likelihood(X)
     # 3 classes x 2 components x 2 features = 12 elements per point: 5 points per chunk.
-    monkeypatch.setattr(classifier_module, "_CHUNK_ELEMENTS", 60)
+    monkeypatch.setattr(_predict, "CHUNK_ELEMENTS", 60)
     np.testing.assert_allclose(clf.class_log_likelihood(X), full, rtol=1e-6)
 
 

@@ -422,7 +422,7 @@ def test_chunked_prediction_equals_unchunked(monkeypatch):
     whole = (est.predict_proba(X), est.score_samples(X), est.predict(X))
     assert sizes == [len(X)] * 3          # one block each by default
     # 70 rows per chunk: 15 chunks, the last one partial.
-    monkeypatch.setattr(bayesgmm.mixture, "_CHUNK_ELEMENTS", 3 * 2 * 70)
+    monkeypatch.setattr(bayesgmm._predict, "CHUNK_ELEMENTS", 3 * 2 * 70)
     sizes.clear()
     chunked = (est.predict_proba(X), est.score_samples(X), est.predict(X))
     assert sizes == 3 * ([70] * 14 + [20])
@@ -498,8 +498,28 @@ def test_classifier_chunked_prediction_equals_unchunked(monkeypatch):
     clf = GMMClassifier(n_components=2, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, y)
     whole = (clf.predict_proba(X), clf.class_log_likelihood(X), clf.predict(X))
     # 3 classes x 2 components x 2 features x 50 rows: 18 chunks.
-    monkeypatch.setattr(bayesgmm.classifier, "_CHUNK_ELEMENTS", 3 * 2 * 2 * 50)
+    monkeypatch.setattr(bayesgmm._predict, "CHUNK_ELEMENTS", 3 * 2 * 2 * 50)
     chunked = (clf.predict_proba(X), clf.class_log_likelihood(X), clf.predict(X))
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
     np.testing.assert_array_equal(chunked[2], whole[2])
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_classifier_with_padded_components_at_extreme_scales(covariance_type, scale):
+    """Regression: a class with fewer components than another is padded, and
+    the padded components' stand-in covariance (unit, in the data's units)
+    overflowed float32 in the standardised prediction frame at data scales
+    like 1e20, making every class log-likelihood NaN without an error."""
+    X, y = _two_blobs(120), np.repeat([0, 1], 60)
+    clf = GMMClassifier({0: 2, 1: 1}, covariance_type=covariance_type, max_iter=0,
+                        device="cpu", random_state=0).fit(X * scale, y)
+    ll = clf.class_log_likelihood(X * scale)
+    assert np.all(np.isfinite(ll))
+    ref = GMMClassifier({0: 2, 1: 1}, covariance_type=covariance_type, max_iter=0,
+                        device="cpu", random_state=0).fit(X, y)
+    # The same fit in other units: log-likelihoods shift by D log(scale).
+    np.testing.assert_allclose(ll, ref.class_log_likelihood(X) - 2 * np.log(scale),
+                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(clf.predict(X * scale), ref.predict(X))
