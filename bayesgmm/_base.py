@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
@@ -98,6 +99,19 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                 f"{j}'s spread is {ratio[j]:.1e} times the features' common spread: rescale X's "
                 f"features to comparable spreads (e.g. standardise them), or use "
                 f"covariance_type='diag'")
+
+
+def warn_svi_diverged(n_steps: int, learning_rate: float, n_diverged: int = 1,
+                      what: str = "", depth: int = 0) -> None:
+    """The one warning for an SVI stage that diverged and was replaced by
+    the EM solution.  It points at the user's ``fit`` call: ``depth`` is the
+    number of frames between the estimator's ``_fit`` and the caller (0 when
+    ``_fit`` calls this directly)."""
+    whose = f" for {n_diverged} {what}" if what else ""
+    warnings.warn(
+        f"SVI diverged (non-finite loss within {n_steps} step(s)){whose}; keeping the EM "
+        f"solution: lower learning_rate (now {learning_rate}) to refine it by SVI",
+        RuntimeWarning, stacklevel=5 + depth)
 
 
 class MixtureBase:

@@ -17,7 +17,8 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._base import INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar
+from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar,
+                    warn_svi_diverged)
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -381,11 +382,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                               s.max_iter, s.tol, s.learning_rate, callback)
                 svi_losses = svi.losses[0, :, -1].to(losses)
                 if not bool(torch.isfinite(svi_losses).all()):
-                    warnings.warn(
-                        f"SVI diverged (non-finite loss within {svi.n_iter} step(s)) for "
-                        f"{int((~torch.isfinite(svi_losses)).sum())} class(es); keeping their EM "
-                        f"solution: lower learning_rate (now {s.learning_rate}) to refine them "
-                        f"by SVI", RuntimeWarning, stacklevel=4)
+                    warn_svi_diverged(svi.n_iter, s.learning_rate,
+                                      int((~torch.isfinite(svi_losses)).sum()), "class(es)")
                 # Both stages optimise the same objective; Adam may settle a
                 # hair above the EM optimum, so keep the better one per class.
                 better = torch.isfinite(svi_losses) & (svi_losses < losses)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -17,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
-                    progress_bar)
+                    progress_bar, warn_svi_diverged)
 from .covariance import CovarianceType
 from .fitting import (Groups, em_fit, initial_params, map_assignments, component_log_prob, pyro_svi_fit, sample_model, seed_centres, svi_fit)
 from .persistence import register
@@ -299,10 +298,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             svi = self._svi(Xt, groups, em.params.select((slice(best, best + 1),)), mask[:1], pt,
                             family, s, backend, callback)[0]
             if not math.isfinite(svi.losses[-1]):
-                warnings.warn(
-                    f"SVI diverged (non-finite loss after {svi.n_iter} step(s)); keeping the EM "
-                    f"solution: lower learning_rate (now {s.learning_rate}) to refine it by SVI",
-                    RuntimeWarning, stacklevel=5)
+                warn_svi_diverged(svi.n_iter, s.learning_rate, depth=1)
             # Adam may settle marginally above the EM optimum; both optimise
             # the same objective, so keep whichever point is better.
             keep_svi = svi.losses[-1] <= em_run.losses[-1]
