@@ -136,6 +136,10 @@ class Covariance:
     def value_shape(self, K: int, D: int) -> tuple:
         raise NotImplementedError
 
+    def covariance_shape(self, K: int, D: int) -> tuple:
+        """Shape of scikit-learn's ``covariances_``: that of the value."""
+        return self.value_shape(K, D)
+
     def n_parameters(self, K: int, D: int) -> int:
         """Free parameters of the covariances of a K-component mixture."""
         raise NotImplementedError
@@ -244,9 +248,6 @@ class Covariance:
         """Full (K, D, D) covariance matrices from ``covariances_`` (plots, sampling)."""
         raise NotImplementedError
 
-    def covariance_shape(self, K: int, D: int) -> tuple:
-        raise NotImplementedError
-
     def check_covariances(self, cov: np.ndarray, K: int, D: int) -> Optional[str]:
         """None when ``cov`` is a valid ``covariances_`` for K components in D
         features, else what is wrong (used by persistence)."""
@@ -262,21 +263,21 @@ class Covariance:
             return "covariances_ are not positive definite"
         return None
 
+    def neutral_like(self, value: torch.Tensor) -> torch.Tensor:
+        """Unit covariances in the shape of ``value``."""
+        return torch.ones_like(value)
+
     def identity(self, batch: tuple, K: int, D: int, dtype, device) -> torch.Tensor:
-        """A neutral value (unit covariances) of batch shape ``batch``."""
-        raise NotImplementedError
+        """Unit covariances of batch shape ``batch``."""
+        return self.neutral_like(torch.empty(batch + self.value_shape(K, D), dtype=dtype,
+                                             device=device))
 
     def pad(self, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Padded components (``mask`` False, (..., K)) at the neutral value."""
+        """Padded components (``mask`` False, (..., K)) at unit covariances."""
         if not self.per_component:
             return value
-        K = mask.shape[-1]
-        ident = self.identity((), K, self._features(value), value.dtype, value.device)
         m = mask.reshape(mask.shape + (1,) * (value.dim() - mask.dim()))
-        return torch.where(m, value, ident)
-
-    def _features(self, value: torch.Tensor) -> int:
-        return value.shape[-1]
+        return torch.where(m, value, self.neutral_like(value))
 
     # ---- Pyro helpers
     def gather(self, value: torch.Tensor, *index) -> torch.Tensor:
@@ -302,9 +303,6 @@ class Diagonal(Covariance):
     per_component = True
 
     def value_shape(self, K, D):
-        return (K, D)
-
-    def covariance_shape(self, K, D):
         return (K, D)
 
     def n_parameters(self, K, D):
@@ -364,9 +362,6 @@ class Diagonal(Covariance):
             return "covariances_ are not positive and finite"
         return None
 
-    def identity(self, batch, K, D, dtype, device):
-        return torch.ones(batch + (K, D), dtype=dtype, device=device)
-
     def obs(self, loc, value):
         return dist.Normal(loc, value).to_event(1)
 
@@ -382,9 +377,6 @@ class Spherical(Diagonal):
     def value_shape(self, K, D):
         return (K,)
 
-    def covariance_shape(self, K, D):
-        return (K,)
-
     def n_parameters(self, K, D):
         return K
 
@@ -393,9 +385,6 @@ class Spherical(Diagonal):
 
     def log_prior(self, value, pt):
         return _inverse_gamma_log_prob(value, pt.scale_shape, pt.scale_rate)
-
-    def precision_factor(self, value):
-        return value.pow(-2)
 
     def half_log_det(self, factor, K):
         return 0.5 * torch.log(factor) * self._D
@@ -422,23 +411,11 @@ class Spherical(Diagonal):
     def log_jacobian(self, log_scale, K):
         return float(K * log_scale[0])
 
-    def covariances(self, value):
-        return value * value
-
-    def precisions_cholesky(self, value):
-        return 1.0 / value
-
     def marginal_scales(self, cov, K, D):
         return np.repeat(np.sqrt(cov)[:, None], D, axis=1)
 
     def matrices(self, cov, K, D):
         return cov[:, None, None] * np.eye(D)
-
-    def identity(self, batch, K, D, dtype, device):
-        return torch.ones(batch + (K,), dtype=dtype, device=device)
-
-    def _features(self, value):
-        return self._D
 
     def obs(self, loc, value):
         return dist.Normal(loc, value.unsqueeze(-1).expand(loc.shape)).to_event(1)
@@ -456,9 +433,6 @@ class Full(Covariance):
     per_component = True
 
     def value_shape(self, K, D):
-        return (K, D, D)
-
-    def covariance_shape(self, K, D):
         return (K, D, D)
 
     def n_parameters(self, K, D):
@@ -528,9 +502,9 @@ class Full(Covariance):
     def matrices(self, cov, K, D):
         return cov
 
-    def identity(self, batch, K, D, dtype, device):
-        eye = torch.eye(D, dtype=dtype, device=device)
-        return eye.expand(batch + self.value_shape(K, D)).clone()
+    def neutral_like(self, value):
+        eye = torch.eye(value.shape[-1], dtype=value.dtype, device=value.device)
+        return eye.expand_as(value).clone()
 
     def obs(self, loc, value):
         return dist.MultivariateNormal(loc, precision_matrix=value)
@@ -542,9 +516,6 @@ class Tied(Full):
     per_component = False
 
     def value_shape(self, K, D):
-        return (D, D)
-
-    def covariance_shape(self, K, D):
         return (D, D)
 
     def n_parameters(self, K, D):

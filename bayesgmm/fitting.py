@@ -244,9 +244,7 @@ def block_stats(x: torch.Tensor, valid: Optional[torch.Tensor], params: MixtureP
 def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Covariance,
            hard: bool = False) -> Stats:
     """Statistics of P mixtures (batch shape (P,)) over their groups' points,
-    summed over blocks of rows (bounded memory at any N).
-
-    """
+    summed over blocks of rows (bounded memory at any N)."""
     P, K = params.weights.shape
     factor = family.precision_factor(params.cov)
     total = None
@@ -349,12 +347,9 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 continue
             n = P.shape[0]
             k = min(K, n)
-            if n > SEED_SAMPLE_SIZE:
-                P = P[torch.as_tensor(rng.choice(n, SEED_SAMPLE_SIZE, replace=False),
-                                      device=P.device) if torch.is_tensor(P)
-                      else rng.choice(n, SEED_SAMPLE_SIZE, replace=False)]
-            if torch.is_tensor(P):
-                P = P.detach().double().cpu().numpy()
+            if n > SEED_SAMPLE_SIZE:   # subsampled where the points are, then copied
+                P = P[rng.choice(n, SEED_SAMPLE_SIZE, replace=False)]
+            P = np.asarray(P.detach().cpu() if torch.is_tensor(P) else P, dtype=np.float64)
             if init == "random":
                 c = P[rng.choice(P.shape[0], k, replace=False)]
             elif init == "kmeans++":
@@ -437,7 +432,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     history = []
     converged, it = False, 0
     for it in range(1, max_iter + 1):
-        idx = active.nonzero().squeeze(-1)     # one host sync per iteration
+        idx = active.nonzero().squeeze(-1)     # the one host sync per iteration
+        if idx.numel() == 0:                   # every pair stopped in the last iteration
+            converged, it = True, it - 1
+            break
         sub, msub = flat.select(idx), mflat[idx]
         stats = e_step(groups, sub, gall[idx], family)
         loss = -(stats.loglik + log_prior(sub, pt, family, msub))
@@ -455,9 +453,8 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         active[idx] = ok & ((gain > tol) | ~torch.isfinite(prev))
         if callback is not None:
             callback(it, float(loss[ok].sum()) if bool(ok.any()) else math.inf)
-        if not bool(active.any()):
-            converged = True
-            break
+    else:
+        converged = bool(max_iter > 0 and not active.any())
     final = negative_log_joint(groups, flat, gall, pt, family, mflat)
     final = torch.where(alive, final, torch.full_like(final, math.inf))
     history.append(final)
@@ -580,11 +577,11 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
 
     def step(done: np.ndarray) -> np.ndarray:
         opt.zero_grad(set_to_none=True)
+        cur, logw = par.current()
         with torch.no_grad():
             # The data term's value and the statistics of its gradient: one
             # blocked E-step, no autograd through the (pairs, K, D, N) terms.
-            stats = e_step(groups, par.current()[0], gidx, family)
-        cur, logw = par.current()
+            stats = e_step(groups, cur.detach(), gidx, family)
         prior = log_prior(cur, pt, family, mflat, logw)
         losses = -(stats.loglik + prior.detach())
         ok = torch.isfinite(losses)
@@ -594,19 +591,16 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
         # parameters and the E-step's statistics only.
         surrogate = expected_complete_loglik(cur, logw, stats, family, mflat) + prior
         (-torch.where(ok, surrogate, torch.zeros_like(surrogate)).sum()).backward()
-        for u in par.u:   # a diverged pair must not move (its gradient may be NaN)
-            if u.grad is not None:
-                u.grad = torch.where(ok.reshape((P,) + (1,) * (u.dim() - 1)), u.grad,
-                                     torch.zeros_like(u.grad))
-        # Pairs that have stopped stay where they stopped: Adam's momentum
-        # would move them even with a zero gradient.
-        hold = torch.as_tensor(done, device=losses.device)
-        before = [u.detach().clone() for u in par.u] if bool(hold.any()) else None
+        # Pairs that have stopped, and pairs whose loss just went non-finite
+        # (their gradient may be NaN), stay where they are: Adam's momentum
+        # would move them even with a zero gradient.  Adam is elementwise, so
+        # the other pairs' steps are those of separate fits.
+        hold = torch.as_tensor(done, device=losses.device) | ~ok
+        before = [u.detach().clone() for u in par.u]
         opt.step()
-        if before is not None:
-            with torch.no_grad():
-                for u, b in zip(par.u, before):
-                    u.copy_(torch.where(hold.reshape((P,) + (1,) * (u.dim() - 1)), b, u))
+        with torch.no_grad():
+            for u, b in zip(par.u, before):
+                u.copy_(torch.where(hold.reshape((P,) + (1,) * (u.dim() - 1)), b, u))
         return losses.detach().double().cpu().numpy()   # one host sync: the stopping rule
 
     n_g = groups.counts.double().cpu().numpy()[gidx.cpu().numpy()]
