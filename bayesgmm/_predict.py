@@ -60,10 +60,10 @@ def block_rows(device: torch.device, eager_rows: int) -> int:
 
 
 def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray,
-           scale: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(start, stop, block) over the rows of X; each block standardised,
-    (x - center) / scale, in float64 on ``device`` and then rounded to float32,
-    the precision the mixtures were fitted in."""
+           scale: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """(start, stop, z, raw) over the rows of X: ``raw`` the block in float64
+    on ``device``, ``z`` it standardised, (x - center) / scale, and rounded to
+    float32, the precision the mixtures were fitted in."""
     c = torch.as_tensor(center, dtype=torch.float64, device=device)
     s = torch.as_tensor(scale, dtype=torch.float64, device=device)
     n = X.shape[0]
@@ -76,7 +76,39 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
                 block = block.copy()
             block = torch.from_numpy(block)
         block = block.to(device=device, dtype=torch.float64)
-        yield a, b, ((block - c) / s).to(torch.float32)
+        yield a, b, ((block - c) / s).to(torch.float32), block
+
+
+#: Rows farther than this from the fitted mixture (in its standardised
+#: frame, where the data lie within a few units) are scored by the far-point
+#: rule: float32 Mahalanobis terms lose the differences between components
+#: from about here on, and overflow at ~1e19.
+FAR = 1e3
+
+
+def far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
+    """Indices of the rows of a block to rescore by the far-point rule
+    (:func:`bayesgmm.fitting.far_component_log_prob`): beyond :data:`FAR`,
+    or with a non-finite score; None when there are none (the common case,
+    one reduction and one host sync per block)."""
+    bad = (z.abs().amax(-1) > FAR) | ~torch.isfinite(z).all(-1) | ~torch.isfinite(scores).all(-1)
+    if not bool(bad.any()):
+        return None
+    return bad.nonzero().squeeze(1)
+
+
+def directions(raw: torch.Tensor, center: np.ndarray, scale: np.ndarray
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised points z = (x - center) / scale as s * u with ``u`` the
+    direction scaled to max |u_d| = 1, and log s, in float64, without forming
+    z (which overflows for finite x beyond ~1e308 times the model's scale)."""
+    c = torch.as_tensor(center, dtype=torch.float64, device=raw.device)
+    s = torch.as_tensor(scale, dtype=torch.float64, device=raw.device)
+    big = torch.finfo(torch.float64).max
+    w = torch.nan_to_num(raw.double() - c, posinf=big, neginf=-big)
+    log_a = torch.log(w.abs()) - torch.log(s)
+    log_s = log_a.amax(-1).clamp_min(0.0)       # a point at the centre has u = 0, s = 1
+    return torch.sign(w) * torch.exp(log_a - log_s.unsqueeze(-1)), log_s
 
 
 _TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.int64): torch.int64}

@@ -20,8 +20,9 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar,
                     warn_svi_diverged)
 from .covariance import CovarianceType
-from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
-                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
+from .fitting import (Groups, discriminative_fit, em_fit, far_component_log_prob,
+                      initial_params, log_prior, mixture_log_likelihood, negative_log_joint,
+                      seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -526,10 +527,25 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # per-block kernel, which torch.compile then traces without a break.
         args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
+        far_params = None
         with torch.no_grad():
-            for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
-                j = _predict.run_kernel(kernel, key, z, args, eager_rows).double() + add
-                if kind == "log_proba":
+            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
+                j = _predict.run_kernel(kernel, key, z, args, eager_rows).double()
+                # j + lead are the class scores; lead is 0 but for far points,
+                # scored relative to one reference component (the far-point
+                # rule, shared with BayesianGMM: exact limits, never NaN).
+                lead = j.new_zeros(j.shape[0])
+                far = _predict.far_rows(z, j)
+                if far is not None:
+                    if far_params is None:
+                        far_params = params.map(lambda t: t.double())
+                    u, log_s = _predict.directions(raw[far], std.center, std.scale)
+                    rel, lead[far] = far_component_log_prob(u, log_s, far_params, family)
+                    j[far] = torch.logsumexp(rel, -2).t()
+                j = j + add
+                if kind in ("class_ll", "joint"):
+                    j = j + lead.unsqueeze(-1)
+                elif kind == "log_proba":
                     j = j - torch.logsumexp(j, 1, keepdim=True)
                 elif kind == "label":
                     j = j.argmax(1)
@@ -563,8 +579,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """The class logits log p(x | c) + log p(c), shape (n_samples, n_classes);
         for two classes, as scikit-learn expects, the log-odds of
         ``classes_[1]`` against ``classes_[0]``, shape (n_samples,)."""
-        j = self._scores(X, "joint")
-        return j[:, 1] - j[:, 0] if j.shape[1] == 2 else j
+        check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
+        if len(self.classes_) == 2:
+            # From the normalised scores: equal to the difference of the
+            # logits, and a number (or +-inf) even where both logits are
+            # below the float64 range (points extremely far from the data).
+            lp = self._scores(X, "log_proba")
+            return lp[:, 1] - lp[:, 0]
+        return self._scores(X, "joint")
 
     def predict(self, X) -> np.ndarray:
         """The label maximising log p(x | c) + log p(c)."""

@@ -1,5 +1,6 @@
 """The one inference core: densities, sufficient statistics, initialisation,
-MAP-EM, the SVI loop, and assignments, for every covariance family.
+MAP-EM, the SVI loop, the far-point rule of prediction and sampling through
+the model, for every covariance family.
 
 Everything works on a batch of mixtures that each see one *group* of
 points: a plain mixture is one group (all points), the classifier has one
@@ -21,7 +22,9 @@ blocks (or, later, of processes) gives the same M-step as one pass.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 import pyro
 from pyro import poutine
-from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO, infer_discrete
+from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.distributions import constraints, transform_to
@@ -154,6 +157,58 @@ def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covar
     batch shape (C,) -> (n, C).  The one log-probability primitive behind
     the predictions of both estimators (a plain mixture is C = 1)."""
     return torch.logsumexp(component_log_prob(X, params, family, factor), -2).transpose(-1, -2)
+
+
+def far_component_log_prob(U: torch.Tensor, log_s: torch.Tensor, params: MixtureParams,
+                           family: Covariance) -> tuple[torch.Tensor, torch.Tensor]:
+    """log w_k + log N(x | mu_k, Sigma_k) for points x = s u far from the
+    mixture, in float64, as ``rel + lead``: ``rel`` (..., K, n) relative to
+    one reference component per point, ``lead`` (n,) that component's value.
+
+    The prediction rule for far points.  Expanded in powers of the distance,
+    log N = -s^2 q(u)/2 + s u^T Lambda mu + (c - q(mu)/2) with q the
+    Mahalanobis form; the coefficients are O(1) for the unit direction ``u``
+    (max |u_d| = 1, given with ``log_s`` = log s: s itself may overflow), and
+    the differences between components are taken coefficient by
+    coefficient.  So the answer is exact where the direct form
+    loses the linear term to rounding (two components of equal covariance,
+    a point at 1e19: float64 cannot resolve 1e19 beside 1e38), and keeps its
+    limit where s^2 overflows: the component with the heaviest tail along u
+    (the smallest q(u)), then the largest linear term, then the constant.
+    ``rel`` is finite for that component, so responsibilities and class
+    posteriors are always numbers; ``lead`` (the log density's scale) is
+    -inf only where it is below the float64 range.  Components of zero
+    weight (padding) never serve as the reference."""
+    means, K = params.means, params.weights.shape[-1]
+    factor = family.precision_factor(params.cov)
+    UT = U.t().expand(means.shape[:-1] + U.t().shape)                 # (..., K, D, n)
+    q_u = family.mahalanobis(UT, factor)
+    q_m = family.mahalanobis(means.unsqueeze(-1), factor)            # (..., K, 1)
+    q_d = family.mahalanobis(UT - means.unsqueeze(-1), factor)
+    logw = torch.log(params.weights).unsqueeze(-1)
+    A = -0.5 * q_u
+    B = 0.5 * (q_u + q_m - q_d)                                      # u^T Lambda mu
+    C = (logw + family.half_log_det(factor, K).unsqueeze(-1) - 0.5 * q_m
+         - 0.5 * means.shape[-1] * _LOG_2PI).expand_as(A)
+    shape, n = A.shape, A.shape[-1]
+    A, B, C = (t.reshape(-1, n) for t in (A, B, C))
+    real = torch.isfinite(C)
+    # The reference: lexicographic maximum of (A, B) over real components.
+    neg = torch.tensor(-math.inf, dtype=A.dtype, device=A.device)
+    a_ref = torch.where(real, A, neg).amax(0)
+    tie = real & (A == a_ref)
+    b_ref = torch.where(tie, B, neg).amax(0)
+    ref = (tie & (B == b_ref)).to(torch.uint8).argmax(0, keepdim=True)
+    c_ref = C.gather(0, ref).squeeze(0)
+    s = torch.exp(log_s)
+    dA, dB = A - a_ref, B - b_ref
+    quad = torch.where(dA == 0, torch.zeros_like(dA), s * s * dA)   # <= 0, -inf past the range
+    rel = torch.where(torch.isinf(quad), quad,
+                      quad + torch.where(dB == 0, torch.zeros_like(dB), s * dB) + (C - c_ref))
+    rel = torch.where(real, rel, neg)
+    lead = s * s * a_ref
+    lead = torch.where(torch.isfinite(lead), lead + s * b_ref + c_ref, neg)
+    return rel.reshape(shape), torch.where(torch.isnan(lead), neg, lead)
 
 
 def log_prior(params: MixtureParams, pt: PriorTensors, family: Covariance,
@@ -641,21 +696,42 @@ def _site_values(params: MixtureParams, family: Covariance) -> dict:
             "means": params.means.detach().clone(), family.site: params.cov.detach().clone()}
 
 
+# Pyro's handler stack and param store are process-wide: two threads inside
+# Pyro at once corrupt both (a handler left on the stack breaks every later
+# Pyro call in the process).  Every use of Pyro here holds this lock.
+_PYRO_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def pyro_session(seed: Optional[int] = None, device: Optional[torch.device] = None):
+    """Exclusive use of Pyro: the process-wide lock, a param store scoped to
+    the block and, with ``seed``, torch's global RNG forked and seeded (Pyro
+    samples from it), so the caller's RNG state is left as it was."""
+    with _PYRO_LOCK, pyro.get_param_store().scope(), contextlib.ExitStack() as stack:
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(
+                devices=[device] if device is not None and device.type == "cuda" else []))
+            torch.manual_seed(seed)
+        yield
+
+
 def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,
                  max_iter: int, tol: float, learning_rate: float, jit: bool = False,
-                 callback: Callback = None, window: int = 10) -> FitTrace:
+                 callback: Callback = None, window: int = 10, seed: int = 0) -> FitTrace:
     """MAP of one mixture (batch shape ()) by ``pyro.infer.SVI`` itself:
     ``AutoDelta`` over the global sites, ``TraceEnum_ELBO`` (or
     ``JitTraceEnum_ELBO``; falls back with a warning if tracing fails)
     enumerating the assignments, Adam.  Same loop, stopping rule and
     divergence policy as :func:`svi_fit`; the param store is scoped to the
-    call, so concurrent or repeated fits never see each other's parameters."""
+    call, so concurrent or repeated fits never see each other's parameters,
+    and torch's global RNG (Pyro draws from it) is forked and seeded with
+    ``seed``."""
     K = params.weights.shape[-1]
     model = _model(pt, K, family)
     sites = global_sites(family)
     elbo = lambda j: (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if j
                       else TraceEnum_ELBO(max_plate_nesting=1))
-    with pyro.get_param_store().scope():
+    with pyro_session(seed, X.device):
         guide = _guide(model, _site_values(params, family), sites)
         state = {"svi": SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), elbo(jit)),
                  "first": True}
@@ -702,7 +778,7 @@ def elbo_loss(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: 
     sitting exactly on ``params`` (batch shape ()): the reference definition
     of the objective, for tests."""
     model = _model(pt, params.weights.shape[-1], family)
-    with pyro.get_param_store().scope():
+    with pyro_session():
         guide = _guide(model, {"weights": params.weights, "means": params.means,
                                family.site: params.cov}, global_sites(family))
         return TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, X)
@@ -719,56 +795,23 @@ def class_elbo_loss(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams
     cov = params.cov if family.per_component else params.cov.unsqueeze(1)
     values = {"weight_logits": torch.where(mask, logw, torch.zeros_like(logw)).unsqueeze(-2),
               "means": params.means, family.site: cov}
-    with pyro.get_param_store().scope():
+    with pyro_session():
         guide = _guide(model, values, class_global_sites(family))
         return TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide, X, labels)
 
 
 # ----------------------------------------------------------------------------
-# Assignments and sampling through the model
+# Sampling through the model
 # ----------------------------------------------------------------------------
-def map_assignments(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,
-                    temperature: int = 0, n_draws: Optional[int] = None) -> torch.Tensor:
-    """Assignments from ``infer_discrete`` on the model conditioned on the
-    fitted global parameters.
-
-    ``temperature=0`` gives the MAP assignment of every point (shape (N,));
-    ``temperature=1`` draws from p(z | x, params), ``n_draws`` times at once
-    (shape (n_draws, N)) by wrapping the model in a vectorised plate."""
-    K = params.weights.shape[-1]
-    conditioned = poutine.condition(_model(pt, K, family),
-                                    data={"weights": params.weights, "means": params.means,
-                                          family.site: params.cov})
-    if n_draws is None:
-        # max_plate_nesting is 1 (the data plate), so enumeration starts at -2.
-        fn, first_dim = conditioned, -2
-    else:
-        def fn(data):
-            with pyro.plate("draws", n_draws, dim=-2):
-                return conditioned(data)
-        first_dim = -3
-    with torch.no_grad(), warnings.catch_warnings():
-        # With K = 1 the assignment has one value and Pyro warns that nothing
-        # is enumerated; the answer (all zeros) is still right.
-        warnings.filterwarnings("ignore", message=".*no sample sites configured for enumeration")
-        discrete = infer_discrete(fn, first_available_dim=first_dim, temperature=temperature)
-        trace = poutine.trace(discrete).get_trace(X)
-    z = trace.nodes["assignment"]["value"]
-    # The max-product/sampling contraction may drop a dimension along which the
-    # value is constant (e.g. every point in one component): broadcast back.
-    shape = (X.shape[0],) if n_draws is None else (n_draws, X.shape[0])
-    while z.dim() > len(shape) and z.shape[0] == 1:  # leftover enumeration dims
-        z = z.squeeze(0)
-    return torch.broadcast_to(z, shape)
-
-
-def sample_model(params: MixtureParams, pt: PriorTensors, family: Covariance, n_samples: int):
-    """Draw ``n_samples`` (x, z) pairs from the model at fixed parameters."""
+def sample_model(params: MixtureParams, pt: PriorTensors, family: Covariance, n_samples: int,
+                 seed: int):
+    """Draw ``n_samples`` (x, z) pairs from the model at fixed parameters,
+    seeded by ``seed``."""
     K = params.weights.shape[-1]
     conditioned = poutine.condition(gmm_model, data={"weights": params.weights,
                                                      "means": params.means,
                                                      family.site: params.cov})
-    with torch.no_grad():
+    with torch.no_grad(), pyro_session(seed, params.means.device):
         trace = poutine.trace(conditioned).get_trace(None, pt, K, family, n_samples)
     return trace.nodes["obs"]["value"], trace.nodes["assignment"]["value"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
@@ -18,7 +17,8 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
                     progress_bar, warn_svi_diverged)
 from .covariance import CovarianceType
-from .fitting import (Groups, em_fit, initial_params, map_assignments, component_log_prob, pyro_svi_fit, sample_model, seed_centres, svi_fit)
+from .fitting import (Groups, component_log_prob, em_fit, far_component_log_prob, initial_params,
+                      pyro_svi_fit, sample_model, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -229,29 +229,29 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
         groups = Groups.single(Xt)
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(int(seeds[-1]))
-            centres = torch.as_tensor(seed_centres([Xt], K, s.n_init, init, seeds[:-1]),
-                                      dtype=Xt.dtype, device=device)
-            mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
-            start = initial_params(groups, centres, mask, pt, family)
-            total = s.em_max_iter + s.max_iter
-            bar = progress_bar(bool(s.progress), total, "BayesianGMM")
-            offset = std.loss_offset(n, K, family)
+        # Every random choice comes from these seeds (the fits draw nothing
+        # from torch's global RNG, so concurrent fits cannot disturb it).
+        centres = torch.as_tensor(seed_centres([Xt], K, s.n_init, init, seeds[:-1]),
+                                  dtype=Xt.dtype, device=device)
+        mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
+        start = initial_params(groups, centres, mask, pt, family)
+        total = s.em_max_iter + s.max_iter
+        bar = progress_bar(bool(s.progress), total, "BayesianGMM")
+        offset = std.loss_offset(n, K, family)
 
-            def show(it, loss):
-                bar.update(1)
-                if it % 10 == 0:
-                    bar.set_postfix(loss=f"{loss + offset:.4g}")
+        def show(it, loss):
+            bar.update(1)
+            if it % 10 == 0:
+                bar.set_postfix(loss=f"{loss + offset:.4g}")
 
-            # No callback without a bar: the fit loops would otherwise read
-            # the loss back from the device every step for nothing.
-            callback = show if s.progress else None
-            try:
-                fit = self._run(Xt, groups, start, mask, pt, family, s, backend, callback)
-            finally:
-                bar.close()
+        # No callback without a bar: the fit loops would otherwise read
+        # the loss back from the device every step for nothing.
+        callback = show if s.progress else None
+        try:
+            fit = self._run(Xt, groups, start, mask, pt, family, s, backend, callback,
+                           int(seeds[-1]))
+        finally:
+            bar.close()
         if not math.isfinite(float(fit.kept.losses[-1])):
             raise ValueError(
                 "the fit diverged (non-finite loss) in every restart: check the data for extreme "
@@ -273,19 +273,20 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return self
 
     def _svi(self, Xt, groups, start: MixtureParams, mask, pt, family, s, backend,
-             callback) -> list["_Run"]:
+             callback, seed: int) -> list["_Run"]:
         """SVI from ``start`` (batch (R, 1)) with the chosen backend, one
         result per restart."""
         if backend == "pyro":
             out = [pyro_svi_fit(Xt, start.select((r, 0)), pt, family, s.max_iter, s.tol,
-                                s.learning_rate, bool(self.jit), callback)
+                                s.learning_rate, bool(self.jit), callback, seed=seed)
                    for r in range(start.weights.shape[0])]
             return [_Run(f.params, f.losses.numpy(), f.n_iter, f.converged) for f in out]
         f = svi_fit(groups, start, mask, pt, family, s.max_iter, s.tol, s.learning_rate, callback)
         return [_Run(f.params.select((r, 0)), f.history(r), int(f.iterations[r, 0]), f.converged)
                 for r in range(start.weights.shape[0])]
 
-    def _run(self, Xt, groups, start, mask, pt, family, s, backend, callback) -> "_Fit":
+    def _run(self, Xt, groups, start, mask, pt, family, s, backend, callback,
+             seed: int) -> "_Fit":
         """EM on all restarts, then SVI on the best; or SVI on every restart."""
         if s.em_max_iter > 0:
             em = em_fit(groups, start, mask, pt, family, s.em_max_iter, s.tol, callback)
@@ -296,7 +297,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             if s.max_iter == 0 or not math.isfinite(em_run.losses[-1]):
                 return _Fit(em_run, restart_losses, best)
             svi = self._svi(Xt, groups, em.params.select((slice(best, best + 1),)), mask[:1], pt,
-                            family, s, backend, callback)[0]
+                            family, s, backend, callback, seed)[0]
             if not math.isfinite(svi.losses[-1]):
                 warn_svi_diverged(svi.n_iter, s.learning_rate, depth=1)
             # Adam may settle marginally above the EM optimum; both optimise
@@ -307,7 +308,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                        np.concatenate([em_run.losses[:-1], svi.losses, *tail]),
                        em_run.n_iter + svi.n_iter, em_run.converged and svi.converged)
             return _Fit(run, restart_losses, best)
-        runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback)
+        runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback, seed)
         best = int(np.argmin([r.losses[-1] for r in runs]))
         return _Fit(runs[best], [r.losses for r in runs], best)
 
@@ -323,97 +324,114 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                           family)
         return X, out_device, std, params, device, family, offset
 
-    def _log_joint(self, X, joint: bool = True, normalise: bool = False,
-                   density: bool = True) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """The one log-probability primitive: log w_k + log N(x | mu_k, Sigma_k)
-        per point and component, in the data's units, chunked over points.
-        Returns (log_joint (N, K), log_density (N,)).
+    def _log_joint(self, X, kind: str, n_draws: int = 1, random_state=None):
+        """The one log-probability primitive behind every prediction:
+        log w_k + log N(x | mu_k, Sigma_k) per point and component, in the
+        data's units, over blocks of points, reduced per block to ``kind``:
 
-        Everything but the returned arrays is per chunk (the log-sum-exp
-        too), so memory beyond the outputs stays bounded at any N.
-        ``joint=False`` skips the (N, K) array (returns None in its place);
-        ``normalise=True`` returns log p(z = k | x) in its place;
-        ``density=False`` skips the (N,) array (None in its place)."""
+        * "joint": the log joint (N, K); "log_resp": log p(z = k | x) (N, K);
+        * "density": log p(x) (N,);
+        * "label": argmax_k p(z = k | x) (N,), the MAP assignment;
+        * "draws": ``n_draws`` draws of z ~ p(z | x) (n_draws, N), from a
+          private generator seeded by ``random_state``.
+
+        Everything but the output is per block, so memory stays bounded at
+        any N.  Points far from the mixture follow the far-point rule
+        (:func:`bayesgmm.fitting.far_component_log_prob`): their answers are
+        the exact limits, never NaN.  No global state is read or written
+        (no Pyro handler, no global RNG), so any number of threads may call
+        this at once."""
         X, out_device, std, params, device, family, offset = self._prepare(X)
         n = X.shape[0]
         K, D = self.means_.shape
-        out = _predict.new_output(out_device, (n, K), np.float64) if joint else None
-        dens = _predict.new_output(out_device, (n,), np.float64) if density else None
-        rows = max(1, _predict.CHUNK_ELEMENTS // (K * D))
+        shape = {"joint": (n, K), "log_resp": (n, K), "density": (n,), "label": (n,),
+                 "draws": (n_draws, n)}[kind]
+        out = _predict.new_output(out_device, shape, np.int64 if kind in ("label", "draws")
+                                  else np.float64)
+        rows = max(1, _predict.CHUNK_ELEMENTS // (K * D * (n_draws if kind == "draws" else 1)))
+        gen = None
+        if kind == "draws":
+            seed = int(check_random_state(random_state).randint(0, 2 ** 31 - 1))
+            gen = torch.Generator(device=device).manual_seed(seed)
+        far_params = None
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
-            for a, b, z in _predict.blocks(X, rows, device, std.center, std.scale):
-                lp = component_log_prob(z, params, family, factor).transpose(0, 1).double() - offset
-                ld = torch.logsumexp(lp, -1)
-                if density:
-                    _predict.put(dens, slice(a, b), ld)
-                if joint:
-                    _predict.put(out, slice(a, b), lp - ld.unsqueeze(-1) if normalise else lp)
-        return out, dens
+            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
+                lp = component_log_prob(z, params, family, factor).transpose(0, 1).double()
+                # lp + lead is the log joint; lead is 0 but for far points,
+                # whose lp is taken relative to a reference component.
+                lead = lp.new_zeros(lp.shape[0])
+                far = _predict.far_rows(z, lp)
+                if far is not None:
+                    if far_params is None:
+                        far_params = params.map(lambda t: t.double())
+                    u, log_s = _predict.directions(raw[far], std.center, std.scale)
+                    rel, lead[far] = far_component_log_prob(u, log_s, far_params, family)
+                    lp[far] = rel.t()
+                lse = torch.logsumexp(lp, -1, keepdim=True)
+                if kind == "joint":
+                    value = lp + (lead - offset).unsqueeze(-1)
+                elif kind == "log_resp":
+                    value = lp - lse
+                elif kind == "density":
+                    value = lse.squeeze(-1) + lead - offset
+                elif kind == "label":
+                    value = lp.argmax(-1)
+                else:
+                    value = torch.multinomial((lp - lse).exp(), n_draws, replacement=True,
+                                              generator=gen).t()
+                _predict.put(out, (slice(None), slice(a, b)) if kind == "draws" else slice(a, b),
+                             value)
+        return out
 
     def predict_proba(self, X) -> np.ndarray:
         """Exact responsibilities p(z = k | x) at the MAP parameters, shape (N, K)."""
-        log_resp, _ = self._log_joint(X, normalise=True, density=False)
+        log_resp = self._log_joint(X, "log_resp")
         if isinstance(log_resp, torch.Tensor):
             return log_resp.exp_()
         return np.exp(log_resp, out=log_resp)
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x) of each point under the fitted mixture, shape (N,)."""
-        return self._log_joint(X, joint=False)[1]
+        return self._log_joint(X, "density")
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per point (higher is better, as in scikit-learn)."""
         return float(self.score_samples(X).mean())
 
     def predict(self, X) -> np.ndarray:
-        """MAP component of each point, from ``infer_discrete`` (temperature 0)
-        on the model conditioned on the fitted parameters."""
-        return self._assignments(X, temperature=0, n_draws=None)
+        """MAP component of each point, argmax_k p(z = k | x) at the fitted
+        parameters: the assignment ``pyro.infer.infer_discrete`` finds at
+        temperature 0 on the model conditioned on them (the test suite checks
+        the two agree), computed in closed form so that it is thread-safe
+        and shares :meth:`predict_proba`'s far-point rule."""
+        return self._log_joint(X, "label")
 
-    def sample_assignments(self, X, n_samples: int = 1) -> np.ndarray:
-        """Posterior draws of the assignments z ~ p(z | x, params) from
-        ``infer_discrete`` at temperature 1, shape (n_samples, N).
+    def sample_assignments(self, X, n_samples: int = 1, random_state=None) -> np.ndarray:
+        """Posterior draws of the assignments z ~ p(z | x, params), shape
+        (n_samples, N): what ``infer_discrete`` draws at temperature 1 (the
+        test suite checks the distributions agree), from the closed-form
+        responsibilities.
 
-        Seeded by ``random_state``."""
+        Seeded by ``random_state`` (default: the estimator's
+        ``random_state``); the same seed gives the same draws, from any
+        number of threads at once."""
         n_samples = V.check_int("n_samples", n_samples, 1)
-        return self._assignments(X, temperature=1, n_draws=n_samples)
-
-    def _assignments(self, X, temperature: int, n_draws: Optional[int]) -> np.ndarray:
-        X, out_device, std, params, device, family, _ = self._prepare(X)
-        priors = std.priors(self.priors_, device)
-        n = X.shape[0]
-        # Points per chunk: the draws multiply the working set.
-        step = max(1, _predict.CHUNK_ELEMENTS // (self.means_.size * (n_draws or 1)))
-        # Filled chunk by chunk: collecting parts and concatenating would hold
-        # the labels three times over at the end.
-        out = _predict.new_output(out_device, (n,) if n_draws is None else (n_draws, n), np.int64)
-        with self._rng(device):
-            for a, b, z in _predict.blocks(X, step, device, std.center, std.scale):
-                labels = map_assignments(z, params, priors, family, temperature=temperature,
-                                         n_draws=n_draws)
-                _predict.put(out, (Ellipsis, slice(a, b)), labels)
-        return out
-
-    def _rng(self, device):
-        """A torch RNG scope seeded from ``random_state`` that leaves the
-        caller's global RNG untouched."""
-        seed = int(check_random_state(self.random_state).randint(0, 2 ** 31 - 1))
-
-        @contextlib.contextmanager
-        def scope():
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed)
-                yield
-        return scope()
+        return self._log_joint(X, "draws", n_samples,
+                               self.random_state if random_state is None else random_state)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """Fit, then return ``predict(X)`` at the final parameters."""
         return self.fit(X).predict(X)
 
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw points from the fitted mixture (by running the Pyro model at
-        the fitted parameters).
+    def sample(self, n_samples: int = 1, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw points from the fitted mixture by running the Pyro model at
+        the fitted parameters.
+
+        Seeded by ``random_state`` (default: the estimator's
+        ``random_state``); the caller's global torch RNG is left untouched,
+        and concurrent calls from several threads each get their own seed's
+        draws (Pyro runs one model at a time, under a process-wide lock).
 
         Returns
         -------
@@ -429,8 +447,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
                                    dtype=torch.float64)
         priors = std.priors(self.priors_, device, dtype=torch.float64)
-        with self._rng(device):
-            x, z = sample_model(params, priors, family, n_samples)
+        rs = check_random_state(self.random_state if random_state is None else random_state)
+        x, z = sample_model(params, priors, family, n_samples, int(rs.randint(0, 2 ** 31 - 1)))
         return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
 
     # ------------------------------------------------------ model selection

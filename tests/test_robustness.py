@@ -414,9 +414,9 @@ def test_chunked_prediction_equals_unchunked(monkeypatch):
     real_blocks = bayesgmm._predict.blocks
 
     def blocks(X, rows, *args):
-        for a, b, z in real_blocks(X, rows, *args):
+        for a, b, z, raw in real_blocks(X, rows, *args):
             sizes.append(b - a)
-            yield a, b, z
+            yield a, b, z, raw
 
     monkeypatch.setattr(bayesgmm._predict, "blocks", blocks)
     whole = (est.predict_proba(X), est.score_samples(X), est.predict(X))

@@ -1,0 +1,259 @@
+"""Reliability: finite answers far from the data (one far-point rule for
+both estimators), thread safety of prediction and sampling, Pyro's global
+state never corrupted, and the closed-form assignments checked against
+``infer_discrete`` on the Pyro model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import infer_discrete
+from scipy import stats
+from scipy.special import logsumexp
+
+from bayesgmm import BayesianGMM, GMMClassifier, _predict
+from bayesgmm.covariance import COVARIANCE_TYPES
+from bayesgmm.fitting import pyro_session
+from bayesgmm.models import gmm_model
+
+CPU = {"device": "cpu"}
+
+
+def _blobs():
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(50, 2), rng.randn(50, 2) * [2.0, 0.5] + 5])
+    return X, np.array([0] * 50 + [1] * 50)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = _blobs()
+    out = {}
+    for ct in COVARIANCE_TYPES:
+        out[ct] = (BayesianGMM(2, covariance_type=ct, random_state=0, **CPU).fit(X),
+                   GMMClassifier([1, 2], covariance_type=ct, random_state=0, **CPU).fit(X, y))
+    return out
+
+
+def _full_covariances(est) -> np.ndarray:
+    """(..., K, D, D) covariance matrices from the scikit-learn-shaped arrays."""
+    cov, (K, D) = est.covariances_, est.means_.shape[-2:]
+    ct = est.covariance_type_
+    if ct == "full":
+        return cov
+    if ct == "tied":
+        return np.broadcast_to(cov[..., None, :, :], cov.shape[:-2] + (K, D, D))
+    if ct == "diag":
+        return cov[..., :, None] * np.eye(D)
+    return cov[..., None, None] * np.eye(D)
+
+
+def _scipy_log_joint(est, X, c=None):
+    """log w_k + log N(x | mu_k, Sigma_k) in float64 by scipy, (N, K)."""
+    w = est.weights_ if c is None else est.weights_[c]
+    m = est.means_ if c is None else est.means_[c]
+    cov = _full_covariances(est) if c is None else _full_covariances(est)[c]
+    k_real = range(w.size) if c is None else range(int(est.n_components_[c]))
+    return np.stack([np.log(w[k]) + stats.multivariate_normal(m[k], cov[k]).logpdf(X)
+                     for k in k_real], axis=1)
+
+
+def _limit_component(est, direction, c=None):
+    """The component that wins along ``direction`` as the distance grows,
+    derived by hand: the smallest u^T Sigma^-1 u (heaviest tail), then the
+    largest u^T Sigma^-1 mu (the linear term), over the real components."""
+    m = est.means_ if c is None else est.means_[c]
+    cov = _full_covariances(est) if c is None else _full_covariances(est)[c]
+    k = m.shape[0] if c is None else int(est.n_components_[c])
+    u = np.asarray(direction, dtype=np.float64)
+    prec = np.linalg.inv(cov[:k])
+    q = np.einsum("d,kde,e->k", u, prec, u)
+    lin = np.einsum("d,kde,ke->k", u, prec, m[:k])
+    best = q.min()
+    # Ties in the quadratic term are exact for tied covariances.
+    tie = np.isclose(q, best, rtol=1e-6, atol=0)
+    return int(np.flatnonzero(tie)[np.argmax(lin[tie])]), q
+
+
+FAR_POINTS = np.array([[2e19, 0.0], [1e19, 0.0], [-2e19, 0.0], [0.0, 1e300], [1e300, 1e300],
+                       [-1.7e308, 1.7e308], [3e5, -4e5]])
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_points_get_the_limiting_answer_never_nan(fitted, covariance_type):
+    gmm, clf = fitted[covariance_type]
+    proba = gmm.predict_proba(FAR_POINTS)
+    assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(1), 1)
+    labels = gmm.predict(FAR_POINTS)
+    np.testing.assert_array_equal(labels, proba.argmax(1))
+    for x, p in zip(FAR_POINTS, proba):
+        k, q = _limit_component(gmm, x / np.abs(x).max())
+        if np.sum(np.isclose(q, q.min(), rtol=1e-6)) == 1 or covariance_type == "tied":
+            assert p[k] == pytest.approx(1.0), (x, p, k)
+    dens = gmm.score_samples(FAR_POINTS)
+    assert not np.any(np.isnan(dens))
+    # In the float64 range the density is a number: at 2e19 about -x^2 / (2 sigma^2).
+    assert np.all(np.isfinite(dens[:3])) and np.all(dens[:3] < -1e35)
+    assert np.all(dens[3:6] == -np.inf)     # below the float64 range: its limit
+
+    cp = clf.predict_proba(FAR_POINTS)
+    assert np.all(np.isfinite(cp)) and np.allclose(cp.sum(1), 1)
+    np.testing.assert_array_equal(clf.predict(FAR_POINTS), clf.classes_[cp.argmax(1)])
+    assert not np.any(np.isnan(clf.decision_function(FAR_POINTS)))
+    assert not np.any(np.isnan(clf.class_log_likelihood(FAR_POINTS)))
+    # The label does not flip along a ray once the points are far.
+    ray = np.outer([1e4, 1e8, 1e12, 1e19, 2e19, 1e100, 1e300], [1.0, 0.3])
+    assert len(set(clf.predict(ray)[1:].tolist())) == 1
+    assert len(set(gmm.predict(ray)[1:].tolist())) == 1
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_rule_agrees_with_scipy_where_float64_is_exact(fitted, covariance_type):
+    """Points from the data out to 1e6 sds, on both sides of the far-point
+    threshold: the densities and responsibilities of the far-point rule
+    equal scipy's float64 ones (the fitted parameters are float32 in the
+    model's frame, hence rtol 1e-6)."""
+    gmm, clf = fitted[covariance_type]
+    rng = np.random.default_rng(0)
+    dirs = rng.normal(size=(40, 2))
+    radii = np.geomspace(1.0, 1e6, 40)
+    pts = 2.5 + dirs * radii[:, None]
+    ref = _scipy_log_joint(gmm, pts)
+    np.testing.assert_allclose(gmm.score_samples(pts), logsumexp(ref, 1), rtol=1e-6)
+    resp = np.exp(ref - logsumexp(ref, 1, keepdims=True))
+    np.testing.assert_allclose(gmm.predict_proba(pts), resp, atol=1e-5)
+    for c in range(2):
+        np.testing.assert_allclose(clf.class_log_likelihood(pts)[:, c],
+                                   logsumexp(_scipy_log_joint(clf, pts, c), 1), rtol=1e-6)
+
+
+def test_points_just_inside_and_outside_the_far_threshold_agree(fitted):
+    gmm, clf = fitted["full"]
+    std = gmm._prepare(np.zeros((1, 2)))[2]
+    # Two points a hair apart, one on each side of FAR in the model's frame.
+    base = std.center + np.array([_predict.FAR, 0.0]) * std.scale
+    pts = np.array([base * (1 - 1e-9) + std.center * 1e-9, base * (1 + 1e-9)])
+    d = gmm.score_samples(pts)
+    assert d[0] == pytest.approx(d[1], rel=1e-5)
+    np.testing.assert_allclose(gmm.predict_proba(pts)[0], gmm.predict_proba(pts)[1], atol=1e-6)
+
+
+def _infer_discrete_labels(est, X, temperature=0, seed=0):
+    """The assignments ``infer_discrete`` gives on the Pyro model
+    conditioned on the fitted parameters (the independent reference)."""
+    Xa, _, std, params, device, family, _ = est._prepare(X)
+    pt = std.priors(est.priors_, device)
+    z = ((torch.as_tensor(Xa) - torch.as_tensor(std.center)) / torch.as_tensor(std.scale)).float()
+    K = params.weights.shape[-1]
+    conditioned = poutine.condition(
+        lambda data: gmm_model(data, pt, K, family),
+        data={"weights": params.weights, "means": params.means, family.site: params.cov})
+    with pyro_session(seed), torch.no_grad():
+        fn = infer_discrete(conditioned, first_available_dim=-2, temperature=temperature)
+        trace = poutine.trace(fn).get_trace(z)
+    return torch.broadcast_to(trace.nodes["assignment"]["value"].reshape(-1), (len(X),)).numpy()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_predict_is_infer_discretes_map_assignment(fitted, covariance_type):
+    gmm, _ = fitted[covariance_type]
+    X, _ = _blobs()
+    pts = np.r_[X, np.random.default_rng(1).normal(2.5, 3, (300, 2))]
+    proba = gmm.predict_proba(pts)
+    clear = np.abs(proba[:, 0] - 0.5) > 1e-4
+    np.testing.assert_array_equal(gmm.predict(pts)[clear],
+                                  _infer_discrete_labels(gmm, pts)[clear])
+
+
+def test_sampled_assignments_follow_infer_discretes_draws(fitted):
+    """Temperature-1 draws: the closed-form sampler and infer_discrete's
+    give the same frequencies (both are p(z | x))."""
+    gmm, _ = fitted["full"]
+    pts = np.array([[2.5, 2.5], [1.0, 1.0], [3.5, 3.0], [2.0, 4.0]])
+    S = 3000
+    ours = gmm.sample_assignments(pts, S, random_state=0)
+    theirs = np.stack([_infer_discrete_labels(gmm, pts, 1, seed) for seed in range(400)])
+    f_ours = (ours[..., None] == [0, 1]).mean(0)
+    f_theirs = (theirs[..., None] == [0, 1]).mean(0)
+    p = gmm.predict_proba(pts)
+    assert np.all(np.abs(f_ours - p) <= 4 * np.sqrt(p * (1 - p) / S) + 1e-3)
+    assert np.all(np.abs(f_theirs - p) <= 4 * np.sqrt(p * (1 - p) / 400) + 1e-3)
+
+
+def _hammer(calls, n_threads=8, reps=50):
+    """Run every call ``reps`` times from each of ``n_threads`` threads at
+    once; return the results per call and the errors."""
+    results = {name: [] for name in calls}
+    errors = []
+    barrier = threading.Barrier(n_threads)
+
+    def work():
+        barrier.wait()
+        for _ in range(reps):
+            for name, fn in calls.items():
+                try:
+                    results[name].append(fn())
+                except Exception as exc:  # noqa: BLE001 - collected and reported
+                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def _equal(a, b):
+    if isinstance(a, tuple):
+        return all(_equal(x, y) for x, y in zip(a, b))
+    return np.array_equal(a, b)
+
+
+def test_prediction_and_sampling_are_thread_safe(fitted):
+    gmm, clf = fitted["full"]
+    X, y = _blobs()
+    calls = {
+        "predict": lambda: gmm.predict(X),
+        "predict_proba": lambda: gmm.predict_proba(X),
+        "score_samples": lambda: gmm.score_samples(X),
+        "sample": lambda: gmm.sample(20, random_state=3),
+        "sample_assignments": lambda: gmm.sample_assignments(X, 2, random_state=4),
+        "clf_predict": lambda: clf.predict(X),
+        "clf_predict_proba": lambda: clf.predict_proba(X),
+        "clf_score": lambda: clf.score(X, y),
+    }
+    sequential = {name: fn() for name, fn in calls.items()}
+    rng_before = torch.get_rng_state()
+    results, errors = _hammer(calls)
+    assert errors == []
+    for name, got in results.items():
+        assert len(got) == 8 * 50
+        assert all(_equal(r, sequential[name]) for r in got), name
+    # No global state disturbed: torch's RNG as it was, Pyro's handler stack
+    # empty, and a Pyro-backed fit works afterwards.
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert pyro.poutine.runtime._PYRO_STACK == []
+    BayesianGMM(2, backend="pyro", em_max_iter=5, max_iter=20, n_init=1, **CPU).fit(X)
+
+
+def test_concurrent_fits_equal_sequential_fits():
+    X, y = _blobs()
+    makers = [lambda: BayesianGMM(2, backend="pyro", em_max_iter=5, max_iter=15, n_init=1,
+                                  random_state=1, **CPU).fit(X),
+              lambda: BayesianGMM(3, random_state=2, **CPU).fit(X),
+              lambda: GMMClassifier(2, max_iter=20, random_state=3, **CPU).fit(X, y)]
+    sequential = [m().means_ for m in makers]
+    rng_before = torch.get_rng_state()
+    results, errors = _hammer({i: m for i, m in enumerate(makers)}, n_threads=4, reps=1)
+    assert errors == []
+    for i, got in results.items():
+        for est in got:
+            np.testing.assert_array_equal(est.means_, sequential[i])
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert pyro.poutine.runtime._PYRO_STACK == []
