@@ -17,7 +17,7 @@ from . import _validation as V, persistence
 from . import covariance as cov_module
 from .covariance import COVARIANCE_TYPES, Covariance
 from .fitting import masked
-from .priors import Standardizer, rms, spread_of
+from .priors import MixtureParams, Standardizer, rms, spread_of
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 InitMethod = Literal["kmeans++", "kmeans", "random"]
@@ -101,17 +101,39 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                 f"covariance_type='diag'")
 
 
-def warn_svi_diverged(n_steps: int, learning_rate: float, n_diverged: int = 1,
-                      what: str = "", depth: int = 0) -> None:
-    """The one warning for an SVI stage that diverged and was replaced by
-    the EM solution.  It points at the user's ``fit`` call: ``depth`` is the
-    number of frames between the estimator's ``_fit`` and the caller (0 when
-    ``_fit`` calls this directly)."""
-    whose = f" for {n_diverged} {what}" if what else ""
+def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
+                previous: Optional[tuple[str, MixtureParams, torch.Tensor]] = None, *,
+                learning_rate: float, what: str = "", depth: int = 0
+                ) -> tuple[MixtureParams, torch.Tensor, torch.Tensor]:
+    """The one guard against non-finite fitted state, run on the result of
+    every fitting stage of both estimators (EM, SVI, discriminative
+    fine-tuning).
+
+    ``params`` and ``losses`` have one batch entry per fitted mixture (a
+    class, or () for one mixture).  Entries whose loss or any parameter is
+    not finite fall back to ``previous`` = (its stage's name, params,
+    losses), with one ``RuntimeWarning`` naming the stage and the remedy;
+    without a previous stage they are a ``ValueError``.  So a fit ends
+    with finite parameters or raises, and a file is never saved from a
+    diverged fit.  ``depth``: frames between the estimator's ``_fit`` and
+    this call, so that the warning points at the user's ``fit`` line.
+    Returns the guarded params and losses, and which entries were kept."""
+    ok = params.finite() & torch.isfinite(losses)
+    if bool(ok.all()):
+        return params, losses, ok
+    n_bad = int((~ok).sum())
+    whose = f" for {n_bad} {what}" if what else ""
+    if previous is None:
+        raise ValueError(
+            f"the {stage} diverged (non-finite loss or parameters){whose}: check the data for "
+            f"extreme values, or raise the covariance prior (Priors.scale_rate or "
+            f"covariance_scale) / lower learning_rate (now {learning_rate})")
+    name, prev_params, prev_losses = previous
     warnings.warn(
-        f"SVI diverged (non-finite loss within {n_steps} step(s)){whose}; keeping the EM "
-        f"solution: lower learning_rate (now {learning_rate}) to refine it by SVI",
-        RuntimeWarning, stacklevel=5 + depth)
+        f"{stage} diverged (non-finite loss or parameters){whose}; keeping the {name} solution: "
+        f"lower learning_rate (now {learning_rate}) to refine it by {stage}",
+        RuntimeWarning, stacklevel=4 + depth)
+    return params.where(ok, prev_params), torch.where(ok, losses, prev_losses.to(losses)), ok
 
 
 class MixtureBase:

@@ -20,7 +20,7 @@ def as_array_like(X: Any, name: str = "X") -> Any:
     try:
         import torch
         if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
+            X = _tensor_data(X, name).cpu().numpy()
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     try:
@@ -56,6 +56,21 @@ def as_array_like(X: Any, name: str = "X") -> Any:
         if arr.dtype.kind in "fiub" and arr.ndim == 2:
             _check_finite(arr, name, None)
         return arr
+    return X
+
+
+def _tensor_data(X, name: str = "X"):
+    """A tensor's values in a dtype numpy and the kernels take: refuses
+    tensors without data (the "meta" device); half precisions (bfloat16,
+    float16, float8) are widened to float32 exactly."""
+    import torch
+
+    X = X.detach()
+    if X.device.type == "meta":
+        raise ValueError(f"{name} is a tensor on the 'meta' device, which has shapes but no "
+                         f"values: pass a tensor with data (e.g. on 'cpu' or 'cuda')")
+    if X.is_floating_point() and X.dtype not in (torch.float32, torch.float64):
+        X = X.float()
     return X
 
 
@@ -99,7 +114,12 @@ def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
             f"Expected 2-D input with {n_expected} features, got a 1-D array of {len(X)} "
             f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")
     X = as_array_like(X)
-    return validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+    X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+    # Contiguous and writeable: torch takes neither negative strides (X[::-1])
+    # nor read-only buffers (pandas 3) without a copy or a warning.
+    if not (X.flags.c_contiguous and X.flags.writeable):
+        X = np.array(X, order="C")
+    return X
 
 
 def check_X_tensor(estimator, X) -> "torch.Tensor":
@@ -110,7 +130,7 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
     import torch
 
     n_expected = getattr(estimator, "n_features_in_", None)
-    X = X.detach()
+    X = _tensor_data(X)
     if X.dtype == torch.bool or X.is_complex():
         raise ValueError(f"X must hold real numbers, got a tensor of dtype {X.dtype}: "
                          f"convert it with X.float()")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import replace
 import warnings
@@ -18,7 +19,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar,
-                    warn_svi_diverged)
+                    guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, far_component_log_prob,
                       initial_params, log_prior, mixture_log_likelihood, negative_log_joint,
@@ -114,8 +115,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     learning_rate : float, default 0.01
         Adam step size (standardised units) for SVI and fine-tuning.
     max_components : int, default 10
-        Largest K tried by ``n_components="auto"`` (capped by each class's
-        number of points).
+        Largest K tried by ``n_components="auto"``; for each class only the
+        K whose mixture has fewer free parameters than the class has points
+        are tried (at least K = 1).
     discriminative_steps : int, default 0
         Adam steps of discriminative fine-tuning after the generative MAP:
         the mixtures are trained on the cross-entropy of the class logits
@@ -281,6 +283,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"class_prior must be 'empirical', 'uniform' or {classes.size} positive finite "
                 f"values (one per class, in the order {classes.tolist()!r}), got {cp!r}")
+        # Scaled by the largest first: the sum of values near 1e308 overflows.
+        arr = arr / arr.max()
         return arr / arr.sum()
 
     # --------------------------------------------------------------- fit
@@ -310,7 +314,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         ks = self._resolve_components(classes, counts)
         class_prior = self._class_prior(counts, classes)
         auto = ks is None
-        k_max = max_components if auto else int(ks.max())
+        # "auto" tries K = 1..max_components, but per class only the K whose
+        # mixture has fewer free parameters than the class has points: more
+        # cannot be estimated, and each tried K costs a batch of mixtures.
+        cap = np.array([max([1] + [k for k in range(1, max_components + 1)
+                                   if family.mixture_parameters(k, D) < n]) for n in counts])
+        k_max = int(cap.max()) if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \
                 and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
             raise ValueError(
@@ -336,7 +345,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         ar = torch.arange(k_max, device=device)
         if auto:
             kc = torch.arange(1, k_max + 1, device=device)
-            k_var = torch.minimum(kc.unsqueeze(1), torch.as_tensor(counts, device=device))  # (M, C)
+            k_var = torch.minimum(kc.unsqueeze(1), torch.as_tensor(cap, device=device))     # (M, C)
             mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
@@ -366,7 +375,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 flat = params.map(lambda t: t.reshape((B * C,) + t.shape[2:]))
                 final = negative_log_joint(groups, flat, cls.repeat(B), pt, family,
                                            mask.reshape(B * C, k_max)).reshape(B, C)
-            params, mask_c, bic = self._select(params, final, mask, pt, family, counts, auto, R, D)
+            params, mask_c, bic = self._select(params, final, mask, pt, family, counts, cap,
+                                               max_components if auto else 0, R, D)
             k_sel = mask_c.sum(-1)
             k_max = int(k_sel.max())
             params = _trim(params, k_max, family)
@@ -382,12 +392,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                               s.max_iter, s.tol, s.learning_rate, callback)
                 svi_losses = svi.losses[0, :, -1].to(losses)
-                if not bool(torch.isfinite(svi_losses).all()):
-                    warn_svi_diverged(svi.n_iter, s.learning_rate,
-                                      int((~torch.isfinite(svi_losses)).sum()), "class(es)")
+                _, _, ok = guard_stage("SVI", svi.params.select(0), svi_losses,
+                                       ("EM", params, losses), learning_rate=s.learning_rate,
+                                       what="class(es)", depth=1)
                 # Both stages optimise the same objective; Adam may settle a
                 # hair above the EM optimum, so keep the better one per class.
-                better = torch.isfinite(svi_losses) & (svi_losses < losses)
+                better = ok & (svi_losses < losses)
                 params = svi.params.select(0).where(better, params)
                 losses = torch.where(better, svi_losses, losses)
                 n_iter += svi.n_iter
@@ -396,23 +406,22 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if disc_steps > 0:
                 log_cp = torch.as_tensor(np.log(class_prior), dtype=Xt.dtype, device=device)
                 batch = max(1, _predict.CHUNK_ELEMENTS // (4 * C * k_max * D))
-                params, disc_losses = discriminative_fit(
+                tuned, disc_losses = discriminative_fit(
                     Xt, yt, params, mask_c, family, log_cp, disc_steps, s.learning_rate, batch,
                     gen, callback)
+                # The stage couples the classes (a softmax over them): one
+                # non-finite class makes the whole stage fall back.
+                diverged = not bool(torch.isfinite(disc_losses).all())
+                params, _, _ = guard_stage(
+                    "discriminative fine-tuning", tuned,
+                    torch.full_like(losses, math.nan) if diverged else losses,
+                    ("generative", params, losses), learning_rate=s.learning_rate,
+                    what="class(es)", depth=1)
                 n_iter += disc_steps
         finally:
             bar.close()
 
-        if not bool(torch.isfinite(losses).all()):
-            bad = _label(classes[int(np.flatnonzero(~torch.isfinite(losses).cpu().numpy())[0])])
-            raise ValueError(
-                f"the fit of class {bad!r} diverged (non-finite loss): check its data for extreme "
-                f"values, or raise the covariance prior (Priors.scale_rate or covariance_scale) / "
-                f"lower learning_rate")
-        if not bool(params.finite().all()):
-            raise ValueError(
-                "discriminative fine-tuning diverged (non-finite parameters): lower "
-                f"learning_rate (now {s.learning_rate}) or discriminative_steps")
+        guard_stage("fit", params, losses, learning_rate=s.learning_rate, what="class(es)")
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)
         w, m, c = std.params_from_std(params, family)
         real = mask_c.cpu().numpy()
@@ -428,7 +437,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.class_losses_ = losses.double().cpu().numpy() + offset
         self.loss_ = float(self.class_losses_.sum())
         if auto:
-            self.bic_ = bic
+            # One column per K in 1..max_components; the K beyond every class's
+            # size were not fitted (BIC inf, as for K beyond one class's size).
+            self.bic_ = np.pad(bic, ((0, 0), (0, max_components - bic.shape[1])),
+                               constant_values=np.inf)
         elif hasattr(self, "bic_"):
             del self.bic_
         self.discriminative_losses_ = disc_losses.double().cpu().numpy()
@@ -439,11 +451,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,
-                counts, auto: bool, R: int, D: int):
+                counts, cap, max_components: int, R: int, D: int):
         """Best restart per class (and, for "auto", best K per class by BIC).
 
-        Returns class parameters (C, K, ...), their mask (C, K), and the BIC
-        table (C, M) (None unless auto)."""
+        ``max_components``: 0 for fixed K, else "auto" tried K = 1..M per
+        class, up to ``cap``.  Returns class parameters (C, K, ...), their
+        mask (C, K), and the BIC table (C, M) (None unless auto)."""
+        auto = max_components > 0
         B, C, K = params.weights.shape
         cls = torch.arange(C, device=final.device)
         if not auto:
@@ -463,14 +477,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         k = np.arange(1, M + 1)[:, None]
         n_par = np.array([family.mixture_parameters(kk, D) for kk in range(1, M + 1)])
         bic = -2 * loglik + n_par[:, None] * np.log(counts)[None, :]
-        bic = np.where(k <= counts[None, :], bic, np.inf)           # K capped by class size
+        bic = np.where(k <= cap[None, :], bic, np.inf)              # K capped per class
         bic = np.where(np.isfinite(bic), bic, np.inf)
         k_best = np.argmin(bic, axis=0)                             # (C,)
-        at_cap = np.flatnonzero((k_best == M - 1) & (counts > M))
+        at_cap = np.flatnonzero(k_best == max_components - 1)
         if at_cap.size:
             warnings.warn(
-                f"n_components='auto' chose the largest K tried (max_components={M}) for "
-                f"{at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
+                f"n_components='auto' chose the largest K tried "
+                f"(max_components={max_components}) for {at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
                 UserWarning, stacklevel=5)
         idx = var[torch.as_tensor(k_best, device=final.device), cls]
         return params.select((idx, cls)), mask[idx, cls], bic.T

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
-                    progress_bar, warn_svi_diverged)
+                    progress_bar, guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, far_component_log_prob, initial_params,
                       pyro_svi_fit, sample_model, seed_centres, svi_fit)
@@ -252,11 +252,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                            int(seeds[-1]))
         finally:
             bar.close()
-        if not math.isfinite(float(fit.kept.losses[-1])):
-            raise ValueError(
-                "the fit diverged (non-finite loss) in every restart: check the data for extreme "
-                "values, or raise the covariance prior (Priors.scale_rate or covariance_scale) / "
-                "lower learning_rate")
+        guard_stage("fit of every restart", fit.kept.params,
+                    torch.tensor(float(fit.kept.losses[-1])), learning_rate=s.learning_rate)
         w, m, c = std.params_from_std(fit.kept.params, family)
         self.weights_ = w
         self.means_ = m
@@ -298,11 +295,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 return _Fit(em_run, restart_losses, best)
             svi = self._svi(Xt, groups, em.params.select((slice(best, best + 1),)), mask[:1], pt,
                             family, s, backend, callback, seed)[0]
-            if not math.isfinite(svi.losses[-1]):
-                warn_svi_diverged(svi.n_iter, s.learning_rate, depth=1)
+            _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),
+                                   ("EM", em_run.params, torch.tensor(em_run.losses[-1])),
+                                   learning_rate=s.learning_rate, depth=1)
             # Adam may settle marginally above the EM optimum; both optimise
             # the same objective, so keep whichever point is better.
-            keep_svi = svi.losses[-1] <= em_run.losses[-1]
+            keep_svi = bool(ok) and svi.losses[-1] <= em_run.losses[-1]
             tail = [] if keep_svi else [em_run.losses[-1:]]
             run = _Run(svi.params if keep_svi else em_run.params,
                        np.concatenate([em_run.losses[:-1], svi.losses, *tail]),

@@ -257,3 +257,67 @@ def test_concurrent_fits_equal_sequential_fits():
             np.testing.assert_array_equal(est.means_, sequential[i])
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert pyro.poutine.runtime._PYRO_STACK == []
+
+
+# ----------------------------------------------------------------------------
+# The issue's other reproductions, each pinned
+# ----------------------------------------------------------------------------
+def test_unequal_k_per_class_on_large_magnitude_data_is_finite():
+    X, y = _blobs()
+    clf = GMMClassifier([1, 2], random_state=0, **CPU).fit(X * 1e45, y)
+    assert np.all(np.isfinite(clf.predict_proba(X * 1e45))) and clf.score(X * 1e45, y) == 1.0
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(200, 2))
+    Z[0] = [1e50, 0.0]
+    auto = GMMClassifier("auto", random_state=0, **CPU).fit(Z, np.repeat([0, 1], 100))
+    assert np.all(np.isfinite(auto.predict_proba(Z)))
+
+
+def test_diverged_discriminative_fine_tuning_keeps_the_generative_fit(tmp_path):
+    X, y = _blobs()
+    kw = dict(max_iter=0, random_state=0, **CPU)
+    generative = GMMClassifier(2, **kw).fit(X, y)
+    with pytest.warns(RuntimeWarning, match="discriminative fine-tuning diverged.*learning_rate"):
+        clf = GMMClassifier(2, learning_rate=10.0, discriminative_steps=100, **kw).fit(X, y)
+    np.testing.assert_array_equal(clf.means_, generative.means_)
+    np.testing.assert_array_equal(clf.covariances_, generative.covariances_)
+    clf.save(tmp_path / "m.bgmm")
+    loaded = GMMClassifier.load(tmp_path / "m.bgmm")
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_huge_class_priors_are_normalised_not_overflowed():
+    X, y = _blobs()
+    clf = GMMClassifier(2, class_prior=[1e308, 1e308], max_iter=0, **CPU).fit(X, y)
+    np.testing.assert_array_equal(clf.class_prior_, [0.5, 0.5])
+    np.testing.assert_allclose(
+        GMMClassifier(2, class_prior=[3e307, 1e308], max_iter=0, **CPU).fit(X, y).class_prior_,
+        [3 / 13, 10 / 13])
+
+
+def test_negative_strides_half_precisions_and_meta_tensors():
+    X, _ = _blobs()
+    kw = dict(n_init=1, random_state=0, **CPU)
+    ref = BayesianGMM(2, **kw).fit(X[::-1].copy())
+    np.testing.assert_array_equal(BayesianGMM(2, **kw).fit(X[::-1]).means_, ref.means_)
+    bf = torch.tensor(X).bfloat16()
+    got = BayesianGMM(2, **kw).fit(bf)
+    np.testing.assert_array_equal(got.means_, BayesianGMM(2, **kw).fit(bf.float().numpy()).means_)
+    np.testing.assert_array_equal(got.predict(bf), got.predict(bf.float()))
+    meta = torch.zeros(30, 2, device="meta")
+    with pytest.raises(ValueError, match="'meta' device"):
+        BayesianGMM(2, **kw).fit(meta)
+    with pytest.raises(ValueError, match="'meta' device"):
+        got.predict(meta)
+
+
+def test_auto_tries_only_k_a_class_can_estimate():
+    """60 points per class, D=2, full: K = 10 has 59 free parameters, K = 11
+    has 65, so K > 10 is never fitted, however large max_components."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(5, 1, (60, 2))]
+    clf = GMMClassifier("auto", max_components=1000, random_state=0, **CPU).fit(
+        X, np.repeat([0, 1], 60))
+    assert clf.bic_.shape == (2, 1000)
+    np.testing.assert_array_equal(np.isfinite(clf.bic_).sum(1), [10, 10])
+    np.testing.assert_array_equal(clf.n_components_, [1, 1])
