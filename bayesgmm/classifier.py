@@ -388,6 +388,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 params = polish.params.select(0)
                 n_iter, converged = n_iter + polish.n_iter, polish.converged
             losses = negative_log_joint(groups, params, cls, pt, family, mask_c)
+            params, losses, _ = guard_stage("EM" if s.em_max_iter > 0 else "initialisation",
+                                            params, losses, learning_rate=s.learning_rate,
+                                            what="class(es)", depth=1)
             if s.max_iter > 0:
                 svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                               s.max_iter, s.tol, s.learning_rate, callback)

@@ -276,6 +276,35 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     return Priors(**out)
 
 
+# Which Priors field each resolved tensor comes from, for error messages.
+_PRIOR_FIELD = {"concentration": "weight_concentration", "mean_loc": "mean_loc",
+                "mean_scale": "mean_scale", "scale_shape": "scale_shape",
+                "scale_rate": "scale_rate", "dof": "covariance_dof",
+                "psi": "covariance_scale", "logdet_psi": "covariance_scale"}
+_POSITIVE = ("concentration", "mean_scale", "scale_shape", "scale_rate", "dof")
+
+
+def _check_representable(tensors: dict, p: "Priors", dtype) -> None:
+    """Refuse priors that the fit's arithmetic cannot hold: in the
+    standardised units, every value finite and every positive quantity
+    above the dtype's smallest normal number (a value 1e300 times the data's
+    scale overflows float32 to inf; 1e-300 times it underflows to 0)."""
+    tiny = torch.finfo(dtype).tiny
+    for key, value in tensors.items():
+        bad = ~torch.isfinite(value).all() or (key in _POSITIVE and bool((value < tiny).any()))
+        if key == "psi" and not bad:
+            bad = bool((torch.diagonal(value, dim1=-2, dim2=-1) < tiny).any())
+        if bad:
+            name = _PRIOR_FIELD[key]
+            raise ValueError(
+                f"Priors.{name}={np.asarray(getattr(p, name)).ravel()[:4].tolist()} is too far "
+                f"from the data's scale for the fit's {str(dtype).replace('torch.', '')} "
+                f"arithmetic (it becomes {'0' if bool(torch.isfinite(value).all()) else 'inf'} "
+                f"once the data are standardised): give a value within ~1e30 of the data's "
+                f"scale (for the location and scales of the data, in its units), or None for "
+                f"the default")
+
+
 @dataclass(frozen=True)
 class Standardizer:
     """Affine map x' = (x - center) / scale, per feature, and its effect on
@@ -330,6 +359,7 @@ class Standardizer:
             out["dof"] = t(p.covariance_dof)
             out["psi"] = t(psi)
             out["logdet_psi"] = t(np.linalg.slogdet(psi)[1])
+        _check_representable(out, p, dtype)
         return PriorTensors(**out)
 
     def params_to_std(self, weights, means, cov, family: Covariance, device,

@@ -321,3 +321,21 @@ def test_auto_tries_only_k_a_class_can_estimate():
     assert clf.bic_.shape == (2, 1000)
     np.testing.assert_array_equal(np.isfinite(clf.bic_).sum(1), [10, 10])
     np.testing.assert_array_equal(clf.n_components_, [1, 1])
+
+
+@pytest.mark.parametrize("field,value", [("covariance_scale", 1e300), ("covariance_dof", 1e300),
+                                         ("scale_rate", 1e300), ("mean_scale", 1e-300),
+                                         ("weight_concentration", 1e300)])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_priors_beyond_float32_are_refused_by_name(field, value, covariance_type):
+    """Both estimators, the same clear error (no LinAlgError or Pyro
+    constraint dump), before any fitting."""
+    from bayesgmm import Priors
+    if (field in ("covariance_scale", "covariance_dof")) != (covariance_type == "full"):
+        pytest.skip("a field the family does not use is ignored")
+    X, y = _blobs()
+    p = Priors(**{field: value})
+    kw = dict(covariance_type=covariance_type, priors=p, n_init=1, **CPU)
+    for est, args in ((BayesianGMM(2, **kw), (X,)), (GMMClassifier(2, **kw), (X, y))):
+        with pytest.raises(ValueError, match=f"Priors.{field}=.*too far from the data's scale"):
+            est.fit(*args)
