@@ -339,3 +339,12 @@ def test_priors_beyond_float32_are_refused_by_name(field, value, covariance_type
     for est, args in ((BayesianGMM(2, **kw), (X,)), (GMMClassifier(2, **kw), (X, y))):
         with pytest.raises(ValueError, match=f"Priors.{field}=.*too far from the data's scale"):
             est.fit(*args)
+
+
+def test_default_fits_leave_torchs_global_rng_alone():
+    X, y = _blobs()
+    before = torch.get_rng_state()
+    GMMClassifier(**CPU).fit(X, y)
+    BayesianGMM(2, **CPU).fit(X)
+    BayesianGMM(2, backend="pyro", em_max_iter=3, max_iter=5, n_init=1, **CPU).fit(X)
+    assert torch.equal(torch.get_rng_state(), before)
