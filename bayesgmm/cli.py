@@ -1,18 +1,25 @@
 """The ``bayesgmm`` command line.
 
 ``bayesgmm demo`` fits the Pyro iris study (K=2 on ``petal_length``) on the
-shipped data; ``bayesgmm fit FILE.csv`` fits any CSV.  Errors in the user's
-input end with a one-line message and exit code 2.
+shipped data; ``bayesgmm fit FILE.csv`` fits any CSV (its separator detected,
+or given with ``--sep``).  Errors in the user's input or output folder end
+with a one-line message and exit code 2; a closed stdout (``| head``) ends the
+run quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import itertools
 import json
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +28,29 @@ from .covariance import COVARIANCE_TYPES
 
 class CLIError(Exception):
     """A problem with the user's input: reported in one line, exit code 2."""
+
+
+# Separators tried when the file's is not given, in order of preference.
+_SEPARATORS = ",\t;|"
+_DEMO_FILES = ("loss.png", "clusters.png", "params.json")
+_FIT_FILES = ("assignments.csv", "params.json")
+
+
+def _separator(value: str) -> str:
+    """``--sep``: one character; ``tab`` and a typed ``\\t`` mean a tab."""
+    if value.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not one character: give the separator itself, e.g. ';', or 'tab'")
+    return value
+
+
+def _decimal_mark(value: str) -> str:
+    if len(value) != 1 or value.isalnum():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a decimal mark: give one character, e.g. ',' or '.'")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -65,10 +95,17 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Fit a Bayesian GMM to numeric columns of a CSV file; write params.json "
                     "(weights, means, covariance type, covariances in scikit-learn's shapes, "
                     "per-feature scales, priors, loss) and assignments.csv (the input rows "
-                    "with the MAP cluster and each cluster's probability) into the output folder.")
+                    "with the MAP cluster and each cluster's probability, in the input's "
+                    "separator and decimal mark) into the output folder.")
     fit.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
     fit.add_argument("--columns", nargs="+", metavar="COL",
                      help="columns to use (default: every numeric column)")
+    fit.add_argument("--sep", type=_separator, metavar="CHAR",
+                     help="field separator, e.g. ';'; 'tab' or '\\t' for a tab (default: "
+                          "detected from the first lines: ',', tab, ';' or '|')")
+    fit.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
+                     help="decimal mark of the numbers in the file, ',' for 1,5 "
+                          "(default: %(default)s)")
     common(fit, "bayesgmm-out")
     return parser
 
@@ -79,6 +116,23 @@ def _version() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line and return its exit code."""
+    try:
+        code = _run(argv)
+        # Output to a pipe is buffered: a reader that went away shows up here.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python's "Note on SIGPIPE": the interpreter flushes stdout once more at
+        # exit, which would fail again; send what is left to devnull instead.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
@@ -100,13 +154,51 @@ def _make_estimator(args):
                        progress=args.progress)
 
 
-def _out_dir(path: str) -> Path:
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _prepare_out(path: str, names: Sequence[str]) -> Path:
+    """Create the output folder and check that ``names`` can be written in it,
+    before any fit: a bad ``--out`` must not cost a fit."""
     out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {path!r} is a file, not a folder: choose a folder "
+                       f"(it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CLIError(f"cannot create output folder {path!r}: {exc.strerror}") from None
+        raise CLIError(f"cannot create output folder {path!r}: {_reason(exc)}; "
+                       f"choose another --out") from None
+    for name in names:
+        if (out / name).is_dir():
+            raise CLIError(f"cannot write {str(out / name)!r}: a folder of that name is in "
+                           f"the way; remove it or choose another --out")
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".bayesgmm-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(f"cannot write to output folder {path!r}: {_reason(exc)}; "
+                       f"choose another --out") from None
     return out
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary in the same folder and ``os.replace``,
+    so a failed write leaves neither a half-written file nor the temporary."""
+    # Named after this process so two runs into one folder do not share it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CLIError(f"cannot write {str(path)!r}: {_reason(exc)}; "
+                           f"choose another --out") from None
+        raise
 
 
 def _format_params(gmm, names: Sequence[str]) -> str:
@@ -126,6 +218,7 @@ def _demo(args) -> int:
 
     from .datasets import load_iris
 
+    out = _prepare_out(args.out, _DEMO_FILES)
     iris = load_iris()
     X = iris[[args.column]]
     gmm = _make_estimator(args).fit(X)
@@ -133,7 +226,6 @@ def _demo(args) -> int:
     setosa = (iris["species"] == "setosa").astype(int)
     ari_setosa = adjusted_rand_score(setosa, labels)
     ari_species = adjusted_rand_score(iris["species"], labels)
-    out = _out_dir(args.out)
 
     print(f"Bayesian GMM, K={args.n_components}, covariance_type={gmm.covariance_type_}, "
           f"on iris {args.column} (150 points, seed {args.seed}, device {gmm.device_})")
@@ -162,11 +254,15 @@ def _plot_demo(gmm, x: np.ndarray, labels: np.ndarray, species, out: Path, colum
 
     from . import plotting
 
+    def save(fig, name: str) -> None:
+        # format given: the temporary's name does not end in .png
+        _write_atomic(out / name, lambda p: fig.savefig(p, dpi=100, format="png"))
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     plotting.plot_loss_history(gmm, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
+    save(fig, "loss.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     plotting.plot_density_1d(gmm, x, ax=axes[0])
@@ -174,8 +270,7 @@ def _plot_demo(gmm, x: np.ndarray, labels: np.ndarray, species, out: Path, colum
     plotting.plot_assignments(x, labels, ax=axes[1], hue=np.asarray(species))
     axes[1].set_ylabel(column)
     fig.tight_layout()
-    fig.savefig(out / "clusters.png", dpi=100)
-    plt.close(fig)
+    save(fig, "clusters.png")
 
 
 def _write_params(gmm, names: Sequence[str], path: Path) -> None:
@@ -200,53 +295,185 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
         "converged": gmm.converged_,
         "priors": priors,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
+    _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def _read_csv(path: str):
+def _refuse_nul_bytes(path: str) -> None:
+    # pandas reads NUL bytes into names and values without a word (a column
+    # can vanish into its neighbour's name); text CSVs never hold them.
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            if b"\0" in chunk:
+                raise CLIError(f"{path!r} contains NUL bytes: it is a binary file or UTF-16 "
+                               f"text, not a CSV; re-save it as UTF-8 text")
+
+
+def _sniff_separator(path: str, decimal: str) -> str:
+    """The separator of the file's first lines: csv.Sniffer's choice among
+    ``_SEPARATORS`` when the header holds it, else the first one the header
+    holds; a header with none is one column."""
+    size = 1 << 16
+    with open(path, "rb") as f:
+        head = f.read(size)
+    lines = head.decode("utf-8-sig", errors="replace").splitlines()
+    if len(head) == size and len(lines) > 1:
+        lines = lines[:-1]  # cut by the read
+    lines = [line for line in lines if line.strip()][:50]
+    # For one column any separator the data does not hold will do.
+    fallback = ";" if decimal == "," else ","
+    if not lines:
+        return fallback
+    in_header = [c for c in _SEPARATORS if c in lines[0]]
+    try:
+        sniffed = csv.Sniffer().sniff("\n".join(lines), delimiters=_SEPARATORS).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed in in_header:
+        return sniffed
+    return in_header[0] if in_header else fallback
+
+
+def _read_csv(path: str, sep: Optional[str], decimal: str):
+    """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
     if not os.path.exists(path):
         raise CLIError(f"file not found: {path!r}")
     if os.path.isdir(path):
         raise CLIError(f"{path!r} is a folder, not a CSV file")
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        _refuse_nul_bytes(path)
+        if sep is None:
+            sep = _sniff_separator(path, decimal)
+        with warnings.catch_warnings():
+            # Rows with one field more than the header: by default pandas takes
+            # the first field as a row label and shifts every column; with
+            # index_col=False it warns and drops the last field.  Both lose data.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, decimal=decimal, index_col=False)
+    except pd.errors.ParserWarning:
+        raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
+                       f"separator {sep!r}); check the separator (--sep) and the decimal mark "
+                       f"(--decimal)") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"cannot read {path!r}: it is not UTF-8 text ({exc.reason} at byte "
+                       f"{exc.start}); re-save it as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"cannot read {path!r} as CSV: {msg}") from None
+        hint = ""
+        if "fields" in msg:
+            hint = (f" (read with separator {sep!r}); check the separator (--sep) and the "
+                    f"decimal mark (--decimal)")
+        raise CLIError(f"cannot read {path!r} as CSV: {msg}{hint}") from None
     if df.shape[0] == 0:
         raise CLIError(f"{path!r} has a header but no data rows")
-    return df
+    return df, sep
+
+
+def _is_number_column(s) -> bool:
+    import pandas as pd
+    # the estimator's rule: real numbers (bool included), not complex
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_complex_dtype(s)
+
+
+def _decimal_comma_example(s) -> Optional[str]:
+    """A value of text column ``s`` when every value reads as a number with a
+    decimal comma (some with the comma), else None."""
+    values = s.dropna().astype(str).str.strip()
+    if values.empty:
+        return None
+    number = values.str.fullmatch(r"[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?")
+    comma = values.str.contains(",", regex=False)
+    if not (number.all() and comma.any()):
+        return None
+    return values[comma].iloc[0]
+
+
+def _select_columns(df, args, sep: str) -> list:
+    """The columns to fit (``--columns`` or every numeric one), checked here so
+    that errors name the CLI's options, not the library's: each named once,
+    present, numbers (decimal commas named as such) and finite."""
+    path = args.file
+    numeric = [str(c) for c in df.columns if _is_number_column(df[c])]
+    if args.columns:
+        twice = sorted({c for c in args.columns if args.columns.count(c) > 1})
+        if twice:
+            raise CLIError(f"--columns names {twice} more than once: give each column once")
+        missing = [c for c in args.columns if c not in df.columns]
+        if missing:
+            hint = ""
+            if df.shape[1] == 1:
+                hint = (f" (the file was read as one column with separator {sep!r}; "
+                        f"give its separator with --sep)")
+            raise CLIError(f"column(s) {missing} not in {path!r}; available: "
+                           f"{list(map(str, df.columns))}{hint}")
+        columns = list(args.columns)
+        candidates = columns
+    else:
+        columns = numeric
+        candidates = [str(c) for c in df.columns]
+    if args.decimal != ",":
+        commas = {c: e for c in candidates if not _is_number_column(df[c])
+                  and (e := _decimal_comma_example(df[c])) is not None}
+        if commas:
+            name, example = next(iter(commas.items()))
+            rest = "" if args.columns else " (or leave them out with --columns)"
+            raise CLIError(f"column(s) {list(commas)} of {path!r} hold numbers with decimal "
+                           f"commas ({name}: {example!r}): add --decimal ,{rest}")
+    bad = [c for c in columns if not _is_number_column(df[c])]
+    if bad:
+        example = df[bad[0]].dropna()
+        example = f" ({bad[0]}: {example.iloc[0]!r})" if len(example) else ""
+        raise CLIError(f"non-numeric column(s) {bad} in {path!r}{example}: choose numeric "
+                       f"columns with --columns (numeric here: {numeric})")
+    if not columns:
+        raise CLIError(f"{path!r} has no numeric columns; name them with --columns")
+    values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = np.isfinite(values)
+    if not finite.all():
+        j = int(np.flatnonzero(~finite.all(axis=0))[0])
+        i = int(np.flatnonzero(~finite[:, j])[0])
+        kind = "NaN" if np.isnan(values[i, j]) else "inf"
+        raise CLIError(f"{path!r} contains {kind} in column {j} ({columns[j]!r}), data row "
+                       f"{i + 1}: remove such rows or fill in the values")
+    return columns
+
+
+def _added_names(df, n_components: int) -> list:
+    """Names for the cluster and probability columns that none of the input's
+    columns already has: one suffix for all, so they stay recognisable."""
+    taken = {str(c) for c in df.columns}
+    # Ends when a suffix is free: each input column takes at most one suffix.
+    for n in itertools.count():
+        suffix = f"_{n}" if n else ""
+        names = [f"cluster{suffix}"] + [f"p_cluster_{k}{suffix}" for k in range(n_components)]
+        if taken.isdisjoint(names):
+            return names
 
 
 def _fit(args) -> int:
-    import pandas as pd
-
-    df = _read_csv(args.file)
-    if args.columns:
-        missing = [c for c in args.columns if c not in df.columns]
-        if missing:
-            raise CLIError(f"column(s) {missing} not in {args.file!r}; available: "
-                           f"{list(map(str, df.columns))}")
-        columns = list(args.columns)
-    else:
-        columns = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
-        if not columns:
-            raise CLIError(f"{args.file!r} has no numeric columns; name them with --columns")
+    df, sep = _read_csv(args.file, args.sep, args.decimal)
+    columns = _select_columns(df, args, sep)
+    out = _prepare_out(args.out, _FIT_FILES)
     gmm = _make_estimator(args).fit(df[columns])
-    out = _out_dir(args.out)
     labels = gmm.predict(df[columns])
     proba = gmm.predict_proba(df[columns])
+    names = _added_names(df, proba.shape[1])
     result = df.copy()
-    result["cluster"] = labels
+    result[names[0]] = labels
     for k in range(proba.shape[1]):
-        result[f"p_cluster_{k}"] = proba[:, k]
-    tmp = out / "assignments.csv.tmp"
-    result.to_csv(tmp, index=False)
-    os.replace(tmp, out / "assignments.csv")
+        result[names[k + 1]] = proba[:, k]
+    # Written as the input was (separator, decimal mark): its rows read back the same way.
+    _write_atomic(out / "assignments.csv",
+                  lambda p: result.to_csv(p, index=False, sep=sep,
+                                          decimal=args.decimal))
     _write_params(gmm, columns, out / "params.json")
+    if names[0] != "cluster":
+        clash = [c for c in ["cluster"] + [f"p_cluster_{k}" for k in range(proba.shape[1])]
+                 if c in {str(c) for c in df.columns}]
+        print(f"bayesgmm: note: {args.file!r} already has column(s) {clash}; "
+              f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
     print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {len(df)} rows "
           f"x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
           f"converged {gmm.converged_}")

@@ -154,17 +154,266 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, setup, args, me
     assert err.count("\n") == 1
 
 
-def test_console_script_help_documents_every_option():
+# --- Through the installed console script --------------------------------------------------
+# Each run of the script spends ~5 s importing torch and Pyro, so the runs of
+# a test are started side by side (the regression tests below share one module
+# fixture), and each test checks its own.  Checks that need no real process use
+# main() in-process.
+
+def _console_script() -> str:
     exe = shutil.which("bayesgmm", path=os.path.dirname(sys.executable)) or shutil.which("bayesgmm")
     assert exe, "the bayesgmm console script is not installed"
-    text = subprocess.run([exe, "fit", "--help"], capture_output=True, text=True, check=True).stdout
+    return exe
+
+
+def _run_script(argv, close_stdout=False) -> subprocess.CompletedProcess:
+    cmd = [_console_script(), *map(str, argv)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # the runs share the cores
+    if not close_stdout:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    proc.stdout.close()  # the reader is gone before the first line, as with `| head`
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    return subprocess.CompletedProcess(cmd, proc.returncode, None, err)
+
+
+def _run_side_by_side(cases: dict) -> dict:
+    """Run ``{name: (argv, close_stdout)}`` together; the CompletedProcess of each name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures = {name: pool.submit(_run_script, argv, close)
+                   for name, (argv, close) in cases.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def test_console_script_help_documents_every_option():
+    runs = _run_side_by_side({"fit": (["fit", "--help"], False),
+                              "demo": (["demo", "--help"], False),
+                              "bad": (["fit", "nowhere.csv"], False)})
+    text = runs["fit"].stdout
+    assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--out", "--seed", "--n-init", "--device",
-                   "--progress", "--covariance-type"):
+                   "--progress", "--covariance-type", "--sep", "--decimal"):
         assert option in text
     assert "{full,tied,diag,spherical}" in text
-    demo = subprocess.run([exe, "demo", "--help"], capture_output=True, text=True,
-                          check=True).stdout
+    demo = runs["demo"].stdout
+    assert runs["demo"].returncode == 0
     assert "--covariance-type" in demo and "{full,tied,diag,spherical}" in demo
-    bad = subprocess.run([exe, "fit", "nowhere.csv"], capture_output=True, text=True)
+    bad = runs["bad"]
     assert bad.returncode == 2
     assert bad.stderr.strip() == "bayesgmm: error: file not found: 'nowhere.csv'"
+
+
+def _two_blobs(seed: int) -> tuple:
+    """Two round blobs (sd 0.5) of 120 and 60 points and their true means."""
+    rng = np.random.default_rng(seed)
+    truth = np.array([[0.0, 0.0], [6.0, 3.0]])
+    xy = np.r_[rng.normal(truth[0], 0.5, (120, 2)), rng.normal(truth[1], 0.5, (60, 2))]
+    return pd.DataFrame(xy.round(3), columns=["x", "y"]), truth
+
+
+def _assert_means(params: dict, truth: np.ndarray) -> None:
+    # sorted by x to undo label switching; 0.3 is over 4 standard errors
+    # (0.5 / sqrt(60)) of a blob's sample mean
+    means = np.asarray(params["means"])
+    np.testing.assert_allclose(means[np.argsort(means[:, 0])], truth, atol=0.3)
+
+
+def _one_error_line(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith("bayesgmm: error: ") and run.stderr.count("\n") == 1, run.stderr
+    return run.stderr
+
+
+@pytest.fixture(scope="module")
+def script_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("script")
+    blobs, _ = _two_blobs(3)
+    fit = ["fit", "-k", "2", "--n-init", "1", "--device", "cpu"]
+
+    # the user's own columns named like the ones the fit adds
+    mine = blobs.assign(cluster=np.arange(len(blobs)) % 7, p_cluster_0=0.25, name="r")
+    mine.to_csv(root / "mine.csv", index=False)
+    blobs.to_csv(root / "blobs.tsv", sep="\t", index=False)
+    blobs.to_csv(root / "blobs_de.csv", sep=";", decimal=",", index=False)
+    (root / "nul.csv").write_bytes(b"x,y\x00z\n1,2\n3,4\n")
+    (root / "blocked" / "params.json").mkdir(parents=True)  # a folder where a file goes
+    blobs.assign(name="r").to_csv(root / "named.csv", index=False)
+    cases = {
+        "mine": ([*fit, root / "mine.csv", "--columns", "x", "y", "--out", root / "o_mine"],
+                 False),
+        "tsv_piped": ([*fit, root / "blobs.tsv", "--out", root / "o_tsv"], True),
+        "decimal_commas": ([*fit, root / "blobs_de.csv", "--out", root / "o_de"], False),
+        "nul": ([*fit, root / "nul.csv", "--out", root / "o_nul"], False),
+        "blocked": (["demo", "--device", "cpu", "--out", root / "blocked"], False),
+        "twice": ([*fit, root / "named.csv", "--columns", "x", "x", "--out", root / "o_2"],
+                  False),
+        "text": ([*fit, root / "named.csv", "--columns", "x", "name", "--out", root / "o_t"],
+                 False),
+    }
+    return root, _run_side_by_side(cases)
+
+
+def test_script_keeps_input_columns_named_like_the_added_ones(script_runs):
+    root, runs = script_runs
+    run = runs["mine"]
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ("bayesgmm: note: '" + str(root / "mine.csv") + "' already has "
+                          "column(s) ['cluster', 'p_cluster_0']; assignments.csv names the "
+                          "added columns cluster_1, p_cluster_0_1, p_cluster_1_1\n")
+    mine = pd.read_csv(root / "mine.csv")
+    result = pd.read_csv(root / "o_mine" / "assignments.csv")
+    assert list(result.columns) == [*mine.columns, "cluster_1", "p_cluster_0_1", "p_cluster_1_1"]
+    pd.testing.assert_frame_equal(result[mine.columns], mine)  # the user's data, unchanged
+    assert result.groupby("cluster_1").size().sort_values().tolist() == [60, 120]
+    np.testing.assert_allclose(result[["p_cluster_0_1", "p_cluster_1_1"]].sum(axis=1), 1.0,
+                               atol=1e-9)
+
+
+def test_script_detects_a_tab_separator(script_runs, tmp_path, capsys):
+    root, runs = script_runs
+    assert runs["tsv_piped"].returncode in (0, 141)  # stdout closed early: see the next test
+    blobs, truth = _two_blobs(3)
+    params = json.loads((root / "o_tsv" / "params.json").read_text())
+    assert params["features"] == ["x", "y"]
+    _assert_means(params, truth)
+    # assignments.csv keeps the input's separator
+    result = pd.read_csv(root / "o_tsv" / "assignments.csv", sep="\t")
+    pd.testing.assert_frame_equal(result[["x", "y"]], blobs)
+    # --sep tab and a typed \t name the tab too
+    for sep in ("tab", "\\t"):
+        out = tmp_path / sep.strip("\\")
+        assert main(["fit", str(root / "blobs.tsv"), "--sep", sep, "--n-init", "1",
+                     "--device", "cpu", "--out", str(out)]) == 0
+        _assert_means(json.loads((out / "params.json").read_text()), truth)
+
+
+def test_script_ends_quietly_on_a_closed_stdout(script_runs):
+    root, runs = script_runs
+    run = runs["tsv_piped"]
+    assert run.stderr == ""  # no BrokenPipeError traceback
+    assert run.returncode == 141  # as a shell reports a process ended by SIGPIPE
+    assert (root / "o_tsv" / "assignments.csv").exists()  # written before the summary
+
+
+def test_script_names_decimal_option_for_decimal_commas(script_runs, tmp_path, capsys):
+    root, runs = script_runs
+    err = _one_error_line(runs["decimal_commas"])
+    assert "column(s) ['x', 'y']" in err and "decimal commas" in err and "--decimal ," in err
+    assert not (root / "o_de").exists()
+    blobs, truth = _two_blobs(3)
+    for extra in ([], ["--sep", ";"]):
+        out = tmp_path / f"o{len(extra)}"
+        assert main(["fit", str(root / "blobs_de.csv"), "--decimal", ",", "--n-init", "1",
+                     "--device", "cpu", "--out", str(out), *extra]) == 0
+        params = json.loads((out / "params.json").read_text())
+        assert params["features"] == ["x", "y"]
+        _assert_means(params, truth)
+        result = pd.read_csv(out / "assignments.csv", sep=";", decimal=",")
+        pd.testing.assert_frame_equal(result[["x", "y"]], blobs)
+
+
+def test_script_refuses_nul_bytes(script_runs):
+    root, runs = script_runs
+    err = _one_error_line(runs["nul"])
+    assert "NUL bytes" in err and "re-save it as UTF-8 text" in err
+
+
+def test_script_checks_the_output_folder_before_fitting(script_runs):
+    root, runs = script_runs
+    run = runs["blocked"]
+    err = _one_error_line(run)
+    assert repr(str(root / "blocked" / "params.json")) in err and "--out" in err
+    assert run.stdout == ""  # nothing fitted, nothing printed
+    assert sorted(p.name for p in (root / "blocked").iterdir()) == ["params.json"]
+
+
+def test_out_problems_stop_before_fitting(tmp_path, capsys, monkeypatch):
+    from bayesgmm.mixture import BayesianGMM
+
+    def no_fit(self, X, y=None):
+        raise AssertionError("fitted despite a bad --out")
+
+    monkeypatch.setattr(BayesianGMM, "fit", no_fit)
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n1,2\n3,4\n5,6\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    blocked = tmp_path / "blocked"
+    (blocked / "assignments.csv").mkdir(parents=True)
+    for argv, message in [
+        (["fit", str(data), "--out", str(a_file)], f"--out {str(a_file)!r} is a file"),
+        (["demo", "--out", str(a_file)], f"--out {str(a_file)!r} is a file"),
+        (["fit", str(data), "--out", str(blocked)],
+         f"cannot write {str(blocked / 'assignments.csv')!r}: a folder of that name"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
+    assert a_file.read_text() == "mine"
+    assert [p.name for p in blocked.iterdir()] == ["assignments.csv"]
+
+
+def test_failed_write_reports_the_path_and_leaves_no_temporary(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def disk_full(self, path, *args, **kwargs):
+        open(path, "w").write("half a ro")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    data = tmp_path / "d.csv"
+    data.write_text("x\n1\n2\n8\n9\n")
+    out = tmp_path / "out"
+    assert main(["fit", str(data), "--n-init", "1", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"bayesgmm: error: cannot write {str(out / 'assignments.csv')!r}: "
+                   f"{os.strerror(errno.ENOSPC)}; choose another --out\n")
+    assert list(out.iterdir()) == []
+
+
+def test_script_refuses_a_column_named_twice(script_runs, tmp_path, capsys):
+    root, runs = script_runs
+    err = _one_error_line(runs["twice"])
+    assert "--columns names ['x'] more than once" in err
+    # a header naming a column twice is fine: pandas reads the second as a.1
+    data = tmp_path / "d.csv"
+    data.write_text("a,a\n1,2\n1.1,2.1\n9,8\n9.1,8.1\n")
+    assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "params.json").read_text())["features"] == ["a", "a.1"]
+
+
+def test_script_names_columns_option_for_text_columns(script_runs):
+    root, runs = script_runs
+    err = _one_error_line(runs["text"])
+    assert "non-numeric column(s) ['name']" in err and "with --columns" in err
+    assert "df[[" not in err  # the library's wording stays in the library
+
+
+@pytest.mark.parametrize("setup,args,message", [
+    ("x\n1,5\n2,5\n", ["--columns", "x"], "more fields than its header"),
+    ("x,y\n1.5,2.5\n", ["--sep", ";", "--columns", "x"], "give its separator with --sep"),
+    ("x;y;n\n1,5;2,5;a\n", ["--columns", "n"], "non-numeric column(s) ['n']"),
+    ("x;y\n1,5;2,5\n", ["--columns", "x"], "decimal commas (x: '1,5'): add --decimal ,\n"),
+    ("x,y\n1,2\n3,inf\n", [], "inf in column 1 ('y'), data row 2"),
+])
+def test_more_bad_input_is_one_line(tmp_path, capsys, setup, args, message):
+    (tmp_path / "d.csv").write_text(setup)
+    assert main(["fit", str(tmp_path / "d.csv"), *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
+    assert "df[[" not in err and "df.dropna" not in err
+
+
+@pytest.mark.parametrize("option,value", [("--sep", ";;"), ("--decimal", "ab"),
+                                          ("--decimal", "1")])
+def test_bad_sep_or_decimal_is_an_argument_error(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "d.csv", option, value])
+    assert exc.value.code == 2
+    assert f"error: argument {option}: {value!r}" in capsys.readouterr().err
