@@ -112,6 +112,12 @@ def _chol(M: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 # The protocol
 # ----------------------------------------------------------------------------
+# Covariances a fitted model may hold: every marginal variance a normal
+# float64 number (the fit refuses data whose variances are not).
+MIN_VARIANCE = float(np.finfo(np.float64).tiny)
+MAX_VARIANCE = 1e308
+
+
 class Covariance:
     """One covariance family.  Instances are stateless and shared."""
 
@@ -249,18 +255,49 @@ class Covariance:
         raise NotImplementedError
 
     def check_covariances(self, cov: np.ndarray, K: int, D: int) -> Optional[str]:
-        """None when ``cov`` is a valid ``covariances_`` for K components in D
-        features, else what is wrong (used by persistence)."""
-        cov = np.asarray(cov)
+        """What is wrong with ``covariances_`` (scikit-learn's shape) for K
+        components in D features, or None (loaded files are checked with it).
+
+        Every marginal variance must be a normal float64 number (as the fit
+        requires of the data's), and full matrices positive definite in their
+        correlation form (scale-free: the eigenvalues of raw matrices with
+        variances 1e-300 and 1e300 lose the small ones), with a float32 Cholesky
+        factor of their precision.  Memory stays that of ``cov``: diagonal
+        families are never expanded to matrices, a tied one is checked once."""
         if cov.shape != self.covariance_shape(K, D):
             return f"covariances_ has shape {cov.shape}, expected {self.covariance_shape(K, D)}"
         if not np.all(np.isfinite(cov)):
             return "covariances_ has non-finite entries"
-        mats = self.matrices(cov, K, D)
-        if not np.allclose(mats, np.swapaxes(mats, -1, -2)):
-            return "covariances_ are not symmetric"
-        if np.any(np.linalg.eigvalsh(mats) <= 0):
+        n = K if self.per_component else 1
+        with np.errstate(invalid="ignore"):
+            sd = self.marginal_scales(np.asarray(cov, dtype=np.float64), n, D)
+        if np.any(np.isnan(sd)):
+            return "covariances_ have negative variances"
+        if not (np.all(sd >= math.sqrt(MIN_VARIANCE)) and np.all(sd <= math.sqrt(MAX_VARIANCE))):
+            return (f"covariances_ have variances outside [{MIN_VARIANCE:.3g}, {MAX_VARIANCE:.0e}] "
+                    f"(smallest {sd.min() ** 2:.3g}, largest {sd.max() ** 2:.3g})")
+        if not self.full_moments:      # diagonal: positive variances are all it takes
+            return None
+        mats = self.matrices(np.asarray(cov, dtype=np.float64), n, D)
+        with np.errstate(all="ignore"):   # huge off-diagonal entries: refused below
+            corr = mats / sd[..., :, None] / sd[..., None, :]
+        if not np.all(np.isfinite(corr)):
             return "covariances_ are not positive definite"
+        if not np.allclose(corr, np.swapaxes(corr, -1, -2), rtol=0, atol=1e-8):
+            return "covariances_ are not symmetric"
+        try:
+            np.linalg.cholesky(corr)
+            # The precisions, scaled to unit diagonal, also need a float32
+            # Cholesky factor: the fit and the predictions factor them in float32.
+            with np.errstate(all="ignore"):
+                prec = np.linalg.inv(corr)
+                d = np.sqrt(np.diagonal(prec, axis1=-2, axis2=-1))
+                unit = (prec / d[..., :, None] / d[..., None, :]).astype(np.float32)
+            if not np.all(np.isfinite(unit)):
+                raise np.linalg.LinAlgError
+            np.linalg.cholesky(unit)
+        except np.linalg.LinAlgError:
+            return "covariances_ are not positive definite (or too nearly singular for float32)"
         return None
 
     def neutral_like(self, value: torch.Tensor) -> torch.Tensor:
@@ -353,14 +390,6 @@ class Diagonal(Covariance):
 
     def matrices(self, cov, K, D):
         return np.einsum("kd,de->kde", cov, np.eye(D))
-
-    def check_covariances(self, cov, K, D):
-        cov = np.asarray(cov)
-        if cov.shape != self.covariance_shape(K, D):
-            return f"covariances_ has shape {cov.shape}, expected {self.covariance_shape(K, D)}"
-        if not (np.all(np.isfinite(cov)) and np.all(cov > 0)):
-            return "covariances_ are not positive and finite"
-        return None
 
     def obs(self, loc, value):
         return dist.Normal(loc, value).to_event(1)
@@ -557,7 +586,6 @@ class _FullOneFeature(Diagonal):
     def matrices(self, cov, K, D):
         return cov
 
-    check_covariances = Covariance.check_covariances
 
 
 _FAMILIES = {"full": Full(), "tied": Tied(), "diag": Diagonal(), "full-1d": _FullOneFeature()}

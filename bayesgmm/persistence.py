@@ -35,18 +35,34 @@ any supported type), ``{"__priors__": {...}}``, ``{"__device__": "cuda:0"}``,
 estimators).  Anything else is refused at save time, before the file is
 touched.
 
-Writes are atomic: the archive goes to a temporary file in the target's
-directory, is flushed and fsynced, then renamed over the target, so an
-interrupted save leaves the previous file intact and no temporary behind.
+Writes are atomic: the archive goes to a new file in the target's folder,
+is flushed and fsynced, then renamed over the target, so a failed or
+interrupted save leaves the previous file intact.  On Linux the new file is
+anonymous (``O_TMPFILE``) until it is complete, so even a killed process
+leaves no temporary file behind; elsewhere an exception removes it, but a
+killed process may leave a hidden ``.bgmm-*.tmp`` file.  A save refuses a
+target that exists and is not a regular file (a symlink is followed to its
+file).
+
+Loading is bounded: anything but a regular file starting with the zip
+signature is refused before it is read, the values decoded from the
+metadata may take at most ``_ALLOC_FACTOR`` times the file's size (checked
+before each is built), and a fitted state is refused unless a fit could have
+produced it (consistent shapes, finite values, probabilities, positive
+definite covariances with normal float64 variances within 1e18 of the
+mixture's spread, resolved priors of the covariance type).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
+import secrets
+import stat
 import struct
 import tempfile
 import zipfile
@@ -76,7 +92,14 @@ _ARRAYS = "arrays.safetensors"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 # Numeric dtypes safetensors stores exactly; strings and objects go to JSON.
 _NUMERIC_KINDS = "biuf"
-_DTYPE_RE = re.compile(r"^[<>|=]?[biufUS]\d+$")
+_DTYPE_RE = re.compile(r"^[<>|=]?[biufUS]\d{1,12}$")
+# What loading may allocate beyond the file itself, as a multiple of the
+# file's size: every array, string and scalar the metadata declares is
+# charged against this budget before it is built, so a small hostile file
+# cannot make ``load`` allocate gigabytes.  A saved model decodes to about its
+# own size (each array is stored once; string arrays take 4 bytes a character).
+_ALLOC_FACTOR = 8
+_ZIP_MAGIC = b"PK\x03\x04"
 
 # Everything a damaged or hostile file can make the standard parsers raise;
 # turned into one clear ValueError.  (Our own decoder raises _Corrupt.)
@@ -231,10 +254,18 @@ class _Encoder:
 class _Decoder:
     """Tagged JSON -> values; any inconsistency raises _Corrupt."""
 
-    def __init__(self, arrays: dict, device: Optional[torch.device]) -> None:
+    def __init__(self, arrays: dict, device: Optional[torch.device], file_size: int) -> None:
         self.arrays = arrays
         self.device = device          # override for restored devices (None: keep/fall back)
         self.in_state = False
+        self.budget = _ALLOC_FACTOR * file_size   # bytes the decoded values may still take
+
+    def _allocate(self, nbytes: int, what: str) -> None:
+        """Charge ``nbytes`` of a value about to be built against the budget."""
+        if nbytes > self.budget:
+            raise _Corrupt(f"it declares {what} of {nbytes} bytes, more than a file of its size "
+                           f"can hold")
+        self.budget -= nbytes
 
     def __call__(self, value: Any) -> Any:
         if value is None or isinstance(value, (bool, str, int, float)):
@@ -268,6 +299,9 @@ class _Decoder:
 
     def _bytes(self, value: dict) -> bytes:
         self._keys(value, "__bytes__")
+        if not isinstance(value["__bytes__"], str):
+            raise _Corrupt("malformed bytes entry")
+        self._allocate(len(value["__bytes__"]) // 2, "a bytes value")
         return bytes.fromhex(value["__bytes__"])
 
     def _scalar(self, value: dict) -> np.generic:
@@ -282,6 +316,7 @@ class _Decoder:
             ok = isinstance(v, expected) and (expected is bool or not isinstance(v, bool))
         if not ok:
             raise _Corrupt(f"scalar of dtype {dtype} holds {v!r:.60}")
+        self._allocate(dtype.itemsize, f"a {dtype} scalar")
         if dtype.kind == "S":
             v = bytes.fromhex(v)
         return np.array(v, dtype=dtype)[()]
@@ -291,24 +326,33 @@ class _Decoder:
         key = value["__array__"]
         if not isinstance(key, str) or key not in self.arrays:
             raise _Corrupt(f"array {key!r:.60} is missing from {_ARRAYS}")
-        # A writeable copy, detached from the file's buffer.
+        # A writeable copy, detached from the file's buffer (charged: the
+        # metadata could name one array many times).
+        self._allocate(self.arrays[key].nbytes, f"array {key!r}")
         return np.array(self.arrays[key], copy=True)
 
     def _strarray(self, value: dict) -> np.ndarray:
         self._keys(value, "__strarray__", "shape", "values")
         dtype = self._dtype(value["__strarray__"])
         vals = value["values"]
-        if dtype.kind != "U" or not all(isinstance(v, str) for v in vals):
+        if (dtype.kind != "U" or not isinstance(vals, list)
+                or not all(isinstance(v, str) for v in vals)):
             raise _Corrupt("malformed string array")
-        return np.array(vals, dtype=dtype).reshape(self._shape(value["shape"], len(vals)))
+        shape = self._shape(value["shape"], len(vals))
+        self._allocate(dtype.itemsize * max(len(vals), 1), f"a {dtype} string array")
+        return np.array(vals, dtype=dtype).reshape(shape)
 
     def _objarray(self, value: dict) -> np.ndarray:
         self._keys(value, "__objarray__", "values")
+        if not isinstance(value["values"], list):
+            raise _Corrupt("malformed object array")
+        shape = self._shape(value["__objarray__"], len(value["values"]))
+        self._allocate(8 * len(value["values"]), "an object array")
         vals = [self(v) for v in value["values"]]
         out = np.empty(len(vals), dtype=object)
         for i, v in enumerate(vals):  # element-wise: a slice assignment would broadcast lists
             out[i] = v
-        return out.reshape(self._shape(value["__objarray__"], len(vals)))
+        return out.reshape(shape)
 
     @staticmethod
     def _shape(shape: Any, size: int) -> tuple:
@@ -344,7 +388,10 @@ class _Decoder:
         name = value["__device__"]
         if not isinstance(name, str) or not re.match(r"^(cpu|cuda)(:\d+)?$", name):
             raise _Corrupt(f"bad device {name!r:.60}")
-        saved = torch.device(name)
+        try:
+            saved = torch.device(name)
+        except (RuntimeError, ValueError, OverflowError):   # an index torch cannot hold
+            raise _Corrupt(f"bad device {name!r:.60}") from None
         if not self.in_state:
             return saved          # a hyperparameter stays as the user gave it
         if self.device is not None:
@@ -363,9 +410,14 @@ class _Decoder:
         keys = self(body["keys"])
         if not isinstance(keys, np.ndarray) or keys.dtype != np.uint32 or keys.shape != (624,):
             raise _Corrupt("malformed RandomState keys")
+        pos, has_gauss, cached = body["pos"], body["has_gauss"], self(body["cached_gaussian"])
+        # The generator indexes its keys by pos: one out of [0, 624] reads
+        # outside them.
+        if (not _is_int(pos) or not 0 <= pos <= 624 or has_gauss not in (0, 1)
+                or isinstance(has_gauss, bool) or not isinstance(cached, float)):
+            raise _Corrupt("malformed RandomState position or cached value")
         rs = np.random.RandomState()
-        rs.set_state(("MT19937", keys, int(body["pos"]), int(body["has_gauss"]),
-                      float(self(body["cached_gaussian"]))))
+        rs.set_state(("MT19937", keys, pos, has_gauss, cached))
         return rs
 
     def _tensor(self, value: dict) -> torch.Tensor:
@@ -400,19 +452,19 @@ class _Decoder:
         self.in_state = outer
         if version == 1:
             _upgrade_v1(kwargs, attrs)
+        for name in attrs:
+            # Never shadow a method or property of the class.
+            if (not isinstance(name, str) or not name.isidentifier() or name.startswith("__")
+                    or name in kwargs or hasattr(cls, name)):
+                raise _Corrupt(f"bad attribute name {name!r:.60}")
+        if attrs and kind in _REQUIRED:
+            _check_state(kind, attrs, kwargs)
         try:
             est = cls(**kwargs)
         except TypeError as exc:
             raise _Corrupt(f"its hyperparameters do not fit this release's {kind}: {exc}") from None
         for name, v in attrs.items():
-            # Never shadow a method or property of the class.
-            if (not name.isidentifier() or name.startswith("__") or name in kwargs
-                    or hasattr(cls, name)):
-                raise _Corrupt(f"bad attribute name {name!r:.60}")
             setattr(est, name, v)
-        check = _CHECKS.get(kind)
-        if check is not None and attrs:
-            check(est)
         return est
 
 
@@ -420,6 +472,19 @@ class _Decoder:
 # Consistency checks of a loaded, fitted estimator
 # ----------------------------------------------------------------------------
 _PRIORS_V1 = ("weight_concentration", "mean_loc", "mean_scale", "scale_shape", "scale_rate")
+# Covariances live in squared data units (each variance a normal float64
+# number: ``Covariance.check_covariances``).  Fits and predictions run in float32 in a frame standardised by the
+# mixture's (the data's) per-feature spread: component spreads and mean
+# offsets beyond these multiples of it have no float32 precision matrix
+# (1 / 1e-18^2 = 1e36 is near float32's largest number), so no fit gives them.
+_MIN_RELATIVE, _MAX_RELATIVE = 1e-18, 1e18
+_REQUIRED = {
+    "BayesianGMM": ("weights_", "means_", "covariances_", "precisions_cholesky_", "scales_",
+                    "priors_", "n_features_in_", "device_", "covariance_type_"),
+    "GMMClassifier": ("classes_", "n_components_", "weights_", "means_", "covariances_",
+                      "precisions_cholesky_", "scales_", "class_prior_", "priors_",
+                      "n_features_in_", "device_", "covariance_type_"),
+}
 
 
 def _upgrade_v1(kwargs: dict, attrs: dict) -> None:
@@ -428,150 +493,357 @@ def _upgrade_v1(kwargs: dict, attrs: dict) -> None:
     scales = attrs.get("scales_")
     if isinstance(scales, np.ndarray) and scales.dtype.kind == "f":
         attrs["covariance_type_"] = "diag"
-        attrs["covariances_"] = scales ** 2
-        attrs["precisions_cholesky_"] = 1.0 / scales
+        with np.errstate(all="ignore"):   # out-of-range scales are refused by the checks
+            attrs["covariances_"] = scales ** 2
+            attrs["precisions_cholesky_"] = 1.0 / scales
 
 
-def _float_array(where: str, name: str, a, ndim: int) -> None:
-    if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.ndim != ndim:
-        raise _Corrupt(f"{where}{name} is not a float array with {ndim} dimension(s)")
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _family_of(est, D: int):
-    ct = getattr(est, "covariance_type_", None)
+def _float_array(name: str, a: Any, shape: tuple) -> np.ndarray:
+    """``a`` as float64 after checking it is a float array of ``shape``."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.shape != shape:
+        got = f"shape {a.shape}, dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise _Corrupt(f"{name} is not a float array of shape {shape} ({got})")
+    return a.astype(np.float64)
+
+
+def _check_state(kind: str, a: dict, params: dict) -> None:
+    """Refuse the fitted state ``a`` of a loaded ``kind`` unless a fit could
+    have produced it: every array the estimator's methods read is of the
+    shape its companions imply and finite where a fit leaves it finite,
+    weights are probabilities, covariances are positive definite with normal
+    float64 variances (what a fit of accepted data gives), and ``priors_``
+    holds the resolved priors of this covariance type.  Runs before the
+    estimator is built, so a damaged file fails at load, not at predict."""
+    missing = [n for n in _REQUIRED[kind] if n not in a]
+    if missing:
+        raise _Corrupt(f"the fitted {kind} lacks {missing}")
+    D = a["n_features_in_"]
+    if not _is_int(D) or D < 1:
+        raise _Corrupt(f"n_features_in_ {D!r:.60} is not a positive integer")
+    ct = a["covariance_type_"]
     if ct not in cov_module.COVARIANCE_TYPES:
         raise _Corrupt(f"covariance_type_ {ct!r:.60} is not one of {list(cov_module.COVARIANCE_TYPES)}")
-    return cov_module.get(ct, D)
+    family = cov_module.get(ct, D)
+    if not isinstance(a["device_"], torch.device):
+        raise _Corrupt("device_ is not a device")
+    names = a.get("feature_names_in_")
+    if names is not None and not (isinstance(names, np.ndarray) and names.shape == (D,)
+                                  and all(isinstance(n, str) for n in names.tolist())):
+        raise _Corrupt("feature_names_in_ is not an array of n_features_in_ strings")
+    rs = params.get("random_state")   # predictions draw from it
+    if not (rs is None or isinstance(rs, np.random.RandomState)
+            or (_is_int(rs) and 0 <= rs < 2 ** 32)):
+        raise _Corrupt(f"random_state {rs!r:.60} cannot seed a generator")
 
+    # One layout for both kinds: a batch of C mixtures of up to K components
+    # (a BayesianGMM is one), ``k`` the real components of each, ``lead`` the
+    # batch dimensions of the attributes.
+    layout = _classifier_layout if kind == "GMMClassifier" else _mixture_layout
+    w, m, k, class_prior, priors, lead = layout(a, D)
+    C, K = w.shape
+    real = np.arange(K)[None, :] < k[:, None]
+    shape = lead + family.covariance_shape(K, D)
+    cov = _float_array("covariances_", a["covariances_"], shape).reshape((C,) + shape[len(lead):])
+    pc = _float_array("precisions_cholesky_", a["precisions_cholesky_"], shape)
+    pc = pc.reshape(cov.shape)
+    scales = _float_array("scales_", a["scales_"], lead + (K, D)).reshape(C, K, D)
 
-def _check_derived(est, real: Optional[np.ndarray] = None) -> None:
-    """``precisions_cholesky_`` in the shape of ``covariances_`` and ``scales_``
-    in that of ``means_``, float arrays; the scales of the real components
-    (``real``: mask of the leading dims of ``means_``, default all) finite
-    and positive."""
-    for name, shape in (("precisions_cholesky_", np.shape(est.covariances_)),
-                        ("scales_", est.means_.shape)):
-        a = getattr(est, name)
-        if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.shape != shape:
-            raise _Corrupt(f"{name} is not a float array of shape {shape}")
-    scales = est.scales_ if real is None else est.scales_[real]
-    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
-        raise _Corrupt("scales_ are not positive and finite")
-
-
-def _check_bayesian_gmm(est) -> None:
-    required = ("weights_", "means_", "covariances_", "precisions_cholesky_", "scales_", "priors_",
-                "n_features_in_", "device_", "covariance_type_")
-    missing = [a for a in required if not hasattr(est, a)]
-    if missing:
-        raise _Corrupt(f"the fitted BayesianGMM lacks {missing}")
-    if not isinstance(est.priors_, Priors):
-        raise _Corrupt("priors_ is not a Priors")
-    if not isinstance(est.n_features_in_, int) or isinstance(est.n_features_in_, bool):
-        raise _Corrupt("n_features_in_ is not an integer")
-    w, m = est.weights_, est.means_
-    _float_array("", "weights_", w, 1)
-    _float_array("", "means_", m, 2)
-    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m))):
-        raise _Corrupt("weights_ or means_ hold non-finite values")
-    K = w.shape[0]
-    if m.shape[0] != K:
-        raise _Corrupt(f"weights_/means_ shapes {w.shape}, {m.shape} disagree")
-    if m.shape[1] != est.n_features_in_:
-        raise _Corrupt(f"means_ has {m.shape[1]} features, n_features_in_ is {est.n_features_in_}")
-    if np.any(w < 0) or abs(w.sum() - 1) > 1e-6:
-        raise _Corrupt("weights_ are not on the simplex")
-    problem = _family_of(est, m.shape[1]).check_covariances(est.covariances_, K, m.shape[1])
-    if problem:
-        raise _Corrupt(problem)
-    _check_derived(est)
-    names = getattr(est, "feature_names_in_", None)
-    if names is not None and (not isinstance(names, np.ndarray) or names.shape != (est.n_features_in_,)):
-        raise _Corrupt("feature_names_in_ does not match n_features_in_")
-
-
-def _check_gmm_classifier(est) -> None:
-    required = ("classes_", "n_components_", "weights_", "means_", "covariances_",
-                "precisions_cholesky_", "scales_", "class_prior_", "n_features_in_", "device_",
-                "covariance_type_")
-    missing = [a for a in required if not hasattr(est, a)]
-    if missing:
-        raise _Corrupt(f"the fitted GMMClassifier lacks {missing}")
-    classes, k = est.classes_, est.n_components_
-    if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 2:
-        raise _Corrupt("classes_ is not a 1-D array of at least 2 labels")
-    C = classes.size
-    w, m, cp = est.weights_, est.means_, est.class_prior_
-    arrays_ok = all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in (w, m, cp))
-    if (not arrays_ok or not isinstance(k, np.ndarray) or k.dtype.kind not in "iu"
-            or k.shape != (C,) or w.ndim != 2 or w.shape[0] != C or m.ndim != 3
-            or m.shape[:2] != w.shape or cp.shape != (C,)):
-        raise _Corrupt("the per-class arrays' shapes disagree with classes_")
-    if m.shape[2] != est.n_features_in_:
-        raise _Corrupt(f"means_ has {m.shape[2]} features, n_features_in_ is {est.n_features_in_}")
-    if np.any(k < 1) or np.any(k > w.shape[1]):
-        raise _Corrupt("n_components_ out of range")
-    # Classes with fewer components than the widest are padded; only the real
-    # components must be finite mixtures.
-    real = np.arange(w.shape[1])[None, :] < k[:, None]
-    wr = np.where(real, w, 0.0)
-    if (not np.all(np.isfinite(w[real])) or np.any(wr < 0)
-            or np.any(np.abs(wr.sum(1) - 1) > 1e-6) or not np.all(np.isfinite(m[real]))):
-        raise _Corrupt("a class's weights_/means_ are not a valid mixture")
-    family = _family_of(est, m.shape[2])
-    cov = est.covariances_
-    # One entry per class, and per component slot (padded ones included) for
-    # the families with a component dimension.
-    lead = w.shape if family.per_component else (C,)
-    if not isinstance(cov, np.ndarray) or cov.shape[:len(lead)] != lead:
-        raise _Corrupt(f"covariances_ does not have one entry per class"
-                       f"{' and component' if family.per_component else ''}")
+    # Padded component slots (classes with fewer components) are ignored by
+    # the methods, but take part in the frame's sums: finite, weight >= 0.
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+        raise _Corrupt("weights_ are not finite and non-negative")
+    if np.any(np.abs(np.where(real, w, 0.0).sum(1) - 1) > 1e-6):
+        raise _Corrupt("weights_ do not sum to 1")
+    if not np.all(np.isfinite(m[real])):
+        raise _Corrupt("means_ hold non-finite values")
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.ptp(m[real], axis=0)
+    if not np.all(np.isfinite(spread)):
+        raise _Corrupt("means_ are too far apart for float64 arithmetic")
+    sd = np.ones((C, K, D))
     for c in range(C):
         kc = int(k[c])
         cc = cov[c][:kc] if family.per_component else cov[c]
-        problem = family.check_covariances(cc, kc, m.shape[2]) if cc.shape[:1] == (kc,) or \
-            not family.per_component else "covariances_ shape disagrees with n_components_"
+        problem = family.check_covariances(cc, kc, D)
         if problem:
-            raise _Corrupt(f"class {c}: {problem}")
-    _check_derived(est, real)
-    if not np.all(np.isfinite(cp)) or np.any(cp <= 0) or abs(cp.sum() - 1) > 1e-6:
+            raise _Corrupt(f"class {c}: {problem}" if lead else problem)
+        sd[c, :kc] = family.marginal_scales(cc, kc, D)
+        # The derived attributes are the fit's functions of covariances_.
+        pcc = pc[c][:kc] if family.per_component else pc[c]
+        expected = family.precisions_cholesky(family.from_covariances(torch.as_tensor(cc))).numpy()
+        if not _close(pcc, expected):
+            raise _Corrupt("precisions_cholesky_ do not match covariances_")
+        if not _close(scales[c][:kc], sd[c, :kc]):
+            raise _Corrupt("scales_ do not match covariances_")
+        _check_priors(priors[c], family, kc, D, f"priors_[{c}]" if lead else "priors_")
+    if not (np.all(np.isfinite(class_prior)) and np.all(class_prior > 0)
+            and abs(class_prior.sum() - 1) <= 1e-6):
         raise _Corrupt("class_prior_ is not a probability vector")
+    problem = _frame_problem(class_prior[:, None] * w, m, sd, real, family.isotropic)
+    if problem:
+        raise _Corrupt(problem)
 
 
-#: Per-kind checks run after loading a fitted estimator.
-_CHECKS = {"BayesianGMM": _check_bayesian_gmm, "GMMClassifier": _check_gmm_classifier}
+def _frame_problem(w: np.ndarray, m: np.ndarray, sd: np.ndarray, real: np.ndarray,
+                   isotropic: bool) -> Optional[str]:
+    """What keeps the real components (``real`` (C, K)) of mixtures with
+    joint weights ``w`` (C, K), means ``m`` and marginal standard deviations
+    ``sd`` (C, K, D) from the float32 frame they are fitted and predicted in
+    (the mixture's own centre and per-feature spread, as
+    ``MixtureBase._frame``), or None."""
+    w, m, sd = w[real], m[real], sd[real]
+    with np.errstate(all="ignore"):
+        center = np.einsum("k,kd->d", w, m)
+        dev = m - center
+        # Scaled by the largest term before squaring, so that nothing
+        # overflows or underflows (spreads range over 1e-154 .. 1e154).
+        ref = np.maximum(sd.max(0), np.abs(dev).max(0))
+        spread = ref * np.sqrt(np.einsum("k,kd->d", w, (sd / ref) ** 2 + (dev / ref) ** 2))
+        if isotropic:
+            top = spread.max()
+            spread = np.full_like(spread, top * np.sqrt(np.mean((spread / top) ** 2)))
+        rel_sd, rel_dev = sd / spread, np.abs(dev) / spread
+    if not (np.all(np.isfinite(rel_sd)) and np.all(np.isfinite(rel_dev))
+            and np.all(rel_sd >= _MIN_RELATIVE) and np.all(rel_sd <= _MAX_RELATIVE)
+            and np.all(rel_dev <= _MAX_RELATIVE)):
+        return (f"a component's spread or mean offset is outside [{_MIN_RELATIVE:.0e}, "
+                f"{_MAX_RELATIVE:.0e}] times the mixture's spread, which no fit gives")
+    return None
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """``a`` equals ``b`` up to rounding: within 1e-6 of the largest
+    magnitude in the same leading row (one component's block, whatever its
+    scale; a Cholesky factor has entries of ~0 beside large ones)."""
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return False
+    rows = np.abs(b).reshape(b.shape[0], -1).max(1) if b.ndim else np.abs(b)
+    tol = 1e-6 * rows.reshape(rows.shape + (1,) * max(b.ndim - 1, 0))
+    return bool(np.all(np.abs(a - b) <= tol))
+
+
+def _mixture_layout(a: dict, D: int):
+    """A BayesianGMM's state as a batch of one mixture (see
+    :func:`_classifier_layout`)."""
+    w = a["weights_"]
+    if not isinstance(w, np.ndarray) or w.ndim != 1 or w.size < 1:
+        raise _Corrupt("weights_ is not a float array with 1 dimension")
+    K = w.shape[0]
+    w = _float_array("weights_", w, (K,))
+    m = _float_array("means_", a["means_"], (K, D))
+    return w[None], m[None], np.array([K]), np.ones(1), [a["priors_"]], ()
+
+
+def _classifier_layout(a: dict, D: int):
+    """The classifier's weights (C, K), means (C, K, D), n_components_ and
+    class_prior_ (C,) in float64/int64 after checking their shapes agree with
+    ``classes_``, its per-class priors_, and the batch dimensions (C,)."""
+    classes, k = a["classes_"], a["n_components_"]
+    if (not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 2
+            or classes.dtype.kind not in "biufUO"):
+        raise _Corrupt("classes_ is not a 1-D array of at least 2 labels")
+    C = classes.size
+    if not isinstance(k, np.ndarray) or k.dtype.kind not in "iu" or k.shape != (C,):
+        raise _Corrupt("n_components_ is not one integer per class")
+    w = a["weights_"]
+    if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[0] != C:
+        raise _Corrupt("the per-class arrays' shapes disagree with classes_")
+    K = w.shape[1]
+    w = _float_array("weights_", w, (C, K))
+    m = _float_array("means_", a["means_"], (C, K, D))
+    cp = _float_array("class_prior_", a["class_prior_"], (C,))
+    if np.any(k < 1) or np.any(k > K):
+        raise _Corrupt("n_components_ out of range")
+    priors = a["priors_"]
+    if not isinstance(priors, list) or len(priors) != C:
+        raise _Corrupt(f"priors_ is not a list of {C} Priors (one per class)")
+    return w, m, k.astype(np.int64), cp, priors, (C,)
+
+
+def _check_priors(p: Any, family, K: int, D: int, name: str) -> None:
+    """``p`` holds the resolved priors of a K-component mixture of this
+    covariance family in D features (see :func:`bayesgmm.priors.resolve_priors`):
+    float arrays of the fit's shapes and positive floats, finite and in
+    range, and None for the fields the family does not use."""
+    if not isinstance(p, Priors):
+        raise _Corrupt(f"{name} is not a Priors")
+
+    def vector(field: str, shape: tuple, low: Optional[float] = None, strict: bool = True):
+        v = getattr(p, field)
+        ok = (isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.shape == shape
+              and np.all(np.isfinite(v)))
+        v = np.asarray(v, dtype=np.float64) if ok else v
+        if ok and low is not None:
+            ok = bool(np.all(v > low) if strict else np.all(v >= low))
+        if not ok:
+            raise _Corrupt(f"{name}.{field} is not a finite float array of shape {shape}"
+                           + ("" if low is None else f" {'>' if strict else '>='} {low:g}"))
+        return v
+
+    def number(field: str, low: float) -> None:
+        v = getattr(p, field)
+        if not (isinstance(v, (float, np.floating)) or _is_int(v)) or not (math.isfinite(v)
+                                                                             and v > low):
+            raise _Corrupt(f"{name}.{field} is not a finite float > {low:g}")
+
+    vector("weight_concentration", (K,), 1.0, strict=False)
+    vector("mean_loc", (D,))
+    vector("mean_scale", (D,), 0.0)
+    used = ("scale_shape", "scale_rate") if "scale_rate" in family.prior_fields \
+        else ("covariance_dof", "covariance_scale")
+    unused = [f for f in ("scale_shape", "scale_rate", "covariance_dof", "covariance_scale")
+              if f not in used and getattr(p, f) is not None]
+    if unused:
+        raise _Corrupt(f"{name} sets {unused}, which covariance_type {family.name!r} does not use")
+    if "scale_rate" in used:
+        number("scale_shape", 0.0)
+        if family.isotropic:
+            number("scale_rate", 0.0)
+        else:
+            vector("scale_rate", (D,), 0.0)
+    else:
+        number("covariance_dof", D + 1.0)
+        psi = vector("covariance_scale", (D, D))
+        if cov_module.get("tied", D).check_covariances(psi, 1, D):
+            raise _Corrupt(f"{name}.covariance_scale is not a symmetric positive definite matrix "
+                           f"with normal float64 variances")
 
 
 # ----------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------
-def _atomic_write(path: str, members: tuple[bytes, bytes]) -> None:
-    """Write the archive to ``path`` via a fsynced temporary file in the same
-    directory and ``os.replace`` (atomic on POSIX and Windows), so readers
-    see the old file or the new one, never a mix."""
-    path = os.path.abspath(path)
-    directory, name = os.path.split(path)
-    # Keep the permissions of the file being replaced; new files get rw-r--r--
-    # rather than mkstemp's owner-only mode, like a plain open() would.
+def _file_kind(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _as_str(path: Any) -> str:
+    """``path`` (str, bytes or os.PathLike) as a str, as ``open`` takes it."""
+    return os.fsdecode(os.fspath(path))
+
+
+def _save_target(name: str) -> tuple[str, int]:
+    """The file a save of ``name`` writes and the permission bits it gets,
+    checked before anything is written.
+
+    Symlinks are followed, so that a link to a model file stays a link; an
+    existing target must be a regular file (renaming over a device, pipe or
+    folder would replace it); its folder must exist.  A replaced file keeps
+    its permissions; a new one gets rw-r--r--, like a plain ``open``."""
+    if not name:
+        raise ValueError("cannot save to an empty path: give a file name such as 'model.bgmm'")
+    if name.endswith(os.sep) or (os.altsep and name.endswith(os.altsep)):
+        raise ValueError(f"cannot save to {name!r}: it names a folder; give a file in it, "
+                         f"e.g. {os.path.join(name, 'model.bgmm')!r}")
+    target = os.path.realpath(name)
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        st: Optional[os.stat_result] = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as exc:   # e.g. a symlink loop, or a folder on the way we may not enter
+        raise OSError(exc.errno, f"cannot save to {name!r}: {exc.strerror}") from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ValueError(
+            f"cannot save to {name!r}: it is {_file_kind(st.st_mode)}, not a regular file, and "
+            f"saving would replace it; give the path of a model file (a new one or one to "
+            f"overwrite)")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        # FileNotFoundError, or NotADirectoryError where a file is in the way.
+        code, what = ((errno.ENOTDIR, "is a file, not a folder") if os.path.exists(folder)
+                      else (errno.ENOENT, "does not exist"))
+        raise OSError(code, f"cannot save to {name!r}: the folder {folder!r} {what}; create "
+                            f"the folder first (os.makedirs) or save elsewhere")
+    return target, (st.st_mode & 0o777 if st is not None else 0o644)
+
+
+def _atomic_write(target: str, mode: int, members: tuple[bytes, bytes]) -> None:
+    """Write the archive to ``target`` atomically: readers see the old file
+    or the new one, never a mix.  The archive goes to a fsynced file in the
+    target's folder that is renamed over the target (atomic on POSIX and
+    Windows), then the folder is fsynced to make the rename durable.
+
+    On Linux the file is anonymous (``O_TMPFILE``) until it is complete, so a
+    process killed while writing leaves nothing behind; it gets a (short,
+    random) name only for the rename.  Elsewhere, or on filesystems without
+    ``O_TMPFILE``, it is a named temporary file, removed on any exception but
+    left behind by a killed process."""
+    folder = os.path.dirname(target)
+    if not _write_anonymous(folder, target, mode, members):
+        _write_named(folder, target, mode, members)
+
+
+def _write_anonymous(folder: str, target: str, mode: int, members: tuple[bytes, bytes]) -> bool:
+    """The O_TMPFILE write; False (nothing written) where it is unavailable."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return False
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fd = os.open(".", flag | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        except OSError:     # the filesystem or kernel refuses it: use a named file
+            return False
+        tmp = None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _write_archive(f, members)
+                f.flush()
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+                # Named through its /proc link: a dir_fd makes os.link call
+                # linkat(AT_SYMLINK_FOLLOW) (plain link() would try to link
+                # the symlink itself).
+                for _ in range(100):
+                    candidate = f".bgmm-{secrets.token_hex(6)}.tmp"
+                    try:
+                        os.link(f"/proc/self/fd/{fd}", candidate, dst_dir_fd=dfd)
+                    except FileExistsError:
+                        continue
+                    tmp = candidate
+                    break
+                else:
+                    raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
+            os.replace(tmp, os.path.basename(target), src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
+            raise
+        with contextlib.suppress(OSError):   # make the rename durable
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return True
+
+
+def _write_named(folder: str, target: str, mode: int, members: tuple[bytes, bytes]) -> None:
+    """The portable write: a named temporary file, renamed over the target."""
+    # A short name of its own: one derived from the target's would exceed
+    # the filesystem's name limit for long target names.
+    fd, tmp = tempfile.mkstemp(prefix=".bgmm-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_archive(f, members)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     # Make the rename itself durable (not possible on every platform).
     with contextlib.suppress(OSError):
-        dfd = os.open(directory, os.O_RDONLY)
+        dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
@@ -589,16 +861,31 @@ def save(estimator, path) -> None:
     """Save a :class:`~bayesgmm.BayesianGMM` or :class:`~bayesgmm.GMMClassifier`
     (fitted or not) to ``path``.
 
-    Everything is encoded before the file is touched, so a value the format
-    cannot hold raises ``ValueError`` and leaves any existing file as it was;
-    the write itself is atomic (temporary file, fsync, rename).
+    Everything is encoded and the target checked before the file is touched,
+    so a value the format cannot hold, or a target that is not a file, raises
+    ``ValueError`` and leaves any existing file as it was.  The write is
+    atomic: readers, and a save that fails or is interrupted, see the old
+    file or the new one, never a mix.  On Linux a process killed while
+    saving leaves no temporary file behind (the new file is anonymous until
+    complete); on other systems it may leave a hidden ``.bgmm-*.tmp`` file in
+    the target's folder, which can be deleted.
 
     Parameters
     ----------
     estimator : BayesianGMM or GMMClassifier
-    path : str or os.PathLike
-        Target file; it is replaced if it exists.  Any name works; ``.bgmm``
-        is a good suffix.
+    path : str, bytes or os.PathLike
+        Target file; it is replaced if it exists (a symlink is followed, and
+        stays a link).  Any name works; ``.bgmm`` is a good suffix.
+
+    Raises
+    ------
+    ValueError
+        The estimator holds a value the format cannot store, ``path`` is
+        empty, or it exists and is not a regular file (a folder, a device,
+        a pipe).
+    FileNotFoundError, PermissionError, OSError
+        The target's folder does not exist or cannot be written, or the
+        write failed (e.g. the disk is full); the message names ``path``.
 
     Examples
     --------
@@ -612,6 +899,7 @@ def save(estimator, path) -> None:
     import safetensors.numpy
     from . import __version__
 
+    name = _as_str(path)
     kind = _kind_of(estimator)
     enc = _Encoder()
     body = enc.estimator(estimator, kind)
@@ -619,26 +907,55 @@ def save(estimator, path) -> None:
             "bayesgmm_version": __version__, **body}
     meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=True, indent=1).encode("utf-8")
     arrays_bytes = safetensors.numpy.save(enc.arrays)
-    _atomic_write(os.fspath(path), (meta_bytes, arrays_bytes))
+    target, mode = _save_target(name)
+    try:
+        _atomic_write(target, mode, (meta_bytes, arrays_bytes))
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        # Name the user's file, not the temporary or the folder the OS names.
+        remedy = ("; save to a folder you can write to, or change its permissions"
+                  if isinstance(exc, PermissionError) else "")
+        raise OSError(exc.errno, f"cannot save to {name!r}: {exc.strerror}{remedy}") from exc
 
 
-def _describe_foreign(data: bytes) -> str:
-    if data[:1] == b"\x80" or data[:2] in (b"(d", b"(l", b"}q", b"]q"):
+def _describe_foreign(head: bytes) -> str:
+    if head[:1] == b"\x80" or head[:2] in (b"(d", b"(l", b"}q", b"]q"):
         return ("it looks like a pickle (e.g. from joblib.dump or pickle.dump); bayesgmm never "
                 "unpickles files: open it with joblib.load only if you trust its source, then "
                 "re-save it with estimator.save(path)")
-    if not data:
+    if not head:
         return "the file is empty"
     return "it is not a zip archive (truncated, corrupted or not a bayesgmm model)"
 
 
-def _read_members(data: bytes, path: str) -> tuple[dict, dict]:
+def _read_file(path: str) -> bytes:
+    """The bytes of the model file at ``path``, refused before reading
+    unless it is a regular file, and after four bytes unless it starts as a
+    zip archive (so that neither ``/dev/zero`` nor a large foreign file is
+    read into memory)."""
+    def refuse_special(st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"it is {_file_kind(st.st_mode)}, not a regular file; give the path "
+                           f"of a model file saved by estimator.save(path)")
+
+    refuse_special(os.stat(path))
+    # Non-blocking: opening a FIFO that replaced the file since the stat
+    # would wait for a writer.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        refuse_special(os.fstat(fd))
+        head = f.read(len(_ZIP_MAGIC))
+        if head != _ZIP_MAGIC:
+            raise _Corrupt(_describe_foreign(head))
+        return head + f.read()
+
+
+def _read_members(data: bytes) -> tuple[dict, dict]:
     import io
 
     import safetensors.numpy
 
-    if data[:4] != b"PK\x03\x04":
-        raise _Corrupt(_describe_foreign(data))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = set(zf.namelist())
         if "data.pkl" in {n.rsplit("/", 1)[-1] for n in names}:
@@ -670,11 +987,15 @@ def load(path, *, device=None, expect: Optional[type] = None):
 
     Only JSON and safetensors are parsed: nothing in the file is unpickled,
     imported or called, so files from untrusted sources are safe to load
-    (unlike pickle/joblib files).
+    (unlike pickle/joblib files).  A hostile file cannot make loading
+    allocate much more memory than the file's own size, and the loaded
+    state is checked to be one a fit could have produced (shapes, finite
+    values, probabilities, positive definite covariances with normal float64
+    variances, resolved priors) before the estimator is built.
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, bytes or os.PathLike
     device : {"cpu", "cuda", "cuda:N"} or torch.device, optional
         Where the loaded estimator predicts (its ``device_``).  Default: the
         device it was fitted on, or the CPU when that is a GPU this machine
@@ -692,9 +1013,11 @@ def load(path, *, device=None, expect: Optional[type] = None):
     Raises
     ------
     ValueError
-        The file is not a bayesgmm model (e.g. a pickle), is truncated or
-        corrupted, was written by a newer format version, or holds another
-        kind than ``expect``.  The message says which, and what to do.
+        ``path`` is not a regular file (a folder, a device, a pipe), the
+        file is not a bayesgmm model (e.g. a pickle), is truncated,
+        corrupted or inconsistent, was written by a newer format version, or
+        holds another kind than ``expect``.  The message says which, and
+        what to do.
     FileNotFoundError
         No file at ``path``.
 
@@ -709,13 +1032,12 @@ def load(path, *, device=None, expect: Optional[type] = None):
     """
     from . import _validation as V
 
-    path = os.fspath(path)
+    path = _as_str(path)
     override = V.resolve_device(device) if device is not None else None
-    with open(path, "rb") as f:
-        data = f.read()
     remedy = "re-save the estimator with estimator.save(path)"
     try:
-        meta, arrays = _read_members(data, path)
+        data = _read_file(path)
+        meta, arrays = _read_members(data)
         if meta.get("format") != FORMAT:
             raise _Corrupt(f"its metadata does not identify a {FORMAT} file")
         version = meta.get("format_version")
@@ -729,8 +1051,8 @@ def load(path, *, device=None, expect: Optional[type] = None):
         expected_keys = {"format", "format_version", "kind", "bayesgmm_version", "params", "state"}
         if set(meta) != expected_keys:
             raise _Corrupt(f"unexpected metadata keys {sorted(set(meta) ^ expected_keys)}")
-        return _Decoder(arrays, override).estimator(meta["kind"], meta["params"], meta["state"],
-                                                    expect, version)
+        return _Decoder(arrays, override, len(data)).estimator(
+            meta["kind"], meta["params"], meta["state"], expect, version)
     except _Refused as exc:
         raise ValueError(f"cannot load {path!r}: {exc}") from None
     except _Corrupt as exc:

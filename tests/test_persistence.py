@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import zipfile
 from dataclasses import fields
 
@@ -89,7 +90,7 @@ def _roundtrip_value(value, device=None):
     enc = _Encoder()
     text = json.dumps(enc(value, "value"), allow_nan=False)
     arrays = safetensors.numpy.load(safetensors.numpy.save(enc.arrays))
-    return _Decoder(arrays, device)(json.loads(text))
+    return _Decoder(arrays, device, len(text) + 10 ** 6)(json.loads(text))
 
 
 def _rewrite(path, member: str, payload: bytes, out) -> None:
@@ -325,7 +326,7 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
         "type": (lambda m: m["state"].update(covariance_type_="banana"),
                  "covariance_type_ 'banana' is not one of"),
         "cov shape": (lambda m: m["state"].update(covariances_=m["state"]["means_"]),
-                      r"covariances_ has shape \(2, 3\), expected \(2, 3, 3\)"),
+                      r"covariances_ is not a float array of shape \(2, 3, 3\) \(shape \(2, 3\)"),
         "chol shape": (lambda m: m["state"].update(precisions_cholesky_=m["state"]["means_"]),
                        r"precisions_cholesky_ is not a float array of shape \(2, 3, 3\)"),
         "param": (lambda m: m["params"].update(colour="red"), "do not fit this release"),
@@ -673,3 +674,358 @@ def test_version_1_file_still_loads_as_diag(kind, X, tmp_path):
     loaded.save(tmp_path / "again.bgmm")
     with zipfile.ZipFile(tmp_path / "again.bgmm") as zf:
         assert json.loads(zf.read("meta.json"))["format_version"] == persistence.FORMAT_VERSION
+
+
+# ----------------------------------------------------------------------------
+# Save targets: paths, special files, folders
+# ----------------------------------------------------------------------------
+def test_save_refuses_targets_that_are_not_regular_files(fitted, tmp_path):
+    """Renaming over a pipe or a device would replace it (as root, /dev/null
+    was): refused before anything is written."""
+    fifo = tmp_path / "pipe.bgmm"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.bgmm"
+    folder.mkdir()
+    for path, what in ((fifo, r"a named pipe \(FIFO\)"), (folder, "a folder")):
+        with pytest.raises(ValueError, match=f"cannot save to '{path}': it is {what}, not a "
+                                             f"regular file.*give the path of a model file"):
+            fitted.save(path)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and folder.is_dir() and not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.bgmm", "pipe.bgmm"]
+
+
+def test_save_through_a_symlink_writes_its_target(fitted, tmp_path):
+    real = tmp_path / "models" / "real.bgmm"
+    real.parent.mkdir()
+    link = tmp_path / "link.bgmm"
+    link.symlink_to(real)          # dangling until the first save
+    for _ in range(2):
+        fitted.save(link)
+        assert link.is_symlink() and real.is_file()
+        np.testing.assert_array_equal(bayesgmm.load(link).means_, fitted.means_)
+    assert [p.name for p in real.parent.iterdir()] == ["real.bgmm"]
+
+
+def test_long_file_names_save(fitted, tmp_path):
+    """A temporary name derived from the target's (14 characters longer)
+    made names near the 255-byte limit fail."""
+    path = tmp_path / ("m" * 245 + ".bgmm")
+    fitted.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    np.testing.assert_array_equal(bayesgmm.load(path).means_, fitted.means_)
+
+
+def test_paths_may_be_str_bytes_or_pathlike(fitted, tmp_path):
+    for path in (str(tmp_path / "s.bgmm"), os.fsencode(tmp_path / "b.bgmm"), tmp_path / "p.bgmm"):
+        fitted.save(path)
+        np.testing.assert_array_equal(bayesgmm.load(path).means_, fitted.means_)
+    with pytest.raises(TypeError):
+        fitted.save(3.5)
+
+
+def test_empty_path_and_folder_paths_are_refused(fitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="cannot save to an empty path: give a file name"):
+        fitted.save("")
+    with pytest.raises(ValueError, match="names a folder; give a file in it"):
+        fitted.save(str(tmp_path) + os.sep)
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_folder_is_named_with_the_target(fitted, tmp_path):
+    path = tmp_path / "no" / "such" / "m.bgmm"
+    with pytest.raises(FileNotFoundError, match=f"cannot save to '{path}': the folder "
+                                                f"'{path.parent}' does not exist; create"):
+        fitted.save(path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="'.*file' is a file, not a folder"):
+        fitted.save(tmp_path / "file" / "m.bgmm")
+
+
+def _refuse_writes_in(folder, monkeypatch) -> None:
+    """Make creating files in ``folder`` fail as in a folder without write
+    permission (for tests running as root, whom permissions do not stop)."""
+    real_open = os.open
+
+    def fake_open(path, flags, *args, dir_fd=None, **kwargs):
+        inside = dir_fd is not None or os.path.dirname(os.fspath(path)) == str(folder)
+        if inside and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("how", ["simulated", "chmod"])
+def test_unwritable_folder_is_named_with_the_target(fitted, tmp_path, monkeypatch, how):
+    path = tmp_path / "m.bgmm"
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root ignores folder permissions")
+        tmp_path.chmod(0o500)
+    else:
+        _refuse_writes_in(tmp_path, monkeypatch)
+    try:
+        with pytest.raises(PermissionError, match=f"cannot save to '{path}': Permission denied; "
+                                                  f"save to a folder you can write to"):
+            fitted.save(path)
+    finally:
+        tmp_path.chmod(0o700)
+    assert not any(tmp_path.iterdir())
+
+
+# A saver in a loop, killed with SIGKILL at random moments of its writes.
+# One interpreter imports and fits once, then forks the savers it kills.
+_KILLED_SAVER = """
+import os, random, signal, sys, time
+import numpy as np
+from bayesgmm import BayesianGMM, persistence
+
+folder, kills = sys.argv[1], int(sys.argv[2])
+X = np.random.default_rng(0).normal(size=(40, 2))
+est = BayesianGMM(2, n_init=1, em_max_iter=3, max_iter=0, device="cpu", random_state=0).fit(X)
+est.extra_ = np.zeros(2_000_000)   # 16 MB: a write long enough to be killed in
+target = os.path.join(folder, "model.bgmm")
+rng = random.Random(0)
+for _ in range(kills):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        write = persistence._write_archive
+
+        def signalling(f, members):
+            os.write(w, b".")          # the file now exists in some form
+            return write(f, members)
+
+        persistence._write_archive = signalling
+        while True:
+            est.save(target)
+    os.read(r, 1)
+    time.sleep(rng.uniform(0, 0.05))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+"""
+
+
+def _anonymous_files_supported(folder) -> bool:
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    except (AttributeError, OSError):
+        return False
+    return os.path.isdir("/proc/self/fd")
+
+
+def test_killed_saves_leave_no_temporary_files(tmp_path):
+    """kill -9 during saves: the folder holds the target (the last complete
+    save, which loads) and nothing else.  (A named temporary file would be
+    left behind by most kills.)"""
+    import subprocess
+    import sys
+
+    if not _anonymous_files_supported(tmp_path):
+        pytest.skip("needs O_TMPFILE (Linux) on the test folder's filesystem")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-c", _KILLED_SAVER, str(tmp_path), "4"], check=True,
+                   env=env, timeout=120)
+    names = [p.name for p in tmp_path.iterdir()]
+    assert set(names) <= {"model.bgmm"}, names
+    if names:
+        assert bayesgmm.load(tmp_path / "model.bgmm").extra_.shape == (2_000_000,)
+
+
+# ----------------------------------------------------------------------------
+# Hostile files: special files, declared sizes, impossible models
+# ----------------------------------------------------------------------------
+def test_load_refuses_files_that_are_not_regular_before_reading(tmp_path):
+    """A FIFO would block the open, /dev/zero would be read until memory
+    runs out, a folder fails obscurely: all refused from their stat."""
+    fifo = tmp_path / "pipe.bgmm"
+    os.mkfifo(fifo)
+    cases = [(fifo, r"a named pipe \(FIFO\)"), (tmp_path, "a folder")]
+    if os.path.exists("/dev/zero") and stat.S_ISCHR(os.stat("/dev/zero").st_mode):
+        cases.append(("/dev/zero", "a character device"))
+    for path, what in cases:
+        with pytest.raises(ValueError, match=f"cannot load '{path}': it is {what}, not a regular "
+                                             f"file; give the path of a model file"):
+            bayesgmm.load(path)
+
+
+def test_load_reads_only_the_start_of_a_foreign_file(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "big.bgmm"
+    with open(path, "wb") as f:
+        f.write(b"not a model")
+        f.truncate(256 * 2 ** 20)     # sparse: costs no disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="not a zip archive"):
+            bayesgmm.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 20
+
+
+def _edit(path, out, edit) -> None:
+    """Copy the model at ``path`` to ``out`` after ``edit(meta, arrays)``."""
+    import safetensors.numpy
+
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        arrays = dict(safetensors.numpy.load(zf.read("arrays.safetensors")))
+    edit(meta, arrays)
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("meta.json", json.dumps(meta))
+        zf.writestr("arrays.safetensors", safetensors.numpy.save(arrays))
+
+
+def _many_references(meta, arrays) -> None:
+    arrays["big"] = np.zeros(100_000)          # 800 KB, referenced 200 times
+    meta["state"]["extra_"] = [{"__array__": "big"}] * 200
+
+
+@pytest.mark.parametrize("case,edit", [
+    ("string array", lambda m, a: m["state"].update(
+        extra_={"__strarray__": "<U100000000", "shape": [1], "values": ["x"]})),
+    ("bytes scalar", lambda m, a: m["state"].update(
+        extra_={"__scalar__": "|S1000000000", "value": "00"})),
+    ("array references", _many_references),
+])
+def test_declared_sizes_are_bounded_by_the_file_size(fitted, tmp_path, case, edit):
+    """A 2 KB file declaring a <U100000000 array made load allocate 400 MB
+    per value: every size the decoder builds is charged against a multiple
+    of the file's size first."""
+    import tracemalloc
+
+    fitted.save(tmp_path / "m.bgmm")
+    bad = tmp_path / "bad.bgmm"
+    _edit(tmp_path / "m.bgmm", bad, edit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="bytes, more than a file of its size can hold"):
+            bayesgmm.load(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * bad.stat().st_size + 2 ** 20
+
+
+def test_bad_devices_and_generator_states_are_clean_errors(tmp_path):
+    est = BayesianGMM(2, random_state=np.random.RandomState(0))
+    est.save(tmp_path / "u.bgmm")
+    cases = {
+        # torch.device raises RuntimeError for indices it cannot hold
+        "device": (lambda m, a: m["params"].update(device={"__device__": "cuda:" + "9" * 20}),
+                   "bad device 'cuda:9999"),
+        # MT19937 reads its keys at pos: 10**6 crashed the process at the first draw
+        "position": (lambda m, a: m["params"]["random_state"]["__randomstate__"].update(
+            pos=10 ** 6), "malformed RandomState position"),
+    }
+    for name, (edit, match) in cases.items():
+        _edit(tmp_path / "u.bgmm", tmp_path / f"{name}.bgmm", edit)
+        with pytest.raises(ValueError, match=match):
+            bayesgmm.load(tmp_path / f"{name}.bgmm")
+
+
+def _set_array(name, fn):
+    """An edit applying ``fn`` to the array of fitted attribute ``name``."""
+    def edit(meta, arrays):
+        key = meta["state"][name]["__array__"]
+        arrays[key] = fn(arrays[key])
+    return edit
+
+
+def _scale_covariances(factor):
+    """An edit scaling the covariances by ``factor`` (the derived
+    precisions_cholesky_ and scales_ consistently)."""
+    def edit(meta, arrays):
+        for name, power in (("covariances_", 1.0), ("precisions_cholesky_", -0.5),
+                            ("scales_", 0.5)):
+            key = meta["state"][name]["__array__"]
+            arrays[key] = arrays[key] * factor ** power
+    return edit
+
+
+def _set_prior(field, value):
+    def edit(meta, arrays):
+        if isinstance(value, np.ndarray):
+            arrays["p"] = value
+            meta["state"]["priors_"]["__priors__"][field] = {"__array__": "p"}
+        else:
+            meta["state"]["priors_"]["__priors__"][field] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m, a: m["state"].update(priors_="text"), "priors_ is not a Priors"),
+    (_set_prior("mean_loc", np.zeros(2)),
+     r"priors_.mean_loc is not a finite float array of shape \(3,\)"),
+    (_set_prior("covariance_dof", None), r"priors_.covariance_dof is not a finite float > 4"),
+    (_set_prior("covariance_dof", -5.0), r"priors_.covariance_dof is not a finite float > 4"),
+    (_set_prior("mean_scale", -np.ones(3)), r"priors_.mean_scale .* > 0"),
+    (_set_prior("weight_concentration", np.array([1.0, np.inf])),
+     r"priors_.weight_concentration is not a finite"),
+    (_set_prior("covariance_scale", np.eye(2)), r"covariance_scale is not a finite float array"),
+    (_set_prior("scale_shape", 2.0),
+     r"sets \['scale_shape'\], which covariance_type 'full' does not use"),
+    (_scale_covariances(1e-300), "outside .* times the mixture's spread"),
+    (_scale_covariances(1e-310), r"variances outside \[2.23e-308, 1e\+308\]"),
+    (_set_array("covariances_", lambda c: c * 1e309), "non-finite"),
+    (_set_array("covariances_", lambda c: np.where(np.eye(3, dtype=bool), c, 1e3)),
+     "not positive definite"),
+    (_set_array("precisions_cholesky_", lambda c: c * 2), "precisions_cholesky_ do not match"),
+    (_set_array("scales_", lambda s: s * 1e300), "scales_ do not match"),
+    (_set_array("means_", lambda m: m * 1e200), "outside .* times the mixture's spread"),
+], ids=["priors text", "mean_loc shape", "dof None", "dof negative", "mean_scale negative",
+        "concentration inf", "psi shape", "unused field", "covariances 1e-300",
+        "covariances subnormal", "covariances inf", "not definite", "precisions", "scales",
+        "means 1e200"])
+def test_models_no_fit_could_give_are_refused_at_load(fitted, tmp_path, edit, match):
+    """Crafted priors_ and covariances loaded and failed (or gave NaN) only
+    at predict: the state is validated once, before the estimator is built."""
+    fitted.save(tmp_path / "m.bgmm")
+    _edit(tmp_path / "m.bgmm", tmp_path / "bad.bgmm", edit)
+    with pytest.raises(ValueError, match=match):
+        bayesgmm.load(tmp_path / "bad.bgmm")
+
+
+def test_classifier_priors_and_version_1_scales_are_checked(tmp_path):
+    X, codes = _clf_data()
+    clf = GMMClassifier([2, 1, 1], covariance_type="diag", n_init=1, em_max_iter=10, max_iter=0,
+                        device="cpu", random_state=0).fit(X, codes)
+    clf.save(tmp_path / "clf.bgmm")
+    _edit(tmp_path / "clf.bgmm", tmp_path / "short.bgmm",
+          lambda m, a: m["state"]["priors_"].pop())
+    with pytest.raises(ValueError, match="priors_ is not a list of 3 Priors"):
+        bayesgmm.load(tmp_path / "short.bgmm")
+
+    # Version 1 stored scales_ only; squares of 1e-300 are 0 in float64.
+    def v1_tiny_scales(meta, arrays):
+        _as_version_1(meta)
+        key = meta["state"]["scales_"]["__array__"]
+        arrays[key] = np.where(np.isnan(arrays[key]), np.nan, 1e-300)
+
+    _edit(tmp_path / "clf.bgmm", tmp_path / "v1.bgmm", v1_tiny_scales)
+    with pytest.raises(ValueError, match=r"variances outside \[2.23e-308"):
+        bayesgmm.load(tmp_path / "v1.bgmm")
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_models_with_disparate_feature_scales_load(covariance_type, tmp_path):
+    """Correlated features with spreads 1e-150 and 1e150 (a fit accepts
+    them): the eigenvalues of the raw covariances lose the small ones, so the
+    definiteness check works on correlations."""
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(200, 2))
+    Z[:, 1] = 0.9 * Z[:, 0] + 0.1 * Z[:, 1]
+    Z[100:] += 4
+    X = Z * np.array([1e-150, 1e150])
+    gmm = BayesianGMM(2, covariance_type=covariance_type, n_init=1, em_max_iter=20, max_iter=0,
+                      device="cpu", random_state=0).fit(X)
+    gmm.save(tmp_path / "m.bgmm")
+    loaded = bayesgmm.load(tmp_path / "m.bgmm")
+    np.testing.assert_array_equal(loaded.covariances_, gmm.covariances_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), gmm.predict_proba(X))
