@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import _validation as V
+from .fitting import far_component_log_prob
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
@@ -86,9 +87,41 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
 FAR = 1e3
 
 
-def far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
-    """Indices of the rows of a block to rescore by the far-point rule
-    (:func:`bayesgmm.fitting.far_component_log_prob`): beyond :data:`FAR`,
+class FarPoints:
+    """The far-point rule of one prediction call, shared by both estimators.
+
+    :meth:`patch` rescores in place the rows of a block that lie beyond
+    :data:`FAR` (or whose float32 scores are not finite) by
+    :func:`bayesgmm.fitting.far_component_log_prob`, in float64: exact, and
+    with the right limits, so that no finite input gets NaN."""
+
+    def __init__(self, params, family, std) -> None:
+        self.params, self.family, self.std = params, family, std
+        self._params64 = None       # converted on the first far row only
+
+    def patch(self, z: torch.Tensor, raw: torch.Tensor, scores: torch.Tensor,
+              per_class: bool = False) -> torch.Tensor:
+        """``scores``: the block's component log joints (n, K), or with
+        ``per_class`` its class log-likelihoods (n, C) of class mixtures.
+        The far rows are replaced by their values relative to one
+        reference component; returns ``lead`` (n,), zero elsewhere, so that
+        ``scores + lead`` are the true values (``lead`` may be -inf, past
+        the float64 range, while the relative scores stay numbers)."""
+        lead = scores.new_zeros(scores.shape[0])
+        far = _far_rows(z, scores)
+        if far is None:
+            return lead
+        if self._params64 is None:
+            self._params64 = self.params.map(lambda t: t.double())
+        u, log_s = _directions(raw[far], self.std.center, self.std.scale)
+        rel, lead[far] = far_component_log_prob(u, log_s, self._params64, self.family)
+        scores[far] = (torch.logsumexp(rel, -2) if per_class else rel).t()
+        return lead
+
+
+def _far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
+    """Indices of the rows of a block to rescore by the far-point rule:
+    beyond :data:`FAR`,
     or with a non-finite score; None when there are none (the common case,
     one reduction and one host sync per block)."""
     # Two reductions: "not <= FAR" also catches NaN and inf in z, and a row
@@ -100,7 +133,7 @@ def far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
     return bad.nonzero().squeeze(1)
 
 
-def directions(raw: torch.Tensor, center: np.ndarray, scale: np.ndarray
+def _directions(raw: torch.Tensor, center: np.ndarray, scale: np.ndarray
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardised points z = (x - center) / scale as s * u with ``u`` the
     direction scaled to max |u_d| = 1, and log s, in float64, without forming

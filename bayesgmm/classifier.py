@@ -21,9 +21,8 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar,
                     guard_stage)
 from .covariance import CovarianceType
-from .fitting import (Groups, discriminative_fit, em_fit, far_component_log_prob,
-                      initial_params, log_prior, mixture_log_likelihood, negative_log_joint,
-                      seed_centres, svi_fit)
+from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
+                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -544,21 +543,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # per-block kernel, which torch.compile then traces without a break.
         args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
-        far_params = None
+        far = _predict.FarPoints(params, family, std)
         with torch.no_grad():
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
                 j = _predict.run_kernel(kernel, key, z, args, eager_rows).double()
-                # j + lead are the class scores; lead is 0 but for far points,
-                # scored relative to one reference component (the far-point
-                # rule, shared with BayesianGMM: exact limits, never NaN).
-                lead = j.new_zeros(j.shape[0])
-                far = _predict.far_rows(z, j)
-                if far is not None:
-                    if far_params is None:
-                        far_params = params.map(lambda t: t.double())
-                    u, log_s = _predict.directions(raw[far], std.center, std.scale)
-                    rel, lead[far] = far_component_log_prob(u, log_s, far_params, family)
-                    j[far] = torch.logsumexp(rel, -2).t()
+                # j + lead are the class scores (lead is 0 but for far points).
+                lead = far.patch(z, raw, j, per_class=True)
                 j = j + add
                 if kind in ("class_ll", "joint"):
                     j = j + lead.unsqueeze(-1)

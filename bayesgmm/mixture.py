@@ -17,7 +17,7 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
                     progress_bar, guard_stage)
 from .covariance import CovarianceType
-from .fitting import (Groups, component_log_prob, em_fit, far_component_log_prob, initial_params,
+from .fitting import (Groups, component_log_prob, em_fit, initial_params,
                       pyro_svi_fit, sample_model, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
@@ -351,21 +351,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if kind == "draws":
             seed = int(check_random_state(random_state).randint(0, 2 ** 31 - 1))
             gen = torch.Generator(device=device).manual_seed(seed)
-        far_params = None
+        far = _predict.FarPoints(params, family, std)
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
                 lp = component_log_prob(z, params, family, factor).transpose(0, 1).double()
-                # lp + lead is the log joint; lead is 0 but for far points,
-                # whose lp is taken relative to a reference component.
-                lead = lp.new_zeros(lp.shape[0])
-                far = _predict.far_rows(z, lp)
-                if far is not None:
-                    if far_params is None:
-                        far_params = params.map(lambda t: t.double())
-                    u, log_s = _predict.directions(raw[far], std.center, std.scale)
-                    rel, lead[far] = far_component_log_prob(u, log_s, far_params, family)
-                    lp[far] = rel.t()
+                # lp + lead is the log joint (lead is 0 but for far points).
+                lead = far.patch(z, raw, lp)
                 lse = torch.logsumexp(lp, -1, keepdim=True)
                 if kind == "joint":
                     value = lp + (lead - offset).unsqueeze(-1)
