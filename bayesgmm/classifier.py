@@ -394,9 +394,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                               s.max_iter, s.tol, s.learning_rate, callback)
                 svi_losses = svi.losses[0, :, -1].to(losses)
+                # Pure SVI (no EM) has no fitted solution to fall back to.
                 _, _, ok = guard_stage("SVI", svi.params.select(0), svi_losses,
-                                       ("EM", params, losses), learning_rate=s.learning_rate,
-                                       what="class(es)", depth=1)
+                                       ("EM", params, losses) if s.em_max_iter > 0 else None,
+                                       learning_rate=s.learning_rate, what="class(es)", depth=1)
                 # Both stages optimise the same objective; Adam may settle a
                 # hair above the EM optimum, so keep the better one per class.
                 better = ok & (svi_losses < losses)
