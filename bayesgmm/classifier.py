@@ -102,6 +102,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     max_iter : int, default 1000
         Maximum SVI steps after EM (the stage stops early once the loss
         improves by less than ``tol`` per sample per step); 0 skips SVI.
+        SVI runs after EM only when EM stopped before converging
+        (``em_max_iter`` reached): from a converged EM optimum it has nothing
+        left to gain on the same objective.
     em_max_iter : int, default 500
         Maximum closed-form MAP-EM iterations (all classes, restarts and
         candidate K at once); 0 starts SVI from the initialisation.
@@ -390,7 +393,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             params, losses, _ = guard_stage("EM" if s.em_max_iter > 0 else "initialisation",
                                             params, losses, learning_rate=s.learning_rate,
                                             what="class(es)", depth=1)
-            if s.max_iter > 0:
+            # SVI optimises the same objective: from a converged EM optimum it
+            # has nothing left to gain, so it runs only where EM stopped short.
+            if s.max_iter > 0 and not (s.em_max_iter > 0 and converged):
                 svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                               s.max_iter, s.tol, s.learning_rate, callback)
                 svi_losses = svi.losses[0, :, -1].to(losses)

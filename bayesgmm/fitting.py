@@ -375,6 +375,8 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
 # only start EM, and sklearn's seeding is O(N K) on the host, which would
 # dominate a GPU fit of millions of points.
 SEED_SAMPLE_SIZE = 100_000
+#: Rows of the subsample on which restarts are screened (:func:`screen_rows`).
+SCREEN_ROWS = 8192
 
 
 def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, init,
@@ -418,6 +420,16 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
             out[r, g, :k] = c
             out[r, g, k:] = c[np.arange(K - k) % k]
     return out
+
+
+def screen_rows(n_samples: int, n_components: int) -> Optional[int]:
+    """Size of the subsample on which restarts are screened (seeded, run
+    to convergence and compared), or None to screen on all the data:
+    8,192 rows or 256 per component, used once the data hold four times
+    that.  The restarts then cost a bounded amount whatever N, and only the
+    best runs on all the data (see :class:`~bayesgmm.BayesianGMM`)."""
+    rows = max(SCREEN_ROWS, 256 * n_components)
+    return rows if n_samples > 4 * rows else None
 
 
 def initial_params(groups: Groups, centres: torch.Tensor, mask: torch.Tensor, pt: PriorTensors,

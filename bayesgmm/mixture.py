@@ -17,8 +17,8 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
                     progress_bar, guard_stage)
 from .covariance import CovarianceType
-from .fitting import (Groups, component_log_prob, em_fit, initial_params,
-                      pyro_svi_fit, sample_model, seed_centres, svi_fit)
+from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
+                      pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -75,9 +75,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Initial means: scikit-learn's k-means++ seeding, full k-means, K
         random data points, or the given means (in the data's units).
     n_init : int, default 4
-        Restarts; the one with the lowest final loss is kept.
+        Restarts; the one with the lowest final loss is kept.  With EM on
+        more than ``4 * SCREEN_ROWS`` points (32,768 for K <= 32), the
+        restarts are seeded and run to convergence on a random subsample of
+        ``SCREEN_ROWS`` points (8,192, or 256 per component), each is scored
+        once on all the data, and only the best continues on all of it: the
+        cost of restarts no longer grows with N.
     max_iter : int, default 1000
-        Maximum number of SVI steps (per restart when ``em_max_iter=0``).
+        Maximum number of SVI steps: after EM when EM stopped before
+        converging (``em_max_iter`` reached; from a converged EM optimum SVI,
+        which optimises the same objective, has nothing left to gain), or
+        per restart when ``em_max_iter=0``.
     em_max_iter : int, default 500
         Maximum closed-form MAP-EM iterations before SVI (all restarts at
         once); 0 switches EM off.
@@ -231,10 +239,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         groups = Groups.single(Xt)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
-        centres = torch.as_tensor(seed_centres([Xt], K, s.n_init, init, seeds[:-1]),
+        rows = screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 else None
+        if rows is not None:
+            pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
+            Xs = Xt[torch.as_tensor(np.sort(pick), device=device)]
+            screen = Groups.single(Xs)
+        else:
+            Xs, screen = Xt, groups
+        centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1]),
                                   dtype=Xt.dtype, device=device)
         mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
-        start = initial_params(groups, centres, mask, pt, family)
+        start = initial_params(screen, centres, mask, pt, family)
         total = s.em_max_iter + s.max_iter
         bar = progress_bar(bool(s.progress), total, "BayesianGMM")
         offset = std.loss_offset(n, K, family)
@@ -248,8 +263,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         # the loss back from the device every step for nothing.
         callback = show if s.progress else None
         try:
-            fit = self._run(Xt, groups, start, mask, pt, family, s, backend, callback,
-                           int(seeds[-1]))
+            fit = self._run(Xt, groups, screen, start, mask, pt, family, s, backend, callback,
+                            int(seeds[-1]))
         finally:
             bar.close()
         guard_stage("fit of every restart", fit.kept.params,
@@ -282,33 +297,64 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return [_Run(f.params.select((r, 0)), f.history(r), int(f.iterations[r, 0]), f.converged)
                 for r in range(start.weights.shape[0])]
 
-    def _run(self, Xt, groups, start, mask, pt, family, s, backend, callback,
+    def _run(self, Xt, groups, screen, start, mask, pt, family, s, backend, callback,
              seed: int) -> "_Fit":
-        """EM on all restarts, then SVI on the best; or SVI on every restart."""
-        if s.em_max_iter > 0:
-            em = em_fit(groups, start, mask, pt, family, s.em_max_iter, s.tol, callback)
-            restart_losses = [em.history(r) for r in range(em.losses.shape[0])]
+        """EM on all restarts (on the ``screen`` subsample when it is not
+        all the data, then the best continued on all of it), then SVI on the
+        best if EM stopped short; or SVI on every restart."""
+        if s.em_max_iter == 0:
+            runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback, seed)
+            best = int(np.argmin([r.losses[-1] for r in runs]))
+            return _Fit(runs[best], [r.losses for r in runs], best)
+        em = em_fit(screen, start, mask, pt, family, s.em_max_iter, s.tol, callback)
+        restart_losses = [em.history(r) for r in range(em.losses.shape[0])]
+        if screen is groups:
             best = int(np.argmin([h[-1] for h in restart_losses]))
             em_run = _Run(em.params.select((best, 0)), restart_losses[best],
                           int(em.iterations[best, 0]), em.converged)
-            if s.max_iter == 0 or not math.isfinite(em_run.losses[-1]):
-                return _Fit(em_run, restart_losses, best)
-            svi = self._svi(Xt, groups, em.params.select((slice(best, best + 1),)), mask[:1], pt,
-                            family, s, backend, callback, seed)[0]
-            _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),
-                                   ("EM", em_run.params, torch.tensor(em_run.losses[-1])),
-                                   learning_rate=s.learning_rate, depth=1)
-            # Adam may settle marginally above the EM optimum; both optimise
-            # the same objective, so keep whichever point is better.
-            keep_svi = bool(ok) and svi.losses[-1] <= em_run.losses[-1]
-            tail = [] if keep_svi else [em_run.losses[-1:]]
-            run = _Run(svi.params if keep_svi else em_run.params,
-                       np.concatenate([em_run.losses[:-1], svi.losses, *tail]),
-                       em_run.n_iter + svi.n_iter, em_run.converged and svi.converged)
-            return _Fit(run, restart_losses, best)
-        runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback, seed)
-        best = int(np.argmin([r.losses[-1] for r in runs]))
-        return _Fit(runs[best], [r.losses for r in runs], best)
+        else:
+            em_run, best = self._continue_best(groups, screen, em, restart_losses, mask, pt,
+                                               family, s, callback)
+        if s.max_iter == 0 or em_run.converged or not math.isfinite(em_run.losses[-1]):
+            return _Fit(em_run, restart_losses, best)
+        svi = self._svi(Xt, groups, em_run.params.map(lambda t: t[None, None]), mask[:1], pt,
+                        family, s, backend, callback, seed)[0]
+        _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),
+                               ("EM", em_run.params, torch.tensor(em_run.losses[-1])),
+                               learning_rate=s.learning_rate, depth=1)
+        # Adam may settle marginally above the EM optimum; both optimise
+        # the same objective, so keep whichever point is better.
+        keep_svi = bool(ok) and svi.losses[-1] <= em_run.losses[-1]
+        tail = [] if keep_svi else [em_run.losses[-1:]]
+        run = _Run(svi.params if keep_svi else em_run.params,
+                   np.concatenate([em_run.losses[:-1], svi.losses, *tail]),
+                   em_run.n_iter + svi.n_iter, em_run.converged and svi.converged)
+        return _Fit(run, restart_losses, best)
+
+    @staticmethod
+    def _continue_best(groups, screen, em, restart_losses, mask, pt, family, s, callback):
+        """After EM on the subsample: every restart's parameters scored once
+        on all the data (the choice is made there), and the best continued
+        there to convergence.  The restarts' histories become their
+        subsample losses scaled to the data's size (an estimate, for plots),
+        then their loss on all the data; the kept one's continues with its
+        EM on all the data."""
+        R = em.losses.shape[0]
+        flat = em.params.map(lambda t: t.reshape((R,) + t.shape[2:]))
+        zero = torch.zeros(R, dtype=torch.long, device=mask.device)
+        whole = negative_log_joint(groups, flat, zero, pt, family).double().cpu().numpy()
+        whole = np.where(em.losses[:, 0, -1].cpu().numpy() < math.inf, whole, math.inf)
+        best = int(np.argmin(whole))
+        scale = float(groups.counts[0]) / float(screen.counts[0])
+        cont = em_fit(groups, em.params.select((slice(best, best + 1),)), mask[:1], pt, family,
+                      s.em_max_iter, s.tol, callback)
+        for r in range(R):
+            head = restart_losses[r][:-1] * scale
+            restart_losses[r] = np.concatenate([head, cont.history(0) if r == best
+                                                else whole[r:r + 1]])
+        run = _Run(cont.params.select((0, 0)), restart_losses[best],
+                   int(em.iterations[best, 0]) + int(cont.iterations[0, 0]), cont.converged)
+        return run, best
 
     # ---------------------------------------------------------- prediction
     def _prepare(self, X):

@@ -420,6 +420,8 @@ def test_diverged_svi_warns_and_keeps_the_em_solution(covariance_type):
     blob = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(5, 1, (100, 2))]
     X, y = np.r_[blob, blob + [0.0, 10.0]], np.repeat([0, 1], 200)
     kw = dict(covariance_type=covariance_type, random_state=0, **CPU)
+    # SVI runs after EM only where EM stopped short (em_max_iter reached).
+    kw["em_max_iter"] = 3
     with pytest.warns(RuntimeWarning, match="SVI diverged"):
         clf = GMMClassifier(2, learning_rate=1e4, max_iter=200, **kw).fit(X, y)
     em = GMMClassifier(2, max_iter=0, **kw).fit(X, y)

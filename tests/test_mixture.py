@@ -514,3 +514,41 @@ def test_single_component_predicts_zeros_without_warnings(recwarn):
     gmm = BayesianGMM(1, random_state=0, **CPU).fit(X)
     np.testing.assert_array_equal(gmm.predict(X), np.zeros(50, dtype=np.int64))
     assert not [w for w in recwarn if "enumeration" in str(w.message)]
+
+
+# ----------------------------------------------------------------------------
+# Restarts screened on a subsample; SVI only where EM stopped short
+# ----------------------------------------------------------------------------
+def test_restarts_screened_on_a_subsample_reach_the_whole_data_optimum(monkeypatch):
+    """40,000 points (more than 4 x 8,192): the restarts run on a subsample,
+    the best continues on all the data, and the fit ends where running
+    every restart on all the data ends (same optimum), in fewer passes."""
+    import bayesgmm.fitting
+    from bayesgmm.datasets import make_mixture
+
+    X, _, _ = make_mixture(40000, 4, 2, separation=2.0, random_state=3)
+    kw = dict(covariance_type="full", n_init=4, random_state=0, **CPU)
+    screened = BayesianGMM(4, **kw).fit(X)
+    assert bayesgmm.fitting.screen_rows(len(X), 4) == 8192
+    monkeypatch.setattr(bayesgmm.fitting, "SCREEN_ROWS", 10 ** 9)   # screening off
+    whole = BayesianGMM(4, **kw).fit(X)
+    assert screened.loss_ == pytest.approx(whole.loss_, rel=1e-6)
+    assert screened.score(X) >= whole.score(X) - 1e-6
+    # The histories: the kept one ends with loss_ and counts n_iter_; every
+    # other restart ends with its screened parameters' loss on all the data.
+    kept = screened.restart_losses_[screened.best_restart_]
+    assert kept[-1] == screened.loss_ and len(kept) == screened.n_iter_ + 1
+    finals = [h[-1] for h in screened.restart_losses_]
+    assert int(np.argmin(finals)) == screened.best_restart_
+
+
+def test_svi_runs_only_where_em_stopped_short(petal):
+    X = petal
+    converged = BayesianGMM(2, random_state=0, **CPU).fit(X)          # default max_iter=1000
+    em_only = BayesianGMM(2, max_iter=0, random_state=0, **CPU).fit(X)
+    assert converged.converged_ and converged.n_iter_ == em_only.n_iter_
+    np.testing.assert_array_equal(converged.losses_, em_only.losses_)
+    short = BayesianGMM(2, em_max_iter=2, max_iter=300, random_state=0, **CPU).fit(X)
+    assert short.n_iter_ > 2          # SVI continued from the unconverged EM
+    assert short.loss_ <= BayesianGMM(2, em_max_iter=2, max_iter=0, random_state=0,
+                                      **CPU).fit(X).loss_

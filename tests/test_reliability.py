@@ -356,7 +356,8 @@ def test_classifier_explains_huge_data_and_learning_rates():
     with pytest.raises(ValueError, match="too large to fit in float64.*rescale X"):
         GMMClassifier(2, **CPU).fit(X * 1e160, y)
     with pytest.warns(RuntimeWarning, match="SVI diverged.*keeping the EM solution"):
-        clf = GMMClassifier(2, learning_rate=1e6, max_iter=50, random_state=0, **CPU).fit(X, y)
+        clf = GMMClassifier(2, learning_rate=1e6, em_max_iter=3, max_iter=50, random_state=0,
+                            **CPU).fit(X, y)
     assert clf.score(X, y) == 1.0 and np.all(np.isfinite(clf.means_))
     # Pure SVI has no EM solution to fall back to: an error, as for BayesianGMM.
     with pytest.raises(ValueError, match="SVI diverged.*lower learning_rate"):

@@ -266,12 +266,14 @@ def test_pure_svi_that_diverges_raises_a_clear_error(backend):
 def test_svi_that_diverges_after_em_keeps_the_em_solution(backend):
     kw = {} if backend is None else {"backend": backend}
     X = _two_blobs()
-    em_only = BayesianGMM(2, max_iter=0, n_init=2, device="cpu", random_state=0, **kw).fit(X)
+    # SVI runs after EM where EM stopped short: a 3-iteration EM budget.
+    em_only = BayesianGMM(2, max_iter=0, em_max_iter=3, n_init=2, device="cpu", random_state=0,
+                          **kw).fit(X)
     with pytest.warns(RuntimeWarning, match="SVI diverged.*lower learning_rate"):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)
-            est = BayesianGMM(2, max_iter=50, learning_rate=1e4, n_init=2, device="cpu",
-                              random_state=0, **kw).fit(X)
+            est = BayesianGMM(2, max_iter=50, em_max_iter=3, learning_rate=1e4, n_init=2,
+                              device="cpu", random_state=0, **kw).fit(X)
     np.testing.assert_array_equal(est.means_, em_only.means_)
     np.testing.assert_array_equal(est.covariances_, em_only.covariances_)
     np.testing.assert_array_equal(est.scales_, em_only.scales_)
