@@ -159,3 +159,20 @@ def test_accuracy_covariance_quick(tmp_path):
     for row in r["rows"]:
         assert len(row["folds"]) == 2 and math.isclose(row["accuracy"], float(np.mean(row["folds"])))
         assert 0.5 <= row["accuracy"] <= 1.0      # far above chance on both data sets
+
+
+def test_defaults_speed_quick(tmp_path):
+    r = run_script("defaults_speed", tmp_path)
+    check_machine(r, "defaults_speed", pomegranate_requested=False)
+    assert {(row["separation"], row["type"]) for row in r["rows"]} == \
+        {(2.0, "diag"), (2.0, "full"), (6.0, "diag"), (6.0, "full")}
+    for row, raw in zip(r["rows"], r["raw"]):
+        times, lls = raw["times"], raw["loglik"]
+        assert set(times) == {"bayesgmm defaults", "sklearn defaults", "sklearn n_init=4"}
+        assert all(len(v) == 2 and min(v) > 0 for v in times.values())
+        ratio = np.median(np.array(times["bayesgmm defaults"]) / np.array(times["sklearn defaults"]))
+        assert math.isclose(row["time ratio"], ratio)
+        ours, sk4 = np.array(lls["bayesgmm defaults"]), np.array(lls["sklearn n_init=4"])
+        assert row["ll >= sk n_init=4"] == f"{int(np.sum(ours >= sk4 - 1e-6))}/2"
+        # Every fit is a sensible mixture of this data (not a broken one).
+        assert all(abs(v - np.median(sk4)) < 0.1 for v in ours)
