@@ -1,17 +1,48 @@
 """bayesgmm: Bayesian Gaussian mixture models on Pyro and PyTorch.
 
-Clustering with :class:`BayesianGMM` (MAP by SVI with ``TraceEnum_ELBO`` and an
-``AutoDelta`` guide, accelerated by closed-form MAP-EM; assignments from
-``infer_discrete``) and, built on the same core, classification with one
-mixture per class (:class:`GMMClassifier`), for full, tied, diagonal and
-spherical covariances.
+Clustering with :class:`BayesianGMM` (MAP by closed-form MAP-EM on the model's
+log joint, and SVI with ``TraceEnum_ELBO`` and an ``AutoDelta`` guide) and,
+built on the same core, classification with one mixture per class
+(:class:`GMMClassifier`), for full, tied, diagonal and spherical covariances.
+
+Importing the package is light: torch, Pyro and scikit-learn load when an
+estimator (or a submodule such as :mod:`bayesgmm.plotting`) is first used.
 """
 
-from .priors import Priors
+from __future__ import annotations
 
-from .mixture import BayesianGMM
-from .classifier import GMMClassifier
-from .persistence import load
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "__version__"]
 __version__ = "0.2.0"
+__all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "__version__"]
+
+# Public names and the module that defines each, imported on first use.
+_LAZY = {"BayesianGMM": "mixture", "GMMClassifier": "classifier", "Priors": "priors",
+         "load": "persistence"}
+_SUBMODULES = ("classifier", "cli", "covariance", "datasets", "fitting", "mixture", "models",
+               "persistence", "plotting", "priors")
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
+    from .classifier import GMMClassifier
+    from .mixture import BayesianGMM
+    from .persistence import load
+    from .priors import Priors
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        if name == "load":
+            # Files name an estimator kind; both kinds register on import.
+            importlib.import_module(".mixture", __name__)
+            importlib.import_module(".classifier", __name__)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

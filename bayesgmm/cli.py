@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .covariance import COVARIANCE_TYPES
+from ._options import COVARIANCE_TYPES
 
 
 class CLIError(Exception):

@@ -48,8 +48,7 @@ import torch
 import pyro.distributions as dist
 from torch.distributions import constraints
 
-CovarianceType = Literal["full", "tied", "diag", "spherical"]
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+from ._options import COVARIANCE_TYPES, CovarianceType  # noqa: E402,F401 (re-exported)
 
 
 # ----------------------------------------------------------------------------

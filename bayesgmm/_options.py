@@ -1,0 +1,10 @@
+"""String options shared by the estimators and the command line, in a
+module that imports nothing heavy (``bayesgmm --help`` reads them without
+loading torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")

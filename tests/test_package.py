@@ -1,0 +1,45 @@
+"""The package as a new user meets it: a light import, a light --help, and
+the lazily loaded names working in a fresh process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "pyro", "sklearn", "pandas", "scipy", "matplotlib")
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_import_and_help_load_nothing_heavy():
+    loaded = _run(
+        "import sys, contextlib, io, bayesgmm\n"
+        "from bayesgmm.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    assert loaded.strip() == "[]"
+
+
+def test_lazy_names_work_in_a_fresh_process(tmp_path):
+    path = tmp_path / "m.bgmm"
+    out = _run(
+        "import numpy as np, bayesgmm\n"
+        f"bayesgmm.GMMClassifier(1, n_init=1, device='cpu').fit(np.r_[np.zeros((5, 1)), np.ones((5, 1))] + np.arange(10)[:, None] * 0.01, [0] * 5 + [1] * 5).save({str(path)!r})\n")
+    assert out == ""
+    # A fresh process that never names an estimator class still loads the file.
+    out = _run(f"import bayesgmm; m = bayesgmm.load({str(path)!r}); print(type(m).__name__)\n"
+               "print(bayesgmm.Priors().__class__.__name__, bayesgmm.datasets.load_iris().shape,"
+               " 'plotting' in dir(bayesgmm))")
+    assert out.split() == ["GMMClassifier", "Priors", "(150,", "5)", "True"]
+    err = subprocess.run([sys.executable, "-c", "import bayesgmm; bayesgmm.nope"],
+                         capture_output=True, text=True).stderr
+    assert "AttributeError: module 'bayesgmm' has no attribute 'nope'" in err
