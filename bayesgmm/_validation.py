@@ -13,6 +13,12 @@ import numpy as np
 from sklearn.utils.validation import validate_data
 
 
+class NonNumericError(ValueError, TypeError):
+    """Input that holds something other than numbers.  A ``ValueError``, as
+    every bad input here, and a ``TypeError``, as numpy and scikit-learn
+    raise for it (``except TypeError`` in scikit-learn-style code works)."""
+
+
 def as_array_like(X: Any, name: str = "X") -> Any:
     """Turn torch tensors into numpy and 1-D input into one feature, keeping
     DataFrames (for their feature names) and checking every value is a finite
@@ -44,9 +50,9 @@ def as_array_like(X: Any, name: str = "X") -> Any:
         if arr.dtype.kind in "OUSV":
             try:
                 arr = arr.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{name} must contain numbers, got an array of dtype {arr.dtype}: "
+            except (TypeError, ValueError) as exc:
+                raise NonNumericError(
+                    f"{name} must contain numbers, got an array of dtype {arr.dtype} ({exc}): "
                     f"convert it to float or drop the non-numeric columns") from None
         if arr.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} must be real-valued; take the real part "

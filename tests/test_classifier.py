@@ -471,9 +471,6 @@ def test_class_prior_options(three_blobs):
 EXPECTED_FAILURES = {
     "check_fit1d": "1-D input is documented as one feature (n_samples, 1), as in BayesianGMM, "
                    "instead of being rejected",
-    "check_dtype_object": "an object array holding non-numbers raises ValueError (the project's "
-                          "convention for bad input, naming the dtype and the remedy) where the "
-                          "check wants TypeError",
 }
 
 

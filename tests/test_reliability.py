@@ -362,3 +362,19 @@ def test_classifier_explains_huge_data_and_learning_rates():
     # Pure SVI has no EM solution to fall back to: an error, as for BayesianGMM.
     with pytest.raises(ValueError, match="SVI diverged.*lower learning_rate"):
         GMMClassifier(2, learning_rate=1e6, em_max_iter=0, max_iter=50, **CPU).fit(X, y)
+
+
+def test_object_arrays_of_numbers_fit_and_non_numbers_are_both_error_kinds():
+    """scikit-learn's check_dtype_object: numbers in an object array are
+    numbers; a dict among them is refused as a ValueError (the project's
+    rule) that is also the TypeError scikit-learn code expects."""
+    from bayesgmm._validation import NonNumericError
+    X, y = _blobs()
+    obj = X.astype(object)
+    np.testing.assert_array_equal(BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(obj).means_,
+                                  BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(X).means_)
+    obj[0, 0] = {"foo": "bar"}
+    for exc in (ValueError, TypeError):
+        with pytest.raises(exc, match=r"must contain numbers.*argument must be .* string.* number"):
+            GMMClassifier(2, **CPU).fit(obj, y)
+    assert issubclass(NonNumericError, ValueError) and issubclass(NonNumericError, TypeError)

@@ -8,9 +8,6 @@ from bayesgmm import BayesianGMM
 EXPECTED_FAILURES = {
     "check_fit1d": "1-D input is documented as one feature (n_samples, 1), as in the Pyro "
                    "iris study, instead of being rejected",
-    "check_dtype_object": "an object array holding non-numbers raises ValueError (the "
-                          "project's convention for bad input, naming the dtype and the remedy) "
-                          "where the check wants TypeError",
 }
 
 
