@@ -245,7 +245,8 @@ class MixtureBase:
         everything else as JSON (see :mod:`bayesgmm.persistence`); loading it
         never runs code from the file.  The write is atomic: an interrupted
         save leaves any previous file at ``path`` intact.  Use this, not
-        pickle/joblib, for files you share or receive."""
+        pickle/joblib, for files you share or receive.  An estimator that
+        is not fitted raises ``NotFittedError``."""
         persistence.save(self, path)
 
     @classmethod

@@ -858,8 +858,8 @@ def _write_archive(f, members: tuple[bytes, bytes]) -> None:
 
 
 def save(estimator, path) -> None:
-    """Save a :class:`~bayesgmm.BayesianGMM` or :class:`~bayesgmm.GMMClassifier`
-    (fitted or not) to ``path``.
+    """Save a fitted :class:`~bayesgmm.BayesianGMM` or
+    :class:`~bayesgmm.GMMClassifier` to ``path``.
 
     Everything is encoded and the target checked before the file is touched,
     so a value the format cannot hold, or a target that is not a file, raises
@@ -879,6 +879,8 @@ def save(estimator, path) -> None:
 
     Raises
     ------
+    sklearn.exceptions.NotFittedError
+        The estimator is not fitted (nothing is written).
     ValueError
         The estimator holds a value the format cannot store, ``path`` is
         empty, or it exists and is not a regular file (a folder, a device,
@@ -891,10 +893,11 @@ def save(estimator, path) -> None:
     --------
     >>> import os, tempfile
     >>> from bayesgmm import BayesianGMM, persistence
-    >>> path = os.path.join(tempfile.mkdtemp(), "unfitted.bgmm")
-    >>> persistence.save(BayesianGMM(3), path)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.bgmm")
+    >>> persistence.save(BayesianGMM(2, n_init=1, device="cpu").fit([[0.0], [0.1], [5.0], [5.2]]),
+    ...                  path)
     >>> persistence.load(path).n_components
-    3
+    2
     """
     import safetensors.numpy
     from . import __version__
@@ -903,6 +906,11 @@ def save(estimator, path) -> None:
     kind = _kind_of(estimator)
     enc = _Encoder()
     body = enc.estimator(estimator, kind)
+    if not any(k.endswith("_") and not k.startswith("__") for k in vars(estimator)):
+        from sklearn.exceptions import NotFittedError
+        raise NotFittedError(
+            f"this {kind} is not fitted yet, so there is nothing to save: call fit before save "
+            f"(its hyperparameters alone are get_params())")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
             "bayesgmm_version": __version__, **body}
     meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=True, indent=1).encode("utf-8")
@@ -1026,7 +1034,7 @@ def load(path, *, device=None, expect: Optional[type] = None):
     >>> import os, tempfile
     >>> import bayesgmm
     >>> path = os.path.join(tempfile.mkdtemp(), "model.bgmm")
-    >>> bayesgmm.BayesianGMM(2, n_init=1).save(path)
+    >>> bayesgmm.BayesianGMM(2, n_init=1, device="cpu").fit([[0.0], [0.1], [5.0], [5.2]]).save(path)
     >>> type(bayesgmm.load(path)).__name__
     'BayesianGMM'
     """

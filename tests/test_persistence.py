@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bayesgmm
-from bayesgmm import BayesianGMM, Priors, persistence
+from bayesgmm import BayesianGMM, GMMClassifier, Priors, persistence
 from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.persistence import _Decoder, _Encoder
 
@@ -165,17 +165,24 @@ def test_file_layout_is_json_plus_safetensors(fitted, tmp_path):
     np.testing.assert_array_equal(covariances, fitted.covariances_)
 
 
-def test_unfitted_estimator_and_awkward_hyperparameters(tmp_path):
+def test_unfitted_estimators_are_not_saved_and_awkward_hyperparameters_are(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
     rs = np.random.RandomState(7)
     rs.standard_normal(3)  # advance, so the state is not the seed's
     est = BayesianGMM(3, priors=Priors(weight_concentration=(1.0, 2.0, 3.0), scale_shape=2.0),
                       init=np.arange(6.0).reshape(3, 2), device=torch.device("cpu"),
-                      random_state=rs, tol=1e-7, jit=True)
+                      random_state=rs, tol=1e-7, jit=True, backend="pyro", n_init=1,
+                      em_max_iter=5, max_iter=5)
+    for unfitted in (est, GMMClassifier()):
+        with pytest.raises(NotFittedError, match="not fitted yet.*call fit before save"):
+            unfitted.save(tmp_path / "u.bgmm")
+    assert not any(tmp_path.iterdir())
+    est.fit(np.random.default_rng(0).normal(size=(30, 2)) + np.arange(30)[:, None] % 3 * 4)
     est.save(tmp_path / "u.bgmm")
     loaded = bayesgmm.load(tmp_path / "u.bgmm")
     for k, v in est.get_params().items():
         _same(v, loaded.get_params()[k])
-    assert not hasattr(loaded, "weights_")
     assert loaded.random_state.standard_normal() == rs.standard_normal()
 
 
@@ -914,7 +921,8 @@ def test_declared_sizes_are_bounded_by_the_file_size(fitted, tmp_path, case, edi
 
 
 def test_bad_devices_and_generator_states_are_clean_errors(tmp_path):
-    est = BayesianGMM(2, random_state=np.random.RandomState(0))
+    est = BayesianGMM(2, n_init=1, device="cpu", random_state=np.random.RandomState(0))
+    est.fit(np.r_[np.zeros((5, 1)), np.ones((5, 1))] + np.arange(10)[:, None] * 0.01)
     est.save(tmp_path / "u.bgmm")
     cases = {
         # torch.device raises RuntimeError for indices it cannot hold
