@@ -106,7 +106,29 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
                           "(default: %(default)s)")
+    fit.add_argument("--dropna", action="store_true",
+                     help="fit on the rows without missing values in the chosen columns (the "
+                          "other rows get empty cluster columns); default: refuse missing values")
+    fit.add_argument("--save", metavar="MODEL",
+                     help="also save the fitted model to this file, for 'bayesgmm predict'")
     common(fit, "bayesgmm-out")
+
+    pred = sub.add_parser(
+        "predict", help="assign the rows of a CSV file with a model saved by 'fit --save'",
+        description="Load a model saved by 'bayesgmm fit --save MODEL' and write "
+                    "assignments.csv (the input rows with the MAP cluster and each cluster's "
+                    "probability) into the output folder; the file needs the columns the "
+                    "model was fitted on.")
+    pred.add_argument("model", metavar="MODEL", help="model file from 'bayesgmm fit --save'")
+    pred.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
+    pred.add_argument("--sep", type=_separator, metavar="CHAR",
+                      help="field separator (default: detected, as for fit)")
+    pred.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
+                      help="decimal mark of the numbers in the file (default: %(default)s)")
+    pred.add_argument("--dropna", action="store_true",
+                      help="leave rows with missing values unassigned instead of refusing them")
+    pred.add_argument("--out", default="bayesgmm-out", metavar="DIR",
+                      help="output folder, created if missing (default: %(default)s)")
     return parser
 
 
@@ -138,6 +160,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "predict":
+            return _predict(args)
         return _fit(args)
     except CLIError as exc:
         print(f"bayesgmm: error: {exc}", file=sys.stderr)
@@ -202,14 +226,18 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _format_params(gmm, names: Sequence[str]) -> str:
+    """The fitted parameters in long format, one row per (cluster, feature),
+    so that the table stays narrow whatever the number of features."""
     import pandas as pd
-    rows = {"weight": gmm.weights_}
-    for j, name in enumerate(names):
-        rows[f"mean[{name}]"] = gmm.means_[:, j]
-        rows[f"scale[{name}]"] = gmm.scales_[:, j]
-    table = pd.DataFrame(rows)
-    table.index.name = "cluster"
-    return table.to_string(float_format=lambda v: f"{v:.4f}")
+    K, D = gmm.means_.shape
+    table = pd.DataFrame({
+        "cluster": np.repeat(np.arange(K), D),
+        "weight": np.repeat(gmm.weights_, D),
+        "feature": np.tile(np.asarray(names, dtype=object), K),
+        "mean": gmm.means_.ravel(),
+        "scale": gmm.scales_.ravel(),
+    })
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def _demo(args) -> int:
@@ -430,13 +458,13 @@ def _select_columns(df, args, sep: str) -> list:
     if not columns:
         raise CLIError(f"{path!r} has no numeric columns; name them with --columns")
     values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) | (np.isnan(values) if getattr(args, "dropna", False) else False)
     if not finite.all():
         j = int(np.flatnonzero(~finite.all(axis=0))[0])
         i = int(np.flatnonzero(~finite[:, j])[0])
         kind = "NaN" if np.isnan(values[i, j]) else "inf"
         raise CLIError(f"{path!r} contains {kind} in column {j} ({columns[j]!r}), data row "
-                       f"{i + 1}: remove such rows or fill in the values")
+                       f"{i + 1}: remove such rows, fill in the values, or pass --dropna")
     return columns
 
 
@@ -452,33 +480,94 @@ def _added_names(df, n_components: int) -> list:
             return names
 
 
-def _fit(args) -> int:
-    df, sep = _read_csv(args.file, args.sep, args.decimal)
-    columns = _select_columns(df, args, sep)
-    out = _prepare_out(args.out, _FIT_FILES)
-    gmm = _make_estimator(args).fit(df[columns])
-    labels = gmm.predict(df[columns])
-    proba = gmm.predict_proba(df[columns])
-    names = _added_names(df, proba.shape[1])
+def _rows_to_use(df, columns: Sequence[str], args):
+    """Mask of the rows to fit or assign: all of them, or with ``--dropna``
+    those without missing values in ``columns`` (said on stderr)."""
+    keep = df[list(columns)].notna().all(axis=1).to_numpy()
+    if not keep.all():
+        if not keep.any():
+            raise CLIError(f"every row of {args.file!r} has a missing value in {list(columns)}")
+        print(f"bayesgmm: note: --dropna left out {int((~keep).sum())} of {len(keep)} rows with "
+              f"missing values", file=sys.stderr)
+    return keep
+
+
+def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> None:
+    """The input rows with the MAP cluster and each cluster's probability
+    (empty for rows left out), under names that none of the input's
+    columns has, written as the input was (separator, decimal mark)."""
+    import pandas as pd
+    X = df.loc[keep, list(columns)]
+    K = len(model.weights_)
+    names = _added_names(df, K)
     result = df.copy()
+    labels = pd.array(np.full(len(df), pd.NA), dtype="Int64")
+    labels[keep] = model.predict(X)
     result[names[0]] = labels
-    for k in range(proba.shape[1]):
+    proba = np.full((len(df), K), np.nan)
+    proba[keep] = model.predict_proba(X)
+    for k in range(K):
         result[names[k + 1]] = proba[:, k]
-    # Written as the input was (separator, decimal mark): its rows read back the same way.
-    _write_atomic(out / "assignments.csv",
-                  lambda p: result.to_csv(p, index=False, sep=sep,
-                                          decimal=args.decimal))
-    _write_params(gmm, columns, out / "params.json")
+    _write_atomic(path, lambda p: result.to_csv(p, index=False, sep=sep, decimal=args.decimal))
     if names[0] != "cluster":
-        clash = [c for c in ["cluster"] + [f"p_cluster_{k}" for k in range(proba.shape[1])]
+        clash = [c for c in ["cluster"] + [f"p_cluster_{k}" for k in range(K)]
                  if c in {str(c) for c in df.columns}]
         print(f"bayesgmm: note: {args.file!r} already has column(s) {clash}; "
               f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
+
+
+def _check_model_path(path: str) -> None:
+    """Refuse a ``--save`` target that cannot be written, before fitting."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CLIError(f"--save {path!r} is a folder: give a file name, e.g. model.bgmm")
+    if not os.path.isdir(folder):
+        raise CLIError(f"cannot save the model to {path!r}: the folder {folder!r} does not "
+                       f"exist; create it or choose another --save")
+
+
+def _fit(args) -> int:
+    df, sep = _read_csv(args.file, args.sep, args.decimal)
+    columns = _select_columns(df, args, sep)
+    keep = _rows_to_use(df, columns, args)
+    out = _prepare_out(args.out, _FIT_FILES)
+    if args.save:
+        _check_model_path(args.save)
+    gmm = _make_estimator(args).fit(df.loc[keep, columns])
+    _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
+    _write_params(gmm, columns, out / "params.json")
+    if args.save:
+        try:
+            gmm.save(args.save)
+        except OSError as exc:
+            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
     print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {len(df)} rows "
           f"x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
           f"converged {gmm.converged_}")
     print(_format_params(gmm, columns))
-    print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}")
+    saved = f" and the model to {args.save}" if args.save else ""
+    print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .mixture import BayesianGMM
+    if not os.path.isfile(args.model):
+        raise CLIError(f"model file not found: {args.model!r} (make one with "
+                       f"'bayesgmm fit FILE.csv --save MODEL')")
+    model = BayesianGMM.load(args.model)     # a clear ValueError for anything else
+    columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
+    if not columns:
+        raise CLIError(f"{args.model!r} was fitted without column names; 'bayesgmm predict' "
+                       f"needs a model saved by 'bayesgmm fit --save'")
+    df, sep = _read_csv(args.file, args.sep, args.decimal)
+    args.columns = columns
+    _select_columns(df, args, sep)
+    keep = _rows_to_use(df, columns, args)
+    out = _prepare_out(args.out, ("assignments.csv",))
+    _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
+    print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
+          f"model {args.model!r} (columns {columns}); wrote {out / 'assignments.csv'}")
     return 0
 
 

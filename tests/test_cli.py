@@ -417,3 +417,56 @@ def test_bad_sep_or_decimal_is_an_argument_error(tmp_path, capsys, option, value
         main(["fit", "d.csv", option, value])
     assert exc.value.code == 2
     assert f"error: argument {option}: {value!r}" in capsys.readouterr().err
+
+
+def test_script_fit_save_then_predict_with_missing_values(tmp_path):
+    """fit --dropna --save MODEL, then predict MODEL on new rows, through the
+    real console script: rows with a missing value are left unassigned, the
+    saved model assigns new rows as the fitted one did, and the parameter
+    table is long (one row per cluster and feature)."""
+    blobs, truth = _two_blobs(5)
+    data = blobs.copy()
+    data.loc[[3, 50], "x"] = np.nan
+    data.to_csv(tmp_path / "train.csv", index=False)
+    model = tmp_path / "model.bgmm"
+    fit = _run_script(["fit", tmp_path / "train.csv", "-k", "2", "--n-init", "1", "--device",
+                       "cpu", "--dropna", "--save", model, "--out", tmp_path / "o"])
+    assert fit.returncode == 0, fit.stderr
+    assert "--dropna left out 2 of 180 rows" in fit.stderr
+    lines = fit.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:5] == [
+        "cluster", "weight", "feature", "mean", "scale"])
+    assert len(lines[head + 1:head + 5]) == 4 and all(len(line) < 60 for line in lines[head:head + 5])
+    _assert_means(json.loads((tmp_path / "o" / "params.json").read_text()), truth)
+    fitted = pd.read_csv(tmp_path / "o" / "assignments.csv")
+    assert fitted["cluster"].isna().tolist() == [i in (3, 50) for i in range(180)]
+
+    new = blobs.iloc[::7].reset_index(drop=True)
+    new.loc[0, "y"] = np.nan
+    new.to_csv(tmp_path / "new.csv", sep=";", index=False)
+    pred = _run_script(["predict", model, tmp_path / "new.csv", "--dropna",
+                        "--out", tmp_path / "p"])
+    assert pred.returncode == 0, pred.stderr
+    got = pd.read_csv(tmp_path / "p" / "assignments.csv", sep=";")
+    same = fitted.iloc[::7].reset_index(drop=True)
+    assert pd.isna(got.loc[0, "cluster"])
+    np.testing.assert_array_equal(got["cluster"][1:].astype(int), same["cluster"][1:].astype(int))
+    np.testing.assert_allclose(got["p_cluster_0"][1:], same["p_cluster_0"][1:], atol=1e-12)
+
+
+def test_predict_and_save_errors_are_one_line(tmp_path, capsys):
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    cases = [
+        (["predict", tmp_path / "none.bgmm", tmp_path / "b.csv"], "model file not found"),
+        (["fit", tmp_path / "b.csv", "--save", tmp_path / "no" / "m.bgmm"],
+         "the folder .* does not exist"),
+        (["fit", tmp_path / "b.csv", "--save", tmp_path], "is a folder"),
+    ]
+    (tmp_path / "junk.bgmm").write_bytes(b"not a model")
+    cases.append((["predict", tmp_path / "junk.bgmm", tmp_path / "b.csv"], "not a zip archive"))
+    for argv, message in cases:
+        assert main([str(a) for a in argv] + ["--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bayesgmm: error: ") and err.count("\n") == 1, err
+        assert __import__("re").search(message, err), err
