@@ -50,6 +50,43 @@ def progress_bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
+class FitProgress:
+    """A fit's progress bar, called once per iteration (EM) or step (SVI,
+    fine-tuning).  Its total is the budget of the stages planned at the
+    start; a stage that starts only when needed (SVI where EM stopped short)
+    adds its budget with :meth:`add`; and a fit that ends early, by
+    convergence, ends the bar full, at the iterations it ran (a total of
+    1500 that stopped at 6% told users nothing)."""
+
+    def __init__(self, enabled: bool, total: int, desc: str, offset: float = 0.0) -> None:
+        self.enabled = enabled
+        self.bar = progress_bar(enabled, total, desc)
+        self.offset = offset
+
+    def __call__(self, it: int, loss: float) -> None:
+        self.bar.update(1)
+        if it % 10 == 0:
+            self.bar.set_postfix(loss=f"{loss + self.offset:.4g}")
+
+    @property
+    def callback(self):
+        """The per-iteration callback, or None without a bar: the fit loops
+        would otherwise read the loss back from the device every step for
+        nothing."""
+        return self if self.enabled else None
+
+    def add(self, steps: int) -> None:
+        if self.enabled:
+            self.bar.total += steps
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.bar.close()
+
+
 @contextlib.contextmanager
 def rollback_on_error(estimator):
     """On any exception (``KeyboardInterrupt`` included) restore the

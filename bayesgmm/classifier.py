@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, progress_bar,
+from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, FitProgress,
                     guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
@@ -355,11 +355,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         centres = torch.as_tensor(centres, dtype=Xt.dtype, device=device)
         if auto:
             centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
-        total = s.em_max_iter + s.max_iter + disc_steps
-        bar = progress_bar(bool(s.progress), total, "GMMClassifier")
-        # No callback without a bar: the fit loops would otherwise read the
-        # loss back from the device every step for nothing.
-        callback = (lambda it, loss: bar.update(1)) if s.progress else None
+        # EM's budget (twice for "auto": the scan, then the chosen K), or
+        # SVI's when EM is off, and fine-tuning's; SVI after EM adds its own.
+        planned = (s.em_max_iter * (2 if auto else 1) or s.max_iter) + disc_steps
+        progress = FitProgress(bool(s.progress), planned, "GMMClassifier")
+        callback = progress.callback
         cls = torch.arange(C, device=device)
         try:
             start = initial_params(groups, centres, mask, pt, family)
@@ -396,6 +396,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             # SVI optimises the same objective: from a converged EM optimum it
             # has nothing left to gain, so it runs only where EM stopped short.
             if s.max_iter > 0 and not (s.em_max_iter > 0 and converged):
+                if s.em_max_iter > 0:
+                    progress.add(s.max_iter)
                 svi = svi_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                               s.max_iter, s.tol, s.learning_rate, callback)
                 svi_losses = svi.losses[0, :, -1].to(losses)
@@ -427,7 +429,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                     what="class(es)", depth=1)
                 n_iter += disc_steps
         finally:
-            bar.close()
+            progress.close()
 
         guard_stage("fit", params, losses, learning_rate=s.learning_rate, what="class(es)")
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)

@@ -41,7 +41,7 @@ release; with one feature ``full`` falls back to the diagonal model (see
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 import torch

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
-                    progress_bar, guard_stage)
+                    FitProgress, guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
                       pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
@@ -250,23 +250,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                   dtype=Xt.dtype, device=device)
         mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
         start = initial_params(screen, centres, mask, pt, family)
-        total = s.em_max_iter + s.max_iter
-        bar = progress_bar(bool(s.progress), total, "BayesianGMM")
         offset = std.loss_offset(n, K, family)
-
-        def show(it, loss):
-            bar.update(1)
-            if it % 10 == 0:
-                bar.set_postfix(loss=f"{loss + offset:.4g}")
-
-        # No callback without a bar: the fit loops would otherwise read
-        # the loss back from the device every step for nothing.
-        callback = show if s.progress else None
+        # EM's budget (twice with screening: the subsample, then all the
+        # data), or SVI's when EM is off; SVI after EM adds its own.
+        planned = s.em_max_iter * (1 if screen is groups else 2) or s.max_iter
+        progress = FitProgress(bool(s.progress), planned, "BayesianGMM", offset)
         try:
-            fit = self._run(Xt, groups, screen, start, mask, pt, family, s, backend, callback,
-                            int(seeds[-1]))
+            fit = self._run(Xt, groups, screen, start, mask, pt, family, s, backend,
+                            progress.callback, int(seeds[-1]))
         finally:
-            bar.close()
+            progress.close()
         guard_stage("fit of every restart", fit.kept.params,
                     torch.tensor(float(fit.kept.losses[-1])), learning_rate=s.learning_rate)
         w, m, c = std.params_from_std(fit.kept.params, family)
@@ -317,6 +310,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                                family, s, callback)
         if s.max_iter == 0 or em_run.converged or not math.isfinite(em_run.losses[-1]):
             return _Fit(em_run, restart_losses, best)
+        if callback is not None:
+            callback.add(s.max_iter)
         svi = self._svi(Xt, groups, em_run.params.map(lambda t: t[None, None]), mask[:1], pt,
                         family, s, backend, callback, seed)[0]
         _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),

@@ -513,3 +513,16 @@ def test_cuda_matches_cpu_and_predicts_ten_million_points(tmp_path):
     assert pred_t.device.type == "cuda"
     assert np.mean(pred_t.cpu().numpy() == pred) > 0.9999
     assert torch.cuda.max_memory_allocated() - base < 2 * 2 ** 30
+
+
+def test_progress_bar_ends_full_and_changes_nothing(three_blobs, capsys):
+    X, y = three_blobs
+    quiet = GMMClassifier(2, **FAST, random_state=0).fit(X, y)
+    shown = GMMClassifier(2, **FAST, random_state=0, progress=True).fit(X, y)
+    np.testing.assert_array_equal(shown.means_, quiet.means_)
+    renders = [r for r in capsys.readouterr().err.replace("\n", "\r").split("\r")
+               if "GMMClassifier" in r]
+    assert "/100 " in renders[0] or "/100 " in renders[1]      # EM's budget while it runs
+    import re
+    done, total = map(int, re.search(r"(\d+)/(\d+) ", renders[-1]).groups())
+    assert "100%" in renders[-1] and done == total <= 100

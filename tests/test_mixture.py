@@ -398,7 +398,15 @@ def test_input_types_give_the_same_fit(iris):
 def test_progress_bar_runs_and_changes_nothing(petal, petal_fit, capsys):
     gmm = BayesianGMM(2, random_state=0, progress=True, **CPU).fit(petal)
     np.testing.assert_array_equal(gmm.means_, petal_fit.means_)
-    assert "BayesianGMM" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "BayesianGMM" in err
+    # The bar's total was EM's budget (500) while it ran; a fit that ends by
+    # convergence ends the bar full, at the passes it ran.
+    renders = [r for r in err.replace("\n", "\r").split("\r") if "BayesianGMM" in r]
+    assert "/500 " in renders[0] or "/500 " in renders[1]
+    import re
+    done, total = map(int, re.search(r"(\d+)/(\d+) ", renders[-1]).groups())
+    assert "100%" in renders[-1] and done == total < 500
 
 
 def test_user_given_initial_means(petal):
