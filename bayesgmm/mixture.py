@@ -116,6 +116,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         on the same device.
     progress : bool, default False
         Show a progress bar (notebook-aware) with the current loss.
+    warm_start : bool, default False
+        As in scikit-learn: when the estimator is already fitted, ``fit``
+        starts from the fitted parameters instead of new seeds (``n_init``
+        and ``init`` are then ignored), e.g. to continue a fit with a small
+        ``em_max_iter`` over several calls or on new data of the same
+        features.  The previous fit must have the same ``n_components``,
+        number of features and covariance type.
 
     Attributes
     ----------
@@ -165,7 +172,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-5,
                  learning_rate: float = 0.01, backend: Literal["fused", "pyro"] = "fused",
                  jit: bool = False, device: DeviceLike = "auto", random_state=None,
-                 progress: bool = False):
+                 progress: bool = False, warm_start: bool = False):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -180,8 +187,25 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.warm_start = warm_start
 
     # ------------------------------------------------------------------ fit
+    def _warm_start(self, K: int, d: int, family) -> bool:
+        """Whether this fit starts from the previous fit's parameters
+        (``warm_start``), after checking they fit this one."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
+        if not (self.warm_start and hasattr(self, "means_")):
+            return False
+        previous = (self.means_.shape[0], self.means_.shape[1], self.covariance_type_)
+        if previous != (K, d, family.name):
+            raise ValueError(
+                f"warm_start=True continues the previous fit (n_components={previous[0]}, "
+                f"{previous[1]} feature(s), covariance_type={previous[2]!r}), but this fit has "
+                f"n_components={K}, {d} feature(s), covariance_type={self.covariance_type!r}: "
+                f"set warm_start=False to start afresh")
+        return True
+
     def _check_params(self, n_samples: int, n_features: int):
         s = self._settings()
         K = V.check_int("n_components", self.n_components, 1)
@@ -237,19 +261,26 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
         groups = Groups.single(Xt)
+        warm = self._warm_start(K, d, family)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
-        rows = screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 else None
-        if rows is not None:
+        rows = screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 and not warm else None
+        if warm:
+            Xs, screen = Xt, groups
+            start = std.params_to_std(self.weights_, self.means_, self.covariances_, family,
+                                      device).map(lambda t: t[None, None])
+            mask = torch.ones(1, 1, K, dtype=torch.bool, device=device)
+        elif rows is not None:
             pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
             Xs = Xt[torch.as_tensor(np.sort(pick), device=device)]
             screen = Groups.single(Xs)
         else:
             Xs, screen = Xt, groups
-        centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1]),
-                                  dtype=Xt.dtype, device=device)
-        mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
-        start = initial_params(screen, centres, mask, pt, family)
+        if not warm:
+            centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1]),
+                                      dtype=Xt.dtype, device=device)
+            mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
+            start = initial_params(screen, centres, mask, pt, family)
         offset = std.loss_offset(n, K, family)
         # EM's budget (twice with screening: the subsample, then all the
         # data), or SVI's when EM is off; SVI after EM adds its own.

@@ -560,3 +560,24 @@ def test_svi_runs_only_where_em_stopped_short(petal):
     assert short.n_iter_ > 2          # SVI continued from the unconverged EM
     assert short.loss_ <= BayesianGMM(2, em_max_iter=2, max_iter=0, random_state=0,
                                       **CPU).fit(X).loss_
+
+
+def test_warm_start_continues_the_previous_fit(petal):
+    from bayesgmm.datasets import make_mixture
+
+    X, _, _ = make_mixture(3000, 3, 2, separation=2.0, random_state=1)
+    kw = dict(n_init=1, max_iter=0, tol=0.0, random_state=0, **CPU)
+    once = BayesianGMM(3, em_max_iter=30, **kw).fit(X)
+    warm = BayesianGMM(3, em_max_iter=3, warm_start=True, **kw)
+    losses = [warm.fit(X).loss_ for _ in range(10)]          # 10 x 3 EM iterations
+    assert np.all(np.diff(losses) <= 1e-9 * abs(losses[0]))  # each call continues (EM ascent)
+    assert warm.loss_ == pytest.approx(once.loss_, rel=1e-7)
+    np.testing.assert_allclose(np.sort(warm.means_, 0), np.sort(once.means_, 0), atol=1e-4)
+    # Another shape of problem: a clear error, and the fitted model kept.
+    with pytest.raises(ValueError, match="warm_start=True continues the previous fit.*"
+                                         "set warm_start=False"):
+        warm.set_params(n_components=2).fit(X)
+    assert warm.means_.shape == (3, 2)
+    # Without warm_start every fit starts afresh.
+    cold = BayesianGMM(3, em_max_iter=3, **kw)
+    assert cold.fit(X).loss_ == cold.fit(X).loss_
