@@ -245,6 +245,10 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
                     label=f"restart {r}")
     ax.plot(np.arange(1, kept.size + 1), kept - shift, color="black", lw=2.2,
             ls="--" if restarts else "-", label=f"kept (restart {estimator.best_restart_})")
+    em = histories[estimator.best_restart_] if histories else kept
+    if kept.size > em.size:
+        # SVI continued after EM (where EM stopped short): mark the handover.
+        ax.axvline(em.size - 0.5, color="0.4", ls=":", lw=1.2, label="EM -> SVI")
     ax.set_xlabel("iteration (EM, then SVI steps)")
     ax.set_ylabel("loss - min + 1 (log scale)" if logy else "loss (negative log joint)")
     if logy:
@@ -311,10 +315,13 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     grid = np.linspace(lo, hi, int(grid_size))
     comp = weights[:, None] * norm.pdf(grid[None, :], mu[:, None], s[:, None])  # (K, G)
     colors = _component_palette(len(weights))
+    # The components are drawn above the mixture: where one component
+    # carries the density the two curves coincide, and a mixture drawn on
+    # top hid every component but its flat tails.
     for k in range(len(weights)):
-        ax.plot(grid, comp[k], color=colors[k], lw=1.5, ls="--",
+        ax.plot(grid, comp[k], color=colors[k], lw=2.2, zorder=3,
                 label=f"component {k} (w={weights[k]:.2f})")
-    ax.plot(grid, comp.sum(0), color="black", lw=2, label="mixture")
+    ax.plot(grid, comp.sum(0), color="black", lw=1.2, ls="--", zorder=2, label="mixture")
     if rug:
         if labels is None:
             sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)
@@ -390,8 +397,13 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
         legend = "auto"
     ax = _new_axes(ax)
     plot = sns.swarmplot if kind == "swarm" else sns.stripplot
+    # Clusters take the first colours (as in plot_density_1d); another
+    # labelling takes the colours after them, so that no colour means both
+    # a cluster and, say, a species.
+    skip = 0 if hue is None else len(order)
+    palette = _component_palette(skip + len(hue_order))[skip:]
     plot(data=df, x="cluster", y=names[f], hue="colour", order=order, hue_order=hue_order,
-         palette=_component_palette(len(hue_order)), size=size, ax=ax, legend=legend)
+         palette=palette, size=size, ax=ax, legend=legend)
     if hue is not None and ax.get_legend() is not None:
         ax.get_legend().set_title(None)
     ax.set_xlabel("cluster")

@@ -537,3 +537,38 @@ def test_pairs_subset_of_vars_no_ellipses(fit_4d):
     assert grid.axes.shape == (2, 2)
     assert not any(isinstance(p, Ellipse) for ax in grid.axes.ravel() for p in ax.patches)
     assert [t.get_text() for t in grid.legend.texts] == ["setosa", "versicolor", "virginica"]
+
+
+def test_components_drawn_above_the_mixture_and_labellings_in_their_own_colours(fit_1d):
+    """The demo's two panels: each component visible above the mixture curve
+    (which it coincides with where it carries the density), and a second
+    labelling (species) never in a cluster's colour."""
+    gmm, X = fit_1d
+    ax = plot_density_1d(gmm, X)
+    K = len(gmm.weights_)
+    comps, mixture = ax.lines[:K], ax.lines[-1]
+    assert all(line.get_zorder() > mixture.get_zorder() for line in comps)
+    cluster_colours = {matplotlib.colors.to_hex(line.get_color()) for line in comps}
+    plt.close(ax.figure)
+    z = gmm.predict(X)
+    species = np.where(np.asarray(X).ravel() > np.median(X), "big", "small")
+    ax = plot_assignments(X, z, hue=species)
+    point_colours = {matplotlib.colors.to_hex(c) for coll in ax.collections
+                     for c in coll.get_facecolors()}
+    assert len(point_colours) == 2 and not point_colours & cluster_colours
+    plt.close(ax.figure)
+
+
+def test_loss_plot_marks_the_handover_from_em_to_svi(fit_1d):
+    gmm, X = fit_1d
+    ax = plot_loss_history(gmm)
+    assert "EM -> SVI" not in _legend_texts(ax)       # EM converged: no SVI stage
+    plt.close(ax.figure)
+    short = BayesianGMM(2, em_max_iter=3, max_iter=40, n_init=2, random_state=0,
+                        device="cpu").fit(X)
+    ax = plot_loss_history(short)
+    assert "EM -> SVI" in _legend_texts(ax)
+    marker = next(line for line in ax.lines if line.get_label() == "EM -> SVI")
+    em = short.restart_losses_[short.best_restart_]
+    assert marker.get_xdata()[0] == em.size - 0.5 and short.losses_.size > em.size
+    plt.close(ax.figure)
