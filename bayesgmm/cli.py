@@ -30,6 +30,9 @@ class CLIError(Exception):
     """A problem with the user's input: reported in one line, exit code 2."""
 
 
+# Names of columns that hold labels rather than features: left out of the
+# default columns of ``fit``.
+_LABEL_NAMES = {"target", "label", "labels", "class", "species"}
 # Separators tried when the file's is not given, in order of preference.
 _SEPARATORS = ",\t;|"
 _DEMO_FILES = ("loss.png", "clusters.png", "params.json")
@@ -439,7 +442,16 @@ def _select_columns(df, args, sep: str) -> list:
         columns = list(args.columns)
         candidates = columns
     else:
-        columns = numeric
+        # A numeric column named like a label (scikit-learn's datasets call
+        # it "target") is an answer, not a feature: clustering on it would
+        # put the answer into the clusters.  Left out, and said.
+        labels = [c for c in numeric if c.strip().lower() in _LABEL_NAMES]
+        columns = [c for c in numeric if c not in labels]
+        if labels and columns:
+            print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
+                  f"labels; name them with --columns to use them", file=sys.stderr)
+        else:
+            columns = numeric
         candidates = [str(c) for c in df.columns]
     if args.decimal != ",":
         commas = {c: e for c in candidates if not _is_number_column(df[c])

@@ -470,3 +470,19 @@ def test_predict_and_save_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("bayesgmm: error: ") and err.count("\n") == 1, err
         assert __import__("re").search(message, err), err
+
+
+def test_default_columns_leave_out_label_columns(tmp_path, capsys):
+    blobs, truth = _two_blobs(2)
+    blobs.assign(target=[0] * 120 + [1] * 60).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "left out column(s) ['target']" in captured.err and "--columns" in captured.err
+    params = json.loads((tmp_path / "o" / "params.json").read_text())
+    assert params["features"] == ["x", "y"]
+    _assert_means(params, truth)
+    # Named explicitly, it is used.
+    assert main(["fit", str(tmp_path / "t.csv"), "--columns", "x", "target", "--n-init", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "params.json").read_text())["features"] == ["x", "target"]
