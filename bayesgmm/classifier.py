@@ -133,6 +133,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         start from the same point) and minibatches.
     progress : bool, default False
         Show a progress bar.
+    n_threads : int or None, default None
+        torch's CPU threads during ``fit``: None runs small fits (fewer than
+        65,536 rows x features) on one thread, where more threads gain
+        nothing and a busy machine makes them several times slower, and
+        leaves torch's setting otherwise; an int sets it for the fit.  The
+        previous setting is restored afterwards.
 
     Attributes
     ----------
@@ -194,7 +200,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-6,
                  learning_rate: float = 0.01, max_components: int = 10,
                  discriminative_steps: int = 0, device: DeviceLike = "auto", random_state=None,
-                 progress: bool = False):
+                 progress: bool = False, n_threads: Optional[int] = None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -210,6 +216,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------ checks
     def _check_params(self):

@@ -116,6 +116,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         on the same device.
     progress : bool, default False
         Show a progress bar (notebook-aware) with the current loss.
+    n_threads : int or None, default None
+        torch's CPU threads during ``fit``: None runs small fits (fewer than
+        65,536 rows x features) on one thread, where more threads gain
+        nothing and a busy machine makes them several times slower, and
+        leaves torch's setting otherwise; an int sets it for the fit.  The
+        previous setting is restored afterwards.
     warm_start : bool, default False
         As in scikit-learn: when the estimator is already fitted, ``fit``
         starts from the fitted parameters instead of new seeds (``n_init``
@@ -172,7 +178,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-5,
                  learning_rate: float = 0.01, backend: Literal["fused", "pyro"] = "fused",
                  jit: bool = False, device: DeviceLike = "auto", random_state=None,
-                 progress: bool = False, warm_start: bool = False):
+                 progress: bool = False, warm_start: bool = False,
+                 n_threads: Optional[int] = None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -188,6 +195,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
         self.warm_start = warm_start
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ fit
     def _warm_start(self, K: int, d: int, family) -> bool:

@@ -378,3 +378,33 @@ def test_object_arrays_of_numbers_fit_and_non_numbers_are_both_error_kinds():
         with pytest.raises(exc, match=r"must contain numbers.*argument must be .* string.* number"):
             GMMClassifier(2, **CPU).fit(obj, y)
     assert issubclass(NonNumericError, ValueError) and issubclass(NonNumericError, TypeError)
+
+
+def test_small_fits_run_on_one_thread_and_the_setting_is_restored(monkeypatch):
+    """n_threads=None: one thread below 65,536 rows x features, torch's
+    setting above; an int sets it; the caller's setting comes back after the
+    fit, even one that fails, and after concurrent fits.  (A spy records the
+    setting inside the real EM.)"""
+    import bayesgmm.mixture
+    seen = []
+    real = bayesgmm.mixture.em_fit
+    monkeypatch.setattr(bayesgmm.mixture, "em_fit",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        X, y = _blobs()
+        BayesianGMM(2, n_init=1, **CPU).fit(X)                      # 200 elements: one thread
+        big = np.random.default_rng(0).normal(size=(40000, 2))      # 80,000 elements
+        BayesianGMM(2, n_init=1, em_max_iter=2, max_iter=0, **CPU).fit(big)
+        BayesianGMM(2, n_init=1, n_threads=2, **CPU).fit(X)
+        assert seen == [1, 2, 2] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="n_threads must be >= 1"):
+            BayesianGMM(2, n_threads=0, **CPU).fit(X)
+        with pytest.raises(ValueError):
+            BayesianGMM(2, n_init=1, **CPU).fit(np.c_[X[:, 0], X[:, 1] * np.nan])
+        results, errors = _hammer({"fit": lambda: GMMClassifier(2, **CPU).fit(X, y)},
+                                  n_threads=4, reps=2)
+        assert errors == [] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
