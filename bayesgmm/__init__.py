@@ -32,10 +32,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        if name == "load":
-            # Files name an estimator kind; both kinds register on import.
-            importlib.import_module(".mixture", __name__)
-            importlib.import_module(".classifier", __name__)
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value

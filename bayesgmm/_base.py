@@ -59,14 +59,15 @@ class FitProgress:
     convergence, ends the bar full, at the iterations it ran (a total of
     1500 that stopped at 6% told users nothing)."""
 
-    def __init__(self, enabled: bool, total: int, desc: str, offset: float = 0.0) -> None:
+    def __init__(self, enabled: bool, total: int, desc: str,
+                 offset: Optional[float] = None) -> None:
         self.enabled = enabled
         self.bar = progress_bar(enabled, total, desc)
         self.offset = offset
 
     def __call__(self, it: int, loss: float) -> None:
         self.bar.update(1)
-        if it % 10 == 0:
+        if it % 10 == 0 and self.offset is not None:   # the loss in the data's units
             self.bar.set_postfix(loss=f"{loss + self.offset:.4g}")
 
     @property
@@ -88,38 +89,32 @@ class FitProgress:
         self.bar.close()
 
 
-#: Fits of fewer elements (rows x features) than this run on one CPU thread
-#: when ``n_threads=None``.  Measured on the 2-core development machine
-#: (BayesianGMM(8, "full"), D = 2): at 1e3 and 1e4 rows a second thread
-#: gained nothing when idle (time ratio 0.98, 0.97) and made small fits
-#: 3-20x slower when the machine was busy; from 1e5 rows it gained 20-30%.
-SMALL_FIT_ELEMENTS = 2 ** 16
-_THREADS = {"lock": threading.Lock(), "depth": 0, "saved": 0}
+_THREADS = threading.local()
 
 
 @contextlib.contextmanager
-def fit_threads(n_threads: Optional[int], elements: int):
-    """torch's CPU threads for one fit: ``n_threads`` when given, one
-    thread for a small fit (below :data:`SMALL_FIT_ELEMENTS`) when None,
-    else torch's own setting.  The caller's setting is restored when the
-    last of any concurrent fits ends (one count for the process: torch's
-    setting is process-wide, so concurrent fits share the first one's)."""
-    want = n_threads if n_threads is not None else (1 if elements < SMALL_FIT_ELEMENTS else None)
-    if want is None:
+def fit_threads(n_threads: Optional[int]):
+    """torch's CPU threads for one fit: ``n_threads`` when given (the
+    calling thread's setting restored when its outermost fit ends), torch's
+    own setting when None.  Not chosen automatically: torch's count is per
+    thread in OpenMP builds, and a thread that first uses torch while
+    another thread has changed it keeps the changed value, so a library
+    that changed it behind the user's back could leave their other threads
+    slowed for good."""
+    if n_threads is None:
         yield
         return
-    with _THREADS["lock"]:
-        if _THREADS["depth"] == 0:
-            _THREADS["saved"] = torch.get_num_threads()
-            torch.set_num_threads(want)
-        _THREADS["depth"] += 1
+    depth = getattr(_THREADS, "depth", 0)
+    if depth == 0:
+        _THREADS.saved = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    _THREADS.depth = depth + 1
     try:
         yield
     finally:
-        with _THREADS["lock"]:
-            _THREADS["depth"] -= 1
-            if _THREADS["depth"] == 0:
-                torch.set_num_threads(_THREADS["saved"])
+        _THREADS.depth = depth
+        if depth == 0:
+            torch.set_num_threads(_THREADS.saved)
 
 
 @contextlib.contextmanager
@@ -241,9 +236,7 @@ class MixtureBase:
         n_threads = self.n_threads
         if n_threads is not None:
             n_threads = V.check_int("n_threads", n_threads, 1)
-        shape = getattr(args[0], "shape", None)
-        elements = int(np.prod(shape)) if shape is not None else SMALL_FIT_ELEMENTS
-        with rollback_on_error(self), torch.enable_grad(), fit_threads(n_threads, elements):
+        with rollback_on_error(self), torch.enable_grad(), fit_threads(n_threads):
             return self._fit(*args)
 
     # ------------------------------------------------ covariance attributes

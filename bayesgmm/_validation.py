@@ -39,7 +39,7 @@ def as_array_like(X: Any, name: str = "X") -> Any:
         bad = [str(c) for c in X.columns
                if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_complex_dtype(X[c]))]
         if bad:
-            raise ValueError(
+            raise NonNumericError(
                 f"{name} has non-numeric column(s) {bad}: select the numeric columns "
                 f"(e.g. df[['a', 'b']]) or encode them as numbers")
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)

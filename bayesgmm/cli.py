@@ -102,7 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "separator and decimal mark) into the output folder.")
     fit.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
     fit.add_argument("--columns", nargs="+", metavar="COL",
-                     help="columns to use (default: every numeric column)")
+                     help="columns to use (default: every numeric column but those named like "
+                          "labels: target, label, class, species)")
     fit.add_argument("--sep", type=_separator, metavar="CHAR",
                      help="field separator, e.g. ';'; 'tab' or '\\t' for a tab (default: "
                           "detected from the first lines: ',', tab, ';' or '|')")
@@ -450,8 +451,9 @@ def _select_columns(df, args, sep: str) -> list:
         if labels and columns:
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
                   f"labels; name them with --columns to use them", file=sys.stderr)
-        else:
-            columns = numeric
+        elif labels:
+            raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like labels, "
+                           f"not features: name the columns to fit with --columns")
         candidates = [str(c) for c in df.columns]
     if args.decimal != ",":
         commas = {c: e for c in candidates if not _is_number_column(df[c])
@@ -553,8 +555,8 @@ def _fit(args) -> int:
             gmm.save(args.save)
         except OSError as exc:
             raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
-    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {len(df)} rows "
-          f"x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
+    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on "
+          f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
           f"converged {gmm.converged_}")
     print(_format_params(gmm, columns))
     saved = f" and the model to {args.save}" if args.save else ""

@@ -117,11 +117,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     progress : bool, default False
         Show a progress bar (notebook-aware) with the current loss.
     n_threads : int or None, default None
-        torch's CPU threads during ``fit``: None runs small fits (fewer than
-        65,536 rows x features) on one thread, where more threads gain
-        nothing and a busy machine makes them several times slower, and
-        leaves torch's setting otherwise; an int sets it for the fit.  The
-        previous setting is restored afterwards.
+        torch's CPU threads during ``fit`` (None: torch's setting).  On a
+        busy machine small fits (below ~1e5 rows x features) run several
+        times faster with ``n_threads=1``; from ~1e5 rows a second thread
+        gains 20-30% on an idle one.  The calling thread's previous setting
+        is restored afterwards (threads that first use torch during the fit
+        may inherit it: torch keeps the count per thread).
     warm_start : bool, default False
         As in scikit-learn: when the estimator is already fitted, ``fit``
         starts from the fitted parameters instead of new seeds (``n_init``
@@ -150,8 +151,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Final loss: the negative log joint at the fitted parameters.
     losses_ : ndarray
         Loss history of the kept restart (EM iterations, then SVI steps).
+        With restart screening (large data) its EM head is the subsample's
+        loss scaled to the data's size, an estimate for plots, so the
+        history may step up where the whole-data EM takes over.
     restart_losses_ : list of ndarray
-        Loss history of every restart (EM stage; SVI stage when EM is off).
+        Loss history of every restart (EM stage; SVI stage when EM is off;
+        with screening, the scaled subsample losses, then the restart's
+        loss on all the data, or for the kept one its EM on all the data).
     best_restart_ : int
     n_iter_ : int
         EM iterations plus SVI steps of the kept restart.
@@ -198,7 +204,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_threads = n_threads
 
     # ------------------------------------------------------------------ fit
-    def _warm_start(self, K: int, d: int, family) -> bool:
+    def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
         """Whether this fit starts from the previous fit's parameters
         (``warm_start``), after checking they fit this one."""
         if not isinstance(self.warm_start, (bool, np.bool_)):
@@ -212,6 +218,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"{previous[1]} feature(s), covariance_type={previous[2]!r}), but this fit has "
                 f"n_components={K}, {d} feature(s), covariance_type={self.covariance_type!r}: "
                 f"set warm_start=False to start afresh")
+        names = getattr(self, "feature_names_in_", None)
+        if (previous_names is None) != (names is None) or (
+                names is not None and list(previous_names) != list(names)):
+            raise ValueError(
+                f"warm_start=True continues the previous fit on columns "
+                f"{None if previous_names is None else list(previous_names)}, but X has "
+                f"columns {None if names is None else list(names)}: pass the same columns in "
+                f"the same order, or set warm_start=False to start afresh")
         return True
 
     def _check_params(self, n_samples: int, n_features: int):
@@ -254,6 +268,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return self._fit_wrapper(X)
 
     def _fit(self, X) -> "BayesianGMM":
+        # The previous fit's columns, before validation resets them: a warm
+        # start must see the same ones.
+        previous_names = getattr(self, "feature_names_in_", None)
         X = V.check_X(self, X, reset=True)
         n, d = X.shape
         s, K, backend = self._check_params(n, d)
@@ -269,7 +286,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
         groups = Groups.single(Xt)
-        warm = self._warm_start(K, d, family)
+        warm = self._warm_start(K, d, family, previous_names)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
         rows = screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 and not warm else None
@@ -292,7 +309,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         offset = std.loss_offset(n, K, family)
         # EM's budget (twice with screening: the subsample, then all the
         # data), or SVI's when EM is off; SVI after EM adds its own.
-        planned = s.em_max_iter * (1 if screen is groups else 2) or s.max_iter
+        # (backend="pyro" runs the SVI restarts one after another.)
+        planned = (s.em_max_iter * (1 if screen is groups else 2)
+                   or s.max_iter * (s.n_init if backend == "pyro" else 1))
         progress = FitProgress(bool(s.progress), planned, "BayesianGMM", offset)
         try:
             fit = self._run(Xt, groups, screen, start, mask, pt, family, s, backend,
@@ -342,8 +361,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         restart_losses = [em.history(r) for r in range(em.losses.shape[0])]
         if screen is groups:
             best = int(np.argmin([h[-1] for h in restart_losses]))
-            em_run = _Run(em.params.select((best, 0)), restart_losses[best],
-                          int(em.iterations[best, 0]), em.converged)
+            # The kept restart converged if it stopped before the budget
+            # (em.converged is every restart's).
+            iters = int(em.iterations[best, 0])
+            em_run = _Run(em.params.select((best, 0)), restart_losses[best], iters,
+                          iters < s.em_max_iter or em.converged)
         else:
             em_run, best = self._continue_best(groups, screen, em, restart_losses, mask, pt,
                                                family, s, callback)
@@ -377,8 +399,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         flat = em.params.map(lambda t: t.reshape((R,) + t.shape[2:]))
         zero = torch.zeros(R, dtype=torch.long, device=mask.device)
         whole = negative_log_joint(groups, flat, zero, pt, family).double().cpu().numpy()
-        whole = np.where(em.losses[:, 0, -1].cpu().numpy() < math.inf, whole, math.inf)
+        ok = np.isfinite(whole) & (em.losses[:, 0, -1].cpu().numpy() < math.inf)
+        whole = np.where(ok, whole, math.inf)
         best = int(np.argmin(whole))
+        if not ok.any():          # every restart diverged: the guard after the fit says so
+            return _Run(em.params.select((best, 0)), restart_losses[best],
+                        int(em.iterations[best, 0]), False), best
         scale = float(groups.counts[0]) / float(screen.counts[0])
         cont = em_fit(groups, em.params.select((slice(best, best + 1),)), mask[:1], pt, family,
                       s.em_max_iter, s.tol, callback)

@@ -132,7 +132,11 @@ def _kinds() -> dict:
     """The estimators a file may hold, by the name stored in the file.
 
     A fixed table: the file only ever selects one of these classes, nothing
-    is imported or called by name."""
+    is imported or called by name.  The package's two estimator modules
+    register their classes when imported; with the package's lazy imports
+    they may not be yet, so they are imported here (at call time: this
+    module stays at the bottom of the import graph)."""
+    from . import classifier, mixture  # noqa: F401  (fills the registry)
     return dict(_REGISTRY)
 
 

@@ -400,7 +400,11 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     # Clusters take the first colours (as in plot_density_1d); another
     # labelling takes the colours after them, so that no colour means both
     # a cluster and, say, a species.
-    skip = 0 if hue is None else len(order)
+    # (The clusters' colours are those of components 0..max label, empty
+    # clusters included, as plot_density_1d gives them.)
+    n_clusters = int(max(order)) + 1 if all(isinstance(v, (int, np.integer)) for v in order) \
+        else len(order)
+    skip = 0 if hue is None else n_clusters
     palette = _component_palette(skip + len(hue_order))[skip:]
     plot(data=df, x="cluster", y=names[f], hue="colour", order=order, hue_order=hue_order,
          palette=palette, size=size, ax=ax, legend=legend)

@@ -43,3 +43,14 @@ def test_lazy_names_work_in_a_fresh_process(tmp_path):
     err = subprocess.run([sys.executable, "-c", "import bayesgmm; bayesgmm.nope"],
                          capture_output=True, text=True).stderr
     assert "AttributeError: module 'bayesgmm' has no attribute 'nope'" in err
+
+
+def test_persistence_load_knows_both_kinds_in_a_fresh_process(tmp_path):
+    path = tmp_path / "c.bgmm"
+    _run("import numpy as np, bayesgmm\n"
+         "X = np.r_[np.zeros((5, 1)), np.ones((5, 1))] + np.arange(10)[:, None] * 0.01\n"
+         f"bayesgmm.GMMClassifier(1, n_init=1, device='cpu').fit(X, [0] * 5 + [1] * 5).save({str(path)!r})\n")
+    out = _run(f"from bayesgmm.persistence import load; print(type(load({str(path)!r})).__name__)\n"
+               f"from bayesgmm import BayesianGMM, persistence\n"
+               f"print(type(persistence.load({str(path)!r})).__name__)")
+    assert out.split() == ["GMMClassifier", "GMMClassifier"]
