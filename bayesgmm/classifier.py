@@ -385,8 +385,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 flat = params.map(lambda t: t.reshape((B * C,) + t.shape[2:]))
                 final = negative_log_joint(groups, flat, cls.repeat(B), pt, family,
                                            mask.reshape(B * C, k_max)).reshape(B, C)
-            params, mask_c, bic = self._select(params, final, mask, pt, family, counts, cap,
-                                               max_components if auto else 0, R, D)
+            params, mask_c, bic, idx = self._select(params, final, mask, pt, family, counts,
+                                                    cap, max_components if auto else 0, R, D)
+            if s.em_max_iter > 0:
+                # Converged: each class's kept variant stopped before the
+                # budget (em.converged is every variant's).
+                converged = bool((em.iterations[idx, cls] < s.em_max_iter).all()) or converged
             k_sel = mask_c.sum(-1)
             k_max = int(k_sel.max())
             params = _trim(params, k_max, family)
@@ -396,7 +400,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 polish = em_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
                                 s.em_max_iter, s.tol, callback)
                 params = polish.params.select(0)
-                n_iter, converged = n_iter + polish.n_iter, polish.converged
+                n_iter = n_iter + polish.n_iter
+                converged = bool((polish.iterations[0] < s.em_max_iter).all()) or \
+                    polish.converged
             losses = negative_log_joint(groups, params, cls, pt, family, mask_c)
             params, losses, _ = guard_stage("EM" if s.em_max_iter > 0 else "initialisation",
                                             params, losses, learning_rate=s.learning_rate,
@@ -474,13 +480,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
         ``max_components``: 0 for fixed K, else "auto" tried K = 1..M per
         class, up to ``cap``.  Returns class parameters (C, K, ...), their
-        mask (C, K), and the BIC table (C, M) (None unless auto)."""
+        mask (C, K), the BIC table (C, M) (None unless auto), and the
+        variant kept for each class (C,)."""
         auto = max_components > 0
         B, C, K = params.weights.shape
         cls = torch.arange(C, device=final.device)
         if not auto:
             idx = final.argmin(0)                                   # (C,)
-            return params.select((idx, cls)), mask[idx, cls], None
+            return params.select((idx, cls)), mask[idx, cls], None, idx
         M = B // R
         f = final.reshape(R, M, C)
         best_r = f.argmin(0)                                        # (M, C)
@@ -505,7 +512,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"(max_components={max_components}) for {at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
                 UserWarning, stacklevel=5)
         idx = var[torch.as_tensor(k_best, device=final.device), cls]
-        return params.select((idx, cls)), mask[idx, cls], bic.T
+        return params.select((idx, cls)), mask[idx, cls], bic.T, idx
 
     # -------------------------------------------------------- prediction
     def _model_frame(self, device: torch.device):

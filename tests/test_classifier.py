@@ -526,3 +526,19 @@ def test_progress_bar_ends_full_and_changes_nothing(three_blobs, capsys):
     import re
     done, total = map(int, re.search(r"(\d+)/(\d+) ", renders[-1]).groups())
     assert "100%" in renders[-1] and done == total <= 100
+
+
+def test_converged_follows_the_kept_variant_of_each_class():
+    """Overlapping 1-D classes, 6 restarts: some restart runs into
+    em_max_iter=60 (n_iter_ is the longest), but every kept variant stopped
+    before it, so the fit is converged and SVI does not run."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, 300), rng.normal(2, 1, 300), rng.normal(4, 1, 300),
+              rng.normal(0, 1, 300), rng.normal(3, 1, 300), rng.normal(6, 1, 300)][:, None]
+    y = np.repeat([0, 1], 900)
+    kw = dict(n_init=6, em_max_iter=60, random_state=0, device="cpu")
+    em = GMMClassifier(3, max_iter=0, **kw).fit(X, y)
+    assert em.n_iter_ == 60 and em.converged_
+    with_svi = GMMClassifier(3, max_iter=100, **kw).fit(X, y)
+    assert with_svi.n_iter_ == 60 and with_svi.converged_
+    np.testing.assert_array_equal(with_svi.means_, em.means_)
