@@ -464,18 +464,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 lp = component_log_prob(z, params, family, factor).transpose(0, 1).double()
                 # lp + lead is the log joint (lead is 0 but for far points).
                 lead = far.patch(z, raw, lp)
-                lse = torch.logsumexp(lp, -1, keepdim=True)
                 if kind == "joint":
                     value = lp + (lead - offset).unsqueeze(-1)
-                elif kind == "log_resp":
-                    value = lp - lse
-                elif kind == "density":
-                    value = lse.squeeze(-1) + lead - offset
-                elif kind == "label":
+                elif kind == "label":          # no normaliser needed for the argmax
                     value = lp.argmax(-1)
+                elif kind == "density":
+                    value = torch.logsumexp(lp, -1) + lead - offset
                 else:
-                    value = torch.multinomial((lp - lse).exp(), n_draws, replacement=True,
-                                              generator=gen).t()
+                    value = lp - torch.logsumexp(lp, -1, keepdim=True)
+                    if kind == "draws":
+                        value = torch.multinomial(value.exp(), n_draws, replacement=True,
+                                                  generator=gen).t()
                 _predict.put(out, (slice(None), slice(a, b)) if kind == "draws" else slice(a, b),
                              value)
         return out

@@ -484,8 +484,6 @@ def test_joblib_and_pickle_work(fitted, X, tmp_path):
 # ----------------------------------------------------------------------------
 # GMMClassifier
 # ----------------------------------------------------------------------------
-from bayesgmm.classifier import GMMClassifier  # noqa: E402
-
 CLF_FITTED = ("classes_", "n_components_", "weights_", "means_", "covariances_",
               "precisions_cholesky_", "scales_", "covariance_type_", "class_prior_", "priors_",
               "class_losses_", "loss_", "discriminative_losses_", "n_iter_", "converged_",

@@ -426,9 +426,9 @@ def test_converged_and_svi_follow_the_kept_restart():
     repro: 3 overlapping 1-D blobs, n_init=6, em_max_iter=40)."""
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, 200), rng.normal(2, 1, 200), rng.normal(4, 1, 200)][:, None]
-    for seed in (1, 2):
-        gmm = BayesianGMM(3, n_init=6, em_max_iter=40, max_iter=200, random_state=seed,
-                          **CPU).fit(X)
-        kept = gmm.restart_losses_[gmm.best_restart_]
-        if len(kept) - 1 < 40:         # the kept restart stopped before the budget
-            assert gmm.converged_ and len(gmm.losses_) == len(kept)
+    gmm = BayesianGMM(3, n_init=6, em_max_iter=40, max_iter=200, random_state=2, **CPU).fit(X)
+    iterations = [len(h) - 1 for h in gmm.restart_losses_]
+    kept = iterations[gmm.best_restart_]
+    # The situation: another restart ran into the budget, the kept one stopped before it.
+    assert max(iterations) == 40 and kept < 40
+    assert gmm.converged_ and len(gmm.losses_) == kept + 1      # no SVI steps appended
