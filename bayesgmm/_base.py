@@ -16,6 +16,7 @@ import torch
 
 from . import _validation as V, persistence
 from . import covariance as cov_module
+from ._options import DTYPES
 from .covariance import COVARIANCE_TYPES, Covariance
 from .fitting import masked
 from .priors import MixtureParams, Standardizer, rms, spread_of
@@ -38,6 +39,7 @@ class FitSettings:
     learning_rate: float
     device: torch.device
     progress: bool
+    dtype: torch.dtype
 
 
 def progress_bar(enabled: bool, total: int, desc: str):
@@ -141,7 +143,7 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
     ~1e-154 (its square is subnormal or zero) cannot be represented."""
     with np.errstate(all="ignore"):
         sq = std.scale.astype(np.float64) ** 2
-    big = float(np.abs(X).max()) if X.size else 0.0
+    big = float(np.nanmax(np.abs(X))) if X.size else 0.0
     if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
             and np.all(np.isfinite(sq))):
         raise ValueError(
@@ -166,6 +168,63 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                 f"{j}'s spread is {ratio[j]:.1e} times the features' common spread: rescale X's "
                 f"features to comparable spreads (e.g. standardise them), or use "
                 f"covariance_type='diag'")
+
+
+@dataclass
+class FitData:
+    """The training data of a fit, validated and standardised: the rows of
+    positive weight (``keep`` marks them among the input's rows, None when
+    all), their weights (None: each row once), the standardiser, the
+    standardised tensor (missing entries NaN), the weights as a
+    tensor, the raw moments, the total weight and, with missing entries,
+    the weight of the observed entries per feature (else None)."""
+
+    X: np.ndarray
+    weight: Optional[np.ndarray]
+    keep: Optional[np.ndarray]
+    std: Standardizer
+    Xt: torch.Tensor
+    wt: Optional[torch.Tensor]
+    moments: tuple
+    mass: float
+    observed_mass: Optional[np.ndarray]
+
+    def loss_offset(self, n_components: int, family: Covariance, mass=None, observed=None):
+        """:meth:`Standardizer.loss_offset` of these data (or of a part of
+        them: ``mass`` and ``observed``, e.g. one class)."""
+        return self.std.loss_offset(self.mass if mass is None else mass, n_components, family,
+                                    self.observed_mass if mass is None else observed)
+
+
+def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,
+             missing: bool, dtype: torch.dtype = torch.float32) -> FitData:
+    """Sample weights checked and zero-weight rows dropped (exactly as if
+    they were not there), missing entries checked (``missing``: the
+    estimator marginalises them; every feature needs an observed value),
+    and the data standardised by their weighted, observed moments."""
+    w = V.check_sample_weight(sample_weight, X.shape[0])
+    keep = None
+    if w is not None and not bool((w > 0).all()):
+        keep = w > 0
+        X, w = X[keep], w[keep]
+    if w is not None and bool((w == 1).all()):
+        w = None        # every row once: exactly the unweighted fit
+    observed_mass = None
+    if missing:
+        nan = np.isnan(X)
+        if nan.any():
+            never = np.flatnonzero(nan.all(0))
+            if never.size:
+                raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a "
+                                 f"feature that is always missing cannot be modelled; drop it")
+            observed = ~nan
+            observed_mass = (observed.sum(0).astype(np.float64) if w is None
+                             else (observed * w[:, None]).sum(0))
+    std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic, dtype=dtype, weight=w)
+    check_overflow(std, X, family, moments)
+    wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
+    mass = float(X.shape[0] if w is None else w.sum())
+    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
@@ -218,6 +277,7 @@ class MixtureBase:
             learning_rate=V.check_float("learning_rate", self.learning_rate),
             device=V.resolve_device(self.device),
             progress=self.progress,
+            dtype=self._dtype(),
         )
         if s.max_iter == 0 and s.em_max_iter == 0:
             raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "
@@ -225,6 +285,12 @@ class MixtureBase:
         if not isinstance(self.progress, (bool, np.bool_)):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")
         return s
+
+    def _dtype(self) -> torch.dtype:
+        """The floating-point type of the fit and the predictions (the
+        ``dtype`` setting; float32 for models saved before it existed)."""
+        name = V.check_option("dtype", getattr(self, "dtype", "float32"), DTYPES)
+        return torch.float64 if name == "float64" else torch.float32
 
     def _fit_wrapper(self, *args):
         # The new state is built in locals and assigned at the end, but input
@@ -271,7 +337,7 @@ class MixtureBase:
 
     def _frame(self, device: torch.device, weights: np.ndarray, means: np.ndarray,
                cov: np.ndarray, family: Covariance, frame_weights: Optional[np.ndarray] = None,
-               mask: Optional[np.ndarray] = None):
+               mask: Optional[np.ndarray] = None, dtype: Optional[torch.dtype] = None):
         """The fitted mixture(s) as float32 tensors on ``device`` in a
         standardised frame taken from the mixture's own moments (any affine
         frame gives the same answers; this one needs only the public fitted
@@ -302,7 +368,8 @@ class MixtureBase:
         std = Standardizer(center=center, scale=scale)
         with np.errstate(all="ignore"):
             params = std.params_to_std(weights, np.where(real.reshape(weights.shape + (1,)),
-                                                         means, 0.0), cov, family, device)
+                                                         means, 0.0), cov, family, device,
+                                       dtype=self._dtype() if dtype is None else dtype)
         if mask is not None:
             params = masked(params, torch.as_tensor(mask, device=device), family)
         return std, params, float(np.log(std.scale).sum())

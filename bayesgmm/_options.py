@@ -8,3 +8,7 @@ from typing import Literal
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: What NaN entries of X are (the ``missing`` setting of both estimators).
+MISSING_OPTIONS = ("error", "marginalize")
+#: Floating-point types of fits and predictions (the ``dtype`` setting).
+DTYPES = ("float32", "float64")

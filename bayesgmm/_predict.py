@@ -61,10 +61,11 @@ def block_rows(device: torch.device, eager_rows: int) -> int:
 
 
 def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray,
-           scale: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+           scale: np.ndarray, dtype: torch.dtype = torch.float32
+           ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """(start, stop, z, raw) over the rows of X: ``raw`` the block in float64
     on ``device``, ``z`` it standardised, (x - center) / scale, and rounded to
-    float32, the precision the mixtures were fitted in."""
+    ``dtype``, the precision the mixtures were fitted in."""
     c = torch.as_tensor(center, dtype=torch.float64, device=device)
     s = torch.as_tensor(scale, dtype=torch.float64, device=device)
     n = X.shape[0]
@@ -77,7 +78,27 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
                 block = block.copy()
             block = torch.from_numpy(block)
         block = block.to(device=device, dtype=torch.float64)
-        yield a, b, ((block - c) / s).to(torch.float32), block
+        yield a, b, ((block - c) / s).to(dtype), block
+
+
+def split_missing(z: torch.Tensor, allow: bool, scale: np.ndarray
+                  ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """A block's rows with missing (NaN) entries, when the estimator takes
+    them (``allow``): (z with those entries 0, the rows' indices, their
+    Jacobian correction), or (z, None, None) when it has none (one
+    reduction and one host sync per block).  The correction (rows,) is
+    the log of the standardisation's scales of each row's missing features:
+    a density of the observed features alone picks up the Jacobian of those
+    only, so it is added back to the full frame's offset."""
+    if not allow:
+        return z, None, None
+    nan = torch.isnan(z)
+    if not bool(nan.any()):
+        return z, None, None
+    rows = nan.any(1).nonzero().squeeze(1)
+    log_s = torch.log(torch.as_tensor(scale, dtype=torch.float64, device=z.device))
+    corr = (nan[rows].to(torch.float64) * log_s).sum(1)
+    return torch.where(nan, torch.zeros((), dtype=z.dtype, device=z.device), z), rows, corr
 
 
 #: Rows farther than this from the fitted mixture (in its standardised
@@ -100,15 +121,16 @@ class FarPoints:
         self._params64 = None       # converted on the first far row only
 
     def patch(self, z: torch.Tensor, raw: torch.Tensor, scores: torch.Tensor,
-              per_class: bool = False) -> torch.Tensor:
+              per_class: bool = False, exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``scores``: the block's component log joints (n, K), or with
         ``per_class`` its class log-likelihoods (n, C) of class mixtures.
         The far rows are replaced by their values relative to one
         reference component; returns ``lead`` (n,), zero elsewhere, so that
         ``scores + lead`` are the true values (``lead`` may be -inf, past
-        the float64 range, while the relative scores stay numbers)."""
+        the float64 range, while the relative scores stay numbers).
+        ``exclude``: rows scored otherwise (those with missing entries)."""
         lead = scores.new_zeros(scores.shape[0])
-        far = _far_rows(z, scores)
+        far = _far_rows(z, scores, exclude)
         if far is None:
             return lead
         if self._params64 is None:
@@ -119,7 +141,8 @@ class FarPoints:
         return lead
 
 
-def _far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
+def _far_rows(z: torch.Tensor, scores: torch.Tensor,
+              exclude: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """Indices of the rows of a block to rescore by the far-point rule:
     beyond :data:`FAR`,
     or with a non-finite score; None when there are none (the common case,
@@ -128,6 +151,8 @@ def _far_rows(z: torch.Tensor, scores: torch.Tensor) -> Optional[torch.Tensor]:
     # sum is finite exactly when every score of the row is (the scores of
     # rows within FAR are far from overflowing).
     bad = ~(z.abs().amax(-1) <= FAR) | ~torch.isfinite(scores.sum(-1))
+    if exclude is not None:
+        bad[exclude] = False
     if not bool(bad.any()):
         return None
     return bad.nonzero().squeeze(1)

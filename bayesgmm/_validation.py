@@ -19,10 +19,10 @@ class NonNumericError(ValueError, TypeError):
     raise for it (``except TypeError`` in scikit-learn-style code works)."""
 
 
-def as_array_like(X: Any, name: str = "X") -> Any:
+def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
     """Turn torch tensors into numpy and 1-D input into one feature, keeping
     DataFrames (for their feature names) and checking every value is a finite
-    number."""
+    number (or NaN, a missing entry, with ``allow_nan``)."""
     try:
         import torch
         if isinstance(X, torch.Tensor):
@@ -43,7 +43,7 @@ def as_array_like(X: Any, name: str = "X") -> Any:
                 f"{name} has non-numeric column(s) {bad}: select the numeric columns "
                 f"(e.g. df[['a', 'b']]) or encode them as numbers")
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
-        _check_finite(values, name, [str(c) for c in X.columns])
+        _check_finite(values, name, [str(c) for c in X.columns], allow_nan)
         return X
     if isinstance(X, (list, tuple)) or hasattr(X, "__array__"):
         arr = np.asarray(X)
@@ -60,7 +60,7 @@ def as_array_like(X: Any, name: str = "X") -> Any:
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
         if arr.dtype.kind in "fiub" and arr.ndim == 2:
-            _check_finite(arr, name, None)
+            _check_finite(arr, name, None, allow_nan)
         return arr
     return X
 
@@ -80,7 +80,8 @@ def _tensor_data(X, name: str = "X"):
     return X
 
 
-def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
+def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
+                  allow_nan: bool = False) -> None:
     if arr.dtype.kind != "f" or arr.size == 0:
         return
     # Fast path without an (N, D) boolean temporary (predicting on 1e8 points
@@ -90,17 +91,66 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list]) -> None:
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(arr.sum()):
             return
-    finite = np.isfinite(arr)
+    finite = np.isfinite(arr) | (np.isnan(arr) if allow_nan else False)
+    if allow_nan:
+        check_missing_rows(np.isnan(arr), name)
     if finite.all():
         return
     col = int(np.where(~finite.all(axis=0))[0][0])
     label = f"column {col}" + (f" ({columns[col]!r})" if columns else "")
     bad = arr[:, col][~finite[:, col]]
     if np.isnan(bad).any():
-        raise ValueError(f"{name} contains NaN in {label}: remove or impute missing values "
-                         f"(e.g. df.dropna())")
+        raise ValueError(f"{name} contains NaN in {label} (missing values): fit with "
+                         f"missing='marginalize' to use the observed features of those rows, "
+                         f"or remove or impute them (e.g. df.dropna())")
     raise ValueError(f"{name} contains inf in {label} (value {bad[0]}): remove or clip "
                      f"infinite values")
+
+
+def check_missing_rows(nan, name: str = "X") -> None:
+    """Refuse rows whose every feature is missing (``nan``: (N, D) bool,
+    numpy or torch): they carry no information for a mixture over the
+    features, and a model cannot score or assign them."""
+    empty = nan.all(1) if nan.shape[1] else nan[:, :0].any(1)
+    if bool(empty.any()):
+        rows = [int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
+                                 else empty.nonzero().squeeze(1).cpu())[:5]]
+        raise ValueError(f"{name} has {int(empty.sum())} row(s) with every feature missing "
+                         f"(row(s) {rows}{'...' if int(empty.sum()) > 5 else ''}): drop them, "
+                         f"e.g. df.dropna(how='all')")
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarray]:
+    """``sample_weight`` as a float64 array (n_samples,), or None: one
+    non-negative finite number per row, not all zero."""
+    if sample_weight is None:
+        return None
+    try:
+        import torch
+        if isinstance(sample_weight, torch.Tensor):
+            sample_weight = _tensor_data(sample_weight, "sample_weight").cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        w = np.array(sample_weight, dtype=np.float64)   # a copy: the caller's is never touched
+    except (TypeError, ValueError):
+        raise NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}") from None
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n_samples},): one "
+                         f"weight per row of X")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row {i}: "
+                         f"weights count how often a row was seen (0 drops it)")
+    if not (w > 0).any():
+        raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
+    if not np.isfinite(w.sum()):
+        raise ValueError(f"sample_weight sum overflows float64 (largest {w.max():.3g}): "
+                         f"rescale the weights")
+    return w
 
 
 def _ndim(X: Any) -> int:
@@ -111,16 +161,29 @@ def _ndim(X: Any) -> int:
     return nd if isinstance(nd, int) else np.asarray(X).ndim
 
 
-def check_X(estimator, X: Any, *, reset: bool) -> np.ndarray:
+def allows_missing(estimator) -> bool:
+    """Whether ``estimator`` takes missing values (``missing="marginalize"``);
+    its ``missing`` setting is validated here."""
+    from ._options import MISSING_OPTIONS
+
+    return check_option("missing", getattr(estimator, "missing", "error"),
+                        MISSING_OPTIONS) == "marginalize"
+
+
+def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None) -> np.ndarray:
     """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
-    ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array."""
+    ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array.
+    NaN (missing) entries are kept when the estimator marginalises them."""
     n_expected = getattr(estimator, "n_features_in_", None)
     if not reset and n_expected not in (None, 1) and not _is_series(X) and _ndim(X) == 1:
         raise ValueError(
             f"Expected 2-D input with {n_expected} features, got a 1-D array of {len(X)} "
             f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")
-    X = as_array_like(X)
-    X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+    if allow_nan is None:
+        allow_nan = allows_missing(estimator)
+    X = as_array_like(X, allow_nan=allow_nan)
+    X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1,
+                      ensure_all_finite="allow-nan" if allow_nan else True)
     # Contiguous and writeable: torch takes neither negative strides (X[::-1])
     # nor read-only buffers (pandas 3) without a copy or a warning.
     if not (X.flags.c_contiguous and X.flags.writeable):
@@ -159,13 +222,17 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
         # One reduction on the device: a finite sum proves every value finite.
         with torch.no_grad():
             if not bool(torch.isfinite(torch.sum(X, dtype=torch.float64))):
-                finite = torch.isfinite(X)
+                allow_nan = allows_missing(estimator)
+                finite = torch.isfinite(X) | (torch.isnan(X) if allow_nan else False)
+                if allow_nan:
+                    check_missing_rows(torch.isnan(X))
                 if not bool(finite.all()):
                     col = int((~finite.all(0)).nonzero()[0, 0])
                     bad = X[:, col][~finite[:, col]]
                     if bool(torch.isnan(bad).any()):
-                        raise ValueError(f"X contains NaN in column {col}: remove or impute "
-                                         f"missing values")
+                        raise ValueError(f"X contains NaN in column {col} (missing values): "
+                                         f"fit with missing='marginalize' to use the observed "
+                                         f"features of those rows, or remove or impute them")
                     raise ValueError(f"X contains inf in column {col} (value {float(bad[0])}): "
                                      f"remove or clip infinite values")
     return X

@@ -18,11 +18,12 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, check_overflow, FitProgress,
+from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
-                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
+                      mixture_log_likelihood, negative_log_joint, observed_component_log_prob,
+                      seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -140,6 +141,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         gains 20-30% on an idle one.  The calling thread's previous setting
         is restored afterwards (threads that first use torch during the fit
         may inherit it: torch keeps the count per thread).
+    missing : {"error", "marginalize"}, default "error"
+        NaN entries of X: refused, or missing values marginalised in the
+        fit (conditional expectations in EM, observed coordinates in the
+        Pyro model) and in every prediction, as in :class:`BayesianGMM`.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating-point type of the fit and the predictions (float64 for
+        near-singular class covariances, e.g. more features than points).
 
     Attributes
     ----------
@@ -201,7 +209,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-6,
                  learning_rate: float = 0.01, max_components: int = 10,
                  discriminative_steps: int = 0, device: DeviceLike = "auto", random_state=None,
-                 progress: bool = False, n_threads: Optional[int] = None):
+                 progress: bool = False, n_threads: Optional[int] = None,
+                 missing: Literal["error", "marginalize"] = "error",
+                 dtype: Literal["float32", "float64"] = "float32"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -218,6 +228,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
         self.n_threads = n_threads
+        self.missing = missing
+        self.dtype = dtype
 
     # ------------------------------------------------------------ checks
     def _check_params(self):
@@ -227,7 +239,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         V.check_option("init", self.init, INIT_OPTIONS)
         return s, max_components, steps
 
-    def _check_y(self, X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+    def _check_y(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Classes and encoded labels of the rows ``keep`` (those of positive
+        sample weight; None: all)."""
         if y is None:
             raise ValueError("GMMClassifier requires y to be passed, but the target y is None: "
                              "call fit(X, y) with one label per row of X")
@@ -235,6 +250,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             y = y.detach().cpu().numpy()
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
+        if keep is not None:
+            y = y[keep]
         check_classification_targets(y)
         enc = LabelEncoder().fit(y)
         classes = enc.classes_
@@ -298,45 +315,59 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         return arr / arr.sum()
 
     # --------------------------------------------------------------- fit
-    def fit(self, X, y) -> "GMMClassifier":
+    def fit(self, X, y, sample_weight=None) -> "GMMClassifier":
         """Fit one mixture per class, all classes at once.
 
         Parameters
         ----------
         X : array-like, DataFrame or tensor of shape (n_samples, n_features)
+            With ``missing="marginalize"``, NaN entries are missing values.
         y : array-like of shape (n_samples,)
             Labels of any kind (ints, strings, non-contiguous values).
+        sample_weight : array-like of shape (n_samples,), optional
+            How many times each row counts, in every stage (the class
+            mixtures' statistics and seeding, the standardisation and
+            priors, the empirical class prior, BIC for "auto" and the
+            fine-tuning's cross-entropy): integer weights give the fit of
+            the rows repeated, weight 0 that of the rows removed (frequency
+            weights: their total is the data's size against the priors).
 
         Returns
         -------
         self
         """
-        return self._fit_wrapper(X, y)
+        return self._fit_wrapper(X, y, sample_weight)
 
-    def _fit(self, X, y) -> "GMMClassifier":
+    def _fit(self, X, y, sample_weight=None) -> "GMMClassifier":
         X = V.check_X(self, X, reset=True)
-        classes, yi = self._check_y(X, y)
         s, max_components, disc_steps = self._check_params()
         device = s.device
-        C, D = classes.size, X.shape[1]
+        D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)
+        data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype)
+        # Labels of the rows kept (rows of weight 0 leave, with their labels).
+        classes, yi = self._check_y(X, y, data.keep)
+        X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
+        C = classes.size
         counts = np.bincount(yi, minlength=C)
+        # The classes' sizes: their total weight (rows when unweighted).
+        mass = counts.astype(np.float64) if data.weight is None else \
+            np.bincount(yi, weights=data.weight, minlength=C)
         ks = self._resolve_components(classes, counts)
-        class_prior = self._class_prior(counts, classes)
+        class_prior = self._class_prior(mass, classes)
         auto = ks is None
         # "auto" tries K = 1..max_components, but per class only the K whose
         # mixture has fewer free parameters than the class has points: more
         # cannot be estimated, and each tried K costs a batch of mixtures.
         cap = np.array([max([1] + [k for k in range(1, max_components + 1)
-                                   if family.mixture_parameters(k, D) < n]) for n in counts])
+                                   if family.mixture_parameters(k, D) < min(n, m)])
+                        for n, m in zip(counts, mass)])
         k_max = int(cap.max()) if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \
                 and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
             raise ValueError(
                 "Priors.weight_concentration is an array but the classes have different numbers "
                 "of components: give a scalar concentration (the same for every component)")
-        std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic)
-        check_overflow(std, X, family, moments)
         # Resolved once with k_max (validates the user's priors); the
         # k-component prior is the first k entries of the (scalar) concentration.
         base = resolve_priors(self.priors, family, k_max, moments)
@@ -344,9 +375,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         def prior_for(k: int) -> Priors:
             return replace(base, weight_concentration=base.weight_concentration[:k])
 
-        pt = std.priors(base, device)
+        pt = std.priors(base, device, s.dtype)
         yt = torch.as_tensor(yi, dtype=torch.long, device=device)
-        groups = Groups.from_labels(Xt, yt, C)
+        groups = Groups.from_labels(Xt, yt, C, data.wt)
         R = s.n_init
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
@@ -359,7 +390,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
-        centres = seed_centres([Xt[yt == c] for c in range(C)], k_max, R, self.init, seeds[:R])
+        centres = seed_centres([Xt[yt == c] for c in range(C)], k_max, R, self.init, seeds[:R],
+                               None if data.wt is None else [data.wt[yt == c] for c in range(C)])
         centres = torch.as_tensor(centres, dtype=Xt.dtype, device=device)
         if auto:
             centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
@@ -385,7 +417,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 flat = params.map(lambda t: t.reshape((B * C,) + t.shape[2:]))
                 final = negative_log_joint(groups, flat, cls.repeat(B), pt, family,
                                            mask.reshape(B * C, k_max)).reshape(B, C)
-            params, mask_c, bic, idx = self._select(params, final, mask, pt, family, counts,
+            params, mask_c, bic, idx = self._select(params, final, mask, pt, family, mass,
                                                     cap, max_components if auto else 0, R, D)
             if s.em_max_iter > 0:
                 # Converged: each class's kept variant stopped before the
@@ -432,7 +464,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 batch = max(1, _predict.CHUNK_ELEMENTS // (4 * C * k_max * D))
                 tuned, disc_losses = discriminative_fit(
                     Xt, yt, params, mask_c, family, log_cp, disc_steps, s.learning_rate, batch,
-                    gen, callback)
+                    gen, callback, data.wt)
                 # The stage couples the classes (a softmax over them): one
                 # non-finite class makes the whole stage fall back.
                 diverged = not bool(torch.isfinite(disc_losses).all())
@@ -449,7 +481,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)
         w, m, c = std.params_from_std(params, family)
         real = mask_c.cpu().numpy()
-        offset = np.array([std.loss_offset(int(counts[i]), int(k), family)
+        observed = [None] * C
+        if data.observed_mass is not None:
+            w_rows = np.ones(len(yi)) if data.weight is None else data.weight
+            obs_w = ~np.isnan(X) * w_rows[:, None]
+            observed = [obs_w[yi == c].sum(0) for c in range(C)]
+        offset = np.array([data.loss_offset(int(k), family, mass=float(mass[i]),
+                                            observed=observed[i])
                            for i, k in enumerate(k_sel_np)])
         self.classes_ = classes
         self.n_components_ = k_sel_np
@@ -543,6 +581,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         tensor when the classes are numbers, else a numpy array of labels)."""
         check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
         X, out_device = _predict.check_input(self, X)
+        allow_missing = V.allows_missing(self)
         device = _predict.model_device(self)
         family, std, params, offset = self._model_frame(device)
         C, K = self.weights_.shape
@@ -561,17 +600,24 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             out = torch.empty(n, dtype=classes.dtype, device=out_device)
         else:
             out = np.empty(n, dtype=classes.dtype)
-        key = ("class_scores", type(family).__name__, family.name, C, K, D)
+        key = ("class_scores", type(family).__name__, family.name, C, K, D, params.weights.dtype)
         # The precision factors (a Cholesky for full/tied) once, outside the
         # per-block kernel, which torch.compile then traces without a break.
         args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
         far = _predict.FarPoints(params, family, std)
         with torch.no_grad():
-            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
-                j = _predict.run_kernel(kernel, key, z, args, eager_rows).double()
+            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
+                                                params.weights.dtype):
+                zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
+                j = _predict.run_kernel(kernel, key, zc, args, eager_rows).double()
+                if miss is not None:     # rows with missing features: their observed ones
+                    j[miss] = torch.logsumexp(observed_component_log_prob(z[miss], params, family),
+                                              -2).t().double()
                 # j + lead are the class scores (lead is 0 but for far points).
-                lead = far.patch(z, raw, j, per_class=True)
+                lead = far.patch(zc, raw, j, per_class=True, exclude=miss)
+                if miss is not None:
+                    lead[miss] += corr
                 j = j + add
                 if kind in ("class_ll", "joint"):
                     j = j + lead.unsqueeze(-1)

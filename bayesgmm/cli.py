@@ -2,7 +2,10 @@
 
 ``bayesgmm demo`` fits the Pyro iris study (K=2 on ``petal_length``) on the
 shipped data; ``bayesgmm fit FILE.csv`` fits any CSV (its separator detected,
-or given with ``--sep``).  Errors in the user's input or output folder end
+or given with ``--sep``), with ``--weights COLUMN`` for per-row frequency
+weights and ``--missing marginalize`` for empty cells (missing values handled
+inside the model); ``bayesgmm predict MODEL FILE.csv`` assigns new rows with a
+model saved by ``fit --save``.  Errors in the user's input or output folder end
 with a one-line message and exit code 2; a closed stdout (``| head``) ends the
 run quietly.
 """
@@ -23,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ._options import COVARIANCE_TYPES
+from ._options import COVARIANCE_TYPES, MISSING_OPTIONS as _MISSING
 
 
 class CLIError(Exception):
@@ -36,6 +39,8 @@ _LABEL_NAMES = {"target", "label", "labels", "class", "species"}
 # Separators tried when the file's is not given, in order of preference.
 _SEPARATORS = ",\t;|"
 _DEMO_FILES = ("loss.png", "clusters.png", "params.json")
+# The estimators' ``missing`` options (checked by _validation.allows_missing);
+# here rather than imported from there so that --help does not load torch.
 _FIT_FILES = ("assignments.csv", "params.json")
 
 
@@ -110,9 +115,20 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
                           "(default: %(default)s)")
+    fit.add_argument("--weights", metavar="COLUMN",
+                     help="column holding each row's weight, how many times the row counts "
+                          "(numbers >= 0, not all 0; 0 leaves the row out of the fit, though it "
+                          "is still assigned); not a feature: left out of the default columns")
+    fit.add_argument("--missing", choices=_MISSING, default="error",
+                     help="empty cells (NaN) in the chosen columns: 'error' refuses them, "
+                          "'marginalize' fits and assigns each such row from its other columns "
+                          "(missing values handled inside the model, not filled in); the saved "
+                          "model keeps the setting (default: %(default)s)")
     fit.add_argument("--dropna", action="store_true",
-                     help="fit on the rows without missing values in the chosen columns (the "
-                          "other rows get empty cluster columns); default: refuse missing values")
+                     help="fit on the rows without missing values in the chosen columns, nor an "
+                          "empty --weights value (the other rows get empty cluster columns); "
+                          "with --missing marginalize only the rows with every chosen column "
+                          "empty are left out; default: refuse such rows")
     fit.add_argument("--save", metavar="MODEL",
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
     common(fit, "bayesgmm-out")
@@ -129,8 +145,13 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="field separator (default: detected, as for fit)")
     pred.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
                       help="decimal mark of the numbers in the file (default: %(default)s)")
+    pred.add_argument("--missing", choices=_MISSING,
+                      help="empty cells (NaN) in the model's columns: 'marginalize' assigns "
+                           "such rows from their other columns, 'error' refuses them "
+                           "(default: the setting of 'fit --missing' the model was saved with)")
     pred.add_argument("--dropna", action="store_true",
-                      help="leave rows with missing values unassigned instead of refusing them")
+                      help="leave rows with missing values unassigned instead of refusing them "
+                           "(with --missing marginalize: the rows with every column empty)")
     pred.add_argument("--out", default="bayesgmm-out", metavar="DIR",
                       help="output folder, created if missing (default: %(default)s)")
     return parser
@@ -179,7 +200,7 @@ def _make_estimator(args):
     from .mixture import BayesianGMM
     return BayesianGMM(n_components=args.n_components, covariance_type=args.covariance_type,
                        n_init=args.n_init, device=args.device, random_state=args.seed,
-                       progress=args.progress)
+                       progress=args.progress, missing=getattr(args, "missing", "error"))
 
 
 def _reason(exc: OSError) -> str:
@@ -422,30 +443,42 @@ def _decimal_comma_example(s) -> Optional[str]:
     return values[comma].iloc[0]
 
 
-def _select_columns(df, args, sep: str) -> list:
-    """The columns to fit (``--columns`` or every numeric one), checked here so
-    that errors name the CLI's options, not the library's: each named once,
-    present, numbers (decimal commas named as such) and finite."""
+def _not_in_file_hint(df, sep: str) -> str:
+    if df.shape[1] == 1:
+        return (f" (the file was read as one column with separator {sep!r}; "
+                f"give its separator with --sep)")
+    return ""
+
+
+def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
+    """The columns to fit (``--columns`` or every numeric one but the
+    ``--weights`` column), checked here so that errors name the CLI's
+    options, not the library's: each named once, present, numbers (decimal
+    commas named as such) and finite (NaN too unless ``allow_nan``)."""
     path = args.file
-    numeric = [str(c) for c in df.columns if _is_number_column(df[c])]
+    weights = getattr(args, "weights", None)
+    if weights is not None and weights not in df.columns:
+        raise CLIError(f"--weights column {weights!r} not in {path!r}; available: "
+                       f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}")
+    numeric = [str(c) for c in df.columns if _is_number_column(df[c]) and c != weights]
     if args.columns:
         twice = sorted({c for c in args.columns if args.columns.count(c) > 1})
         if twice:
             raise CLIError(f"--columns names {twice} more than once: give each column once")
         missing = [c for c in args.columns if c not in df.columns]
         if missing:
-            hint = ""
-            if df.shape[1] == 1:
-                hint = (f" (the file was read as one column with separator {sep!r}; "
-                        f"give its separator with --sep)")
             raise CLIError(f"column(s) {missing} not in {path!r}; available: "
-                           f"{list(map(str, df.columns))}{hint}")
+                           f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}")
+        if weights in args.columns:
+            raise CLIError(f"--weights column {weights!r} is also named in --columns: the "
+                           f"weights are not a feature; leave it out of --columns")
         columns = list(args.columns)
-        candidates = columns
+        candidates = columns + ([weights] if weights is not None else [])
     else:
         # A numeric column named like a label (scikit-learn's datasets call
         # it "target") is an answer, not a feature: clustering on it would
-        # put the answer into the clusters.  Left out, and said.
+        # put the answer into the clusters.  Left out, and said.  The
+        # --weights column is left out silently: the user named it.
         labels = [c for c in numeric if c.strip().lower() in _LABEL_NAMES]
         columns = [c for c in numeric if c not in labels]
         if labels and columns:
@@ -470,16 +503,66 @@ def _select_columns(df, args, sep: str) -> list:
         raise CLIError(f"non-numeric column(s) {bad} in {path!r}{example}: choose numeric "
                        f"columns with --columns (numeric here: {numeric})")
     if not columns:
-        raise CLIError(f"{path!r} has no numeric columns; name them with --columns")
+        besides = " besides the --weights column" if weights is not None else ""
+        raise CLIError(f"{path!r} has no numeric columns{besides}; name them with --columns")
     values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values) | (np.isnan(values) if getattr(args, "dropna", False) else False)
+    finite = np.isfinite(values) | (np.isnan(values) if allow_nan else False)
     if not finite.all():
         j = int(np.flatnonzero(~finite.all(axis=0))[0])
         i = int(np.flatnonzero(~finite[:, j])[0])
-        kind = "NaN" if np.isnan(values[i, j]) else "inf"
-        raise CLIError(f"{path!r} contains {kind} in column {j} ({columns[j]!r}), data row "
-                       f"{i + 1}: remove such rows, fill in the values, or pass --dropna")
+        if np.isnan(values[i, j]):
+            raise CLIError(f"{path!r} contains NaN in column {j} ({columns[j]!r}), data row "
+                           f"{i + 1}: pass --missing marginalize to use such rows' other "
+                           f"columns, or --dropna to leave them out (or fill in the values)")
+        raise CLIError(f"{path!r} contains inf in column {j} ({columns[j]!r}), data row "
+                       f"{i + 1}: remove such rows or replace the value")
     return columns
+
+
+def _data_rows(index: np.ndarray) -> str:
+    """Rows named as the messages do (1-based data rows, header not counted),
+    the first five of them."""
+    rows = [int(i) + 1 for i in index[:5]]
+    return f"{rows}{'...' if len(index) > 5 else ''}"
+
+
+def _read_weights(df, args) -> Optional[np.ndarray]:
+    """The ``--weights`` column as float64 (NaN where empty), or None; its
+    values are checked by :func:`_check_weights` on the rows used."""
+    name = args.weights
+    if name is None:
+        return None
+    s = df[name]
+    if not _is_number_column(s):
+        text = s.dropna()
+        example = f" ({text.iloc[0]!r})" if len(text) else ""
+        hint = " (add --decimal , for decimal commas)" if (
+            args.decimal != "," and _decimal_comma_example(s) is not None) else ""
+        raise CLIError(f"--weights column {name!r} of {args.file!r} is not numeric{example}: "
+                       f"it needs one number >= 0 per row{hint}")
+    return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_weights(weight: np.ndarray, keep: np.ndarray, args) -> np.ndarray:
+    """The weights of the rows used, checked so that the error names the
+    column and the data row: finite, >= 0, not all 0 (the library's own
+    checks, in the CLI's words).  Empty ones are refused (or their rows
+    left out by ``--dropna``) in :func:`_rows_to_use`."""
+    name, path = args.weights, args.file
+    w = weight[keep]
+    bad = np.isinf(weight) | (weight < 0)
+    bad &= keep
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = "inf" if np.isinf(weight[i]) and weight[i] > 0 else f"{weight[i]:g}"
+        raise CLIError(f"--weights column {name!r} of {path!r} holds {value} in data row "
+                       f"{i + 1}: weights count how often a row was seen, finite numbers >= 0 "
+                       f"(0 leaves the row out of the fit)")
+    if not (w > 0).any():
+        rows = "every row" if keep.all() else "every row used"
+        raise CLIError(f"--weights column {name!r} of {path!r} is 0 in {rows}: at least one "
+                       f"row needs a positive weight")
+    return w
 
 
 def _added_names(df, n_components: int) -> list:
@@ -494,16 +577,53 @@ def _added_names(df, n_components: int) -> list:
             return names
 
 
-def _rows_to_use(df, columns: Sequence[str], args):
-    """Mask of the rows to fit or assign: all of them, or with ``--dropna``
-    those without missing values in ``columns`` (said on stderr)."""
-    keep = df[list(columns)].notna().all(axis=1).to_numpy()
+def _rows_to_use(df, columns: Sequence[str], args, marginalize: bool,
+                 weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """Mask of the rows to fit or assign.  A row is unusable when it has a
+    missing value in ``columns`` (with ``marginalize``: when every one of
+    them is missing, as nothing is left to assign it by) or an empty
+    ``--weights`` value; ``--dropna`` leaves such rows out (said on stderr),
+    otherwise they are refused.  (Without ``marginalize`` and ``--dropna``,
+    :func:`_select_columns` has refused missing features already.)"""
+    path = args.file
+    nan = df[list(columns)].isna().to_numpy()
+    unusable = nan.all(axis=1) if marginalize else nan.any(axis=1)
+    no_weight = np.isnan(weight) if weight is not None else np.zeros(len(df), dtype=bool)
+    if not args.dropna:
+        if unusable.any():
+            rows = np.flatnonzero(unusable)
+            raise CLIError(f"{path!r} has {len(rows)} row(s) with every chosen column empty "
+                           f"(data row(s) {_data_rows(rows)}): there is nothing to assign them "
+                           f"by; remove them or pass --dropna to leave them out")
+        if no_weight.any():
+            rows = np.flatnonzero(no_weight)
+            raise CLIError(f"--weights column {args.weights!r} of {path!r} is empty in "
+                           f"{len(rows)} row(s) (data row(s) {_data_rows(rows)}): give every "
+                           f"row a weight, or pass --dropna to leave such rows out")
+    keep = ~(unusable | no_weight)
     if not keep.all():
         if not keep.any():
-            raise CLIError(f"every row of {args.file!r} has a missing value in {list(columns)}")
+            what = (f"all of {list(columns)} empty" if marginalize
+                    else f"a missing value in {list(columns)}")
+            weights = " or an empty --weights value" if no_weight.any() else ""
+            raise CLIError(f"every row of {path!r} has {what}{weights}: nothing is left to fit")
+        reason = "every chosen column empty" if marginalize else "missing values"
+        if no_weight.any():
+            reason += " or an empty --weights value"
         print(f"bayesgmm: note: --dropna left out {int((~keep).sum())} of {len(keep)} rows with "
-              f"missing values", file=sys.stderr)
+              f"{reason}", file=sys.stderr)
     return keep
+
+
+def _check_observed(df, columns: Sequence[str], rows: np.ndarray, path: str) -> None:
+    """With missing values marginalised, every column needs a value in the
+    rows fitted (``rows``: a mask; a feature never seen cannot be modelled);
+    named here, as the library can only give its index."""
+    seen = df[list(columns)].notna().to_numpy()[rows].any(axis=0)
+    never = [c for c, s in zip(columns, seen) if not s]
+    if never:
+        raise CLIError(f"column(s) {never} of {path!r} have no value in the rows fitted: "
+                       f"leave them out with --columns")
 
 
 def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> None:
@@ -542,12 +662,22 @@ def _check_model_path(path: str) -> None:
 
 def _fit(args) -> int:
     df, sep = _read_csv(args.file, args.sep, args.decimal)
-    columns = _select_columns(df, args, sep)
-    keep = _rows_to_use(df, columns, args)
+    marginalize = args.missing == "marginalize"
+    columns = _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
+    weight = _read_weights(df, args)
+    keep = _rows_to_use(df, columns, args, marginalize, weight)
+    w = None if weight is None else _check_weights(weight, keep, args)
+    if marginalize:
+        fitted = keep.copy()
+        if w is not None:
+            fitted[keep] = w > 0   # weight 0: left out of the fit
+        _check_observed(df, columns, fitted, args.file)
     out = _prepare_out(args.out, _FIT_FILES)
     if args.save:
         _check_model_path(args.save)
-    gmm = _make_estimator(args).fit(df.loc[keep, columns])
+    # Every kept row is predicted below, weight 0 included: such rows are
+    # left out of the fit only.
+    gmm = _make_estimator(args).fit(df.loc[keep, columns], sample_weight=w)
     _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
     _write_params(gmm, columns, out / "params.json")
     if args.save:
@@ -555,9 +685,16 @@ def _fit(args) -> int:
             gmm.save(args.save)
         except OSError as exc:
             raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
+    extra = []
+    if w is not None:
+        extra.append(f"total weight {w.sum():g}")
+    if marginalize:
+        extra.append(f"{int(df.loc[keep, columns].isna().any(axis=1).sum())} rows with "
+                     f"missing values marginalised")
+    extra = f" ({', '.join(extra)})" if extra else ""
     print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on "
-          f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}; loss {gmm.loss_:.4f}, "
-          f"converged {gmm.converged_}")
+          f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}{extra}; "
+          f"loss {gmm.loss_:.4f}, converged {gmm.converged_}")
     print(_format_params(gmm, columns))
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
@@ -574,10 +711,13 @@ def _predict(args) -> int:
     if not columns:
         raise CLIError(f"{args.model!r} was fitted without column names; 'bayesgmm predict' "
                        f"needs a model saved by 'bayesgmm fit --save'")
+    if args.missing is not None:
+        model.missing = args.missing   # checked by the model when it predicts
+    marginalize = getattr(model, "missing", "error") == "marginalize"
     df, sep = _read_csv(args.file, args.sep, args.decimal)
     args.columns = columns
-    _select_columns(df, args, sep)
-    keep = _rows_to_use(df, columns, args)
+    _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
+    keep = _rows_to_use(df, columns, args, marginalize)
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "

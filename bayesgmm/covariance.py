@@ -108,6 +108,35 @@ def _chol(M: torch.Tensor) -> torch.Tensor:
     return torch.where(bad, torch.full_like(L, math.nan), L) if bool(bad.any()) else L
 
 
+def observed_gaussian(cov: torch.Tensor, observed: torch.Tensor):
+    """The Gaussian N(mu, Sigma) seen through a missingness pattern: for
+    covariances ``cov`` (..., D, D) and ``observed`` (..., D) bool
+    (broadcast against each other), returns
+
+    * ``A`` (..., D, D): Sigma_oo^-1 embedded in the observed rows and
+      columns, zero elsewhere, so that d^T A d is the Mahalanobis form of
+      the observed coordinates of any difference d;
+    * ``half_logdet`` (...): 0.5 log |Sigma_oo|;
+    * ``n_obs`` (...): the number of observed coordinates.
+
+    From these, log N(x_o | mu_o, Sigma_oo) = -(n_obs log 2 pi + 2
+    half_logdet + d^T A d) / 2; the conditional mean of the missing
+    coordinates is mu + Sigma A d (exact on the observed ones too: there it
+    returns x), and their conditional covariance Sigma - Sigma A Sigma
+    (zero on the observed rows and columns).  One Cholesky factor per
+    pattern of the embedded matrix P Sigma P + (I - P), P the projector on
+    the observed coordinates: its determinant is |Sigma_oo| and its inverse
+    is Sigma_oo^-1 on the observed block, the identity elsewhere."""
+    o = observed.to(cov.dtype)
+    oo = o.unsqueeze(-1) * o.unsqueeze(-2)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    M = cov * oo + eye * (1 - o).unsqueeze(-1)
+    L = _chol(M)
+    A = torch.cholesky_inverse(L) * oo
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return A, half_logdet, o.sum(-1)
+
+
 # ----------------------------------------------------------------------------
 # The protocol
 # ----------------------------------------------------------------------------
@@ -234,6 +263,11 @@ class Covariance:
 
     def covariances(self, value: torch.Tensor) -> torch.Tensor:
         """scikit-learn's ``covariances_`` from the value."""
+        raise NotImplementedError
+
+    def dense(self, value: torch.Tensor, K: int) -> torch.Tensor:
+        """Covariance matrices (..., K, D, D) from the value, as tensors (the
+        marginals and conditionals of points with missing features)."""
         raise NotImplementedError
 
     def from_covariances(self, cov: torch.Tensor) -> torch.Tensor:
@@ -378,6 +412,9 @@ class Diagonal(Covariance):
     def covariances(self, value):
         return value * value
 
+    def dense(self, value, K):
+        return torch.diag_embed(value * value)
+
     def from_covariances(self, cov):
         return torch.sqrt(cov)
 
@@ -438,6 +475,10 @@ class Spherical(Diagonal):
 
     def log_jacobian(self, log_scale, K):
         return float(K * log_scale[0])
+
+    def dense(self, value, K):
+        eye = torch.eye(self._D, dtype=value.dtype, device=value.device)
+        return (value * value)[..., None, None] * eye
 
     def marginal_scales(self, cov, K, D):
         return np.repeat(np.sqrt(cov)[:, None], D, axis=1)
@@ -516,6 +557,11 @@ class Full(Covariance):
     def covariances(self, value):
         return _symmetrize(torch.cholesky_inverse(_chol(value)))
 
+    def dense(self, value, K):
+        cov = self.covariances(value)
+        return cov if self.per_component else cov.unsqueeze(-3).expand(
+            cov.shape[:-2] + (K,) + cov.shape[-2:])
+
     def from_covariances(self, cov):
         return _symmetrize(torch.cholesky_inverse(_chol(cov)))
 
@@ -571,6 +617,9 @@ class _FullOneFeature(Diagonal):
         return (K, D, D)
 
     def covariances(self, value):
+        return torch.diag_embed(value * value)
+
+    def dense(self, value, K):
         return torch.diag_embed(value * value)
 
     def from_covariances(self, cov):

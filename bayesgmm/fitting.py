@@ -33,12 +33,12 @@ import numpy as np
 import torch
 import pyro
 from pyro import poutine
-from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.distributions import constraints, transform_to
 
-from .covariance import Covariance
+from .covariance import Covariance, observed_gaussian
 from .models import (class_gmm_model, class_global_sites, global_sites, gmm_model,
                      masked_dirichlet_log_prob)
 from .priors import MixtureParams, PriorTensors
@@ -73,21 +73,41 @@ class Groups:
     stored features first: ``XT`` (G, D, n) contiguous (every per-feature
     operation of the E-step then runs over contiguous rows of points; with
     points first, strided inputs made each EM step 2-3x slower on CPU),
-    ``valid`` (G, n) (None when no group is padded) and ``counts`` (G,)."""
+    ``weight`` (G, n): each point's weight (``sample_weight``; 0 on padded
+    rows), None when every point counts once and no group is padded;
+    ``counts`` (G,): rows per group; ``observed`` (G, D, n) bool: which
+    entries are observed (missing ones are stored as 0), None when all are.
+    ``mass`` (G,) is the total weight of each group, the N of the
+    tolerances."""
 
     XT: torch.Tensor
-    valid: Optional[torch.Tensor]
+    weight: Optional[torch.Tensor]
     counts: torch.Tensor
+    observed: Optional[torch.Tensor] = None
+
+    @property
+    def mass(self) -> torch.Tensor:
+        if self.weight is None:
+            return self.counts.to(self.XT.dtype)
+        return self.weight.sum(-1)
 
     @classmethod
-    def single(cls, X: torch.Tensor) -> "Groups":
-        """All points X (n, D) as one group (a plain mixture)."""
-        return cls(X.t().contiguous().unsqueeze(0), None,
-                   torch.tensor([X.shape[0]], device=X.device))
+    def single(cls, X: torch.Tensor, weight: Optional[torch.Tensor] = None) -> "Groups":
+        """All points X (n, D) as one group (a plain mixture); NaN entries
+        are missing."""
+        observed = None
+        if bool(torch.isnan(X).any()):
+            observed = ~torch.isnan(X)
+            X = torch.where(observed, X, torch.zeros((), dtype=X.dtype, device=X.device))
+            observed = observed.t().contiguous().unsqueeze(0)
+        return cls(X.t().contiguous().unsqueeze(0), None if weight is None else weight[None],
+                   torch.tensor([X.shape[0]], device=X.device), observed)
 
     @classmethod
-    def from_labels(cls, X: torch.Tensor, labels: torch.Tensor, n_groups: int) -> "Groups":
-        """Points laid out per label (stable order), padded with zeros."""
+    def from_labels(cls, X: torch.Tensor, labels: torch.Tensor, n_groups: int,
+                    weight: Optional[torch.Tensor] = None) -> "Groups":
+        """Points laid out per label (stable order), padded with zeros (of
+        weight 0); NaN entries are missing."""
         counts = torch.bincount(labels, minlength=n_groups)
         n_max = int(counts.max())
         order = torch.argsort(labels, stable=True)
@@ -95,29 +115,40 @@ class Groups:
         pos = torch.arange(n_max, device=X.device)
         valid = pos.unsqueeze(0) < counts.unsqueeze(1)                       # (G, n)
         idx = order[(starts.unsqueeze(1) + pos).clamp_max(X.shape[0] - 1)]
-        Xg = torch.where(valid.unsqueeze(-1), X[idx], torch.zeros((), dtype=X.dtype,
-                                                                    device=X.device))
-        return cls(Xg.transpose(1, 2).contiguous(), valid, counts)
+        zero = torch.zeros((), dtype=X.dtype, device=X.device)
+        Xg = torch.where(valid.unsqueeze(-1), X[idx], zero)
+        w = valid.to(X.dtype) if weight is None else torch.where(valid, weight[idx], zero)
+        observed = None
+        if bool(torch.isnan(Xg).any()):
+            observed = ~torch.isnan(Xg)
+            Xg = torch.where(observed, Xg, zero)
+            observed = observed.transpose(1, 2).contiguous()
+        return cls(Xg.transpose(1, 2).contiguous(), w, counts, observed)
 
     def rows(self, P: int, K: int) -> int:
         """Rows per block for P pairs of K components (larger blocks on a
-        GPU, where each block costs kernel launches, not cache)."""
+        GPU, where each block costs kernel launches, not cache; smaller with
+        missing entries, whose terms are (D, D) per point)."""
         budget = BLOCK_ELEMENTS if self.XT.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
-        return max(1, budget // (P * K * self.XT.shape[1]))
+        D = self.XT.shape[1]
+        return max(1, budget // (P * K * D * (D if self.observed is not None else 1)))
 
     def blocks(self, gidx: torch.Tensor, rows: int):
-        """(block of points (P, D, rows), valid block (P, rows) or None) for
-        the pairs' groups ``gidx`` (P,).  A single group is yielded once,
-        (1, D, rows), for every pair to broadcast against (no copy per pair)."""
+        """(block of points (P, D, rows), weights (P, rows) or None, observed
+        (P, D, rows) or None) for the pairs' groups ``gidx`` (P,).  A single
+        group is yielded once, (1, D, rows), for every pair to broadcast
+        against (no copy per pair)."""
         G, D, n = self.XT.shape
+        pick = (lambda t, a: t[..., a:a + rows]) if G == 1 else (lambda t, a: t[gidx, ..., a:a + rows])
         for a in range(0, n, rows):
-            if G == 1:
-                x = self.XT[:, :, a:a + rows]
-                v = None if self.valid is None else self.valid[:, a:a + rows]
-            else:
-                x = self.XT[gidx, :, a:a + rows]
-                v = None if self.valid is None else self.valid[gidx, a:a + rows]
-            yield x, v
+            yield (pick(self.XT, a), None if self.weight is None else pick(self.weight, a),
+                   None if self.observed is None else pick(self.observed, a))
+
+    def subset(self, index: torch.Tensor) -> "Groups":
+        """A single group's rows ``index`` (restart screening)."""
+        return Groups(self.XT[..., index], None if self.weight is None else self.weight[..., index],
+                      torch.tensor([index.shape[0]], device=self.XT.device),
+                      None if self.observed is None else self.observed[..., index])
 
 
 # ----------------------------------------------------------------------------
@@ -157,6 +188,22 @@ def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covar
     batch shape (C,) -> (n, C).  The one log-probability primitive behind
     the predictions of both estimators (a plain mixture is C = 1)."""
     return torch.logsumexp(component_log_prob(X, params, family, factor), -2).transpose(-1, -2)
+
+
+def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
+                                family: Covariance) -> torch.Tensor:
+    """log w_k + log N(x_o | mu_k,o, Sigma_k,oo) for points X (n, D) with
+    missing entries (NaN): each point scored on its observed features (the
+    marginal Gaussian), shape (..., K, n) for params of batch shape (...)
+    (() or (C,)).  The rule of every prediction for rows with missing
+    values (``missing="marginalize"``)."""
+    single = params.weights.dim() == 1
+    p = params.map(lambda t: t[None]) if single else params
+    observed = ~torch.isnan(X)
+    x = torch.where(observed, X, torch.zeros((), dtype=X.dtype, device=X.device))
+    logn = observed_terms(x.t()[None], observed.t()[None], p, family, need_moments=False)[0]
+    out = torch.log(p.weights).unsqueeze(-1) + logn
+    return out[0] if single else out
 
 
 def far_component_log_prob(U: torch.Tensor, log_s: torch.Tensor, params: MixtureParams,
@@ -251,12 +298,12 @@ class Stats:
                      self.S2 + other.S2, self.ref)
 
 
-def _softmax_stats(logp: torch.Tensor, valid: Optional[torch.Tensor], dim: int):
+def _softmax_stats(logp: torch.Tensor, weight: Optional[torch.Tensor], dim: int):
     """log-sum-exp of ``logp`` over ``dim`` and the responsibilities (in
     ``logp``'s memory), with the exponents clamped on CPU: exp(x) for x in
     about (-103, -87) is a float32 denormal, which x86 CPUs compute ~10x
     slower; exp(-80) ~ 2e-35 is zero next to the largest term (exactly 1).
-    ``valid`` (points) zeroes padded rows of both."""
+    ``weight`` (points) scales both (0 on padded rows)."""
     top = logp.amax(dim, keepdim=True)
     e = logp.sub_(top)
     if e.device.type == "cpu":   # GPUs compute denormals at full speed
@@ -265,35 +312,102 @@ def _softmax_stats(logp: torch.Tensor, valid: Optional[torch.Tensor], dim: int):
     total = e.sum(dim, keepdim=True)
     lse = (top + torch.log(total)).squeeze(dim)
     r = e.div_(total)
-    if valid is not None:
-        lse = torch.where(valid, lse, torch.zeros_like(lse))
-        r = r * valid.unsqueeze(dim).to(r.dtype)
+    if weight is not None:
+        lse = torch.where(weight > 0, lse * weight, torch.zeros_like(lse))
+        r = r * weight.unsqueeze(dim)
     return lse, r
 
 
-def block_stats(x: torch.Tensor, valid: Optional[torch.Tensor], params: MixtureParams,
+def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParams,
+                   family: Covariance, need_moments: bool = True):
+    """Log densities of points with missing entries under P mixtures, by
+    their observed coordinates only (the marginal Gaussian), and what the
+    E-step needs of the missing ones.
+
+    ``x`` (P or 1, D, n) with missing entries 0, ``observed`` likewise bool.
+    The terms of :func:`~bayesgmm.covariance.observed_gaussian` are formed
+    once per missingness pattern present (at most min(n, 2^D)) and gathered
+    per point.  Returns ``logn`` (P, K, n); and with ``need_moments``
+    ``y`` (P, K, D, n), the conditional expectation of x - mu_k given the
+    observed coordinates (the difference itself where observed), the
+    conditional covariances per pattern ``C`` (P, T, K, D, D) and each
+    point's pattern (P or 1, n)."""
+    P, K, D = params.means.shape
+    n = x.shape[-1]
+    # Missingness patterns of the block: a code per point, made unique.
+    bits = (observed.to(torch.int64) << torch.arange(D, device=x.device).unsqueeze(-1)).sum(-2) \
+        if D < 63 else None
+    if bits is None:
+        uniq, inv = torch.unique(observed.transpose(-1, -2).reshape(-1, D), dim=0,
+                                 return_inverse=True)
+    else:
+        codes, inv = torch.unique(bits.reshape(-1), return_inverse=True)
+        uniq = ((codes.unsqueeze(-1) >> torch.arange(D, device=x.device)) & 1).bool()
+    inv = inv.reshape(observed.shape[0], n)                                  # (P or 1, n)
+    Sigma = family.dense(params.cov, K)                                      # (P, K, D, D)
+    A, hld, n_obs = observed_gaussian(Sigma.unsqueeze(1), uniq[None, :, None, :])  # (P, T, K, ...)
+    diff = torch.where(observed.unsqueeze(-3), x.unsqueeze(-3) - params.means.unsqueeze(-1),
+                       torch.zeros((), dtype=x.dtype, device=x.device))     # (P, K, D, n)
+    pi = inv.expand(P, n)
+    pidx = torch.arange(P, device=x.device).unsqueeze(-1)
+    Ap = A[pidx, pi].permute(0, 2, 1, 3, 4)                                 # (P, K, n, D, D)
+    d = diff.permute(0, 1, 3, 2).unsqueeze(-1)                              # (P, K, n, D, 1)
+    Ad = (Ap @ d)
+    quad = (d * Ad).sum((-1, -2))                                           # (P, K, n)
+    const = (hld + 0.5 * n_obs * _LOG_2PI)[pidx, pi].permute(0, 2, 1)       # (P, K, n)
+    logn = -const - 0.5 * quad
+    if not need_moments:
+        return logn, None, None, None
+    y = (Sigma.unsqueeze(2) @ Ad).squeeze(-1).permute(0, 1, 3, 2)           # (P, K, D, n)
+    C = Sigma.unsqueeze(1) - Sigma.unsqueeze(1) @ A @ Sigma.unsqueeze(1)    # (P, T, K, D, D)
+    return logn, y, C, inv
+
+
+def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
                 family: Covariance, factor: Optional[torch.Tensor] = None,
-                hard: bool = False) -> Stats:
+                hard: bool = False, observed: Optional[torch.Tensor] = None) -> Stats:
     """E-step statistics of one block of points x (P or 1, D, n) for P
-    mixtures, by exact differences from the current means.
+    mixtures, by exact differences from the current means; ``weight``
+    (P or 1, n) scales each point's contribution.
 
     ``hard=True`` assigns each point to its nearest mean (initialisation)
-    instead of the posterior responsibilities."""
-    logn, diff = log_normal(x, params.means, params.cov, family, factor)       # (P, K, n)
+    instead of the posterior responsibilities.  With ``observed``, points
+    with missing entries count by their observed coordinates (the marginal
+    Gaussian), and the statistics take the conditional expectations of the
+    missing ones: E[x_m | x_o] in the first moments, plus their conditional
+    covariance in the second (exact EM for Gaussian mixtures with data
+    missing at random)."""
+    if observed is not None:
+        logn, diff, C, inv = observed_terms(x, observed, params, family)
+    else:
+        logn, diff = log_normal(x, params.means, params.cov, family, factor)   # (P, K, n)
     if hard:
-        d2 = diff.square().sum(-2)
+        sq = diff.square() if observed is None else diff.square() * observed.unsqueeze(-3)
+        d2 = sq.sum(-2)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
         r = torch.zeros_like(d2).scatter_(-2, d2.argmin(-2, keepdim=True), 1.0)
-        if valid is not None:
-            r = r * valid.unsqueeze(-2).to(r.dtype)
+        if weight is not None:
+            r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
     else:
         # Components are rows of n contiguous values: the max, the sum and the
         # division over K are vectorised adds of whole rows.
-        lse, r = _softmax_stats(logn.add_(torch.log(params.weights).unsqueeze(-1)), valid, -2)
+        lse, r = _softmax_stats(logn.add_(torch.log(params.weights).unsqueeze(-1)), weight, -2)
         ll = lse.sum(-1)
     rd = diff * r.unsqueeze(-2)                                                 # (P, K, D, n)
-    return Stats(ll, r.sum(-1), rd.sum(-1), family.moments(rd, diff), params.means.detach())
+    if observed is None:
+        S2 = family.moments(rd, diff)
+    else:
+        # Second moments: y y^T per point plus, per pattern, the conditional
+        # covariance times the pattern's responsibility mass.
+        T = C.shape[1]
+        onehot = torch.zeros(inv.shape + (T,), dtype=r.dtype, device=r.device)
+        onehot.scatter_(-1, inv.unsqueeze(-1), 1.0)                            # (P or 1, n, T)
+        Rt = r @ onehot                                                         # (P, K, T)
+        S2 = rd @ diff.transpose(-1, -2) + torch.einsum("pkt,ptkde->pkde", Rt, C)
+        if not family.full_moments:
+            S2 = torch.diagonal(S2, dim1=-2, dim2=-1)
+    return Stats(ll, r.sum(-1), rd.sum(-1), S2, params.means.detach())
 
 
 def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Covariance,
@@ -301,10 +415,10 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     """Statistics of P mixtures (batch shape (P,)) over their groups' points,
     summed over blocks of rows (bounded memory at any N)."""
     P, K = params.weights.shape
-    factor = family.precision_factor(params.cov)
+    factor = family.precision_factor(params.cov) if groups.observed is None else None
     total = None
-    for x, v in groups.blocks(gidx, groups.rows(P, K)):
-        s = block_stats(x, v, params, family, factor, hard)
+    for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
+        s = block_stats(x, w, params, family, factor, hard, o)
         total = s if total is None else total + s
     return total
 
@@ -358,11 +472,14 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     P, K = p.weights.shape
     factor = family.precision_factor(p.cov)
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)
-    for x, v in groups.blocks(gidx, groups.rows(P, K)):
-        lse = torch.logsumexp(torch.log(p.weights).unsqueeze(-1)
-                              + log_normal(x.to(dtype), p.means, p.cov, family, factor)[0], -2)
-        if v is not None:
-            lse = torch.where(v, lse, torch.zeros_like(lse))
+    for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
+        if o is None:
+            logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
+        else:
+            logn = observed_terms(x.to(dtype), o, p, family, need_moments=False)[0]
+        lse = torch.logsumexp(torch.log(p.weights).unsqueeze(-1) + logn, -2)
+        if w is not None:
+            lse = torch.where(w > 0, lse * w.to(dtype), torch.zeros_like(lse))
         ll = ll + lse.sum(-1)
     out = -(ll + log_prior(p, pt64, family, mask))
     return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
@@ -380,7 +497,7 @@ SCREEN_ROWS = 8192
 
 
 def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, init,
-                 seeds: Sequence[int]) -> np.ndarray:
+                 seeds: Sequence[int], weights: Optional[Sequence] = None) -> np.ndarray:
     """Initial means (n_init, G, K, D) for each group's points (arrays or
     tensors (n_g, D), standardised units), from scikit-learn's k-means++ seeding or Lloyd's
     k-means, K distinct random points, or user means (K, D) (jittered by 0.01
@@ -389,7 +506,16 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     A group with fewer points than K is seeded with all its points, the
     rest repeated (the estimator masks components beyond the group's size).
     The first k of a k-means++ seeding are a k-means++ seeding for k, so
-    variants that differ only in K share one seeding."""
+    variants that differ only in K share one seeding.
+
+    ``weights`` (per group, (n_g,) or None): sample weights, which weight
+    the seeding as repeated points would (k-means++ and k-means take them;
+    "random" draws points with probability proportional to them).  The
+    points are seeded in a sorted order, so the k-means++ seeds depend
+    neither on the rows' order nor on whether a point is repeated or
+    weighted (below ``SEED_SAMPLE_SIZE`` points).  Missing
+    entries (NaN) are seeded at 0, the feature's standardised mean: the
+    seeds only start EM, which treats them exactly."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
     K = n_components
@@ -404,16 +530,31 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 continue
             n = P.shape[0]
             k = min(K, n)
+            w = None if weights is None or weights[g] is None else weights[g]
             if n > SEED_SAMPLE_SIZE:   # subsampled where the points are, then copied
-                P = P[rng.choice(n, SEED_SAMPLE_SIZE, replace=False)]
+                pick = rng.choice(n, SEED_SAMPLE_SIZE, replace=False)
+                P = P[pick]
+                w = None if w is None else w[pick]
             P = np.asarray(P.detach().cpu() if torch.is_tensor(P) else P, dtype=np.float64)
+            P = np.where(np.isnan(P), 0.0, P)
+            if w is not None:
+                w = np.asarray(w.detach().cpu() if torch.is_tensor(w) else w, dtype=np.float64)
+            # Seeded in a canonical (sorted) order of the points: the seeds
+            # then do not depend on the rows' order, and a point of weight w
+            # is drawn exactly when w repeated copies of it would be.
+            order = np.lexsort(P.T[::-1])
+            P = P[order]
+            w = None if w is None else w[order]
             if init == "random":
-                c = P[rng.choice(P.shape[0], k, replace=False)]
+                c = P[rng.choice(P.shape[0], k, replace=False,
+                                 p=None if w is None else w / w.sum())]
             elif init == "kmeans++":
-                c, _ = kmeans_plusplus(P, k, random_state=int(rng.integers(2 ** 31 - 1)))
+                c, _ = kmeans_plusplus(P, k, sample_weight=w,
+                                       random_state=int(rng.integers(2 ** 31 - 1)))
             elif init == "kmeans":
                 c = KMeans(k, init="k-means++", n_init=1,
-                           random_state=int(rng.integers(2 ** 31 - 1))).fit(P).cluster_centers_
+                           random_state=int(rng.integers(2 ** 31 - 1))).fit(
+                               P, sample_weight=w).cluster_centers_
             else:  # validated by the estimators; kept as a guard for direct callers
                 raise ValueError(f"init must be 'kmeans++', 'kmeans', 'random' or an array, "
                                  f"got {init!r}")
@@ -489,7 +630,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     flat = params.map(lambda t: shape(t).clone())
     mflat = shape(mask.expand(B, G, K))
     gall = torch.arange(G, device=mask.device).repeat(B)
-    n_g = groups.counts.to(flat.weights.dtype).clamp_min(1)[gall]
+    n_g = groups.mass.to(flat.weights.dtype).clamp_min(torch.finfo(flat.weights.dtype).tiny)[gall]
     active = torch.ones(B * G, dtype=torch.bool, device=mask.device)
     alive = torch.ones_like(active)
     # Losses in float64: the final one is exact (evaluated in float64) and
@@ -670,7 +811,7 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
                 u.copy_(torch.where(hold.reshape((P,) + (1,) * (u.dim() - 1)), b, u))
         return losses.detach().double().cpu().numpy()   # one host sync: the stopping rule
 
-    n_g = groups.counts.double().cpu().numpy()[gidx.cpu().numpy()]
+    n_g = groups.mass.double().cpu().numpy()[gidx.cpu().numpy()]
     hist, it, converged, diverged = run_svi_loop(step, P, max_iter, n_g, tol, window, callback)
     with torch.no_grad():
         out = masked(par.current()[0].detach(), mflat, family)
@@ -691,10 +832,21 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
 # ----------------------------------------------------------------------------
 # Pyro's own SVI and the reference loss (backend="pyro", tests)
 # ----------------------------------------------------------------------------
-def _model(pt: PriorTensors, K: int, family: Covariance):
+def _model(pt: PriorTensors, K: int, family: Covariance, weight: Optional[torch.Tensor] = None):
     def model(data):
-        return gmm_model(data, pt, K, family)
+        return gmm_model(data, pt, K, family, weight=weight)
     return model
+
+
+def _elbo(jit: bool, weighted: bool, nesting: int = 1):
+    """The ELBO of the MAP fits: ``TraceEnum_ELBO`` (or its JIT variant)
+    enumerating the assignments; ``Trace_ELBO`` for weighted models, which
+    sum the assignments out themselves (enumeration takes only scalar
+    scales), the same loss for an AutoDelta guide."""
+    if weighted:
+        return (JitTrace_ELBO(ignore_jit_warnings=True) if jit else Trace_ELBO())
+    return (JitTraceEnum_ELBO(max_plate_nesting=nesting, ignore_jit_warnings=True) if jit
+            else TraceEnum_ELBO(max_plate_nesting=nesting))
 
 
 def _guide(model, values: dict, sites):
@@ -729,7 +881,8 @@ def pyro_session(seed: Optional[int] = None, device: Optional[torch.device] = No
 
 def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,
                  max_iter: int, tol: float, learning_rate: float, jit: bool = False,
-                 callback: Callback = None, window: int = 10, seed: int = 0) -> FitTrace:
+                 callback: Callback = None, window: int = 10, seed: int = 0,
+                 weight: Optional[torch.Tensor] = None) -> FitTrace:
     """MAP of one mixture (batch shape ()) by ``pyro.infer.SVI`` itself:
     ``AutoDelta`` over the global sites, ``TraceEnum_ELBO`` (or
     ``JitTraceEnum_ELBO``; falls back with a warning if tracing fails)
@@ -739,10 +892,9 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
     and torch's global RNG (Pyro draws from it) is forked and seeded with
     ``seed``."""
     K = params.weights.shape[-1]
-    model = _model(pt, K, family)
+    model = _model(pt, K, family, weight)
     sites = global_sites(family)
-    elbo = lambda j: (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if j
-                      else TraceEnum_ELBO(max_plate_nesting=1))
+    elbo = lambda j: _elbo(j, weight is not None)
     with pyro_session(seed, X.device):
         guide = _guide(model, _site_values(params, family), sites)
         state = {"svi": SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), elbo(jit)),
@@ -751,12 +903,15 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
         def one() -> float:
             try:
                 return state["svi"].step(X)
-            except ValueError:
-                # A step that drove the parameters to NaN/inf fails the next
+            except ValueError as exc:
+                # A step that drove the parameters to NaN/inf, or out of their
+                # support in float arithmetic (a precision matrix whose
+                # Cholesky map underflowed to a zero pivot), fails the next
                 # trace's argument checks: that is divergence, not a bug.
                 with torch.no_grad():
-                    if all(bool(torch.isfinite(v).all()) for v in guide.median().values()):
-                        raise
+                    finite = all(bool(torch.isfinite(v).all()) for v in guide.median().values())
+                if finite and "to satisfy the constraint" not in str(exc):
+                    raise
                 return math.nan
 
         def step(done: np.ndarray) -> np.ndarray:
@@ -771,12 +926,13 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
                 state["svi"] = SVI(model, guide, pyro.optim.Adam({"lr": learning_rate}), elbo(False))
                 return np.array([one()])
 
-        hist, it, converged, diverged = run_svi_loop(step, 1, max_iter, np.array([X.shape[0]]),
+        groups = Groups.single(X, weight)
+        hist, it, converged, diverged = run_svi_loop(step, 1, max_iter,
+                                                     groups.mass.double().cpu().numpy(),
                                                      tol, window, callback)
         with torch.no_grad():
             fitted = {k: v.detach() for k, v in guide.median().items()}
     out = MixtureParams(fitted["weights"], fitted["means"], fitted[family.site])
-    groups = Groups.single(X)
     final = float(negative_log_joint(groups, out.map(lambda t: t[None]),
                                      torch.zeros(1, dtype=torch.long, device=X.device), pt,
                                      family)[0]) if bool(out.finite()) else math.inf
@@ -785,31 +941,34 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
     return FitTrace(out, torch.tensor(hist[0] + [final], dtype=torch.float64), it, converged)
 
 
-def elbo_loss(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance) -> float:
+def elbo_loss(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,
+              weight: Optional[torch.Tensor] = None) -> float:
     """``TraceEnum_ELBO`` loss of :func:`gmm_model` with an AutoDelta guide
     sitting exactly on ``params`` (batch shape ()): the reference definition
-    of the objective, for tests."""
-    model = _model(pt, params.weights.shape[-1], family)
+    of the objective, for tests (``Trace_ELBO`` with sample weights, see
+    :func:`_elbo`)."""
+    model = _model(pt, params.weights.shape[-1], family, weight)
     with pyro_session():
         guide = _guide(model, {"weights": params.weights, "means": params.means,
                                family.site: params.cov}, global_sites(family))
-        return TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, X)
+        return _elbo(False, weight is not None).loss(model, guide, X)
 
 
 def class_elbo_loss(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams,
-                    pt: PriorTensors, mask: torch.Tensor, family: Covariance) -> float:
+                    pt: PriorTensors, mask: torch.Tensor, family: Covariance,
+                    weight: Optional[torch.Tensor] = None) -> float:
     """``TraceEnum_ELBO`` loss of :func:`class_gmm_model` with an AutoDelta
     guide on ``params`` (batch shape (C,)); equals the sum over classes of
     each class's :func:`elbo_loss`."""
     def model(data, lab):
-        return class_gmm_model(data, lab, pt, mask, family)
+        return class_gmm_model(data, lab, pt, mask, family, weight)
     logw = torch.log(params.weights.clamp_min(MIN_WEIGHT))
     cov = params.cov if family.per_component else params.cov.unsqueeze(1)
     values = {"weight_logits": torch.where(mask, logw, torch.zeros_like(logw)).unsqueeze(-2),
               "means": params.means, family.site: cov}
     with pyro_session():
         guide = _guide(model, values, class_global_sites(family))
-        return TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide, X, labels)
+        return _elbo(False, weight is not None, 2).loss(model, guide, X, labels)
 
 
 # ----------------------------------------------------------------------------
@@ -834,29 +993,42 @@ def sample_model(params: MixtureParams, pt: PriorTensors, family: Covariance, n_
 def discriminative_fit(X: torch.Tensor, labels: torch.Tensor, params: MixtureParams,
                        mask: torch.Tensor, family: Covariance, log_class_prior: torch.Tensor,
                        steps: int, learning_rate: float, batch_size: int,
-                       generator: torch.Generator, callback: Callback = None
+                       generator: torch.Generator, callback: Callback = None,
+                       weight: Optional[torch.Tensor] = None
                        ) -> tuple[MixtureParams, torch.Tensor]:
     """Discriminative fine-tuning, as in the original PyTorch study: from
     the generative MAP (class mixtures, batch (C,)), minimise the
     cross-entropy of the class logits log p(x | c) + log p(c) with Adam in
     AutoDelta's unconstrained parameters.  Full batch when ``batch_size >=
-    N``, else minibatches drawn with ``generator``.  Returns the new
+    N``, else minibatches drawn with ``generator``.  ``weight``: sample
+    weights (the weighted mean cross-entropy); rows with missing (NaN)
+    entries are scored on their observed features.  Returns the new
     parameters and the loss per step."""
     par = _Unconstrained(params, mask, family)
     opt = torch.optim.Adam(par.u, lr=learning_rate)
     N = X.shape[0]
+    missing = bool(torch.isnan(X).any())
     history = []
     for step in range(1, steps + 1):
         if batch_size >= N:
-            x, y = X, labels
+            x, y, w = X, labels, weight
         else:
             pick = torch.randint(0, N, (batch_size,), generator=generator).to(X.device)
-            x, y = X[pick], labels[pick]
+            x, y, w = X[pick], labels[pick], None if weight is None else weight[pick]
         opt.zero_grad()
         cur, logw = par.current()
-        logn = log_normal(x.t().contiguous(), cur.means, cur.cov, family)[0]  # (C, K, n)
-        logit = torch.logsumexp(logn + logw.unsqueeze(-1), -2).transpose(0, 1) + log_class_prior
-        loss = torch.nn.functional.cross_entropy(logit, y)
+        if missing:
+            logp = observed_component_log_prob(x, MixtureParams(logw.exp(), cur.means, cur.cov),
+                                               family)
+        else:
+            logp = log_normal(x.t().contiguous(), cur.means, cur.cov, family)[0] \
+                + logw.unsqueeze(-1)                                         # (C, K, n)
+        logit = torch.logsumexp(logp, -2).transpose(0, 1) + log_class_prior
+        if w is None:
+            loss = torch.nn.functional.cross_entropy(logit, y)
+        else:
+            ce = torch.nn.functional.cross_entropy(logit, y, reduction="none")
+            loss = (w * ce).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
         loss.backward()
         opt.step()
         history.append(loss.detach())

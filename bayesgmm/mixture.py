@@ -14,11 +14,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, check_overflow,
-                    FitProgress, guard_stage)
+from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
+                    guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
-                      pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
+                      observed_component_log_prob, observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -130,6 +130,23 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``em_max_iter`` over several calls or on new data of the same
         features.  The previous fit must have the same ``n_components``,
         number of features and covariance type.
+    missing : {"error", "marginalize"}, default "error"
+        What NaN entries of X are.  "error": refused, with this option named
+        as the remedy.  "marginalize": missing values (at random), handled
+        inside the model: a row is scored by the Gaussian of its observed
+        features only (the marginal, exact for every covariance type), EM
+        takes the conditional expectations of the missing coordinates
+        (E[x_m | x_o] and their conditional covariance, not a mean
+        imputation), the Pyro model masks them the same way (its ``obs``
+        site scores the observed coordinates), and every prediction
+        marginalises them too.  A row with every feature missing is an
+        error naming the row.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating-point type of the fit and the predictions.  float32 is the
+        fast default (and the GPU's); float64 for ill-conditioned problems
+        (more features than points per component, near-singular
+        covariances), where float32 rounding is amplified by the
+        condition number.
 
     Attributes
     ----------
@@ -185,7 +202,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  learning_rate: float = 0.01, backend: Literal["fused", "pyro"] = "fused",
                  jit: bool = False, device: DeviceLike = "auto", random_state=None,
                  progress: bool = False, warm_start: bool = False,
-                 n_threads: Optional[int] = None):
+                 n_threads: Optional[int] = None, missing: Literal["error", "marginalize"] = "error",
+                 dtype: Literal["float32", "float64"] = "float32"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -202,6 +220,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.progress = progress
         self.warm_start = warm_start
         self.n_threads = n_threads
+        self.missing = missing
+        self.dtype = dtype
 
     # ------------------------------------------------------------------ fit
     def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
@@ -254,9 +274,19 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     f"(n_components, n_features) = ({K}, {n_features}), got {got}")
         return s, K, backend
 
-    def fit(self, X, y=None) -> "BayesianGMM":
+    def fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
         """Fit the mixture to ``X`` (array-like, DataFrame, Series or tensor of
         shape (n_samples, n_features); 1-D input is one feature).
+
+        ``sample_weight`` (n_samples,): how many times each row counts, in
+        every stage (the EM statistics, the SVI loss, the k-means++ seeding,
+        the standardisation and the data-dependent priors): integer weights
+        give the fit of the rows repeated, weight 0 that of the rows
+        removed.  They are frequency weights: their total is the data's
+        size against which the priors weigh, so weights rescaled to sum to 1
+        make the priors as strong as against one point.  With
+        ``missing="marginalize"``, NaN entries of X are missing values (see
+        the class docstring).
 
         A fit that fails or is interrupted (``KeyboardInterrupt``) leaves the
         previously fitted state untouched.
@@ -265,27 +295,28 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         -------
         self
         """
-        return self._fit_wrapper(X)
+        return self._fit_wrapper(X, sample_weight)
 
-    def _fit(self, X) -> "BayesianGMM":
+    def _fit(self, X, sample_weight=None) -> "BayesianGMM":
         # The previous fit's columns, before validation resets them: a warm
         # start must see the same ones.
         previous_names = getattr(self, "feature_names_in_", None)
         X = V.check_X(self, X, reset=True)
+        s = self._settings()
+        family = cov_module.get(s.covariance_type, X.shape[1])
+        data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype)
+        X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         n, d = X.shape
         s, K, backend = self._check_params(n, d)
         device = s.device
-        family = cov_module.get(s.covariance_type, d)
-        std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic)
-        check_overflow(std, X, family, moments)
         priors = resolve_priors(self.priors, family, K, moments)
-        pt = std.priors(priors, device)
+        pt = std.priors(priors, device, s.dtype)
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
-        groups = Groups.single(Xt)
+        groups = Groups.single(Xt, data.wt)
         warm = self._warm_start(K, d, family, previous_names)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
@@ -293,20 +324,21 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if warm:
             Xs, screen = Xt, groups
             start = std.params_to_std(self.weights_, self.means_, self.covariances_, family,
-                                      device).map(lambda t: t[None, None])
+                                      device, s.dtype).map(lambda t: t[None, None])
             mask = torch.ones(1, 1, K, dtype=torch.bool, device=device)
         elif rows is not None:
             pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
-            Xs = Xt[torch.as_tensor(np.sort(pick), device=device)]
-            screen = Groups.single(Xs)
+            index = torch.as_tensor(np.sort(pick), device=device)
+            Xs, ws = Xt[index], None if data.wt is None else data.wt[index]
+            screen = groups.subset(index)
         else:
-            Xs, screen = Xt, groups
+            Xs, ws, screen = Xt, data.wt, groups
         if not warm:
-            centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1]),
+            centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1], [ws]),
                                       dtype=Xt.dtype, device=device)
             mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
             start = initial_params(screen, centres, mask, pt, family)
-        offset = std.loss_offset(n, K, family)
+        offset = data.loss_offset(K, family)
         # EM's budget (twice with screening: the subsample, then all the
         # data), or SVI's when EM is off; SVI after EM adds its own.
         # (backend="pyro" runs the SVI restarts one after another.)
@@ -340,8 +372,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         """SVI from ``start`` (batch (R, 1)) with the chosen backend, one
         result per restart."""
         if backend == "pyro":
+            weight = None if groups.weight is None else groups.weight[0]
             out = [pyro_svi_fit(Xt, start.select((r, 0)), pt, family, s.max_iter, s.tol,
-                                s.learning_rate, bool(self.jit), callback, seed=seed)
+                                s.learning_rate, bool(self.jit), callback, seed=seed,
+                                weight=weight)
                    for r in range(start.weights.shape[0])]
             return [_Run(f.params, f.losses.numpy(), f.n_iter, f.converged) for f in out]
         f = svi_fit(groups, start, mask, pt, family, s.max_iter, s.tol, s.learning_rate, callback)
@@ -405,7 +439,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if not ok.any():          # every restart diverged: the guard after the fit says so
             return _Run(em.params.select((best, 0)), restart_losses[best],
                         int(em.iterations[best, 0]), False), best
-        scale = float(groups.counts[0]) / float(screen.counts[0])
+        scale = float(groups.mass[0]) / float(screen.mass[0])
         cont = em_fit(groups, em.params.select((slice(best, best + 1),)), mask[:1], pt, family,
                       s.em_max_iter, s.tol, callback)
         for r in range(R):
@@ -446,6 +480,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (no Pyro handler, no global RNG), so any number of threads may call
         this at once."""
         X, out_device, std, params, device, family, offset = self._prepare(X)
+        allow_missing = V.allows_missing(self)
         n = X.shape[0]
         K, D = self.means_.shape
         shape = {"joint": (n, K), "log_resp": (n, K), "density": (n,), "label": (n,),
@@ -460,10 +495,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         far = _predict.FarPoints(params, family, std)
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
-            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale):
-                lp = component_log_prob(z, params, family, factor).transpose(0, 1).double()
+            for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
+                                                params.weights.dtype):
+                zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
+                lp = component_log_prob(zc, params, family, factor).transpose(0, 1).double()
+                if miss is not None:     # rows with missing features: their observed ones
+                    lp[miss] = observed_component_log_prob(z[miss], params, family).t().double()
                 # lp + lead is the log joint (lead is 0 but for far points).
-                lead = far.patch(z, raw, lp)
+                lead = far.patch(zc, raw, lp, exclude=miss)
+                if miss is not None:
+                    lead[miss] += corr
                 if kind == "joint":
                     value = lp + (lead - offset).unsqueeze(-1)
                 elif kind == "label":          # no normaliser needed for the argmax
@@ -514,6 +555,78 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         n_samples = V.check_int("n_samples", n_samples, 1)
         return self._log_joint(X, "draws", n_samples,
                                self.random_state if random_state is None else random_state)
+
+    def impute(self, X, *, sample: bool = False, random_state=None):
+        """``X`` with its missing entries (NaN) filled in under the fitted
+        mixture, as an array (a DataFrame for a DataFrame, same index and
+        columns); observed entries are returned unchanged.
+
+        By default each missing entry gets its conditional mean given the
+        row's observed features, E[x_m | x_o] = sum_k p(k | x_o) (mu_k,m +
+        Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)): the best fill in squared
+        error under the model (not the feature mean: the other features and
+        the component the row belongs to inform it).  With ``sample=True``
+        they are drawn from p(x_m | x_o) instead (a component, then the
+        conditional Gaussian), seeded by ``random_state`` (default: the
+        estimator's); repeated draws give multiple imputations.
+
+        Works whatever ``missing`` was at fit time.  A row with every
+        feature missing is refused."""
+        check_is_fitted(self, ("weights_", "means_", "covariances_"))
+        frame = None
+        try:
+            import pandas as pd
+            if isinstance(X, pd.DataFrame):
+                frame = X
+        except ImportError:  # pragma: no cover
+            pass
+        Xv = V.check_X(self, X, reset=False, allow_nan=True)
+        if not isinstance(sample, (bool, np.bool_)):
+            raise ValueError(f"sample must be True or False, got {sample!r}")
+        out = Xv.copy()
+        nan = np.isnan(Xv)
+        V.check_missing_rows(nan)
+        rows = np.flatnonzero(nan.any(1))
+        device = _predict.model_device(self)
+        family = self._family()
+        std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_, family)
+        p = params.map(lambda t: t.double()[None])
+        K, D = self.means_.shape
+        gen = None
+        if sample:
+            rs = check_random_state(self.random_state if random_state is None else random_state)
+            gen = torch.Generator(device=device).manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
+        c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
+        s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
+        step = max(1, _predict.CHUNK_ELEMENTS // (K * D * D))
+        with torch.no_grad():
+            for a in range(0, rows.size, step):
+                idx = rows[a:a + step]
+                raw = torch.as_tensor(Xv[idx], dtype=torch.float64, device=device)
+                observed = ~torch.isnan(raw)
+                z = torch.where(observed, (raw - c) / s, torch.zeros((), dtype=torch.float64,
+                                                                     device=device))
+                logn, y, C, inv = observed_terms(z.t()[None], observed.t()[None], p, family)
+                logr = torch.log_softmax(logn[0] + torch.log(p.weights[0]).unsqueeze(-1), 0)
+                cond = p.means[0].unsqueeze(-1) + y[0]                        # (K, D, m)
+                if not sample:
+                    fill = (logr.exp().unsqueeze(1) * cond).sum(0).t()          # (m, D)
+                else:
+                    k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
+                    m = torch.arange(idx.size, device=device)
+                    cov = C[0, inv[0], k]                                       # (m, D, D)
+                    # Observed rows and columns of the conditional covariance
+                    # are 0: a unit diagonal there makes it factorable.
+                    L = torch.linalg.cholesky(cov + torch.diag_embed(observed.double()))
+                    eps = torch.randn(idx.size, D, 1, dtype=torch.float64, device=device,
+                                      generator=gen)
+                    fill = cond[k, :, m] + (L @ eps).squeeze(-1)
+                value = (fill * s + c).cpu().numpy()
+                block = out[idx]
+                out[idx] = np.where(nan[idx], value, block)
+        if frame is not None:
+            return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
+        return out
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """Fit, then return ``predict(X)`` at the final parameters."""

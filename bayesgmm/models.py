@@ -22,6 +22,7 @@ The discrete ``assignment`` site is marked for parallel enumeration, so
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -30,7 +31,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.infer import config_enumerate
 
-from .covariance import Covariance
+from .covariance import Covariance, observed_gaussian
 from .priors import PriorTensors
 
 
@@ -44,9 +45,66 @@ def class_global_sites(family: Covariance) -> tuple:
     return ("weight_logits", "means", family.site)
 
 
+class ObservedNormal(dist.TorchDistribution):
+    """A Gaussian N(loc, cov) scored on the observed entries of each value
+    only (``observed`` (..., D) bool; the missing entries of the value are
+    ignored): the marginal density of the observed coordinates, by
+    :func:`~bayesgmm.covariance.observed_gaussian`.  The observation
+    distribution of points with missing features; it only scores."""
+
+    arg_constraints = {}
+    support = dist.constraints.real_vector
+
+    def __init__(self, loc: torch.Tensor, cov: torch.Tensor, observed: torch.Tensor,
+                 validate_args=None):
+        batch = torch.broadcast_shapes(loc.shape[:-1], cov.shape[:-2], observed.shape[:-1])
+        self.loc, self.cov, self.observed = loc, cov, observed
+        super().__init__(batch, loc.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        D = self.loc.shape[-1]
+        return ObservedNormal(self.loc.expand(shape + (D,)), self.cov.expand(shape + (D, D)),
+                              self.observed.expand(shape + (D,)))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        A, half_logdet, n_obs = observed_gaussian(self.cov, self.observed)
+        d = torch.where(self.observed, value - self.loc, torch.zeros((), dtype=value.dtype,
+                                                                    device=value.device))
+        quad = (d.unsqueeze(-2) @ A @ d.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+        return -0.5 * quad - half_logdet - 0.5 * n_obs * math.log(2 * math.pi)
+
+
+def _observation(family: Covariance, loc: torch.Tensor, value: torch.Tensor,
+                 dense: Optional[torch.Tensor], data: Optional[torch.Tensor]):
+    """The observation distribution of a data plate and the value it
+    scores: the family's own, or :class:`ObservedNormal` (with the gathered
+    covariance matrices ``dense``) where ``data`` has missing (NaN) entries,
+    which are passed as 0."""
+    if dense is not None:
+        return ObservedNormal(loc, dense, ~torch.isnan(data)), torch.nan_to_num(data)
+    return family.obs(loc, value), data
+
+
+def _has_missing(data: Optional[torch.Tensor]) -> bool:
+    return data is not None and bool(torch.isnan(data).any())
+
+
+def _weighted_factor(obs_dist, value: torch.Tensor, log_weights: torch.Tensor,
+                     weight: torch.Tensor) -> None:
+    """The data term with sample weights: each point's log density, the
+    assignment summed out over the leading (component) dimension, times
+    its weight, as a ``pyro.factor``.  (``TraceEnum_ELBO`` enumerates only
+    under scalar ``poutine.scale``, so weighted models sum the assignment
+    out themselves.)"""
+    ll = torch.logsumexp(obs_dist.log_prob(value) + log_weights, 0)
+    pyro.factor("obs", weight * ll.reshape(weight.shape))
+
+
 @config_enumerate
 def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: int,
-              family: Covariance, n_samples: Optional[int] = None) -> torch.Tensor:
+              family: Covariance, n_samples: Optional[int] = None,
+              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Bayesian Gaussian mixture with the covariances of ``family``.
 
     Parameters
@@ -61,6 +119,14 @@ def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: 
         The covariance family (:func:`bayesgmm.covariance.get`).
     n_samples : int, optional
         Number of points to generate when ``data`` is None.
+    weight : tensor of shape (N,), optional
+        Sample weights: each point's log density is scaled by its weight, as
+        if repeated (a ``pyro.factor`` with the assignment summed out in the
+        model: enumeration takes only scalar scales).
+
+    Missing entries of ``data`` (NaN) are marginalised: a point with
+    missing features is scored by the Gaussian of its observed coordinates
+    (:class:`ObservedNormal`).
 
     Returns
     -------
@@ -80,12 +146,20 @@ def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: 
             cov = pyro.sample(family.site, family.prior(priors, K))
     if not family.per_component:
         cov = pyro.sample(family.site, family.prior(priors, K))
+    dense = family.dense(cov, K) if _has_missing(data) else None
     with pyro.plate("data", N, dim=-1):
-        assignment = pyro.sample("assignment", dist.Categorical(weights))
+        if weight is None:
+            assignment = pyro.sample("assignment", dist.Categorical(weights))
+        else:
+            assignment = torch.arange(K, device=weights.device).unsqueeze(-1)
         # Under enumeration ``assignment`` has shape (K, 1), so the gathered
         # parameters are (K, 1, ...) and the log-density broadcasts to (K, N).
-        pyro.sample("obs", family.obs(means[assignment], family.gather(cov, assignment)),
-                    obs=data)
+        obs_dist, value = _observation(family, means[assignment], family.gather(cov, assignment),
+                                       None if dense is None else dense[assignment], data)
+        if weight is None:
+            pyro.sample("obs", obs_dist, obs=value)
+        else:
+            _weighted_factor(obs_dist, value, torch.log(weights).unsqueeze(-1), weight)
     return assignment
 
 
@@ -114,7 +188,8 @@ class _Flat(dist.ImproperUniform):
 
 @config_enumerate
 def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTensors,
-                    mask: torch.Tensor, family: Covariance) -> torch.Tensor:
+                    mask: torch.Tensor, family: Covariance,
+                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One Bayesian Gaussian mixture per class, every class in one model.
 
     Class c has its own :func:`gmm_model` over its own points: the classes are
@@ -167,11 +242,20 @@ def class_gmm_model(data: torch.Tensor, labels: torch.Tensor, priors: PriorTenso
     log_w = log_w.squeeze(-2)                                          # (C, K)
     if not family.per_component:
         cov = cov.squeeze(1)                                           # (C, D, D)
+    dense = family.dense(cov, K) if _has_missing(data) else None
     with pyro.plate("data", N, dim=-1):
-        assignment = pyro.sample("assignment", dist.Categorical(logits=log_w[labels]))
+        if weight is None:
+            assignment = pyro.sample("assignment", dist.Categorical(logits=log_w[labels]))
+        else:
+            assignment = torch.arange(K, device=log_w.device).reshape(K, 1, 1)
         # Under enumeration ``assignment`` has shape (K, 1, 1): indexing with
         # (labels, assignment) gives (K, 1, N, ...), each point seeing only its
         # own class's components.
-        pyro.sample("obs", family.obs(means[labels, assignment],
-                                      family.gather(cov, labels, assignment)), obs=data)
+        obs_dist, value = _observation(family, means[labels, assignment],
+                                       family.gather(cov, labels, assignment),
+                                       None if dense is None else dense[labels, assignment], data)
+        if weight is None:
+            pyro.sample("obs", obs_dist, obs=value)
+        else:
+            _weighted_factor(obs_dist, value, log_w[labels].t().unsqueeze(1), weight)
     return assignment

@@ -75,6 +75,7 @@ import torch
 from safetensors import SafetensorError
 
 from . import covariance as cov_module
+from ._options import DTYPES, MISSING_OPTIONS
 from .priors import Priors
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
@@ -538,6 +539,10 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     if names is not None and not (isinstance(names, np.ndarray) and names.shape == (D,)
                                   and all(isinstance(n, str) for n in names.tolist())):
         raise _Corrupt("feature_names_in_ is not an array of n_features_in_ strings")
+    # Settings the predictions read (absent in files written before them).
+    for name, options in (("dtype", DTYPES), ("missing", MISSING_OPTIONS)):
+        if name in params and params[name] not in options:
+            raise _Corrupt(f"{name} {params[name]!r:.60} is not one of {list(options)}")
     rs = params.get("random_state")   # predictions draw from it
     if not (rs is None or isinstance(rs, np.random.RandomState)
             or (_is_int(rs) and 0 <= rs < 2 ** 32)):

@@ -315,11 +315,14 @@ class Standardizer:
     scale: np.ndarray
 
     @classmethod
-    def fit_to(cls, X: np.ndarray, device, isotropic: bool = False, dtype=torch.float32
+    def fit_to(cls, X: np.ndarray, device, isotropic: bool = False, dtype=torch.float32,
+               weight: Optional[np.ndarray] = None
                ) -> tuple["Standardizer", torch.Tensor, tuple[np.ndarray, np.ndarray]]:
         """The standardiser of ``X``, the standardised data as a ``dtype``
         tensor on ``device``, and the raw per-feature (mean, standard
-        deviation) in float64.
+        deviation) in float64: weighted by ``weight`` (n,) when given (as
+        repeated rows would be), over the observed entries of each feature
+        when X has missing ones (NaN, kept as NaN).
 
         X goes to the device once, in float64; the moments and the affine map
         are computed there (host numpy took ~1 s for these at N = 1e7 on the
@@ -327,7 +330,17 @@ class Standardizer:
         if isinstance(X, np.ndarray) and not X.flags.writeable:
             X = np.array(X)   # pandas 3 hands out read-only arrays; torch warns on those
         Xd = torch.as_tensor(X, dtype=torch.float64, device=device)
-        mean, sd = Xd.mean(0).cpu().numpy(), Xd.std(0, correction=0).cpu().numpy()
+        nan = torch.isnan(Xd)
+        if weight is None and not bool(nan.any()):
+            mean, sd = Xd.mean(0).cpu().numpy(), Xd.std(0, correction=0).cpu().numpy()
+        else:
+            w = (torch.ones(Xd.shape[0], dtype=torch.float64, device=device) if weight is None
+                 else torch.as_tensor(weight, dtype=torch.float64, device=device))
+            W = w.unsqueeze(-1) * ~nan                                       # (n, D)
+            tot = W.sum(0)
+            mu = (W * torch.nan_to_num(Xd)).sum(0) / tot
+            dev = torch.where(nan, torch.zeros_like(Xd), Xd - mu)
+            mean, sd = mu.cpu().numpy(), torch.sqrt((W * dev * dev).sum(0) / tot).cpu().numpy()
         scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
         if isotropic:
             scale = np.full_like(scale, rms(scale))
@@ -380,10 +393,15 @@ class Standardizer:
         value = family.to_units(params.cov.detach().double().cpu(), torch.as_tensor(self.scale))
         return w, m, family.covariances(value).numpy()
 
-    def loss_offset(self, n_samples: int, n_components: int, family: Covariance) -> float:
+    def loss_offset(self, n_samples, n_components: int, family: Covariance,
+                    n_observed: Optional[np.ndarray] = None) -> float:
         """Loss(original units) - loss(standardised units): every data point
-        and every component mean picks up the Jacobian 1/prod(scale), and the
-        covariance site its own (:meth:`Covariance.log_jacobian`)."""
+        (``n_samples``: the total sample weight) and every component mean
+        picks up the Jacobian 1/prod(scale), and the covariance site its own
+        (:meth:`Covariance.log_jacobian`).  With missing entries each point
+        picks up only its observed features' scales: ``n_observed`` (D,) is
+        the weight of the observed entries per feature."""
         log_a = np.log(self.scale)
-        return float((n_samples + n_components) * log_a.sum()
-                     + family.log_jacobian(log_a, n_components))
+        data = (n_samples * log_a.sum() if n_observed is None
+                else float(np.dot(n_observed, log_a)))
+        return float(data + n_components * log_a.sum() + family.log_jacobian(log_a, n_components))

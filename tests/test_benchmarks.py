@@ -51,7 +51,7 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
-                 "accuracy_covariance"):
+                 "accuracy_covariance", "missing_values"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -176,3 +176,19 @@ def test_defaults_speed_quick(tmp_path):
         assert row["ll >= sk n_init=4"] == f"{int(np.sum(ours >= sk4 - 1e-6))}/2"
         # Every fit is a sensible mixture of this data (not a broken one).
         assert all(abs(v - np.median(sk4)) < 0.1 for v in ours)
+
+
+def test_missing_values_quick(tmp_path):
+    r = run_script("missing_values", tmp_path)
+    assert r["benchmark"] == "missing_values" and r["quick"] is True
+    rows = {(row["data"], row["method"]): row for row in r["rows"]}
+    assert len(rows) == 10            # 2 data sets x 5 methods
+    syn = {m: row for (d, m), row in rows.items() if d.startswith("synthetic")}
+    ours = syn["marginalize (bayesgmm, default priors)"]
+    # The in-model fit beats both peers on held-out likelihood and means, and
+    # its conditional-mean imputation beats the mean and KNN imputers.
+    assert ours["heldout_loglik"] > syn["mean-impute + sklearn GMM"]["heldout_loglik"]
+    assert ours["heldout_loglik"] > syn["complete-case + sklearn GMM"]["heldout_loglik"]
+    assert ours["mean_error"] < syn["mean-impute + sklearn GMM"]["mean_error"]
+    assert ours["impute_rmse"] < min(syn["mean-impute + sklearn GMM"]["impute_rmse"],
+                                     syn["KNNImputer (k=5)"]["impute_rmse"])

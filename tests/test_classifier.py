@@ -474,9 +474,27 @@ EXPECTED_FAILURES = {
 }
 
 
+# The check's data have 30 features and 3-14 (repeated) points per class:
+# each class's full covariance is near-singular, and float32 rounding of the
+# (exactly equal) weighted and repeated statistics, amplified by its
+# condition number, moves decision_function by ~1e-4 relative (the check
+# asks 1e-7).  In float64 the two fits agree to ~1e-12 and the check passes:
+# both are run, the float32 one expected to miss the tolerance.
+FLOAT32_FAILURES = {
+    **EXPECTED_FAILURES,
+    "check_sample_weight_equivalence_on_dense_data":
+        "float32 rounding, amplified by the near-singular covariances of 30 features and "
+        "3-14 points per class, moves decision_function by ~1e-4 relative; the float64 "
+        "estimator passes this check",
+}
+
+
 @parametrize_with_checks(
-    [GMMClassifier(n_components=1, n_init=1, max_iter=0, em_max_iter=50, device="cpu")],
-    expected_failed_checks=lambda est: EXPECTED_FAILURES,
+    [GMMClassifier(n_components=1, n_init=1, max_iter=0, em_max_iter=50, device="cpu"),
+     GMMClassifier(n_components=1, n_init=1, max_iter=0, em_max_iter=50, device="cpu",
+                   dtype="float64")],
+    expected_failed_checks=lambda est: (EXPECTED_FAILURES if est.dtype == "float64"
+                                        else FLOAT32_FAILURES),
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)

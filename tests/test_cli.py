@@ -192,13 +192,19 @@ def _run_side_by_side(cases: dict) -> dict:
 def test_console_script_help_documents_every_option():
     runs = _run_side_by_side({"fit": (["fit", "--help"], False),
                               "demo": (["demo", "--help"], False),
+                              "predict": (["predict", "--help"], False),
                               "bad": (["fit", "nowhere.csv"], False)})
     text = runs["fit"].stdout
     assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--out", "--seed", "--n-init", "--device",
-                   "--progress", "--covariance-type", "--sep", "--decimal"):
+                   "--progress", "--covariance-type", "--sep", "--decimal", "--weights",
+                   "--missing", "--dropna", "--save"):
         assert option in text
-    assert "{full,tied,diag,spherical}" in text
+    assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
+    pred = runs["predict"].stdout
+    assert runs["predict"].returncode == 0
+    for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal", "--out"):
+        assert option in pred
     demo = runs["demo"].stdout
     assert runs["demo"].returncode == 0
     assert "--covariance-type" in demo and "{full,tied,diag,spherical}" in demo
@@ -486,3 +492,220 @@ def test_default_columns_leave_out_label_columns(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "t.csv"), "--columns", "x", "target", "--n-init", "1",
                  "--device", "cpu", "--out", str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "params.json").read_text())["features"] == ["x", "target"]
+
+
+# --- Sample weights (--weights) and missing values (--missing), through the script -------
+
+_FIT_FAST = ["fit", "-k", "2", "--n-init", "1", "--device", "cpu", "--seed", "7"]
+
+
+def _weighted_blobs() -> pd.DataFrame:
+    """The two blobs with an integer weight per row, 0 to 3 (some rows 0)."""
+    blobs, _ = _two_blobs(11)
+    w = np.random.default_rng(11).integers(0, 4, len(blobs))
+    assert (w == 0).sum() > 10
+    return blobs.assign(w=w)
+
+
+def _with_missing(seed: int) -> pd.DataFrame:
+    """The blobs with 20 cells emptied, never both of a row."""
+    blobs, _ = _two_blobs(seed)
+    rng = np.random.default_rng(seed)
+    data = blobs.copy()
+    rows = rng.choice(len(data), 20, replace=False)
+    data.loc[rows[:10], "x"] = np.nan
+    data.loc[rows[10:], "y"] = np.nan
+    return data
+
+
+@pytest.fixture(scope="module")
+def weight_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    data = _weighted_blobs()
+    data.to_csv(root / "weighted.csv", index=False)
+    # the same fit written out: each row repeated as often as its weight says
+    data.loc[data.index.repeat(data["w"]), ["x", "y"]].to_csv(root / "repeated.csv",
+                                                               index=False)
+    bad = data.assign(w=data["w"].astype(float))
+    for name, value in [("negative", -1.5), ("empty", np.nan), ("inf", np.inf)]:
+        bad.assign(w=bad["w"].where(bad.index != 4, value)).to_csv(root / f"{name}.csv",
+                                                                    index=False)
+    bad.assign(w=0).to_csv(root / "zero.csv", index=False)
+    bad.assign(w="often").to_csv(root / "text.csv", index=False)
+    _with_missing(12).to_csv(root / "missing.csv", index=False)
+    empty_row = _with_missing(12)
+    empty_row.loc[[6, 9], ["x", "y"]] = np.nan
+    empty_row.to_csv(root / "empty_row.csv", index=False)
+
+    cases = {  # name: (input file, options); each run writes into o_<name>
+        "weighted": ("weighted", "--weights", "w"),
+        "repeated": ("repeated",),
+        "marginalize": ("missing", "--missing", "marginalize", "--save", root / "m.bgmm"),
+        "nan_refused": ("missing",),
+        "empty_row": ("empty_row", "--missing", "marginalize"),
+        "w_absent": ("weighted", "--weights", "weight"),
+        "w_in_columns": ("weighted", "--weights", "w", "--columns", "x", "w"),
+        **{f"w_{name}": (name, "--weights", "w")
+           for name in ("negative", "empty", "inf", "zero", "text")},
+    }
+    return root, _run_side_by_side({
+        name: ([*_FIT_FAST, root / f"{file}.csv", *extra, "--out", root / f"o_{name}"], False)
+        for name, (file, *extra) in cases.items()})
+
+
+def test_script_weights_give_the_fit_of_the_rows_repeated(weight_runs):
+    root, runs = weight_runs
+    for name in ("weighted", "repeated"):
+        assert runs[name].returncode == 0, runs[name].stderr
+    data = _weighted_blobs()
+    assert f"on {len(data)} rows x 2 column(s) ['x', 'y'] (total weight {data['w'].sum()})" \
+        in runs["weighted"].stdout
+
+    def components(name):
+        # sorted by x to undo label switching
+        params = json.loads((root / f"o_{name}" / "params.json").read_text())
+        order = np.argsort(np.asarray(params["means"])[:, 0])
+        return params, np.asarray(params["means"])[order], np.asarray(params["weights"])[order]
+
+    weighted, means, weights = components("weighted")
+    repeated, means_r, weights_r = components("repeated")
+    # The weights column is no feature: left out of the default columns.
+    assert weighted["features"] == repeated["features"] == ["x", "y"]
+    # Integer weights are the rows repeated: the same fit, to float32 rounding.
+    np.testing.assert_allclose(means, means_r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(weights, weights_r, rtol=1e-4)
+    np.testing.assert_allclose(weighted["loss"], repeated["loss"], rtol=1e-4)
+    _assert_means(weighted, _two_blobs(11)[1])
+    # Every row is assigned, those of weight 0 too, and the weights column stays.
+    result = pd.read_csv(root / "o_weighted" / "assignments.csv")
+    assert list(result.columns) == ["x", "y", "w", "cluster", "p_cluster_0", "p_cluster_1"]
+    assert result["cluster"].notna().all() and (result["w"] == 0).any()
+    first = result["cluster"].to_numpy()[:120]   # the first blob is one cluster
+    assert (first == first[0]).all() and (result["cluster"][120:] != first[0]).all()
+
+
+@pytest.mark.parametrize("run,message", [
+    ("w_negative", "--weights column 'w' of '{root}/negative.csv' holds -1.5 in data row 5: "),
+    ("w_inf", "--weights column 'w' of '{root}/inf.csv' holds inf in data row 5: "),
+    ("w_empty", ("--weights column 'w' of '{root}/empty.csv' is empty in 1 row(s) "
+                 "(data row(s) [5]): give every row a weight, or pass --dropna")),
+    ("w_zero", "--weights column 'w' of '{root}/zero.csv' is 0 in every row: "),
+    ("w_text", "--weights column 'w' of '{root}/text.csv' is not numeric ('often')"),
+    ("w_absent", ("--weights column 'weight' not in '{root}/weighted.csv'; available: "
+                  "['x', 'y', 'w']")),
+    ("w_in_columns", "--weights column 'w' is also named in --columns"),
+])
+def test_script_bad_weights_are_one_line(weight_runs, run, message):
+    root, runs = weight_runs
+    err = _one_error_line(runs[run])
+    assert message.format(root=root) in err
+    assert "sample_weight" not in err   # the library's wording stays in the library
+    assert not (root / f"o_{run}").exists()  # refused before the fit and --out
+
+
+def test_script_marginalizes_missing_values(weight_runs):
+    root, runs = weight_runs
+    run = runs["marginalize"]
+    assert run.returncode == 0, run.stderr
+    assert "(20 rows with missing values marginalised)" in run.stdout
+    data = _with_missing(12)
+    _assert_means(json.loads((root / "o_marginalize" / "params.json").read_text()),
+                  _two_blobs(12)[1])
+    result = pd.read_csv(root / "o_marginalize" / "assignments.csv")
+    pd.testing.assert_frame_equal(result[["x", "y"]], data)
+    assert result["cluster"].notna().all()   # a cluster for every row, NaN ones too
+    # the blobs are 6 sd apart in x and in y: one observed feature tells them apart
+    blob = np.r_[np.zeros(120), np.ones(60)].astype(int)
+    cluster = result["cluster"].to_numpy()
+    np.testing.assert_array_equal(cluster == cluster[0], blob == 0)
+    np.testing.assert_allclose(result[["p_cluster_0", "p_cluster_1"]].sum(axis=1), 1.0,
+                               atol=1e-9)
+
+
+def test_script_nan_without_marginalize_names_both_remedies(weight_runs):
+    _, runs = weight_runs
+    err = _one_error_line(runs["nan_refused"])
+    data = _with_missing(12)
+    row = int(np.flatnonzero(data["x"].isna())[0])
+    assert f"contains NaN in column 0 ('x'), data row {row + 1}: " in err
+    assert "--missing marginalize" in err and "--dropna" in err
+    assert "missing='marginalize'" not in err and "df.dropna" not in err
+
+
+def test_script_rows_with_every_feature_missing_are_named(weight_runs):
+    _, runs = weight_runs
+    err = _one_error_line(runs["empty_row"])
+    assert ("has 2 row(s) with every chosen column empty (data row(s) [7, 10])" in err
+            and "--dropna" in err)
+    assert "df.dropna" not in err
+
+
+def test_script_predict_with_a_marginalizing_model(weight_runs, tmp_path, capsys):
+    """A model saved by fit --missing marginalize assigns rows with NaN
+    (through the script); a row with every feature missing is named, or
+    left unassigned with --dropna; --missing error restores the refusal,
+    --missing marginalize lifts it for a model fitted without it (in-process:
+    no fit, the script's start would be all the cost)."""
+    root, runs = weight_runs
+    assert runs["marginalize"].returncode == 0, runs["marginalize"].stderr
+    model = root / "m.bgmm"
+    new = _with_missing(13).iloc[::6].reset_index(drop=True)
+    assert new[["x", "y"]].isna().any(axis=1).sum() >= 2
+    new.to_csv(tmp_path / "new.csv", index=False)
+    run = _run_script(["predict", model, tmp_path / "new.csv", "--out", tmp_path / "p"])
+    assert run.returncode == 0, run.stderr
+    got = pd.read_csv(tmp_path / "p" / "assignments.csv")
+    assert got["cluster"].notna().all() and len(got) == len(new)
+    # the model's blobs are those of _two_blobs: rows 0-119 and 120-179
+    blob = np.arange(0, 180, 6) >= 120
+    np.testing.assert_array_equal(got["cluster"] == got["cluster"][0], ~blob)
+
+    new.loc[[2], ["x", "y"]] = np.nan
+    new.to_csv(tmp_path / "empty_row.csv", index=False)
+    predict = ["predict", str(model), str(tmp_path / "empty_row.csv")]
+    assert main([*predict, "--dropna", "--out", str(tmp_path / "d")]) == 0
+    assert "--dropna left out 1 of 30 rows with every chosen column empty" in \
+        capsys.readouterr().err
+    dropped = pd.read_csv(tmp_path / "d" / "assignments.csv")
+    assert dropped["cluster"].isna().tolist() == [i == 2 for i in range(len(new))]
+    assert main([*predict, "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "every chosen column empty (data row(s) [3])" in err and err.count("\n") == 1
+    predict[2] = str(tmp_path / "new.csv")
+    assert main([*predict, "--missing", "error", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "contains NaN" in err and "--missing marginalize" in err and "--dropna" in err
+    # a model fitted without --missing marginalize marginalises when told to
+    plain = tmp_path / "plain.bgmm"
+    assert main(["fit", str(tmp_path / "new.csv"), "--dropna", "--n-init", "1", "--device",
+                 "cpu", "--save", str(plain), "--out", str(tmp_path / "f")]) == 0
+    predict[1] = str(plain)
+    assert main([*predict, "--out", str(tmp_path / "r")]) == 2
+    assert "contains NaN" in capsys.readouterr().err
+    assert main([*predict, "--missing", "marginalize", "--out", str(tmp_path / "m")]) == 0
+    assert pd.read_csv(tmp_path / "m" / "assignments.csv")["cluster"].notna().all()
+
+
+def test_dropna_leaves_out_empty_weights_and_keeps_marginalized_rows(tmp_path, capsys):
+    data = _weighted_blobs().astype({"w": float})
+    data.loc[4, "w"] = np.nan
+    data.loc[[5, 150], "x"] = np.nan
+    data.loc[7, "y"] = np.nan
+    data.loc[8, ["x", "y"]] = np.nan
+    data.to_csv(tmp_path / "d.csv", index=False)
+    assert main(["fit", str(tmp_path / "d.csv"), "--weights", "w", "--missing", "marginalize",
+                 "--dropna", "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert ("--dropna left out 2 of 180 rows with every chosen column empty or an empty "
+            "--weights value") in captured.err
+    assert "on 178 rows x 2 column(s) ['x', 'y'] (total weight" in captured.out
+    result = pd.read_csv(tmp_path / "o" / "assignments.csv")
+    assert result["cluster"].isna().tolist() == [i in (4, 8) for i in range(180)]
+    # A column with no value in the rows fitted is named (the library knows its index only).
+    data.assign(z=np.where(data["w"] == 0, 1.0, np.nan)).to_csv(tmp_path / "z.csv", index=False)
+    assert main(["fit", str(tmp_path / "z.csv"), "--weights", "w", "--missing", "marginalize",
+                 "--dropna", "--out", str(tmp_path / "o")]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]   # after the --dropna note
+    assert last.startswith("bayesgmm: error: column(s) ['z'] of ")
+    assert last.endswith("have no value in the rows fitted: leave them out with --columns")

@@ -1,0 +1,431 @@
+"""Sample weights and missing values (``sample_weight``, ``missing="marginalize"``,
+``impute``), checked against repeated rows, scipy densities, Pyro's own loss
+and an independent numpy EM step for data missing at random."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from bayesgmm import BayesianGMM, GMMClassifier
+from bayesgmm import covariance as cm
+from bayesgmm.covariance import COVARIANCE_TYPES
+from bayesgmm.fitting import (Groups, class_elbo_loss, elbo_loss, negative_log_joint,
+                              observed_component_log_prob)
+from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
+
+CPU = dict(device="cpu", random_state=0)
+
+
+def _blobs(seed=0, n=(120, 150, 90), D=3):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(D, D)) * 0.4 + np.eye(D)
+    centres = np.array([[0.0] * D, [6.0] * D, [0.0, 7.0] + [-5.0] * (D - 2)])
+    X = np.concatenate([rng.normal(size=(m, D)) @ A + c for m, c in zip(n, centres)])
+    y = np.repeat(np.arange(3), n)
+    return X, y
+
+
+def _hide(X, frac, seed=0):
+    """X with a fraction of entries missing completely at random (no row
+    left empty)."""
+    rng = np.random.default_rng(seed)
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < frac] = np.nan
+    empty = np.isnan(Xm).all(1)
+    Xm[empty, 0] = X[empty, 0]
+    return Xm
+
+
+def _sorted(est):
+    """Fitted (weights, means, covariances) in the order of the first mean
+    coordinate (labels are arbitrary)."""
+    o = np.argsort(est.means_[:, 0])
+    cov = est.covariances_ if est.covariances_.ndim == 2 and est.covariance_type_ == "tied" \
+        else est.covariances_[o]
+    return est.weights_[o], est.means_[o], cov
+
+
+# ------------------------------------------------------------ sample weights
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_integer_weights_equal_repeated_rows_mixture(covariance_type):
+    X, _ = _blobs()
+    w = np.random.default_rng(1).integers(0, 4, len(X))
+    kw = dict(covariance_type=covariance_type, dtype="float64", tol=1e-9, **CPU)
+    a = BayesianGMM(3, **kw).fit(X, sample_weight=w)
+    perm = np.random.default_rng(2).permutation(int(w.sum()))
+    b = BayesianGMM(3, **kw).fit(np.repeat(X, w, axis=0)[perm])
+    for x, y in zip(_sorted(a), _sorted(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(a.score_samples(X), b.score_samples(X), rtol=1e-7)
+    np.testing.assert_allclose(a.loss_, b.loss_, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:n_components='auto' chose the largest K")
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_integer_weights_equal_repeated_rows_classifier(covariance_type):
+    X, y = _blobs()
+    y = np.where(X[:, 0] > 3, 1, 0)          # two classes of 1-2 blobs each
+    w = np.random.default_rng(1).integers(0, 4, len(X))
+    kw = dict(covariance_type=covariance_type, dtype="float64", tol=1e-9, **CPU)
+    a = GMMClassifier(2, **kw).fit(X, y, sample_weight=w)
+    b = GMMClassifier(2, **kw).fit(np.repeat(X, w, axis=0), np.repeat(y, w))
+    np.testing.assert_allclose(a.class_prior_, b.class_prior_, rtol=1e-12)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), rtol=1e-6)
+    np.testing.assert_allclose(a.class_losses_, b.class_losses_, rtol=1e-9)
+    # "auto" chooses K per class by BIC with the weighted sizes.
+    a = GMMClassifier("auto", max_components=3, **kw).fit(X, y, sample_weight=w)
+    b = GMMClassifier("auto", max_components=3, **kw).fit(np.repeat(X, w, axis=0),
+                                                          np.repeat(y, w))
+    np.testing.assert_array_equal(a.n_components_, b.n_components_)
+    np.testing.assert_allclose(a.bic_, b.bic_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_zero_weights_equal_dropped_rows_float32(Est):
+    X, y = _blobs()
+    w = (np.random.default_rng(3).random(len(X)) < 0.7).astype(float)
+    keep = w > 0
+    args, args_kept = ((X, y), (X[keep], y[keep])) if Est is GMMClassifier else ((X,), (X[keep],))
+    a = Est(3 if Est is BayesianGMM else 1, **CPU).fit(*args, sample_weight=w)
+    b = Est(3 if Est is BayesianGMM else 1, **CPU).fit(*args_kept)
+    # Rows of weight 0 are removed before anything else: the same fit exactly.
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.covariances_, b.covariances_)
+
+
+def test_fractional_weights_scale_against_the_prior():
+    """Weights are frequency weights: multiplying them all by c is c times
+    the data against the same prior (the fit of the rows repeated c times)."""
+    X, _ = _blobs()
+    kw = dict(dtype="float64", tol=1e-10, **CPU)
+    double = BayesianGMM(3, **kw).fit(X, sample_weight=np.full(len(X), 2.0))
+    repeated = BayesianGMM(3, **kw).fit(np.concatenate([X, X]))
+    for x, y in zip(_sorted(double), _sorted(repeated)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.r_[-1.0, np.ones(359)], "finite and >= 0, got -1.0 at row 0"),
+    (np.r_[np.inf, np.ones(359)], "finite and >= 0, got inf"),
+    (np.r_[np.nan, np.ones(359)], "finite and >= 0, got nan"),
+    (np.ones(10), r"shape \(10,\), expected \(360,\)"),
+    (np.ones((360, 2)), r"shape \(360, 2\)"),
+    (np.zeros(360), "all zero"),
+    (["a"] * 360, "must hold numbers"),
+])
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_bad_weights_are_clear_errors_and_keep_the_fit(Est, bad, match):
+    X, y = _blobs()
+    args = (X, y) if Est is GMMClassifier else (X,)
+    est = Est(2, max_iter=0, em_max_iter=5, **CPU).fit(*args)
+    means = est.means_.copy()
+    with pytest.raises(ValueError, match=match):
+        est.fit(*args, sample_weight=bad)
+    np.testing.assert_array_equal(est.means_, means)
+
+
+def test_weights_accept_lists_series_and_tensors():
+    X, _ = _blobs()
+    w = np.random.default_rng(0).integers(1, 3, len(X)).astype(float)
+    ref = BayesianGMM(3, **CPU).fit(X, sample_weight=w).means_
+    for form in (list(w), pd.Series(w), torch.tensor(w)):
+        np.testing.assert_array_equal(BayesianGMM(3, **CPU).fit(X, sample_weight=form).means_, ref)
+
+
+# ------------------------------------------------ the objective: Pyro's loss
+def _params(name, D, K, dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    base = torch.eye(D, dtype=dtype) * torch.linspace(0.5, 2.0, D, dtype=dtype)
+    base[0, 1] = base[1, 0] = 0.3
+    covs = torch.stack([base * (1 + k) for k in range(K)])
+    value = {"full": torch.linalg.inv(covs), "tied": torch.linalg.inv(base),
+             "diag": torch.sqrt(torch.diagonal(covs, dim1=-2, dim2=-1)),
+             "spherical": torch.linspace(1.0, 1.5, K, dtype=dtype)}[name]
+    w = torch.linspace(1.0, 2.0, K, dtype=dtype)
+    return MixtureParams(w / w.sum(), torch.randn(K, D, generator=g, dtype=dtype), value)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_weighted_masked_loss_equals_pyro(covariance_type):
+    """The fused loss with sample weights and missing entries (per-pattern
+    marginals, weighted statistics) equals the loss Pyro computes from the
+    model (weighted factor, per-point ObservedNormal)."""
+    D, K, N = 3, 2, 25
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(N, D, generator=g, dtype=torch.float64)
+    X[torch.rand(N, D, generator=g) < 0.25] = float("nan")
+    X[torch.isnan(X).all(1), 0] = 0.5
+    w = torch.rand(N, generator=g, dtype=torch.float64) * 3
+    family = cm.get(covariance_type, D)
+    priors = resolve_priors(None, family, K, (np.zeros(D), np.ones(D)))
+    pt = Standardizer(np.zeros(D), np.ones(D)).priors(priors, "cpu", dtype=torch.float64)
+    params = _params(covariance_type, D, K)
+    one = torch.zeros(1, dtype=torch.long)
+    for weight in (None, w):
+        fused = negative_log_joint(Groups.single(X, weight), params.map(lambda t: t[None]), one,
+                                   pt, family)
+        assert float(fused) == pytest.approx(elbo_loss(X, params, pt, family, weight), rel=1e-12)
+    # The per-class model: classes 0/1, every class padded to K components.
+    labels = torch.arange(N) % 2
+    cparams = params.map(lambda t: torch.stack([t, t]))
+    mask = torch.ones(2, K, dtype=torch.bool)
+    fused = negative_log_joint(Groups.from_labels(X, labels, 2, w), cparams, torch.arange(2), pt,
+                               family, mask).sum()
+    assert float(fused) == pytest.approx(
+        class_elbo_loss(X, labels, cparams, pt, mask, family, w), rel=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_observed_marginal_matches_scipy(covariance_type):
+    D, K = 4, 3
+    params = _params(covariance_type, D, K)
+    family = cm.get(covariance_type, D)
+    cov = family.dense(params.cov, K).numpy()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, D))
+    X[rng.random(X.shape) < 0.4] = np.nan
+    X[np.isnan(X).all(1), 1] = 0.3
+    got = observed_component_log_prob(torch.tensor(X), params, family).numpy()
+    for n, x in enumerate(X):
+        o = ~np.isnan(x)
+        for k in range(K):
+            ref = np.log(params.weights[k].item()) + multivariate_normal(
+                params.means[k].numpy()[o], cov[k][np.ix_(o, o)]).logpdf(x[o])
+            assert got[k, n] == pytest.approx(ref, rel=1e-10)
+
+
+# ------------------------------------------------------- missing values: fit
+def _reference_ecm_step(X, w, weights, means, covs, priors):
+    """One MAP-ECM step for a full-covariance mixture with entries missing
+    at random, written per row in numpy (the textbook conditional-Gaussian
+    form): responsibilities from the observed marginals; E[x | x_o] and
+    the conditional covariance of the missing block; then the weights, the
+    means given the current covariances and the covariances given the new
+    means, under the resolved priors (data units)."""
+    N, D = X.shape
+    K = len(weights)
+    R = np.zeros((N, K))
+    xhat = np.zeros((N, K, D))
+    Cm = np.zeros((N, K, D, D))
+    for n in range(N):
+        o = ~np.isnan(X[n])
+        m = ~o
+        for k in range(K):
+            S = covs[k]
+            Soo_inv = np.linalg.inv(S[np.ix_(o, o)])
+            R[n, k] = np.log(weights[k]) + multivariate_normal(means[k][o], S[np.ix_(o, o)]).logpdf(X[n][o])
+            xh = X[n].copy()
+            xh[m] = means[k][m] + S[np.ix_(m, o)] @ Soo_inv @ (X[n][o] - means[k][o])
+            xhat[n, k] = xh
+            Cm[n, k][np.ix_(m, m)] = S[np.ix_(m, m)] - S[np.ix_(m, o)] @ Soo_inv @ S[np.ix_(o, m)]
+    R = np.exp(R - logsumexp(R, 1, keepdims=True)) * w[:, None]
+    Nk = R.sum(0)
+    a = np.broadcast_to(priors.weight_concentration, (K,))
+    new_w = (Nk + a - 1) / (Nk + a - 1).sum()
+    m0, s0 = np.broadcast_to(priors.mean_loc, (D,)), np.broadcast_to(priors.mean_scale, (D,))
+    L0 = np.diag(1 / s0 ** 2)
+    psi = np.asarray(priors.covariance_scale)
+    psi = np.diag(np.broadcast_to(psi, (D,))) if psi.ndim < 2 else psi
+    new_m, new_c = np.zeros_like(means), np.zeros_like(covs)
+    for k in range(K):
+        Lk = np.linalg.inv(covs[k])
+        s1 = (R[:, k, None] * xhat[:, k]).sum(0)
+        new_m[k] = np.linalg.solve(Nk[k] * Lk + L0, Lk @ s1 + L0 @ m0)
+        d = xhat[:, k] - new_m[k]
+        S = (R[:, k, None, None] * (d[:, :, None] * d[:, None, :] + Cm[:, k])).sum(0)
+        new_c[k] = (psi + S) / (priors.covariance_dof - D - 1 + Nk[k])
+    return new_w, new_m, new_c
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted):
+    X, _ = _blobs(n=(60, 80, 50))
+    Xm = _hide(X, 0.3)
+    w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted else np.ones(len(X))
+    gmm = BayesianGMM(3, missing="marginalize", dtype="float64", tol=1e-12, em_max_iter=5000,
+                      max_iter=0, **CPU).fit(Xm, sample_weight=w if weighted else None)
+    assert gmm.converged_
+    new_w, new_m, new_c = _reference_ecm_step(Xm, w, gmm.weights_, gmm.means_, gmm.covariances_,
+                                              gmm.priors_)
+    np.testing.assert_allclose(new_w, gmm.weights_, rtol=1e-6)
+    np.testing.assert_allclose(new_m, gmm.means_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_c, gmm.covariances_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_marginalize_recovers_truth_better_than_dropping_rows(covariance_type):
+    """Half the entries missing: the marginal fit uses every row and
+    recovers the means closer than the fit on the complete rows only."""
+    X, _ = _blobs(n=(200, 250, 150))
+    Xm = _hide(X, 0.4, seed=5)
+    full = BayesianGMM(3, covariance_type=covariance_type, **CPU).fit(X)
+    marg = BayesianGMM(3, covariance_type=covariance_type, missing="marginalize", **CPU).fit(Xm)
+    cc = BayesianGMM(3, covariance_type=covariance_type, **CPU).fit(Xm[~np.isnan(Xm).any(1)])
+    err = lambda e: np.abs(_sorted(e)[1] - _sorted(full)[1]).max()
+    assert err(marg) < err(cc)
+    assert err(marg) < 0.3
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_marginalize_without_nan_equals_default_exactly(Est, covariance_type):
+    X, y = _blobs()
+    args = (X, y) if Est is GMMClassifier else (X,)
+    a = Est(2, covariance_type=covariance_type, **CPU).fit(*args)
+    b = Est(2, covariance_type=covariance_type, missing="marginalize", **CPU).fit(*args)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_ == b.loss_
+
+
+def test_marginalize_pyro_backend_agrees_with_fused():
+    X, _ = _blobs(n=(40, 40, 40))
+    Xm = _hide(X, 0.25)
+    w = np.random.default_rng(0).integers(1, 3, len(X)).astype(float)
+    kw = dict(missing="marginalize", em_max_iter=0, max_iter=30, n_init=1, **CPU)
+    fused = BayesianGMM(3, **kw).fit(Xm, sample_weight=w)
+    pyro = BayesianGMM(3, backend="pyro", **kw).fit(Xm, sample_weight=w)
+    # Same start, same Adam on the same loss: the same path up to rounding.
+    np.testing.assert_allclose(pyro.losses_, fused.losses_, rtol=1e-4)
+
+
+# ------------------------------------------------ missing values: predictions
+def test_predictions_marginalise_missing_features():
+    X, y = _blobs()
+    gmm = BayesianGMM(3, missing="marginalize", **CPU).fit(_hide(X, 0.2))
+    Xq = _hide(X[:50], 0.4, seed=9)
+    cov = gmm._family().matrices(gmm.covariances_, 3, 3)
+    ref = np.array([logsumexp([np.log(gmm.weights_[k]) + multivariate_normal(
+        gmm.means_[k][~np.isnan(x)], cov[k][np.ix_(~np.isnan(x), ~np.isnan(x))]).logpdf(
+        x[~np.isnan(x)]) for k in range(3)]) for x in Xq])
+    np.testing.assert_allclose(gmm.score_samples(Xq), ref, rtol=1e-5)
+    proba = gmm.predict_proba(Xq)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_array_equal(gmm.predict(Xq), proba.argmax(1))
+    # Torch input takes the same path.
+    np.testing.assert_allclose(gmm.score_samples(torch.tensor(Xq)).numpy(), ref, rtol=1e-5)
+
+
+def test_classifier_marginalises_in_fit_and_predict():
+    X, y = _blobs()
+    Xm = _hide(X, 0.3)
+    clf = GMMClassifier(1, missing="marginalize", discriminative_steps=5, **CPU).fit(Xm, y)
+    Xq = _hide(X, 0.3, seed=7)
+    assert clf.score(Xq, y) > 0.95
+    ll = clf.class_log_likelihood(Xq[:20])
+    cov = clf._family().matrices(clf.covariances_[0], 1, 3)
+    o = ~np.isnan(Xq[0])
+    assert ll[0, 0] == pytest.approx(multivariate_normal(clf.means_[0, 0][o],
+                                                         cov[0][np.ix_(o, o)]).logpdf(Xq[0][o]),
+                                     rel=1e-5)
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_missing_errors_name_the_remedy(Est):
+    X, y = _blobs()
+    args = lambda Z: (Z, y) if Est is GMMClassifier else (Z,)
+    Xm = _hide(X, 0.1)
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        Est(2, **CPU).fit(*args(Xm))
+    est = Est(2, missing="marginalize", **CPU).fit(*args(Xm))
+    empty = Xm.copy()
+    empty[[3, 8]] = np.nan
+    with pytest.raises(ValueError, match=r"2 row\(s\) with every feature missing \(row\(s\) \[3, 8\]"):
+        est.predict(empty)
+    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[3, 8\]"):
+        Est(2, missing="marginalize", **CPU).fit(*args(empty))
+    col = X.copy()
+    col[:, 1] = np.nan
+    with pytest.raises(ValueError, match=r"no observed value in feature\(s\) \[1\]"):
+        Est(2, missing="marginalize", **CPU).fit(*args(col))
+    with pytest.raises(ValueError, match="missing must be one of"):
+        Est(2, missing="drop", **CPU).fit(*args(X))
+    # A model fitted without marginalisation still names the remedy.
+    plain = Est(2, **CPU).fit(*args(X))
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        plain.predict(Xm)
+
+
+# ------------------------------------------------------------------ impute
+def test_impute_is_the_conditional_mean():
+    X, _ = _blobs()
+    gmm = BayesianGMM(3, missing="marginalize", **CPU).fit(_hide(X, 0.2))
+    Xq = _hide(X[::7], 0.35, seed=3)
+    got = gmm.impute(Xq)
+    cov = gmm._family().matrices(gmm.covariances_, 3, 3)
+    for x, g in zip(Xq, got):
+        o, m = ~np.isnan(x), np.isnan(x)
+        np.testing.assert_array_equal(g[o], x[o])
+        if not m.any():
+            continue
+        logr = np.array([np.log(gmm.weights_[k]) + multivariate_normal(
+            gmm.means_[k][o], cov[k][np.ix_(o, o)]).logpdf(x[o]) for k in range(3)])
+        r = np.exp(logr - logsumexp(logr))
+        cond = [gmm.means_[k][m] + cov[k][np.ix_(m, o)] @ np.linalg.solve(
+            cov[k][np.ix_(o, o)], x[o] - gmm.means_[k][o]) for k in range(3)]
+        np.testing.assert_allclose(g[m], np.einsum("k,kd->d", r, cond), rtol=1e-6, atol=1e-6)
+
+
+def test_impute_draws_follow_the_conditional_distribution():
+    """Many draws for one row with one component: their mean and covariance
+    are the conditional Gaussian's (a simulation with known truth)."""
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    X = rng.multivariate_normal([1.0, -1.0, 2.0], cov, 2000)
+    gmm = BayesianGMM(1, dtype="float64", **CPU).fit(X)
+    row = np.array([[0.5, np.nan, np.nan]])
+    draws = gmm.impute(np.repeat(row, 20000, axis=0), sample=True, random_state=1)
+    S, mu = gmm.covariances_[0], gmm.means_[0]
+    m, o = [1, 2], [0]
+    cond_mean = mu[m] + S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], row[0, o] - mu[o])
+    cond_cov = S[np.ix_(m, m)] - S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], S[np.ix_(o, m)])
+    np.testing.assert_allclose(draws[:, m].mean(0), cond_mean, atol=0.03)
+    np.testing.assert_allclose(np.cov(draws[:, m].T), cond_cov, atol=0.03)
+    np.testing.assert_array_equal(draws[:, 0], 0.5)
+    again = gmm.impute(np.repeat(row, 20000, axis=0), sample=True, random_state=1)
+    np.testing.assert_array_equal(draws, again)
+
+
+def test_impute_keeps_dataframes_and_beats_mean_imputation():
+    X, _ = _blobs()
+    gmm = BayesianGMM(3, missing="marginalize", **CPU).fit(_hide(X, 0.3))
+    Xq = _hide(X, 0.3, seed=11)
+    df = pd.DataFrame(Xq, columns=list("abc"), index=np.arange(len(X)) * 2)
+    gmm_df = BayesianGMM(3, missing="marginalize", **CPU).fit(
+        pd.DataFrame(_hide(X, 0.3), columns=list("abc")))
+    out = gmm_df.impute(df)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == list("abc")
+    np.testing.assert_array_equal(out.index, df.index)
+    assert not out.isna().any().any()
+    miss = np.isnan(Xq)
+    rmse = lambda Z: np.sqrt(((Z - X)[miss] ** 2).mean())
+    mean_fill = np.where(miss, np.nanmean(Xq, 0), Xq)
+    assert rmse(gmm.impute(Xq)) < 0.6 * rmse(mean_fill)
+
+
+def test_missing_and_dtype_survive_save_and_load(tmp_path):
+    X, _ = _blobs()
+    Xm = _hide(X, 0.2)
+    gmm = BayesianGMM(3, missing="marginalize", dtype="float64", **CPU).fit(Xm)
+    gmm.save(tmp_path / "m.bgmm")
+    back = BayesianGMM.load(tmp_path / "m.bgmm")
+    assert back.missing == "marginalize" and back.dtype == "float64"
+    np.testing.assert_array_equal(back.score_samples(Xm), gmm.score_samples(Xm))
+    np.testing.assert_array_equal(back.impute(Xm), gmm.impute(Xm))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_sklearn_weight_equivalence_check_for_every_covariance_type(Est, covariance_type):
+    """scikit-learn's own check (30 features, 15 rows, integer and zero
+    weights, rows shuffled) for every covariance type; float64, as its
+    near-singular covariances need (see the README)."""
+    from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_dense_data
+
+    est = Est(n_components=1 if Est is GMMClassifier else 2, covariance_type=covariance_type,
+              n_init=1, max_iter=0, em_max_iter=50, dtype="float64", device="cpu")
+    check_sample_weight_equivalence_on_dense_data(Est.__name__, est)
