@@ -521,6 +521,24 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     K = n_components
     D = points[0].shape[1]
     out = np.zeros((n_init, len(points), K, D))
+
+    def host(v):
+        return None if v is None else np.asarray(v.detach().cpu() if torch.is_tensor(v) else v,
+                                                 dtype=np.float64)
+
+    def canonical(P, w):
+        # Seeded in a canonical (sorted) order of the points: the seeds
+        # then do not depend on the rows' order, and a point of weight w
+        # is drawn exactly when w repeated copies of it would be.
+        P = np.where(np.isnan(P), 0.0, P)
+        order = np.lexsort(P.T[::-1])
+        return P[order], None if w is None else w[order]
+
+    group_w = [None if weights is None else weights[g] for g in range(len(points))]
+    # Groups small enough to seed on whole: prepared once, for every restart.
+    prepared = [canonical(host(P), host(w))
+                if isinstance(init, str) and P.shape[0] <= SEED_SAMPLE_SIZE else None
+                for P, w in zip(points, group_w)]
     for r in range(n_init):
         rng = np.random.default_rng(int(seeds[r]))
         for g, P in enumerate(points):
@@ -530,21 +548,12 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 continue
             n = P.shape[0]
             k = min(K, n)
-            w = None if weights is None or weights[g] is None else weights[g]
-            if n > SEED_SAMPLE_SIZE:   # subsampled where the points are, then copied
+            if prepared[g] is not None:
+                P, w = prepared[g]
+            else:                      # subsampled where the points are, then copied
                 pick = rng.choice(n, SEED_SAMPLE_SIZE, replace=False)
-                P = P[pick]
-                w = None if w is None else w[pick]
-            P = np.asarray(P.detach().cpu() if torch.is_tensor(P) else P, dtype=np.float64)
-            P = np.where(np.isnan(P), 0.0, P)
-            if w is not None:
-                w = np.asarray(w.detach().cpu() if torch.is_tensor(w) else w, dtype=np.float64)
-            # Seeded in a canonical (sorted) order of the points: the seeds
-            # then do not depend on the rows' order, and a point of weight w
-            # is drawn exactly when w repeated copies of it would be.
-            order = np.lexsort(P.T[::-1])
-            P = P[order]
-            w = None if w is None else w[order]
+                w = group_w[g]
+                P, w = canonical(host(P[pick]), None if w is None else host(w[pick]))
             if init == "random":
                 c = P[rng.choice(P.shape[0], k, replace=False,
                                  p=None if w is None else w / w.sum())]
