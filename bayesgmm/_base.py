@@ -177,7 +177,10 @@ class FitData:
     all), their weights (None: each row once), the standardiser, the
     standardised tensor (missing entries NaN), the weights as a
     tensor, the raw moments, the total weight and, with missing entries,
-    the weight of the observed entries per feature (else None)."""
+    the weight of the observed entries per feature (else None); the rows
+    of every process (``n_total``) and the reduce hook of a fit over
+    several processes (None in one process).  Totals are over every
+    process's shard."""
 
     X: np.ndarray
     weight: Optional[np.ndarray]
@@ -188,6 +191,8 @@ class FitData:
     moments: tuple
     mass: float
     observed_mass: Optional[np.ndarray]
+    n_total: int = 0
+    reduce: Optional[object] = None
 
     def loss_offset(self, n_components: int, family: Covariance, mass=None, observed=None):
         """:meth:`Standardizer.loss_offset` of these data (or of a part of
@@ -197,11 +202,14 @@ class FitData:
 
 
 def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,
-             missing: bool, dtype: torch.dtype = torch.float32) -> FitData:
+             missing: bool, dtype: torch.dtype = torch.float32, reduce=None) -> FitData:
     """Sample weights checked and zero-weight rows dropped (exactly as if
     they were not there), missing entries checked (``missing``: the
     estimator marginalises them; every feature needs an observed value),
-    and the data standardised by their weighted, observed moments."""
+    and the data standardised by their weighted, observed moments (over
+    every process's shard with ``reduce``)."""
+    from .distributed import reduce_array
+
     w = V.check_sample_weight(sample_weight, X.shape[0])
     keep = None
     if w is not None and not bool((w > 0).all()):
@@ -212,19 +220,25 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     observed_mass = None
     if missing:
         nan = np.isnan(X)
-        if nan.any():
-            never = np.flatnonzero(nan.all(0))
+        # Over several processes every shard reports its counts (a shard
+        # without NaN too), so that the totals agree on every rank.
+        if nan.any() or reduce is not None:
+            observed = ~nan
+            counts = reduce_array(observed.sum(0).astype(np.float64), reduce, device)
+            never = np.flatnonzero(counts == 0)
             if never.size:
                 raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a "
                                  f"feature that is always missing cannot be modelled; drop it")
-            observed = ~nan
-            observed_mass = (observed.sum(0).astype(np.float64) if w is None
-                             else (observed * w[:, None]).sum(0))
-    std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic, dtype=dtype, weight=w)
+            observed_mass = reduce_array(observed.sum(0).astype(np.float64) if w is None
+                                         else (observed * w[:, None]).sum(0), reduce, device)
+    std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic, dtype=dtype, weight=w,
+                                           reduce=reduce)
     check_overflow(std, X, family, moments)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
-    mass = float(X.shape[0] if w is None else w.sum())
-    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass)
+    totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0]],
+                                   dtype=np.float64), reduce, device)
+    mass, n_total = float(totals[0]), int(totals[1])
+    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,

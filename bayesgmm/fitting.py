@@ -78,30 +78,39 @@ class Groups:
     ``counts`` (G,): rows per group; ``observed`` (G, D, n) bool: which
     entries are observed (missing ones are stored as 0), None when all are.
     ``mass`` (G,) is the total weight of each group, the N of the
-    tolerances."""
+    tolerances.
+
+    ``reduce``: the statistics-reduce hook of a fit over several processes
+    (:func:`bayesgmm.distributed.reducer`): these rows are one shard, and
+    every sum over rows (statistics, log-likelihoods, ``mass``) is summed
+    over the shards in place; None in a one-process fit."""
 
     XT: torch.Tensor
     weight: Optional[torch.Tensor]
     counts: torch.Tensor
     observed: Optional[torch.Tensor] = None
+    reduce: Optional[Callable] = None
 
     @property
     def mass(self) -> torch.Tensor:
-        if self.weight is None:
-            return self.counts.to(self.XT.dtype)
-        return self.weight.sum(-1)
+        local = self.counts.to(self.XT.dtype) if self.weight is None else self.weight.sum(-1)
+        if self.reduce is not None:
+            local = local.clone()
+            self.reduce([local])
+        return local
 
     @classmethod
-    def single(cls, X: torch.Tensor, weight: Optional[torch.Tensor] = None) -> "Groups":
+    def single(cls, X: torch.Tensor, weight: Optional[torch.Tensor] = None,
+               reduce: Optional[Callable] = None) -> "Groups":
         """All points X (n, D) as one group (a plain mixture); NaN entries
-        are missing."""
+        are missing; ``reduce``: X is one shard of several processes'."""
         observed = None
         if bool(torch.isnan(X).any()):
             observed = ~torch.isnan(X)
             X = torch.where(observed, X, torch.zeros((), dtype=X.dtype, device=X.device))
             observed = observed.t().contiguous().unsqueeze(0)
         return cls(X.t().contiguous().unsqueeze(0), None if weight is None else weight[None],
-                   torch.tensor([X.shape[0]], device=X.device), observed)
+                   torch.tensor([X.shape[0]], device=X.device), observed, reduce)
 
     @classmethod
     def from_labels(cls, X: torch.Tensor, labels: torch.Tensor, n_groups: int,
@@ -420,6 +429,8 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
         s = block_stats(x, w, params, family, factor, hard, o)
         total = s if total is None else total + s
+    if groups.reduce is not None:      # one shard of several processes: sum the shards
+        groups.reduce([total.loglik, total.Nk, total.S1, total.S2])
     return total
 
 
@@ -481,6 +492,8 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
         if w is not None:
             lse = torch.where(w > 0, lse * w.to(dtype), torch.zeros_like(lse))
         ll = ll + lse.sum(-1)
+    if groups.reduce is not None:
+        groups.reduce([ll])
     out = -(ll + log_prior(p, pt64, family, mask))
     return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
 

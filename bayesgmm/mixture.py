@@ -19,6 +19,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
                       observed_component_log_prob, observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
+from .distributed import agree, check_group, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -274,7 +275,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     f"(n_components, n_features) = ({K}, {n_features}), got {got}")
         return s, K, backend
 
-    def fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
+    def fit(self, X, y=None, sample_weight=None, *, process_group=None) -> "BayesianGMM":
         """Fit the mixture to ``X`` (array-like, DataFrame, Series or tensor of
         shape (n_samples, n_features); 1-D input is one feature).
 
@@ -288,6 +289,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``missing="marginalize"``, NaN entries of X are missing values (see
         the class docstring).
 
+        ``process_group`` (a ``torch.distributed`` process group, e.g.
+        ``torch.distributed.group.WORLD``): X is this process's shard of the
+        rows, and every rank calls ``fit`` with its own; the statistics are
+        summed over the shards (:mod:`bayesgmm.distributed`), so every rank
+        ends with the parameters of one fit on the union of the shards.
+        Restarts are not screened on a subsample then, and ``backend`` must
+        be "fused".
+
         A fit that fails or is interrupted (``KeyboardInterrupt``) leaves the
         previously fitted state untouched.
 
@@ -295,19 +304,33 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         -------
         self
         """
-        return self._fit_wrapper(X, sample_weight)
+        return self._fit_wrapper(X, sample_weight, process_group)
 
-    def _fit(self, X, sample_weight=None) -> "BayesianGMM":
+    def _fit(self, X, sample_weight=None, process_group=None) -> "BayesianGMM":
         # The previous fit's columns, before validation resets them: a warm
         # start must see the same ones.
         previous_names = getattr(self, "feature_names_in_", None)
-        X = V.check_X(self, X, reset=True)
-        s = self._settings()
-        family = cov_module.get(s.covariance_type, X.shape[1])
-        data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype)
+        group = check_group(process_group)
+        reduce = reducer(group)
+        # Each rank's own checks first, then one collective that stops every
+        # rank if any failed (no rank may wait in a collective alone).
+        error = None
+        try:
+            X = V.check_X(self, X, reset=True)
+            s = self._settings()
+            family = cov_module.get(s.covariance_type, X.shape[1])
+            V.check_sample_weight(sample_weight, X.shape[0])
+            if group is not None and V.check_option("backend", self.backend, _BACKENDS) != "fused":
+                raise ValueError(f"backend={self.backend!r} cannot fit over several processes: "
+                                 f"use backend='fused' with process_group")
+        except ValueError as exc:
+            error = exc
+        agree(error, group, X.shape[1] if error is None else -1)
+        data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
+                        reduce)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         n, d = X.shape
-        s, K, backend = self._check_params(n, d)
+        s, K, backend = self._check_params(data.n_total, d)
         device = s.device
         priors = resolve_priors(self.priors, family, K, moments)
         pt = std.priors(priors, device, s.dtype)
@@ -316,11 +339,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
-        groups = Groups.single(Xt, data.wt)
+        groups = Groups.single(Xt, data.wt, reduce)
         warm = self._warm_start(K, d, family, previous_names)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
-        rows = screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 and not warm else None
+        rows = (screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 and not warm
+                and group is None else None)
         if warm:
             Xs, screen = Xt, groups
             start = std.params_to_std(self.weights_, self.means_, self.covariances_, family,
@@ -333,6 +357,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             screen = groups.subset(index)
         else:
             Xs, ws, screen = Xt, data.wt, groups
+            if group is not None and not warm:
+                Xs, ws = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group)
         if not warm:
             centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1], [ws]),
                                       dtype=Xt.dtype, device=device)

@@ -316,13 +316,14 @@ class Standardizer:
 
     @classmethod
     def fit_to(cls, X: np.ndarray, device, isotropic: bool = False, dtype=torch.float32,
-               weight: Optional[np.ndarray] = None
+               weight: Optional[np.ndarray] = None, reduce=None
                ) -> tuple["Standardizer", torch.Tensor, tuple[np.ndarray, np.ndarray]]:
         """The standardiser of ``X``, the standardised data as a ``dtype``
         tensor on ``device``, and the raw per-feature (mean, standard
         deviation) in float64: weighted by ``weight`` (n,) when given (as
         repeated rows would be), over the observed entries of each feature
-        when X has missing ones (NaN, kept as NaN).
+        when X has missing ones (NaN, kept as NaN), and over every process's
+        shard with ``reduce`` (:func:`bayesgmm.distributed.reducer`).
 
         X goes to the device once, in float64; the moments and the affine map
         are computed there (host numpy took ~1 s for these at N = 1e7 on the
@@ -331,16 +332,21 @@ class Standardizer:
             X = np.array(X)   # pandas 3 hands out read-only arrays; torch warns on those
         Xd = torch.as_tensor(X, dtype=torch.float64, device=device)
         nan = torch.isnan(Xd)
-        if weight is None and not bool(nan.any()):
+        if weight is None and reduce is None and not bool(nan.any()):
             mean, sd = Xd.mean(0).cpu().numpy(), Xd.std(0, correction=0).cpu().numpy()
         else:
             w = (torch.ones(Xd.shape[0], dtype=torch.float64, device=device) if weight is None
                  else torch.as_tensor(weight, dtype=torch.float64, device=device))
             W = w.unsqueeze(-1) * ~nan                                       # (n, D)
-            tot = W.sum(0)
-            mu = (W * torch.nan_to_num(Xd)).sum(0) / tot
+            tot, s1 = W.sum(0), (W * torch.nan_to_num(Xd)).sum(0)
+            if reduce is not None:
+                reduce([tot, s1])
+            mu = s1 / tot
             dev = torch.where(nan, torch.zeros_like(Xd), Xd - mu)
-            mean, sd = mu.cpu().numpy(), torch.sqrt((W * dev * dev).sum(0) / tot).cpu().numpy()
+            s2 = (W * dev * dev).sum(0)
+            if reduce is not None:
+                reduce([s2])
+            mean, sd = mu.cpu().numpy(), torch.sqrt(s2 / tot).cpu().numpy()
         scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
         if isotropic:
             scale = np.full_like(scale, rms(scale))

@@ -1,0 +1,167 @@
+"""Fits over several processes with ``torch.distributed``.
+
+Each process (rank) holds a shard of the rows; every sum over rows that a
+fit takes (the standardisation's moments, the EM statistics, the data
+log-likelihood, the counts) is summed over the shards with ``all_reduce``,
+so every rank runs the same iterations on the same numbers and ends with
+the same parameters as one process fitting the union of the shards (up to
+the order of float additions).  The fused SVI stage needs nothing more: its
+gradient comes from the same reduced statistics (Fisher's identity), so the
+ranks take identical Adam steps.
+
+It is explicit: a fit is distributed only when ``fit(..., process_group=g)``
+is given a process group (``torch.distributed.group.WORLD`` for every
+process started by ``torchrun``); a process group that merely exists changes
+nothing.  gloo (CPU tensors) and NCCL (CUDA tensors) both work: the
+statistics live on the fit's device.
+
+Example (``torchrun --nproc-per-node 2 script.py``)::
+
+    import torch.distributed as dist
+    from bayesgmm import BayesianGMM
+
+    dist.init_process_group("gloo")
+    X_shard = load_my_rows(rank=dist.get_rank(), world=dist.get_world_size())
+    gmm = BayesianGMM(3, random_state=0).fit(X_shard, process_group=dist.group.WORLD)
+    # every rank now holds the same gmm.means_, gmm.covariances_, ...
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+Reduce = Callable[[Sequence[torch.Tensor]], None]
+
+
+def check_group(process_group):
+    """The process group, after checking torch.distributed is initialised
+    (None passes through: a one-process fit)."""
+    if process_group is None:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(
+            "process_group was given but torch.distributed is not initialised: call "
+            "torch.distributed.init_process_group(...) first (torchrun sets up the environment), "
+            "or leave process_group=None for a one-process fit")
+    if not isinstance(process_group, dist.ProcessGroup):
+        raise ValueError(f"process_group must be a torch.distributed ProcessGroup (e.g. "
+                         f"torch.distributed.group.WORLD), got {process_group!r:.80}")
+    return process_group
+
+
+def reducer(process_group) -> Optional[Reduce]:
+    """The statistics-reduce hook of a fit: sums tensors over the group's
+    ranks, in place, in one ``all_reduce`` per dtype (the tensors are
+    flattened into one buffer, so an EM iteration costs one round trip);
+    None without a group."""
+    if process_group is None:
+        return None
+    import torch.distributed as dist
+
+    def reduce(tensors: Sequence[torch.Tensor]) -> None:
+        by_dtype: dict = {}
+        for t in tensors:
+            by_dtype.setdefault(t.dtype, []).append(t)
+        for group in by_dtype.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+    return reduce
+
+
+def reduce_array(values: np.ndarray, reduce: Optional[Reduce], device="cpu") -> np.ndarray:
+    """A float64 numpy array summed over the ranks (itself without a hook),
+    through a tensor on ``device`` (NCCL reduces CUDA tensors only)."""
+    if reduce is None:
+        return values
+    t = torch.as_tensor(np.array(values, dtype=np.float64), device=device)
+    reduce([t])
+    return t.cpu().numpy()
+
+
+def _device(process_group) -> torch.device:
+    """Where the group's collectives take tensors: CUDA for NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend(process_group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def agree(error: Optional[BaseException], process_group, n_features: int) -> None:
+    """Collective check after each rank's own input validation: raises on
+    every rank when any rank failed (the failing rank its own error) or the
+    shards have different numbers of features, so that no rank is left
+    waiting in a collective the others never reach."""
+    if process_group is None:
+        if error is not None:
+            raise error
+        return
+    import torch.distributed as dist
+
+    # [failed ranks, -min features, max features] in one all_reduce (MAX).
+    world = dist.get_world_size(process_group)
+    flags = torch.zeros(world + 2, dtype=torch.float64, device=_device(process_group))
+    flags[dist.get_rank(process_group)] = 0.0 if error is None else 1.0
+    flags[world], flags[world + 1] = -n_features, n_features
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=process_group)
+    if error is not None:
+        raise error
+    flags = flags.cpu()
+    failed = int(flags[:world].sum())
+    if failed:
+        raise ValueError(f"{failed} other rank(s) of the process group refused their shard "
+                         f"(see their error): every rank stops")
+    if -flags[world] != flags[world + 1]:
+        raise ValueError(f"the shards have different numbers of features (from "
+                         f"{int(-flags[world])} to {int(flags[world + 1])}): give every rank "
+                         f"the same columns")
+
+
+def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, seed: int,
+                process_group) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The points every rank seeds from, identical on every rank: the union
+    of the shards when it has at most ``SEED_SAMPLE_SIZE`` rows (then the
+    seeds are exactly a one-process fit's: the seeding sorts its points
+    first), else a random sample of each shard in proportion to its size."""
+    import math
+
+    import torch.distributed as dist
+
+    from .fitting import SEED_SAMPLE_SIZE
+
+    n = Xt.shape[0]
+    take = n if n_total <= SEED_SAMPLE_SIZE else math.ceil(SEED_SAMPLE_SIZE * n / n_total)
+    rank = dist.get_rank(process_group)
+    idx = (np.arange(n) if take >= n else
+           np.sort(np.random.default_rng([seed, rank]).choice(n, take, replace=False)))
+    index = torch.as_tensor(idx, device=Xt.device)
+    X = gather_rows(Xt[index].cpu().numpy(), process_group)
+    w = None if weight is None else weight[index].cpu().numpy()
+    # Weighted on some ranks and not on others: ones stand for no weights.
+    has_w = torch.tensor([0.0 if w is None else 1.0], dtype=torch.float64,
+                         device=_device(process_group))
+    dist.all_reduce(has_w, op=dist.ReduceOp.MAX, group=process_group)
+    if float(has_w) > 0:
+        w = gather_rows(np.ones(take) if w is None else w, process_group)
+    return X, w
+
+
+def gather_rows(X: np.ndarray, process_group) -> np.ndarray:
+    """Every rank's rows (a small sample of them: the seeding's), stacked on
+    every rank; rank order, which the seeding's canonical sort makes
+    irrelevant."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size(process_group)
+    dist.all_gather_object(parts, np.asarray(X), group=process_group)
+    return np.concatenate(parts)

@@ -1,0 +1,128 @@
+"""Fits over several processes: two real processes started by ``torchrun``
+(gloo on the CPU, a free port, a time bound), each fitting its own shard
+with ``process_group=WORLD``; both must end with the same parameters, equal
+to a one-process fit on the union of the shards."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bayesgmm import BayesianGMM
+from bayesgmm.covariance import COVARIANCE_TYPES
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import torch.distributed as dist
+    from bayesgmm import BayesianGMM
+
+    out = sys.argv[1]
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = np.load(sys.argv[2])
+    X, w, cut = data["X"], data["w"], int(data["cut"])
+    shard = slice(0, cut) if rank == 0 else slice(cut, None)   # uneven shards
+    result = {}
+    for ct in %(types)r:
+        for variant in ("plain", "weighted", "missing"):
+            Xs = X[shard].copy()
+            kw = {}
+            if variant == "missing":
+                Xs = data["Xm"][shard]
+                kw["missing"] = "marginalize"
+            gmm = BayesianGMM(3, covariance_type=ct, random_state=0, device="cpu",
+                              dtype="float64", **kw)
+            gmm.fit(Xs, sample_weight=w[shard] if variant == "weighted" else None,
+                    process_group=dist.group.WORLD)
+            result[f"{ct}-{variant}"] = {k: getattr(gmm, k).tolist() for k in
+                                         ("weights_", "means_", "covariances_")} | {
+                "loss_": gmm.loss_, "n_iter_": gmm.n_iter_}
+    # A shard that is refused stops every rank (none waits alone).
+    try:
+        bad = X[shard].copy()
+        if rank == 1:
+            bad[0, 0] = np.nan
+        BayesianGMM(2, device="cpu").fit(bad, process_group=dist.group.WORLD)
+        result["refused"] = "no error"
+    except ValueError as exc:
+        result["refused"] = str(exc)
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(result, fh)
+    dist.destroy_process_group()
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, (n, 3)) for c, n in ((0, 150), (5, 120), (-5, 90))])
+    X = X[rng.permutation(len(X))]
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < 0.2] = np.nan
+    Xm[np.isnan(Xm).all(1), 0] = 0.0
+    w = rng.integers(0, 4, len(X)).astype(float)
+    return X, Xm, w, 140
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    X, Xm, w, cut = _data()
+    np.savez(tmp / "data.npz", X=X, Xm=Xm, w=w, cut=cut)
+    (tmp / "script.py").write_text(SCRIPT % {"types": list(COVARIANCE_TYPES)})
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+         str(tmp / "script.py"), str(tmp), str(tmp / "data.npz")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return ranks, (X, Xm, w)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("variant", ["plain", "weighted", "missing"])
+def test_two_processes_equal_one_fit_on_the_union(two_ranks, covariance_type, variant):
+    (r0, r1), (X, Xm, w) = two_ranks
+    key = f"{covariance_type}-{variant}"
+    # Both ranks hold the very same parameters (the same reduced numbers).
+    assert r0[key] == r1[key]
+    kw = {"missing": "marginalize"} if variant == "missing" else {}
+    one = BayesianGMM(3, covariance_type=covariance_type, random_state=0, device="cpu",
+                      dtype="float64", **kw).fit(
+        Xm if variant == "missing" else X, sample_weight=w if variant == "weighted" else None)
+    # Restarts that reach the same optimum in another labelling tie to
+    # ~1e-12: float reassociation may pick another of them, so components
+    # are compared in the order of their means.
+    got = {k: np.array(v) for k, v in r0[key].items() if k.endswith("_")}
+    o_got, o_one = np.argsort(got["means_"][:, 0]), np.argsort(one.means_[:, 0])
+    for name in ("weights_", "means_", "covariances_"):
+        a, b = got[name], getattr(one, name)
+        if not (name == "covariances_" and covariance_type == "tied"):
+            a, b = a[o_got], b[o_one]
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert r0[key]["loss_"] == pytest.approx(one.loss_, rel=1e-9)
+
+
+def test_a_refused_shard_stops_every_rank(two_ranks):
+    (r0, r1), _ = two_ranks
+    assert "NaN in column 0" in r1["refused"]
+    assert "other rank(s) of the process group refused their shard" in r0["refused"]
+
+
+def test_process_group_needs_an_initialised_group():
+    with pytest.raises(ValueError, match="torch.distributed is not initialised"):
+        BayesianGMM(2, device="cpu").fit(np.random.default_rng(0).normal(size=(50, 2)),
+                                         process_group=object())
