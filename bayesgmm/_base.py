@@ -193,6 +193,10 @@ class FitData:
     observed_mass: Optional[np.ndarray]
     n_total: int = 0
     reduce: Optional[object] = None
+    # Out-of-core data (X and Xt None): the source and the rows sampled by
+    # the first pass, standardised, with their weights.
+    stream: Optional[object] = None
+    samples: Optional[dict] = None
 
     def loss_offset(self, n_components: int, family: Covariance, mass=None, observed=None):
         """:meth:`Standardizer.loss_offset` of these data (or of a part of
@@ -239,6 +243,106 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                    dtype=np.float64), reduce, device)
     mass, n_total = float(totals[0]), int(totals[1])
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
+
+
+def is_row_source(X) -> bool:
+    """Whether ``X`` is read in row chunks rather than loaded: a numpy
+    memmap (``np.load(path, mmap_mode="r")``), or an array-like that is not
+    an in-memory array but has ``shape``, ``dtype`` and row slicing (h5py
+    and zarr datasets, dask arrays)."""
+    if isinstance(X, np.memmap):
+        return True
+    if isinstance(X, (np.ndarray, list, tuple, torch.Tensor)) or hasattr(X, "iloc"):
+        return False
+    return all(hasattr(X, a) for a in ("shape", "dtype", "__getitem__")) and \
+        len(getattr(X, "shape", ())) == 2
+
+
+def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.device,
+                missing: bool, dtype: torch.dtype, picks: dict, reduce=None,
+                chunk_rows: Optional[int] = None) -> FitData:
+    """:func:`fit_data` for out-of-core data (:func:`is_row_source`): two
+    passes over the row chunks, the first validating every chunk (as
+    ``check_X`` would), summing the weighted, observed counts and first
+    moments and collecting the rows of ``picks`` ({name: sorted row
+    indices}: the seeding and screening samples), the second the second
+    moments about the mean.  Memory: one chunk and the samples."""
+    from .distributed import reduce_array
+    from .fitting import STREAM_CHUNK_ROWS, RowStream
+
+    chunk_rows = chunk_rows or STREAM_CHUNK_ROWS
+    n, D = (int(v) for v in X.shape)
+    if n < 1 or D < 1:
+        raise ValueError(f"X has shape {tuple(X.shape)}: at least one row and one feature are "
+                         f"needed")
+    if np.dtype(X.dtype).kind not in "fiub":
+        raise V.NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: convert "
+                                f"it to float")
+    estimator.n_features_in_ = D
+    if hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+    w_src = None
+    if sample_weight is not None:
+        w_src = sample_weight if is_row_source(sample_weight) else \
+            V.check_sample_weight(sample_weight, n)
+        if w_src is not None and tuple(np.shape(w_src)) != (n,):
+            raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected ({n},)")
+    s0, s1, mass = np.zeros(D), np.zeros(D), 0.0
+    collected = {k: [] for k in picks}
+    has_missing = False
+    for a in range(0, n, chunk_rows):
+        chunk = np.asarray(X[a:a + chunk_rows], dtype=np.float64)
+        V._check_finite(chunk, "X", None, missing)
+        w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
+        if w is not None and not np.all(np.isfinite(w) & (w >= 0)):
+            i = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
+            raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row {a + i}: "
+                             f"weights count how often a row was seen (0 drops it)")
+        nan = np.isnan(chunk)
+        has_missing = has_missing or bool(nan.any())
+        W = (~nan) * (1.0 if w is None else w[:, None])
+        s0 += W.sum(0)
+        s1 += (W * np.where(nan, 0.0, chunk)).sum(0)
+        mass += float(chunk.shape[0] if w is None else w.sum())
+        for k, idx in picks.items():
+            lo, hi = np.searchsorted(idx, [a, a + chunk.shape[0]])
+            if hi > lo:
+                rows = idx[lo:hi] - a
+                collected[k].append((chunk[rows], None if w is None else w[rows]))
+    totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing)]]), reduce, device)
+    s0, s1, (mass, n_total, any_missing) = totals[:D], totals[D:2 * D], totals[2 * D:]
+    if mass <= 0:
+        raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
+    never = np.flatnonzero(s0 == 0)
+    if never.size:
+        raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a feature "
+                         f"that is always missing cannot be modelled; drop it")
+    mean = s1 / s0
+    s2 = np.zeros(D)
+    for a in range(0, n, chunk_rows):
+        chunk = np.asarray(X[a:a + chunk_rows], dtype=np.float64)
+        w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
+        dev = np.where(np.isnan(chunk), 0.0, chunk - mean)
+        s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
+    sd = np.sqrt(reduce_array(s2, reduce, device) / s0)
+    from .priors import _TINY
+    scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
+    if family.isotropic:
+        scale = np.full_like(scale, rms(scale))
+    std = Standardizer(center=mean, scale=scale)
+    samples = {}
+    for k, parts in collected.items():
+        rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, D))
+        ws = None if w_src is None else (np.concatenate([p[1] for p in parts]) if parts
+                                         else np.zeros(0))
+        samples[k] = (torch.as_tensor((rows - mean) / scale, dtype=dtype, device=device),
+                      None if ws is None else torch.as_tensor(ws, dtype=dtype, device=device))
+    check_overflow(std, samples[next(iter(samples))][0].cpu().numpy() * scale + mean
+                   if samples else np.zeros((1, D)), family, (mean, sd))
+    stream = RowStream(X, mean, scale, device, dtype, w_src, float(mass), bool(any_missing),
+                       reduce, chunk_rows)
+    return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
+                   s0 if any_missing else None, int(n_total), reduce, stream, samples)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,

@@ -37,9 +37,16 @@ _compiled: dict = {}
 
 
 def check_input(estimator, X: Any) -> tuple[ArrayOrTensor, Optional[torch.device]]:
-    """Validated input and the device of the outputs (None: numpy outputs)."""
+    """Validated input and the device of the outputs (None: numpy outputs).
+    Out-of-core input (a memmap, h5py, zarr or dask array) is checked for
+    its shape and type here and for its values block by block in
+    :func:`blocks`, never loaded whole."""
     if isinstance(X, torch.Tensor):
         return V.check_X_tensor(estimator, X), X.device
+    from ._base import is_row_source
+
+    if is_row_source(X):
+        return V.check_X_rows(estimator, X), None
     return V.check_X(estimator, X, reset=False), None
 
 
@@ -61,7 +68,7 @@ def block_rows(device: torch.device, eager_rows: int) -> int:
 
 
 def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray,
-           scale: np.ndarray, dtype: torch.dtype = torch.float32
+           scale: np.ndarray, dtype: torch.dtype = torch.float32, allow_nan: bool = False
            ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """(start, stop, z, raw) over the rows of X: ``raw`` the block in float64
     on ``device``, ``z`` it standardised, (x - center) / scale, and rounded to
@@ -69,9 +76,14 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
     c = torch.as_tensor(center, dtype=torch.float64, device=device)
     s = torch.as_tensor(scale, dtype=torch.float64, device=device)
     n = X.shape[0]
+    # Out-of-core input was not validated whole (check_input): per block.
+    unchecked = isinstance(X, np.memmap) or not isinstance(X, (np.ndarray, torch.Tensor))
     for a in range(0, n, rows):
         b = min(a + rows, n)
         block = X[a:b]
+        if unchecked:
+            block = np.array(block, dtype=np.float64)
+            V._check_finite(block, "X", None, allow_nan)
         if isinstance(block, np.ndarray):
             block = np.ascontiguousarray(block)
             if not block.flags.writeable:   # pandas 3 hands out read-only arrays

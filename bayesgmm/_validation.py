@@ -191,6 +191,27 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
     return X
 
 
+def check_X_rows(estimator, X) -> Any:
+    """Validate out-of-core input (a memmap, h5py, zarr or dask array) for
+    a fitted estimator without reading it: 2-D, numbers, at least one row,
+    the fitted number of features.  Its values are checked block by block
+    as they are read."""
+    shape = tuple(int(v) for v in X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
+    if np.dtype(X.dtype).kind not in "fiub":
+        raise NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: convert "
+                              f"it to float")
+    if shape[0] == 0:
+        raise ValueError(f"Found array with 0 sample(s) (shape={shape}) while a minimum of 1 is "
+                         f"required.")
+    n_expected = getattr(estimator, "n_features_in_", None)
+    if n_expected is not None and shape[1] != n_expected:
+        raise ValueError(f"X has {shape[1]} features, but {type(estimator).__name__} is "
+                         f"expecting {n_expected} features as input.")
+    return X
+
+
 def check_X_tensor(estimator, X) -> "torch.Tensor":
     """Validate a torch tensor given to a fitted estimator's prediction
     methods without moving it off its device: 2-D (1-D only for a

@@ -608,7 +608,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         far = _predict.FarPoints(params, family, std)
         with torch.no_grad():
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
-                                                params.weights.dtype):
+                                                params.weights.dtype, allow_missing):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 j = _predict.run_kernel(kernel, key, zc, args, eager_rows).double()
                 if miss is not None:     # rows with missing features: their observed ones

@@ -153,11 +153,79 @@ class Groups:
             yield (pick(self.XT, a), None if self.weight is None else pick(self.weight, a),
                    None if self.observed is None else pick(self.observed, a))
 
+    @property
+    def has_missing(self) -> bool:
+        return self.observed is not None
+
     def subset(self, index: torch.Tensor) -> "Groups":
         """A single group's rows ``index`` (restart screening)."""
         return Groups(self.XT[..., index], None if self.weight is None else self.weight[..., index],
                       torch.tensor([index.shape[0]], device=self.XT.device),
                       None if self.observed is None else self.observed[..., index])
+
+
+#: Rows read from an out-of-core source at a time (a float64 host copy of
+#: 2**20 rows x D features: 32 MiB at D = 4).
+STREAM_CHUNK_ROWS = 2 ** 20
+
+
+class RowStream:
+    """One group of points read from an array-like in row chunks (a numpy
+    memmap, an ``.npy`` file opened with ``mmap_mode``, h5py, zarr or dask
+    arrays: anything with ``.shape`` and row slicing), standardised on the
+    fly: the fit's memory does not grow with N.  Serves the E-step as
+    :class:`Groups` does (``blocks``, ``rows``, ``mass``, ``reduce``); a
+    pass over the data reads every chunk once.
+
+    ``weight``: sample weights (an array-like of the same rows, or None);
+    ``mass``: their total over every process (from the first pass,
+    :func:`bayesgmm._base.stream_data`, which also finds ``has_missing``:
+    whether any entry is NaN); ``reduce``: the rows are one process's
+    shard."""
+
+    def __init__(self, source, center: np.ndarray, scale: np.ndarray, device, dtype,
+                 weight=None, mass: float = 0.0, has_missing: bool = False,
+                 reduce: Optional[Callable] = None, chunk_rows: int = STREAM_CHUNK_ROWS):
+        self.source, self.weight_source = source, weight
+        self.n, self.D = int(source.shape[0]), int(source.shape[1])
+        self.center = torch.as_tensor(center, dtype=torch.float64, device=device)
+        self.scale = torch.as_tensor(scale, dtype=torch.float64, device=device)
+        self.device, self.dtype = torch.device(device), dtype
+        self.has_missing, self.reduce, self.chunk_rows = has_missing, reduce, chunk_rows
+        self.counts = torch.tensor([self.n], device=self.device)
+        self.weight = None if weight is None else True       # for callers that test it
+        self.observed = None
+        # The total weight of every shard, from the first pass (no re-read).
+        self.mass = torch.tensor([mass], dtype=dtype, device=self.device)
+
+    def rows(self, P: int, K: int) -> int:
+        budget = BLOCK_ELEMENTS if self.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
+        return max(1, budget // (P * K * self.D * (self.D if self.has_missing else 1)))
+
+    def chunks(self):
+        """(start, standardised chunk (m, D) in ``dtype`` with NaN kept,
+        weights (m,) or None), one host read per chunk."""
+        for a in range(0, self.n, self.chunk_rows):
+            raw = np.array(self.source[a:a + self.chunk_rows], dtype=np.float64)
+            z = ((torch.as_tensor(raw, device=self.device) - self.center) / self.scale).to(self.dtype)
+            w = None
+            if self.weight_source is not None:
+                w = torch.as_tensor(np.array(self.weight_source[a:a + self.chunk_rows],
+                                             dtype=np.float64), dtype=self.dtype,
+                                    device=self.device)
+            yield a, z, w
+
+    def blocks(self, gidx: torch.Tensor, rows: int):
+        for _, z, w in self.chunks():
+            o = None
+            if self.has_missing:
+                nan = torch.isnan(z)
+                o = (~nan).t().contiguous().unsqueeze(0)
+                z = torch.where(nan, torch.zeros((), dtype=z.dtype, device=z.device), z)
+            zT = z.t().contiguous().unsqueeze(0)
+            for c in range(0, zT.shape[-1], rows):
+                yield (zT[..., c:c + rows], None if w is None else w[None, c:c + rows],
+                       None if o is None else o[..., c:c + rows])
 
 
 # ----------------------------------------------------------------------------
@@ -424,7 +492,7 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     """Statistics of P mixtures (batch shape (P,)) over their groups' points,
     summed over blocks of rows (bounded memory at any N)."""
     P, K = params.weights.shape
-    factor = family.precision_factor(params.cov) if groups.observed is None else None
+    factor = family.precision_factor(params.cov) if not groups.has_missing else None
     total = None
     for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
         s = block_stats(x, w, params, family, factor, hard, o)

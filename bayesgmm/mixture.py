@@ -15,10 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
-                    guard_stage)
+                    guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
-                      observed_component_log_prob, observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
+                      SEED_SAMPLE_SIZE, observed_component_log_prob, observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
@@ -312,44 +312,73 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         previous_names = getattr(self, "feature_names_in_", None)
         group = check_group(process_group)
         reduce = reducer(group)
+        streamed = is_row_source(X)
         # Each rank's own checks first, then one collective that stops every
         # rank if any failed (no rank may wait in a collective alone).
         error = None
         try:
-            X = V.check_X(self, X, reset=True)
+            if not streamed:
+                X = V.check_X(self, X, reset=True)
+                V.check_sample_weight(sample_weight, X.shape[0])
             s = self._settings()
             family = cov_module.get(s.covariance_type, X.shape[1])
-            V.check_sample_weight(sample_weight, X.shape[0])
-            if group is not None and V.check_option("backend", self.backend, _BACKENDS) != "fused":
-                raise ValueError(f"backend={self.backend!r} cannot fit over several processes: "
-                                 f"use backend='fused' with process_group")
+            if (group is not None or streamed) and \
+                    V.check_option("backend", self.backend, _BACKENDS) != "fused":
+                raise ValueError(f"backend={self.backend!r} needs the data in one process's "
+                                 f"memory: use backend='fused' with process_group or with "
+                                 f"out-of-core data")
         except ValueError as exc:
             error = exc
         agree(error, group, X.shape[1] if error is None else -1)
-        data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
-                        reduce)
-        X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
-        n, d = X.shape
+        rs = check_random_state(self.random_state)
+        seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
+        warm_asked = bool(self.warm_start) and hasattr(self, "means_")
+        if streamed:
+            K0 = V.check_int("n_components", self.n_components, 1)
+            n0 = int(X.shape[0])
+            screen_n = (screen_rows(n0, K0) if s.n_init > 1 and s.em_max_iter > 0
+                        and not warm_asked and group is None else None)
+            picks = {}
+            if screen_n is not None:    # the rows an in-memory fit would screen on
+                picks["screen"] = np.sort(np.random.default_rng(int(seeds[-1])).choice(
+                    n0, screen_n, replace=False))
+            elif not warm_asked:
+                cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
+                picks["seed"] = (np.arange(n0) if n0 <= cap else np.sort(
+                    np.random.default_rng([int(seeds[-1]), 1]).choice(n0, cap, replace=False)))
+            data = stream_data(self, X, sample_weight, family, s.device,
+                               V.allows_missing(self), s.dtype, picks, reduce)
+        else:
+            data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
+                            reduce)
+        std, Xt, moments = data.std, data.Xt, data.moments
+        n, d = data.n_total, data.std.center.shape[0]
         s, K, backend = self._check_params(data.n_total, d)
         device = s.device
         priors = resolve_priors(self.priors, family, K, moments)
         pt = std.priors(priors, device, s.dtype)
-        rs = check_random_state(self.random_state)
-        seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
-        groups = Groups.single(Xt, data.wt, reduce)
+        groups = data.stream if streamed else Groups.single(Xt, data.wt, reduce)
         warm = self._warm_start(K, d, family, previous_names)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
         rows = (screen_rows(n, K) if s.n_init > 1 and s.em_max_iter > 0 and not warm
                 and group is None else None)
         if warm:
-            Xs, screen = Xt, groups
+            screen = groups
             start = std.params_to_std(self.weights_, self.means_, self.covariances_, family,
                                       device, s.dtype).map(lambda t: t[None, None])
             mask = torch.ones(1, 1, K, dtype=torch.bool, device=device)
+        elif streamed and rows is not None:
+            Xs, ws = data.samples["screen"]
+            screen = Groups.single(Xs, ws)
+        elif streamed:
+            Xs, ws = data.samples["seed"]
+            screen = groups
+            if group is not None:
+                Xs, ws = seed_sample(Xs, ws, 0, int(seeds[-1]), group)
         elif rows is not None:
             pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
             index = torch.as_tensor(np.sort(pick), device=device)
@@ -357,11 +386,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             screen = groups.subset(index)
         else:
             Xs, ws, screen = Xt, data.wt, groups
-            if group is not None and not warm:
+            if group is not None:
                 Xs, ws = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group)
         if not warm:
             centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1], [ws]),
-                                      dtype=Xt.dtype, device=device)
+                                      dtype=s.dtype, device=device)
             mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
             start = initial_params(screen, centres, mask, pt, family)
         offset = data.loss_offset(K, family)
@@ -522,7 +551,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
-                                                params.weights.dtype):
+                                                params.weights.dtype, allow_missing):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 lp = component_log_prob(zc, params, family, factor).transpose(0, 1).double()
                 if miss is not None:     # rows with missing features: their observed ones

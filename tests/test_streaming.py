@@ -1,0 +1,113 @@
+"""Out-of-core fits: data read in row chunks from a memmap (``np.load(...,
+mmap_mode="r")``) give the in-memory fit, for every covariance type, with
+weights and missing values, with and without restart screening; predictions
+on a memmap stream too."""
+
+import numpy as np
+import pytest
+
+from bayesgmm import BayesianGMM
+from bayesgmm import fitting
+from bayesgmm.covariance import COVARIANCE_TYPES
+
+CPU = dict(device="cpu", random_state=0)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    # Many chunks (and a short last one) from small data.
+    monkeypatch.setattr(fitting, "STREAM_CHUNK_ROWS", 700)
+
+
+def _data(n=(900, 700, 500), seed=0, D=3):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(c, 1.0 + 0.3 * i, (m, D))
+                        for i, (c, m) in enumerate(zip((0.0, 5.0, -5.0), n))])
+    return X[rng.permutation(len(X))]
+
+
+def _memmap(tmp_path, name, A):
+    np.save(tmp_path / f"{name}.npy", A)
+    return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+
+def _assert_same_fit(a, b, rtol=1e-6):
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=1e-9)
+    assert a.loss_ == pytest.approx(b.loss_, rel=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_blockwise_fit_equals_in_memory_fit(tmp_path, small_chunks, covariance_type):
+    X = _data()
+    kw = dict(covariance_type=covariance_type, dtype="float64", **CPU)
+    mem = BayesianGMM(3, **kw).fit(X)
+    streamed = BayesianGMM(3, **kw).fit(_memmap(tmp_path, "x", X))
+    _assert_same_fit(streamed, mem)
+    assert streamed.n_iter_ == mem.n_iter_ and streamed.n_features_in_ == 3
+
+
+def test_blockwise_fit_with_weights_and_missing_values(tmp_path, small_chunks):
+    X = _data()
+    rng = np.random.default_rng(1)
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < 0.2] = np.nan
+    Xm[np.isnan(Xm).all(1), 0] = 0.0
+    w = rng.integers(1, 4, len(X)).astype(float)
+    kw = dict(dtype="float64", missing="marginalize", **CPU)
+    mem = BayesianGMM(3, **kw).fit(Xm, sample_weight=w)
+    streamed = BayesianGMM(3, **kw).fit(_memmap(tmp_path, "x", Xm),
+                                         sample_weight=_memmap(tmp_path, "w", w))
+    _assert_same_fit(streamed, mem)
+
+
+def test_blockwise_fit_screens_the_same_rows(tmp_path, monkeypatch):
+    """Past 4 x SCREEN_ROWS rows the restarts are screened on a subsample:
+    the streamed fit reads the same rows in its first pass."""
+    monkeypatch.setattr(fitting, "STREAM_CHUNK_ROWS", 10_000)
+    X = _data(n=(16_000, 12_000, 9_000), D=2)
+    assert fitting.screen_rows(len(X), 3) is not None
+    kw = dict(dtype="float64", **CPU)
+    mem = BayesianGMM(3, **kw).fit(X)
+    streamed = BayesianGMM(3, **kw).fit(_memmap(tmp_path, "x", X))
+    _assert_same_fit(streamed, mem)
+    assert streamed.best_restart_ == mem.best_restart_
+
+
+def test_float32_blockwise_fit_agrees_to_rounding(tmp_path, small_chunks):
+    X = _data()
+    mem = BayesianGMM(3, **CPU).fit(X)
+    streamed = BayesianGMM(3, **CPU).fit(_memmap(tmp_path, "x", X))
+    _assert_same_fit(streamed, mem, rtol=1e-5)
+
+
+def test_predictions_stream_from_a_memmap(tmp_path, small_chunks):
+    X = _data()
+    gmm = BayesianGMM(3, **CPU).fit(X)
+    mm = _memmap(tmp_path, "x", X)
+    np.testing.assert_array_equal(gmm.predict(mm), gmm.predict(X))
+    np.testing.assert_array_equal(gmm.score_samples(mm), gmm.score_samples(X))
+    bad = X.copy()
+    bad[1500, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN in column 2"):
+        gmm.predict(_memmap(tmp_path, "bad", bad))
+    with pytest.raises(ValueError, match="X has 2 features"):
+        gmm.predict(_memmap(tmp_path, "two", X[:, :2]))
+
+
+def test_blockwise_fit_refuses_bad_chunks_and_pyro(tmp_path, small_chunks):
+    X = _data()
+    bad = X.copy()
+    bad[1600, 1] = np.inf
+    with pytest.raises(ValueError, match="inf in column 1"):
+        BayesianGMM(3, **CPU).fit(_memmap(tmp_path, "bad", bad))
+    nan = X.copy()
+    nan[1600, 1] = np.nan
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        BayesianGMM(3, **CPU).fit(_memmap(tmp_path, "nan", nan))
+    with pytest.raises(ValueError, match="backend='fused'"):
+        BayesianGMM(3, backend="pyro", **CPU).fit(_memmap(tmp_path, "x", X))
+    w = np.ones(len(X))
+    w[1800] = -1
+    with pytest.raises(ValueError, match="finite and >= 0, got -1.0 at row 1800"):
+        BayesianGMM(3, **CPU).fit(_memmap(tmp_path, "x", X), sample_weight=_memmap(tmp_path, "w", w))
