@@ -17,8 +17,10 @@ from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
-from .fitting import (Groups, component_log_prob, em_fit, initial_params, negative_log_joint,
-                      SEED_SAMPLE_SIZE, observed_component_log_prob, observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres, svi_fit)
+from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
+                      initial_params, m_step, negative_log_joint, observed_component_log_prob,
+                      observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
+                      svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
@@ -420,6 +422,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_iter_ = fit.kept.n_iter
         self.converged_ = bool(fit.kept.converged)
         self.device_ = device
+        self._online = None          # a new fit starts partial_fit's average afresh
         return self
 
     def _svi(self, Xt, groups, start: MixtureParams, mask, pt, family, s, backend,
@@ -682,6 +685,98 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if frame is not None:
             return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
         return out
+
+    #: Step sizes of ``partial_fit``: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
+    PARTIAL_FIT_DECAY = 0.6
+    PARTIAL_FIT_OFFSET = 2.0
+    _persist_exclude = ("_online",)
+
+    def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
+        """Update the mixture with one chunk of a stream (stepwise EM).
+
+        The first call, on an unfitted estimator, is ``fit`` on that chunk.
+        Every later call runs one E-step of the chunk at the current
+        parameters and folds its sufficient statistics, per unit of weight,
+        into a running average with step size eta_t = (t + 2)^-0.6 for the
+        t-th chunk (stepwise EM, Cappé & Moulines 2009: any exponent in
+        (0.5, 1] converges; 0.6 forgets early, poorly fitted chunks fast),
+        then the closed-form M-step maximises the MAP objective of that
+        average scaled to the total weight seen, so the priors weigh
+        against all the data so far, as in a batch fit of it.  Each call
+        costs one pass over its chunk; memory does not grow with the stream.
+
+        ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
+        After ``fit``, ``load`` or a change of data, the next call starts a
+        new running average from the current parameters.
+        """
+        return self._fit_wrapper_partial(X, sample_weight)
+
+    def _fit_wrapper_partial(self, X, sample_weight):
+        if not hasattr(self, "means_"):
+            self.fit(X, sample_weight=sample_weight)
+            self._online = None
+            with torch.enable_grad():     # the wrapper's context, for the first chunk's stats
+                return self._partial_step(X, sample_weight, first=True)
+        from ._base import rollback_on_error
+        with rollback_on_error(self):
+            return self._partial_step(X, sample_weight)
+
+    def _partial_step(self, X, sample_weight, first: bool = False) -> "BayesianGMM":
+        X = V.check_X(self, X, reset=False)
+        w = V.check_sample_weight(sample_weight, X.shape[0])
+        if w is not None:
+            X, w = X[w > 0], w[w > 0]
+        device = _predict.model_device(self)
+        family = self._family()
+        K, D = self.means_.shape
+        state = getattr(self, "_online", None)
+        if state is None:
+            std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_,
+                                         family)
+            state = {"std": std, "t": 0, "mass": 0.0, "avg": None}
+        std = state["std"]
+        params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
+                                   self._dtype())
+        dtype = params.weights.dtype
+        Xt = ((torch.as_tensor(X, dtype=torch.float64, device=device)
+               - torch.as_tensor(std.center, dtype=torch.float64, device=device))
+              / torch.as_tensor(std.scale, dtype=torch.float64, device=device)).to(dtype)
+        wt = None if w is None else torch.as_tensor(w, dtype=dtype, device=device)
+        groups = Groups.single(Xt, wt)
+        mass = float(groups.mass[0])
+        flat = params.map(lambda t: t[None])
+        with torch.no_grad():
+            stats = e_step(groups, flat, torch.zeros(1, dtype=torch.long, device=device), family)
+            chunk = Stats(stats.loglik / mass, stats.Nk / mass, stats.S1 / mass, stats.S2 / mass,
+                          stats.ref)
+            avg = state["avg"]
+            if avg is None:
+                avg = chunk
+            else:
+                # Moments about the old means, moved exactly to the new ones.
+                shift = chunk.ref - avg.ref
+                S2 = family.recentre(avg.S2, avg.S1, avg.Nk, shift)
+                S1 = avg.S1 - avg.Nk.unsqueeze(-1) * shift
+                eta = (state["t"] + self.PARTIAL_FIT_OFFSET) ** -self.PARTIAL_FIT_DECAY
+                avg = Stats((1 - eta) * avg.loglik + eta * chunk.loglik,
+                            (1 - eta) * avg.Nk + eta * chunk.Nk, (1 - eta) * S1 + eta * chunk.S1,
+                            (1 - eta) * S2 + eta * chunk.S2, chunk.ref)
+            total = state["mass"] + mass
+            pt = std.priors(self.priors_, device, dtype)
+            scaled = Stats(avg.loglik * total, avg.Nk * total, avg.S1 * total, avg.S2 * total,
+                           avg.ref)
+            new = m_step(scaled, flat, pt, family, None)
+        if first:   # the fit's own parameters stand; the average starts here
+            new = flat
+        _, _, ok = guard_stage("partial_fit", new.select(0), torch.tensor(0.0),
+                               learning_rate=self.learning_rate)
+        wts, means, cov = std.params_from_std(new.select(0), family)
+        self.weights_, self.means_ = wts, means
+        self._set_covariances(cov, family)
+        state.update(t=state["t"] + 1, mass=total, avg=avg)
+        self._online = state
+        self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (not first) + 1
+        return self
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """Fit, then return ``predict(X)`` at the final parameters."""

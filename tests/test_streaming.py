@@ -111,3 +111,57 @@ def test_blockwise_fit_refuses_bad_chunks_and_pyro(tmp_path, small_chunks):
     w[1800] = -1
     with pytest.raises(ValueError, match="finite and >= 0, got -1.0 at row 1800"):
         BayesianGMM(3, **CPU).fit(_memmap(tmp_path, "x", X), sample_weight=_memmap(tmp_path, "w", w))
+
+
+# --------------------------------------------------------------- partial_fit
+def _stream(n_chunks=100, size=500, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.choice(3, n_chunks * size, p=[0.5, 0.3, 0.2])
+    X = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 3.0]])[z] + rng.normal(size=(len(z), 2)) * [1, 0.7]
+    return X
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_partial_fit_over_100_chunks_reaches_the_batch_fit(covariance_type):
+    X = _stream()
+    batch = BayesianGMM(3, covariance_type=covariance_type, **CPU).fit(X)
+    online = BayesianGMM(3, covariance_type=covariance_type, **CPU)
+    for chunk in np.array_split(X, 100):
+        online.partial_fit(chunk)
+    assert online.n_partial_fits_ == 100
+    gap = batch.score(X) - online.score(X)
+    assert abs(gap) < 1e-3, gap
+    o_b, o_o = np.argsort(batch.means_[:, 0]), np.argsort(online.means_[:, 0])
+    np.testing.assert_allclose(online.means_[o_o], batch.means_[o_b], atol=0.05)
+
+
+def test_partial_fit_first_call_is_fit_and_weights_repeat_rows():
+    X = _stream(n_chunks=3)
+    first, rest = X[:500], X[500:]
+    a = BayesianGMM(3, dtype="float64", **CPU).partial_fit(first)
+    b = BayesianGMM(3, dtype="float64", **CPU).fit(first)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
+    w = np.random.default_rng(0).integers(0, 3, len(rest))
+    a.partial_fit(rest, sample_weight=w)
+    c = BayesianGMM(3, dtype="float64", **CPU).partial_fit(first)
+    c.partial_fit(np.repeat(rest, w, axis=0))
+    np.testing.assert_allclose(a.means_, c.means_, rtol=1e-9)
+    np.testing.assert_allclose(a.covariances_, c.covariances_, rtol=1e-9)
+
+
+def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
+    X = _stream(n_chunks=40)
+    gmm = BayesianGMM(3, missing="marginalize", **CPU)
+    for chunk in np.array_split(X[:10_000], 10):
+        gmm.partial_fit(chunk)
+    gmm.save(tmp_path / "m.bgmm")
+    back = BayesianGMM.load(tmp_path / "m.bgmm")
+    Xm = X[10_000:].copy()
+    Xm[np.random.default_rng(0).random(Xm.shape) < 0.2] = np.nan
+    Xm[np.isnan(Xm).all(1), 0] = 0.0
+    for chunk in np.array_split(Xm, 10):
+        back.partial_fit(chunk)
+    assert np.all(np.isfinite(back.means_))
+    assert back.score(X) > gmm.score(X) - 0.01
+    with pytest.raises(ValueError, match="X has 3 features"):
+        back.partial_fit(np.zeros((5, 3)))
