@@ -239,6 +239,12 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                            reduce=reduce)
     check_overflow(std, X, family, moments)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
+    if wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all() and
+                                   torch.isfinite(wt.sum())):
+        raise ValueError(
+            f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the fit's "
+            f"{str(Xt.dtype).replace('torch.', '')} arithmetic holds: rescale the weights (e.g. "
+            f"divide them by their largest; they weigh against the priors as a count of rows)")
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0]],
                                    dtype=np.float64), reduce, device)
     mass, n_total = float(totals[0]), int(totals[1])
@@ -254,6 +260,10 @@ def is_row_source(X) -> bool:
         return True
     if isinstance(X, (np.ndarray, list, tuple, torch.Tensor)) or hasattr(X, "iloc"):
         return False
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):     # refused by the in-memory validation, with its message
+        return False
     return all(hasattr(X, a) for a in ("shape", "dtype", "__getitem__")) and \
         len(getattr(X, "shape", ())) == 2
 
@@ -268,7 +278,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     indices}: the seeding and screening samples), the second the second
     moments about the mean.  Memory: one chunk and the samples."""
     from .distributed import reduce_array
-    from .fitting import STREAM_CHUNK_ROWS, RowStream
+    from .fitting import STREAM_CHUNK_ROWS, RowStream, read_rows
 
     chunk_rows = chunk_rows or STREAM_CHUNK_ROWS
     n, D = (int(v) for v in X.shape)
@@ -291,7 +301,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     collected = {k: [] for k in picks}
     has_missing = False
     for a in range(0, n, chunk_rows):
-        chunk = np.asarray(X[a:a + chunk_rows], dtype=np.float64)
+        chunk = read_rows(X, a, a + chunk_rows)
         V._check_finite(chunk, "X", None, missing)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
         if w is not None and not np.all(np.isfinite(w) & (w >= 0)):
@@ -320,7 +330,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     mean = s1 / s0
     s2 = np.zeros(D)
     for a in range(0, n, chunk_rows):
-        chunk = np.asarray(X[a:a + chunk_rows], dtype=np.float64)
+        chunk = read_rows(X, a, a + chunk_rows)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
         dev = np.where(np.isnan(chunk), 0.0, chunk - mean)
         s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
@@ -403,6 +413,12 @@ class MixtureBase:
         if not isinstance(self.progress, (bool, np.bool_)):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")
         return s
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # NaN is a missing value, not an error, with missing="marginalize".
+        tags.input_tags.allow_nan = getattr(self, "missing", "error") == "marginalize"
+        return tags
 
     def _dtype(self) -> torch.dtype:
         """The floating-point type of the fit and the predictions (the

@@ -14,6 +14,7 @@ bounded, so the memory beyond the outputs does not grow with N.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any, Callable, Iterator, Optional, Union
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from . import _validation as V
-from .fitting import far_component_log_prob
+from .fitting import far_component_log_prob, read_rows
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
@@ -82,7 +83,7 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
         b = min(a + rows, n)
         block = X[a:b]
         if unchecked:
-            block = np.array(block, dtype=np.float64)
+            block = read_rows(X, a, b)
             V._check_finite(block, "X", None, allow_nan)
         if isinstance(block, np.ndarray):
             block = np.ascontiguousarray(block)
@@ -111,6 +112,60 @@ def split_missing(z: torch.Tensor, allow: bool, scale: np.ndarray
     log_s = torch.log(torch.as_tensor(scale, dtype=torch.float64, device=z.device))
     corr = (nan[rows].to(torch.float64) * log_s).sum(1)
     return torch.where(nan, torch.zeros((), dtype=z.dtype, device=z.device), z), rows, corr
+
+
+class MissingRows:
+    """The scores of a block's rows with missing entries, shared by both
+    estimators: the observed coordinates' marginal
+    (:func:`bayesgmm.fitting.observed_component_log_prob`) in float64
+    (exact out to ~1e150 of the mixture's spread, where float32 overflowed
+    at ~1e19), in sub-blocks whose (rows, K, D, D) terms stay within
+    :data:`CHUNK_ELEMENTS`.  Rows beyond even float64's range keep the
+    limit the far-point rule gives complete rows: the component (or class)
+    with the heaviest tail along the row's direction, relative score 0,
+    others -inf, and an infinite ``lead``."""
+
+    def __init__(self, params, family) -> None:
+        self.params, self.family = params, family
+        self._params64 = None
+
+    def scores(self, z: torch.Tensor, per_class: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z`` (m, D) standardised rows with NaN; returns their component
+        log joints (m, K), or class log-likelihoods (m, C) with
+        ``per_class``, relative to each row's best, and that best as the
+        ``lead`` to add (m,) (-inf past float64's range)."""
+        from .fitting import observed_component_log_prob
+
+        if self._params64 is None:
+            self._params64 = self.params.map(lambda t: t.double())
+        p = self._params64
+        K, D = p.means.shape[-2:]
+        C = p.weights.shape[0] if per_class else 1
+        step = max(1, CHUNK_ELEMENTS // (C * K * D * D))
+        z = z.double()
+        out = []
+        for a in range(0, z.shape[0], step):
+            lp = observed_component_log_prob(z[a:a + step], p, self.family)   # (..., K, m)
+            out.append((torch.logsumexp(lp, -2) if per_class else lp).t())
+        s = torch.cat(out)
+        # Relative to the row's best score, with that score as ``lead``:
+        # scores of -5e59 +- 1 would lose their differences once a
+        # normaliser of the same size is subtracted from them.
+        top = s.amax(-1)
+        lost = ~torch.isfinite(top)
+        lead = torch.where(lost, torch.zeros_like(top), top)
+        s = s - lead.unsqueeze(-1)
+        if bool(lost.any()):
+            # The leading term alone: rescaled rows, argmax of their scores.
+            u = z[lost]
+            u = u / torch.nan_to_num(u, nan=0.0).abs().amax(-1, keepdim=True).clamp_min(1.0)
+            lp = observed_component_log_prob(u, p, self.family)
+            lp = (torch.logsumexp(lp, -2) if per_class else lp).t()
+            best = lp.argmax(-1, keepdim=True)
+            s[lost] = torch.full_like(lp, -math.inf).scatter_(-1, best, 0.0)
+            lead[lost] = -math.inf
+        return s, lead
 
 
 #: Rows farther than this from the fitted mixture (in its standardised

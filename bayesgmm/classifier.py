@@ -22,7 +22,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     guard_stage)
 from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
-                      mixture_log_likelihood, negative_log_joint, observed_component_log_prob,
+                      mixture_log_likelihood, negative_log_joint,
                       seed_centres, svi_fit)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
@@ -349,6 +349,18 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         classes, yi = self._check_y(X, y, data.keep)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         C = classes.size
+        if data.observed_mass is not None:
+            # Each class is its own mixture: every feature needs an observed
+            # value in every class (else that class's variance collapses to
+            # the prior's floor there and the class is mispredicted).
+            nan = np.isnan(X)
+            for c in range(C):
+                never = np.flatnonzero(nan[yi == c].all(0))
+                if never.size:
+                    raise ValueError(
+                        f"class {_label(classes[c])!r} has no observed value in feature(s) "
+                        f"{never.tolist()}: every feature needs values in every class; drop the "
+                        f"feature or impute it for that class")
         counts = np.bincount(yi, minlength=C)
         # The classes' sizes: their total weight (rows when unweighted).
         mass = counts.astype(np.float64) if data.weight is None else \
@@ -606,18 +618,18 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
         far = _predict.FarPoints(params, family, std)
+        missing = _predict.MissingRows(params, family)
         with torch.no_grad():
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
                                                 params.weights.dtype, allow_missing):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 j = _predict.run_kernel(kernel, key, zc, args, eager_rows).double()
                 if miss is not None:     # rows with missing features: their observed ones
-                    j[miss] = torch.logsumexp(observed_component_log_prob(z[miss], params, family),
-                                              -2).t().double()
+                    j[miss], lead_miss = missing.scores(z[miss], per_class=True)
                 # j + lead are the class scores (lead is 0 but for far points).
                 lead = far.patch(zc, raw, j, per_class=True, exclude=miss)
                 if miss is not None:
-                    lead[miss] += corr
+                    lead[miss] += corr + lead_miss
                 j = j + add
                 if kind in ("class_ll", "joint"):
                     j = j + lead.unsqueeze(-1)

@@ -287,15 +287,17 @@ class Covariance:
         """Full (K, D, D) covariance matrices from ``covariances_`` (plots, sampling)."""
         raise NotImplementedError
 
-    def check_covariances(self, cov: np.ndarray, K: int, D: int) -> Optional[str]:
+    def check_covariances(self, cov: np.ndarray, K: int, D: int,
+                          dtype=np.float32) -> Optional[str]:
         """What is wrong with ``covariances_`` (scikit-learn's shape) for K
         components in D features, or None (loaded files are checked with it).
 
         Every marginal variance must be a normal float64 number (as the fit
         requires of the data's), and full matrices positive definite in their
         correlation form (scale-free: the eigenvalues of raw matrices with
-        variances 1e-300 and 1e300 lose the small ones), with a float32 Cholesky
-        factor of their precision.  Memory stays that of ``cov``: diagonal
+        variances 1e-300 and 1e300 lose the small ones), with a Cholesky
+        factor of their precision in ``dtype``, the fit's (float32 unless
+        the model was fitted with ``dtype="float64"``).  Memory stays that of ``cov``: diagonal
         families are never expanded to matrices, a tied one is checked once."""
         if cov.shape != self.covariance_shape(K, D):
             return f"covariances_ has shape {cov.shape}, expected {self.covariance_shape(K, D)}"
@@ -325,12 +327,13 @@ class Covariance:
             with np.errstate(all="ignore"):
                 prec = np.linalg.inv(corr)
                 d = np.sqrt(np.diagonal(prec, axis1=-2, axis2=-1))
-                unit = (prec / d[..., :, None] / d[..., None, :]).astype(np.float32)
+                unit = (prec / d[..., :, None] / d[..., None, :]).astype(dtype)
             if not np.all(np.isfinite(unit)):
                 raise np.linalg.LinAlgError
             np.linalg.cholesky(unit)
         except np.linalg.LinAlgError:
-            return "covariances_ are not positive definite (or too nearly singular for float32)"
+            return (f"covariances_ are not positive definite (or too nearly singular for "
+                    f"{np.dtype(dtype).name})")
         return None
 
     def neutral_like(self, value: torch.Tensor) -> torch.Tensor:

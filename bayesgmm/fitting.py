@@ -169,6 +169,36 @@ class Groups:
 STREAM_CHUNK_ROWS = 2 ** 20
 
 
+def _file_layout(source) -> Optional[tuple]:
+    """(path, byte offset of row 0, bytes per row) of a C-contiguous numpy
+    memmap of a file (a view of one too), else None."""
+    mm = getattr(source, "_mmap", None)
+    if not (isinstance(source, np.memmap) and mm is not None and source.filename
+            and source.flags.c_contiguous and source.ndim == 2):
+        return None
+    import mmap as _mmap
+
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    aligned = source.offset - source.offset % _mmap.ALLOCATIONGRANULARITY
+    return source.filename, source.ctypes.data - base + aligned, source.strides[0]
+
+
+def read_rows(source, a: int, b: int) -> np.ndarray:
+    """Rows a:b of an out-of-core source as a float64 array of their own.
+    A memmap of a file is read with ``np.fromfile`` rather than through
+    its mapping: pages touched through a mapping stay in the process's
+    resident memory, so a pass over a 1.6 GB memmap would end with 1.6 GB
+    resident; a read leaves them to the page cache."""
+    b = min(b, int(source.shape[0]))
+    layout = _file_layout(source)
+    if layout is None:
+        return np.array(source[a:b], dtype=np.float64)
+    path, start, row_bytes = layout
+    D = int(source.shape[1])
+    rows = np.fromfile(path, dtype=source.dtype, count=(b - a) * D, offset=start + a * row_bytes)
+    return rows.reshape(b - a, D).astype(np.float64, copy=False)
+
+
 class RowStream:
     """One group of points read from an array-like in row chunks (a numpy
     memmap, an ``.npy`` file opened with ``mmap_mode``, h5py, zarr or dask
@@ -206,11 +236,13 @@ class RowStream:
         """(start, standardised chunk (m, D) in ``dtype`` with NaN kept,
         weights (m,) or None), one host read per chunk."""
         for a in range(0, self.n, self.chunk_rows):
-            raw = np.array(self.source[a:a + self.chunk_rows], dtype=np.float64)
+            raw = read_rows(self.source, a, a + self.chunk_rows)
             z = ((torch.as_tensor(raw, device=self.device) - self.center) / self.scale).to(self.dtype)
             w = None
             if self.weight_source is not None:
-                w = torch.as_tensor(np.array(self.weight_source[a:a + self.chunk_rows],
+                w = torch.as_tensor(read_rows(self.weight_source[:, None], a, a + self.chunk_rows)[:, 0]
+                                    if isinstance(self.weight_source, np.memmap) else
+                                    np.array(self.weight_source[a:a + self.chunk_rows],
                                              dtype=np.float64), dtype=self.dtype,
                                     device=self.device)
             yield a, z, w
@@ -454,13 +486,23 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
     missing ones: E[x_m | x_o] in the first moments, plus their conditional
     covariance in the second (exact EM for Gaussian mixtures with data
     missing at random)."""
+    logn, diff = log_normal(x, params.means, params.cov, family, factor)       # (P, K, n)
+    inc = None
     if observed is not None:
-        logn, diff, C, inv = observed_terms(x, observed, params, family)
-    else:
-        logn, diff = log_normal(x, params.means, params.cov, family, factor)   # (P, K, n)
+        # Only the points with a missing entry (for any pair) take the
+        # marginal path; complete ones keep the exact, cheaper plain terms.
+        inc = (~observed).any(-2).any(0).nonzero().squeeze(1)
+        if inc.numel() == 0:
+            inc = None
+        else:
+            logn_m, y_m, C, inv = observed_terms(x[..., inc], observed[..., inc], params, family)
+            logn[..., inc] = logn_m
+            diff = diff.expand(logn.shape[:-1] + diff.shape[-2:]).clone() \
+                if diff.shape[0] != logn.shape[0] else diff
+            diff[..., inc] = y_m
     if hard:
-        sq = diff.square() if observed is None else diff.square() * observed.unsqueeze(-3)
-        d2 = sq.sum(-2)
+        # Missing coordinates have y = 0 under the unit start covariances.
+        d2 = diff.square().sum(-2)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
         r = torch.zeros_like(d2).scatter_(-2, d2.argmin(-2, keepdim=True), 1.0)
         if weight is not None:
@@ -472,18 +514,16 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         lse, r = _softmax_stats(logn.add_(torch.log(params.weights).unsqueeze(-1)), weight, -2)
         ll = lse.sum(-1)
     rd = diff * r.unsqueeze(-2)                                                 # (P, K, D, n)
-    if observed is None:
-        S2 = family.moments(rd, diff)
-    else:
-        # Second moments: y y^T per point plus, per pattern, the conditional
-        # covariance times the pattern's responsibility mass.
+    S2 = family.moments(rd, diff)
+    if inc is not None:
+        # The missing coordinates' conditional covariance, per pattern, times
+        # the pattern's responsibility mass.
         T = C.shape[1]
         onehot = torch.zeros(inv.shape + (T,), dtype=r.dtype, device=r.device)
-        onehot.scatter_(-1, inv.unsqueeze(-1), 1.0)                            # (P or 1, n, T)
-        Rt = r @ onehot                                                         # (P, K, T)
-        S2 = rd @ diff.transpose(-1, -2) + torch.einsum("pkt,ptkde->pkde", Rt, C)
-        if not family.full_moments:
-            S2 = torch.diagonal(S2, dim1=-2, dim2=-1)
+        onehot.scatter_(-1, inv.unsqueeze(-1), 1.0)                            # (P or 1, m, T)
+        Rt = r[..., inc] @ onehot                                               # (P, K, T)
+        extra = torch.einsum("pkt,ptkde->pkde", Rt, C)
+        S2 = S2 + (extra if family.full_moments else torch.diagonal(extra, dim1=-2, dim2=-1))
     return Stats(ll, r.sum(-1), rd.sum(-1), S2, params.means.detach())
 
 
@@ -492,7 +532,7 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     """Statistics of P mixtures (batch shape (P,)) over their groups' points,
     summed over blocks of rows (bounded memory at any N)."""
     P, K = params.weights.shape
-    factor = family.precision_factor(params.cov) if not groups.has_missing else None
+    factor = family.precision_factor(params.cov)
     total = None
     for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
         s = block_stats(x, w, params, family, factor, hard, o)
@@ -552,10 +592,12 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     factor = family.precision_factor(p.cov)
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)
     for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
-        if o is None:
-            logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
-        else:
-            logn = observed_terms(x.to(dtype), o, p, family, need_moments=False)[0]
+        logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
+        if o is not None:          # points with a missing entry: their observed marginal
+            inc = (~o).any(-2).any(0).nonzero().squeeze(1)
+            if inc.numel():
+                logn[..., inc] = observed_terms(x[..., inc].to(dtype), o[..., inc], p, family,
+                                                need_moments=False)[0]
         lse = torch.logsumexp(torch.log(p.weights).unsqueeze(-1) + logn, -2)
         if w is not None:
             lse = torch.where(w > 0, lse * w.to(dtype), torch.zeros_like(lse))
@@ -635,6 +677,8 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 pick = rng.choice(n, SEED_SAMPLE_SIZE, replace=False)
                 w = group_w[g]
                 P, w = canonical(host(P[pick]), None if w is None else host(w[pick]))
+            if w is not None:      # the seeding is scale-free in the weights
+                w = w / w.max()
             if init == "random":
                 c = P[rng.choice(P.shape[0], k, replace=False,
                                  p=None if w is None else w / w.sum())]

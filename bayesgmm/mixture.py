@@ -18,7 +18,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
-                      initial_params, m_step, negative_log_joint, observed_component_log_prob,
+                      initial_params, m_step, negative_log_joint,
                       observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample
@@ -551,6 +551,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             seed = int(check_random_state(random_state).randint(0, 2 ** 31 - 1))
             gen = torch.Generator(device=device).manual_seed(seed)
         far = _predict.FarPoints(params, family, std)
+        missing = _predict.MissingRows(params, family)
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
@@ -558,11 +559,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 lp = component_log_prob(zc, params, family, factor).transpose(0, 1).double()
                 if miss is not None:     # rows with missing features: their observed ones
-                    lp[miss] = observed_component_log_prob(z[miss], params, family).t().double()
+                    lp[miss], lead_miss = missing.scores(z[miss])
                 # lp + lead is the log joint (lead is 0 but for far points).
                 lead = far.patch(zc, raw, lp, exclude=miss)
                 if miss is not None:
-                    lead[miss] += corr
+                    lead[miss] += corr + lead_miss
                 if kind == "joint":
                     value = lp + (lead - offset).unsqueeze(-1)
                 elif kind == "label":          # no normaliser needed for the argmax
@@ -626,7 +627,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         the component the row belongs to inform it).  With ``sample=True``
         they are drawn from p(x_m | x_o) instead (a component, then the
         conditional Gaussian), seeded by ``random_state`` (default: the
-        estimator's); repeated draws give multiple imputations.
+        estimator's, so repeated calls repeat the draws: pass a different
+        seed per imputation for multiple imputation).
 
         Works whatever ``missing`` was at fit time.  A row with every
         feature missing is refused."""

@@ -577,7 +577,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     for c in range(C):
         kc = int(k[c])
         cc = cov[c][:kc] if family.per_component else cov[c]
-        problem = family.check_covariances(cc, kc, D)
+        problem = family.check_covariances(
+            cc, kc, D, np.float64 if params.get("dtype") == "float64" else np.float32)
         if problem:
             raise _Corrupt(f"class {c}: {problem}" if lead else problem)
         sd[c, :kc] = family.marginal_scales(cc, kc, D)

@@ -51,7 +51,7 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
-                 "accuracy_covariance", "missing_values"):
+                 "accuracy_covariance", "missing_values", "large_data"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -192,3 +192,16 @@ def test_missing_values_quick(tmp_path):
     assert ours["mean_error"] < syn["mean-impute + sklearn GMM"]["mean_error"]
     assert ours["impute_rmse"] < min(syn["mean-impute + sklearn GMM"]["impute_rmse"],
                                      syn["KNNImputer (k=5)"]["impute_rmse"])
+
+
+def test_large_data_quick(tmp_path):
+    """A 2e6 x 4 memmap fitted in one process and in two under torchrun:
+    both finish, the two ranks hold the same parameters, and the per-pass
+    figures and peak RSS are reported."""
+    r = run_script("large_data", tmp_path, "--dir", str(tmp_path))
+    assert r["benchmark"] == "large_data" and r["quick"] is True
+    rows = {row["processes"]: row for row in r["rows"]}
+    assert set(rows) == {1, 2}
+    assert rows[2]["ranks_agree"]
+    for row in rows.values():
+        assert row["peak_rss_mb"] < 1500 and row["em_pass_s"] > 0

@@ -429,3 +429,56 @@ def test_sklearn_weight_equivalence_check_for_every_covariance_type(Est, covaria
     est = Est(n_components=1 if Est is GMMClassifier else 2, covariance_type=covariance_type,
               n_init=1, max_iter=0, em_max_iter=50, dtype="float64", device="cpu")
     check_sample_weight_equivalence_on_dense_data(Est.__name__, est)
+
+
+# ------------------------------------------------------------ review fixes
+@pytest.mark.parametrize("value", [1e9, 1e30, 1e200, -1e300])
+def test_far_rows_with_missing_values_keep_probabilities(value):
+    X, y = _blobs()
+    gmm = BayesianGMM(3, covariance_type="tied", missing="marginalize", **CPU).fit(X)
+    clf = GMMClassifier(1, missing="marginalize", **CPU).fit(X, y)
+    q = np.array([[value, 0.0, np.nan], [value, value, np.nan], [np.nan, value, 1.0]])
+    for proba in (gmm.predict_proba(q), clf.predict_proba(q)):
+        assert np.all(np.isfinite(proba))
+        np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    ll = gmm.score_samples(q)
+    assert np.all(ll < -1e10) and not np.any(np.isnan(ll))
+    np.testing.assert_array_equal(gmm.predict(q), gmm.predict_proba(q).argmax(1))
+
+
+def test_classifier_refuses_a_feature_never_observed_in_one_class():
+    X, y = _blobs()
+    X = X.copy()
+    X[y == 1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"class 1 has no observed value in feature\(s\) \[2\]"):
+        GMMClassifier(1, missing="marginalize", **CPU).fit(X, y)
+
+
+def test_weights_beyond_float32_are_a_clear_error():
+    X, _ = _blobs()
+    for w in (np.full(len(X), 1e39), np.full(len(X), 1e-50)):
+        with pytest.raises(ValueError, match="sample_weight spans .* rescale the weights"):
+            BayesianGMM(2, **CPU).fit(X, sample_weight=w)
+    # float64 fits hold them, and the seeding is scale-free in the weights.
+    a = BayesianGMM(3, dtype="float64", **CPU).fit(X, sample_weight=np.full(len(X), 1e-50))
+    assert np.all(np.isfinite(a.means_))
+
+
+def test_float64_fit_of_near_singular_data_saves_and_loads(tmp_path):
+    from bayesgmm import Priors
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 1))
+    X = np.hstack([a, a + 1e-5 * rng.normal(size=(300, 1)), rng.normal(size=(300, 1))])
+    gmm = BayesianGMM(1, dtype="float64", priors=Priors(covariance_scale=1e-14), **CPU).fit(X)
+    gmm.save(tmp_path / "m.bgmm")
+    back = BayesianGMM.load(tmp_path / "m.bgmm")
+    np.testing.assert_array_equal(back.score_samples(X), gmm.score_samples(X))
+
+
+def test_sklearn_tags_say_whether_nan_is_allowed():
+    from sklearn.utils import get_tags
+
+    for Est in (BayesianGMM, GMMClassifier):
+        assert get_tags(Est(missing="marginalize")).input_tags.allow_nan is True
+        assert get_tags(Est()).input_tags.allow_nan is False
