@@ -24,6 +24,7 @@ from .covariance import CovarianceType
 from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
                       mixture_log_likelihood, negative_log_joint,
                       seed_centres, svi_fit)
+from .distributed import agree, check_group, reduce_array, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 
@@ -239,10 +240,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         V.check_option("init", self.init, INIT_OPTIONS)
         return s, max_components, steps
 
-    def _check_y(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Classes and encoded labels of the rows ``keep`` (those of positive
-        sample weight; None: all)."""
+    @staticmethod
+    def _labels(X: np.ndarray, y) -> np.ndarray:
+        """``y`` checked against X (one label per row, classification targets)."""
         if y is None:
             raise ValueError("GMMClassifier requires y to be passed, but the target y is None: "
                              "call fit(X, y) with one label per row of X")
@@ -250,10 +250,22 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             y = y.detach().cpu().numpy()
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
+        check_classification_targets(y)
+        return y
+
+    def _check_y(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None, group=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Classes and encoded labels of the rows ``keep`` (those of positive
+        sample weight; None: all); over several processes the classes are
+        the union of every shard's."""
+        y = self._labels(X, y)
         if keep is not None:
             y = y[keep]
-        check_classification_targets(y)
-        enc = LabelEncoder().fit(y)
+        labels = y
+        if group is not None:
+            from .distributed import gather_rows
+            labels = gather_rows(np.unique(y), group)
+        enc = LabelEncoder().fit(labels)
         classes = enc.classes_
         if classes.size < 2:
             raise ValueError(
@@ -315,7 +327,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         return arr / arr.sum()
 
     # --------------------------------------------------------------- fit
-    def fit(self, X, y, sample_weight=None) -> "GMMClassifier":
+    def fit(self, X, y, sample_weight=None, *, process_group=None) -> "GMMClassifier":
         """Fit one mixture per class, all classes at once.
 
         Parameters
@@ -331,40 +343,63 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             fine-tuning's cross-entropy): integer weights give the fit of
             the rows repeated, weight 0 that of the rows removed (frequency
             weights: their total is the data's size against the priors).
+        process_group : torch.distributed process group, optional
+            X and y are this process's shard of the rows: every rank calls
+            ``fit`` with its own and all end with the parameters of one fit
+            on the union (the classes are the union of the shards' labels),
+            as for :meth:`BayesianGMM.fit`.  Not with discriminative
+            fine-tuning.
 
         Returns
         -------
         self
         """
-        return self._fit_wrapper(X, y, sample_weight)
+        return self._fit_wrapper(X, y, sample_weight, process_group)
 
-    def _fit(self, X, y, sample_weight=None) -> "GMMClassifier":
-        X = V.check_X(self, X, reset=True)
-        s, max_components, disc_steps = self._check_params()
+    def _fit(self, X, y, sample_weight=None, process_group=None) -> "GMMClassifier":
+        group = check_group(process_group)
+        reduce = reducer(group)
+        # Each rank's own checks first, then one collective that stops every
+        # rank if any failed (no rank may wait in a collective alone).
+        error = None
+        try:
+            X = V.check_X(self, X, reset=True)
+            s, max_components, disc_steps = self._check_params()
+            self._labels(X, y)
+            V.check_sample_weight(sample_weight, X.shape[0])
+            if group is not None and disc_steps > 0:
+                raise ValueError("discriminative fine-tuning does not run over several processes: "
+                                 "set discriminative_steps=0 with process_group")
+        except ValueError as exc:
+            error = exc
+        agree(error, group, X.shape[1] if error is None else -1)
         device = s.device
         D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)
-        data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype)
+        data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype, reduce)
         # Labels of the rows kept (rows of weight 0 leave, with their labels).
-        classes, yi = self._check_y(X, y, data.keep)
+        classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         C = classes.size
         if data.observed_mass is not None:
             # Each class is its own mixture: every feature needs an observed
             # value in every class (else that class's variance collapses to
             # the prior's floor there and the class is mispredicted).
-            nan = np.isnan(X)
+            seen = reduce_array(np.stack([(~np.isnan(X[yi == c])).sum(0) for c in range(C)])
+                                .astype(np.float64), reduce, device)
             for c in range(C):
-                never = np.flatnonzero(nan[yi == c].all(0))
+                never = np.flatnonzero(seen[c] == 0)
                 if never.size:
                     raise ValueError(
                         f"class {_label(classes[c])!r} has no observed value in feature(s) "
                         f"{never.tolist()}: every feature needs values in every class; drop the "
                         f"feature or impute it for that class")
-        counts = np.bincount(yi, minlength=C)
+        local = np.bincount(yi, minlength=C).astype(np.float64)
         # The classes' sizes: their total weight (rows when unweighted).
-        mass = counts.astype(np.float64) if data.weight is None else \
+        local_mass = local if data.weight is None else \
             np.bincount(yi, weights=data.weight, minlength=C)
+        both = reduce_array(np.concatenate([local, local_mass]), reduce, device)
+        counts, mass = both[:C].astype(np.int64), both[C:]
         ks = self._resolve_components(classes, counts)
         class_prior = self._class_prior(mass, classes)
         auto = ks is None
@@ -389,7 +424,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
         pt = std.priors(base, device, s.dtype)
         yt = torch.as_tensor(yi, dtype=torch.long, device=device)
-        groups = Groups.from_labels(Xt, yt, C, data.wt)
+        groups = Groups.from_labels(Xt, yt, C, data.wt, reduce)
         R = s.n_init
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
@@ -402,8 +437,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
-        centres = seed_centres([Xt[yt == c] for c in range(C)], k_max, R, self.init, seeds[:R],
-                               None if data.wt is None else [data.wt[yt == c] for c in range(C)])
+        Xs, ws, ys = Xt, data.wt, yt
+        if group is not None:     # every rank seeds from the same (gathered) points
+            Xs, ws, ys = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group, yt)
+            Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
+            ws = None if ws is None else torch.as_tensor(ws)
+        centres = seed_centres([Xs[ys == c] for c in range(C)], k_max, R, self.init, seeds[:R],
+                               None if ws is None else [ws[ys == c] for c in range(C)])
         centres = torch.as_tensor(centres, dtype=Xt.dtype, device=device)
         if auto:
             centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
@@ -497,7 +537,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if data.observed_mass is not None:
             w_rows = np.ones(len(yi)) if data.weight is None else data.weight
             obs_w = ~np.isnan(X) * w_rows[:, None]
-            observed = [obs_w[yi == c].sum(0) for c in range(C)]
+            observed = list(reduce_array(np.stack([obs_w[yi == c].sum(0) for c in range(C)]),
+                                         reduce, device))
         offset = np.array([data.loss_offset(int(k), family, mass=float(mass[i]),
                                             observed=observed[i])
                            for i, k in enumerate(k_sel_np)])

@@ -128,11 +128,12 @@ def agree(error: Optional[BaseException], process_group, n_features: int) -> Non
 
 
 def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, seed: int,
-                process_group) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                process_group, labels: Optional[torch.Tensor] = None):
     """The points every rank seeds from, identical on every rank: the union
     of the shards when it has at most ``SEED_SAMPLE_SIZE`` rows (then the
     seeds are exactly a one-process fit's: the seeding sorts its points
-    first), else a random sample of each shard in proportion to its size."""
+    first), else a random sample of each shard in proportion to its size.
+    Returns (points, weights or None), and their ``labels`` too when given."""
     import math
 
     import torch.distributed as dist
@@ -152,8 +153,10 @@ def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, 
                          device=_device(process_group))
     dist.all_reduce(has_w, op=dist.ReduceOp.MAX, group=process_group)
     if float(has_w) > 0:
-        w = gather_rows(np.ones(take) if w is None else w, process_group)
-    return X, w
+        w = gather_rows(np.ones(idx.size) if w is None else w, process_group)
+    if labels is None:
+        return X, w
+    return X, w, gather_rows(labels[index].cpu().numpy(), process_group)
 
 
 def gather_rows(X: np.ndarray, process_group) -> np.ndarray:

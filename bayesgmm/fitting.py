@@ -114,7 +114,8 @@ class Groups:
 
     @classmethod
     def from_labels(cls, X: torch.Tensor, labels: torch.Tensor, n_groups: int,
-                    weight: Optional[torch.Tensor] = None) -> "Groups":
+                    weight: Optional[torch.Tensor] = None,
+                    reduce: Optional[Callable] = None) -> "Groups":
         """Points laid out per label (stable order), padded with zeros (of
         weight 0); NaN entries are missing."""
         counts = torch.bincount(labels, minlength=n_groups)
@@ -132,7 +133,7 @@ class Groups:
             observed = ~torch.isnan(Xg)
             Xg = torch.where(observed, Xg, zero)
             observed = observed.transpose(1, 2).contiguous()
-        return cls(Xg.transpose(1, 2).contiguous(), w, counts, observed)
+        return cls(Xg.transpose(1, 2).contiguous(), w, counts, observed, reduce)
 
     def rows(self, P: int, K: int) -> int:
         """Rows per block for P pairs of K components (larger blocks on a

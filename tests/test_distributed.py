@@ -20,13 +20,13 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     import torch.distributed as dist
-    from bayesgmm import BayesianGMM
+    from bayesgmm import BayesianGMM, GMMClassifier
 
     out = sys.argv[1]
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     data = np.load(sys.argv[2])
-    X, w, cut = data["X"], data["w"], int(data["cut"])
+    X, w, y, cut = data["X"], data["w"], data["y"], int(data["cut"])
     shard = slice(0, cut) if rank == 0 else slice(cut, None)   # uneven shards
     result = {}
     for ct in %(types)r:
@@ -43,6 +43,16 @@ SCRIPT = textwrap.dedent('''
             result[f"{ct}-{variant}"] = {k: getattr(gmm, k).tolist() for k in
                                          ("weights_", "means_", "covariances_")} | {
                 "loss_": gmm.loss_, "n_iter_": gmm.n_iter_}
+    for ct in %(types)r:
+        for variant in ("plain", "weighted", "auto"):
+            clf = GMMClassifier("auto" if variant == "auto" else 2, covariance_type=ct,
+                                max_components=3, random_state=0, device="cpu", dtype="float64")
+            clf.fit(X[shard], y[shard], sample_weight=w[shard] if variant == "weighted" else None,
+                    process_group=dist.group.WORLD)
+            result[f"clf-{ct}-{variant}"] = {k: getattr(clf, k).tolist() for k in
+                                             ("weights_", "means_", "covariances_",
+                                              "class_prior_", "n_components_")} | {
+                "loss_": clf.loss_, "classes_": clf.classes_.tolist()}
     # A shard that is refused stops every rank (none waits alone).
     try:
         bad = X[shard].copy()
@@ -67,19 +77,21 @@ def _free_port() -> int:
 def _data():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(c, 1.0, (n, 3)) for c, n in ((0, 150), (5, 120), (-5, 90))])
-    X = X[rng.permutation(len(X))]
+    y = np.repeat(["a", "b", "b"], (150, 120, 90))      # class "b": two clusters
+    order = rng.permutation(len(X))
+    X, y = X[order], y[order]
     Xm = X.copy()
     Xm[rng.random(X.shape) < 0.2] = np.nan
     Xm[np.isnan(Xm).all(1), 0] = 0.0
     w = rng.integers(0, 4, len(X)).astype(float)
-    return X, Xm, w, 140
+    return X, Xm, w, y, 140
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    X, Xm, w, cut = _data()
-    np.savez(tmp / "data.npz", X=X, Xm=Xm, w=w, cut=cut)
+    X, Xm, w, y, cut = _data()
+    np.savez(tmp / "data.npz", X=X, Xm=Xm, w=w, y=y, cut=cut)
     (tmp / "script.py").write_text(SCRIPT % {"types": list(COVARIANCE_TYPES)})
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(
@@ -89,13 +101,13 @@ def two_ranks(tmp_path_factory):
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
-    return ranks, (X, Xm, w)
+    return ranks, (X, Xm, w, y)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("variant", ["plain", "weighted", "missing"])
 def test_two_processes_equal_one_fit_on_the_union(two_ranks, covariance_type, variant):
-    (r0, r1), (X, Xm, w) = two_ranks
+    (r0, r1), (X, Xm, w, y) = two_ranks
     key = f"{covariance_type}-{variant}"
     # Both ranks hold the very same parameters (the same reduced numbers).
     assert r0[key] == r1[key]
@@ -126,3 +138,29 @@ def test_process_group_needs_an_initialised_group():
     with pytest.raises(ValueError, match="torch.distributed is not initialised"):
         BayesianGMM(2, device="cpu").fit(np.random.default_rng(0).normal(size=(50, 2)),
                                          process_group=object())
+
+
+@pytest.mark.filterwarnings("ignore:n_components='auto' chose the largest K")
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("variant", ["plain", "weighted", "auto"])
+def test_two_processes_classifier_equals_one_fit(two_ranks, covariance_type, variant):
+    from bayesgmm import GMMClassifier
+
+    (r0, r1), (X, Xm, w, y) = two_ranks
+    key = f"clf-{covariance_type}-{variant}"
+    assert r0[key] == r1[key]
+    one = GMMClassifier("auto" if variant == "auto" else 2, covariance_type=covariance_type,
+                        max_components=3, random_state=0, device="cpu", dtype="float64").fit(
+        X, y, sample_weight=w if variant == "weighted" else None)
+    got = r0[key]
+    assert got["classes_"] == one.classes_.tolist()
+    np.testing.assert_array_equal(got["n_components_"], one.n_components_)
+    np.testing.assert_allclose(got["class_prior_"], one.class_prior_, rtol=1e-12)
+    assert got["loss_"] == pytest.approx(one.loss_, rel=1e-9)
+    # Per class, components in the order of their means (restarts may tie).
+    means = np.array(got["means_"])
+    for c in range(len(one.classes_)):
+        k = int(one.n_components_[c])
+        a, b = means[c, :k], one.means_[c, :k]
+        np.testing.assert_allclose(a[np.argsort(a[:, 0])], b[np.argsort(b[:, 0])],
+                                   rtol=1e-6, atol=1e-9)
