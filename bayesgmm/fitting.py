@@ -900,7 +900,8 @@ def expected_complete_loglik(params: MixtureParams, logw: torch.Tensor, stats: S
 
 def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
             family: Covariance, max_iter: int, tol: float, learning_rate: float,
-            callback: Callback = None, window: int = 10) -> FitTrace:
+            callback: Callback = None, window: int = 10, batch_size: Optional[int] = None,
+            generator: Optional[torch.Generator] = None) -> FitTrace:
     """MAP of P (variant, group) pairs at once by the SVI of an ``AutoDelta``
     guide on the enumerated model: the same unconstrained parameters as
     AutoDelta, the same Adam as ``pyro.optim.Adam``, and the loss
@@ -909,7 +910,16 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
     Nothing is traced, so a step costs a fraction of Pyro's.
 
     Pairs stop at their own tolerance; a pair that diverges keeps its start
-    with an infinite final loss (the callers warn and keep EM's answer)."""
+    with an infinite final loss (the callers warn and keep EM's answer).
+
+    ``batch_size``: minibatch SVI (one group, in memory): each step's
+    E-step sees ``batch_size`` rows drawn without replacement by
+    ``generator``, its statistics scaled by N / batch_size, an unbiased
+    estimate of the whole data's (what Pyro's subsampled ``plate`` does to
+    the ELBO); the step size decays as lr / sqrt(1 + t / 100) (Robbins-Monro,
+    so the iterates settle at the optimum rather than around it).  The
+    losses in the history are then estimates, too noisy for the stopping
+    rule: minibatch SVI runs ``max_iter`` steps; the final loss is exact."""
     B, G, K = params.weights.shape
     P = B * G
     flat = params.map(lambda t: t.reshape((P,) + t.shape[2:]))
@@ -917,6 +927,21 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
     gidx = torch.arange(G, device=mask.device).repeat(B)
     par = _Unconstrained(flat, mflat, family)
     opt = torch.optim.Adam(par.u, lr=learning_rate)
+    state = {"t": 0}
+    if batch_size is not None:
+        if G != 1 or not isinstance(groups, Groups):
+            raise ValueError("minibatch SVI takes one group of rows in memory")
+        n_rows = int(groups.counts[0])
+        batch_size = min(batch_size, n_rows)
+        scale = n_rows / batch_size
+        # Minibatch losses are estimates with a spread (~1/sqrt(batch) nats
+        # per point) far above the tolerance: no stopping rule can read
+        # them, so minibatch SVI runs its max_iter steps.
+        window = max_iter + 1
+
+        def minibatch():
+            pick = torch.randperm(n_rows, generator=generator)[:batch_size].sort().values
+            return (groups.subset(pick.to(groups.XT.device)),)
 
     def step(done: np.ndarray) -> np.ndarray:
         opt.zero_grad(set_to_none=True)
@@ -924,7 +949,15 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
         with torch.no_grad():
             # The data term's value and the statistics of its gradient: one
             # blocked E-step, no autograd through the (pairs, K, D, N) terms.
-            stats = e_step(groups, cur.detach(), gidx, family)
+            if batch_size is None:
+                stats = e_step(groups, cur.detach(), gidx, family)
+            else:
+                stats = e_step(*minibatch(), cur.detach(), gidx, family)
+                stats = Stats(stats.loglik * scale, stats.Nk * scale, stats.S1 * scale,
+                              stats.S2 * scale, stats.ref)
+                state["t"] += 1
+                for g in opt.param_groups:
+                    g["lr"] = learning_rate / math.sqrt(1 + state["t"] / 100)
         prior = log_prior(cur, pt, family, mflat, logw)
         losses = -(stats.loglik + prior.detach())
         ok = torch.isfinite(losses)

@@ -144,6 +144,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         site scores the observed coordinates), and every prediction
         marginalises them too.  A row with every feature missing is an
         error naming the row.
+    batch_size : int or None, default None
+        Minibatch SVI: each SVI step sees this many rows drawn at random,
+        its statistics scaled to the data's size (an unbiased estimate of
+        the full-batch gradient, as Pyro's subsampled ``plate``), with the
+        step size decaying as learning_rate / sqrt(1 + t / 100).  None: full
+        batches.  For ``backend="fused"`` with the data in memory (EM
+        always uses all rows).
     dtype : {"float32", "float64"}, default "float32"
         Floating-point type of the fit and the predictions.  float32 is the
         fast default (and the GPU's); float64 for ill-conditioned problems
@@ -206,7 +213,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  jit: bool = False, device: DeviceLike = "auto", random_state=None,
                  progress: bool = False, warm_start: bool = False,
                  n_threads: Optional[int] = None, missing: Literal["error", "marginalize"] = "error",
-                 dtype: Literal["float32", "float64"] = "float32"):
+                 dtype: Literal["float32", "float64"] = "float32",
+                 batch_size: Optional[int] = None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -225,6 +233,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_threads = n_threads
         self.missing = missing
         self.dtype = dtype
+        self.batch_size = batch_size
 
     # ------------------------------------------------------------------ fit
     def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
@@ -356,6 +365,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         std, Xt, moments = data.std, data.Xt, data.moments
         n, d = data.n_total, data.std.center.shape[0]
         s, K, backend = self._check_params(data.n_total, d)
+        if self.batch_size is not None:
+            V.check_int("batch_size", self.batch_size, 1)
+            if backend != "fused" or streamed or group is not None:
+                raise ValueError(f"batch_size={self.batch_size} (minibatch SVI) needs "
+                                 f"backend='fused' and the data in one process's memory: set "
+                                 f"batch_size=None for this fit")
         device = s.device
         priors = resolve_priors(self.priors, family, K, moments)
         pt = std.priors(priors, device, s.dtype)
@@ -436,7 +451,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                 weight=weight)
                    for r in range(start.weights.shape[0])]
             return [_Run(f.params, f.losses.numpy(), f.n_iter, f.converged) for f in out]
-        f = svi_fit(groups, start, mask, pt, family, s.max_iter, s.tol, s.learning_rate, callback)
+        f = svi_fit(groups, start, mask, pt, family, s.max_iter, s.tol, s.learning_rate, callback,
+                    batch_size=self.batch_size,
+                    generator=torch.Generator().manual_seed(seed) if self.batch_size else None)
         return [_Run(f.params.select((r, 0)), f.history(r), int(f.iterations[r, 0]), f.converged)
                 for r in range(start.weights.shape[0])]
 

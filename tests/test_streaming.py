@@ -165,3 +165,23 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
     assert back.score(X) > gmm.score(X) - 0.01
     with pytest.raises(ValueError, match="X has 3 features"):
         back.partial_fit(np.zeros((5, 3)))
+
+
+# ------------------------------------------------------------ minibatch SVI
+def test_minibatch_svi_reaches_the_full_batch_optimum(tmp_path):
+    X = _stream(n_chunks=40)                      # 20,000 points
+    kw = dict(em_max_iter=0, n_init=1, n_threads=1, **CPU)
+    full = BayesianGMM(3, max_iter=3000, **kw).fit(X)
+    mini = BayesianGMM(3, max_iter=2000, batch_size=1000, **kw).fit(X)
+    assert mini.n_iter_ == 2000                     # no stopping rule on noisy estimates
+    gap = (mini.loss_ - full.loss_) / len(X)
+    assert abs(gap) < 1e-3, gap
+    again = BayesianGMM(3, max_iter=50, batch_size=500, **kw).fit(X)
+    np.testing.assert_array_equal(again.means_,
+                                  BayesianGMM(3, max_iter=50, batch_size=500, **kw).fit(X).means_)
+    with pytest.raises(ValueError, match="batch_size=500 .* backend='fused'"):
+        BayesianGMM(3, max_iter=5, batch_size=500, backend="pyro", **kw).fit(X)
+    with pytest.raises(ValueError, match="batch_size=500 .* memory"):
+        BayesianGMM(3, max_iter=5, batch_size=500, **kw).fit(_memmap(tmp_path, "x", X))
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        BayesianGMM(3, max_iter=5, batch_size=0, **kw).fit(X)
