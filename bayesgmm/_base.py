@@ -194,9 +194,11 @@ class FitData:
     n_total: int = 0
     reduce: Optional[object] = None
     # Out-of-core data (X and Xt None): the source and the rows sampled by
-    # the first pass, standardised, with their weights.
+    # the first pass, standardised, with their weights (and labels); with
+    # labels, per-class row counts, weights and observed weights (C, D).
     stream: Optional[object] = None
     samples: Optional[dict] = None
+    class_totals: Optional[tuple] = None
 
     def loss_offset(self, n_components: int, family: Covariance, mass=None, observed=None):
         """:meth:`Standardizer.loss_offset` of these data (or of a part of
@@ -270,13 +272,16 @@ def is_row_source(X) -> bool:
 
 def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.device,
                 missing: bool, dtype: torch.dtype, picks: dict, reduce=None,
-                chunk_rows: Optional[int] = None) -> FitData:
+                chunk_rows: Optional[int] = None, labels: Optional[np.ndarray] = None,
+                n_groups: int = 1) -> FitData:
     """:func:`fit_data` for out-of-core data (:func:`is_row_source`): two
     passes over the row chunks, the first validating every chunk (as
     ``check_X`` would), summing the weighted, observed counts and first
     moments and collecting the rows of ``picks`` ({name: sorted row
     indices}: the seeding and screening samples), the second the second
-    moments about the mean.  Memory: one chunk and the samples."""
+    moments about the mean.  Memory: one chunk and the samples.  With
+    ``labels`` (the encoded class of every row, for the classifier) the
+    per-class totals are summed too and the samples keep their labels."""
     from .distributed import reduce_array
     from .fitting import STREAM_CHUNK_ROWS, RowStream, read_rows
 
@@ -298,6 +303,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         if w_src is not None and tuple(np.shape(w_src)) != (n,):
             raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected ({n},)")
     s0, s1, mass = np.zeros(D), np.zeros(D), 0.0
+    C = n_groups
+    per_class = np.zeros((C, 2 + D))          # rows, weight, observed weight per feature
     collected = {k: [] for k in picks}
     has_missing = False
     for a in range(0, n, chunk_rows):
@@ -314,11 +321,20 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         s0 += W.sum(0)
         s1 += (W * np.where(nan, 0.0, chunk)).sum(0)
         mass += float(chunk.shape[0] if w is None else w.sum())
+        yc = None
+        if labels is not None:
+            yc = np.asarray(labels[a:a + chunk.shape[0]])
+            wc = np.ones(chunk.shape[0]) if w is None else w
+            per_class[:, 0] += np.bincount(yc, minlength=C)
+            per_class[:, 1] += np.bincount(yc, weights=wc, minlength=C)
+            for d in range(D):
+                per_class[:, 2 + d] += np.bincount(yc, weights=W[:, d], minlength=C)
         for k, idx in picks.items():
             lo, hi = np.searchsorted(idx, [a, a + chunk.shape[0]])
             if hi > lo:
                 rows = idx[lo:hi] - a
-                collected[k].append((chunk[rows], None if w is None else w[rows]))
+                collected[k].append((chunk[rows], None if w is None else w[rows],
+                                     None if yc is None else yc[rows]))
     totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing)]]), reduce, device)
     s0, s1, (mass, n_total, any_missing) = totals[:D], totals[D:2 * D], totals[2 * D:]
     if mass <= 0:
@@ -347,12 +363,22 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                                          else np.zeros(0))
         samples[k] = (torch.as_tensor((rows - mean) / scale, dtype=dtype, device=device),
                       None if ws is None else torch.as_tensor(ws, dtype=dtype, device=device))
+        if labels is not None:
+            samples[k] += (torch.as_tensor(np.concatenate([p[2] for p in parts]) if parts
+                                           else np.zeros(0, dtype=np.int64), device=device),)
+    class_totals = None
+    if labels is not None:
+        per_class = reduce_array(per_class, reduce, device)
+        class_totals = (per_class[:, 0].astype(np.int64), per_class[:, 1], per_class[:, 2:])
     check_overflow(std, samples[next(iter(samples))][0].cpu().numpy() * scale + mean
                    if samples else np.zeros((1, D)), family, (mean, sd))
-    stream = RowStream(X, mean, scale, device, dtype, w_src, float(mass), bool(any_missing),
-                       reduce, chunk_rows)
+    stream = RowStream(X, mean, scale, device, dtype, w_src,
+                       float(mass) if labels is None else class_totals[1], bool(any_missing),
+                       reduce, chunk_rows, labels,
+                       None if labels is None else class_totals[0])
     return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
-                   s0 if any_missing else None, int(n_total), reduce, stream, samples)
+                   s0 if any_missing else None, int(n_total), reduce, stream, samples,
+                   class_totals)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,

@@ -19,9 +19,9 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
-                    guard_stage)
+                    guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
-from .fitting import (Groups, discriminative_fit, em_fit, initial_params, log_prior,
+from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, initial_params, log_prior,
                       mixture_log_likelihood, negative_log_joint,
                       seed_centres, svi_fit)
 from .distributed import agree, check_group, reduce_array, reducer, seed_sample
@@ -362,26 +362,51 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # Each rank's own checks first, then one collective that stops every
         # rank if any failed (no rank may wait in a collective alone).
         error = None
+        streamed = is_row_source(X)
         try:
-            X = V.check_X(self, X, reset=True)
+            if not streamed:
+                X = V.check_X(self, X, reset=True)
+                V.check_sample_weight(sample_weight, X.shape[0])
             s, max_components, disc_steps = self._check_params()
             self._labels(X, y)
-            V.check_sample_weight(sample_weight, X.shape[0])
-            if group is not None and disc_steps > 0:
-                raise ValueError("discriminative fine-tuning does not run over several processes: "
-                                 "set discriminative_steps=0 with process_group")
+            if (group is not None or streamed) and disc_steps > 0:
+                raise ValueError("discriminative fine-tuning needs the data in one process's "
+                                 "memory: set discriminative_steps=0 with process_group or "
+                                 "out-of-core data")
         except ValueError as exc:
             error = exc
         agree(error, group, X.shape[1] if error is None else -1)
         device = s.device
         D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)
-        data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype, reduce)
-        # Labels of the rows kept (rows of weight 0 leave, with their labels).
-        classes, yi = self._check_y(X, y, data.keep, group)
+        if streamed:
+            # Out of core: labels in memory (encoded once), the rows read in
+            # chunks and laid out per class chunk by chunk (RowStream).
+            classes, yi = self._check_y(X, y, None, group)
+            n0 = int(X.shape[0])
+            cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
+            rng = np.random.default_rng([n0, 1])      # the seeding sample, past cap rows
+            picks = {"seed": np.arange(n0) if n0 <= cap else np.sort(rng.choice(n0, cap,
+                                                                              replace=False))}
+            data = stream_data(self, X, sample_weight, family, device, V.allows_missing(self),
+                               s.dtype, picks, reduce, labels=yi, n_groups=classes.size)
+        else:
+            data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype,
+                            reduce)
+            # Labels of the rows kept (rows of weight 0 leave, with their labels).
+            classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         C = classes.size
-        if data.observed_mass is not None:
+        if streamed:
+            counts, mass, seen = data.class_totals
+            for c in range(C):
+                never = np.flatnonzero(seen[c] == 0)
+                if never.size:
+                    raise ValueError(
+                        f"class {_label(classes[c])!r} has no observed value in feature(s) "
+                        f"{never.tolist()}: every feature needs values in every class; drop the "
+                        f"feature or impute it for that class")
+        elif data.observed_mass is not None:
             # Each class is its own mixture: every feature needs an observed
             # value in every class (else that class's variance collapses to
             # the prior's floor there and the class is mispredicted).
@@ -394,12 +419,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                         f"class {_label(classes[c])!r} has no observed value in feature(s) "
                         f"{never.tolist()}: every feature needs values in every class; drop the "
                         f"feature or impute it for that class")
-        local = np.bincount(yi, minlength=C).astype(np.float64)
-        # The classes' sizes: their total weight (rows when unweighted).
-        local_mass = local if data.weight is None else \
-            np.bincount(yi, weights=data.weight, minlength=C)
-        both = reduce_array(np.concatenate([local, local_mass]), reduce, device)
-        counts, mass = both[:C].astype(np.int64), both[C:]
+        if not streamed:
+            local = np.bincount(yi, minlength=C).astype(np.float64)
+            # The classes' sizes: their total weight (rows when unweighted).
+            local_mass = local if data.weight is None else \
+                np.bincount(yi, weights=data.weight, minlength=C)
+            both = reduce_array(np.concatenate([local, local_mass]), reduce, device)
+            counts, mass = both[:C].astype(np.int64), both[C:]
         ks = self._resolve_components(classes, counts)
         class_prior = self._class_prior(mass, classes)
         auto = ks is None
@@ -423,8 +449,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             return replace(base, weight_concentration=base.weight_concentration[:k])
 
         pt = std.priors(base, device, s.dtype)
-        yt = torch.as_tensor(yi, dtype=torch.long, device=device)
-        groups = Groups.from_labels(Xt, yt, C, data.wt, reduce)
+        if streamed:
+            groups = data.stream
+        else:
+            yt = torch.as_tensor(yi, dtype=torch.long, device=device)
+            groups = Groups.from_labels(Xt, yt, C, data.wt, reduce)
         R = s.n_init
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
@@ -437,14 +466,15 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
         else:
             mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
-        Xs, ws, ys = Xt, data.wt, yt
+        Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
         if group is not None:     # every rank seeds from the same (gathered) points
-            Xs, ws, ys = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group, yt)
+            Xs, ws, ys = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]),
+                                     group, ys)
             Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
             ws = None if ws is None else torch.as_tensor(ws)
         centres = seed_centres([Xs[ys == c] for c in range(C)], k_max, R, self.init, seeds[:R],
                                None if ws is None else [ws[ys == c] for c in range(C)])
-        centres = torch.as_tensor(centres, dtype=Xt.dtype, device=device)
+        centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
         if auto:
             centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
         # EM's budget (twice for "auto": the scan, then the chosen K), or
@@ -534,7 +564,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         w, m, c = std.params_from_std(params, family)
         real = mask_c.cpu().numpy()
         observed = [None] * C
-        if data.observed_mass is not None:
+        if streamed:
+            observed = list(seen) if data.observed_mass is not None else observed
+        elif data.observed_mass is not None:
             w_rows = np.ones(len(yi)) if data.weight is None else data.weight
             obs_w = ~np.isnan(X) * w_rows[:, None]
             observed = list(reduce_array(np.stack([obs_w[yi == c].sum(0) for c in range(C)]),

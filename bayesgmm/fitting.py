@@ -215,19 +215,23 @@ class RowStream:
     shard."""
 
     def __init__(self, source, center: np.ndarray, scale: np.ndarray, device, dtype,
-                 weight=None, mass: float = 0.0, has_missing: bool = False,
-                 reduce: Optional[Callable] = None, chunk_rows: int = STREAM_CHUNK_ROWS):
+                 weight=None, mass=0.0, has_missing: bool = False,
+                 reduce: Optional[Callable] = None, chunk_rows: int = STREAM_CHUNK_ROWS,
+                 labels: Optional[np.ndarray] = None, counts: Optional[np.ndarray] = None):
         self.source, self.weight_source = source, weight
         self.n, self.D = int(source.shape[0]), int(source.shape[1])
         self.center = torch.as_tensor(center, dtype=torch.float64, device=device)
         self.scale = torch.as_tensor(scale, dtype=torch.float64, device=device)
         self.device, self.dtype = torch.device(device), dtype
         self.has_missing, self.reduce, self.chunk_rows = has_missing, reduce, chunk_rows
-        self.counts = torch.tensor([self.n], device=self.device)
+        # ``labels`` (n,): the group (class) of every row, for per-class
+        # mixtures: each chunk is laid out per class as Groups.from_labels does.
+        self.labels = labels
+        self.counts = torch.as_tensor([self.n] if counts is None else counts, device=self.device)
         self.weight = None if weight is None else True       # for callers that test it
         self.observed = None
-        # The total weight of every shard, from the first pass (no re-read).
-        self.mass = torch.tensor([mass], dtype=dtype, device=self.device)
+        # The total weight of every shard per group, from the first pass (no re-read).
+        self.mass = torch.as_tensor(np.atleast_1d(mass), dtype=dtype, device=self.device)
 
     def rows(self, P: int, K: int) -> int:
         budget = BLOCK_ELEMENTS if self.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
@@ -249,7 +253,12 @@ class RowStream:
             yield a, z, w
 
     def blocks(self, gidx: torch.Tensor, rows: int):
-        for _, z, w in self.chunks():
+        for a, z, w in self.chunks():
+            if self.labels is not None:
+                y = torch.as_tensor(np.asarray(self.labels[a:a + z.shape[0]]), dtype=torch.long,
+                                    device=self.device)
+                yield from Groups.from_labels(z, y, len(self.counts), w).blocks(gidx, rows)
+                continue
             o = None
             if self.has_missing:
                 nan = torch.isnan(z)

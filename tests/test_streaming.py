@@ -6,7 +6,7 @@ on a memmap stream too."""
 import numpy as np
 import pytest
 
-from bayesgmm import BayesianGMM
+from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm import fitting
 from bayesgmm.covariance import COVARIANCE_TYPES
 
@@ -185,3 +185,29 @@ def test_minibatch_svi_reaches_the_full_batch_optimum(tmp_path):
         BayesianGMM(3, max_iter=5, batch_size=500, **kw).fit(_memmap(tmp_path, "x", X))
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         BayesianGMM(3, max_iter=5, batch_size=0, **kw).fit(X)
+
+
+# ------------------------------------------------------- classifier, out of core
+@pytest.mark.filterwarnings("ignore:n_components='auto' chose the largest K")
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_classifier_blockwise_fit_equals_in_memory_fit(tmp_path, small_chunks, covariance_type):
+    X = _data()
+    y = np.where(X[:, 0] > 2.5, "hi", "lo")
+    rng = np.random.default_rng(2)
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < 0.1] = np.nan
+    Xm[np.isnan(Xm).all(1), 0] = 0.0
+    w = rng.integers(1, 3, len(X)).astype(float)
+    kw = dict(covariance_type=covariance_type, dtype="float64", missing="marginalize",
+              max_components=3, **CPU)
+    for nc in (2, "auto"):
+        mem = GMMClassifier(nc, **kw).fit(Xm, y, sample_weight=w)
+        streamed = GMMClassifier(nc, **kw).fit(_memmap(tmp_path, "x", Xm), y,
+                                               sample_weight=_memmap(tmp_path, "w", w))
+        np.testing.assert_array_equal(streamed.n_components_, mem.n_components_)
+        for name in ("weights_", "means_", "covariances_", "class_prior_"):
+            np.testing.assert_allclose(getattr(streamed, name), getattr(mem, name), rtol=1e-6,
+                                       atol=1e-9)
+        assert streamed.loss_ == pytest.approx(mem.loss_, rel=1e-9)
+    with pytest.raises(ValueError, match="discriminative fine-tuning needs the data"):
+        GMMClassifier(2, discriminative_steps=5, **CPU).fit(_memmap(tmp_path, "x", X), y)
