@@ -273,7 +273,7 @@ def is_row_source(X) -> bool:
 def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.device,
                 missing: bool, dtype: torch.dtype, picks: dict, reduce=None,
                 chunk_rows: Optional[int] = None, labels: Optional[np.ndarray] = None,
-                n_groups: int = 1) -> FitData:
+                n_groups: int = 1, group=None) -> FitData:
     """:func:`fit_data` for out-of-core data (:func:`is_row_source`): two
     passes over the row chunks, the first validating every chunk (as
     ``check_X`` would), summing the weighted, observed counts and first
@@ -307,14 +307,21 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     per_class = np.zeros((C, 2 + D))          # rows, weight, observed weight per feature
     collected = {k: [] for k in picks}
     has_missing = False
+    error = None
     for a in range(0, n, chunk_rows):
         chunk = read_rows(X, a, a + chunk_rows)
-        V._check_finite(chunk, "X", None, missing)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
-        if w is not None and not np.all(np.isfinite(w) & (w >= 0)):
-            i = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
-            raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row {a + i}: "
-                             f"weights count how often a row was seen (0 drops it)")
+        try:
+            V._check_finite(chunk, "X", None, missing, row_offset=a)
+            if w is not None and not np.all(np.isfinite(w) & (w >= 0)):
+                i = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
+                raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row "
+                                 f"{a + i}: weights count how often a row was seen (0 drops it)")
+        except ValueError as exc:
+            # Over several processes: every rank learns of it before the
+            # first collective (no rank may wait in one alone).
+            error = exc
+            break
         nan = np.isnan(chunk)
         has_missing = has_missing or bool(nan.any())
         W = (~nan) * (1.0 if w is None else w[:, None])
@@ -335,6 +342,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                 rows = idx[lo:hi] - a
                 collected[k].append((chunk[rows], None if w is None else w[rows],
                                      None if yc is None else yc[rows]))
+    from .distributed import agree
+    agree(error, group, D)
     totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing)]]), reduce, device)
     s0, s1, (mass, n_total, any_missing) = totals[:D], totals[D:2 * D], totals[2 * D:]
     if mass <= 0:

@@ -84,7 +84,7 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
         block = X[a:b]
         if unchecked:
             block = read_rows(X, a, b)
-            V._check_finite(block, "X", None, allow_nan)
+            V._check_finite(block, "X", None, allow_nan, row_offset=a)
         if isinstance(block, np.ndarray):
             block = np.ascontiguousarray(block)
             if not block.flags.writeable:   # pandas 3 hands out read-only arrays

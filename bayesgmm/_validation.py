@@ -81,7 +81,9 @@ def _tensor_data(X, name: str = "X"):
 
 
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
-                  allow_nan: bool = False) -> None:
+                  allow_nan: bool = False, row_offset: int = 0) -> None:
+    """Refuse inf (and NaN unless ``allow_nan``) naming the column;
+    ``row_offset``: where ``arr`` starts in the whole input (blocks)."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return
     # Fast path without an (N, D) boolean temporary (predicting on 1e8 points
@@ -93,12 +95,14 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
             return
     finite = np.isfinite(arr) | (np.isnan(arr) if allow_nan else False)
     if allow_nan:
-        check_missing_rows(np.isnan(arr), name)
+        check_missing_rows(np.isnan(arr), name, row_offset)
     if finite.all():
         return
     col = int(np.where(~finite.all(axis=0))[0][0])
     label = f"column {col}" + (f" ({columns[col]!r})" if columns else "")
     bad = arr[:, col][~finite[:, col]]
+    if row_offset or arr.shape[0] > 1:
+        label += f", row {row_offset + int(np.flatnonzero(~finite[:, col])[0])}"
     if np.isnan(bad).any():
         raise ValueError(f"{name} contains NaN in {label} (missing values): fit with "
                          f"missing='marginalize' to use the observed features of those rows, "
@@ -107,14 +111,14 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
                      f"infinite values")
 
 
-def check_missing_rows(nan, name: str = "X") -> None:
+def check_missing_rows(nan, name: str = "X", row_offset: int = 0) -> None:
     """Refuse rows whose every feature is missing (``nan``: (N, D) bool,
     numpy or torch): they carry no information for a mixture over the
     features, and a model cannot score or assign them."""
     empty = nan.all(1) if nan.shape[1] else nan[:, :0].any(1)
     if bool(empty.any()):
-        rows = [int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
-                                 else empty.nonzero().squeeze(1).cpu())[:5]]
+        rows = [row_offset + int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
+                                              else empty.nonzero().squeeze(1).cpu())[:5]]
         raise ValueError(f"{name} has {int(empty.sum())} row(s) with every feature missing "
                          f"(row(s) {rows}{'...' if int(empty.sum()) > 5 else ''}): drop them, "
                          f"e.g. df.dropna(how='all')")

@@ -389,7 +389,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             picks = {"seed": np.arange(n0) if n0 <= cap else np.sort(rng.choice(n0, cap,
                                                                               replace=False))}
             data = stream_data(self, X, sample_weight, family, device, V.allows_missing(self),
-                               s.dtype, picks, reduce, labels=yi, n_groups=classes.size)
+                               s.dtype, picks, reduce, labels=yi, n_groups=classes.size,
+                               group=group)
         else:
             data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype,
                             reduce)

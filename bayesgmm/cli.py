@@ -5,9 +5,13 @@ shipped data; ``bayesgmm fit FILE.csv`` fits any CSV (its separator detected,
 or given with ``--sep``), with ``--weights COLUMN`` for per-row frequency
 weights and ``--missing marginalize`` for empty cells (missing values handled
 inside the model); ``bayesgmm predict MODEL FILE.csv`` assigns new rows with a
-model saved by ``fit --save``.  Errors in the user's input or output folder end
-with a one-line message and exit code 2; a closed stdout (``| head``) ends the
-run quietly.
+model saved by ``fit --save``.  A ``FILE.npy`` (a 2-D array saved by
+``np.save``) is fitted or assigned out of core instead: memory-mapped, read in
+row chunks by the estimator, its clusters written block by block as
+``assignments.npy``; ``fit FILE.npy --distributed``, started by ``torchrun``,
+fits it over several processes, each reading its own rows.  Errors in the
+user's input or output folder end with a one-line message and exit code 2; a
+closed stdout (``| head``) ends the run quietly.
 """
 
 from __future__ import annotations
@@ -99,26 +103,36 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="iris column to cluster (default: %(default)s)")
 
     fit = sub.add_parser(
-        "fit", help="fit a mixture to columns of a CSV file",
+        "fit", help="fit a mixture to columns of a CSV file or to a .npy array",
         description="Fit a Bayesian GMM to numeric columns of a CSV file; write params.json "
                     "(weights, means, covariance type, covariances in scikit-learn's shapes, "
                     "per-feature scales, priors, loss) and assignments.csv (the input rows "
                     "with the MAP cluster and each cluster's probability, in the input's "
-                    "separator and decimal mark) into the output folder.")
-    fit.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
+                    "separator and decimal mark) into the output folder.  A FILE ending in "
+                    ".npy is a 2-D array (rows x features, saved by np.save) fitted out of "
+                    "core: it is memory-mapped and read in row chunks, its features are named "
+                    "x0, x1, ... in params.json, and the MAP cluster of each row is written as "
+                    "assignments.npy (int64) instead of assignments.csv; the CSV options "
+                    "--columns, --sep, --decimal, --weights and --dropna do not apply to it.  "
+                    "With --distributed, under torchrun, the processes fit the array's rows "
+                    "together: 'torchrun --nproc-per-node N -m bayesgmm.cli fit FILE.npy "
+                    "--distributed'.")
+    fit.add_argument("file", metavar="FILE",
+                     help="input CSV with a header row, or a 2-D .npy array (np.save)")
     fit.add_argument("--columns", nargs="+", metavar="COL",
                      help="columns to use (default: every numeric column but those named like "
-                          "labels: target, label, class, species)")
+                          "labels: target, label, class, species); CSV only")
     fit.add_argument("--sep", type=_separator, metavar="CHAR",
                      help="field separator, e.g. ';'; 'tab' or '\\t' for a tab (default: "
-                          "detected from the first lines: ',', tab, ';' or '|')")
-    fit.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
+                          "detected from the first lines: ',', tab, ';' or '|'); CSV only")
+    fit.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
-                          "(default: %(default)s)")
+                          "(default: .); CSV only")
     fit.add_argument("--weights", metavar="COLUMN",
                      help="column holding each row's weight, how many times the row counts "
                           "(numbers >= 0, not all 0; 0 leaves the row out of the fit, though it "
-                          "is still assigned); not a feature: left out of the default columns")
+                          "is still assigned); not a feature: left out of the default columns; "
+                          "CSV only")
     fit.add_argument("--missing", choices=_MISSING, default="error",
                      help="empty cells (NaN) in the chosen columns: 'error' refuses them, "
                           "'marginalize' fits and assigns each such row from its other columns "
@@ -128,30 +142,42 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="fit on the rows without missing values in the chosen columns, nor an "
                           "empty --weights value (the other rows get empty cluster columns); "
                           "with --missing marginalize only the rows with every chosen column "
-                          "empty are left out; default: refuse such rows")
+                          "empty are left out; default: refuse such rows; CSV only")
     fit.add_argument("--save", metavar="MODEL",
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
+    fit.add_argument("--distributed", action="store_true",
+                     help=".npy input only: fit over the processes torchrun starts, each "
+                          "reading its own range of rows (torch.distributed: gloo on the CPU, "
+                          "NCCL on CUDA); launch as 'torchrun --nproc-per-node N -m "
+                          "bayesgmm.cli fit FILE.npy --distributed'; the first process writes "
+                          "the outputs and prints the summary")
     common(fit, "bayesgmm-out")
 
     pred = sub.add_parser(
-        "predict", help="assign the rows of a CSV file with a model saved by 'fit --save'",
+        "predict", help="assign the rows of a CSV file or .npy array with a model saved by "
+                        "'fit --save'",
         description="Load a model saved by 'bayesgmm fit --save MODEL' and write "
                     "assignments.csv (the input rows with the MAP cluster and each cluster's "
                     "probability) into the output folder; the file needs the columns the "
-                    "model was fitted on.")
+                    "model was fitted on.  A FILE ending in .npy is a 2-D array with the "
+                    "model's features as columns, in the order it was fitted on; it is read "
+                    "in row blocks and the MAP cluster of each row is written as "
+                    "assignments.npy (int64).")
     pred.add_argument("model", metavar="MODEL", help="model file from 'bayesgmm fit --save'")
-    pred.add_argument("file", metavar="FILE.csv", help="input CSV with a header row")
+    pred.add_argument("file", metavar="FILE",
+                      help="input CSV with a header row, or a 2-D .npy array (np.save)")
     pred.add_argument("--sep", type=_separator, metavar="CHAR",
-                      help="field separator (default: detected, as for fit)")
-    pred.add_argument("--decimal", type=_decimal_mark, default=".", metavar="CHAR",
-                      help="decimal mark of the numbers in the file (default: %(default)s)")
+                      help="field separator (default: detected, as for fit); CSV only")
+    pred.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
+                      help="decimal mark of the numbers in the file (default: .); CSV only")
     pred.add_argument("--missing", choices=_MISSING,
                       help="empty cells (NaN) in the model's columns: 'marginalize' assigns "
                            "such rows from their other columns, 'error' refuses them "
                            "(default: the setting of 'fit --missing' the model was saved with)")
     pred.add_argument("--dropna", action="store_true",
                       help="leave rows with missing values unassigned instead of refusing them "
-                           "(with --missing marginalize: the rows with every column empty)")
+                           "(with --missing marginalize: the rows with every column empty); "
+                           "CSV only")
     pred.add_argument("--out", default="bayesgmm-out", metavar="DIR",
                       help="output folder, created if missing (default: %(default)s)")
     return parser
@@ -188,11 +214,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         if args.command == "predict":
             return _predict(args)
         return _fit(args)
-    except CLIError as exc:
-        print(f"bayesgmm: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # validation errors from the estimator: user input too
-        print(f"bayesgmm: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError) as exc:  # ValueError: the estimator's checks of user input
+        # Under torchrun every process meets the same error (those of one
+        # process are exchanged first: _Processes.together): the first says it.
+        if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):
+            print(f"bayesgmm: error: {_message(exc)}", file=sys.stderr)
         return 2
 
 
@@ -661,6 +687,13 @@ def _check_model_path(path: str) -> None:
 
 
 def _fit(args) -> int:
+    if _is_npy(args.file):
+        return _fit_npy(args)
+    if args.distributed:
+        raise CLIError(f"--distributed needs .npy input (each process reads its own rows of "
+                       f"the array), and {args.file!r} is read as CSV: save the data with "
+                       f"np.save('data.npy', x) and fit that")
+    args.decimal = args.decimal or "."
     df, sep = _read_csv(args.file, args.sep, args.decimal)
     marginalize = args.missing == "marginalize"
     columns = _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
@@ -707,13 +740,17 @@ def _predict(args) -> int:
         raise CLIError(f"model file not found: {args.model!r} (make one with "
                        f"'bayesgmm fit FILE.csv --save MODEL')")
     model = BayesianGMM.load(args.model)     # a clear ValueError for anything else
-    columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
-    if not columns:
-        raise CLIError(f"{args.model!r} was fitted without column names; 'bayesgmm predict' "
-                       f"needs a model saved by 'bayesgmm fit --save'")
     if args.missing is not None:
         model.missing = args.missing   # checked by the model when it predicts
+    if _is_npy(args.file):
+        return _predict_npy(args, model)
+    columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
+    if not columns:
+        raise CLIError(f"{args.model!r} was fitted without column names (on an array, e.g. "
+                       f"by 'bayesgmm fit FILE.npy'): give 'bayesgmm predict' a .npy array of "
+                       f"its {model.n_features_in_} feature(s) instead of a CSV file")
     marginalize = getattr(model, "missing", "error") == "marginalize"
+    args.decimal = args.decimal or "."
     df, sep = _read_csv(args.file, args.sep, args.decimal)
     args.columns = columns
     _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
@@ -722,6 +759,328 @@ def _predict(args) -> int:
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r} (columns {columns}); wrote {out / 'assignments.csv'}")
+    return 0
+
+
+# --- .npy input: out of core, in one process or several --------------------------------
+
+#: Rows predicted and written at a time: their labels (8 bytes a row) and
+#: the library's own bounded prediction blocks are all that a run holds.
+_LABEL_BLOCK_ROWS = 2 ** 20
+_NPY_FILES = ("assignments.npy", "params.json")
+# Why each CSV option has no meaning for a .npy array, and what to do instead.
+_CSV_ONLY = {
+    "columns": ("a .npy array has no column names and every column is fitted; save the columns "
+                "to fit, e.g. np.save('part.npy', x[:, [0, 2]])"),
+    "sep": "a .npy array is binary and has no separator; leave --sep out",
+    "decimal": "a .npy array is binary and has no decimal mark; leave --decimal out",
+    "weights": ("it names a CSV column, and a .npy array has none; leave --weights out "
+                "(weighted fits of arrays: BayesianGMM.fit(X, sample_weight=w) in Python)"),
+    "dropna": ("for NaN in a .npy array pass --missing marginalize (rows fitted and assigned "
+               "from their other columns), or remove those rows"),
+}
+# The library's words for remedies that the command line spells as options.
+_LIBRARY_WORDS = (("fit with missing='marginalize'", "pass --missing marginalize"),
+                  (" (e.g. df.dropna())", ""), (", e.g. df.dropna(how='all')", ""))
+
+
+def _is_npy(path: str) -> bool:
+    return path.lower().endswith(".npy")
+
+
+def _message(exc: Exception) -> str:
+    """An error's one line; the estimator's ValueErrors in the CLI's words."""
+    text = str(exc)
+    if not isinstance(exc, CLIError):
+        for library, cli in _LIBRARY_WORDS:
+            text = text.replace(library, cli)
+    return text
+
+
+def _refuse_csv_options(args, names: Sequence[str]) -> None:
+    for name in names:
+        if getattr(args, name, None):
+            raise CLIError(f"--{name} does not apply to {args.file!r}: {_CSV_ONLY[name]}")
+
+
+def _open_npy(path: str) -> np.ndarray:
+    """The array of ``path`` memory-mapped read-only (nothing read yet),
+    checked to be what a fit takes: 2-D, numbers, a row and a column."""
+    if not os.path.exists(path):
+        raise CLIError(f"file not found: {path!r}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path!r} is a folder, not a .npy file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise CLIError(f"{path!r} is not a .npy file (np.save writes them): name a CSV file "
+                           f"otherwise than *.npy")
+        # allow_pickle stays False: the file cannot run code, and an array of
+        # Python objects is refused (it cannot be memory-mapped either).
+        X = np.load(path, mmap_mode="r")
+    except OSError as exc:
+        raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
+    except (ValueError, EOFError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"cannot read {path!r} as a .npy array: {msg}") from None
+    if X.ndim != 2:
+        raise CLIError(f"{path!r} holds an array of shape {X.shape}: a 2-D array is needed, "
+                       f"one row per point and one column per feature (one feature: save "
+                       f"x.reshape(-1, 1))")
+    if X.dtype.kind not in "fiub":   # the estimator's rule: real numbers, bool included
+        raise CLIError(f"{path!r} holds values of dtype {X.dtype}, not numbers: save the "
+                       f"features as floats, e.g. x.astype(np.float64)")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise CLIError(f"{path!r} holds an array of shape {X.shape}: at least one row and one "
+                       f"column are needed")
+    return X
+
+
+class _Processes:
+    """The processes of a run: this one alone, or those torchrun started
+    (``fit --distributed``).  Each step that can fail on some process only
+    runs through :meth:`together`, which exchanges the outcomes: an error
+    anywhere then stops every process at the same point (none is left
+    waiting in a collective the others never reach), and the first process
+    reports it (:func:`_run`)."""
+
+    def __init__(self, dist=None) -> None:
+        self.dist = dist
+        self.rank = dist.get_rank() if dist is not None else 0
+        self.world = dist.get_world_size() if dist is not None else 1
+
+    def together(self, step: Callable, gather: bool = False):
+        """``step()`` here; with ``gather`` every process's result (small,
+        picklable), in rank order, else this one's."""
+        if self.dist is None:
+            result = step()
+            return [result] if gather else result
+        error = result = None
+        try:
+            result = step()
+        except (CLIError, ValueError) as exc:
+            error = _message(exc)
+        outcomes: list = [None] * self.world
+        self.dist.all_gather_object(outcomes, (error, result if gather else None))
+        failed = {r: e for r, (e, _) in enumerate(outcomes) if e is not None}
+        if len(set(failed.values())) == 1:
+            raise CLIError(next(iter(failed.values())))
+        if failed:   # each process's own: say which said what
+            raise CLIError(" | ".join(f"process {r}: {e}" for r, e in failed.items()))
+        return [r for _, r in outcomes] if gather else result
+
+    def close(self) -> None:
+        if self.dist is not None and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def _start_processes(args) -> _Processes:
+    """Join the process group torchrun set up: gloo when the fit runs on
+    the CPU, NCCL on CUDA (one GPU per process: LOCAL_RANK's)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise CLIError("--distributed runs under torchrun, which sets RANK and WORLD_SIZE (unset "
+                       "here): launch as 'torchrun --nproc-per-node N -m bayesgmm.cli fit "
+                       "FILE.npy --distributed'")
+    import torch
+    import torch.distributed as dist
+
+    from ._validation import resolve_device
+
+    device = resolve_device(args.device)   # a ValueError (one line) for a bad --device
+    if device.type == "cuda":
+        if device.index is None:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise CLIError(f"process LOCAL_RANK={local} has no GPU of its own (this machine "
+                               f"has {torch.cuda.device_count()}): start at most that many "
+                               f"processes per machine, or pass --device cpu")
+            device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    args.device = str(device)
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    except (RuntimeError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"cannot join torchrun's process group: {msg}") from None
+    return _Processes(dist)
+
+
+def _create_labels(path: Path, n: int, target: Path) -> int:
+    """Create ``path`` as a .npy file of ``n`` int64 labels (the header
+    written by numpy, the data left as a sparse hole) and return the byte
+    offset of its data."""
+    try:
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype("<i8"), shape=(n,))
+    except OSError as exc:
+        raise CLIError(f"cannot write {str(target)!r}: {_reason(exc)}; "
+                       f"choose another --out") from None
+    offset = int(mm.offset)
+    del mm
+    return offset
+
+
+def _write_labels(model, X, lo: int, hi: int, path: Path, offset: int, target: Path
+                  ) -> np.ndarray:
+    """The MAP clusters of rows lo:hi of ``X``, predicted in blocks of rows
+    and written into their place in the labels file ``path``; returns the
+    number of rows per cluster.  Written by positional writes rather than
+    through a writable mapping: the file's pages then do not pile up in
+    this process's memory, and processes writing neighbouring ranges of a
+    file on a network file system cannot overwrite each other's rows
+    (mapped pages are written back whole)."""
+    counts = np.zeros(len(model.weights_), dtype=np.int64)
+    try:
+        with open(path, "r+b") as f:
+            for a in range(lo, hi, _LABEL_BLOCK_ROWS):
+                b = min(a + _LABEL_BLOCK_ROWS, hi)
+                labels = np.asarray(model.predict(X[a:b]), dtype=np.dtype("<i8"))
+                f.seek(offset + a * labels.itemsize)
+                f.write(labels.tobytes())
+                counts += np.bincount(labels, minlength=counts.size)
+    except OSError as exc:
+        raise CLIError(f"cannot write {str(target)!r}: {_reason(exc)}; "
+                       f"choose another --out") from None
+    return counts
+
+
+def _assign_npy(model, X, target: Optional[Path], procs: _Processes) -> np.ndarray:
+    """Write ``target``, the .npy file of one int64 MAP cluster per row of
+    ``X``, each process its own rows (``target``: the first process's; it
+    creates the file, under a temporary name replaced at the end as
+    :func:`_write_atomic` does); returns the rows per cluster, summed."""
+    n = int(X.shape[0])
+    lo, hi = _rows_of(procs, n)
+    tmp = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # (temporary, data offset, target) of the first process, for every one
+    created = procs.together(lambda: None if tmp is None else (
+        str(tmp), _create_labels(tmp, n, target), str(target)), gather=True)[0]
+    try:
+        counts = procs.together(lambda: _write_labels(
+            model, X, lo, hi, Path(created[0]), created[1], Path(created[2])), gather=True)
+        if tmp is not None:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise CLIError(f"cannot write {str(target)!r}: {_reason(exc)}; "
+                               f"choose another --out") from None
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise
+    return np.sum(counts, axis=0)
+
+
+def _check_values(X, lo: int, hi: int, allow_nan: bool, path: str) -> None:
+    """Refuse NaN (with ``allow_nan``: rows with every value NaN) and inf in
+    rows lo:hi of ``X``, read a chunk at a time.  Run by every process of a
+    ``--distributed`` fit on its rows before the fit: the estimator checks
+    each process's rows itself, but a process that refuses its rows there
+    leaves the others waiting in the fit's first collective."""
+    if np.dtype(X.dtype).kind != "f":
+        return
+    from .fitting import read_rows
+
+    for a in range(lo, hi, _LABEL_BLOCK_ROWS):
+        block = read_rows(X, a, min(hi, a + _LABEL_BLOCK_ROWS))
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(block.sum()):   # finite sum: every value finite, no temporaries
+                continue
+        nan = np.isnan(block)
+        bad = np.isinf(block) | (nan if not allow_nan else False)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            if nan[i, j]:
+                raise CLIError(f"{path!r} contains NaN at x[{a + i}, {j}]: pass --missing "
+                               f"marginalize to fit and assign such rows from their other "
+                               f"columns, or remove them")
+            raise CLIError(f"{path!r} contains {block[i, j]} at x[{a + i}, {j}]: remove such "
+                           f"rows or replace the value")
+        empty = nan.all(axis=1)
+        if empty.any():
+            i = a + int(np.argmax(empty))
+            raise CLIError(f"{path!r} has a row with every value NaN (x[{i}]): there is nothing "
+                           f"to assign it by; remove such rows")
+
+
+def _rows_of(procs: _Processes, n: int) -> tuple[int, int]:
+    """This process's rows of ``n``: one contiguous range each, in rank order."""
+    return procs.rank * n // procs.world, (procs.rank + 1) * n // procs.world
+
+
+def _fit_npy(args) -> int:
+    _refuse_csv_options(args, ("columns", "sep", "decimal", "weights", "dropna"))
+    procs = _start_processes(args) if args.distributed else _Processes()
+    try:
+        return _fit_npy_in(args, procs)
+    finally:
+        procs.close()
+
+
+def _fit_npy_in(args, procs: _Processes) -> int:
+    path = args.file
+    args.progress = args.progress and procs.rank == 0   # one bar, not one per process
+    X = procs.together(lambda: _open_npy(path))
+    n, D = (int(v) for v in X.shape)
+    if n < procs.world:   # the same on every process: no exchange needed
+        raise CLIError(f"{path!r} has {n} row(s), fewer than the {procs.world} processes: "
+                       f"start at most {n}")
+
+    def prepare() -> Optional[Path]:
+        if procs.rank != 0:
+            return None
+        out = _prepare_out(args.out, _NPY_FILES)
+        if args.save:
+            _check_model_path(args.save)
+        return out
+
+    out = procs.together(prepare)
+    lo, hi = _rows_of(procs, n)
+    if procs.world > 1:
+        procs.together(lambda: _check_values(X, lo, hi, args.missing == "marginalize", path))
+    shard = X if procs.world == 1 else X[lo:hi]    # a memmap still: read in row chunks
+    group = None if procs.dist is None else procs.dist.group.WORLD
+    gmm = procs.together(lambda: _make_estimator(args).fit(shard, process_group=group))
+    counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)
+    if procs.rank != 0:
+        return 0
+    names = [f"x{j}" for j in range(D)]
+    _write_params(gmm, names, out / "params.json")
+    if args.save:
+        try:
+            gmm.save(args.save)
+        except OSError as exc:
+            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
+    how = f"by {procs.world} processes" if procs.world > 1 else "in row chunks"
+    columns = "x0" if D == 1 else f"x0..x{D - 1}"
+    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {n} rows x "
+          f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "
+          f"converged {gmm.converged_}")
+    print(_format_params(gmm, names))
+    print("rows per cluster: " + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))
+    saved = f" and the model to {args.save}" if args.save else ""
+    print(f"wrote {out / 'params.json'} and {out / 'assignments.npy'} (one int64 cluster per "
+          f"row){saved}")
+    return 0
+
+
+def _predict_npy(args, model) -> int:
+    _refuse_csv_options(args, ("sep", "decimal", "dropna"))
+    X = _open_npy(args.file)
+    D = int(model.n_features_in_)
+    if X.shape[1] != D:
+        names = getattr(model, "feature_names_in_", None)
+        names = f" ({[str(c) for c in names]})" if names is not None else ""
+        raise CLIError(f"{args.file!r} has {X.shape[1]} column(s) but the model {args.model!r} "
+                       f"was fitted on {D} feature(s){names}: give them as the columns, in "
+                       f"that order")
+    out = _prepare_out(args.out, ("assignments.npy",))
+    counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
+    print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
+          f"model {args.model!r}; rows per cluster: "
+          + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))
+    print(f"wrote {out / 'assignments.npy'} (one int64 cluster per row)")
     return 0
 
 

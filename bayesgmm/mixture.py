@@ -358,7 +358,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 picks["seed"] = (np.arange(n0) if n0 <= cap else np.sort(
                     np.random.default_rng([int(seeds[-1]), 1]).choice(n0, cap, replace=False)))
             data = stream_data(self, X, sample_weight, family, s.device,
-                               V.allows_missing(self), s.dtype, picks, reduce)
+                               V.allows_missing(self), s.dtype, picks, reduce, group=group)
         else:
             data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
                             reduce)

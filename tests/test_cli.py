@@ -1,12 +1,15 @@
-"""The bayesgmm command line: the demo (main job) and fit on any CSV."""
+"""The bayesgmm command line: the demo (main job), fit on any CSV, and fit on a
+.npy array out of core, in one process or several (torchrun)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -198,8 +201,9 @@ def test_console_script_help_documents_every_option():
     assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--out", "--seed", "--n-init", "--device",
                    "--progress", "--covariance-type", "--sep", "--decimal", "--weights",
-                   "--missing", "--dropna", "--save"):
+                   "--missing", "--dropna", "--save", "--distributed"):
         assert option in text
+    assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
@@ -709,3 +713,255 @@ def test_dropna_leaves_out_empty_weights_and_keeps_marginalized_rows(tmp_path, c
     last = capsys.readouterr().err.splitlines()[-1]   # after the --dropna note
     assert last.startswith("bayesgmm: error: column(s) ['z'] of ")
     assert last.endswith("have no value in the rows fitted: leave them out with --columns")
+
+
+# --- .npy input: out of core, and over several processes (torchrun) ----------------------
+
+_FIT_NPY = ["fit", "-k", "2", "--n-init", "2", "--device", "cpu", "--seed", "3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_torchrun(launch, argv) -> subprocess.CompletedProcess:
+    """``argv`` under torchrun with two processes (gloo on the CPU, a free
+    port); ``launch``: what torchrun runs, the console script's path or
+    ``-m bayesgmm.cli``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *launch,
+           *map(str, argv)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Output into files, not pipes: workers that outlive torchrun cannot
+    # keep the reads here waiting.  On a timeout (processes waiting on each
+    # other) SIGTERM makes torchrun end its workers before it exits.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, env=env)
+        timed_out = False
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if timed_out:
+        err += "\n[torchrun timed out after 120 s]"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def npy_runs(tmp_path_factory):
+    """One-process fits of the same blobs as CSV and as .npy, fits of a .npy
+    with NaN, and the .npy fit under torchrun (two processes, launched both
+    ways the README shows), all started side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("npy")
+    blobs, _ = _two_blobs(4)
+    blobs.to_csv(root / "blobs.csv", index=False)
+    np.save(root / "blobs.npy", blobs.to_numpy())
+    np.save(root / "missing.npy", _with_missing(12).to_numpy())
+    one_nan = blobs.to_numpy().copy()   # pandas 3 hands out read-only arrays
+    one_nan[150, 0] = np.nan   # in the second process's rows only
+    np.save(root / "one_nan.npy", one_nan)
+    blobs_npy, missing_npy = root / "blobs.npy", root / "missing.npy"
+    scripts = {
+        "csv": [*_FIT_NPY, root / "blobs.csv", "--out", root / "o_csv"],
+        "npy": [*_FIT_NPY, blobs_npy, "--save", root / "m.bgmm", "--out", root / "o_npy"],
+        "marginalize": [*_FIT_NPY, missing_npy, "--missing", "marginalize",
+                        "--out", root / "o_marginalize"],
+        "nan_refused": [*_FIT_NPY, missing_npy, "--out", root / "o_nan"],
+        "sep_refused": [*_FIT_NPY, blobs_npy, "--sep", ";", "--out", root / "o_sep"],
+        "no_torchrun": [*_FIT_NPY, blobs_npy, "--distributed", "--out", root / "o_alone"],
+    }
+    torchruns = {
+        "dist": ([_console_script()], [*_FIT_NPY, blobs_npy, "--distributed",
+                                       "--save", root / "d.bgmm", "--out", root / "o_dist"]),
+        "dist_marginalize": (["-m", "bayesgmm.cli"], [
+            *_FIT_NPY, missing_npy, "--missing", "marginalize", "--distributed",
+            "--out", root / "o_dist_marginalize"]),
+        "dist_nan": ([_console_script()], [*_FIT_NPY, root / "one_nan.npy", "--distributed",
+                                           "--out", root / "o_dist_nan"]),
+    }
+    with ThreadPoolExecutor(max_workers=len(scripts) + len(torchruns)) as pool:
+        futures = {name: pool.submit(_run_script, argv) for name, argv in scripts.items()}
+        futures.update({name: pool.submit(_run_torchrun, launch, argv)
+                        for name, (launch, argv) in torchruns.items()})
+        return root, {name: f.result() for name, f in futures.items()}
+
+
+def _params(root, name: str) -> dict:
+    return json.loads((root / f"o_{name}" / "params.json").read_text())
+
+
+def _sorted_means(params: dict) -> np.ndarray:
+    # sorted by x to undo label switching
+    means = np.asarray(params["means"])
+    return means[np.argsort(means[:, 0])]
+
+
+def test_npy_fit_equals_the_csv_fit(npy_runs):
+    root, runs = npy_runs
+    for name in ("csv", "npy"):
+        assert runs[name].returncode == 0, runs[name].stderr
+    csv, npy = _params(root, "csv"), _params(root, "npy")
+    assert npy["features"] == ["x0", "x1"] and csv["features"] == ["x", "y"]
+    # The same fit, read in row chunks instead of loaded: same seed, same
+    # labelling; float32 arithmetic in both, summed in another order.
+    for key in ("weights", "means", "covariances", "scales"):
+        np.testing.assert_allclose(npy[key], csv[key], rtol=1e-5, atol=1e-7)
+    assert npy["loss"] == pytest.approx(csv["loss"], rel=1e-6)
+    _assert_means(npy, _two_blobs(4)[1])
+    labels = np.load(root / "o_npy" / "assignments.npy")   # a plain .npy file
+    assert labels.dtype == np.int64 and labels.shape == (180,)
+    np.testing.assert_array_equal(labels,
+                                  pd.read_csv(root / "o_csv" / "assignments.csv")["cluster"])
+    assert sorted(p.name for p in (root / "o_npy").iterdir()) == ["assignments.npy",
+                                                                   "params.json"]
+    out = runs["npy"].stdout
+    assert "on 180 rows x 2 column(s) (x0..x1) of " in out and "read in row chunks" in out
+    assert "rows per cluster: " in out and len(out.splitlines()) < 12   # no table of rows
+
+
+def test_npy_model_predicts_npy_input(npy_runs, tmp_path, capsys):
+    """fit FILE.npy --save MODEL, then predict MODEL on a .npy (in-process:
+    no fit, the script's start would be all the cost): the fit's labels; a
+    model fitted on CSV columns takes a .npy of them too."""
+    root, runs = npy_runs
+    assert runs["npy"].returncode == 0, runs["npy"].stderr
+    fitted = np.load(root / "o_npy" / "assignments.npy")
+    x = np.load(root / "blobs.npy")
+    np.save(tmp_path / "new.npy", x[::7])
+    assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "new.npy"),
+                 "--out", str(tmp_path / "p")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "p" / "assignments.npy"), fitted[::7])
+    assert "wrote " in capsys.readouterr().out
+    # the model has no column names: a CSV is refused, naming the remedy
+    pd.DataFrame(x, columns=["x0", "x1"]).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "new.csv"),
+                 "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted without column names" in err and ".npy" in err and err.count("\n") == 1
+    np.save(tmp_path / "three.npy", np.c_[x, x[:, :1]])
+    assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "three.npy"),
+                 "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "has 3 column(s) but the model" in err and "fitted on 2 feature(s)" in err
+
+
+def test_npy_missing_values(npy_runs):
+    """--missing marginalize passes through for .npy input; without it a
+    NaN is refused in the command line's words."""
+    root, runs = npy_runs
+    assert runs["marginalize"].returncode == 0, runs["marginalize"].stderr
+    _assert_means(_params(root, "marginalize"), _two_blobs(12)[1])
+    labels = np.load(root / "o_marginalize" / "assignments.npy")
+    blob = np.r_[np.zeros(120), np.ones(60)].astype(bool)   # rows with NaN included
+    np.testing.assert_array_equal(labels == labels[0], ~blob)
+    err = _one_error_line(runs["nan_refused"])
+    assert "contains NaN in column" in err and "--missing marginalize" in err
+    assert "missing='marginalize'" not in err and "df.dropna" not in err
+    assert not (root / "o_nan" / "params.json").exists()
+
+
+@pytest.mark.parametrize("command,option", [
+    ("fit", ["--sep", ";"]), ("fit", ["--decimal", ","]), ("fit", ["--columns", "x0"]),
+    ("fit", ["--weights", "w"]), ("fit", ["--dropna"]),
+    ("predict", ["--sep", "tab"]), ("predict", ["--decimal", ","]), ("predict", ["--dropna"]),
+])
+def test_npy_refuses_csv_options(npy_runs, tmp_path, capsys, command, option):
+    root, runs = npy_runs
+    if command == "fit" and option[0] == "--sep":   # through the script: exit code 2
+        err = _one_error_line(runs["sep_refused"])
+        assert f"--sep does not apply to {str(root / 'blobs.npy')!r}: " in err
+        assert not (root / "o_sep").exists()   # refused before the fit and --out
+    model = [str(root / "m.bgmm")] if command == "predict" else []
+    argv = [command, *model, str(root / "blobs.npy"), *option, "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bayesgmm: error: {option[0]} does not apply to ")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: np.save(p, np.arange(5.0)), "holds an array of shape (5,): a 2-D array"),
+    (lambda p: np.save(p, np.ones((3, 2), complex)), "dtype complex128, not numbers"),
+    (lambda p: np.save(p, np.array([["a", "b"]])), "dtype <U1, not numbers"),
+    (lambda p: np.save(p, np.zeros((0, 2))), "at least one row and one column"),
+    (lambda p: p.write_text("x,y\n1,2\n"), "is not a .npy file"),
+    (lambda p: np.save(p, np.array([[1, "a"]], dtype=object), allow_pickle=True),
+     "cannot read"),
+    (lambda p: np.save(p, np.full((4, 2), np.inf)), "inf"),
+])
+def test_bad_npy_is_one_line(tmp_path, capsys, make, message):
+    make(tmp_path / "d.npy")
+    assert main(["fit", str(tmp_path / "d.npy"), "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
+
+
+def test_distributed_needs_torchrun_and_npy(npy_runs, tmp_path, capsys):
+    root, runs = npy_runs
+    err = _one_error_line(runs["no_torchrun"])
+    assert "--distributed runs under torchrun" in err and "--nproc-per-node" in err
+    assert not (root / "o_alone").exists()
+    assert main(["fit", str(root / "blobs.csv"), "--distributed",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--distributed needs .npy input" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("run,one", [("dist", "npy"), ("dist_marginalize", "marginalize")])
+def test_distributed_fit_equals_the_one_process_fit(npy_runs, run, one):
+    """Two processes under torchrun, each reading half of the rows, end with
+    the one-process fit of the whole array; the first alone writes the
+    outputs and prints, and every row gets its cluster."""
+    root, runs = npy_runs
+    assert runs[run].returncode == 0, runs[run].stderr[-3000:]
+    assert runs[one].returncode == 0, runs[one].stderr
+    dist, single = _params(root, run), _params(root, one)
+    assert dist["features"] == ["x0", "x1"]
+    # Restarts reaching one optimum in another labelling tie to float
+    # rounding: the sums over two shards may pick another, so sorted.
+    np.testing.assert_allclose(_sorted_means(dist), _sorted_means(single), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(sorted(dist["weights"]), sorted(single["weights"]), rtol=1e-5)
+    assert dist["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    labels = np.load(root / f"o_{run}" / "assignments.npy")
+    assert labels.dtype == np.int64 and labels.shape == (180,)
+    same = np.load(root / f"o_{one}" / "assignments.npy")
+    # the same partition of the rows into two clusters, whatever the labelling
+    assert len(set(zip(labels.tolist(), same.tolist()))) == len(set(labels.tolist())) == 2
+    out = runs[run].stdout
+    assert out.count("fitted K=2") == 1 and "read by 2 processes" in out
+    assert not [p.name for p in (root / f"o_{run}").iterdir() if p.name.startswith(".")]
+    if run == "dist":   # the model, saved by the first process, is the fit
+        from bayesgmm import BayesianGMM
+        model = BayesianGMM.load(root / "d.bgmm")
+        np.testing.assert_allclose(model.means_, dist["means"], rtol=1e-12)
+
+
+def test_distributed_error_of_one_process_stops_all(npy_runs):
+    """NaN in the second process's rows only: every process stops (none
+    waits for the others in the fit), and the first reports the row."""
+    root, runs = npy_runs
+    run = runs["dist_nan"]
+    assert "timed out" not in run.stderr
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("bayesgmm: error:")]
+    assert errors == [f"bayesgmm: error: {str(root / 'one_nan.npy')!r} contains NaN at "
+                      f"x[150, 0]: pass --missing marginalize to fit and assign such rows from "
+                      f"their other columns, or remove them"]
+    assert "Traceback" not in run.stderr.split("bayesgmm: error:")[0]   # none from bayesgmm
+    assert not (root / "o_dist_nan" / "params.json").exists()
