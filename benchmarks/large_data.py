@@ -11,7 +11,7 @@ first and second moments, the seeding sample), one for the initial
 partition, one per EM iteration, one for the final loss.  Reported: the
 whole fit's time, the time per EM pass (the fit's time less that of a
 moments-only scan, over the E + 2 E-step passes), and peak RSS
-(``getrusage``).  The data: K well separated Gaussians, written in chunks.
+(``VmHWM``).  The data: K well separated Gaussians, written in chunks.
 
 Run ``python benchmarks/large_data.py --help``.
 """
@@ -34,25 +34,37 @@ import _common as C  # noqa: E402
 
 
 def make_file(path: Path, n: int, d: int, k: int, seed: int = 0) -> float:
-    """Write the memmap in chunks (bounded memory); returns seconds."""
+    """Write the .npy file in chunks with plain writes (bounded memory, and
+    no mapping whose pages would stay resident in this process and be
+    inherited by the children's peak-RSS counters); returns seconds."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 6.0, (k, d)).astype(np.float32)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
     step = 2 ** 21
-    for a in range(0, n, step):
-        m = min(step, n - a)
-        z = rng.integers(0, k, m)
-        mm[a:a + m] = centres[z] + rng.standard_normal((m, d), dtype=np.float32)
-    mm.flush()
-    del mm
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                 "fortran_order": False, "shape": (n, d)})
+        for a in range(0, n, step):
+            m = min(step, n - a)
+            z = rng.integers(0, k, m)
+            fh.write((centres[z] + rng.standard_normal((m, d), dtype=np.float32)).tobytes())
     return time.perf_counter() - t0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's
+    ru_maxrss it is not inherited from the parent across fork and exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(args) -> None:
     """One fit (one rank under torchrun); prints a JSON line."""
-    import resource
-
     import torch
 
     if args.threads:
@@ -79,11 +91,11 @@ def child(args) -> None:
     stream_data(BayesianGMM(), X, None, covariance.get("full", X.shape[1]), torch.device("cpu"),
                 False, torch.float32, {}, reducer(group))
     scan_s = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rank": rank, "world": world, "rows": int(X.shape[0]), "fit_s": fit_s,
-                      "scan_s": scan_s, "em_pass_s": (fit_s - scan_s) / (args.em_iters + 2),
-                      "peak_rss_mb": rss_mb, "n_iter": gmm.n_iter_,
-                      "means": gmm.means_.tolist()}), flush=True)
+    result = {"rank": rank, "world": world, "rows": int(X.shape[0]), "fit_s": fit_s,
+              "scan_s": scan_s, "em_pass_s": (fit_s - scan_s) / (args.em_iters + 2),
+              "peak_rss_mb": peak_rss_mb(), "n_iter": gmm.n_iter_, "means": gmm.means_.tolist()}
+    # One file per rank: the ranks' stdout lines would interleave.
+    Path(f"{args.file}.{world}.rank{rank}.json").write_text(json.dumps(result))
 
 
 def _free_port() -> int:
@@ -143,7 +155,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"fit with {procs} process(es) failed:\n{proc.stderr[-3000:]}")
-        ranks = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        ranks = [json.loads(Path(f"{path}.{procs}.rank{r}.json").read_text())
+                 for r in range(procs)]
         r0 = min(ranks, key=lambda r: r["rank"])
         row = {"processes": procs, "rows": n, "features": args.features,
                "components": args.components, "em_iters": args.em_iters,
