@@ -211,3 +211,19 @@ def test_classifier_blockwise_fit_equals_in_memory_fit(tmp_path, small_chunks, c
         assert streamed.loss_ == pytest.approx(mem.loss_, rel=1e-9)
     with pytest.raises(ValueError, match="discriminative fine-tuning needs the data"):
         GMMClassifier(2, discriminative_steps=5, **CPU).fit(_memmap(tmp_path, "x", X), y)
+
+
+def test_an_h5py_dataset_is_read_in_chunks(tmp_path, small_chunks):
+    """A real HDF5 dataset (h5py): the fit reads it in row chunks and equals
+    the in-memory fit; predictions read it block by block."""
+    h5py = pytest.importorskip("h5py")
+    X = _data()
+    with h5py.File(tmp_path / "x.h5", "w") as fh:
+        fh.create_dataset("X", data=X.astype(np.float32), chunks=(512, 3))
+    X32 = X.astype(np.float32).astype(np.float64)
+    kw = dict(dtype="float64", **CPU)
+    mem = BayesianGMM(3, **kw).fit(X32)
+    with h5py.File(tmp_path / "x.h5", "r") as fh:
+        streamed = BayesianGMM(3, **kw).fit(fh["X"])
+        np.testing.assert_array_equal(streamed.predict(fh["X"]), mem.predict(X32))
+    _assert_same_fit(streamed, mem)
