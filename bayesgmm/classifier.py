@@ -398,28 +398,22 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         C = classes.size
+        seen = None           # observed weight per class and feature, with missing values
         if streamed:
             counts, mass, seen = data.class_totals
-            for c in range(C):
-                never = np.flatnonzero(seen[c] == 0)
-                if never.size:
-                    raise ValueError(
-                        f"class {_label(classes[c])!r} has no observed value in feature(s) "
-                        f"{never.tolist()}: every feature needs values in every class; drop the "
-                        f"feature or impute it for that class")
         elif data.observed_mass is not None:
-            # Each class is its own mixture: every feature needs an observed
-            # value in every class (else that class's variance collapses to
-            # the prior's floor there and the class is mispredicted).
             seen = reduce_array(np.stack([(~np.isnan(X[yi == c])).sum(0) for c in range(C)])
                                 .astype(np.float64), reduce, device)
-            for c in range(C):
-                never = np.flatnonzero(seen[c] == 0)
-                if never.size:
-                    raise ValueError(
-                        f"class {_label(classes[c])!r} has no observed value in feature(s) "
-                        f"{never.tolist()}: every feature needs values in every class; drop the "
-                        f"feature or impute it for that class")
+        # Each class is its own mixture: every feature needs an observed value
+        # in every class (else that class's variance collapses to the prior's
+        # floor there and the class is mispredicted).
+        for c in range(C if seen is not None else 0):
+            never = np.flatnonzero(seen[c] == 0)
+            if never.size:
+                raise ValueError(
+                    f"class {_label(classes[c])!r} has no observed value in feature(s) "
+                    f"{never.tolist()}: every feature needs values in every class; drop the "
+                    f"feature or impute it for that class")
         if not streamed:
             local = np.bincount(yi, minlength=C).astype(np.float64)
             # The classes' sizes: their total weight (rows when unweighted).

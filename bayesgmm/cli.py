@@ -712,12 +712,7 @@ def _fit(args) -> int:
     # left out of the fit only.
     gmm = _make_estimator(args).fit(df.loc[keep, columns], sample_weight=w)
     _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
-    _write_params(gmm, columns, out / "params.json")
-    if args.save:
-        try:
-            gmm.save(args.save)
-        except OSError as exc:
-            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
+    _write_outputs(gmm, columns, out, args)
     extra = []
     if w is not None:
         extra.append(f"total weight {w.sum():g}")
@@ -782,6 +777,16 @@ _CSV_ONLY = {
 # The library's words for remedies that the command line spells as options.
 _LIBRARY_WORDS = (("fit with missing='marginalize'", "pass --missing marginalize"),
                   (" (e.g. df.dropna())", ""), (", e.g. df.dropna(how='all')", ""))
+
+
+def _write_outputs(gmm, columns, out: Path, args) -> None:
+    """params.json, and the model when ``--save`` asks for it."""
+    _write_params(gmm, columns, out / "params.json")
+    if args.save:
+        try:
+            gmm.save(args.save)
+        except OSError as exc:
+            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
 
 
 def _is_npy(path: str) -> bool:
@@ -1046,12 +1051,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     if procs.rank != 0:
         return 0
     names = [f"x{j}" for j in range(D)]
-    _write_params(gmm, names, out / "params.json")
-    if args.save:
-        try:
-            gmm.save(args.save)
-        except OSError as exc:
-            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
+    _write_outputs(gmm, names, out, args)
     how = f"by {procs.world} processes" if procs.world > 1 else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
     print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {n} rows x "
