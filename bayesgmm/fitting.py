@@ -228,8 +228,6 @@ class RowStream:
         # mixtures: each chunk is laid out per class as Groups.from_labels does.
         self.labels = labels
         self.counts = torch.as_tensor([self.n] if counts is None else counts, device=self.device)
-        self.weight = None if weight is None else True       # for callers that test it
-        self.observed = None
         # The total weight of every shard per group, from the first pass (no re-read).
         self.mass = torch.as_tensor(np.atleast_1d(mass), dtype=dtype, device=self.device)
 
