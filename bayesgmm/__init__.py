@@ -15,15 +15,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
-__all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "__version__"]
+__all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "align", "component_stability",
+           "match_components", "permute", "__version__"]
 
 # Public names and the module that defines each, imported on first use.
 _LAZY = {"BayesianGMM": "mixture", "GMMClassifier": "classifier", "Priors": "priors",
-         "load": "persistence"}
-_SUBMODULES = ("classifier", "cli", "covariance", "datasets", "fitting", "mixture", "models",
-               "persistence", "plotting", "priors")
+         "load": "persistence", "align": "alignment", "component_stability": "alignment",
+         "match_components": "alignment", "permute": "alignment"}
+_SUBMODULES = ("alignment", "classifier", "cli", "covariance", "datasets", "fitting", "mixture",
+               "models", "persistence", "plotting", "priors")
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
+    from .alignment import align, component_stability, match_components, permute
     from .classifier import GMMClassifier
     from .mixture import BayesianGMM
     from .persistence import load

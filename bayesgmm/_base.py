@@ -206,6 +206,17 @@ class FitData:
         return self.std.loss_offset(self.mass if mass is None else mass, n_components, family,
                                     self.observed_mass if mass is None else observed)
 
+    def loglik_offset(self, mass=None, observed=None) -> float:
+        """log L in standardised units minus log L in the data's units, of
+        these data (or of a part of them: ``mass`` and ``observed``, e.g. one
+        class): each point's density picks up the Jacobian prod(scale) of its
+        observed features (the data term of :meth:`loss_offset`, without the
+        priors')."""
+        if mass is None:
+            mass, observed = self.mass, self.observed_mass
+        log_a = np.log(self.std.scale)
+        return float(mass * log_a.sum() if observed is None else np.dot(observed, log_a))
+
 
 def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,
              missing: bool, dtype: torch.dtype = torch.float32, reduce=None) -> FitData:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import replace
-import warnings
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -18,12 +17,13 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
+from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
+                    log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, initial_params, log_prior,
-                      mixture_log_likelihood, negative_log_joint,
-                      seed_centres, svi_fit)
+from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit,
+                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
 from .distributed import agree, check_group, reduce_array, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
@@ -31,11 +31,6 @@ from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
 _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
-# Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
-# differences between candidate K are tens of nats, far above what the last
-# EM iterations change, so the scan stops early and only the chosen K is
-# polished to ``tol``.
-_AUTO_SCAN_TOL = 1e-4
 
 
 @register
@@ -109,7 +104,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         left to gain on the same objective.
     em_max_iter : int, default 500
         Maximum closed-form MAP-EM iterations (all classes, restarts and
-        candidate K at once); 0 starts SVI from the initialisation.
+        candidate K at once); 0 starts SVI from the initialisation (not with
+        "auto", which ranks every candidate K by its EM fit).
     tol : float, default 1e-6
         Convergence threshold, nats per sample per iteration, for every
         (restart, class) pair separately.  Tighter than BayesianGMM's 1e-5:
@@ -177,7 +173,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Their sum.
     bic_ : ndarray of shape (n_classes, max_components)
         Only for ``n_components="auto"``: BIC of every class for K = 1, 2, ...
-        (inf where K exceeds the class size).
+        in the data's units, each K at its best restart of the scan and the
+        chosen K at the class's fitted (generative) mixture (inf where K
+        exceeds the class size).
     discriminative_losses_ : ndarray
         Cross-entropy per fine-tuning step (empty without fine-tuning).
     n_iter_ : int
@@ -235,7 +233,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------ checks
     def _check_params(self):
         s = self._settings()
-        max_components = V.check_int("max_components", self.max_components, 1)
+        max_components = check_max_components(self.n_components, self.max_components,
+                                              s.em_max_iter)
         steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
         V.check_option("init", self.init, INIT_OPTIONS)
         return s, max_components, steps
@@ -421,15 +420,20 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 np.bincount(yi, weights=data.weight, minlength=C)
             both = reduce_array(np.concatenate([local, local_mass]), reduce, device)
             counts, mass = both[:C].astype(np.int64), both[C:]
+        observed = [None] * C   # weight of the observed entries per class and feature
+        if streamed:
+            observed = list(seen) if data.observed_mass is not None else observed
+        elif data.observed_mass is not None:
+            w_rows = np.ones(len(yi)) if data.weight is None else data.weight
+            obs_w = ~np.isnan(X) * w_rows[:, None]
+            observed = list(reduce_array(np.stack([obs_w[yi == c].sum(0) for c in range(C)]),
+                                         reduce, device))
         ks = self._resolve_components(classes, counts)
         class_prior = self._class_prior(mass, classes)
         auto = ks is None
         # "auto" tries K = 1..max_components, but per class only the K whose
-        # mixture has fewer free parameters than the class has points: more
-        # cannot be estimated, and each tried K costs a batch of mixtures.
-        cap = np.array([max([1] + [k for k in range(1, max_components + 1)
-                                   if family.mixture_parameters(k, D) < min(n, m)])
-                        for n, m in zip(counts, mass)])
+        # mixture has fewer free parameters than the class has points.
+        cap = component_cap(family, D, max_components, counts, mass)
         k_max = int(cap.max()) if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \
                 and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
@@ -453,14 +457,6 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         rs = check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
         gen = torch.Generator().manual_seed(int(seeds[-1]))
-        # Variants: restarts, times every candidate K for "auto".
-        ar = torch.arange(k_max, device=device)
-        if auto:
-            kc = torch.arange(1, k_max + 1, device=device)
-            k_var = torch.minimum(kc.unsqueeze(1), torch.as_tensor(cap, device=device))     # (M, C)
-            mask = (ar < k_var.unsqueeze(-1)).repeat(R, 1, 1)                                # (R*M, C, K)
-        else:
-            mask = (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(R, C, k_max)
         Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
         if group is not None:     # every rank seeds from the same (gathered) points
             Xs, ws, ys = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]),
@@ -470,40 +466,24 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         centres = seed_centres([Xs[ys == c] for c in range(C)], k_max, R, self.init, seeds[:R],
                                None if ws is None else [ws[ys == c] for c in range(C)])
         centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
-        if auto:
-            centres = centres.repeat_interleave(k_max, dim=0)      # variant r*M + (k-1)
         # EM's budget (twice for "auto": the scan, then the chosen K), or
         # SVI's when EM is off, and fine-tuning's; SVI after EM adds its own.
         planned = (s.em_max_iter * (2 if auto else 1) or s.max_iter) + disc_steps
         progress = FitProgress(bool(s.progress), planned, "GMMClassifier")
         callback = progress.callback
         cls = torch.arange(C, device=device)
+        # log L per class in standardised minus in data units: the BIC table
+        # is in the data's units.
+        ll_offset = np.array([data.loglik_offset(mass[c], observed[c]) for c in range(C)])
         try:
-            start = initial_params(groups, centres, mask, pt, family)
-            n_iter, converged = 0, True
             # "auto" scans every (restart, K) variant to a looser tolerance
             # (enough to rank K by BIC), then polishes only the chosen K.
-            scan_tol = max(s.tol, _AUTO_SCAN_TOL) if auto else s.tol
-            if s.em_max_iter > 0:
-                em = em_fit(groups, start, mask, pt, family, s.em_max_iter, scan_tol, callback)
-                params, final, n_iter, converged = em.params, em.losses[..., -1], em.n_iter, \
-                    em.converged
-            else:
-                params = start
-                B = mask.shape[0]
-                flat = params.map(lambda t: t.reshape((B * C,) + t.shape[2:]))
-                final = negative_log_joint(groups, flat, cls.repeat(B), pt, family,
-                                           mask.reshape(B * C, k_max)).reshape(B, C)
-            params, mask_c, bic, idx = self._select(params, final, mask, pt, family, mass,
-                                                    cap, max_components if auto else 0, R, D)
-            if s.em_max_iter > 0:
-                # Converged: each class's kept variant stopped before the
-                # budget (em.converged is every variant's).
-                converged = bool((em.iterations[idx, cls] < s.em_max_iter).all()) or converged
+            sel = fit_candidates(groups, centres, ks, cap, pt, family, s.em_max_iter, s.tol,
+                                 callback, mass, ll_offset, max_components, what="class(es)")
+            params, mask_c, bic = sel.params, sel.mask, sel.bic
+            n_iter, converged = sel.n_iter, sel.converged
             k_sel = mask_c.sum(-1)
-            k_max = int(k_sel.max())
-            params = _trim(params, k_max, family)
-            mask_c = mask_c[:, :k_max]
+            k_max = mask_c.shape[-1]
             pt = pt.with_concentration(pt.concentration[:k_max])
             if auto and s.em_max_iter > 0:
                 polish = em_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
@@ -535,6 +515,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 losses = torch.where(better, svi_losses, losses)
                 n_iter += svi.n_iter
                 converged = converged and svi.converged
+            if auto:
+                # The chosen K's entry at the fitted (polished) mixture: the
+                # BIC of the model the estimator holds.
+                k_np = k_sel.cpu().numpy()
+                bic[np.arange(C), k_np - 1] = bic_values(
+                    log_likelihood(losses, params, pt, family, mask_c).cpu().numpy(), k_np,
+                    family, D, mass, ll_offset)
             disc_losses = torch.zeros(0)
             if disc_steps > 0:
                 log_cp = torch.as_tensor(np.log(class_prior), dtype=Xt.dtype, device=device)
@@ -558,14 +545,6 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         k_sel_np = k_sel.cpu().numpy().astype(np.int64)
         w, m, c = std.params_from_std(params, family)
         real = mask_c.cpu().numpy()
-        observed = [None] * C
-        if streamed:
-            observed = list(seen) if data.observed_mass is not None else observed
-        elif data.observed_mass is not None:
-            w_rows = np.ones(len(yi)) if data.weight is None else data.weight
-            obs_w = ~np.isnan(X) * w_rows[:, None]
-            observed = list(reduce_array(np.stack([obs_w[yi == c].sum(0) for c in range(C)]),
-                                         reduce, device))
         offset = np.array([data.loss_offset(int(k), family, mass=float(mass[i]),
                                             observed=observed[i])
                            for i, k in enumerate(k_sel_np)])
@@ -579,10 +558,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.class_losses_ = losses.double().cpu().numpy() + offset
         self.loss_ = float(self.class_losses_.sum())
         if auto:
-            # One column per K in 1..max_components; the K beyond every class's
-            # size were not fitted (BIC inf, as for K beyond one class's size).
-            self.bic_ = np.pad(bic, ((0, 0), (0, max_components - bic.shape[1])),
-                               constant_values=np.inf)
+            self.bic_ = bic
         elif hasattr(self, "bic_"):
             del self.bic_
         self.discriminative_losses_ = disc_losses.double().cpu().numpy()
@@ -590,47 +566,6 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.converged_ = bool(converged)
         self.device_ = device
         return self
-
-    @staticmethod
-    def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,
-                counts, cap, max_components: int, R: int, D: int):
-        """Best restart per class (and, for "auto", best K per class by BIC).
-
-        ``max_components``: 0 for fixed K, else "auto" tried K = 1..M per
-        class, up to ``cap``.  Returns class parameters (C, K, ...), their
-        mask (C, K), the BIC table (C, M) (None unless auto), and the
-        variant kept for each class (C,)."""
-        auto = max_components > 0
-        B, C, K = params.weights.shape
-        cls = torch.arange(C, device=final.device)
-        if not auto:
-            idx = final.argmin(0)                                   # (C,)
-            return params.select((idx, cls)), mask[idx, cls], None, idx
-        M = B // R
-        f = final.reshape(R, M, C)
-        best_r = f.argmin(0)                                        # (M, C)
-        var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, C)
-        cl = cls.unsqueeze(0).expand(M, C)
-        sel, msel = params.select((var, cl)), mask[var, cl]
-        # log L at the MAP = -(negative log joint) - log prior; the unit
-        # change adds the same constant to every K, so standardised units
-        # give the same argmin.
-        loglik = -f.gather(0, best_r.unsqueeze(0))[0] - log_prior(sel, pt, family, msel).to(f)
-        loglik = loglik.double().cpu().numpy()
-        k = np.arange(1, M + 1)[:, None]
-        n_par = np.array([family.mixture_parameters(kk, D) for kk in range(1, M + 1)])
-        bic = -2 * loglik + n_par[:, None] * np.log(counts)[None, :]
-        bic = np.where(k <= cap[None, :], bic, np.inf)              # K capped per class
-        bic = np.where(np.isfinite(bic), bic, np.inf)
-        k_best = np.argmin(bic, axis=0)                             # (C,)
-        at_cap = np.flatnonzero(k_best == max_components - 1)
-        if at_cap.size:
-            warnings.warn(
-                f"n_components='auto' chose the largest K tried "
-                f"(max_components={max_components}) for {at_cap.size} class(es): BIC may still fall beyond it; raise max_components",
-                UserWarning, stacklevel=5)
-        idx = var[torch.as_tensor(k_best, device=final.device), cls]
-        return params.select((idx, cls)), mask[idx, cls], bic.T, idx
 
     # -------------------------------------------------------- prediction
     def _model_frame(self, device: torch.device):
@@ -767,9 +702,3 @@ def _kernel(family, n_features: int):
 def _label(value):
     """A label as a plain Python value, for readable error messages."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _trim(params: MixtureParams, k: int, family) -> MixtureParams:
-    """Class parameters (C, K, ...) cut to the first k components."""
-    cov = params.cov[:, :k] if family.per_component else params.cov
-    return MixtureParams(params.weights[:, :k], params.means[:, :k], cov)

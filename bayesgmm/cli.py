@@ -4,7 +4,8 @@
 shipped data; ``bayesgmm fit FILE.csv`` fits any CSV (its separator detected,
 or given with ``--sep``), with ``--weights COLUMN`` for per-row frequency
 weights and ``--missing marginalize`` for empty cells (missing values handled
-inside the model); ``bayesgmm predict MODEL FILE.csv`` assigns new rows with a
+inside the model); ``-k auto`` chooses K by BIC among 1..``--max-components``
+and prints the BIC of every K tried; ``bayesgmm predict MODEL FILE.csv`` assigns new rows with a
 model saved by ``fit --save``.  A ``FILE.npy`` (a 2-D array saved by
 ``np.save``) is fitted or assigned out of core instead: memory-mapped, read in
 row chunks by the estimator, its clusters written block by block as
@@ -58,6 +59,18 @@ def _separator(value: str) -> str:
     return value
 
 
+def _n_components(value: str):
+    """``-k``: an integer K (its range is the estimator's to check) or "auto"."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of components: give an integer K, e.g. 3, or 'auto' "
+            f"to choose K by BIC") from None
+
+
 def _decimal_mark(value: str) -> str:
     if len(value) != 1 or value.isalnum():
         raise argparse.ArgumentTypeError(
@@ -74,8 +87,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, default_out: str) -> None:
-        p.add_argument("-k", "--n-components", type=int, default=2, metavar="K",
-                       help="number of mixture components (default: %(default)s)")
+        p.add_argument("-k", "--n-components", type=_n_components, default=2, metavar="K",
+                       help="number of mixture components, or 'auto' to choose it by BIC "
+                            "(Bayesian information criterion) among 1..--max-components; the "
+                            "output shows the BIC of every K tried (default: %(default)s)")
+        p.add_argument("--max-components", type=int, default=10, metavar="M",
+                       help="largest K tried by '-k auto' (default: %(default)s)")
         p.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
                        help="covariance of each component, as in scikit-learn: its own full "
                             "matrix, one matrix shared by all (tied), diagonal, or one variance "
@@ -224,9 +241,54 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
 def _make_estimator(args):
     from .mixture import BayesianGMM
-    return BayesianGMM(n_components=args.n_components, covariance_type=args.covariance_type,
-                       n_init=args.n_init, device=args.device, random_state=args.seed,
-                       progress=args.progress, missing=getattr(args, "missing", "error"))
+    return BayesianGMM(n_components=args.n_components, max_components=args.max_components,
+                       covariance_type=args.covariance_type, n_init=args.n_init,
+                       device=args.device, random_state=args.seed, progress=args.progress,
+                       missing=getattr(args, "missing", "error"))
+
+
+def _fit_estimator(args, X, **kwargs):
+    """The estimator of the arguments fitted to ``X``.  '-k auto' stopping
+    at --max-components is said in the command line's words afterwards
+    (:func:`_note_at_cap`), not as the library's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
+        return _make_estimator(args).fit(X, **kwargs)
+
+
+def _note_at_cap(gmm, args) -> None:
+    if args.n_components == "auto" and len(gmm.weights_) == args.max_components:
+        print(f"bayesgmm: note: -k auto chose the largest K tried (--max-components "
+              f"{args.max_components}): BIC may fall further beyond it; raise --max-components",
+              file=sys.stderr)
+
+
+def _chosen(gmm, args) -> str:
+    """The fitted K, and with '-k auto' how it was chosen."""
+    K = len(gmm.weights_)
+    if args.n_components != "auto":
+        return f"K={K}"
+    return f"K={K} (chosen by BIC among K=1..{args.max_components})"
+
+
+def _format_bic(gmm) -> Optional[str]:
+    """The BIC of every K tried by '-k auto' (None for a given K), one row
+    per K, the chosen one marked; K beyond what the data can estimate (more
+    free parameters than rows) were not tried and are left out."""
+    bic = getattr(gmm, "bic_", None)
+    if bic is None:
+        return None
+    tried = np.flatnonzero(np.isfinite(bic))
+    K = len(gmm.weights_)
+    rows = [(str(k + 1), f"{bic[k]:.2f}", "  <- chosen" if k + 1 == K else "") for k in tried]
+    wk = max(len("K"), *(len(r[0]) for r in rows))
+    wb = max(len("BIC"), *(len(r[1]) for r in rows))
+    text = "\n".join([f"{'K':>{wk}}  {'BIC':>{wb}}"]
+                     + [f"{k:>{wk}}  {b:>{wb}}{mark}" for k, b, mark in rows])
+    skipped = bic.size - tried.size
+    note = (f"\n(K > {tried[-1] + 1} not tried: more free parameters than rows)"
+            if skipped else "")
+    return "BIC by K (lower is better):\n" + text + note
 
 
 def _reason(exc: OSError) -> str:
@@ -300,16 +362,21 @@ def _demo(args) -> int:
     out = _prepare_out(args.out, _DEMO_FILES)
     iris = load_iris()
     X = iris[[args.column]]
-    gmm = _make_estimator(args).fit(X)
+    gmm = _fit_estimator(args, X)
+    _note_at_cap(gmm, args)
     labels = gmm.predict(X)
     setosa = (iris["species"] == "setosa").astype(int)
     ari_setosa = adjusted_rand_score(setosa, labels)
     ari_species = adjusted_rand_score(iris["species"], labels)
 
-    print(f"Bayesian GMM, K={args.n_components}, covariance_type={gmm.covariance_type_}, "
+    print(f"Bayesian GMM, {_chosen(gmm, args)}, covariance_type={gmm.covariance_type_}, "
           f"on iris {args.column} (150 points, seed {args.seed}, device {gmm.device_})")
     print(f"converged: {gmm.converged_} after {gmm.n_iter_} iterations; "
           f"final loss (negative log joint) {gmm.loss_:.4f}")
+    bic = _format_bic(gmm)
+    if bic is not None:
+        print()
+        print(bic)
     print()
     print(_format_params(gmm, [args.column]))
     print()
@@ -374,6 +441,9 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
         "converged": gmm.converged_,
         "priors": priors,
     }
+    bic = getattr(gmm, "bic_", None)
+    if bic is not None:   # '-k auto': BIC of K = 1, 2, ... (null: not tried)
+        doc["bic"] = [float(v) if np.isfinite(v) else None for v in bic]
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
@@ -710,7 +780,8 @@ def _fit(args) -> int:
         _check_model_path(args.save)
     # Every kept row is predicted below, weight 0 included: such rows are
     # left out of the fit only.
-    gmm = _make_estimator(args).fit(df.loc[keep, columns], sample_weight=w)
+    gmm = _fit_estimator(args, df.loc[keep, columns], sample_weight=w)
+    _note_at_cap(gmm, args)
     _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
     _write_outputs(gmm, columns, out, args)
     extra = []
@@ -720,9 +791,12 @@ def _fit(args) -> int:
         extra.append(f"{int(df.loc[keep, columns].isna().any(axis=1).sum())} rows with "
                      f"missing values marginalised")
     extra = f" ({', '.join(extra)})" if extra else ""
-    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on "
+    print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on "
           f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}{extra}; "
           f"loss {gmm.loss_:.4f}, converged {gmm.converged_}")
+    bic = _format_bic(gmm)
+    if bic is not None:
+        print(bic)
     print(_format_params(gmm, columns))
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
@@ -1046,17 +1120,21 @@ def _fit_npy_in(args, procs: _Processes) -> int:
         procs.together(lambda: _check_values(X, lo, hi, args.missing == "marginalize", path))
     shard = X if procs.world == 1 else X[lo:hi]    # a memmap still: read in row chunks
     group = None if procs.dist is None else procs.dist.group.WORLD
-    gmm = procs.together(lambda: _make_estimator(args).fit(shard, process_group=group))
+    gmm = procs.together(lambda: _fit_estimator(args, shard, process_group=group))
     counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)
     if procs.rank != 0:
         return 0
+    _note_at_cap(gmm, args)
     names = [f"x{j}" for j in range(D)]
     _write_outputs(gmm, names, out, args)
     how = f"by {procs.world} processes" if procs.world > 1 else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
-    print(f"fitted K={args.n_components} ({gmm.covariance_type_} covariances) on {n} rows x "
+    print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on {n} rows x "
           f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "
           f"converged {gmm.converged_}")
+    bic = _format_bic(gmm)
+    if bic is not None:
+        print(bic)
     print(_format_params(gmm, names))
     print("rows per cluster: " + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))
     saved = f" and the model to {args.save}" if args.save else ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
@@ -14,6 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
+from ._auto import (bic_values, check_max_components, component_cap, fit_candidates, is_auto,
+                    log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, stream_data)
 from .covariance import CovarianceType
@@ -65,8 +67,30 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, default 2
-        Number of mixture components K.
+    n_components : int or "auto", default 2
+        Number of mixture components K, or "auto" to choose K from
+        1..``max_components`` by BIC, -2 log L + p log N with p the
+        mixture's free parameters (``(K - 1) + K D`` plus the covariance
+        family's count) and N the total sample weight, as
+        :class:`~bayesgmm.GMMClassifier` does per class: for a MAP fit under
+        weak priors BIC is the Laplace approximation of the log marginal
+        likelihood and is consistent for the mixture order.  The ``n_init``
+        restarts of every candidate K are fitted by EM as one batch (a
+        component mask pads each to the largest K) to a looser tolerance
+        (1e-4 nats per point, enough to rank K), the K of lowest BIC is
+        chosen, and only that mixture is continued to ``tol`` (then SVI, as
+        for a given K; so "auto" needs ``em_max_iter > 0``).  Only the K
+        whose mixture has fewer free parameters than there are points (and
+        total weight) are tried.  The chosen K is ``n_components_``, the BIC
+        of every K ``bic_``.  Restarts are not screened on a subsample with
+        "auto" (every candidate is fitted on all the data).  Works with
+        ``sample_weight``, missing values, out-of-core data and
+        ``process_group``; not with ``init`` given as means, an array
+        ``Priors.weight_concentration``, or a first ``partial_fit`` (see
+        there); with ``warm_start`` see there.
+    max_components : int, default 10
+        Largest K tried by ``n_components="auto"`` (a warning says when BIC
+        chose it: the best K may lie beyond); ignored for an integer K.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
         Each component with its own full covariance matrix, all components
         sharing one, diagonal covariances, or one variance per component, as
@@ -132,7 +156,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         and ``init`` are then ignored), e.g. to continue a fit with a small
         ``em_max_iter`` over several calls or on new data of the same
         features.  The previous fit must have the same ``n_components``,
-        number of features and covariance type.
+        number of features and covariance type.  With
+        ``n_components="auto"`` a warm start continues the fitted K
+        (``n_components_``) without a new scan over K (and leaves no
+        ``bic_``): set ``warm_start=False`` to choose K afresh.
     missing : {"error", "marginalize"}, default "error"
         What NaN entries of X are.  "error": refused, with this option named
         as the remedy.  "marginalize": missing values (at random), handled
@@ -160,6 +187,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
     Attributes
     ----------
+    n_components_ : int
+        K of the fitted mixture (chosen by BIC for "auto").
+    bic_ : ndarray of shape (max_components,)
+        Only after an "auto" fit that scanned K: BIC of K = 1, 2, ...
+        (lower is better) in the data's units, each K at its best restart
+        of the scan and the chosen K at the final fit (so
+        ``bic_[n_components_ - 1]`` equals :meth:`bic` on the training
+        data); inf for K not tried.
     weights_ : ndarray of shape (K,)
     means_ : ndarray of shape (K, D)
     covariances_ : ndarray
@@ -184,10 +219,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     restart_losses_ : list of ndarray
         Loss history of every restart (EM stage; SVI stage when EM is off;
         with screening, the scaled subsample losses, then the restart's
-        loss on all the data, or for the kept one its EM on all the data).
+        loss on all the data, or for the kept one its EM on all the data;
+        for "auto", the chosen K's restarts in the scan, the kept one's
+        continued by the polish).
     best_restart_ : int
     n_iter_ : int
-        EM iterations plus SVI steps of the kept restart.
+        EM iterations plus SVI steps of the kept restart (for "auto": its
+        scan iterations plus those of the polish).
     converged_ : bool
     device_ : torch.device
     n_features_in_ : int
@@ -204,9 +242,18 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     array([1.5, 4.9])
     >>> gmm.predict(X).shape
     (150,)
+
+    With ``n_components="auto"`` K is chosen by BIC:
+
+    >>> auto = BayesianGMM("auto", max_components=4, random_state=0, device="cpu").fit(X)
+    >>> auto.n_components_
+    2
+    >>> bool(np.argmin(auto.bic_) == auto.n_components_ - 1)
+    True
     """
 
-    def __init__(self, n_components: int = 2, *, covariance_type: CovarianceType = "full",
+    def __init__(self, n_components: Union[int, Literal["auto"]] = 2, *,
+                 max_components: int = 10, covariance_type: CovarianceType = "full",
                  priors: Optional[Priors] = None, init: Union[InitMethod, Any] = "kmeans++",
                  n_init: int = 4, max_iter: int = 1000, em_max_iter: int = 500, tol: float = 1e-5,
                  learning_rate: float = 0.01, backend: Literal["fused", "pyro"] = "fused",
@@ -216,6 +263,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  dtype: Literal["float32", "float64"] = "float32",
                  batch_size: Optional[int] = None):
         self.n_components = n_components
+        self.max_components = max_components
         self.covariance_type = covariance_type
         self.priors = priors
         self.init = init
@@ -260,12 +308,36 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"the same order, or set warm_start=False to start afresh")
         return True
 
+    def _components(self) -> Optional[int]:
+        """``n_components`` checked: K, or None for "auto"."""
+        if is_auto(self.n_components):
+            return None
+        try:
+            return V.check_int("n_components", self.n_components, 1)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: give the number of components K, or 'auto' to choose "
+                             f"K by BIC") from None
+
     def _check_params(self, n_samples: int, n_features: int):
+        """Settings, K (None for "auto"), backend and max_components, checked."""
         s = self._settings()
-        K = V.check_int("n_components", self.n_components, 1)
-        if K > n_samples:
+        K = self._components()
+        max_components = check_max_components(self.n_components, self.max_components,
+                                              s.em_max_iter)
+        if K is not None and K > n_samples:
             raise ValueError(f"n_components={K} but only {n_samples} sample(s): "
                              f"use n_components <= {n_samples} or provide more data")
+        if K is None:
+            if not isinstance(self.init, str):
+                raise ValueError(
+                    "init given as an array of means fixes K, but n_components='auto' chooses "
+                    f"K: give n_components=len(init), or a string init ({list(INIT_OPTIONS)}) "
+                    "for 'auto'")
+            if isinstance(self.priors, Priors) and np.ndim(self.priors.weight_concentration) > 0:
+                raise ValueError(
+                    "Priors.weight_concentration is an array (one value per component), but "
+                    "n_components='auto' tries several K: give a scalar concentration (the same "
+                    "for every component), or an integer n_components")
         backend = V.check_option("backend", self.backend, _BACKENDS)
         if not isinstance(self.jit, (bool, np.bool_)):
             raise ValueError(f"jit must be True or False, got {self.jit!r}")
@@ -284,7 +356,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 raise ValueError(
                     f"init must be one of {list(INIT_OPTIONS)} or finite means of shape "
                     f"(n_components, n_features) = ({K}, {n_features}), got {got}")
-        return s, K, backend
+        return s, K, backend, max_components
 
     def fit(self, X, y=None, sample_weight=None, *, process_group=None) -> "BayesianGMM":
         """Fit the mixture to ``X`` (array-like, DataFrame, Series or tensor of
@@ -345,10 +417,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
         warm_asked = bool(self.warm_start) and hasattr(self, "means_")
         if streamed:
-            K0 = V.check_int("n_components", self.n_components, 1)
+            K0 = self._components()      # None for "auto", which screens no restarts
             n0 = int(X.shape[0])
-            screen_n = (screen_rows(n0, K0) if s.n_init > 1 and s.em_max_iter > 0
-                        and not warm_asked and group is None else None)
+            screen_n = (screen_rows(n0, K0) if K0 is not None and s.n_init > 1
+                        and s.em_max_iter > 0 and not warm_asked and group is None else None)
             picks = {}
             if screen_n is not None:    # the rows an in-memory fit would screen on
                 picks["screen"] = np.sort(np.random.default_rng(int(seeds[-1])).choice(
@@ -362,9 +434,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         else:
             data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
                             reduce)
-        std, Xt, moments = data.std, data.Xt, data.moments
-        n, d = data.n_total, data.std.center.shape[0]
-        s, K, backend = self._check_params(data.n_total, d)
+        std, Xt = data.std, data.Xt
+        d = std.center.shape[0]
+        s, K, backend, max_components = self._check_params(data.n_total, d)
         if self.batch_size is not None:
             V.check_int("batch_size", self.batch_size, 1)
             if backend != "fused" or streamed or group is not None:
@@ -372,12 +444,54 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  f"backend='fused' and the data in one process's memory: set "
                                  f"batch_size=None for this fit")
         device = s.device
-        priors = resolve_priors(self.priors, family, K, moments)
+        groups = data.stream if streamed else Groups.single(Xt, data.wt, reduce)
+        if K is None and warm_asked:
+            K = int(self.means_.shape[0])   # a warm start continues the fitted K (warm_start)
+        if K is None:
+            fit, K, priors, bic = self._fit_auto(data, groups, family, s, backend,
+                                                 max_components, seeds, group)
+        else:
+            fit, priors = self._fit_k(data, groups, family, s, backend, K, seeds, group,
+                                      previous_names)
+            bic = None
+        offset = data.loss_offset(K, family)
+        guard_stage("fit of every restart", fit.kept.params,
+                    torch.tensor(float(fit.kept.losses[-1])), learning_rate=s.learning_rate)
+        w, m, c = std.params_from_std(fit.kept.params, family)
+        self.weights_ = w
+        self.means_ = m
+        self._set_covariances(c, family)
+        self.n_components_ = K
+        if bic is not None:
+            self.bic_ = bic
+        elif hasattr(self, "bic_"):      # from an earlier "auto" fit
+            del self.bic_
+        self.priors_ = priors
+        self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
+        self.loss_ = float(self.losses_[-1])
+        self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
+                                for r in fit.restart_losses]
+        self.best_restart_ = fit.best
+        self.n_iter_ = fit.kept.n_iter
+        self.converged_ = bool(fit.kept.converged)
+        self.device_ = device
+        self._online = None          # a new fit starts partial_fit's average afresh
+        return self
+
+    def _fit_k(self, data, groups, family, s, backend, K: int, seeds, group, previous_names
+               ) -> tuple["_Fit", Priors]:
+        """The fit of a given K: restarts from new seeds (screened on a
+        subsample for large data), or the previous fit's parameters
+        (``warm_start``).  Returns the kept run and the resolved priors."""
+        std, Xt = data.std, data.Xt
+        streamed = data.stream is not None
+        n, d = data.n_total, std.center.shape[0]
+        device = s.device
+        priors = resolve_priors(self.priors, family, K, data.moments)
         pt = std.priors(priors, device, s.dtype)
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
-        groups = data.stream if streamed else Groups.single(Xt, data.wt, reduce)
         warm = self._warm_start(K, d, family, previous_names)
         # Every random choice comes from these seeds (the fits draw nothing
         # from torch's global RNG, so concurrent fits cannot disturb it).
@@ -422,23 +536,66 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                             progress.callback, int(seeds[-1]))
         finally:
             progress.close()
-        guard_stage("fit of every restart", fit.kept.params,
-                    torch.tensor(float(fit.kept.losses[-1])), learning_rate=s.learning_rate)
-        w, m, c = std.params_from_std(fit.kept.params, family)
-        self.weights_ = w
-        self.means_ = m
-        self._set_covariances(c, family)
-        self.priors_ = priors
-        self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
-        self.loss_ = float(self.losses_[-1])
-        self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
-                                for r in fit.restart_losses]
-        self.best_restart_ = fit.best
-        self.n_iter_ = fit.kept.n_iter
-        self.converged_ = bool(fit.kept.converged)
-        self.device_ = device
-        self._online = None          # a new fit starts partial_fit's average afresh
-        return self
+        return fit, priors
+
+    def _fit_auto(self, data, groups, family, s, backend, max_components: int, seeds, group
+                  ) -> tuple["_Fit", int, Priors, np.ndarray]:
+        """``n_components="auto"``: the restarts of every K = 1..max(cap)
+        fitted as one batch (:func:`bayesgmm._auto.fit_candidates`, the
+        classifier's code for one class), K chosen by BIC, then only the
+        chosen mixture continued by :meth:`_run` (EM to ``tol``, SVI if EM
+        stops short).  Returns the kept run (its history the scan's, then
+        the polish's), K, the resolved priors and the BIC table."""
+        std = data.std
+        d = std.center.shape[0]
+        device = s.device
+        cap = component_cap(family, d, max_components, data.n_total, data.mass)
+        # Resolved once for the largest K (validating the user's priors); the
+        # k-component prior is the first k entries of the scalar concentration.
+        base = resolve_priors(self.priors, family, int(cap[0]), data.moments)
+        pt = std.priors(base, device, s.dtype)
+        streamed = data.stream is not None
+        Xs, ws = data.samples["seed"] if streamed else (data.Xt, data.wt)
+        if group is not None:     # every rank seeds from the same (gathered) points
+            Xs, ws = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]), group)
+        centres = torch.as_tensor(seed_centres([Xs], int(cap[0]), s.n_init, self.init,
+                                               seeds[:-1], [ws]), dtype=s.dtype, device=device)
+        # EM's budget twice (the scan, then the chosen K; SVI after EM adds
+        # its own); the loss is shown once K is chosen (the scan's is a sum
+        # over every candidate).
+        progress = FitProgress(bool(s.progress), s.em_max_iter * 2, "BayesianGMM")
+        try:
+            sel = fit_candidates(groups, centres, None, cap, pt, family, s.em_max_iter, s.tol,
+                                 progress.callback, np.array([data.mass]),
+                                 np.array([data.loglik_offset()]), max_components, depth=1)
+            K = int(sel.n_components[0])
+            progress.offset = data.loss_offset(K, family)
+            pt = pt.with_concentration(pt.concentration[:K])
+            mask = torch.ones(1, 1, K, dtype=torch.bool, device=device)
+            polish = self._run(data.Xt, groups, groups, sel.params.map(lambda t: t[None]), mask,
+                               pt, family, s, backend, progress.callback, int(seeds[-1]))
+        finally:
+            progress.close()
+        bic = sel.bic[0]
+        run = polish.kept
+        # The chosen K's entry at the polished mixture: the BIC of the model
+        # the estimator holds (its bic(X) on the training data).
+        bic[K - 1] = bic_values(
+            log_likelihood(torch.tensor([run.losses[-1]], dtype=torch.float64, device=device),
+                           run.params.map(lambda t: t[None]), pt, family).cpu().numpy(),
+            np.array([K]), family, d, np.array([data.mass]), np.array([data.loglik_offset()]))[0]
+        # Histories: the chosen K's restarts in the scan; the kept one's
+        # continues with the polish.
+        M = int(cap[0])
+        v = int(sel.variant[0])
+        best = v // M
+        restarts = [sel.trace.history(r * M + K - 1) for r in range(s.n_init)]
+        losses = np.concatenate([restarts[best][:-1], run.losses])
+        restarts[best] = losses
+        kept = _Run(run.params, losses, int(sel.trace.iterations[v, 0]) + run.n_iter,
+                    run.converged)
+        priors = replace(base, weight_concentration=base.weight_concentration[:K])
+        return _Fit(kept, restarts, best), K, priors, bic
 
     def _svi(self, Xt, groups, start: MixtureParams, mask, pt, family, s, backend,
              callback, seed: int) -> list["_Run"]:
@@ -484,9 +641,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             callback.add(s.max_iter)
         svi = self._svi(Xt, groups, em_run.params.map(lambda t: t[None, None]), mask[:1], pt,
                         family, s, backend, callback, seed)[0]
+        # depth: _run and its caller (_fit_k or _fit_auto) are between
+        # guard_stage and _fit.
         _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),
                                ("EM", em_run.params, torch.tensor(em_run.losses[-1])),
-                               learning_rate=s.learning_rate, depth=1)
+                               learning_rate=s.learning_rate, depth=3)
         # Adam may settle marginally above the EM optimum; both optimise
         # the same objective, so keep whichever point is better.
         keep_svi = bool(ok) and svi.losses[-1] <= em_run.losses[-1]
@@ -726,12 +885,21 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
         After ``fit``, ``load`` or a change of data, the next call starts a
-        new running average from the current parameters.
+        new running average from the current parameters.  K stays the
+        fitted one, so with ``n_components="auto"`` the first call must
+        follow a ``fit`` (which chooses K); a first call on an unfitted
+        "auto" estimator is refused.
         """
         return self._fit_wrapper_partial(X, sample_weight)
 
     def _fit_wrapper_partial(self, X, sample_weight):
         if not hasattr(self, "means_"):
+            if is_auto(self.n_components):
+                raise ValueError(
+                    "partial_fit starts with a fit of its first chunk, and "
+                    "n_components='auto' would choose K from that chunk alone: fit a sample of "
+                    "the stream with n_components='auto' first (partial_fit then continues its "
+                    "K), or give n_components an integer")
             self.fit(X, sample_weight=sample_weight)
             self._online = None
             with torch.enable_grad():     # the wrapper's context, for the first chunk's stats

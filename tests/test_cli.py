@@ -199,9 +199,9 @@ def test_console_script_help_documents_every_option():
                               "bad": (["fit", "nowhere.csv"], False)})
     text = runs["fit"].stdout
     assert runs["fit"].returncode == 0
-    for option in ("--columns", "--n-components", "--out", "--seed", "--n-init", "--device",
-                   "--progress", "--covariance-type", "--sep", "--decimal", "--weights",
-                   "--missing", "--dropna", "--save", "--distributed"):
+    for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
+                   "--n-init", "--device", "--progress", "--covariance-type", "--sep",
+                   "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed"):
         assert option in text
     assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
@@ -965,3 +965,97 @@ def test_distributed_error_of_one_process_stops_all(npy_runs):
                       f"their other columns, or remove them"]
     assert "Traceback" not in run.stderr.split("bayesgmm: error:")[0]   # none from bayesgmm
     assert not (root / "o_dist_nan" / "params.json").exists()
+
+
+# --- -k auto: K chosen by BIC ------------------------------------------------------------
+
+_FIT_AUTO = ["fit", "-k", "auto", "--max-components", "4", "--n-init", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def auto_runs(tmp_path_factory):
+    """'-k auto' through the console script on the same blobs as CSV, as
+    .npy (out of core), and as .npy under torchrun (two processes), and a
+    -k that is neither, all started side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("auto")
+    blobs, _ = _two_blobs(5)
+    blobs.to_csv(root / "blobs.csv", index=False)
+    np.save(root / "blobs.npy", blobs.to_numpy())
+    scripts = {
+        "csv": [*_FIT_AUTO, root / "blobs.csv", "--save", root / "m.bgmm", "--out", root / "o_csv"],
+        "npy": [*_FIT_AUTO, root / "blobs.npy", "--out", root / "o_npy"],
+        "bad_k": ["fit", root / "blobs.csv", "-k", "many", "--out", root / "o_bad"],
+    }
+    with ThreadPoolExecutor(max_workers=len(scripts) + 1) as pool:
+        futures = {name: pool.submit(_run_script, argv) for name, argv in scripts.items()}
+        futures["dist"] = pool.submit(_run_torchrun, [_console_script()], [
+            *_FIT_AUTO, root / "blobs.npy", "--distributed", "--out", root / "o_dist"])
+        return root, {name: f.result() for name, f in futures.items()}
+
+
+def test_fit_auto_chooses_k_and_prints_the_bic_table(auto_runs):
+    root, runs = auto_runs
+    run = runs["csv"]
+    assert run.returncode == 0, run.stderr
+    params = _params(root, "csv")
+    bic = np.asarray(params["bic"], dtype=float)
+    assert params["n_components"] == 2 and bic.shape == (4,) and int(np.argmin(bic)) == 1
+    _assert_means(params, _two_blobs(5)[1])
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("fitted K=2 (chosen by BIC among K=1..4) (full covariances) on "
+                               "180 rows x 2 column(s) ['x', 'y']")
+    # the table: a header line, then one row per K with its BIC, the chosen one marked
+    start = lines.index("BIC by K (lower is better):")
+    assert lines[start + 1].split() == ["K", "BIC"]
+    rows = [line.split() for line in lines[start + 2:start + 6]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    np.testing.assert_allclose([float(r[1]) for r in rows], bic, atol=0.006)
+    assert [r[2:] for r in rows] == [[], ["<-", "chosen"], [], []]
+    assert "cluster" in lines[start + 6]          # then the parameters, as for a given K
+    assert list(pd.read_csv(root / "o_csv" / "assignments.csv").columns) == [
+        "x", "y", "cluster", "p_cluster_0", "p_cluster_1"]
+    # The saved model keeps "auto" and the chosen K, and its BIC is the table's.
+    from bayesgmm import BayesianGMM
+    model = BayesianGMM.load(root / "m.bgmm")
+    assert model.n_components == "auto" and model.max_components == 4
+    assert model.n_components_ == 2
+    np.testing.assert_allclose(model.bic_, bic, rtol=1e-12)
+
+
+def test_fit_auto_on_npy_in_one_process_and_two(auto_runs):
+    """.npy input read in row chunks, and by two processes under torchrun:
+    the same K and BIC table as the CSV fit."""
+    root, runs = auto_runs
+    csv = _params(root, "csv")
+    for name in ("npy", "dist"):
+        assert runs[name].returncode == 0, runs[name].stderr
+        params = _params(root, name)
+        assert params["n_components"] == 2
+        np.testing.assert_allclose(params["bic"], csv["bic"], rtol=1e-5)
+        assert "fitted K=2 (chosen by BIC among K=1..4)" in runs[name].stdout
+    assert runs["dist"].stdout.count("BIC by K") == 1      # the first process prints
+
+
+def test_fit_refuses_a_k_that_is_not_a_number_or_auto(auto_runs):
+    root, runs = auto_runs
+    run = runs["bad_k"]
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "bayesgmm fit: error: argument -k/--n-components: 'many' is not a number of "
+        "components: give an integer K, e.g. 3, or 'auto' to choose K by BIC")
+    assert not (root / "o_bad").exists()
+
+
+def test_fit_auto_at_max_components_notes_it(tmp_path, capsys):
+    """The library's warning in the command line's words (in-process: the
+    check needs no real process)."""
+    _two_blobs(6)[0].to_csv(tmp_path / "d.csv", index=False)
+    assert main(["fit", str(tmp_path / "d.csv"), "-k", "auto", "--max-components", "1",
+                 "--n-init", "1", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("bayesgmm: note: -k auto chose the largest K tried "
+                            "(--max-components 1): BIC may fall further beyond it; raise "
+                            "--max-components\n")
+    assert captured.out.startswith("fitted K=1 (chosen by BIC among K=1..1)")

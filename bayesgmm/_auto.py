@@ -1,0 +1,225 @@
+"""Fitting a batch of candidate mixtures and keeping the best: restarts, and
+for ``n_components="auto"`` every candidate K, chosen by BIC.
+
+One code path for both estimators: a :class:`~bayesgmm.BayesianGMM` is the
+one-group case of the :class:`~bayesgmm.GMMClassifier`'s per-class batch.
+Restarts and candidate K are batch dimensions of one closed-form MAP-EM run
+(:func:`bayesgmm.fitting.em_fit`, components beyond a variant's K masked);
+per group the best restart of each K is kept, K is chosen by BIC, and the
+caller polishes only the chosen mixture.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import _validation as V
+from .covariance import Covariance
+from .fitting import Callback, FitTrace, em_fit, initial_params, log_prior, negative_log_joint
+from .priors import MixtureParams, PriorTensors
+
+# Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
+# differences between candidate K are tens of nats, far above what the last
+# EM iterations change, so the scan stops early and only the chosen K is
+# polished to the estimator's ``tol``.
+AUTO_SCAN_TOL = 1e-4
+
+
+def is_auto(n_components) -> bool:
+    """Whether ``n_components`` asks for K chosen by BIC."""
+    return isinstance(n_components, str) and n_components == "auto"
+
+
+def check_max_components(n_components, max_components, em_max_iter: int) -> int:
+    """``max_components`` checked; with "auto", also that EM is on: the
+    candidates are ranked by their EM fits, and at their initialisation
+    (k-means++ seeds) BIC picks a wrong K even on clear clusters."""
+    if is_auto(n_components) and em_max_iter == 0:
+        raise ValueError(
+            "n_components='auto' ranks every candidate K by its EM fit, but em_max_iter=0 "
+            "switches EM off: set em_max_iter > 0 (SVI then continues the chosen K for "
+            "max_iter steps where EM stops short), or give n_components an integer")
+    return V.check_int("max_components", max_components, 1)
+
+
+def component_cap(family: Covariance, n_features: int, max_components: int,
+                  rows: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """The largest K tried per group (at least 1): K up to ``max_components``
+    whose mixture has fewer free parameters than the group has rows and
+    weight (``rows``, ``mass`` (G,)); more cannot be estimated, and each K
+    tried costs a batch of mixtures."""
+    return np.array([max([1] + [k for k in range(1, max_components + 1)
+                                if family.mixture_parameters(k, n_features) < min(n, m)])
+                     for n, m in zip(np.atleast_1d(rows), np.atleast_1d(mass))])
+
+
+@dataclass
+class Selection:
+    """The kept mixture of each group, cut to the largest K kept:
+    ``params`` (batch (G,)), ``mask`` (G, K) its real components,
+    ``variant`` (G,) the kept variant (restart r, or r * M + k - 1 for
+    "auto" with M candidate K), ``bic`` (G, max_components) for "auto" (inf
+    for K not tried), else None; ``trace`` EM's record of every variant
+    (None without EM), its iterations (the longest variant's) and whether
+    every kept variant converged."""
+
+    params: MixtureParams
+    mask: torch.Tensor
+    variant: torch.Tensor
+    bic: Optional[np.ndarray]
+    trace: Optional[FitTrace]
+    n_iter: int
+    converged: bool
+
+    @property
+    def n_components(self) -> np.ndarray:
+        """K of each group's kept mixture (G,)."""
+        return self.mask.sum(-1).cpu().numpy().astype(np.int64)
+
+
+def candidate_mask(ks: Optional[np.ndarray], cap: np.ndarray, n_init: int,
+                   device) -> torch.Tensor:
+    """Real components of every variant, (B, G, K): the restarts of each
+    group's K (``ks`` (G,)), or for "auto" (``ks`` None) the restarts of
+    every candidate K = 1..max(cap), variant r * M + k - 1, K capped per
+    group at ``cap`` (a group's variants beyond its cap repeat its cap)."""
+    if ks is None:
+        k_max = int(cap.max())
+        ar = torch.arange(k_max, device=device)
+        kc = torch.arange(1, k_max + 1, device=device)
+        k_var = torch.minimum(kc.unsqueeze(1), torch.as_tensor(cap, device=device))     # (M, G)
+        return (ar < k_var.unsqueeze(-1)).repeat(n_init, 1, 1)                            # (R*M, G, K)
+    k_max = int(ks.max())
+    ar = torch.arange(k_max, device=device)
+    return (ar < torch.as_tensor(ks, device=device).unsqueeze(-1)).expand(n_init, ks.size, k_max)
+
+
+def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap: np.ndarray,
+                   pt: PriorTensors, family: Covariance, em_max_iter: int, tol: float,
+                   callback: Callback, mass: np.ndarray, loglik_offset: np.ndarray,
+                   max_components: int, what: str = "", depth: int = 0) -> Selection:
+    """Fit every variant from ``centres`` (R, G, K, D: one k-means++ seeding
+    of K = max(ks) or max(cap) per restart and group, whose first k seeds
+    seed the K = k variant) and keep the best per group.
+
+    ``ks`` (G,): fixed K per group, the best restart kept; None for
+    "auto": every K = 1..max(cap) fitted (to the looser
+    :data:`AUTO_SCAN_TOL`, enough to rank K) and the K of lowest BIC kept,
+    with ``mass`` (G,) the groups' sizes (total weight) and
+    ``loglik_offset`` (G,) log L in standardised units minus log L in the
+    data's (:meth:`bayesgmm._base.FitData.loglik_offset`), so that the BIC
+    table is in the data's units.  Without EM (``em_max_iter`` 0, fixed K
+    only: see :func:`check_max_components`) the restarts are ranked at
+    their initialisation.  ``what``/``depth`` name the groups and place the
+    warning as :func:`~bayesgmm._base.guard_stage` does."""
+    auto = ks is None
+    R = centres.shape[0]
+    device = centres.device
+    mask = candidate_mask(ks, cap, R, device)
+    if auto:
+        # One seeding of max(cap) centres per restart serves every K:
+        # variant r * M + (k - 1) takes its first k.
+        centres = centres.repeat_interleave(int(cap.max()), dim=0)
+    start = initial_params(groups, centres, mask, pt, family)
+    trace, n_iter, converged = None, 0, True
+    if em_max_iter > 0:
+        scan_tol = max(tol, AUTO_SCAN_TOL) if auto else tol
+        trace = em_fit(groups, start, mask, pt, family, em_max_iter, scan_tol, callback)
+        params, final = trace.params, trace.losses[..., -1]
+        n_iter, converged = trace.n_iter, trace.converged
+    else:
+        params = start
+        B, G, K = mask.shape
+        flat = params.map(lambda t: t.reshape((B * G,) + t.shape[2:]))
+        gidx = torch.arange(G, device=device).repeat(B)
+        final = negative_log_joint(groups, flat, gidx, pt, family,
+                                   mask.reshape(B * G, K)).reshape(B, G)
+    params, kept_mask, bic, variant = _select(params, final, mask, pt, family, mass, cap,
+                                              loglik_offset, max_components if auto else 0, R,
+                                              what, depth)
+    if trace is not None:
+        # Converged: each group's kept variant stopped before the budget
+        # (trace.converged is every variant's).
+        g = torch.arange(variant.shape[0], device=device)
+        converged = bool((trace.iterations[variant, g] < em_max_iter).all()) or converged
+    k_max = int(kept_mask.sum(-1).max())
+    return Selection(trim(params, k_max, family), kept_mask[:, :k_max], variant, bic, trace,
+                     n_iter, converged)
+
+
+def trim(params: MixtureParams, k: int, family: Covariance) -> MixtureParams:
+    """Parameters (G, K, ...) cut to the first k components."""
+    cov = params.cov[:, :k] if family.per_component else params.cov
+    return MixtureParams(params.weights[:, :k], params.means[:, :k], cov)
+
+
+def log_likelihood(losses: torch.Tensor, params: MixtureParams, pt: PriorTensors,
+                   family: Covariance, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """log L at the fitted parameters from the negative log joint
+    ``losses`` (float64, standardised units): the loss minus the log prior,
+    evaluated in float64 as the loss is."""
+    p = params.map(lambda t: t.double())
+    p = MixtureParams(p.weights / p.weights.sum(-1, keepdim=True), p.means, p.cov)
+    pt64 = PriorTensors(**{f.name: _double(getattr(pt, f.name)) for f in fields(pt)})
+    return -losses.double() - log_prior(p, pt64, family, mask)
+
+
+def bic_values(loglik: np.ndarray, n_components: np.ndarray, family: Covariance, n_features: int,
+               mass: np.ndarray, loglik_offset: np.ndarray) -> np.ndarray:
+    """BIC, -2 log L + p log n, in the data's units: ``loglik`` in
+    standardised units (any shape ending in G), p the free parameters of a
+    mixture of ``n_components`` (same shape), n the group's size ``mass``."""
+    n_par = np.vectorize(lambda k: family.mixture_parameters(int(k), n_features))(n_components)
+    return -2 * (loglik - loglik_offset) + n_par * np.log(mass)
+
+
+def _double(t):
+    return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+
+def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,
+            mass, cap, loglik_offset, max_components: int, R: int, what: str, depth: int):
+    """Best restart per group (and, for "auto", best K per group by BIC).
+
+    ``max_components``: 0 for fixed K, else "auto" tried K = 1..M per
+    group, up to ``cap``.  Returns group parameters (G, K, ...), their mask
+    (G, K), the BIC table (G, max_components) (None unless auto), and the
+    variant kept for each group (G,)."""
+    auto = max_components > 0
+    B, G, K = params.weights.shape
+    D = params.means.shape[-1]
+    grp = torch.arange(G, device=final.device)
+    if not auto:
+        idx = final.argmin(0)                                   # (G,)
+        return params.select((idx, grp)), mask[idx, grp], None, idx
+    M = B // R
+    f = final.reshape(R, M, G)
+    best_r = f.argmin(0)                                        # (M, G)
+    var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, G)
+    gl = grp.unsqueeze(0).expand(M, G)
+    sel, msel = params.select((var, gl)), mask[var, gl]
+    loglik = log_likelihood(f.gather(0, best_r.unsqueeze(0))[0], sel, pt, family, msel)
+    k = np.arange(1, M + 1)[:, None]
+    bic = bic_values(loglik.cpu().numpy(), np.broadcast_to(k, (M, G)), family, D,
+                     np.asarray(mass, dtype=np.float64)[None, :],
+                     np.asarray(loglik_offset, dtype=np.float64)[None, :])
+    bic = np.where(k <= cap[None, :], bic, np.inf)              # K capped per group
+    bic = np.where(np.isfinite(bic), bic, np.inf)
+    k_best = np.argmin(bic, axis=0)                             # (G,)
+    at_cap = np.flatnonzero(k_best == max_components - 1)
+    if at_cap.size:
+        whose = f" for {at_cap.size} {what}" if what else ""
+        warnings.warn(
+            f"n_components='auto' chose the largest K tried "
+            f"(max_components={max_components}){whose}: BIC may still fall beyond it; "
+            f"raise max_components", UserWarning, stacklevel=6 + depth)
+    idx = var[torch.as_tensor(k_best, device=final.device), grp]
+    # One column per K in 1..max_components; K beyond every group's cap
+    # were not fitted (BIC inf, as for K beyond one group's cap).
+    bic = np.pad(bic.T, ((0, 0), (0, max_components - M)), constant_values=np.inf)
+    return params.select((idx, grp)), mask[idx, grp], bic, idx
