@@ -18,8 +18,8 @@ from . import _validation as V, persistence
 from . import covariance as cov_module
 from ._options import DTYPES
 from .covariance import COVARIANCE_TYPES, Covariance
-from .fitting import masked
-from .priors import MixtureParams, Standardizer, rms, spread_of
+from .fitting import masked, seeded_spread
+from .priors import MixtureParams, Priors, Standardizer, resolve_priors, rms, spread_of
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 InitMethod = Literal["kmeans++", "kmeans", "random"]
@@ -216,6 +216,48 @@ class FitData:
             mass, observed = self.mass, self.observed_mass
         log_a = np.log(self.std.scale)
         return float(mass * log_a.sum() if observed is None else np.dot(observed, log_a))
+
+
+# Points on which the default covariance priors' spread is measured.
+SPREAD_SAMPLE_SIZE = 2 ** 14
+
+
+def spread_rows(n: int) -> np.ndarray:
+    """The rows (sorted indices among ``n``) on which :func:`seeded_priors`
+    measures the spread: all of them up to ``SPREAD_SAMPLE_SIZE``, else that
+    many drawn with a fixed seed."""
+    if n <= SPREAD_SAMPLE_SIZE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, SPREAD_SAMPLE_SIZE, replace=False))
+
+
+def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: int,
+                  data: "FitData", points, weights, ks) -> Priors:
+    """``priors`` resolved (:func:`~bayesgmm.priors.resolve_priors`) with the
+    covariance priors' defaults scaled to the spread of a k-means++ seeding
+    of the data: each group's ``points`` (with ``weights``; lists,
+    standardised units; at most ``SPREAD_SAMPLE_SIZE`` drawn from each)
+    seeded with ``ks[g]`` centres, and the within-cluster variance of that
+    partition (:func:`~bayesgmm.fitting.seeded_spread`), taken back to the
+    data's units.  The seeding has its own fixed seed: the priors depend on
+    the data and K only, not on ``random_state``, ``n_init``, ``init`` or
+    restart screening (every restart optimises the same objective), and
+    every process computes the same value from the same seed sample."""
+    from .fitting import seed_centres
+
+    pts, wts = [], []
+    for g, P in enumerate(points):
+        w = None if weights is None else weights[g]
+        if P.shape[0] > SPREAD_SAMPLE_SIZE:
+            pick = spread_rows(P.shape[0])
+            index = torch.as_tensor(pick, device=P.device) if torch.is_tensor(P) else pick
+            P, w = P[index], None if w is None else w[index]
+        pts.append(P)
+        wts.append(w)
+    k_max = int(np.max(ks))
+    centres = seed_centres(pts, k_max, 1, "kmeans++", [0], wts)
+    spread = seeded_spread(pts, wts, centres, ks) * data.std.scale ** 2
+    return resolve_priors(priors, family, n_components, data.moments, spread)
 
 
 def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,

@@ -20,7 +20,7 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, stream_data)
+                    guard_stage, is_row_source, seeded_priors, stream_data)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -440,14 +440,15 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 "Priors.weight_concentration is an array but the classes have different numbers "
                 "of components: give a scalar concentration (the same for every component)")
-        # Resolved once with k_max (validates the user's priors); the
-        # k-component prior is the first k entries of the (scalar) concentration.
-        base = resolve_priors(self.priors, family, k_max, moments)
+        # Validated here (before any work); resolved once with k_max after
+        # the seeding, whose spread scales the covariance priors' defaults.
+        # The k-component prior is the first k entries of the (scalar)
+        # concentration.
+        resolve_priors(self.priors, family, k_max, moments)
 
         def prior_for(k: int) -> Priors:
             return replace(base, weight_concentration=base.weight_concentration[:k])
 
-        pt = std.priors(base, device, s.dtype)
         if streamed:
             groups = data.stream
         else:
@@ -463,8 +464,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                      group, ys)
             Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
             ws = None if ws is None else torch.as_tensor(ws)
-        centres = seed_centres([Xs[ys == c] for c in range(C)], k_max, R, self.init, seeds[:R],
-                               None if ws is None else [ws[ys == c] for c in range(C)])
+        points = [Xs[ys == c] for c in range(C)]
+        pweights = None if ws is None else [ws[ys == c] for c in range(C)]
+        # One prior for every class: the spread pooled over the classes'
+        # seedings, each at its K (for "auto", max_components).
+        base = seeded_priors(self.priors, family, k_max, data, points, pweights,
+                             np.full(C, max_components) if auto else ks)
+        pt = std.priors(base, device, s.dtype)
+        centres = seed_centres(points, k_max, R, self.init, seeds[:R], pweights)
         centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
         # EM's budget (twice for "auto": the scan, then the chosen K), or
         # SVI's when EM is off, and fine-tuning's; SVI after EM adds its own.

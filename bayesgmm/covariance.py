@@ -29,7 +29,8 @@ the Gaussian likelihood, so the MAP M-step is closed form,
 ``Sigma = (Psi + S_k) / (nu - D - 1 + N_k)``, and it is positive definite for
 any responsibility mass (an empty component gets ``Psi / (nu - D - 1)``), so
 the MAP exists for every data set.  ``Psi`` is resolved from the data
-(``(0.1 sd)^2`` per feature) and maps exactly under the affine change of
+(2 x the within-cluster variance of a k-means++ seeding, per feature: one
+point's worth at twice a typical component's variance) and maps exactly under the affine change of
 units, so results are unit-free.  The alternative, InverseGamma scales with
 an ``LKJCholesky`` correlation, has no closed-form M-step: every EM iteration
 would need an inner numerical optimisation.  The diagonal and spherical

@@ -705,6 +705,58 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     return out
 
 
+def seeded_spread(points: Sequence, weights: Optional[Sequence], centres: np.ndarray,
+                  n_components: Sequence[int], seed: int = 0,
+                  max_points: int = SEED_SAMPLE_SIZE) -> np.ndarray:
+    """The within-cluster variance per feature (D,) of the partition a
+    seeding induces: each group's points (n_g, D) go to their nearest of the
+    group's first ``n_components[g]`` centres (``centres`` (R, G, K, D),
+    every restart), and their squared deviations from their cluster's
+    (weighted) mean are averaged, weighted by ``weights`` (per group,
+    (n_g,) or None), over points, groups and restarts.  (About the cluster's
+    mean rather than the seed: a k-means++ seed is itself one of the
+    cluster's points, and the mean squared distance to it is twice the
+    cluster's variance.)  Missing entries (NaN) count only where observed
+    (distances over the observed features).  The typical spread of one
+    component: what the default covariance priors are scaled to
+    (:func:`bayesgmm.priors.resolve_priors`).  A group of more than
+    ``max_points`` points is measured on that many drawn with ``seed``;
+    chunked over points, so the memory is bounded whatever n."""
+    R, G, K, D = centres.shape
+    total = np.zeros(D)
+    mass = np.zeros(D)
+    for g in range(G):
+        P = points[g]
+        w = None if weights is None else weights[g]
+        if P.shape[0] > max_points:       # subsampled where the points are, then copied
+            pick = np.sort(np.random.default_rng(seed).choice(P.shape[0], max_points,
+                                                              replace=False))
+            P = P[torch.as_tensor(pick, device=P.device) if torch.is_tensor(P) else pick]
+            if w is not None:
+                w = w[torch.as_tensor(pick, device=w.device) if torch.is_tensor(w) else pick]
+        P = np.asarray(P.detach().cpu() if torch.is_tensor(P) else P, dtype=np.float64)
+        w = (np.ones(P.shape[0]) if w is None else
+             np.asarray(w.detach().cpu() if torch.is_tensor(w) else w, dtype=np.float64))
+        obs = ~np.isnan(P)
+        Z = np.where(obs, P, 0.0)
+        k = int(n_components[g])
+        c = centres[:, g, :k]                                          # (R, k, D)
+        # Per restart, cluster and feature: observed weight, sum, sum of squares.
+        s0, s1, s2 = np.zeros((R, k, D)), np.zeros((R, k, D)), np.zeros((R, k, D))
+        step = max(1, 2 ** 22 // max(1, R * k * D))
+        for a in range(0, P.shape[0], step):
+            z, o, wa = Z[a:a + step], obs[a:a + step], w[a:a + step]
+            d2 = (((z[None, :, None, :] - c[:, None]) ** 2) * o[None, :, None, :]).sum(-1)
+            onehot = np.eye(k)[d2.argmin(-1)] * wa[None, :, None]      # (R, n, k)
+            ow = o.astype(np.float64)
+            s0 += np.einsum("rnk,nd->rkd", onehot, ow)
+            s1 += np.einsum("rnk,nd->rkd", onehot, z)
+            s2 += np.einsum("rnk,nd->rkd", onehot, z * z)
+        total += np.maximum(s2 - s1 ** 2 / np.maximum(s0, np.finfo(np.float64).tiny), 0).sum((0, 1))
+        mass += s0.sum((0, 1))
+    return total / np.maximum(mass, np.finfo(np.float64).tiny)
+
+
 def screen_rows(n_samples: int, n_components: int) -> Optional[int]:
     """Size of the subsample on which restarts are screened (seeded, run
     to convergence and compared), or None to screen on all the data:

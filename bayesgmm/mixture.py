@@ -17,7 +17,7 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates, is_auto,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, stream_data)
+                    guard_stage, is_row_source, seeded_priors, spread_rows, stream_data)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -429,6 +429,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
                 picks["seed"] = (np.arange(n0) if n0 <= cap else np.sort(
                     np.random.default_rng([int(seeds[-1]), 1]).choice(n0, cap, replace=False)))
+            if not warm_asked and group is None:
+                # The rows an in-memory fit measures the priors' spread on.
+                picks["spread"] = spread_rows(n0)
             data = stream_data(self, X, sample_weight, family, s.device,
                                V.allows_missing(self), s.dtype, picks, reduce, group=group)
         else:
@@ -487,8 +490,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         streamed = data.stream is not None
         n, d = data.n_total, std.center.shape[0]
         device = s.device
+        # Validated here; the defaults of the covariance priors are set once
+        # the seeding is known (seeded_priors).
         priors = resolve_priors(self.priors, family, K, data.moments)
-        pt = std.priors(priors, device, s.dtype)
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
@@ -519,10 +523,21 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             Xs, ws, screen = Xt, data.wt, groups
             if group is not None:
                 Xs, ws = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group)
-        if not warm:
+        if warm:
+            # A warm start continues the previous fit's objective: its
+            # covariance priors (those the user leaves to their default).
+            user = self.priors if isinstance(self.priors, Priors) else Priors()
+            priors = replace(priors, **{f: getattr(self.priors_, f) for f in
+                                        ("covariance_scale", "scale_rate")
+                                        if getattr(user, f) is None})
+        else:
+            priors = seeded_priors(self.priors, family, K, data,
+                                   *self._spread_points(data, Xs, ws, group), [K])
             centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1], [ws]),
                                       dtype=s.dtype, device=device)
             mask = torch.ones(s.n_init, 1, K, dtype=torch.bool, device=device)
+        pt = std.priors(priors, device, s.dtype)
+        if not warm:
             start = initial_params(screen, centres, mask, pt, family)
         offset = data.loss_offset(K, family)
         # EM's budget (twice with screening: the subsample, then all the
@@ -538,6 +553,20 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             progress.close()
         return fit, priors
 
+    @staticmethod
+    def _spread_points(data, Xs, ws, group) -> tuple[list, list]:
+        """The points (and weights) the default priors' spread is measured
+        on (:func:`bayesgmm._base.seeded_priors`): the same rows whether the
+        data are in memory or streamed and whether restarts are screened
+        (:func:`bayesgmm._base.spread_rows` of all the data); under a
+        process group, the seed sample every rank shares (``Xs``, ``ws``)."""
+        if group is not None:
+            return [Xs], [ws]
+        if data.stream is not None:
+            Xp, wp = data.samples["spread"]
+            return [Xp], [wp]
+        return [data.Xt], [data.wt]
+
     def _fit_auto(self, data, groups, family, s, backend, max_components: int, seeds, group
                   ) -> tuple["_Fit", int, Priors, np.ndarray]:
         """``n_components="auto"``: the restarts of every K = 1..max(cap)
@@ -552,12 +581,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         cap = component_cap(family, d, max_components, data.n_total, data.mass)
         # Resolved once for the largest K (validating the user's priors); the
         # k-component prior is the first k entries of the scalar concentration.
-        base = resolve_priors(self.priors, family, int(cap[0]), data.moments)
-        pt = std.priors(base, device, s.dtype)
         streamed = data.stream is not None
         Xs, ws = data.samples["seed"] if streamed else (data.Xt, data.wt)
         if group is not None:     # every rank seeds from the same (gathered) points
             Xs, ws = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]), group)
+        # The covariance priors scaled to the data's spread about a seeding
+        # with max_components centres (not the largest K tried, which
+        # depends on the number of rows: weighted and repeated rows must
+        # give the same prior).
+        base = seeded_priors(self.priors, family, int(cap[0]), data,
+                             *self._spread_points(data, Xs, ws, group), [max_components])
+        pt = std.priors(base, device, s.dtype)
         centres = torch.as_tensor(seed_centres([Xs], int(cap[0]), s.n_init, self.init,
                                                seeds[:-1], [ws]), dtype=s.dtype, device=device)
         # EM's budget twice (the scan, then the chosen K; SVI after EM adds

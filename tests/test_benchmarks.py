@@ -51,7 +51,7 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
-                 "accuracy_covariance", "missing_values", "large_data"):
+                 "accuracy_covariance", "missing_values", "large_data", "small_n"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -205,3 +205,17 @@ def test_large_data_quick(tmp_path):
     assert rows[2]["ranks_agree"]
     for row in rows.values():
         assert row["peak_rss_mb"] < 1500 and row["em_pass_s"] > 0
+
+
+def test_small_n_quick(tmp_path):
+    r = run_script("small_n", tmp_path)
+    assert r["benchmark"] == "small_n" and r["quick"] is True
+    assert r["machine"]["device"] == "cpu" and r["machine"]["torch"]
+    rows = {row["method"]: row for row in r["rows"]}
+    assert len(rows) == 4 and all(row["n"] == 30 and row["seeds"] == 2 for row in rows.values())
+    # Gaps to the truth are negative (no fit beats the truth on average
+    # over 500 held-out points by much), and the default MAP beats maximum
+    # likelihood here (n = 30: ML overfits).
+    for row in rows.values():
+        assert row["mean"] < 0.05 and len(row["per_seed"]) == 2
+    assert rows["bayesgmm MAP (default priors)"]["mean"] > rows["sklearn GaussianMixture (ML)"]["mean"]
