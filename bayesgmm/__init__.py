@@ -23,7 +23,7 @@ _LAZY = {"BayesianGMM": "mixture", "GMMClassifier": "classifier", "Priors": "pri
          "load": "persistence", "align": "alignment", "component_stability": "alignment",
          "match_components": "alignment", "permute": "alignment"}
 _SUBMODULES = ("alignment", "classifier", "cli", "covariance", "datasets", "fitting", "mixture",
-               "models", "persistence", "plotting", "priors")
+               "models", "persistence", "plotting", "posterior", "priors")
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from .alignment import align, component_stability, match_components, permute

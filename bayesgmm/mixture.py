@@ -26,6 +26,8 @@ from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_ste
 from .distributed import agree, check_group, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
+from . import posterior as post_module
+from .posterior import INFERENCE_OPTIONS, Inference, PosteriorSettings
 
 _BACKENDS = ("fused", "pyro")
 
@@ -184,6 +186,42 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (more features than points per component, near-singular
         covariances), where float32 rounding is amplified by the
         condition number.
+    inference : {"map", "vi", "nuts"}, default "map"
+        What ``fit`` infers.  "map": the MAP point only (the fit described
+        above).  "vi" and "nuts": the MAP fit first (its fitted attributes
+        below stay the plug-in answers), then draws from the posterior
+        p(weights, means, covariances | X) of the same Pyro model, started
+        from the MAP (:mod:`bayesgmm.posterior`): "nuts" samples it by
+        Pyro's NUTS (exact up to Monte Carlo error; R-hat and effective
+        sample sizes in ``rhat_`` and ``ess_``, a warning when they say the
+        chains have not converged), "vi" fits an ``AutoMultivariateNormal``
+        guide by SVI with ``TraceEnum_ELBO`` (``max_iter`` steps at
+        ``learning_rate``, decaying tenfold; faster, approximate; ELBO in
+        ``elbo_``).  Both run in float64 on all rows (every step reads the
+        data: NUTS suits up to ~1e4 points; iris petal lengths, K = 2, the
+        defaults: ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~6 s
+        for VI), with the assignments summed out; every draw's components
+        are matched to the MAP's
+        (label switching undone).  The draws are read by
+        :meth:`posterior_samples` and :meth:`credible_interval`, and
+        :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
+        :meth:`score` then answer with the posterior predictive (averaged
+        over the draws; ``plug_in=True`` for the MAP's answer), while
+        :meth:`sample`, :meth:`sample_assignments`, :meth:`impute`,
+        :meth:`bic` and :meth:`aic` use the MAP.  Not with
+        ``process_group``, out-of-core data, ``batch_size`` or
+        ``partial_fit``.
+    n_samples : int, default 1000
+        Posterior draws kept with ``inference="vi"`` or "nuts" (for NUTS,
+        ``ceil(n_samples / n_chains)`` per chain, after the warmup).
+    n_chains : int, default 4
+        NUTS chains, run one after another, each from its own draw of the
+        Laplace approximation at the MAP (R-hat compares them).
+    n_warmup : int, default 300
+        NUTS warmup (adaptation) iterations per chain, discarded.  The
+        warmup starts from the Laplace approximation's variances as mass
+        matrix, so a few hundred suffice on easy posteriors; raise it when
+        the convergence warning asks.
 
     Attributes
     ----------
@@ -228,6 +266,18 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         scan iterations plus those of the polish).
     converged_ : bool
     device_ : torch.device
+    rhat_ : dict of str to ndarray
+        Only after ``inference="nuts"``: the split R-hat of every element of
+        the draws, {"weights": (K,), "means": (K, D), "covariances": ...}
+        (close to 1 when the chains agree; the warning's threshold is 1.01).
+    ess_ : dict of str to ndarray
+        Only after ``inference="nuts"``: the effective sample size of every
+        element of the draws, same keys.
+    n_divergent_ : int
+        Only after ``inference="nuts"``: divergent transitions after warmup.
+    elbo_ : float
+        Only after ``inference="vi"``: the final ELBO, a lower bound on the
+        log evidence log p(X) in the data's units.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -261,7 +311,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  progress: bool = False, warm_start: bool = False,
                  n_threads: Optional[int] = None, missing: Literal["error", "marginalize"] = "error",
                  dtype: Literal["float32", "float64"] = "float32",
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, inference: Inference = "map",
+                 n_samples: int = 1000, n_chains: int = 4, n_warmup: int = 300):
         self.n_components = n_components
         self.max_components = max_components
         self.covariance_type = covariance_type
@@ -282,6 +333,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.missing = missing
         self.dtype = dtype
         self.batch_size = batch_size
+        self.inference = inference
+        self.n_samples = n_samples
+        self.n_chains = n_chains
+        self.n_warmup = n_warmup
 
     # ------------------------------------------------------------------ fit
     def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
@@ -410,6 +465,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 raise ValueError(f"backend={self.backend!r} needs the data in one process's "
                                  f"memory: use backend='fused' with process_group or with "
                                  f"out-of-core data")
+            posterior = self._posterior_settings(s, streamed, group)
         except ValueError as exc:
             error = exc
         agree(error, group, X.shape[1] if error is None else -1)
@@ -479,7 +535,181 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.converged_ = bool(fit.kept.converged)
         self.device_ = device
         self._online = None          # a new fit starts partial_fit's average afresh
+        self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
+                            int(seeds[-1]))
         return self
+
+    # ------------------------------------------------------------ posterior
+    _POSTERIOR_ATTRIBUTES = ("_posterior", "rhat_", "ess_", "n_divergent_", "elbo_")
+
+    def _posterior_settings(self, s, streamed: bool, group) -> Optional[PosteriorSettings]:
+        """``inference`` and its settings checked against the fit's data
+        path; None for "map"."""
+        inference = V.check_option("inference", getattr(self, "inference", "map"),
+                                   INFERENCE_OPTIONS)
+        if inference == "map":
+            return None
+        n_samples = V.check_int("n_samples", self.n_samples, 1)
+        n_chains = V.check_int("n_chains", self.n_chains, 1)
+        n_warmup = V.check_int("n_warmup", self.n_warmup, 0)
+        if group is not None:
+            raise ValueError(
+                f"inference={inference!r} runs on all the rows in one process, but "
+                f"process_group splits them over processes: fit with inference='map' over the "
+                f"processes, or gather the rows (or a sample of them) into one process for "
+                f"inference={inference!r}")
+        if streamed:
+            raise ValueError(
+                f"inference={inference!r} reads every row at every step, but X is an "
+                f"out-of-core row source: load X (or a random sample of its rows) into memory "
+                f"as an array, or use inference='map'")
+        if self.batch_size is not None:
+            raise ValueError(
+                f"batch_size={self.batch_size} (minibatch SVI of the MAP fit) does not apply to "
+                f"inference={inference!r}, whose posterior runs on all the rows: set "
+                f"batch_size=None")
+        if inference == "vi" and s.max_iter == 0:
+            raise ValueError("inference='vi' runs max_iter SVI steps, but max_iter=0: set "
+                             "max_iter > 0 (e.g. 1000)")
+        return PosteriorSettings(inference, n_samples=n_samples, n_chains=n_chains,
+                                 n_warmup=n_warmup, max_steps=s.max_iter, tol=s.tol,
+                                 learning_rate=s.learning_rate, progress=bool(s.progress))
+
+    def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
+                       params: MixtureParams, priors: Priors, reference: tuple,
+                       seed: int) -> None:
+        """Posterior draws from the fitted MAP (:func:`bayesgmm.posterior.run`)
+        stored with their diagnostics, or, for "map", those of an earlier fit
+        removed.  In float64 on the fit's device, in the fit's standardised
+        frame."""
+        for name in self._POSTERIOR_ATTRIBUTES:
+            if name in vars(self):
+                delattr(self, name)
+        if settings is None:
+            return
+        std = data.std
+        device = self.device_
+        f64 = {"dtype": torch.float64, "device": device}
+        X = ((torch.as_tensor(data.X, **f64) - torch.as_tensor(std.center, **f64))
+             / torch.as_tensor(std.scale, **f64))
+        weight = None if data.weight is None else torch.as_tensor(data.weight, **f64)
+        pt = std.priors(priors, device, torch.float64)
+        start = params.map(lambda t: t.detach().to(torch.float64))
+        progress = FitProgress(settings.progress and settings.method == "vi",
+                               settings.max_steps, "BayesianGMM VI", data.loglik_offset())
+        try:
+            # A stream of its own, derived from the fit's seed.
+            seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1))
+            # stacklevel: run, here, _fit, the fit wrapper, fit, then the caller.
+            post = post_module.run(X, pt, family, start, std, reference, settings, seed, weight,
+                                   progress.callback, stacklevel=6)
+        finally:
+            progress.close()
+        self._posterior = post.samples
+        if post.method == "nuts":
+            self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
+        else:
+            self.elbo_ = float(post.elbo - data.loglik_offset())
+
+    def _draws(self) -> dict:
+        """The stored posterior draws; a clear error for a MAP fit."""
+        check_is_fitted(self, ("weights_", "means_", "covariances_"))
+        draws = getattr(self, "_posterior", None)
+        if draws is None:
+            raise ValueError(
+                "this BayesianGMM was fitted with inference='map', which keeps only the MAP "
+                "point: refit with inference='vi' (fast, approximate) or inference='nuts' "
+                "(exact up to Monte Carlo error) for posterior draws")
+        return draws
+
+    def posterior_samples(self, n_samples: Optional[int] = None,
+                          random_state=None) -> dict:
+        """Draws from the posterior of a fit with ``inference="vi"`` or "nuts".
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Return a random subset of this many of the stored draws (without
+            replacement; the same rows of every array); all of them by
+            default.
+        random_state : int, RandomState or None
+            Seeds the subset (default: the estimator's ``random_state``).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``"weights"`` (S, K), ``"means"`` (S, K, D) and
+            ``"covariances"`` (S, ...) in scikit-learn's layout of
+            ``covariance_type`` ((S, K, D, D) "full", (S, D, D) "tied",
+            (S, K, D) "diag", (S, K) "spherical"), in the data's units and
+            with every draw's components in the order of ``means_`` (copies).
+            For NUTS the draws of the chains follow one another.
+
+        Raises
+        ------
+        ValueError
+            For a fit with ``inference="map"``, or ``n_samples`` above the
+            number of stored draws.
+
+        Examples
+        --------
+        >>> from bayesgmm.datasets import load_iris
+        >>> X = load_iris()[["petal_length"]]
+        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
+        ...                   random_state=0, device="cpu").fit(X)
+        >>> gmm.posterior_samples()["means"].shape
+        (200, 2, 1)
+        >>> gmm.posterior_samples(50, random_state=0)["weights"].shape
+        (50, 2)
+        """
+        draws = self._draws()
+        S = draws["weights"].shape[0]
+        if n_samples is None:
+            return {k: v.copy() for k, v in draws.items()}
+        n = V.check_int("n_samples", n_samples, 1)
+        if n > S:
+            raise ValueError(f"n_samples={n} but only {S} posterior draws are stored: use "
+                             f"n_samples <= {S}, or refit with the estimator's n_samples >= {n}")
+        rs = check_random_state(self.random_state if random_state is None else random_state)
+        rows = np.sort(rs.choice(S, n, replace=False))
+        return {k: v[rows] for k, v in draws.items()}
+
+    def credible_interval(self, name: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """Central posterior interval of every element of ``name``.
+
+        Parameters
+        ----------
+        name : {"weights", "means", "covariances"}
+        level : float in (0, 1), default 0.9
+            Posterior probability inside the interval: the bounds are the
+            (1 - level) / 2 and (1 + level) / 2 quantiles of the draws,
+            element by element.
+
+        Returns
+        -------
+        lower, upper : ndarray
+            Each of the shape of the fitted attribute (``weights_`` (K,),
+            ``means_`` (K, D), ``covariances_``), in the data's units.
+
+        Examples
+        --------
+        >>> from bayesgmm.datasets import load_iris
+        >>> X = load_iris()[["petal_length"]]
+        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
+        ...                   random_state=0, device="cpu").fit(X)
+        >>> lower, upper = gmm.credible_interval("means", level=0.9)
+        >>> bool(np.all(lower <= upper)), lower.shape
+        (True, (2, 1))
+        """
+        draws = self._draws()
+        if name not in post_module.DRAW_NAMES:
+            raise ValueError(f"name must be one of {list(post_module.DRAW_NAMES)}, got {name!r}")
+        level = V.check_float("level", level)
+        if not level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}: e.g. 0.9 for the central "
+                             f"90% interval")
+        q = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2], axis=0)
+        return q[0], q[1]
 
     def _fit_k(self, data, groups, family, s, backend, K: int, seeds, group, previous_names
                ) -> tuple["_Fit", Priors]:
@@ -719,18 +949,33 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return run, best
 
     # ---------------------------------------------------------- prediction
-    def _prepare(self, X):
-        """Fitted check, validation, and the fitted mixture as tensors in a
-        standardised frame (see :meth:`MixtureBase._frame`)."""
+    def _prepare(self, X, mixture: Optional[tuple] = None):
+        """Fitted check, validation, and the fitted mixture (or ``mixture``,
+        (weights, means, covariances, family)) as tensors in a standardised
+        frame (see :meth:`MixtureBase._frame`)."""
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
         X, out_device = _predict.check_input(self, X)
         device = _predict.model_device(self)
         family = self._family()
-        std, params, offset = self._frame(device, self.weights_, self.means_, self.covariances_,
-                                          family)
+        w, m, c = self.weights_, self.means_, self.covariances_
+        if mixture is not None:
+            w, m, c, family = mixture
+        std, params, offset = self._frame(device, w, m, c, family)
         return X, out_device, std, params, device, family, offset
 
-    def _log_joint(self, X, kind: str, n_draws: int = 1, random_state=None):
+    def _predictive(self, plug_in) -> Optional[tuple]:
+        """The mixture the predictions score: None for the MAP (a MAP fit,
+        or ``plug_in=True``), else the posterior predictive as one mixture
+        of S x K components (:func:`bayesgmm.posterior.predictive_mixture`)."""
+        if not isinstance(plug_in, (bool, np.bool_)):
+            raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
+        draws = getattr(self, "_posterior", None)
+        if plug_in or draws is None:
+            return None
+        return post_module.predictive_mixture(draws, self._family())
+
+    def _log_joint(self, X, kind: str, n_draws: int = 1, random_state=None,
+                   mixture: Optional[tuple] = None):
         """The one log-probability primitive behind every prediction:
         log w_k + log N(x | mu_k, Sigma_k) per point and component, in the
         data's units, over blocks of points, reduced per block to ``kind``:
@@ -741,21 +986,30 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         * "draws": ``n_draws`` draws of z ~ p(z | x) (n_draws, N), from a
           private generator seeded by ``random_state``.
 
+        ``mixture`` (:meth:`_predictive`): score the posterior predictive
+        instead, the S draws' K components as one mixture of S K components
+        of weights w_sk / S; each point's log joints are summed over the
+        draws per label k (log sum_s w_sk N(x | theta_sk) / S, the
+        predictive log joint of label k) before the reduction to ``kind``,
+        so "density" is log of the mean over the draws of p(x | theta_s),
+        and "log_resp" the predictive p(z = k | x, X_train).
+
         Everything but the output is per block, so memory stays bounded at
         any N.  Points far from the mixture follow the far-point rule
         (:func:`bayesgmm.fitting.far_component_log_prob`): their answers are
         the exact limits, never NaN.  No global state is read or written
         (no Pyro handler, no global RNG), so any number of threads may call
         this at once."""
-        X, out_device, std, params, device, family, offset = self._prepare(X)
+        X, out_device, std, params, device, family, offset = self._prepare(X, mixture)
         allow_missing = V.allows_missing(self)
         n = X.shape[0]
         K, D = self.means_.shape
+        J = params.weights.shape[-1]      # components scored: K, or S K for the predictive
         shape = {"joint": (n, K), "log_resp": (n, K), "density": (n,), "label": (n,),
                  "draws": (n_draws, n)}[kind]
         out = _predict.new_output(out_device, shape, np.int64 if kind in ("label", "draws")
                                   else np.float64)
-        rows = max(1, _predict.CHUNK_ELEMENTS // (K * D * (n_draws if kind == "draws" else 1)))
+        rows = max(1, _predict.CHUNK_ELEMENTS // (J * D * (n_draws if kind == "draws" else 1)))
         gen = None
         if kind == "draws":
             seed = int(check_random_state(random_state).randint(0, 2 ** 31 - 1))
@@ -774,6 +1028,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 lead = far.patch(zc, raw, lp, exclude=miss)
                 if miss is not None:
                     lead[miss] += corr + lead_miss
+                if J != K:      # the predictive: each label's components summed over draws
+                    lp = torch.logsumexp(lp.reshape(lp.shape[0], J // K, K), 1)
                 if kind == "joint":
                     value = lp + (lead - offset).unsqueeze(-1)
                 elif kind == "label":          # no normaliser needed for the argmax
@@ -789,28 +1045,46 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                              value)
         return out
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Exact responsibilities p(z = k | x) at the MAP parameters, shape (N, K)."""
-        log_resp = self._log_joint(X, "log_resp")
+    # Every prediction method takes ``plug_in`` (keyword only, so that the
+    # scikit-learn signatures stay as they are): after inference="vi" or
+    # "nuts" the default answer is the posterior predictive, averaged over
+    # the stored draws; plug_in=True gives the MAP's (what a MAP fit gives).
+    def predict_proba(self, X, *, plug_in: bool = False) -> np.ndarray:
+        """Responsibilities p(z = k | x), shape (N, K).
+
+        Exact at the MAP parameters for ``inference="map"`` (or
+        ``plug_in=True``).  After ``inference="vi"``/"nuts", the posterior
+        predictive p(z = k | x, X_train) = sum_s w_sk N(x | mu_sk, Sigma_sk)
+        / sum_s p(x | theta_s) over the draws theta_s (components matched
+        to the MAP's), which weighs each draw by how well it explains x."""
+        log_resp = self._log_joint(X, "log_resp", mixture=self._predictive(plug_in))
         if isinstance(log_resp, torch.Tensor):
             return log_resp.exp_()
         return np.exp(log_resp, out=log_resp)
 
-    def score_samples(self, X) -> np.ndarray:
-        """log p(x) of each point under the fitted mixture, shape (N,)."""
-        return self._log_joint(X, "density")
+    def score_samples(self, X, *, plug_in: bool = False) -> np.ndarray:
+        """log p(x) of each point, shape (N,): under the fitted (MAP)
+        mixture for ``inference="map"`` (or ``plug_in=True``), else the
+        posterior predictive density log (1/S sum_s p(x | theta_s)) over
+        the S stored draws."""
+        return self._log_joint(X, "density", mixture=self._predictive(plug_in))
 
-    def score(self, X, y=None) -> float:
-        """Mean log-likelihood per point (higher is better, as in scikit-learn)."""
-        return float(self.score_samples(X).mean())
+    def score(self, X, y=None, *, plug_in: bool = False) -> float:
+        """Mean log-likelihood per point (higher is better, as in
+        scikit-learn): the mean of :meth:`score_samples`."""
+        return float(self.score_samples(X, plug_in=plug_in).mean())
 
-    def predict(self, X) -> np.ndarray:
-        """MAP component of each point, argmax_k p(z = k | x) at the fitted
-        parameters: the assignment ``pyro.infer.infer_discrete`` finds at
+    def predict(self, X, *, plug_in: bool = False) -> np.ndarray:
+        """Most probable component of each point, argmax_k p(z = k | x).
+
+        At the MAP parameters (``inference="map"`` or ``plug_in=True``) it
+        is the assignment ``pyro.infer.infer_discrete`` finds at
         temperature 0 on the model conditioned on them (the test suite checks
         the two agree), computed in closed form so that it is thread-safe
-        and shares :meth:`predict_proba`'s far-point rule."""
-        return self._log_joint(X, "label")
+        and shares :meth:`predict_proba`'s far-point rule; after
+        ``inference="vi"``/"nuts" the argmax of the posterior predictive
+        :meth:`predict_proba`."""
+        return self._log_joint(X, "label", mixture=self._predictive(plug_in))
 
     def sample_assignments(self, X, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Posterior draws of the assignments z ~ p(z | x, params), shape
@@ -924,6 +1198,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         follow a ``fit`` (which chooses K); a first call on an unfitted
         "auto" estimator is refused.
         """
+        inference = V.check_option("inference", getattr(self, "inference", "map"),
+                                   INFERENCE_OPTIONS)
+        if inference != "map" or getattr(self, "_posterior", None) is not None:
+            raise ValueError(
+                f"partial_fit updates the MAP point chunk by chunk, which would leave the "
+                f"posterior draws of inference={inference!r} stale: use fit on all the data "
+                f"with inference={inference!r}, or set inference='map' and refit with fit "
+                f"before partial_fit")
         return self._fit_wrapper_partial(X, sample_weight)
 
     def _fit_wrapper_partial(self, X, sample_weight):
@@ -1036,11 +1318,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return self._family().mixture_parameters(K, D)
 
     def bic(self, X) -> float:
-        """Bayesian information criterion, -2 log L + p log N (lower is better)."""
-        ll = self.score_samples(X)
+        """Bayesian information criterion, -2 log L + p log N (lower is
+        better), at the MAP parameters whatever ``inference``."""
+        ll = self.score_samples(X, plug_in=True)
         return float(-2 * ll.sum() + self._n_parameters() * math.log(ll.shape[0]))
 
     def aic(self, X) -> float:
-        """Akaike information criterion, -2 log L + 2p (lower is better)."""
-        ll = self.score_samples(X)
+        """Akaike information criterion, -2 log L + 2p (lower is better),
+        at the MAP parameters whatever ``inference``."""
+        ll = self.score_samples(X, plug_in=True)
         return float(-2 * ll.sum() + 2 * self._n_parameters())

@@ -9,7 +9,9 @@ held-out log-likelihood per point minus the truth's (0 is the best
 possible; higher is better).
 
 Methods, all with K=3 and full covariances at the libraries' defaults:
-``BayesianGMM(3)`` (MAP, default priors); the first release's default
+``BayesianGMM(3)`` (MAP, default priors); its posterior predictive with
+``inference="vi"`` (200 draws of the ``AutoMultivariateNormal`` guide,
+averaged); the first release's default
 priors (``Priors(covariance_scale=(0.1 x data std)^2)``) for comparison;
 scikit-learn ``GaussianMixture(3)`` (maximum likelihood) and
 ``BayesianGaussianMixture(3)`` (variational, Dirichlet-process weights).
@@ -71,6 +73,9 @@ def main() -> None:
     methods = {
         "bayesgmm MAP (default priors)":
             lambda X, s: BayesianGMM(K, random_state=s, device=device).fit(X),
+        "bayesgmm VI posterior predictive (default priors)":
+            lambda X, s: BayesianGMM(K, inference="vi", n_samples=200, random_state=s,
+                                     device=device).fit(X),
         "bayesgmm MAP (first release's priors)":
             lambda X, s: BayesianGMM(K, random_state=s, device=device, priors=Priors(
                 covariance_scale=(0.1 * X.std(0)) ** 2)).fit(X),

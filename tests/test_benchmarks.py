@@ -51,7 +51,8 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
-                 "accuracy_covariance", "missing_values", "large_data", "small_n"):
+                 "accuracy_covariance", "missing_values", "large_data", "small_n",
+                 "posterior_speed"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -212,10 +213,23 @@ def test_small_n_quick(tmp_path):
     assert r["benchmark"] == "small_n" and r["quick"] is True
     assert r["machine"]["device"] == "cpu" and r["machine"]["torch"]
     rows = {row["method"]: row for row in r["rows"]}
-    assert len(rows) == 4 and all(row["n"] == 30 and row["seeds"] == 2 for row in rows.values())
+    assert len(rows) == 5 and all(row["n"] == 30 and row["seeds"] == 2 for row in rows.values())
     # Gaps to the truth are negative (no fit beats the truth on average
     # over 500 held-out points by much), and the default MAP beats maximum
     # likelihood here (n = 30: ML overfits).
     for row in rows.values():
         assert row["mean"] < 0.05 and len(row["per_seed"]) == 2
     assert rows["bayesgmm MAP (default priors)"]["mean"] > rows["sklearn GaussianMixture (ML)"]["mean"]
+
+
+def test_posterior_speed_quick(tmp_path):
+    r = run_script("posterior_speed", tmp_path)
+    assert r["benchmark"] == "posterior_speed" and r["quick"] is True
+    rows = {row["method"]: row for row in r["rows"]}
+    assert rows["bayesgmm NUTS, 4 chains"]["max_rhat"] > 0.9
+    assert all(row["seconds"] > 0 for row in rows.values())
+    # Every fit of the synthetic data scored (quick: 50 VI steps, figures
+    # not meaningful); the default MAP fit is the best of the three here.
+    lls = {m: row["heldout_loglik"] for m, row in rows.items() if row["heldout_loglik"] is not None}
+    assert len(lls) == 3 and all(np.isfinite(v) for v in lls.values())
+    assert lls["bayesgmm MAP (default)"] == max(lls.values())

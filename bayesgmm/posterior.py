@@ -1,0 +1,775 @@
+"""Posterior inference for the Bayesian Gaussian mixture: NUTS and
+variational inference on the same Pyro model as the MAP fit.
+
+The MAP fit (:class:`~bayesgmm.BayesianGMM` with ``inference="map"``) gives
+one point; this module gives draws from (an approximation of) the whole
+posterior p(weights, means, covariances | X) of
+:func:`bayesgmm.models.gmm_model`, starting from that point.  Both engines
+run in the fit's standardised frame on :func:`~bayesgmm.models.gmm_model`
+itself, with the discrete ``assignment`` site summed out by Pyro's
+enumeration (the model is ``@config_enumerate``; ``max_plate_nesting=1``),
+so the sampled density is exactly the one the MAP maximises (two
+changes of coordinates that leave it as it is: a Wishart site is sampled
+through :class:`PositiveDefiniteVector`, since torch has no bijection onto
+positive definite matrices, and one component's weight, the constant 1, is
+conditioned on):
+
+* :func:`sample_nuts`: Pyro's ``NUTS`` kernel driven by ``pyro.infer.MCMC``,
+  one chain after another in this process, each started from a draw of the
+  Laplace approximation at the MAP.
+* :func:`fit_vi`: an ``AutoMultivariateNormal`` guide over the continuous
+  sites fitted by ``SVI`` with ``TraceEnum_ELBO``, started at the MAP.
+
+:func:`run` chains an engine with the post-processing every caller needs:
+draws taken to the data's units in scikit-learn's layouts
+(:meth:`~bayesgmm.priors.Standardizer.params_from_std`), every draw's
+components relabelled to match the MAP's
+(:func:`~bayesgmm.alignment.match_components`: label switching), and for
+NUTS split R-hat and effective sample sizes (:func:`diagnostics`) with a
+warning when they say the chains have not converged
+(:func:`check_convergence`).
+
+Why the posterior runs in float64 whatever the fit's ``dtype``: HMC accepts
+or rejects a trajectory on an energy difference of order 1 between log
+joints of order N, and float32 rounds a log joint of 1e5 nats to ~0.01; the
+cost on the small problems NUTS suits is the same (the time per gradient is
+overhead, not arithmetic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+from pyro.infer import (MCMC, NUTS, SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Predictive,
+                        Trace_ELBO, TraceEnum_ELBO)
+from pyro.infer.autoguide import AutoMultivariateNormal
+from pyro.infer.autoguide.initialization import init_to_value
+from pyro.infer.mcmc.util import initialize_model
+from pyro.infer.reparam.reparam import Reparam
+from pyro.ops.integrator import potential_grad
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+from torch.distributions import Transform, biject_to, constraints
+
+from . import covariance as cov_module
+from .alignment import match_components
+from .covariance import Covariance
+from .fitting import pyro_session
+from .models import gmm_model
+from .priors import MixtureParams, PriorTensors, Standardizer
+
+__all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
+           "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
+           "fit_vi", "vi_converged", "laplace_variances", "diagnostics", "check_convergence",
+           "to_data_units", "align_draws", "predictive_mixture"]
+
+Inference = Literal["map", "vi", "nuts"]
+#: The ``inference`` options of :class:`~bayesgmm.BayesianGMM`.
+INFERENCE_OPTIONS = ("map", "vi", "nuts")
+#: Names of the draws, in the data's units (the fitted attributes' names
+#: without the trailing underscore).
+DRAW_NAMES = ("weights", "means", "covariances")
+
+#: Split R-hat above which the chains count as not converged (Vehtari et
+#: al. 2021 recommend 1.01).
+RHAT_THRESHOLD = 1.01
+#: Effective draws per chain below which the effective sample size counts
+#: as low (ArviZ's rule: 100 per chain, for reliable R-hat and quantiles).
+MIN_ESS_PER_CHAIN = 100
+#: Particles of the final ELBO estimate (its Monte Carlo error is about
+#: the per-particle spread / 8).
+ELBO_PARTICLES = 64
+# Step of the finite differences of the Laplace approximation's Hessian
+# (unconstrained coordinates, float64: truncation error ~h^2, rounding
+# ~1e-16 / h, both far below what a mass matrix needs).
+_HESSIAN_STEP = 1e-4
+# Weights start at least this far inside the simplex: the unconstrained
+# (stick-breaking) image of a weight of 0 is -inf.
+_MIN_START_WEIGHT = 1e-6
+
+
+@dataclass(frozen=True)
+class PosteriorSettings:
+    """Validated settings of one posterior run.
+
+    ``n_samples`` draws in all (NUTS: ``ceil(n_samples / n_chains)`` per
+    chain, after ``n_warmup`` warmup iterations each); ``max_tree_depth``
+    and ``target_accept`` are NUTS's; ``max_steps``, ``tol`` (nats per
+    point per step) and ``learning_rate`` the variational fit's; ``jit``
+    compiles the potential (NUTS) or the ELBO (VI) with ``torch.jit``,
+    falling back to eager with a warning if tracing fails."""
+
+    method: Literal["vi", "nuts"]
+    n_samples: int = 1000
+    n_chains: int = 4
+    n_warmup: int = 300
+    max_tree_depth: int = 10
+    target_accept: float = 0.8
+    jit: bool = True
+    max_steps: int = 1000
+    tol: float = 1e-5
+    learning_rate: float = 0.01
+    progress: bool = False
+
+
+@dataclass
+class Posterior:
+    """The result of :func:`run`.
+
+    ``samples``: {"weights": (S, K), "means": (S, K, D), "covariances": (S,
+    ...)} float64 arrays in the data's units, the covariances in
+    scikit-learn's layout of the covariance type, every draw's components in
+    the MAP's order; the S draws of NUTS are the chains' draws one chain
+    after another (``n_chains`` equal blocks).  NUTS also gives ``rhat`` and
+    ``ess`` (per element of each draw, same keys) and ``n_divergent``; VI
+    ``elbo`` (in the standardised frame: the caller shifts it to the data's
+    units), ``n_steps`` and ``converged``."""
+
+    method: str
+    samples: dict
+    n_chains: int = 1
+    rhat: Optional[dict] = None
+    ess: Optional[dict] = None
+    n_divergent: Optional[int] = None
+    elbo: Optional[float] = None
+    n_steps: Optional[int] = None
+    converged: Optional[bool] = None
+    losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+# ----------------------------------------------------------------------------
+# The model, as the engines see it
+# ----------------------------------------------------------------------------
+class PositiveDefiniteVector(Transform):
+    """Bijection from R^(D(D+1)/2) onto D x D positive definite matrices:
+    the vector fills the lower triangle of L row by row (``tril_indices``
+    order), the diagonal through exp, and the matrix is L L^T.
+
+    torch registers no bijection for ``constraints.positive_definite``
+    (``transform_to`` maps D x D matrices, D^2 numbers for D(D+1)/2 degrees
+    of freedom: a sampler would drift without bound in the ignored ones),
+    so NUTS and autoguides cannot take a Wishart site as it is; this one is
+    a change of variables with the exact Jacobian,
+    log |d(L L^T)/du| = D log 2 + sum_j (D - j + 1) u_jj (j = 0..D-1, u_jj
+    the diagonal entries before exp)."""
+
+    domain = constraints.independent(constraints.real, 1)
+    codomain = constraints.positive_definite
+    bijective = True
+
+    def __init__(self, n_features: int, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.D = n_features
+        rows, cols = torch.tril_indices(n_features, n_features)
+        self._rows, self._cols = rows, cols
+        self._diag = torch.nonzero(rows == cols).squeeze(-1)       # positions in the vector
+
+    def __eq__(self, other):
+        return isinstance(other, PositiveDefiniteVector) and other.D == self.D
+
+    def with_cache(self, cache_size=1):
+        return self if self._cache_size == cache_size else PositiveDefiniteVector(self.D,
+                                                                                  cache_size)
+
+    def _lower(self, u: torch.Tensor) -> torch.Tensor:
+        D = self.D
+        v = u.clone()
+        d = self._diag.to(u.device)
+        v[..., d] = u[..., d].exp()
+        L = u.new_zeros(u.shape[:-1] + (D, D))
+        L[..., self._rows.to(u.device), self._cols.to(u.device)] = v
+        return L
+
+    def _call(self, u: torch.Tensor) -> torch.Tensor:
+        L = self._lower(u)
+        return L @ L.transpose(-1, -2)
+
+    def _inverse(self, M: torch.Tensor) -> torch.Tensor:
+        L = torch.linalg.cholesky(M)
+        v = L[..., self._rows.to(M.device), self._cols.to(M.device)]
+        d = self._diag.to(M.device)
+        v = v.clone()
+        v[..., d] = v[..., d].log()
+        return v
+
+    def log_abs_det_jacobian(self, u: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        D = self.D
+        power = torch.arange(D + 1, 1, -1, dtype=u.dtype, device=u.device)   # D + 1 - j
+        return D * math.log(2.0) + (u[..., self._diag.to(u.device)] * power).sum(-1)
+
+    def forward_shape(self, shape):
+        return tuple(shape[:-1]) + (self.D, self.D)
+
+    def inverse_shape(self, shape):
+        return tuple(shape[:-2]) + (self.D * (self.D + 1) // 2,)
+
+
+class _VectorReparam(Reparam):
+    """A site with support ``transform.codomain`` sampled as its preimage
+    under ``transform``: a new site ``{name}_vector`` whose density is the
+    site's pushed through the inverse (``TransformedDistribution``: the
+    same joint density, Jacobian included), and the original site a
+    deterministic function of it (as Pyro's ``TransformReparam`` does).  Not a
+    second model: the same ``gmm_model``, in other coordinates for one site."""
+
+    def __init__(self, transform: Transform):
+        self.transform = transform
+
+    def apply(self, msg):
+        name, fn, value = msg["name"], msg["fn"], msg["value"]
+        t = self.transform
+        u = pyro.sample(f"{name}{_VECTOR}", dist.TransformedDistribution(fn, [t.inv]),
+                        obs=None if value is None else t.inv(value),
+                        infer={"is_observed": msg["is_observed"]})
+        if value is None:
+            value = t(u)
+        # A deterministic site: the Delta's log density at its own value is
+        # 0 in the value's dtype (``.mask(False)``, as TransformReparam
+        # writes it, returns a float32 zero that breaks float64 models).
+        return {"fn": dist.Delta(value, event_dim=fn.event_dim), "value": value,
+                "is_observed": True}
+
+
+_VECTOR = "_vector"
+
+
+class _Target:
+    """:func:`gmm_model` on the data as the engines see it, built once per
+    run: the data closed over (the engines call it without arguments), and
+    two adjustments that leave the posterior as it is:
+
+    * one component: the weight vector is the constant [1] (a Dirichlet of
+      one category has no free parameter; an empty unconstrained vector
+      trips up both the step size search and the guide), so the site is
+      conditioned on it;
+    * a covariance site whose support torch cannot map bijectively to
+      unconstrained space (the Wishart precisions of "full" and "tied") is
+      sampled as its :class:`PositiveDefiniteVector` preimage
+      (:class:`_VectorReparam`).
+
+    ``latent`` names the sites the engines infer, ``start`` the MAP as
+    their values (``init_values`` for ``init_to_value``); :meth:`site_values`
+    turns the engines' draws back into ``weights``, ``means`` and the
+    family's site."""
+
+    def __init__(self, X: torch.Tensor, pt: PriorTensors, family: Covariance,
+                 start: MixtureParams, weight: Optional[torch.Tensor]):
+        K, D = start.means.shape[-2:]
+        self.K, self.family = K, family
+        try:
+            biject_to(family.constraint)
+            self.transform = None
+        except NotImplementedError:
+            self.transform = PositiveDefiniteVector(D)
+
+        def model():
+            return gmm_model(X, pt, K, family, weight=weight)
+        if self.transform is not None:
+            model = poutine.reparam(model, config={family.site: _VectorReparam(self.transform)})
+        if K == 1:
+            model = poutine.condition(model, data={"weights": torch.ones(1, dtype=X.dtype,
+                                                                         device=X.device)})
+        self.model = model
+        w = start.weights.clamp_min(_MIN_START_WEIGHT)
+        cov = start.cov if self.transform is None else self.transform.inv(start.cov)
+        values = {"weights": w / w.sum(-1, keepdim=True), "means": start.means,
+                  self.cov_site: cov}
+        self.latent = tuple(k for k in ("weights", "means", self.cov_site)
+                            if not (k == "weights" and K == 1))
+        self.start = {k: values[k].detach().clone() for k in self.latent}
+        # Pyro's init handlers see the reparametrised site under its own
+        # name before the reparametrisation does (which then takes the value
+        # given): init_to_value needs the matrix too.
+        self.init_values = dict(self.start)
+        if self.transform is not None:
+            self.init_values[family.site] = start.cov.detach().clone()
+
+    @property
+    def cov_site(self) -> str:
+        return self.family.site + (_VECTOR if self.transform is not None else "")
+
+    def site_values(self, draws: dict) -> dict:
+        """Draws {latent site: (C, S, ...)} as {"weights", "means", family
+        site} with the sites' own shapes (a vectorised guide's draws carry
+        an extra dimension of 1 for the weights)."""
+        C, S = draws["means"].shape[:2]
+        out = {k: draws[k].reshape((C, S) + self.start[k].shape) for k in self.latent}
+        if self.transform is not None:
+            out[self.family.site] = self.transform(out.pop(self.cov_site))
+        if self.K == 1:
+            ref = out["means"]
+            out["weights"] = torch.ones((C, S, 1), dtype=ref.dtype, device=ref.device)
+        return {k: v.detach() for k, v in out.items()}
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """Silence the tracer's notes on Python control flow in the model (the
+    data are constants of the trace, so the branches they take are fixed)
+    and torch's deprecation notice of ``torch.jit.trace``, which Pyro's JIT
+    options use; every other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*torch.tensor results are registered as "
+                                                  "constants.*")
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated.*")
+        yield
+
+
+# ----------------------------------------------------------------------------
+# NUTS
+# ----------------------------------------------------------------------------
+class _LaplaceNUTS(NUTS):
+    """NUTS whose warmup starts from a given diagonal inverse mass matrix
+    (the Laplace approximation's variances) instead of the identity.
+
+    In the standardised frame the posterior's scales still span orders of
+    magnitude (a mean known to sigma_k / sqrt(N_k), a weight's logit to
+    ~1 / sqrt(N)): with a unit mass matrix the first warmup iterations
+    build trees of up to hundreds of leapfrog steps.  Started from the
+    Laplace variances they take a handful (iris, K = 2, 4 chains of 200
+    warmup and 250 draws: 68 s -> 45 s); the warmup windows still
+    re-estimate the matrix from the draws."""
+
+    def __init__(self, potential_fn, inverse_mass: Optional[torch.Tensor], **kwargs):
+        super().__init__(potential_fn=potential_fn, **kwargs)
+        self._start_inverse_mass = inverse_mass
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        super().setup(warmup_steps, *args, **kwargs)
+        if self._start_inverse_mass is not None:
+            (block,) = self.inverse_mass_matrix.keys()   # one diagonal block, sites sorted
+            self.mass_matrix_adapter.inverse_mass_matrix = {block: self._start_inverse_mass}
+            # The step size was searched for the unit mass matrix; search
+            # again for this one (Pyro has no public hook for it).
+            self._adapter.reset_step_size_adaptation(self.initial_params)
+
+
+def _flatten(z: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], dict]]:
+    """Sites -> one vector in the order of NUTS's mass matrix (sites sorted
+    by name, each flattened), and the inverse map."""
+    names = sorted(z)
+    shapes = [z[k].shape for k in names]
+    flat = torch.cat([z[k].reshape(-1) for k in names])
+
+    def unflatten(v: torch.Tensor) -> dict:
+        out, i = {}, 0
+        for k, s in zip(names, shapes):
+            n = int(np.prod(s, dtype=np.int64))
+            out[k] = v[i:i + n].reshape(s)
+            i += n
+        return out
+    return flat, unflatten
+
+
+def laplace_variances(potential_fn: Callable[[dict], torch.Tensor], z: dict) -> torch.Tensor:
+    """Marginal variances of the Laplace approximation at ``z`` (unconstrained
+    sites; the vector in :func:`_flatten`'s order): the diagonal of the
+    inverse Hessian of the potential, or 1 / its diagonal where the Hessian
+    is not positive definite (``z`` not a mode in these coordinates), 1
+    where even that is not positive; clipped to [1e-8, 1e2]."""
+    flat, unflatten = _flatten({k: v.detach() for k, v in z.items()})
+
+    def grad(v: torch.Tensor) -> torch.Tensor:
+        g, _ = potential_grad(potential_fn, unflatten(v))
+        return _flatten(g)[0]
+    # Central differences of the gradient, 2P gradients: a mass matrix needs
+    # no more precision, and double backward through the model pulls in
+    # torch._dynamo on its first use (1.6 s, more than the whole warmup of
+    # a small problem).
+    h = _HESSIAN_STEP
+    eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device) * h
+    H = torch.stack([(grad(flat + e) - grad(flat - e)) / (2 * h) for e in eye])
+    H = 0.5 * (H + H.T)
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) == 0:
+        var = torch.diagonal(torch.cholesky_inverse(L))
+    else:
+        d = torch.diagonal(H)
+        var = torch.where(d > 0, 1.0 / d, torch.ones_like(d))
+    var = torch.nan_to_num(var, nan=1.0, posinf=1.0, neginf=1.0)
+    return var.clamp(1e-8, 1e2).detach()
+
+
+def _potential(model, values: dict, jit: bool):
+    """Pyro's potential energy of ``model`` (the enumerated log joint and
+    the Jacobians of the transforms to unconstrained space), its
+    transforms, and the MAP in unconstrained coordinates: what
+    ``NUTS(model)`` builds for itself (:func:`pyro.infer.mcmc.util.initialize_model`),
+    built once here so that every chain shares the compiled potential.
+    ``jit``: with ``torch.jit``, falling back to eager (with a warning)
+    if tracing fails."""
+    def build(j: bool):
+        init, potential_fn, transforms, _ = initialize_model(
+            model, max_plate_nesting=1, jit_compile=j, skip_jit_warnings=True,
+            init_strategy=init_to_value(values=values))
+        potential_fn(init)      # traces now, so that a failure falls back here
+        return init, potential_fn, transforms
+    if jit:
+        try:
+            return build(True)
+        except Exception as exc:  # tracing is best effort
+            warnings.warn(f"torch.jit tracing of the NUTS potential failed ({type(exc).__name__}: "
+                          f"{exc}); sampling with the eager potential (slower)", RuntimeWarning,
+                          stacklevel=4)
+    return build(False)
+
+
+def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
+                settings: PosteriorSettings, seed: int, weight: Optional[torch.Tensor] = None
+                ) -> tuple[dict, int]:
+    """NUTS draws of the continuous sites of :func:`gmm_model`.
+
+    Parameters
+    ----------
+    X : tensor of shape (N, D)
+        The data in the standardised frame (float64; NaN entries missing).
+    pt : PriorTensors
+        The priors in the same frame and dtype.
+    family : Covariance
+    start : MixtureParams
+        The MAP (batch shape ()), the chains' starting point.
+    settings : PosteriorSettings
+    seed : int
+        Seeds chain c with ``seed + c`` (the caller's torch RNG is untouched).
+    weight : tensor of shape (N,), optional
+        Sample weights (the model's ``weight``).
+
+    Returns
+    -------
+    draws : dict
+        {site: tensor of shape (n_chains, draws per chain, ...)} in the
+        standardised frame (``weights`` included for K = 1, as ones).
+    n_divergent : int
+        Divergent transitions after warmup, summed over the chains (not
+        counted with fewer than 4 draws per chain).
+
+    Notes
+    -----
+    The kernel is Pyro's NUTS on the potential of ``gmm_model`` with the
+    assignments enumerated (``max_plate_nesting=1``), built once by
+    :func:`pyro.infer.mcmc.util.initialize_model` with
+    ``init_strategy=init_to_value(values=MAP)``, as ``NUTS(model)`` does
+    internally, and compiled with ``torch.jit`` when ``settings.jit``
+    (measured: 3 ms per gradient against 10 ms eager, iris, K = 2).
+    Chains run one after another in this process, each its own
+    ``MCMC(num_chains=1)``: Pyro runs ``num_chains > 1`` in worker
+    processes only when the machine has more cores than chains (else,
+    sequentially with a warning), so the results would depend on the
+    machine; sequential chains do not, and share the compiled potential.
+    Chain c starts at a draw of the Laplace approximation at the MAP
+    (unconstrained coordinates: MAP + sd * N(0, 1)), dispersed about the
+    mode so that R-hat can see chains that have not forgotten their start,
+    and its warmup starts from the Laplace variances as inverse mass matrix
+    (:class:`_LaplaceNUTS`).
+    """
+    target = _Target(X, pt, family, start, weight)
+    per_chain = -(-settings.n_samples // settings.n_chains)
+    with pyro_session(seed, X.device), _quiet_tracing():
+        init, potential_fn, transforms = _potential(target.model, target.init_values,
+                                                    settings.jit)
+        var = laplace_variances(potential_fn, init)
+        flat0, unflatten = _flatten(init)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        chains, n_divergent = [], 0
+        sd = var.sqrt()
+        for c in range(settings.n_chains):
+            noise = torch.randn(flat0.shape, generator=gen, dtype=flat0.dtype).to(flat0.device)
+            z0 = unflatten(flat0.detach() + sd * noise)
+            torch.manual_seed(seed + c)
+            kernel = _LaplaceNUTS(potential_fn, var, max_tree_depth=settings.max_tree_depth,
+                                  target_accept_prob=settings.target_accept)
+            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=settings.n_warmup,
+                        initial_params=z0, transforms=transforms,
+                        disable_progbar=not settings.progress)
+            mcmc.run()
+            chains.append(mcmc.get_samples(group_by_chain=True))
+            # MCMC.diagnostics also computes each chain's R-hat, which needs
+            # 4 draws: below that (R-hat is then reported as not computable)
+            # divergences go uncounted.
+            if per_chain >= 4:
+                n_divergent += sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
+    draws = {k: torch.cat([ch[k] for ch in chains]) for k in chains[0]}
+    return target.site_values(draws), n_divergent
+
+
+# ----------------------------------------------------------------------------
+# Variational inference
+# ----------------------------------------------------------------------------
+def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
+           settings: PosteriorSettings, seed: int, weight: Optional[torch.Tensor] = None,
+           callback=None) -> tuple[dict, float, int, bool, np.ndarray]:
+    """Variational posterior of the continuous sites of :func:`gmm_model`.
+
+    The guide is ``AutoMultivariateNormal``: one Gaussian over all the
+    unconstrained sites jointly.  Not ``AutoNormal``, whose mean-field
+    factors cannot express the posterior's correlations (a weight against
+    the mean and spread of its component when components overlap; the
+    entries of one precision matrix), which the posterior predictive and
+    the credible intervals of derived quantities inherit; the price, a
+    dense Cholesky factor over K (1 + D + D(D+1)/2) numbers, is small at the
+    sizes a mixture has.  It is fitted by ``SVI`` with
+    ``TraceEnum_ELBO(max_plate_nesting=1)`` (the assignments summed out
+    exactly; ``JitTraceEnum_ELBO`` with ``settings.jit``, 2.3x faster on
+    iris), started with its mean at the MAP (``init_to_value``) and a small
+    scale.
+
+    The step budget is the convergence control: ``ClippedAdam`` at
+    ``settings.learning_rate`` decaying tenfold over ``max_steps`` steps,
+    all of which run (the iterates' noise is set by the final step size).
+    A tolerance rule on the one-particle ELBO stopped too early: on iris
+    the loss flattens within ~400 steps while the guide's mean and scales
+    still drift (a component mean stopped 1.3 posterior sd from where the
+    full schedule puts it, next to NUTS's), so the tolerance only checks
+    the end (:func:`vi_converged`, reported as ``converged``).
+
+    Parameters are those of :func:`sample_nuts`; ``callback(it, loss)`` is
+    called after every step.
+
+    Returns
+    -------
+    draws : dict
+        {site: tensor of shape (1, n_samples, ...)}, standardised frame.
+    elbo : float
+        The final ELBO (standardised frame), estimated with
+        :data:`ELBO_PARTICLES` particles.
+    n_steps : int
+    converged : bool
+        :func:`vi_converged` over the last two fifths of the steps.
+    losses : ndarray
+        The loss (-ELBO, one particle) of every step.
+    """
+    target = _Target(X, pt, family, start, weight)
+    model, sites = target.model, target.latent
+    N = float(X.shape[0] if weight is None else weight.sum())
+    lrd = 0.1 ** (1.0 / max(settings.max_steps, 1))
+    with pyro_session(seed, X.device), _quiet_tracing():
+        guide = AutoMultivariateNormal(poutine.block(model, expose=list(sites)),
+                                       init_loc_fn=init_to_value(values=target.init_values),
+                                       init_scale=0.05)
+        optim = pyro.optim.ClippedAdam({"lr": settings.learning_rate, "lrd": lrd})
+
+        def make(jit: bool) -> SVI:
+            return SVI(model, guide, optim, _elbo(jit, weight is not None))
+        svi = make(settings.jit)
+        losses = np.empty(settings.max_steps)
+        for it in range(settings.max_steps):
+            try:
+                loss = svi.step()
+            except Exception as exc:  # only the JIT path's first step may fail
+                if not (settings.jit and it == 0):
+                    raise
+                warnings.warn(f"the JIT-compiled ELBO failed ({type(exc).__name__}: {exc}); "
+                              f"falling back to the eager one", RuntimeWarning, stacklevel=2)
+                svi = make(False)
+                loss = svi.step()
+            if callback is not None:
+                callback(it + 1, loss)
+            if not math.isfinite(loss):
+                raise ValueError(
+                    f"the variational fit diverged (non-finite ELBO) at step {it + 1}: lower "
+                    f"learning_rate (now {settings.learning_rate}) or use inference='nuts'")
+            losses[it] = loss
+        converged = vi_converged(losses, max(1, settings.max_steps // 5), N, settings.tol)
+        with torch.no_grad():
+            elbo = -_elbo(False, weight is not None, ELBO_PARTICLES).loss(model, guide)
+            draws = Predictive(guide, num_samples=settings.n_samples, parallel=True,
+                               return_sites=list(sites))()
+    # Predictive's vectorising plate sits left of the model's plates: (S, 1, K)
+    # for the weights; site_values restores the sites' own shapes.
+    draws = target.site_values({k: v.unsqueeze(0) for k, v in draws.items()})
+    return draws, float(elbo), settings.max_steps, converged, losses
+
+
+def _elbo(jit: bool, weighted: bool, num_particles: int = 1):
+    """``TraceEnum_ELBO`` enumerating the assignments (``JitTraceEnum_ELBO``
+    with ``jit``); ``Trace_ELBO`` for a weighted model, which sums the
+    assignments out itself (enumeration takes only scalar scales), so
+    there is nothing to enumerate."""
+    if weighted:
+        return (JitTrace_ELBO(num_particles=num_particles, ignore_jit_warnings=True) if jit
+                else Trace_ELBO(num_particles=num_particles))
+    return (JitTraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles,
+                              ignore_jit_warnings=True) if jit
+            else TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles))
+
+
+def vi_converged(losses, window: int, n_points: float, tol: float) -> bool:
+    """Whether a variational fit ended on a plateau: the mean loss of the
+    last ``window`` steps improves on the mean of the ``window`` before by
+    less than ``tol`` nats per point per step.
+
+    Means, not the best values of :func:`bayesgmm.fitting.svi_converged`
+    (the MAP's rule): each loss is a one-particle Monte Carlo estimate,
+    and a mean over a window averages its noise down by sqrt(window)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.size < 2 * window:
+        return False
+    before = float(np.mean(losses[-2 * window:-window]))
+    recent = float(np.mean(losses[-window:]))
+    return (before - recent) / (window * n_points) < tol
+
+
+# ----------------------------------------------------------------------------
+# Post-processing
+# ----------------------------------------------------------------------------
+def to_data_units(draws: dict, std: Standardizer, family: Covariance) -> dict:
+    """Site draws of the standardised frame ({site: (..., K, ...)}, any
+    leading batch dims) as {"weights", "means", "covariances"} numpy
+    float64 arrays in the data's units, covariances in scikit-learn's layout
+    (:meth:`Standardizer.params_from_std`, batched)."""
+    params = MixtureParams(draws["weights"], draws["means"], draws[family.site])
+    w, m, c = std.params_from_std(params, family)
+    return {"weights": w, "means": m, "covariances": np.asarray(c, dtype=np.float64)}
+
+
+def align_draws(samples: dict, reference: tuple, family: Covariance) -> dict:
+    """Every draw's components reordered to match the reference mixture's
+    (``reference`` = (weights, means, covariances), the MAP), each draw by
+    its own permutation (:func:`~bayesgmm.alignment.match_components`, with
+    weights and covariances): label switching between or within chains
+    undone.  ``samples`` have leading dims (S,); a shared (tied)
+    covariance has no component axis and is left as it is."""
+    w, m, c = samples["weights"], samples["means"], samples["covariances"]
+    K = w.shape[-1]
+    if K == 1:
+        return dict(samples)
+    perm = match_components(reference[1], m, reference[2], c, reference[0], w,
+                            covariance_type=family.name)                   # (S, K)
+
+    def take(a: np.ndarray) -> np.ndarray:
+        idx = perm.reshape(perm.shape + (1,) * (a.ndim - 2))
+        return np.take_along_axis(a, idx, axis=1)
+    return {"weights": take(w), "means": take(m),
+            "covariances": take(c) if family.per_component else c}
+
+
+def diagnostics(grouped: dict) -> tuple[dict, dict]:
+    """Split R-hat and effective sample size of every element of every
+    draw array, ``grouped`` {name: (n_chains, draws per chain, ...)}
+    (:func:`pyro.ops.stats.split_gelman_rubin`,
+    :func:`~pyro.ops.stats.effective_sample_size`).  Returns two dicts of
+    arrays of the elements' shapes.  An element that is constant over every
+    draw (the weight of a single component) has R-hat 1 and an effective
+    sample size equal to the number of draws; with fewer than 4 draws per
+    chain both are NaN (not computable)."""
+    rhat, ess = {}, {}
+    for name, a in grouped.items():
+        t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+        if t.shape[1] < 4:       # split R-hat needs two halves of 2 draws per chain
+            r = e = np.full(tuple(t.shape[2:]), math.nan)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                r = split_gelman_rubin(t, chain_dim=0, sample_dim=1).numpy()
+                e = effective_sample_size(t, chain_dim=0, sample_dim=1).numpy()
+        const = np.ptp(t.numpy().reshape((-1,) + tuple(t.shape[2:])), axis=0) == 0
+        rhat[name] = np.where(const, 1.0, r)
+        ess[name] = np.where(const, float(t.shape[0] * t.shape[1]), e)
+    return rhat, ess
+
+
+def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int = 0,
+                      sites: Optional[dict] = None, max_rhat: float = RHAT_THRESHOLD,
+                      min_ess: Optional[float] = None, stacklevel: int = 2) -> list:
+    """Warn (one ``UserWarning``) when NUTS's diagnostics say the draws are
+    not to be trusted: a split R-hat above ``max_rhat`` (default 1.01), an
+    effective sample size below ``min_ess`` (default
+    :data:`MIN_ESS_PER_CHAIN` x ``n_chains``), or divergent transitions.
+    ``sites`` maps a draw's name to its Pyro site's when they differ.
+    Returns the problems found (empty: no warning)."""
+    sites = sites or {}
+    if min_ess is None:
+        min_ess = MIN_ESS_PER_CHAIN * n_chains
+    problems = []
+    for name, r in rhat.items():
+        r = np.asarray(r, dtype=np.float64)
+        worst = float(np.nanmax(r)) if r.size and not np.all(np.isnan(r)) else math.nan
+        where = f" (Pyro site {sites[name]!r})" if name in sites and sites[name] != name else ""
+        if math.isnan(worst):
+            problems.append(f"R-hat of {name!r}{where} could not be computed (fewer than 4 "
+                            f"draws per chain)")
+        elif worst > max_rhat:
+            problems.append(f"R-hat of {name!r}{where} is {worst:.3f} > {max_rhat}")
+    for name, e in ess.items():
+        e = np.asarray(e, dtype=np.float64)
+        low = float(np.nanmin(e)) if e.size and not np.all(np.isnan(e)) else math.nan
+        where = f" (Pyro site {sites[name]!r})" if name in sites and sites[name] != name else ""
+        if not low >= min_ess:          # NaN included: not computable
+            problems.append(f"effective sample size of {name!r}{where} is {low:.0f} < "
+                            f"{min_ess:.0f}")
+    if n_divergent:
+        problems.append(f"{n_divergent} divergent transition(s) after warmup")
+    if problems:
+        warnings.warn(
+            "NUTS draws may not represent the posterior: " + "; ".join(problems)
+            + ". Remedy: more warmup and more draws (raise n_warmup and n_samples; more "
+            "n_chains for R-hat), and check that the MAP fit converged", UserWarning,
+            stacklevel=stacklevel)
+    return problems
+
+
+def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
+        std: Standardizer, reference: tuple, settings: PosteriorSettings, seed: int,
+        weight: Optional[torch.Tensor] = None, callback=None, stacklevel: int = 1) -> Posterior:
+    """The posterior by ``settings.method`` ("nuts" or "vi") from the MAP
+    ``start`` (standardised frame, float64 tensors like ``X`` and ``pt``),
+    in the data's units and the MAP's component order: engine, then
+    :func:`to_data_units`, :func:`align_draws` (to ``reference``, the MAP's
+    (weights, means, covariances) in the data's units) and, for NUTS,
+    :func:`diagnostics` on the aligned draws and :func:`check_convergence`
+    (``stacklevel``: that of a warning issued by this function, 1 for this
+    line); for VI a warning when the fit had not reached a plateau
+    (:func:`vi_converged`)."""
+    if settings.method == "nuts":
+        draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
+        out = Posterior("nuts", {}, settings.n_chains, n_divergent=n_div)
+    elif settings.method == "vi":
+        draws, elbo, n_steps, converged, losses = fit_vi(X, pt, family, start, settings, seed,
+                                                         weight, callback)
+        out = Posterior("vi", {}, 1, elbo=elbo, n_steps=n_steps, converged=converged,
+                        losses=losses)
+        if not converged:
+            warnings.warn(
+                f"the variational fit was still improving at the end of its {n_steps} steps "
+                f"(the mean ELBO of the last fifth of the steps beat the fifth before by more "
+                f"than tol={settings.tol} nats per point per step): raise max_iter",
+                UserWarning, stacklevel=stacklevel)
+    else:
+        raise ValueError(f"posterior method must be 'nuts' or 'vi', got {settings.method!r}")
+    C, S = draws["means"].shape[:2]
+    units = to_data_units({k: v.reshape((C * S,) + v.shape[2:]) for k, v in draws.items()},
+                          std, family)
+    samples = align_draws(units, reference, family)
+    if settings.method == "nuts":
+        grouped = {k: v.reshape((C, S) + v.shape[1:]) for k, v in samples.items()}
+        out.rhat, out.ess = diagnostics(grouped)
+        check_convergence(out.rhat, out.ess, C, n_divergent=out.n_divergent,
+                          sites={"covariances": family.site}, stacklevel=stacklevel + 1)
+    out.samples = samples
+    return out
+
+
+def predictive_mixture(samples: dict, family: Covariance) -> tuple:
+    """The posterior predictive as one mixture: S draws of K components are
+    S K components of weight w_sk / S (the average of the draws' densities),
+    component j = s K + k.  Returns (weights (S K,), means (S K, D),
+    covariances in the layout of the returned family, that family); a
+    shared (tied) covariance becomes one full matrix per component, since
+    it differs between draws."""
+    w, m, c = samples["weights"], samples["means"], samples["covariances"]
+    S, K, D = m.shape
+    weights = (w / S).reshape(S * K)
+    means = m.reshape(S * K, D)
+    if family.per_component:
+        return weights, means, c.reshape((S * K,) + c.shape[2:]), family
+    full = np.repeat(c[:, None], K, axis=1).reshape(S * K, D, D)
+    return weights, means, full, cov_module.get("full", D)

@@ -1,0 +1,92 @@
+"""Posterior inference, timed side by side: NUTS on iris ``petal_length``
+(K=2, 4 chains, the estimator's defaults: 300 warmup and 1000 kept draws)
+with its R-hat, and variational inference (``inference="vi"``) on N=1e5,
+D=2, K=8 against scikit-learn's ``BayesianGaussianMixture`` on the same
+data, each with its held-out log-likelihood per point.
+
+Issue 13's targets: NUTS on iris under a minute on the CPU with R-hat <
+1.01; "vi" at N=1e5 in no more time than ``BayesianGaussianMixture``.
+
+Run ``python benchmarks/posterior_speed.py --help``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def main() -> None:
+    p = C.base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--vi-steps", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.vi_steps, args.repeats = 2000, 50, 1
+    C.apply_threads(args.threads)
+    C.warn_filter()
+    device = C.resolve_device(args.device)
+    from sklearn.mixture import BayesianGaussianMixture
+
+    from bayesgmm import BayesianGMM
+    from bayesgmm.datasets import load_iris, make_mixture
+
+    info = C.machine_info(device)
+    print(C.header("posterior_speed", info))
+    rows = []
+    petal = load_iris()[["petal_length"]]
+    kw = dict(n_samples=40, n_warmup=20) if args.quick else {}
+    secs, rhat = [], []
+    for r in range(args.repeats):
+        t0 = time.perf_counter()
+        g = BayesianGMM(2, inference="nuts", random_state=r, device=device, **kw).fit(petal)
+        secs.append(time.perf_counter() - t0)
+        rhat.append(max(float(np.max(v)) for v in g.rhat_.values()))
+    rows.append({"case": "iris petal_length, K=2", "method": "bayesgmm NUTS, 4 chains",
+                 "seconds": float(np.median(secs)), "all_seconds": secs,
+                 "max_rhat": float(np.max(rhat)), "heldout_loglik": None})
+    print(f"  NUTS iris: median {np.median(secs):.1f} s over {args.repeats}, max R-hat "
+          f"{np.max(rhat):.4f}", flush=True)
+    X, _, _ = make_mixture(args.n, 8, 2, random_state=0)
+    Xte, _, _ = make_mixture(20_000, 8, 2, random_state=0)
+    Xte = Xte[-10_000:]
+    fits = {
+        f"bayesgmm VI ({args.vi_steps} steps)": lambda s: BayesianGMM(
+            8, covariance_type="diag", inference="vi", max_iter=args.vi_steps, n_samples=200,
+            random_state=s, device=device).fit(X),
+        "bayesgmm MAP (default)": lambda s: BayesianGMM(
+            8, covariance_type="diag", random_state=s, device=device).fit(X),
+        "sklearn BayesianGaussianMixture": lambda s: BayesianGaussianMixture(
+            n_components=8, covariance_type="diag", random_state=s, max_iter=1000).fit(X),
+    }
+    for name, fit in fits.items():
+        secs, lls = [], []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            est = fit(r)
+            secs.append(time.perf_counter() - t0)
+            lls.append(float(est.score(Xte)))
+        rows.append({"case": f"make_mixture N={args.n}, D=2, K=8 (diag)", "method": name,
+                     "seconds": float(np.median(secs)), "all_seconds": secs, "max_rhat": None,
+                     "heldout_loglik": float(np.median(lls))})
+        print(f"  {name}: median {np.median(secs):.2f} s, held-out {np.median(lls):.4f}",
+              flush=True)
+    print()
+    print(C.markdown_table(rows, [("case", "case"), ("method", "method"),
+                                  ("seconds", "median s"), ("max_rhat", "max R-hat"),
+                                  ("heldout_loglik", "held-out log-lik / point")]))
+    C.write_json(args.json or C.default_json_path("posterior_speed", device),
+                 {"benchmark": "posterior_speed", "quick": args.quick, "command": C.argv_line(),
+                  "machine": info, "settings": vars(args) | {"json": str(args.json)},
+                  "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

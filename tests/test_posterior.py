@@ -1,0 +1,524 @@
+"""Posterior inference (``inference="nuts"`` and ``"vi"``): draws checked
+against an independent numerical integration of the same posterior, label
+alignment, the posterior predictive against scipy densities, convergence
+diagnostics against the textbook formulas, persistence, and the refused
+combinations.
+
+The NUTS runs are tiny (two chains of tens to a hundred draws), shared by
+module-scoped fixtures; their tolerances are Monte Carlo errors computed
+from the draws' own effective sample sizes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+
+from bayesgmm import BayesianGMM, Priors
+from bayesgmm import posterior as P
+from bayesgmm.covariance import COVARIANCE_TYPES
+
+CPU = dict(device="cpu")
+# Tiny runs: the ESS/plateau warnings are expected and not what these test.
+quiet = pytest.mark.filterwarnings("ignore:NUTS draws may not:UserWarning",
+                                   "ignore:the variational fit was still:UserWarning")
+
+
+def _two_clusters(n_per: int = 60, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(-4.0, 1.0, n_per), rng.normal(4.0, 1.0, n_per)])[:, None]
+
+
+@pytest.fixture(scope="module")
+def k1_data():
+    rng = np.random.default_rng(1)
+    X = rng.normal(1.0, 1.5, size=(25, 1))
+    priors = Priors(mean_loc=0.0, mean_scale=3.0, scale_shape=2.0, scale_rate=2.0)
+    return X, priors
+
+
+@pytest.fixture(scope="module")
+def k1_nuts(k1_data):
+    X, priors = k1_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return BayesianGMM(1, covariance_type="diag", priors=priors, inference="nuts",
+                           n_samples=240, n_chains=2, n_warmup=50, random_state=0, **CPU).fit(X)
+
+
+@pytest.fixture(scope="module")
+def k2_nuts():
+    X = _two_clusters()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gmm = BayesianGMM(2, covariance_type="diag", inference="nuts", n_samples=120,
+                          n_chains=2, n_warmup=40, random_state=0, **CPU).fit(X)
+    return X, gmm
+
+
+# ------------------------------------------------------------------ NUTS
+def test_nuts_matches_numerical_integration_of_the_posterior(k1_data, k1_nuts):
+    """K = 1, one feature: the posterior of (mean, standard deviation) on a
+    float64 grid from the model's log joint written out by hand (Normal
+    prior on the mean, InverseGamma on the standard deviation, Gaussian
+    likelihood, all in the data's units), against NUTS's draws."""
+    X, p = k1_data
+    x = X[:, 0]
+    mu = np.linspace(-3.0, 5.0, 801)[:, None]
+    sd = np.linspace(0.3, 5.0, 941)[None, :]
+    n, xbar = len(x), x.mean()
+    # sum_i log N(x_i | mu, sd) from the sufficient statistics.
+    loglik = (-n * np.log(sd) - 0.5 * n * np.log(2 * np.pi)
+              - (((x - xbar) ** 2).sum() + n * (xbar - mu) ** 2) / (2 * sd ** 2))
+    logp = (stats.norm.logpdf(mu, p.mean_loc, p.mean_scale)
+            + stats.invgamma.logpdf(sd, p.scale_shape, scale=p.scale_rate) + loglik)
+    post = np.exp(logp - logp.max())
+    post /= post.sum()
+    assert post[[0, -1], :].sum() + post[:, [0, -1]].sum() < 1e-8       # the grid holds it all
+    exact = {"means": (post * mu).sum(), "covariances": (post * sd ** 2).sum()}
+    exact_sd = {"means": np.sqrt((post * (mu - exact["means"]) ** 2).sum()),
+                "covariances": np.sqrt((post * (sd ** 2 - exact["covariances"]) ** 2).sum())}
+    draws = k1_nuts.posterior_samples()
+    assert draws["weights"].shape == (240, 1) and np.all(draws["weights"] == 1.0)
+    for name in ("means", "covariances"):
+        d = draws[name].ravel()
+        ess = float(k1_nuts.ess_[name].min())
+        assert ess > 50
+        # Monte Carlo error of the posterior mean from the draws' own ESS.
+        assert abs(d.mean() - exact[name]) < 4 * exact_sd[name] / np.sqrt(ess), name
+        assert d.std() == pytest.approx(exact_sd[name], rel=0.25), name
+
+
+def test_nuts_rhat_and_ess_reported(k1_nuts, k2_nuts):
+    for gmm, K in ((k1_nuts, 1), (k2_nuts[1], 2)):
+        assert set(gmm.rhat_) == set(gmm.ess_) == {"weights", "means", "covariances"}
+        assert gmm.rhat_["means"].shape == (K, 1) and gmm.rhat_["weights"].shape == (K,)
+        assert gmm.rhat_["covariances"].shape == gmm.covariances_.shape
+        for name, r in gmm.rhat_.items():
+            assert np.all(r < 1.05), (name, r)
+        assert gmm.n_divergent_ == 0
+    # A single component's weight is the constant 1: R-hat 1, every draw effective.
+    assert k1_nuts.rhat_["weights"][0] == 1.0 and k1_nuts.ess_["weights"][0] == 240
+
+
+def test_nuts_draws_aligned_to_the_map(k2_nuts):
+    """Well-separated clusters: every draw's component k sits at the MAP's
+    component k (a label switch would put it at the other cluster, 8 apart)."""
+    _, gmm = k2_nuts
+    d = gmm.posterior_samples()
+    assert d["means"].shape == (120, 2, 1) and d["covariances"].shape == (120, 2, 1)
+    assert np.all(np.abs(d["means"][:, :, 0] - gmm.means_[:, 0]) < 1.0)
+    assert np.all(np.abs(d["weights"] - gmm.weights_) < 0.25)
+
+
+def test_credible_intervals_cover_the_truth(k2_nuts):
+    _, gmm = k2_nuts
+    order = np.argsort(gmm.means_[:, 0])
+    lo, hi = gmm.credible_interval("means", level=0.95)
+    assert lo.shape == gmm.means_.shape
+    truth = np.array([-4.0, 4.0])
+    assert np.all((lo[order, 0] < truth) & (truth < hi[order, 0]))
+    lo, hi = gmm.credible_interval("covariances", level=0.95)
+    assert np.all((lo < 1.0) & (1.0 < hi))
+    lo, hi = gmm.credible_interval("weights", level=0.95)
+    assert np.all((lo < 0.5) & (0.5 < hi))
+    # A wider level gives a wider interval, around the MAP.
+    lo50, hi50 = gmm.credible_interval("means", level=0.5)
+    lo95, hi95 = gmm.credible_interval("means", level=0.95)
+    assert np.all(lo95 <= lo50) and np.all(hi50 <= hi95)
+
+
+def test_posterior_samples_subsets(k2_nuts):
+    _, gmm = k2_nuts
+    all_ = gmm.posterior_samples()
+    sub = gmm.posterior_samples(10, random_state=3)
+    assert {k: v.shape[0] for k, v in sub.items()} == {k: 10 for k in all_}
+    again = gmm.posterior_samples(10, random_state=3)
+    for k in all_:
+        np.testing.assert_array_equal(sub[k], again[k])
+        # The same draws in every array: rows of the stored draws.
+        rows = [int(np.flatnonzero((all_["means"] == m).all((1, 2)))[0]) for m in sub["means"]]
+        np.testing.assert_array_equal(sub[k], all_[k][rows])
+    all_["means"][:] = 0         # copies: the stored draws are untouched
+    assert not np.all(gmm.posterior_samples()["means"] == 0)
+    with pytest.raises(ValueError, match="only 120 posterior draws"):
+        gmm.posterior_samples(121)
+
+
+def test_chains_differ(k2_nuts):
+    """Chains differ from each other (each from its own Laplace draw)."""
+    _, gmm = k2_nuts
+    m = gmm.posterior_samples()["means"]
+    assert not np.allclose(m[:60], m[60:])
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_potential_is_the_log_joint_in_unconstrained_coordinates(covariance_type):
+    """What NUTS samples: Pyro's potential of gmm_model (assignments
+    enumerated, the positive definite reparametrisation for Wishart sites)
+    equals the closed-form negative log joint of bayesgmm.fitting minus the
+    log Jacobian of the map from unconstrained coordinates, the Jacobian
+    taken by autograd, at random points."""
+    from bayesgmm.covariance import get
+    from bayesgmm.fitting import Groups, negative_log_joint
+    from bayesgmm.priors import MixtureParams, Standardizer
+
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(-2, 1, (15, 2)), rng.normal(2, 0.7, (15, 2))])
+    gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    family = get(covariance_type, 2)
+    std = Standardizer(center=X.mean(0), scale=X.std(0))
+    f64 = torch.float64
+    start = std.params_to_std(gmm.weights_, gmm.means_, gmm.covariances_, family, "cpu", f64)
+    pt = std.priors(gmm.priors_, "cpu", f64)
+    Xt = torch.as_tensor((X - std.center) / std.scale)
+    target = P._Target(Xt, pt, family, start, None)
+    init, potential, transforms = P._potential(target.model, target.init_values, jit=False)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        z = {k: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=f64) for k, v in init.items()}
+        # Constrained values, and the log Jacobian of each map by autograd:
+        # the simplex by its first K - 1 coordinates, a positive definite
+        # matrix by its lower triangle.
+        logdet, values = 0.0, {}
+        for name, u in z.items():
+            inv = transforms[name].inv
+            values[name] = inv(u)
+            if name == "means":
+                continue
+
+            def f(v, inv=inv, name=name):
+                if name == "weights":
+                    return inv(v)[:-1]
+                if target.transform is not None:      # the positive definite vector site
+                    r, c = torch.tril_indices(2, 2)
+                    return target.transform(v)[..., r, c].reshape(-1)
+                return inv(v).reshape(-1)
+            J = torch.autograd.functional.jacobian(f, u).reshape(u.numel(), u.numel())
+            logdet += float(torch.slogdet(J)[1])
+        cov = (values[family.site] if target.transform is None
+               else target.transform(z[target.cov_site]))
+        params = MixtureParams(values["weights"], values["means"], cov).map(lambda t: t[None])
+        nlj = float(negative_log_joint(Groups.single(Xt), params,
+                                       torch.zeros(1, dtype=torch.long), pt, family)[0])
+        assert float(potential(z)) == pytest.approx(nlj - logdet, rel=1e-10, abs=1e-8)
+
+
+@pytest.mark.parametrize("D", [1, 2, 3])
+def test_positive_definite_vector_is_a_bijection_with_its_jacobian(D):
+    t = P.PositiveDefiniteVector(D)
+    u = torch.randn(4, D * (D + 1) // 2, dtype=torch.float64, generator=torch.Generator()
+                    .manual_seed(D))
+    M = t(u)
+    assert M.shape == (4, D, D)
+    assert bool((torch.linalg.eigvalsh(M) > 0).all())
+    torch.testing.assert_close(t.inv(M), u)
+    r, c = torch.tril_indices(D, D)
+    for i in range(4):
+        J = torch.autograd.functional.jacobian(lambda v: t(v)[r, c], u[i])
+        assert float(t.log_abs_det_jacobian(u[i], M[i])) == pytest.approx(
+            float(torch.slogdet(J)[1]), rel=1e-10)
+
+
+# ------------------------------------------------------------- diagnostics
+def _split_rhat(a: np.ndarray) -> np.ndarray:
+    """Gelman et al.'s split R-hat, written out: a (chains, draws, ...)."""
+    h = a.shape[1] // 2
+    s = np.concatenate([a[:, :h], a[:, h:2 * h]], 0)        # 2C chains of h draws
+    W = s.var(1, ddof=1).mean(0)
+    B = h * s.mean(1).var(0, ddof=1)
+    var = (h - 1) / h * W + B / h
+    return np.sqrt(var / W)
+
+
+def test_diagnostics_against_the_textbook_split_rhat():
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(4, 200, 3))
+    bad = good + np.array([0.0, 0.0, 0.0, 1.0])[:, None, None]    # one chain shifted by 1 sd
+    rhat, ess = P.diagnostics({"good": good, "bad": bad})
+    np.testing.assert_allclose(rhat["good"], _split_rhat(good), rtol=1e-6)
+    np.testing.assert_allclose(rhat["bad"], _split_rhat(bad), rtol=1e-6)
+    assert np.all(rhat["good"] < 1.01) and np.all(rhat["bad"] > 1.05)
+    assert np.all(ess["good"] > 400)          # independent draws: ESS near 800
+
+
+def test_diagnostics_with_too_few_draws_per_chain_say_so():
+    rhat, ess = P.diagnostics({"means": np.random.default_rng(2).normal(size=(2, 3, 1))})
+    assert np.isnan(rhat["means"]).all() and np.isnan(ess["means"]).all()
+    with pytest.warns(UserWarning, match="R-hat of 'means' could not be computed"):
+        P.check_convergence(rhat, ess, 2)
+
+
+def test_convergence_warning_names_the_site_and_the_remedy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2, 300, 2))
+    a[1] += 2.0
+    rhat, ess = P.diagnostics({"covariances": a})
+    with pytest.warns(UserWarning, match=r"R-hat of 'covariances' \(Pyro site 'scales'\) is "
+                                         r"\d\.\d+ > 1\.01.*raise n_warmup and n_samples"):
+        problems = P.check_convergence(rhat, ess, 2, sites={"covariances": "scales"})
+    assert problems
+    with pytest.warns(UserWarning, match="effective sample size of 'means' is"):
+        P.check_convergence({"means": np.ones(2)}, {"means": np.array([150.0, 800.0])}, 2)
+    with pytest.warns(UserWarning, match="3 divergent"):
+        P.check_convergence({}, {}, 2, n_divergent=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = rng.normal(size=(2, 400, 2))
+        assert P.check_convergence(*P.diagnostics({"means": good}), 2) == []
+
+
+# ------------------------------------------------------------------- VI
+@quiet
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_vi_shapes_elbo_and_predictive_against_scipy(covariance_type):
+    """Every covariance type: draws in scikit-learn's layouts, a finite
+    ELBO, and the posterior predictive score_samples / predict_proba equal
+    to scipy's densities averaged over the draws."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal([-3, 0], [1.0, 0.5], (40, 2)),
+                        rng.normal([3, 1], [0.7, 1.0], (40, 2))])
+    gmm = BayesianGMM(2, covariance_type=covariance_type, inference="vi", n_samples=15,
+                      max_iter=150, random_state=0, **CPU).fit(X)
+    d = gmm.posterior_samples()
+    shapes = {"full": (15, 2, 2, 2), "tied": (15, 2, 2), "diag": (15, 2, 2), "spherical": (15, 2)}
+    assert d["weights"].shape == (15, 2) and d["means"].shape == (15, 2, 2)
+    assert d["covariances"].shape == shapes[covariance_type]
+    assert np.isfinite(gmm.elbo_) and not hasattr(gmm, "rhat_")
+    np.testing.assert_allclose(d["weights"].sum(1), 1.0, rtol=1e-12)
+
+    Xt = rng.normal(0, 3, (7, 2))
+    def matrix(c: np.ndarray, k: int) -> np.ndarray:
+        """Component k's covariance matrix from one draw's covariances."""
+        if covariance_type == "full":
+            return c[k]
+        if covariance_type == "tied":
+            return c
+        if covariance_type == "diag":
+            return np.diag(c[k])
+        return c[k] * np.eye(2)
+
+    joint = np.empty((15, 7, 2))
+    for s in range(15):
+        for k in range(2):
+            cov = matrix(d["covariances"][s], k)
+            joint[s, :, k] = (np.log(d["weights"][s, k])
+                              + stats.multivariate_normal(d["means"][s, k], cov).logpdf(Xt))
+    want = logsumexp(joint, axis=(0, 2)) - np.log(15)
+    # float32 predictions (the fit's dtype) against float64 scipy.
+    np.testing.assert_allclose(gmm.score_samples(Xt), want, rtol=1e-5, atol=1e-4)
+    assert gmm.score(Xt) == pytest.approx(want.mean(), rel=1e-5, abs=1e-4)
+    resp = np.exp(logsumexp(joint, axis=0) - logsumexp(joint, axis=(0, 2))[:, None])
+    np.testing.assert_allclose(gmm.predict_proba(Xt), resp, atol=1e-4)
+    np.testing.assert_array_equal(gmm.predict(Xt), resp.argmax(1))
+    # plug_in=True is the MAP's answer, that of an inference="map" fit.
+    mapfit = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    np.testing.assert_allclose(gmm.score_samples(Xt, plug_in=True), mapfit.score_samples(Xt),
+                               rtol=1e-6)
+    np.testing.assert_allclose(gmm.means_, mapfit.means_)
+
+
+@quiet
+def test_vi_close_to_nuts_on_easy_data(k2_nuts):
+    X, nuts = k2_nuts
+    vi = BayesianGMM(2, covariance_type="diag", inference="vi", n_samples=400, max_iter=600,
+                     random_state=0, **CPU).fit(X)
+    np.testing.assert_allclose(vi.means_, nuts.means_)                # the same MAP first
+    a, b = vi.posterior_samples(), nuts.posterior_samples()
+    for name, tol in (("means", 0.1), ("covariances", 0.1), ("weights", 0.03)):
+        assert np.all(np.abs(a[name].mean(0) - b[name].mean(0)) < tol), name
+        np.testing.assert_allclose(a[name].std(0), b[name].std(0), rtol=0.5)
+    assert np.all(np.abs(a["means"].mean(0) - vi.means_) < 0.1)
+
+
+def test_vi_elbo_against_the_log_evidence():
+    """K = 1, one feature: log p(X) integrated numerically (the mean
+    analytically: x ~ N(m0, s^2 I + s0^2 11'); the standard deviation s on a
+    fine grid against its InverseGamma prior), all in the data's units.  The
+    ELBO (``elbo_``, shifted from the standardised frame to the data's
+    units) is below it, and close: the posterior is near Gaussian in
+    (mean, log s), the guide's family."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(0.5, 1.0, (30, 1))
+    p = Priors(mean_loc=0.0, mean_scale=2.0, scale_shape=20.0, scale_rate=21.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gmm = BayesianGMM(1, covariance_type="diag", inference="vi", n_samples=50,
+                          max_iter=700, priors=p, random_state=0, **CPU).fit(X)
+    x = X[:, 0]
+    n = len(x)
+    log_s = np.linspace(np.log(0.3), np.log(4.0), 4001)
+    s = np.exp(log_s)
+    # log N(x; m0 1, s^2 I + s0^2 11') in closed form (matrix determinant lemma
+    # and Sherman-Morrison), per s.
+    d = x - p.mean_loc
+    var0 = p.mean_scale ** 2
+    quad = (d @ d) / s ** 2 - var0 * d.sum() ** 2 / (s ** 2 * (s ** 2 + n * var0))
+    logdet = (n - 1) * np.log(s ** 2) + np.log(s ** 2 + n * var0)
+    loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
+    integrand = loglik + stats.invgamma.logpdf(s, p.scale_shape, scale=p.scale_rate) + log_s
+    log_evidence = logsumexp(integrand) + np.log(log_s[1] - log_s[0])
+    assert integrand[[0, -1]].max() < integrand.max() - 30          # the grid holds it all
+    assert np.isfinite(gmm.elbo_)
+    assert log_evidence - 0.3 < gmm.elbo_ < log_evidence + 0.1
+
+
+@quiet
+def test_vi_with_missing_values_and_weights():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(-3, 1, (30, 2)), rng.normal(3, 1, (30, 2))])
+    X[::7, 1] = np.nan
+    gmm = BayesianGMM(2, covariance_type="full", inference="vi", missing="marginalize",
+                      n_samples=20, max_iter=100, random_state=0, **CPU).fit(
+        X, sample_weight=rng.integers(1, 3, len(X)).astype(float))
+    assert np.isfinite(gmm.elbo_)
+    assert np.all(np.isfinite(gmm.score_samples(X)))
+    assert gmm.posterior_samples()["covariances"].shape == (20, 2, 2, 2)
+
+
+# ------------------------------------------------------------- alignment
+def test_align_draws_undoes_known_permutations():
+    rng = np.random.default_rng(4)
+    K, D, S = 3, 2, 50
+    ref_w = np.array([0.2, 0.3, 0.5])
+    ref_m = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    ref_c = np.stack([np.eye(D) * v for v in (0.5, 1.0, 2.0)])
+    perms = np.stack([rng.permutation(K) for _ in range(S)])
+    m = ref_m[perms] + rng.normal(0, 0.1, (S, K, D))
+    w = ref_w[perms]
+    c = ref_c[perms]
+    from bayesgmm.covariance import get
+    out = P.align_draws({"weights": w, "means": m, "covariances": c}, (ref_w, ref_m, ref_c),
+                        get("full", D))
+    np.testing.assert_allclose(out["weights"], np.broadcast_to(ref_w, (S, K)))
+    assert np.all(np.abs(out["means"] - ref_m) < 0.5)
+    np.testing.assert_allclose(out["covariances"], np.broadcast_to(ref_c, (S, K, D, D)))
+    # A tied covariance has no component axis: left as it is.
+    tied = np.broadcast_to(np.eye(D), (S, D, D))
+    out = P.align_draws({"weights": w, "means": m, "covariances": tied},
+                        (ref_w, ref_m, np.eye(D)), get("tied", D))
+    np.testing.assert_allclose(out["weights"], np.broadcast_to(ref_w, (S, K)))
+    assert out["covariances"] is tied
+
+
+@quiet
+def test_run_aligns_draws_of_a_permuted_start():
+    """Chains (here VI's guide) that run in another labelling than the
+    reference come back in the reference's."""
+    from bayesgmm.covariance import get
+    from bayesgmm.priors import Standardizer
+
+    X = _two_clusters(40)
+    gmm = BayesianGMM(2, covariance_type="diag", random_state=0, **CPU).fit(X)
+    family = get("diag", 1)
+    std = Standardizer(center=X.mean(0), scale=X.std(0))
+    f64 = torch.float64
+    flip = lambda a: np.ascontiguousarray(a[::-1])
+    start = std.params_to_std(flip(gmm.weights_), flip(gmm.means_), flip(gmm.covariances_),
+                              family, "cpu", f64)
+    pt = std.priors(gmm.priors_, "cpu", f64)
+    Xt = torch.as_tensor((X - std.center) / std.scale)
+    settings = P.PosteriorSettings("vi", n_samples=50, max_steps=50)
+    post = P.run(Xt, pt, family, start, std, (gmm.weights_, gmm.means_, gmm.covariances_),
+                 settings, 0)
+    assert np.all(np.abs(post.samples["means"][:, :, 0] - gmm.means_[:, 0]) < 1.0)
+
+
+# ------------------------------------------------------------ persistence
+def test_save_load_keeps_the_draws(tmp_path, k2_nuts):
+    X, gmm = k2_nuts
+    gmm.save(tmp_path / "m.bgmm")
+    back = BayesianGMM.load(tmp_path / "m.bgmm")
+    for k, v in gmm.posterior_samples().items():
+        np.testing.assert_array_equal(back.posterior_samples()[k], v)
+    for k, v in gmm.rhat_.items():
+        np.testing.assert_array_equal(back.rhat_[k], v)
+    np.testing.assert_allclose(back.score_samples(X), gmm.score_samples(X), rtol=1e-12)
+    assert back.inference == "nuts" and back.n_divergent_ == gmm.n_divergent_
+
+
+def test_load_refuses_damaged_draws(tmp_path, k2_nuts):
+    import copy
+
+    _, gmm = k2_nuts
+    bad = copy.deepcopy(gmm)
+    bad._posterior = dict(bad._posterior, weights=bad._posterior["weights"] * 2)
+    bad.save(tmp_path / "bad.bgmm")
+    with pytest.raises(ValueError, match="posterior weights are not probability vectors"):
+        BayesianGMM.load(tmp_path / "bad.bgmm")
+    bad._posterior = dict(gmm._posterior, means=gmm._posterior["means"][:, :1])
+    bad.save(tmp_path / "bad2.bgmm")
+    with pytest.raises(ValueError, match="posterior means"):
+        BayesianGMM.load(tmp_path / "bad2.bgmm")
+
+
+# ------------------------------------------------------------------ errors
+def test_map_fit_has_no_draws():
+    gmm = BayesianGMM(2, random_state=0, **CPU).fit(_two_clusters(20))
+    for call in (lambda: gmm.posterior_samples(), lambda: gmm.credible_interval("means")):
+        with pytest.raises(ValueError, match="inference='map'.*inference='vi'.*inference='nuts'"):
+            call()
+    # Predictions of a MAP fit are the same with and without plug_in.
+    X = _two_clusters(5, seed=9)
+    np.testing.assert_array_equal(gmm.score_samples(X), gmm.score_samples(X, plug_in=True))
+    with pytest.raises(ValueError, match="plug_in must be True or False"):
+        gmm.score_samples(X, plug_in="yes")
+
+
+def test_bad_settings_and_combinations(tmp_path):
+    X = _two_clusters(20)
+    with pytest.raises(ValueError, match="inference must be one of"):
+        BayesianGMM(2, inference="mcmc", **CPU).fit(X)
+    with pytest.raises(ValueError, match="n_chains"):
+        BayesianGMM(2, inference="nuts", n_chains=0, **CPU).fit(X)
+    with pytest.raises(ValueError, match="n_samples"):
+        BayesianGMM(2, inference="vi", n_samples=0, **CPU).fit(X)
+    with pytest.raises(ValueError, match="n_warmup"):
+        BayesianGMM(2, inference="nuts", n_warmup=-1, **CPU).fit(X)
+    with pytest.raises(ValueError, match=r"batch_size=10 .*does not apply to inference='nuts'"
+                                         r".*batch_size=None"):
+        BayesianGMM(2, inference="nuts", batch_size=10, **CPU).fit(X)
+    with pytest.raises(ValueError, match="max_iter=0: set max_iter > 0"):
+        BayesianGMM(2, inference="vi", max_iter=0, **CPU).fit(X)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    with pytest.raises(ValueError, match="out-of-core row source: load X"):
+        BayesianGMM(2, inference="vi", **CPU).fit(np.load(path, mmap_mode="r"))
+    with pytest.raises(ValueError, match="partial_fit .* stale"):
+        BayesianGMM(2, inference="vi", **CPU).partial_fit(X)
+    gmm = BayesianGMM(2, covariance_type="diag", inference="vi", n_samples=5, max_iter=20,
+                      random_state=0, **CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gmm.fit(X)
+    with pytest.raises(ValueError, match="name must be one of"):
+        gmm.credible_interval("scales")
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="level"):
+            gmm.credible_interval("means", level)
+    # A model holding draws refuses partial_fit even with inference set back to "map".
+    with pytest.raises(ValueError, match="partial_fit .* stale"):
+        gmm.set_params(inference="map").partial_fit(X)
+    # A MAP refit drops the draws.
+    gmm.fit(X)
+    with pytest.raises(ValueError, match="inference='map'"):
+        gmm.posterior_samples()
+
+
+def test_process_group_refused(tmp_path):
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        with pytest.raises(ValueError, match="process_group splits them over processes"):
+            BayesianGMM(2, inference="nuts", **CPU).fit(_two_clusters(20),
+                                                        process_group=dist.group.WORLD)
+    finally:
+        dist.destroy_process_group()
