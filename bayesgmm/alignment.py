@@ -500,6 +500,20 @@ def permute(estimator, perm) -> Any:
         if np.ndim(wc) == 1 and np.shape(wc)[0] == K:
             out.priors_ = dataclasses.replace(priors,
                                               weight_concentration=np.asarray(wc)[p].copy())
+    # Posterior draws (inference="vi"/"nuts": dicts of arrays whose
+    # component axis is 1 for the draws and 0 for their R-hat and ESS; a
+    # tied covariance has none) follow the same relabelling, so the copy's
+    # posterior predictive answers match its MAP labels.
+    def relabel(d: dict, axis: int) -> dict:
+        return {name: (np.take(np.asarray(v), p, axis=axis)
+                       if not (name == "covariances" and ctype == "tied")
+                       and np.ndim(v) > axis and np.shape(v)[axis] == K else np.asarray(v).copy())
+                for name, v in d.items()}
+
+    for name, axis in (("_posterior", 1), ("rhat_", 0), ("ess_", 0)):
+        value = getattr(out, name, None)
+        if isinstance(value, dict):
+            setattr(out, name, relabel(value, axis))
     if hasattr(out, "_online"):
         # partial_fit's running statistics are per component (in fitting's
         # private layout): the copy starts a new average, as after a fit.

@@ -273,13 +273,15 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     out = dict(weight_concentration=conc, mean_loc=mean_loc, mean_scale=mean_scale)
     if "scale_rate" in family.prior_fields:
         out["scale_shape"] = positive_float("scale_shape", priors.scale_shape, 1.0)
+        # The InverseGamma's mode, rate / (shape + 1), at the typical spread
+        # (the first release's fallback: rate 0.1 x std whatever the shape).
+        rate_factor = out["scale_shape"] + 1.0 if spread is not None else 1.0
         if family.isotropic:
             rate = positive_float("scale_rate", priors.scale_rate,
-                                  (2.0 if spread is not None else 1.0) * rms(typical))
+                                  rate_factor * rms(typical))
             out["scale_rate"] = np.float64(rate)
         else:
-            rate = vector("scale_rate", priors.scale_rate,
-                          (2.0 if spread is not None else 1.0) * typical, D, "feature")
+            rate = vector("scale_rate", priors.scale_rate, rate_factor * typical, D, "feature")
             if np.any(rate <= 0):
                 raise ValueError(f"Priors.scale_rate must be > 0, got {rate.tolist()}")
             out["scale_rate"] = rate
