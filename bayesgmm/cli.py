@@ -271,6 +271,15 @@ def _chosen(gmm, args) -> str:
     return f"K={K} (chosen by BIC among K=1..{args.max_components})"
 
 
+def _print_tables(gmm, names) -> None:
+    """The fit's tables after its summary line: BIC by K (an "auto" fit
+    only), then the parameters."""
+    bic = _format_bic(gmm)
+    if bic is not None:
+        print(bic)
+    print(_format_params(gmm, names))
+
+
 def _format_bic(gmm) -> Optional[str]:
     """The BIC of every K tried by '-k auto' (None for a given K), one row
     per K, the chosen one marked; K beyond what the data can estimate (more
@@ -794,10 +803,7 @@ def _fit(args) -> int:
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on "
           f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}{extra}; "
           f"loss {gmm.loss_:.4f}, converged {gmm.converged_}")
-    bic = _format_bic(gmm)
-    if bic is not None:
-        print(bic)
-    print(_format_params(gmm, columns))
+    _print_tables(gmm, columns)
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
     return 0
@@ -1132,10 +1138,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on {n} rows x "
           f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "
           f"converged {gmm.converged_}")
-    bic = _format_bic(gmm)
-    if bic is not None:
-        print(bic)
-    print(_format_params(gmm, names))
+    _print_tables(gmm, names)
     print("rows per cluster: " + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.npy'} (one int64 cluster per "

@@ -706,8 +706,7 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
 
 
 def seeded_spread(points: Sequence, weights: Optional[Sequence], centres: np.ndarray,
-                  n_components: Sequence[int], seed: int = 0,
-                  max_points: int = SEED_SAMPLE_SIZE) -> np.ndarray:
+                  n_components: Sequence[int]) -> np.ndarray:
     """The within-cluster variance per feature (D,) of the partition a
     seeding induces: each group's points (n_g, D) go to their nearest of the
     group's first ``n_components[g]`` centres (``centres`` (R, G, K, D),
@@ -719,21 +718,15 @@ def seeded_spread(points: Sequence, weights: Optional[Sequence], centres: np.nda
     cluster's variance.)  Missing entries (NaN) count only where observed
     (distances over the observed features).  The typical spread of one
     component: what the default covariance priors are scaled to
-    (:func:`bayesgmm.priors.resolve_priors`).  A group of more than
-    ``max_points`` points is measured on that many drawn with ``seed``;
-    chunked over points, so the memory is bounded whatever n."""
+    (:func:`bayesgmm.priors.resolve_priors`; the caller,
+    :func:`bayesgmm._base.seeded_priors`, bounds the points).  Chunked over
+    points, so the memory is bounded whatever n."""
     R, G, K, D = centres.shape
     total = np.zeros(D)
     mass = np.zeros(D)
     for g in range(G):
         P = points[g]
         w = None if weights is None else weights[g]
-        if P.shape[0] > max_points:       # subsampled where the points are, then copied
-            pick = np.sort(np.random.default_rng(seed).choice(P.shape[0], max_points,
-                                                              replace=False))
-            P = P[torch.as_tensor(pick, device=P.device) if torch.is_tensor(P) else pick]
-            if w is not None:
-                w = w[torch.as_tensor(pick, device=w.device) if torch.is_tensor(w) else pick]
         P = np.asarray(P.detach().cpu() if torch.is_tensor(P) else P, dtype=np.float64)
         w = (np.ones(P.shape[0]) if w is None else
              np.asarray(w.detach().cpu() if torch.is_tensor(w) else w, dtype=np.float64))
