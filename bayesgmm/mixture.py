@@ -28,6 +28,7 @@ from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
 from .posterior import INFERENCE_OPTIONS, Inference, PosteriorSettings
+from .variational import WEIGHT_PRIORS, WeightPrior
 
 _BACKENDS = ("fused", "pyro")
 
@@ -312,7 +313,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                  n_threads: Optional[int] = None, missing: Literal["error", "marginalize"] = "error",
                  dtype: Literal["float32", "float64"] = "float32",
                  batch_size: Optional[int] = None, inference: Inference = "map",
-                 n_samples: int = 1000, n_chains: int = 4, n_warmup: int = 300):
+                 n_samples: int = 1000, n_chains: int = 4, n_warmup: int = 300,
+                 weight_prior: WeightPrior = "dirichlet"):
         self.n_components = n_components
         self.max_components = max_components
         self.covariance_type = covariance_type
@@ -337,6 +339,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_samples = n_samples
         self.n_chains = n_chains
         self.n_warmup = n_warmup
+        self.weight_prior = weight_prior
 
     # ------------------------------------------------------------------ fit
     def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
@@ -525,7 +528,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.bic_ = bic
         elif hasattr(self, "bic_"):      # from an earlier "auto" fit
             del self.bic_
+        alpha = self._dp_concentration()
+        if alpha is not None:       # the process's concentration (the MAP used a flat one)
+            priors = replace(priors, weight_concentration=np.full(K, alpha))
         self.priors_ = priors
+        self.n_effective_components_ = int(np.sum(w * data.mass >= 1.0))
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])
         self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
@@ -542,11 +549,55 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------ posterior
     _POSTERIOR_ATTRIBUTES = ("_posterior", "rhat_", "ess_", "n_divergent_", "elbo_")
 
+    def _dp_concentration(self) -> Optional[float]:
+        """The Dirichlet-process concentration alpha (a positive number,
+        default 1) with ``weight_prior="dirichlet_process"``; None with the
+        Dirichlet prior."""
+        if V.check_option("weight_prior", getattr(self, "weight_prior", "dirichlet"),
+                          WEIGHT_PRIORS) == "dirichlet":
+            return None
+        given = self.priors.weight_concentration if isinstance(self.priors, Priors) else None
+        if given is None:
+            return 1.0
+        try:
+            alpha = float(given)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"with weight_prior='dirichlet_process', Priors.weight_concentration is the "
+                f"process's concentration alpha, one positive number, got {given!r}") from None
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(
+                f"with weight_prior='dirichlet_process', Priors.weight_concentration is the "
+                f"process's concentration alpha and must be > 0, got {alpha}")
+        return alpha
+
+    def _map_priors(self) -> Optional[Priors]:
+        """The priors of the MAP stage: the user's, but with the
+        Dirichlet-process prior a flat Dirichlet on the weights (the MAP is
+        then only the variational fit's start; the process's concentration
+        may be below 1, where no MAP exists)."""
+        if self._dp_concentration() is None:
+            return self.priors
+        return replace(self.priors if isinstance(self.priors, Priors) else Priors(),
+                       weight_concentration=None)
+
     def _posterior_settings(self, s, streamed: bool, group) -> Optional[PosteriorSettings]:
         """``inference`` and its settings checked against the fit's data
         path; None for "map"."""
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    INFERENCE_OPTIONS)
+        dp = self._dp_concentration() is not None
+        if dp and inference != "vi":
+            raise ValueError(
+                f"weight_prior='dirichlet_process' is fitted by inference='vi' (mean-field "
+                f"variational Bayes, whose delete moves switch surplus components off), got "
+                f"inference={inference!r}: set inference='vi' (a MAP of the stick-breaking "
+                f"weights keeps every component, and NUTS does not take this prior yet)")
+        if dp and is_auto(self.n_components):
+            raise ValueError(
+                "weight_prior='dirichlet_process' chooses the number of components itself, "
+                "with n_components as its truncation: give an integer n_components (e.g. 10), "
+                "not 'auto'")
         if inference == "map":
             return None
         n_samples = V.check_int("n_samples", self.n_samples, 1)
@@ -573,7 +624,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                              "max_iter > 0 (e.g. 1000)")
         return PosteriorSettings(inference, n_samples=n_samples, n_chains=n_chains,
                                  n_warmup=n_warmup, max_steps=s.max_iter, tol=s.tol,
-                                 learning_rate=s.learning_rate, progress=bool(s.progress))
+                                 progress=bool(s.progress),
+                                 weight_prior="dirichlet_process" if dp else "dirichlet")
 
     def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
                        params: MixtureParams, priors: Priors, reference: tuple,
@@ -606,6 +658,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         finally:
             progress.close()
         self._posterior = post.samples
+        if post.q is not None:
+            self.n_effective_components_ = int(np.sum(post.counts >= 1.0))
+            if settings.weight_prior == "dirichlet_process":
+                # No MAP of the process: the point estimates are the
+                # variational posterior's (E[w], E[mu], E[Lambda]^-1), in
+                # the MAP's component order, as the draws are.
+                point = post.q.point(family)
+                w, m, c = std.params_from_std(point, family)
+                order = post.order
+                self.weights_, self.means_ = w[0][order], m[0][order]
+                self._set_covariances(c[0][order] if family.per_component else c[0], family)
         if post.method == "nuts":
             self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
         else:
@@ -722,7 +785,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         device = s.device
         # Validated here; the defaults of the covariance priors are set once
         # the seeding is known (seeded_priors).
-        priors = resolve_priors(self.priors, family, K, data.moments)
+        priors = resolve_priors(self._map_priors(), family, K, data.moments)
         init = self.init
         if not isinstance(init, str):
             init = (np.asarray(init, dtype=np.float64) - std.center) / std.scale
@@ -761,7 +824,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                         ("covariance_scale", "scale_rate")
                                         if getattr(user, f) is None})
         else:
-            priors = seeded_priors(self.priors, family, K, data,
+            priors = seeded_priors(self._map_priors(), family, K, data,
                                    *self._spread_points(data, Xs, ws, group), [K])
             centres = torch.as_tensor(seed_centres([Xs], K, s.n_init, init, seeds[:-1], [ws]),
                                       dtype=s.dtype, device=device)
@@ -819,7 +882,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         # with max_components centres (not the largest K tried, which
         # depends on the number of rows: weighted and repeated rows must
         # give the same prior).
-        base = seeded_priors(self.priors, family, int(cap[0]), data,
+        base = seeded_priors(self._map_priors(), family, int(cap[0]), data,
                              *self._spread_points(data, Xs, ws, group), [max_components])
         pt = std.priors(base, device, s.dtype)
         centres = torch.as_tensor(seed_centres([Xs], int(cap[0]), s.n_init, self.init,

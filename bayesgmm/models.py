@@ -9,6 +9,7 @@ its own prior site and observation distribution.  Fitting lives in
 The model (for data of shape ``(N, D)``)::
 
     weights        ~ Dirichlet(concentration)                       shape (K,)
+                     (or stick-breaking: sticks ~ Beta(1, alpha), K - 1 of them)
     for k in 1..K:
         means[k]   ~ Normal(mean_loc, mean_scale)   (per feature)   shape (K, D)
         cov[k]     ~ the family's prior (InverseGamma scales or Wishart precisions)
@@ -101,10 +102,31 @@ def _weighted_factor(obs_dist, value: torch.Tensor, log_weights: torch.Tensor,
     pyro.factor("obs", weight * ll.reshape(weight.shape))
 
 
+def stick_breaking(sticks: torch.Tensor) -> torch.Tensor:
+    """Weights (..., K) from K - 1 stick fractions v (..., K - 1):
+    w_k = v_k prod_{j<k} (1 - v_j), the last component taking the rest."""
+    rest = torch.cumprod(1 - sticks, -1)
+    one = torch.ones_like(sticks[..., :1])
+    return torch.cat([sticks, one], -1) * torch.cat([one, rest], -1)
+
+
+def _weights_site(priors: PriorTensors, K: int, weight_prior: str) -> torch.Tensor:
+    """The mixture weights: ``weights ~ Dirichlet(concentration)``, or for
+    the truncated Dirichlet process ``sticks ~ Beta(1, alpha)`` (K - 1 of
+    them, alpha = ``concentration[0]``) and the weights by
+    :func:`stick_breaking`."""
+    if weight_prior == "dirichlet":
+        return pyro.sample("weights", dist.Dirichlet(priors.concentration))
+    alpha = priors.concentration[..., :1].expand(priors.concentration.shape[:-1] + (K - 1,))
+    sticks = pyro.sample("sticks", dist.Beta(torch.ones_like(alpha), alpha).to_event(1))
+    return stick_breaking(sticks)
+
+
 @config_enumerate
 def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: int,
               family: Covariance, n_samples: Optional[int] = None,
-              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+              weight: Optional[torch.Tensor] = None,
+              weight_prior: str = "dirichlet") -> torch.Tensor:
     """Bayesian Gaussian mixture with the covariances of ``family``.
 
     Parameters
@@ -123,6 +145,9 @@ def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: 
         Sample weights: each point's log density is scaled by its weight, as
         if repeated (a ``pyro.factor`` with the assignment summed out in the
         model: enumeration takes only scalar scales).
+    weight_prior : {"dirichlet", "dirichlet_process"}
+        The weights' prior (:func:`_weights_site`): a Dirichlet, or the
+        stick-breaking prior of a Dirichlet process truncated at K.
 
     Missing entries of ``data`` (NaN) are marginalised: a point with
     missing features is scored by the Gaussian of its observed coordinates
@@ -136,7 +161,7 @@ def gmm_model(data: Optional[torch.Tensor], priors: PriorTensors, n_components: 
     K = n_components
     D = priors.mean_loc.shape[-1]
     N = data.shape[0] if data is not None else n_samples
-    weights = pyro.sample("weights", dist.Dirichlet(priors.concentration))
+    weights = _weights_site(priors, K, weight_prior)
     # One plate over components; the features are an event dimension, so a
     # component's mean is a single (K,)-batched draw of D values.
     with pyro.plate("components", K, dim=-1):

@@ -591,7 +591,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
             raise _Corrupt("precisions_cholesky_ do not match covariances_")
         if not _close(scales[c][:kc], sd[c, :kc]):
             raise _Corrupt("scales_ do not match covariances_")
-        _check_priors(priors[c], family, kc, D, f"priors_[{c}]" if lead else "priors_")
+        _check_priors(priors[c], family, kc, D, f"priors_[{c}]" if lead else "priors_",
+                      params.get("weight_prior", "dirichlet") == "dirichlet_process")
     if not (np.all(np.isfinite(class_prior)) and np.all(class_prior > 0)
             and abs(class_prior.sum() - 1) <= 1e-6):
         raise _Corrupt("class_prior_ is not a probability vector")
@@ -708,11 +709,13 @@ def _classifier_layout(a: dict, D: int):
     return w, m, k.astype(np.int64), cp, priors, (C,)
 
 
-def _check_priors(p: Any, family, K: int, D: int, name: str) -> None:
+def _check_priors(p: Any, family, K: int, D: int, name: str, process: bool = False) -> None:
     """``p`` holds the resolved priors of a K-component mixture of this
     covariance family in D features (see :func:`bayesgmm.priors.resolve_priors`):
     float arrays of the fit's shapes and positive floats, finite and in
-    range, and None for the fields the family does not use."""
+    range, and None for the fields the family does not use.  ``process``:
+    the weights' prior is the Dirichlet process, whose concentration is
+    one positive number (repeated K times)."""
     if not isinstance(p, Priors):
         raise _Corrupt(f"{name} is not a Priors")
 
@@ -734,7 +737,13 @@ def _check_priors(p: Any, family, K: int, D: int, name: str) -> None:
                                                                              and v > low):
             raise _Corrupt(f"{name}.{field} is not a finite float > {low:g}")
 
-    vector("weight_concentration", (K,), 1.0, strict=False)
+    if process:
+        conc = vector("weight_concentration", (K,), 0.0)
+        if np.ptp(conc) != 0:
+            raise _Corrupt(f"{name}.weight_concentration is not one Dirichlet-process "
+                           f"concentration repeated {K} times")
+    else:
+        vector("weight_concentration", (K,), 1.0, strict=False)
     vector("mean_loc", (D,))
     vector("mean_scale", (D,), 0.0)
     used = ("scale_shape", "scale_rate") if "scale_rate" in family.prior_fields \

@@ -17,8 +17,10 @@ conditioned on):
 * :func:`sample_nuts`: Pyro's ``NUTS`` kernel driven by ``pyro.infer.MCMC``,
   one chain after another in this process, each started from a draw of the
   Laplace approximation at the MAP.
-* :func:`fit_vi`: an ``AutoMultivariateNormal`` guide over the continuous
-  sites fitted by ``SVI`` with ``TraceEnum_ELBO``, started at the MAP.
+* :func:`fit_vi`: mean-field variational Bayes in closed form (coordinate
+  ascent, :mod:`bayesgmm.variational`), started at the MAP; the ELBO is the
+  one ``TraceEnum_ELBO`` estimates for the model and the guide of the same
+  family (:func:`bayesgmm.variational.pyro_guide`).
 
 :func:`run` chains an engine with the post-processing every caller needs:
 draws taken to the data's units in scikit-learn's layouts
@@ -49,9 +51,7 @@ import torch
 import pyro
 import pyro.distributions as dist
 from pyro import poutine
-from pyro.infer import (MCMC, NUTS, SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Predictive,
-                        Trace_ELBO, TraceEnum_ELBO)
-from pyro.infer.autoguide import AutoMultivariateNormal
+from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.infer.reparam.reparam import Reparam
@@ -62,14 +62,16 @@ from torch.distributions import Transform, biject_to, constraints
 from . import covariance as cov_module
 from .alignment import match_components
 from .covariance import Covariance
-from .fitting import pyro_session
+from .fitting import Groups, pyro_session
 from .models import gmm_model
 from .priors import MixtureParams, PriorTensors, Standardizer
+from .variational import (VariationalPosterior, cavi, elbo as variational_elbo,
+                          expected_counts, prune)
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
-           "fit_vi", "vi_converged", "laplace_variances", "diagnostics", "check_convergence",
-           "to_data_units", "align_draws", "predictive_mixture"]
+           "fit_vi", "laplace_variances", "diagnostics", "check_convergence",
+           "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
 
 Inference = Literal["map", "vi", "nuts"]
 #: The ``inference`` options of :class:`~bayesgmm.BayesianGMM`.
@@ -84,9 +86,6 @@ RHAT_THRESHOLD = 1.01
 #: Effective draws per chain below which the effective sample size counts
 #: as low (ArviZ's rule: 100 per chain, for reliable R-hat and quantiles).
 MIN_ESS_PER_CHAIN = 100
-#: Particles of the final ELBO estimate (its Monte Carlo error is about
-#: the per-particle spread / 8).
-ELBO_PARTICLES = 64
 # Step of the finite differences of the Laplace approximation's Hessian
 # (unconstrained coordinates, float64: truncation error ~h^2, rounding
 # ~1e-16 / h, both far below what a mass matrix needs).
@@ -102,10 +101,11 @@ class PosteriorSettings:
 
     ``n_samples`` draws in all (NUTS: ``ceil(n_samples / n_chains)`` per
     chain, after ``n_warmup`` warmup iterations each); ``max_tree_depth``
-    and ``target_accept`` are NUTS's; ``max_steps``, ``tol`` (nats per
-    point per step) and ``learning_rate`` the variational fit's; ``jit``
-    compiles the potential (NUTS) or the ELBO (VI) with ``torch.jit``,
-    falling back to eager with a warning if tracing fails."""
+    and ``target_accept`` are NUTS's; ``max_steps`` (iterations) and
+    ``tol`` (nats of ELBO per point per iteration) the variational fit's;
+    ``jit`` compiles NUTS's potential with ``torch.jit``, falling back to
+    eager with a warning if tracing fails; ``weight_prior``: "dirichlet" or
+    "dirichlet_process" (stick-breaking, truncated at K)."""
 
     method: Literal["vi", "nuts"]
     n_samples: int = 1000
@@ -116,8 +116,8 @@ class PosteriorSettings:
     jit: bool = True
     max_steps: int = 1000
     tol: float = 1e-5
-    learning_rate: float = 0.01
     progress: bool = False
+    weight_prior: str = "dirichlet"
 
 
 @dataclass
@@ -131,7 +131,11 @@ class Posterior:
     after another (``n_chains`` equal blocks).  NUTS also gives ``rhat`` and
     ``ess`` (per element of each draw, same keys) and ``n_divergent``; VI
     ``elbo`` (in the standardised frame: the caller shifts it to the data's
-    units), ``n_steps`` and ``converged``."""
+    units), ``n_steps``, ``converged``, ``q`` (the variational
+    posterior, standardised frame, components in the engine's order),
+    ``counts`` (K,), the points each of q's components carries, and
+    ``order``, the permutation that takes q's components to the draws' (the
+    MAP's labels)."""
 
     method: str
     samples: dict
@@ -143,6 +147,9 @@ class Posterior:
     n_steps: Optional[int] = None
     converged: Optional[bool] = None
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    q: Optional[VariationalPosterior] = None
+    counts: Optional[np.ndarray] = None
+    order: Optional[np.ndarray] = None
 
 
 # ----------------------------------------------------------------------------
@@ -506,116 +513,48 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
 # ----------------------------------------------------------------------------
 def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
            settings: PosteriorSettings, seed: int, weight: Optional[torch.Tensor] = None,
-           callback=None) -> tuple[dict, float, int, bool, np.ndarray]:
-    """Variational posterior of the continuous sites of :func:`gmm_model`.
-
-    The guide is ``AutoMultivariateNormal``: one Gaussian over all the
-    unconstrained sites jointly.  Not ``AutoNormal``, whose mean-field
-    factors cannot express the posterior's correlations (a weight against
-    the mean and spread of its component when components overlap; the
-    entries of one precision matrix), which the posterior predictive and
-    the credible intervals of derived quantities inherit; the price, a
-    dense Cholesky factor over K (1 + D + D(D+1)/2) numbers, is small at the
-    sizes a mixture has.  It is fitted by ``SVI`` with
-    ``TraceEnum_ELBO(max_plate_nesting=1)`` (the assignments summed out
-    exactly; ``JitTraceEnum_ELBO`` with ``settings.jit``, 2.3x faster on
-    iris), started with its mean at the MAP (``init_to_value``) and a small
-    scale.
-
-    The step budget is the convergence control: ``ClippedAdam`` at
-    ``settings.learning_rate`` decaying tenfold over ``max_steps`` steps,
-    all of which run (the iterates' noise is set by the final step size).
-    A tolerance rule on the one-particle ELBO stopped too early: on iris
-    the loss flattens within ~400 steps while the guide's mean and scales
-    still drift (a component mean stopped 1.3 posterior sd from where the
-    full schedule puts it, next to NUTS's), so the tolerance only checks
-    the end (:func:`vi_converged`, reported as ``converged``).
-
-    Parameters are those of :func:`sample_nuts`; ``callback(it, loss)`` is
-    called after every step.
+           callback=None) -> tuple[dict, float, int, bool, np.ndarray, VariationalPosterior,
+                                   np.ndarray]:
+    """Mean-field variational posterior of the globals of :func:`gmm_model`
+    by closed-form coordinate ascent from the MAP ``start``
+    (:func:`bayesgmm.variational.cavi`: q(weights) q(means) q(covariances),
+    the assignments summed out), for at most ``settings.max_steps``
+    iterations, stopping when the exact ELBO improves by less than
+    ``settings.tol`` nats per point; ``settings.weight_prior`` chooses the
+    Dirichlet or the stick-breaking prior, for which delete moves
+    (:func:`bayesgmm.variational.prune`) then switch surplus components
+    off.  ``callback(it, -elbo)`` is called after every iteration.
 
     Returns
     -------
     draws : dict
-        {site: tensor of shape (1, n_samples, ...)}, standardised frame.
+        {site: tensor of shape (1, n_samples, ...)}, standardised frame
+        (the sticks' weights under "weights").
     elbo : float
-        The final ELBO (standardised frame), estimated with
-        :data:`ELBO_PARTICLES` particles.
+        The final ELBO (standardised frame), exact.
     n_steps : int
     converged : bool
-        :func:`vi_converged` over the last two fifths of the steps.
     losses : ndarray
-        The loss (-ELBO, one particle) of every step.
+        -ELBO at every iteration, then the final one.
+    q : VariationalPosterior
+    counts : ndarray (K,)
+        E_q[N_k], the points each component carries.
     """
-    target = _Target(X, pt, family, start, weight)
-    model, sites = target.model, target.latent
-    N = float(X.shape[0] if weight is None else weight.sum())
-    lrd = 0.1 ** (1.0 / max(settings.max_steps, 1))
-    with pyro_session(seed, X.device), _quiet_tracing():
-        guide = AutoMultivariateNormal(poutine.block(model, expose=list(sites)),
-                                       init_loc_fn=init_to_value(values=target.init_values),
-                                       init_scale=0.05)
-        optim = pyro.optim.ClippedAdam({"lr": settings.learning_rate, "lrd": lrd})
-
-        def make(jit: bool) -> SVI:
-            return SVI(model, guide, optim, _elbo(jit, weight is not None))
-        svi = make(settings.jit)
-        losses = np.empty(settings.max_steps)
-        for it in range(settings.max_steps):
-            try:
-                loss = svi.step()
-            except Exception as exc:  # only the JIT path's first step may fail
-                if not (settings.jit and it == 0):
-                    raise
-                warnings.warn(f"the JIT-compiled ELBO failed ({type(exc).__name__}: {exc}); "
-                              f"falling back to the eager one", RuntimeWarning, stacklevel=2)
-                svi = make(False)
-                loss = svi.step()
-            if callback is not None:
-                callback(it + 1, loss)
-            if not math.isfinite(loss):
-                raise ValueError(
-                    f"the variational fit diverged (non-finite ELBO) at step {it + 1}: lower "
-                    f"learning_rate (now {settings.learning_rate}) or use inference='nuts'")
-            losses[it] = loss
-        converged = vi_converged(losses, max(1, settings.max_steps // 5), N, settings.tol)
-        with torch.no_grad():
-            elbo = -_elbo(False, weight is not None, ELBO_PARTICLES).loss(model, guide)
-            draws = Predictive(guide, num_samples=settings.n_samples, parallel=True,
-                               return_sites=list(sites))()
-    # Predictive's vectorising plate sits left of the model's plates: (S, 1, K)
-    # for the weights; site_values restores the sites' own shapes.
-    draws = target.site_values({k: v.unsqueeze(0) for k, v in draws.items()})
-    return draws, float(elbo), settings.max_steps, converged, losses
-
-
-def _elbo(jit: bool, weighted: bool, num_particles: int = 1):
-    """``TraceEnum_ELBO`` enumerating the assignments (``JitTraceEnum_ELBO``
-    with ``jit``); ``Trace_ELBO`` for a weighted model, which sums the
-    assignments out itself (enumeration takes only scalar scales), so
-    there is nothing to enumerate."""
-    if weighted:
-        return (JitTrace_ELBO(num_particles=num_particles, ignore_jit_warnings=True) if jit
-                else Trace_ELBO(num_particles=num_particles))
-    return (JitTraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles,
-                              ignore_jit_warnings=True) if jit
-            else TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles))
-
-
-def vi_converged(losses, window: int, n_points: float, tol: float) -> bool:
-    """Whether a variational fit ended on a plateau: the mean loss of the
-    last ``window`` steps improves on the mean of the ``window`` before by
-    less than ``tol`` nats per point per step.
-
-    Means, not the best values of :func:`bayesgmm.fitting.svi_converged`
-    (the MAP's rule): each loss is a one-particle Monte Carlo estimate,
-    and a mean over a window averages its noise down by sqrt(window)."""
-    losses = np.asarray(losses, dtype=np.float64)
-    if losses.size < 2 * window:
-        return False
-    before = float(np.mean(losses[-2 * window:-window]))
-    recent = float(np.mean(losses[-window:]))
-    return (before - recent) / (window * n_points) < tol
+    groups = Groups.single(X, weight)
+    q, history, n_steps, converged = cavi(groups, start.map(lambda t: t[None]), pt, family,
+                                          settings.weight_prior, settings.max_steps,
+                                          settings.tol, callback)
+    if settings.weight_prior == "dirichlet_process":
+        q, _, extra = prune(groups, q, pt, family, settings.max_steps, settings.tol)
+        n_steps += extra
+    final = float(variational_elbo(groups, q, pt, family)[0])
+    if not math.isfinite(final):
+        raise ValueError("the variational fit produced a non-finite ELBO: check the data's and "
+                         "the priors' scales, or use inference='nuts'")
+    draws = q.sample(settings.n_samples, family, seed)
+    losses = -history[:, 0].double().cpu().numpy()
+    counts = expected_counts(groups, q, family)[0].double().cpu().numpy()
+    return draws, final, n_steps, converged, np.append(losses, -final), q, counts
 
 
 # ----------------------------------------------------------------------------
@@ -631,19 +570,40 @@ def to_data_units(draws: dict, std: Standardizer, family: Covariance) -> dict:
     return {"weights": w, "means": m, "covariances": np.asarray(c, dtype=np.float64)}
 
 
-def align_draws(samples: dict, reference: tuple, family: Covariance) -> dict:
-    """Every draw's components reordered to match the reference mixture's
-    (``reference`` = (weights, means, covariances), the MAP), each draw by
-    its own permutation (:func:`~bayesgmm.alignment.match_components`, with
-    weights and covariances): label switching between or within chains
-    undone.  ``samples`` have leading dims (S,); a shared (tied)
-    covariance has no component axis and is left as it is."""
+def draw_order(samples: dict, reference: tuple, family: Covariance,
+               common: bool = False) -> np.ndarray:
+    """The permutation (S, K) of every draw's components that matches them
+    to the reference mixture's (``reference`` = (weights, means,
+    covariances), the MAP), each draw by its own
+    (:func:`~bayesgmm.alignment.match_components`, with weights and
+    covariances), or with ``common`` one for all the draws, that of their
+    average (draws that share a labelling, as a variational posterior's do:
+    matching each draw alone would clip the tails of overlapping
+    components)."""
     w, m, c = samples["weights"], samples["means"], samples["covariances"]
-    K = w.shape[-1]
+    S, K = w.shape
     if K == 1:
+        return np.zeros((S, 1), dtype=np.int64)
+    if common:
+        perm = match_components(reference[1], m.mean(0), reference[2], c.mean(0), reference[0],
+                                w.mean(0), covariance_type=family.name)
+        return np.broadcast_to(perm, (S, K))
+    return match_components(reference[1], m, reference[2], c, reference[0], w,
+                            covariance_type=family.name)
+
+
+def align_draws(samples: dict, reference: tuple, family: Covariance,
+                perm: Optional[np.ndarray] = None) -> dict:
+    """Every draw's components reordered by ``perm`` (S, K), by default
+    :func:`draw_order`'s per-draw matching to ``reference``: label switching
+    between or within chains undone.  ``samples`` have leading dims (S,);
+    a shared (tied) covariance has no component axis and is left as it
+    is."""
+    w, m, c = samples["weights"], samples["means"], samples["covariances"]
+    if w.shape[-1] == 1:
         return dict(samples)
-    perm = match_components(reference[1], m, reference[2], c, reference[0], w,
-                            covariance_type=family.name)                   # (S, K)
+    if perm is None:
+        perm = draw_order(samples, reference, family)
 
     def take(a: np.ndarray) -> np.ndarray:
         idx = perm.reshape(perm.shape + (1,) * (a.ndim - 2))
@@ -723,32 +683,36 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     """The posterior by ``settings.method`` ("nuts" or "vi") from the MAP
     ``start`` (standardised frame, float64 tensors like ``X`` and ``pt``),
     in the data's units and the MAP's component order: engine, then
-    :func:`to_data_units`, :func:`align_draws` (to ``reference``, the MAP's
-    (weights, means, covariances) in the data's units) and, for NUTS,
-    :func:`diagnostics` on the aligned draws and :func:`check_convergence`
-    (``stacklevel``: that of a warning issued by this function, 1 for this
-    line); for VI a warning when the fit had not reached a plateau
-    (:func:`vi_converged`)."""
+    :func:`to_data_units`, and for NUTS :func:`align_draws` (to
+    ``reference``, the MAP's (weights, means, covariances) in the data's
+    units), :func:`diagnostics` on the aligned draws and
+    :func:`check_convergence` (``stacklevel``: that of a warning issued by
+    this function, 1 for this line); VI's factors keep the labels of the
+    MAP they start from (no per-draw matching, which would clip the tails
+    of overlapping components' draws), and it warns when the fit stopped
+    before meeting its tolerance."""
     if settings.method == "nuts":
         draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
         out = Posterior("nuts", {}, settings.n_chains, n_divergent=n_div)
     elif settings.method == "vi":
-        draws, elbo, n_steps, converged, losses = fit_vi(X, pt, family, start, settings, seed,
-                                                         weight, callback)
+        draws, elbo, n_steps, converged, losses, q, counts = fit_vi(
+            X, pt, family, start, settings, seed, weight, callback)
         out = Posterior("vi", {}, 1, elbo=elbo, n_steps=n_steps, converged=converged,
-                        losses=losses)
+                        losses=losses, q=q, counts=counts)
         if not converged:
             warnings.warn(
-                f"the variational fit was still improving at the end of its {n_steps} steps "
-                f"(the mean ELBO of the last fifth of the steps beat the fifth before by more "
-                f"than tol={settings.tol} nats per point per step): raise max_iter",
-                UserWarning, stacklevel=stacklevel)
+                f"the variational fit was still improving after {n_steps} iterations (the ELBO "
+                f"gained more than tol={settings.tol} nats per point in the last): raise "
+                f"max_iter", UserWarning, stacklevel=stacklevel)
     else:
         raise ValueError(f"posterior method must be 'nuts' or 'vi', got {settings.method!r}")
     C, S = draws["means"].shape[:2]
     units = to_data_units({k: v.reshape((C * S,) + v.shape[2:]) for k, v in draws.items()},
                           std, family)
-    samples = align_draws(units, reference, family)
+    perm = draw_order(units, reference, family, common=settings.method == "vi")
+    samples = align_draws(units, reference, family, perm)
+    if settings.method == "vi":
+        out.order = np.array(perm[0])
     if settings.method == "nuts":
         grouped = {k: v.reshape((C, S) + v.shape[1:]) for k, v in samples.items()}
         out.rhat, out.ess = diagnostics(grouped)

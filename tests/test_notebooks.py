@@ -20,7 +20,7 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ["iris_petal_length", "five_class_classifier", "circles", "initialisation_and_em",
-             "iris_clustering"]
+             "iris_clustering", "bayesian_inference"]
 KERNEL_NAME = "bayesgmm-test"
 
 pytestmark = pytest.mark.notebooks

@@ -1,0 +1,268 @@
+"""The closed-form variational engine (bayesgmm.variational) against
+independent computations: scipy quadrature for the scale factor, Pyro's own
+``TraceEnum_ELBO`` for the bound, perturbations for the optimality of each
+update, and simulations with a known number of clusters for the
+Dirichlet-process prior."""
+
+import math
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import pyro
+from scipy import integrate, stats
+
+from bayesgmm import BayesianGMM, Priors
+from bayesgmm import covariance as cov_module
+from bayesgmm.fitting import Groups
+from bayesgmm.models import gmm_model
+from bayesgmm.priors import Standardizer
+from bayesgmm.variational import (InverseScale, VariationalPosterior, cavi, elbo, prune,
+                                  pyro_guide)
+
+F64 = torch.float64
+
+
+def blobs(n_per, centres, sd=0.4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.asarray(centres, dtype=np.float64)
+    X = np.concatenate([c + sd * rng.standard_normal((n_per, centres.shape[1])) for c in centres])
+    return X[rng.permutation(len(X))]
+
+
+def problem(covariance_type, K=2, n_per=30, seed=0, weight_prior="dirichlet", D=2):
+    """Standardised data, priors and a MAP start of a small fit."""
+    centres = [[0.0] * D, [4.0] * D, [-4.0, 4.0] + [0.0] * (D - 2)][:K]
+    X = blobs(n_per, centres, seed=seed)
+    gmm = BayesianGMM(K, covariance_type=covariance_type, random_state=seed, device="cpu").fit(X)
+    family = cov_module.get(covariance_type, D)
+    std = Standardizer(center=X.mean(0), scale=X.std(0))
+    if family.isotropic:
+        std = Standardizer(center=X.mean(0), scale=np.full(D, np.sqrt(np.mean(X.var(0)))))
+    pt = std.priors(gmm.priors_, "cpu", F64)
+    start = std.params_to_std(gmm.weights_, gmm.means_, gmm.covariances_, family, "cpu", F64)
+    Xt = torch.as_tensor((X - std.center) / std.scale)
+    return Xt, pt, family, start.map(lambda t: t[None])
+
+
+# ----------------------------------------------------------------------------
+# q(u) of a diagonal / spherical scale
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("p,b,c", [(1.0, 1.0, 0.0), (3.5, 0.2, 7.0), (41.0, 2.0, 30.0),
+                                   (1.5, 3.0, 1e-3), (2001.0, 2.8, 1850.0)])
+def test_inverse_scale_moments_against_scipy_quadrature(p, b, c):
+    q = InverseScale(torch.tensor(p, dtype=F64), torch.tensor(b, dtype=F64),
+                     torch.tensor(c, dtype=F64))
+    # Integrate in log u about the mode (scipy's quad on (0, inf) in u misses
+    # the narrow peak of the large-p cases).
+    t0, sd = float(q.t0), float(q.sd)
+    logf = lambda t: p * t - b * math.exp(t) - 0.5 * c * math.exp(2 * t)
+    f0 = logf(t0)
+    quad = lambda g: integrate.quad(lambda t: g(t) * math.exp(logf(t) - f0), t0 - 40 * sd,
+                                    t0 + 40 * sd, points=[t0], epsabs=0, epsrel=1e-12,
+                                    limit=200)[0]
+    Z = quad(lambda t: 1.0)
+    assert float(q.log_z) == pytest.approx(math.log(Z) + f0, rel=1e-10, abs=1e-10)
+    assert float(q.mean_log) == pytest.approx(quad(lambda t: t) / Z, rel=1e-9, abs=1e-10)
+    assert float(q.mean_sq) == pytest.approx(quad(lambda t: math.exp(2 * t)) / Z, rel=1e-9)
+    if c == 0.0:     # the Gamma(p, b) itself
+        assert float(q.mean_sq) == pytest.approx(p * (p + 1) / b ** 2, rel=1e-10)
+        assert float(q.mean_log) == pytest.approx(
+            float(torch.digamma(torch.tensor(p, dtype=F64))) - math.log(b), rel=1e-9, abs=1e-12)
+
+
+def test_inverse_scale_draws_follow_the_density():
+    p, b, c = 3.5, 0.7, 5.0
+    q = InverseScale(torch.tensor(p, dtype=F64), torch.tensor(b, dtype=F64),
+                     torch.tensor(c, dtype=F64))
+    torch.manual_seed(0)
+    u = q.sample(4000).numpy()
+    Z = math.exp(float(q.log_z))
+    density = lambda x: x ** (p - 1) * math.exp(-b * x - 0.5 * c * x * x) / Z
+    grid = np.linspace(0, 12, 4001)
+    cdf_grid = np.concatenate([[0.0], np.cumsum([integrate.quad(density, a, z)[0]
+                                                 for a, z in zip(grid[:-1], grid[1:])])])
+    ks = stats.kstest(u, lambda x: np.interp(x, grid, cdf_grid))
+    assert ks.pvalue > 0.01
+    assert np.exp(stats.norm.logpdf(0)) > 0       # (scipy imported for the KS test)
+    np.testing.assert_allclose(float(q.log_prob(torch.tensor(1.3, dtype=F64))),
+                               math.log(density(1.3)), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# The bound
+# ----------------------------------------------------------------------------
+CASES = [("full", "dirichlet"), ("tied", "dirichlet"), ("diag", "dirichlet"),
+         ("spherical", "dirichlet"), ("full", "dirichlet_process"),
+         ("diag", "dirichlet_process")]
+
+
+@pytest.mark.parametrize("covariance_type,weight_prior", CASES)
+def test_elbo_is_what_pyro_trace_enum_elbo_estimates(covariance_type, weight_prior):
+    """The closed-form ELBO of q equals Pyro's Monte Carlo estimate for
+    gmm_model with the guide of q (TraceEnum_ELBO sums the assignments out),
+    within 4 standard errors of 300 particles."""
+    X, pt, family, start = problem(covariance_type, K=3 if weight_prior != "dirichlet" else 2,
+                                   n_per=12)
+    q, _, _, _ = cavi(Groups.single(X), start, pt, family, weight_prior, max_iter=30)
+    exact = float(elbo(Groups.single(X), q, pt, family)[0])
+    K = q.mean.shape[-2]
+    model = lambda: gmm_model(X, pt, K, family, weight_prior=weight_prior)
+    guide = pyro_guide(q, family)
+    pyro.set_rng_seed(0)
+    loss = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = np.array([-loss.loss(model, guide) for _ in range(300)])
+    se = values.std(ddof=1) / math.sqrt(values.size)
+    assert abs(values.mean() - exact) < 4 * se + 1e-6, (values.mean(), exact, se)
+
+
+@pytest.mark.parametrize("covariance_type,weight_prior", CASES)
+def test_cavi_never_lowers_the_elbo_and_each_factor_is_optimal(covariance_type, weight_prior):
+    X, pt, family, start = problem(covariance_type, K=3, n_per=15, seed=1)
+    groups = Groups.single(X)
+    q, history, n_iter, converged = cavi(groups, start, pt, family, weight_prior,
+                                         max_iter=500, tol=1e-10)
+    h = history[:, 0].numpy()
+    assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:])), np.diff(h).min()
+    best = float(elbo(groups, q, pt, family)[0])
+    assert best >= h[-1] - 1e-9 * abs(best)
+
+    def perturbed(**changes):
+        return float(elbo(groups, replace(q, **changes), pt, family)[0])
+    worse = [perturbed(mean=q.mean + 0.05),
+             perturbed(mean_cov=q.mean_cov * 1.2), perturbed(mean_cov=q.mean_cov * 0.8),
+             perturbed(weight_a=q.weight_a * 1.1), perturbed(weight_a=q.weight_a * 0.9)]
+    if q.weight_b is not None:
+        worse += [perturbed(weight_b=q.weight_b * 1.1), perturbed(weight_b=q.weight_b * 0.9)]
+    if family.full_moments:
+        worse += [perturbed(dof=q.dof + 0.5), perturbed(dof=q.dof - 0.5),
+                  perturbed(wishart_inv=q.wishart_inv * 1.05),
+                  perturbed(wishart_inv=q.wishart_inv * 0.95)]
+    else:
+        s = q.scale
+        worse += [perturbed(scale=InverseScale(s.p, s.b, s.c * 1.05)),
+                  perturbed(scale=InverseScale(s.p, s.b, s.c * 0.95)),
+                  perturbed(scale=InverseScale(s.p + 0.3, s.b, s.c)),
+                  perturbed(scale=InverseScale(s.p * 0.97, s.b, s.c))]
+    assert all(w < best for w in worse), (best, worse)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("case", ["weights", "missing"])
+def test_elbo_with_weights_or_missing_values_against_pyro(covariance_type, case):
+    """Sample weights (the model's weighted factor): the closed form equals
+    Pyro's estimate (Trace_ELBO: the weighted model sums the assignments out
+    itself).  Missing entries: the engine keeps each point's missing
+    coordinates in its variational family (q(x_mis | z), independent of the
+    parameters: what keeps the updates closed-form), so its bound is below
+    the one Pyro estimates for the same q of the parameters, where the model
+    integrates them out exactly; below, and close."""
+    X, pt, family, start = problem(covariance_type, K=2, n_per=12, seed=3)
+    w = None
+    if case == "missing":
+        X = X.clone()
+        X[::5, 1] = float("nan")
+        X[3, 0] = float("nan")
+    else:
+        w = torch.as_tensor(np.random.default_rng(0).integers(1, 4, X.shape[0]), dtype=F64)
+    groups = Groups.single(X, w)
+    q, _, _, _ = cavi(groups, start, pt, family, max_iter=30)
+    exact = float(elbo(groups, q, pt, family)[0])
+    model = lambda: gmm_model(X, pt, 2, family, weight=w)
+    guide = pyro_guide(q, family)
+    pyro.set_rng_seed(1)
+    loss = (pyro.infer.Trace_ELBO() if w is not None
+            else pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = np.array([-loss.loss(model, guide) for _ in range(300)])
+    se = values.std(ddof=1) / math.sqrt(values.size)
+    if case == "weights":
+        assert abs(values.mean() - exact) < 4 * se + 1e-6, (values.mean(), exact, se)
+    else:
+        assert values.mean() - 1.5 < exact < values.mean() + 4 * se, (values.mean(), exact, se)
+
+
+def test_integer_weights_give_the_fit_of_repeated_rows():
+    X, pt, family, start = problem("full", K=2, n_per=10, seed=6)
+    w = torch.as_tensor(np.random.default_rng(1).integers(0, 4, X.shape[0]), dtype=F64)
+    rep = X.repeat_interleave(w.long(), 0)
+    qa, *_ = cavi(Groups.single(X, w), start, pt, family, max_iter=40, tol=0)
+    qb, *_ = cavi(Groups.single(rep), start, pt, family, max_iter=40, tol=0)
+    for name in ("weight_a", "mean", "mean_cov", "dof", "wishart_inv"):
+        torch.testing.assert_close(getattr(qa, name), getattr(qb, name), rtol=1e-9, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# The Dirichlet-process prior
+# ----------------------------------------------------------------------------
+CENTRES = [[0, 0], [8, 0], [0, 8], [8, 8], [-8, 4], [4, -8]]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+@pytest.mark.parametrize("k_true", [1, 3])
+def test_dirichlet_process_switches_surplus_components_off(covariance_type, k_true):
+    X = blobs(60, CENTRES[:k_true], sd=0.8, seed=k_true)
+    gmm = BayesianGMM(8, covariance_type=covariance_type, inference="vi", n_samples=100,
+                      weight_prior="dirichlet_process", random_state=0, device="cpu").fit(X)
+    assert gmm.n_effective_components_ == k_true
+    w = np.sort(gmm.weights_)[::-1]
+    assert np.all(w[:k_true] > 0.2) and np.all(w[k_true:] < 0.01)
+    assert len(np.unique(gmm.predict(X))) == k_true
+    # The MAP with a Dirichlet prior keeps more.
+    plain = BayesianGMM(8, covariance_type=covariance_type, random_state=0, device="cpu").fit(X)
+    assert plain.n_effective_components_ > k_true
+
+
+def test_dirichlet_process_point_is_the_variational_mean():
+    X = blobs(50, CENTRES[:2], seed=5)
+    gmm = BayesianGMM(5, covariance_type="diag", inference="vi", n_samples=4000,
+                      weight_prior="dirichlet_process", random_state=0, device="cpu").fit(X)
+    draws = gmm.posterior_samples()
+    np.testing.assert_allclose(draws["weights"].mean(0), gmm.weights_, atol=0.01)
+    live = gmm.weights_ > 0.1
+    np.testing.assert_allclose(draws["means"].mean(0)[live], gmm.means_[live], atol=0.02)
+    assert gmm.priors_.weight_concentration.tolist() == [1.0] * 5
+
+
+def test_dirichlet_process_concentration_and_refusals(tmp_path):
+    X = blobs(40, CENTRES[:2], seed=2)
+    small = BayesianGMM(6, inference="vi", weight_prior="dirichlet_process", n_samples=50,
+                        priors=Priors(weight_concentration=0.1), random_state=0,
+                        device="cpu").fit(X)
+    assert small.n_effective_components_ == 2
+    assert small.priors_.weight_concentration.tolist() == [0.1] * 6
+    small.save(tmp_path / "dp.bgmm")
+    back = BayesianGMM.load(tmp_path / "dp.bgmm")
+    assert back.weight_prior == "dirichlet_process" and back.n_effective_components_ == 2
+    np.testing.assert_array_equal(back.predict_proba(X), small.predict_proba(X))
+    kw = dict(weight_prior="dirichlet_process", device="cpu")
+    with pytest.raises(ValueError, match="inference='vi'.*got inference='map'"):
+        BayesianGMM(4, **kw).fit(X)
+    with pytest.raises(ValueError, match="inference='vi'.*got inference='nuts'"):
+        BayesianGMM(4, inference="nuts", **kw).fit(X)
+    with pytest.raises(ValueError, match="truncation.*not 'auto'"):
+        BayesianGMM("auto", inference="vi", **kw).fit(X)
+    with pytest.raises(ValueError, match="concentration alpha.*got \\[1.0, 2.0\\]"):
+        BayesianGMM(2, inference="vi", priors=Priors(weight_concentration=[1.0, 2.0]),
+                    **kw).fit(X)
+    with pytest.raises(ValueError, match="must be > 0, got -1.0"):
+        BayesianGMM(2, inference="vi", priors=Priors(weight_concentration=-1.0), **kw).fit(X)
+    with pytest.raises(ValueError, match="weight_prior must be one of"):
+        BayesianGMM(2, weight_prior="pitman-yor", device="cpu").fit(X)
+
+
+def test_prune_keeps_a_fit_without_surplus():
+    X, pt, family, start = problem("full", K=3, n_per=25, seed=4)
+    groups = Groups.single(X)
+    pt = replace(pt, concentration=torch.ones(3, dtype=F64))
+    q, _, _, _ = cavi(groups, start, pt, family, "dirichlet_process", tol=1e-9)
+    before = float(elbo(groups, q, pt, family)[0])
+    q2, after, _ = prune(groups, q, pt, family, tol=1e-9)
+    assert float(after[0]) >= before - 1e-9
+    counts = (q2.mean_weights()[0] * X.shape[0]).numpy()
+    assert np.sum(counts >= 1) == 3
