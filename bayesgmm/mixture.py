@@ -195,14 +195,18 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         from the MAP (:mod:`bayesgmm.posterior`): "nuts" samples it by
         Pyro's NUTS (exact up to Monte Carlo error; R-hat and effective
         sample sizes in ``rhat_`` and ``ess_``, a warning when they say the
-        chains have not converged), "vi" fits an ``AutoMultivariateNormal``
-        guide by SVI with ``TraceEnum_ELBO`` (``max_iter`` steps at
-        ``learning_rate``, decaying tenfold; faster, approximate; ELBO in
-        ``elbo_``).  Both run in float64 on all rows (every step reads the
-        data: NUTS suits up to ~1e4 points; iris petal lengths, K = 2, the
-        defaults: ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~6 s
-        for VI), with the assignments summed out; every draw's components
-        are matched to the MAP's
+        chains have not converged), "vi" fits the mean-field variational
+        posterior q(weights) q(means) q(covariances) in closed form
+        (coordinate ascent, :mod:`bayesgmm.variational`; at most
+        ``max_iter`` iterations of one pass over the data each, stopping at
+        ``tol`` nats of ELBO per point; exact ELBO in ``elbo_``; faster than
+        NUTS by orders of magnitude, and its intervals somewhat narrower
+        where components overlap).  Both run in float64 on all rows (NUTS
+        suits up to ~1e4 points; iris petal lengths, K = 2, the defaults:
+        ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~0.1 s for
+        VI), with the assignments summed out; every NUTS draw's components
+        are matched to the MAP's (label switching undone; VI's factors keep
+        the MAP's labels)
         (label switching undone).  The draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
         :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
@@ -223,11 +227,39 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         warmup starts from the Laplace approximation's variances as mass
         matrix, so a few hundred suffice on easy posteriors; raise it when
         the convergence warning asks.
+    weight_prior : {"dirichlet", "dirichlet_process"}, default "dirichlet"
+        The prior of the mixture weights.  "dirichlet":
+        Dirichlet(``Priors.weight_concentration``).  "dirichlet_process":
+        the stick-breaking prior of a Dirichlet process truncated at
+        ``n_components`` components (sticks v_k ~ Beta(1, alpha), w_k =
+        v_k prod_{j<k} (1 - v_j); alpha = ``Priors.weight_concentration``,
+        one positive number, default 1; the expected number of clusters
+        grows like alpha log n), so that the fit decides how many
+        components the data use: surplus ones end with negligible weight,
+        and ``n_effective_components_`` counts those that carry data.  It
+        needs ``inference="vi"``: coordinate ascent alone keeps a cluster
+        split between two components (a local optimum), so delete moves
+        judged by the exact ELBO switch components off
+        (:func:`bayesgmm.variational.prune`); a MAP of the sticks would
+        keep every component (its density has no Occam factor), and NUTS
+        does not take this prior yet.  The MAP stage that starts VI then
+        uses a flat Dirichlet, and the point attributes (``weights_``,
+        ``means_``, ``covariances_``) are the variational posterior's E[w],
+        E[mu] and E[Lambda]^-1 (as scikit-learn's BayesianGaussianMixture
+        reports), in the MAP's component order.
 
     Attributes
     ----------
     n_components_ : int
-        K of the fitted mixture (chosen by BIC for "auto").
+        K of the fitted mixture (chosen by BIC for "auto"; the truncation
+        with the Dirichlet-process prior).
+    n_effective_components_ : int
+        Components that carry at least one point's worth of the data: with
+        ``inference="vi"`` those whose expected count E_q[N_k] (the summed
+        responsibilities) is >= 1, else those with ``weights_ x n >= 1``
+        (n: the total sample weight).  With
+        ``weight_prior="dirichlet_process"``, the number of clusters the
+        fit found.
     bic_ : ndarray of shape (max_components,)
         Only after an "auto" fit that scanned K: BIC of K = 1, 2, ...
         (lower is better) in the data's units, each K at its best restart

@@ -599,38 +599,40 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     problem = _frame_problem(class_prior[:, None] * w, m, sd, real, family.isotropic)
     if problem:
         raise _Corrupt(problem)
-    if kind == "BayesianGMM":
-        _check_posterior(a, family, K, D,
-                         np.float64 if params.get("dtype") == "float64" else np.float32)
+    _check_posterior(a, family, K, D,
+                     np.float64 if params.get("dtype") == "float64" else np.float32,
+                     None if kind == "BayesianGMM" else C)
 
 
-def _check_posterior(a: dict, family, K: int, D: int, dtype) -> None:
+def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = None) -> None:
     """The posterior draws of a fit with ``inference="vi"`` or "nuts"
     (``_posterior``), when the file has them: draws of weights (S, K) on
     the simplex, means (S, K, D) and covariances (S, ...) of the fitted
-    type that pass the fitted covariances' checks, all finite, S >= 1."""
+    type that pass the fitted covariances' checks, all finite, S >= 1; for
+    the classifier (``C`` classes) each with a leading class dimension."""
     draws = a.get("_posterior")
     if draws is None:
         return
     names = ("weights", "means", "covariances")
     if not isinstance(draws, dict) or set(draws) != set(names):
         raise _Corrupt("_posterior is not a dict of weights, means and covariances draws")
+    lead = () if C is None else (C,)
     w = draws["weights"]
-    if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[0] < 1:
-        raise _Corrupt("posterior weights are not a float array of shape (S, K)")
-    S = w.shape[0]
-    w = _float_array("posterior weights", w, (S, K))
-    m = _float_array("posterior means", draws["means"], (S, K, D))
+    if not isinstance(w, np.ndarray) or w.ndim != 2 + len(lead) or w.shape[len(lead)] < 1:
+        raise _Corrupt(f"posterior weights are not a float array of shape {lead + ('S', 'K')}")
+    S = w.shape[len(lead)]
+    w = _float_array("posterior weights", w, lead + (S, K))
+    m = _float_array("posterior means", draws["means"], lead + (S, K, D))
     c = _float_array("posterior covariances", draws["covariances"],
-                     (S,) + family.covariance_shape(K, D))
+                     lead + (S,) + family.covariance_shape(K, D))
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m))):
         raise _Corrupt("posterior draws hold non-finite values")
-    if np.any(w < 0) or np.any(np.abs(w.sum(1) - 1) > 1e-6):
+    if np.any(w < 0) or np.any(np.abs(w.sum(-1) - 1) > 1e-6):
         raise _Corrupt("posterior weights are not probability vectors")
-    for s in range(S):
-        problem = family.check_covariances(c[s], K, D, dtype)
+    for index in np.ndindex(lead + (S,)):
+        problem = family.check_covariances(c[index], K, D, dtype)
         if problem:
-            raise _Corrupt(f"posterior draw {s}: {problem}")
+            raise _Corrupt(f"posterior draw {index}: {problem}")
 
 
 def _frame_problem(w: np.ndarray, m: np.ndarray, sd: np.ndarray, real: np.ndarray,

@@ -65,8 +65,7 @@ from .covariance import Covariance
 from .fitting import Groups, pyro_session
 from .models import gmm_model
 from .priors import MixtureParams, PriorTensors, Standardizer
-from .variational import (VariationalPosterior, cavi, elbo as variational_elbo,
-                          expected_counts, prune)
+from .variational import VariationalPosterior, cavi, prune
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
@@ -535,26 +534,27 @@ def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mixture
     n_steps : int
     converged : bool
     losses : ndarray
-        -ELBO at every iteration, then the final one.
+        -ELBO at every iteration (of the delete moves' start, with the
+        Dirichlet process).
     q : VariationalPosterior
     counts : ndarray (K,)
         E_q[N_k], the points each component carries.
     """
     groups = Groups.single(X, weight)
-    q, history, n_steps, converged = cavi(groups, start.map(lambda t: t[None]), pt, family,
-                                          settings.weight_prior, settings.max_steps,
-                                          settings.tol, callback)
+    res = cavi(groups, start.map(lambda t: t[None]), pt, family, settings.weight_prior,
+               settings.max_steps, settings.tol, callback)
+    q, value, counts, n_steps = res.q, res.elbo, res.counts, res.n_iter
     if settings.weight_prior == "dirichlet_process":
-        q, _, extra = prune(groups, q, pt, family, settings.max_steps, settings.tol)
+        q, value, counts, extra = prune(groups, q, pt, family, settings.max_steps, settings.tol)
         n_steps += extra
-    final = float(variational_elbo(groups, q, pt, family)[0])
+    final = float(value[0])
     if not math.isfinite(final):
         raise ValueError("the variational fit produced a non-finite ELBO: check the data's and "
                          "the priors' scales, or use inference='nuts'")
     draws = q.sample(settings.n_samples, family, seed)
-    losses = -history[:, 0].double().cpu().numpy()
-    counts = expected_counts(groups, q, family)[0].double().cpu().numpy()
-    return draws, final, n_steps, converged, np.append(losses, -final), q, counts
+    losses = -res.history[:, 0].double().cpu().numpy()     # the last is q's
+    counts = counts[0].double().cpu().numpy()
+    return draws, final, n_steps, res.converged, losses, q, counts
 
 
 # ----------------------------------------------------------------------------
@@ -725,15 +725,17 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
 def predictive_mixture(samples: dict, family: Covariance) -> tuple:
     """The posterior predictive as one mixture: S draws of K components are
     S K components of weight w_sk / S (the average of the draws' densities),
-    component j = s K + k.  Returns (weights (S K,), means (S K, D),
-    covariances in the layout of the returned family, that family); a
-    shared (tied) covariance becomes one full matrix per component, since
-    it differs between draws."""
+    component j = s K + k; any leading dims of the draws (the classifier's
+    classes: (C, S, K, ...)) are kept.  Returns (weights (..., S K), means
+    (..., S K, D), covariances in the layout of the returned family, that
+    family); a shared (tied) covariance becomes one full matrix per
+    component, since it differs between draws."""
     w, m, c = samples["weights"], samples["means"], samples["covariances"]
-    S, K, D = m.shape
-    weights = (w / S).reshape(S * K)
-    means = m.reshape(S * K, D)
+    S, K, D = m.shape[-3:]
+    lead = m.shape[:-3]
+    weights = (w / S).reshape(lead + (S * K,))
+    means = m.reshape(lead + (S * K, D))
     if family.per_component:
-        return weights, means, c.reshape((S * K,) + c.shape[2:]), family
-    full = np.repeat(c[:, None], K, axis=1).reshape(S * K, D, D)
+        return weights, means, c.reshape(lead + (S * K,) + c.shape[len(lead) + 2:]), family
+    full = np.broadcast_to(c[..., None, :, :], lead + (S, K, D, D)).reshape(lead + (S * K, D, D))
     return weights, means, full, cov_module.get("full", D)

@@ -71,7 +71,8 @@ from .fitting import Groups, e_step
 from .models import stick_breaking
 from .priors import MixtureParams, PriorTensors
 
-__all__ = ["WEIGHT_PRIORS", "InverseScale", "VariationalPosterior", "cavi", "elbo", "prune",
+__all__ = ["WEIGHT_PRIORS", "InverseScale", "VariationalPosterior", "CaviResult", "cavi", "elbo",
+           "prune",
            "expected_counts", "pyro_guide"]
 
 #: The ``weight_prior`` options: a Dirichlet, or the truncated stick-breaking
@@ -197,7 +198,10 @@ class VariationalPosterior:
     covariance factor: "diag"/"spherical" an :class:`InverseScale` per
     standard deviation ((P, K, D) / (P, K)), "full"/"tied" a Wishart on the
     precision with ``dof`` (P, K) / (P,) and inverse scale matrix
-    ``wishart_inv`` (Psi + expected scatter), (P, K, D, D) / (P, D, D)."""
+    ``wishart_inv`` (Psi + expected scatter), (P, K, D, D) / (P, D, D).
+    ``mask`` (P, K) marks the real components of mixtures padded to a
+    common K (the classifier's classes; Dirichlet prior only): padded ones
+    have weight 0 and their other factors stay at the prior."""
 
     weight_prior: str
     weight_a: torch.Tensor
@@ -207,13 +211,18 @@ class VariationalPosterior:
     scale: Optional[InverseScale] = None
     dof: Optional[torch.Tensor] = None
     wishart_inv: Optional[torch.Tensor] = None
+    mask: Optional[torch.Tensor] = None
 
     # ---- weights
     def expected_log_weights(self) -> torch.Tensor:
         """E_q[log w_k], (P, K)."""
         a, b = self.weight_a, self.weight_b
         if b is None:
-            return torch.digamma(a) - torch.digamma(a.sum(-1, keepdim=True))
+            if self.mask is None:
+                return torch.digamma(a) - torch.digamma(a.sum(-1, keepdim=True))
+            total = torch.digamma((a * self.mask).sum(-1, keepdim=True))
+            return torch.where(self.mask, torch.digamma(a) - total,
+                               torch.full_like(a, -math.inf))
         tot = torch.digamma(a + b)
         log_v, log_1mv = torch.digamma(a) - tot, torch.digamma(b) - tot
         before = torch.cumsum(log_1mv, -1)
@@ -224,6 +233,7 @@ class VariationalPosterior:
         """E_q[w], (P, K)."""
         a, b = self.weight_a, self.weight_b
         if b is None:
+            a = a if self.mask is None else a * self.mask
             return a / a.sum(-1, keepdim=True)
         return stick_breaking(a / (a + b))     # the sticks are independent under q
 
@@ -267,9 +277,16 @@ class VariationalPosterior:
     def kl(self, pt: PriorTensors, family: Covariance) -> torch.Tensor:
         """KL(q || prior) of the globals, (P,)."""
         a, b = self.weight_a, self.weight_b
+        maskf = 1.0 if self.mask is None else self.mask.to(a.dtype)
         if b is None:
-            prior = pt.concentration.expand_as(a)
-            kl_w = torch.distributions.kl_divergence(dist.Dirichlet(a), dist.Dirichlet(prior))
+            # KL(Dir(a) || Dir(a0)) over the real components.
+            a0 = pt.concentration.expand_as(a)
+            a, a0 = a * maskf + (1 - maskf), a0 * maskf + (1 - maskf)   # padded: 1 and 1
+            sa, sa0 = (a * maskf).sum(-1), (a0 * maskf).sum(-1)
+            kl_w = (torch.lgamma(sa) - (torch.lgamma(a) * maskf).sum(-1) - torch.lgamma(sa0)
+                    + (torch.lgamma(a0) * maskf).sum(-1)
+                    + ((a - a0) * (torch.digamma(a) - torch.digamma(sa).unsqueeze(-1))
+                       * maskf).sum(-1))
         else:
             alpha = pt.concentration[..., :1].expand_as(b)
             kl_w = torch.distributions.kl_divergence(
@@ -282,9 +299,9 @@ class VariationalPosterior:
         logdet = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(self.mean_cov),
                                               dim1=-2, dim2=-1)).sum(-1)
         kl_m = 0.5 * (var.sum(-1) + (z * z).sum(-1) - D + 2 * torch.log(s0).sum() - logdet)
-        return kl_w + kl_m.sum(-1) + self._kl_cov(pt, family)
+        return kl_w + (kl_m * maskf).sum(-1) + self._kl_cov(pt, family, maskf)
 
-    def _kl_cov(self, pt: PriorTensors, family: Covariance) -> torch.Tensor:
+    def _kl_cov(self, pt: PriorTensors, family: Covariance, maskf=1.0) -> torch.Tensor:
         if family.full_moments:
             D = self.mean.shape[-1]
             dof, Winv = self.dof, self.wishart_inv
@@ -303,11 +320,13 @@ class VariationalPosterior:
             e_logq = (0.5 * (dof - D - 1) * e_logdet - 0.5 * dof * D - 0.5 * dof * D * _LOG_2
                       + 0.5 * dof * logdet_winv - torch.mvlgamma(0.5 * dof, D))
             kl = e_logq - e_logp
-            return kl.sum(-1) if family.per_component else kl
+            return (kl * maskf).sum(-1) if family.per_component else kl
         q, a, rate = self.scale, pt.scale_shape, pt.scale_rate
         # E_q[log p(u) - log q(u)] for p(u) = Gamma(a, rate), q(u) as InverseScale.
         neg = (a * torch.log(rate) - torch.lgamma(a) + (a - q.p) * q.mean_log
                + 0.5 * q.c * q.mean_sq + q.log_z)
+        if not isinstance(maskf, float):
+            neg = neg * maskf.reshape(maskf.shape + (1,) * (neg.dim() - maskf.dim()))
         return -neg.reshape(neg.shape[:1] + (-1,)).sum(-1)
 
     # ---- draws
@@ -320,7 +339,9 @@ class VariationalPosterior:
         with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
             torch.manual_seed(seed)
             if b is None:
-                w = dist.Dirichlet(a).sample((n,))
+                g = dist.Gamma(a, torch.ones_like(a)).sample((n,))
+                g = g if self.mask is None else g * self.mask
+                w = g / g.sum(-1, keepdim=True)
             else:
                 w = stick_breaking(dist.Beta(a, b).sample((n,)))
             means = dist.MultivariateNormal(self.mean, self.mean_cov).sample((n,))
@@ -363,8 +384,8 @@ def _dense_precision(family: Covariance, value: torch.Tensor, K: int, D: int) ->
 # ----------------------------------------------------------------------------
 # Updates
 # ----------------------------------------------------------------------------
-def _update(stats, q_prev: Optional[VariationalPosterior], eff: MixtureParams,
-            pt: PriorTensors, family: Covariance, weight_prior: str) -> VariationalPosterior:
+def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
+            weight_prior: str, mask: Optional[torch.Tensor] = None) -> VariationalPosterior:
     """Every global factor updated from the E-step's statistics (about the
     effective means ``eff.means``): weights, then the means given E[Lambda]
     of ``eff``, then the covariances given the new q(means)."""
@@ -386,7 +407,7 @@ def _update(stats, q_prev: Optional[VariationalPosterior], eff: MixtureParams,
     shift = family.mean_shift(Nk, stats.S1, eff.cov, pt, stats.ref)
     S = family.recentre(stats.S2, stats.S1, Nk, shift)        # scatter about the new means
     mean = stats.ref + shift
-    out = VariationalPosterior(weight_prior, wa, wb, mean, mean_cov)
+    out = VariationalPosterior(weight_prior, wa, wb, mean, mean_cov, mask=mask)
     if family.full_moments:
         scatter = S + Nk[..., None, None] * mean_cov
         if family.per_component:
@@ -409,27 +430,58 @@ def elbo(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cova
     q: sum_n log sum_k exp(E[log w_k p(x_n | k)]) - KL(q || prior)."""
     eff = q.effective(family)
     if gidx is None:
-        gidx = torch.zeros(eff.weights.shape[0], dtype=torch.long, device=eff.weights.device)
+        gidx = _group_index(groups, eff.weights.shape[0], eff.weights.device)
     return e_step(groups, eff, gidx, family).loglik - q.kl(pt, family)
+
+
+def _group_index(groups: Groups, P: int, device) -> torch.Tensor:
+    """Each mixture's group: its own when there is one per mixture, else
+    the single group."""
+    if groups.XT.shape[0] == P and P > 1:
+        return torch.arange(P, device=device)
+    return torch.zeros(P, dtype=torch.long, device=device)
+
+
+@dataclass
+class CaviResult:
+    """What :func:`cavi` returns: ``q`` (batch (P,)), its ``elbo`` (P,)
+    and the points each of its components carries, ``counts`` (P, K)
+    (E_q[N_k], from the E-step that scored it), the ELBO of every iteration
+    ``history`` (T, P), the iterations run and whether every mixture met the
+    tolerance."""
+
+    q: VariationalPosterior
+    elbo: torch.Tensor
+    counts: torch.Tensor
+    history: torch.Tensor
+    n_iter: int
+    converged: bool
 
 
 def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covariance,
          weight_prior: str = "dirichlet", max_iter: int = 1000, tol: float = 1e-6,
-         callback: Optional[Callable[[int, float], None]] = None):
+         callback: Optional[Callable[[int, float], None]] = None,
+         mask: Optional[torch.Tensor] = None) -> CaviResult:
     """Coordinate-ascent mean-field VB from a point ``start`` (batch (P,),
     e.g. the MAP): the first E-step uses ``start`` as the effective
     parameters; then E-step and updates alternate until the ELBO improves by
-    less than ``tol`` nats per point (or ``max_iter`` iterations).
+    less than ``tol`` nats per point (or ``max_iter`` iterations).  One pass
+    over the data per iteration: the E-step that scores q also gives the
+    statistics of the next update, so the q returned is the last one scored
+    (the update after it, which met the tolerance, is not taken).
 
-    Returns (q, elbos (T,) per iteration (P,), n_iter, converged)."""
+    ``groups`` holds one group that every mixture sees, or one group per
+    mixture (the classifier's classes, whose real components ``mask``
+    (P, K) marks); the tolerance is per point of each group."""
     P = start.weights.shape[0]
-    gidx = torch.zeros(P, dtype=torch.long, device=start.weights.device)
-    n = groups.mass.to(torch.float64).sum()
+    gidx = _group_index(groups, P, start.weights.device)
+    n = groups.mass.to(torch.float64).clamp_min(1e-300)
+    n = n[gidx] if n.numel() > 1 else n
     eff = start
     stats = e_step(groups, eff, gidx, family)
-    q = _update(stats, None, eff, pt, family, weight_prior)
+    q = _update(stats, eff, pt, family, weight_prior, mask)
     history, converged, it = [], False, 0
-    last = None
+    last = value = None
     for it in range(1, max_iter + 1):
         eff = q.effective(family)
         stats = e_step(groups, eff, gidx, family)
@@ -437,19 +489,26 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
         history.append(value)
         if callback is not None:
             callback(it, -float(value.sum()))
-        q = _update(stats, q, eff, pt, family, weight_prior)
         if last is not None and bool(((value - last) / n < tol).all()):
             converged = True
             break
+        if it == max_iter:
+            break
+        q = _update(stats, eff, pt, family, weight_prior, mask)
         last = value
-    return q, torch.stack(history) if history else torch.zeros(0, P), it, converged
+    if value is None:            # max_iter = 0: score the first update
+        stats = e_step(groups, q.effective(family), gidx, family)
+        value = stats.loglik - q.kl(pt, family)
+    hist = torch.stack(history) if history else value.unsqueeze(0)
+    return CaviResult(q, value, stats.Nk, hist, it, converged)
 
 
 def _take(q: VariationalPosterior, index) -> VariationalPosterior:
     """The mixtures ``index`` of q's batch."""
     pick = lambda t: None if t is None else t[index]
     out = VariationalPosterior(q.weight_prior, pick(q.weight_a), pick(q.weight_b), pick(q.mean),
-                               pick(q.mean_cov), dof=pick(q.dof), wishart_inv=pick(q.wishart_inv))
+                               pick(q.mean_cov), dof=pick(q.dof), wishart_inv=pick(q.wishart_inv),
+                               mask=pick(q.mask))
     if q.scale is not None:
         out.scale = InverseScale(q.scale.p[index], q.scale.b[index], q.scale.c[index])
     return out
@@ -458,7 +517,7 @@ def _take(q: VariationalPosterior, index) -> VariationalPosterior:
 def expected_counts(groups: Groups, q: VariationalPosterior, family: Covariance) -> torch.Tensor:
     """E_q[N_k], the points each component carries (P, K)."""
     eff = q.effective(family)
-    gidx = torch.zeros(eff.weights.shape[0], dtype=torch.long, device=eff.weights.device)
+    gidx = _group_index(groups, eff.weights.shape[0], eff.weights.device)
     return e_step(groups, eff, gidx, family).Nk
 
 
@@ -476,12 +535,12 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
     stops when none does (Hughes and Sudderth's delete move, NIPS 2013,
     with the exact ELBO as the judge).  q has batch shape (1,).
 
-    Returns (q, the ELBO (1,), the total iterations run)."""
+    Returns (q, its ELBO (1,), its counts E_q[N_k] (1, K), the total
+    iterations run)."""
     current = q
-    best_elbo = elbo(groups, current, pt, family)
+    best_elbo, Nk = elbo(groups, current, pt, family), expected_counts(groups, current, family)[0]
     total = 0
     while True:
-        Nk = expected_counts(groups, current, family)[0]
         eff = current.effective(family)
         order = torch.argsort(Nk, descending=True)
         live = [int(j) for j in order if float(Nk[j]) > min_count]
@@ -496,15 +555,15 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
             starts.append(e)
         start = MixtureParams(*(torch.stack([getattr(e, f) for e in starts])
                                 for f in ("weights", "means", "cov")))
-        cand, _, n_it, _ = cavi(groups, start, pt, family, "dirichlet_process", max_iter, tol)
-        total += n_it
-        values = elbo(groups, cand, pt, family)
-        values = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
+        res = cavi(groups, start, pt, family, "dirichlet_process", max_iter, tol)
+        total += res.n_iter
+        values = torch.where(torch.isfinite(res.elbo), res.elbo,
+                             torch.full_like(res.elbo, -math.inf))
         b = int(torch.argmax(values))
         if not bool(values[b] > best_elbo[0] + tol * groups.mass.sum()):
             break
-        current, best_elbo = _take(cand, slice(b, b + 1)), values[b:b + 1]
-    return current, best_elbo, total
+        current, best_elbo, Nk = _take(res.q, slice(b, b + 1)), values[b:b + 1], res.counts[b]
+    return current, best_elbo, Nk.unsqueeze(0), total
 
 
 def pyro_guide(q: VariationalPosterior, family: Covariance, index: int = 0):

@@ -10,8 +10,8 @@ possible; higher is better).
 
 Methods, all with K=3 and full covariances at the libraries' defaults:
 ``BayesianGMM(3)`` (MAP, default priors); its posterior predictive with
-``inference="vi"`` (200 draws of the ``AutoMultivariateNormal`` guide,
-averaged); the first release's default
+``inference="vi"`` (200 draws of the closed-form mean-field variational
+posterior, averaged); the first release's default
 priors (``Priors(covariance_scale=(0.1 x data std)^2)``) for comparison;
 scikit-learn ``GaussianMixture(3)`` (maximum likelihood) and
 ``BayesianGaussianMixture(3)`` (variational, Dirichlet-process weights).

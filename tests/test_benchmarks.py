@@ -52,7 +52,7 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
-                 "posterior_speed"):
+                 "posterior_speed", "calibration", "dp"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -228,8 +228,104 @@ def test_posterior_speed_quick(tmp_path):
     rows = {row["method"]: row for row in r["rows"]}
     assert rows["bayesgmm NUTS, 4 chains"]["max_rhat"] > 0.9
     assert all(row["seconds"] > 0 for row in rows.values())
-    # Every fit of the synthetic data scored (quick: 50 VI steps, figures
-    # not meaningful); the default MAP fit is the best of the three here.
+    # Every fit of the synthetic data scored (quick: figures not
+    # meaningful); the VI posterior predictive and the MAP beat scikit-learn's
+    # variational fit at its defaults.
     lls = {m: row["heldout_loglik"] for m, row in rows.items() if row["heldout_loglik"] is not None}
-    assert len(lls) == 3 and all(np.isfinite(v) for v in lls.values())
-    assert lls["bayesgmm MAP (default)"] == max(lls.values())
+    assert len(lls) == 4 and all(np.isfinite(v) for v in lls.values())
+    sk = lls["sklearn BayesianGaussianMixture (default)"]
+    assert lls["bayesgmm VI (default)"] > sk and lls["bayesgmm MAP (default)"] > sk
+
+
+def test_calibration_quick(tmp_path):
+    r = run_script("calibration", tmp_path)
+    check_machine(r, "calibration", pomegranate_requested=False)
+    # The simulator is the model: equal log joints, prior draws alike.
+    check = r["simulator_check"]
+    assert check["max_rel_log_joint_difference"] < 1e-9
+    assert all(p > 1e-3 for p in check["ks_pvalues"].values())
+    assert r["complete"] is True
+    records = r["records"]
+    # quick: 3 data sets per study, each fitted by both methods
+    assert sorted((x["study"], x["method"]) for x in records) == sorted(
+        [(s, m) for s in ("prior", "fixed") for m in ("nuts", "vi") for _ in range(3)])
+    for x in records:
+        assert "error" not in x, x.get("error")
+        K = len(x["truth"]["weights"])
+        D = len(x["truth"]["means"][0])
+        assert sorted(x["truth_perm"]) == list(range(K))
+        assert x["draws_in_map_order"]
+        for name, shape in (("weights", (K,)), ("means", (K, D)), ("scales", (K, D))):
+            lo, hi = (np.array(b) for b in x["interval"][name])
+            covered, side = np.array(x["covered"][name]), np.array(x["side"][name])
+            rank = np.array(x["rank"][name])
+            assert lo.shape == hi.shape == covered.shape == rank.shape == shape
+            assert np.all(lo <= hi) and np.all((rank >= 0) & (rank <= 1))
+            assert np.array_equal(covered, side == 0)
+        if x["study"] == "prior":
+            # The fit used the simulator's prior as given.
+            used = x["priors_used"]
+            assert used["weight_concentration"] == [3.0, 3.0] and used["scale_shape"] == 6.0
+            assert used["mean_scale"] == [3.0, 3.0] and used["scale_rate"] == [5.0, 5.0]
+        else:
+            # Well separated, 200 points: the aligned truth sits next to the
+            # MAP, so the alignment paired the right components.
+            assert np.max(np.abs(np.array(x["map"]["means"])
+                                 - np.array(x["truth_aligned"]["means"]))) < 0.6
+        if x["method"] == "nuts":
+            # (tiny chains: an R-hat may be inf, written as null)
+            assert (x["max_rhat"] is None or x["max_rhat"] > 0.9) and x["n_divergent"] >= 0
+    rows = {(x["study"], x["method"], x["parameter"]): x for x in r["rows"]}
+    assert len(rows) == 16
+    for (study, method, name), row in rows.items():
+        K, D = (2, 2) if study == "prior" else (3, 2)
+        per = {"weights": K, "means": K * D, "scales": K * D, "all": K + 2 * K * D}[name]
+        assert row["datasets"] == 3 and row["intervals"] == 3 * per
+        # The 50% intervals lie inside the 90% ones.
+        assert 0 <= row["coverage_50"] <= row["coverage_90"] <= 1
+        assert math.isclose(row["below"] + row["above"], 1 - row["coverage_90"], abs_tol=1e-12)
+    assert {(d["study"], d["method"]) for d in r["diagnostics"]} == \
+        {(s, m) for s in ("prior", "fixed") for m in ("nuts", "vi")}
+
+
+def test_dp_quick(tmp_path):
+    r = run_script("dp", tmp_path, "--threads", "1")
+    check_machine(r, "dp", pomegranate_requested=False)
+    assert r["complete"] is True
+    methods = ["bayesgmm DP (VI)", "sklearn BGMM (defaults, max_iter=100)",
+               "sklearn BGMM (max_iter=1000)", "sklearn BGMM (max_iter=1000, same alpha)"]
+    assert r["methods"] == methods
+    # quick: true K = 1 and 3, 2 seeds each, every data set fitted by every method
+    records = r["records"]
+    assert sorted((x["K"], x["seed"], x["method"]) for x in records) == sorted(
+        (K, s, m) for K in (1, 3) for s in (0, 1) for m in methods)
+    for x in records:
+        assert "error" not in x, x.get("error")
+        assert x["n"] == 100 * x["K"] and sum(x["true_counts"]) == x["n"]
+        assert min(x["true_counts"]) >= 30          # the weight floor: >= 30 points each
+        if x["K"] > 1:
+            assert x["min_distance_in_max_std"] >= 8.0
+        w = np.array(x["weights_sorted"])
+        assert len(w) == 10 and np.all(np.diff(w) <= 0) and math.isclose(w.sum(), 1, abs_tol=1e-6)
+        # The two counts read from the weights, as the README defines them.
+        assert x["k_point"] == int(np.sum(w * x["n"] >= 1))
+        assert x["k_strict"] == int(np.sum(w >= 0.01))
+        assert x["k_strict"] <= x["k_point"]        # n >= 100: w >= 0.01 means w n >= 1
+        assert x["k_effective_correct"] == (x["k_effective"] == x["K"])
+        assert x["seconds"] > 0
+    summary = {row["method"]: row for row in r["summary"]}
+    for name, row in summary.items():
+        mine = [x for x in records if x["method"] == name]
+        assert row["cases"] == 4 and row["errors"] == 0
+        assert row["correct"] == sum(x["k_effective"] == x["K"] for x in mine)
+        assert row["correct_strict"] == sum(x["k_strict"] == x["K"] for x in mine)
+        assert math.isclose(row["mean_k"], np.mean([x["k_effective"] for x in mine]))
+    # On these well-separated clusters the Dirichlet-process fit finds the
+    # true K in every quick case (1 and 3 clusters, 100 points each).
+    assert summary["bayesgmm DP (VI)"]["correct"] == 4
+    per_k = {row["K"]: row for row in r["per_k"]}
+    assert set(per_k) == {1, 3, "all"}
+    for name in methods:
+        assert per_k["all"][name] == {k: v for k, v in summary[name].items() if k != "method"}
+        assert per_k[1][name]["cases"] == per_k[3][name]["cases"] == 2
+        assert per_k[1][name]["correct"] + per_k[3][name]["correct"] == summary[name]["correct"]

@@ -18,7 +18,7 @@ from bayesgmm import BayesianGMM, Priors
 from bayesgmm import covariance as cov_module
 from bayesgmm.fitting import Groups
 from bayesgmm.models import gmm_model
-from bayesgmm.priors import Standardizer
+from bayesgmm.priors import MixtureParams, Standardizer
 from bayesgmm.variational import (InverseScale, VariationalPosterior, cavi, elbo, prune,
                                   pyro_guide)
 
@@ -106,7 +106,7 @@ def test_elbo_is_what_pyro_trace_enum_elbo_estimates(covariance_type, weight_pri
     within 4 standard errors of 300 particles."""
     X, pt, family, start = problem(covariance_type, K=3 if weight_prior != "dirichlet" else 2,
                                    n_per=12)
-    q, _, _, _ = cavi(Groups.single(X), start, pt, family, weight_prior, max_iter=30)
+    q = cavi(Groups.single(X), start, pt, family, weight_prior, max_iter=30).q
     exact = float(elbo(Groups.single(X), q, pt, family)[0])
     K = q.mean.shape[-2]
     model = lambda: gmm_model(X, pt, K, family, weight_prior=weight_prior)
@@ -124,12 +124,12 @@ def test_elbo_is_what_pyro_trace_enum_elbo_estimates(covariance_type, weight_pri
 def test_cavi_never_lowers_the_elbo_and_each_factor_is_optimal(covariance_type, weight_prior):
     X, pt, family, start = problem(covariance_type, K=3, n_per=15, seed=1)
     groups = Groups.single(X)
-    q, history, n_iter, converged = cavi(groups, start, pt, family, weight_prior,
-                                         max_iter=500, tol=1e-10)
-    h = history[:, 0].numpy()
+    res = cavi(groups, start, pt, family, weight_prior, max_iter=500, tol=1e-10)
+    q = res.q
+    h = res.history[:, 0].numpy()
     assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:])), np.diff(h).min()
     best = float(elbo(groups, q, pt, family)[0])
-    assert best >= h[-1] - 1e-9 * abs(best)
+    assert best == pytest.approx(float(res.elbo[0]), rel=1e-12) and best == h[-1]
 
     def perturbed(**changes):
         return float(elbo(groups, replace(q, **changes), pt, family)[0])
@@ -170,7 +170,7 @@ def test_elbo_with_weights_or_missing_values_against_pyro(covariance_type, case)
     else:
         w = torch.as_tensor(np.random.default_rng(0).integers(1, 4, X.shape[0]), dtype=F64)
     groups = Groups.single(X, w)
-    q, _, _, _ = cavi(groups, start, pt, family, max_iter=30)
+    q = cavi(groups, start, pt, family, max_iter=30).q
     exact = float(elbo(groups, q, pt, family)[0])
     model = lambda: gmm_model(X, pt, 2, family, weight=w)
     guide = pyro_guide(q, family)
@@ -191,8 +191,8 @@ def test_integer_weights_give_the_fit_of_repeated_rows():
     X, pt, family, start = problem("full", K=2, n_per=10, seed=6)
     w = torch.as_tensor(np.random.default_rng(1).integers(0, 4, X.shape[0]), dtype=F64)
     rep = X.repeat_interleave(w.long(), 0)
-    qa, *_ = cavi(Groups.single(X, w), start, pt, family, max_iter=40, tol=0)
-    qb, *_ = cavi(Groups.single(rep), start, pt, family, max_iter=40, tol=0)
+    qa = cavi(Groups.single(X, w), start, pt, family, max_iter=40, tol=0).q
+    qb = cavi(Groups.single(rep), start, pt, family, max_iter=40, tol=0).q
     for name in ("weight_a", "mean", "mean_cov", "dof", "wishart_inv"):
         torch.testing.assert_close(getattr(qa, name), getattr(qb, name), rtol=1e-9, atol=1e-10)
 
@@ -260,9 +260,94 @@ def test_prune_keeps_a_fit_without_surplus():
     X, pt, family, start = problem("full", K=3, n_per=25, seed=4)
     groups = Groups.single(X)
     pt = replace(pt, concentration=torch.ones(3, dtype=F64))
-    q, _, _, _ = cavi(groups, start, pt, family, "dirichlet_process", tol=1e-9)
+    q = cavi(groups, start, pt, family, "dirichlet_process", tol=1e-9).q
     before = float(elbo(groups, q, pt, family)[0])
-    q2, after, _ = prune(groups, q, pt, family, tol=1e-9)
+    q2, after, counts, _ = prune(groups, q, pt, family, tol=1e-9)
+    assert float(after[0]) == pytest.approx(float(elbo(groups, q2, pt, family)[0]), rel=1e-12)
     assert float(after[0]) >= before - 1e-9
     counts = (q2.mean_weights()[0] * X.shape[0]).numpy()
     assert np.sum(counts >= 1) == 3
+
+
+# ----------------------------------------------------------------------------
+# The classifier: one variational posterior per class, batched
+# ----------------------------------------------------------------------------
+def test_batched_classes_with_padding_equal_separate_fits():
+    """Classes of different K in one padded batch (the classifier's layout)
+    give each class's own fit: the masks keep padded components out."""
+    X1, pt, family, s1 = problem("full", K=2, n_per=15, seed=7)
+    X2, _, _, s3 = problem("full", K=3, n_per=15, seed=8)
+    # One prior (pt of the first problem) for both; class 1 padded to K = 3.
+    pad = MixtureParams(torch.cat([s1.weights, torch.zeros(1, 1, dtype=F64)], -1),
+                        torch.cat([s1.means, torch.zeros(1, 1, 2, dtype=F64)], 1),
+                        torch.cat([s1.cov, torch.eye(2, dtype=F64)[None, None]], 1))
+    start = MixtureParams(*(torch.cat([getattr(pad, f), getattr(s3, f)])
+                            for f in ("weights", "means", "cov")))
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    X = torch.cat([X1, X2])
+    labels = torch.cat([torch.zeros(len(X1), dtype=torch.long), torch.ones(len(X2), dtype=torch.long)])
+    pt3 = replace(pt, concentration=torch.ones(3, dtype=F64))
+    both = cavi(Groups.from_labels(X, labels, 2), start, pt3, family, max_iter=60, tol=0,
+                mask=mask)
+    one = cavi(Groups.single(X1), s1, replace(pt, concentration=torch.ones(2, dtype=F64)),
+               family, max_iter=60, tol=0)
+    three = cavi(Groups.single(X2), s3, pt3, family, max_iter=60, tol=0)
+    assert float(both.elbo[0]) == pytest.approx(float(one.elbo[0]), rel=1e-10)
+    assert float(both.elbo[1]) == pytest.approx(float(three.elbo[0]), rel=1e-10)
+    torch.testing.assert_close(both.q.mean_weights()[0, :2], one.q.mean_weights()[0])
+    assert float(both.q.mean_weights()[0, 2]) == 0.0
+    torch.testing.assert_close(both.q.mean[1], three.q.mean[0])
+
+
+def test_classifier_posterior_predictive_against_scipy(tmp_path):
+    from scipy.special import logsumexp
+    from bayesgmm import GMMClassifier
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal([0, 0], 1.0, (40, 2)), rng.normal([2.5, 1], 0.8, (30, 2)),
+                        rng.normal([-2, 3], 0.6, (20, 2))])
+    y = np.repeat(["a", "b", "c"], [40, 30, 20])
+    clf = GMMClassifier([2, 1, 1], covariance_type="tied", inference="vi", n_samples=30,
+                        random_state=0, device="cpu").fit(X, y)
+    d = clf._posterior
+    assert d["weights"].shape == (3, 30, 2) and d["covariances"].shape == (3, 30, 2, 2)
+    np.testing.assert_array_equal(d["weights"][1:, :, 1], 0.0)     # padded components
+    Xt = rng.normal(0, 3, (9, 2))
+    ll = np.empty((9, 3))
+    for c in range(3):
+        k = clf.n_components_[c]
+        terms = [np.log(d["weights"][c, s, j]) + stats.multivariate_normal(
+            d["means"][c, s, j], d["covariances"][c, s]).logpdf(Xt)
+            for s in range(30) for j in range(k)]
+        ll[:, c] = logsumexp(np.stack(terms), axis=0) - np.log(30)
+    np.testing.assert_allclose(clf.class_log_likelihood(Xt), ll, rtol=1e-5, atol=1e-4)
+    joint = ll + np.log(clf.class_prior_)
+    proba = np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(Xt), proba, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(Xt), clf.classes_[proba.argmax(1)])
+    # plug_in=True is the MAP's answer, that of an inference="map" fit.
+    mapfit = GMMClassifier([2, 1, 1], covariance_type="tied", random_state=0,
+                           device="cpu").fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(Xt, plug_in=True), mapfit.predict_proba(Xt),
+                               rtol=1e-6, atol=1e-9)
+    assert clf.elbo_.shape == (3,) and np.all(np.isfinite(clf.elbo_))
+    assert clf.n_effective_components_.tolist() == [2, 1, 1]
+    clf.save(tmp_path / "c.bgmm")
+    back = GMMClassifier.load(tmp_path / "c.bgmm")
+    np.testing.assert_array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
+    # A map refit drops the draws.
+    clf.set_params(inference="map").fit(X, y)
+    assert not hasattr(clf, "_posterior") and not hasattr(clf, "elbo_")
+
+
+def test_classifier_vi_refusals():
+    from bayesgmm import GMMClassifier
+    X = blobs(20, CENTRES[:2], seed=0)
+    y = np.repeat([0, 1], 20)
+    with pytest.raises(ValueError, match="discriminative_steps=5"):
+        GMMClassifier(1, inference="vi", discriminative_steps=5, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="inference must be one of"):
+        GMMClassifier(1, inference="nuts", device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="max_iter=0"):
+        GMMClassifier(1, inference="vi", max_iter=0, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="n_samples must be"):
+        GMMClassifier(1, inference="vi", n_samples=0, device="cpu").fit(X, y)
