@@ -647,7 +647,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if not res.converged:
             warnings.warn(f"the variational fit was still improving after {res.n_iter} "
                           f"iterations (the ELBO of a class gained more than tol={s.tol} nats "
-                          f"per point in the last): raise max_iter", UserWarning, stacklevel=4)
+                          f"per point in the last): raise max_iter", UserWarning, stacklevel=5)
         seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1))
         draws = res.q.sample(V.check_int("n_samples", self.n_samples, 1), family, seed)
         self._posterior = post_module.to_data_units(draws, std, family)

@@ -190,7 +190,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     inference : {"map", "vi", "nuts"}, default "map"
         What ``fit`` infers.  "map": the MAP point only (the fit described
         above).  "vi" and "nuts": the MAP fit first (its fitted attributes
-        below stay the plug-in answers), then draws from the posterior
+        below stay the plug-in answers, but with the Dirichlet-process prior:
+        see ``weight_prior``), then draws from the posterior
         p(weights, means, covariances | X) of the same Pyro model, started
         from the MAP (:mod:`bayesgmm.posterior`): "nuts" samples it by
         Pyro's NUTS (exact up to Monte Carlo error; R-hat and effective
@@ -199,15 +200,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         posterior q(weights) q(means) q(covariances) in closed form
         (coordinate ascent, :mod:`bayesgmm.variational`; at most
         ``max_iter`` iterations of one pass over the data each, stopping at
-        ``tol`` nats of ELBO per point; exact ELBO in ``elbo_``; faster than
+        ``tol`` nats of ELBO per point; the bound in ``elbo_``; faster than
         NUTS by orders of magnitude, and its intervals somewhat narrower
         where components overlap).  Both run in float64 on all rows (NUTS
         suits up to ~1e4 points; iris petal lengths, K = 2, the defaults:
         ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~0.1 s for
         VI), with the assignments summed out; every NUTS draw's components
         are matched to the MAP's (label switching undone; VI's factors keep
-        the MAP's labels)
-        (label switching undone).  The draws are read by
+        the MAP's labels).  ``n_iter_``, ``converged_`` and the losses
+        describe the MAP stage; a VI fit that stops at ``max_iter`` before
+        its tolerance warns.  The draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
         :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
         :meth:`score` then answer with the posterior predictive (averaged
@@ -246,7 +248,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         uses a flat Dirichlet, and the point attributes (``weights_``,
         ``means_``, ``covariances_``) are the variational posterior's E[w],
         E[mu] and E[Lambda]^-1 (as scikit-learn's BayesianGaussianMixture
-        reports), in the MAP's component order.
+        reports), in the MAP's component order (matched by overlap), which
+        :meth:`bic`, :meth:`aic`, :meth:`sample` and ``plug_in=True`` then
+        use, while ``loss_``, ``losses_``, ``n_iter_`` and ``converged_``
+        still describe the MAP stage.
 
     Attributes
     ----------
@@ -257,7 +262,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Components that carry at least one point's worth of the data: with
         ``inference="vi"`` those whose expected count E_q[N_k] (the summed
         responsibilities) is >= 1, else those with ``weights_ x n >= 1``
-        (n: the total sample weight).  With
+        (n: the total sample weight; counts are in the units of
+        ``sample_weight``, so weights normalised to sum to 1 make every
+        component count as empty).  Set by ``fit``; ``partial_fit`` updates
+        it from its running total weight.  With
         ``weight_prior="dirichlet_process"``, the number of clusters the
         fit found.
     bic_ : ndarray of shape (max_components,)
@@ -652,8 +660,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"inference={inference!r}, whose posterior runs on all the rows: set "
                 f"batch_size=None")
         if inference == "vi" and s.max_iter == 0:
-            raise ValueError("inference='vi' runs max_iter SVI steps, but max_iter=0: set "
-                             "max_iter > 0 (e.g. 1000)")
+            raise ValueError("inference='vi' runs up to max_iter coordinate-ascent iterations, "
+                             "but max_iter=0: set max_iter > 0 (e.g. 1000)")
         return PosteriorSettings(inference, n_samples=n_samples, n_chains=n_chains,
                                  n_warmup=n_warmup, max_steps=s.max_iter, tol=s.tol,
                                  progress=bool(s.progress),
@@ -1374,6 +1382,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         state.update(t=state["t"] + 1, mass=total, avg=avg)
         self._online = state
         self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (not first) + 1
+        self.n_effective_components_ = int(np.sum(wts * float(total) >= 1.0))
         return self
 
     def fit_predict(self, X, y=None) -> np.ndarray:

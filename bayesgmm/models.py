@@ -106,7 +106,7 @@ def stick_breaking(sticks: torch.Tensor) -> torch.Tensor:
     """Weights (..., K) from K - 1 stick fractions v (..., K - 1):
     w_k = v_k prod_{j<k} (1 - v_j), the last component taking the rest."""
     rest = torch.cumprod(1 - sticks, -1)
-    one = torch.ones_like(sticks[..., :1])
+    one = sticks.new_ones(sticks.shape[:-1] + (1,))
     return torch.cat([sticks, one], -1) * torch.cat([one, rest], -1)
 
 
@@ -117,6 +117,11 @@ def _weights_site(priors: PriorTensors, K: int, weight_prior: str) -> torch.Tens
     :func:`stick_breaking`."""
     if weight_prior == "dirichlet":
         return pyro.sample("weights", dist.Dirichlet(priors.concentration))
+    if weight_prior != "dirichlet_process":
+        raise ValueError(f"weight_prior must be 'dirichlet' or 'dirichlet_process', got "
+                         f"{weight_prior!r}")
+    if K == 1:          # one component: no stick to break
+        return priors.concentration.new_ones(priors.concentration.shape[:-1] + (1,))
     alpha = priors.concentration[..., :1].expand(priors.concentration.shape[:-1] + (K - 1,))
     sticks = pyro.sample("sticks", dist.Beta(torch.ones_like(alpha), alpha).to_event(1))
     return stick_breaking(sticks)

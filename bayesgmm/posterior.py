@@ -522,7 +522,8 @@ def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mixture
     ``settings.tol`` nats per point; ``settings.weight_prior`` chooses the
     Dirichlet or the stick-breaking prior, for which delete moves
     (:func:`bayesgmm.variational.prune`) then switch surplus components
-    off.  ``callback(it, -elbo)`` is called after every iteration.
+    off.  ``callback(it, -elbo)`` is called after every iteration of the
+    first coordinate ascent (not of the delete moves' runs).
 
     Returns
     -------
@@ -689,8 +690,9 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     :func:`check_convergence` (``stacklevel``: that of a warning issued by
     this function, 1 for this line); VI's factors keep the labels of the
     MAP they start from (no per-draw matching, which would clip the tails
-    of overlapping components' draws), and it warns when the fit stopped
-    before meeting its tolerance."""
+    of overlapping components' draws; with the Dirichlet process, whose
+    delete moves reorder them, one matching of q's mean to the MAP), and
+    it warns when the fit stopped before meeting its tolerance."""
     if settings.method == "nuts":
         draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
         out = Posterior("nuts", {}, settings.n_chains, n_divergent=n_div)
@@ -709,7 +711,17 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     C, S = draws["means"].shape[:2]
     units = to_data_units({k: v.reshape((C * S,) + v.shape[2:]) for k, v in draws.items()},
                           std, family)
-    perm = draw_order(units, reference, family, common=settings.method == "vi")
+    if settings.method == "vi" and settings.weight_prior == "dirichlet":
+        # q's components are those of the start, in its order: the start's
+        # matching to the reference (the identity when the start is the
+        # reference, as in the estimator) relabels every draw.
+        first = to_data_units({"weights": start.weights[None], "means": start.means[None],
+                               family.site: start.cov[None]}, std, family)
+        perm = np.broadcast_to(draw_order(first, reference, family)[0], units["weights"].shape)
+    else:
+        # NUTS: per draw (label switching); the Dirichlet process's q, whose
+        # surviving components need not be the MAP's: once, by overlap.
+        perm = draw_order(units, reference, family, common=settings.method == "vi")
     samples = align_draws(units, reference, family, perm)
     if settings.method == "vi":
         out.order = np.array(perm[0])

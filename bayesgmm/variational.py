@@ -82,22 +82,32 @@ WeightPrior = Literal["dirichlet", "dirichlet_process"]
 
 # The grid of q(u) in t = log u (see _grid): nodes of the trapezoid rule for
 # its normaliser and moments (spectrally accurate for a smooth integrand
-# that vanishes at both ends: ~1e-12 relative at this spacing, 0.056 of the
+# that vanishes at both ends: ~1e-12 relative at a step of 0.05 of the
 # curvature scale), and of the inverse-CDF sampler.
 _GRID_LOW, _GRID_HIGH = 45.0, 12.0
 _QUAD_POINTS = 1025
 _SAMPLE_POINTS = 4097
+_MAX_GRID_POINTS = 2 ** 17
 _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _grid(dtype, device, points: int) -> torch.Tensor:
-    """Offsets, in units of q(u)'s curvature scale, of the quadrature and
-    sampling grid in t = log u about the mode: the log density falls
-    doubly exponentially above the mode and at least linearly (slope
-    ~ sqrt(p/2) per unit) below it, so [-45, +12] holds all but ~1e-13 of the
-    mass for every p >= 1."""
-    return torch.linspace(-_GRID_LOW, _GRID_HIGH, points, dtype=dtype, device=device)
+def _grid(p: torch.Tensor, sd: torch.Tensor, points: Optional[int] = None) -> torch.Tensor:
+    """Offsets (*batch, n), in units of q(u)'s curvature scale ``sd``, of
+    the quadrature and sampling grid in t = log u about the mode.  The log
+    density falls doubly exponentially above the mode and, below it, at
+    least linearly with slope p: the grid reaches max(45, 36 / (p sd))
+    units down and 12 up, which holds all but ~1e-15 of the mass for any
+    p > 0 (a small p has a long left tail).  Its step is 0.05 x min(sd, 1)
+    in t (the density's edge above the mode is ~1 wide in t however wide
+    its body), so n grows for p << 1: ``points`` at least, at most 2^17."""
+    low = torch.clamp(36.0 / (p * sd), min=_GRID_LOW)
+    width = (low + _GRID_HIGH) * sd                        # in t
+    step = 0.05 * torch.clamp(sd, max=1.0)
+    need = int(torch.ceil((width / step).max()).item()) + 1 if width.numel() else 2
+    n = min(max(need, points or _QUAD_POINTS), _MAX_GRID_POINTS)
+    s = torch.linspace(0.0, 1.0, n, dtype=p.dtype, device=p.device)
+    return -low.unsqueeze(-1) + (low + _GRID_HIGH).unsqueeze(-1) * s
 
 
 # ----------------------------------------------------------------------------
@@ -124,10 +134,10 @@ class InverseScale:
         u0 = 2 * p / (b + torch.sqrt(b * b + 4 * c * p))
         self.t0 = torch.log(u0)
         self.sd = torch.rsqrt(p + c * u0 * u0)          # 1 / sqrt(-f''(t0))
-        g = _grid(p.dtype, p.device, _QUAD_POINTS)
+        g = _grid(p, self.sd, _QUAD_POINTS)
         t = self.t0.unsqueeze(-1) + self.sd.unsqueeze(-1) * g
-        logf = self._logf(t)          # the ends' half weights: below 1e-13 of the mass
-        h = self.sd * (g[1] - g[0])
+        logf = self._logf(t)          # the ends' half weights: below 1e-15 of the mass
+        h = t[..., 1] - t[..., 0]
         self.log_z = torch.logsumexp(logf, -1) + torch.log(h)
         pi = torch.softmax(logf, -1)
         self.mean_log = (pi * t).sum(-1)
@@ -147,15 +157,16 @@ class InverseScale:
         """``n`` independent draws (n, *batch) by the inverse CDF on a fine
         grid in t (linear interpolation of the CDF between grid points)."""
         shape = self.p.shape
-        g = _grid(self.p.dtype, self.p.device, _SAMPLE_POINTS)
+        g = _grid(self.p, self.sd, _SAMPLE_POINTS)
         t = self.t0.unsqueeze(-1) + self.sd.unsqueeze(-1) * g           # (*batch, G)
         dens = torch.exp(self._logf(t) - self._logf(self.t0.unsqueeze(-1)))
         cdf = torch.cumsum(0.5 * (dens[..., 1:] + dens[..., :-1]), -1)
         cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
         cdf = cdf / cdf[..., -1:]
-        flat_cdf, flat_t = cdf.reshape(-1, _SAMPLE_POINTS), t.reshape(-1, _SAMPLE_POINTS)
+        G = g.shape[-1]
+        flat_cdf, flat_t = cdf.reshape(-1, G), t.reshape(-1, G)
         U = torch.rand((flat_cdf.shape[0], n), dtype=self.p.dtype, device=self.p.device)
-        hi = torch.searchsorted(flat_cdf, U).clamp(1, _SAMPLE_POINTS - 1)
+        hi = torch.searchsorted(flat_cdf, U).clamp(1, G - 1)
         lo = hi - 1
         c_lo, c_hi = flat_cdf.gather(1, lo), flat_cdf.gather(1, hi)
         frac = ((U - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0, 1)
@@ -226,7 +237,7 @@ class VariationalPosterior:
         tot = torch.digamma(a + b)
         log_v, log_1mv = torch.digamma(a) - tot, torch.digamma(b) - tot
         before = torch.cumsum(log_1mv, -1)
-        zero = torch.zeros_like(before[..., :1])
+        zero = a.new_zeros(a.shape[:-1] + (1,))
         return torch.cat([log_v, zero], -1) + torch.cat([zero, before], -1)
 
     def mean_weights(self) -> torch.Tensor:
@@ -336,7 +347,9 @@ class VariationalPosterior:
         ``seed`` (torch's global generator is forked, not disturbed)."""
         dev = self.weight_a.device
         a, b = self.weight_a, self.weight_b
-        with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
+        cuda = (list(range(torch.cuda.device_count()))
+                if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             if b is None:
                 g = dist.Gamma(a, torch.ones_like(a)).sample((n,))
@@ -344,7 +357,11 @@ class VariationalPosterior:
                 w = g / g.sum(-1, keepdim=True)
             else:
                 w = stick_breaking(dist.Beta(a, b).sample((n,)))
-            means = dist.MultivariateNormal(self.mean, self.mean_cov).sample((n,))
+            # By hand: MultivariateNormal's shape checks import sympy (~0.5 s)
+            # on first use.
+            L = torch.linalg.cholesky(self.mean_cov)
+            eps = torch.randn((n,) + self.mean.shape, dtype=L.dtype, device=L.device)
+            means = self.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
             if family.full_moments:
                 value = _wishart_draws(self.dof, self.wishart_inv, n)
             else:
@@ -391,7 +408,7 @@ def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
     of ``eff``, then the covariances given the new q(means)."""
     Nk, K = stats.Nk, stats.Nk.shape[-1]
     D = stats.S1.shape[-1]
-    if weight_prior == "dirichlet":
+    if weight_prior == "dirichlet" or K == 1:     # one component: no stick to break
         wa, wb = pt.concentration + Nk, None
     else:
         after = torch.flip(torch.cumsum(torch.flip(Nk, [-1]), -1), [-1])     # N_{>=k}
@@ -473,6 +490,11 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     ``groups`` holds one group that every mixture sees, or one group per
     mixture (the classifier's classes, whose real components ``mask``
     (P, K) marks); the tolerance is per point of each group."""
+    if weight_prior not in WEIGHT_PRIORS:
+        raise ValueError(f"weight_prior must be one of {list(WEIGHT_PRIORS)}, got "
+                         f"{weight_prior!r}")
+    if weight_prior != "dirichlet" and mask is not None:
+        raise ValueError("padded components (mask) need weight_prior='dirichlet'")
     P = start.weights.shape[0]
     gidx = _group_index(groups, P, start.weights.device)
     n = groups.mass.to(torch.float64).clamp_min(1e-300)
@@ -537,6 +559,9 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
 
     Returns (q, its ELBO (1,), its counts E_q[N_k] (1, K), the total
     iterations run)."""
+    if q.weight_prior != "dirichlet_process" or q.mean.shape[0] != 1:
+        raise ValueError(f"prune takes one mixture (batch 1) with the Dirichlet-process prior, "
+                         f"got weight_prior={q.weight_prior!r} and batch {q.mean.shape[0]}")
     current = q
     best_elbo, Nk = elbo(groups, current, pt, family), expected_counts(groups, current, family)[0]
     total = 0
@@ -574,7 +599,7 @@ def pyro_guide(q: VariationalPosterior, family: Covariance, index: int = 0):
         a = q.weight_a[index]
         if q.weight_b is None:
             pyro.sample("weights", dist.Dirichlet(a))
-        else:
+        elif a.shape[-1] > 0:             # one component has no sticks
             pyro.sample("sticks", dist.Beta(a, q.weight_b[index]).to_event(1))
         K = q.mean.shape[-2]
         with pyro.plate("components", K, dim=-1):
