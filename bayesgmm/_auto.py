@@ -12,7 +12,7 @@ caller polishes only the chosen mixture.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -165,8 +165,7 @@ def log_likelihood(losses: torch.Tensor, params: MixtureParams, pt: PriorTensors
     evaluated in float64 as the loss is."""
     p = params.map(lambda t: t.double())
     p = MixtureParams(p.weights / p.weights.sum(-1, keepdim=True), p.means, p.cov)
-    pt64 = PriorTensors(**{f.name: _double(getattr(pt, f.name)) for f in fields(pt)})
-    return -losses.double() - log_prior(p, pt64, family, mask)
+    return -losses.double() - log_prior(p, pt.to(torch.float64), family, mask)
 
 
 def bic_values(loglik: np.ndarray, n_components: np.ndarray, family: Covariance, n_features: int,
@@ -176,10 +175,6 @@ def bic_values(loglik: np.ndarray, n_components: np.ndarray, family: Covariance,
     mixture of ``n_components`` (same shape), n the group's size ``mass``."""
     n_par = np.vectorize(lambda k: family.mixture_parameters(int(k), n_features))(n_components)
     return -2 * (loglik - loglik_offset) + n_par * np.log(mass)
-
-
-def _double(t):
-    return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
 
 
 def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,

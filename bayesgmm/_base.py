@@ -200,6 +200,15 @@ class FitData:
     samples: Optional[dict] = None
     class_totals: Optional[tuple] = None
 
+    def float64_frame(self, device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The rows standardised in float64 on ``device`` (straight from the
+        float64 input, not from the fit's ``Xt``) and their weights: the
+        data of the posterior engines, which run in float64."""
+        f64 = {"dtype": torch.float64, "device": device}
+        X = ((torch.as_tensor(self.X, **f64) - torch.as_tensor(self.std.center, **f64))
+             / torch.as_tensor(self.std.scale, **f64))
+        return X, None if self.weight is None else torch.as_tensor(self.weight, **f64)
+
     def loss_offset(self, n_components: int, family: Covariance, mass=None, observed=None):
         """:meth:`Standardizer.loss_offset` of these data (or of a part of
         them: ``mass`` and ``observed``, e.g. one class)."""

@@ -633,16 +633,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         the data's units ({"weights": (C, S, K), "means": (C, S, K, D),
         "covariances": (C, S, ...)}, padded components at weight 0)."""
         device, std = self.device_, data.std
-        f64 = {"dtype": torch.float64, "device": device}
-        X = ((torch.as_tensor(data.X, **f64) - torch.as_tensor(std.center, **f64))
-             / torch.as_tensor(std.scale, **f64))
-        weight = None if data.weight is None else torch.as_tensor(data.weight, **f64)
+        X, weight = data.float64_frame(device)
         C = self.classes_.size
         groups = Groups.from_labels(X, torch.as_tensor(yi, device=device), C, weight)
-        cast = lambda t: t.to(torch.float64) if t.is_floating_point() else t
-        pt64 = type(pt)(**{k: None if getattr(pt, k) is None else cast(getattr(pt, k))
-                           for k in pt.__dataclass_fields__})
-        res = cavi(groups, params.map(lambda t: t.detach().to(torch.float64)), pt64, family,
+        res = cavi(groups, params.map(lambda t: t.detach().to(torch.float64)),
+                   pt.to(torch.float64), family,
                    "dirichlet", s.max_iter, s.tol, mask=mask)
         if not res.converged:
             warnings.warn(f"the variational fit was still improving after {res.n_iter} "

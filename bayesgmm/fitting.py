@@ -594,8 +594,7 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     # On the simplex in ``dtype``, as the reported weights_ are: float32
     # weights summing to 1 +- 1e-7 would shift the loss by N x 1e-7.
     p = MixtureParams(p.weights / p.weights.sum(-1, keepdim=True), p.means, p.cov)
-    cast = lambda t: None if t is None else t.to(dtype) if t.is_floating_point() else t
-    pt64 = PriorTensors(**{k: cast(getattr(pt, k)) for k in pt.__dataclass_fields__})
+    pt64 = pt.to(dtype)
     P, K = p.weights.shape
     factor = family.precision_factor(p.cov)
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)

@@ -681,10 +681,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             return
         std = data.std
         device = self.device_
-        f64 = {"dtype": torch.float64, "device": device}
-        X = ((torch.as_tensor(data.X, **f64) - torch.as_tensor(std.center, **f64))
-             / torch.as_tensor(std.scale, **f64))
-        weight = None if data.weight is None else torch.as_tensor(data.weight, **f64)
+        X, weight = data.float64_frame(device)
         pt = std.priors(priors, device, torch.float64)
         start = params.map(lambda t: t.detach().to(torch.float64))
         progress = FitProgress(settings.progress and settings.method == "vi",

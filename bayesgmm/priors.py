@@ -142,6 +142,12 @@ class PriorTensors:
     def with_concentration(self, concentration: torch.Tensor) -> "PriorTensors":
         return replace(self, concentration=concentration)
 
+    def to(self, dtype: torch.dtype) -> "PriorTensors":
+        """Every floating-point tensor in ``dtype`` (the float64 evaluations
+        of losses and the variational engine)."""
+        cast = lambda t: t.to(dtype) if t is not None and t.is_floating_point() else t
+        return PriorTensors(**{k: cast(getattr(self, k)) for k in self.__dataclass_fields__})
+
 
 @dataclass
 class MixtureParams:

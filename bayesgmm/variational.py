@@ -57,7 +57,7 @@ entries in ``tests/test_variational.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
 import numpy as np
