@@ -227,6 +227,13 @@ class FitData:
         return float(mass * log_a.sum() if observed is None else np.dot(observed, log_a))
 
 
+def effective_components(counts: np.ndarray) -> np.ndarray:
+    """The components carrying at least one point's worth of the data
+    (``counts``: expected points per component, (..., K), in sample-weight
+    units), counted over the last axis: ``n_effective_components_``."""
+    return np.sum(np.asarray(counts) >= 1.0, axis=-1)
+
+
 # Points on which the default covariance priors' spread is measured.
 SPREAD_SAMPLE_SIZE = 2 ** 14
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 import numbers
 from dataclasses import replace
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
@@ -21,7 +20,8 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, seeded_priors, stream_data)
+                    guard_stage, is_row_source, seeded_priors, stream_data,
+                    effective_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -29,7 +29,7 @@ from .distributed import agree, check_group, reduce_array, reducer, seed_sample
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
-from .variational import cavi
+from .variational import cavi, warn_unconverged
 
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
@@ -617,7 +617,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(n_iter)
         self.converged_ = bool(converged)
         self.device_ = device
-        self.n_effective_components_ = np.sum(self.weights_ * mass[:, None] >= 1.0, axis=1)
+        self.n_effective_components_ = effective_components(self.weights_ * mass[:, None])
         for name in ("_posterior", "elbo_"):
             if name in vars(self):
                 delattr(self, name)
@@ -640,14 +640,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                    pt.to(torch.float64), family,
                    "dirichlet", s.max_iter, s.tol, mask=mask)
         if not res.converged:
-            warnings.warn(f"the variational fit was still improving after {res.n_iter} "
-                          f"iterations (the ELBO of a class gained more than tol={s.tol} nats "
-                          f"per point in the last): raise max_iter", UserWarning, stacklevel=5)
+            warn_unconverged(res.n_iter, s.tol, 5, "the ELBO of a class")
         seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1))
         draws = res.q.sample(V.check_int("n_samples", self.n_samples, 1), family, seed)
         self._posterior = post_module.to_data_units(draws, std, family)
         self.elbo_ = res.elbo.double().cpu().numpy() - ll_offset
-        self.n_effective_components_ = (res.counts >= 1.0).sum(-1).cpu().numpy()
+        self.n_effective_components_ = effective_components(res.counts.cpu().numpy())
         self.n_iter_ += int(res.n_iter)
 
     # -------------------------------------------------------- prediction

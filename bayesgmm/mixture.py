@@ -17,7 +17,8 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates, is_auto,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, seeded_priors, spread_rows, stream_data)
+                    guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
+                    effective_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -572,7 +573,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if alpha is not None:       # the process's concentration (the MAP used a flat one)
             priors = replace(priors, weight_concentration=np.full(K, alpha))
         self.priors_ = priors
-        self.n_effective_components_ = int(np.sum(w * data.mass >= 1.0))
+        self.n_effective_components_ = int(effective_components(w * data.mass))
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])
         self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
@@ -696,7 +697,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             progress.close()
         self._posterior = post.samples
         if post.q is not None:
-            self.n_effective_components_ = int(np.sum(post.counts >= 1.0))
+            self.n_effective_components_ = int(effective_components(post.counts))
             if settings.weight_prior == "dirichlet_process":
                 # No MAP of the process: the point estimates are the
                 # variational posterior's (E[w], E[mu], E[Lambda]^-1), in
@@ -1379,7 +1380,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         state.update(t=state["t"] + 1, mass=total, avg=avg)
         self._online = state
         self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (not first) + 1
-        self.n_effective_components_ = int(np.sum(wts * float(total) >= 1.0))
+        self.n_effective_components_ = int(effective_components(wts * float(total)))
         return self
 
     def fit_predict(self, X, y=None) -> np.ndarray:

@@ -65,7 +65,7 @@ from .covariance import Covariance
 from .fitting import Groups, pyro_session
 from .models import gmm_model
 from .priors import MixtureParams, PriorTensors, Standardizer
-from .variational import VariationalPosterior, cavi, prune
+from .variational import VariationalPosterior, cavi, prune, warn_unconverged
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
@@ -702,10 +702,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
         out = Posterior("vi", {}, 1, elbo=elbo, n_steps=n_steps, converged=converged,
                         losses=losses, q=q, counts=counts)
         if not converged:
-            warnings.warn(
-                f"the variational fit was still improving after {n_steps} iterations (the ELBO "
-                f"gained more than tol={settings.tol} nats per point in the last): raise "
-                f"max_iter", UserWarning, stacklevel=stacklevel)
+            warn_unconverged(n_steps, settings.tol, stacklevel)
     else:
         raise ValueError(f"posterior method must be 'nuts' or 'vi', got {settings.method!r}")
     C, S = draws["means"].shape[:2]

@@ -57,6 +57,7 @@ entries in ``tests/test_variational.py``).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
@@ -73,7 +74,7 @@ from .priors import MixtureParams, PriorTensors
 
 __all__ = ["WEIGHT_PRIORS", "InverseScale", "VariationalPosterior", "CaviResult", "cavi", "elbo",
            "prune",
-           "expected_counts", "pyro_guide"]
+           "score", "warn_unconverged", "pyro_guide"]
 
 #: The ``weight_prior`` options: a Dirichlet, or the truncated stick-breaking
 #: (Dirichlet-process) prior.
@@ -441,14 +442,30 @@ def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
     return out
 
 
-def elbo(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Covariance,
-         gidx: Optional[torch.Tensor] = None) -> torch.Tensor:
+def score(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
+          family: Covariance) -> tuple[torch.Tensor, torch.Tensor]:
     """The evidence lower bound of q (P,), the assignments at their optimal
-    q: sum_n log sum_k exp(E[log w_k p(x_n | k)]) - KL(q || prior)."""
+    q (sum_n log sum_k exp(E[log w_k p(x_n | k)]) - KL(q || prior)), and
+    the points each component carries, E_q[N_k] (P, K): one pass over the
+    data."""
     eff = q.effective(family)
-    if gidx is None:
-        gidx = _group_index(groups, eff.weights.shape[0], eff.weights.device)
-    return e_step(groups, eff, gidx, family).loglik - q.kl(pt, family)
+    stats = e_step(groups, eff, _group_index(groups, eff.weights.shape[0], eff.weights.device),
+                   family)
+    return stats.loglik - q.kl(pt, family), stats.Nk
+
+
+def elbo(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
+         family: Covariance) -> torch.Tensor:
+    """The evidence lower bound of q (P,) (:func:`score`)."""
+    return score(groups, q, pt, family)[0]
+
+
+def warn_unconverged(n_iter: int, tol: float, stacklevel: int, what: str = "the ELBO") -> None:
+    """The warning of a variational fit that stopped at ``max_iter`` before
+    its tolerance."""
+    warnings.warn(f"the variational fit was still improving after {n_iter} iterations ({what} "
+                  f"gained more than tol={tol} nats per point in the last): raise max_iter",
+                  UserWarning, stacklevel=stacklevel + 1)
 
 
 def _group_index(groups: Groups, P: int, device) -> torch.Tensor:
@@ -518,11 +535,11 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
             break
         q = _update(stats, eff, pt, family, weight_prior, mask)
         last = value
+    counts = stats.Nk
     if value is None:            # max_iter = 0: score the first update
-        stats = e_step(groups, q.effective(family), gidx, family)
-        value = stats.loglik - q.kl(pt, family)
+        value, counts = score(groups, q, pt, family)
     hist = torch.stack(history) if history else value.unsqueeze(0)
-    return CaviResult(q, value, stats.Nk, hist, it, converged)
+    return CaviResult(q, value, counts, hist, it, converged)
 
 
 def _take(q: VariationalPosterior, index) -> VariationalPosterior:
@@ -534,13 +551,6 @@ def _take(q: VariationalPosterior, index) -> VariationalPosterior:
     if q.scale is not None:
         out.scale = InverseScale(q.scale.p[index], q.scale.b[index], q.scale.c[index])
     return out
-
-
-def expected_counts(groups: Groups, q: VariationalPosterior, family: Covariance) -> torch.Tensor:
-    """E_q[N_k], the points each component carries (P, K)."""
-    eff = q.effective(family)
-    gidx = _group_index(groups, eff.weights.shape[0], eff.weights.device)
-    return e_step(groups, eff, gidx, family).Nk
 
 
 def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Covariance,
@@ -563,7 +573,8 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
         raise ValueError(f"prune takes one mixture (batch 1) with the Dirichlet-process prior, "
                          f"got weight_prior={q.weight_prior!r} and batch {q.mean.shape[0]}")
     current = q
-    best_elbo, Nk = elbo(groups, current, pt, family), expected_counts(groups, current, family)[0]
+    best_elbo, Nk = score(groups, current, pt, family)
+    Nk = Nk[0]
     total = 0
     while True:
         eff = current.effective(family)
