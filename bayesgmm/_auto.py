@@ -29,6 +29,16 @@ from .priors import MixtureParams, PriorTensors
 # polished to the estimator's ``tol``.
 AUTO_SCAN_TOL = 1e-4
 
+# The restart screen of a fixed K: every restart runs EM to this looser
+# tolerance, and only the SCREEN_KEEP best per group (by their loss there)
+# continue to the estimator's ``tol``; the best of those is kept.  The last
+# EM iterations move a restart's loss by far less than the gaps between
+# distinct optima, and the continued pairs run as one batch (whose cost per
+# iteration is mostly fixed), so keeping two costs little more than one
+# and guards against two restarts that the screen ranks wrongly.
+RESTART_SCREEN_TOL = 1e-3
+SCREEN_KEEP = 2
+
 
 def is_auto(n_components) -> bool:
     """Whether ``n_components`` asks for K chosen by BIC."""
@@ -127,11 +137,24 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
         centres = centres.repeat_interleave(int(cap.max()), dim=0)
     start = initial_params(groups, centres, mask, pt, family)
     trace, n_iter, converged = None, 0, True
+    polish = None
     if em_max_iter > 0:
-        scan_tol = max(tol, AUTO_SCAN_TOL) if auto else tol
+        screened = not auto and R > SCREEN_KEEP and tol < RESTART_SCREEN_TOL
+        scan_tol = max(tol, AUTO_SCAN_TOL) if auto else (RESTART_SCREEN_TOL if screened else tol)
         trace = em_fit(groups, start, mask, pt, family, em_max_iter, scan_tol, callback)
         params, final = trace.params, trace.losses[..., -1]
         n_iter, converged = trace.n_iter, trace.converged
+        if screened:
+            # The best SCREEN_KEEP restarts per group continue to ``tol``.
+            G = mask.shape[1]
+            grp = torch.arange(G, device=device).expand(SCREEN_KEEP, G)
+            order = final.argsort(0)[:SCREEN_KEEP]                          # (m, G)
+            # em_max_iter bounds each restart's iterations over both stages.
+            polish = em_fit(groups, params.select((order, grp)), mask[order, grp], pt, family,
+                            em_max_iter, tol, callback, spent=trace.iterations[order, grp])
+            params, final, mask = polish.params, polish.losses[..., -1], mask[order, grp]
+            n_iter = max(n_iter, int(polish.iterations.max()))
+            converged = polish.converged
     else:
         params = start
         B, G, K = mask.shape
@@ -146,7 +169,10 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
         # Converged: each group's kept variant stopped before the budget
         # (trace.converged is every variant's).
         g = torch.arange(variant.shape[0], device=device)
-        converged = bool((trace.iterations[variant, g] < em_max_iter).all()) or converged
+        last = trace if polish is None else polish
+        converged = bool((last.iterations[variant, g] < em_max_iter).all()) or converged
+        if polish is not None:
+            variant = order[variant, g]          # back to the restart's index
     k_max = int(kept_mask.sum(-1).max())
     return Selection(trim(params, k_max, family), kept_mask[:, :k_max], variant, bic, trace,
                      n_iter, converged)

@@ -802,7 +802,8 @@ class FitTrace:
 
 
 def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
-           family: Covariance, max_iter: int, tol: float, callback: Callback = None) -> FitTrace:
+           family: Covariance, max_iter: int, tol: float, callback: Callback = None,
+           spent: Optional[torch.Tensor] = None) -> FitTrace:
     """Closed-form MAP-EM of every (variant, group) pair at once.
 
     Each iteration gathers the pairs still running into one batch, runs one
@@ -810,7 +811,11 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     by less than ``tol`` nats per point of its group, so no pair runs more
     iterations than a separate fit would.  A pair whose loss or parameters
     become non-finite keeps its last finite parameters, stops, and ends with
-    an infinite loss so that it is never selected."""
+    an infinite loss so that it is never selected.
+
+    ``spent`` (B, G): iterations each pair already ran in an earlier stage
+    (a continuation); ``max_iter`` then bounds the total, and the trace's
+    ``iterations`` count both stages."""
     B, G, K = params.weights.shape
     shape = lambda t: t.reshape((B * G,) + t.shape[2:])
     flat = params.map(lambda t: shape(t).clone())
@@ -822,13 +827,16 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     # Losses in float64: the final one is exact (evaluated in float64) and
     # chooses between restarts, K and stages; rounding it would undo that.
     last = torch.full((B * G,), math.inf, dtype=torch.float64, device=mask.device)
-    iters = torch.zeros(B * G, dtype=torch.long, device=mask.device)
+    iters = torch.zeros(B * G, dtype=torch.long, device=mask.device) if spent is None \
+        else spent.reshape(B * G).to(device=mask.device, dtype=torch.long).clone()
+    hit = iters >= max_iter                    # pairs stopped by the budget, still improving
+    active &= ~hit
     history = []
-    converged, it = False, 0
+    it = 0
     for it in range(1, max_iter + 1):
         idx = active.nonzero().squeeze(-1)     # the one host sync per iteration
         if idx.numel() == 0:                   # every pair stopped in the last iteration
-            converged, it = True, it - 1
+            it -= 1
             break
         sub, msub = flat.select(idx), mflat[idx]
         stats = e_step(groups, sub, gall[idx], family)
@@ -844,11 +852,12 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         iters[idx] += 1
         alive[idx] = alive[idx] & ok
         history.append(last.clone())
-        active[idx] = ok & ((gain > tol) | ~torch.isfinite(prev))
+        improving = ok & ((gain > tol) | ~torch.isfinite(prev))
+        hit[idx] = improving & (iters[idx] >= max_iter)
+        active[idx] = improving & ~hit[idx]
         if callback is not None:
             callback(it, float(loss[ok].sum()) if bool(ok.any()) else math.inf)
-    else:
-        converged = bool(max_iter > 0 and not active.any())
+    converged = bool(max_iter > 0 and not hit.any())
     final = negative_log_joint(groups, flat, gall, pt, family, mflat)
     final = torch.where(alive, final, torch.full_like(final, math.inf))
     history.append(final)

@@ -293,6 +293,38 @@ def test_em_never_decreases_the_log_joint_in_float64(covariance_type):
     assert em.params.weights[3, 0, 3] == 0
 
 
+def test_em_continuation_counts_both_stages_against_the_budget():
+    """A continuation (``spent``) is the same EM as one run: 10 iterations,
+    then 5 more within a total budget of 15, give the parameters and losses
+    of 15 at once; the budget bounds the total, a pair that used it all in
+    the first stage does not run, and hitting the budget is not convergence
+    (the restart screen of :func:`bayesgmm._auto.fit_candidates`)."""
+    X = make_overlapping()
+    family, std, Xt, _, pt = _float64_frame("full", X, 3)
+    groups = fitting.Groups.single(Xt)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], 3, 3, "random", [0, 1, 2]))
+    mask = torch.ones(3, 1, 3, dtype=torch.bool)
+    start = fitting.initial_params(groups, centres, mask, pt, family)
+    whole = fitting.em_fit(groups, start, mask, pt, family, max_iter=15, tol=0.0)
+    first = fitting.em_fit(groups, start, mask, pt, family, max_iter=10, tol=0.0)
+    spent = first.iterations.clone()
+    spent[2] = 15                       # this restart has used its whole budget
+    rest = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=15, tol=0.0,
+                          spent=spent)
+    assert whole.iterations.tolist() == [[15], [15], [15]]
+    assert rest.iterations.tolist() == [[15], [15], [15]] and rest.n_iter == 5
+    assert not rest.converged and not whole.converged
+    fields = lambda p: (p.weights, p.means, p.cov)
+    for a, b, c in zip(fields(rest.params), fields(whole.params), fields(first.params)):
+        torch.testing.assert_close(a[:2], b[:2], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a[2], c[2], rtol=0, atol=0)     # did not run
+    torch.testing.assert_close(rest.losses[:2, 0, -1], whole.losses[:2, 0, -1])
+    # Converged within the budget: a loose tolerance stops every restart early.
+    loose = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=500, tol=1e-2,
+                           spent=first.iterations)
+    assert loose.converged and bool((loose.iterations < 500).all())
+
+
 # ----------------------------------------------------------------------------
 # d. recovery of rotated, elongated components
 # ----------------------------------------------------------------------------
