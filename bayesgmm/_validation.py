@@ -313,6 +313,10 @@ def resolve_device(device: Any):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available on this machine: "
                          f"use device='cpu' or 'auto'")
+    if dev.type == "mps":
+        raise ValueError(f"device={device!r}: Apple's MPS backend is not supported, because the "
+                         f"fits choose between restarts and stages by losses evaluated in "
+                         f"float64, which MPS does not have: use device='cpu' (or 'cuda')")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev

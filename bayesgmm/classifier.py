@@ -132,7 +132,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         while the working set fits in memory, random minibatches otherwise).
         The fitted parameters are then no longer the MAP.
     device : {"auto", "cpu", "cuda"} or torch.device, default "auto"
-        Where to fit and predict; "auto" takes CUDA when available.
+        Where to fit and predict; "auto" takes CUDA when available.  Apple's
+        "mps" is refused with the reason: the fits compare losses in float64,
+        which MPS lacks.
     random_state : int, RandomState or None
         Seed for the initialisation (drawn on the CPU, so CPU and GPU fits
         start from the same point) and minibatches.

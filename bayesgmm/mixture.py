@@ -141,7 +141,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         With ``backend="pyro"``, use ``JitTraceEnum_ELBO``; falls back to
         ``TraceEnum_ELBO`` with a warning if tracing fails.
     device : {"auto", "cpu", "cuda"} or torch.device, default "auto"
-        Where to fit: "auto" takes CUDA when available.
+        Where to fit: "auto" takes CUDA when available.  Apple's "mps" is
+        refused with the reason: the fits compare losses in float64, which
+        MPS lacks.
     random_state : int, RandomState or None
         Seed for the initialisation and SVI; the same seed gives the same fit
         on the same device.

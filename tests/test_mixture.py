@@ -447,6 +447,8 @@ def test_bad_input_is_rejected_with_a_clear_message(X, match):
     (dict(init="kmeanz"), r"init must be one of .* got 'kmeanz'"),
     (dict(init=np.zeros((3, 1))), r"shape \(n_components, n_features\) = \(2, 1\), got an array of shape \(3, 1\)"),
     (dict(device="tpu"), r"device must be .* got 'tpu'"),
+    (dict(device="mps"), r"device='mps': Apple's MPS backend is not supported.*float64.*"
+                         r"use device='cpu'"),
     (dict(priors={"mean_loc": 0}), r"priors must be a bayesgmm.Priors"),
     (dict(priors=Priors(weight_concentration=0.5)), r"weight_concentration must be >= 1"),
     (dict(priors=Priors(mean_scale=-1.0)), r"mean_scale must be > 0, got \[-1.0\]"),
