@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import replace
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
@@ -34,6 +35,11 @@ from .variational import cavi, warn_unconverged
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
 _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
+
+
+# The start of :func:`bayesgmm.posterior.check_convergence`'s warning: the
+# classifier gathers every class's into one.
+_NUTS_WARNING = "NUTS draws may not represent the posterior: "
 
 
 @register
@@ -154,13 +160,20 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     dtype : {"float32", "float64"}, default "float32"
         Floating-point type of the fit and the predictions (float64 for
         near-singular class covariances, e.g. more features than points).
-    inference : {"map", "vi"}, default "map"
+    inference : {"map", "vi", "nuts"}, default "map"
         "map": every class's MAP mixture (the fit above).  "vi": then each
         class's mean-field variational posterior from its MAP, all classes
         at once (:func:`bayesgmm.variational.cavi`, as
         :class:`BayesianGMM` with ``inference="vi"``: at most ``max_iter``
         iterations, ``tol`` nats of ELBO per point of the class), and
-        ``n_samples`` draws of it kept, so that :meth:`predict_proba`,
+        ``n_samples`` draws of it kept.  "nuts": each class's posterior
+        sampled by Pyro's NUTS from its MAP, one class after another, as
+        :class:`BayesianGMM` with ``inference="nuts"`` samples one mixture
+        (``n_chains`` chains of ``n_warmup`` warmup iterations, the draws'
+        components matched to the class's MAP; R-hat and effective sample
+        sizes in ``rhat_`` and ``ess_``, one warning naming the classes
+        whose chains look unconverged; a minute or more per class on a
+        CPU, so meant for small classes).  With either, :meth:`predict_proba`,
         :meth:`predict`, :meth:`predict_log_proba`,
         :meth:`decision_function` and :meth:`class_log_likelihood` answer
         with the posterior predictive p(x | c, X_c) (each class's density
@@ -168,10 +181,15 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Not with ``discriminative_steps`` (no longer a posterior),
         ``process_group`` or out-of-core data.
     n_samples : int, default 200
-        Posterior draws per class kept with ``inference="vi"``: a
+        Posterior draws per class kept with ``inference="vi"`` or "nuts"
+        (for NUTS, ``ceil(n_samples / n_chains)`` per chain): a
         prediction scores every class's S x K components, so its cost grows
         with S (200 draws hold the predictive's Monte Carlo error to a few
         thousandths of a nat per point on the five-class study).
+    n_chains : int, default 4
+        NUTS chains per class (``inference="nuts"``).
+    n_warmup : int, default 300
+        NUTS warmup iterations per chain, discarded (``inference="nuts"``).
 
     Attributes
     ----------
@@ -214,6 +232,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     elbo_ : ndarray of shape (n_classes,)
         Only after ``inference="vi"``: every class's ELBO, a lower bound on
         log p(X_c) in the data's units.
+    rhat_, ess_ : dict of ndarray
+        Only after ``inference="nuts"``: the split R-hat and effective
+        sample size of every element of the draws, {"weights": (n_classes,
+        max K), "means": (n_classes, max K, n_features), "covariances":
+        shaped as ``covariances_``}, NaN at padded components.
+    n_divergent_ : ndarray of int of shape (n_classes,)
+        Only after ``inference="nuts"``: divergent transitions per class.
     converged_ : bool
     device_ : torch.device
     n_features_in_ : int
@@ -245,7 +270,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                  progress: bool = False, n_threads: Optional[int] = None,
                  missing: Literal["error", "marginalize"] = "error",
                  dtype: Literal["float32", "float64"] = "float32",
-                 inference: Literal["map", "vi"] = "map", n_samples: int = 200):
+                 inference: Literal["map", "vi", "nuts"] = "map", n_samples: int = 200,
+                 n_chains: int = 4, n_warmup: int = 300):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -266,6 +292,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.inference = inference
         self.n_samples = n_samples
+        self.n_chains = n_chains
+        self.n_warmup = n_warmup
 
     # ------------------------------------------------------------ checks
     def _check_params(self):
@@ -274,13 +302,19 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                               s.em_max_iter)
         steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
         V.check_option("init", self.init, INIT_OPTIONS)
-        if V.check_option("inference", getattr(self, "inference", "map"), ("map", "vi")) == "vi":
+        inference = V.check_option("inference", getattr(self, "inference", "map"),
+                                   ("map", "vi", "nuts"))
+        if inference != "map":
             V.check_int("n_samples", self.n_samples, 1)
             if steps > 0:
                 raise ValueError(
-                    f"inference='vi' gives the posterior of each class's generative mixture, "
-                    f"but discriminative_steps={steps} moves the parameters off it: set "
-                    f"discriminative_steps=0, or inference='map'")
+                    f"inference={inference!r} gives the posterior of each class's generative "
+                    f"mixture, but discriminative_steps={steps} moves the parameters off it: "
+                    f"set discriminative_steps=0, or inference='map'")
+        if inference == "nuts":
+            V.check_int("n_chains", getattr(self, "n_chains", 4), 1)
+            V.check_int("n_warmup", getattr(self, "n_warmup", 300), 0)
+        if inference == "vi":
             if s.max_iter == 0:
                 raise ValueError("inference='vi' runs up to max_iter iterations, but "
                                  "max_iter=0: set max_iter > 0 (e.g. 1000)")
@@ -419,10 +453,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 raise ValueError("discriminative fine-tuning needs the data in one process's "
                                  "memory: set discriminative_steps=0 with process_group or "
                                  "out-of-core data")
-            if (group is not None or streamed) and self.inference == "vi":
-                raise ValueError("inference='vi' needs the data in one process's memory: use "
-                                 "inference='map' with process_group or out-of-core data, or "
-                                 "load the rows (or a sample of them) as an array")
+            if (group is not None or streamed) and self.inference != "map":
+                raise ValueError(f"inference={self.inference!r} needs the data in one "
+                                 f"process's memory: use inference='map' with process_group "
+                                 f"or out-of-core data, or load the rows (or a sample of "
+                                 f"them) as an array")
         except ValueError as exc:
             error = exc
         agree(error, group, X.shape[1] if error is None else -1)
@@ -624,13 +659,90 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.converged_ = bool(converged)
         self.device_ = device
         self.n_effective_components_ = effective_components(self.weights_ * mass[:, None])
-        for name in ("_posterior", "elbo_"):
+        for name in ("_posterior", "elbo_", "rhat_", "ess_", "n_divergent_"):
             if name in vars(self):
                 delattr(self, name)
         if self.inference == "vi":
             self._fit_posterior(data, yi, family, params, mask_c, pt, ll_offset,
                                 int(seeds[-1]), s)
+        elif self.inference == "nuts":
+            self._fit_nuts(data, yi, family, params, pt, int(seeds[-1]), s)
         return self
+
+    def _fit_nuts(self, data, yi: np.ndarray, family, params: MixtureParams, pt,
+                  seed: int, s) -> None:
+        """Every class's posterior by NUTS from its MAP, one class after
+        another (:func:`bayesgmm.posterior.run`, as :class:`BayesianGMM`
+        with ``inference="nuts"``: the draws' components matched to the
+        class's MAP, R-hat and effective sample sizes), in float64 in the
+        fit's standardised frame.  Draws kept in the data's units as the
+        VI's are, padded components at weight 0 (mean 0, unit covariance);
+        the diagnostics per class, padded with NaN; one warning naming the
+        classes whose chains look unconverged."""
+        device, std = self.device_, data.std
+        X, weight = data.float64_frame(device)
+        C, K, D = self.means_.shape
+        settings = post_module.PosteriorSettings(
+            "nuts", n_samples=V.check_int("n_samples", self.n_samples, 1),
+            n_chains=V.check_int("n_chains", self.n_chains, 1),
+            n_warmup=V.check_int("n_warmup", self.n_warmup, 0), progress=bool(s.progress))
+        S = settings.n_chains * -(-settings.n_samples // settings.n_chains)
+        seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1 - C * settings.n_chains))
+        neutral = family.covariances(family.identity((C, S), K, D, torch.float64, "cpu")).numpy()
+        out = {"weights": np.zeros((C, S, K)), "means": np.zeros((C, S, K, D)),
+               "covariances": neutral.copy()}
+        rhat, ess = {}, {}
+        n_div = np.zeros(C, dtype=np.int64)
+        problems = []
+        pt64 = pt.to(torch.float64)
+        labels = torch.as_tensor(yi, device=device)
+        for c in range(C):
+            k = int(self.n_components_[c])
+            rows = labels == c
+            p = params.select(c).map(lambda t: t.detach().to(torch.float64))
+            w = p.weights[:k] / p.weights[:k].sum()
+            start = MixtureParams(w, p.means[:k], p.cov[:k] if family.per_component else p.cov)
+            cov_c = self.covariances_[c]
+            reference = (self.weights_[c, :k], self.means_[c, :k],
+                         cov_c[:k] if family.per_component else cov_c)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                post = post_module.run(X[rows], pt64.with_concentration(pt64.concentration[:k]),
+                                       family, start, std, reference, settings,
+                                       seed + c * settings.n_chains,
+                                       None if weight is None else weight[rows])
+            for warning in caught:
+                text = str(warning.message)
+                if issubclass(warning.category, UserWarning) and text.startswith(_NUTS_WARNING):
+                    body, remedy = text[len(_NUTS_WARNING):].split(". Remedy", 1)
+                    problems.append(f"class {_label(self.classes_[c])!r}: {body}")
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                           warning.lineno)
+            comp = (slice(None), slice(0, k))
+            out["weights"][c][comp] = post.samples["weights"]
+            out["means"][c][comp] = post.samples["means"]
+            if family.per_component:
+                out["covariances"][c][comp] = post.samples["covariances"]
+            else:
+                out["covariances"][c] = post.samples["covariances"]
+            for dest, src in ((rhat, post.rhat), (ess, post.ess)):
+                for name, value in src.items():
+                    if name not in dest:
+                        shape = (C,) + ((K,) + value.shape[1:] if name != "covariances" or
+                                        family.per_component else value.shape)
+                        dest[name] = np.full(shape, np.nan)
+                    if name != "covariances" or family.per_component:
+                        dest[name][c, :k] = value
+                    else:
+                        dest[name][c] = value
+            n_div[c] = int(post.n_divergent)
+        if problems:
+            # stacklevel: here, _fit, the fit wrapper, fit, then the caller.
+            warnings.warn(f"{_NUTS_WARNING}{'; '.join(problems)}. Remedy{remedy}", UserWarning,
+                          stacklevel=5)
+        self._posterior = out
+        self.rhat_, self.ess_, self.n_divergent_ = rhat, ess, n_div
 
     def _fit_posterior(self, data, yi: np.ndarray, family, params: MixtureParams,
                        mask: torch.Tensor, pt, ll_offset: np.ndarray, seed: int, s) -> None:

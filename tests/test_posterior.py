@@ -522,3 +522,123 @@ def test_process_group_refused(tmp_path):
                                                         process_group=dist.group.WORLD)
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------- classifier NUTS
+@pytest.fixture(scope="module")
+def clf_nuts(k1_data):
+    """Class "a": the K = 1 data of k1_data; class "b": two clusters (K = 2),
+    so class "a"'s second component is padding."""
+    from bayesgmm import GMMClassifier
+    Xa, priors = k1_data
+    rng = np.random.default_rng(5)
+    Xb = np.concatenate([rng.normal(8.0, 1.0, 40), rng.normal(14.0, 1.0, 40)])[:, None]
+    X, y = np.concatenate([Xa, Xb]), np.repeat(["a", "b"], [len(Xa), len(Xb)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        clf = GMMClassifier([1, 2], covariance_type="diag", priors=priors, inference="nuts",
+                            n_samples=240, n_chains=2, n_warmup=50, random_state=0,
+                            **CPU).fit(X, y)
+    return X, y, clf
+
+
+def test_classifier_nuts_matches_numerical_integration(k1_data, clf_nuts):
+    """Each class's posterior is its own: class "a"'s draws against the
+    same float64 grid posterior as BayesianGMM's (the classes share the
+    priors, given in the data's units)."""
+    X1, p = k1_data
+    x = X1[:, 0]
+    mu = np.linspace(-3.0, 5.0, 801)[:, None]
+    sd = np.linspace(0.3, 5.0, 941)[None, :]
+    n, xbar = len(x), x.mean()
+    logp = (stats.norm.logpdf(mu, p.mean_loc, p.mean_scale)
+            + stats.invgamma.logpdf(sd, p.scale_shape, scale=p.scale_rate)
+            - n * np.log(sd) - (((x - xbar) ** 2).sum() + n * (xbar - mu) ** 2) / (2 * sd ** 2))
+    post = np.exp(logp - logp.max())
+    post /= post.sum()
+    exact = {"means": (post * mu).sum(), "covariances": (post * sd ** 2).sum()}
+    exact_sd = {"means": np.sqrt((post * (mu - exact["means"]) ** 2).sum()),
+                "covariances": np.sqrt((post * (sd ** 2 - exact["covariances"]) ** 2).sum())}
+    _, _, clf = clf_nuts
+    d = clf._posterior
+    assert d["weights"].shape == (2, 240, 2) and d["means"].shape == (2, 240, 2, 1)
+    np.testing.assert_array_equal(d["weights"][0, :, 0], 1.0)
+    np.testing.assert_array_equal(d["weights"][0, :, 1], 0.0)             # padding
+    for name in ("means", "covariances"):
+        draws = d[name][0, :, 0].ravel()
+        ess = float(clf.ess_[name][0, 0].min())
+        assert ess > 50
+        assert abs(draws.mean() - exact[name]) < 4 * exact_sd[name] / np.sqrt(ess), name
+        assert draws.std() == pytest.approx(exact_sd[name], rel=0.25), name
+    # Class "b"'s draws keep its MAP's labels (two clusters 6 apart).
+    np.testing.assert_allclose(d["means"][1].mean(0), clf.means_[1], atol=0.5)
+
+
+def test_classifier_nuts_diagnostics_and_predictive(clf_nuts, tmp_path):
+    from bayesgmm import GMMClassifier
+    X, y, clf = clf_nuts
+    assert set(clf.rhat_) == set(clf.ess_) == {"weights", "means", "covariances"}
+    assert clf.rhat_["means"].shape == (2, 2, 1) and clf.rhat_["weights"].shape == (2, 2)
+    assert np.isnan(clf.rhat_["means"][0, 1]).all() and np.isfinite(clf.rhat_["means"][1]).all()
+    assert clf.rhat_["covariances"].shape == clf.covariances_.shape
+    assert clf.n_divergent_.shape == (2,)
+    assert float(np.nanmax(clf.rhat_["means"])) < 1.1
+    # The posterior predictive, from the draws by scipy.
+    d = clf._posterior
+    Xt = np.linspace(-4, 18, 12)[:, None]
+    ll = np.empty((12, 2))
+    for c in range(2):
+        k = clf.n_components_[c]
+        terms = [np.log(d["weights"][c, s, j]) + stats.norm.logpdf(
+            Xt[:, 0], d["means"][c, s, j, 0], np.sqrt(d["covariances"][c, s, j, 0]))
+            for s in range(240) for j in range(k)]
+        ll[:, c] = logsumexp(np.stack(terms), axis=0) - np.log(240)
+    np.testing.assert_allclose(clf.class_log_likelihood(Xt), ll, rtol=1e-5, atol=1e-4)
+    joint = ll + np.log(clf.class_prior_)
+    np.testing.assert_allclose(clf.predict_proba(Xt),
+                               np.exp(joint - logsumexp(joint, axis=1, keepdims=True)),
+                               atol=1e-5)
+    mapfit = GMMClassifier([1, 2], covariance_type="diag", priors=clf.priors, random_state=0,
+                           **CPU).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(Xt, plug_in=True), mapfit.predict_proba(Xt),
+                               rtol=1e-6, atol=1e-9)
+    # Saved and loaded with the draws and diagnostics.
+    clf.save(tmp_path / "c.bgmm")
+    back = GMMClassifier.load(tmp_path / "c.bgmm")
+    np.testing.assert_array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
+    np.testing.assert_array_equal(back.rhat_["means"], clf.rhat_["means"])
+    np.testing.assert_array_equal(back.n_divergent_, clf.n_divergent_)
+    # A MAP refit drops them.
+    back.set_params(inference="map").fit(X, y)
+    for name in ("_posterior", "rhat_", "ess_", "n_divergent_"):
+        assert not hasattr(back, name)
+
+
+def test_classifier_nuts_warning_names_the_classes():
+    """Too few draws for R-hat: one warning, naming each class, with the
+    remedy once, at the caller's line."""
+    from bayesgmm import GMMClassifier
+    X = np.concatenate([_two_clusters(15), _two_clusters(15, seed=1) + 20])
+    y = np.repeat([3, 7], 30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GMMClassifier(1, covariance_type="spherical", inference="nuts", n_samples=4,
+                      n_chains=2, n_warmup=5, random_state=0, **CPU).fit(X, y)
+    nuts = [w for w in caught if "NUTS draws" in str(w.message)]
+    assert len(nuts) == 1 and nuts[0].filename == __file__
+    text = str(nuts[0].message)
+    assert "class 3: R-hat" in text and "class 7: R-hat" in text
+    assert text.count("Remedy") == 1
+
+
+def test_classifier_nuts_refusals():
+    from bayesgmm import GMMClassifier
+    X, y = _two_clusters(20), np.repeat([0, 1], 20)
+    with pytest.raises(ValueError, match="inference must be one of"):
+        GMMClassifier(1, inference="hmc", **CPU).fit(X, y)
+    with pytest.raises(ValueError, match="n_chains must be >= 1, got 0"):
+        GMMClassifier(1, inference="nuts", n_chains=0, **CPU).fit(X, y)
+    with pytest.raises(ValueError, match="n_warmup must be >= 0, got -1"):
+        GMMClassifier(1, inference="nuts", n_warmup=-1, **CPU).fit(X, y)
+    with pytest.raises(ValueError, match="inference='nuts' gives .* discriminative_steps=3"):
+        GMMClassifier(1, inference="nuts", discriminative_steps=3, **CPU).fit(X, y)

@@ -376,7 +376,7 @@ def test_classifier_vi_refusals():
     with pytest.raises(ValueError, match="discriminative_steps=5"):
         GMMClassifier(1, inference="vi", discriminative_steps=5, device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="inference must be one of"):
-        GMMClassifier(1, inference="nuts", device="cpu").fit(X, y)
+        GMMClassifier(1, inference="hmc", device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="max_iter=0"):
         GMMClassifier(1, inference="vi", max_iter=0, device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="n_samples must be"):
