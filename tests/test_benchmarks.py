@@ -28,7 +28,7 @@ def run_script(name: str, tmp_path: Path, *args: str) -> dict:
                            "--json", str(out), *args],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| method" in proc.stdout or "| N |" in proc.stdout, proc.stdout[-2000:]
+    assert any(h in proc.stdout for h in ("| method", "| N |", "| type |")), proc.stdout[-2000:]
     assert f"wrote {out}" in proc.stdout
     return json.loads(out.read_text())
 
@@ -52,7 +52,7 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
-                 "posterior_speed", "calibration", "dp"):
+                 "posterior_speed", "calibration", "dp", "classifier_defaults"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -177,6 +177,20 @@ def test_defaults_speed_quick(tmp_path):
         assert row["ll >= sk n_init=4"] == f"{int(np.sum(ours >= sk4 - 1e-6))}/2"
         # Every fit is a sensible mixture of this data (not a broken one).
         assert all(abs(v - np.median(sk4)) < 0.1 for v in ours)
+
+
+def test_classifier_defaults_quick(tmp_path):
+    r = run_script("classifier_defaults", tmp_path)
+    check_machine(r, "classifier_defaults", pomegranate_requested=False)
+    assert [row["type"] for row in r["rows"]] == ["diag", "full"]
+    for row in r["rows"]:
+        seeds = [x for x in r["raw"] if x["type"] == row["type"]]
+        assert len(seeds) == row["seeds"] == 1
+        x = seeds[0]
+        assert set(x["times"]) == {"bayesgmm", "sklearn"}
+        assert math.isclose(row["time ratio"], x["bayesgmm s"] / x["sklearn s"])
+        # Both are sensible classifiers of this data (within 2 points of Bayes).
+        assert 0 <= row["mean gap bayesgmm"] < 2 and -0.5 < row["mean gap sklearn"] < 2
 
 
 def test_missing_values_quick(tmp_path):
