@@ -242,19 +242,25 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         grows like alpha log n), so that the fit decides how many
         components the data use: surplus ones end with negligible weight,
         and ``n_effective_components_`` counts those that carry data.  It
-        needs ``inference="vi"``: coordinate ascent alone keeps a cluster
-        split between two components (a local optimum), so delete moves
-        judged by the exact ELBO switch components off
-        (:func:`bayesgmm.variational.prune`); a MAP of the sticks would
-        keep every component (its density has no Occam factor), and NUTS
-        does not take this prior yet.  The MAP stage that starts VI then
-        uses a flat Dirichlet, and the point attributes (``weights_``,
-        ``means_``, ``covariances_``) are the variational posterior's E[w],
-        E[mu] and E[Lambda]^-1 (as scikit-learn's BayesianGaussianMixture
-        reports), in the MAP's component order (matched by overlap), which
-        :meth:`bic`, :meth:`aic`, :meth:`sample` and ``plug_in=True`` then
-        use, while ``loss_``, ``losses_``, ``n_iter_`` and ``converged_``
-        still describe the MAP stage.
+        needs ``inference="vi"`` or "nuts" (a MAP of the sticks would keep
+        every component: its density has no Occam factor).  "vi":
+        coordinate ascent alone keeps a cluster split between two
+        components (a local optimum), so delete moves judged by the exact
+        ELBO switch components off (:func:`bayesgmm.variational.prune`).
+        "nuts": the chains sample the sticks, started at the variational
+        posterior's point (surplus components at negligible weight); the
+        empty components' parameters are then drawn from about their
+        priors, which slows NUTS where the data are few (R-hat and ESS say
+        so).  The MAP stage that starts either uses a flat Dirichlet, and
+        the point attributes (``weights_``, ``means_``, ``covariances_``)
+        are the posterior's: for "vi" E[w], E[mu] and E[Lambda]^-1 under q
+        (as scikit-learn's BayesianGaussianMixture reports), for "nuts" the
+        means of the draws, in the MAP's component order (matched by
+        overlap), which :meth:`bic`, :meth:`aic`, :meth:`sample` and
+        ``plug_in=True`` then use, while ``loss_``, ``losses_``,
+        ``n_iter_`` and ``converged_`` still describe the MAP stage;
+        ``n_effective_components_`` counts the components whose expected
+        number of points, E[N_k] under the posterior, is at least 1.
 
     Attributes
     ----------
@@ -630,12 +636,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    INFERENCE_OPTIONS)
         dp = self._dp_concentration() is not None
-        if dp and inference != "vi":
+        if dp and inference == "map":
             raise ValueError(
-                f"weight_prior='dirichlet_process' is fitted by inference='vi' (mean-field "
-                f"variational Bayes, whose delete moves switch surplus components off), got "
-                f"inference={inference!r}: set inference='vi' (a MAP of the stick-breaking "
-                f"weights keeps every component, and NUTS does not take this prior yet)")
+                "weight_prior='dirichlet_process' is fitted by inference='vi' (mean-field "
+                "variational Bayes, whose delete moves switch surplus components off) or "
+                "inference='nuts' (started there), got inference='map': set inference='vi' "
+                "(a MAP of the stick-breaking weights keeps every component: its density has "
+                "no Occam factor, and below alpha = 1 it has no maximum)")
         if dp and is_auto(self.n_components):
             raise ValueError(
                 "weight_prior='dirichlet_process' chooses the number of components itself, "
@@ -709,6 +716,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 order = post.order
                 self.weights_, self.means_ = w[0][order], m[0][order]
                 self._set_covariances(c[0][order] if family.per_component else c[0], family)
+        if post.method == "nuts" and settings.weight_prior == "dirichlet_process":
+            # No MAP of the process: the point estimates are the posterior
+            # means of the draws (aligned to one labelling).
+            d = post.samples
+            self.weights_, self.means_ = d["weights"].mean(0), d["means"].mean(0)
+            self._set_covariances(d["covariances"].mean(0), family)
+            self.n_effective_components_ = int(effective_components(post.counts))
         if post.method == "nuts":
             self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
         else:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Optional
 
 import numpy as np
@@ -62,8 +62,8 @@ from torch.distributions import Transform, biject_to, constraints
 from . import covariance as cov_module
 from .alignment import match_components
 from .covariance import Covariance
-from .fitting import Groups, pyro_session
-from .models import gmm_model
+from .fitting import Groups, e_step, pyro_session
+from .models import gmm_model, stick_breaking
 from .priors import MixtureParams, PriorTensors, Standardizer
 from .variational import VariationalPosterior, cavi, prune, warn_unconverged
 
@@ -256,6 +256,8 @@ class _Target:
       one category has no free parameter; an empty unconstrained vector
       trips up both the step size search and the guide), so the site is
       conditioned on it;
+    * with the Dirichlet-process prior the weights are the ``sticks``
+      site's (started at the sticks that break into the start's weights);
     * a covariance site whose support torch cannot map bijectively to
       unconstrained space (the Wishart precisions of "full" and "tied") is
       sampled as its :class:`PositiveDefiniteVector` preimage
@@ -267,9 +269,11 @@ class _Target:
     family's site."""
 
     def __init__(self, X: torch.Tensor, pt: PriorTensors, family: Covariance,
-                 start: MixtureParams, weight: Optional[torch.Tensor]):
+                 start: MixtureParams, weight: Optional[torch.Tensor],
+                 weight_prior: str = "dirichlet"):
         K, D = start.means.shape[-2:]
         self.K, self.family = K, family
+        self.dp = weight_prior == "dirichlet_process"
         try:
             biject_to(family.constraint)
             self.transform = None
@@ -277,19 +281,25 @@ class _Target:
             self.transform = PositiveDefiniteVector(D)
 
         def model():
-            return gmm_model(X, pt, K, family, weight=weight)
+            return gmm_model(X, pt, K, family, weight=weight, weight_prior=weight_prior)
         if self.transform is not None:
             model = poutine.reparam(model, config={family.site: _VectorReparam(self.transform)})
-        if K == 1:
+        if K == 1 and not self.dp:       # (the process with K = 1 has no weights site)
             model = poutine.condition(model, data={"weights": torch.ones(1, dtype=X.dtype,
                                                                          device=X.device)})
         self.model = model
         w = start.weights.clamp_min(_MIN_START_WEIGHT)
+        w = w / w.sum(-1, keepdim=True)
         cov = start.cov if self.transform is None else self.transform.inv(start.cov)
-        values = {"weights": w / w.sum(-1, keepdim=True), "means": start.means,
-                  self.cov_site: cov}
-        self.latent = tuple(k for k in ("weights", "means", self.cov_site)
-                            if not (k == "weights" and K == 1))
+        values = {"weights": w, "means": start.means, self.cov_site: cov}
+        if self.dp:
+            # The sticks that break into w: v_k = w_k / (1 - sum_{j<k} w_j).
+            left = (1 - torch.cumsum(w, -1) + w)[..., :-1]
+            values["sticks"] = (w[..., :-1] / left).clamp(_MIN_START_WEIGHT,
+                                                           1 - _MIN_START_WEIGHT)
+        self.weight_site = "sticks" if self.dp else "weights"
+        self.latent = tuple(k for k in (self.weight_site, "means", self.cov_site)
+                            if not (k == self.weight_site and K == 1))
         self.start = {k: values[k].detach().clone() for k in self.latent}
         # Pyro's init handlers see the reparametrised site under its own
         # name before the reparametrisation does (which then takes the value
@@ -310,6 +320,8 @@ class _Target:
         out = {k: draws[k].reshape((C, S) + self.start[k].shape) for k in self.latent}
         if self.transform is not None:
             out[self.family.site] = self.transform(out.pop(self.cov_site))
+        if self.dp and self.K > 1:
+            out["weights"] = stick_breaking(out.pop("sticks"))
         if self.K == 1:
             ref = out["means"]
             out["weights"] = torch.ones((C, S, 1), dtype=ref.dtype, device=ref.device)
@@ -477,7 +489,7 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
     and its warmup starts from the Laplace variances as inverse mass matrix
     (:class:`_LaplaceNUTS`).
     """
-    target = _Target(X, pt, family, start, weight)
+    target = _Target(X, pt, family, start, weight, settings.weight_prior)
     per_chain = -(-settings.n_samples // settings.n_chains)
     with pyro_session(seed, X.device), _quiet_tracing():
         init, potential_fn, transforms = _potential(target.model, target.init_values,
@@ -694,6 +706,9 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     delete moves reorder them, one matching of q's mean to the MAP), and
     it warns when the fit stopped before meeting its tolerance."""
     if settings.method == "nuts":
+        if settings.weight_prior == "dirichlet_process":
+            start, reference = _process_start(X, pt, family, start, std, reference, settings,
+                                              seed, weight)
         draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
         out = Posterior("nuts", {}, settings.n_chains, n_divergent=n_div)
     elif settings.method == "vi":
@@ -722,6 +737,14 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     samples = align_draws(units, reference, family, perm)
     if settings.method == "vi":
         out.order = np.array(perm[0])
+    if settings.method == "nuts" and settings.weight_prior == "dirichlet_process":
+        # How many points each component carries, averaged over the draws
+        # (E[N_k], what VI's counts are): one E-step over all S draws.
+        flat = MixtureParams(*(draws[k].reshape((C * S,) + draws[k].shape[2:])
+                               for k in ("weights", "means", family.site)))
+        Nk = e_step(Groups.single(X, weight), flat,
+                    torch.zeros(C * S, dtype=torch.long, device=X.device), family).Nk
+        out.counts = np.take_along_axis(Nk.double().cpu().numpy(), np.asarray(perm), 1).mean(0)
     if settings.method == "nuts":
         grouped = {k: v.reshape((C, S) + v.shape[1:]) for k, v in samples.items()}
         out.rhat, out.ess = diagnostics(grouped)
@@ -729,6 +752,30 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
                           sites={"covariances": family.site}, stacklevel=stacklevel + 1)
     out.samples = samples
     return out
+
+
+def _process_start(X, pt, family: Covariance, start: MixtureParams, std: Standardizer,
+                   reference: tuple, settings: PosteriorSettings, seed: int,
+                   weight: Optional[torch.Tensor]) -> tuple[MixtureParams, tuple]:
+    """Where NUTS starts with the Dirichlet-process prior, and what its
+    draws are aligned to: the variational posterior's point (E[w], E[mu],
+    E[Lambda]^-1, :func:`fit_vi` with its delete moves) with its components
+    matched once to ``reference`` (the flat-Dirichlet MAP, whose every
+    component carries data).  The MAP itself is no start: it spreads the
+    data over all K components, a region of the process's posterior that
+    the chains would spend their warmup leaving; surplus components start
+    at negligible weight instead."""
+    vi = replace(settings, method="vi", n_samples=1)
+    q = fit_vi(X, pt, family, start, vi, seed, weight)[5]
+    point = q.point(family).select(0)
+    units = to_data_units({"weights": point.weights[None], "means": point.means[None],
+                           family.site: point.cov[None]}, std, family)
+    perm = draw_order(units, reference, family, common=True)[:1]
+    idx = torch.as_tensor(np.array(perm[0]), device=point.means.device)
+    start = MixtureParams(point.weights[idx], point.means[idx],
+                          point.cov[idx] if family.per_component else point.cov)
+    aligned = align_draws(units, reference, family, perm)
+    return start, (aligned["weights"][0], aligned["means"][0], aligned["covariances"][0])
 
 
 def predictive_mixture(samples: dict, family: Covariance) -> tuple:

@@ -208,6 +208,54 @@ def test_potential_is_the_log_joint_in_unconstrained_coordinates(covariance_type
         assert float(potential(z)) == pytest.approx(nlj - logdet, rel=1e-10, abs=1e-8)
 
 
+def test_process_potential_is_the_stick_breaking_log_joint():
+    """What NUTS samples with the Dirichlet-process prior: the potential of
+    gmm_model with the ``sticks`` site equals the log joint written out by
+    hand (the flat-Dirichlet negative log joint of bayesgmm.fitting, whose
+    weight term is log Gamma(K), with that term swapped for scipy's Beta(1,
+    alpha) densities of the sticks that break into the weights) minus the
+    log Jacobian of the sigmoid of each stick."""
+    from dataclasses import replace
+    from scipy.special import gammaln
+    from bayesgmm.covariance import get
+    from bayesgmm.fitting import Groups, negative_log_joint
+    from bayesgmm.models import stick_breaking
+    from bayesgmm.priors import MixtureParams, Standardizer
+
+    rng = np.random.default_rng(6)
+    X = np.concatenate([rng.normal(-2, 1, (15, 2)), rng.normal(2, 0.7, (15, 2)),
+                        rng.normal([0, 4], 0.5, (10, 2))])
+    K, alpha = 3, 0.7
+    gmm = BayesianGMM(K, covariance_type="diag", random_state=0, **CPU).fit(X)
+    family = get("diag", 2)
+    std = Standardizer(center=X.mean(0), scale=X.std(0))
+    f64 = torch.float64
+    start = std.params_to_std(gmm.weights_, gmm.means_, gmm.covariances_, family, "cpu", f64)
+    pt_dp = std.priors(replace(gmm.priors_, weight_concentration=np.full(K, alpha)), "cpu", f64)
+    pt_flat = std.priors(replace(gmm.priors_, weight_concentration=np.ones(K)), "cpu", f64)
+    Xt = torch.as_tensor((X - std.center) / std.scale)
+    target = P._Target(Xt, pt_dp, family, start, None, "dirichlet_process")
+    assert target.latent == ("sticks", "means", "scales")
+    # The start's sticks break into the start's weights.
+    torch.testing.assert_close(stick_breaking(target.start["sticks"]), start.weights)
+    init, potential, transforms = P._potential(target.model, target.init_values, jit=False)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        z = {k: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=f64) for k, v in init.items()}
+        v = transforms["sticks"].inv(z["sticks"])
+        scales = transforms["scales"].inv(z["scales"])
+        params = MixtureParams(stick_breaking(v), transforms["means"].inv(z["means"]),
+                               scales).map(lambda t: t[None])
+        nlj_flat = float(negative_log_joint(Groups.single(Xt), params,
+                                            torch.zeros(1, dtype=torch.long), pt_flat, family)[0])
+        vn = v.numpy()
+        log_sticks = stats.beta.logpdf(vn, 1.0, alpha).sum()
+        nlj = nlj_flat + gammaln(K) - log_sticks
+        # log Jacobians: sigmoid per stick, exp per scale.
+        logdet = float(np.log(vn * (1 - vn)).sum() + z["scales"].sum())
+        assert float(potential(z)) == pytest.approx(nlj - logdet, rel=1e-10, abs=1e-8)
+
+
 @pytest.mark.parametrize("D", [1, 2, 3])
 def test_positive_definite_vector_is_a_bijection_with_its_jacobian(D):
     t = P.PositiveDefiniteVector(D)
@@ -323,6 +371,37 @@ def test_vi_shapes_elbo_and_predictive_against_scipy(covariance_type):
 
 
 @quiet
+def test_nuts_with_the_dirichlet_process():
+    """NUTS on the stick-breaking model, started from the variational
+    posterior: the surplus components keep negligible weight in every
+    draw's average, the point attributes are the draws' means, and the
+    posterior predictive agrees with VI's on easy data."""
+    from bayesgmm.datasets import make_mixture
+    X, _, truth = make_mixture(300, 2, 2, separation=6, random_state=0)
+    kw = dict(covariance_type="diag", weight_prior="dirichlet_process", random_state=0, **CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # tiny run: ESS warnings expected
+        nuts = BayesianGMM(4, inference="nuts", n_samples=80, n_chains=2, n_warmup=60,
+                           **kw).fit(X)
+    vi = BayesianGMM(4, inference="vi", **kw).fit(X)
+    draws = nuts.posterior_samples()
+    assert draws["weights"].shape == (80, 4)
+    np.testing.assert_allclose(draws["weights"].sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(nuts.weights_, draws["weights"].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(nuts.means_, draws["means"].mean(0), rtol=1e-12)
+    assert nuts.n_effective_components_ == vi.n_effective_components_ == 2
+    big = np.sort(nuts.weights_)[::-1]
+    assert big[:2].sum() > 0.97 and np.all(big[2:] < 0.02)
+    # The two clusters' means, one per heavy component.
+    from scipy.optimize import linear_sum_assignment
+    heavy = nuts.means_[np.argsort(nuts.weights_)[-2:]]
+    _, match = linear_sum_assignment(((truth.means[:, None] - heavy[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(heavy[match], truth.means, atol=0.3)
+    assert nuts.rhat_["weights"].shape == (4,) and nuts.priors_.weight_concentration.tolist() \
+        == [1.0] * 4
+    assert nuts.score(X) == pytest.approx(vi.score(X), abs=0.05)
+
+
 def test_vi_close_to_nuts_on_easy_data(k2_nuts):
     X, nuts = k2_nuts
     vi = BayesianGMM(2, covariance_type="diag", inference="vi", n_samples=400, max_iter=600,
