@@ -75,8 +75,9 @@ class Selection:
     ``variant`` (G,) the kept variant (restart r, or r * M + k - 1 for
     "auto" with M candidate K), ``bic`` (G, max_components) for "auto" (inf
     for K not tried), else None; ``trace`` EM's record of every variant
-    (None without EM), its iterations (the longest variant's) and whether
-    every kept variant converged."""
+    (None without EM; the screen's, when the restarts were screened), the
+    iterations (the longest variant's, both stages) and whether every kept
+    variant converged."""
 
     params: MixtureParams
     mask: torch.Tensor
@@ -125,8 +126,14 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
     data's (:meth:`bayesgmm._base.FitData.loglik_offset`), so that the BIC
     table is in the data's units.  Without EM (``em_max_iter`` 0, fixed K
     only: see :func:`check_max_components`) the restarts are ranked at
-    their initialisation.  ``what``/``depth`` name the groups and place the
-    warning as :func:`~bayesgmm._base.guard_stage` does."""
+    their initialisation.  With a fixed K and more than ``SCREEN_KEEP``
+    restarts (and ``tol`` below :data:`RESTART_SCREEN_TOL`, EM on), the
+    restarts are screened: all run EM to :data:`RESTART_SCREEN_TOL`, the
+    ``SCREEN_KEEP`` best per group continue to ``tol`` (``em_max_iter``
+    bounding each restart's iterations over both), and the best of those
+    is kept; ``trace`` is then the screen's record.  ``what``/``depth``
+    name the groups and place the warning as
+    :func:`~bayesgmm._base.guard_stage` does."""
     auto = ks is None
     R = centres.shape[0]
     device = centres.device
@@ -149,9 +156,14 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
             G = mask.shape[1]
             grp = torch.arange(G, device=device).expand(SCREEN_KEEP, G)
             order = final.argsort(0)[:SCREEN_KEEP]                          # (m, G)
-            # em_max_iter bounds each restart's iterations over both stages.
+            # em_max_iter bounds each restart's iterations over both stages;
+            # a progress bar grows by the screen's iterations, so that the
+            # two stages' never overrun it.
+            if callback is not None and hasattr(callback, "add"):
+                callback.add(n_iter)
             polish = em_fit(groups, params.select((order, grp)), mask[order, grp], pt, family,
-                            em_max_iter, tol, callback, spent=trace.iterations[order, grp])
+                            em_max_iter, tol, callback, spent=trace.iterations[order, grp],
+                            last_loss=final[order, grp])
             params, final, mask = polish.params, polish.losses[..., -1], mask[order, grp]
             n_iter = max(n_iter, int(polish.iterations.max()))
             converged = polish.converged

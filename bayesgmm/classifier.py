@@ -104,9 +104,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         or Lloyd's k-means on the class's points, or distinct random points.
     n_init : int, default 4
         Restarts per class (a batch dimension); per class the restart with
-        the lowest final loss is kept.  With more than two restarts (and a
-        fixed K), every restart runs EM to a loose tolerance (1e-3 nats per
-        point), and only the two best per class continue to ``tol`` (the
+        the lowest final loss is kept.  With more than two restarts (a fixed
+        K, EM on, ``tol`` below 1e-3), every restart runs EM to a loose
+        tolerance (1e-3 nats per point), and only the two best per class
+        continue to ``tol`` (the
         screen halves the five-class study's fit time; ``em_max_iter``
         bounds each restart's iterations over both stages).
     max_iter : int, default 1000
@@ -693,7 +694,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                "covariances": neutral.copy()}
         rhat, ess = {}, {}
         n_div = np.zeros(C, dtype=np.int64)
-        problems = []
+        problems, passed = [], {}
         pt64 = pt.to(torch.float64)
         labels = torch.as_tensor(yi, device=device)
         for c in range(C):
@@ -716,9 +717,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 if issubclass(warning.category, UserWarning) and text.startswith(_NUTS_WARNING):
                     body, remedy = text[len(_NUTS_WARNING):].split(". Remedy", 1)
                     problems.append(f"class {_label(self.classes_[c])!r}: {body}")
-                else:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                           warning.lineno)
+                else:       # any other warning once, however many classes raised it
+                    passed.setdefault((warning.category, text), warning.message)
             comp = (slice(None), slice(0, k))
             out["weights"][c][comp] = post.samples["weights"]
             out["means"][c][comp] = post.samples["means"]
@@ -737,8 +737,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                     else:
                         dest[name][c] = value
             n_div[c] = int(post.n_divergent)
+        # stacklevel: here, _fit, the fit wrapper, fit, then the caller.
+        for (category, _), message in passed.items():
+            warnings.warn(message, category, stacklevel=5)
         if problems:
-            # stacklevel: here, _fit, the fit wrapper, fit, then the caller.
             warnings.warn(f"{_NUTS_WARNING}{'; '.join(problems)}. Remedy{remedy}", UserWarning,
                           stacklevel=5)
         self._posterior = out
@@ -770,7 +772,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     def _model_frame(self, device: torch.device, plug_in: bool = False):
         """The fitted class mixtures as standardised float32 tensors (batch
         (C,)) with the frame's Jacobian offset, padded components neutral;
-        after ``inference="vi"`` (unless ``plug_in``) every class's posterior
+        after ``inference="vi"`` or "nuts" (unless ``plug_in``) every class's posterior
         predictive, its S draws of K components as one mixture of S K
         (:func:`bayesgmm.posterior.predictive_mixture`)."""
         if not isinstance(plug_in, (bool, np.bool_)):

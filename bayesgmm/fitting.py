@@ -785,25 +785,32 @@ class FitTrace:
     """What a fit stage leaves behind: parameters (batch (B, G)), the loss
     before each update and at the end (B, G, T) in standardised units
     (float64; a pair that stopped early repeats its last loss), the number of
-    iterations of the longest-running pair, whether every pair met the
-    tolerance, and the iterations each pair ran (B, G)."""
+    iterations of this stage's longest-running pair, whether every pair met
+    the tolerance, and the iterations each pair ran (B, G), counting those
+    of an earlier stage it continues (``spent`` (B, G), zero for a first
+    stage)."""
 
     params: MixtureParams
     losses: torch.Tensor
     n_iter: int
     converged: bool
     iterations: Optional[torch.Tensor] = None
+    spent: Optional[torch.Tensor] = None
 
     def history(self, b: int, g: int = 0) -> np.ndarray:
-        """Pair (b, g)'s own loss history: its iterations, then its final loss."""
+        """Pair (b, g)'s own loss history in this stage: its iterations,
+        then its final loss."""
         t = int(self.iterations[b, g]) if self.iterations is not None else self.losses.shape[-1] - 1
+        if self.spent is not None:
+            t -= int(self.spent[b, g])
         h = self.losses[b, g].double().cpu().numpy()
         return np.concatenate([h[:t], h[-1:]])
 
 
 def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
            family: Covariance, max_iter: int, tol: float, callback: Callback = None,
-           spent: Optional[torch.Tensor] = None) -> FitTrace:
+           spent: Optional[torch.Tensor] = None,
+           last_loss: Optional[torch.Tensor] = None) -> FitTrace:
     """Closed-form MAP-EM of every (variant, group) pair at once.
 
     Each iteration gathers the pairs still running into one batch, runs one
@@ -815,7 +822,9 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
 
     ``spent`` (B, G): iterations each pair already ran in an earlier stage
     (a continuation); ``max_iter`` then bounds the total, and the trace's
-    ``iterations`` count both stages."""
+    ``iterations`` count both stages.  ``last_loss`` (B, G): each pair's
+    loss where the earlier stage left it, so that the continuation's first
+    iteration is measured against it (else it always counts as a gain)."""
     B, G, K = params.weights.shape
     shape = lambda t: t.reshape((B * G,) + t.shape[2:])
     flat = params.map(lambda t: shape(t).clone())
@@ -826,7 +835,8 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     alive = torch.ones_like(active)
     # Losses in float64: the final one is exact (evaluated in float64) and
     # chooses between restarts, K and stages; rounding it would undo that.
-    last = torch.full((B * G,), math.inf, dtype=torch.float64, device=mask.device)
+    last = torch.full((B * G,), math.inf, dtype=torch.float64, device=mask.device) \
+        if last_loss is None else last_loss.reshape(B * G).to(mask.device, torch.float64).clone()
     iters = torch.zeros(B * G, dtype=torch.long, device=mask.device) if spent is None \
         else spent.reshape(B * G).to(device=mask.device, dtype=torch.long).clone()
     hit = iters >= max_iter                    # pairs stopped by the budget, still improving
@@ -863,7 +873,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     history.append(final)
     losses = torch.stack(history, -1).reshape(B, G, -1)
     return FitTrace(flat.map(lambda t: t.reshape((B, G) + t.shape[1:])), losses, it, converged,
-                    iters.reshape(B, G))
+                    iters.reshape(B, G), spent)
 
 
 # ----------------------------------------------------------------------------

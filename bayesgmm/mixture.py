@@ -209,8 +209,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         suits up to ~1e4 points; iris petal lengths, K = 2, the defaults:
         ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~0.1 s for
         VI), with the assignments summed out; every NUTS draw's components
-        are matched to the MAP's (label switching undone; VI's factors keep
-        the MAP's labels).  ``n_iter_``, ``converged_`` and the losses
+        are matched to the MAP's (label switching undone; with the
+        Dirichlet-process prior to the variational point it starts from,
+        itself matched to the MAP's; VI's factors keep the MAP's labels).  ``n_iter_``, ``converged_`` and the losses
         describe the MAP stage; a VI fit that stops at ``max_iter`` before
         its tolerance warns.  The draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
@@ -270,7 +271,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     n_effective_components_ : int
         Components that carry at least one point's worth of the data: with
         ``inference="vi"`` those whose expected count E_q[N_k] (the summed
-        responsibilities) is >= 1, else those with ``weights_ x n >= 1``
+        responsibilities) is >= 1, with ``inference="nuts"`` and the
+        Dirichlet-process prior those whose posterior expected count (the
+        responsibilities averaged over the draws) is, else those with
+        ``weights_ x n >= 1``
         (n: the total sample weight; counts are in the units of
         ``sample_weight``, so weights normalised to sum to 1 make every
         component count as empty).  Set by ``fit``; ``partial_fit`` updates
@@ -669,6 +673,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"batch_size={self.batch_size} (minibatch SVI of the MAP fit) does not apply to "
                 f"inference={inference!r}, whose posterior runs on all the rows: set "
                 f"batch_size=None")
+        if dp and inference == "nuts" and s.max_iter == 0:
+            raise ValueError("weight_prior='dirichlet_process' with inference='nuts' starts NUTS "
+                             "from the variational posterior, fitted by up to max_iter "
+                             "iterations, but max_iter=0: set max_iter > 0 (e.g. 1000)")
         if inference == "vi" and s.max_iter == 0:
             raise ValueError("inference='vi' runs up to max_iter coordinate-ascent iterations, "
                              "but max_iter=0: set max_iter > 0 (e.g. 1000)")

@@ -708,7 +708,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     if settings.method == "nuts":
         if settings.weight_prior == "dirichlet_process":
             start, reference = _process_start(X, pt, family, start, std, reference, settings,
-                                              seed, weight)
+                                              seed, weight, stacklevel + 1)
         draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
         out = Posterior("nuts", {}, settings.n_chains, n_divergent=n_div)
     elif settings.method == "vi":
@@ -756,7 +756,8 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
 
 def _process_start(X, pt, family: Covariance, start: MixtureParams, std: Standardizer,
                    reference: tuple, settings: PosteriorSettings, seed: int,
-                   weight: Optional[torch.Tensor]) -> tuple[MixtureParams, tuple]:
+                   weight: Optional[torch.Tensor], stacklevel: int = 1
+                   ) -> tuple[MixtureParams, tuple]:
     """Where NUTS starts with the Dirichlet-process prior, and what its
     draws are aligned to: the variational posterior's point (E[w], E[mu],
     E[Lambda]^-1, :func:`fit_vi` with its delete moves) with its components
@@ -764,9 +765,12 @@ def _process_start(X, pt, family: Covariance, start: MixtureParams, std: Standar
     component carries data).  The MAP itself is no start: it spreads the
     data over all K components, a region of the process's posterior that
     the chains would spend their warmup leaving; surplus components start
-    at negligible weight instead."""
+    at negligible weight instead.  Warns (at ``stacklevel`` above the
+    caller) when the variational fit stopped before its tolerance."""
     vi = replace(settings, method="vi", n_samples=1)
-    q = fit_vi(X, pt, family, start, vi, seed, weight)[5]
+    _, _, n_steps, converged, _, q, _ = fit_vi(X, pt, family, start, vi, seed, weight)
+    if not converged:
+        warn_unconverged(n_steps, settings.tol, stacklevel)
     point = q.point(family).select(0)
     units = to_data_units({"weights": point.weights[None], "means": point.means[None],
                            family.site: point.cov[None]}, std, family)

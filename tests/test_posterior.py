@@ -402,6 +402,22 @@ def test_nuts_with_the_dirichlet_process():
     assert nuts.score(X) == pytest.approx(vi.score(X), abs=0.05)
 
 
+def test_process_nuts_start_is_checked():
+    """The variational start of DP NUTS: max_iter=0 refused, and a start
+    that stopped short warns at the caller's line."""
+    X = _two_clusters(20)
+    kw = dict(covariance_type="diag", weight_prior="dirichlet_process", inference="nuts",
+              n_samples=4, n_chains=1, n_warmup=5, random_state=0, **CPU)
+    with pytest.raises(ValueError, match="starts NUTS from the variational posterior.*"
+                                         "max_iter=0: set max_iter > 0"):
+        BayesianGMM(3, max_iter=0, **kw).fit(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        BayesianGMM(3, max_iter=1, tol=0.0, **kw).fit(X)
+    short = [w for w in caught if "still improving after" in str(w.message)]
+    assert len(short) == 1 and short[0].filename == __file__
+
+
 def test_vi_close_to_nuts_on_easy_data(k2_nuts):
     X, nuts = k2_nuts
     vi = BayesianGMM(2, covariance_type="diag", inference="vi", n_samples=400, max_iter=600,
