@@ -163,7 +163,7 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
                 callback.add(n_iter)
             polish = em_fit(groups, params.select((order, grp)), mask[order, grp], pt, family,
                             em_max_iter, tol, callback, spent=trace.iterations[order, grp],
-                            last_loss=final[order, grp])
+                            last_loss=trace.previous_loss()[order, grp])
             params, final, mask = polish.params, polish.losses[..., -1], mask[order, grp]
             n_iter = max(n_iter, int(polish.iterations.max()))
             converged = polish.converged

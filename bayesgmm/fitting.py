@@ -797,6 +797,16 @@ class FitTrace:
     iterations: Optional[torch.Tensor] = None
     spent: Optional[torch.Tensor] = None
 
+    def previous_loss(self) -> torch.Tensor:
+        """Each pair's loss before its last update in this stage (B, G), inf
+        where it did not run: what a continuation's first iteration (whose
+        loss is that of the pair's final parameters) is measured against,
+        so that it sees the gain of this stage's last update, as one run
+        would."""
+        own = self.iterations - (0 if self.spent is None else self.spent.to(self.iterations))
+        prev = self.losses.gather(-1, (own - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return torch.where(own > 0, prev, torch.full_like(prev, math.inf))
+
     def history(self, b: int, g: int = 0) -> np.ndarray:
         """Pair (b, g)'s own loss history in this stage: its iterations,
         then its final loss."""
@@ -823,8 +833,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     ``spent`` (B, G): iterations each pair already ran in an earlier stage
     (a continuation); ``max_iter`` then bounds the total, and the trace's
     ``iterations`` count both stages.  ``last_loss`` (B, G): each pair's
-    loss where the earlier stage left it, so that the continuation's first
-    iteration is measured against it (else it always counts as a gain)."""
+    loss before the earlier stage's last update
+    (:meth:`FitTrace.previous_loss`), so that the continuation's first
+    iteration measures that update's gain, as one run would (else it
+    always counts as a gain)."""
     B, G, K = params.weights.shape
     shape = lambda t: t.reshape((B * G,) + t.shape[2:])
     flat = params.map(lambda t: shape(t).clone())
