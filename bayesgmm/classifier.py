@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from dataclasses import replace
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
@@ -35,11 +34,6 @@ from .variational import cavi, warn_unconverged
 ComponentsLike = Union[int, Literal["auto"], Sequence[int], Mapping[Any, int]]
 
 _CLASS_PRIOR_OPTIONS = ("empirical", "uniform")
-
-
-# The start of :func:`bayesgmm.posterior.check_convergence`'s warning: the
-# classifier gathers every class's into one.
-_NUTS_WARNING = "NUTS draws may not represent the posterior: "
 
 
 @register
@@ -692,9 +686,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         neutral = family.covariances(family.identity((C, S), K, D, torch.float64, "cpu")).numpy()
         out = {"weights": np.zeros((C, S, K)), "means": np.zeros((C, S, K, D)),
                "covariances": neutral.copy()}
-        rhat, ess = {}, {}
+        shapes = {"weights": (C, K), "means": (C, K, D), "covariances": self.covariances_.shape}
+        rhat = {name: np.full(shape, np.nan) for name, shape in shapes.items()}
+        ess = {name: np.full(shape, np.nan) for name, shape in shapes.items()}
         n_div = np.zeros(C, dtype=np.int64)
-        problems, passed = [], {}
+        problems = []
         pt64 = pt.to(torch.float64)
         labels = torch.as_tensor(yi, device=device)
         for c in range(C):
@@ -706,43 +702,21 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             cov_c = self.covariances_[c]
             reference = (self.weights_[c, :k], self.means_[c, :k],
                          cov_c[:k] if family.per_component else cov_c)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                post = post_module.run(X[rows], pt64.with_concentration(pt64.concentration[:k]),
-                                       family, start, std, reference, settings,
-                                       seed + c * settings.n_chains,
-                                       None if weight is None else weight[rows])
-            for warning in caught:
-                text = str(warning.message)
-                if issubclass(warning.category, UserWarning) and text.startswith(_NUTS_WARNING):
-                    body, remedy = text[len(_NUTS_WARNING):].split(". Remedy", 1)
-                    problems.append(f"class {_label(self.classes_[c])!r}: {body}")
-                else:       # any other warning once, however many classes raised it
-                    passed.setdefault((warning.category, text), warning.message)
-            comp = (slice(None), slice(0, k))
-            out["weights"][c][comp] = post.samples["weights"]
-            out["means"][c][comp] = post.samples["means"]
-            if family.per_component:
-                out["covariances"][c][comp] = post.samples["covariances"]
-            else:
-                out["covariances"][c] = post.samples["covariances"]
-            for dest, src in ((rhat, post.rhat), (ess, post.ess)):
-                for name, value in src.items():
-                    if name not in dest:
-                        shape = (C,) + ((K,) + value.shape[1:] if name != "covariances" or
-                                        family.per_component else value.shape)
-                        dest[name] = np.full(shape, np.nan)
-                    if name != "covariances" or family.per_component:
-                        dest[name][c, :k] = value
-                    else:
-                        dest[name][c] = value
+            # stacklevel: run, here, _fit, the fit wrapper, fit, then the caller.
+            post = post_module.run(X[rows], pt64.with_concentration(pt64.concentration[:k]),
+                                   family, start, std, reference, settings,
+                                   seed + c * settings.n_chains,
+                                   None if weight is None else weight[rows], stacklevel=6,
+                                   warn=False)
+            problems += [f"class {_label(self.classes_[c])!r}: {p}" for p in post.problems]
+            for name in shapes:       # the class's K components (a tied matrix whole)
+                at = slice(0, k) if name != "covariances" or family.per_component else slice(None)
+                out[name][c][:, at] = post.samples[name]
+                rhat[name][c][at] = post.rhat[name]
+                ess[name][c][at] = post.ess[name]
             n_div[c] = int(post.n_divergent)
-        # stacklevel: here, _fit, the fit wrapper, fit, then the caller.
-        for (category, _), message in passed.items():
-            warnings.warn(message, category, stacklevel=5)
-        if problems:
-            warnings.warn(f"{_NUTS_WARNING}{'; '.join(problems)}. Remedy{remedy}", UserWarning,
-                          stacklevel=5)
+        if problems:      # stacklevel: here, _fit, the fit wrapper, fit, then the caller
+            post_module.warn_convergence(problems, stacklevel=5)
         self._posterior = out
         self.rhat_, self.ess_, self.n_divergent_ = rhat, ess, n_div
 

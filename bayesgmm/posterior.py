@@ -69,7 +69,7 @@ from .variational import VariationalPosterior, cavi, prune, warn_unconverged
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
-           "fit_vi", "laplace_variances", "diagnostics", "check_convergence",
+           "fit_vi", "laplace_variances", "diagnostics", "check_convergence", "warn_convergence",
            "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
 
 Inference = Literal["map", "vi", "nuts"]
@@ -128,7 +128,8 @@ class Posterior:
     scikit-learn's layout of the covariance type, every draw's components in
     the MAP's order; the S draws of NUTS are the chains' draws one chain
     after another (``n_chains`` equal blocks).  NUTS also gives ``rhat`` and
-    ``ess`` (per element of each draw, same keys) and ``n_divergent``; VI
+    ``ess`` (per element of each draw, same keys), ``n_divergent`` and the
+    ``problems`` :func:`check_convergence` found; VI
     ``elbo`` (in the standardised frame: the caller shifts it to the data's
     units), ``n_steps``, ``converged``, ``q`` (the variational
     posterior, standardised frame, components in the engine's order),
@@ -149,6 +150,7 @@ class Posterior:
     q: Optional[VariationalPosterior] = None
     counts: Optional[np.ndarray] = None
     order: Optional[np.ndarray] = None
+    problems: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------
@@ -652,13 +654,16 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
 
 def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int = 0,
                       sites: Optional[dict] = None, max_rhat: float = RHAT_THRESHOLD,
-                      min_ess: Optional[float] = None, stacklevel: int = 2) -> list:
+                      min_ess: Optional[float] = None, stacklevel: int = 2,
+                      warn: bool = True) -> list:
     """Warn (one ``UserWarning``) when NUTS's diagnostics say the draws are
     not to be trusted: a split R-hat above ``max_rhat`` (default 1.01), an
     effective sample size below ``min_ess`` (default
     :data:`MIN_ESS_PER_CHAIN` x ``n_chains``), or divergent transitions.
     ``sites`` maps a draw's name to its Pyro site's when they differ.
-    Returns the problems found (empty: no warning)."""
+    Returns the problems found (empty: no warning); with ``warn=False``
+    only returns them (for a caller that gathers several runs' into one
+    :func:`warn_convergence`)."""
     sites = sites or {}
     if min_ess is None:
         min_ess = MIN_ESS_PER_CHAIN * n_chains
@@ -681,18 +686,27 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
                             f"{min_ess:.0f}")
     if n_divergent:
         problems.append(f"{n_divergent} divergent transition(s) after warmup")
-    if problems:
-        warnings.warn(
-            "NUTS draws may not represent the posterior: " + "; ".join(problems)
-            + ". Remedy: more warmup and more draws (raise n_warmup and n_samples; more "
-            "n_chains for R-hat), and check that the MAP fit converged", UserWarning,
-            stacklevel=stacklevel)
+    if problems and warn:
+        warn_convergence(problems, stacklevel)
     return problems
+
+
+def warn_convergence(problems: list, stacklevel: int = 2) -> None:
+    """The one warning about NUTS draws that are not to be trusted, naming
+    the ``problems`` (:func:`check_convergence`'s) and the remedy;
+    ``stacklevel`` counts from the caller of this function, as
+    ``warnings.warn``'s from its own caller."""
+    warnings.warn(
+        "NUTS draws may not represent the posterior: " + "; ".join(problems)
+        + ". Remedy: more warmup and more draws (raise n_warmup and n_samples; more "
+        "n_chains for R-hat), and check that the MAP fit converged", UserWarning,
+        stacklevel=stacklevel + 1)
 
 
 def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
         std: Standardizer, reference: tuple, settings: PosteriorSettings, seed: int,
-        weight: Optional[torch.Tensor] = None, callback=None, stacklevel: int = 1) -> Posterior:
+        weight: Optional[torch.Tensor] = None, callback=None, stacklevel: int = 1,
+        warn: bool = True) -> Posterior:
     """The posterior by ``settings.method`` ("nuts" or "vi") from the MAP
     ``start`` (standardised frame, float64 tensors like ``X`` and ``pt``),
     in the data's units and the MAP's component order: engine, then
@@ -700,7 +714,8 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     ``reference``, the MAP's (weights, means, covariances) in the data's
     units), :func:`diagnostics` on the aligned draws and
     :func:`check_convergence` (``stacklevel``: that of a warning issued by
-    this function, 1 for this line); VI's factors keep the labels of the
+    this function, 1 for this line; ``warn=False`` keeps its problems in
+    ``Posterior.problems`` without warning); VI's factors keep the labels of the
     MAP they start from (no per-draw matching, which would clip the tails
     of overlapping components' draws; with the Dirichlet process, whose
     delete moves reorder them, one matching of q's mean to the MAP), and
@@ -748,8 +763,9 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     if settings.method == "nuts":
         grouped = {k: v.reshape((C, S) + v.shape[1:]) for k, v in samples.items()}
         out.rhat, out.ess = diagnostics(grouped)
-        check_convergence(out.rhat, out.ess, C, n_divergent=out.n_divergent,
-                          sites={"covariances": family.site}, stacklevel=stacklevel + 1)
+        out.problems = check_convergence(out.rhat, out.ess, C, n_divergent=out.n_divergent,
+                                         sites={"covariances": family.site},
+                                         stacklevel=stacklevel + 1, warn=warn)
     out.samples = samples
     return out
 
