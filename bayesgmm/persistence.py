@@ -38,9 +38,11 @@ touched.
 Writes are atomic: the archive goes to a new file in the target's folder,
 is flushed and fsynced, then renamed over the target, so a failed or
 interrupted save leaves the previous file intact.  On Linux the new file is
-anonymous (``O_TMPFILE``) until it is complete, so even a killed process
-leaves no temporary file behind; elsewhere an exception removes it, but a
-killed process may leave a hidden ``.bgmm-*.tmp`` file.  A save refuses a
+anonymous (``O_TMPFILE``) until it is complete, so a killed process leaves
+no temporary file behind (but for a kill in the instant between its last
+two system calls, which name it and rename it over the target); elsewhere an
+exception removes it, but a killed process may leave a hidden
+``.bgmm-*.tmp`` file.  A save refuses a
 target that exists and is not a regular file (a symlink is followed to its
 file).
 
@@ -828,7 +830,8 @@ def _atomic_write(target: str, mode: int, members: tuple[bytes, bytes]) -> None:
 
     On Linux the file is anonymous (``O_TMPFILE``) until it is complete, so a
     process killed while writing leaves nothing behind; it gets a (short,
-    random) name only for the rename.  Elsewhere, or on filesystems without
+    random) name only for the rename, the next system call (a kill between
+    the two leaves that name).  Elsewhere, or on filesystems without
     ``O_TMPFILE``, it is a named temporary file, removed on any exception but
     left behind by a killed process."""
     folder = os.path.dirname(target)
@@ -857,6 +860,8 @@ def _write_anonymous(folder: str, target: str, mode: int, members: tuple[bytes, 
                 # Named through its /proc link: a dir_fd makes os.link call
                 # linkat(AT_SYMLINK_FOLLOW) (plain link() would try to link
                 # the symlink itself).
+                # The name lives only between these two system calls (a
+                # kill in that instant is the one way to leave it behind).
                 for _ in range(100):
                     candidate = f".bgmm-{secrets.token_hex(6)}.tmp"
                     try:
@@ -864,10 +869,10 @@ def _write_anonymous(folder: str, target: str, mode: int, members: tuple[bytes, 
                     except FileExistsError:
                         continue
                     tmp = candidate
+                    os.replace(tmp, os.path.basename(target), src_dir_fd=dfd, dst_dir_fd=dfd)
                     break
                 else:
                     raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
-            os.replace(tmp, os.path.basename(target), src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
             if tmp is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -922,7 +927,7 @@ def save(estimator, path) -> None:
     atomic: readers, and a save that fails or is interrupted, see the old
     file or the new one, never a mix.  On Linux a process killed while
     saving leaves no temporary file behind (the new file is anonymous until
-    complete); on other systems it may leave a hidden ``.bgmm-*.tmp`` file in
+    complete, then named for one system call before its rename); on other systems it may leave a hidden ``.bgmm-*.tmp`` file in
     the target's folder, which can be deleted.
 
     Parameters

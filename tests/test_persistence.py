@@ -825,7 +825,9 @@ def _anonymous_files_supported(folder) -> bool:
 def test_killed_saves_leave_no_temporary_files(tmp_path):
     """kill -9 during saves: the folder holds the target (the last complete
     save, which loads) and nothing else.  (A named temporary file would be
-    left behind by most kills.)"""
+    left behind by most kills; the anonymous one has a name only between
+    its last two system calls, a window of microseconds that one CI run
+    under load did hit.)"""
     import subprocess
     import sys
 
