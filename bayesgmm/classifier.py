@@ -101,9 +101,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         the lowest final loss is kept.  With more than two restarts (a fixed
         K, EM on, ``tol`` below 1e-3), every restart runs EM to a loose
         tolerance (1e-3 nats per point), and only the two best per class
-        continue to ``tol`` (the
-        screen halves the five-class study's fit time; ``em_max_iter``
-        bounds each restart's iterations over both stages).
+        continue to ``tol`` (the screen halves the five-class study's fit
+        time; ``em_max_iter`` bounds each restart's iterations over both
+        stages).
     max_iter : int, default 1000
         Maximum SVI steps after EM (the stage stops early once the loss
         improves by less than ``tol`` per sample per step); 0 skips SVI.
@@ -682,7 +682,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             n_chains=V.check_int("n_chains", self.n_chains, 1),
             n_warmup=V.check_int("n_warmup", self.n_warmup, 0), progress=bool(s.progress))
         S = settings.n_chains * -(-settings.n_samples // settings.n_chains)
-        seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1 - C * settings.n_chains))
+        seed = post_module.stream_seed(seed, C * settings.n_chains)
         neutral = family.covariances(family.identity((C, S), K, D, torch.float64, "cpu")).numpy()
         out = {"weights": np.zeros((C, S, K)), "means": np.zeros((C, S, K, D)),
                "covariances": neutral.copy()}
@@ -735,7 +735,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                    "dirichlet", s.max_iter, s.tol, mask=mask)
         if not res.converged:
             warn_unconverged(res.n_iter, s.tol, 5, "the ELBO of a class")
-        seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1))
+        seed = post_module.stream_seed(seed)
         draws = res.q.sample(V.check_int("n_samples", self.n_samples, 1), family, seed)
         self._posterior = post_module.to_data_units(draws, std, family)
         self.elbo_ = res.elbo.double().cpu().numpy() - ll_offset

@@ -211,8 +211,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         VI), with the assignments summed out; every NUTS draw's components
         are matched to the MAP's (label switching undone; with the
         Dirichlet-process prior to the variational point it starts from,
-        itself matched to the MAP's; VI's factors keep the MAP's labels).  ``n_iter_``, ``converged_`` and the losses
-        describe the MAP stage; a VI fit that stops at ``max_iter`` before
+        itself matched to the MAP's; VI's factors keep the MAP's labels).
+        ``n_iter_``, ``converged_`` and the losses describe the MAP stage; a VI fit that stops at ``max_iter`` before
         its tolerance warns.  The draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
         :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
@@ -705,32 +705,28 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         progress = FitProgress(settings.progress and settings.method == "vi",
                                settings.max_steps, "BayesianGMM VI", data.loglik_offset())
         try:
-            # A stream of its own, derived from the fit's seed.
-            seed = int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1))
+            seed = post_module.stream_seed(seed)
             # stacklevel: run, here, _fit, the fit wrapper, fit, then the caller.
             post = post_module.run(X, pt, family, start, std, reference, settings, seed, weight,
                                    progress.callback, stacklevel=6)
         finally:
             progress.close()
         self._posterior = post.samples
-        if post.q is not None:
+        if post.counts is not None:      # E[N_k] under the posterior (VI; NUTS with the DP)
             self.n_effective_components_ = int(effective_components(post.counts))
-            if settings.weight_prior == "dirichlet_process":
-                # No MAP of the process: the point estimates are the
-                # variational posterior's (E[w], E[mu], E[Lambda]^-1), in
-                # the MAP's component order, as the draws are.
-                point = post.q.point(family)
-                w, m, c = std.params_from_std(point, family)
+        if settings.weight_prior == "dirichlet_process":
+            # No MAP of the process: the point estimates are the
+            # posterior's, in the MAP's component order as the draws are:
+            # VI's E[w], E[mu], E[Lambda]^-1; NUTS's means of the draws.
+            if post.q is not None:
+                w, m, c = std.params_from_std(post.q.point(family), family)
                 order = post.order
-                self.weights_, self.means_ = w[0][order], m[0][order]
-                self._set_covariances(c[0][order] if family.per_component else c[0], family)
-        if post.method == "nuts" and settings.weight_prior == "dirichlet_process":
-            # No MAP of the process: the point estimates are the posterior
-            # means of the draws (aligned to one labelling).
-            d = post.samples
-            self.weights_, self.means_ = d["weights"].mean(0), d["means"].mean(0)
-            self._set_covariances(d["covariances"].mean(0), family)
-            self.n_effective_components_ = int(effective_components(post.counts))
+                w, m = w[0][order], m[0][order]
+                c = c[0][order] if family.per_component else c[0]
+            else:
+                w, m, c = (post.samples[k].mean(0) for k in ("weights", "means", "covariances"))
+            self.weights_, self.means_ = w, m
+            self._set_covariances(c, family)
         if post.method == "nuts":
             self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
         else:

@@ -110,6 +110,14 @@ def stick_breaking(sticks: torch.Tensor) -> torch.Tensor:
     return torch.cat([sticks, one], -1) * torch.cat([one, rest], -1)
 
 
+def sticks_from_weights(weights: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`stick_breaking`: the K - 1 stick fractions
+    v_k = w_k / (1 - sum_{j<k} w_j) (..., K - 1) that break into
+    ``weights`` (..., K)."""
+    left = 1 - torch.cumsum(weights, -1) + weights
+    return weights[..., :-1] / left[..., :-1]
+
+
 def _weights_site(priors: PriorTensors, K: int, weight_prior: str) -> torch.Tensor:
     """The mixture weights: ``weights ~ Dirichlet(concentration)``, or for
     the truncated Dirichlet process ``sticks ~ Beta(1, alpha)`` (K - 1 of

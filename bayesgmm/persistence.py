@@ -927,7 +927,8 @@ def save(estimator, path) -> None:
     atomic: readers, and a save that fails or is interrupted, see the old
     file or the new one, never a mix.  On Linux a process killed while
     saving leaves no temporary file behind (the new file is anonymous until
-    complete, then named for one system call before its rename); on other systems it may leave a hidden ``.bgmm-*.tmp`` file in
+    complete, then named for one system call before its rename); on other
+    systems it may leave a hidden ``.bgmm-*.tmp`` file in
     the target's folder, which can be deleted.
 
     Parameters

@@ -63,14 +63,14 @@ from . import covariance as cov_module
 from .alignment import match_components
 from .covariance import Covariance
 from .fitting import Groups, e_step, pyro_session
-from .models import gmm_model, stick_breaking
+from .models import gmm_model, stick_breaking, sticks_from_weights
 from .priors import MixtureParams, PriorTensors, Standardizer
 from .variational import VariationalPosterior, cavi, prune, warn_unconverged
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
            "fit_vi", "laplace_variances", "diagnostics", "check_convergence", "warn_convergence",
-           "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
+           "stream_seed", "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
 
 Inference = Literal["map", "vi", "nuts"]
 #: The ``inference`` options of :class:`~bayesgmm.BayesianGMM`.
@@ -295,10 +295,8 @@ class _Target:
         cov = start.cov if self.transform is None else self.transform.inv(start.cov)
         values = {"weights": w, "means": start.means, self.cov_site: cov}
         if self.dp:
-            # The sticks that break into w: v_k = w_k / (1 - sum_{j<k} w_j).
-            left = (1 - torch.cumsum(w, -1) + w)[..., :-1]
-            values["sticks"] = (w[..., :-1] / left).clamp(_MIN_START_WEIGHT,
-                                                           1 - _MIN_START_WEIGHT)
+            values["sticks"] = sticks_from_weights(w).clamp(_MIN_START_WEIGHT,
+                                                            1 - _MIN_START_WEIGHT)
         self.weight_site = "sticks" if self.dp else "weights"
         self.latent = tuple(k for k in (self.weight_site, "means", self.cov_site)
                             if not (k == self.weight_site and K == 1))
@@ -768,6 +766,13 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
                                          stacklevel=stacklevel + 1, warn=warn)
     out.samples = samples
     return out
+
+
+def stream_seed(seed: int, reserve: int = 0) -> int:
+    """A seed for a posterior engine, derived from the fit's ``seed`` (a
+    stream apart from the MAP's), leaving room for ``reserve`` consecutive
+    seeds above it below 2^31 (chains, classes)."""
+    return int(np.random.default_rng([seed, 2]).integers(2 ** 31 - 1 - reserve))
 
 
 def _process_start(X, pt, family: Covariance, start: MixtureParams, std: Standardizer,

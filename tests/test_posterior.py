@@ -219,7 +219,7 @@ def test_process_potential_is_the_stick_breaking_log_joint():
     from scipy.special import gammaln
     from bayesgmm.covariance import get
     from bayesgmm.fitting import Groups, negative_log_joint
-    from bayesgmm.models import stick_breaking
+    from bayesgmm.models import stick_breaking, sticks_from_weights
     from bayesgmm.priors import MixtureParams, Standardizer
 
     rng = np.random.default_rng(6)
@@ -236,8 +236,11 @@ def test_process_potential_is_the_stick_breaking_log_joint():
     Xt = torch.as_tensor((X - std.center) / std.scale)
     target = P._Target(Xt, pt_dp, family, start, None, "dirichlet_process")
     assert target.latent == ("sticks", "means", "scales")
-    # The start's sticks break into the start's weights.
+    # The start's sticks break into the start's weights; sticks_from_weights
+    # inverts stick_breaking.
     torch.testing.assert_close(stick_breaking(target.start["sticks"]), start.weights)
+    v = torch.rand(5, 3, dtype=f64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(sticks_from_weights(stick_breaking(v)), v)
     init, potential, transforms = P._potential(target.model, target.init_values, jit=False)
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
