@@ -817,18 +817,41 @@ class FitTrace:
         return np.concatenate([h[:t], h[-1:]])
 
 
+#: SQUAREM's growth factor of the largest extrapolation step after a step
+#: that was accepted at that bound (Varadhan & Roland 2008, ``mstep``).
+SQUAREM_GROWTH = 4.0
+
+
 def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
            family: Covariance, max_iter: int, tol: float, callback: Callback = None,
            spent: Optional[torch.Tensor] = None,
-           last_loss: Optional[torch.Tensor] = None) -> FitTrace:
-    """Closed-form MAP-EM of every (variant, group) pair at once.
+           last_loss: Optional[torch.Tensor] = None, accelerate: bool = True) -> FitTrace:
+    """Closed-form MAP-EM of every (variant, group) pair at once,
+    accelerated by SQUAREM.
 
-    Each iteration gathers the pairs still running into one batch, runs one
-    blocked E-step and one M-step; a pair leaves the batch once it improves
-    by less than ``tol`` nats per point of its group, so no pair runs more
-    iterations than a separate fit would.  A pair whose loss or parameters
-    become non-finite keeps its last finite parameters, stops, and ends with
-    an infinite loss so that it is never selected.
+    An iteration is one E-step and one M-step (one EM update).  With
+    ``accelerate`` (and at least three iterations of budget left) they come
+    in SQUAREM cycles (Varadhan & Roland 2008, scheme S3): two EM updates
+    theta0 -> theta1 -> theta2, a step along them in the unconstrained
+    coordinates SVI uses (r = theta1 - theta0, v = theta2 - 2 theta1 +
+    theta0, alpha = -|r| / |v| clamped to [-step_max, -1]: theta' = theta0 -
+    2 alpha r + alpha^2 v; alpha = -1 is theta2), then one EM update from
+    theta'.  The cycle keeps that update's result only if the loss at
+    theta' is no worse than at theta1; else it keeps theta2 (so the loss
+    never rises: each EM update cannot increase it).  Where EM creeps along
+    a ridge (overlapping components) a cycle covers many plain updates'
+    distance; it reaches the same kind of stationary point of the same
+    objective.  ``accelerate=False`` runs plain updates; a continuation
+    (``spent``) starts a fresh cycle, so with acceleration two stages are
+    not step for step one run.
+
+    A pair leaves the batch once an EM update improves the loss by less
+    than ``tol`` nats per point of its group (plain EM's rule, read after
+    each update of a cycle, the jump excepted: a pair stops mid-cycle,
+    keeping that update), so no pair runs more iterations than a separate
+    fit would.  A pair whose loss or parameters become
+    non-finite in an EM update keeps its last finite parameters, stops, and
+    ends with an infinite loss so that it is never selected.
 
     ``spent`` (B, G): iterations each pair already ran in an earlier stage
     (a continuation); ``max_iter`` then bounds the total, and the trace's
@@ -851,34 +874,90 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         if last_loss is None else last_loss.reshape(B * G).to(mask.device, torch.float64).clone()
     iters = torch.zeros(B * G, dtype=torch.long, device=mask.device) if spent is None \
         else spent.reshape(B * G).to(device=mask.device, dtype=torch.long).clone()
+    step_max = torch.ones(B * G, dtype=torch.float64, device=mask.device)
     hit = iters >= max_iter                    # pairs stopped by the budget, still improving
     active &= ~hit
     history = []
     it = 0
-    for it in range(1, max_iter + 1):
-        idx = active.nonzero().squeeze(-1)     # the one host sync per iteration
-        if idx.numel() == 0:                   # every pair stopped in the last iteration
-            it -= 1
-            break
-        sub, msub = flat.select(idx), mflat[idx]
-        stats = e_step(groups, sub, gall[idx], family)
-        loss = -(stats.loglik + log_prior(sub, pt, family, msub))
-        new = m_step(stats, sub, pt, family, msub)
-        ok = new.finite() & torch.isfinite(loss)
-        upd = new.where(ok, sub)
-        flat.weights[idx], flat.means[idx], flat.cov[idx] = upd.weights, upd.means, upd.cov
+
+    def update(p: MixtureParams, msub: torch.Tensor, g: torch.Tensor):
+        """One EM update of a batch: (loss at p (float64), the update, ok)."""
+        stats = e_step(groups, p, g, family)
+        loss = -(stats.loglik + log_prior(p, pt, family, msub))
+        new = m_step(stats, p, pt, family, msub)
+        return loss.double(), new, new.finite() & torch.isfinite(loss)
+
+    def record(idx, loss, ok, new):
+        """One iteration of pairs ``idx``: the update from parameters of
+        loss ``loss`` to ``new`` (kept where ``ok``, both finite); whether
+        each pair goes on (its update gained more than ``tol``)."""
+        nonlocal it
+        it += 1
         prev = last[idx]
-        loss = loss.double()
         gain = (prev - loss) / n_g[idx]
         last[idx] = torch.where(ok, loss, torch.full_like(loss, math.inf))
         iters[idx] += 1
         alive[idx] = alive[idx] & ok
+        keep = new.where(ok, flat.select(idx))
+        flat.weights[idx], flat.means[idx], flat.cov[idx] = keep.weights, keep.means, keep.cov
         history.append(last.clone())
-        improving = ok & ((gain > tol) | ~torch.isfinite(prev))
-        hit[idx] = improving & (iters[idx] >= max_iter)
-        active[idx] = improving & ~hit[idx]
         if callback is not None:
             callback(it, float(loss[ok].sum()) if bool(ok.any()) else math.inf)
+        return ok & ((gain > tol) | ~torch.isfinite(prev))
+
+    while it < max_iter:
+        idx = active.nonzero().squeeze(-1)     # the host sync of each cycle
+        if idx.numel() == 0:                   # every pair stopped in the last iteration
+            break
+        going = torch.zeros_like(active)
+        cycle = accelerate and int((max_iter - iters[idx]).min()) >= 3
+        sub, msub, g = flat.select(idx), mflat[idx], gall[idx]
+        l0, p1, ok = update(sub, msub, g)
+        going[idx] = record(idx, l0, ok, p1)
+        # A SQUAREM cycle goes on for the pairs whose updates still gain
+        # (each update's gain is read as plain EM reads it, and a pair that
+        # stops keeps that update, as plain EM does).
+        on = going[idx]
+        if cycle and bool(on.any()):
+            i1, sub, msub, g, l0, p1 = idx[on], sub.select(on), msub[on], g[on], l0[on], p1.select(on)
+            l1, p2, ok = update(p1, msub, g)
+            going[i1] = record(i1, l1, ok, p2)
+            on = going[i1]
+            if bool(on.any()):
+                i2, sub, msub, g = i1[on], sub.select(on), msub[on], g[on]
+                l1, p1, p2 = l1[on], p1.select(on), p2.select(on)
+                coords = _Unconstrained(sub, msub, family, grad=False)
+                z0, z1, z2 = coords.u, coords.free(p1), coords.free(p2)
+                r = [b - a for a, b in zip(z0, z1)]
+                v = [c - 2 * b + a for a, b, c in zip(z0, z1, z2)]
+                norm = lambda ts: sum(t.double().reshape(t.shape[0], -1).square().sum(-1)
+                                      for t in ts)
+                alpha = -(norm(r) / norm(v)).sqrt()
+                alpha = torch.where(torch.isfinite(alpha), alpha, torch.full_like(alpha, -1.0))
+                bound = step_max[i2]
+                alpha = torch.maximum(alpha.clamp_max(-1.0), -bound)
+                a = alpha.to(z0[0].dtype)
+                col = lambda t, z: t.reshape((-1,) + (1,) * (z.dim() - 1))
+                jump = masked(coords.at([z - 2 * col(a, z) * rr + col(a * a, z) * vv
+                                         for z, rr, vv in zip(z0, r, v)])[0], msub, family)
+                jump = jump.where(jump.finite(), p2)
+                lj, p3, okj = update(jump, msub, g)
+                accept = okj & (lj <= l1)
+                # The bound grows after a step accepted at it and shrinks
+                # after a rejected one (SQUAREM's step.max and mstep).
+                step_max[i2] = torch.where(accept & (alpha <= -bound), bound * SQUAREM_GROWTH,
+                                           torch.where(accept, bound,
+                                                       (bound / SQUAREM_GROWTH).clamp_min(1.0)))
+                # The third iteration: theta' -> theta3 where accepted, else
+                # theta2 kept (its loss is at most l1, so the history never
+                # rises).  Its gain is an EM update's only where there was
+                # no jump (alpha = -1: theta' is theta2); a jump's gain is
+                # not, and the rule reads the next cycle's first update.
+                third = record(i2, torch.where(accept, lj, l1), torch.ones_like(accept),
+                               p3.where(accept, p2))
+                going[i2] = torch.where(accept & (alpha == -1.0), third, going[i2])
+        hit[idx] = going[idx] & (iters[idx] >= max_iter)
+        active[idx] = going[idx] & ~hit[idx]
     converged = bool(max_iter > 0 and not hit.any())
     final = negative_log_joint(groups, flat, gall, pt, family, mflat)
     final = torch.where(alive, final, torch.full_like(final, math.inf))
@@ -941,25 +1020,35 @@ class _Unconstrained:
     (exp for scales, a Cholesky map for precision matrices).  Padded
     components are masked out of the weights."""
 
-    def __init__(self, params: MixtureParams, mask: torch.Tensor, family: Covariance):
+    def __init__(self, params: MixtureParams, mask: torch.Tensor, family: Covariance,
+                 grad: bool = True):
         self.family, self.mask = family, mask
         self.to_simplex = transform_to(constraints.simplex)
         self.to_cov = transform_to(family.constraint)
-        w0 = params.weights.clamp_min(MIN_WEIGHT)
-        w0 = torch.where(mask, w0, torch.full_like(w0, MIN_WEIGHT))
-        w0 = w0 / w0.sum(-1, keepdim=True)
-        self.u = [self.to_simplex.inv(w0).detach().clone().requires_grad_(True),
-                  params.means.detach().clone().requires_grad_(True),
-                  self.to_cov.inv(params.cov).detach().clone().requires_grad_(True)]
+        self.u = self.free(params)
+        if grad:
+            self.u = [u.detach().clone().requires_grad_(True) for u in self.u]
 
-    def current(self) -> tuple[MixtureParams, torch.Tensor]:
-        """The constrained parameters and their log weights (exactly -inf at
-        padded components, with finite gradients)."""
-        w = self.to_simplex(self.u[0])
+    def free(self, params: MixtureParams) -> list[torch.Tensor]:
+        """The unconstrained coordinates of ``params`` (padded components'
+        weights at MIN_WEIGHT, which :meth:`at` masks out again)."""
+        w0 = params.weights.clamp_min(MIN_WEIGHT)
+        w0 = torch.where(self.mask, w0, torch.full_like(w0, MIN_WEIGHT))
+        w0 = w0 / w0.sum(-1, keepdim=True)
+        return [self.to_simplex.inv(w0), params.means, self.to_cov.inv(params.cov)]
+
+    def at(self, u: Sequence[torch.Tensor]) -> tuple[MixtureParams, torch.Tensor]:
+        """The constrained parameters at coordinates ``u`` and their log
+        weights (exactly -inf at padded components, with finite gradients)."""
+        w = self.to_simplex(u[0])
         logw = torch.log(w)
         norm = torch.logsumexp(logw.masked_fill(~self.mask, -math.inf), -1, keepdim=True)
         logw = torch.where(self.mask, logw - norm, torch.full_like(logw, -math.inf))
-        return MixtureParams(logw.exp(), self.u[1], self.to_cov(self.u[2])), logw
+        return MixtureParams(logw.exp(), u[1], self.to_cov(u[2])), logw
+
+    def current(self) -> tuple[MixtureParams, torch.Tensor]:
+        """The constrained parameters at the current coordinates."""
+        return self.at(self.u)
 
 
 def expected_complete_loglik(params: MixtureParams, logw: torch.Tensor, stats: Stats,

@@ -566,14 +566,14 @@ def test_converged_follows_the_kept_variant_of_each_class():
     """Overlapping 1-D classes, 2 restarts (too few to screen): one
     restart runs into em_max_iter=80 (n_iter_ is the longest), but every
     kept variant stopped before it, so the fit is converged and SVI does
-    not run."""
+    not run.  (The seed makes that happen under accelerated EM.)"""
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, 300), rng.normal(2, 1, 300), rng.normal(4, 1, 300),
               rng.normal(0, 1, 300), rng.normal(3, 1, 300), rng.normal(6, 1, 300)][:, None]
     y = np.repeat([0, 1], 900)
     # The first release's scale prior: the scenario (which restarts hit the
     # budget) was built on it; the bookkeeping under test does not depend on it.
-    kw = dict(n_init=2, em_max_iter=80, random_state=13, device="cpu",
+    kw = dict(n_init=2, em_max_iter=80, random_state=1, device="cpu",
               priors=Priors(scale_rate=0.1 * X.std()))
     em = GMMClassifier(3, max_iter=0, **kw).fit(X, y)
     assert em.n_iter_ == 80 and em.converged_

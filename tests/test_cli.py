@@ -1034,11 +1034,13 @@ def test_fit_auto_on_npy_in_one_process_and_two(auto_runs):
         params = _params(root, name)
         assert params["n_components"] == 2
         # The chosen K's BIC is the polished fit's; the others stop at the
-        # scan's tolerance (1e-4 nats per point per iteration), where
-        # summation order (two processes) can move the stop by an iteration:
-        # 2 x 180 x 1e-4 = 0.036 each.
+        # scan's tolerance (1e-4 nats per point per update), where summation
+        # order (row chunks, two processes) moves the last bits of the
+        # updates a SQUAREM step extrapolates from, and so where the
+        # accelerated EM of a surplus K stops: measured up to 1.0 (0.12%)
+        # at K=4 on these 180 points.
         np.testing.assert_allclose(params["bic"][1], csv["bic"][1], rtol=1e-6)
-        np.testing.assert_allclose(params["bic"], csv["bic"], atol=0.11)
+        np.testing.assert_allclose(params["bic"], csv["bic"], rtol=3e-3)
         assert "fitted K=2 (chosen by BIC among K=1..4)" in runs[name].stdout
     assert runs["dist"].stdout.count("BIC by K") == 1      # the first process prints
 

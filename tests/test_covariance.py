@@ -6,6 +6,7 @@ divergence handling, iris, and scikit-learn's conventions."""
 
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 import pyro
@@ -293,24 +294,83 @@ def test_em_never_decreases_the_log_joint_in_float64(covariance_type):
     assert em.params.weights[3, 0, 3] == 0
 
 
+def _overlapping_starts(covariance_type, K=3, R=4):
+    """Float64 frame and R random starts of K components on make_overlapping."""
+    X = make_overlapping()
+    family, std, Xt, _, pt = _float64_frame(covariance_type, X, K)
+    groups = fitting.Groups.single(Xt)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], K, R, "random", list(range(R))))
+    mask = torch.ones(R, 1, K, dtype=torch.bool)
+    return groups, fitting.initial_params(groups, centres, mask, pt, family), mask, pt, family
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_accelerated_em_reaches_the_plain_em_optimum_in_fewer_iterations(covariance_type):
+    """SQUAREM cycles (the default) end at the stationary point plain EM
+    reaches from the same start (float64, tol 1e-9: the same loss to 1e-7
+    relative, never worse by more, the same means to 2e-3 standardised
+    units), in at most half plain EM's iterations over four restarts of
+    overlapping components, where EM creeps."""
+    groups, start, mask, pt, family = _overlapping_starts(covariance_type)
+    plain = fitting.em_fit(groups, start, mask, pt, family, max_iter=5000, tol=1e-9,
+                           accelerate=False)
+    fast = fitting.em_fit(groups, start, mask, pt, family, max_iter=5000, tol=1e-9)
+    assert plain.converged and fast.converged
+    a, b = fast.losses[:, 0, -1], plain.losses[:, 0, -1]
+    assert bool(((a - b).abs() <= 1e-7 * b.abs()).all()), (a - b)
+    torch.testing.assert_close(fast.params.means, plain.params.means, rtol=0, atol=2e-3)
+    assert int(fast.iterations.sum()) <= int(plain.iterations.sum()) // 2, \
+        (fast.iterations.flatten().tolist(), plain.iterations.flatten().tolist())
+
+
+def test_accelerated_em_keeps_the_budget_and_plain_em_stopping_rule():
+    """Every budget is spent exactly (a cycle is three iterations, and a
+    budget with fewer than three left runs plain updates: one or two
+    iterations are plain EM's, bit for bit); a continuation counts its
+    earlier stage; and a converged start stops after two iterations, as
+    plain EM does (the first has no earlier loss to gain on, the second
+    gains less than tol)."""
+    groups, start, mask, pt, family = _overlapping_starts("full")
+    for budget in range(1, 9):
+        fast = fitting.em_fit(groups, start, mask, pt, family, max_iter=budget, tol=0.0)
+        assert fast.iterations.flatten().tolist() == [budget] * 4 and not fast.converged
+        L = fast.losses[:, 0].numpy()
+        assert np.all(np.diff(L, axis=1) <= 1e-9 * np.abs(L[:, :-1]))
+        if budget <= 2:
+            plain = fitting.em_fit(groups, start, mask, pt, family, max_iter=budget, tol=0.0,
+                                   accelerate=False)
+            torch.testing.assert_close(fast.params.cov, plain.params.cov, rtol=0, atol=0)
+            torch.testing.assert_close(fast.losses, plain.losses, rtol=0, atol=0)
+    first = fitting.em_fit(groups, start, mask, pt, family, max_iter=5, tol=0.0)
+    rest = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=12, tol=0.0,
+                          spent=first.iterations)
+    assert rest.iterations.flatten().tolist() == [12] * 4 and rest.n_iter == 7
+    done = fitting.em_fit(groups, start, mask, pt, family, max_iter=5000, tol=1e-10)
+    again = fitting.em_fit(groups, done.params, mask, pt, family, max_iter=5000, tol=1e-6)
+    assert again.converged and again.iterations.flatten().tolist() == [2] * 4
+
+
 def test_em_continuation_counts_both_stages_against_the_budget():
     """A continuation (``spent``) is the same EM as one run: 10 iterations,
     then 5 more within a total budget of 15, give the parameters and losses
     of 15 at once; the budget bounds the total, a pair that used it all in
     the first stage does not run, and hitting the budget is not convergence
     (the restart screen of :func:`bayesgmm._auto.fit_candidates`)."""
+    # Step-for-step equality is plain EM's: a SQUAREM continuation starts a
+    # fresh cycle (the accelerated stages' budget is tested below).
+    plain_em = functools.partial(fitting.em_fit, accelerate=False)
     X = make_overlapping()
     family, std, Xt, _, pt = _float64_frame("full", X, 3)
     groups = fitting.Groups.single(Xt)
     centres = torch.as_tensor(fitting.seed_centres([Xt], 3, 3, "random", [0, 1, 2]))
     mask = torch.ones(3, 1, 3, dtype=torch.bool)
     start = fitting.initial_params(groups, centres, mask, pt, family)
-    whole = fitting.em_fit(groups, start, mask, pt, family, max_iter=15, tol=0.0)
-    first = fitting.em_fit(groups, start, mask, pt, family, max_iter=10, tol=0.0)
+    whole = plain_em(groups, start, mask, pt, family, max_iter=15, tol=0.0)
+    first = plain_em(groups, start, mask, pt, family, max_iter=10, tol=0.0)
     spent = first.iterations.clone()
     spent[2] = 15                       # this restart has used its whole budget
-    rest = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=15, tol=0.0,
-                          spent=spent)
+    rest = plain_em(groups, first.params, mask, pt, family, max_iter=15, tol=0.0,
+                    spent=spent)
     assert whole.iterations.tolist() == [[15], [15], [15]]
     assert rest.iterations.tolist() == [[15], [15], [15]] and rest.n_iter == 5
     assert not rest.converged and not whole.converged
@@ -320,8 +380,8 @@ def test_em_continuation_counts_both_stages_against_the_budget():
         torch.testing.assert_close(a[2], c[2], rtol=0, atol=0)     # did not run
     torch.testing.assert_close(rest.losses[:2, 0, -1], whole.losses[:2, 0, -1])
     # Converged within the budget: a loose tolerance stops every restart early.
-    loose = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=500, tol=1e-2,
-                           spent=first.iterations)
+    loose = plain_em(groups, first.params, mask, pt, family, max_iter=500, tol=1e-2,
+                     spent=first.iterations)
     assert loose.converged and bool((loose.iterations < 500).all())
     # Measured against the loss before the first stage's last update
     # (previous_loss), the continuation stops exactly where one run at
@@ -330,9 +390,9 @@ def test_em_continuation_counts_both_stages_against_the_budget():
     torch.testing.assert_close(first.previous_loss(), first.losses[..., 9])
     checked = 0
     for tol in (1e-3, 1e-4, 1e-5, 1e-6):
-        one = fitting.em_fit(groups, start, mask, pt, family, max_iter=500, tol=tol)
-        cont = fitting.em_fit(groups, first.params, mask, pt, family, max_iter=500, tol=tol,
-                              spent=first.iterations, last_loss=first.previous_loss())
+        one = plain_em(groups, start, mask, pt, family, max_iter=500, tol=tol)
+        cont = plain_em(groups, first.params, mask, pt, family, max_iter=500, tol=tol,
+                        spent=first.iterations, last_loss=first.previous_loss())
         for r in range(3):
             if int(one.iterations[r, 0]) <= 10:
                 continue      # stopped within the first stage: not a continuation
