@@ -835,23 +835,25 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     theta0 -> theta1 -> theta2, a step along them in the unconstrained
     coordinates SVI uses (r = theta1 - theta0, v = theta2 - 2 theta1 +
     theta0, alpha = -|r| / |v| clamped to [-step_max, -1]: theta' = theta0 -
-    2 alpha r + alpha^2 v; alpha = -1 is theta2), then one EM update from
-    theta'.  The cycle keeps that update's result only if the loss at
-    theta' is no worse than at theta1; else it keeps theta2 (so the loss
-    never rises: each EM update cannot increase it).  Where EM creeps along
-    a ridge (overlapping components) a cycle covers many plain updates'
-    distance; it reaches the same kind of stationary point of the same
-    objective.  ``accelerate=False`` runs plain updates; a continuation
-    (``spent``) starts a fresh cycle, so with acceleration two stages are
-    not step for step one run.
+    2 alpha r + alpha^2 v), then one EM update from theta'.  At alpha = -1
+    theta' is theta2 and the cycle is three plain updates; step_max starts
+    at 1 (so does the first cycle) and grows by SQUAREM_GROWTH after a step
+    accepted at it, shrinks after a rejected one.  A jump's update is kept
+    only if the loss at theta' is no worse than at theta1, else theta2 is
+    kept, so the loss never rises (each EM update cannot increase it).
+    Where EM creeps along a ridge (overlapping components) a cycle covers
+    many plain updates' distance to the same kind of stationary point of
+    the same objective.  ``accelerate=False`` runs plain updates; a
+    continuation (``spent``) starts a fresh cycle, so with acceleration two
+    stages are not step for step one run.
 
     A pair leaves the batch once an EM update improves the loss by less
     than ``tol`` nats per point of its group (plain EM's rule, read after
-    each update of a cycle, the jump excepted: a pair stops mid-cycle,
-    keeping that update), so no pair runs more iterations than a separate
-    fit would.  A pair whose loss or parameters become
-    non-finite in an EM update keeps its last finite parameters, stops, and
-    ends with an infinite loss so that it is never selected.
+    every update but a jump's, so a pair may stop mid-cycle, keeping that
+    update); no pair runs more iterations than a separate fit would.  A
+    pair whose loss or parameters become non-finite in an EM update keeps
+    its last finite parameters, stops, and ends with an infinite loss so
+    that it is never selected.
 
     ``spent`` (B, G): iterations each pair already ran in an earlier stage
     (a continuation); ``max_iter`` then bounds the total, and the trace's
@@ -919,7 +921,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         # stops keeps that update, as plain EM does).
         on = going[idx]
         if cycle and bool(on.any()):
-            i1, sub, msub, g, l0, p1 = idx[on], sub.select(on), msub[on], g[on], l0[on], p1.select(on)
+            i1, sub, msub, g, p1 = idx[on], sub.select(on), msub[on], g[on], p1.select(on)
             l1, p2, ok = update(p1, msub, g)
             going[i1] = record(i1, l1, ok, p2)
             on = going[i1]
@@ -940,9 +942,14 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
                 col = lambda t, z: t.reshape((-1,) + (1,) * (z.dim() - 1))
                 jump = masked(coords.at([z - 2 * col(a, z) * rr + col(a * a, z) * vv
                                          for z, rr, vv in zip(z0, r, v)])[0], msub, family)
-                jump = jump.where(jump.finite(), p2)
+                # Without a jump (alpha = -1) theta' is theta2 itself (not its
+                # round trip through the coordinates), and the update is plain
+                # EM's third, kept as plain EM keeps it (a float32 loss may
+                # round a hair above l1 at convergence).
+                plain = alpha == -1.0
+                jump = jump.where(jump.finite() & ~plain, p2)
                 lj, p3, okj = update(jump, msub, g)
-                accept = okj & (lj <= l1)
+                accept = okj & ((lj <= l1) | plain)
                 # The bound grows after a step accepted at it and shrinks
                 # after a rejected one (SQUAREM's step.max and mstep).
                 step_max[i2] = torch.where(accept & (alpha <= -bound), bound * SQUAREM_GROWTH,
@@ -955,7 +962,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
                 # not, and the rule reads the next cycle's first update.
                 third = record(i2, torch.where(accept, lj, l1), torch.ones_like(accept),
                                p3.where(accept, p2))
-                going[i2] = torch.where(accept & (alpha == -1.0), third, going[i2])
+                going[i2] = torch.where(accept & plain, third, going[i2])
         hit[idx] = going[idx] & (iters[idx] >= max_iter)
         active[idx] = going[idx] & ~hit[idx]
     converged = bool(max_iter > 0 and not hit.any())

@@ -135,7 +135,13 @@ def _em_runner(pkg, X, K: int):
         cen = torch.as_tensor(fitting.seed_centres([Xt], K, 1, "kmeans++", [0]), dtype=Xt.dtype)
         mask = torch.ones(1, 1, K, dtype=torch.bool)
         start = fitting.initial_params(groups, cen, mask, pt, fam)
-        return lambda b: fitting.em_fit(groups, start, mask, pt, fam, b, -1.0)
+        # Plain updates: the step itself, as the first release's loop runs it
+        # (SQUAREM's cycles are timed by em_acceleration.py).
+        import inspect
+
+        accelerated = "accelerate" in inspect.signature(fitting.em_fit).parameters
+        plain = {"accelerate": False} if accelerated else {}
+        return lambda b: fitting.em_fit(groups, start, mask, pt, fam, b, -1.0, **plain)
     inf = pkg.inference                   # the first release
     std, Xt, mom = inf.Standardizer.fit_to(X, "cpu")
     pt = std.priors(inf.resolve_priors(None, X, K, mom), "cpu")

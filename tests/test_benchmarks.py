@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-
-import numpy as np
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -52,7 +53,8 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
 def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
-                 "posterior_speed", "calibration", "dp", "classifier_defaults"):
+                 "posterior_speed", "calibration", "dp", "classifier_defaults",
+                 "em_acceleration"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -191,6 +193,20 @@ def test_classifier_defaults_quick(tmp_path):
         assert math.isclose(row["time ratio"], x["bayesgmm s"] / x["sklearn s"])
         # Both are sensible classifiers of this data (within 2 points of Bayes).
         assert 0 <= row["mean gap bayesgmm"] < 2 and -0.5 < row["mean gap sklearn"] < 2
+
+
+def test_em_acceleration_quick(tmp_path):
+    r = run_script("em_acceleration", tmp_path)
+    check_machine(r, "em_acceleration", pomegranate_requested=False)
+    (row,) = r["rows"]
+    assert row["type"] == "diag" and row["squarem converged"] and row["plain converged"]
+    raw = row["raw"]
+    # The same objective from the same starts: the accelerated fit ends no
+    # worse than plain EM's (to float32 rounding), in fewer iterations.
+    assert len(raw["loss_diff_per_point"]) == 2 and max(raw["loss_diff_per_point"]) < 1e-5
+    assert sum(raw["it_squarem"]) < sum(raw["it_plain"])
+    assert math.isclose(row["time ratio squarem/plain"],
+                        statistics.median(raw["s_squarem"]) / statistics.median(raw["s_plain"]))
 
 
 def test_missing_values_quick(tmp_path):
