@@ -822,6 +822,32 @@ class FitTrace:
 SQUAREM_GROWTH = 4.0
 
 
+def _squarem_jump(theta0: MixtureParams, theta1: MixtureParams, theta2: MixtureParams,
+                  mask: torch.Tensor, family: Covariance, bound: torch.Tensor):
+    """SQUAREM's step (scheme S3) from ``theta0`` along two EM updates, per
+    pair of the batch, in the unconstrained coordinates SVI uses: r = z1 -
+    z0, v = z2 - 2 z1 + z0, alpha = -|r| / |v| clamped to [-bound, -1],
+    theta' = z0 - 2 alpha r + alpha^2 v.  Returns (alpha (float64), theta');
+    theta' is theta2 itself where alpha = -1 (not its round trip through
+    the coordinates), and alpha is -1 where the step would leave the finite
+    numbers."""
+    coords = _Unconstrained(theta0, mask, family, grad=False)
+    z0, z1, z2 = coords.u, coords.free(theta1), coords.free(theta2)
+    r = [b - a for a, b in zip(z0, z1)]
+    v = [c - 2 * b + a for a, b, c in zip(z0, z1, z2)]
+    norm = lambda ts: sum(t.double().reshape(t.shape[0], -1).square().sum(-1) for t in ts)
+    alpha = -(norm(r) / norm(v)).sqrt()
+    alpha = torch.where(torch.isfinite(alpha), alpha, torch.full_like(alpha, -1.0))
+    alpha = torch.maximum(alpha.clamp_max(-1.0), -bound)
+    a = alpha.to(z0[0].dtype)
+    col = lambda t, z: t.reshape((-1,) + (1,) * (z.dim() - 1))
+    jump = masked(coords.at([z - 2 * col(a, z) * rr + col(a * a, z) * vv
+                             for z, rr, vv in zip(z0, r, v)])[0], mask, family)
+    # A step past the finite numbers is not taken: alpha = -1, theta2.
+    alpha = torch.where(jump.finite(), alpha, torch.full_like(alpha, -1.0))
+    return alpha, jump.where(alpha != -1.0, theta2)
+
+
 def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorTensors,
            family: Covariance, max_iter: int, tol: float, callback: Callback = None,
            spent: Optional[torch.Tensor] = None,
@@ -928,26 +954,11 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
             if bool(on.any()):
                 i2, sub, msub, g = i1[on], sub.select(on), msub[on], g[on]
                 l1, p1, p2 = l1[on], p1.select(on), p2.select(on)
-                coords = _Unconstrained(sub, msub, family, grad=False)
-                z0, z1, z2 = coords.u, coords.free(p1), coords.free(p2)
-                r = [b - a for a, b in zip(z0, z1)]
-                v = [c - 2 * b + a for a, b, c in zip(z0, z1, z2)]
-                norm = lambda ts: sum(t.double().reshape(t.shape[0], -1).square().sum(-1)
-                                      for t in ts)
-                alpha = -(norm(r) / norm(v)).sqrt()
-                alpha = torch.where(torch.isfinite(alpha), alpha, torch.full_like(alpha, -1.0))
                 bound = step_max[i2]
-                alpha = torch.maximum(alpha.clamp_max(-1.0), -bound)
-                a = alpha.to(z0[0].dtype)
-                col = lambda t, z: t.reshape((-1,) + (1,) * (z.dim() - 1))
-                jump = masked(coords.at([z - 2 * col(a, z) * rr + col(a * a, z) * vv
-                                         for z, rr, vv in zip(z0, r, v)])[0], msub, family)
-                # Without a jump (alpha = -1) theta' is theta2 itself (not its
-                # round trip through the coordinates), and the update is plain
-                # EM's third, kept as plain EM keeps it (a float32 loss may
-                # round a hair above l1 at convergence).
+                # A first cycle (every bound 1) takes no step: nothing to compute.
+                alpha, jump = _squarem_jump(sub, p1, p2, msub, family, bound) \
+                    if bool((bound > 1).any()) else (-bound, p2)
                 plain = alpha == -1.0
-                jump = jump.where(jump.finite() & ~plain, p2)
                 lj, p3, okj = update(jump, msub, g)
                 accept = okj & ((lj <= l1) | plain)
                 # The bound grows after a step accepted at it and shrinks
