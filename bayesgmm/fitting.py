@@ -915,10 +915,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         new = m_step(stats, p, pt, family, msub)
         return loss.double(), new, new.finite() & torch.isfinite(loss)
 
-    def record(idx, loss, ok, new):
-        """One iteration of pairs ``idx``: the update from parameters of
-        loss ``loss`` to ``new`` (kept where ``ok``, both finite); whether
-        each pair goes on (its update gained more than ``tol``)."""
+    def record(idx, loss, ok, new, old):
+        """One iteration of pairs ``idx``: the update from ``old``, of loss
+        ``loss``, to ``new`` (kept where ``ok``, both finite); whether each
+        pair goes on (its update gained more than ``tol``)."""
         nonlocal it
         it += 1
         prev = last[idx]
@@ -926,7 +926,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         last[idx] = torch.where(ok, loss, torch.full_like(loss, math.inf))
         iters[idx] += 1
         alive[idx] = alive[idx] & ok
-        keep = new.where(ok, flat.select(idx))
+        keep = new.where(ok, old)
         flat.weights[idx], flat.means[idx], flat.cov[idx] = keep.weights, keep.means, keep.cov
         history.append(last.clone())
         if callback is not None:
@@ -941,7 +941,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         cycle = accelerate and int((max_iter - iters[idx]).min()) >= 3
         sub, msub, g = flat.select(idx), mflat[idx], gall[idx]
         l0, p1, ok = update(sub, msub, g)
-        going[idx] = record(idx, l0, ok, p1)
+        going[idx] = record(idx, l0, ok, p1, sub)
         # A SQUAREM cycle goes on for the pairs whose updates still gain
         # (each update's gain is read as plain EM reads it, and a pair that
         # stops keeps that update, as plain EM does).
@@ -949,7 +949,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         if cycle and bool(on.any()):
             i1, sub, msub, g, p1 = idx[on], sub.select(on), msub[on], g[on], p1.select(on)
             l1, p2, ok = update(p1, msub, g)
-            going[i1] = record(i1, l1, ok, p2)
+            going[i1] = record(i1, l1, ok, p2, p1)
             on = going[i1]
             if bool(on.any()):
                 i2, sub, msub, g = i1[on], sub.select(on), msub[on], g[on]
@@ -972,7 +972,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
                 # no jump (alpha = -1: theta' is theta2); a jump's gain is
                 # not, and the rule reads the next cycle's first update.
                 third = record(i2, torch.where(accept, lj, l1), torch.ones_like(accept),
-                               p3.where(accept, p2))
+                               p3.where(accept, p2), p2)
                 going[i2] = torch.where(accept & plain, third, going[i2])
         hit[idx] = going[idx] & (iters[idx] >= max_iter)
         active[idx] = going[idx] & ~hit[idx]
