@@ -11,6 +11,11 @@ log-likelihood per point.
 Issue 13's targets: NUTS on iris under a minute on the CPU with R-hat <
 1.01; "vi" at N=1e5 in no more time than ``BayesianGaussianMixture``.
 
+Timing: NUTS, the median of ``--repeats`` runs (seeds 0..); at N=1e5, one
+untimed fit of each method, then ``--fit-repeats`` rounds (seeds 0..) in
+which the four methods alternate, medians per method (a shared machine
+then slows them alike).
+
 Run ``python benchmarks/posterior_speed.py --help``.
 """
 
