@@ -212,8 +212,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         are matched to the MAP's (label switching undone; with the
         Dirichlet-process prior to the variational point it starts from,
         itself matched to the MAP's; VI's factors keep the MAP's labels).
-        ``n_iter_``, ``converged_`` and the losses describe the MAP stage; a VI fit that stops at ``max_iter`` before
-        its tolerance warns.  The draws are read by
+        ``n_iter_``, ``converged_`` and the losses describe the MAP stage;
+        a VI fit that stops at ``max_iter`` before its tolerance warns.  The
+        draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
         :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
         :meth:`score` then answer with the posterior predictive (averaged
