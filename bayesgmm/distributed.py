@@ -24,6 +24,7 @@ Example (``torchrun --nproc-per-node 2 script.py``)::
     X_shard = load_my_rows(rank=dist.get_rank(), world=dist.get_world_size())
     gmm = BayesianGMM(3, random_state=0).fit(X_shard, process_group=dist.group.WORLD)
     # every rank now holds the same gmm.means_, gmm.covariances_, ...
+    dist.destroy_process_group()   # before exit: gloo's threads must be joined
 """
 
 from __future__ import annotations

@@ -69,18 +69,30 @@ def child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    X = np.load(args.file, mmap_mode="r")
+    if not args.distributed:
+        _fit_and_report(args, X, None, 0, 1)
+        return
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        n = X.shape[0]
+        _fit_and_report(args, X[rank * n // world:(rank + 1) * n // world], dist.group.WORLD,
+                        rank, world)
+    finally:
+        # gloo's threads must be joined before the interpreter exits, or
+        # the process can abort ("terminate called without an active
+        # exception") after its work is done.
+        dist.destroy_process_group()
+
+
+def _fit_and_report(args, X, group, rank: int, world: int) -> None:
+    import torch
     from bayesgmm import BayesianGMM
     from bayesgmm._base import stream_data
     from bayesgmm import covariance
 
-    X = np.load(args.file, mmap_mode="r")
-    group, rank, world = None, 0, 1
-    if args.distributed:
-        import torch.distributed as dist
-        dist.init_process_group("gloo")
-        group, rank, world = dist.group.WORLD, dist.get_rank(), dist.get_world_size()
-        n = X.shape[0]
-        X = X[rank * n // world:(rank + 1) * n // world]
     gmm = BayesianGMM(args.components, n_init=1, em_max_iter=args.em_iters, max_iter=0, tol=0.0,
                       random_state=0, device="cpu", progress=args.progress and rank == 0)
     t0 = time.perf_counter()
