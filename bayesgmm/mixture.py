@@ -54,6 +54,24 @@ class _Fit:
     best: int
 
 
+def same_optimum(losses: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """For each restart, the restart that stands for its point: the one of
+    lowest loss (then lowest index) among those whose final losses agree
+    with it to ``rtol``.  Restarts that converge to one optimum from
+    different seeds end with losses equal to about 1e-12 relative on
+    well-separated data (float32 parameters scored in float64); 1e-9 of a
+    subsample's loss is about 1e-5 nats, the same point for any purpose,
+    whichever continues.  Non-finite losses stand for themselves."""
+    order = np.lexsort((np.arange(losses.size), losses))
+    rep = np.arange(losses.size)
+    for i in order:
+        if not np.isfinite(losses[i]) or rep[i] != i:
+            continue
+        near = np.isfinite(losses) & (np.abs(losses - losses[i]) <= rtol * abs(losses[i]))
+        rep[near & (rep == np.arange(losses.size))] = i
+    return rep
+
+
 @register
 class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     """Bayesian Gaussian mixture with full, tied, diagonal or spherical
@@ -312,7 +330,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     restart_losses_ : list of ndarray
         Loss history of every restart (EM stage; SVI stage when EM is off;
         with screening, the scaled subsample losses, then the restart's
-        loss on all the data, or for the kept one its EM on all the data;
+        loss on all the data (for one at the kept one's point and not
+        scored, the continuation's first loss), or for the kept one its EM
+        on all the data;
         for "auto", the chosen K's restarts in the scan, the kept one's
         continued by the polish).
     best_restart_ : int
@@ -1043,29 +1063,43 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
     @staticmethod
     def _continue_best(groups, screen, em, restart_losses, mask, pt, family, s, callback):
-        """After EM on the subsample: every restart's parameters scored once
-        on all the data (the choice is made there), and the best continued
-        there to convergence.  The restarts' histories become their
-        subsample losses scaled to the data's size (an estimate, for plots),
-        then their loss on all the data; the kept one's continues with its
-        EM on all the data."""
+        """After EM on the subsample: the restarts' parameters scored on all
+        the data (the choice is made there), and the best continued there
+        to convergence.  Restarts that ended at the same point of the
+        subsample (screen losses equal to 1e-9 relative: the same optimum
+        reached from different seeds, see :func:`same_optimum`) are scored
+        once, by the lowest; when all did, none is scored before the
+        continuation.
+        The restarts' histories become their subsample losses scaled to the
+        data's size (an estimate, for plots), then their loss on all the
+        data (for a restart at the kept one's point and not scored, the
+        continuation's first loss, at that point); the kept one's continues
+        with its EM on all the data."""
         R = em.losses.shape[0]
-        flat = em.params.map(lambda t: t.reshape((R,) + t.shape[2:]))
-        zero = torch.zeros(R, dtype=torch.long, device=mask.device)
-        whole = negative_log_joint(groups, flat, zero, pt, family).double().cpu().numpy()
-        ok = np.isfinite(whole) & (em.losses[:, 0, -1].cpu().numpy() < math.inf)
-        whole = np.where(ok, whole, math.inf)
-        best = int(np.argmin(whole))
-        if not ok.any():          # every restart diverged: the guard after the fit says so
+        sub = em.losses[:, 0, -1].double().cpu().numpy()
+        rep = same_optimum(sub)
+        reps = np.unique(rep[np.isfinite(sub)])
+        whole = np.full(R, math.inf)
+        if reps.size > 1:
+            flat = em.params.map(lambda t: t[torch.as_tensor(reps, device=t.device), 0])
+            zero = torch.zeros(reps.size, dtype=torch.long, device=mask.device)
+            whole[reps] = negative_log_joint(groups, flat, zero, pt, family).double().cpu().numpy()
+            whole = np.where(np.isfinite(sub), whole[rep], math.inf)
+        if not (reps.size == 1 or np.isfinite(whole).any()):
+            # Every restart diverged: the guard after the fit says so.
+            best = int(np.argmin(whole))
             return _Run(em.params.select((best, 0)), restart_losses[best],
                         int(em.iterations[best, 0]), False), best
+        best = int(reps[0]) if reps.size == 1 else int(rep[np.argmin(whole)])
         scale = float(groups.mass[0]) / float(screen.mass[0])
         cont = em_fit(groups, em.params.select((slice(best, best + 1),)), mask[:1], pt, family,
                       s.em_max_iter, s.tol, callback)
+        kept = cont.history(0)
+        if reps.size == 1:
+            whole = np.where(rep == best, kept[0], whole)
         for r in range(R):
             head = restart_losses[r][:-1] * scale
-            restart_losses[r] = np.concatenate([head, cont.history(0) if r == best
-                                                else whole[r:r + 1]])
+            restart_losses[r] = np.concatenate([head, kept if r == best else whole[r:r + 1]])
         run = _Run(cont.params.select((0, 0)), restart_losses[best],
                    int(em.iterations[best, 0]) + int(cont.iterations[0, 0]), cont.converged)
         return run, best

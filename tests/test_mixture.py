@@ -555,6 +555,43 @@ def test_restarts_screened_on_a_subsample_reach_the_whole_data_optimum(monkeypat
     assert int(np.argmin(finals)) == screened.best_restart_
 
 
+def test_same_optimum_groups_restarts_by_their_final_loss():
+    from bayesgmm.mixture import same_optimum
+
+    losses = np.array([10.0 + 1e-12, 10.0, 9.0, np.inf, 9.0 + 1e-3, 10.0, np.nan])
+    np.testing.assert_array_equal(same_optimum(losses), [1, 1, 2, 3, 4, 1, 6])
+    np.testing.assert_array_equal(same_optimum(np.array([5.0])), [0])
+
+
+def test_restarts_at_one_optimum_are_not_scored_again(monkeypatch):
+    """Well-separated data: every screened restart reaches the same optimum
+    (screen losses equal to ~1e-15), so none is scored on all the data
+    before the continuation (one whole-data evaluation, the continuation's
+    final loss, instead of n_init + 1), and the fit is the one that scores
+    them all (screening off) reaches."""
+    import bayesgmm.fitting
+    import bayesgmm.mixture
+    from bayesgmm.datasets import make_mixture
+
+    X, _, _ = make_mixture(40000, 4, 2, separation=6.0, random_state=1)
+    kw = dict(covariance_type="diag", n_init=4, random_state=0, **CPU)
+    calls = []
+    real = bayesgmm.mixture.negative_log_joint
+    monkeypatch.setattr(bayesgmm.mixture, "negative_log_joint",
+                        lambda *a, **k: calls.append(a[1].weights.shape[0]) or real(*a, **k))
+    screened = BayesianGMM(4, **kw).fit(X)
+    assert calls == []
+    # Each other restart ends with the kept one's first loss on all the data
+    # (the continuation's start: the same point).
+    kept = screened.restart_losses_[screened.best_restart_]
+    others = [h[-1] for r, h in enumerate(screened.restart_losses_) if r != screened.best_restart_]
+    assert len(set(others)) == 1 and others[0] in kept and others[0] >= kept[-1]
+    monkeypatch.setattr(bayesgmm.fitting, "SCREEN_ROWS", 10 ** 9)   # screening off
+    whole = BayesianGMM(4, **kw).fit(X)
+    assert screened.loss_ == pytest.approx(whole.loss_, rel=1e-7)
+    np.testing.assert_allclose(screened.means_, whole.means_, atol=1e-4)
+
+
 def test_svi_runs_only_where_em_stopped_short(petal):
     X = petal
     converged = BayesianGMM(2, random_state=0, **CPU).fit(X)          # default max_iter=1000
