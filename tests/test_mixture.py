@@ -565,7 +565,7 @@ def test_same_optimum_groups_restarts_by_their_final_loss():
 
 def test_restarts_at_one_optimum_are_not_scored_again(monkeypatch):
     """Well-separated data: every screened restart reaches the same optimum
-    (screen losses equal to ~1e-15), so none is scored on all the data
+    (screen losses equal to ~1e-12), so none is scored on all the data
     before the continuation (one whole-data evaluation, the continuation's
     final loss, instead of n_init + 1), and the fit is the one that scores
     them all (screening off) reaches."""
@@ -590,6 +590,32 @@ def test_restarts_at_one_optimum_are_not_scored_again(monkeypatch):
     whole = BayesianGMM(4, **kw).fit(X)
     assert screened.loss_ == pytest.approx(whole.loss_, rel=1e-7)
     np.testing.assert_allclose(screened.means_, whole.means_, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed, groups", [(0, 4), (2, 3)])
+def test_restarts_at_distinct_points_are_each_scored_on_all_the_data(monkeypatch, seed, groups):
+    """Overlapping data: the screened restarts end at distinct points (all
+    four, or three with two at one point); each distinct point is scored on
+    all the data, and the choice and the fit are those of scoring every
+    restart (the grouping turned off)."""
+    import bayesgmm.mixture
+    from bayesgmm.datasets import make_mixture
+
+    X, _, _ = make_mixture(40000, 6, 2, separation=1.5, random_state=seed)
+    kw = dict(covariance_type="diag", n_init=4, random_state=0, **CPU)
+    real, seen = bayesgmm.mixture.same_optimum, []
+    monkeypatch.setattr(bayesgmm.mixture, "same_optimum",
+                        lambda losses: seen.append(real(losses)) or seen[-1])
+    grouped = BayesianGMM(6, **kw).fit(X)
+    assert np.unique(seen[0]).size == groups
+    monkeypatch.setattr(bayesgmm.mixture, "same_optimum", lambda losses: np.arange(losses.size))
+    every = BayesianGMM(6, **kw).fit(X)
+    assert grouped.best_restart_ == every.best_restart_
+    assert grouped.loss_ == every.loss_
+    # A restart at another's point ends with that one's loss on all the data
+    # (equal to its own to 1e-7); the others' histories are unchanged.
+    for r, (a, b) in enumerate(zip(grouped.restart_losses_, every.restart_losses_)):
+        np.testing.assert_allclose(a, b, rtol=1e-12 if seen[0][r] == r else 1e-7)
 
 
 def test_svi_runs_only_where_em_stopped_short(petal):
