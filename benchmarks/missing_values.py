@@ -118,8 +118,10 @@ def main() -> None:
     def fit_ours(X, prior: bool = False):
         # prior=True: a Wishart prior worth D points of half each feature's
         # variance (nu = 2D + 1, Psi = D x 0.5 x variance): the default
-        # (D + 2, (0.1 sd)^2) lets full covariances of 13 features from ~40
-        # points per component collapse in poorly observed directions.
+        # (nu = D + 2, Psi = 2 s^2, one point's worth of scatter at twice a
+        # typical component's variance) leaves full covariances of 13
+        # features from ~40 points per component poorly determined in
+        # poorly observed directions.
         D = X.shape[1]
         priors = (Priors(covariance_dof=2 * D + 1, covariance_scale=D * 0.5 * np.nanvar(X, 0))
                   if prior else None)
