@@ -62,13 +62,14 @@ def same_optimum(losses: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     well-separated data (float32 parameters scored in float64); 1e-9 of a
     subsample's loss is about 1e-5 nats, the same point for any purpose,
     whichever continues.  Non-finite losses stand for themselves."""
-    order = np.lexsort((np.arange(losses.size), losses))
     rep = np.arange(losses.size)
-    for i in order:
-        if not np.isfinite(losses[i]) or rep[i] != i:
+    lead = None
+    for i in np.lexsort((rep, losses)):          # by loss, then index
+        if not np.isfinite(losses[i]):
             continue
-        near = np.isfinite(losses) & (np.abs(losses - losses[i]) <= rtol * abs(losses[i]))
-        rep[near & (rep == np.arange(losses.size))] = i
+        if lead is None or abs(losses[i] - losses[lead]) > rtol * abs(losses[lead]):
+            lead = i                             # a new point
+        rep[i] = lead
     return rep
 
 
@@ -1085,12 +1086,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             zero = torch.zeros(reps.size, dtype=torch.long, device=mask.device)
             whole[reps] = negative_log_joint(groups, flat, zero, pt, family).double().cpu().numpy()
             whole = np.where(np.isfinite(sub), whole[rep], math.inf)
-        if not (reps.size == 1 or np.isfinite(whole).any()):
-            # Every restart diverged: the guard after the fit says so.
-            best = int(np.argmin(whole))
-            return _Run(em.params.select((best, 0)), restart_losses[best],
-                        int(em.iterations[best, 0]), False), best
-        best = int(reps[0]) if reps.size == 1 else int(rep[np.argmin(whole)])
+        if reps.size == 1:
+            best = int(reps[0])
+        elif np.isfinite(whole).any():
+            best = int(rep[np.argmin(whole)])
+        else:                 # every restart diverged: the guard after the fit says so
+            return _Run(em.params.select((0, 0)), restart_losses[0],
+                        int(em.iterations[0, 0]), False), 0
         scale = float(groups.mass[0]) / float(screen.mass[0])
         cont = em_fit(groups, em.params.select((slice(best, best + 1),)), mask[:1], pt, family,
                       s.em_max_iter, s.tol, callback)
