@@ -33,6 +33,7 @@ pipeline in seconds (its figures mean nothing).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -137,8 +138,6 @@ def _em_runner(pkg, X, K: int):
         start = fitting.initial_params(groups, cen, mask, pt, fam)
         # Plain updates: the step itself, as the first release's loop runs it
         # (SQUAREM's cycles are timed by em_acceleration.py).
-        import inspect
-
         accelerated = "accelerate" in inspect.signature(fitting.em_fit).parameters
         plain = {"accelerate": False} if accelerated else {}
         return lambda b: fitting.em_fit(groups, start, mask, pt, fam, b, -1.0, **plain)

@@ -48,15 +48,14 @@ def engines(X: np.ndarray, K: int, covariance_type: str, restarts: int, tol: flo
     import torch
 
     from bayesgmm import covariance, fitting
-    from bayesgmm.priors import Standardizer, resolve_priors
+    from bayesgmm._base import fit_data, seeded_priors
 
     family = covariance.get(covariance_type, X.shape[1])
-    std, Xt, moments = Standardizer.fit_to(X, "cpu", family.isotropic)
-    # The estimators' default priors: scaled to the spread of a k-means++
-    # seeding with its own fixed seed (bayesgmm._base.seeded_priors).
-    spread = fitting.seeded_spread([Xt], None, fitting.seed_centres([Xt], K, 1, "kmeans++", [0]),
-                                   [K]) * std.scale ** 2
-    pt = std.priors(resolve_priors(None, family, K, moments, spread), "cpu")
+    # The estimators' own data preparation and default priors (scaled to
+    # the spread of a k-means++ seeding with its own fixed seed).
+    data = fit_data(X, None, family, torch.device("cpu"), False)
+    std, Xt = data.std, data.Xt
+    pt = std.priors(seeded_priors(None, family, K, data, [Xt], None, [K]), "cpu")
     groups = fitting.Groups.single(Xt)
     seeds = fitting.seed_centres([Xt], K, restarts, "kmeans++", list(range(restarts)))
     centres = torch.as_tensor(seeds, dtype=Xt.dtype)
