@@ -29,7 +29,7 @@ def run_script(name: str, tmp_path: Path, *args: str) -> dict:
                            "--json", str(out), *args],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert any(h in proc.stdout for h in ("| method", "| N |", "| type |")), proc.stdout[-2000:]
+    assert any(h in proc.stdout for h in ("| method", "| N |", "| type |", "| command |")), proc.stdout[-2000:]
     assert f"wrote {out}" in proc.stdout
     return json.loads(out.read_text())
 
@@ -54,7 +54,7 @@ def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
                  "posterior_speed", "calibration", "dp", "classifier_defaults",
-                 "em_acceleration"):
+                 "em_acceleration", "startup"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -207,6 +207,19 @@ def test_em_acceleration_quick(tmp_path):
     assert sum(raw["it_squarem"]) < sum(raw["it_plain"])
     assert math.isclose(row["time ratio squarem/plain"],
                         statistics.median(raw["s_squarem"]) / statistics.median(raw["s_plain"]))
+
+
+def test_startup_quick(tmp_path):
+    r = run_script("startup", tmp_path)
+    check_machine(r, "startup", pomegranate_requested=False)
+    rows = {row["command"]: row for row in r["rows"]}
+    assert set(rows) == set(r["raw"]) and len(rows) == 7
+    assert {name: row["bar s"] for name, row in rows.items() if row["bar s"]} == {
+        'python -c "import bayesgmm"': 0.5, "bayesgmm --help": 1.0, "bayesgmm demo": 4.0}
+    for name, row in rows.items():
+        assert len(r["raw"][name]) == 1 and row["median s"] == r["raw"][name][0] > 0
+        # Every command really ran (a failure stops the script) and warned nothing.
+        assert row["warning lines"] == 0, name
 
 
 def test_missing_values_quick(tmp_path):
