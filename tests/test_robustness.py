@@ -428,8 +428,11 @@ def test_chunked_prediction_equals_unchunked(monkeypatch):
     sizes.clear()
     chunked = (est.predict_proba(X), est.score_samples(X), est.predict(X))
     assert sizes == 3 * ([70] * 14 + [20])
-    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
+    # Equal to float32 rounding (the precision of the fit): a BLAS matrix
+    # product may block its rows differently for 70 rows than for 1,000
+    # (AVX-512 kernels do), so the last bits need not agree.
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)
     np.testing.assert_array_equal(chunked[2], whole[2])
     draws = est.sample_assignments(X, 3)     # (n_draws, N), filled chunk by chunk
     assert draws.shape == (3, 1000) and draws.dtype == np.int64
@@ -502,8 +505,9 @@ def test_classifier_chunked_prediction_equals_unchunked(monkeypatch):
     # 3 classes x 2 components x 2 features x 50 rows: 18 chunks.
     monkeypatch.setattr(bayesgmm._predict, "CHUNK_ELEMENTS", 3 * 2 * 2 * 50)
     chunked = (clf.predict_proba(X), clf.class_log_likelihood(X), clf.predict(X))
-    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
+    # To float32 rounding, as for BayesianGMM above.
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)
     np.testing.assert_array_equal(chunked[2], whole[2])
 
 
