@@ -206,7 +206,22 @@ def _version() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line and return its exit code."""
+    """Run the command line and return its exit code (a torchrun worker
+    of ``fit --distributed`` ends here instead: :func:`_end`)."""
+    return _end(_main(argv))
+
+
+def _end(code: int) -> int:
+    """``code``; a process that joined torchrun's process group ends with
+    it through :func:`bayesgmm.distributed.exit_process`, which keeps gloo's
+    C++ teardown from aborting the process after its work is done."""
+    if _Processes.started:
+        from .distributed import exit_process
+        exit_process(code)
+    return code
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     try:
         code = _run(argv)
         # Output to a pipe is buffered: a reader that went away shows up here.
@@ -930,7 +945,12 @@ class _Processes:
     waiting in a collective the others never reach), and the first process
     reports it (:func:`_run`)."""
 
+    #: Whether this process joined a process group (see :func:`_end`).
+    started = False
+
     def __init__(self, dist=None) -> None:
+        if dist is not None:
+            _Processes.started = True
         self.dist = dist
         self.rank = dist.get_rank() if dist is not None else 0
         self.world = dist.get_world_size() if dist is not None else 1

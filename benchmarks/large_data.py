@@ -85,6 +85,8 @@ def child(args) -> None:
         # the process can abort ("terminate called without an active
         # exception") after its work is done.
         dist.destroy_process_group()
+    from bayesgmm.distributed import exit_process
+    exit_process(0)    # even then the C++ teardown can abort: skipped
 
 
 def _fit_and_report(args, X, group, rank: int, world: int) -> None:

@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     import torch.distributed as dist
     from bayesgmm import BayesianGMM, GMMClassifier
+    from bayesgmm.distributed import exit_process
 
     out = sys.argv[1]
     dist.init_process_group("gloo")
@@ -65,6 +66,7 @@ SCRIPT = textwrap.dedent('''
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
+    exit_process(0)   # gloo's C++ teardown could still abort a finished rank
 ''')
 
 
@@ -164,3 +166,22 @@ def test_two_processes_classifier_equals_one_fit(two_ranks, covariance_type, var
         a, b = means[c, :k], one.means_[c, :k]
         np.testing.assert_allclose(a[np.argsort(a[:, 0])], b[np.argsort(b[:, 0])],
                                    rtol=1e-6, atol=1e-9)
+
+
+def test_exit_process_flushes_runs_atexit_and_keeps_the_code():
+    """The ending of torchrun workers (scripts, the CLI, the benchmark):
+    buffered output and atexit handlers are not lost, the status is kept."""
+    code = textwrap.dedent('''
+        import atexit, sys
+        from bayesgmm.distributed import exit_process
+        atexit.register(lambda: print("atexit ran", flush=False))
+        sys.stdout.write("buffered, ")     # to a pipe: block-buffered
+        sys.stderr.write("err")
+        exit_process(3)
+        print("not reached")
+    ''')
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered, atexit ran\n"
+    assert proc.stderr == "err"
