@@ -36,6 +36,11 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
     if pd is not None and isinstance(X, pd.Series):
         X = X.to_frame()
     if pd is not None and isinstance(X, pd.DataFrame):
+        twice = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+        if twice:
+            raise ValueError(
+                f"{name} has column(s) named more than once: {twice}; give each column its own "
+                f"name (e.g. df.loc[:, ~df.columns.duplicated()] keeps the first of each)")
         bad = [str(c) for c in X.columns
                if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_complex_dtype(X[c]))]
         if bad:

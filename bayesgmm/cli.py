@@ -23,6 +23,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -59,16 +60,47 @@ def _separator(value: str) -> str:
     return value
 
 
+def _count(what: str, example: str = "3") -> Callable[[str], int]:
+    """An argparse type: an integer >= 1, refused in the command line's
+    words (the option is named by argparse) rather than the library's."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = None
+        if n is None or n < 1:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not {what}: give an integer >= 1, e.g. {example}")
+        return n
+    return parse
+
+
 def _n_components(value: str):
-    """``-k``: an integer K (its range is the estimator's to check) or "auto"."""
+    """``-k``: an integer K >= 1 (its upper bound, the number of rows, is
+    the estimator's to check) or "auto"."""
     if value.strip().lower() == "auto":
         return "auto"
     try:
-        return int(value)
+        k = int(value)
     except ValueError:
+        k = None
+    if k is None or k < 1:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a number of components: give an integer K, e.g. 3, or 'auto' "
-            f"to choose K by BIC") from None
+            f"{value!r} is not a number of components: give an integer K >= 1, e.g. 3, or "
+            f"'auto' to choose K by BIC")
+    return k
+
+
+def _seed(value: str) -> int:
+    """``--seed``: what numpy's seeding takes, 0 to 2**32 - 1."""
+    try:
+        seed = int(value)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed < 2 ** 32:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a seed: give an integer from 0 to 2**32 - 1, e.g. 0")
+    return seed
 
 
 def _decimal_mark(value: str) -> str:
@@ -91,7 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="number of mixture components, or 'auto' to choose it by BIC "
                             "(Bayesian information criterion) among 1..--max-components; the "
                             "output shows the BIC of every K tried (default: %(default)s)")
-        p.add_argument("--max-components", type=int, default=10, metavar="M",
+        p.add_argument("--max-components", type=_count("a number of components", "10"), default=10, metavar="M",
                        help="largest K tried by '-k auto' (default: %(default)s)")
         p.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
                        help="covariance of each component, as in scikit-learn: its own full "
@@ -100,9 +132,9 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
         p.add_argument("--out", default=default_out, metavar="DIR",
                        help="output folder, created if missing (default: %(default)s)")
-        p.add_argument("--seed", type=int, default=0,
+        p.add_argument("--seed", type=_seed, default=0,
                        help="random seed; the same seed gives the same fit (default: %(default)s)")
-        p.add_argument("--n-init", type=int, default=4,
+        p.add_argument("--n-init", type=_count("a number of restarts", "4"), default=4,
                        help="restarts, the best by final loss is kept (default: %(default)s)")
         p.add_argument("--device", default="auto",
                        help="'auto' (CUDA when available), 'cpu' or 'cuda' (default: %(default)s)")
@@ -284,6 +316,16 @@ def _chosen(gmm, args) -> str:
     if args.n_components != "auto":
         return f"K={K}"
     return f"K={K} (chosen by BIC among K=1..{args.max_components})"
+
+
+def _columns_named(columns: Sequence[str], width: int = 60) -> str:
+    """``n column(s) [...]`` for a summary line; a list too long for the
+    line names its first and last columns (the parameter table below names
+    every one)."""
+    listed = repr(list(columns))
+    if len(listed) > width and len(columns) > 2:
+        listed = f"[{columns[0]!r} ... {columns[-1]!r}]"
+    return f"{len(columns)} column(s) {listed}"
 
 
 def _print_tables(gmm, names) -> None:
@@ -564,10 +606,16 @@ def _decimal_comma_example(s) -> Optional[str]:
 
 
 def _not_in_file_hint(df, sep: str) -> str:
-    if df.shape[1] == 1:
-        return (f" (the file was read as one column with separator {sep!r}; "
-                f"give its separator with --sep)")
-    return ""
+    """A hint that the separator was wrong: the file was read as one column
+    whose header holds another separator (a file of one column has none)."""
+    if df.shape[1] != 1:
+        return ""
+    others = [c for c in _SEPARATORS if c != sep and c in str(df.columns[0])]
+    if not others:
+        return ""
+    option = "tab" if others[0] == "\t" else repr(others[0])
+    return (f" (the file was read as one column with separator {sep!r}, but its header "
+            f"holds {others[0]!r}: give its separator with --sep {option})")
 
 
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
@@ -624,7 +672,9 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
                        f"columns with --columns (numeric here: {numeric})")
     if not columns:
         besides = " besides the --weights column" if weights is not None else ""
-        raise CLIError(f"{path!r} has no numeric columns{besides}; name them with --columns")
+        hint = _not_in_file_hint(df, sep)
+        raise CLIError(f"{path!r} has no numeric columns{besides}{hint}" if hint else
+                       f"{path!r} has no numeric columns{besides}; name them with --columns")
     values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     finite = np.isfinite(values) | (np.isnan(values) if allow_nan else False)
     if not finite.all():
@@ -816,7 +866,7 @@ def _fit(args) -> int:
                      f"missing values marginalised")
     extra = f" ({', '.join(extra)})" if extra else ""
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on "
-          f"{int(keep.sum())} rows x {len(columns)} column(s) {columns}{extra}; "
+          f"{int(keep.sum())} rows x {_columns_named(columns)}{extra}; "
           f"loss {gmm.loss_:.4f}, converged {gmm.converged_}")
     _print_tables(gmm, columns)
     saved = f" and the model to {args.save}" if args.save else ""
@@ -848,7 +898,7 @@ def _predict(args) -> int:
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
-          f"model {args.model!r} (columns {columns}); wrote {out / 'assignments.csv'}")
+          f"model {args.model!r} ({_columns_named(columns)}); wrote {out / 'assignments.csv'}")
     return 0
 
 
@@ -870,8 +920,12 @@ _CSV_ONLY = {
                "from their other columns), or remove those rows"),
 }
 # The library's words for remedies that the command line spells as options.
-_LIBRARY_WORDS = (("fit with missing='marginalize'", "pass --missing marginalize"),
-                  (" (e.g. df.dropna())", ""), (", e.g. df.dropna(how='all')", ""))
+# The estimator's words for its parameters, and the options that set them
+# (regular expressions and their replacements).
+_LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginalize"),
+                  (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
+                  (r"\bn_components=(\d+)", r"-k \1"), (r"\buse n_components <=", "use -k <="),
+                  (r"^device must be", "--device must be"))
 
 
 def _write_outputs(gmm, columns, out: Path, args) -> None:
@@ -893,7 +947,7 @@ def _message(exc: Exception) -> str:
     text = str(exc)
     if not isinstance(exc, CLIError):
         for library, cli in _LIBRARY_WORDS:
-            text = text.replace(library, cli)
+            text = re.sub(library, cli, text)
     return text
 
 

@@ -143,7 +143,7 @@ def test_bad_covariance_type_exits_2_with_the_choices(tmp_path, capsys, command)
      r"column(s) ['z'] not in"),
     ("x,s\n1,a\n2,b\n3,c\n", ["fit", "{tmp}/d.csv", "--columns", "x", "s"], "non-numeric column"),
     ("x,y\n", ["fit", "{tmp}/d.csv"], "no data rows"),
-    ("x,y\n1,2\n", ["fit", "{tmp}/d.csv", "-k", "3"], "n_components=3 but only 1 sample"),
+    ("x,y\n1,2\n", ["fit", "{tmp}/d.csv", "-k", "3"], "-k 3 but only 1 sample(s): use -k <= 1"),
     ("x,y\n1,2\n3,\n5,6\n", ["fit", "{tmp}/d.csv"], "NaN in column 1 ('y')"),
     ("a\n\"unclosed\n", ["fit", "{tmp}/d.csv"], "cannot read"),
 ])
@@ -253,6 +253,11 @@ def script_runs(tmp_path_factory):
     (root / "nul.csv").write_bytes(b"x,y\x00z\n1,2\n3,4\n")
     (root / "blocked" / "params.json").mkdir(parents=True)  # a folder where a file goes
     blobs.assign(name="r").to_csv(root / "named.csv", index=False)
+    wide = pd.DataFrame(np.random.default_rng(0).normal(size=(90, 13)).round(3),
+                        columns=[f"feature_{j}" for j in range(13)])
+    wide.to_csv(root / "wide.csv", index=False)
+    blobs[["x"]].to_csv(root / "one.csv", index=False)
+    blobs.assign(target=[0] * 120 + [1] * 60).to_csv(root / "target.csv", index=False)
     cases = {
         "mine": ([*fit, root / "mine.csv", "--columns", "x", "y", "--out", root / "o_mine"],
                  False),
@@ -264,6 +269,19 @@ def script_runs(tmp_path_factory):
                   False),
         "text": ([*fit, root / "named.csv", "--columns", "x", "name", "--out", root / "o_t"],
                  False),
+        "progress": ([*fit, root / "blobs.tsv", "--progress", "--out", root / "o_p"], False),
+        "wide": ([*fit, root / "wide.csv", "--covariance-type", "diag", "--out", root / "o_w"],
+                 False),
+        "k_too_big": (["fit", "-k", "300", "--device", "cpu", root / "named.csv", "--out",
+                       root / "o_k"], False),
+        "wrong_sep": ([*fit, root / "blobs.tsv", "--sep", ",", "--out", root / "o_s"], False),
+        "one_column": ([*fit, root / "one.csv", "--columns", "y", "--out", root / "o_1"],
+                       False),
+        "device": ([*fit, root / "named.csv", "--device", "tpu", "--out", root / "o_d"], False),
+        "target": ([*fit, root / "target.csv", "--out", root / "o_target"], False),
+        "sep_tab": ([*fit, root / "blobs.tsv", "--sep", "tab", "--out", root / "o_tab"], False),
+        "save_nowhere": ([*fit, root / "named.csv", "--save", root / "no" / "m.bgmm", "--out",
+                          root / "o_save"], False),
     }
     return root, _run_side_by_side(cases)
 
@@ -403,6 +421,83 @@ def test_script_names_columns_option_for_text_columns(script_runs):
     err = _one_error_line(runs["text"])
     assert "non-numeric column(s) ['name']" in err and "with --columns" in err
     assert "df[[" not in err  # the library's wording stays in the library
+
+
+def test_script_default_columns_sep_tab_and_save_path(script_runs):
+    """Through the script: a numeric 'target' column is left out of the
+    default columns and said; --sep tab reads a TSV; --save into a missing
+    folder names the user's path before anything is fitted."""
+    root, runs = script_runs
+    _, truth = _two_blobs(3)
+    run = runs["target"]
+    assert run.returncode == 0, run.stderr
+    assert "left out column(s) ['target']" in run.stderr and "--columns" in run.stderr
+    params = json.loads((root / "o_target" / "params.json").read_text())
+    assert params["features"] == ["x", "y"]
+    _assert_means(params, truth)
+    assert runs["sep_tab"].returncode == 0, runs["sep_tab"].stderr
+    tab = json.loads((root / "o_tab" / "params.json").read_text())
+    assert tab["features"] == ["x", "y"]
+    _assert_means(tab, truth)
+    err = _one_error_line(runs["save_nowhere"])
+    assert str(root / "no" / "m.bgmm") in err and "does not exist" in err
+    assert not (root / "o_save" / "params.json").exists()
+
+
+def test_script_progress_bar_ends_at_its_total(script_runs):
+    """--progress: tqdm's bar on stderr, its total the iterations planned
+    (EM's cap), closed at the iterations run: the last state reads 100%."""
+    run = script_runs[1]["progress"]
+    assert run.returncode == 0, run.stderr
+    states = [s for s in run.stderr.replace("\r", "\n").splitlines() if "BayesianGMM" in s]
+    assert states and "/500" in states[0]
+    done, total = states[-1].split("|")[2].split()[0].split("/")
+    assert "100%" in states[-1] and done == total and 0 < int(total) < 500, states[-1]
+    assert "Traceback" not in run.stderr and "Warning" not in run.stderr
+
+
+def test_script_output_stays_narrow_with_many_columns(script_runs):
+    """13 features: the summary line names the first and last column, the
+    parameter table is long (one row per cluster and feature)."""
+    root, runs = script_runs
+    run = runs["wide"]
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("fitted K=2") and "13 column(s) ['feature_0' ... 'feature_12']" \
+        in lines[0]
+    assert max(map(len, lines[:-1])) <= 120, max(lines, key=len)   # the last line: paths
+    assert sum("feature_" in line for line in lines[1:-1]) == 2 * 13
+
+
+def test_script_errors_name_the_options_not_the_library(script_runs):
+    root, runs = script_runs
+    err = _one_error_line(runs["k_too_big"])
+    assert "-k 300 but only 180 sample(s): use -k <= 180" in err and "n_components" not in err
+    err = _one_error_line(runs["device"])
+    assert err.startswith("bayesgmm: error: --device must be") and "'tpu'" in err
+    # A wrong --sep: the one column read holds the real separator, named as the option.
+    err = _one_error_line(runs["wrong_sep"])
+    assert "has no numeric columns" in err and "its header holds '\\t'" in err
+    assert "--sep tab" in err
+    # A file of one column really has one column: no separator hint.
+    err = _one_error_line(runs["one_column"])
+    assert "column(s) ['y'] not in" in err and "available: ['x']" in err and "--sep" not in err
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--n-init", "0", "'0' is not a number of restarts: give an integer >= 1"),
+    ("--max-components", "0", "'0' is not a number of components: give an integer >= 1"),
+    ("-k", "0", "'0' is not a number of components: give an integer K >= 1"),
+    ("-k", "-2", "'-2' is not a number of components"),
+    ("--seed", "-1", "'-1' is not a seed: give an integer from 0 to 2**32 - 1"),
+    ("--seed", str(2 ** 32), "is not a seed"),
+])
+def test_out_of_range_counts_are_argument_errors(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "d.csv", option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "argument " in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("setup,args,message", [
@@ -1051,7 +1146,7 @@ def test_fit_refuses_a_k_that_is_not_a_number_or_auto(auto_runs):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.splitlines()[-1] == (
         "bayesgmm fit: error: argument -k/--n-components: 'many' is not a number of "
-        "components: give an integer K, e.g. 3, or 'auto' to choose K by BIC")
+        "components: give an integer K >= 1, e.g. 3, or 'auto' to choose K by BIC")
     assert not (root / "o_bad").exists()
 
 

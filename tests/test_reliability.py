@@ -433,3 +433,18 @@ def test_converged_and_svi_follow_the_kept_restart():
     # The situation: another restart ran into the budget, the kept one stopped before it.
     assert max(iterations) == 20 and kept < 20
     assert gmm.converged_ and len(gmm.losses_) == kept + 1      # no SVI steps appended
+
+
+def test_a_dataframe_column_named_twice_is_named_as_such():
+    """Not "non-numeric" (``df['a']`` of a duplicated name is a DataFrame):
+    the duplicated name and how to keep one of each, for both estimators."""
+    import pandas as pd
+    X, y = _blobs()
+    df = pd.DataFrame(X[:, :2], columns=["a", "a"])
+    for fit in (lambda: BayesianGMM(2, **CPU).fit(df), lambda: GMMClassifier(2, **CPU).fit(df, y)):
+        with pytest.raises(ValueError, match=r"named more than once: \['a'\].*"
+                                             r"df\.loc\[:, ~df\.columns\.duplicated\(\)\]"):
+            fit()
+    fitted = BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(X[:, :2])
+    with pytest.raises(ValueError, match="named more than once"):
+        fitted.predict(df)
