@@ -247,6 +247,40 @@ def spread_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, SPREAD_SAMPLE_SIZE, replace=False))
 
 
+def sparse_concentration(priors, inference: str) -> Optional[np.ndarray]:
+    """The Dirichlet concentration (scalar or one per component) that only
+    a posterior can use: one with an entry below 1, given with
+    ``inference`` "vi" or "nuts".  Its density is unbounded at the
+    simplex's edge, so no MAP exists (``resolve_priors`` refuses it for
+    "map"), but the posterior is proper: the MAP stage that starts the
+    posterior then uses a flat Dirichlet, the posterior this one.  None
+    when the priors serve the MAP as given (all entries >= 1, none given,
+    or "map")."""
+    if inference == "map" or not isinstance(priors, Priors) or \
+            priors.weight_concentration is None:
+        return None
+    given = priors.weight_concentration
+    try:
+        a = np.asarray(given, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None                     # resolve_priors names the problem
+    if a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.all(a >= 1):
+        return None
+    if np.any(a <= 0):
+        raise ValueError(f"Priors.weight_concentration must be > 0, got {a.tolist()}: a "
+                         f"Dirichlet's concentrations are positive (below 1 it favours few "
+                         f"components, e.g. 0.1)")
+    return a
+
+
+def concentration_for(a: np.ndarray, K: int) -> np.ndarray:
+    """The concentration ``a`` (scalar or (K,)) for K components."""
+    if a.ndim == 1 and a.shape != (K,):
+        raise ValueError(f"Priors.weight_concentration must be a scalar or have shape ({K},) "
+                         f"(one value per component), got shape {a.shape}")
+    return np.broadcast_to(a, (K,)).astype(np.float64)
+
+
 def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: int,
                   data: "FitData", points, weights, ks) -> Priors:
     """``priors`` resolved (:func:`~bayesgmm.priors.resolve_priors`) with the

@@ -20,7 +20,8 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, seeded_priors, stream_data,
+                    guard_stage, is_row_source, seeded_priors, sparse_concentration,
+                    stream_data,
                     effective_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit,
@@ -521,6 +522,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 "Priors.weight_concentration is an array but the classes have different numbers "
                 "of components: give a scalar concentration (the same for every component)")
+        if sparse_concentration(self.priors, self.inference) is not None:
+            raise ValueError(
+                f"GMMClassifier takes Priors.weight_concentration >= 1, got "
+                f"{self.priors.weight_concentration!r}: its per-class posteriors run no delete "
+                f"moves, which a concentration below 1 needs to switch components off; choose "
+                f"each class's K with n_components='auto', or fit the classes with "
+                f"BayesianGMM(inference={self.inference!r}), which takes it")
         # Validated here (before any work); resolved once with k_max after
         # the seeding, whose spread scales the covariance priors' defaults.
         # The k-component prior is the first k entries of the (scalar)

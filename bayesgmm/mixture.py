@@ -18,7 +18,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
-                    effective_components)
+                    effective_components, sparse_concentration, concentration_for)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -282,6 +282,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``n_iter_`` and ``converged_`` still describe the MAP stage;
         ``n_effective_components_`` counts the components whose expected
         number of points, E[N_k] under the posterior, is at least 1.
+        "dirichlet" with a concentration below 1 (e.g.
+        ``Priors(weight_concentration=0.1)``, "vi" or "nuts" only) is fitted
+        the same way: flat-Dirichlet MAP, delete moves, the posterior's
+        point attributes, components kept in the MAP's places.
 
     Attributes
     ----------
@@ -603,9 +607,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.bic_ = bic
         elif hasattr(self, "bic_"):      # from an earlier "auto" fit
             del self.bic_
-        alpha = self._dp_concentration()
+        alpha, sparse = self._dp_concentration(), self._sparse_concentration()
         if alpha is not None:       # the process's concentration (the MAP used a flat one)
             priors = replace(priors, weight_concentration=np.full(K, alpha))
+        elif sparse is not None:    # the posterior's (the MAP used a flat one)
+            priors = replace(priors, weight_concentration=concentration_for(sparse, K))
         self.priors_ = priors
         self.n_effective_components_ = int(effective_components(w * data.mass))
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
@@ -646,12 +652,23 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"process's concentration alpha and must be > 0, got {alpha}")
         return alpha
 
+    def _sparse_concentration(self) -> Optional[np.ndarray]:
+        """A Dirichlet concentration below 1 for the posterior only
+        (:func:`~bayesgmm._base.sparse_concentration`), checked against an
+        integer K before any work."""
+        if self._dp_concentration() is not None:
+            return None
+        a = sparse_concentration(self.priors, getattr(self, "inference", "map"))
+        if a is not None and not is_auto(self.n_components):
+            concentration_for(a, V.check_int("n_components", self.n_components, 1))
+        return a
+
     def _map_priors(self) -> Optional[Priors]:
         """The priors of the MAP stage: the user's, but with the
-        Dirichlet-process prior a flat Dirichlet on the weights (the MAP is
-        then only the variational fit's start; the process's concentration
-        may be below 1, where no MAP exists)."""
-        if self._dp_concentration() is None:
+        Dirichlet-process prior, or a Dirichlet concentration below 1 for a
+        posterior, a flat Dirichlet on the weights (the MAP is then only
+        the posterior's start; below 1 no MAP exists)."""
+        if self._dp_concentration() is None and self._sparse_concentration() is None:
             return self.priors
         return replace(self.priors if isinstance(self.priors, Priors) else Priors(),
                        weight_concentration=None)
@@ -662,6 +679,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    INFERENCE_OPTIONS)
         dp = self._dp_concentration() is not None
+        sparse = self._sparse_concentration() is not None
+        if sparse and is_auto(self.n_components):
+            raise ValueError(
+                "a Dirichlet concentration below 1 switches surplus components off itself, "
+                "with n_components as the number to start from: give an integer "
+                "n_components (e.g. 10), not 'auto'")
         if dp and inference == "map":
             raise ValueError(
                 "weight_prior='dirichlet_process' is fitted by inference='vi' (mean-field "
@@ -695,17 +718,20 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"batch_size={self.batch_size} (minibatch SVI of the MAP fit) does not apply to "
                 f"inference={inference!r}, whose posterior runs on all the rows: set "
                 f"batch_size=None")
-        if dp and inference == "nuts" and s.max_iter == 0:
-            raise ValueError("weight_prior='dirichlet_process' with inference='nuts' starts NUTS "
-                             "from the variational posterior, fitted by up to max_iter "
-                             "iterations, but max_iter=0: set max_iter > 0 (e.g. 1000)")
+        if (dp or sparse) and inference == "nuts" and s.max_iter == 0:
+            what = ("weight_prior='dirichlet_process'" if dp else
+                    "a Dirichlet concentration below 1")
+            raise ValueError(f"{what} with inference='nuts' starts NUTS from the variational "
+                             f"posterior, fitted by up to max_iter iterations, but max_iter=0: "
+                             f"set max_iter > 0 (e.g. 1000)")
         if inference == "vi" and s.max_iter == 0:
             raise ValueError("inference='vi' runs up to max_iter coordinate-ascent iterations, "
                              "but max_iter=0: set max_iter > 0 (e.g. 1000)")
         return PosteriorSettings(inference, n_samples=n_samples, n_chains=n_chains,
                                  n_warmup=n_warmup, max_steps=s.max_iter, tol=s.tol,
                                  progress=bool(s.progress),
-                                 weight_prior="dirichlet_process" if dp else "dirichlet")
+                                 weight_prior="dirichlet_process" if dp else "dirichlet",
+                                 sparse=sparse)
 
     def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
                        params: MixtureParams, priors: Priors, reference: tuple,
@@ -736,9 +762,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._posterior = post.samples
         if post.counts is not None:      # E[N_k] under the posterior (VI; NUTS with the DP)
             self.n_effective_components_ = int(effective_components(post.counts))
-        if settings.weight_prior == "dirichlet_process":
-            # No MAP of the process: the point estimates are the
-            # posterior's, in the MAP's component order as the draws are:
+        if settings.prunes:
+            # No MAP of the process or of a concentration below 1: the
+            # point estimates are the posterior's, in the MAP's component
+            # order as the draws are:
             # VI's E[w], E[mu], E[Lambda]^-1; NUTS's means of the draws.
             if post.q is not None:
                 w, m, c = std.params_from_std(post.q.point(family), family)

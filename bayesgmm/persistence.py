@@ -594,7 +594,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
         if not _close(scales[c][:kc], sd[c, :kc]):
             raise _Corrupt("scales_ do not match covariances_")
         _check_priors(priors[c], family, kc, D, f"priors_[{c}]" if lead else "priors_",
-                      params.get("weight_prior", "dirichlet") == "dirichlet_process")
+                      params.get("weight_prior", "dirichlet") == "dirichlet_process",
+                      params.get("inference", "map") != "map")
     if not (np.all(np.isfinite(class_prior)) and np.all(class_prior > 0)
             and abs(class_prior.sum() - 1) <= 1e-6):
         raise _Corrupt("class_prior_ is not a probability vector")
@@ -713,13 +714,16 @@ def _classifier_layout(a: dict, D: int):
     return w, m, k.astype(np.int64), cp, priors, (C,)
 
 
-def _check_priors(p: Any, family, K: int, D: int, name: str, process: bool = False) -> None:
+def _check_priors(p: Any, family, K: int, D: int, name: str, process: bool = False,
+                  posterior: bool = False) -> None:
     """``p`` holds the resolved priors of a K-component mixture of this
     covariance family in D features (see :func:`bayesgmm.priors.resolve_priors`):
     float arrays of the fit's shapes and positive floats, finite and in
     range, and None for the fields the family does not use.  ``process``:
     the weights' prior is the Dirichlet process, whose concentration is
-    one positive number (repeated K times)."""
+    one positive number (repeated K times).  ``posterior``: the fit's
+    inference is "vi" or "nuts", whose Dirichlet concentration may be below
+    1 (a MAP's is at least 1)."""
     if not isinstance(p, Priors):
         raise _Corrupt(f"{name} is not a Priors")
 
@@ -747,7 +751,7 @@ def _check_priors(p: Any, family, K: int, D: int, name: str, process: bool = Fal
             raise _Corrupt(f"{name}.weight_concentration is not one Dirichlet-process "
                            f"concentration repeated {K} times")
     else:
-        vector("weight_concentration", (K,), 1.0, strict=False)
+        vector("weight_concentration", (K,), 0.0 if posterior else 1.0, strict=posterior)
     vector("mean_loc", (D,))
     vector("mean_scale", (D,), 0.0)
     used = ("scale_shape", "scale_rate") if "scale_rate" in family.prior_fields \

@@ -104,7 +104,10 @@ class PosteriorSettings:
     ``tol`` (nats of ELBO per point per iteration) the variational fit's;
     ``jit`` compiles NUTS's potential with ``torch.jit``, falling back to
     eager with a warning if tracing fails; ``weight_prior``: "dirichlet" or
-    "dirichlet_process" (stick-breaking, truncated at K)."""
+    "dirichlet_process" (stick-breaking, truncated at K); ``sparse``: the
+    Dirichlet's concentration is below 1.  With either of the last two
+    (:attr:`prunes`) the variational fit runs delete moves
+    (:func:`~bayesgmm.variational.prune`) and NUTS starts from it."""
 
     method: Literal["vi", "nuts"]
     n_samples: int = 1000
@@ -117,6 +120,13 @@ class PosteriorSettings:
     tol: float = 1e-5
     progress: bool = False
     weight_prior: str = "dirichlet"
+    sparse: bool = False
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the prior switches surplus components off (the
+        Dirichlet process, or a Dirichlet concentration below 1)."""
+        return self.weight_prior == "dirichlet_process" or self.sparse
 
 
 @dataclass
@@ -557,7 +567,7 @@ def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mixture
     res = cavi(groups, start.map(lambda t: t[None]), pt, family, settings.weight_prior,
                settings.max_steps, settings.tol, callback)
     q, value, counts, n_steps = res.q, res.elbo, res.counts, res.n_iter
-    if settings.weight_prior == "dirichlet_process":
+    if settings.prunes:
         q, value, counts, extra = prune(groups, q, pt, family, settings.max_steps, settings.tol)
         n_steps += extra
     final = float(value[0])
@@ -633,7 +643,11 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
     arrays of the elements' shapes.  An element that is constant over every
     draw (the weight of a single component) has R-hat 1 and an effective
     sample size equal to the number of draws; with fewer than 4 draws per
-    chain both are NaN (not computable)."""
+    chain both are NaN (not computable).  The effective sample size is
+    bounded as Stan bounds it (its autocorrelation time at least
+    1 / log10(N) for N draws in all): Pyro's estimate is negative or huge
+    for anticorrelated draws (a NUTS chain that alternates around the
+    mode), where Stan reports N log10 N."""
     rhat, ess = {}, {}
     for name, a in grouped.items():
         t = torch.as_tensor(np.asarray(a, dtype=np.float64))
@@ -644,6 +658,9 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 r = split_gelman_rubin(t, chain_dim=0, sample_dim=1).numpy()
                 e = effective_sample_size(t, chain_dim=0, sample_dim=1).numpy()
+            n = t.shape[0] * t.shape[1]
+            cap = n * math.log10(n)
+            e = np.where(np.isnan(e), e, np.where((e < 0) | (e > cap), cap, e))
         const = np.ptp(t.numpy().reshape((-1,) + tuple(t.shape[2:])), axis=0) == 0
         rhat[name] = np.where(const, 1.0, r)
         ess[name] = np.where(const, float(t.shape[0] * t.shape[1]), e)
@@ -719,7 +736,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     delete moves reorder them, one matching of q's mean to the MAP), and
     it warns when the fit stopped before meeting its tolerance."""
     if settings.method == "nuts":
-        if settings.weight_prior == "dirichlet_process":
+        if settings.prunes:
             start, reference = _process_start(X, pt, family, start, std, reference, settings,
                                               seed, weight, stacklevel + 1)
         draws, n_div = sample_nuts(X, pt, family, start, settings, seed, weight)
@@ -736,7 +753,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     C, S = draws["means"].shape[:2]
     units = to_data_units({k: v.reshape((C * S,) + v.shape[2:]) for k, v in draws.items()},
                           std, family)
-    if settings.method == "vi" and settings.weight_prior == "dirichlet":
+    if settings.method == "vi" and not settings.prunes:
         # q's components are those of the start, in its order: the start's
         # matching to the reference (the identity when the start is the
         # reference, as in the estimator) relabels every draw.
@@ -750,7 +767,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
     samples = align_draws(units, reference, family, perm)
     if settings.method == "vi":
         out.order = np.array(perm[0])
-    if settings.method == "nuts" and settings.weight_prior == "dirichlet_process":
+    if settings.method == "nuts" and settings.prunes:
         # How many points each component carries, averaged over the draws
         # (E[N_k], what VI's counts are): one E-step over all S draws.
         flat = MixtureParams(*(draws[k].reshape((C * S,) + draws[k].shape[2:])

@@ -43,9 +43,14 @@ class Priors:
     Parameters
     ----------
     weight_concentration : float or array of shape (n_components,), default 1.0
-        Dirichlet concentration of the mixture weights.  Must be >= 1: below 1
-        the Dirichlet density is unbounded at the edge of the simplex, so the
-        MAP estimate does not exist.
+        Dirichlet concentration of the mixture weights.  Must be >= 1 for a
+        MAP fit: below 1 the Dirichlet density is unbounded at the edge of
+        the simplex, so the MAP estimate does not exist.  ``BayesianGMM``
+        with ``inference="vi"`` or "nuts" takes any positive value: below 1
+        the prior favours few components, and the posterior switches
+        surplus ones off (delete moves, as with the Dirichlet process).
+        With ``weight_prior="dirichlet_process"`` it is the process's
+        concentration alpha.
     mean_loc : float or array of shape (n_features,), default: data mean
         Mean of the Normal prior on each component mean.
     mean_scale : float or array of shape (n_features,), default: 2 x data std
@@ -271,7 +276,8 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         raise ValueError(
             f"Priors.weight_concentration must be >= 1, got {conc.tolist()}: below 1 the "
             f"Dirichlet density is unbounded at the simplex edge and no MAP estimate exists; "
-            f"use 1.0 for a flat prior")
+            f"use 1.0 for a flat prior (BayesianGMM with inference='vi' or 'nuts' takes any "
+            f"positive concentration: its posterior exists)")
     mean_loc = vector("mean_loc", priors.mean_loc, mean, D, "feature")
     mean_scale = vector("mean_scale", priors.mean_scale, 2.0 * std, D, "feature")
     if np.any(mean_scale <= 0):

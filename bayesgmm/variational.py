@@ -555,23 +555,25 @@ def _take(q: VariationalPosterior, index) -> VariationalPosterior:
 
 def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Covariance,
           max_iter: int = 1000, tol: float = 1e-6, min_count: float = 1e-3):
-    """Delete moves for the stick-breaking prior: coordinate ascent stops at
-    the first local optimum, and one that splits a cluster between two
-    components is one (neither half can take the other's points one small
-    step at a time), so surplus components of a fit started from a MAP
-    with all K in use survive.  Each round tries, as one batch, every
-    deletion of a component carrying more than ``min_count`` points (its
-    effective weight set to 0, the components re-ordered by size so the
-    sticks break largest first) and the re-ordering alone, runs each to
-    convergence, and keeps the best if its ELBO beats the current one; it
-    stops when none does (Hughes and Sudderth's delete move, NIPS 2013,
-    with the exact ELBO as the judge).  q has batch shape (1,).
+    """Delete moves for a prior that switches surplus components off (the
+    stick-breaking prior, or a Dirichlet with concentration below 1):
+    coordinate ascent stops at the first local optimum, and one that
+    splits a cluster between two components is one (neither half can take
+    the other's points one small step at a time), so surplus components of
+    a fit started from a MAP with all K in use survive.  Each round tries,
+    as one batch, every deletion of a component carrying more than
+    ``min_count`` points (its effective weight set to 0; with the sticks,
+    the components re-ordered by size so that they break largest first,
+    and the re-ordering alone tried too), runs each to convergence, and
+    keeps the best if its ELBO beats the current one; it stops when none
+    does (Hughes and Sudderth's delete move, NIPS 2013, with the exact ELBO
+    as the judge).  q has batch shape (1,).
 
     Returns (q, its ELBO (1,), its counts E_q[N_k] (1, K), the total
     iterations run)."""
-    if q.weight_prior != "dirichlet_process" or q.mean.shape[0] != 1:
-        raise ValueError(f"prune takes one mixture (batch 1) with the Dirichlet-process prior, "
-                         f"got weight_prior={q.weight_prior!r} and batch {q.mean.shape[0]}")
+    if q.mean.shape[0] != 1:
+        raise ValueError(f"prune takes one mixture (batch 1), got batch {q.mean.shape[0]}")
+    sticks = q.weight_prior == "dirichlet_process"
     current = q
     best_elbo, Nk = score(groups, current, pt, family)
     Nk = Nk[0]
@@ -581,17 +583,22 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
         order = torch.argsort(Nk, descending=True)
         live = [int(j) for j in order if float(Nk[j]) > min_count]
         starts = []
-        for drop in [None] + (live if len(live) > 1 else []):
-            keep = [j for j in order.tolist() if j != drop] + ([] if drop is None else [drop])
+        for drop in ([None] if sticks else []) + (live if len(live) > 1 else []):
+            if sticks:   # the dropped component last, the others by size
+                keep = [j for j in order.tolist() if j != drop] + ([] if drop is None else [drop])
+            else:        # a Dirichlet's components keep their places
+                keep = list(range(Nk.shape[0]))
             idx = torch.as_tensor(keep, device=Nk.device)
             e = MixtureParams(eff.weights[0, idx].clone(), eff.means[0, idx],
                               eff.cov[0, idx] if family.per_component else eff.cov[0])
             if drop is not None:
-                e.weights[-1] = 0.0
+                e.weights[-1 if sticks else drop] = 0.0
             starts.append(e)
+        if not starts:      # one live component: nothing to delete
+            break
         start = MixtureParams(*(torch.stack([getattr(e, f) for e in starts])
                                 for f in ("weights", "means", "cov")))
-        res = cavi(groups, start, pt, family, "dirichlet_process", max_iter, tol)
+        res = cavi(groups, start, pt, family, q.weight_prior, max_iter, tol)
         total += res.n_iter
         values = torch.where(torch.isfinite(res.elbo), res.elbo,
                              torch.full_like(res.elbo, -math.inf))

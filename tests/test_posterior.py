@@ -105,6 +105,26 @@ def test_nuts_rhat_and_ess_reported(k1_nuts, k2_nuts):
     assert k1_nuts.rhat_["weights"][0] == 1.0 and k1_nuts.ess_["weights"][0] == 240
 
 
+def test_effective_sample_size_is_bounded_as_stan_bounds_it():
+    """Anticorrelated draws (alternating about the mean): Pyro's estimate is
+    negative; reported as Stan reports it, N log10 N.  Independent draws
+    keep Pyro's estimate (near N); too few draws stay NaN."""
+    rng = np.random.default_rng(0)
+    alternating = np.array([[(-1) ** t + 0.01 * rng.normal() for t in range(20)]
+                            for _ in range(2)])
+    raw = float(P.effective_sample_size(torch.as_tensor(alternating), chain_dim=0,
+                                        sample_dim=1))
+    assert raw < 0                                 # what is bounded
+    white = rng.normal(size=(2, 200))
+    _, ess = P.diagnostics({"alt": alternating[:, :, None], "white": white[:, :, None],
+                            "short": white[:, :3, None]})
+    np.testing.assert_allclose(ess["alt"], [40 * np.log10(40)])
+    expected = float(P.effective_sample_size(torch.as_tensor(white), chain_dim=0, sample_dim=1))
+    assert 200 < expected < 600
+    np.testing.assert_allclose(ess["white"], [expected])
+    assert np.isnan(ess["short"]).all()
+
+
 def test_nuts_draws_aligned_to_the_map(k2_nuts):
     """Well-separated clusters: every draw's component k sits at the MAP's
     component k (a label switch would put it at the other cluster, 8 apart)."""

@@ -14,7 +14,7 @@ import torch
 import pyro
 from scipy import integrate, stats
 
-from bayesgmm import BayesianGMM, Priors
+from bayesgmm import BayesianGMM, GMMClassifier, Priors
 from bayesgmm import covariance as cov_module
 from bayesgmm.fitting import Groups
 from bayesgmm.models import gmm_model
@@ -272,6 +272,88 @@ def test_prune_removes_split_clusters():
     assert float(after[0]) == pytest.approx(float(elbo(groups, q2, pt, family)[0]), rel=1e-12)
     np.testing.assert_allclose(np.sort(counts[0].numpy())[-2:], [40, 40], atol=0.5)
     assert int((counts[0] >= 1).sum()) == 2
+
+
+def test_prune_with_a_sparse_dirichlet_keeps_component_places():
+    """The delete moves under a Dirichlet prior (concentration below 1):
+    the surplus of a five-component start on two clusters is switched
+    off, the bound rises to its exact value, and the components that carry
+    the data stay where they were (a Dirichlet's components have no
+    order)."""
+    X, pt, family, start = problem("full", K=2, n_per=40, seed=4, k_fit=5)
+    groups = Groups.single(X)
+    pt = replace(pt, concentration=torch.full((5,), 0.1, dtype=F64))
+    res = cavi(groups, start, pt, family, "dirichlet", tol=1e-9)
+    assert int((res.counts[0] >= 1).sum()) > 2
+    q2, after, counts, _ = prune(groups, res.q, pt, family, tol=1e-9)
+    assert q2.weight_prior == "dirichlet"
+    assert float(after[0]) > float(res.elbo[0]) + 1.0
+    assert float(after[0]) == pytest.approx(float(elbo(groups, q2, pt, family)[0]), rel=1e-12)
+    live = np.flatnonzero(counts[0].numpy() >= 1)
+    assert live.size == 2
+    np.testing.assert_allclose(counts[0].numpy()[live], [40, 40], atol=0.5)
+    # each surviving component still sits where the coordinate ascent had it
+    before = res.q.mean[0].numpy()[live]
+    np.testing.assert_allclose(q2.mean[0].numpy()[live], before, atol=0.5)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_sparse_dirichlet_posterior_switches_surplus_components_off(tmp_path,
+                                                                   covariance_type):
+    """Priors(weight_concentration=0.05) with inference="vi": no MAP exists
+    (the MAP stage that starts the posterior uses a flat Dirichlet), the
+    posterior's delete moves leave the three clusters' components, and the
+    point estimates are the posterior's; the fit saves and loads.  At
+    concentration 1 the same fit keeps surplus components (no delete
+    moves: the behaviour of the Dirichlet prior as before)."""
+    X = blobs(60, CENTRES[:3], sd=0.8, seed=3)
+    sparse = BayesianGMM(8, covariance_type=covariance_type, inference="vi", n_samples=50,
+                         priors=Priors(weight_concentration=0.05), random_state=0,
+                         device="cpu").fit(X)
+    assert sparse.n_effective_components_ == 3
+    assert sparse.priors_.weight_concentration.tolist() == [0.05] * 8
+    big = np.sort(sparse.weights_)[::-1]
+    np.testing.assert_allclose(big[:3], [1 / 3] * 3, atol=0.01)
+    assert big[3:].sum() < 0.01
+    np.testing.assert_allclose(sparse.posterior_samples()["weights"].mean(0), sparse.weights_,
+                               atol=0.01)
+    flat = BayesianGMM(8, covariance_type=covariance_type, inference="vi", n_samples=50,
+                       random_state=0, device="cpu").fit(X)
+    assert flat.n_effective_components_ > 3          # surplus components keep points
+    sparse.save(tmp_path / "sparse.bgmm")
+    back = BayesianGMM.load(tmp_path / "sparse.bgmm")
+    np.testing.assert_array_equal(back.predict_proba(X), sparse.predict_proba(X))
+    assert back.priors_.weight_concentration.tolist() == [0.05] * 8
+
+
+def test_sparse_dirichlet_with_nuts_and_refusals():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-4, 1, (60, 1)), rng.normal(4, 1, (60, 1))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)     # short chains: R-hat / ESS warnings
+        gmm = BayesianGMM(4, covariance_type="diag", inference="nuts", n_samples=40,
+                          n_chains=2, n_warmup=40, priors=Priors(weight_concentration=0.1),
+                          random_state=0, device="cpu").fit(X)
+    assert gmm.n_effective_components_ == 2
+    np.testing.assert_allclose(np.sort(gmm.weights_)[-2:], [0.5, 0.5], atol=0.05)
+    np.testing.assert_allclose(np.sort(gmm.means_[gmm.weights_ > 0.1, 0]), [-4, 4], atol=0.5)
+    kw = dict(inference="vi", device="cpu")
+    with pytest.raises(ValueError, match="below 1 switches surplus components off.*not 'auto'"):
+        BayesianGMM("auto", priors=Priors(weight_concentration=0.1), **kw).fit(X)
+    with pytest.raises(ValueError, match=r"shape \(3,\).*got shape \(2,\)"):
+        BayesianGMM(3, priors=Priors(weight_concentration=[0.1, 0.2]), **kw).fit(X)
+    with pytest.raises(ValueError, match=r"must be > 0, got \[0.1, -0.2, 1.0\]"):
+        BayesianGMM(3, priors=Priors(weight_concentration=[0.1, -0.2, 1.0]), **kw).fit(X)
+    with pytest.raises(ValueError, match="no MAP estimate exists.*inference='vi' or 'nuts'"):
+        BayesianGMM(3, priors=Priors(weight_concentration=0.1), device="cpu").fit(X)
+    with pytest.raises(ValueError, match="starts NUTS from the variational posterior.*"
+                                         "max_iter=0"):
+        BayesianGMM(3, inference="nuts", max_iter=0, priors=Priors(weight_concentration=0.1),
+                    device="cpu").fit(X)
+    with pytest.raises(ValueError, match="GMMClassifier takes Priors.weight_concentration >= 1"
+                                         ".*BayesianGMM\\(inference='vi'\\)"):
+        GMMClassifier(2, priors=Priors(weight_concentration=0.1), **kw).fit(
+            X, (X[:, 0] > 0).astype(int))
 
 
 def test_dirichlet_process_with_one_component():
