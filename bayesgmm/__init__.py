@@ -4,6 +4,12 @@ Clustering with :class:`BayesianGMM` (MAP by closed-form MAP-EM on the model's
 log joint, and SVI with ``TraceEnum_ELBO`` and an ``AutoDelta`` guide) and,
 built on the same core, classification with one mixture per class
 (:class:`GMMClassifier`), for full, tied, diagonal and spherical covariances.
+Beyond the MAP (``inference``): a variational posterior ("vi", closed-form
+coordinate ascent) or NUTS draws ("nuts"), the posterior predictive,
+credible intervals, a Dirichlet-process prior on the weights that chooses K
+(``weight_prior="dirichlet_process"``), and label alignment across draws,
+restarts and seeds (:func:`align`, :func:`component_stability`).  Sample
+weights and missing values (``missing="marginalize"``) are part of the model.
 
 Importing the package is light: torch, Pyro and scikit-learn load when an
 estimator (or a submodule such as :mod:`bayesgmm.plotting`) is first used.

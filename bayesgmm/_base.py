@@ -344,15 +344,24 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                            reduce=reduce)
     check_overflow(std, X, family, moments)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
+    kind = str(Xt.dtype).replace("torch.", "")
+    remedy = (f"rescale the weights (e.g. divide them by their largest; they weigh against the "
+              f"priors as a count of rows)"
+              + (" or fit with dtype='float64'" if Xt.dtype == torch.float32 else ""))
     if wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all() and
                                    torch.isfinite(wt.sum())):
-        raise ValueError(
-            f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the fit's "
-            f"{str(Xt.dtype).replace('torch.', '')} arithmetic holds: rescale the weights (e.g. "
-            f"divide them by their largest; they weigh against the priors as a count of rows)")
+        raise ValueError(f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the "
+                         f"fit's {kind} arithmetic holds: {remedy}")
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0]],
                                    dtype=np.float64), reduce, device)
     mass, n_total = float(totals[0]), int(totals[1])
+    # The statistics sum weight x responsibility x squared (standardised)
+    # deviation: their total must stay far inside the fit's floating point
+    # range (float32: weights summing to ~1e38 gave a wrong fit, "converged").
+    limit = torch.finfo(Xt.dtype).max * 1e-8
+    if w is not None and mass > limit:
+        raise ValueError(f"sample_weight sums to {mass:.3g}, beyond what the fit's {kind} "
+                         f"statistics hold (at most {limit:.3g}): {remedy}")
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
 
 

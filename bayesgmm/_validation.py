@@ -140,10 +140,18 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarr
             sample_weight = _tensor_data(sample_weight, "sample_weight").cpu().numpy()
     except ImportError:  # pragma: no cover
         pass
+    not_numbers = NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
     try:
-        w = np.array(sample_weight, dtype=np.float64)   # a copy: the caller's is never touched
+        given = np.asarray(sample_weight)    # through __array__, as array-likes ask
     except (TypeError, ValueError):
-        raise NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}") from None
+        raise not_numbers from None
+    if given.dtype.kind == "c":
+        raise ValueError(f"sample_weight must be real numbers, got complex values (dtype "
+                         f"{given.dtype}): take their real part or magnitude")
+    try:
+        w = np.array(given, dtype=np.float64)   # a copy: the caller's is never touched
+    except (TypeError, ValueError):
+        raise not_numbers from None
     if w.ndim == 0:
         w = np.full(n_samples, float(w))
     if w.shape != (n_samples,):
@@ -283,6 +291,18 @@ def check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None
         rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be {rng}, got {value}")
     return int(value)
+
+
+def check_random_state(value: Any, name: str = "random_state") -> np.random.RandomState:
+    """scikit-learn's ``check_random_state``, its errors naming ``name``
+    and what it takes (numpy's own says only "Seed must be between 0 and
+    2**32 - 1")."""
+    from sklearn.utils import check_random_state as sk_check_random_state
+    try:
+        return sk_check_random_state(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be None, an integer from 0 to 2**32 - 1 or a "
+                         f"numpy.random.RandomState, got {value!r}") from None
 
 
 def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:

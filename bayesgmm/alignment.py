@@ -618,6 +618,11 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
     if len(seeds) < 2:
         raise ValueError(f"random_states holds {len(seeds)} seed(s): comparing fits needs at "
                          f"least 2, e.g. random_states=range(5)")
+    if isinstance(estimator, type) or not hasattr(estimator, "get_params"):
+        what = f"the class {estimator.__name__}" if isinstance(estimator, type) else \
+            repr(estimator)
+        raise ValueError(f"estimator must be an unfitted estimator instance to clone and fit, "
+                         f"e.g. BayesianGMM(3), got {what}")
     if "random_state" not in estimator.get_params(deep=False):
         raise ValueError(f"{type(estimator).__name__} has no random_state parameter: "
                          f"component_stability refits it with different seeds")

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
@@ -544,7 +543,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             yt = torch.as_tensor(yi, dtype=torch.long, device=device)
             groups = Groups.from_labels(Xt, yt, C, data.wt, reduce)
         R = s.n_init
-        rs = check_random_state(self.random_state)
+        rs = V.check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
         gen = torch.Generator().manual_seed(int(seeds[-1]))
         Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)

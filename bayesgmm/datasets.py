@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
-from sklearn.utils import check_random_state
+
+from . import _validation as V
 
 __all__ = ["load_iris", "make_mixture", "MixtureTruth", "make_five_class", "ClassMixtures",
            "make_circles"]
@@ -55,7 +56,7 @@ class MixtureTruth:
 
     def sample(self, counts: Sequence[int], random_state=None) -> tuple[np.ndarray, np.ndarray]:
         """Exactly ``counts[k]`` points from component k (vectorised)."""
-        rng = check_random_state(random_state)
+        rng = V.check_random_state(random_state)
         labels = np.repeat(np.arange(len(counts)), counts)
         X = self.means[labels] + self.scales[labels] * rng.standard_normal(
             (labels.size, self.means.shape[1]))
@@ -76,7 +77,7 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     -------
     X : (n_samples, n_features), labels : (n_samples,), truth : MixtureTruth
     """
-    rng = check_random_state(random_state)
+    rng = V.check_random_state(random_state)
     if n_components * min_weight > 1:
         raise ValueError(f"min_weight={min_weight} is too large for n_components={n_components}: "
                          f"use min_weight <= {1 / n_components:.3f}")
@@ -118,7 +119,7 @@ class ClassMixtures:
     def sample(self, n_per_class: int = 2000, random_state=None) -> tuple[np.ndarray, np.ndarray]:
         """Fresh data from the same process: ``n_per_class`` points per class,
         split as evenly as possible over the class's clusters."""
-        rng = check_random_state(random_state)
+        rng = V.check_random_state(random_state)
         Xs, ys = [], []
         for c, m in enumerate(self.mixtures):
             counts = _even_split(n_per_class, m.weights.size)
@@ -166,7 +167,7 @@ def make_five_class(random_state=None, n_per_class: int = 2000, n_classes: int =
     >>> X.shape, truth.n_classes
     ((10000, 2), 5)
     """
-    rng = check_random_state(random_state)
+    rng = V.check_random_state(random_state)
     mixtures, counts_all = [], []
     for _ in range(n_classes):
         k = int(rng.randint(min_clusters, max_clusters + 1))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import _predict, _validation as V
@@ -310,7 +310,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (lower is better) in the data's units, each K at its best restart
         of the scan and the chosen K at the final fit (so
         ``bic_[n_components_ - 1]`` equals :meth:`bic` on the training
-        data); inf for K not tried.
+        data, with the fit's ``sample_weight``); inf for K not tried.
     weights_ : ndarray of shape (K,)
     means_ : ndarray of shape (K, D)
     covariances_ : ndarray
@@ -551,7 +551,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         except ValueError as exc:
             error = exc
         agree(error, group, X.shape[1] if error is None else -1)
-        rs = check_random_state(self.random_state)
+        rs = V.check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
         warm_asked = bool(self.warm_start) and hasattr(self, "means_")
         if streamed:
@@ -649,7 +649,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(
                 f"with weight_prior='dirichlet_process', Priors.weight_concentration is the "
-                f"process's concentration alpha and must be > 0, got {alpha}")
+                f"process's concentration alpha and must be finite and > 0, got {alpha}")
         return alpha
 
     def _sparse_concentration(self) -> Optional[np.ndarray]:
@@ -840,7 +840,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if n > S:
             raise ValueError(f"n_samples={n} but only {S} posterior draws are stored: use "
                              f"n_samples <= {S}, or refit with the estimator's n_samples >= {n}")
-        rs = check_random_state(self.random_state if random_state is None else random_state)
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
         rows = np.sort(rs.choice(S, n, replace=False))
         return {k: v[rows] for k, v in draws.items()}
 
@@ -874,10 +874,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         draws = self._draws()
         if name not in post_module.DRAW_NAMES:
             raise ValueError(f"name must be one of {list(post_module.DRAW_NAMES)}, got {name!r}")
-        level = V.check_float("level", level)
-        if not level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}: e.g. 0.9 for the central "
-                             f"90% interval")
+        if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) \
+                or not 0 < level < 1:
+            raise ValueError(f"level must be a number in (0, 1), got {level!r}: e.g. 0.9 for "
+                             f"the central 90% interval")
+        level = float(level)
         q = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2], axis=0)
         return q[0], q[1]
 
@@ -1197,7 +1198,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         rows = max(1, _predict.CHUNK_ELEMENTS // (J * D * (n_draws if kind == "draws" else 1)))
         gen = None
         if kind == "draws":
-            seed = int(check_random_state(random_state).randint(0, 2 ** 31 - 1))
+            seed = int(V.check_random_state(random_state).randint(0, 2 ** 31 - 1))
             gen = torch.Generator(device=device).manual_seed(seed)
         far = _predict.FarPoints(params, family, std)
         missing = _predict.MissingRows(params, family)
@@ -1254,10 +1255,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         the S stored draws."""
         return self._log_joint(X, "density", mixture=self._predictive(plug_in))
 
-    def score(self, X, y=None, *, plug_in: bool = False) -> float:
+    def score(self, X, y=None, *, sample_weight=None, plug_in: bool = False) -> float:
         """Mean log-likelihood per point (higher is better, as in
-        scikit-learn): the mean of :meth:`score_samples`."""
-        return float(self.score_samples(X, plug_in=plug_in).mean())
+        scikit-learn): the mean of :meth:`score_samples`, weighted by
+        ``sample_weight`` (as ``fit`` takes it: integer weights score as
+        repeated rows)."""
+        ll = self.score_samples(X, plug_in=plug_in)
+        w = V.check_sample_weight(sample_weight, ll.shape[0])
+        return float(ll.mean() if w is None else np.average(ll, weights=w))
 
     def predict(self, X, *, plug_in: bool = False) -> np.ndarray:
         """Most probable component of each point, argmax_k p(z = k | x).
@@ -1323,7 +1328,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         gen = None
         if sample:
-            rs = check_random_state(self.random_state if random_state is None else random_state)
+            rs = V.check_random_state(self.random_state if random_state is None else random_state)
             gen = torch.Generator(device=device).manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
         c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
         s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
@@ -1467,9 +1472,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_effective_components_ = int(effective_components(wts * float(total)))
         return self
 
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        """Fit, then return ``predict(X)`` at the final parameters."""
-        return self.fit(X).predict(X)
+    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+        """Fit (with ``sample_weight``, as :meth:`fit`), then return
+        ``predict(X)`` at the final parameters (every row, weight 0 too)."""
+        return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def sample(self, n_samples: int = 1, random_state=None) -> tuple[np.ndarray, np.ndarray]:
         """Draw points from the fitted mixture by running the Pyro model at
@@ -1494,7 +1500,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
                                    dtype=torch.float64)
         priors = std.priors(self.priors_, device, dtype=torch.float64)
-        rs = check_random_state(self.random_state if random_state is None else random_state)
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
         x, z = sample_model(params, priors, family, n_samples, int(rs.randint(0, 2 ** 31 - 1)))
         return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
 
@@ -1503,14 +1509,26 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         return self._family().mixture_parameters(K, D)
 
-    def bic(self, X) -> float:
-        """Bayesian information criterion, -2 log L + p log N (lower is
-        better), at the MAP parameters whatever ``inference``."""
+    def _weighted_loglik(self, X, sample_weight) -> tuple[float, float]:
+        """sum_i w_i log p(x_i) at the MAP parameters, and sum_i w_i (N
+        without weights)."""
         ll = self.score_samples(X, plug_in=True)
-        return float(-2 * ll.sum() + self._n_parameters() * math.log(ll.shape[0]))
+        w = V.check_sample_weight(sample_weight, ll.shape[0])
+        if w is None:
+            return float(ll.sum()), float(ll.shape[0])
+        return float(np.dot(w[w > 0], ll[w > 0])), float(w.sum())
 
-    def aic(self, X) -> float:
+    def bic(self, X, sample_weight=None) -> float:
+        """Bayesian information criterion, -2 log L + p log N (lower is
+        better), at the MAP parameters whatever ``inference``; with
+        ``sample_weight`` log L is weighted and N is the weights' sum (as
+        for repeated rows, and as ``bic_`` of a weighted "auto" fit)."""
+        ll, n = self._weighted_loglik(X, sample_weight)
+        return float(-2 * ll + self._n_parameters() * math.log(n))
+
+    def aic(self, X, sample_weight=None) -> float:
         """Akaike information criterion, -2 log L + 2p (lower is better),
-        at the MAP parameters whatever ``inference``."""
-        ll = self.score_samples(X, plug_in=True)
-        return float(-2 * ll.sum() + 2 * self._n_parameters())
+        at the MAP parameters whatever ``inference``; ``sample_weight`` as
+        in :meth:`bic`."""
+        ll, _ = self._weighted_loglik(X, sample_weight)
+        return float(-2 * ll + 2 * self._n_parameters())

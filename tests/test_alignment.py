@@ -322,6 +322,13 @@ def test_component_count_mismatch_names_both(three):
         match_components(a.means_, b.means_)
 
 
+def test_component_stability_needs_an_estimator_instance(two):
+    for bad, what in ((BayesianGMM, "the class BayesianGMM"), ("gmm", "'gmm'")):
+        with pytest.raises(ValueError, match=f"estimator must be an unfitted estimator instance"
+                                             f".*BayesianGMM\\(3\\), got {what}"):
+            component_stability(bad, two)
+
+
 def test_bad_shapes_and_values_are_named():
     ref = np.arange(6.0).reshape(3, 2)
     with pytest.raises(ValueError, match=r"reference_means has shape \(6,\), expected \(K, D\)"):

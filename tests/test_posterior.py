@@ -615,9 +615,16 @@ def test_bad_settings_and_combinations(tmp_path):
         gmm.fit(X)
     with pytest.raises(ValueError, match="name must be one of"):
         gmm.credible_interval("scales")
-    for level in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="level"):
+    for level in (0.0, 1.0, 1.5, float("nan"), float("inf"), "0.9", True):
+        with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\), got .*"
+                                             r"e\.g\. 0\.9"):
             gmm.credible_interval("means", level)
+    for bad in (-1, 2 ** 32, "abc", 1.5):
+        with pytest.raises(ValueError, match=r"random_state must be None, an integer from 0 to "
+                                             r"2\*\*32 - 1 or a numpy.random.RandomState"):
+            gmm.posterior_samples(2, random_state=bad)
+    with pytest.raises(ValueError, match=r"random_state must be .*got -1"):
+        BayesianGMM(2, random_state=-1, **CPU).fit(X)
     # A model holding draws refuses partial_fit even with inference set back to "map".
     with pytest.raises(ValueError, match="partial_fit .* stale"):
         gmm.set_params(inference="map").partial_fit(X)

@@ -252,8 +252,9 @@ def test_dirichlet_process_concentration_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="concentration alpha.*got \\[1.0, 2.0\\]"):
         BayesianGMM(2, inference="vi", priors=Priors(weight_concentration=[1.0, 2.0]),
                     **kw).fit(X)
-    with pytest.raises(ValueError, match="must be > 0, got -1.0"):
-        BayesianGMM(2, inference="vi", priors=Priors(weight_concentration=-1.0), **kw).fit(X)
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match=f"must be finite and > 0, got {bad}"):
+            BayesianGMM(2, inference="vi", priors=Priors(weight_concentration=bad), **kw).fit(X)
     with pytest.raises(ValueError, match="weight_prior must be one of"):
         BayesianGMM(2, weight_prior="pitman-yor", device="cpu").fit(X)
 

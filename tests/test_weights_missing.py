@@ -115,6 +115,13 @@ def test_fractional_weights_scale_against_the_prior():
     (np.ones((360, 2)), r"shape \(360, 2\)"),
     (np.zeros(360), "all zero"),
     (["a"] * 360, "must hold numbers"),
+    (np.full(360, 2 + 3j), r"must be real numbers, got complex values \(dtype complex128\)"),
+    (np.ones(360) * 1j, "must be real numbers"),
+    # float32 statistics: weights summing to ~1e38 once gave a wrong, "converged" fit
+    (np.full(360, 5e35), r"sums to 1.8e\+38, beyond what the fit's float32 statistics hold.*"
+                         r"dtype='float64'"),
+    (np.full(360, 3e36), r"spans 3e\+36 to 3e\+36, beyond what the fit's float32 arithmetic.*"
+                         r"dtype='float64'"),
 ])
 @pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
 def test_bad_weights_are_clear_errors_and_keep_the_fit(Est, bad, match):
@@ -125,6 +132,27 @@ def test_bad_weights_are_clear_errors_and_keep_the_fit(Est, bad, match):
     with pytest.raises(ValueError, match=match):
         est.fit(*args, sample_weight=bad)
     np.testing.assert_array_equal(est.means_, means)
+
+
+def test_weighted_score_bic_aic_and_fit_predict_equal_repeated_rows():
+    """score, bic and aic with sample_weight are those of the repeated rows
+    (N the weights' sum), bic_ of a weighted "auto" fit is bic with the
+    fit's weights, and fit_predict passes the weights to fit."""
+    X, _ = _blobs()
+    w = np.random.default_rng(1).integers(0, 4, len(X)).astype(float)
+    rep = np.repeat(X, w.astype(int), axis=0)
+    gmm = BayesianGMM("auto", max_components=4, dtype="float64", **CPU).fit(X, sample_weight=w)
+    assert gmm.score(X, sample_weight=w) == pytest.approx(gmm.score(rep), rel=1e-12)
+    assert gmm.bic(X, sample_weight=w) == pytest.approx(gmm.bic(rep), rel=1e-12)
+    assert gmm.aic(X, sample_weight=w) == pytest.approx(gmm.aic(rep), rel=1e-12)
+    assert gmm.bic_[gmm.n_components_ - 1] == pytest.approx(gmm.bic(X, sample_weight=w),
+                                                            rel=1e-9)
+    assert gmm.score(X, sample_weight=w) != pytest.approx(gmm.score(X), rel=1e-6)
+    labels = BayesianGMM(3, dtype="float64", **CPU).fit_predict(X, sample_weight=w)
+    fitted = BayesianGMM(3, dtype="float64", **CPU).fit(X, sample_weight=w)
+    np.testing.assert_array_equal(labels, fitted.predict(X))
+    with pytest.raises(ValueError, match=r"sample_weight has shape \(3,\)"):
+        gmm.score(X, sample_weight=[1.0, 2.0, 3.0])
 
 
 def test_weights_accept_lists_series_and_tensors():
