@@ -12,3 +12,8 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 MISSING_OPTIONS = ("error", "marginalize")
 #: Floating-point types of fits and predictions (the ``dtype`` setting).
 DTYPES = ("float32", "float64")
+#: How far beyond the MAP a fit goes (the ``inference`` setting).
+INFERENCE_OPTIONS = ("map", "vi", "nuts")
+#: The prior of the mixture weights (the ``weight_prior`` setting): a
+#: Dirichlet, or the truncated stick-breaking (Dirichlet-process) prior.
+WEIGHT_PRIORS = ("dirichlet", "dirichlet_process")

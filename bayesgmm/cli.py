@@ -22,17 +22,19 @@ import contextlib
 import csv
 import itertools
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._options import COVARIANCE_TYPES, MISSING_OPTIONS as _MISSING
+from ._options import (COVARIANCE_TYPES, INFERENCE_OPTIONS, MISSING_OPTIONS as _MISSING,
+                       WEIGHT_PRIORS)
 
 
 class CLIError(Exception):
@@ -60,47 +62,41 @@ def _separator(value: str) -> str:
     return value
 
 
-def _count(what: str, example: str = "3") -> Callable[[str], int]:
-    """An argparse type: an integer >= 1, refused in the command line's
-    words (the option is named by argparse) rather than the library's."""
-    def parse(value: str) -> int:
+def _number(kind: Callable[[str], Any], what: str, give: str,
+            ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type: ``kind(value)`` where ``ok`` accepts it, refused
+    in the command line's words (argparse names the option), not the
+    library's: "'0' is not <what>: give <give>"."""
+    def parse(value: str):
         try:
-            n = int(value)
+            v = kind(value)
         except ValueError:
-            n = None
-        if n is None or n < 1:
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is not {what}: give an integer >= 1, e.g. {example}")
-        return n
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}: give {give}")
+        return v
     return parse
+
+
+def _count(what: str, example: str) -> Callable[[str], int]:
+    """An integer >= 1 (restarts, components, draws, chains)."""
+    return _number(int, what, f"an integer >= 1, e.g. {example}", lambda n: n >= 1)
+
+
+_k = _number(int, "a number of components",
+             "an integer K >= 1, e.g. 3, or 'auto' to choose K by BIC", lambda n: n >= 1)
+#: ``--seed``: what numpy's seeding takes.
+_seed = _number(int, "a seed", "an integer from 0 to 2**32 - 1, e.g. 0",
+                lambda n: 0 <= n < 2 ** 32)
+#: ``--concentration``: a positive finite number.
+_concentration = _number(float, "a concentration", "a number > 0, e.g. 0.1",
+                         lambda a: math.isfinite(a) and a > 0)
 
 
 def _n_components(value: str):
     """``-k``: an integer K >= 1 (its upper bound, the number of rows, is
     the estimator's to check) or "auto"."""
-    if value.strip().lower() == "auto":
-        return "auto"
-    try:
-        k = int(value)
-    except ValueError:
-        k = None
-    if k is None or k < 1:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a number of components: give an integer K >= 1, e.g. 3, or "
-            f"'auto' to choose K by BIC")
-    return k
-
-
-def _seed(value: str) -> int:
-    """``--seed``: what numpy's seeding takes, 0 to 2**32 - 1."""
-    try:
-        seed = int(value)
-    except ValueError:
-        seed = None
-    if seed is None or not 0 <= seed < 2 ** 32:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a seed: give an integer from 0 to 2**32 - 1, e.g. 0")
-    return seed
+    return "auto" if value.strip().lower() == "auto" else _k(value)
 
 
 def _decimal_mark(value: str) -> str:
@@ -192,6 +188,26 @@ def _build_parser() -> argparse.ArgumentParser:
                           "empty --weights value (the other rows get empty cluster columns); "
                           "with --missing marginalize only the rows with every chosen column "
                           "empty are left out; default: refuse such rows; CSV only")
+    fit.add_argument("--inference", choices=INFERENCE_OPTIONS, default="map",
+                     help="'map': the posterior's mode; 'vi': a variational posterior (fast); "
+                          "'nuts': NUTS draws (slow; R-hat is checked). With 'vi' or 'nuts' "
+                          "the clusters' probabilities are the posterior predictive's and "
+                          "params.json adds 90%% credible intervals (default: %(default)s)")
+    fit.add_argument("--weight-prior", choices=WEIGHT_PRIORS, default="dirichlet",
+                     help="prior of the cluster weights; 'dirichlet_process' lets the fit "
+                          "choose how many of the -k clusters the data use (-k is the "
+                          "truncation; needs --inference vi or nuts) (default: %(default)s)")
+    fit.add_argument("--concentration", type=_concentration, metavar="A",
+                     help="concentration of the weights' prior: the Dirichlet's (>= 1 for "
+                          "--inference map; below 1, with vi or nuts, it switches surplus "
+                          "clusters off) or the Dirichlet process's alpha (default: 1)")
+    fit.add_argument("--n-samples", type=_count("a number of draws", "1000"), default=1000,
+                     metavar="S", help="posterior draws kept, for --inference vi or nuts "
+                                       "(default: %(default)s)")
+    fit.add_argument("--n-chains", type=_count("a number of chains", "4"), default=4,
+                     metavar="C", help="NUTS chains (default: %(default)s)")
+    fit.add_argument("--n-warmup", type=_count("a number of warmup steps", "300"), default=300,
+                     metavar="W", help="NUTS warmup steps per chain (default: %(default)s)")
     fit.add_argument("--save", metavar="MODEL",
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
     fit.add_argument("--distributed", action="store_true",
@@ -288,19 +304,35 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
 def _make_estimator(args):
     from .mixture import BayesianGMM
+    from .priors import Priors
+    concentration = getattr(args, "concentration", None)
     return BayesianGMM(n_components=args.n_components, max_components=args.max_components,
                        covariance_type=args.covariance_type, n_init=args.n_init,
                        device=args.device, random_state=args.seed, progress=args.progress,
-                       missing=getattr(args, "missing", "error"))
+                       missing=getattr(args, "missing", "error"),
+                       inference=getattr(args, "inference", "map"),
+                       weight_prior=getattr(args, "weight_prior", "dirichlet"),
+                       n_samples=getattr(args, "n_samples", 1000),
+                       n_chains=getattr(args, "n_chains", 4),
+                       n_warmup=getattr(args, "n_warmup", 300),
+                       priors=None if concentration is None else
+                       Priors(weight_concentration=concentration))
 
 
 def _fit_estimator(args, X, **kwargs):
     """The estimator of the arguments fitted to ``X``.  '-k auto' stopping
     at --max-components is said in the command line's words afterwards
     (:func:`_note_at_cap`), not as the library's warning."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
-        return _make_estimator(args).fit(X, **kwargs)
+        gmm = _make_estimator(args).fit(X, **kwargs)
+    # The fit's warnings (NUTS's convergence, a variational fit stopped
+    # short) in the command line's words, one line each.
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
+    return gmm
 
 
 def _note_at_cap(gmm, args) -> None:
@@ -311,11 +343,27 @@ def _note_at_cap(gmm, args) -> None:
 
 
 def _chosen(gmm, args) -> str:
-    """The fitted K, and with '-k auto' how it was chosen."""
+    """The fitted K, with '-k auto' how it was chosen, and where the prior
+    switches clusters off how many carry the data."""
     K = len(gmm.weights_)
-    if args.n_components != "auto":
-        return f"K={K}"
-    return f"K={K} (chosen by BIC among K=1..{args.max_components})"
+    if args.n_components == "auto":
+        return f"K={K} (chosen by BIC among K=1..{args.max_components})"
+    inference = getattr(args, "inference", "map")
+    if inference != "map" and gmm.n_effective_components_ < K:
+        return f"K={K} ({gmm.n_effective_components_} carrying the data)"
+    return f"K={K}"
+
+
+def _posterior_summary(gmm) -> str:
+    """'; ELBO ...' after a variational fit, '; NUTS: largest R-hat ...'
+    after NUTS, '' after a MAP fit (for the summary line)."""
+    if getattr(gmm, "elbo_", None) is not None and gmm.inference == "vi":
+        return f"; variational posterior, ELBO {gmm.elbo_:.4f}"
+    if gmm.inference == "nuts":
+        worst = max(float(np.nanmax(r)) for r in gmm.rhat_.values())
+        return (f"; NUTS, largest R-hat {worst:.3f}, {gmm.n_divergent_} divergent "
+                f"transition(s)")
+    return ""
 
 
 def _columns_named(columns: Sequence[str], width: int = 60) -> str:
@@ -510,6 +558,21 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
     bic = getattr(gmm, "bic_", None)
     if bic is not None:   # '-k auto': BIC of K = 1, 2, ... (null: not tried)
         doc["bic"] = [float(v) if np.isfinite(v) else None for v in bic]
+    inference = getattr(gmm, "inference", "map")
+    doc["inference"] = inference
+    doc["weight_prior"] = getattr(gmm, "weight_prior", "dirichlet")
+    doc["n_effective_components"] = int(gmm.n_effective_components_)
+    if inference != "map":
+        # Central 90% intervals of the posterior draws, each [lower, upper]
+        # in the shape of its point estimate.
+        doc["credible_intervals_90"] = {
+            name: [bound.tolist() for bound in gmm.credible_interval(name, 0.9)]
+            for name in ("weights", "means", "covariances")}
+        if inference == "vi":
+            doc["elbo"] = gmm.elbo_
+        else:
+            doc["rhat"] = {k: np.asarray(v).tolist() for k, v in gmm.rhat_.items()}
+            doc["n_divergent"] = int(gmm.n_divergent_)
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
@@ -867,7 +930,7 @@ def _fit(args) -> int:
     extra = f" ({', '.join(extra)})" if extra else ""
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on "
           f"{int(keep.sum())} rows x {_columns_named(columns)}{extra}; "
-          f"loss {gmm.loss_:.4f}, converged {gmm.converged_}")
+          f"loss {gmm.loss_:.4f}, converged {gmm.converged_}{_posterior_summary(gmm)}")
     _print_tables(gmm, columns)
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
@@ -925,7 +988,14 @@ _CSV_ONLY = {
 _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginalize"),
                   (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
                   (r"\bn_components=(\d+)", r"-k \1"), (r"\buse n_components <=", "use -k <="),
-                  (r"^device must be", "--device must be"))
+                  (r"^device must be", "--device must be"),
+                  (r"\binference='(\w+)'", r"--inference \1"),
+                  (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
+                  (r"\bPriors\.weight_concentration\b", "--concentration"),
+                  (r"BayesianGMM with (--inference)", r"\1"),
+                  (r"\bn_warmup\b", "--n-warmup"), (r"\bn_samples\b", "--n-samples"),
+                  (r"\bn_chains\b", "--n-chains"),
+                  (r"\bn_components\b", "-k"))
 
 
 def _write_outputs(gmm, columns, out: Path, args) -> None:
@@ -1170,6 +1240,11 @@ def _rows_of(procs: _Processes, n: int) -> tuple[int, int]:
 
 def _fit_npy(args) -> int:
     _refuse_csv_options(args, ("columns", "sep", "decimal", "weights", "dropna"))
+    if args.distributed and args.inference != "map":
+        raise CLIError(f"--inference {args.inference} runs on all the rows in one process, but "
+                       f"--distributed splits them over processes: fit with --inference map "
+                       f"over the processes, or without --distributed (the array is then read "
+                       f"into memory)")
     procs = _start_processes(args) if args.distributed else _Processes()
     try:
         return _fit_npy_in(args, procs)
@@ -1199,6 +1274,10 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     if procs.world > 1:
         procs.together(lambda: _check_values(X, lo, hi, args.missing == "marginalize", path))
     shard = X if procs.world == 1 else X[lo:hi]    # a memmap still: read in row chunks
+    if args.inference != "map":
+        # The posterior reads every row at every step: the array in memory.
+        _check_values(X, 0, n, args.missing == "marginalize", path)
+        shard = np.array(X)
     group = None if procs.dist is None else procs.dist.group.WORLD
     gmm = procs.together(lambda: _fit_estimator(args, shard, process_group=group))
     counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)
@@ -1211,7 +1290,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on {n} rows x "
           f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "
-          f"converged {gmm.converged_}")
+          f"converged {gmm.converged_}{_posterior_summary(gmm)}")
     _print_tables(gmm, names)
     print("rows per cluster: " + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))
     saved = f" and the model to {args.save}" if args.save else ""

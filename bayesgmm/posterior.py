@@ -60,6 +60,7 @@ from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch.distributions import Transform, biject_to, constraints
 
 from . import covariance as cov_module
+from ._options import INFERENCE_OPTIONS
 from .alignment import match_components
 from .covariance import Covariance
 from .fitting import Groups, e_step, pyro_session
@@ -73,8 +74,6 @@ __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHA
            "stream_seed", "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
 
 Inference = Literal["map", "vi", "nuts"]
-#: The ``inference`` options of :class:`~bayesgmm.BayesianGMM`.
-INFERENCE_OPTIONS = ("map", "vi", "nuts")
 #: Names of the draws, in the data's units (the fitted attributes' names
 #: without the trailing underscore).
 DRAW_NAMES = ("weights", "means", "covariances")

@@ -276,8 +276,8 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         raise ValueError(
             f"Priors.weight_concentration must be >= 1, got {conc.tolist()}: below 1 the "
             f"Dirichlet density is unbounded at the simplex edge and no MAP estimate exists; "
-            f"use 1.0 for a flat prior (BayesianGMM with inference='vi' or 'nuts' takes any "
-            f"positive concentration: its posterior exists)")
+            f"use 1.0 for a flat prior (BayesianGMM with inference='vi' or inference='nuts' "
+            f"takes any positive concentration: its posterior exists)")
     mean_loc = vector("mean_loc", priors.mean_loc, mean, D, "feature")
     mean_scale = vector("mean_scale", priors.mean_scale, 2.0 * std, D, "feature")
     if np.any(mean_scale <= 0):

@@ -67,6 +67,7 @@ import pyro
 import pyro.distributions as dist
 from torch.distributions import constraints
 
+from ._options import WEIGHT_PRIORS
 from .covariance import Covariance
 from .fitting import Groups, e_step
 from .models import stick_breaking
@@ -76,9 +77,6 @@ __all__ = ["WEIGHT_PRIORS", "InverseScale", "VariationalPosterior", "CaviResult"
            "prune",
            "score", "warn_unconverged", "pyro_guide"]
 
-#: The ``weight_prior`` options: a Dirichlet, or the truncated stick-breaking
-#: (Dirichlet-process) prior.
-WEIGHT_PRIORS = ("dirichlet", "dirichlet_process")
 WeightPrior = Literal["dirichlet", "dirichlet_process"]
 
 # The grid of q(u) in t = log u (see _grid): nodes of the trapezoid rule for

@@ -201,10 +201,13 @@ def test_console_script_help_documents_every_option():
     assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
-                   "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed"):
+                   "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed",
+                   "--inference", "--weight-prior", "--concentration", "--n-samples",
+                   "--n-chains", "--n-warmup"):
         assert option in text
     assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
+    assert "{map,vi,nuts}" in text and "{dirichlet,dirichlet_process}" in text
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
     for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal", "--out"):
@@ -282,6 +285,16 @@ def script_runs(tmp_path_factory):
         "sep_tab": ([*fit, root / "blobs.tsv", "--sep", "tab", "--out", root / "o_tab"], False),
         "save_nowhere": ([*fit, root / "named.csv", "--save", root / "no" / "m.bgmm", "--out",
                           root / "o_save"], False),
+        "vi_dp": (["fit", "-k", "5", "--device", "cpu", root / "named.csv", "--inference", "vi",
+                   "--weight-prior", "dirichlet_process", "--n-samples", "200", "--save",
+                   root / "dp.bgmm", "--out", root / "o_dp"], False),
+        "sparse": (["fit", "-k", "5", "--device", "cpu", root / "named.csv", "--inference",
+                    "vi", "--concentration", "0.05", "--out", root / "o_sparse"], False),
+        "nuts": ([*fit, root / "named.csv", "--covariance-type", "diag", "--inference", "nuts",
+                  "--n-samples", "40", "--n-chains", "2", "--n-warmup", "30", "--out",
+                  root / "o_nuts"], False),
+        "dp_map": ([*fit, root / "named.csv", "--weight-prior", "dirichlet_process", "--out",
+                    root / "o_dpmap"], False),
     }
     return root, _run_side_by_side(cases)
 
@@ -442,6 +455,104 @@ def test_script_default_columns_sep_tab_and_save_path(script_runs):
     err = _one_error_line(runs["save_nowhere"])
     assert str(root / "no" / "m.bgmm") in err and "does not exist" in err
     assert not (root / "o_save" / "params.json").exists()
+
+
+def test_script_posterior_fits(script_runs):
+    """--inference vi with the Dirichlet-process prior (-k 5 on two blobs:
+    2 clusters carry the data), a sparse Dirichlet (--concentration 0.05),
+    and NUTS: the summary line says so, params.json holds the posterior's
+    point estimates, 90% credible intervals and diagnostics, and the saved
+    model predicts with the posterior predictive."""
+    root, runs = script_runs
+    _, truth = _two_blobs(3)
+    for name, prior in (("vi_dp", "dirichlet_process"), ("sparse", "dirichlet")):
+        run = runs[name]
+        assert run.returncode == 0, run.stderr
+        first = run.stdout.splitlines()[0]
+        assert first.startswith("fitted K=5 (2 carrying the data)") and \
+            "variational posterior, ELBO -" in first
+        params = json.loads((root / f"o_{name.replace('vi_', '')}" / "params.json").read_text())
+        assert params["inference"] == "vi" and params["weight_prior"] == prior
+        assert params["n_effective_components"] == 2 and params["elbo"] < 0
+        w = np.asarray(params["weights"])
+        big = w > 0.1
+        assert big.sum() == 2 and w[~big].sum() < 0.02
+        means = np.asarray(params["means"])[big]
+        np.testing.assert_allclose(means[np.argsort(means[:, 0])], truth, atol=0.3)
+        lo, hi = (np.asarray(b) for b in params["credible_intervals_90"]["means"])
+        assert lo.shape == hi.shape == (5, 2) and np.all(lo <= hi)
+        lo_w, hi_w = (np.asarray(b) for b in params["credible_intervals_90"]["weights"])
+        assert np.all((lo_w <= w) & (w <= hi_w))
+    # The saved DP model predicts new rows as the fit assigned them.
+    fitted = pd.read_csv(root / "o_dp" / "assignments.csv")
+    from bayesgmm import BayesianGMM
+    model = BayesianGMM.load(root / "dp.bgmm")
+    np.testing.assert_array_equal(model.predict(fitted[["x", "y"]]), fitted["cluster"])
+    run = runs["nuts"]
+    assert run.returncode == 0, run.stderr
+    assert "; NUTS, largest R-hat " in run.stdout.splitlines()[0]
+    params = json.loads((root / "o_nuts" / "params.json").read_text())
+    assert params["inference"] == "nuts" and set(params["rhat"]) == {"weights", "means",
+                                                                      "covariances"}
+    assert params["n_divergent"] >= 0
+    # Short chains: the convergence warning, in the command line's words.
+    for line in run.stderr.splitlines():
+        assert line.startswith("bayesgmm: warning: NUTS draws may not represent"), line
+        assert "--n-warmup" in line and "n_warmup" not in line and "UserWarning" not in line
+    err = _one_error_line(runs["dp_map"])
+    assert "--weight-prior dirichlet_process is fitted by --inference vi" in err
+    assert "set --inference vi" in err and "inference='" not in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--concentration", "-1"], "argument --concentration: '-1' is not a concentration"),
+    (["--concentration", "nan"], "'nan' is not a concentration: give a number > 0"),
+    (["--n-chains", "0"], "argument --n-chains: '0' is not a number of chains"),
+    (["--inference", "mcmc"], "argument --inference: invalid choice: 'mcmc'"),
+])
+def test_bad_posterior_options_are_argument_errors(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "d.csv", *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_posterior_option_errors_are_in_the_command_lines_words(tmp_path, capsys):
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    np.save(tmp_path / "b.npy", blobs.to_numpy())
+    cases = [
+        (["fit", tmp_path / "b.csv", "-k", "3", "--concentration", "0.1"],
+         r"--concentration must be >= 1.*\(--inference vi or --inference nuts takes any "
+         r"positive concentration"),
+        (["fit", tmp_path / "b.csv", "-k", "auto", "--inference", "vi", "--weight-prior",
+          "dirichlet_process"], "with -k as its truncation: give an integer -k"),
+        (["fit", tmp_path / "b.npy", "--inference", "vi", "--distributed"],
+         "--inference vi runs on all the rows in one process, but --distributed"),
+    ]
+    for argv, message in cases:
+        assert main([str(a) for a in argv] + ["--out", str(tmp_path / "o"), "--device",
+                                              "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bayesgmm: error: ") and err.count("\n") == 1, err
+        assert __import__("re").search(message, err), err
+        assert "n_components" not in err and "Priors." not in err
+
+
+def test_npy_posterior_fit_reads_the_array_into_memory(tmp_path, capsys):
+    """An .npy with --inference vi: the posterior needs every row at every
+    step, so the array is read whole; the fit equals the CSV's."""
+    blobs, truth = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    np.save(tmp_path / "b.npy", blobs.to_numpy())
+    common = ["-k", "2", "--n-init", "1", "--inference", "vi", "--n-samples", "50",
+              "--device", "cpu"]
+    assert main(["fit", str(tmp_path / "b.npy"), *common, "--out", str(tmp_path / "n")]) == 0
+    assert main(["fit", str(tmp_path / "b.csv"), *common, "--out", str(tmp_path / "c")]) == 0
+    npy = json.loads((tmp_path / "n" / "params.json").read_text())
+    csv = json.loads((tmp_path / "c" / "params.json").read_text())
+    assert npy["inference"] == "vi"
+    np.testing.assert_allclose(npy["means"], csv["means"], rtol=1e-5)
+    np.testing.assert_allclose(npy["elbo"], csv["elbo"], rtol=1e-6)
 
 
 def test_script_progress_bar_ends_at_its_total(script_runs):
