@@ -23,7 +23,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     stream_data,
                     effective_components)
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit,
+from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
 from .distributed import agree, check_group, reduce_array, reducer, seed_sample
 from .persistence import register
@@ -185,6 +185,17 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         NUTS chains per class (``inference="nuts"``).
     n_warmup : int, default 300
         NUTS warmup iterations per chain, discarded (``inference="nuts"``).
+    warm_start : bool, default False
+        As in scikit-learn (and :class:`BayesianGMM`): when the classifier
+        is already fitted, ``fit`` starts every class's mixture from its
+        fitted parameters instead of new seeds (``n_init`` and ``init`` are
+        then ignored, and the covariance priors' defaults are the previous
+        fit's), e.g. to continue a fit with a small ``em_max_iter`` over
+        several calls, or on new data of the same classes and features.
+        The previous fit must have the same classes, number of features,
+        covariance type and K per class; with ``n_components="auto"`` the
+        fitted K per class is continued, without a new scan (and no
+        ``bic_``).
 
     Attributes
     ----------
@@ -266,7 +277,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                  missing: Literal["error", "marginalize"] = "error",
                  dtype: Literal["float32", "float64"] = "float32",
                  inference: Literal["map", "vi", "nuts"] = "map", n_samples: int = 200,
-                 n_chains: int = 4, n_warmup: int = 300):
+                 n_chains: int = 4, n_warmup: int = 300, warm_start: bool = False):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
@@ -289,6 +300,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.n_samples = n_samples
         self.n_chains = n_chains
         self.n_warmup = n_warmup
+        self.warm_start = warm_start
 
     # ------------------------------------------------------------ checks
     def _check_params(self):
@@ -347,6 +359,60 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"y has only one class ({_label(classes[0])!r}): a classifier needs samples of at least "
                 f"2 classes; for density estimation of one class use BayesianGMM")
         return classes, enc.transform(y)
+
+    def _warm_start(self, classes: np.ndarray, ks: Optional[np.ndarray], d: int, family,
+                    previous_names) -> bool:
+        """Whether this fit starts from the previous fit's parameters
+        (``warm_start``), after checking they fit this one: the same
+        classes, features, covariance type and K per class (``ks``; None
+        for "auto", which continues the fitted K)."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
+        if not (self.warm_start and hasattr(self, "means_")):
+            return False
+        again = "set warm_start=False to start afresh"
+        before = [_label(c) for c in self.classes_]
+        if len(classes) != len(self.classes_) or not np.all(classes == self.classes_):
+            raise ValueError(f"warm_start=True continues the previous fit of classes {before}, "
+                             f"but y has classes {[_label(c) for c in classes]}: {again}")
+        previous = (self.means_.shape[-1], self.covariance_type_)
+        if previous != (d, family.name):
+            raise ValueError(
+                f"warm_start=True continues the previous fit ({previous[0]} feature(s), "
+                f"covariance_type={previous[1]!r}), but this fit has {d} feature(s), "
+                f"covariance_type={self.covariance_type!r}: {again}")
+        if ks is not None and not np.array_equal(ks, self.n_components_):
+            raise ValueError(
+                f"warm_start=True continues the previous fit's components per class "
+                f"{self.n_components_.tolist()} (classes {before}), but n_components asks for "
+                f"{np.asarray(ks).tolist()}: {again}")
+        names = getattr(self, "feature_names_in_", None)
+        if (previous_names is None) != (names is None) or (
+                names is not None and list(previous_names) != list(names)):
+            raise ValueError(
+                f"warm_start=True continues the previous fit on columns "
+                f"{None if previous_names is None else list(previous_names)}, but X has "
+                f"columns {None if names is None else list(names)}: pass the same columns in "
+                f"the same order, or {again}")
+        return True
+
+    def _fitted_start(self, std: Standardizer, family, device, dtype):
+        """The fitted class mixtures in the new fit's standardised frame
+        ``std``, padded components neutral, and the mask of the real ones:
+        (MixtureParams of batch (C,), mask (C, K))."""
+        K = int(self.n_components_.max())          # the padding the fit needs
+        C, D = self.means_.shape[0], self.means_.shape[-1]
+        real = np.arange(K)[None, :] < self.n_components_[:, None]
+        cov = self.covariances_[:, :K] if family.per_component else self.covariances_
+        if family.per_component:
+            neutral = family.covariances(family.identity((C,), K, D, torch.float64,
+                                                         "cpu")).numpy()
+            cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
+        params = std.params_to_std(self.weights_[:, :K],
+                                   np.where(real[..., None], self.means_[:, :K], 0.0),
+                                   cov, family, device, dtype)
+        mask = torch.as_tensor(real, device=device)
+        return masked(params, mask, family), mask
 
     def _resolve_components(self, classes: np.ndarray, counts: np.ndarray) -> Optional[np.ndarray]:
         """Per-class K in the order of ``classes`` (None for "auto")."""
@@ -432,6 +498,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         return self._fit_wrapper(X, y, sample_weight, process_group)
 
     def _fit(self, X, y, sample_weight=None, process_group=None) -> "GMMClassifier":
+        # The previous fit's columns, before validation resets them: a warm
+        # start must see the same ones.
+        previous_names = getattr(self, "feature_names_in_", None)
         group = check_group(process_group)
         reduce = reducer(group)
         # Each rank's own checks first, then one collective that stops every
@@ -510,6 +579,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             observed = list(reduce_array(np.stack([obs_w[yi == c].sum(0) for c in range(C)]),
                                          reduce, device))
         ks = self._resolve_components(classes, counts)
+        warm = self._warm_start(classes, ks, D, family, previous_names)
+        if warm:                  # the fitted K of every class, continued
+            ks = np.asarray(self.n_components_, dtype=np.int64).copy()
         class_prior = self._class_prior(mass, classes)
         auto = ks is None
         # "auto" tries K = 1..max_components, but per class only the K whose
@@ -546,21 +618,31 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         rs = V.check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
         gen = torch.Generator().manual_seed(int(seeds[-1]))
-        Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
-        if group is not None:     # every rank seeds from the same (gathered) points
-            Xs, ws, ys = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]),
-                                     group, ys)
-            Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
-            ws = None if ws is None else torch.as_tensor(ws)
-        points = [Xs[ys == c] for c in range(C)]
-        pweights = None if ws is None else [ws[ys == c] for c in range(C)]
-        # One prior for every class: the spread pooled over the classes'
-        # seedings, each at its K (for "auto", max_components).
-        base = seeded_priors(self.priors, family, k_max, data, points, pweights,
-                             np.full(C, max_components) if auto else ks)
+        if warm:
+            # The previous fit's objective: its covariance priors (those the
+            # user leaves to their default), its parameters as the start.
+            user = self.priors if isinstance(self.priors, Priors) else Priors()
+            base = replace(resolve_priors(self.priors, family, k_max, moments),
+                           **{f: getattr(self.priors_[0], f)
+                              for f in ("covariance_scale", "scale_rate")
+                              if getattr(user, f) is None})
+            start = self._fitted_start(std, family, device, s.dtype)
+        else:
+            Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
+            if group is not None:     # every rank seeds from the same (gathered) points
+                Xs, ws, ys = seed_sample(Xs, ws, 0 if streamed else data.n_total,
+                                         int(seeds[-1]), group, ys)
+                Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
+                ws = None if ws is None else torch.as_tensor(ws)
+            points = [Xs[ys == c] for c in range(C)]
+            pweights = None if ws is None else [ws[ys == c] for c in range(C)]
+            # One prior for every class: the spread pooled over the classes'
+            # seedings, each at its K (for "auto", max_components).
+            base = seeded_priors(self.priors, family, k_max, data, points, pweights,
+                                 np.full(C, max_components) if auto else ks)
+            centres = seed_centres(points, k_max, R, self.init, seeds[:R], pweights)
+            centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
         pt = std.priors(base, device, s.dtype)
-        centres = seed_centres(points, k_max, R, self.init, seeds[:R], pweights)
-        centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
         # EM's budget (twice for "auto": the scan, then the chosen K), or
         # SVI's when EM is off, and fine-tuning's; SVI after EM adds its own.
         planned = (s.em_max_iter * (2 if auto else 1) or s.max_iter) + disc_steps
@@ -573,10 +655,17 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         try:
             # "auto" scans every (restart, K) variant to a looser tolerance
             # (enough to rank K by BIC), then polishes only the chosen K.
-            sel = fit_candidates(groups, centres, ks, cap, pt, family, s.em_max_iter, s.tol,
-                                 callback, mass, ll_offset, max_components, what="class(es)")
-            params, mask_c, bic = sel.params, sel.mask, sel.bic
-            n_iter, converged = sel.n_iter, sel.converged
+            if warm:
+                params, mask_c = start
+                run = em_fit(groups, params.map(lambda t: t[None]), mask_c[None], pt, family,
+                             s.em_max_iter, s.tol, callback)
+                params, bic = run.params.select(0), None
+                n_iter, converged = run.n_iter, run.converged
+            else:
+                sel = fit_candidates(groups, centres, ks, cap, pt, family, s.em_max_iter, s.tol,
+                                     callback, mass, ll_offset, max_components, what="class(es)")
+                params, mask_c, bic = sel.params, sel.mask, sel.bic
+                n_iter, converged = sel.n_iter, sel.converged
             k_sel = mask_c.sum(-1)
             k_max = mask_c.shape[-1]
             pt = pt.with_concentration(pt.concentration[:k_max])

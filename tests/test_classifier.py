@@ -580,3 +580,62 @@ def test_converged_follows_the_kept_variant_of_each_class():
     with_svi = GMMClassifier(3, max_iter=100, **kw).fit(X, y)
     assert with_svi.n_iter_ == 80 and with_svi.converged_
     np.testing.assert_array_equal(with_svi.means_, em.means_)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_classifier_warm_start_continues_the_previous_fit(covariance_type):
+    """warm_start: every call continues every class's mixture (the loss
+    never rises), and ten-iteration calls reach the optimum one converged
+    fit reaches (float64, a tight tolerance); 'auto' continues the fitted K
+    per class without a new scan; without warm_start each fit starts
+    afresh."""
+    X, y, truth = make_five_class(1)
+    ks = list(truth.n_components)
+    kw = dict(n_init=1, max_iter=0, tol=1e-7, random_state=0, dtype="float64",
+              covariance_type=covariance_type, **CPU)
+    once = GMMClassifier(ks, em_max_iter=2000, **kw).fit(X, y)
+    warm = GMMClassifier(ks, em_max_iter=10, warm_start=True, **kw)
+    losses = []
+    for _ in range(40):
+        losses.append(warm.fit(X, y).loss_)
+        if warm.converged_:
+            break
+    assert warm.converged_ and len(losses) > 3
+    assert np.all(np.diff(losses) <= 1e-9 * abs(losses[0]))
+    assert warm.loss_ == pytest.approx(once.loss_, rel=1e-5)
+    real = np.isfinite(once.means_[..., 0])
+    np.testing.assert_allclose(np.sort(np.where(real, warm.means_[..., 0], 0), 1),
+                               np.sort(np.where(real, once.means_[..., 0], 0), 1), atol=0.05)
+    auto = GMMClassifier(covariance_type=covariance_type, random_state=0, warm_start=True,
+                         **CPU).fit(X, y)
+    chosen, first = auto.n_components_.copy(), auto.loss_
+    assert hasattr(auto, "bic_")
+    auto.fit(X, y)
+    np.testing.assert_array_equal(auto.n_components_, chosen)
+    assert auto.loss_ <= first + 1e-6 * abs(first) and not hasattr(auto, "bic_")
+    cold = GMMClassifier(ks, em_max_iter=3, **kw)
+    assert cold.fit(X, y).loss_ == cold.fit(X, y).loss_
+
+
+def test_classifier_warm_start_refuses_another_problem_and_keeps_the_fit():
+    X, y, truth = make_five_class(2)
+    ks = list(truth.n_components)
+    clf = GMMClassifier(ks, n_init=1, em_max_iter=5, warm_start=True, covariance_type="diag",
+                        random_state=0, **CPU).fit(X, y)
+    means = clf.means_.copy()
+    again = "set warm_start=False to start afresh"
+    cases = [
+        (dict(n_components=2), (X, y), r"components per class \[.*\].*asks for \[2, 2, 2, 2, 2\]"),
+        ({}, (X[:, :1], y), r"\(2 feature\(s\), covariance_type='diag'\).*1 feature\(s\)"),
+        ({}, (X, y + 1), r"classes \[0, 1, 2, 3, 4\], but y has classes \[1, 2, 3, 4, 5\]"),
+        ({}, (pd.DataFrame(X, columns=["a", "b"]), y), r"on columns None, but X has columns "
+                                                       r"\['a', 'b'\]"),
+        (dict(warm_start="yes"), (X, y), "warm_start must be True or False, got 'yes'"),
+    ]
+    for params, data, message in cases:
+        est = clf.set_params(**params) if params else clf
+        with pytest.raises(ValueError, match=message + ("" if "True or False" in message
+                                                        else f".*{again}")):
+            est.fit(*data)
+        clf.set_params(n_components=ks, warm_start=True)
+        np.testing.assert_array_equal(clf.means_, means)       # the fitted model kept
