@@ -247,6 +247,18 @@ def spread_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, SPREAD_SAMPLE_SIZE, replace=False))
 
 
+def check_same_columns(previous_names, names, again: str) -> None:
+    """A warm start sees the columns the previous fit saw (names, or none
+    on both), in the same order: else a ValueError naming both."""
+    if (previous_names is None) != (names is None) or (
+            names is not None and list(previous_names) != list(names)):
+        raise ValueError(
+            f"warm_start=True continues the previous fit on columns "
+            f"{None if previous_names is None else list(previous_names)}, but X has "
+            f"columns {None if names is None else list(names)}: pass the same columns in "
+            f"the same order, or {again}")
+
+
 def sparse_concentration(priors, inference: str) -> Optional[np.ndarray]:
     """The Dirichlet concentration (scalar or one per component) that only
     a posterior can use: one with an entry below 1, given with
@@ -572,6 +584,12 @@ class MixtureBase:
         ``dtype`` setting; float32 for models saved before it existed)."""
         name = V.check_option("dtype", getattr(self, "dtype", "float32"), DTYPES)
         return torch.float64 if name == "float64" else torch.float32
+
+    def _warm_asked(self) -> bool:
+        """Whether ``warm_start`` asks this fit to continue a fitted model."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
+        return bool(self.warm_start) and hasattr(self, "means_")
 
     def _fit_wrapper(self, *args):
         # The new state is built in locals and assigned at the end, but input

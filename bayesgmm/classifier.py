@@ -20,7 +20,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
-                    stream_data,
+                    stream_data, check_same_columns,
                     effective_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
@@ -366,9 +366,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         (``warm_start``), after checking they fit this one: the same
         classes, features, covariance type and K per class (``ks``; None
         for "auto", which continues the fitted K)."""
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
-        if not (self.warm_start and hasattr(self, "means_")):
+        if not self._warm_asked():
             return False
         again = "set warm_start=False to start afresh"
         before = [_label(c) for c in self.classes_]
@@ -386,14 +384,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"warm_start=True continues the previous fit's components per class "
                 f"{self.n_components_.tolist()} (classes {before}), but n_components asks for "
                 f"{np.asarray(ks).tolist()}: {again}")
-        names = getattr(self, "feature_names_in_", None)
-        if (previous_names is None) != (names is None) or (
-                names is not None and list(previous_names) != list(names)):
-            raise ValueError(
-                f"warm_start=True continues the previous fit on columns "
-                f"{None if previous_names is None else list(previous_names)}, but X has "
-                f"columns {None if names is None else list(names)}: pass the same columns in "
-                f"the same order, or {again}")
+        check_same_columns(previous_names, getattr(self, "feature_names_in_", None),
+                           "set warm_start=False to start afresh")
         return True
 
     def _fitted_start(self, std: Standardizer, family, device, dtype):

@@ -18,7 +18,8 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
-                    effective_components, sparse_concentration, concentration_for)
+                    effective_components, sparse_concentration, concentration_for,
+                    check_same_columns)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -424,9 +425,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     def _warm_start(self, K: int, d: int, family, previous_names) -> bool:
         """Whether this fit starts from the previous fit's parameters
         (``warm_start``), after checking they fit this one."""
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
-        if not (self.warm_start and hasattr(self, "means_")):
+        if not self._warm_asked():
             return False
         previous = (self.means_.shape[0], self.means_.shape[1], self.covariance_type_)
         if previous != (K, d, family.name):
@@ -435,14 +434,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"{previous[1]} feature(s), covariance_type={previous[2]!r}), but this fit has "
                 f"n_components={K}, {d} feature(s), covariance_type={self.covariance_type!r}: "
                 f"set warm_start=False to start afresh")
-        names = getattr(self, "feature_names_in_", None)
-        if (previous_names is None) != (names is None) or (
-                names is not None and list(previous_names) != list(names)):
-            raise ValueError(
-                f"warm_start=True continues the previous fit on columns "
-                f"{None if previous_names is None else list(previous_names)}, but X has "
-                f"columns {None if names is None else list(names)}: pass the same columns in "
-                f"the same order, or set warm_start=False to start afresh")
+        check_same_columns(previous_names, getattr(self, "feature_names_in_", None),
+                           "set warm_start=False to start afresh")
         return True
 
     def _components(self) -> Optional[int]:
@@ -553,7 +546,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         agree(error, group, X.shape[1] if error is None else -1)
         rs = V.check_random_state(self.random_state)
         seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
-        warm_asked = bool(self.warm_start) and hasattr(self, "means_")
+        warm_asked = self._warm_asked()
         if streamed:
             K0 = self._components()      # None for "auto", which screens no restarts
             n0 = int(X.shape[0])
