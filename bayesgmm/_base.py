@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import threading
 import warnings
 from dataclasses import dataclass
@@ -584,6 +585,126 @@ class MixtureBase:
         ``dtype`` setting; float32 for models saved before it existed)."""
         name = V.check_option("dtype", getattr(self, "dtype", "float32"), DTYPES)
         return torch.float64 if name == "float64" else torch.float32
+
+    # ------------------------------------------------------ posterior draws
+    #: The axis of the stored draws that indexes them: 0, or 1 behind the
+    #: classifier's class axis.
+    _DRAW_AXIS = 0
+
+    def _draws(self) -> dict:
+        """The stored posterior draws ({"weights", "means", "covariances"},
+        the data's units); a clear error for a MAP fit."""
+        from sklearn.utils.validation import check_is_fitted
+        check_is_fitted(self, ("weights_", "means_", "covariances_"))
+        draws = getattr(self, "_posterior", None)
+        if draws is None:
+            raise ValueError(
+                f"this {type(self).__name__} was fitted with inference='map', which keeps only "
+                f"the MAP point: refit with inference='vi' (fast, approximate) or "
+                f"inference='nuts' (exact up to Monte Carlo error) for posterior draws")
+        return draws
+
+    def posterior_samples(self, n_samples: Optional[int] = None,
+                          random_state=None) -> dict:
+        """Draws from the posterior of a fit with ``inference="vi"`` or "nuts".
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Return a random subset of this many of the stored draws (without
+            replacement; the same draws of every array); all of them by
+            default.
+        random_state : int, RandomState or None
+            Seeds the subset (default: the estimator's ``random_state``).
+
+        Returns
+        -------
+        dict of str to ndarray
+            :class:`BayesianGMM`: ``"weights"`` (S, K), ``"means"`` (S, K, D)
+            and ``"covariances"`` (S, ...) in scikit-learn's layout of
+            ``covariance_type`` ((S, K, D, D) "full", (S, D, D) "tied",
+            (S, K, D) "diag", (S, K) "spherical").  :class:`GMMClassifier`:
+            the same behind a class axis, (C, S, K), (C, S, K, D), (C, S,
+            ...), padded components at weight 0 with NaN means and
+            covariances (as ``weights_``, ``means_``).  In the data's units,
+            every draw's components in the order of ``means_`` (copies).
+            For NUTS the draws of the chains follow one another.
+
+        Raises
+        ------
+        ValueError
+            For a fit with ``inference="map"``, or ``n_samples`` above the
+            number of stored draws.
+
+        Examples
+        --------
+        >>> from bayesgmm import BayesianGMM
+        >>> from bayesgmm.datasets import load_iris
+        >>> X = load_iris()[["petal_length"]]
+        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
+        ...                   random_state=0, device="cpu").fit(X)
+        >>> gmm.posterior_samples()["means"].shape
+        (200, 2, 1)
+        >>> gmm.posterior_samples(50, random_state=0)["weights"].shape
+        (50, 2)
+        """
+        draws = self._public_draws()
+        axis = self._DRAW_AXIS
+        S = draws["weights"].shape[axis]
+        if n_samples is None:
+            return {k: v.copy() for k, v in draws.items()}
+        n = V.check_int("n_samples", n_samples, 1)
+        if n > S:
+            raise ValueError(f"n_samples={n} but only {S} posterior draws are stored: use "
+                             f"n_samples <= {S}, or refit with the estimator's n_samples >= {n}")
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
+        rows = np.sort(rs.choice(S, n, replace=False))
+        return {k: np.take(v, rows, axis=axis) for k, v in draws.items()}
+
+    def _public_draws(self) -> dict:
+        """The stored draws as :meth:`posterior_samples` gives them."""
+        return self._draws()
+
+    def credible_interval(self, name: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """Central posterior interval of every element of ``name``.
+
+        Parameters
+        ----------
+        name : {"weights", "means", "covariances"}
+        level : float in (0, 1), default 0.9
+            Posterior probability inside the interval: the bounds are the
+            (1 - level) / 2 and (1 + level) / 2 quantiles of the draws,
+            element by element.
+
+        Returns
+        -------
+        lower, upper : ndarray
+            Each of the shape of the fitted attribute (``weights_``,
+            ``means_``, ``covariances_``; the classifier's with its class
+            axis, NaN for padded components), in the data's units.
+
+        Examples
+        --------
+        >>> from bayesgmm import BayesianGMM
+        >>> from bayesgmm.datasets import load_iris
+        >>> X = load_iris()[["petal_length"]]
+        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
+        ...                   random_state=0, device="cpu").fit(X)
+        >>> lower, upper = gmm.credible_interval("means", level=0.9)
+        >>> bool(np.all(lower <= upper)), lower.shape
+        (True, (2, 1))
+        """
+        from .posterior import DRAW_NAMES
+        draws = self._public_draws()
+        if name not in DRAW_NAMES:
+            raise ValueError(f"name must be one of {list(DRAW_NAMES)}, got {name!r}")
+        if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) \
+                or not 0 < level < 1:
+            raise ValueError(f"level must be a number in (0, 1), got {level!r}: e.g. 0.9 for "
+                             f"the central 90% interval")
+        level = float(level)
+        q = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2], axis=self._DRAW_AXIS)
+        return q[0], q[1]
 
     def _warm_asked(self) -> bool:
         """Whether ``warm_start`` asks this fit to continue a fitted model."""

@@ -830,6 +830,23 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.n_effective_components_ = effective_components(res.counts.cpu().numpy())
         self.n_iter_ += int(res.n_iter)
 
+    # ------------------------------------------------------ posterior draws
+    _DRAW_AXIS = 1        # (C, S, ...): the class axis first
+
+    def _public_draws(self) -> dict:
+        """The stored draws with padded components as the fitted attributes
+        hold them: weight 0, NaN means and covariances."""
+        draws = self._draws()
+        C, K = self.weights_.shape
+        real = np.arange(K)[None, :] < self.n_components_[:, None]          # (C, K)
+        out = {"weights": draws["weights"],
+               "means": np.where(real[:, None, :, None], draws["means"], np.nan)}
+        cov = draws["covariances"]
+        if self._family().per_component:
+            cov = np.where(real.reshape((C, 1, K) + (1,) * (cov.ndim - 3)), cov, np.nan)
+        out["covariances"] = cov
+        return out
+
     # -------------------------------------------------------- prediction
     def _model_frame(self, device: torch.device, plug_in: bool = False):
         """The fitted class mixtures as standardised float32 tensors (batch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union
 
@@ -773,107 +772,6 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
         else:
             self.elbo_ = float(post.elbo - data.loglik_offset())
-
-    def _draws(self) -> dict:
-        """The stored posterior draws; a clear error for a MAP fit."""
-        check_is_fitted(self, ("weights_", "means_", "covariances_"))
-        draws = getattr(self, "_posterior", None)
-        if draws is None:
-            raise ValueError(
-                "this BayesianGMM was fitted with inference='map', which keeps only the MAP "
-                "point: refit with inference='vi' (fast, approximate) or inference='nuts' "
-                "(exact up to Monte Carlo error) for posterior draws")
-        return draws
-
-    def posterior_samples(self, n_samples: Optional[int] = None,
-                          random_state=None) -> dict:
-        """Draws from the posterior of a fit with ``inference="vi"`` or "nuts".
-
-        Parameters
-        ----------
-        n_samples : int, optional
-            Return a random subset of this many of the stored draws (without
-            replacement; the same rows of every array); all of them by
-            default.
-        random_state : int, RandomState or None
-            Seeds the subset (default: the estimator's ``random_state``).
-
-        Returns
-        -------
-        dict of str to ndarray
-            ``"weights"`` (S, K), ``"means"`` (S, K, D) and
-            ``"covariances"`` (S, ...) in scikit-learn's layout of
-            ``covariance_type`` ((S, K, D, D) "full", (S, D, D) "tied",
-            (S, K, D) "diag", (S, K) "spherical"), in the data's units and
-            with every draw's components in the order of ``means_`` (copies).
-            For NUTS the draws of the chains follow one another.
-
-        Raises
-        ------
-        ValueError
-            For a fit with ``inference="map"``, or ``n_samples`` above the
-            number of stored draws.
-
-        Examples
-        --------
-        >>> from bayesgmm.datasets import load_iris
-        >>> X = load_iris()[["petal_length"]]
-        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
-        ...                   random_state=0, device="cpu").fit(X)
-        >>> gmm.posterior_samples()["means"].shape
-        (200, 2, 1)
-        >>> gmm.posterior_samples(50, random_state=0)["weights"].shape
-        (50, 2)
-        """
-        draws = self._draws()
-        S = draws["weights"].shape[0]
-        if n_samples is None:
-            return {k: v.copy() for k, v in draws.items()}
-        n = V.check_int("n_samples", n_samples, 1)
-        if n > S:
-            raise ValueError(f"n_samples={n} but only {S} posterior draws are stored: use "
-                             f"n_samples <= {S}, or refit with the estimator's n_samples >= {n}")
-        rs = V.check_random_state(self.random_state if random_state is None else random_state)
-        rows = np.sort(rs.choice(S, n, replace=False))
-        return {k: v[rows] for k, v in draws.items()}
-
-    def credible_interval(self, name: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """Central posterior interval of every element of ``name``.
-
-        Parameters
-        ----------
-        name : {"weights", "means", "covariances"}
-        level : float in (0, 1), default 0.9
-            Posterior probability inside the interval: the bounds are the
-            (1 - level) / 2 and (1 + level) / 2 quantiles of the draws,
-            element by element.
-
-        Returns
-        -------
-        lower, upper : ndarray
-            Each of the shape of the fitted attribute (``weights_`` (K,),
-            ``means_`` (K, D), ``covariances_``), in the data's units.
-
-        Examples
-        --------
-        >>> from bayesgmm.datasets import load_iris
-        >>> X = load_iris()[["petal_length"]]
-        >>> gmm = BayesianGMM(2, inference="vi", n_samples=200,
-        ...                   random_state=0, device="cpu").fit(X)
-        >>> lower, upper = gmm.credible_interval("means", level=0.9)
-        >>> bool(np.all(lower <= upper)), lower.shape
-        (True, (2, 1))
-        """
-        draws = self._draws()
-        if name not in post_module.DRAW_NAMES:
-            raise ValueError(f"name must be one of {list(post_module.DRAW_NAMES)}, got {name!r}")
-        if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) \
-                or not 0 < level < 1:
-            raise ValueError(f"level must be a number in (0, 1), got {level!r}: e.g. 0.9 for "
-                             f"the central 90% interval")
-        level = float(level)
-        q = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2], axis=0)
-        return q[0], q[1]
 
     def _fit_k(self, data, groups, family, s, backend, K: int, seeds, group, previous_names
                ) -> tuple["_Fit", Priors]:

@@ -480,3 +480,53 @@ def test_vi_on_cuda_matches_cpu(weight_prior):
     assert gpu.elbo_ == pytest.approx(cpu.elbo_, rel=1e-4)
     assert gpu.n_effective_components_ == cpu.n_effective_components_
     np.testing.assert_allclose(np.sort(gpu.weights_), np.sort(cpu.weights_), atol=1e-3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied", "spherical"])
+def test_classifier_posterior_samples_and_credible_intervals(covariance_type):
+    """The classifier's posterior API, as BayesianGMM's behind a class
+    axis: the stored draws (padded components at weight 0, NaN means and
+    covariances, as weights_ and means_), a seeded subset of the same draws
+    of every array, and 95% intervals on the means of well-separated
+    clusters (50 points of sd 0.4 each) that hold each cluster's sample
+    mean and are about as wide as the conjugate posterior's, 2 x 1.96 x
+    0.4 / sqrt(50)."""
+    from bayesgmm import GMMClassifier
+    centres = np.array(CENTRES[:3], dtype=float)
+    X = np.concatenate([blobs(50, centres[:2], seed=1), blobs(50, centres[2:3], seed=2)])
+    y = np.repeat([0, 1], [100, 50])
+    clf = GMMClassifier([2, 1], covariance_type=covariance_type, inference="vi", n_samples=40,
+                        random_state=0, device="cpu").fit(X, y)
+    d = clf.posterior_samples()
+    assert d["weights"].shape == (2, 40, 2) and d["means"].shape == (2, 40, 2, 2)
+    assert d["covariances"].shape[:2] == (2, 40)
+    np.testing.assert_array_equal(d["weights"][1, :, 1], 0.0)
+    assert np.isnan(d["means"][1, :, 1]).all() and np.isfinite(d["means"][0]).all()
+    if covariance_type != "tied":
+        assert np.isnan(d["covariances"][1, :, 1]).all()
+    sub = clf.posterior_samples(7, random_state=3)
+    again = clf.posterior_samples(7, random_state=3)
+    for name in d:
+        np.testing.assert_array_equal(sub[name], again[name])
+        assert sub[name].shape[1] == 7
+    # the subset's draws are stored draws, the same ones in every array
+    rows = [int(np.flatnonzero((d["weights"][0] == w).all(1))[0]) for w in sub["weights"][0]]
+    np.testing.assert_array_equal(sub["means"][0], d["means"][0, rows])
+    lo, hi = clf.credible_interval("means", level=0.95)
+    assert lo.shape == clf.means_.shape and np.isnan(lo[1, 1]).all()
+    np.testing.assert_allclose(lo[0], np.quantile(d["means"][0], 0.025, axis=0))
+    for c, truth in ((0, centres[:2]), (1, centres[2:3])):
+        Xc = X[y == c]
+        near = np.argmin(((Xc[:, None, :] - truth[None]) ** 2).sum(-1), 1)
+        sample = np.stack([Xc[near == j].mean(0) for j in range(len(truth))])
+        k = clf.n_components_[c]
+        order = [int(np.argmin(np.abs(clf.means_[c, :k] - t).sum(1))) for t in truth]
+        assert np.all((lo[c, order] < sample) & (sample < hi[c, order]))
+        width = hi[c, order] - lo[c, order]
+        np.testing.assert_allclose(width, 2 * 1.96 * 0.4 / np.sqrt(50), rtol=0.5)
+    lw, hw = clf.credible_interval("weights")
+    assert np.all(lw <= clf.weights_ + 1e-12) and np.all(clf.weights_ <= hw + 1e-12)
+    with pytest.raises(ValueError, match="n_samples=41 but only 40 posterior draws"):
+        clf.posterior_samples(41)
+    with pytest.raises(ValueError, match="this GMMClassifier was fitted with inference='map'"):
+        GMMClassifier([2, 1], device="cpu").fit(X, y).credible_interval("means")
