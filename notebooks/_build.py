@@ -670,17 +670,17 @@ on the class-plate Pyro model) and predicts argmax_c log p(x | c) + log p(c). Th
 have axis-aligned shapes (independent per-feature scales), so we fit diagonal covariances,
 `covariance_type="diag"`, the generating model's family (the default, `"full"`, would also
 estimate correlations that are zero here). First with the true K of every class, then with K
-chosen per class by BIC from 1 to 10.
+chosen per class by BIC from 1 to 14.
 '''),
     code('''
 clf_true_k = GMMClassifier(n_components=list(truth.n_components), covariance_type="diag",
                            random_state=0, max_iter=100 if SMALL else 1000).fit(X, y)
-# "auto" fits every candidate K (1..10) of every class in one batch; one
+# "auto" fits every candidate K (1..14) of every class in one batch; one
 # start per candidate (the default is 4) and EM only keep that quick here.
-# It warns when a class's BIC is lowest at the largest K tried (its minimum
-# may lie beyond): max_components raises the cap.
+# One class has 10 clusters, the default cap (max_components=10), where
+# "auto" warns that BIC may still fall beyond it: the cap is raised to 14.
 clf_auto = GMMClassifier(n_components="auto", covariance_type="diag", n_init=1, max_iter=0,
-                         random_state=0).fit(X, y)
+                         max_components=14, random_state=0).fit(X, y)
 print("true K:  ", truth.n_components)
 print("BIC's K: ", clf_auto.n_components_.tolist())'''),
     md('''

@@ -86,6 +86,10 @@ def test_committed_notebook_has_full_size_outputs(name):
     assert all(c.execution_count is not None for c in code), "not executed top to bottom"
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert not any(out.output_type == "error" for c in code for out in c.outputs)
+    # No warning in the committed outputs (issue 12: none from the notebooks).
+    warned = [out.get("text", "") for c in code for out in c.outputs
+              if out.get("name") == "stderr" or "Warning" in out.get("text", "")]
+    assert not warned, warned
     first = "".join(out.get("text", "") for out in code[0].outputs)
     assert "full-size mode" in first, "outputs must come from a full-size run"
     assert _images(nb) >= 2
