@@ -2,6 +2,8 @@
 ``impute``), checked against repeated rows, scipy densities, Pyro's own loss
 and an independent numpy EM step for data missing at random."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -308,6 +310,48 @@ def test_marginalize_without_nan_equals_default_exactly(Est, covariance_type):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.loss_ == b.loss_
+
+
+@pytest.mark.parametrize("inference", ["vi", "nuts"])
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_marginalize_without_nan_equals_default_exactly_beyond_the_map(Est, inference):
+    """The same with a posterior: no NaN, so the same model, the same draws."""
+    X, y = _blobs(n=(40, 40, 40))
+    args = (X, y) if Est is GMMClassifier else (X,)
+    kw = dict(covariance_type="diag", inference=inference, n_samples=20, **CPU)
+    if inference == "nuts":
+        kw.update(n_chains=1, n_warmup=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # short chains
+        a = Est(2, **kw).fit(*args)
+        b = Est(2, missing="marginalize", **kw).fit(*args)
+    for name, draws in a.posterior_samples().items():
+        np.testing.assert_array_equal(draws, b.posterior_samples()[name])
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_nuts_with_integer_weights_samples_the_repeated_rows_posterior():
+    """NUTS on weighted rows and on the rows repeated: the same potential
+    (tested exactly against Pyro elsewhere), so the same posterior: the
+    draws' means agree within Monte Carlo error, and so do their spreads
+    (weights of 1 and 5 triple the data: ignoring them would widen the
+    means' posterior by about sqrt(3))."""
+    rng = np.random.default_rng(2)
+    X = np.r_[rng.normal(0.0, 1.0, (30, 1)), rng.normal(6.0, 1.0, (30, 1))]
+    w = np.where(rng.random(len(X)) < 0.5, 1.0, 5.0)
+    rep = np.repeat(X, w.astype(int), axis=0)
+    kw = dict(covariance_type="diag", inference="nuts", n_samples=200, n_chains=2,
+              n_warmup=60, dtype="float64", **CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # short chains
+        weighted = BayesianGMM(2, **kw).fit(X, sample_weight=w)
+        repeated = BayesianGMM(2, **kw).fit(rep)
+    a, b = weighted.posterior_samples(), repeated.posterior_samples()
+    order = np.argsort(weighted.means_[:, 0]), np.argsort(repeated.means_[:, 0])
+    ma, mb = a["means"].mean(0)[order[0]], b["means"].mean(0)[order[1]]
+    sa, sb = a["means"].std(0)[order[0]], b["means"].std(0)[order[1]]
+    assert np.all(np.abs(ma - mb) < 4 * np.sqrt(sa ** 2 + sb ** 2) / np.sqrt(30)), (ma, mb)
+    assert np.all((sa / sb > 0.7) & (sa / sb < 1.4)), (sa, sb)
 
 
 def test_marginalize_pyro_backend_agrees_with_fused():
