@@ -48,7 +48,10 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
                 f"{name} has non-numeric column(s) {bad}: select the numeric columns "
                 f"(e.g. df[['a', 'b']]) or encode them as numbers")
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
-        _check_finite(values, name, [str(c) for c in X.columns], allow_nan)
+        default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
+            and X.index.step == 1
+        _check_finite(values, name, [str(c) for c in X.columns], allow_nan,
+                      index=None if default_index else X.index)
         return X
     if isinstance(X, (list, tuple)) or hasattr(X, "__array__"):
         arr = np.asarray(X)
@@ -86,9 +89,11 @@ def _tensor_data(X, name: str = "X"):
 
 
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
-                  allow_nan: bool = False, row_offset: int = 0) -> None:
+                  allow_nan: bool = False, row_offset: int = 0, index=None) -> None:
     """Refuse inf (and NaN unless ``allow_nan``) naming the column;
-    ``row_offset``: where ``arr`` starts in the whole input (blocks)."""
+    ``row_offset``: where ``arr`` starts in the whole input (blocks);
+    ``index``: a DataFrame's row labels (not the default 0..N-1), named
+    next to the row's position."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return
     # Fast path without an (N, D) boolean temporary (predicting on 1e8 points
@@ -100,14 +105,16 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
             return
     finite = np.isfinite(arr) | (np.isnan(arr) if allow_nan else False)
     if allow_nan:
-        check_missing_rows(np.isnan(arr), name, row_offset)
+        check_missing_rows(np.isnan(arr), name, row_offset, index)
     if finite.all():
         return
     col = int(np.where(~finite.all(axis=0))[0][0])
     label = f"column {col}" + (f" ({columns[col]!r})" if columns else "")
     bad = arr[:, col][~finite[:, col]]
     if row_offset or arr.shape[0] > 1:
-        label += f", row {row_offset + int(np.flatnonzero(~finite[:, col])[0])}"
+        i = int(np.flatnonzero(~finite[:, col])[0])
+        label += f", row {row_offset + i}" + ("" if index is None else
+                                              f" (index label {index[i]!r})")
     if np.isnan(bad).any():
         raise ValueError(f"{name} contains NaN in {label} (missing values): fit with "
                          f"missing='marginalize' to use the observed features of those rows, "
@@ -116,17 +123,21 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
                      f"infinite values")
 
 
-def check_missing_rows(nan, name: str = "X", row_offset: int = 0) -> None:
+def check_missing_rows(nan, name: str = "X", row_offset: int = 0, index=None) -> None:
     """Refuse rows whose every feature is missing (``nan``: (N, D) bool,
     numpy or torch): they carry no information for a mixture over the
-    features, and a model cannot score or assign them."""
+    features, and a model cannot score or assign them.  ``index``: a
+    DataFrame's row labels, named next to the positions."""
     empty = nan.all(1) if nan.shape[1] else nan[:, :0].any(1)
     if bool(empty.any()):
-        rows = [row_offset + int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
-                                              else empty.nonzero().squeeze(1).cpu())[:5]]
+        at = [int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
+                               else empty.nonzero().squeeze(1).cpu())[:5]]
+        rows = [row_offset + i for i in at]
+        more = "..." if int(empty.sum()) > 5 else ""
+        labels = "" if index is None else f", index label(s) {[index[i] for i in at]}{more}"
         raise ValueError(f"{name} has {int(empty.sum())} row(s) with every feature missing "
-                         f"(row(s) {rows}{'...' if int(empty.sum()) > 5 else ''}): drop them, "
-                         f"e.g. df.dropna(how='all')")
+                         f"(row(s) {rows}{more}{labels}): drop them, e.g. "
+                         f"df.dropna(how='all')")
 
 
 def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarray]:

@@ -134,6 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="restarts, the best by final loss is kept (default: %(default)s)")
         p.add_argument("--device", default="auto",
                        help="'auto' (CUDA when available), 'cpu' or 'cuda' (default: %(default)s)")
+        p.add_argument("--threads", type=_count("a number of threads", "1"), metavar="N",
+                       help="CPU threads of the fit (the estimator's n_threads); 1 is often "
+                            "fastest for small data on a busy machine (default: torch's)")
         p.add_argument("--progress", action="store_true", help="show a progress bar")
 
     demo = sub.add_parser(
@@ -309,7 +312,7 @@ def _make_estimator(args):
     return BayesianGMM(n_components=args.n_components, max_components=args.max_components,
                        covariance_type=args.covariance_type, n_init=args.n_init,
                        device=args.device, random_state=args.seed, progress=args.progress,
-                       missing=getattr(args, "missing", "error"),
+                       n_threads=args.threads, missing=getattr(args, "missing", "error"),
                        inference=getattr(args, "inference", "map"),
                        weight_prior=getattr(args, "weight_prior", "dirichlet"),
                        n_samples=getattr(args, "n_samples", 1000),

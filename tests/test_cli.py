@@ -203,7 +203,7 @@ def test_console_script_help_documents_every_option():
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
                    "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
-                   "--n-chains", "--n-warmup"):
+                   "--n-chains", "--n-warmup", "--threads"):
         assert option in text
     assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
@@ -509,6 +509,7 @@ def test_script_posterior_fits(script_runs):
     (["--concentration", "nan"], "'nan' is not a concentration: give a number > 0"),
     (["--n-chains", "0"], "argument --n-chains: '0' is not a number of chains"),
     (["--inference", "mcmc"], "argument --inference: invalid choice: 'mcmc'"),
+    (["--threads", "0"], "argument --threads: '0' is not a number of threads"),
 ])
 def test_bad_posterior_options_are_argument_errors(capsys, args, message):
     with pytest.raises(SystemExit) as exc:
@@ -536,6 +537,20 @@ def test_posterior_option_errors_are_in_the_command_lines_words(tmp_path, capsys
         assert err.startswith("bayesgmm: error: ") and err.count("\n") == 1, err
         assert __import__("re").search(message, err), err
         assert "n_components" not in err and "Priors." not in err
+
+
+def test_threads_option_is_the_estimators_n_threads(tmp_path, capsys):
+    """--threads N reaches the estimator (kept in the saved model) and the
+    caller's thread count is restored after the fit."""
+    import torch
+    from bayesgmm import BayesianGMM
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    before = torch.get_num_threads()
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "2", "--threads", "1", "--save",
+                 str(tmp_path / "m.bgmm"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert torch.get_num_threads() == before
+    assert BayesianGMM.load(tmp_path / "m.bgmm").get_params()["n_threads"] == 1
 
 
 def test_npy_posterior_fit_reads_the_array_into_memory(tmp_path, capsys):

@@ -554,3 +554,21 @@ def test_sklearn_tags_say_whether_nan_is_allowed():
     for Est in (BayesianGMM, GMMClassifier):
         assert get_tags(Est(missing="marginalize")).input_tags.allow_nan is True
         assert get_tags(Est()).input_tags.allow_nan is False
+
+
+def test_errors_name_a_dataframes_index_labels():
+    """A DataFrame with its own row labels: the refused row is named by
+    position and by label; with the default 0..N-1 index, by position."""
+    X, _ = _blobs(n=(10, 10, 10))
+    df = pd.DataFrame(X, index=[f"r{i}" for i in range(len(X))])
+    df.iloc[7] = np.nan
+    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[7\], index "
+                                         r"label\(s\) \['r7'\]\)"):
+        BayesianGMM(2, missing="marginalize", **CPU).fit(df)
+    df.iloc[7] = [1.0, np.inf, 0.0]
+    with pytest.raises(ValueError, match=r"inf in column 1 \('1'\), row 7 \(index label 'r7'\)"):
+        BayesianGMM(2, **CPU).fit(df)
+    plain = df.reset_index(drop=True)
+    plain.iloc[7] = np.nan
+    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[7\]\): drop"):
+        BayesianGMM(2, missing="marginalize", **CPU).fit(plain)
