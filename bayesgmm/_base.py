@@ -9,7 +9,7 @@ import math
 import numbers
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -248,7 +248,7 @@ def spread_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, SPREAD_SAMPLE_SIZE, replace=False))
 
 
-def check_same_columns(previous_names, names, again: str) -> None:
+def check_same_columns(previous_names, names) -> None:
     """A warm start sees the columns the previous fit saw (names, or none
     on both), in the same order: else a ValueError naming both."""
     if (previous_names is None) != (names is None) or (
@@ -257,7 +257,17 @@ def check_same_columns(previous_names, names, again: str) -> None:
             f"warm_start=True continues the previous fit on columns "
             f"{None if previous_names is None else list(previous_names)}, but X has "
             f"columns {None if names is None else list(names)}: pass the same columns in "
-            f"the same order, or {again}")
+            f"the same order, or set warm_start=False to start afresh")
+
+
+def warm_priors(priors: Priors, user, previous: Priors) -> Priors:
+    """The resolved ``priors`` of a warm start: the previous fit's
+    covariance priors where the user (``user``, the estimator's ``priors``)
+    leaves them to their data-dependent default, so that the fit continues
+    the previous objective."""
+    given = user if isinstance(user, Priors) else Priors()
+    return replace(priors, **{f: getattr(previous, f) for f in ("covariance_scale", "scale_rate")
+                              if getattr(given, f) is None})
 
 
 def sparse_concentration(priors, inference: str) -> Optional[np.ndarray]:
@@ -357,25 +367,33 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                            reduce=reduce)
     check_overflow(std, X, family, moments)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
-    kind = str(Xt.dtype).replace("torch.", "")
-    remedy = (f"rescale the weights (e.g. divide them by their largest; they weigh against the "
-              f"priors as a count of rows)"
-              + (" or fit with dtype='float64'" if Xt.dtype == torch.float32 else ""))
-    if wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all() and
-                                   torch.isfinite(wt.sum())):
-        raise ValueError(f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the "
-                         f"fit's {kind} arithmetic holds: {remedy}")
-    totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0]],
+    unfit = wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all())
+    totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0], unfit],
                                    dtype=np.float64), reduce, device)
     mass, n_total = float(totals[0]), int(totals[1])
-    # The statistics sum weight x responsibility x squared (standardised)
-    # deviation: their total must stay far inside the fit's floating point
-    # range (float32: weights summing to ~1e38 gave a wrong fit, "converged").
-    limit = torch.finfo(Xt.dtype).max * 1e-8
-    if w is not None and mass > limit:
+    if w is not None:
+        check_weight_range(mass, w, bool(totals[2]), Xt.dtype)
+    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
+
+
+def check_weight_range(mass: float, w: np.ndarray, unfit: bool, dtype: torch.dtype) -> None:
+    """Sample weights the fit's arithmetic (``dtype``) holds: each positive
+    weight a positive finite number there (``unfit``: some process found
+    one that is not), and their sum ``mass`` far inside its range, since
+    the statistics sum weight x responsibility x squared standardised
+    deviation (float32: weights summing to ~1e38 gave a wrong fit, marked
+    converged).  ``w``: this process's weights seen (for the message)."""
+    kind = str(dtype).replace("torch.", "")
+    remedy = (f"rescale the weights (e.g. divide them by their largest; they weigh against the "
+              f"priors as a count of rows)"
+              + (" or fit with dtype='float64'" if dtype == torch.float32 else ""))
+    if unfit:
+        raise ValueError(f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the "
+                         f"fit's {kind} arithmetic holds: {remedy}")
+    limit = torch.finfo(dtype).max * 1e-8
+    if mass > limit:
         raise ValueError(f"sample_weight sums to {mass:.3g}, beyond what the fit's {kind} "
                          f"statistics hold (at most {limit:.3g}): {remedy}")
-    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
 
 
 def is_row_source(X) -> bool:
@@ -428,6 +446,9 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         if w_src is not None and tuple(np.shape(w_src)) != (n,):
             raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected ({n},)")
     s0, s1, mass = np.zeros(D), np.zeros(D), 0.0
+    w_seen = np.array([np.inf, -np.inf])     # smallest and largest positive weight
+    unfit = False                            # one the fit's dtype cannot hold
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     C = n_groups
     per_class = np.zeros((C, 2 + D))          # rows, weight, observed weight per feature
     collected = {k: [] for k in picks}
@@ -453,6 +474,12 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         s0 += W.sum(0)
         s1 += (W * np.where(nan, 0.0, chunk)).sum(0)
         mass += float(chunk.shape[0] if w is None else w.sum())
+        if w is not None and (w > 0).any():
+            pos = w[w > 0]
+            w_seen = np.array([min(w_seen[0], pos.min()), max(w_seen[1], pos.max())])
+            with np.errstate(over="ignore", under="ignore"):
+                cast = pos.astype(np_dtype)
+            unfit = unfit or not bool(np.all(np.isfinite(cast) & (cast > 0)))
         yc = None
         if labels is not None:
             yc = np.asarray(labels[a:a + chunk.shape[0]])
@@ -469,10 +496,13 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                                      None if yc is None else yc[rows]))
     from .distributed import agree
     agree(error, group, D)
-    totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing)]]), reduce, device)
-    s0, s1, (mass, n_total, any_missing) = totals[:D], totals[D:2 * D], totals[2 * D:]
+    totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing), float(unfit)]]),
+                          reduce, device)
+    s0, s1, (mass, n_total, any_missing, unfit) = totals[:D], totals[D:2 * D], totals[2 * D:]
     if mass <= 0:
         raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
+    if w_src is not None:
+        check_weight_range(float(mass), w_seen, bool(unfit), dtype)
     never = np.flatnonzero(s0 == 0)
     if never.size:
         raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a feature "

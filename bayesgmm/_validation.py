@@ -114,7 +114,7 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
     if row_offset or arr.shape[0] > 1:
         i = int(np.flatnonzero(~finite[:, col])[0])
         label += f", row {row_offset + i}" + ("" if index is None else
-                                              f" (index label {index[i]!r})")
+                                              f" (index label {index[[i]].tolist()[0]!r})")
     if np.isnan(bad).any():
         raise ValueError(f"{name} contains NaN in {label} (missing values): fit with "
                          f"missing='marginalize' to use the observed features of those rows, "
@@ -134,7 +134,7 @@ def check_missing_rows(nan, name: str = "X", row_offset: int = 0, index=None) ->
                                else empty.nonzero().squeeze(1).cpu())[:5]]
         rows = [row_offset + i for i in at]
         more = "..." if int(empty.sum()) > 5 else ""
-        labels = "" if index is None else f", index label(s) {[index[i] for i in at]}{more}"
+        labels = "" if index is None else f", index label(s) {index[at].tolist()}{more}"
         raise ValueError(f"{name} has {int(empty.sum())} row(s) with every feature missing "
                          f"(row(s) {rows}{more}{labels}): drop them, e.g. "
                          f"df.dropna(how='all')")
@@ -151,18 +151,20 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarr
             sample_weight = _tensor_data(sample_weight, "sample_weight").cpu().numpy()
     except ImportError:  # pragma: no cover
         pass
-    not_numbers = NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
+    def not_numbers() -> NonNumericError:
+        return NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
+
     try:
         given = np.asarray(sample_weight)    # through __array__, as array-likes ask
     except (TypeError, ValueError):
-        raise not_numbers from None
+        raise not_numbers() from None
     if given.dtype.kind == "c":
         raise ValueError(f"sample_weight must be real numbers, got complex values (dtype "
                          f"{given.dtype}): take their real part or magnitude")
     try:
         w = np.array(given, dtype=np.float64)   # a copy: the caller's is never touched
     except (TypeError, ValueError):
-        raise not_numbers from None
+        raise not_numbers() from None
     if w.ndim == 0:
         w = np.full(n_samples, float(w))
     if w.shape != (n_samples,):

@@ -20,7 +20,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
-                    stream_data, check_same_columns,
+                    stream_data, check_same_columns, warm_priors,
                     effective_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
@@ -325,6 +325,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if s.max_iter == 0:
                 raise ValueError("inference='vi' runs up to max_iter iterations, but "
                                  "max_iter=0: set max_iter > 0 (e.g. 1000)")
+        if sparse_concentration(self.priors, inference) is not None:
+            raise ValueError(
+                f"GMMClassifier takes Priors.weight_concentration >= 1, got "
+                f"{self.priors.weight_concentration!r}: its per-class posteriors run no delete "
+                f"moves, which a concentration below 1 needs to switch components off; choose "
+                f"each class's K with n_components='auto', or fit the classes with "
+                f"BayesianGMM(inference={inference!r}), which takes it")
+        self._warm_asked()          # warm_start checked before any work
         return s, max_components, steps
 
     @staticmethod
@@ -384,8 +392,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"warm_start=True continues the previous fit's components per class "
                 f"{self.n_components_.tolist()} (classes {before}), but n_components asks for "
                 f"{np.asarray(ks).tolist()}: {again}")
-        check_same_columns(previous_names, getattr(self, "feature_names_in_", None),
-                           "set warm_start=False to start afresh")
+        check_same_columns(previous_names, getattr(self, "feature_names_in_", None))
         return True
 
     def _fitted_start(self, std: Standardizer, family, device, dtype):
@@ -400,9 +407,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             neutral = family.covariances(family.identity((C,), K, D, torch.float64,
                                                          "cpu")).numpy()
             cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
-        params = std.params_to_std(self.weights_[:, :K],
-                                   np.where(real[..., None], self.means_[:, :K], 0.0),
-                                   cov, family, device, dtype)
+        # Padded means are NaN: masked() sets them (and the covariances) to neutral.
+        params = std.params_to_std(self.weights_[:, :K], self.means_[:, :K], cov, family, device,
+                                   dtype)
         mask = torch.as_tensor(real, device=device)
         return masked(params, mask, family), mask
 
@@ -527,8 +534,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             n0 = int(X.shape[0])
             cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
             rng = np.random.default_rng([n0, 1])      # the seeding sample, past cap rows
-            picks = {"seed": np.arange(n0) if n0 <= cap else np.sort(rng.choice(n0, cap,
-                                                                              replace=False))}
+            # A warm start seeds nothing: no sample to collect.
+            picks = {} if self._warm_asked() else {
+                "seed": np.arange(n0) if n0 <= cap else np.sort(rng.choice(n0, cap,
+                                                                           replace=False))}
             data = stream_data(self, X, sample_weight, family, device, V.allows_missing(self),
                                s.dtype, picks, reduce, labels=yi, n_groups=classes.size,
                                group=group)
@@ -585,13 +594,6 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 "Priors.weight_concentration is an array but the classes have different numbers "
                 "of components: give a scalar concentration (the same for every component)")
-        if sparse_concentration(self.priors, self.inference) is not None:
-            raise ValueError(
-                f"GMMClassifier takes Priors.weight_concentration >= 1, got "
-                f"{self.priors.weight_concentration!r}: its per-class posteriors run no delete "
-                f"moves, which a concentration below 1 needs to switch components off; choose "
-                f"each class's K with n_components='auto', or fit the classes with "
-                f"BayesianGMM(inference={self.inference!r}), which takes it")
         # Validated here (before any work); resolved once with k_max after
         # the seeding, whose spread scales the covariance priors' defaults.
         # The k-component prior is the first k entries of the (scalar)
@@ -613,11 +615,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if warm:
             # The previous fit's objective: its covariance priors (those the
             # user leaves to their default), its parameters as the start.
-            user = self.priors if isinstance(self.priors, Priors) else Priors()
-            base = replace(resolve_priors(self.priors, family, k_max, moments),
-                           **{f: getattr(self.priors_[0], f)
-                              for f in ("covariance_scale", "scale_rate")
-                              if getattr(user, f) is None})
+            base = warm_priors(resolve_priors(self.priors, family, k_max, moments),
+                               self.priors, self.priors_[0])
             start = self._fitted_start(std, family, device, s.dtype)
         else:
             Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)

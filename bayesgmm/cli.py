@@ -209,7 +209,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                        "(default: %(default)s)")
     fit.add_argument("--n-chains", type=_count("a number of chains", "4"), default=4,
                      metavar="C", help="NUTS chains (default: %(default)s)")
-    fit.add_argument("--n-warmup", type=_count("a number of warmup steps", "300"), default=300,
+    fit.add_argument("--n-warmup", type=_number(int, "a number of warmup steps",
+                                                "an integer >= 0, e.g. 300", lambda n: n >= 0),
+                     default=300,
                      metavar="W", help="NUTS warmup steps per chain (default: %(default)s)")
     fit.add_argument("--save", metavar="MODEL",
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
@@ -322,20 +324,30 @@ def _make_estimator(args):
                        Priors(weight_concentration=concentration))
 
 
+#: Where the estimators' own warnings point (their stacklevel names the
+#: caller of ``fit``: this module).
+_FIT_CALLER = __file__
+
+
 def _fit_estimator(args, X, **kwargs):
     """The estimator of the arguments fitted to ``X``.  '-k auto' stopping
     at --max-components is said in the command line's words afterwards
     (:func:`_note_at_cap`), not as the library's warning."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")
         warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
-        gmm = _make_estimator(args).fit(X, **kwargs)
-    # The fit's warnings (NUTS's convergence, a variational fit stopped
-    # short) in the command line's words, one line each.
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
-    return gmm
+        try:
+            return _make_estimator(args).fit(X, **kwargs)
+        finally:
+            # The fit's own warnings (NUTS's convergence, a variational fit
+            # stopped short) in the command line's words, one line each;
+            # any other (a stage that fell back, from torch or Pyro) as
+            # Python shows it.  Said also when the fit then fails.
+            for w in caught:
+                if w.category is UserWarning and w.filename == _FIT_CALLER:
+                    print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _note_at_cap(gmm, args) -> None:
@@ -363,9 +375,11 @@ def _posterior_summary(gmm) -> str:
     if getattr(gmm, "elbo_", None) is not None and gmm.inference == "vi":
         return f"; variational posterior, ELBO {gmm.elbo_:.4f}"
     if gmm.inference == "nuts":
-        worst = max(float(np.nanmax(r)) for r in gmm.rhat_.values())
-        return (f"; NUTS, largest R-hat {worst:.3f}, {gmm.n_divergent_} divergent "
-                f"transition(s)")
+        rhat = np.concatenate([np.ravel(r) for r in gmm.rhat_.values()])
+        rhat = rhat[np.isfinite(rhat)]
+        worst = (f"largest R-hat {rhat.max():.3f}" if rhat.size else
+                 "R-hat not computable (fewer than 4 draws per chain)")
+        return f"; NUTS, {worst}, {gmm.n_divergent_} divergent transition(s)"
     return ""
 
 
@@ -574,7 +588,9 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
         if inference == "vi":
             doc["elbo"] = gmm.elbo_
         else:
-            doc["rhat"] = {k: np.asarray(v).tolist() for k, v in gmm.rhat_.items()}
+            # JSON has no NaN: R-hat not computable (too few draws) is null.
+            doc["rhat"] = {k: np.where(np.isfinite(v), v, None).tolist()
+                           for k, v in gmm.rhat_.items()}
             doc["n_divergent"] = int(gmm.n_divergent_)
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
@@ -990,7 +1006,7 @@ _CSV_ONLY = {
 # (regular expressions and their replacements).
 _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginalize"),
                   (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
-                  (r"\bn_components=(\d+)", r"-k \1"), (r"\buse n_components <=", "use -k <="),
+                  (r"\bn_components=(\d+)", r"-k \1"),
                   (r"^device must be", "--device must be"),
                   (r"\binference='(\w+)'", r"--inference \1"),
                   (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
@@ -1278,9 +1294,10 @@ def _fit_npy_in(args, procs: _Processes) -> int:
         procs.together(lambda: _check_values(X, lo, hi, args.missing == "marginalize", path))
     shard = X if procs.world == 1 else X[lo:hi]    # a memmap still: read in row chunks
     if args.inference != "map":
-        # The posterior reads every row at every step: the array in memory.
-        _check_values(X, 0, n, args.missing == "marginalize", path)
+        # The posterior reads every row at every step: the array in memory
+        # (read once, then checked there).
         shard = np.array(X)
+        _check_values(shard, 0, n, args.missing == "marginalize", path)
     group = None if procs.dist is None else procs.dist.group.WORLD
     gmm = procs.together(lambda: _fit_estimator(args, shard, process_group=group))
     counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)

@@ -18,7 +18,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
                     effective_components, sparse_concentration, concentration_for,
-                    check_same_columns)
+                    check_same_columns, warm_priors)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -433,8 +433,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 f"{previous[1]} feature(s), covariance_type={previous[2]!r}), but this fit has "
                 f"n_components={K}, {d} feature(s), covariance_type={self.covariance_type!r}: "
                 f"set warm_start=False to start afresh")
-        check_same_columns(previous_names, getattr(self, "feature_names_in_", None),
-                           "set warm_start=False to start afresh")
+        check_same_columns(previous_names, getattr(self, "feature_names_in_", None))
         return True
 
     def _components(self) -> Optional[int]:
@@ -818,10 +817,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if warm:
             # A warm start continues the previous fit's objective: its
             # covariance priors (those the user leaves to their default).
-            user = self.priors if isinstance(self.priors, Priors) else Priors()
-            priors = replace(priors, **{f: getattr(self.priors_, f) for f in
-                                        ("covariance_scale", "scale_rate")
-                                        if getattr(user, f) is None})
+            priors = warm_priors(priors, self.priors, self.priors_)
         else:
             priors = seeded_priors(self._map_priors(), family, K, data,
                                    *self._spread_points(data, Xs, ws, group), [K])

@@ -639,3 +639,22 @@ def test_classifier_warm_start_refuses_another_problem_and_keeps_the_fit():
             est.fit(*data)
         clf.set_params(n_components=ks, warm_start=True)
         np.testing.assert_array_equal(clf.means_, means)       # the fitted model kept
+
+
+def test_classifier_warm_start_out_of_core_equals_in_memory(tmp_path):
+    """A warm start on a memmap (read in chunks, no seeding sample
+    collected) continues the fit as on the array in memory (float64)."""
+    X, y, truth = make_five_class(3, n_per_class=300)
+    np.save(tmp_path / "x.npy", X)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kw = dict(n_init=1, max_iter=0, em_max_iter=5, dtype="float64", covariance_type="diag",
+              random_state=0, warm_start=True, **CPU)
+    ks = list(truth.n_components)
+    mem, ooc = GMMClassifier(ks, **kw).fit(X, y), GMMClassifier(ks, **kw).fit(Xm, y)
+    for _ in range(2):
+        first = (mem.loss_, ooc.loss_)
+        mem.fit(X, y)
+        ooc.fit(Xm, y)
+        assert mem.loss_ <= first[0] and ooc.loss_ <= first[1]
+        np.testing.assert_allclose(ooc.means_, mem.means_, rtol=1e-6, atol=1e-9)
+        assert ooc.loss_ == pytest.approx(mem.loss_, rel=1e-9)

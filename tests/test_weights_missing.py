@@ -122,8 +122,8 @@ def test_fractional_weights_scale_against_the_prior():
     # float32 statistics: weights summing to ~1e38 once gave a wrong, "converged" fit
     (np.full(360, 5e35), r"sums to 1.8e\+38, beyond what the fit's float32 statistics hold.*"
                          r"dtype='float64'"),
-    (np.full(360, 3e36), r"spans 3e\+36 to 3e\+36, beyond what the fit's float32 arithmetic.*"
-                         r"dtype='float64'"),
+    (np.full(360, 1e-46), r"spans 1e-46 to 1e-46, beyond what the fit's float32 arithmetic.*"
+                          r"dtype='float64'"),
 ])
 @pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
 def test_bad_weights_are_clear_errors_and_keep_the_fit(Est, bad, match):
@@ -155,6 +155,22 @@ def test_weighted_score_bic_aic_and_fit_predict_equal_repeated_rows():
     np.testing.assert_array_equal(labels, fitted.predict(X))
     with pytest.raises(ValueError, match=r"sample_weight has shape \(3,\)"):
         gmm.score(X, sample_weight=[1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.full(360, 5e35), r"sums to 1.8e\+38, beyond what the fit's float32 statistics"),
+    (np.full(360, 1e-46), r"spans 1e-46 to 1e-46, beyond what the fit's float32 arithmetic"),
+])
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_out_of_core_weights_beyond_float32_are_refused(tmp_path, Est, bad, match):
+    """The same refusals when X is read in chunks (a memmap), where the
+    weights are checked chunk by chunk."""
+    X, y = _blobs()
+    np.save(tmp_path / "x.npy", X)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    args = (Xm, y) if Est is GMMClassifier else (Xm,)
+    with pytest.raises(ValueError, match=match + ".*dtype='float64'"):
+        Est(2, **CPU).fit(*args, sample_weight=bad)
 
 
 def test_weights_accept_lists_series_and_tensors():
