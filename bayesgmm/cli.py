@@ -204,6 +204,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="concentration of the weights' prior: the Dirichlet's (>= 1 for "
                           "--inference map; below 1, with vi or nuts, it switches surplus "
                           "clusters off) or the Dirichlet process's alpha (default: 1)")
+    fit.add_argument("--max-iter", type=_number(int, "a number of iterations",
+                                                "an integer >= 0, e.g. 1000", lambda n: n >= 0),
+                     default=1000, metavar="N",
+                     help="iterations of the variational fit (--inference vi), or of the SVI "
+                          "polish after EM (--inference map; 0 skips it) (default: %(default)s)")
     fit.add_argument("--n-samples", type=_count("a number of draws", "1000"), default=1000,
                      metavar="S", help="posterior draws kept, for --inference vi or nuts "
                                        "(default: %(default)s)")
@@ -317,6 +322,7 @@ def _make_estimator(args):
                        n_threads=args.threads, missing=getattr(args, "missing", "error"),
                        inference=getattr(args, "inference", "map"),
                        weight_prior=getattr(args, "weight_prior", "dirichlet"),
+                       max_iter=getattr(args, "max_iter", 1000),
                        n_samples=getattr(args, "n_samples", 1000),
                        n_chains=getattr(args, "n_chains", 4),
                        n_warmup=getattr(args, "n_warmup", 300),
@@ -1013,7 +1019,7 @@ _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginaliz
                   (r"\bPriors\.weight_concentration\b", "--concentration"),
                   (r"BayesianGMM with (--inference)", r"\1"),
                   (r"\bn_warmup\b", "--n-warmup"), (r"\bn_samples\b", "--n-samples"),
-                  (r"\bn_chains\b", "--n-chains"),
+                  (r"\bn_chains\b", "--n-chains"), (r"\bmax_iter\b", "--max-iter"),
                   (r"\bn_components\b", "-k"))
 
 

@@ -695,7 +695,11 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
         e = np.asarray(e, dtype=np.float64)
         low = float(np.nanmin(e)) if e.size and not np.all(np.isnan(e)) else math.nan
         where = f" (Pyro site {sites[name]!r})" if name in sites and sites[name] != name else ""
-        if not low >= min_ess:          # NaN included: not computable
+        if math.isnan(low):             # not computable: said with R-hat, when it is too
+            if name not in rhat:
+                problems.append(f"effective sample size of {name!r}{where} could not be "
+                                f"computed (fewer than 4 draws per chain)")
+        elif low < min_ess:
             problems.append(f"effective sample size of {name!r}{where} is {low:.0f} < "
                             f"{min_ess:.0f}")
     if n_divergent:

@@ -203,7 +203,7 @@ def test_console_script_help_documents_every_option():
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
                    "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
-                   "--n-chains", "--n-warmup", "--threads"):
+                   "--n-chains", "--n-warmup", "--threads", "--max-iter"):
         assert option in text
     assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
@@ -551,6 +551,20 @@ def test_threads_option_is_the_estimators_n_threads(tmp_path, capsys):
                  str(tmp_path / "m.bgmm"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
     assert torch.get_num_threads() == before
     assert BayesianGMM.load(tmp_path / "m.bgmm").get_params()["n_threads"] == 1
+
+
+def test_max_iter_option_and_its_warning_in_the_command_lines_words(tmp_path, capsys):
+    """--max-iter caps the variational fit; stopped short, the fit's
+    warning is one 'bayesgmm: warning:' line naming --max-iter."""
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "4", "--inference", "vi", "--max-iter",
+                 "2", "--n-samples", "20", "--out", str(tmp_path / "o"), "--device",
+                 "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("bayesgmm: warning: the variational fit was still improving after 2 "
+                          "iterations") and err.rstrip().endswith("raise --max-iter"), err
+    assert "max_iter" not in err and err.count("\n") == 1
 
 
 def test_npy_posterior_fit_reads_the_array_into_memory(tmp_path, capsys):

@@ -321,7 +321,12 @@ def test_diagnostics_with_too_few_draws_per_chain_say_so():
     rhat, ess = P.diagnostics({"means": np.random.default_rng(2).normal(size=(2, 3, 1))})
     assert np.isnan(rhat["means"]).all() and np.isnan(ess["means"]).all()
     with pytest.warns(UserWarning, match="R-hat of 'means' could not be computed"):
-        P.check_convergence(rhat, ess, 2)
+        problems = P.check_convergence(rhat, ess, 2)
+    # Said once (not also as "effective sample size ... is nan"); an ESS
+    # alone that cannot be computed is said as such.
+    assert problems == ["R-hat of 'means' could not be computed (fewer than 4 draws per chain)"]
+    assert P.check_convergence({}, ess, 2, warn=False) == [
+        "effective sample size of 'means' could not be computed (fewer than 4 draws per chain)"]
 
 
 def test_convergence_warning_names_the_site_and_the_remedy():
