@@ -1301,3 +1301,19 @@ def test_fit_auto_at_max_components_notes_it(tmp_path, capsys):
                             "(--max-components 1): BIC may fall further beyond it; raise "
                             "--max-components\n")
     assert captured.out.startswith("fitted K=1 (chosen by BIC among K=1..1)")
+
+
+def test_option_defaults_are_the_estimators():
+    """The CLI repeats the estimator's defaults (so that --help stays light):
+    they must not drift apart."""
+    import inspect
+    from bayesgmm import BayesianGMM
+    from bayesgmm.cli import _build_parser
+    args = _build_parser().parse_args(["fit", "d.csv"])
+    defaults = inspect.signature(BayesianGMM).parameters
+    for option, param in (("n_init", "n_init"), ("max_components", "max_components"),
+                          ("max_iter", "max_iter"), ("n_samples", "n_samples"),
+                          ("n_chains", "n_chains"), ("n_warmup", "n_warmup"),
+                          ("covariance_type", "covariance_type"), ("missing", "missing"),
+                          ("inference", "inference"), ("weight_prior", "weight_prior")):
+        assert getattr(args, option) == defaults[param].default, option
