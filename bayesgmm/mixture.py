@@ -1273,7 +1273,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         new running average from the current parameters.  K stays the
         fitted one, so with ``n_components="auto"`` the first call must
         follow a ``fit`` (which chooses K); a first call on an unfitted
-        "auto" estimator is refused.
+        "auto" estimator is refused.  A later call refuses an integer
+        ``n_components`` or a ``covariance_type`` other than the fitted
+        one (refit with ``fit`` to change them); fields that ``priors``
+        gives replace the fitted priors from that call on, and those it
+        leaves None keep them.
         """
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    INFERENCE_OPTIONS)
@@ -1299,7 +1303,41 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 return self._partial_step(X, sample_weight, first=True)
         from ._base import rollback_on_error
         with rollback_on_error(self):
+            self.priors_ = self._partial_priors()
             return self._partial_step(X, sample_weight)
+
+    def _partial_priors(self) -> Priors:
+        """The priors a continuing ``partial_fit`` maximises against, after
+        checking that the settings still describe the fitted mixture: K
+        (an integer ``n_components`` must be the fitted one; "auto"
+        continues it), ``covariance_type`` and the Dirichlet weight prior
+        must be those of the fit, or the update would silently keep the old
+        ones.  Fields the user's ``priors`` give replace the fitted ones
+        (the objective from this chunk on); fields left None keep them, as
+        a warm start does."""
+        K, D = self.means_.shape
+        fitted_type = getattr(self, "covariance_type_", self.covariance_type)
+        remedy = "refit with fit to change it, or set it back"
+        if not is_auto(self.n_components) and self._components() != K:
+            raise ValueError(f"partial_fit continues the fitted mixture of n_components={K}, but "
+                             f"n_components is now {self.n_components!r}: {remedy}")
+        family = cov_module.get(self.covariance_type, D)
+        if family.name != fitted_type:
+            raise ValueError(f"partial_fit continues the fitted covariance_type={fitted_type!r}, "
+                             f"but covariance_type is now {self.covariance_type!r}: {remedy}")
+        if self._dp_concentration() is not None:
+            raise ValueError("partial_fit updates the MAP, but weight_prior='dirichlet_process' "
+                             "has no MAP (see fit): set weight_prior='dirichlet'")
+        if self.priors is None:
+            return self.priors_
+        if not isinstance(self.priors, Priors):
+            resolve_priors(self.priors, family, K, (np.zeros(D), np.ones(D)))   # names it
+        given = {f: v for f, v in vars(self.priors).items() if v is not None}
+        if not given:
+            return self.priors_
+        merged = replace(self.priors_, **given)
+        resolved = resolve_priors(merged, family, K, (np.zeros(D), np.ones(D)))
+        return replace(self.priors_, **{f: getattr(resolved, f) for f in given})
 
     def _partial_step(self, X, sample_weight, first: bool = False) -> "BayesianGMM":
         X = V.check_X(self, X, reset=False)

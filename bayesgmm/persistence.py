@@ -980,6 +980,7 @@ def save(estimator, path) -> None:
             "bayesgmm_version": __version__, **body}
     meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=True, indent=1).encode("utf-8")
     arrays_bytes = safetensors.numpy.save(enc.arrays)
+    _check_loadable(meta_bytes, arrays_bytes, len(meta_bytes) + len(arrays_bytes), name)
     target, mode = _save_target(name)
     try:
         _atomic_write(target, mode, (meta_bytes, arrays_bytes))
@@ -990,6 +991,24 @@ def save(estimator, path) -> None:
         remedy = ("; save to a folder you can write to, or change its permissions"
                   if isinstance(exc, PermissionError) else "")
         raise OSError(exc.errno, f"cannot save to {name!r}: {exc.strerror}{remedy}") from exc
+
+
+def _check_loadable(meta_bytes: bytes, arrays_bytes: bytes, size: int, name: str) -> None:
+    """Refuse to write what :func:`load` would refuse: the encoded estimator
+    is decoded and checked in memory, exactly as a load of the file would,
+    so that a hyperparameter set to a value no fit accepts (e.g.
+    ``set_params(missing="Marginalize")`` after the fit) cannot replace a
+    good file with one that no longer loads."""
+    import safetensors.numpy
+
+    meta = json.loads(meta_bytes.decode("utf-8"))
+    try:
+        _Decoder(safetensors.numpy.load(arrays_bytes), torch.device("cpu"), size).estimator(
+            meta["kind"], meta["params"], meta["state"], None)
+    except (_Corrupt, _Refused) as exc:
+        raise ValueError(
+            f"cannot save to {name!r}: the estimator holds a value a load would refuse ({exc}); "
+            f"nothing was written: set it right (set_params) or refit, then save again") from None
 
 
 def _describe_foreign(head: bytes) -> str:

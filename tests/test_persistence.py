@@ -395,6 +395,31 @@ def test_unsaveable_hyperparameter_leaves_the_old_file(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.bgmm"]
 
 
+@pytest.mark.parametrize("kind", ["BayesianGMM", "GMMClassifier"])
+@pytest.mark.parametrize("name, value, why", [
+    ("missing", "Marginalize", "missing 'Marginalize' is not one of"),
+    ("dtype", "float16", "dtype 'float16' is not one of"),
+    ("random_state", -1, "random_state -1 cannot seed a generator"),
+])
+def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(fitted, X, tmp_path, kind,
+                                                                    name, value, why):
+    # A hyperparameter set to a bad value after the fit: saving it would
+    # replace a good file with one that load refuses.
+    path = tmp_path / "m.bgmm"
+    est = fitted if kind == "BayesianGMM" else GMMClassifier(
+        1, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, np.arange(len(X)) % 2)
+    est.save(path)
+    before = path.read_bytes()
+    bad = type(est)(**est.get_params())
+    bad.__dict__.update({k: v for k, v in vars(est).items() if k.endswith("_")})
+    bad.set_params(**{name: value})
+    with pytest.raises(ValueError, match=f"cannot save to .*{why}.*nothing was written"):
+        bad.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.bgmm"]
+    bayesgmm.load(path)
+
+
 @pytest.mark.parametrize("failure", ["interrupt_mid_archive", "fsync_fails"])
 def test_interrupted_write_leaves_the_old_file(fitted, X, tmp_path, monkeypatch, failure):
     path = tmp_path / "m.bgmm"

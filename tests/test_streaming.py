@@ -167,6 +167,43 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
         back.partial_fit(np.zeros((5, 3)))
 
 
+@pytest.mark.parametrize("name, value, match", [
+    ("n_components", 4, "fitted mixture of n_components=3, but n_components is now 4"),
+    ("covariance_type", "diag", "fitted covariance_type='full', but covariance_type is now 'diag'"),
+    ("weight_prior", "dirichlet_process", "weight_prior='dirichlet_process' has no MAP"),
+])
+def test_partial_fit_refuses_settings_changed_since_the_fit(name, value, match):
+    # Before, these were silently ignored: the update kept the fitted K,
+    # covariance type and weight prior.
+    X = _stream(n_chunks=2)
+    gmm = BayesianGMM(3, **CPU).fit(X[:500])
+    before = {k: np.copy(v) for k, v in vars(gmm).items() if k.endswith("_")
+              and isinstance(v, np.ndarray)}
+    gmm.set_params(**{name: value})
+    with pytest.raises(ValueError, match=match):
+        gmm.partial_fit(X[500:])
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(gmm, k), v)
+
+
+def test_partial_fit_takes_priors_given_since_the_fit():
+    # Fields the new priors give replace the fitted ones; those they leave
+    # None keep them (as a warm start does).
+    from dataclasses import replace
+
+    from bayesgmm import Priors
+    X = _stream(n_chunks=2)
+    a = BayesianGMM(3, dtype="float64", **CPU).fit(X[:500])
+    b = BayesianGMM(3, dtype="float64", **CPU).fit(X[:500])
+    a.set_params(priors=Priors(mean_loc=[10.0, -10.0], mean_scale=0.01)).partial_fit(X[500:])
+    b.priors_ = replace(b.priors_, mean_loc=np.array([10.0, -10.0]),
+                        mean_scale=np.array([0.01, 0.01]))
+    b.partial_fit(X[500:])
+    np.testing.assert_array_equal(a.priors_.covariance_scale, b.priors_.covariance_scale)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
+    np.testing.assert_allclose(a.means_, np.broadcast_to([10.0, -10.0], (3, 2)), atol=0.5)  # data: within 4 of 0
+
+
 # ------------------------------------------------------------ minibatch SVI
 def test_minibatch_svi_reaches_the_full_batch_optimum(tmp_path):
     X = _stream(n_chunks=40)                      # 20,000 points
