@@ -144,12 +144,20 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
     ~1e-154 (its square is subnormal or zero) cannot be represented."""
     with np.errstate(all="ignore"):
         sq = std.scale.astype(np.float64) ** 2
-    big = float(np.nanmax(np.abs(X))) if X.size else 0.0
     if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
             and np.all(np.isfinite(sq))):
-        raise ValueError(
-            f"X has values too large to fit in float64 arithmetic (largest magnitude "
-            f"{big:.3g}): rescale X, e.g. divide it by {10.0 ** math.floor(math.log10(big)):.0e}")
+        with np.errstate(all="ignore"):
+            finite = np.abs(X[np.isfinite(X)])
+            big = float(finite.max()) if finite.size else math.nan
+            if not (math.isfinite(big) and big > 0):
+                # Out-of-core rows come back from the overflowed frame: the
+                # magnitude is then the means'.
+                means = np.abs(np.asarray(moments[0], dtype=np.float64))
+                big = float(np.max(means[np.isfinite(means)], initial=0.0))
+        hint = (f" (largest magnitude {big:.3g}): rescale X, e.g. divide it by "
+                f"{10.0 ** math.floor(math.log10(big)):.0e}" if math.isfinite(big) and big > 0
+                else ": rescale X")
+        raise ValueError(f"X has values too large to fit in float64 arithmetic{hint}")
     small = sq < np.finfo(np.float64).tiny
     if np.any(small):
         j = int(np.flatnonzero(small)[0])
@@ -402,7 +410,9 @@ def is_row_source(X) -> bool:
     an in-memory array but has ``shape``, ``dtype`` and row slicing (h5py
     and zarr datasets, dask arrays)."""
     if isinstance(X, np.memmap):
-        return True
+        # Only a table of rows streams; other shapes take the in-memory
+        # path, which reads a 1-D array as one feature and names the rest.
+        return X.ndim == 2
     if isinstance(X, (np.ndarray, list, tuple, torch.Tensor)) or hasattr(X, "iloc"):
         return False
     import scipy.sparse
@@ -513,7 +523,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         chunk = read_rows(X, a, a + chunk_rows)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
         dev = np.where(np.isnan(chunk), 0.0, chunk - mean)
-        s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
+        with np.errstate(over="ignore"):     # an overflow is refused by check_overflow
+            s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
     sd = np.sqrt(reduce_array(s2, reduce, device) / s0)
     from .priors import _TINY
     scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
@@ -534,8 +545,10 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     if labels is not None:
         per_class = reduce_array(per_class, reduce, device)
         class_totals = (per_class[:, 0].astype(np.int64), per_class[:, 1], per_class[:, 2:])
-    check_overflow(std, samples[next(iter(samples))][0].cpu().numpy() * scale + mean
-                   if samples else np.zeros((1, D)), family, (mean, sd))
+    with np.errstate(all="ignore"):
+        seen = samples[next(iter(samples))][0].cpu().numpy() * scale + mean \
+            if samples else np.zeros((1, D))
+    check_overflow(std, seen, family, (mean, sd))
     stream = RowStream(X, mean, scale, device, dtype, w_src,
                        float(mass) if labels is None else class_totals[1], bool(any_missing),
                        reduce, chunk_rows, labels,

@@ -364,6 +364,11 @@ def _fitted(estimator, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, s
     single mixture."""
     from sklearn.utils.validation import check_is_fitted
 
+    if isinstance(estimator, type) or not hasattr(estimator, "fit"):
+        what = (f"the class {estimator.__name__}" if isinstance(estimator, type) else
+                repr(estimator) if estimator is None else f"a {type(estimator).__name__}")
+        raise ValueError(f"{role} must be a fitted mixture estimator (e.g. a fitted "
+                         f"BayesianGMM or GaussianMixture), got {what}")
     check_is_fitted(estimator, ("weights_", "means_", "covariances_"))
     means = np.asarray(estimator.means_)
     if means.ndim != 2:
@@ -612,9 +617,19 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
     [True, True]
     """
     import pandas as pd
-    from sklearn.base import clone
+    from sklearn.base import clone, is_classifier
 
+    from . import _validation as V
+
+    if isinstance(random_states, (str, bytes)) or not isinstance(random_states, Iterable):
+        raise ValueError(f"random_states must be an iterable of seeds, got {random_states!r}: "
+                         f"e.g. random_states=range(5)")
     seeds = list(random_states)
+    min_agreement = V.check_float("min_agreement", min_agreement, strict=False)
+    if min_agreement > 1:
+        raise ValueError(f"min_agreement must be in [0, 1] (a share of a component's points), "
+                         f"got {min_agreement}")
+    max_mean_shift = V.check_float("max_mean_shift", max_mean_shift, strict=False)
     if len(seeds) < 2:
         raise ValueError(f"random_states holds {len(seeds)} seed(s): comparing fits needs at "
                          f"least 2, e.g. random_states=range(5)")
@@ -626,6 +641,11 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
     if "random_state" not in estimator.get_params(deep=False):
         raise ValueError(f"{type(estimator).__name__} has no random_state parameter: "
                          f"component_stability refits it with different seeds")
+    if is_classifier(estimator):
+        raise ValueError(f"component_stability compares the clusters of a clustering "
+                         f"estimator (e.g. BayesianGMM), got the classifier "
+                         f"{type(estimator).__name__}: check each class's mixture with a "
+                         f"BayesianGMM fitted to that class's rows")
     fits = [clone(estimator).set_params(random_state=s).fit(X, **fit_kwargs) for s in seeds]
     ref_i = _reference_index(fits, X)
     ref = fits[ref_i]

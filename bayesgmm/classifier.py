@@ -353,7 +353,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """Classes and encoded labels of the rows ``keep`` (those of positive
         sample weight; None: all); over several processes the classes are
         the union of every shard's."""
-        y = self._labels(X, y)
+        y = y_all = self._labels(X, y)
         if keep is not None:
             y = y[keep]
         labels = y
@@ -362,6 +362,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             labels = gather_rows(np.unique(y), group)
         enc = LabelEncoder().fit(labels)
         classes = enc.classes_
+        if classes.size < 2 and keep is not None and np.unique(y_all).size > 1:
+            dropped = sorted(set(np.unique(y_all).tolist()) - set(classes.tolist()))
+            raise ValueError(
+                f"every row of class(es) {[_label(c) for c in dropped]} has sample_weight 0, "
+                f"which leaves only class {_label(classes[0])!r}: a classifier needs samples of "
+                f"at least 2 classes; give those rows positive weights or drop the class from y")
         if classes.size < 2:
             raise ValueError(
                 f"y has only one class ({_label(classes[0])!r}): a classifier needs samples of at least "

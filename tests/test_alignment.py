@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
-from bayesgmm import BayesianGMM, Priors
+from bayesgmm import BayesianGMM, GMMClassifier, Priors
 from bayesgmm.alignment import align, component_stability, match_components, permute
 from bayesgmm.datasets import make_mixture
 
@@ -376,6 +376,19 @@ def test_permute_and_stability_check_their_arguments(three):
         permute(gmm, [0, 1])
     with pytest.raises(ValueError, match="at least 2"):
         component_stability(gmm, X, random_states=[0])
+    # Thresholds out of range made every component "unstable" before.
+    for kw, msg in ((dict(min_agreement=2), r"min_agreement must be in \[0, 1\].*got 2.0"),
+                    (dict(min_agreement=np.nan), "min_agreement must be >= 0.0, got nan"),
+                    (dict(max_mean_shift=-1), "max_mean_shift must be >= 0.0, got -1.0"),
+                    (dict(random_states=5), "random_states must be an iterable of seeds, got 5")):
+        with pytest.raises(ValueError, match=msg):
+            component_stability(gmm, X, **kw)
+    with pytest.raises(ValueError, match="clustering estimator.*got the classifier GMMClassifier"):
+        component_stability(GMMClassifier(3), X)
+    for other, what in ((None, "None"), (np.zeros((3, 2)), "a ndarray"),
+                        (BayesianGMM, "the class BayesianGMM")):
+        with pytest.raises(ValueError, match=f"other must be a fitted mixture estimator.*got {what}"):
+            align(gmm, other)
 
 
 @pytest.mark.filterwarnings("ignore:the variational fit was still improving")

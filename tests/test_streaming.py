@@ -204,6 +204,22 @@ def test_partial_fit_takes_priors_given_since_the_fit():
     np.testing.assert_allclose(a.means_, np.broadcast_to([10.0, -10.0], (3, 2)), atol=0.5)  # data: within 4 of 0
 
 
+def test_memmap_of_one_feature_and_overflowing_memmaps(tmp_path):
+    # A 1-D memmap is one feature, as a 1-D array is (it raised IndexError);
+    # values past float64 variances are named with their magnitude (the
+    # message itself failed before, on a NaN magnitude).
+    X = _stream(n_chunks=1)[:, :1]
+    one = _memmap(tmp_path, "one", X[:, 0])
+    a = BayesianGMM(3, **CPU).fit(one)
+    b = BayesianGMM(3, **CPU).fit(X[:, 0])
+    np.testing.assert_array_equal(a.means_, b.means_)
+    big = _memmap(tmp_path, "big", X * 1e200)
+    for est, y in ((BayesianGMM(2, **CPU), None), (GMMClassifier(1, **CPU), np.arange(len(X)) % 2)):
+        with pytest.raises(ValueError, match=r"too large.*largest magnitude .*e\+(199|200).*divide "
+                                             r"it by 1e\+(199|200)"):
+            est.fit(big) if y is None else est.fit(big, y)
+
+
 # ------------------------------------------------------------ minibatch SVI
 def test_minibatch_svi_reaches_the_full_batch_optimum(tmp_path):
     X = _stream(n_chunks=40)                      # 20,000 points

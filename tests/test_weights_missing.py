@@ -588,3 +588,13 @@ def test_errors_name_a_dataframes_index_labels():
     plain.iloc[7] = np.nan
     with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[7\]\): drop"):
         BayesianGMM(2, missing="marginalize", **CPU).fit(plain)
+
+
+def test_classifier_names_a_class_whose_rows_all_have_weight_zero():
+    # Before, the message said "y has only one class", though y had two.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 2))
+    y = np.array(["a"] * 60 + ["b"] * 60)
+    with pytest.raises(ValueError, match=r"every row of class\(es\) \['a'\] has sample_weight 0, "
+                                         r"which leaves only class 'b'"):
+        GMMClassifier(1, device="cpu").fit(X, y, sample_weight=np.r_[np.zeros(60), np.ones(60)])
