@@ -109,7 +109,8 @@ def _decimal_mark(value: str) -> str:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayesgmm",
-        description="Bayesian Gaussian mixture models (MAP by SVI with Pyro).")
+        description="Bayesian Gaussian mixture models on Pyro and PyTorch: the MAP (closed-form "
+                    "EM, SVI where EM stops short), or a posterior by variational Bayes or NUTS.")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,7 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, default_out: str) -> None:
         p.add_argument("-k", "--n-components", type=_n_components, default=2, metavar="K",
                        help="number of mixture components, or 'auto' to choose it by BIC "
-                            "(Bayesian information criterion) among 1..--max-components; the "
+                            "(Bayesian information criterion) among 1 to --max-components; the "
                             "output shows the BIC of every K tried (default: %(default)s)")
         p.add_argument("--max-components", type=_count("a number of components", "10"), default=10, metavar="M",
                        help="largest K tried by '-k auto' (default: %(default)s)")
@@ -155,7 +156,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Fit a Bayesian GMM to numeric columns of a CSV file; write params.json "
                     "(weights, means, covariance type, covariances in scikit-learn's shapes, "
                     "per-feature scales, priors, loss) and assignments.csv (the input rows "
-                    "with the MAP cluster and each cluster's probability, in the input's "
+                    "with the most probable cluster and each cluster's probability (under "
+                    "--inference vi or nuts, averaged over the posterior), in the input's "
                     "separator and decimal mark) into the output folder.  A FILE ending in "
                     ".npy is a 2-D array (rows x features, saved by np.save) fitted out of "
                     "core: it is memory-mapped and read in row chunks, its features are named "
@@ -232,8 +234,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "predict", help="assign the rows of a CSV file or .npy array with a model saved by "
                         "'fit --save'",
         description="Load a model saved by 'bayesgmm fit --save MODEL' and write "
-                    "assignments.csv (the input rows with the MAP cluster and each cluster's "
-                    "probability) into the output folder; the file needs the columns the "
+                    "assignments.csv (the input rows with the most probable cluster and each "
+                    "cluster's probability) into the output folder; the file needs the columns the "
                     "model was fitted on.  A FILE ending in .npy is a 2-D array with the "
                     "model's features as columns, in the order it was fitted on; it is read "
                     "in row blocks and the MAP cluster of each row is written as "
