@@ -33,6 +33,10 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         import pandas as pd
     except ImportError:  # pragma: no cover
         pd = None
+    if np.ma.isMaskedArray(X):
+        # Masked entries are missing values (NaN): marginalised with
+        # missing="marginalize", refused with the usual remedy otherwise.
+        X = np.ma.filled(np.ma.asarray(X).astype(np.float64), np.nan)
     if pd is not None and isinstance(X, pd.Series):
         X = X.to_frame()
     if pd is not None and isinstance(X, pd.DataFrame):
@@ -212,8 +216,14 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
     if allow_nan is None:
         allow_nan = allows_missing(estimator)
     X = as_array_like(X, allow_nan=allow_nan)
-    X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1,
-                      ensure_all_finite="allow-nan" if allow_nan else True)
+    try:
+        X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1,
+                          ensure_all_finite="allow-nan" if allow_nan else True)
+    except TypeError as exc:
+        if "Feature names are only supported if all input features have string names" \
+                not in str(exc):
+            raise
+        raise ValueError(str(exc)) from None     # a bad value, said as scikit-learn says it
     # Contiguous and writeable: torch takes neither negative strides (X[::-1])
     # nor read-only buffers (pandas 3) without a copy or a warning.
     if not (X.flags.c_contiguous and X.flags.writeable):

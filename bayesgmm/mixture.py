@@ -1426,7 +1426,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                    dtype=torch.float64)
         priors = std.priors(self.priors_, device, dtype=torch.float64)
         rs = V.check_random_state(self.random_state if random_state is None else random_state)
-        x, z = sample_model(params, priors, family, n_samples, int(rs.randint(0, 2 ** 31 - 1)))
+        try:
+            x, z = sample_model(params, priors, family, n_samples,
+                                int(rs.randint(0, 2 ** 31 - 1)))
+        except RuntimeError as exc:
+            if "alloc" not in str(exc).lower():
+                raise
+            # torch's CPU allocator says so as a RuntimeError from inside Pyro.
+            need = n_samples * (self.means_.shape[1] + 1) * 8 / 2 ** 30
+            raise MemoryError(f"sample(n_samples={n_samples}) needs about {need:.3g} GiB for the "
+                              f"draws, more than this machine could allocate: draw fewer, or "
+                              f"in batches (each call with its own random_state)") from None
         return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
 
     # ------------------------------------------------------ model selection

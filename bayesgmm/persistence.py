@@ -788,7 +788,11 @@ def _file_kind(mode: int) -> str:
 
 def _as_str(path: Any) -> str:
     """``path`` (str, bytes or os.PathLike) as a str, as ``open`` takes it."""
-    return os.fsdecode(os.fspath(path))
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise ValueError(f"path must be a file path (a str, bytes or os.PathLike such as "
+                         f"pathlib.Path), got {type(path).__name__} {path!r:.60}") from None
 
 
 def _save_target(name: str) -> tuple[str, int]:

@@ -749,7 +749,7 @@ def test_paths_may_be_str_bytes_or_pathlike(fitted, tmp_path):
     for path in (str(tmp_path / "s.bgmm"), os.fsencode(tmp_path / "b.bgmm"), tmp_path / "p.bgmm"):
         fitted.save(path)
         np.testing.assert_array_equal(bayesgmm.load(path).means_, fitted.means_)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="path must be a file path .*got float 3.5"):
         fitted.save(3.5)
 
 

@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+import bayesgmm
 import bayesgmm._predict
 import bayesgmm.mixture
 from bayesgmm import BayesianGMM
@@ -529,3 +530,32 @@ def test_classifier_with_padded_components_at_extreme_scales(covariance_type, sc
     np.testing.assert_allclose(ll, ref.class_log_likelihood(X) - 2 * np.log(scale),
                                rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(clf.predict(X * scale), ref.predict(X))
+
+
+def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_path):
+    # A masked entry was silently used as its underlying value; now it is
+    # missing: refused with missing="error", marginalised as a NaN is.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(5, 1, (60, 2))]
+    M = np.ma.masked_array(X.copy(), mask=np.zeros_like(X, dtype=bool))
+    M.mask[0, 0], M.data[0, 0] = True, 1e6
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        BayesianGMM(2, device="cpu").fit(M)
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    kw = dict(missing="marginalize", n_init=1, device="cpu", random_state=0)
+    np.testing.assert_array_equal(BayesianGMM(2, **kw).fit(M).means_,
+                                  BayesianGMM(2, **kw).fit(Xn).means_)
+    # Column names of mixed types: scikit-learn's TypeError, as a ValueError.
+    with pytest.raises(ValueError, match="Feature names are only supported if all input"):
+        BayesianGMM(2, device="cpu").fit(pd.DataFrame(X, columns=[0, "a"]))
+    fitted = BayesianGMM(2, **kw).fit(X)
+    for bad in (None, 3):
+        with pytest.raises(ValueError, match=f"path must be a file path .*got {type(bad).__name__}"):
+            bayesgmm.load(bad)
+        with pytest.raises(ValueError, match="path must be a file path"):
+            fitted.save(bad)
+    # A draw beyond any machine's memory: torch's allocator error from inside
+    # Pyro (a RuntimeError) becomes a MemoryError naming the size.
+    with pytest.raises(MemoryError, match=r"sample\(n_samples=1000000000000\) needs about .* GiB"):
+        fitted.sample(10 ** 12)
