@@ -201,7 +201,8 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     Draws one thin line per restart from ``restart_losses_`` (labelled
     "restart r") and the kept restart's whole history ``losses_`` (EM
     iterations then SVI steps) as a thick black line labelled
-    "kept (restart b)".
+    "kept (restart b)"; point t is the loss after t updates, and a dotted
+    line marks where SVI took over, where it did.
 
     Parameters
     ----------
@@ -238,18 +239,23 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     finite = every[np.isfinite(every)]
     shift = (finite.min() - 1.0) if (logy and finite.size) else 0.0
 
+    # Point t is the loss after t updates (the histories hold the loss
+    # before each update, then the final one), so x runs from 0.
     if restarts:
         colors = _component_palette(len(histories))
         for r, h in enumerate(histories):
-            ax.plot(np.arange(1, h.size + 1), h - shift, color=colors[r], lw=1, alpha=0.8,
+            ax.plot(np.arange(h.size), h - shift, color=colors[r], lw=1, alpha=0.8,
                     label=f"restart {r}")
-    ax.plot(np.arange(1, kept.size + 1), kept - shift, color="black", lw=2.2,
+    ax.plot(np.arange(kept.size), kept - shift, color="black", lw=2.2,
             ls="--" if restarts else "-", label=f"kept (restart {estimator.best_restart_})")
     em = histories[estimator.best_restart_] if histories else kept
-    if kept.size > em.size:
+    svi = kept.size > em.size
+    if svi:
         # SVI continued after EM (where EM stopped short): mark the handover.
         ax.axvline(em.size - 0.5, color="0.4", ls=":", lw=1.2, label="EM -> SVI")
-    ax.set_xlabel("iteration (EM, then SVI steps)")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("updates (EM, then SVI steps)" if svi else "EM updates")
     ax.set_ylabel("loss - min + 1 (log scale)" if logy else "loss (negative log joint)")
     if logy:
         ax.set_yscale("log")

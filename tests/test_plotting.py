@@ -563,6 +563,10 @@ def test_loss_plot_marks_the_handover_from_em_to_svi(fit_1d):
     gmm, X = fit_1d
     ax = plot_loss_history(gmm)
     assert "EM -> SVI" not in _legend_texts(ax)       # EM converged: no SVI stage
+    # Point t is the loss after t updates: x from 0 to n_iter_, integer ticks.
+    np.testing.assert_array_equal(ax.lines[-1].get_xdata(), np.arange(gmm.losses_.size))
+    assert gmm.losses_.size == gmm.n_iter_ + 1 and ax.get_xlabel() == "EM updates"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
     plt.close(ax.figure)
     short = BayesianGMM(2, em_max_iter=3, max_iter=40, n_init=2, random_state=0,
                         device="cpu").fit(X)
@@ -571,4 +575,6 @@ def test_loss_plot_marks_the_handover_from_em_to_svi(fit_1d):
     marker = next(line for line in ax.lines if line.get_label() == "EM -> SVI")
     em = short.restart_losses_[short.best_restart_]
     assert marker.get_xdata()[0] == em.size - 0.5 and short.losses_.size > em.size
+    # The marker sits between the last EM point (x = em.size - 1) and the first SVI one.
+    assert ax.get_xlabel() == "updates (EM, then SVI steps)"
     plt.close(ax.figure)
