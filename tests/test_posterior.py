@@ -564,19 +564,29 @@ def test_save_load_keeps_the_draws(tmp_path, k2_nuts):
     assert back.inference == "nuts" and back.n_divergent_ == gmm.n_divergent_
 
 
-def test_load_refuses_damaged_draws(tmp_path, k2_nuts):
+def test_load_refuses_damaged_draws(tmp_path, k2_nuts, monkeypatch):
     import copy
+
+    from bayesgmm import persistence
 
     _, gmm = k2_nuts
     bad = copy.deepcopy(gmm)
-    bad._posterior = dict(bad._posterior, weights=bad._posterior["weights"] * 2)
-    bad.save(tmp_path / "bad.bgmm")
-    with pytest.raises(ValueError, match="posterior weights are not probability vectors"):
-        BayesianGMM.load(tmp_path / "bad.bgmm")
-    bad._posterior = dict(gmm._posterior, means=gmm._posterior["means"][:, :1])
-    bad.save(tmp_path / "bad2.bgmm")
-    with pytest.raises(ValueError, match="posterior means"):
-        BayesianGMM.load(tmp_path / "bad2.bgmm")
+    for name, draws, why in (
+            ("bad", dict(bad._posterior, weights=bad._posterior["weights"] * 2),
+             "posterior weights are not probability vectors"),
+            ("bad2", dict(gmm._posterior, means=gmm._posterior["means"][:, :1]),
+             "posterior means")):
+        bad._posterior = draws
+        # save refuses what load would (nothing is written) ...
+        with pytest.raises(ValueError, match=f"cannot save to .*{why}"):
+            bad.save(tmp_path / f"{name}.bgmm")
+        assert not (tmp_path / f"{name}.bgmm").exists()
+        # ... and a file damaged otherwise is refused by load.
+        with monkeypatch.context() as m:
+            m.setattr(persistence, "_check_loadable", lambda *args: None)
+            bad.save(tmp_path / f"{name}.bgmm")
+        with pytest.raises(ValueError, match=why):
+            BayesianGMM.load(tmp_path / f"{name}.bgmm")
 
 
 # ------------------------------------------------------------------ errors
