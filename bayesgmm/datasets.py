@@ -50,13 +50,24 @@ class MixtureTruth:
     def log_joint(self, X: np.ndarray) -> np.ndarray:
         """log w_k + log N(x | mu_k, s_k), shape (N, K)."""
         X = np.asarray(X, dtype=np.float64)
+        D = self.means.shape[1]
+        if X.ndim != 2 or X.shape[1] != D:
+            raise ValueError(f"X must have shape (n_samples, {D}) (one row per point), got "
+                             f"shape {X.shape}" + (f": use X.reshape(1, -1) for one point"
+                                                   if X.ndim == 1 and X.size == D else ""))
         z = (X[:, None, :] - self.means[None]) / self.scales[None]
         return (np.log(self.weights)[None] - np.log(self.scales).sum(-1)[None]
                 - 0.5 * X.shape[1] * np.log(2 * np.pi) - 0.5 * (z ** 2).sum(-1))
 
     def sample(self, counts: Sequence[int], random_state=None) -> tuple[np.ndarray, np.ndarray]:
-        """Exactly ``counts[k]`` points from component k (vectorised)."""
+        """Exactly ``counts[k]`` points from component k (vectorised): one
+        non-negative integer per component."""
         rng = V.check_random_state(random_state)
+        K = self.weights.size
+        c = np.asarray(counts)
+        if c.shape != (K,) or c.dtype.kind not in "iu" or np.any(c < 0):
+            raise ValueError(f"counts must be {K} non-negative integers (points per component), "
+                             f"got {counts!r}")
         labels = np.repeat(np.arange(len(counts)), counts)
         X = self.means[labels] + self.scales[labels] * rng.standard_normal(
             (labels.size, self.means.shape[1]))
@@ -68,8 +79,9 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
                  ) -> tuple[np.ndarray, np.ndarray, MixtureTruth]:
     """A diagonal Gaussian mixture with well-separated components and its truth.
 
-    Weights are drawn from a Dirichlet and floored at ``min_weight``; means
-    are placed at least ``separation`` (in units of the largest scale) apart;
+    Weights are drawn from a Dirichlet and floored at ``min_weight`` (>= 0,
+    at most 1 / n_components); means are placed at least ``separation``
+    (>= 0, in units of the largest scale) apart;
     per-feature scales are uniform in [0.5, 2].  Component k receives exactly
     round(weight_k * n_samples) points (the remainder goes to the largest).
 
@@ -78,6 +90,11 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     X : (n_samples, n_features), labels : (n_samples,), truth : MixtureTruth
     """
     rng = V.check_random_state(random_state)
+    n_samples = V.check_int("n_samples", n_samples, 1)
+    n_components = V.check_int("n_components", n_components, 1)
+    n_features = V.check_int("n_features", n_features, 1)
+    separation = V.check_float("separation", separation, strict=False)
+    min_weight = V.check_float("min_weight", min_weight, strict=False)
     if n_components * min_weight > 1:
         raise ValueError(f"min_weight={min_weight} is too large for n_components={n_components}: "
                          f"use min_weight <= {1 / n_components:.3f}")
@@ -120,6 +137,7 @@ class ClassMixtures:
         """Fresh data from the same process: ``n_per_class`` points per class,
         split as evenly as possible over the class's clusters."""
         rng = V.check_random_state(random_state)
+        n_per_class = V.check_int("n_per_class", n_per_class, 1)
         Xs, ys = [], []
         for c, m in enumerate(self.mixtures):
             counts = _even_split(n_per_class, m.weights.size)
@@ -168,6 +186,13 @@ def make_five_class(random_state=None, n_per_class: int = 2000, n_classes: int =
     ((10000, 2), 5)
     """
     rng = V.check_random_state(random_state)
+    n_per_class = V.check_int("n_per_class", n_per_class, 1)
+    n_classes = V.check_int("n_classes", n_classes, 1)
+    min_clusters = V.check_int("min_clusters", min_clusters, 1)
+    max_clusters = V.check_int("max_clusters", max_clusters, 1)
+    if max_clusters < min_clusters:
+        raise ValueError(f"max_clusters={max_clusters} is below min_clusters={min_clusters}: "
+                         f"give max_clusters >= min_clusters")
     mixtures, counts_all = [], []
     for _ in range(n_classes):
         k = int(rng.randint(min_clusters, max_clusters + 1))
