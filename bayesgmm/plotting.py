@@ -52,6 +52,10 @@ __all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clu
 # ----------------------------------------------------------------------------
 def _new_axes(ax):
     if ax is not None:
+        from matplotlib.axes import Axes
+        if not isinstance(ax, Axes):
+            raise ValueError(f"ax must be a matplotlib Axes (e.g. from plt.subplots()) or None, "
+                             f"got {type(ax).__name__}")
         return ax
     import matplotlib.pyplot as plt
     _, ax = plt.subplots()
@@ -153,7 +157,22 @@ def _as_2d(X, name: str = "X") -> tuple[np.ndarray, list[str]]:
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got an array of shape {arr.shape}: "
                          "pass (n_samples, n_features) data")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no rows: pass the data to plot")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name} has a non-finite value ({arr[i, j]}) in row {i}, column {j}: "
+                         f"plots need finite values; drop those rows first (e.g. "
+                         f"X[np.isfinite(X).all(axis=1)])")
     return arr, names
+
+
+def _check_grid_size(grid_size) -> int:
+    if isinstance(grid_size, (bool, np.bool_)) or not isinstance(grid_size, (int, np.integer)) \
+            or grid_size < 2:
+        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    return int(grid_size)
 
 
 def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
@@ -309,8 +328,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     X, names = _as_2d(X)
     _check_n_features(means.shape[1], X)
     f = _check_feature(feature, names, X.shape[1])
-    if not isinstance(grid_size, (int, np.integer)) or grid_size < 2:
-        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    grid_size = _check_grid_size(grid_size)
     ax = _new_axes(ax)
     x = X[:, f]
     mu, s = means[:, f], np.sqrt(covs[:, f, f])
@@ -454,7 +472,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         the components' (exact) marginals on them.
     labels : array-like of shape (n_samples,), optional
         Colours of the points; default ``estimator.predict(X)``.
-    sigmas : sequence of float, default (1, 2)
+    sigmas : float or sequence of float, default (1, 2)
         One ellipse per component and value (solid for the first, dashed
         for the rest), from the eigen-decomposition of the component's
         2 x 2 covariance on ``features``: tilted for full and tied
@@ -494,9 +512,15 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         raise ValueError(f"features must name exactly 2 columns, got {features!r}")
     fx, fy = (_check_feature(f, names, Xa.shape[1]) for f in features)
     labels = _row_labels(labels, Xa.shape[0], estimator, X)
-    sigmas = [float(v) for v in sigmas]
-    if any(v <= 0 for v in sigmas):
-        raise ValueError(f"sigmas must be positive, got {sigmas}")
+    try:
+        sigmas = [float(v) for v in np.atleast_1d(np.asarray(sigmas, dtype=np.float64))]
+    except (TypeError, ValueError):
+        raise ValueError(f"sigmas must be a number or a sequence of numbers, got "
+                         f"{sigmas!r}") from None
+    if not sigmas or not all(np.isfinite(v) and v > 0 for v in sigmas):
+        raise ValueError(f"sigmas must be positive finite numbers, got {sigmas}")
+    if contours:
+        grid_size = _check_grid_size(grid_size)
     ax = _new_axes(ax)
     K = len(weights)
     values = list(np.unique(labels))
@@ -588,8 +612,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if y.shape != (Xa.shape[0],):
         raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "
                          "pass one label per row of X")
-    if not isinstance(grid_size, (int, np.integer)) or grid_size < 2:
-        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    grid_size = _check_grid_size(grid_size)
     unknown = ~np.isin(y, classes)
     if unknown.any():
         raise ValueError(f"y contains labels not in classifier.classes_: "
@@ -669,6 +692,11 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
 
     if normalize not in (None, "true", "pred", "all"):
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    if isinstance(cmap, str):
+        import matplotlib
+        if cmap not in matplotlib.colormaps:
+            raise ValueError(f"cmap must name a matplotlib colormap (e.g. 'Blues', 'viridis'), "
+                             f"got {cmap!r}")
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "

@@ -578,3 +578,37 @@ def test_loss_plot_marks_the_handover_from_em_to_svi(fit_1d):
     # The marker sits between the last EM point (x = em.size - 1) and the first SVI one.
     assert ax.get_xlabel() == "updates (EM, then SVI steps)"
     plt.close(ax.figure)
+
+
+def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
+    # An audit found these ending in a blank plot or in matplotlib's own
+    # AttributeError / TypeError / KeyError.
+    gmm1, X1 = fit_1d
+    gmm2, X2 = fit_2d
+    A1 = X1.to_numpy()
+    for bad, value in ((np.nan, "nan"), (np.inf, "inf")):      # blank plots before
+        Xb = np.r_[A1, [[bad]]]
+        with pytest.raises(ValueError, match=f"non-finite value \\({value}\\) in row 150, column 0"):
+            plot_density_1d(gmm1, Xb)
+    with pytest.raises(ValueError, match="X has no rows"):
+        plot_density_1d(gmm1, A1[:0])
+    for ax in ("x", plt.figure(), 5):
+        with pytest.raises(ValueError, match=f"ax must be a matplotlib Axes .*got {type(ax).__name__}"):
+            plot_loss_history(gmm1, ax=ax)
+        with pytest.raises(ValueError, match="ax must be a matplotlib Axes"):
+            plot_density_1d(gmm1, X1, ax=ax)
+    for sigmas in ((np.nan,), (), "two"):
+        with pytest.raises(ValueError, match="sigmas must be"):
+            plot_clusters_2d(gmm2, X2, sigmas=sigmas)
+    one = plot_clusters_2d(gmm2, X2, sigmas=2.0)            # a single number is one level
+    assert len([p for p in one.patches if isinstance(p, Ellipse)]) == gmm2.n_components
+    with pytest.raises(ValueError, match="grid_size must be an int >= 2, got 1"):
+        plot_clusters_2d(gmm2, X2, contours=True, grid_size=1)
+    with pytest.raises(ValueError, match="cmap must name a matplotlib colormap.*'nope'"):
+        plot_confusion_matrix([0, 1], [0, 1], cmap="nope")
+    # The classifier's plot checks the user's rows, not its own grid.
+    y = iris["species"].to_numpy()
+    clf = GMMClassifier(1, n_init=1, max_iter=0, device="cpu").fit(X2, y)
+    Xi = np.r_[X2.to_numpy(), [[np.inf, 0.0]]]
+    with pytest.raises(ValueError, match=r"non-finite value \(inf\) in row 150, column 0"):
+        plot_decision_regions(clf, Xi, np.append(y, y[0]))
