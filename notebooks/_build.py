@@ -166,7 +166,8 @@ svi = BayesianGMM(n_components=K, priors=pyro_priors, em_max_iter=0, n_init=1,
                   max_iter=100 if SMALL else 1000, learning_rate=0.005, tol=0.0,
                   backend="pyro", random_state=0).fit(X)
 print(f"pure SVI: loss {svi.loss_:.3f} after {svi.n_iter_} steps; "
-      f"EM + SVI: loss {gmm.loss_:.3f} after {gmm.n_iter_} iterations")
+      f"default fit (EM, SVI only where EM stops short): loss {gmm.loss_:.3f} after "
+      f"{gmm.n_iter_} iterations")
 parameter_table(svi)'''),
     md('''
 Both optimise the same objective (the pure-SVI run uses `backend="pyro"`, which steps
@@ -687,8 +688,8 @@ density (the classes are equally likely), sets the ceiling.
 
 ## The mixture classifier
 
-`GMMClassifier` fits one Bayesian Gaussian mixture per class (MAP by closed-form EM, then SVI
-on the class-plate Pyro model) and predicts argmax_c log p(x | c) + log p(c). The true clusters
+`GMMClassifier` fits one Bayesian Gaussian mixture per class (MAP by closed-form EM on every
+class at once, with SVI on the class-plate Pyro model only where EM stops short) and predicts argmax_c log p(x | c) + log p(c). The true clusters
 have axis-aligned shapes (independent per-feature scales), so we fit diagonal covariances,
 `covariance_type="diag"`, the generating model's family (the default, `"full"`, would also
 estimate correlations that are zero here). First with the true K of every class, then with K
@@ -699,8 +700,8 @@ clf_true_k = GMMClassifier(n_components=list(truth.n_components), covariance_typ
                            random_state=0, max_iter=100 if SMALL else 1000).fit(X, y)
 # "auto" fits every candidate K (1..14) of every class in one batch; one
 # start per candidate (the default is 4) and EM only keep that quick here.
-# One class has 10 clusters, the default cap (max_components=10), where
-# "auto" warns that BIC may still fall beyond it: the cap is raised to 14.
+# For one class BIC's K reaches 10, the default cap (max_components=10),
+# where "auto" warns that BIC may still fall beyond it: the cap is raised to 14.
 clf_auto = GMMClassifier(n_components="auto", covariance_type="diag", n_init=1, max_iter=0,
                          max_components=14, random_state=0).fit(X, y)
 print("true K:  ", truth.n_components)
