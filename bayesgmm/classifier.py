@@ -345,6 +345,21 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             y = y.detach().cpu().numpy()
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
+        # Checked before scikit-learn's target checks, which cast NaN to an
+        # integer (a RuntimeWarning) before refusing it, and fail to sort
+        # strings mixed with NaN (a TypeError).
+        if y.dtype.kind in "fc":
+            bad = np.flatnonzero(~np.isfinite(y))
+        elif y.dtype.kind == "O":
+            import pandas as pd
+            bad = np.flatnonzero(pd.isna(y))
+        else:
+            bad = np.zeros(0, dtype=np.intp)
+        if bad.size:
+            raise ValueError(
+                f"y holds {bad.size} missing, NaN or infinite label(s) (first at row "
+                f"{int(bad[0])}: {str(y[bad[0]])}): every row needs a class label; drop the "
+                f"unlabelled rows, or fit BayesianGMM to them without labels")
         check_classification_targets(y)
         return y
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -382,6 +383,25 @@ def test_non_contiguous_int_labels_and_dict_components(three_blobs):
     np.testing.assert_array_equal(clf.n_components_, [1, 2, 1])
     assert set(np.unique(clf.predict(X))) <= {-5, 7, 100}
     assert clf.score(X, labels) > 0.9
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, None, "object nan", "Int64 NA"])
+def test_missing_nan_or_infinite_labels_are_refused_without_a_warning(three_blobs, bad):
+    X, y = three_blobs
+    if bad == "object nan":          # string labels with NaN (a pandas column read with gaps)
+        labels = np.array(["a", "b", "c"], dtype=object)[y]
+        labels[[4, 9]] = np.nan
+    elif bad == "Int64 NA":
+        labels = pd.Series(y, dtype="Int64")
+        labels[[4, 9]] = pd.NA
+    else:
+        labels = y.astype(np.float64 if bad is not None else object)
+        labels[[4, 9]] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # no RuntimeWarning from a cast before the error
+        with pytest.raises(ValueError, match=r"y holds 2 missing, NaN or infinite label\(s\) "
+                                             r"\(first at row 4.*drop the unlabelled rows"):
+            GMMClassifier(1, **FAST).fit(X, labels)
 
 
 def test_label_absent_in_a_cv_fold(three_blobs):

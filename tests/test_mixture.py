@@ -476,10 +476,11 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 def test_predict_errors(petal_fit):
     with pytest.raises(NotFittedError):
         BayesianGMM(2).predict(np.ones((3, 1)))
-    with pytest.raises(ValueError, match="X has 2 features, but BayesianGMM is expecting 1"):
+    with pytest.raises(ValueError, match="X has 2 features, but BayesianGMM is expecting 1"), \
+            pytest.warns(UserWarning, match="X does not have valid feature names"):
         petal_fit.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match="NaN"):
-        petal_fit.predict_proba(np.array([[np.nan]]))
+        petal_fit.predict_proba(pd.DataFrame({"petal_length": [np.nan]}))
     with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
         petal_fit.sample(0)
 
@@ -501,9 +502,9 @@ def test_gpu_fit_matches_cpu(iris):
 def test_predict_when_every_point_falls_in_one_component(petal_fit):
     # infer_discrete returns a value without the data dimension when the
     # assignment is constant across points; predict must still give (N,).
-    far = np.full((7, 1), 6.0)
+    far = pd.DataFrame({"petal_length": np.full(7, 6.0)})     # the fit's feature name
     np.testing.assert_array_equal(petal_fit.predict(far), np.full(7, np.argmax(petal_fit.means_[:, 0])))
-    assert petal_fit.predict(far[:1]).shape == (1,)
+    assert petal_fit.predict(far.iloc[:1]).shape == (1,)
     assert petal_fit.sample_assignments(far, n_samples=3).shape == (3, 7)
 
 
