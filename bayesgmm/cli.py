@@ -695,6 +695,35 @@ def _decimal_comma_example(s) -> Optional[str]:
     return values[comma].iloc[0]
 
 
+def _first_text(s, decimal: str) -> Optional[tuple[int, str, bool]]:
+    """The first value of text column ``s`` that does not read as a number:
+    (its position, the value, whether most of the column's values do read
+    as numbers, i.e. a number column with stray text such as '?' or 'n/a'),
+    or None when every value reads as a number."""
+    import pandas as pd
+    values = s.dropna().astype(str).str.strip()
+    if values.empty:
+        return None
+    numbers = values.str.replace(",", ".", regex=False) if decimal == "," else values
+    parsed = pd.to_numeric(numbers, errors="coerce")
+    text = parsed.isna().to_numpy()
+    if not text.any():
+        return None
+    i = int(np.flatnonzero(text)[0])
+    return s.index.get_loc(values.index[i]), values.iloc[i], bool(text.mean() < 0.5)
+
+
+def _stray_text_error(path, name, found, predicting: bool) -> "CLIError":
+    """The error for a column of numbers holding a stray text value."""
+    row, value, _ = found
+    remedy = ("" if predicting else
+              ", or leave the column out with --columns")
+    return CLIError(f"column {name!r} of {path!r} holds numbers but also {value!r} (data row "
+                    f"{row + 1}), so it cannot be read as numbers: correct that cell, or empty "
+                    f"it (empty cells are missing values: --missing marginalize or "
+                    f"--dropna){remedy}")
+
+
 def _not_in_file_hint(df, sep: str) -> str:
     """A hint that the separator was wrong: the file was read as one column
     whose header holds another separator (a file of one column has none)."""
@@ -754,12 +783,24 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             rest = "" if args.columns else " (or leave them out with --columns)"
             raise CLIError(f"column(s) {list(commas)} of {path!r} hold numbers with decimal "
                            f"commas ({name}: {example!r}): add --decimal ,{rest}")
+    # A column of numbers with a stray text value (e.g. '?') reads as text:
+    # left out by the default rule, it would silently be missing from the
+    # fit.  Refused, naming the cell, whether named or by default.
+    predicting = hasattr(args, "model")
+    decimal = args.decimal or "."
+    for c in (columns if args.columns else candidates):
+        if c == weights or _is_number_column(df[c]):
+            continue
+        found = _first_text(df[c], decimal)
+        if found is not None and found[2]:
+            raise _stray_text_error(path, str(c), found, predicting)
     bad = [c for c in columns if not _is_number_column(df[c])]
     if bad:
-        example = df[bad[0]].dropna()
-        example = f" ({bad[0]}: {example.iloc[0]!r})" if len(example) else ""
-        raise CLIError(f"non-numeric column(s) {bad} in {path!r}{example}: choose numeric "
-                       f"columns with --columns (numeric here: {numeric})")
+        found = _first_text(df[bad[0]], decimal)
+        example = f" ({bad[0]}: {found[1]!r})" if found is not None else ""
+        remedy = ("the model was fitted on these columns: they must hold numbers" if predicting
+                  else f"choose numeric columns with --columns (numeric here: {numeric})")
+        raise CLIError(f"non-numeric column(s) {bad} in {path!r}{example}: {remedy}")
     if not columns:
         besides = " besides the --weights column" if weights is not None else ""
         hint = _not_in_file_hint(df, sep)

@@ -346,6 +346,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         scan iterations plus those of the polish).
     converged_ : bool
     device_ : torch.device
+    n_partial_fits_ : int
+        Only after :meth:`partial_fit`: its calls since the last ``fit``
+        (the first call on an unfitted estimator, a fit of its chunk,
+        counts as one).
     rhat_ : dict of str to ndarray
         Only after ``inference="nuts"``: the split R-hat of every element of
         the draws, {"weights": (K,), "means": (K, D), "covariances": ...}
@@ -614,6 +618,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.converged_ = bool(fit.kept.converged)
         self.device_ = device
         self._online = None          # a new fit starts partial_fit's average afresh
+        self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
         return self
@@ -1149,7 +1154,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         repeated rows)."""
         ll = self.score_samples(X, plug_in=plug_in)
         w = V.check_sample_weight(sample_weight, ll.shape[0])
-        return float(ll.mean() if w is None else np.average(ll, weights=w))
+        if w is None:
+            return float(ll.mean())
+        # Weight 0 drops a row (as in fit, bic and aic): 0 x -inf is not 0.
+        return float(np.average(ll[w > 0], weights=w[w > 0]))
 
     def predict(self, X, *, plug_in: bool = False) -> np.ndarray:
         """Most probable component of each point, argmax_k p(z = k | x).

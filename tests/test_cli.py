@@ -261,6 +261,9 @@ def script_runs(tmp_path_factory):
     wide.to_csv(root / "wide.csv", index=False)
     blobs[["x"]].to_csv(root / "one.csv", index=False)
     blobs.assign(target=[0] * 120 + [1] * 60).to_csv(root / "target.csv", index=False)
+    stray = blobs.astype({"y": object})
+    stray.loc[3, "y"] = "?"                 # one stray token in a column of numbers
+    stray.to_csv(root / "stray.csv", index=False)
     cases = {
         "mine": ([*fit, root / "mine.csv", "--columns", "x", "y", "--out", root / "o_mine"],
                  False),
@@ -295,6 +298,7 @@ def script_runs(tmp_path_factory):
                   root / "o_nuts"], False),
         "dp_map": ([*fit, root / "named.csv", "--weight-prior", "dirichlet_process", "--out",
                     root / "o_dpmap"], False),
+        "stray": ([*fit, root / "stray.csv", "--out", root / "o_stray"], False),
     }
     return root, _run_side_by_side(cases)
 
@@ -427,6 +431,37 @@ def test_script_refuses_a_column_named_twice(script_runs, tmp_path, capsys):
     assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
                  "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "params.json").read_text())["features"] == ["a", "a.1"]
+
+
+def test_script_refuses_a_number_column_with_stray_text(script_runs, tmp_path, capsys):
+    """A column of numbers with one stray token reads as text; the default
+    rule (every numeric column) left it out of the fit without a word.  Now
+    the cell is named, by fit (through the script) and by predict."""
+    root, runs = script_runs
+    err = _one_error_line(runs["stray"])
+    assert "column 'y' of" in err and "holds numbers but also '?' (data row 4)" in err, err
+    assert "--missing marginalize or --dropna" in err and "--columns" in err
+    assert not (root / "o_stray" / "params.json").exists()
+    # predict has no --columns (the model fixes them): not suggested
+    assert main(["fit", str(root / "named.csv"), "-k", "2", "--n-init", "1", "--device", "cpu",
+                 "--save", str(tmp_path / "m.bgmm"), "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(root / "stray.csv"),
+                 "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "holds numbers but also '?' (data row 4)" in err and "--columns" not in err
+    # a column of words with one number is text, still left out by default;
+    # named with --columns, the message quotes a word, not the number
+    data = tmp_path / "words.csv"
+    pd.DataFrame({"x": [0.1, 0.4, 5.2, 5.5, 0.3, 5.1], "w": ["a", "b", "7", "c", "d", "e"]}
+                 ).to_csv(data, index=False)
+    assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "ow")]) == 0
+    assert json.loads((tmp_path / "ow" / "params.json").read_text())["features"] == ["x"]
+    capsys.readouterr()
+    assert main(["fit", str(data), "--columns", "x", "w", "--device", "cpu",
+                 "--out", str(tmp_path / "ow2")]) == 2
+    assert "non-numeric column(s) ['w'] in" in capsys.readouterr().err
 
 
 def test_script_names_columns_option_for_text_columns(script_runs):

@@ -147,6 +147,13 @@ def test_partial_fit_first_call_is_fit_and_weights_repeat_rows():
     c.partial_fit(np.repeat(rest, w, axis=0))
     np.testing.assert_allclose(a.means_, c.means_, rtol=1e-9)
     np.testing.assert_allclose(a.covariances_, c.covariances_, rtol=1e-9)
+    # n_partial_fits_ counts the calls since the last fit: a fit restarts it
+    # (as it restarts the running average).
+    assert a.n_partial_fits_ == 2
+    a.fit(first)
+    assert not hasattr(a, "n_partial_fits_")
+    a.partial_fit(rest)
+    assert a.n_partial_fits_ == 1
 
 
 def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):

@@ -155,6 +155,13 @@ def test_weighted_score_bic_aic_and_fit_predict_equal_repeated_rows():
     np.testing.assert_array_equal(labels, fitted.predict(X))
     with pytest.raises(ValueError, match=r"sample_weight has shape \(3,\)"):
         gmm.score(X, sample_weight=[1.0, 2.0, 3.0])
+    # A row of weight 0 is dropped even where its density underflows to 0
+    # (log -inf): score, bic and aic equal those without it (0 x -inf is NaN).
+    far = np.vstack([X, np.full((1, X.shape[1]), 1e300)])
+    wf = np.r_[w, 0.0]
+    assert gmm.score_samples(far)[-1] == -np.inf
+    assert gmm.score(far, sample_weight=wf) == pytest.approx(gmm.score(rep), rel=1e-12)
+    assert gmm.bic(far, sample_weight=wf) == pytest.approx(gmm.bic(rep), rel=1e-12)
 
 
 @pytest.mark.parametrize("bad, match", [
