@@ -835,8 +835,8 @@ def _read_weights(df, args) -> Optional[np.ndarray]:
         return None
     s = df[name]
     if not _is_number_column(s):
-        text = s.dropna()
-        example = f" ({text.iloc[0]!r})" if len(text) else ""
+        found = _first_text(s, args.decimal or ".")
+        example = f" ({found[1]!r}, data row {found[0] + 1})" if found is not None else ""
         hint = " (add --decimal , for decimal commas)" if (
             args.decimal != "," and _decimal_comma_example(s) is not None) else ""
         raise CLIError(f"--weights column {name!r} of {args.file!r} is not numeric{example}: "

@@ -805,7 +805,9 @@ def weight_runs(tmp_path_factory):
         bad.assign(w=bad["w"].where(bad.index != 4, value)).to_csv(root / f"{name}.csv",
                                                                     index=False)
     bad.assign(w=0).to_csv(root / "zero.csv", index=False)
-    bad.assign(w="often").to_csv(root / "text.csv", index=False)
+    # numbers with one word: the message quotes the word and its row
+    bad.assign(w=bad["w"].astype(object).where(bad.index != 4, "often")).to_csv(
+        root / "text.csv", index=False)
     _with_missing(12).to_csv(root / "missing.csv", index=False)
     empty_row = _with_missing(12)
     empty_row.loc[[6, 9], ["x", "y"]] = np.nan
@@ -864,7 +866,7 @@ def test_script_weights_give_the_fit_of_the_rows_repeated(weight_runs):
     ("w_empty", ("--weights column 'w' of '{root}/empty.csv' is empty in 1 row(s) "
                  "(data row(s) [5]): give every row a weight, or pass --dropna")),
     ("w_zero", "--weights column 'w' of '{root}/zero.csv' is 0 in every row: "),
-    ("w_text", "--weights column 'w' of '{root}/text.csv' is not numeric ('often')"),
+    ("w_text", "--weights column 'w' of '{root}/text.csv' is not numeric ('often', data row 5)"),
     ("w_absent", ("--weights column 'weight' not in '{root}/weighted.csv'; available: "
                   "['x', 'y', 'w']")),
     ("w_in_columns", "--weights column 'w' is also named in --columns"),
