@@ -997,6 +997,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """The label maximising log p(x | c) + log p(c)."""
         return self._scores(X, "label", plug_in)
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``y`` (scikit-learn's), weighted
+        by ``sample_weight``, checked as ``fit`` checks it (finite, >= 0,
+        not all 0; tensors taken as they are by ``fit``)."""
+        from sklearn.utils.validation import _num_samples
+        w = V.check_sample_weight(sample_weight, _num_samples(X))
+        return super().score(X, y, sample_weight=w)
+
 _KERNELS: dict = {}
 
 

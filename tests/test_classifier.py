@@ -678,3 +678,19 @@ def test_classifier_warm_start_out_of_core_equals_in_memory(tmp_path):
         assert mem.loss_ <= first[0] and ooc.loss_ <= first[1]
         np.testing.assert_allclose(ooc.means_, mem.means_, rtol=1e-6, atol=1e-9)
         assert ooc.loss_ == pytest.approx(mem.loss_, rel=1e-9)
+
+
+def test_score_checks_sample_weight_as_fit_does(three_blobs):
+    from sklearn.metrics import accuracy_score
+    X, y = three_blobs
+    clf = GMMClassifier(1, **FAST, random_state=0).fit(X, y)
+    w = np.random.default_rng(0).integers(0, 4, len(y)).astype(float)
+    assert clf.score(X, y, sample_weight=w) == pytest.approx(
+        accuracy_score(y, clf.predict(X), sample_weight=w), rel=1e-12)
+    # a tensor that requires grad is taken, as fit takes it
+    wt = torch.as_tensor(w, dtype=torch.float64).requires_grad_(True)
+    assert clf.score(X, y, sample_weight=wt) == clf.score(X, y, sample_weight=w)
+    with pytest.raises(ValueError, match=r"sample_weight must be finite and >= 0, got -1.0"):
+        clf.score(X, y, sample_weight=-np.ones(len(y)))
+    with pytest.raises(ValueError, match=r"sample_weight are all zero"):
+        clf.score(X, y, sample_weight=np.zeros(len(y)))
