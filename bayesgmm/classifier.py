@@ -1005,6 +1005,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         w = V.check_sample_weight(sample_weight, _num_samples(X))
         return super().score(X, y, sample_weight=w)
 
+
 _KERNELS: dict = {}
 
 
