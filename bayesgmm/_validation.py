@@ -261,9 +261,12 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
 
     n_expected = getattr(estimator, "n_features_in_", None)
     X = _tensor_data(X)
-    if X.dtype == torch.bool or X.is_complex():
+    if X.is_complex():
         raise ValueError(f"X must hold real numbers, got a tensor of dtype {X.dtype}: "
-                         f"convert it with X.float()")
+                         f"take its real part or magnitude (X.real, X.abs())")
+    if X.dtype == torch.bool:
+        # 0 and 1, as fit reads a bool tensor and scikit-learn a bool array.
+        X = X.to(torch.float32)
     if X.ndim == 1:
         if n_expected not in (None, 1):
             raise ValueError(
