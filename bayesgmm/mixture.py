@@ -158,7 +158,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (tested, float64) at a fraction of the per-step time.
     jit : bool, default False
         With ``backend="pyro"``, use ``JitTraceEnum_ELBO``; falls back to
-        ``TraceEnum_ELBO`` with a warning if tracing fails.
+        ``TraceEnum_ELBO`` with a warning if tracing fails.  Pyro traces
+        with ``torch.jit.trace``, which recent torch releases deprecate
+        (torch 2.13 warns with a ``DeprecationWarning`` on the first step);
+        the default ``backend="fused"`` needs no tracing and is faster.
     device : {"auto", "cpu", "cuda"} or torch.device, default "auto"
         Where to fit: "auto" takes CUDA when available.  Apple's "mps" is
         refused with the reason: the fits compare losses in float64, which
