@@ -432,7 +432,11 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     ``check_X`` would), summing the weighted, observed counts and first
     moments and collecting the rows of ``picks`` ({name: sorted row
     indices}: the seeding and screening samples), the second the second
-    moments about the mean.  Memory: one chunk and the samples.  With
+    moments about the mean.  A pick given as a function (``spread_rows``)
+    takes the number of rows of positive weight and returns sorted indices
+    among those rows: the rows an in-memory fit, which drops the rows of
+    weight 0 first, would pick; with weights it is collected in the second
+    pass, once that number is known.  Memory: one chunk and the samples.  With
     ``labels`` (the encoded class of every row, for the classifier) the
     per-class totals are summed too and the samples keep their labels."""
     from .distributed import reduce_array
@@ -440,21 +444,29 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
 
     chunk_rows = chunk_rows or STREAM_CHUNK_ROWS
     n, D = (int(v) for v in X.shape)
-    if n < 1 or D < 1:
-        raise ValueError(f"X has shape {tuple(X.shape)}: at least one row and one feature are "
-                         f"needed")
-    if np.dtype(X.dtype).kind not in "fiub":
-        raise V.NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: convert "
-                                f"it to float")
+    w_src = None
+    # Every check that can refuse this rank's shard comes before the
+    # collective below (``agree``), which tells every rank: a rank that
+    # raised here alone would leave the others waiting in it.
+    error = None
+    try:
+        if n < 1 or D < 1:
+            raise ValueError(f"X has shape {tuple(X.shape)}: at least one row and one feature "
+                             f"are needed")
+        if np.dtype(X.dtype).kind not in "fiub":
+            raise V.NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: "
+                                    f"convert it to float")
+        if sample_weight is not None:
+            w_src = sample_weight if is_row_source(sample_weight) else \
+                V.check_sample_weight(sample_weight, n, allow_all_zero=group is not None)
+            if w_src is not None and tuple(np.shape(w_src)) != (n,):
+                raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected "
+                                 f"({n},)")
+    except ValueError as exc:
+        error, n = exc, 0          # no pass over the rows: straight to ``agree``
     estimator.n_features_in_ = D
     if hasattr(estimator, "feature_names_in_"):
         del estimator.feature_names_in_
-    w_src = None
-    if sample_weight is not None:
-        w_src = sample_weight if is_row_source(sample_weight) else \
-            V.check_sample_weight(sample_weight, n)
-        if w_src is not None and tuple(np.shape(w_src)) != (n,):
-            raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected ({n},)")
     s0, s1, mass = np.zeros(D), np.zeros(D), 0.0
     w_seen = np.array([np.inf, -np.inf])     # smallest and largest positive weight
     unfit = False                            # one the fit's dtype cannot hold
@@ -462,8 +474,12 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     C = n_groups
     per_class = np.zeros((C, 2 + D))          # rows, weight, observed weight per feature
     collected = {k: [] for k in picks}
+    # Picks among the rows of positive weight: every row without weights.
+    deferred = {k: f for k, f in picks.items() if callable(f)}
+    picks = {k: (f(n) if callable(f) else f) for k, f in picks.items()
+             if not (callable(f) and w_src is not None)}
+    n_kept = 0                                 # rows of positive weight
     has_missing = False
-    error = None
     for a in range(0, n, chunk_rows):
         chunk = read_rows(X, a, a + chunk_rows)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
@@ -484,6 +500,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         s0 += W.sum(0)
         s1 += (W * np.where(nan, 0.0, chunk)).sum(0)
         mass += float(chunk.shape[0] if w is None else w.sum())
+        n_kept += chunk.shape[0] if w is None else int((w > 0).sum())
         if w is not None and (w > 0).any():
             pos = w[w > 0]
             w_seen = np.array([min(w_seen[0], pos.min()), max(w_seen[1], pos.max())])
@@ -519,9 +536,21 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                          f"that is always missing cannot be modelled; drop it")
     mean = s1 / s0
     s2 = np.zeros(D)
+    late = {k: f(n_kept) for k, f in deferred.items()} if w_src is not None else {}
+    seen_kept = 0
     for a in range(0, n, chunk_rows):
         chunk = read_rows(X, a, a + chunk_rows)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
+        if late:
+            pos = np.flatnonzero(w > 0)               # this chunk's kept rows, in order
+            for k, idx in late.items():
+                lo, hi = np.searchsorted(idx, [seen_kept, seen_kept + pos.size])
+                if hi > lo:
+                    rows = pos[idx[lo:hi] - seen_kept]
+                    collected[k].append((chunk[rows], w[rows],
+                                         None if labels is None else
+                                         np.asarray(labels[a:a + chunk.shape[0]])[rows]))
+            seen_kept += pos.size
         dev = np.where(np.isnan(chunk), 0.0, chunk - mean)
         with np.errstate(over="ignore"):     # an overflow is refused by check_overflow
             s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)

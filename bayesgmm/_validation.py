@@ -144,9 +144,11 @@ def check_missing_rows(nan, name: str = "X", row_offset: int = 0, index=None) ->
                          f"df.dropna(how='all')")
 
 
-def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarray]:
+def check_sample_weight(sample_weight: Any, n_samples: int,
+                        allow_all_zero: bool = False) -> Optional[np.ndarray]:
     """``sample_weight`` as a float64 array (n_samples,), or None: one
-    non-negative finite number per row, not all zero."""
+    non-negative finite number per row, not all zero (``allow_all_zero``:
+    one shard of several processes', whose total is checked over all)."""
     if sample_weight is None:
         return None
     try:
@@ -179,7 +181,7 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> Optional[np.ndarr
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row {i}: "
                          f"weights count how often a row was seen (0 drops it)")
-    if not (w > 0).any():
+    if not allow_all_zero and not (w > 0).any():
         raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
     if not np.isfinite(w.sum()):
         raise ValueError(f"sample_weight sum overflows float64 (largest {w.max():.3g}): "

@@ -25,7 +25,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
-from .distributed import agree, check_group, reduce_array, reducer, seed_sample
+from .distributed import (agree, check_group, reduce_array, reducer, seed_sample, shared_settings,
+                          shared_seeds)
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
@@ -544,7 +545,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                  f"them) as an array")
         except ValueError as exc:
             error = exc
-        agree(error, group, X.shape[1] if error is None else -1)
+        agree(error, group, X.shape[1] if error is None else -1,
+              None if streamed else getattr(self, "feature_names_in_", None),
+              None if group is None else shared_settings(self))
         device = s.device
         D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)
@@ -631,7 +634,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             groups = Groups.from_labels(Xt, yt, C, data.wt, reduce)
         R = s.n_init
         rs = V.check_random_state(self.random_state)
-        seeds = rs.randint(0, 2 ** 31 - 1, size=R + 1)
+        seeds = shared_seeds(rs.randint(0, 2 ** 31 - 1, size=R + 1), group)
         gen = torch.Generator().manual_seed(int(seeds[-1]))
         if warm:
             # The previous fit's objective: its covariance priors (those the

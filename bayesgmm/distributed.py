@@ -126,34 +126,113 @@ def _device(process_group) -> torch.device:
     return torch.device("cpu")
 
 
-def agree(error: Optional[BaseException], process_group, n_features: int) -> None:
+def _fingerprint(text: Optional[str]) -> float:
+    """48 bits of a string's SHA-256 (exact in a float64), 0 for None."""
+    if text is None:
+        return 0.0
+    import hashlib
+
+    return float(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) + 1)
+
+
+#: Parameters that may differ between ranks: where each process runs and
+#: what it shows, not what it fits.
+RANK_LOCAL_PARAMS = ("device", "progress", "n_threads")
+
+
+def shared_settings(estimator) -> dict:
+    """The estimator's parameters that every rank must share:
+    ``get_params`` without :data:`RANK_LOCAL_PARAMS`, ``random_state`` only
+    when it is a number (None or a generator: rank 0's seeds are used,
+    :func:`shared_seeds`)."""
+    import numbers
+
+    params = estimator.get_params(deep=False)
+    for name in RANK_LOCAL_PARAMS:
+        params.pop(name, None)
+    rs = params.get("random_state")
+    if not (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
+        params["random_state"] = "drawn on rank 0"
+    return params
+
+
+def agree(error: Optional[BaseException], process_group, n_features: int,
+          columns: Optional[Sequence[str]] = None, settings: Optional[dict] = None) -> None:
     """Collective check after each rank's own input validation: raises on
-    every rank when any rank failed (the failing rank its own error) or the
-    shards have different numbers of features, so that no rank is left
-    waiting in a collective the others never reach."""
+    every rank when any rank failed (the failing rank its own error), the
+    shards have different numbers of features or different column names
+    (``columns``: a DataFrame shard's, None without names), or the ranks'
+    estimators have different ``settings`` (:func:`shared_settings`), so that
+    no rank is left waiting in a collective the others never reach and no
+    fit silently sums different columns or runs different fits."""
     if process_group is None:
         if error is not None:
             raise error
         return
     import torch.distributed as dist
 
-    # [failed ranks, -min features, max features] in one all_reduce (MAX).
+    # [failed ranks, -min, max of: features, columns' and settings'
+    # fingerprints] in one all_reduce (MAX).
     world = dist.get_world_size(process_group)
-    flags = torch.zeros(world + 2, dtype=torch.float64, device=_device(process_group))
+    flags = torch.zeros(world + 6, dtype=torch.float64, device=_device(process_group))
     flags[dist.get_rank(process_group)] = 0.0 if error is None else 1.0
-    flags[world], flags[world + 1] = -n_features, n_features
+    columns = None if columns is None else [str(c) for c in columns]
+    marks = (float(n_features), _fingerprint(None if columns is None else repr(columns)),
+             _fingerprint(None if settings is None else repr(sorted(settings.items()))))
+    for i, v in enumerate(marks):
+        flags[world + 2 * i], flags[world + 2 * i + 1] = -v, v
     dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=process_group)
     if error is not None:
+        if isinstance(error, ValueError) and str(error).startswith(_EMPTY_SHARD):
+            raise ValueError(f"{error}; in a fit over several processes every rank's in-memory "
+                             f"shard needs at least one row of positive weight (leave such a "
+                             f"rank out of the process group, or give the shards as memmaps, "
+                             f"whose weights are checked over all ranks together)") from error
         raise error
     flags = flags.cpu()
     failed = int(flags[:world].sum())
     if failed:
         raise ValueError(f"{failed} other rank(s) of the process group refused their shard "
                          f"(see their error): every rank stops")
-    if -flags[world] != flags[world + 1]:
+    lo = lambda i: -flags[world + 2 * i]
+    hi = lambda i: flags[world + 2 * i + 1]
+    if lo(0) != hi(0):
         raise ValueError(f"the shards have different numbers of features (from "
-                         f"{int(-flags[world])} to {int(flags[world + 1])}): give every rank "
-                         f"the same columns")
+                         f"{int(lo(0))} to {int(hi(0))}): give every rank the same columns")
+    if lo(1) != hi(1) or lo(2) != hi(2):
+        # Every rank sees the same flags, so every rank gathers: what differs, by rank.
+        parts: list = [None] * world
+        dist.all_gather_object(parts, (columns, settings or {}), group=process_group)
+        if lo(1) != hi(1):
+            raise ValueError(f"the shards have different columns (names or order): "
+                             + "; ".join(f"rank {r}: {c}" for r, (c, _) in enumerate(parts))
+                             + ": give every rank the same columns in the same order")
+        names = sorted({k for _, p in parts for k in p}, key=str)
+        differ = [k for k in names if len({repr(p.get(k)) for _, p in parts}) > 1]
+        raise ValueError(
+            "the ranks' estimators have different parameters: "
+            + "; ".join(f"{k}: " + ", ".join(f"rank {r} {p.get(k)!r:.60}"
+                                             for r, (_, p) in enumerate(parts))
+                        for k in differ)
+            + f" (every parameter but {', '.join(RANK_LOCAL_PARAMS)} must agree, random_state "
+              f"too when it is a number): construct the same estimator on every rank")
+
+
+#: How the messages of a shard with no row of positive weight begin.
+_EMPTY_SHARD = ("sample_weight are all zero", "Found array with 0 sample(s)")
+
+
+def shared_seeds(seeds: np.ndarray, process_group) -> np.ndarray:
+    """Rank 0's seeds on every rank (``seeds`` as drawn on this rank): with
+    ``random_state=None`` each rank would draw its own, and the ranks would
+    seed different fits."""
+    if process_group is None:
+        return seeds
+    import torch.distributed as dist
+
+    t = torch.as_tensor(np.asarray(seeds, dtype=np.int64), device=_device(process_group))
+    dist.broadcast(t, src=dist.get_global_rank(process_group, 0), group=process_group)
+    return t.cpu().numpy().astype(seeds.dtype, copy=False)
 
 
 def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, seed: int,

@@ -177,10 +177,14 @@ STREAM_CHUNK_ROWS = 2 ** 20
 
 def _file_layout(source) -> Optional[tuple]:
     """(path, byte offset of row 0, bytes per row) of a C-contiguous numpy
-    memmap of a file (a view of one too), else None."""
+    memmap of a file (a view of one too) whose values are the file's, else
+    None.  A copy-on-write map (mode "c", ``np.load(..., mmap_mode="c")``)
+    keeps its edits in private pages that a read of the file does not see,
+    so it is read through its mapping."""
     mm = getattr(source, "_mmap", None)
     if not (isinstance(source, np.memmap) and mm is not None and source.filename
-            and source.flags.c_contiguous and source.ndim == 2):
+            and source.flags.c_contiguous and source.ndim == 2
+            and getattr(source, "mode", "c") in ("r", "r+", "w+")):
         return None
     import mmap as _mmap
 

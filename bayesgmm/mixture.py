@@ -24,7 +24,7 @@ from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_ste
                       initial_params, m_step, negative_log_joint,
                       observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
                       svi_fit)
-from .distributed import agree, check_group, reducer, seed_sample
+from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
@@ -548,9 +548,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             posterior = self._posterior_settings(s, streamed, group)
         except ValueError as exc:
             error = exc
-        agree(error, group, X.shape[1] if error is None else -1)
+        agree(error, group, X.shape[1] if error is None else -1,
+              None if streamed else getattr(self, "feature_names_in_", None),
+              None if group is None else shared_settings(self))
         rs = V.check_random_state(self.random_state)
-        seeds = rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1)
+        seeds = shared_seeds(rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1), group)
         warm_asked = self._warm_asked()
         if streamed:
             K0 = self._components()      # None for "auto", which screens no restarts
@@ -567,7 +569,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     np.random.default_rng([int(seeds[-1]), 1]).choice(n0, cap, replace=False)))
             if not warm_asked and group is None:
                 # The rows an in-memory fit measures the priors' spread on.
-                picks["spread"] = spread_rows(n0)
+                picks["spread"] = spread_rows      # among the rows of positive weight
             data = stream_data(self, X, sample_weight, family, s.device,
                                V.allows_missing(self), s.dtype, picks, reduce, group=group)
         else:

@@ -63,6 +63,37 @@ SCRIPT = textwrap.dedent('''
         result["refused"] = "no error"
     except ValueError as exc:
         result["refused"] = str(exc)
+    # random_state=None: rank 0's seeds serve every rank (one fit, not two).
+    gmm = BayesianGMM(3, n_init=2, em_max_iter=20, max_iter=0, device="cpu", dtype="float64")
+    gmm.fit(X[shard], process_group=dist.group.WORLD)
+    result["unseeded"] = gmm.means_.tolist()
+
+    def refusal(fit):
+        try:
+            fit()
+            return "no error"
+        except ValueError as exc:
+            return str(exc)
+
+    # Shards whose columns differ in order, and estimators that differ.
+    import pandas as pd
+    df = pd.DataFrame(X[shard], columns=["a", "b", "c"])
+    result["columns"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+        df if rank == 0 else df[["b", "a", "c"]], process_group=dist.group.WORLD))
+    result["settings"] = refusal(lambda: BayesianGMM(2 + rank, device="cpu", random_state=0).fit(
+        X[shard], process_group=dist.group.WORLD))
+    result["clf_settings"] = refusal(lambda: GMMClassifier(
+        2, covariance_type="full" if rank == 0 else "diag", device="cpu").fit(
+        X[shard], y[shard], process_group=dist.group.WORLD))
+    # A memmap shard refused by rank 1 (weights of the wrong length) stops
+    # rank 0 too, at once; an all-zero in-memory weight shard is named.
+    np.save(f"{out}/shard{rank}.npy", X[shard])
+    mm = np.load(f"{out}/shard{rank}.npy", mmap_mode="r")
+    ws = np.ones(len(mm)) if rank == 0 else np.ones(len(mm) - 1)
+    result["memmap_refused"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+        mm, sample_weight=ws, process_group=dist.group.WORLD))
+    result["zero_shard"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+        X[shard], sample_weight=np.ones(len(mm)) * (rank == 0), process_group=dist.group.WORLD))
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -134,6 +165,30 @@ def test_a_refused_shard_stops_every_rank(two_ranks):
     (r0, r1), _ = two_ranks
     assert "NaN in column 0" in r1["refused"]
     assert "other rank(s) of the process group refused their shard" in r0["refused"]
+
+
+def test_ranks_share_rank_0s_seeds_without_a_random_state(two_ranks):
+    (r0, r1), _ = two_ranks
+    assert r0["unseeded"] == r1["unseeded"]
+
+
+def test_ranks_refuse_shards_or_estimators_that_differ(two_ranks):
+    (r0, r1), _ = two_ranks
+    for r in (r0, r1):
+        assert "different columns (names or order): rank 0: ['a', 'b', 'c']; rank 1: ['b', 'a', " \
+               "'c']" in r["columns"]
+        assert "different parameters: n_components: rank 0 2, rank 1 3" in r["settings"]
+        assert "covariance_type: rank 0 'full', rank 1 'diag'" in r["clf_settings"]
+
+
+def test_a_refused_memmap_shard_stops_every_rank(two_ranks):
+    # Before, rank 0 waited in a collective (30 minutes by default).
+    (r0, r1), _ = two_ranks
+    assert "sample_weight has shape" in r1["memmap_refused"]
+    assert "other rank(s) of the process group refused their shard" in r0["memmap_refused"]
+    assert "every rank's in-memory shard needs at least one row of positive weight" \
+        in r1["zero_shard"]
+    assert "refused their shard" in r0["zero_shard"]
 
 
 def test_process_group_needs_an_initialised_group():

@@ -74,6 +74,37 @@ def test_blockwise_fit_screens_the_same_rows(tmp_path, monkeypatch):
     assert streamed.best_restart_ == mem.best_restart_
 
 
+def test_zero_weights_past_the_spread_sample_give_the_fit_without_those_rows(tmp_path):
+    """Past SPREAD_SAMPLE_SIZE rows the default priors' spread is measured
+    on a sample of the rows of positive weight, streamed or not (the
+    streamed fit sampled among all rows: priors 1e-3 apart)."""
+    from bayesgmm._base import SPREAD_SAMPLE_SIZE
+
+    X = _data(n=(11_000, 8_000, 5_000), D=2)
+    w = np.random.default_rng(2).integers(0, 4, len(X)).astype(float)
+    assert (w > 0).sum() > SPREAD_SAMPLE_SIZE
+    kw = dict(n_init=1, em_max_iter=5, max_iter=0, dtype="float64", **CPU)
+    mem = BayesianGMM(3, **kw).fit(X, sample_weight=w)
+    kept = BayesianGMM(3, **kw).fit(X[w > 0], sample_weight=w[w > 0])
+    streamed = BayesianGMM(3, **kw).fit(_memmap(tmp_path, "x", X), sample_weight=w)
+    for other in (kept, streamed):
+        np.testing.assert_allclose(other.priors_.covariance_scale, mem.priors_.covariance_scale,
+                                   rtol=1e-12)
+        _assert_same_fit(other, mem, rtol=1e-9)
+
+
+def test_a_copy_on_write_memmap_is_fitted_with_its_edits(tmp_path):
+    # Its edits live in private pages: reading the file would fit the old values.
+    X = _data()
+    np.save(tmp_path / "x.npy", X)
+    cow = np.load(tmp_path / "x.npy", mmap_mode="c")
+    cow[:] = cow * 10 + 100
+    kw = dict(dtype="float64", **CPU)
+    streamed = BayesianGMM(3, **kw).fit(cow)
+    _assert_same_fit(streamed, BayesianGMM(3, **kw).fit(np.array(cow)))
+    np.testing.assert_array_equal(streamed.score_samples(cow), streamed.score_samples(np.array(cow)))
+
+
 def test_float32_blockwise_fit_agrees_to_rounding(tmp_path, small_chunks):
     X = _data()
     mem = BayesianGMM(3, **CPU).fit(X)
