@@ -803,6 +803,22 @@ class MixtureBase:
         return cov_module.get(getattr(self, "covariance_type_", self.covariance_type),
                               self.means_.shape[-1])
 
+    @property
+    def precisions_(self) -> np.ndarray:
+        """The precision matrices (inverse covariances) in scikit-learn's
+        shapes, as ``covariances_``: (K, D, D) "full", (D, D) "tied", (K, D)
+        "diag", (K,) "spherical" (the classifier's with a leading class
+        axis, NaN at padded components).  Derived from
+        ``precisions_cholesky_`` (P P^T, or its square for "diag" and
+        "spherical"), so it follows it through ``permute`` and ``load``."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "precisions_cholesky_")
+        P = self.precisions_cholesky_
+        if self.covariance_type_ in ("full", "tied"):
+            return P @ np.swapaxes(P, -1, -2)
+        return P * P
+
     def _set_covariances(self, cov: np.ndarray, family: Covariance, mask=None) -> None:
         """``covariances_``, ``precisions_cholesky_`` and ``scales_`` from
         scikit-learn-shaped covariances (leading class dim for the

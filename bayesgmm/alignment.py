@@ -496,7 +496,9 @@ def permute(estimator, perm) -> Any:
     if ctype != "tied":
         names = names + _PER_COMPONENT_COVARIANCE
     for name in names:
-        value = getattr(out, name, None)
+        # Stored arrays only: a derived one (BayesianGMM's precisions_, a
+        # property) follows the arrays it is computed from.
+        value = vars(out).get(name)
         if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == K:
             setattr(out, name, value[p].copy())
     priors = getattr(out, "priors_", None)

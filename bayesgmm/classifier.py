@@ -212,7 +212,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     means_ : ndarray of shape (n_classes, max K, n_features)
         Per-class component means in the data's units; NaN beyond
         ``n_components_[c]``.
-    covariances_, precisions_cholesky_ : ndarray
+    covariances_, precisions_, precisions_cholesky_ : ndarray
         Per class, in scikit-learn's shapes with a leading class dimension:
         (C, K, D, D) "full", (C, D, D) "tied", (C, K, D) "diag", (C, K)
         "spherical"; NaN beyond ``n_components_[c]``.

@@ -323,6 +323,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Cholesky factors of the precisions in scikit-learn's convention
         (upper triangular P with precision P P^T; 1/std for "diag" and
         "spherical"), same shapes.
+    precisions_ : ndarray
+        The precisions (inverse covariances), same shapes; derived from
+        ``precisions_cholesky_``.
     scales_ : ndarray of shape (K, D)
         Per-feature (marginal) standard deviations of the components.
     covariance_type_ : str

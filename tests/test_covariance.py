@@ -763,3 +763,38 @@ def test_loss_and_iterations_are_those_of_the_kept_restart():
     lengths = [len(h) for h in gmm.restart_losses_]
     assert len(set(lengths)) > 1, lengths
     assert lengths[gmm.best_restart_] == gmm.n_iter_ + 1
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_precisions_are_the_inverse_covariances_through_permute_and_load(covariance_type, tmp_path):
+    from bayesgmm import load, permute
+
+    X = load_iris().drop(columns="species").to_numpy()[:, :3]
+    y = load_iris()["species"].to_numpy()
+    gmm = BayesianGMM(3, covariance_type=covariance_type, n_init=1, random_state=0,
+                      dtype="float64", **CPU).fit(X)
+    sk = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    assert gmm.precisions_.shape == sk.precisions_.shape
+    inverse = (np.linalg.inv(gmm.covariances_) if covariance_type in ("full", "tied")
+               else 1.0 / gmm.covariances_)
+    np.testing.assert_allclose(gmm.precisions_, inverse, rtol=1e-8)
+    moved = permute(gmm, [2, 0, 1])
+    expect = inverse if covariance_type == "tied" else inverse[[2, 0, 1]]
+    np.testing.assert_allclose(moved.precisions_, expect, rtol=1e-8)
+    gmm.save(tmp_path / "m.bgmm")
+    np.testing.assert_array_equal(load(tmp_path / "m.bgmm").precisions_, gmm.precisions_)
+    # The classifier's: per class, NaN at padded components.
+    clf = GMMClassifier({"setosa": 1, "versicolor": 2, "virginica": 2},
+                        covariance_type=covariance_type, n_init=1, random_state=0,
+                        dtype="float64", **CPU).fit(X, y)
+    for c in range(3):
+        cov = clf.covariances_[c]
+        real = np.isfinite(clf.means_[c, :, 0])
+        if covariance_type == "tied":
+            np.testing.assert_allclose(clf.precisions_[c], np.linalg.inv(cov), rtol=1e-8)
+            continue
+        inv = np.linalg.inv(cov[real]) if covariance_type == "full" else 1.0 / cov[real]
+        np.testing.assert_allclose(clf.precisions_[c][real], inv, rtol=1e-8)
+        assert np.isnan(clf.precisions_[c][~real]).all()
+    with pytest.raises(Exception, match="not fitted"):
+        BayesianGMM(2).precisions_
