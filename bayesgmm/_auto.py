@@ -60,11 +60,14 @@ def check_max_components(n_components, max_components, em_max_iter: int) -> int:
 def component_cap(family: Covariance, n_features: int, max_components: int,
                   rows: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """The largest K tried per group (at least 1): K up to ``max_components``
-    whose mixture has fewer free parameters than the group has rows and
-    weight (``rows``, ``mass`` (G,)); more cannot be estimated, and each K
-    tried costs a batch of mixtures."""
-    return np.array([max([1] + [k for k in range(1, max_components + 1)
-                                if family.mixture_parameters(k, n_features) < min(n, m)])
+    whose mixture has fewer free parameters than the group's total weight
+    (``mass`` (G,): its number of points without weights), and no more
+    components than rows of positive weight (``rows`` (G,)); more cannot be
+    estimated, and each K tried costs a batch of mixtures.  By the weight,
+    not the rows, so that integer weights try the K that the rows repeated
+    would."""
+    return np.array([max([1] + [k for k in range(1, min(max_components, int(n)) + 1)
+                                if family.mixture_parameters(k, n_features) < m])
                      for n, m in zip(np.atleast_1d(rows), np.atleast_1d(mass))])
 
 

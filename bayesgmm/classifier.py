@@ -126,7 +126,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     max_components : int, default 10
         Largest K tried by ``n_components="auto"``; for each class only the
         K whose mixture has fewer free parameters than the class has points
-        are tried (at least K = 1).
+        (its total weight, with ``sample_weight``), and no more components
+        than rows, are tried (at least K = 1).
     discriminative_steps : int, default 0
         Adam steps of discriminative fine-tuning after the generative MAP:
         the mixtures are trained on the cross-entropy of the class logits
@@ -610,7 +611,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         class_prior = self._class_prior(mass, classes)
         auto = ks is None
         # "auto" tries K = 1..max_components, but per class only the K whose
-        # mixture has fewer free parameters than the class has points.
+        # mixture has fewer free parameters than the class has points (weight).
         cap = component_cap(family, D, max_components, counts, mass)
         k_max = int(cap.max()) if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \

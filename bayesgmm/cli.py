@@ -425,7 +425,7 @@ def _format_bic(gmm) -> Optional[str]:
     text = "\n".join([f"{'K':>{wk}}  {'BIC':>{wb}}"]
                      + [f"{k:>{wk}}  {b:>{wb}}{mark}" for k, b, mark in rows])
     skipped = bic.size - tried.size
-    note = (f"\n(K > {tried[-1] + 1} not tried: more free parameters than rows)"
+    note = (f"\n(K > {tried[-1] + 1} not tried: more free parameters than points)"
             if skipped else "")
     return "BIC by K (lower is better):\n" + text + note
 

@@ -103,8 +103,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (1e-4 nats per point, enough to rank K), the K of lowest BIC is
         chosen, and only that mixture is continued to ``tol`` (then SVI, as
         for a given K; so "auto" needs ``em_max_iter > 0``).  Only the K
-        whose mixture has fewer free parameters than there are points (and
-        total weight) are tried.  The chosen K is ``n_components_``, the BIC
+        whose mixture has fewer free parameters than there are points (the
+        total weight, with ``sample_weight``: integer weights try what the
+        rows repeated would), and no more components than rows, are tried.  The chosen K is ``n_components_``, the BIC
         of every K ``bic_``.  Restarts are not screened on a subsample with
         "auto" (every candidate is fitted on all the data).  Works with
         ``sample_weight``, missing values, out-of-core data and

@@ -85,6 +85,32 @@ def test_integer_weights_equal_repeated_rows_classifier(covariance_type):
     np.testing.assert_allclose(a.bic_, b.bic_, rtol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:n_components='auto' chose the largest K")
+def test_auto_caps_k_by_the_weight_as_the_rows_repeated_would():
+    # 9 rows of weight 3: full 2-D mixtures of K <= 4 have fewer than 27
+    # parameters, as for the 27 rows repeated (the cap counted the 9 rows).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(9, 2))
+    X[::2] += 6
+    kw = dict(max_components=6, covariance_type="full", dtype="float64", **CPU)
+    a = BayesianGMM("auto", **kw).fit(X, sample_weight=np.full(9, 3.0))
+    b = BayesianGMM("auto", **kw).fit(np.repeat(X, 3, axis=0))
+    assert np.isfinite(b.bic_).sum() == 4
+    np.testing.assert_allclose(a.bic_, b.bic_, rtol=1e-7)
+    assert a.n_components_ == b.n_components_
+    Xc = np.vstack([X, rng.normal(size=(60, 2)) + 20])
+    yc = np.r_[np.zeros(9), np.ones(60)].astype(int)
+    c = GMMClassifier("auto", **kw).fit(Xc, yc, sample_weight=np.r_[np.full(9, 3.0), np.ones(60)])
+    d = GMMClassifier("auto", **kw).fit(np.vstack([np.repeat(X, 3, axis=0), Xc[9:]]),
+                                        np.r_[np.zeros(27), np.ones(60)].astype(int))
+    np.testing.assert_array_equal(c.n_components_, d.n_components_)
+    np.testing.assert_allclose(c.bic_, d.bic_, rtol=1e-7)
+    # Fewer rows than the weight allows components: K stops at the rows.
+    e = BayesianGMM("auto", **kw | {"covariance_type": "spherical"}).fit(
+        X[:3], sample_weight=np.full(3, 100.0))
+    assert np.isfinite(e.bic_).sum() == 3
+
+
 @pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
 def test_zero_weights_equal_dropped_rows_float32(Est):
     X, y = _blobs()
