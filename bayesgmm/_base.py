@@ -458,7 +458,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                                     f"convert it to float")
         if sample_weight is not None:
             w_src = sample_weight if is_row_source(sample_weight) else \
-                V.check_sample_weight(sample_weight, n, allow_all_zero=group is not None)
+                V.check_sample_weight(sample_weight, n,
+                                      all_zero="error" if group is None else "allow")
             if w_src is not None and tuple(np.shape(w_src)) != (n,):
                 raise ValueError(f"sample_weight has shape {tuple(np.shape(w_src))}, expected "
                                  f"({n},)")

@@ -145,10 +145,12 @@ def check_missing_rows(nan, name: str = "X", row_offset: int = 0, index=None) ->
 
 
 def check_sample_weight(sample_weight: Any, n_samples: int,
-                        allow_all_zero: bool = False) -> Optional[np.ndarray]:
+                        all_zero: str = "error") -> Optional[np.ndarray]:
     """``sample_weight`` as a float64 array (n_samples,), or None: one
-    non-negative finite number per row, not all zero (``allow_all_zero``:
-    one shard of several processes', whose total is checked over all)."""
+    non-negative finite number per row, not all zero.  ``all_zero``: "error";
+    "shard" (one in-memory shard of several processes': the message says
+    every rank needs a row of positive weight); "allow" (a streamed shard,
+    whose total is checked over all ranks)."""
     if sample_weight is None:
         return None
     try:
@@ -181,7 +183,13 @@ def check_sample_weight(sample_weight: Any, n_samples: int,
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row {i}: "
                          f"weights count how often a row was seen (0 drops it)")
-    if not allow_all_zero and not (w > 0).any():
+    if all_zero != "allow" and not (w > 0).any():
+        if all_zero == "shard":
+            raise ValueError("sample_weight of this rank's shard are all zero: in a fit over "
+                             "several processes every rank's in-memory shard needs at least one "
+                             "row of positive weight (leave such a rank out of the process "
+                             "group, or give the shards as memmaps, whose weights are checked "
+                             "over all ranks together)")
         raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
     if not np.isfinite(w.sum()):
         raise ValueError(f"sample_weight sum overflows float64 (largest {w.max():.3g}): "

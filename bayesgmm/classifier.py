@@ -532,7 +532,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         try:
             if not streamed:
                 X = V.check_X(self, X, reset=True)
-                V.check_sample_weight(sample_weight, X.shape[0])
+                V.check_sample_weight(sample_weight, X.shape[0],
+                                      all_zero="error" if group is None else "shard")
             s, max_components, disc_steps = self._check_params()
             self._labels(X, y)
             if (group is not None or streamed) and disc_steps > 0:

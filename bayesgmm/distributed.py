@@ -183,11 +183,6 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
         flags[world + 2 * i], flags[world + 2 * i + 1] = -v, v
     dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=process_group)
     if error is not None:
-        if isinstance(error, ValueError) and str(error).startswith(_EMPTY_SHARD):
-            raise ValueError(f"{error}; in a fit over several processes every rank's in-memory "
-                             f"shard needs at least one row of positive weight (leave such a "
-                             f"rank out of the process group, or give the shards as memmaps, "
-                             f"whose weights are checked over all ranks together)") from error
         raise error
     flags = flags.cpu()
     failed = int(flags[:world].sum())
@@ -216,10 +211,6 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
                         for k in differ)
             + f" (every parameter but {', '.join(RANK_LOCAL_PARAMS)} must agree, random_state "
               f"too when it is a number): construct the same estimator on every rank")
-
-
-#: How the messages of a shard with no row of positive weight begin.
-_EMPTY_SHARD = ("sample_weight are all zero", "Found array with 0 sample(s)")
 
 
 def shared_seeds(seeds: np.ndarray, process_group) -> np.ndarray:

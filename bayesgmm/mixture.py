@@ -541,7 +541,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         try:
             if not streamed:
                 X = V.check_X(self, X, reset=True)
-                V.check_sample_weight(sample_weight, X.shape[0])
+                V.check_sample_weight(sample_weight, X.shape[0],
+                                      all_zero="error" if group is None else "shard")
             s = self._settings()
             family = cov_module.get(s.covariance_type, X.shape[1])
             if (group is not None or streamed) and \
