@@ -54,3 +54,22 @@ def test_persistence_load_knows_both_kinds_in_a_fresh_process(tmp_path):
                f"from bayesgmm import BayesianGMM, persistence\n"
                f"print(type(persistence.load({str(path)!r})).__name__)")
     assert out.split() == ["GMMClassifier", "GMMClassifier"]
+
+
+def test_python_dash_m_runs_the_command_line_and_stays_light():
+    # `python -m bayesgmm` is the console script without PATH: same parser
+    # (prog "bayesgmm"), same exit codes, and --help imports nothing heavy.
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "bayesgmm", "--help"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("usage: bayesgmm ")
+    for command in ("fit", "predict", "demo"):
+        assert command in run.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "bayesgmm.cli" in imported
+    assert not imported & set(HEAVY)
+    bad = subprocess.run([sys.executable, "-m", "bayesgmm", "fit", "nowhere.csv"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "bayesgmm: error: file not found: 'nowhere.csv'"
