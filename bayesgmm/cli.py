@@ -386,7 +386,8 @@ def _posterior_summary(gmm) -> str:
         rhat = np.concatenate([np.ravel(r) for r in gmm.rhat_.values()])
         rhat = rhat[np.isfinite(rhat)]
         worst = (f"largest R-hat {rhat.max():.3f}" if rhat.size else
-                 "R-hat not computable (fewer than 4 draws per chain)")
+                 "R-hat not computable (fewer than 4 draws per chain, or draws that "
+                 "never moved)")
         return f"; NUTS, {worst}, {gmm.n_divergent_} divergent transition(s)"
     return ""
 

@@ -378,6 +378,14 @@ class _LaplaceNUTS(NUTS):
             # The step size was searched for the unit mass matrix; search
             # again for this one (Pyro has no public hook for it).
             self._adapter.reset_step_size_adaptation(self.initial_params)
+        self.divergences = 0
+
+    def diagnostics(self):
+        # Called by MCMC at the end of the run, before the kernel's cleanup
+        # resets its record: the divergent transitions after warmup, kept.
+        out = super().diagnostics()
+        self.divergences = len(out["divergences"])
+        return out
 
 
 def _flatten(z: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], dict]]:
@@ -476,8 +484,8 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
         {site: tensor of shape (n_chains, draws per chain, ...)} in the
         standardised frame (``weights`` included for K = 1, as ones).
     n_divergent : int
-        Divergent transitions after warmup, summed over the chains (not
-        counted with fewer than 4 draws per chain).
+        Divergent transitions after warmup, summed over the chains (the
+        kernels' record).
 
     Notes
     -----
@@ -519,11 +527,9 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
                         disable_progbar=not settings.progress)
             mcmc.run()
             chains.append(mcmc.get_samples(group_by_chain=True))
-            # MCMC.diagnostics also computes each chain's R-hat, which needs
-            # 4 draws: below that (R-hat is then reported as not computable)
-            # divergences go uncounted.
-            if per_chain >= 4:
-                n_divergent += sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
+            # The kernel's own record (MCMC.diagnostics would also compute
+            # R-hat, which needs 4 draws a chain).
+            n_divergent += kernel.divergences
     draws = {k: torch.cat([ch[k] for ch in chains]) for k in chains[0]}
     return target.site_values(draws), n_divergent
 
@@ -640,16 +646,26 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
     (:func:`pyro.ops.stats.split_gelman_rubin`,
     :func:`~pyro.ops.stats.effective_sample_size`).  Returns two dicts of
     arrays of the elements' shapes.  An element that is constant over every
-    draw (the weight of a single component) has R-hat 1 and an effective
-    sample size equal to the number of draws; with fewer than 4 draws per
-    chain both are NaN (not computable).  The effective sample size is
+    draw while others move (the weight of a single component, fixed by the
+    model) has R-hat 1 and an effective sample size equal to the number of
+    draws.  When no element of any array moves (a sampler stuck at its
+    start: one distinct draw), R-hat is NaN (not computable) and the
+    effective sample size 1.  With fewer than 4 draws per chain R-hat is
+    NaN, and so is the effective sample size of draws that moved.  The
+    effective sample size is
     bounded as Stan bounds it (its autocorrelation time at least
     1 / log10(N) for N draws in all): Pyro's estimate is negative or huge
     for anticorrelated draws (a NUTS chain that alternates around the
     mode), where Stan reports N log10 N."""
+    def spread(t: torch.Tensor) -> np.ndarray:      # each element's range over all draws
+        return np.ptp(t.numpy().reshape((-1,) + tuple(t.shape[2:])), axis=0)
+
+    tensors = {name: torch.as_tensor(np.asarray(a, dtype=np.float64))
+               for name, a in grouped.items()}
+    # NaN elements (a class's padded components) neither move nor stay.
+    moved = any(bool(np.any(spread(t) > 0)) for t in tensors.values())
     rhat, ess = {}, {}
-    for name, a in grouped.items():
-        t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+    for name, t in tensors.items():
         if t.shape[1] < 4:       # split R-hat needs two halves of 2 draws per chain
             r = e = np.full(tuple(t.shape[2:]), math.nan)
         else:
@@ -660,7 +676,11 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
             n = t.shape[0] * t.shape[1]
             cap = n * math.log10(n)
             e = np.where(np.isnan(e), e, np.where((e < 0) | (e > cap), cap, e))
-        const = np.ptp(t.numpy().reshape((-1,) + tuple(t.shape[2:])), axis=0) == 0
+        if not moved:
+            rhat[name] = np.full(tuple(t.shape[2:]), math.nan)
+            ess[name] = np.where(np.isnan(spread(t)), math.nan, 1.0)
+            continue
+        const = spread(t) == 0
         rhat[name] = np.where(const, 1.0, r)
         ess[name] = np.where(const, float(t.shape[0] * t.shape[1]), e)
     return rhat, ess
@@ -688,7 +708,7 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
         where = f" (Pyro site {sites[name]!r})" if name in sites and sites[name] != name else ""
         if math.isnan(worst):
             problems.append(f"R-hat of {name!r}{where} could not be computed (fewer than 4 "
-                            f"draws per chain)")
+                            f"draws per chain, or draws that never moved from the start)")
         elif worst > max_rhat:
             problems.append(f"R-hat of {name!r}{where} is {worst:.3f} > {max_rhat}")
     for name, e in ess.items():

@@ -324,9 +324,57 @@ def test_diagnostics_with_too_few_draws_per_chain_say_so():
         problems = P.check_convergence(rhat, ess, 2)
     # Said once (not also as "effective sample size ... is nan"); an ESS
     # alone that cannot be computed is said as such.
-    assert problems == ["R-hat of 'means' could not be computed (fewer than 4 draws per chain)"]
+    assert problems == ["R-hat of 'means' could not be computed (fewer than 4 draws per chain, "
+                        "or draws that never moved from the start)"]
     assert P.check_convergence({}, ess, 2, warn=False) == [
         "effective sample size of 'means' could not be computed (fewer than 4 draws per chain)"]
+
+
+def test_a_sampler_that_never_moved_is_not_reported_as_converged():
+    # One chain whose every draw is its start: pyro.ops.stats gives NaN
+    # (0 / 0); it must not pass as R-hat 1 with an effective sample size
+    # of every draw, as an element fixed by the model does (K = 1 weight).
+    stuck = {"weights": np.full((1, 50, 2), 0.5), "means": np.full((1, 50, 2, 1), 3.0)}
+    rhat, ess = P.diagnostics(stuck)
+    assert all(np.isnan(r).all() for r in rhat.values())
+    assert all((e == 1.0).all() for e in ess.values())
+    problems = P.check_convergence(rhat, ess, 1, warn=False)
+    assert "never moved" in problems[0] and any("is 1 < 100" in p for p in problems)
+    # Fewer than 4 draws: stuck draws are still one draw, not 3.
+    _, ess3 = P.diagnostics({k: v[:, :3] for k, v in stuck.items()})
+    assert all((e == 1.0).all() for e in ess3.values())
+    # A weight fixed by the model beside means that move keeps R-hat 1 and
+    # every draw; NaN elements (a class's padded components) stay NaN.
+    rng = np.random.default_rng(3)
+    fixed = {"weights": np.ones((2, 50, 1)),
+             "means": np.concatenate([rng.normal(size=(2, 50, 1, 1)),
+                                      np.full((2, 50, 1, 1), np.nan)], 2)}
+    rhat, ess = P.diagnostics(fixed)
+    assert rhat["weights"].tolist() == [1.0] and ess["weights"].tolist() == [100.0]
+    assert np.isfinite(rhat["means"][0]).all() and np.isnan(rhat["means"][1]).all()
+    assert np.isnan(ess["means"][1]).all()
+
+
+def test_divergences_counted_with_fewer_than_four_draws(monkeypatch):
+    # n_divergent_ is Pyro's own record of divergent transitions after
+    # warmup, also when R-hat cannot be computed (3 draws); this short run
+    # diverges once.
+    recorded = []
+
+    class Recording(P.MCMC):
+        def run(self, *args, **kwargs):
+            out = super().run(*args, **kwargs)
+            recorded.append(sum(len(d["divergences"]) for d in self._diagnostics))
+            return out
+
+    monkeypatch.setattr(P, "MCMC", Recording)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-3, 1, 60), rng.normal(3, 1, 60)][:, None]
+    with pytest.warns(UserWarning, match="divergent transition"):
+        g = BayesianGMM(2, inference="nuts", n_samples=3, n_chains=1, n_warmup=20,
+                        random_state=0, device="cpu").fit(X)
+    assert recorded[0] >= 1
+    assert g.n_divergent_ == sum(recorded)
 
 
 def test_convergence_warning_names_the_site_and_the_remedy():
