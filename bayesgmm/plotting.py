@@ -85,24 +85,30 @@ def _covariance_matrices(estimator, K: int, D: int) -> np.ndarray:
     ``covariances_`` of every covariance type (BayesianGMM's and
     scikit-learn's are the same).  An estimator with ``scales_`` but no
     ``covariances_`` is read as diagonal."""
-    from .covariance import COVARIANCE_TYPES, get
-
     name = type(estimator).__name__
     kind = getattr(estimator, "covariance_type_", getattr(estimator, "covariance_type", None))
     if hasattr(estimator, "covariances_"):
-        try:
-            family = get(kind, D)
-        except ValueError:
-            raise ValueError(
-                f"{name} has covariance_type={kind!r}: these helpers draw mixtures with "
-                f"covariance_type in {list(COVARIANCE_TYPES)} (BayesianGMM, GMMClassifier or "
-                "scikit-learn's GaussianMixture)") from None
         cov = np.asarray(estimator.covariances_, dtype=np.float64)
     elif hasattr(estimator, "scales_"):
-        family = get("diag", D)
-        cov = np.square(np.asarray(estimator.scales_, dtype=np.float64))
+        kind, cov = "diag", np.square(np.asarray(estimator.scales_, dtype=np.float64))
     else:
         raise ValueError(f"{name} has no covariances_: call fit(X) first")
+    return _as_matrices(cov, kind, K, D, name)
+
+
+def _as_matrices(cov: np.ndarray, kind, K: int, D: int, name: str) -> np.ndarray:
+    """``cov`` in scikit-learn's layout of ``kind`` for K components in D
+    features, behind any leading dimensions (classes, draws), as full
+    (..., K, D, D) matrices."""
+    from .covariance import COVARIANCE_TYPES, get
+
+    try:
+        family = get(kind, D)
+    except ValueError:
+        raise ValueError(
+            f"{name} has covariance_type={kind!r}: these helpers draw mixtures with "
+            f"covariance_type in {list(COVARIANCE_TYPES)} (BayesianGMM, GMMClassifier or "
+            "scikit-learn's GaussianMixture)") from None
     one = family.covariance_shape(K, D)
     lead = cov.shape[:max(cov.ndim - len(one), 0)]
     if cov.shape[len(lead):] != one:
@@ -127,20 +133,49 @@ def _ellipse_geometry(cov2: np.ndarray, n_sigma: float) -> tuple[float, float, f
     return float(axes[i]), float(axes[1 - i]), float(np.degrees(np.arctan2(v[1], v[0])))
 
 
-def _marginal_2d_density(gx, gy, weights, means, covs, fx, fy) -> np.ndarray:
-    """Mixture density marginalised onto features (fx, fy) on a grid."""
-    idx = [fx, fy]
-    dens = np.zeros_like(gx, dtype=np.float64)
-    for k in range(len(weights)):
-        S = covs[k][np.ix_(idx, idx)]
-        d = np.stack([gx - means[k, fx], gy - means[k, fy]], axis=-1)
-        q = np.einsum("...i,ij,...j->...", d, np.linalg.inv(S), d)
-        dens += weights[k] * np.exp(-0.5 * q) / (2 * np.pi * np.sqrt(np.linalg.det(S)))
-    return dens
+def _marginal_density(points: np.ndarray, weights, means, covs, features) -> np.ndarray:
+    """Mixture density marginalised onto ``features`` (d of them) at
+    ``points`` (G, d): ``weights`` (K,), ``means`` (K, D), ``covs`` (K, D, D)
+    for one mixture, or with a leading draw axis (S, ...) for the average
+    of S mixtures (a posterior predictive), computed a block of draws at a
+    time."""
+    idx = list(features)
+    w, m, c = (np.asarray(a, dtype=np.float64) for a in (weights, means, covs))
+    if w.ndim == 1:
+        w, m, c = w[None], m[None], c[None]
+    m = m[..., idx]                                                   # (S, K, d)
+    c = c[..., idx, :][..., idx]                                      # (S, K, d, d)
+    prec = np.linalg.inv(c)
+    norm = np.sqrt(np.linalg.det(2 * np.pi * c))                      # (S, K)
+    out = np.zeros(points.shape[0])
+    step = max(1, 2 ** 22 // max(1, points.shape[0] * w.shape[1]))   # bounded memory
+    for a in range(0, w.shape[0], step):
+        d = points[None, None] - m[a:a + step, :, None, :]             # (s, K, G, d)
+        q = np.einsum("skgi,skij,skgj->skg", d, prec[a:a + step], d)
+        out += np.einsum("sk,skg->g", w[a:a + step] / norm[a:a + step], np.exp(-0.5 * q))
+    return out / w.shape[0]
 
 
-def _as_2d(X, name: str = "X") -> tuple[np.ndarray, list[str]]:
-    """Data as a float (N, D) array and its column names (DataFrame names, or x0, x1...)."""
+def _predictive_draws(estimator, plug_in) -> Optional[tuple]:
+    """(weights (S, K), means (S, K, D), covariance matrices (S, K, D, D)) of
+    the posterior draws whose average is ``estimator``'s density (its
+    ``score_samples``), or None where that density is the point estimate's
+    (a MAP fit, ``plug_in=True``, a mixture without draws)."""
+    if not isinstance(plug_in, (bool, np.bool_)):
+        raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
+    if plug_in or getattr(estimator, "_posterior", None) is None:
+        return None
+    draws = estimator.posterior_samples()
+    w, m = draws["weights"], draws["means"]
+    return w, m, _as_matrices(draws["covariances"], estimator.covariance_type_,
+                              m.shape[1], m.shape[2], type(estimator).__name__)
+
+
+def _as_2d(X, name: str = "X", allow_nan: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Data as a float (N, D) array and its column names (DataFrame names, or
+    x0, x1...).  ``allow_nan``: NaN (a missing entry) passes, for helpers
+    that leave a row out of a panel where a plotted feature is missing;
+    infinities never do."""
     import pandas as pd
     if isinstance(X, pd.Series):
         X = X.to_frame()
@@ -159,12 +194,12 @@ def _as_2d(X, name: str = "X") -> tuple[np.ndarray, list[str]]:
                          "pass (n_samples, n_features) data")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} has no rows: pass the data to plot")
-    bad = ~np.isfinite(arr)
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise ValueError(f"{name} has a non-finite value ({arr[i, j]}) in row {i}, column {j}: "
-                         f"plots need finite values; drop those rows first (e.g. "
-                         f"X[np.isfinite(X).all(axis=1)])")
+                         f"plots need finite values{' or NaN for a missing entry' if allow_nan else ''}; "
+                         f"drop those rows first (e.g. X[np.isfinite(X).all(axis=1)])")
     return arr, names
 
 
@@ -173,6 +208,26 @@ def _check_grid_size(grid_size) -> int:
             or grid_size < 2:
         raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
     return int(grid_size)
+
+
+def _check_sigma(sigma) -> float:
+    if isinstance(sigma, (bool, np.bool_)) or \
+            not isinstance(sigma, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    return float(sigma)
+
+
+def _check_limits(name: str, lim) -> Optional[tuple[float, float]]:
+    if lim is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in lim)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (lower, upper) of numbers, got {lim!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with lower < upper, got {lim!r}")
+    return lo, hi
 
 
 def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
@@ -189,10 +244,21 @@ def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
     raise ValueError(f"feature must be a column index or name, got {feature!r}")
 
 
-def _check_n_features(estimator_d: int, X: np.ndarray) -> None:
-    if X.shape[1] != estimator_d:
-        raise ValueError(f"X has {X.shape[1]} feature(s) but the mixture was fitted on "
+def _check_columns(estimator, estimator_d: int, X, arr: np.ndarray) -> None:
+    """``X`` has the estimator's features: as many, and for a DataFrame
+    against an estimator fitted on one, the same names in the same order
+    (the parameters are read by position, so a reordered frame would draw
+    one feature's data with another's parameters)."""
+    if arr.shape[1] != estimator_d:
+        raise ValueError(f"X has {arr.shape[1]} feature(s) but the mixture was fitted on "
                          f"{estimator_d}: pass the data the mixture was fitted on")
+    fitted = getattr(estimator, "feature_names_in_", None)
+    columns = getattr(X, "columns", None)
+    if fitted is not None and columns is not None and \
+            [str(c) for c in columns] != [str(c) for c in fitted]:
+        raise ValueError(f"X's columns {[str(c) for c in columns]} are not those the estimator "
+                         f"was fitted on, in that order: {[str(c) for c in fitted]}; pass "
+                         f"X[{[str(c) for c in fitted]}]")
 
 
 def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
@@ -207,8 +273,36 @@ def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
 
 
 def _component_palette(n: int):
+    """n colours, colour i the same whatever n: seaborn's current palette
+    (ten colours by default), then hues spread around the husl circle by
+    the golden ratio, so that components beyond the tenth do not repeat the
+    first ones' colours."""
     import seaborn as sns
-    return sns.color_palette(n_colors=max(n, 1))
+    base = list(sns.color_palette())
+    if n <= len(base):
+        return base[:max(n, 1)]
+    ring = sns.color_palette("husl", 64)
+    return base + [ring[int((i * 0.6180339887) % 1.0 * 64)] for i in range(n - len(base))]
+
+
+def _is_component_index(values, K: int) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               and 0 <= v < K for v in values)
+
+
+def _label_palette(values, K: int, others: bool = False) -> dict:
+    """{label: colour} for a labelling's ``values``: labels that are
+    component indices (integers 0..K-1) take their component's colour, as
+    every helper draws component k; any other labelling (or ``others``:
+    one that is never the components') takes the colours after the K
+    components', so that no colour means both a component and, say, a
+    species."""
+    values = list(values)
+    if not others and _is_component_index(values, K):
+        colours = _component_palette(K)
+        return {v: colours[int(v)] for v in values}
+    colours = _component_palette(K + len(values))[K:]
+    return {v: colours[i] for i, v in enumerate(values)}
 
 
 # ----------------------------------------------------------------------------
@@ -274,7 +368,9 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
         ax.axvline(em.size - 0.5, color="0.4", ls=":", lw=1.2, label="EM -> SVI")
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("updates (EM, then SVI steps)" if svi else "EM updates")
+    pure_svi = getattr(estimator, "em_max_iter", None) == 0     # restart_losses_ are SVI's
+    ax.set_xlabel("updates (EM, then SVI steps)" if svi else
+                  "SVI steps" if pure_svi else "EM updates")
     ax.set_ylabel("loss - min + 1 (log scale)" if logy else "loss (negative log joint)")
     if logy:
         ax.set_yscale("log")
@@ -283,12 +379,18 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
 
 
 def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
-                    grid_size: int = 400, labels=None):
+                    grid_size: int = 400, labels=None, plug_in: bool = False):
     """Data, each weighted component density and the mixture density, in 1-D.
 
     For a multivariate fit the curves are the marginals on ``feature``
     (exact for every covariance type): component k is drawn as
     ``w_k N(x | mu_kf, sqrt(Sigma_k[f, f]))`` and the mixture is their sum.
+    After ``inference="vi"`` or "nuts" the components are the point
+    estimates (``weights_``, ``means_``, ``covariances_``) and the black
+    curve is the posterior predictive, the density ``score_samples``
+    gives (the average over the draws of each draw's mixture), labelled
+    "posterior predictive"; ``plug_in=True`` draws the point estimates'
+    mixture instead.
 
     Parameters
     ----------
@@ -303,13 +405,23 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     grid_size : int, default 400
         Number of points at which the densities are evaluated.
     labels : array-like of shape (n_samples,), optional
-        Colour the rug by these labels (e.g. the true species).
+        Colour the rug by these labels (e.g. the true species): labels
+        0..K-1 (e.g. ``gmm.predict(X)``) in their components' colours, any
+        other labelling in colours after them.
+    plug_in : bool, default False
+        For a fit with posterior draws, draw the point estimates' mixture
+        rather than the posterior predictive.
+
+    X may hold NaN (missing entries, as a ``missing="marginalize"`` fit
+    takes them): a point whose ``feature`` is missing has no place on the
+    axis and is left out of the rug.  A DataFrame must have the columns the
+    estimator was fitted on, in that order.
 
     Returns
     -------
     matplotlib Axes
         Lines: the K components (labelled "component k (w=...)") then the
-        mixture (labelled "mixture").
+        mixture (labelled "mixture", or "posterior predictive").
 
     Examples
     --------
@@ -321,16 +433,24 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     >>> [line.get_label() for line in ax.lines][-1]
     'mixture'
     """
+    import pandas as pd
     import seaborn as sns
     from scipy.stats import norm
 
     weights, means, covs = _mixture_params(estimator)
-    X, names = _as_2d(X)
-    _check_n_features(means.shape[1], X)
-    f = _check_feature(feature, names, X.shape[1])
+    Xa, names = _as_2d(X, allow_nan=True)
+    _check_columns(estimator, means.shape[1], X, Xa)
+    f = _check_feature(feature, names, Xa.shape[1])
     grid_size = _check_grid_size(grid_size)
+    draws = _predictive_draws(estimator, plug_in)
+    present = ~np.isnan(Xa[:, f])
+    if not present.any():
+        raise ValueError(f"feature {names[f]!r} is missing (NaN) in every row of X: "
+                         f"there is nothing to draw on it")
+    if labels is not None:
+        labels = _row_labels(labels, Xa.shape[0])[present]
+    x = Xa[present, f]
     ax = _new_axes(ax)
-    x = X[:, f]
     mu, s = means[:, f], np.sqrt(covs[:, f, f])
     # The grid covers the data and 3 scales beyond every component, so no
     # curve is cut off mid-bump.
@@ -345,13 +465,18 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     for k in range(len(weights)):
         ax.plot(grid, comp[k], color=colors[k], lw=2.2, zorder=3,
                 label=f"component {k} (w={weights[k]:.2f})")
-    ax.plot(grid, comp.sum(0), color="black", lw=1.2, ls="--", zorder=2, label="mixture")
+    if draws is None:
+        ax.plot(grid, comp.sum(0), color="black", lw=1.2, ls="--", zorder=2, label="mixture")
+    else:
+        ax.plot(grid, _marginal_density(grid[:, None], *draws, [f]), color="black", lw=1.2,
+                ls="--", zorder=2, label="posterior predictive")
     if rug:
         if labels is None:
             sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)
         else:
-            labels = _row_labels(labels, x.size)
-            sns.rugplot(x=x, hue=labels, ax=ax, height=0.04, legend=False)
+            values = list(pd.unique(labels))
+            sns.rugplot(x=x, hue=labels, hue_order=values, ax=ax, height=0.04, legend=False,
+                        palette=_label_palette(values, len(weights)))
     ax.set_xlabel(names[f])
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
@@ -374,12 +499,17 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     ax : matplotlib Axes, optional
     feature : int or str, default 0
     hue : array-like of shape (n_samples,), optional
-        Colour by these labels; by default points are coloured by cluster.
+        Colour by these labels; by default points are coloured by cluster
+        (cluster k in component k's colour, as the other helpers draw it,
+        whichever clusters are present); ``hue`` labels take colours after
+        the clusters'.
     kind : {"swarm", "strip"}, default "swarm"
         A swarm never overlaps points (slow above a few thousand points);
         a strip jitters them.
     size : float, default 3
         Marker size.
+
+    A point whose ``feature`` is missing (NaN) is left out.
 
     Returns
     -------
@@ -397,7 +527,7 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     import pandas as pd
     import seaborn as sns
 
-    X, names = _as_2d(X)
+    X, names = _as_2d(X, allow_nan=True)
     f = _check_feature(feature, names, X.shape[1])
     z = np.asarray(assignments)
     if z.shape != (X.shape[0],):
@@ -405,31 +535,37 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
                          "pass one cluster label per row of X")
     if kind not in ("swarm", "strip"):
         raise ValueError(f"kind must be 'swarm' or 'strip', got {kind!r}")
-    df = pd.DataFrame({"cluster": z, names[f]: X[:, f]})
-    order = list(np.unique(z))
-    if hue is None:
-        df["colour"] = z
-        hue_order = order
-        legend = False
-    else:
+    if hue is not None:
         hue = np.asarray(hue)
         if hue.shape != (X.shape[0],):
             raise ValueError(f"hue has shape {hue.shape} but X has {X.shape[0]} rows: "
                              "pass one label per row of X")
-        df["colour"] = hue
-        hue_order = list(pd.unique(hue))
+    present = ~np.isnan(X[:, f])
+    if not present.any():
+        raise ValueError(f"feature {names[f]!r} is missing (NaN) in every row of X: "
+                         f"there is nothing to draw on it")
+    z = z[present]
+    df = pd.DataFrame({"cluster": z, names[f]: X[present, f]})
+    order = list(np.unique(z))
+    # Clusters that are component indices take their components' colours,
+    # whichever of them are present (empty clusters keep theirs), as the
+    # other helpers draw them; another labelling takes the colours after
+    # the clusters', so that no colour means both a cluster and, say, a
+    # species.
+    n_clusters = int(max(order)) + 1 if _is_component_index(order, float("inf")) \
+        else len(order)
+    if hue is None:
+        df["colour"] = z
+        hue_order = order
+        palette = _label_palette(order, n_clusters)
+        legend = False
+    else:
+        df["colour"] = hue[present]
+        hue_order = list(pd.unique(hue[present]))
+        palette = _label_palette(hue_order, n_clusters, others=True)
         legend = "auto"
     ax = _new_axes(ax)
     plot = sns.swarmplot if kind == "swarm" else sns.stripplot
-    # Clusters take the first colours (as in plot_density_1d); another
-    # labelling takes the colours after them, so that no colour means both
-    # a cluster and, say, a species.
-    # (The clusters' colours are those of components 0..max label, empty
-    # clusters included, as plot_density_1d gives them.)
-    n_clusters = int(max(order)) + 1 if all(isinstance(v, (int, np.integer)) for v in order) \
-        else len(order)
-    skip = 0 if hue is None else n_clusters
-    palette = _component_palette(skip + len(hue_order))[skip:]
     plot(data=df, x="cluster", y=names[f], hue="colour", order=order, hue_order=hue_order,
          palette=palette, size=size, ax=ax, legend=legend)
     if hue is not None and ax.get_legend() is not None:
@@ -459,7 +595,7 @@ def _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors, lw: float = 2.0):
 
 def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
                      sigmas: Sequence[float] = (1.0, 2.0), contours: bool = False,
-                     grid_size: int = 150, s: float = 12.0):
+                     grid_size: int = 150, s: float = 12.0, plug_in: bool = False):
     """Points coloured by assignment with each component's sigma ellipses.
 
     Parameters
@@ -471,7 +607,9 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         The two columns to draw; for D > 2 the ellipses and contours are
         the components' (exact) marginals on them.
     labels : array-like of shape (n_samples,), optional
-        Colours of the points; default ``estimator.predict(X)``.
+        Colours of the points; default ``estimator.predict(X)``.  Labels
+        0..K-1 take their components' colours (those of the ellipses), any
+        other labelling (e.g. species) colours after them.
     sigmas : float or sequence of float, default (1, 2)
         One ellipse per component and value (solid for the first, dashed
         for the rest), from the eigen-decomposition of the component's
@@ -479,11 +617,21 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         covariances, axis-aligned for diagonal and spherical ones; empty
         draws none.
     contours : bool, default False
-        Also draw contour lines of the mixture's (marginal) density.
+        Also draw contour lines of the mixture's (marginal) density: the
+        posterior predictive after ``inference="vi"`` or "nuts" (the
+        density ``score_samples`` gives), unless ``plug_in=True``.  The
+        ellipses are the point estimates' components.
     grid_size : int, default 150
         Grid resolution of the contours.
     s : float, default 12
         Marker size.
+    plug_in : bool, default False
+        Contours of the point estimates' mixture for a fit with draws.
+
+    X may hold NaN where the estimator takes it (``missing="marginalize"``):
+    the labels come from the observed features, and a point missing one of
+    the two plotted features is not drawn.  A DataFrame must have the
+    columns the estimator was fitted on, in that order.
 
     Returns
     -------
@@ -503,8 +651,8 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     6
     """
     weights, means, covs = _mixture_params(estimator)
-    Xa, names = _as_2d(X)
-    _check_n_features(means.shape[1], Xa)
+    Xa, names = _as_2d(X, allow_nan=True)
+    _check_columns(estimator, means.shape[1], X, Xa)
     if Xa.shape[1] < 2:
         raise ValueError("plot_clusters_2d needs at least 2 features, got 1: "
                          "use plot_density_1d for 1-D data")
@@ -519,27 +667,30 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
                          f"{sigmas!r}") from None
     if not sigmas or not all(np.isfinite(v) and v > 0 for v in sigmas):
         raise ValueError(f"sigmas must be positive finite numbers, got {sigmas}")
+    draws = None
     if contours:
         grid_size = _check_grid_size(grid_size)
+        draws = _predictive_draws(estimator, plug_in)
     ax = _new_axes(ax)
     K = len(weights)
     values = list(np.unique(labels))
-    # Colour points by cluster index when labels are component indices, so
-    # that points and their component's ellipse share a colour.
-    colors = _component_palette(max(K, len(values)))
-    for i, v in enumerate(values):
-        c = colors[int(v)] if (np.issubdtype(type(v), np.integer) and 0 <= v < len(colors)) \
-            else colors[i]
-        m = labels == v
-        ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=c, alpha=0.7, edgecolors="none",
+    # Points whose labels are component indices share their component's
+    # (ellipse's) colour; another labelling takes colours after them.
+    palette = _label_palette(values, K)
+    placed = ~np.isnan(Xa[:, [fx, fy]]).any(1)
+    for v in values:
+        m = (labels == v) & placed
+        ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=palette[v], alpha=0.7, edgecolors="none",
                    label=f"cluster {v}")
-    _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors)
+    _ellipse_patches(ax, means, covs, fx, fy, sigmas, _component_palette(K))
     ax.scatter(means[:, fx], means[:, fy], marker="x", color="black", s=60, label="means")
     if contours:
         x0, x1 = ax.get_xlim()
         y0, y1 = ax.get_ylim()
         gx, gy = np.meshgrid(np.linspace(x0, x1, grid_size), np.linspace(y0, y1, grid_size))
-        dens = _marginal_2d_density(gx, gy, weights, means, covs, fx, fy)
+        mixture = (weights, means, covs) if draws is None else draws
+        dens = _marginal_density(np.column_stack([gx.ravel(), gy.ravel()]), *mixture,
+                                 [fx, fy]).reshape(gx.shape)
         ax.contour(gx, gy, dens, levels=8, colors="0.4", linewidths=0.7)
     ax.set_xlabel(names[fx])
     ax.set_ylabel(names[fy])
@@ -552,7 +703,9 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
 # ----------------------------------------------------------------------------
 def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                           margin: float = 0.1, s: float = 10.0, alpha: float = 0.25,
-                          ellipses: bool = False, sigma: float = 2.0):
+                          ellipses: bool = False, sigma: float = 2.0,
+                          xlim: Optional[Sequence[float]] = None,
+                          ylim: Optional[Sequence[float]] = None):
     """A fitted 2-D classifier's decision regions with the (training) points.
 
     Uses only ``classifier.predict`` and ``classifier.classes_``, so any
@@ -567,9 +720,15 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
         True labels of the points (values from ``classifier.classes_``).
     ax : matplotlib Axes, optional
     grid_size : int, default 200
-        Points per axis at which ``predict`` is evaluated.
+        Points per axis at which ``predict`` is evaluated; each grid point
+        colours its cell with the class ``predict`` gives there (no
+        interpolation between classes).
     margin : float, default 0.1
         Grid margin around the data, as a fraction of the data's range.
+    xlim, ylim : pair of float, optional
+        The window (lower, upper) of each axis, e.g. wider than the data to
+        show what the classifier does far from it; default the data's
+        range and ``margin``.
     s, alpha : float
         Marker size; opacity of the filled regions.
     ellipses : bool, default False
@@ -582,12 +741,15 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     sigma : float, default 2
         Size of the ellipses, in standard deviations.
 
+    A point with a missing (NaN) feature is not drawn.
+
     Returns
     -------
     matplotlib Axes
-        A filled contour set (the regions), a contour set (the boundaries),
-        one point collection per class, labelled by the class, and with
-        ``ellipses=True`` one ellipse patch per real component.
+        A mesh of the predicted class indices into ``classes_`` (the
+        regions), one contour set per predicted class (its region's
+        boundary), one point collection per class, labelled by the class,
+        and with ``ellipses=True`` one ellipse patch per real component.
 
     Examples
     --------
@@ -604,10 +766,11 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if not hasattr(classifier, "classes_"):
         raise ValueError(f"{type(classifier).__name__} has no classes_: call fit(X, y) first")
     classes = np.asarray(classifier.classes_)
-    Xa, names = _as_2d(X)
+    Xa, names = _as_2d(X, allow_nan=True)
     if Xa.shape[1] != 2:
         raise ValueError(f"decision regions are drawn in 2-D but X has {Xa.shape[1]} "
                          "features: select two features (and fit the classifier on them)")
+    _check_columns(classifier, 2, X, Xa)
     y = np.asarray(y)
     if y.shape != (Xa.shape[0],):
         raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "
@@ -617,10 +780,9 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if unknown.any():
         raise ValueError(f"y contains labels not in classifier.classes_: "
                          f"{list(np.unique(y[unknown]))[:5]}; pass labels the classifier knows")
+    window = [_check_limits(name, lim) for name, lim in (("xlim", xlim), ("ylim", ylim))]
     if ellipses:
-        if not (isinstance(sigma, (int, float, np.integer, np.floating))
-                and np.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        sigma = _check_sigma(sigma)
         means = np.asarray(getattr(classifier, "means_", np.empty(0)), dtype=np.float64)
         if means.ndim != 3 or means.shape[0] != len(classes) or means.shape[2] != 2:
             raise ValueError(
@@ -628,30 +790,43 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                 f"(n_classes, K, 2) such as GMMClassifier; {type(classifier).__name__} has "
                 f"{'no means_' if means.size == 0 else f'means_ of shape {means.shape}'}")
         covs = _covariance_matrices(classifier, means.shape[1], 2)
+    placed = ~np.isnan(Xa).any(1)
+    if not placed.any():
+        raise ValueError("every row of X has a missing (NaN) feature: there is no point to draw")
     ax = _new_axes(ax)
-    lo, hi = Xa.min(0), Xa.max(0)
+    lo, hi = Xa[placed].min(0), Xa[placed].max(0)
     pad = margin * np.where(hi > lo, hi - lo, 1.0)
-    gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid_size),
-                         np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid_size))
+    axes = [np.linspace(*(lim if lim is not None else (lo[j] - pad[j], hi[j] + pad[j])),
+                        grid_size) for j, lim in enumerate(window)]
+    gx, gy = np.meshgrid(*axes)
     grid = np.column_stack([gx.ravel(), gy.ravel()])
     if isinstance(X, pd.DataFrame):  # keep feature names, as the classifier saw them
         grid = pd.DataFrame(grid, columns=X.columns)
     # Class labels may be strings or non-contiguous ints: colour by index.
     index = pd.Index(classes).get_indexer(np.asarray(classifier.predict(grid)))
-    Z = index.reshape(gx.shape).astype(float)
+    Z = index.reshape(gx.shape)
     colors = _component_palette(len(classes))
     from matplotlib.colors import ListedColormap
     cmap = ListedColormap(colors[: len(classes)])
-    levels = np.arange(len(classes) + 1) - 0.5
-    ax.contourf(gx, gy, Z, levels=levels, cmap=cmap, alpha=alpha)
-    ax.contour(gx, gy, Z, levels=levels[1:-1], colors="0.2", linewidths=0.8)
+    # Each cell in its predicted class's colour: a filled contour of the
+    # class index would interpolate, and paint class 1 between classes 0
+    # and 2 where predict never gives it.  Each region's boundary is the
+    # half-level of its own indicator.
+    ax.pcolormesh(gx, gy, Z, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, alpha=alpha,
+                  shading="nearest", edgecolors="none")
+    for i in np.unique(Z):
+        inside = (Z == i).astype(float)
+        if 0.0 < inside.mean() < 1.0:
+            ax.contour(gx, gy, inside, levels=[0.5], colors="0.2", linewidths=0.8)
     for i, c in enumerate(classes):
-        m = y == c
+        m = (y == c) & placed
         ax.scatter(Xa[m, 0], Xa[m, 1], s=s, color=colors[i], edgecolors="white",
                    linewidths=0.3, label=str(c))
         if ellipses:
             _ellipse_patches(ax, means[i], covs[i], 0, 1, [float(sigma)],
                              [colors[i]] * means.shape[1], lw=1.0)
+    ax.set_xlim(axes[0][0], axes[0][-1])
+    ax.set_ylim(axes[1][0], axes[1][-1])
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.legend(title="class", fontsize="small", markerscale=1.5)
@@ -726,7 +901,8 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     estimator : fitted BayesianGMM or scikit-learn GaussianMixture (any covariance_type)
     X : array-like or DataFrame of shape (n_samples, n_features)
     labels : array-like of shape (n_samples,), optional
-        Colours; default ``estimator.predict(X)``.
+        Colours; default ``estimator.predict(X)`` (labels 0..K-1 in their
+        components' colours, any other labelling in colours after them).
     ellipses : bool, default True
         Draw each component's ``sigma``-ellipse on every off-diagonal panel
         (the marginal on that panel's pair of features).
@@ -737,6 +913,12 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         Height of each panel in inches.
     **pairplot_kws
         Passed to :func:`seaborn.pairplot` (e.g. ``diag_kind="hist"``).
+
+    The diagonal panels are seaborn's (kernel density estimates of each
+    cluster's points), not the fitted components.  X may hold NaN where the
+    estimator takes it (``missing="marginalize"``): each panel leaves out
+    the points missing one of its features.  A DataFrame must have the
+    columns the estimator was fitted on, in that order.
 
     Returns
     -------
@@ -758,20 +940,17 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     import seaborn as sns
 
     weights, means, covs = _mixture_params(estimator)
-    Xa, names = _as_2d(X)
-    _check_n_features(means.shape[1], Xa)
+    Xa, names = _as_2d(X, allow_nan=True)
+    _check_columns(estimator, means.shape[1], X, Xa)
     cols = list(range(Xa.shape[1])) if vars is None else [
         _check_feature(v, names, Xa.shape[1]) for v in vars]
+    sigma = _check_sigma(sigma)
     labels = _row_labels(labels, Xa.shape[0], estimator, X)
     K = len(weights)
     df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
     df["cluster"] = labels
     hue_order = list(np.unique(labels))
-    palette = _component_palette(max(K, len(hue_order)))
-    if all(np.issubdtype(type(v), np.integer) and 0 <= v < len(palette) for v in hue_order):
-        palette = {v: palette[int(v)] for v in hue_order}
-    else:
-        palette = palette[: len(hue_order)]
+    palette = _label_palette(hue_order, K)
     kws = dict(hue="cluster", hue_order=hue_order, palette=palette, height=height,
                plot_kws={"s": 12, "alpha": 0.7})
     kws.update(pairplot_kws)
@@ -782,5 +961,5 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
             for j, fx in enumerate(cols):
                 ax = grid.axes[i, j]
                 if i != j and ax is not None:
-                    _ellipse_patches(ax, means, covs, fx, fy, [float(sigma)], colors)
+                    _ellipse_patches(ax, means, covs, fx, fy, [sigma], colors)
     return grid

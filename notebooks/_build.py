@@ -187,8 +187,9 @@ fig.tight_layout()'''),
     md('''
 ## The fitted density
 
-Each dashed curve is one weighted component, w_k N(x | mu_k, s_k); the black curve is the
-mixture, their sum. The rug shows the data coloured by species.
+Each coloured curve is one weighted component, w_k N(x | mu_k, s_k); the black dashed curve is
+the mixture, their sum. The rug shows the data coloured by species (in colours of their own,
+not the components').
 '''),
     code('''
 ax = plot_density_1d(gmm, X, labels=iris["species"])
@@ -602,7 +603,8 @@ tiling it with several of them. Full covariances remove that artefact.
 
 The pair plot shows every pair of features, points coloured by cluster, each component's
 2-sigma ellipse (the marginal of its full covariance on that pair of features, hence tilted),
-and each cluster's marginal density on the diagonal.
+and on the diagonal a kernel density estimate of each cluster's points (seaborn's, not the
+fitted components).
 '''),
     code('''
 grid = plot_pairs(gmm, X, diag_kind="hist" if SMALL else "kde")
@@ -911,14 +913,12 @@ the data, to show what each does where there are no data.
 '''),
     code('''
 fig, axes = plt.subplots(2, 2, figsize=(11, 10))
-corners = np.array([[-3.0, -3.0], [3.0, 3.0]])   # widen the lower plots' window
 for col, (name, model) in enumerate([("GMMClassifier", gmm_clf), ("MLP (16, 16)", mlp)]):
     ax = plot_decision_regions(model, X_train, y_train, ax=axes[0, col], s=8,
                                ellipses=model is gmm_clf)
     ax.set_title(f"{name}: test accuracy {model.score(X_test, y_test):.3f}")
-    ax = plot_decision_regions(model, np.vstack([X_train, corners]),
-                               np.concatenate([y_train, [0, 0]]), ax=axes[1, col], s=4,
-                               margin=0.0)
+    ax = plot_decision_regions(model, X_train, y_train, ax=axes[1, col], s=4,
+                               xlim=(-3, 3), ylim=(-3, 3))    # a window wider than the data
     ax.set_title(f"{name}, far from the data")
 
 # Where the mixture classifier has support: max_c log p(x | c) above the level

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.collections import LineCollection, PathCollection, QuadMesh
 from matplotlib.contour import ContourSet
 from matplotlib.patches import Ellipse
 from scipy.stats import norm
@@ -430,13 +430,26 @@ def circles():
     return X, labels, QuadraticDiscriminantAnalysis().fit(X, labels)
 
 
+def _grid_of(ax, mesh):
+    """The grid points of a decision-region mesh (its cell centres)."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    ny, nx = mesh.get_array().shape
+    gx, gy = np.meshgrid(np.linspace(x0, x1, nx), np.linspace(y0, y1, ny))
+    return np.column_stack([gx.ravel(), gy.ravel()]), (ny, nx)
+
+
 def test_decision_regions_draws_regions_and_points(circles):
     X, y, clf = circles
     ax = plot_decision_regions(clf, X, y, grid_size=80)
+    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    grid, shape = _grid_of(ax, mesh)
+    assert shape == (80, 80)
+    # each cell is the class predict gives at its grid point
+    expected = pd.Index(clf.classes_).get_indexer(clf.predict(grid)).reshape(shape)
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()), expected)
     contours = [c for c in ax.collections if isinstance(c, ContourSet)]
-    assert len(contours) == 2  # filled regions + boundary lines
-    filled = contours[0]
-    assert filled.filled and len(filled.levels) == len(clf.classes_) + 1
+    assert len(contours) == 2  # one boundary per predicted class (here the same curve)
     points = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(points) == len(clf.classes_)
     for p, c in zip(points, clf.classes_):
@@ -447,6 +460,40 @@ def test_decision_regions_draws_regions_and_points(circles):
     paths = contours[1].allsegs[0]
     radii = np.concatenate([np.hypot(*seg.T) for seg in paths])
     assert 0.5 < radii.min() and radii.max() < 1.0
+
+
+def test_decision_regions_show_no_class_where_predict_never_gives_it():
+    # Classes a | c split at x = 0 and b only in a corner: a filled contour
+    # of the class index painted a strip of b along the a | c boundary (an
+    # audit measured 0.23% of the plot at grid 200); each cell now shows
+    # what predict gives there, and b's boundary stays in its corner.
+    class Split:
+        classes_ = np.array(["a", "b", "c"])
+
+        def predict(self, Z):
+            Z = np.asarray(Z)
+            out = np.where(Z[:, 0] < 0, "a", "c")
+            out[(Z[:, 0] > 0.8) & (Z[:, 1] > 0.8)] = "b"
+            return out
+
+    X = np.array([[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0], [-0.5, 0.5]])
+    y = np.array(["a", "b", "c", "a"])
+    ax = plot_decision_regions(Split(), X, y, grid_size=31, margin=0.0)
+    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    grid, shape = _grid_of(ax, mesh)
+    Z = np.asarray(mesh.get_array())
+    np.testing.assert_array_equal(Z, pd.Index(Split.classes_).get_indexer(
+        Split().predict(grid)).reshape(shape))
+    contours = [c for c in ax.collections if isinstance(c, ContourSet)]
+    assert len(contours) == 3
+    b_boundary = np.concatenate(contours[1].allsegs[0])
+    assert (b_boundary >= 0.7).all()          # only around b's corner
+    # A window wider than the data, as given.
+    ax = plot_decision_regions(Split(), X, y, grid_size=20, xlim=(-3, 3), ylim=(-2, 4))
+    assert ax.get_xlim() == (-3.0, 3.0) and ax.get_ylim() == (-2.0, 4.0)
+    for bad in ((1, 0), (0, np.inf), "ab", (1, 2, 3)):
+        with pytest.raises(ValueError, match="xlim must be"):
+            plot_decision_regions(Split(), X, y, xlim=bad)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
@@ -586,7 +633,7 @@ def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
     gmm1, X1 = fit_1d
     gmm2, X2 = fit_2d
     A1 = X1.to_numpy()
-    for bad, value in ((np.nan, "nan"), (np.inf, "inf")):      # blank plots before
+    for bad, value in ((np.inf, "inf"), (-np.inf, "-inf")):      # blank plots before
         Xb = np.r_[A1, [[bad]]]
         with pytest.raises(ValueError, match=f"non-finite value \\({value}\\) in row 150, column 0"):
             plot_density_1d(gmm1, Xb)
@@ -612,3 +659,170 @@ def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
     Xi = np.r_[X2.to_numpy(), [[np.inf, 0.0]]]
     with pytest.raises(ValueError, match=r"non-finite value \(inf\) in row 150, column 0"):
         plot_decision_regions(clf, Xi, np.append(y, y[0]))
+
+
+# ------------------------------------------------- found by an audit of the helpers
+def test_reordered_columns_are_refused_not_drawn_with_other_features_parameters(fit_4d):
+    # The parameters are read by position: a frame with the fitted columns
+    # in another order drew feature a's data with feature c's component
+    # (bumps at 130 for data near 4) without a word.
+    gmm, X = fit_4d
+    shuffled = X[X.columns[::-1]]
+    z = gmm.predict(X)
+    expected = f"pass X\\[{list(X.columns)}\\]".replace("[", "\\[").replace("]", "\\]")
+    for call in (lambda: plot_density_1d(gmm, shuffled, feature="petal_length"),
+                 lambda: plot_clusters_2d(gmm, shuffled, labels=z),
+                 lambda: plot_pairs(gmm, shuffled, labels=z)):
+        with pytest.raises(ValueError, match="not those the estimator was fitted on"):
+            call()
+    renamed = X.set_axis(["a", "b", "c", "d"], axis=1)
+    with pytest.raises(ValueError, match=r"\['a', 'b', 'c', 'd'\] are not those"):
+        plot_density_1d(gmm, renamed)
+    # The same columns in order, and a bare array, are drawn.
+    plot_density_1d(gmm, X, feature="petal_length")
+    plot_density_1d(gmm, X.to_numpy(), feature=2)
+    y = load_iris().species.to_numpy()
+    two = X[["petal_length", "petal_width"]]
+    clf = GMMClassifier(1, n_init=1, max_iter=0, device="cpu").fit(two, y)
+    with pytest.raises(ValueError, match="not those the estimator was fitted on"):
+        plot_decision_regions(clf, two[["petal_width", "petal_length"]], y)
+
+
+def test_every_helper_gives_component_k_one_colour(fit_1d, fit_2d, iris):
+    gmm, X = fit_2d
+    K = gmm.n_components
+    comp = [matplotlib.colors.to_hex(c) for c in sns_palette(K)]
+    z = gmm.predict(X)
+    # Rows of clusters 0 and 2 only: cluster 2 keeps component 2's colour
+    # (it took component 1's before).
+    keep = z != 1
+    ax = plot_assignments(X.to_numpy()[keep], z[keep], kind="strip")
+    drawn = [matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in ax.collections
+             if len(c.get_offsets())]
+    assert drawn == [comp[0], comp[2]]
+    plt.close(ax.figure)
+    ax = plot_clusters_2d(gmm, X.to_numpy()[keep], labels=z[keep])
+    points = [c for c in ax.collections if isinstance(c, PathCollection)][:2]
+    assert [matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in points] == \
+        [comp[0], comp[2]]
+    plt.close(ax.figure)
+    # The rug: cluster labels in the components' colours, another labelling
+    # (species, or integer codes beyond K) in none of them.
+    g1, X1 = fit_1d
+    comp1 = {matplotlib.colors.to_hex(line.get_color()) for line in plot_density_1d(g1, X1).lines[:2]}
+    plt.close("all")
+    for labels, own in ((g1.predict(X1), True), (iris.species.to_numpy(), False),
+                        (pd.factorize(iris.species)[0], False)):
+        ax = plot_density_1d(g1, X1, labels=labels)
+        rug = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+        colours = {matplotlib.colors.to_hex(c) for c in rug.get_colors()}
+        assert (colours <= comp1) if own else not (colours & comp1), (labels[:3], colours)
+        plt.close(ax.figure)
+
+
+def sns_palette(n):
+    import seaborn as sns
+    return sns.color_palette(n_colors=n)
+
+
+def test_components_beyond_ten_have_their_own_colours():
+    from bayesgmm.plotting import _component_palette
+    twelve = [matplotlib.colors.to_hex(c) for c in _component_palette(12)]
+    assert len(set(twelve)) == 12
+    assert twelve[:10] == [matplotlib.colors.to_hex(c) for c in sns_palette(10)]
+    forty = [matplotlib.colors.to_hex(c) for c in _component_palette(40)]
+    assert len(set(forty)) == 40 and forty[:12] == twelve   # colour i whatever n
+
+
+def test_pairs_sigma_is_checked(fit_4d):
+    gmm, X = fit_4d
+    for sigma in (-1, 0, np.nan, "2", True):
+        with pytest.raises(ValueError, match="sigma must be a positive number"):
+            plot_pairs(gmm, X, sigma=sigma)
+
+
+def test_pure_svi_loss_is_labelled_svi_steps(iris):
+    X = iris[["petal_length"]]
+    gmm = BayesianGMM(2, em_max_iter=0, max_iter=30, n_init=1, random_state=0,
+                      device="cpu").fit(X)
+    ax = plot_loss_history(gmm)
+    assert ax.get_xlabel() == "SVI steps"
+
+
+def test_density_of_a_posterior_fit_is_its_posterior_predictive(iris):
+    # The black curve is what score_samples gives: for a VI fit the average
+    # over the draws (checked with scipy on posterior_samples, and against
+    # score_samples of points whose other feature is missing, which a
+    # missing="marginalize" fit marginalises); plug_in=True the point
+    # estimates' mixture.
+    X = iris[["petal_length", "petal_width"]].to_numpy()[::5]     # 30 points: a wide posterior
+    gmm = BayesianGMM(2, inference="vi", missing="marginalize", n_samples=200,
+                      random_state=0, device="cpu").fit(X)
+    ax = plot_density_1d(gmm, X, feature=1)
+    line = ax.lines[-1]
+    assert line.get_label() == "posterior predictive"
+    x, dens = line.get_xdata(), line.get_ydata()
+    d = gmm.posterior_samples()
+    sd = np.sqrt(d["covariances"][:, :, 1, 1])
+    by_hand = (d["weights"][:, :, None] * norm.pdf(x, d["means"][:, :, 1, None],
+                                                   sd[:, :, None])).sum(1).mean(0)
+    np.testing.assert_allclose(dens, by_hand, rtol=1e-9)
+    scored = np.exp(gmm.score_samples(np.column_stack([np.full_like(x, np.nan), x])))
+    np.testing.assert_allclose(dens, scored, rtol=1e-4)
+    plt.close(ax.figure)
+    ax = plot_density_1d(gmm, X, feature=1, plug_in=True)
+    line = ax.lines[-1]
+    assert line.get_label() == "mixture"
+    point = (gmm.weights_[:, None] * norm.pdf(x, gmm.means_[:, 1, None],
+                                              np.sqrt(gmm.covariances_[:, 1, 1, None]))).sum(0)
+    np.testing.assert_allclose(line.get_ydata(), point, rtol=1e-9)
+    assert np.abs(point - dens).max() > 1e-3          # the two differ
+    with pytest.raises(ValueError, match="plug_in must be True or False"):
+        plot_density_1d(gmm, X, plug_in="yes")
+    # The contours of a posterior fit are the predictive's iso-density lines.
+    ax = plot_clusters_2d(gmm, X, contours=True, grid_size=200)
+    cs = [c for c in ax.collections if isinstance(c, ContourSet)][0]
+    checked, apart = 0, 0.0
+    for level, segs in zip(cs.levels, cs.allsegs):
+        pts = np.concatenate([np.empty((0, 2))] + list(segs))
+        if level <= 0 or not len(pts):
+            continue
+        on = np.exp(gmm.score_samples(pts))
+        np.testing.assert_allclose(on, level, rtol=0.03, atol=0.01 * cs.levels.max())
+        off = np.exp(gmm.score_samples(pts, plug_in=True))
+        apart = max(apart, float(np.abs(off / level - 1).max()))
+        checked += 1
+    assert checked >= 3
+    assert apart > 0.06           # the point estimate's density would not pass
+
+
+def test_missing_entries_are_left_out_of_the_panels_that_need_them(iris):
+    # A missing="marginalize" fit takes rows with NaN; the helpers draw each
+    # point where its plotted features are observed (all rows were refused).
+    X = iris.drop(columns="species").copy()
+    rng = np.random.default_rng(0)
+    X = X.mask(rng.random(X.shape) < 0.2)
+    gmm = BayesianGMM(2, missing="marginalize", n_init=1, max_iter=0, random_state=0,
+                      device="cpu").fit(X)
+    observed = X["petal_length"].notna().to_numpy()
+    ax = plot_density_1d(gmm, X, feature="petal_length")
+    rug = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+    assert len(rug.get_segments()) == observed.sum()
+    plt.close(ax.figure)
+    z = gmm.predict(X)                                  # every row, from its observed features
+    ax = plot_assignments(X, z, feature="petal_length", kind="strip")
+    assert sum(len(c.get_offsets()) for c in ax.collections) == observed.sum()
+    plt.close(ax.figure)
+    ax = plot_clusters_2d(gmm, X, features=("petal_length", "petal_width"))
+    both = X[["petal_length", "petal_width"]].notna().all(axis=1).to_numpy()
+    points = [c for c in ax.collections if isinstance(c, PathCollection)][:-1]
+    assert sum(len(c.get_offsets()) for c in points) == both.sum()
+    plt.close(ax.figure)
+    plot_pairs(gmm, X)
+    with pytest.raises(ValueError, match="'petal_length' is missing \\(NaN\\) in every row"):
+        plot_density_1d(gmm, X.assign(petal_length=np.nan), feature="petal_length")
+    # A fit that refuses NaN says so, with its remedy, when asked for labels.
+    plain = BayesianGMM(2, n_init=1, max_iter=0, random_state=0,
+                        device="cpu").fit(X.dropna())
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        plot_clusters_2d(plain, X)
