@@ -28,8 +28,9 @@ __all__ = ["BayesianGMM", "GMMClassifier", "Priors", "load", "align", "component
 _LAZY = {"BayesianGMM": "mixture", "GMMClassifier": "classifier", "Priors": "priors",
          "load": "persistence", "align": "alignment", "component_stability": "alignment",
          "match_components": "alignment", "permute": "alignment"}
-_SUBMODULES = ("alignment", "classifier", "cli", "covariance", "datasets", "fitting", "mixture",
-               "models", "persistence", "plotting", "posterior", "priors")
+_SUBMODULES = ("alignment", "classifier", "cli", "covariance", "datasets", "distributed",
+               "fitting", "mixture", "models", "persistence", "plotting", "posterior", "priors",
+               "variational")
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from .alignment import align, component_stability, match_components, permute

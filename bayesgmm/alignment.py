@@ -147,6 +147,10 @@ def _full(kind: str, cov: np.ndarray) -> np.ndarray:
 
 
 def _cholesky(name: str, cov: np.ndarray) -> np.ndarray:
+    asym = np.abs(cov - np.swapaxes(cov, -1, -2)).max((-2, -1))
+    if np.any(asym > 1e-6 * np.abs(cov).max((-2, -1))):      # float32 rounding passes
+        raise ValueError(f"{name} holds a matrix that is not symmetric: covariances must be "
+                         f"symmetric positive definite")
     try:
         return np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
@@ -258,8 +262,29 @@ def _match(ref_means, means, ref_cov=None, cov=None, ref_types=(None, None), ref
         low = energy.min((-2, -1), keepdims=True)
         cost = -np.exp(-(energy - np.where(np.isfinite(low), low, 0.0)))
         for i, c in enumerate(cost):
-            perms[start + i] = linear_sum_assignment(c)[1]
+            perms[start + i] = _assign(c, energy[i])
     return perms.reshape(batch + (K,))
+
+
+def _assign(cost: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """The columns that maximise the total overlap (``cost`` = minus the
+    rescaled overlaps), with the pairs whose overlap underflows to 0
+    (energies more than ~745 above the best pair's) matched among
+    themselves by the smallest total ``energy`` (D_B - log sqrt(w w')):
+    every pairing of those rows and columns overlaps by 0 at the optimum
+    (one that overlapped would have been taken), so the total overlap is
+    the same, and the far-apart pairs go to their nearest counterparts
+    rather than to whatever order the tie left."""
+    cols = linear_sum_assignment(cost)[1]
+    rows = np.flatnonzero(cost[np.arange(cost.shape[0]), cols] == 0)
+    if rows.size > 1:
+        sub = energy[np.ix_(rows, cols[rows])]
+        finite = np.isfinite(sub)
+        # Zero weights give infinite energy: such pairs last, still feasible.
+        top = sub[finite].max() if finite.any() else 0.0
+        sub = np.where(finite, sub - top, 1.0)
+        cols[rows] = cols[rows][linear_sum_assignment(sub)[1]]
+    return cols
 
 
 def match_components(reference_means, means, reference_covariances=None, covariances=None,
@@ -284,8 +309,10 @@ def match_components(reference_means, means, reference_covariances=None, covaria
     distance lets the distances of those forced mismatches, which mean
     nothing, decide how the components that do correspond are matched; an
     overlap is bounded, so the good matches decide.  The price: pairs far
-    apart all overlap about equally little, and only the matrix-wide
-    rescaling below keeps them ordered by distance when nothing overlaps.
+    apart all overlap about equally little; the matrix-wide rescaling below
+    keeps them ordered by distance, and pairs whose overlap still underflows
+    to 0 are matched among themselves by the smallest total D_B (the
+    total overlap is the same either way).
 
     Without covariances every component counts as having the same diagonal
     covariance, the per-feature spread of the reference's means (so BC
@@ -649,6 +676,12 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
                          f"{type(estimator).__name__}: check each class's mixture with a "
                          f"BayesianGMM fitted to that class's rows")
     fits = [clone(estimator).set_params(random_state=s).fit(X, **fit_kwargs) for s in seeds]
+    ks = [len(np.asarray(f.weights_)) for f in fits]
+    if len(set(ks)) > 1:
+        raise ValueError(f"the fits with random_states {list(seeds)} have {ks} components: "
+                         f"components can only be matched between fits with the same K (with "
+                         f"n_components='auto' each seed may choose its own); pass a fixed "
+                         f"n_components, e.g. the K most seeds chose")
     ref_i = _reference_index(fits, X)
     ref = fits[ref_i]
     others = [f for i, f in enumerate(fits) if i != ref_i]

@@ -56,7 +56,9 @@ class MixtureTruth:
                              f"shape {X.shape}" + (f": use X.reshape(1, -1) for one point"
                                                    if X.ndim == 1 and X.size == D else ""))
         z = (X[:, None, :] - self.means[None]) / self.scales[None]
-        return (np.log(self.weights)[None] - np.log(self.scales).sum(-1)[None]
+        with np.errstate(divide="ignore"):      # a component of weight 0: log 0 = -inf
+            log_w = np.log(self.weights)
+        return (log_w[None] - np.log(self.scales).sum(-1)[None]
                 - 0.5 * X.shape[1] * np.log(2 * np.pi) - 0.5 * (z ** 2).sum(-1))
 
     def sample(self, counts: Sequence[int], random_state=None) -> tuple[np.ndarray, np.ndarray]:
@@ -75,15 +77,20 @@ class MixtureTruth:
 
 
 def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int = 2, *,
-                 separation: float = 6.0, min_weight: float = 0.1, random_state=None
+                 separation: float = 6.0, min_weight: Optional[float] = None, random_state=None
                  ) -> tuple[np.ndarray, np.ndarray, MixtureTruth]:
     """A diagonal Gaussian mixture with well-separated components and its truth.
 
     Weights are drawn from a Dirichlet and floored at ``min_weight`` (>= 0,
-    at most 1 / n_components); means are placed at least ``separation``
-    (>= 0, in units of the largest scale) apart;
+    at most 1 / n_components; default min(0.1, 1 / n_components), so that
+    more than ten components take equal weights); means are placed at least
+    ``separation`` (>= 0, in units of the largest scale) apart;
     per-feature scales are uniform in [0.5, 2].  Component k receives exactly
-    round(weight_k * n_samples) points (the remainder goes to the largest).
+    round(weight_k * n_samples) points (the remainder goes to the largest;
+    where that would take more points than it has, as for n_samples near
+    n_components, the points go by the largest remainders of
+    weight_k * n_samples instead).  The truth's weights are those counts
+    over n_samples.
 
     Returns
     -------
@@ -94,7 +101,8 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     n_components = V.check_int("n_components", n_components, 1)
     n_features = V.check_int("n_features", n_features, 1)
     separation = V.check_float("separation", separation, strict=False)
-    min_weight = V.check_float("min_weight", min_weight, strict=False)
+    min_weight = (min(0.1, 1.0 / n_components) if min_weight is None else
+                  V.check_float("min_weight", min_weight, strict=False))
     if n_components * min_weight > 1:
         raise ValueError(f"min_weight={min_weight} is too large for n_components={n_components}: "
                          f"use min_weight <= {1 / n_components:.3f}")
@@ -112,6 +120,10 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
         means[k] = cand
     counts = np.round(w * n_samples).astype(int)
     counts[np.argmax(counts)] += n_samples - counts.sum()
+    if counts.min() < 0:            # few points: largest remainders, never below 0
+        counts = np.floor(w * n_samples).astype(int)
+        extra = np.argsort(-(w * n_samples - counts), kind="stable")[:n_samples - counts.sum()]
+        counts[extra] += 1
     truth = MixtureTruth(weights=counts / n_samples, means=means, scales=scales)
     X, labels = truth.sample(counts, rng)
     perm = rng.permutation(n_samples)
@@ -135,12 +147,16 @@ class ClassMixtures:
 
     def sample(self, n_per_class: int = 2000, random_state=None) -> tuple[np.ndarray, np.ndarray]:
         """Fresh data from the same process: ``n_per_class`` points per class,
-        split as evenly as possible over the class's clusters."""
+        split as evenly as possible over the class's clusters (those of
+        positive weight: a cluster that drew no training point has weight 0
+        in the truth, and none here)."""
         rng = V.check_random_state(random_state)
         n_per_class = V.check_int("n_per_class", n_per_class, 1)
         Xs, ys = [], []
         for c, m in enumerate(self.mixtures):
-            counts = _even_split(n_per_class, m.weights.size)
+            live = m.weights > 0
+            counts = np.zeros(m.weights.size, dtype=int)
+            counts[live] = _even_split(n_per_class, int(live.sum()))
             X, _ = m.sample(counts, rng)
             Xs.append(X)
             ys.append(np.full(n_per_class, c))
@@ -176,8 +192,12 @@ def make_five_class(random_state=None, n_per_class: int = 2000, n_classes: int =
     -------
     X : (n_classes * n_per_class, 2), y : (n_classes * n_per_class,)
     truth : ClassMixtures
-        The true mixtures; ``truth.sample`` draws fresh test data and
-        ``truth.bayes_predict`` is the Bayes-optimal classifier.
+        The true mixtures, each cluster weighted by its share of the
+        class's training points (equal up to rounding; 0 for a cluster
+        that drew none, when ``n_per_class`` is below the number of
+        clusters); ``truth.sample`` draws fresh test data from the clusters
+        of positive weight and ``truth.bayes_predict`` is the Bayes-optimal
+        classifier.
 
     Examples
     --------
@@ -214,4 +234,5 @@ def make_circles(n_samples: int = 1000, *, noise: Optional[float] = 0.01, factor
                  random_state=42) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's two concentric rings (the defaults of the original MLP study)."""
     from sklearn.datasets import make_circles as _mc
+    n_samples = V.check_int("n_samples", n_samples, 1)
     return _mc(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)

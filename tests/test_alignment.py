@@ -322,6 +322,16 @@ def test_component_count_mismatch_names_both(three):
         match_components(a.means_, b.means_)
 
 
+def test_component_stability_refuses_fits_of_different_k():
+    # n_components="auto" lets each seed choose its K: named up front, not
+    # as align's shape error.
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.standard_normal((300, 2)), rng.standard_normal((300, 2)) + [2.5, 0]]
+    with pytest.raises(ValueError, match=r"have \[2, 1, 2, 2\] components: .*n_components='auto'"):
+        component_stability(BayesianGMM("auto", max_components=6, n_init=1, **CPU), X,
+                            random_states=range(4))
+
+
 def test_component_stability_needs_an_estimator_instance(two):
     for bad, what in ((BayesianGMM, "the class BayesianGMM"), ("gmm", "'gmm'")):
         with pytest.raises(ValueError, match=f"estimator must be an unfitted estimator instance"
@@ -357,6 +367,34 @@ def test_bad_shapes_and_values_are_named():
         match_components(ref, ref, np.eye(2), -np.eye(2), covariance_type="tied")
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         match_components(ref, ref, np.ones(3), np.ones(3), covariance_type="sphere")
+    # Cholesky reads one triangle: an asymmetric matrix was taken as another.
+    skew = np.array([[1.0, -0.9], [0.9, 1.0]])
+    with pytest.raises(ValueError, match="reference_covariances holds a matrix that is not "
+                                         "symmetric"):
+        match_components(ref[:2], ref[:2], np.stack([skew, np.eye(2)]), np.stack([np.eye(2)] * 2))
+
+
+def test_pairs_too_far_apart_to_overlap_go_to_their_nearest():
+    # Tight clusters (sd 0.05) at 0, 10, 20; in the other mixture the first
+    # barely moved and the others drifted by +4.  The overlaps of the
+    # drifted pairs underflow to 0 (D_B ~ 800): they tied and were matched
+    # in index order (10 <-> 24, 20 <-> 14); the total overlap is
+    # 1 + 2 exp(-800) for the nearest pairs against 1 + exp(-1800) + ...
+    ref = np.array([[0.0], [10.0], [20.0]])
+    other = np.array([[24.0], [0.1], [14.0]])
+    var = np.full(3, 0.05 ** 2)
+    np.testing.assert_array_equal(
+        match_components(ref, other, var, var, covariance_type="spherical"), [1, 2, 0])
+    # Nothing overlaps at all, with and without covariances, weights or a batch.
+    ref = np.array([[0.0], [100.0], [200.0]])
+    other = np.array([[260.0], [0.0], [150.0]])
+    w = np.full(3, 1 / 3)
+    np.testing.assert_array_equal(match_components(ref, other), [1, 2, 0])
+    np.testing.assert_array_equal(
+        match_components(ref, other, np.ones(3), np.ones(3), w, w,
+                         covariance_type="spherical"), [1, 2, 0])
+    np.testing.assert_array_equal(
+        match_components(ref, np.stack([other, other[[1, 2, 0]]])), [[1, 2, 0], [0, 1, 2]])
 
 
 def test_ambiguous_covariance_shape_asks_for_the_type():

@@ -53,3 +53,58 @@ def test_truth_checks_counts_and_shapes_and_matches_scipy():
     _, _, classes = make_five_class(0)
     with pytest.raises(ValueError, match="n_per_class must be >= 1, got 0"):
         classes.sample(0)
+
+
+@pytest.mark.parametrize("n, k, kw", [(4, 6, {}), (7, 10, {"min_weight": 0.0}),
+                                      (13, 8, {"random_state": 3}), (14, 9, {})])
+def test_make_mixture_with_few_points_per_component(n, k, kw):
+    # The remainder of the rounding went to the largest component and took
+    # it below zero: an error about a `counts` argument nobody passed.
+    import warnings
+    kw = {"random_state": 0, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no log(0) from empty components
+        X, labels, truth = make_mixture(n, k, **kw)
+        truth.log_density(X)
+    counts = np.bincount(labels, minlength=k)
+    assert X.shape == (n, 2) and counts.sum() == n and counts.min() >= 0
+    np.testing.assert_allclose(truth.weights, counts / n)
+
+
+def test_make_mixture_takes_more_than_ten_components_by_default():
+    _, labels, truth = make_mixture(1200, 12, random_state=0)
+    np.testing.assert_allclose(truth.weights, 1 / 12)      # min_weight = 1/K: equal weights
+    # Up to ten components the default floor is 0.1, as before.
+    assert make_mixture(1000, 10, random_state=0)[2].weights.min() >= 0.1 - 1e-12
+
+
+def test_five_class_sample_draws_only_the_clusters_the_truth_weighs():
+    # With fewer points per class than clusters, clusters without a training
+    # point have weight 0 in the truth but were still sampled, and
+    # bayes_predict was 66% accurate where the Bayes rule of the sampled
+    # data is 82%.
+    from scipy.stats import multivariate_normal
+    _, _, truth = make_five_class(random_state=0, n_per_class=5, n_classes=3)
+    Xt, yt = truth.sample(600, random_state=1)
+    dens = np.zeros((len(Xt), truth.n_classes))
+    for c, m in enumerate(truth.mixtures):
+        live = np.flatnonzero(m.weights > 0)
+        for k in live:                                  # equal weights over the live clusters
+            dens[:, c] += multivariate_normal(m.means[k], np.diag(m.scales[k] ** 2)).pdf(Xt) \
+                / live.size
+    np.testing.assert_array_equal(truth.bayes_predict(Xt), dens.argmax(1))
+    # The points come from the clusters of positive weight: few fall closest
+    # (by density) to an empty one (3-6% here, where sampling the empty
+    # clusters too put 2/7 to 4/9 of each class there).
+    for c, m in enumerate(truth.mixtures):
+        P = Xt[yt == c]
+        logpdf = np.stack([multivariate_normal(m.means[k], np.diag(m.scales[k] ** 2)).logpdf(P)
+                           for k in range(m.weights.size)], 1)
+        empty = m.weights[logpdf.argmax(1)] == 0
+        assert 0 < (m.weights == 0).sum() and empty.mean() < 0.1
+
+
+def test_make_circles_refuses_no_points():
+    from bayesgmm.datasets import make_circles
+    with pytest.raises(ValueError, match="n_samples"):
+        make_circles(0)

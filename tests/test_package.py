@@ -73,3 +73,11 @@ def test_python_dash_m_runs_the_command_line_and_stays_light():
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "bayesgmm: error: file not found: 'nowhere.csv'"
+
+
+def test_every_submodule_the_readme_names_is_an_attribute():
+    # bayesgmm.distributed and bayesgmm.variational were reachable only
+    # after an estimator had been imported.
+    out = _run("import bayesgmm\n"
+               "print(callable(bayesgmm.distributed.exit_process), callable(bayesgmm.variational.cavi))")
+    assert out.split() == ["True", "True"]
