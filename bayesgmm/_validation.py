@@ -57,8 +57,21 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         _check_finite(values, name, [str(c) for c in X.columns], allow_nan,
                       index=None if default_index else X.index)
         return X
+    if X is None or (isinstance(X, (dict, set, frozenset, str, bytes))
+                     and not hasattr(X, "tocsr")):      # scipy's dok sparse is a dict
+        raise NonNumericError(f"{name} must be a 2-D array-like of numbers (an array, a "
+                              f"DataFrame, a list of rows or a tensor), got {type(X).__name__}")
     if isinstance(X, (list, tuple)) or hasattr(X, "__array__"):
-        arr = np.asarray(X)
+        try:
+            arr = np.asarray(X)
+        except ValueError as exc:       # rows of different lengths
+            raise ValueError(f"{name} must have the same number of values in every row (a 2-D "
+                             f"array of numbers), got rows of different lengths: {exc}") from None
+        if arr.dtype.kind in "mM":
+            what = "dates or times" if arr.dtype.kind == "M" else "time spans"
+            raise NonNumericError(
+                f"{name} holds {what} ({arr.dtype}), not numbers: convert them to numbers in a "
+                f"unit you choose, e.g. (X - X.min()) / np.timedelta64(1, 'D') for days")
         if arr.dtype.kind in "OUSV":
             try:
                 arr = arr.astype(np.float64)
@@ -202,7 +215,12 @@ def _ndim(X: Any) -> int:
     implement only ``__array__`` (scikit-learn's ``_NotAnArray``) refuse
     numpy's array-function protocol."""
     nd = getattr(X, "ndim", None)
-    return nd if isinstance(nd, int) else np.asarray(X).ndim
+    if isinstance(nd, int):
+        return nd
+    try:
+        return np.asarray(X).ndim
+    except ValueError:           # ragged rows: as_array_like names them
+        return 2
 
 
 def allows_missing(estimator) -> bool:

@@ -240,9 +240,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         draws are read by
         :meth:`posterior_samples` and :meth:`credible_interval`, and
         :meth:`predict_proba`, :meth:`predict`, :meth:`score_samples` and
-        :meth:`score` then answer with the posterior predictive (averaged
+        :meth:`score`, :meth:`sample`, :meth:`sample_assignments` and
+        :meth:`impute` then answer with the posterior predictive (averaged
         over the draws; ``plug_in=True`` for the MAP's answer), while
-        :meth:`sample`, :meth:`sample_assignments`, :meth:`impute`,
         :meth:`bic` and :meth:`aic` use the MAP.  Not with
         ``process_group``, out-of-core data, ``batch_size`` or
         ``partial_fit``.
@@ -1181,20 +1181,25 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         :meth:`predict_proba`."""
         return self._log_joint(X, "label", mixture=self._predictive(plug_in))
 
-    def sample_assignments(self, X, n_samples: int = 1, random_state=None) -> np.ndarray:
+    def sample_assignments(self, X, n_samples: int = 1, random_state=None, *,
+                           plug_in: bool = False) -> np.ndarray:
         """Posterior draws of the assignments z ~ p(z | x, params), shape
         (n_samples, N): what ``infer_discrete`` draws at temperature 1 (the
         test suite checks the distributions agree), from the closed-form
-        responsibilities.
+        responsibilities.  After ``inference="vi"``/"nuts" they are drawn
+        from the posterior predictive responsibilities p(z | x, X_train),
+        those of ``predict_proba``, so that their frequencies agree with it
+        and with ``predict``; ``plug_in=True`` draws from the MAP's.
 
         Seeded by ``random_state`` (default: the estimator's
         ``random_state``); the same seed gives the same draws, from any
         number of threads at once."""
         n_samples = V.check_int("n_samples", n_samples, 1)
         return self._log_joint(X, "draws", n_samples,
-                               self.random_state if random_state is None else random_state)
+                               self.random_state if random_state is None else random_state,
+                               mixture=self._predictive(plug_in))
 
-    def impute(self, X, *, sample: bool = False, random_state=None):
+    def impute(self, X, *, sample: bool = False, random_state=None, plug_in: bool = False):
         """``X`` with its missing entries (NaN) filled in under the fitted
         mixture, as an array (a DataFrame for a DataFrame, same index and
         columns); observed entries are returned unchanged.
@@ -1208,6 +1213,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         conditional Gaussian), seeded by ``random_state`` (default: the
         estimator's, so repeated calls repeat the draws: pass a different
         seed per imputation for multiple imputation).
+
+        After ``inference="vi"``/"nuts" the mixture is the posterior
+        predictive (the stored draws' components, each weighted by 1/S), as
+        for :meth:`score_samples`; ``plug_in=True`` imputes under the MAP.
 
         Works whatever ``missing`` was at fit time.  A row with every
         feature missing is refused."""
@@ -1227,10 +1236,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         V.check_missing_rows(nan)
         rows = np.flatnonzero(nan.any(1))
         device = _predict.model_device(self)
-        family = self._family()
-        std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_, family)
+        mixture = self._predictive(plug_in)
+        weights, means, cov, family = (self.weights_, self.means_, self.covariances_,
+                                       self._family()) if mixture is None else mixture
+        std, params, _ = self._frame(device, weights, means, cov, family)
         p = params.map(lambda t: t.double()[None])
-        K, D = self.means_.shape
+        K, D = means.shape              # K: the predictive's S K components after vi/nuts
         gen = None
         if sample:
             rs = V.check_random_state(self.random_state if random_state is None else random_state)
@@ -1420,9 +1431,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``predict(X)`` at the final parameters (every row, weight 0 too)."""
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def sample(self, n_samples: int = 1, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n_samples: int = 1, random_state=None, *,
+               plug_in: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Draw points from the fitted mixture by running the Pyro model at
-        the fitted parameters.
+        the fitted parameters.  After ``inference="vi"``/"nuts" the points
+        come from the posterior predictive, the density ``score_samples``
+        gives (each point from a stored draw of the parameters picked at
+        random, its component from that draw's weights; the label is the
+        component); ``plug_in=True`` draws from the MAP's mixture.
 
         Seeded by ``random_state`` (default: the estimator's
         ``random_state``); the caller's global torch RNG is left untouched,
@@ -1437,12 +1453,17 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
         n_samples = V.check_int("n_samples", n_samples, 1)
         device = _predict.model_device(self)
-        family = self._family()
+        mixture = self._predictive(plug_in)
+        weights, means, cov, family = (self.weights_, self.means_, self.covariances_,
+                                       self._family()) if mixture is None else mixture
+        K = self.means_.shape[0]
         center = np.zeros(self.means_.shape[1])
         std = Standardizer(center=center, scale=np.ones_like(center))
-        params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
-                                   dtype=torch.float64)
+        params = std.params_to_std(weights, means, cov, family, device, dtype=torch.float64)
         priors = std.priors(self.priors_, device, dtype=torch.float64)
+        if mixture is not None:          # the S K components of the predictive (j = s K + k)
+            priors = priors.with_concentration(torch.ones(len(weights), dtype=torch.float64,
+                                                          device=device))
         rs = V.check_random_state(self.random_state if random_state is None else random_state)
         try:
             x, z = sample_model(params, priors, family, n_samples,
@@ -1455,7 +1476,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             raise MemoryError(f"sample(n_samples={n_samples}) needs about {need:.3g} GiB for the "
                               f"draws, more than this machine could allocate: draw fewer, or "
                               f"in batches (each call with its own random_state)") from None
-        return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
+        return x.cpu().numpy(), z.cpu().numpy().astype(np.int64) % K
 
     # ------------------------------------------------------ model selection
     def _n_parameters(self) -> int:

@@ -830,3 +830,85 @@ def test_classifier_nuts_refusals():
         GMMClassifier(1, inference="nuts", n_warmup=-1, **CPU).fit(X, y)
     with pytest.raises(ValueError, match="inference='nuts' gives .* discriminative_steps=3"):
         GMMClassifier(1, inference="nuts", discriminative_steps=3, **CPU).fit(X, y)
+
+
+# ------------------------------------- draws and imputation from the predictive
+@pytest.fixture(scope="module")
+def small_vi():
+    """A VI fit on 20 points in 1-D: a wide posterior, so the predictive
+    differs visibly from the plug-in MAP."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-2, 1, 12), rng.normal(2, 0.5, 8)][:, None]
+    return X, BayesianGMM(2, inference="vi", n_samples=400, random_state=0,
+                          device="cpu").fit(X)
+
+
+def test_sample_assignments_follow_predict_proba_after_vi(small_vi):
+    # They were drawn from the MAP's responsibilities, so their frequencies
+    # disagreed with predict_proba's default (the predictive) and predict.
+    _, gmm = small_vi
+    q = np.linspace(-1, 1, 5)[:, None]
+    n = 20000
+    for plug_in in (False, True):
+        z = gmm.sample_assignments(q, n, random_state=0, plug_in=plug_in)
+        freq = (z == 1).mean(0)
+        p = gmm.predict_proba(q, plug_in=plug_in)[:, 1]
+        np.testing.assert_allclose(freq, p, atol=5 * np.sqrt(0.25 / n))
+    assert np.abs(gmm.predict_proba(q)[:, 1] - gmm.predict_proba(q, plug_in=True)[:, 1]).max() > 0.2
+
+
+def test_sample_after_vi_draws_the_posterior_predictive(small_vi):
+    # Kolmogorov-Smirnov against each CDF, built from posterior_samples with
+    # scipy: the default draws follow the predictive (not the plug-in
+    # mixture), plug_in=True the plug-in one.
+    _, gmm = small_vi
+    d = gmm.posterior_samples()
+    sd = np.sqrt(d["covariances"][:, :, 0, 0])
+
+    def predictive(x):
+        return (d["weights"][:, :, None] * stats.norm.cdf(x, d["means"][:, :, 0, None],
+                                                          sd[:, :, None])).sum(1).mean(0)
+
+    def plug(x):
+        return (gmm.weights_[:, None] * stats.norm.cdf(
+            x, gmm.means_[:, 0, None], np.sqrt(gmm.covariances_[:, 0, 0, None]))).sum(0)
+
+    x, z = gmm.sample(20000, random_state=1)
+    assert stats.kstest(x[:, 0], predictive).pvalue > 0.01
+    assert stats.kstest(x[:, 0], plug).pvalue < 1e-8
+    np.testing.assert_allclose(np.bincount(z) / z.size, d["weights"].mean(0), atol=0.015)
+    x, z = gmm.sample(20000, random_state=1, plug_in=True)
+    assert stats.kstest(x[:, 0], plug).pvalue > 0.01
+    assert set(np.unique(z)) == {0, 1}
+
+
+def test_impute_after_vi_uses_the_posterior_predictive():
+    # E[x_1 | x_0] under the predictive mixture of the draws, by hand:
+    # sum_j p(j | x_0) (mu_j1 + S_j10 / S_j00 (x_0 - mu_j0)), p(j | x_0) from
+    # w_sj / S N(x_0 | mu_j0, S_j00).
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], 15),
+              rng.multivariate_normal([4, 1], [[1, -0.5], [-0.5, 1]], 10)]
+    gmm = BayesianGMM(2, inference="vi", n_samples=300, random_state=0, device="cpu").fit(X)
+    rows = np.array([[-1.0, np.nan], [2.0, np.nan], [5.0, np.nan]])
+
+    def by_hand(w, m, c):
+        logp = np.log(w)[None] + stats.norm.logpdf(rows[:, :1], m[None, :, 0],
+                                                  np.sqrt(c[None, :, 0, 0]))
+        r = np.exp(logp - logp.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        cond = m[None, :, 1] + c[None, :, 1, 0] / c[None, :, 0, 0] * (rows[:, :1] - m[None, :, 0])
+        return (r * cond).sum(1)
+
+    d = gmm.posterior_samples()
+    S, K = d["weights"].shape
+    expected = by_hand(d["weights"].reshape(-1) / S, d["means"].reshape(S * K, 2),
+                       d["covariances"].reshape(S * K, 2, 2))
+    np.testing.assert_allclose(gmm.impute(rows)[:, 1], expected, rtol=1e-6, atol=1e-8)
+    plug = by_hand(gmm.weights_, gmm.means_, gmm.covariances_)
+    np.testing.assert_allclose(gmm.impute(rows, plug_in=True)[:, 1], plug, rtol=1e-6, atol=1e-8)
+    assert np.abs(expected - plug).max() > 1e-3
+    # A draw: observed entries kept, the missing ones finite.
+    drawn = gmm.impute(rows, sample=True, random_state=0)
+    np.testing.assert_array_equal(drawn[:, 0], rows[:, 0])
+    assert np.isfinite(drawn).all()

@@ -380,6 +380,32 @@ def test_object_arrays_of_numbers_fit_and_non_numbers_are_both_error_kinds():
     assert issubclass(NonNumericError, ValueError) and issubclass(NonNumericError, TypeError)
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"a": [1.0, 2.0]}, "2-D array-like of numbers .*got dict"),
+    (None, "2-D array-like of numbers .*got NoneType"),
+    ([[1.0, 2.0], [3.0]], "same number of values in every row"),
+    (np.array([["2020-01-01", "2020-02-01"]] * 4, dtype="datetime64[D]"),
+     r"dates or times \(datetime64\[D\]\), not numbers.*np.timedelta64"),
+    (np.arange(8).reshape(4, 2).astype("timedelta64[s]"), r"time spans \(timedelta64\[s\]\)"),
+])
+def test_input_that_is_not_an_array_of_numbers_is_named(bad, message):
+    # Dates were taken as integers in their own unit (days here,
+    # nanoseconds there: scores of -1e34 without a word); a dict, None or
+    # ragged rows ended in numpy's or float()'s own words.
+    from bayesgmm._validation import NonNumericError
+    X, y = _blobs()
+    gmm = BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(X)
+    clf = GMMClassifier(1, n_init=1, **CPU).fit(X, y)
+    means = gmm.means_.copy()
+    for call in (lambda: BayesianGMM(2, **CPU).fit(bad), lambda: gmm.predict(bad),
+                 lambda: gmm.score_samples(bad), lambda: clf.predict_proba(bad)):
+        with pytest.raises(ValueError, match=message) as info:
+            call()
+        if "every row" not in message:
+            assert isinstance(info.value, NonNumericError)
+    np.testing.assert_array_equal(gmm.means_, means)
+
+
 def test_n_threads_sets_the_fits_threads_and_restores_them(monkeypatch):
     """n_threads=None leaves torch's setting alone; an int sets it for the
     fit; the caller's setting comes back after the fit, even one that
