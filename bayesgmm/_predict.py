@@ -122,17 +122,21 @@ class MissingRows:
     at ~1e19), in sub-blocks whose (rows, K, D, D) terms stay within
     :data:`CHUNK_ELEMENTS`.  Rows beyond even float64's range keep the
     limit the far-point rule gives complete rows: the component (or class)
-    with the heaviest tail along the row's direction, relative score 0,
-    others -inf, and an infinite ``lead``."""
+    with the heaviest tail along the row's direction (the smallest
+    Mahalanobis form of the observed coordinates, then the largest linear
+    term, then the constant), relative score 0, others -inf, and an
+    infinite ``lead``."""
 
-    def __init__(self, params, family) -> None:
-        self.params, self.family = params, family
+    def __init__(self, params, family, std) -> None:
+        self.params, self.family, self.std = params, family, std
         self._params64 = None
 
-    def scores(self, z: torch.Tensor, per_class: bool = False
+    def scores(self, raw: torch.Tensor, per_class: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``z`` (m, D) standardised rows with NaN; returns their component
-        log joints (m, K), or class log-likelihoods (m, C) with
+        """``raw`` (m, D) rows with NaN, in the data's units (float64: the
+        standardised rows are formed here in float64, where a float32 model's
+        rounding would turn values past 3e38 into inf); returns their
+        component log joints (m, K), or class log-likelihoods (m, C) with
         ``per_class``, relative to each row's best, and that best as the
         ``lead`` to add (m,) (-inf past float64's range)."""
         from .fitting import observed_component_log_prob
@@ -143,7 +147,9 @@ class MissingRows:
         K, D = p.means.shape[-2:]
         C = p.weights.shape[0] if per_class else 1
         step = max(1, CHUNK_ELEMENTS // (C * K * D * D))
-        z = z.double()
+        c = torch.as_tensor(self.std.center, dtype=torch.float64, device=raw.device)
+        s = torch.as_tensor(self.std.scale, dtype=torch.float64, device=raw.device)
+        z = (raw.double() - c) / s
         out = []
         for a in range(0, z.shape[0], step):
             lp = observed_component_log_prob(z[a:a + step], p, self.family)   # (..., K, m)
@@ -157,15 +163,40 @@ class MissingRows:
         lead = torch.where(lost, torch.zeros_like(top), top)
         s = s - lead.unsqueeze(-1)
         if bool(lost.any()):
-            # The leading term alone: rescaled rows, argmax of their scores.
-            u = z[lost]
-            u = u / torch.nan_to_num(u, nan=0.0).abs().amax(-1, keepdim=True).clamp_min(1.0)
-            lp = observed_component_log_prob(u, p, self.family)
-            lp = (torch.logsumexp(lp, -2) if per_class else lp).t()
-            best = lp.argmax(-1, keepdim=True)
-            s[lost] = torch.full_like(lp, -math.inf).scatter_(-1, best, 0.0)
+            s[lost] = _far_limit(z[lost], p, self.family, per_class)
             lead[lost] = -math.inf
         return s, lead
+
+
+def _far_limit(z: torch.Tensor, params, family, per_class: bool) -> torch.Tensor:
+    """The limit of rows ``z`` (m, D, NaN where missing) too far out for
+    float64: along each row's direction u (max |u| = 1), every component's
+    observed log density is -t^2 q/2 + t b + c exactly (a quadratic in the
+    distance t), read off at t = -1, 0, 1; the winner has the smallest q
+    (the heaviest tail), then the largest b, then the largest c (ties to
+    1e-9 relative), as the far-point rule decides complete rows.  Returns
+    (m, K) or, with ``per_class``, (m, C): 0 for the winner's component
+    (class), -inf elsewhere."""
+    from .fitting import observed_component_log_prob
+
+    u = z / torch.nan_to_num(z, nan=0.0).abs().amax(-1, keepdim=True)
+    f = [observed_component_log_prob(t * u, params, family) for t in (-1.0, 0.0, 1.0)]
+    shape = f[0].shape                                         # (..., K, m)
+    f = [v.reshape(-1, shape[-1]).t() for v in f]              # (m, C K)
+    valid = torch.isfinite(f[1])                               # padded components: -inf
+    q = torch.where(valid, 2 * f[1] - f[0] - f[2], math.inf)
+    b = (f[2] - f[0]) / 2
+    tie = lambda v, best: (v - best).abs() <= 1e-9 * best.abs() + 1e-12   # noqa: E731
+    keep = valid & tie(q, q.amin(-1, keepdim=True))
+    b = torch.where(keep, b, -math.inf)
+    keep &= tie(b, b.amax(-1, keepdim=True))
+    best = torch.where(keep, f[1], -math.inf).argmax(-1, keepdim=True)      # (m, 1)
+    groups = shape[0] if per_class and len(shape) == 3 else 1
+    if per_class:
+        best = best // shape[-2]
+    out = torch.full((z.shape[0], groups if per_class else shape[-2]), -math.inf,
+                     dtype=torch.float64, device=z.device)
+    return out.scatter_(-1, best, 0.0)
 
 
 #: Rows farther than this from the fitted mixture (in its standardised

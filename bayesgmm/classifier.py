@@ -91,9 +91,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Hyperparameters in the data's units, shared by all classes; ``None``
         fields are resolved from the pooled data (see above).  A non-scalar
         ``weight_concentration`` needs the same K for every class.
-    class_prior : "empirical", "uniform" or array of shape (n_classes,)
+    class_prior : "empirical", "uniform", array of shape (n_classes,) or dict
         p(class): the training frequencies, equal, or given values (positive;
-        normalised to sum to 1), in the order of ``classes_``.
+        normalised to sum to 1), in the order of ``classes_``, or keyed by
+        label (a dict or a pandas Series ``{label: p}``, read by label).
     init : {"kmeans++", "kmeans", "random"}, default "kmeans++"
         Initial means per class and restart: scikit-learn's k-means++ seeding
         or Lloyd's k-means on the class's points, or distinct random points.
@@ -389,6 +390,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y has only one class ({_label(classes[0])!r}): a classifier needs samples of at least "
                 f"2 classes; for density estimation of one class use BayesianGMM")
+        if keep is not None and classes.size < np.unique(y_all).size:
+            import warnings
+            dropped = sorted(set(np.unique(y_all).tolist()) - set(classes.tolist()))
+            warnings.warn(
+                f"every row of class(es) {[_label(c) for c in dropped]} has sample_weight 0: the "
+                f"classifier is fitted without them (classes_ holds the {classes.size} classes "
+                f"with positive weight, and predict_proba one column for each)", UserWarning,
+                stacklevel=5)
         return classes, enc.transform(y)
 
     def _warm_start(self, classes: np.ndarray, ks: Optional[np.ndarray], d: int, family,
@@ -440,6 +449,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """Per-class K in the order of ``classes`` (None for "auto")."""
         nc = self.n_components
         C = classes.size
+        if isinstance(nc, np.ndarray) and nc.ndim == 0:
+            nc = nc.item()
         if isinstance(nc, str):
             V.check_option("n_components", nc, ("auto",))
             return None
@@ -455,8 +466,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         elif isinstance(nc, (list, tuple, np.ndarray)):
             if len(nc) != C:
                 raise ValueError(
-                    f"n_components has {len(nc)} entries but y has {C} classes {classes.tolist()!r}: "
-                    f"give one K per class in the order of classes_, or a dict {{label: K}}")
+                    f"n_components has {len(nc)} entries but there are {C} classes "
+                    f"{classes.tolist()!r} (the labels of y with positive weight): give one K "
+                    f"per class in the order of classes_, or a dict {{label: K}}")
             ks = list(nc)
         else:
             raise ValueError(f"n_components must be an int, a list of ints, a dict {{label: int}} "
@@ -476,6 +488,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(cp, str):
             V.check_option("class_prior", cp, _CLASS_PRIOR_OPTIONS)
             return counts / counts.sum() if cp == "empirical" else np.full(counts.size, 1 / counts.size)
+        if isinstance(cp, Mapping) or (hasattr(cp, "to_dict") and hasattr(cp, "index")):
+            given = cp.to_dict() if hasattr(cp, "to_dict") else dict(cp)
+            missing = [_label(c) for c in classes if c not in given]
+            if missing:
+                raise ValueError(f"class_prior is keyed by label but has no entry for class(es) "
+                                 f"{missing!r}: give a value for every class in {classes.tolist()!r}")
+            cp = [given[c] for c in classes]
         try:
             arr = np.asarray(cp, dtype=np.float64)
         except (TypeError, ValueError):
@@ -483,8 +502,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if arr is None or arr.shape != (classes.size,) or not np.all(np.isfinite(arr)) \
                 or np.any(arr <= 0):
             raise ValueError(
-                f"class_prior must be 'empirical', 'uniform' or {classes.size} positive finite "
-                f"values (one per class, in the order {classes.tolist()!r}), got {cp!r}")
+                f"class_prior must be 'empirical', 'uniform', {classes.size} positive finite "
+                f"values (one per class, in the order {classes.tolist()!r}) or a dict {{label: "
+                f"value}}, got {self.class_prior!r}")
         # Scaled by the largest first: the sum of values near 1e308 overflows.
         arr = arr / arr.max()
         return arr / arr.sum()
@@ -938,14 +958,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         args = (params.weights, params.means, params.cov, family.precision_factor(params.cov))
         kernel = _kernel(family, D)
         far = _predict.FarPoints(params, family, std)
-        missing = _predict.MissingRows(params, family)
+        missing = _predict.MissingRows(params, family, std)
         with torch.no_grad():
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
                                                 params.weights.dtype, allow_missing):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 j = _predict.run_kernel(kernel, key, zc, args, eager_rows).double()
                 if miss is not None:     # rows with missing features: their observed ones
-                    j[miss], lead_miss = missing.scores(z[miss], per_class=True)
+                    j[miss], lead_miss = missing.scores(raw[miss], per_class=True)
                 # j + lead are the class scores (lead is 0 but for far points).
                 lead = far.patch(zc, raw, j, per_class=True, exclude=miss)
                 if miss is not None:

@@ -1103,7 +1103,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             seed = int(V.check_random_state(random_state).randint(0, 2 ** 31 - 1))
             gen = torch.Generator(device=device).manual_seed(seed)
         far = _predict.FarPoints(params, family, std)
-        missing = _predict.MissingRows(params, family)
+        missing = _predict.MissingRows(params, family, std)
         with torch.no_grad():
             factor = family.precision_factor(params.cov)    # once, not per block
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
@@ -1111,7 +1111,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
                 lp = component_log_prob(zc, params, family, factor).transpose(0, 1).double()
                 if miss is not None:     # rows with missing features: their observed ones
-                    lp[miss], lead_miss = missing.scores(z[miss])
+                    lp[miss], lead_miss = missing.scores(raw[miss])
                 # lp + lead is the log joint (lead is 0 but for far points).
                 lead = far.patch(zc, raw, lp, exclude=miss)
                 if miss is not None:

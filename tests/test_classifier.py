@@ -414,7 +414,7 @@ def test_label_absent_in_a_cv_fold(three_blobs):
     assert clf.predict_proba(X).shape == (y.size, 2)
     assert set(np.unique(clf.predict(X))) <= {0, 1}
     # A list cannot be lined up with the classes of such a fold: a clear error.
-    with pytest.raises(ValueError, match=r"n_components has 3 entries but y has 2 classes"):
+    with pytest.raises(ValueError, match=r"n_components has 3 entries but there are 2 classes"):
         GMMClassifier([1, 1, 1], **FAST).fit(X[keep], y[keep])
     # cross_val_score on folds that miss a class (unstratified, sorted labels).
     scores = cross_val_score(GMMClassifier({0: 1, 1: 1, 2: 1}, **FAST, random_state=0), X, y,
@@ -448,7 +448,7 @@ def test_wrong_feature_count_at_predict(three_blobs):
     (dict(n_components=[1, 0, 1]), r"n_components\[1\] must be >= 1"),
     (dict(n_components=1.5), "n_components must be an int"),
     (dict(class_prior="flat"), "class_prior must be one of"),
-    (dict(class_prior=[0.5, 0.5]), "class_prior must be 'empirical', 'uniform' or 3 positive"),
+    (dict(class_prior=[0.5, 0.5]), "class_prior must be 'empirical', 'uniform', 3 positive"),
     (dict(class_prior=[0.5, -0.5, 1.0]), "positive finite"),
     (dict(init="k-means"), "init must be one of"),
     (dict(covariance_type="diagonal"), "covariance_type must be one of"),
@@ -694,3 +694,28 @@ def test_score_checks_sample_weight_as_fit_does(three_blobs):
         clf.score(X, y, sample_weight=-np.ones(len(y)))
     with pytest.raises(ValueError, match=r"sample_weight are all zero"):
         clf.score(X, y, sample_weight=np.zeros(len(y)))
+
+
+def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():
+    # (From an independent audit.) A label-keyed Series was read by
+    # position (b's prior given to a); a class whose rows all weigh 0
+    # vanished from classes_ without a word; a 0-d array K was a TypeError.
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(3, 1, (40, 2)), rng.normal(6, 1, (40, 2))]
+    y = np.repeat(np.array(["a", "b", "c"]), 40)
+    for given in (pd.Series({"c": 0.5, "b": 0.3, "a": 0.2}), {"b": 3, "a": 2, "c": 5}):
+        clf = GMMClassifier(1, class_prior=given, **FAST).fit(X, y)
+        np.testing.assert_allclose(clf.class_prior_, [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match=r"no entry for class\(es\) \['c'\]"):
+        GMMClassifier(1, class_prior={"a": 1, "b": 1}, **FAST).fit(X, y)
+    w = np.where(y == "b", 0.0, 1.0)
+    with pytest.warns(UserWarning, match=r"class\(es\) \['b'\] has sample_weight 0") as rec:
+        clf = GMMClassifier(1, **FAST).fit(X, y, sample_weight=w)
+    assert rec[0].filename == __file__
+    assert clf.classes_.tolist() == ["a", "c"] and clf.predict_proba(X).shape == (120, 2)
+    with pytest.warns(UserWarning), \
+            pytest.raises(ValueError, match="3 entries but there are 2 classes .* positive weight"):
+        GMMClassifier([1, 1, 1], **FAST).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(GMMClassifier(np.array(2), **FAST).fit(X, y).n_components_,
+                                  [2, 2, 2])

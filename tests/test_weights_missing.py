@@ -567,6 +567,28 @@ def test_far_rows_with_missing_values_keep_probabilities(value):
     np.testing.assert_array_equal(gmm.predict(q), gmm.predict_proba(q).argmax(1))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value", [1e10, 1e40, 1e160, 1e300])
+def test_far_rows_with_missing_values_take_the_heaviest_tail(dtype, value):
+    # Along an observed feature, the class (component) with the larger
+    # variance there wins far out, on either side, as for complete rows.
+    # A float32 model rounded such rows to inf past 3e38 and gave the first
+    # class; float64 past 1e155 let the sign decide.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, [3, 1], (100, 2)), rng.normal([1, 1], [1, 1], (100, 2))]
+    y = np.r_[np.ones(100, int), np.zeros(100, int)]        # class 1 is wide along feature 0
+    clf = GMMClassifier(1, covariance_type="diag", missing="marginalize", dtype=dtype,
+                        **CPU).fit(X, y)
+    assert clf.covariances_[1, 0, 0] > 4 * clf.covariances_[0, 0, 0]
+    q = np.array([[value, np.nan], [-value, np.nan], [value, 0.0], [-value, 0.0]])
+    np.testing.assert_array_equal(clf.predict(q), [1, 1, 1, 1])
+    np.testing.assert_allclose(clf.predict_proba(q)[:, 1], 1.0)
+    gmm = BayesianGMM(2, covariance_type="diag", missing="marginalize", dtype=dtype,
+                      **CPU).fit(X)
+    wide = int(np.argmax(gmm.covariances_[:, 0]))
+    np.testing.assert_array_equal(gmm.predict(q), [wide] * 4)
+
+
 def test_classifier_refuses_a_feature_never_observed_in_one_class():
     X, y = _blobs()
     X = X.copy()
