@@ -163,14 +163,19 @@ class MissingRows:
         lead = torch.where(lost, torch.zeros_like(top), top)
         s = s - lead.unsqueeze(-1)
         if bool(lost.any()):
-            s[lost] = _far_limit(z[lost], p, self.family, per_class)
+            # Directions formed without z, which overflows past ~1e308 x the
+            # spread (inf / inf would leave no direction at all).
+            rows = raw[lost].double()
+            u, _ = _directions(rows, self.std.center, self.std.scale)
+            u = torch.where(torch.isnan(rows), torch.full_like(u, math.nan), u)
+            s[lost] = _far_limit(u, p, self.family, per_class)
             lead[lost] = -math.inf
         return s, lead
 
 
-def _far_limit(z: torch.Tensor, params, family, per_class: bool) -> torch.Tensor:
-    """The limit of rows ``z`` (m, D, NaN where missing) too far out for
-    float64: along each row's direction u (max |u| = 1), every component's
+def _far_limit(u: torch.Tensor, params, family, per_class: bool) -> torch.Tensor:
+    """The limit of rows too far out for float64, given by their standardised
+    directions ``u`` (m, D; max |u_d| = 1, NaN where missing): along u, every component's
     observed log density is -t^2 q/2 + t b + c exactly (a quadratic in the
     distance t), read off at t = -1, 0, 1; the winner has the smallest q
     (the heaviest tail), then the largest b, then the largest c (ties to
@@ -179,14 +184,17 @@ def _far_limit(z: torch.Tensor, params, family, per_class: bool) -> torch.Tensor
     (class), -inf elsewhere."""
     from .fitting import observed_component_log_prob
 
-    u = z / torch.nan_to_num(z, nan=0.0).abs().amax(-1, keepdim=True)
     f = [observed_component_log_prob(t * u, params, family) for t in (-1.0, 0.0, 1.0)]
     shape = f[0].shape                                         # (..., K, m)
     f = [v.reshape(-1, shape[-1]).t() for v in f]              # (m, C K)
     valid = torch.isfinite(f[1])                               # padded components: -inf
     q = torch.where(valid, 2 * f[1] - f[0] - f[2], math.inf)
     b = (f[2] - f[0]) / 2
-    tie = lambda v, best: (v - best).abs() <= 1e-9 * best.abs() + 1e-12   # noqa: E731
+    # Ties to the rounding of the row's largest term (q, b and c are
+    # differences of the three values).
+    size = torch.stack([torch.where(valid, v.abs(), 0.0) for v in f]).amax(0).amax(-1,
+                                                                               keepdim=True)
+    tie = lambda v, best: (v - best).abs() <= 1e-9 * size + 1e-300   # noqa: E731
     keep = valid & tie(q, q.amin(-1, keepdim=True))
     b = torch.where(keep, b, -math.inf)
     keep &= tie(b, b.amax(-1, keepdim=True))
@@ -194,8 +202,8 @@ def _far_limit(z: torch.Tensor, params, family, per_class: bool) -> torch.Tensor
     groups = shape[0] if per_class and len(shape) == 3 else 1
     if per_class:
         best = best // shape[-2]
-    out = torch.full((z.shape[0], groups if per_class else shape[-2]), -math.inf,
-                     dtype=torch.float64, device=z.device)
+    out = torch.full((u.shape[0], groups if per_class else shape[-2]), -math.inf,
+                     dtype=torch.float64, device=u.device)
     return out.scatter_(-1, best, 0.0)
 
 

@@ -390,9 +390,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y has only one class ({_label(classes[0])!r}): a classifier needs samples of at least "
                 f"2 classes; for density estimation of one class use BayesianGMM")
-        if keep is not None and classes.size < np.unique(y_all).size:
+        dropped = [] if keep is None else \
+            sorted(set(np.unique(y_all).tolist()) - set(classes.tolist()))
+        if dropped:
             import warnings
-            dropped = sorted(set(np.unique(y_all).tolist()) - set(classes.tolist()))
             warnings.warn(
                 f"every row of class(es) {[_label(c) for c in dropped]} has sample_weight 0: the "
                 f"classifier is fitted without them (classes_ holds the {classes.size} classes "
@@ -488,8 +489,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(cp, str):
             V.check_option("class_prior", cp, _CLASS_PRIOR_OPTIONS)
             return counts / counts.sum() if cp == "empirical" else np.full(counts.size, 1 / counts.size)
-        if isinstance(cp, Mapping) or (hasattr(cp, "to_dict") and hasattr(cp, "index")):
-            given = cp.to_dict() if hasattr(cp, "to_dict") else dict(cp)
+        import pandas as pd
+        if isinstance(cp, (Mapping, pd.Series)):
+            given = cp.to_dict() if isinstance(cp, pd.Series) else dict(cp)
             missing = [_label(c) for c in classes if c not in given]
             if missing:
                 raise ValueError(f"class_prior is keyed by label but has no entry for class(es) "

@@ -234,5 +234,9 @@ def make_circles(n_samples: int = 1000, *, noise: Optional[float] = 0.01, factor
                  random_state=42) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's two concentric rings (the defaults of the original MLP study)."""
     from sklearn.datasets import make_circles as _mc
-    n_samples = V.check_int("n_samples", n_samples, 1)
+    if isinstance(n_samples, (tuple, list)) and len(n_samples) == 2:   # (outer, inner)
+        if sum(V.check_int("n_samples", n, 0) for n in n_samples) < 1:
+            raise ValueError(f"n_samples must hold at least one point, got {n_samples!r}")
+    else:
+        n_samples = V.check_int("n_samples", n_samples, 1)
     return _mc(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)

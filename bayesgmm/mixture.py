@@ -1460,7 +1460,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         center = np.zeros(self.means_.shape[1])
         std = Standardizer(center=center, scale=np.ones_like(center))
         params = std.params_to_std(weights, means, cov, family, device, dtype=torch.float64)
-        priors = std.priors(self.priors_, device, dtype=torch.float64)
+        resolved = self.priors_
+        if mixture is not None:
+            # Every site is conditioned, so the priors only give the sites
+            # their shapes: a tied fit's predictive is per-component (full),
+            # whose prior fields (the InverseGamma's, in 1-D) it never resolved.
+            resolved = replace(resolved, **{f: 1.0 for f in family.prior_fields
+                                            if getattr(resolved, f) is None})
+        priors = std.priors(resolved, device, dtype=torch.float64)
         if mixture is not None:          # the S K components of the predictive (j = s K + k)
             priors = priors.with_concentration(torch.ones(len(weights), dtype=torch.float64,
                                                           device=device))

@@ -254,6 +254,8 @@ def _check_columns(estimator, estimator_d: int, X, arr: np.ndarray) -> None:
                          f"{estimator_d}: pass the data the mixture was fitted on")
     fitted = getattr(estimator, "feature_names_in_", None)
     columns = getattr(X, "columns", None)
+    if columns is None and hasattr(X, "to_frame") and getattr(X, "name", None) is not None:
+        columns = [X.name]                              # a pandas Series: one named column
     if fitted is not None and columns is not None and \
             [str(c) for c in columns] != [str(c) for c in fitted]:
         raise ValueError(f"X's columns {[str(c) for c in columns]} are not those the estimator "
@@ -281,8 +283,8 @@ def _component_palette(n: int):
     base = list(sns.color_palette())
     if n <= len(base):
         return base[:max(n, 1)]
-    ring = sns.color_palette("husl", 64)
-    return base + [ring[int((i * 0.6180339887) % 1.0 * 64)] for i in range(n - len(base))]
+    return base + [sns.husl_palette(1, h=(i * 0.6180339887) % 1.0)[0]
+                   for i in range(n - len(base))]
 
 
 def _is_component_index(values, K: int) -> bool:
@@ -552,12 +554,13 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     # other helpers draw them; another labelling takes the colours after
     # the clusters', so that no colour means both a cluster and, say, a
     # species.
-    n_clusters = int(max(order)) + 1 if _is_component_index(order, float("inf")) \
-        else len(order)
+    indices = _is_component_index(order, float("inf"))
+    n_clusters = int(max(order)) + 1 if indices else len(order)
     if hue is None:
         df["colour"] = z
         hue_order = order
-        palette = _label_palette(order, n_clusters)
+        # (clusters that are not component indices take the first colours)
+        palette = _label_palette(order, n_clusters if indices else 0)
         legend = False
     else:
         df["colour"] = hue[present]
@@ -747,8 +750,9 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     -------
     matplotlib Axes
         A mesh of the predicted class indices into ``classes_`` (the
-        regions), one contour set per predicted class (its region's
-        boundary), one point collection per class, labelled by the class,
+        regions), one contour set per class predicted somewhere on the grid
+        when more than one is (its region's boundary; a boundary between two
+        classes is drawn once from each side), one point collection per class, labelled by the class,
         and with ``ellipses=True`` one ellipse patch per real component.
 
     Examples

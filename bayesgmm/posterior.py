@@ -662,7 +662,7 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
 
     tensors = {name: torch.as_tensor(np.asarray(a, dtype=np.float64))
                for name, a in grouped.items()}
-    # NaN elements (a class's padded components) neither move nor stay.
+    # NaN elements neither move nor stay.
     moved = any(bool(np.any(spread(t) > 0)) for t in tensors.values())
     rhat, ess = {}, {}
     for name, t in tensors.items():

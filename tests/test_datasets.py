@@ -108,3 +108,9 @@ def test_make_circles_refuses_no_points():
     from bayesgmm.datasets import make_circles
     with pytest.raises(ValueError, match="n_samples"):
         make_circles(0)
+
+
+def test_make_circles_takes_scikit_learns_outer_inner_pair():
+    from bayesgmm.datasets import make_circles
+    X, y = make_circles((30, 10))
+    assert X.shape == (40, 2) and np.bincount(y).tolist() == [30, 10]

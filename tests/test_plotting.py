@@ -826,3 +826,17 @@ def test_missing_entries_are_left_out_of_the_panels_that_need_them(iris):
                         device="cpu").fit(X.dropna())
     with pytest.raises(ValueError, match="missing='marginalize'"):
         plot_clusters_2d(plain, X)
+
+
+def test_a_renamed_series_is_refused_and_named_clusters_take_the_first_colours(iris):
+    # (From a review.) A Series carries its one column's name: another
+    # feature's Series was drawn with the fitted one's parameters.
+    X = iris[["petal_length"]]
+    gmm = BayesianGMM(2, n_init=1, max_iter=0, random_state=0, device="cpu").fit(X)
+    with pytest.raises(ValueError, match=r"\['petal_width'\] are not those"):
+        plot_density_1d(gmm, iris["petal_width"])
+    plot_density_1d(gmm, iris["petal_length"])
+    ax = plot_assignments(X, np.where(gmm.predict(X) == 0, "left", "right"), kind="strip")
+    drawn = {matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in ax.collections
+             if len(c.get_offsets())}
+    assert drawn == {matplotlib.colors.to_hex(c) for c in sns_palette(2)}

@@ -912,3 +912,16 @@ def test_impute_after_vi_uses_the_posterior_predictive():
     drawn = gmm.impute(rows, sample=True, random_state=0)
     np.testing.assert_array_equal(drawn[:, 0], rows[:, 0])
     assert np.isfinite(drawn).all()
+
+
+def test_sample_after_vi_of_a_one_feature_tied_fit():
+    # (From a review.) The predictive of a tied fit is per component, whose
+    # 1-D prior fields a tied fit never resolved: sample() raised inside torch.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-2, 1, 15), rng.normal(2, 0.5, 10)][:, None]
+    gmm = BayesianGMM(2, covariance_type="tied", inference="vi", n_samples=200, random_state=0,
+                      device="cpu").fit(X)
+    x, z = gmm.sample(4000, random_state=0)
+    np.testing.assert_allclose(np.bincount(z) / z.size,
+                               gmm.posterior_samples()["weights"].mean(0), atol=0.03)
+    assert np.isfinite(x).all()

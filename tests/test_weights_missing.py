@@ -587,6 +587,12 @@ def test_far_rows_with_missing_values_take_the_heaviest_tail(dtype, value):
                       **CPU).fit(X)
     wide = int(np.argmax(gmm.covariances_[:, 0]))
     np.testing.assert_array_equal(gmm.predict(q), [wide] * 4)
+    # Past float64 once standardised (1e306 at a spread of 1e-3): from the
+    # direction, not from z = inf.
+    tiny = GMMClassifier(1, covariance_type="diag", missing="marginalize", dtype=dtype,
+                         **CPU).fit(X * 1e-3, y)
+    np.testing.assert_array_equal(tiny.predict(np.array([[1e306, np.nan], [-1.7e308, np.nan]])),
+                                  [1, 1])
 
 
 def test_classifier_refuses_a_feature_never_observed_in_one_class():
