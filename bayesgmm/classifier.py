@@ -456,12 +456,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             V.check_option("n_components", nc, ("auto",))
             return None
         if isinstance(nc, Mapping):
-            missing = [_label(c) for c in classes if c not in nc]
-            if missing:
-                raise ValueError(
-                    f"n_components is a dict without an entry for class(es) {missing!r}: "
-                    f"give a K for every label in y")
-            ks = [nc[c] for c in classes]
+            ks = _by_label("n_components", nc, classes)
         elif isinstance(nc, numbers.Integral) and not isinstance(nc, (bool, np.bool_)):
             ks = [nc] * C
         elif isinstance(nc, (list, tuple, np.ndarray)):
@@ -491,12 +486,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             return counts / counts.sum() if cp == "empirical" else np.full(counts.size, 1 / counts.size)
         import pandas as pd
         if isinstance(cp, (Mapping, pd.Series)):
-            given = cp.to_dict() if isinstance(cp, pd.Series) else dict(cp)
-            missing = [_label(c) for c in classes if c not in given]
-            if missing:
-                raise ValueError(f"class_prior is keyed by label but has no entry for class(es) "
-                                 f"{missing!r}: give a value for every class in {classes.tolist()!r}")
-            cp = [given[c] for c in classes]
+            cp = _by_label("class_prior", cp.to_dict() if isinstance(cp, pd.Series) else cp,
+                           classes)
         try:
             arr = np.asarray(cp, dtype=np.float64)
         except (TypeError, ValueError):
@@ -1052,3 +1043,15 @@ def _kernel(family, n_features: int):
 def _label(value):
     """A label as a plain Python value, for readable error messages."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _by_label(name: str, mapping: Mapping, classes: np.ndarray) -> list:
+    """``mapping``'s values in the order of ``classes`` (a parameter keyed
+    by label; labels absent from ``classes`` are ignored, so one mapping
+    serves every cross-validation fold), or an error naming the classes it
+    lacks."""
+    missing = [_label(c) for c in classes if c not in mapping]
+    if missing:
+        raise ValueError(f"{name} is a dict without an entry for class(es) {missing!r}: give a "
+                         f"value for every label in y (classes {classes.tolist()!r})")
+    return [mapping[c] for c in classes]

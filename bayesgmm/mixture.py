@@ -1044,12 +1044,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
         X, out_device = _predict.check_input(self, X)
         device = _predict.model_device(self)
-        family = self._family()
-        w, m, c = self.weights_, self.means_, self.covariances_
-        if mixture is not None:
-            w, m, c, family = mixture
+        w, m, c, family = self._mixture_of(mixture)
         std, params, offset = self._frame(device, w, m, c, family)
         return X, out_device, std, params, device, family, offset
+
+    def _mixture_of(self, mixture: Optional[tuple]) -> tuple:
+        """(weights, means, covariances, family) of ``mixture`` (from
+        :meth:`_predictive`), or of the fitted MAP where it is None."""
+        if mixture is None:
+            return self.weights_, self.means_, self.covariances_, self._family()
+        return mixture
 
     def _predictive(self, plug_in) -> Optional[tuple]:
         """The mixture the predictions score: None for the MAP (a MAP fit,
@@ -1237,8 +1241,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         rows = np.flatnonzero(nan.any(1))
         device = _predict.model_device(self)
         mixture = self._predictive(plug_in)
-        weights, means, cov, family = (self.weights_, self.means_, self.covariances_,
-                                       self._family()) if mixture is None else mixture
+        weights, means, cov, family = self._mixture_of(mixture)
         std, params, _ = self._frame(device, weights, means, cov, family)
         p = params.map(lambda t: t.double()[None])
         K, D = means.shape              # K: the predictive's S K components after vi/nuts
@@ -1454,8 +1457,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         n_samples = V.check_int("n_samples", n_samples, 1)
         device = _predict.model_device(self)
         mixture = self._predictive(plug_in)
-        weights, means, cov, family = (self.weights_, self.means_, self.covariances_,
-                                       self._family()) if mixture is None else mixture
+        weights, means, cov, family = self._mixture_of(mixture)
         K = self.means_.shape[0]
         center = np.zeros(self.means_.shape[1])
         std = Standardizer(center=center, scale=np.ones_like(center))

@@ -203,6 +203,16 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False) -> tuple[np.ndarray, lis
     return arr, names
 
 
+def _observed(X: np.ndarray, f: int, names: Sequence[str]) -> np.ndarray:
+    """The rows whose feature ``f`` is observed (not NaN): those a 1-D
+    panel can place; an error when there are none."""
+    present = ~np.isnan(X[:, f])
+    if not present.any():
+        raise ValueError(f"feature {names[f]!r} is missing (NaN) in every row of X: "
+                         f"there is nothing to draw on it")
+    return present
+
+
 def _check_grid_size(grid_size) -> int:
     if isinstance(grid_size, (bool, np.bool_)) or not isinstance(grid_size, (int, np.integer)) \
             or grid_size < 2:
@@ -445,10 +455,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     f = _check_feature(feature, names, Xa.shape[1])
     grid_size = _check_grid_size(grid_size)
     draws = _predictive_draws(estimator, plug_in)
-    present = ~np.isnan(Xa[:, f])
-    if not present.any():
-        raise ValueError(f"feature {names[f]!r} is missing (NaN) in every row of X: "
-                         f"there is nothing to draw on it")
+    present = _observed(Xa, f, names)
     if labels is not None:
         labels = _row_labels(labels, Xa.shape[0])[present]
     x = Xa[present, f]
@@ -542,10 +549,7 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
         if hue.shape != (X.shape[0],):
             raise ValueError(f"hue has shape {hue.shape} but X has {X.shape[0]} rows: "
                              "pass one label per row of X")
-    present = ~np.isnan(X[:, f])
-    if not present.any():
-        raise ValueError(f"feature {names[f]!r} is missing (NaN) in every row of X: "
-                         f"there is nothing to draw on it")
+    present = _observed(X, f, names)
     z = z[present]
     df = pd.DataFrame({"cluster": z, names[f]: X[present, f]})
     order = list(np.unique(z))

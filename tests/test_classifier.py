@@ -707,7 +707,7 @@ def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():
     for given in (pd.Series({"c": 0.5, "b": 0.3, "a": 0.2}), {"b": 3, "a": 2, "c": 5}):
         clf = GMMClassifier(1, class_prior=given, **FAST).fit(X, y)
         np.testing.assert_allclose(clf.class_prior_, [0.2, 0.3, 0.5])
-    with pytest.raises(ValueError, match=r"no entry for class\(es\) \['c'\]"):
+    with pytest.raises(ValueError, match=r"without an entry for class\(es\) \['c'\]"):
         GMMClassifier(1, class_prior={"a": 1, "b": 1}, **FAST).fit(X, y)
     w = np.where(y == "b", 0.0, 1.0)
     with pytest.warns(UserWarning, match=r"class\(es\) \['b'\] has sample_weight 0") as rec:
