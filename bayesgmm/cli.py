@@ -160,8 +160,10 @@ def _build_parser() -> argparse.ArgumentParser:
                     "--inference vi or nuts, averaged over the posterior), in the input's "
                     "separator and decimal mark) into the output folder.  A FILE ending in "
                     ".npy is a 2-D array (rows x features, saved by np.save) fitted out of "
-                    "core: it is memory-mapped and read in row chunks, its features are named "
-                    "x0, x1, ... in params.json, and the MAP cluster of each row is written as "
+                    "core: it is memory-mapped and read in row chunks (into memory for "
+                    "--inference vi or nuts, which read every row at every step), its features "
+                    "are named x0, x1, ... in params.json, and the most probable cluster of each "
+                    "row (the posterior predictive's after vi or nuts) is written as "
                     "assignments.npy (int64) instead of assignments.csv; the CSV options "
                     "--columns, --sep, --decimal, --weights and --dropna do not apply to it.  "
                     "With --distributed, under torchrun, the processes fit the array's rows "
@@ -238,8 +240,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "cluster's probability) into the output folder; the file needs the columns the "
                     "model was fitted on.  A FILE ending in .npy is a 2-D array with the "
                     "model's features as columns, in the order it was fitted on; it is read "
-                    "in row blocks and the MAP cluster of each row is written as "
-                    "assignments.npy (int64).")
+                    "in row blocks and the most probable cluster of each row (the posterior "
+                    "predictive's for a vi or nuts model) is written as assignments.npy (int64).")
     pred.add_argument("model", metavar="MODEL", help="model file from 'bayesgmm fit --save'")
     pred.add_argument("file", metavar="FILE",
                       help="input CSV with a header row, or a 2-D .npy array (np.save)")
@@ -1058,6 +1060,8 @@ _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginaliz
                   (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
                   (r"\bn_components=(\d+)", r"-k \1"),
                   (r"^device must be", "--device must be"),
+                  (r"^device='(\w+)'", r"--device \1"),
+                  (r"use device='(\w+)' or '(\w+)'", r"use --device \1 or \2"),
                   (r"\binference='(\w+)'", r"--inference \1"),
                   (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
                   (r"\bPriors\.weight_concentration\b", "--concentration"),
@@ -1356,7 +1360,8 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     _note_at_cap(gmm, args)
     names = [f"x{j}" for j in range(D)]
     _write_outputs(gmm, names, out, args)
-    how = f"by {procs.world} processes" if procs.world > 1 else "in row chunks"
+    how = f"by {procs.world} processes" if procs.world > 1 else \
+        "into memory" if args.inference != "map" else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on {n} rows x "
           f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "

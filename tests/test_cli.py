@@ -1354,3 +1354,20 @@ def test_option_defaults_are_the_estimators():
                           ("covariance_type", "covariance_type"), ("missing", "missing"),
                           ("inference", "inference"), ("weight_prior", "weight_prior")):
         assert getattr(args, option) == defaults[param].default, option
+
+
+def test_posterior_fit_of_a_npy_and_a_missing_device_are_said_in_cli_words(tmp_path, capsys):
+    # (From an independent audit.) A .npy fitted with --inference vi is read
+    # into memory, not in row chunks as the summary said; the library's
+    # "device='cuda' ... use device='cpu'" reached the command line as is.
+    import torch
+    from bayesgmm.datasets import load_iris
+    np.save(tmp_path / "x.npy", load_iris()[["petal_length", "petal_width"]].to_numpy())
+    assert main(["fit", str(tmp_path / "x.npy"), "-k", "2", "--inference", "vi", "--threads",
+                 "1", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert "read into memory" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert main(["fit", str(tmp_path / "x.npy"), "-k", "2", "--device", "cuda",
+                     "--out", str(tmp_path / "o2")]) == 2
+        err = capsys.readouterr().err
+        assert "--device cuda but CUDA is not available" in err and "use --device cpu" in err
