@@ -199,10 +199,9 @@ def _far_limit(u: torch.Tensor, params, family, per_class: bool) -> torch.Tensor
     b = torch.where(keep, b, -math.inf)
     keep &= tie(b, b.amax(-1, keepdim=True))
     best = torch.where(keep, f[1], -math.inf).argmax(-1, keepdim=True)      # (m, 1)
-    groups = shape[0] if per_class and len(shape) == 3 else 1
-    if per_class:
+    if per_class:                      # (C, K, m): the winner's class
         best = best // shape[-2]
-    out = torch.full((u.shape[0], groups if per_class else shape[-2]), -math.inf,
+    out = torch.full((u.shape[0], shape[0] if per_class else shape[-2]), -math.inf,
                      dtype=torch.float64, device=u.device)
     return out.scatter_(-1, best, 0.0)
 

@@ -662,8 +662,9 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
 
     tensors = {name: torch.as_tensor(np.asarray(a, dtype=np.float64))
                for name, a in grouped.items()}
+    spreads = {name: spread(t) for name, t in tensors.items()}
     # NaN elements neither move nor stay.
-    moved = any(bool(np.any(spread(t) > 0)) for t in tensors.values())
+    moved = any(bool(np.any(r > 0)) for r in spreads.values())
     rhat, ess = {}, {}
     for name, t in tensors.items():
         if t.shape[1] < 4:       # split R-hat needs two halves of 2 draws per chain
@@ -678,9 +679,9 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
             e = np.where(np.isnan(e), e, np.where((e < 0) | (e > cap), cap, e))
         if not moved:
             rhat[name] = np.full(tuple(t.shape[2:]), math.nan)
-            ess[name] = np.where(np.isnan(spread(t)), math.nan, 1.0)
+            ess[name] = np.where(np.isnan(spreads[name]), math.nan, 1.0)
             continue
-        const = spread(t) == 0
+        const = spreads[name] == 0
         rhat[name] = np.where(const, 1.0, r)
         ess[name] = np.where(const, float(t.shape[0] * t.shape[1]), e)
     return rhat, ess
