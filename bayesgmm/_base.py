@@ -243,6 +243,50 @@ def effective_components(counts: np.ndarray) -> np.ndarray:
     return np.sum(np.asarray(counts) >= 1.0, axis=-1)
 
 
+def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,
+                           classes=None) -> None:
+    """One ``UserWarning`` when a MAP fit ends with at least half of a
+    mixture's components carrying (almost) nothing: weight below half a
+    row's share, 0.5 / ``rows``.
+    Under a flat (or any concentration >= 1) Dirichlet that happens when
+    splitting the data costs more under the covariance prior than it gains,
+    e.g. across the thin direction of nearly collinear features, which the
+    default prior widens: the user asked for K components and silently got
+    fewer.  ``weights`` (K,) or, for the classifier, (C, K) with ``rows``
+    (C,) the classes' rows, ``real`` (C, K) their real components and
+    ``classes`` their labels.  Called from an estimator's ``_fit``: the
+    warning points at the user's ``fit`` line."""
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    limit = 0.5 / np.atleast_1d(np.asarray(rows, dtype=np.float64))[:, None]
+    real = np.ones(w.shape, dtype=bool) if real is None else np.atleast_2d(real)
+    unused = (w < limit) & real
+    # Said where at least half of a mixture's components are unused: a
+    # surplus component or two starving on data that fewer describe (16
+    # Gaussians along a ring, 15 used) is the prior at work, not a problem.
+    said = 2 * unused.sum(1) >= real.sum(1)
+    unused &= said[:, None]
+    if not unused.any():
+        return
+    if classes is None:
+        k, K = int(unused.sum()), w.shape[1]
+        weights_said = ", ".join(f"{v:.2g}" for v in w[unused])
+        where = (f"{k} of {K} components ended with weight below half a row's share "
+                 f"(0.5/n = {float(limit[0, 0]):.2g}; weight {weights_said}): the MAP fit "
+                 f"describes the data with {K - k} (see n_effective_components_)")
+    else:
+        per = "; ".join(f"class {classes[c]!r}: {int(unused[c].sum())} of "
+                        f"{int(np.sum(real[c]))} components"
+                        for c in np.flatnonzero(unused.any(1)))
+        where = (f"components ended with weight below half a row's share of their class "
+                 f"({per}): those classes are described with fewer components than asked "
+                 f"(see n_effective_components_)")
+    warnings.warn(
+        f"{estimator}: {where}. If the data hold more clusters, the default covariance prior "
+        f"may be too wide across their thinnest direction (e.g. nearly collinear features): "
+        f"give a smaller Priors(covariance_scale=...) (full, tied) or Priors(scale_rate=...) "
+        f"(diag, spherical), or ask for fewer components", UserWarning, stacklevel=5)
+
+
 # Points on which the default covariance priors' spread is measured.
 SPREAD_SAMPLE_SIZE = 2 ** 14
 
@@ -423,6 +467,28 @@ def is_row_source(X) -> bool:
         len(getattr(X, "shape", ())) == 2
 
 
+def positive_rows(sample_weight, n: int, chunk_rows: int = 2 ** 22) -> Optional[np.ndarray]:
+    """Which of ``n`` rows have positive ``sample_weight`` (an array or a
+    row source, read in chunks): bool (n,), or None when every row does, no
+    weights are given, none is positive, or they are not n numbers (the
+    first pass over the rows, :func:`stream_data`, then refuses them with
+    the row named).  NaN and negative weights count as not positive."""
+    if sample_weight is None:
+        return None
+    try:
+        if not is_row_source(sample_weight) and np.ndim(sample_weight) == 0:
+            return None
+        if tuple(np.shape(sample_weight)) != (n,):
+            return None
+        with np.errstate(invalid="ignore"):
+            keep = np.concatenate([
+                np.asarray(sample_weight[a:a + chunk_rows], dtype=np.float64) > 0
+                for a in range(0, n, chunk_rows)])
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return None if keep.all() or not keep.any() else keep
+
+
 def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.device,
                 missing: bool, dtype: torch.dtype, picks: dict, reduce=None,
                 chunk_rows: Optional[int] = None, labels: Optional[np.ndarray] = None,
@@ -440,7 +506,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     ``labels`` (the encoded class of every row, for the classifier) the
     per-class totals are summed too and the samples keep their labels."""
     from .distributed import reduce_array
-    from .fitting import STREAM_CHUNK_ROWS, RowStream, read_rows
+    from .fitting import STREAM_CHUNK_ROWS, RowStream, check_unchanged, chunk_signature, read_rows
 
     chunk_rows = chunk_rows or STREAM_CHUNK_ROWS
     n, D = (int(v) for v in X.shape)
@@ -480,6 +546,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     picks = {k: (f(n) if callable(f) else f) for k, f in picks.items()
              if not (callable(f) and w_src is not None)}
     n_kept = 0                                 # rows of positive weight
+    signatures = []                            # each chunk's, for the later passes
     has_missing = False
     for a in range(0, n, chunk_rows):
         chunk = read_rows(X, a, a + chunk_rows)
@@ -495,6 +562,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
             # first collective (no rank may wait in one alone).
             error = exc
             break
+        signatures.append(chunk_signature(chunk, w))
         nan = np.isnan(chunk)
         has_missing = has_missing or bool(nan.any())
         W = (~nan) * (1.0 if w is None else w[:, None])
@@ -512,7 +580,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         if labels is not None:
             yc = np.asarray(labels[a:a + chunk.shape[0]])
             wc = np.ones(chunk.shape[0]) if w is None else w
-            per_class[:, 0] += np.bincount(yc, minlength=C)
+            per_class[:, 0] += np.bincount(yc, minlength=C) if w is None else \
+                np.bincount(yc, weights=(w > 0).astype(np.float64), minlength=C)
             per_class[:, 1] += np.bincount(yc, weights=wc, minlength=C)
             for d in range(D):
                 per_class[:, 2 + d] += np.bincount(yc, weights=W[:, d], minlength=C)
@@ -524,8 +593,10 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                                      None if yc is None else yc[rows]))
     from .distributed import agree
     agree(error, group, D)
-    totals = reduce_array(np.concatenate([s0, s1, [mass, n, float(has_missing), float(unfit)]]),
-                          reduce, device)
+    # The rows of positive weight, as an in-memory fit (which drops the
+    # others first) counts them.
+    totals = reduce_array(np.concatenate([s0, s1, [mass, n_kept, float(has_missing),
+                                                   float(unfit)]]), reduce, device)
     s0, s1, (mass, n_total, any_missing, unfit) = totals[:D], totals[D:2 * D], totals[2 * D:]
     if mass <= 0:
         raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
@@ -542,6 +613,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     for a in range(0, n, chunk_rows):
         chunk = read_rows(X, a, a + chunk_rows)
         w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
+        check_unchanged(signatures[a // chunk_rows], chunk, w, a)
         if late:
             pos = np.flatnonzero(w > 0)               # this chunk's kept rows, in order
             for k, idx in late.items():
@@ -576,13 +648,13 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         per_class = reduce_array(per_class, reduce, device)
         class_totals = (per_class[:, 0].astype(np.int64), per_class[:, 1], per_class[:, 2:])
     with np.errstate(all="ignore"):
-        seen = samples[next(iter(samples))][0].cpu().numpy() * scale + mean \
-            if samples else np.zeros((1, D))
+        rows = [v[0] for v in samples.values() if v[0].shape[0]]
+        seen = rows[0].cpu().numpy() * scale + mean if rows else np.zeros((1, D))
     check_overflow(std, seen, family, (mean, sd))
     stream = RowStream(X, mean, scale, device, dtype, w_src,
                        float(mass) if labels is None else class_totals[1], bool(any_missing),
                        reduce, chunk_rows, labels,
-                       None if labels is None else class_totals[0])
+                       None if labels is None else class_totals[0], signatures)
     return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
                    s0 if any_missing else None, int(n_total), reduce, stream, samples,
                    class_totals)

@@ -21,7 +21,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
-                    effective_components)
+                    effective_components, positive_rows, warn_unused_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -562,21 +562,30 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             error = exc
         agree(error, group, X.shape[1] if error is None else -1,
               None if streamed else getattr(self, "feature_names_in_", None),
-              None if group is None else shared_settings(self))
+              None if group is None else shared_settings(self), self)
         device = s.device
         D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)
         if streamed:
             # Out of core: labels in memory (encoded once), the rows read in
             # chunks and laid out per class chunk by chunk (RowStream).
-            classes, yi = self._check_y(X, y, None, group)
-            n0 = int(X.shape[0])
+            # The classes of the rows of positive weight, as in memory; the
+            # other rows keep a placeholder label (their weight is 0).
+            keep = positive_rows(sample_weight, int(X.shape[0]))
+            classes, yk = self._check_y(X, y, keep, group)
+            yi = yk if keep is None else np.zeros(keep.size, dtype=yk.dtype)
+            if keep is not None:
+                yi[keep] = yk
             cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
-            rng = np.random.default_rng([n0, 1])      # the seeding sample, past cap rows
+
+            def seed_pick(m: int) -> np.ndarray:
+                # Among the m rows of positive weight (those an in-memory
+                # fit keeps); past cap rows a sample of them.
+                return (np.arange(m) if m <= cap else np.sort(
+                    np.random.default_rng([m, 1]).choice(m, cap, replace=False)))
+
             # A warm start seeds nothing: no sample to collect.
-            picks = {} if self._warm_asked() else {
-                "seed": np.arange(n0) if n0 <= cap else np.sort(rng.choice(n0, cap,
-                                                                           replace=False))}
+            picks = {} if self._warm_asked() else {"seed": seed_pick}
             data = stream_data(self, X, sample_weight, family, device, V.allows_missing(self),
                                s.dtype, picks, reduce, labels=yi, n_groups=classes.size,
                                group=group)
@@ -780,6 +789,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.converged_ = bool(converged)
         self.device_ = device
         self.n_effective_components_ = effective_components(self.weights_ * mass[:, None])
+        if self.inference == "map":
+            warn_unused_components("GMMClassifier", self.weights_, counts, real,
+                                   [_label(c) for c in classes])
         for name in ("_posterior", "elbo_", "rhat_", "ess_", "n_divergent_"):
             if name in vars(self):
                 delattr(self, name)

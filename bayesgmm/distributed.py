@@ -153,18 +153,48 @@ def shared_settings(estimator) -> dict:
     rs = params.get("random_state")
     if not (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
         params["random_state"] = "drawn on rank 0"
+    params[WARM_KEY] = _warm_state(estimator)[0]
     return params
 
 
+#: The entry of :func:`shared_settings` that describes the fitted model a
+#: warm start continues (its values are compared by :func:`agree`).
+WARM_KEY = "the fitted model warm_start continues"
+
+
+def _warm_state(estimator) -> tuple[str, Optional[np.ndarray]]:
+    """What a fit continues under ``warm_start``: a description of the
+    fitted model's layout (shapes, K, classes; "none" for a fresh fit) and
+    its values (weights, means, covariances and resolved priors, float64,
+    NaN padding as 0), or None for a fresh fit.  Each rank continues its own
+    model, so all must hold the same one."""
+    if not estimator._warm_asked():
+        return "none (a fresh fit)", None
+    arrays = [np.asarray(getattr(estimator, name), dtype=np.float64)
+              for name in ("weights_", "means_", "covariances_")]
+    priors = estimator.priors_ if isinstance(estimator.priors_, list) else [estimator.priors_]
+    for p in priors:
+        arrays += [np.asarray(v, dtype=np.float64) for v in vars(p).values() if v is not None]
+    layout = f"shapes {[a.shape for a in arrays[:3]]}"
+    if hasattr(estimator, "classes_"):
+        layout += (f", classes {estimator.classes_.tolist()!r:.200}, "
+                   f"K {np.asarray(estimator.n_components_).tolist()}")
+    values = np.concatenate([np.nan_to_num(a.ravel()) for a in arrays])
+    return f"{layout}, {values.size} values", values
+
+
 def agree(error: Optional[BaseException], process_group, n_features: int,
-          columns: Optional[Sequence[str]] = None, settings: Optional[dict] = None) -> None:
+          columns: Optional[Sequence[str]] = None, settings: Optional[dict] = None,
+          estimator=None) -> None:
     """Collective check after each rank's own input validation: raises on
     every rank when any rank failed (the failing rank its own error), the
     shards have different numbers of features or different column names
     (``columns``: a DataFrame shard's, None without names), or the ranks'
     estimators have different ``settings`` (:func:`shared_settings`), so that
     no rank is left waiting in a collective the others never reach and no
-    fit silently sums different columns or runs different fits."""
+    fit silently sums different columns or runs different fits.  With
+    ``estimator`` under ``warm_start``, the fitted models the ranks continue
+    must also agree in value (to 1e-4 relative), not only in layout."""
     if process_group is None:
         if error is not None:
             raise error
@@ -204,6 +234,9 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
                              + ": give every rank the same columns in the same order")
         names = sorted({k for _, p in parts for k in p}, key=str)
         differ = [k for k in names if len({repr(p.get(k)) for _, p in parts}) > 1]
+        if differ == [WARM_KEY]:
+            raise _warm_mismatch("; ".join(f"rank {r}: {p.get(WARM_KEY)}"
+                                           for r, (_, p) in enumerate(parts)))
         raise ValueError(
             "the ranks' estimators have different parameters: "
             + "; ".join(f"{k}: " + ", ".join(f"rank {r} {p.get(k)!r:.60}"
@@ -211,6 +244,23 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
                         for k in differ)
             + f" (every parameter but {', '.join(RANK_LOCAL_PARAMS)} must agree, random_state "
               f"too when it is a number): construct the same estimator on every rank")
+    values = None if estimator is None else _warm_state(estimator)[1]
+    if values is not None:     # every rank's layout agrees: so do the sizes
+        t = torch.as_tensor(np.concatenate([values, -values]), dtype=torch.float64,
+                            device=_device(process_group))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=process_group)
+        t = t.cpu().numpy()
+        hi, lo = t[:values.size], -t[values.size:]
+        gap = float(np.max(np.abs(hi - lo) / (1.0 + np.abs(hi)), initial=0.0))
+        if not gap <= 1e-4:
+            raise _warm_mismatch(f"their values differ by up to {gap:.3g} (relative)")
+
+
+def _warm_mismatch(detail: str) -> ValueError:
+    return ValueError(
+        f"warm_start=True continues each rank's fitted model, and the ranks hold different "
+        f"ones ({detail}): every rank must hold the result of the same fit over the process "
+        f"group; fit with warm_start=False first")
 
 
 def shared_seeds(seeds: np.ndarray, process_group) -> np.ndarray:

@@ -209,6 +209,30 @@ def read_rows(source, a: int, b: int) -> np.ndarray:
     return rows.reshape(b - a, D).astype(np.float64, copy=False)
 
 
+def chunk_signature(raw: np.ndarray, weight: Optional[np.ndarray]) -> np.ndarray:
+    """A cheap fingerprint of one chunk of rows as read (float64, NaN kept)
+    and its weights: the count of finite entries, their sum and sum of
+    squares, the weights' sum.  A pass over an out-of-core source compares
+    each chunk's with the first pass's, so that a source modified during
+    the fit is refused rather than fitted half old, half new."""
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(raw)
+        return np.array([finite.sum(), np.sum(raw, where=finite),
+                         np.sum(raw * raw, where=finite),
+                         np.nan if weight is None else np.sum(weight)], dtype=np.float64)
+
+
+def check_unchanged(signature: np.ndarray, raw: np.ndarray, weight, a: int) -> None:
+    """Refuse chunk ``a`` when it reads differently from the first pass."""
+    now = chunk_signature(raw, weight)
+    if not np.array_equal(signature, now, equal_nan=True):
+        what = "sample_weight" if np.array_equal(signature[:3], now[:3]) else "X"
+        raise ValueError(
+            f"{what} changed during the fit: rows {a} to {a + raw.shape[0] - 1} read differently "
+            f"in a later pass over them than in the first (the file or array was modified while "
+            f"it was being fitted); fit a copy that nothing writes to, e.g. np.save it first")
+
+
 class RowStream:
     """One group of points read from an array-like in row chunks (a numpy
     memmap, an ``.npy`` file opened with ``mmap_mode``, h5py, zarr or dask
@@ -226,8 +250,11 @@ class RowStream:
     def __init__(self, source, center: np.ndarray, scale: np.ndarray, device, dtype,
                  weight=None, mass=0.0, has_missing: bool = False,
                  reduce: Optional[Callable] = None, chunk_rows: int = STREAM_CHUNK_ROWS,
-                 labels: Optional[np.ndarray] = None, counts: Optional[np.ndarray] = None):
+                 labels: Optional[np.ndarray] = None, counts: Optional[np.ndarray] = None,
+                 signatures: Optional[list] = None):
         self.source, self.weight_source = source, weight
+        # Each chunk's chunk_signature from the first pass, checked on every read.
+        self.signatures = signatures
         self.n, self.D = int(source.shape[0]), int(source.shape[1])
         self.center = torch.as_tensor(center, dtype=torch.float64, device=device)
         self.scale = torch.as_tensor(scale, dtype=torch.float64, device=device)
@@ -249,14 +276,16 @@ class RowStream:
         weights (m,) or None), one host read per chunk."""
         for a in range(0, self.n, self.chunk_rows):
             raw = read_rows(self.source, a, a + self.chunk_rows)
-            z = ((torch.as_tensor(raw, device=self.device) - self.center) / self.scale).to(self.dtype)
             w = None
             if self.weight_source is not None:
-                w = torch.as_tensor(read_rows(self.weight_source[:, None], a, a + self.chunk_rows)[:, 0]
-                                    if isinstance(self.weight_source, np.memmap) else
-                                    np.array(self.weight_source[a:a + self.chunk_rows],
-                                             dtype=np.float64), dtype=self.dtype,
-                                    device=self.device)
+                w = (read_rows(self.weight_source[:, None], a, a + self.chunk_rows)[:, 0]
+                     if isinstance(self.weight_source, np.memmap) else
+                     np.array(self.weight_source[a:a + self.chunk_rows], dtype=np.float64))
+            if self.signatures is not None:
+                check_unchanged(self.signatures[a // self.chunk_rows], raw, w, a)
+            z = ((torch.as_tensor(raw, device=self.device) - self.center) / self.scale).to(self.dtype)
+            if w is not None:
+                w = torch.as_tensor(w, dtype=self.dtype, device=self.device)
             yield a, z, w
 
     def blocks(self, gidx: torch.Tensor, rows: int):
@@ -652,8 +681,9 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     "random" draws points with probability proportional to them).  The
     points are seeded in a sorted order, so the k-means++ seeds depend
     neither on the rows' order nor on whether a point is repeated or
-    weighted (below ``SEED_SAMPLE_SIZE`` points).  Missing
-    entries (NaN) are seeded at 0, the feature's standardised mean: the
+    weighted (below ``SEED_SAMPLE_SIZE`` points), and each group's on its
+    own points and the restart's seed only, not on the other groups or its
+    place among them.  Missing entries (NaN) are seeded at 0, the feature's standardised mean: the
     seeds only start EM, which treats them exactly."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
@@ -679,8 +709,12 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 if isinstance(init, str) and P.shape[0] <= SEED_SAMPLE_SIZE else None
                 for P, w in zip(points, group_w)]
     for r in range(n_init):
-        rng = np.random.default_rng(int(seeds[r]))
         for g, P in enumerate(points):
+            # Every group draws from the restart's seed afresh: a group's
+            # seeding depends on its own points only, not on its place
+            # among the groups (a classifier's classes in sorted-label
+            # order, which renaming a class would change).
+            rng = np.random.default_rng(int(seeds[r]))
             if not isinstance(init, str):
                 c = np.asarray(init, dtype=np.float64)
                 out[r, g] = c if r == 0 else c + 0.01 * rng.standard_normal(c.shape)

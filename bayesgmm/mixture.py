@@ -18,7 +18,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
                     effective_components, sparse_concentration, concentration_for,
-                    check_same_columns, warm_priors)
+                    check_same_columns, warm_priors, warn_unused_components)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       initial_params, m_step, negative_log_joint,
@@ -555,23 +555,32 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             error = exc
         agree(error, group, X.shape[1] if error is None else -1,
               None if streamed else getattr(self, "feature_names_in_", None),
-              None if group is None else shared_settings(self))
+              None if group is None else shared_settings(self), self)
         rs = V.check_random_state(self.random_state)
         seeds = shared_seeds(rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1), group)
         warm_asked = self._warm_asked()
         if streamed:
             K0 = self._components()      # None for "auto", which screens no restarts
-            n0 = int(X.shape[0])
-            screen_n = (screen_rows(n0, K0) if K0 is not None and s.n_init > 1
-                        and s.em_max_iter > 0 and not warm_asked and group is None else None)
-            picks = {}
-            if screen_n is not None:    # the rows an in-memory fit would screen on
-                picks["screen"] = np.sort(np.random.default_rng(int(seeds[-1])).choice(
-                    n0, screen_n, replace=False))
-            elif not warm_asked:
-                cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
-                picks["seed"] = (np.arange(n0) if n0 <= cap else np.sort(
-                    np.random.default_rng([int(seeds[-1]), 1]).choice(n0, cap, replace=False)))
+            screens = (K0 is not None and s.n_init > 1 and s.em_max_iter > 0
+                       and not warm_asked and group is None)
+            cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
+            seed = int(seeds[-1])
+
+            # Picks among the m rows of positive weight (the rows an in-memory
+            # fit keeps): the screening subsample where it would screen on
+            # one, else the seeding sample.
+            def screen_pick(m: int) -> np.ndarray:
+                rows = screen_rows(m, K0) if screens else None
+                return (np.zeros(0, dtype=np.int64) if rows is None else
+                        np.sort(np.random.default_rng(seed).choice(m, rows, replace=False)))
+
+            def seed_pick(m: int) -> np.ndarray:
+                if screens and screen_rows(m, K0) is not None:
+                    return np.zeros(0, dtype=np.int64)
+                return (np.arange(m) if m <= cap else np.sort(
+                    np.random.default_rng([seed, 1]).choice(m, cap, replace=False)))
+
+            picks = {} if warm_asked else {"screen": screen_pick, "seed": seed_pick}
             if not warm_asked and group is None:
                 # The rows an in-memory fit measures the priors' spread on.
                 picks["spread"] = spread_rows      # among the rows of positive weight
@@ -619,6 +628,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             priors = replace(priors, weight_concentration=concentration_for(sparse, K))
         self.priors_ = priors
         self.n_effective_components_ = int(effective_components(w * data.mass))
+        if self.inference == "map":
+            warn_unused_components("BayesianGMM", w, data.n_total)
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])
         self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset

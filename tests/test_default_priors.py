@@ -5,6 +5,8 @@ without widening well-separated clusters."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,61 @@ def test_classifier_default_prior_pools_the_classes_seeding():
     clf = GMMClassifier(2, random_state=0, **CPU).fit(X, y)
     typical = np.sqrt(np.diag(clf.priors_[0].covariance_scale)) / SPREAD_FACTOR
     assert np.all((typical > 0.5) & (typical < 1.5)), typical
+
+
+def _collinear_pair(seed: int = 0):
+    """Two clusters of 250 points, 4 sd apart, in two features that differ
+    by 0.001 sd: the default (diagonal) Wishart scale widens the thin
+    direction so much that the MAP leaves one component empty."""
+    rng = np.random.default_rng(seed)
+    lab = np.repeat([0, 1], 250)
+    x1 = rng.standard_normal(500) + 4 * lab
+    return np.c_[x1, x1 + 1e-3 * rng.standard_normal(500)], lab
+
+
+def test_an_empty_component_is_said_with_the_remedy_that_recovers_it():
+    from sklearn.metrics import adjusted_rand_score
+
+    X, lab = _collinear_pair()
+    with pytest.warns(UserWarning, match=r"1 of 2 components ended with weight below half a "
+                                         r"row's share.*Priors\(covariance_scale=") as rec:
+        gmm = BayesianGMM(2, random_state=0, **CPU).fit(X)
+    assert rec[0].filename == __file__                        # points at the fit call
+    assert gmm.weights_.min() < 1e-3 / X.shape[0] and gmm.n_effective_components_ == 1
+    clf_X = np.concatenate([X, X + [0.0, 1.0]])
+    with pytest.warns(UserWarning, match=r"class 'b': 1 of 2 components") as rec:
+        GMMClassifier(2, random_state=0, **CPU).fit(clf_X, np.repeat(["a", "b"], 500))
+    assert rec[0].filename == __file__
+    # The remedy the warning names: a prior scale below the thin direction's
+    # spread finds both clusters, and nothing is said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = BayesianGMM(2, random_state=0, priors=Priors(covariance_scale=1e-4),
+                            **CPU).fit(X)
+    assert adjusted_rand_score(lab, fixed.predict(X)) > 0.8
+    assert fixed.score(X) > gmm.score(X) + 2
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_surplus_components_on_ordinary_data_say_nothing(covariance_type):
+    # Under the flat Dirichlet surplus components share the data rather
+    # than empty: K = 10 on iris keeps every component, without a warning.
+    from bayesgmm.datasets import load_iris
+
+    X = load_iris().iloc[:, :4].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gmm = BayesianGMM(10, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    assert gmm.n_effective_components_ == 10
+
+
+def test_one_starving_component_of_many_says_nothing():
+    # 16 Gaussians per ring: one of them ends empty, which is the prior
+    # preferring 15, not a lost cluster; the warning needs half of them.
+    from bayesgmm.datasets import make_circles
+
+    X, y = make_circles(800, noise=0.01, random_state=42)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = GMMClassifier(16, max_iter=0, random_state=0, **CPU).fit(X, y)
+    assert clf.n_effective_components_.min() < 16

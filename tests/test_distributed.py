@@ -94,6 +94,21 @@ SCRIPT = textwrap.dedent('''
         mm, sample_weight=ws, process_group=dist.group.WORLD))
     result["zero_shard"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
         X[shard], sample_weight=np.ones(len(mm)) * (rank == 0), process_group=dist.group.WORLD))
+    # warm_start continues each rank's own fitted model: they must agree.
+    WORLD = dist.group.WORLD
+    warm = dict(warm_start=True, em_max_iter=30, max_iter=0, device="cpu", random_state=0)
+    alone = BayesianGMM(3, **warm).fit(X[shard])                   # each rank's own data
+    result["warm_differ"] = refusal(lambda: alone.fit(X[shard], process_group=WORLD))
+    result["warm_differ_kept"] = alone.means_.tolist()
+    est = BayesianGMM(3, **warm)
+    if rank == 0:
+        est.fit(X[shard])
+    result["warm_one_rank"] = refusal(lambda: est.fit(X[shard], process_group=WORLD))
+    clf = GMMClassifier(2, **warm).fit(X[shard], y[shard])
+    result["warm_clf"] = refusal(lambda: clf.fit(X[shard], y[shard], process_group=WORLD))
+    shared = BayesianGMM(3, **warm).fit(X[shard], process_group=WORLD)
+    shared.fit(X[shard], process_group=WORLD)                      # the same model: continues
+    result["warm_shared"] = shared.means_.tolist()
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -179,6 +194,22 @@ def test_ranks_refuse_shards_or_estimators_that_differ(two_ranks):
                "'c']" in r["columns"]
         assert "different parameters: n_components: rank 0 2, rank 1 3" in r["settings"]
         assert "covariance_type: rank 0 'full', rank 1 'diag'" in r["clf_settings"]
+
+
+def test_warm_start_needs_the_same_fitted_model_on_every_rank(two_ranks):
+    # Before: ranks that had fitted their own shards silently ended with
+    # different models; a rank without a fit left the other waiting in a
+    # collective (30 minutes); models of different K aborted a process.
+    (r0, r1), (X, *_) = two_ranks
+    for r in (r0, r1):
+        assert "warm_start=True continues each rank's fitted model, and the ranks hold " \
+               "different ones (their values differ by up to" in r["warm_differ"]
+        assert "rank 0: shapes [(3,), (3, 3), (3, 3, 3)]" in r["warm_one_rank"]
+        assert "rank 1: none (a fresh fit)" in r["warm_one_rank"]
+        assert "fit with warm_start=False first" in r["warm_clf"]
+    # The refused fit kept each rank's model; a shared one continues alike.
+    assert r0["warm_differ_kept"] != r1["warm_differ_kept"]
+    assert r0["warm_shared"] == r1["warm_shared"]
 
 
 def test_a_refused_memmap_shard_stops_every_rank(two_ranks):

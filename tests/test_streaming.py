@@ -93,6 +93,47 @@ def test_zero_weights_past_the_spread_sample_give_the_fit_without_those_rows(tmp
         _assert_same_fit(other, mem, rtol=1e-9)
 
 
+def test_zero_weight_rows_decide_no_screening_seeding_or_size(tmp_path, monkeypatch):
+    """Rows of weight 0 are the rows removed, streamed as in memory: whether
+    restarts are screened (and on which rows), the seeding sample and the
+    n that n_components is checked against count only the rows of positive
+    weight (the streamed fit counted every row: it screened 40,000 rows
+    where the in-memory fit saw 20,000 and did not, means 0.02 apart)."""
+    monkeypatch.setattr(fitting, "STREAM_CHUNK_ROWS", 10_000)
+    X = _data(n=(16_000, 14_000, 10_000), D=2)
+    w = np.where(np.random.default_rng(3).random(len(X)) < 0.5, 0.0, 1.0)
+    assert fitting.screen_rows(len(X), 3) is not None
+    assert fitting.screen_rows(int((w > 0).sum()), 3) is None
+    kw = dict(n_init=2, em_max_iter=100, max_iter=0, dtype="float64", **CPU)
+    mem = BayesianGMM(3, **kw).fit(X, sample_weight=w)
+    streamed = BayesianGMM(3, **kw).fit(_memmap(tmp_path, "x", X),
+                                        sample_weight=_memmap(tmp_path, "w", w))
+    _assert_same_fit(streamed, mem, rtol=1e-9)
+    assert streamed.n_iter_ == mem.n_iter_
+    few = np.zeros(200)
+    few[[3, 50, 120]] = 1.0
+    for source in (X[:200], _memmap(tmp_path, "x200", X[:200])):
+        with pytest.raises(ValueError, match="n_components=5 but only 3 sample"):
+            BayesianGMM(5, **CPU).fit(source, sample_weight=few)
+
+
+def test_streamed_classifier_leaves_out_a_class_of_zero_weight(tmp_path):
+    X = _data(D=2)
+    y = np.where(X[:, 0] > 2.5, 1, 0)
+    y[:40] = 2
+    w = np.where(y == 2, 0.0, 1.0)
+    kw = dict(dtype="float64", **CPU)
+    fits = []
+    for source, weights in ((X, w), (_memmap(tmp_path, "x", X), _memmap(tmp_path, "w", w))):
+        with pytest.warns(UserWarning, match=r"every row of class\(es\) \[2\] has sample_weight 0"):
+            fits.append(GMMClassifier(2, **kw).fit(source, y, sample_weight=weights))
+    mem, streamed = fits
+    np.testing.assert_array_equal(streamed.classes_, [0, 1])
+    for name in ("weights_", "means_", "covariances_", "class_prior_"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(mem, name), rtol=1e-6,
+                                   atol=1e-9)
+
+
 def test_a_copy_on_write_memmap_is_fitted_with_its_edits(tmp_path):
     # Its edits live in private pages: reading the file would fit the old values.
     X = _data()
@@ -318,3 +359,48 @@ def test_an_h5py_dataset_is_read_in_chunks(tmp_path, small_chunks):
         streamed = BayesianGMM(3, **kw).fit(fh["X"])
         np.testing.assert_array_equal(streamed.predict(fh["X"]), mem.predict(X32))
     _assert_same_fit(streamed, mem)
+
+
+class _ChangingSource:
+    """A row source (shape, dtype, row slicing, as h5py or zarr datasets)
+    whose rows read differently from its ``after``-th pass on, as a file
+    rewritten during a long fit would."""
+
+    def __init__(self, A, after, alter):
+        self.A, self.after, self.alter, self.passes = A, after, alter, 0
+        self.shape, self.dtype = A.shape, A.dtype
+
+    def __getitem__(self, k):
+        if isinstance(k, slice) and (k.start or 0) == 0:
+            self.passes += 1
+        out = np.array(self.A[k])
+        return self.alter(out) if self.passes > self.after else out
+
+
+def _shift(a):
+    return a + 1000.0
+
+
+def _nan_row(a):
+    a = a.copy()
+    a[min(3, len(a) - 1), 0] = np.nan
+    return a
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+@pytest.mark.parametrize("alter", [_shift, _nan_row])
+def test_a_source_modified_during_the_fit_is_refused_and_the_fit_kept(small_chunks, after,
+                                                                      alter):
+    # Before, values shifted after the first pass were fitted without a
+    # word (means near 1000 or nonsense, converged_ True), and a NaN that
+    # appeared was reported as a diverged fit.
+    X = _data(D=2)
+    gmm = BayesianGMM(3, n_init=1, **CPU).fit(X[:300])
+    before = gmm.means_.copy()
+    with pytest.raises(ValueError, match=r"X changed during the fit: rows 0 to 699 read "
+                                         r"differently in a later pass"):
+        gmm.fit(_ChangingSource(X, after, alter))
+    np.testing.assert_array_equal(gmm.means_, before)
+    unchanged = BayesianGMM(3, n_init=1, **CPU).fit(_ChangingSource(X, 10 ** 9, None))
+    np.testing.assert_allclose(unchanged.means_, BayesianGMM(3, n_init=1, **CPU).fit(X).means_,
+                               rtol=1e-5, atol=1e-6)
