@@ -20,7 +20,8 @@ import torch
 
 from . import _validation as V
 from .covariance import Covariance
-from .fitting import Callback, FitTrace, em_fit, initial_params, log_prior, negative_log_joint
+from .fitting import (Callback, FitTrace, em_fit, first_best, initial_params, log_prior,
+                      negative_log_joint)
 from .priors import MixtureParams, PriorTensors
 
 # Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
@@ -158,7 +159,7 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
             # The best SCREEN_KEEP restarts per group continue to ``tol``.
             G = mask.shape[1]
             grp = torch.arange(G, device=device).expand(SCREEN_KEEP, G)
-            order = final.argsort(0)[:SCREEN_KEEP]                          # (m, G)
+            order = torch.argsort(final, dim=0, stable=True)[:SCREEN_KEEP]  # (m, G)
             # em_max_iter bounds each restart's iterations over both stages;
             # a progress bar grows by the screen's iterations, so that the
             # two stages' never overrun it.
@@ -231,11 +232,11 @@ def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, 
     D = params.means.shape[-1]
     grp = torch.arange(G, device=final.device)
     if not auto:
-        idx = final.argmin(0)                                   # (G,)
+        idx = first_best(final).to(final.device)                # (G,)
         return params.select((idx, grp)), mask[idx, grp], None, idx
     M = B // R
     f = final.reshape(R, M, G)
-    best_r = f.argmin(0)                                        # (M, G)
+    best_r = first_best(f).to(f.device)                         # (M, G)
     var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, G)
     gl = grp.unsqueeze(0).expand(M, G)
     sel, msel = params.select((var, gl)), mask[var, gl]

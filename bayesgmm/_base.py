@@ -287,6 +287,36 @@ def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,
         f"(diag, spherical), or ask for fewer components", UserWarning, stacklevel=5)
 
 
+#: Fraction of a feature's (weighted) entries missing from which a VI fit
+#: warns that its intervals for that feature are too narrow.
+VI_MISSING_WARN = 0.1
+
+
+def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float) -> None:
+    """One ``UserWarning`` before a VI posterior is fitted to data with
+    features missing in at least :data:`VI_MISSING_WARN` of the rows.  The
+    mean-field family makes the missing entries latent values independent
+    of the parameters (see :mod:`bayesgmm.variational`), so the posterior of
+    a poorly observed feature's parameters is too narrow: 90% intervals of
+    a mean 0.16 and 0.06 wide where NUTS gives 2.2 and 0.86, with 95% of
+    that feature missing.  Called from ``_fit``: points at the user's line."""
+    if observed_mass is None:
+        return
+    missing = 1.0 - np.asarray(observed_mass, dtype=np.float64) / float(mass)
+    bad = np.flatnonzero(missing >= VI_MISSING_WARN)
+    if bad.size == 0:
+        return
+    said = ", ".join(f"{int(d)} ({missing[d]:.0%})" for d in bad[:10])
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    warnings.warn(
+        f"{estimator} with inference='vi': feature(s) {said}{more} are missing in that share "
+        f"of the rows; the mean-field posterior treats missing entries as latent values "
+        f"independent of the parameters, so its credible intervals and draws for those "
+        f"features' parameters are too narrow (up to an order of magnitude where most "
+        f"entries are missing); use inference='nuts' for their intervals", UserWarning,
+        stacklevel=5)
+
+
 # Points on which the default covariance priors' spread is measured.
 SPREAD_SAMPLE_SIZE = 2 ** 14
 

@@ -21,7 +21,8 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
-                    effective_components, positive_rows, warn_unused_components)
+                    effective_components, positive_rows, warn_unused_components,
+                    warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -796,6 +797,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if name in vars(self):
                 delattr(self, name)
         if self.inference == "vi":
+            warn_vi_missing("GMMClassifier", data.observed_mass, data.mass)
             self._fit_posterior(data, yi, family, params, mask_c, pt, ll_offset,
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":

@@ -1031,6 +1031,23 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
 # ----------------------------------------------------------------------------
 # SVI
 # ----------------------------------------------------------------------------
+#: Losses within this relative difference of the lowest count as tied.
+TIE_RTOL = 1e-10
+
+
+def first_best(losses) -> torch.Tensor:
+    """Index along the first dimension of the lowest loss, taken as the
+    first among those within :data:`TIE_RTOL` (relative) of it; NaN counts
+    as +inf.  Restarts that reach one optimum end with losses that differ
+    in their last bits, by an amount that depends on how the sums were
+    taken (one process or several, float32 parameters); the first keeps
+    the choice, and with it the components' order, the same either way."""
+    f = torch.nan_to_num(torch.as_tensor(losses, dtype=torch.float64), nan=math.inf)
+    best = f.min(0).values
+    near = f <= best + TIE_RTOL * best.abs()
+    return near.to(torch.int8).argmax(0)
+
+
 def svi_converged(losses: Sequence[float], window: int, n_samples: float, tol: float) -> bool:
     """SVI's stopping rule: the best loss of the last ``window`` steps beats
     the best before them by less than ``tol`` nats per sample per step.

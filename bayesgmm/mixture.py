@@ -18,9 +18,11 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
                     effective_components, sparse_concentration, concentration_for,
-                    check_same_columns, warm_priors, warn_unused_components)
+                    check_same_columns, warm_priors, warn_unused_components,
+                    warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
+                      first_best,
                       initial_params, m_step, negative_log_joint,
                       observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
                       svi_fit)
@@ -640,6 +642,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.device_ = device
         self._online = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
+        if posterior is not None and posterior.method == "vi":
+            warn_vi_missing("BayesianGMM", data.observed_mass, data.mass)
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
         return self
@@ -969,12 +973,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         best if EM stopped short; or SVI on every restart."""
         if s.em_max_iter == 0:
             runs = self._svi(Xt, groups, start, mask, pt, family, s, backend, callback, seed)
-            best = int(np.argmin([r.losses[-1] for r in runs]))
+            best = int(first_best([r.losses[-1] for r in runs]))
             return _Fit(runs[best], [r.losses for r in runs], best)
         em = em_fit(screen, start, mask, pt, family, s.em_max_iter, s.tol, callback)
         restart_losses = [em.history(r) for r in range(em.losses.shape[0])]
         if screen is groups:
-            best = int(np.argmin([h[-1] for h in restart_losses]))
+            best = int(first_best([h[-1] for h in restart_losses]))
             # The kept restart converged if it stopped before the budget
             # (em.converged is every restart's).
             iters = int(em.iterations[best, 0])
@@ -1030,7 +1034,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if reps.size == 1:
             best = int(reps[0])
         elif np.isfinite(whole).any():
-            best = int(rep[np.argmin(whole)])
+            best = int(rep[int(first_best(whole))])
         else:                 # every restart diverged: the guard after the fit says so
             return _Run(em.params.select((0, 0)), restart_losses[0],
                         int(em.iterations[0, 0]), False), 0

@@ -94,6 +94,16 @@ SCRIPT = textwrap.dedent('''
         mm, sample_weight=ws, process_group=dist.group.WORLD))
     result["zero_shard"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
         X[shard], sample_weight=np.ones(len(mm)) * (rank == 0), process_group=dist.group.WORLD))
+    # Two restarts at one optimum, their losses apart in the last bits
+    # (which way depends on how the sums were taken): the same one is kept.
+    rng = np.random.default_rng(0)
+    c5 = rng.normal(0, 4, (3, 5))
+    X5 = np.concatenate([rng.normal(c5[i], 1.0, (80, 5)) for i in range(3)])
+    X5 = X5[rng.permutation(len(X5))]
+    tie = BayesianGMM(3, covariance_type="tied", n_init=2, em_max_iter=100, max_iter=50,
+                      random_state=0, device="cpu", dtype="float64")
+    tie.fit(X5[:50] if rank == 0 else X5[50:], process_group=dist.group.WORLD)
+    result["tie"] = {"means_": tie.means_.tolist(), "best": tie.best_restart_}
     # warm_start continues each rank's own fitted model: they must agree.
     WORLD = dist.group.WORLD
     warm = dict(warm_start=True, em_max_iter=30, max_iter=0, device="cpu", random_state=0)
@@ -194,6 +204,19 @@ def test_ranks_refuse_shards_or_estimators_that_differ(two_ranks):
                "'c']" in r["columns"]
         assert "different parameters: n_components: rank 0 2, rank 1 3" in r["settings"]
         assert "covariance_type: rank 0 'full', rank 1 'diag'" in r["clf_settings"]
+
+
+def test_restarts_tied_to_the_last_bits_keep_the_one_process_choice(two_ranks):
+    (r0, r1), _ = two_ranks
+    rng = np.random.default_rng(0)
+    c5 = rng.normal(0, 4, (3, 5))
+    X5 = np.concatenate([rng.normal(c5[i], 1.0, (80, 5)) for i in range(3)])
+    X5 = X5[rng.permutation(len(X5))]
+    one = BayesianGMM(3, covariance_type="tied", n_init=2, em_max_iter=100, max_iter=50,
+                      random_state=0, device="cpu", dtype="float64").fit(X5)
+    for r in (r0, r1):
+        assert r["tie"]["best"] == one.best_restart_
+        np.testing.assert_allclose(r["tie"]["means_"], one.means_, rtol=1e-6, atol=1e-9)
 
 
 def test_warm_start_needs_the_same_fitted_model_on_every_rank(two_ranks):

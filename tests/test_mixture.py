@@ -569,6 +569,21 @@ def test_same_optimum_groups_restarts_by_their_final_loss():
     np.testing.assert_array_equal(same_optimum(np.array([5.0])), [0])
 
 
+def test_the_first_of_restarts_tied_to_the_last_bits_is_kept():
+    # Two restarts at one optimum: a distributed fit summed their losses to
+    # ...778 and ...775, one process to ...775 and ...780, and the two kept
+    # different restarts (the same mixture with its components permuted).
+    from bayesgmm.fitting import first_best
+
+    for losses in ([1969.1471673203778, 1969.1471673203775],
+                   [1969.1471673203775, 1969.147167320378]):
+        assert int(first_best(losses)) == 0
+    assert int(first_best([3.0, 2.0, 2.0 + 1e-6])) == 1          # a real difference
+    assert int(first_best([np.nan, 5.0, np.inf])) == 1             # NaN is no optimum
+    cols = torch.tensor([[2.0, 7.0], [1.0, 7.0 * (1 + 1e-13)], [1.0, 6.0]], dtype=torch.float64)
+    assert first_best(cols).tolist() == [1, 2]
+
+
 def test_restarts_at_one_optimum_are_not_scored_again(monkeypatch):
     """Well-separated data: every screened restart reaches the same optimum
     (screen losses equal to ~1e-12), so none is scored on all the data

@@ -530,3 +530,27 @@ def test_classifier_posterior_samples_and_credible_intervals(covariance_type):
         clf.posterior_samples(41)
     with pytest.raises(ValueError, match="this GMMClassifier was fitted with inference='map'"):
         GMMClassifier([2, 1], device="cpu").fit(X, y).credible_interval("means")
+
+
+def test_vi_with_a_mostly_missing_feature_warns_that_its_intervals_are_too_narrow():
+    # The mean-field family makes missing entries latent values independent
+    # of the parameters: with feature 2 missing in 90% of the rows its mean's
+    # 90% interval came out narrower than those of the observed features,
+    # where NUTS (and the 1/sqrt(n_observed) rule) give one several times wider.
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (100, 3)), rng.normal(6, 1, (100, 3))])
+    X[rng.random(200) < 0.9, 2] = np.nan
+    kw = dict(missing="marginalize", covariance_type="diag", random_state=0, device="cpu")
+    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(9\d%\) are missing .* too narrow.*"
+                                         r"inference='nuts'") as rec:
+        vi = BayesianGMM(2, inference="vi", **kw).fit(X)
+    assert rec[0].filename == __file__
+    lo, hi = vi.credible_interval("means", 0.9)
+    width = hi - lo
+    # What the warning says: no wider than the fully observed features'.
+    assert width[:, 2].max() < 2 * width[:, :2].max()
+    with pytest.warns(UserWarning, match=r"GMMClassifier with inference='vi': feature\(s\) 2"):
+        GMMClassifier(1, inference="vi", **kw).fit(X, np.repeat([0, 1], 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BayesianGMM(2, inference="vi", **kw).fit(np.where(np.isnan(X), 0.0, X))
