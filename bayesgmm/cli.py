@@ -180,6 +180,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
                           "(default: .); CSV only")
+    fit.add_argument("--thousands", type=_decimal_mark, metavar="CHAR",
+                     help="thousands separator of the numbers in the file, ',' for 1,817 or "
+                          "'.' for 1.817,5 (default: none); CSV only")
     fit.add_argument("--weights", metavar="COLUMN",
                      help="column holding each row's weight, how many times the row counts "
                           "(numbers >= 0, not all 0; 0 leaves the row out of the fit, though it "
@@ -249,6 +252,9 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="field separator (default: detected, as for fit); CSV only")
     pred.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                       help="decimal mark of the numbers in the file (default: .); CSV only")
+    pred.add_argument("--thousands", type=_decimal_mark, metavar="CHAR",
+                      help="thousands separator of the numbers in the file (default: none); "
+                           "CSV only")
     pred.add_argument("--missing", choices=_MISSING,
                       help="empty cells (NaN) in the model's columns: 'marginalize' assigns "
                            "such rows from their other columns, 'error' refuses them "
@@ -287,7 +293,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     try:
         code = _run(argv)
         # Output to a pipe is buffered: a reader that went away shows up here.
-        sys.stdout.flush()
+        if sys.stdout is not None:          # None when the shell closed it (>&-)
+            sys.stdout.flush()
         return code
     except BrokenPipeError:
         # Python's "Note on SIGPIPE": the interpreter flushes stdout once more at
@@ -297,6 +304,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+    except OSError as exc:
+        # Standard output that cannot be written (a full disk): said in one
+        # line, as every other error is.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            print(f"bayesgmm: error: cannot write the output: {_reason(exc)}", file=sys.stderr)
+        return 2
 
 
 def _run(argv: Optional[Sequence[str]]) -> int:
@@ -641,7 +654,7 @@ def _sniff_separator(path: str, decimal: str) -> str:
     return in_header[0] if in_header else fallback
 
 
-def _read_csv(path: str, sep: Optional[str], decimal: str):
+def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
     """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
     if not os.path.exists(path):
@@ -657,7 +670,8 @@ def _read_csv(path: str, sep: Optional[str], decimal: str):
             # the first field as a row label and shifts every column; with
             # index_col=False it warns and drops the last field.  Both lose data.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, sep=sep, decimal=decimal, index_col=False)
+            df = pd.read_csv(path, sep=sep, decimal=decimal, thousands=thousands,
+                             index_col=False)
     except pd.errors.ParserWarning:
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {sep!r}); check the separator (--sep) and the decimal mark "
@@ -676,6 +690,14 @@ def _read_csv(path: str, sep: Optional[str], decimal: str):
         raise CLIError(f"cannot read {path!r} as CSV: {msg}{hint}") from None
     if df.shape[0] == 0:
         raise CLIError(f"{path!r} has a header but no data rows")
+    names = [str(c).strip() for c in df.columns]
+    if all(re.fullmatch(_NUMBER, n) for n in names) and \
+            any(re.search(r"[.,eE]", n) for n in names):
+        raise CLIError(f"the first line of {path!r} holds numbers ({', '.join(names[:3])}"
+                       f"{', ...' if len(names) > 3 else ''}), not column names: the file "
+                       f"needs a header row (without one its first data row would be taken as "
+                       f"the names); add one, e.g. {','.join(f'x{j}' for j in range(min(3, len(names))))}"
+                       f"{',...' if len(names) > 3 else ''}")
     return df, sep
 
 
@@ -683,6 +705,24 @@ def _is_number_column(s) -> bool:
     import pandas as pd
     # the estimator's rule: real numbers (bool included), not complex
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_complex_dtype(s)
+
+
+# A number as written in any common format (decimal point or comma,
+# thousands separators, an exponent).
+_NUMBER = r"[+-]?(?=[\d.,]*\d)[\d.,]+([eE][+-]?\d+)?"
+# Every comma a thousands separator: 1,817 or 12,345,678.5.
+_THOUSANDS_COMMA = r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"
+
+
+def _other_format_example(s) -> Optional[str]:
+    """A value of text column ``s`` when every value is a number as written
+    in some format (so the column is numbers that the reading's decimal mark
+    and thousands separator did not take), else None."""
+    values = s.dropna().astype(str).str.strip()
+    if values.empty or not values.str.fullmatch(_NUMBER).all():
+        return None
+    marked = values.str.contains(r"[.,]")
+    return values[marked].iloc[0] if marked.any() else values.iloc[0]
 
 
 def _decimal_comma_example(s) -> Optional[str]:
@@ -770,10 +810,25 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # put the answer into the clusters.  Left out, and said.  The
         # --weights column is left out silently: the user named it.
         labels = [c for c in numeric if c.strip().lower() in _LABEL_NAMES]
+        # A row index written by DataFrame.to_csv (an unnamed first column of
+        # 0..n-1) and the columns a previous fit wrote (cluster, p_cluster_k)
+        # are not features either: fitted, they drive the clusters by row
+        # order or by an earlier answer.
+        first = df.columns[0]
+        index = [str(first)] if (
+            str(first) in numeric and re.fullmatch(r"Unnamed: 0|\s*", str(first))
+            and df.shape[0] > 1 and np.array_equal(
+                df[first].to_numpy(), np.arange(df.shape[0]) + df[first].iloc[0])
+            and df[first].iloc[0] in (0, 1)) else []
+        earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
+        labels = [c for c in numeric if c in labels or c in index or c in earlier]
         columns = [c for c in numeric if c not in labels]
         if labels and columns:
+            kinds = ", ".join(k for k, v in (("labels", set(labels) - set(index) - set(earlier)),
+                                             ("a row index", index),
+                                             ("an earlier fit's output", earlier)) if v)
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
-                  f"labels; name them with --columns to use them", file=sys.stderr)
+                  f"{kinds}; name them with --columns to use them", file=sys.stderr)
         elif labels:
             raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like labels, "
                            f"not features: name the columns to fit with --columns")
@@ -784,8 +839,32 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         if commas:
             name, example = next(iter(commas.items()))
             rest = "" if args.columns else " (or leave them out with --columns)"
+            values = df[name].dropna().astype(str).str.strip()
+            commas_only = values[values.str.contains(",", regex=False)]
+            if commas_only.str.fullmatch(_THOUSANDS_COMMA).all():
+                # 1,817 reads either way: say both, not the one that may be wrong.
+                raise CLIError(
+                    f"column(s) {list(commas)} of {path!r} hold numbers with commas ({name}: "
+                    f"{example!r}): add --decimal , if the comma is the decimal mark (1,5 = "
+                    f"1.5), or --thousands , if it separates thousands (1,817 = 1817){rest}")
             raise CLIError(f"column(s) {list(commas)} of {path!r} hold numbers with decimal "
                            f"commas ({name}: {example!r}): add --decimal ,{rest}")
+    # Numbers in another format than the reading's (dot decimals under
+    # --decimal ,; thousands separators) read as text: left out by the
+    # default rule, the column would silently be missing from the fit.
+    formats = {c: e for c in (columns if args.columns else candidates)
+               if c != weights and not _is_number_column(df[c])
+               and (e := _other_format_example(df[c])) is not None}
+    if formats:
+        name, example = next(iter(formats.items()))
+        read = f"decimal mark {args.decimal or '.'!r}" + (
+            f" and thousands separator {args.thousands!r}" if getattr(args, "thousands", None)
+            else " and no thousands separator")
+        rest = "" if args.columns else "; or leave them out with --columns"
+        raise CLIError(f"column(s) {list(formats)} of {path!r} hold numbers that do not read "
+                       f"with {read} ({name}: {example!r}): give the file's format with "
+                       f"--decimal and --thousands (--decimal , for 1,5; --thousands , for "
+                       f"1,817; --decimal , --thousands . for 1.817,5){rest}")
     # A column of numbers with a stray text value (e.g. '?') reads as text:
     # left out by the default rule, it would silently be missing from the
     # fit.  Refused, naming the cell, whether named or by default.
@@ -954,14 +1033,38 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
               f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
 
 
-def _check_model_path(path: str) -> None:
-    """Refuse a ``--save`` target that cannot be written, before fitting."""
+def _check_model_path(path: str, data: Optional[str] = None) -> None:
+    """Refuse a ``--save`` target that cannot be written, or that is the
+    input file ``data``, before fitting: a file that does not exist yet is
+    created and removed again, so that a name the system refuses (too long,
+    a read-only place) is said now, not after the fit."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise CLIError(f"--save {path!r} is a folder: give a file name, e.g. model.bgmm")
     if not os.path.isdir(folder):
         raise CLIError(f"cannot save the model to {path!r}: the folder {folder!r} does not "
                        f"exist; create it or choose another --save")
+    _refuse_input_as_output(data, path, "--save")
+    try:
+        if os.path.exists(path):
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(path)
+    except OSError as exc:
+        raise CLIError(f"cannot save the model to {path!r}: {_reason(exc)}; choose another "
+                       f"--save") from None
+
+
+def _refuse_input_as_output(data: Optional[str], target, option: str) -> None:
+    """Refuse writing ``target`` (an output of ``option``) where it is the
+    input file ``data``."""
+    with contextlib.suppress(OSError):
+        same = data is not None and os.path.exists(target) and os.path.samefile(data, target)
+    if same:
+        raise CLIError(f"{option} would overwrite the input file {data!r} (as {str(target)!r}), "
+                       f"destroying the data: choose another {option}")
 
 
 def _fit(args) -> int:
@@ -972,7 +1075,7 @@ def _fit(args) -> int:
                        f"the array), and {args.file!r} is read as CSV: save the data with "
                        f"np.save('data.npy', x) and fit that")
     args.decimal = args.decimal or "."
-    df, sep = _read_csv(args.file, args.sep, args.decimal)
+    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands)
     marginalize = args.missing == "marginalize"
     columns = _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
     weight = _read_weights(df, args)
@@ -983,9 +1086,11 @@ def _fit(args) -> int:
         if w is not None:
             fitted[keep] = w > 0   # weight 0: left out of the fit
         _check_observed(df, columns, fitted, args.file)
-    out = _prepare_out(args.out, _FIT_FILES)
+    for name in _FIT_FILES:
+        _refuse_input_as_output(args.file, Path(args.out) / name, "--out")
     if args.save:
-        _check_model_path(args.save)
+        _check_model_path(args.save, args.file)
+    out = _prepare_out(args.out, _FIT_FILES)
     # Every kept row is predicted below, weight 0 included: such rows are
     # left out of the fit only.
     gmm = _fit_estimator(args, df.loc[keep, columns], sample_weight=w)
@@ -1025,10 +1130,11 @@ def _predict(args) -> int:
                        f"its {model.n_features_in_} feature(s) instead of a CSV file")
     marginalize = getattr(model, "missing", "error") == "marginalize"
     args.decimal = args.decimal or "."
-    df, sep = _read_csv(args.file, args.sep, args.decimal)
+    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands)
     args.columns = columns
     _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
     keep = _rows_to_use(df, columns, args, marginalize)
+    _refuse_input_as_output(args.file, Path(args.out) / "assignments.csv", "--out")
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
@@ -1048,6 +1154,7 @@ _CSV_ONLY = {
                 "to fit, e.g. np.save('part.npy', x[:, [0, 2]])"),
     "sep": "a .npy array is binary and has no separator; leave --sep out",
     "decimal": "a .npy array is binary and has no decimal mark; leave --decimal out",
+    "thousands": "a .npy array is binary and has no thousands separator; leave --thousands out",
     "weights": ("it names a CSV column, and a .npy array has none; leave --weights out "
                 "(weighted fits of arrays: BayesianGMM.fit(X, sample_weight=w) in Python)"),
     "dropna": ("for NaN in a .npy array pass --missing marginalize (rows fitted and assigned "
@@ -1337,9 +1444,11 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     def prepare() -> Optional[Path]:
         if procs.rank != 0:
             return None
-        out = _prepare_out(args.out, _NPY_FILES)
+        for name in _NPY_FILES:
+            _refuse_input_as_output(args.file, Path(args.out) / name, "--out")
         if args.save:
-            _check_model_path(args.save)
+            _check_model_path(args.save, args.file)
+        out = _prepare_out(args.out, _NPY_FILES)
         return out
 
     out = procs.together(prepare)
@@ -1384,6 +1493,7 @@ def _predict_npy(args, model) -> int:
         raise CLIError(f"{args.file!r} has {X.shape[1]} column(s) but the model {args.model!r} "
                        f"was fitted on {D} feature(s){names}: give them as the columns, in "
                        f"that order")
+    _refuse_input_as_output(args.file, Path(args.out) / "assignments.npy", "--out")
     out = _prepare_out(args.out, ("assignments.npy",))
     counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "

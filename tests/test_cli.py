@@ -201,7 +201,8 @@ def test_console_script_help_documents_every_option():
     assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
-                   "--decimal", "--weights", "--missing", "--dropna", "--save", "--distributed",
+                   "--decimal", "--thousands", "--weights", "--missing", "--dropna", "--save",
+                   "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
                    "--n-chains", "--n-warmup", "--threads", "--max-iter"):
         assert option in text
@@ -210,7 +211,8 @@ def test_console_script_help_documents_every_option():
     assert "{map,vi,nuts}" in text and "{dirichlet,dirichlet_process}" in text
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
-    for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal", "--out"):
+    for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal",
+                   "--thousands", "--out"):
         assert option in pred
     demo = runs["demo"].stdout
     assert runs["demo"].returncode == 0
@@ -1371,3 +1373,77 @@ def test_posterior_fit_of_a_npy_and_a_missing_device_are_said_in_cli_words(tmp_p
                      "--out", str(tmp_path / "o2")]) == 2
         err = capsys.readouterr().err
         assert "--device cuda but CUDA is not available" in err and "use --device cpu" in err
+
+
+def test_number_formats_index_columns_headers_and_the_input_file_are_guarded(tmp_path):
+    # From an audit of the CLI's input handling: each of these gave exit 0 and
+    # a wrong fit, or destroyed the input.
+    df, truth = _two_blobs(3)
+    income = np.r_[np.full(120, 600.0), np.full(60, 1800.0)] + np.arange(180)
+    quoted = [f'"{v:,.0f}"' for v in income]                   # "628", "1,817"
+    (tmp_path / "thousands.csv").write_text(
+        "income,x\n" + "".join(f"{q},{x}\n" for q, x in zip(quoted, df["x"])))
+    (tmp_path / "dots.csv").write_text(                          # 28.2 next to 1,5
+        "a;b\n" + "".join(f"{x:.1f};{str(y).replace('.', ',')}\n"
+                          for x, y in zip(df["x"], df["y"])))
+    df.to_csv(tmp_path / "indexed.csv")                           # ",x,y" and 0..n-1
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    df.to_csv(tmp_path / "noheader.csv", index=False, header=False)
+    df.to_csv(tmp_path / "inplace.csv", index=False)
+    (tmp_path / "ow").mkdir()
+    df.to_csv(tmp_path / "ow" / "assignments.csv", index=False)
+    fast = ["-k", "2", "--n-init", "1", "--max-iter", "0"]
+    t = tmp_path
+    runs = _run_side_by_side({
+        "ambiguous": (["fit", t / "thousands.csv", *fast, "--out", t / "o1"], False),
+        "thousands": (["fit", t / "thousands.csv", *fast, "--thousands", ",", "--out",
+                       t / "o2"], False),
+        "dots": (["fit", t / "dots.csv", *fast, "--decimal", ",", "--out", t / "o3"], False),
+        "indexed": (["fit", t / "indexed.csv", *fast, "--out", t / "o4"], False),
+        "plain": (["fit", t / "plain.csv", *fast, "--out", t / "o5"], False),
+        "noheader": (["fit", t / "noheader.csv", *fast, "--out", t / "o6"], False),
+        "inplace": (["fit", t / "inplace.csv", *fast, "--out", t / "o7", "--save",
+                     t / "inplace.csv"], False),
+        "ow": (["fit", t / "ow" / "assignments.csv", *fast, "--out", t / "ow"], False),
+        "long": (["fit", t / "plain.csv", *fast, "--out", t / "o8", "--save",
+                  t / ("m" * 300 + ".bgmm")], False),
+    })
+    err = _one_error_line(runs["ambiguous"])
+    assert "hold numbers with commas (income: '1," in err
+    assert "--decimal , if the comma is the decimal mark" in err and "--thousands ," in err
+    assert runs["thousands"].returncode == 0, runs["thousands"].stderr
+    means = np.asarray(json.loads((t / "o2" / "params.json").read_text())["means"])[:, 0]
+    np.testing.assert_allclose(np.sort(means), [income[:120].mean(), income[120:].mean()],
+                               rtol=1e-3)                        # 1,817 read as 1817
+    err = _one_error_line(runs["dots"])
+    assert "column(s) ['a'] of" in err and "do not read with decimal mark ','" in err
+    assert "(a: '" in err and "--thousands" in err
+    assert runs["indexed"].returncode == 0
+    assert "left out column(s) ['Unnamed: 0']" in runs["indexed"].stderr
+    assert "look like a row index" in runs["indexed"].stderr
+    assert json.loads((t / "o4" / "params.json").read_text())["means"] == \
+        json.loads((t / "o5" / "params.json").read_text())["means"]
+    err = _one_error_line(runs["noheader"])
+    assert "holds numbers (" in err and "needs a header row" in err
+    err = _one_error_line(runs["inplace"])
+    assert "--save would overwrite the input file" in err
+    assert (t / "inplace.csv").read_text() == (t / "plain.csv").read_text()
+    err = _one_error_line(runs["ow"])
+    assert "--out would overwrite the input file" in err
+    assert (t / "ow" / "assignments.csv").read_text() == (t / "plain.csv").read_text()
+    err = _one_error_line(runs["long"])
+    assert "cannot save the model to" in err and "File name too long" in err
+    assert not (t / "o8").exists()                               # said before the fit
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_unwritable_standard_output_is_one_line(tmp_path):
+    df, _ = _two_blobs(0)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([_console_script(), "fit", str(tmp_path / "d.csv"), "-k", "2",
+                              "--n-init", "1", "--max-iter", "0", "--out", str(tmp_path / "o")],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == "bayesgmm: error: cannot write the output: No space left on device"
