@@ -623,6 +623,14 @@ def _refuse_nul_bytes(path: str) -> None:
     # pandas reads NUL bytes into names and values without a word (a column
     # can vanish into its neighbour's name); text CSVs never hold them.
     with open(path, "rb") as f:
+        head = f.read(4)
+        kinds = {b"\x1f\x8b": "a gzip-compressed file: decompress it first (gunzip)",
+                 b"PK\x03\x04": ("a zip archive (.zip, .npz, .xlsx): extract the CSV, or save "
+                                 "an array with np.save as .npy")}
+        for magic, kind in kinds.items():
+            if head.startswith(magic):
+                raise CLIError(f"{path!r} is {kind}; bayesgmm reads CSV text or a .npy array")
+        f.seek(0)
         while chunk := f.read(1 << 20):
             if b"\0" in chunk:
                 raise CLIError(f"{path!r} contains NUL bytes: it is a binary file or UTF-16 "
@@ -690,6 +698,11 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"cannot read {path!r} as CSV: {msg}{hint}") from None
     if df.shape[0] == 0:
         raise CLIError(f"{path!r} has a header but no data rows")
+    # A separator at the end of every line (some spreadsheet exports) makes
+    # an unnamed, empty last column: nothing to fit, dropped.
+    phantom = [c for c in df.columns[1:] if re.fullmatch(r"Unnamed: \d+", str(c))
+               and df[c].isna().all()]
+    df = df.drop(columns=phantom)
     names = [str(c).strip() for c in df.columns]
     if all(re.fullmatch(_NUMBER, n) for n in names) and \
             any(re.search(r"[.,eE]", n) for n in names):
@@ -1115,6 +1128,9 @@ def _fit(args) -> int:
 
 def _predict(args) -> int:
     from .mixture import BayesianGMM
+    if os.path.isdir(args.model):
+        raise CLIError(f"model {args.model!r} is a folder, not a model file (make one with "
+                       f"'bayesgmm fit FILE.csv --save MODEL')")
     if not os.path.isfile(args.model):
         raise CLIError(f"model file not found: {args.model!r} (make one with "
                        f"'bayesgmm fit FILE.csv --save MODEL')")

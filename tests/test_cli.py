@@ -1447,3 +1447,25 @@ def test_an_unwritable_standard_output_is_one_line(tmp_path):
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == "bayesgmm: error: cannot write the output: No space left on device"
+
+
+def test_compressed_files_trailing_separators_and_a_folder_as_model(tmp_path, capsys):
+    import gzip
+
+    df, truth = _two_blobs(1)
+    text = df.to_csv(index=False)
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(text.encode()))
+    np.savez(tmp_path / "d.npz", x=df.to_numpy())
+    # A separator ending every line (spreadsheet exports): an empty, unnamed column.
+    (tmp_path / "trail.csv").write_text("".join(line + ",\n" for line in text.splitlines()))
+    (tmp_path / "model.bgmm").mkdir()
+    fast = ["-k", "2", "--n-init", "1", "--max-iter", "0"]
+    assert main(["fit", str(tmp_path / "d.csv.gz"), *fast]) == 2
+    assert "is a gzip-compressed file: decompress it first" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "d.npz"), *fast]) == 2
+    assert "is a zip archive (.zip, .npz, .xlsx)" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "trail.csv"), *fast, "--out", str(tmp_path / "o")]) == 0
+    assert "2 column(s) ['x', 'y']" in capsys.readouterr().out
+    _assert_means(json.loads((tmp_path / "o" / "params.json").read_text()), truth)
+    assert main(["predict", str(tmp_path / "model.bgmm"), str(tmp_path / "trail.csv")]) == 2
+    assert "is a folder, not a model file" in capsys.readouterr().err
