@@ -315,16 +315,16 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         V.check_option("init", self.init, INIT_OPTIONS)
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    ("map", "vi", "nuts"))
+        # Checked whatever the inference (see BayesianGMM._posterior_settings).
+        V.check_int("n_samples", self.n_samples, 1)
+        V.check_int("n_chains", getattr(self, "n_chains", 4), 1)
+        V.check_int("n_warmup", getattr(self, "n_warmup", 300), 0)
         if inference != "map":
-            V.check_int("n_samples", self.n_samples, 1)
             if steps > 0:
                 raise ValueError(
                     f"inference={inference!r} gives the posterior of each class's generative "
                     f"mixture, but discriminative_steps={steps} moves the parameters off it: "
                     f"set discriminative_steps=0, or inference='map'")
-        if inference == "nuts":
-            V.check_int("n_chains", getattr(self, "n_chains", 4), 1)
-            V.check_int("n_warmup", getattr(self, "n_warmup", 300), 0)
         if inference == "vi":
             if s.max_iter == 0:
                 raise ValueError("inference='vi' runs up to max_iter iterations, but "

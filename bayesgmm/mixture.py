@@ -718,11 +718,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 "weight_prior='dirichlet_process' chooses the number of components itself, "
                 "with n_components as its truncation: give an integer n_components (e.g. 10), "
                 "not 'auto'")
-        if inference == "map":
-            return None
+        # Checked whatever the inference, as scikit-learn checks every
+        # parameter: a bad value must not wait in a fitted or saved model
+        # until a search over inference reaches "vi".
         n_samples = V.check_int("n_samples", self.n_samples, 1)
         n_chains = V.check_int("n_chains", self.n_chains, 1)
         n_warmup = V.check_int("n_warmup", self.n_warmup, 0)
+        if inference == "map":
+            return None
         if group is not None:
             raise ValueError(
                 f"inference={inference!r} runs on all the rows in one process, but "

@@ -473,6 +473,8 @@ def test_wrong_feature_count_at_predict(three_blobs):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n_components="many"), r"n_components must be one of \['auto'\]"),
+    (dict(n_samples=-1), r"n_samples must be >= 1, got -1"),     # under inference="map" too
+    (dict(n_chains=0), r"n_chains must be >= 1, got 0"),
     (dict(n_components={0: 1, 1: 1}), r"without an entry for class\(es\) \[2\]"),
     (dict(n_components=[1, 0, 1]), r"n_components\[1\] must be >= 1"),
     (dict(n_components=1.5), "n_components must be an int"),

@@ -438,11 +438,36 @@ def test_bad_input_is_rejected_with_a_clear_message(X, match):
         BayesianGMM(2, **CPU).fit(X)
 
 
+def test_an_object_column_of_numbers_is_numbers(petal):
+    # As scikit-learn takes it (after astype(object) or a concat); it was
+    # refused as non-numeric, though the same values as an array were taken.
+    from decimal import Decimal
+
+    a = petal.to_numpy().ravel()
+    df = pd.DataFrame({"a": a, "b": np.arange(a.size) % 7 / 10})
+    obj = df.astype({"a": object})
+    dec = df.assign(b=[Decimal(str(v)) for v in df["b"]])
+    kw = dict(n_init=1, random_state=0, dtype="float64", **CPU)
+    ref = BayesianGMM(2, **kw).fit(df)
+    for other in (obj, dec):
+        fit = BayesianGMM(2, **kw).fit(other)
+        np.testing.assert_allclose(fit.means_, ref.means_, rtol=1e-12)
+        np.testing.assert_array_equal(fit.predict(other), ref.predict(df))
+    mixed = df.astype({"a": object})
+    mixed.loc[3, "a"] = "x"
+    with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['a'\]"):
+        BayesianGMM(2, **kw).fit(mixed)
+
+
 @pytest.mark.parametrize("params,match", [
     (dict(n_components=0), r"n_components must be >= 1, got 0"),
     (dict(n_components="3"), r"n_components must be an integer, got '3'"),
     (dict(n_components=5), r"n_components=5 but only 4 sample\(s\): use n_components <= 4"),
     (dict(n_init=0), r"n_init must be >= 1, got 0"),
+    # posterior settings are checked under the default inference="map" too
+    (dict(n_samples=-1), r"n_samples must be >= 1, got -1"),
+    (dict(n_chains=0), r"n_chains must be >= 1, got 0"),
+    (dict(n_warmup=-3), r"n_warmup must be >= 0, got -3"),
     (dict(tol=-1.0), r"tol must be >= 0.0, got -1.0"),
     (dict(learning_rate=0), r"learning_rate must be > 0.0, got 0.0"),
     (dict(init="kmeanz"), r"init must be one of .* got 'kmeanz'"),
