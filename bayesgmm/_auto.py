@@ -232,11 +232,11 @@ def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, 
     D = params.means.shape[-1]
     grp = torch.arange(G, device=final.device)
     if not auto:
-        idx = first_best(final).to(final.device)                # (G,)
+        idx = first_best(final)                                 # (G,), on final's device
         return params.select((idx, grp)), mask[idx, grp], None, idx
     M = B // R
     f = final.reshape(R, M, G)
-    best_r = first_best(f).to(f.device)                         # (M, G)
+    best_r = first_best(f)                                      # (M, G)
     var = best_r * M + torch.arange(M, device=final.device).unsqueeze(1)   # (M, G)
     gl = grp.unsqueeze(0).expand(M, G)
     sel, msel = params.select((var, gl)), mask[var, gl]
