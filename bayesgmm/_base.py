@@ -287,6 +287,32 @@ def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,
         f"(diag, spherical), or ask for fewer components", UserWarning, stacklevel=5)
 
 
+def warn_not_converged(estimator: str, s: FitSettings, n_iter: int, stacklevel: int) -> None:
+    """scikit-learn's ``ConvergenceWarning`` after a MAP fit whose kept
+    mixture stopped at its iteration budget (``converged_`` False), naming
+    the stage that ran out and the remedy.  Not said with ``tol=0``: that
+    asks for the whole budget (Pyro's tutorial takes a fixed number of SVI
+    steps), so reaching it is what was asked for."""
+    if s.tol <= 0:
+        return
+    from sklearn.exceptions import ConvergenceWarning
+    if s.max_iter == 0:
+        stage = f"EM used its em_max_iter={s.em_max_iter} iterations"
+        remedy = "raise em_max_iter"
+    elif s.em_max_iter == 0:
+        stage = f"SVI used its max_iter={s.max_iter} steps"
+        remedy = "raise max_iter"
+    else:
+        stage = (f"EM used its em_max_iter={s.em_max_iter} iterations, then the SVI that "
+                 f"continues it its max_iter={s.max_iter} steps")
+        remedy = "raise em_max_iter (EM is the faster stage) or max_iter"
+    warnings.warn(
+        f"{estimator}: the fit stopped before converging ({stage}, {n_iter} in all, the loss "
+        f"still changing by more than tol={s.tol:g} nats per point): {remedy}, or loosen tol; "
+        f"the parameters are where it stopped and converged_ is False",
+        ConvergenceWarning, stacklevel=stacklevel + 1)
+
+
 #: Fraction of a feature's (weighted) entries missing from which a VI fit
 #: warns that its intervals for that feature are too narrow.
 VI_MISSING_WARN = 0.1

@@ -21,7 +21,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
-                    effective_components, positive_rows, warn_unused_components,
+                    effective_components, positive_rows, warn_not_converged, warn_unused_components,
                     warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
@@ -250,6 +250,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     n_divergent_ : ndarray of int of shape (n_classes,)
         Only after ``inference="nuts"``: divergent transitions per class.
     converged_ : bool
+        Whether the MAP fit stopped by its rule (EM's, or SVI's where SVI
+        continued it) rather than at ``em_max_iter``/``max_iter``; a fit
+        that ran out of budget warns (scikit-learn's ``ConvergenceWarning``,
+        not with ``tol=0``).
     device_ : torch.device
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -738,7 +742,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 params = svi.params.select(0).where(better, params)
                 losses = torch.where(better, svi_losses, losses)
                 n_iter += svi.n_iter
-                converged = converged and svi.converged
+                converged = svi.converged
             if auto:
                 # The chosen K's entry at the fitted (polished) mixture: the
                 # BIC of the model the estimator holds.
@@ -793,6 +797,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if self.inference == "map":
             warn_unused_components("GMMClassifier", self.weights_, counts, real,
                                    [_label(c) for c in classes])
+            if not converged:
+                warn_not_converged("GMMClassifier", s, int(n_iter), stacklevel=4)
         for name in ("_posterior", "elbo_", "rhat_", "ess_", "n_divergent_"):
             if name in vars(self):
                 delattr(self, name)

@@ -367,7 +367,7 @@ def _fit_estimator(args, X, **kwargs):
             # any other (a stage that fell back, from torch or Pyro) as
             # Python shows it.  Said also when the fit then fails.
             for w in caught:
-                if w.category is UserWarning and w.filename == _FIT_CALLER:
+                if issubclass(w.category, UserWarning) and w.filename == _FIT_CALLER:
                     print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
                 else:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -1190,7 +1190,12 @@ _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginaliz
                   (r"\bPriors\.weight_concentration\b", "--concentration"),
                   (r"BayesianGMM with (--inference)", r"\1"),
                   (r"\bn_warmup\b", "--n-warmup"), (r"\bn_samples\b", "--n-samples"),
-                  (r"\bn_chains\b", "--n-chains"), (r"\bmax_iter\b", "--max-iter"),
+                  (r"\bn_chains\b", "--n-chains"),
+                  # A MAP fit at its budget: EM's is not an option here.
+                  (r"raise em_max_iter \(EM is the faster stage\) or max_iter, or loosen tol",
+                   "raise max_iter"),
+                  (r" and converged_ is False$", ""),
+                  (r"\bmax_iter\b", "--max-iter"),
                   (r"\bn_components\b", "-k"))
 
 

@@ -18,7 +18,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
                     effective_components, sparse_concentration, concentration_for,
-                    check_same_columns, warm_priors, warn_unused_components,
+                    check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
@@ -354,6 +354,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         EM iterations plus SVI steps of the kept restart (for "auto": its
         scan iterations plus those of the polish).
     converged_ : bool
+        Whether the MAP fit stopped by its rule (EM's, or SVI's where SVI
+        continued it) rather than at ``em_max_iter``/``max_iter``; a fit
+        that ran out of budget warns (scikit-learn's ``ConvergenceWarning``,
+        not with ``tol=0``).
     device_ : torch.device
     n_partial_fits_ : int
         Only after :meth:`partial_fit`: its calls since the last ``fit``
@@ -632,6 +636,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_effective_components_ = int(effective_components(w * data.mass))
         if self.inference == "map":
             warn_unused_components("BayesianGMM", w, data.n_total)
+            if not fit.kept.converged:
+                warn_not_converged("BayesianGMM", s, fit.kept.n_iter, stacklevel=4)
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])
         self.restart_losses_ = [np.asarray(r, dtype=np.float64) + offset
@@ -1007,7 +1013,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         tail = [] if keep_svi else [em_run.losses[-1:]]
         run = _Run(svi.params if keep_svi else em_run.params,
                    np.concatenate([em_run.losses[:-1], svi.losses, *tail]),
-                   em_run.n_iter + svi.n_iter, em_run.converged and svi.converged)
+                   em_run.n_iter + svi.n_iter, svi.converged)
         return _Fit(run, restart_losses, best)
 
     @staticmethod

@@ -464,10 +464,11 @@ def elbo(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
 
 def warn_unconverged(n_iter: int, tol: float, stacklevel: int, what: str = "the ELBO") -> None:
     """The warning of a variational fit that stopped at ``max_iter`` before
-    its tolerance."""
+    its tolerance: scikit-learn's ``ConvergenceWarning``, as a MAP fit's."""
+    from sklearn.exceptions import ConvergenceWarning
     warnings.warn(f"the variational fit was still improving after {n_iter} iterations ({what} "
                   f"gained more than tol={tol} nats per point in the last): raise max_iter",
-                  UserWarning, stacklevel=stacklevel + 1)
+                  ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 def _group_index(groups: Groups, P: int, device) -> torch.Tensor:

@@ -1469,3 +1469,20 @@ def test_compressed_files_trailing_separators_and_a_folder_as_model(tmp_path, ca
     _assert_means(json.loads((tmp_path / "o" / "params.json").read_text()), truth)
     assert main(["predict", str(tmp_path / "model.bgmm"), str(tmp_path / "trail.csv")]) == 2
     assert "is a folder, not a model file" in capsys.readouterr().err
+
+
+def test_a_map_fit_out_of_budget_is_said_in_the_command_lines_words():
+    """The command line sets only SVI's budget (--max-iter; EM keeps its
+    500): the library's ConvergenceWarning of a MAP fit at both budgets
+    (raised here by a real fit) reads as '... raise --max-iter', naming no
+    parameter the command line lacks."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bayesgmm import BayesianGMM
+    from bayesgmm.cli import _message
+    blobs, _ = _two_blobs(1)
+    with pytest.warns(ConvergenceWarning) as caught:
+        BayesianGMM(2, em_max_iter=2, max_iter=3, device="cpu", random_state=0).fit(blobs)
+    said = _message(caught[0].message)
+    assert said.endswith("raise --max-iter; the parameters are where it stopped"), said
+    assert "--max-iter=3 steps" in said and "tol" not in said.split("):")[-1]

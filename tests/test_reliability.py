@@ -6,6 +6,7 @@ state never corrupted, and the closed-form assignments checked against
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pyro
@@ -474,3 +475,58 @@ def test_a_dataframe_column_named_twice_is_named_as_such():
     fitted = BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(X[:, :2])
     with pytest.raises(ValueError, match="named more than once"):
         fitted.predict(df)
+
+
+@pytest.mark.parametrize("budget, stage", [
+    (dict(em_max_iter=3, max_iter=0), r"EM used its em_max_iter=3 iterations, 3 in all.*"
+                                      r"raise em_max_iter, or loosen tol"),
+    (dict(em_max_iter=0, max_iter=5), r"SVI used its max_iter=5 steps, 5 in all.*"
+                                      r"raise max_iter, or loosen tol"),
+    (dict(em_max_iter=3, max_iter=5), r"EM used its em_max_iter=3 iterations, then the SVI "
+                                      r"that continues it its max_iter=5 steps, 8 in all.*"
+                                      r"raise em_max_iter"),
+])
+def test_a_fit_out_of_budget_warns_as_scikit_learn_does(budget, stage):
+    """scikit-learn's ConvergenceWarning (GaussianMixture's), naming the
+    stage whose budget ran out and the remedy, pointing at the user's fit
+    line, for both estimators; converged_ False.  tol=0 (every step asked
+    for, as Pyro's tutorial) is not warned about."""
+    from sklearn.exceptions import ConvergenceWarning
+    X, y = _blobs()
+    for name, fit in (("BayesianGMM", lambda **kw: BayesianGMM(2, **kw).fit(X)),
+                      ("GMMClassifier", lambda **kw: GMMClassifier(2, **kw).fit(X, y))):
+        with pytest.warns(ConvergenceWarning, match=f"^{name}: the fit stopped before "
+                                                    f"converging \\({stage}") as caught:
+            est = fit(random_state=0, **budget, **CPU)
+        assert not est.converged_
+        assert [w.filename for w in caught] == [__file__]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            assert not fit(random_state=0, tol=0.0, **budget, **CPU).converged_
+
+
+def test_default_fits_converge_without_a_warning():
+    from sklearn.exceptions import ConvergenceWarning
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        for ct in COVARIANCE_TYPES:
+            assert BayesianGMM(2, covariance_type=ct, random_state=0, **CPU).fit(X).converged_
+            assert GMMClassifier(2, covariance_type=ct, random_state=0, **CPU).fit(X, y) \
+                .converged_
+
+
+def test_svi_that_converges_after_em_ran_out_makes_the_fit_converged():
+    """EM stopped at em_max_iter=2, SVI continued it to its own rule: the
+    fit converged (no warning), SVI's steps in the history (the first
+    release's bookkeeping called it unconverged whatever SVI did)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from bayesgmm.datasets import load_iris
+    iris = load_iris()
+    X, y = iris.select_dtypes("number").to_numpy(), iris.iloc[:, -1].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        gmm = BayesianGMM(3, em_max_iter=2, max_iter=3000, random_state=0, **CPU).fit(X)
+        clf = GMMClassifier(2, em_max_iter=2, max_iter=3000, random_state=0, **CPU).fit(X, y)
+    assert gmm.converged_ and 2 < gmm.n_iter_ < 2 + 3000 and len(gmm.losses_) > 10
+    assert clf.converged_ and 2 < clf.n_iter_ < 2 + 3000
