@@ -357,7 +357,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Whether the MAP fit stopped by its rule (EM's, or SVI's where SVI
         continued it) rather than at ``em_max_iter``/``max_iter``; a fit
         that ran out of budget warns (scikit-learn's ``ConvergenceWarning``,
-        not with ``tol=0``).
+        not with ``tol=0`` nor after minibatch SVI, which runs ``max_iter``
+        steps by design).
     device_ : torch.device
     n_partial_fits_ : int
         Only after :meth:`partial_fit`: its calls since the last ``fit``
@@ -636,7 +637,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_effective_components_ = int(effective_components(w * data.mass))
         if self.inference == "map":
             warn_unused_components("BayesianGMM", w, data.n_total)
-            if not fit.kept.converged:
+            # Minibatch SVI runs its max_iter steps by design (its losses
+            # are too noisy for the stopping rule): nothing to warn about.
+            if not fit.kept.converged and (self.batch_size is None or s.max_iter == 0):
                 warn_not_converged("BayesianGMM", s, fit.kept.n_iter, stacklevel=4)
         self.losses_ = np.asarray(fit.kept.losses, dtype=np.float64) + offset
         self.loss_ = float(self.losses_[-1])

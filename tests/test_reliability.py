@@ -490,7 +490,8 @@ def test_a_fit_out_of_budget_warns_as_scikit_learn_does(budget, stage):
     """scikit-learn's ConvergenceWarning (GaussianMixture's), naming the
     stage whose budget ran out and the remedy, pointing at the user's fit
     line, for both estimators; converged_ False.  tol=0 (every step asked
-    for, as Pyro's tutorial) is not warned about."""
+    for, as Pyro's tutorial) and minibatch SVI (max_iter steps by design)
+    are not warned about."""
     from sklearn.exceptions import ConvergenceWarning
     X, y = _blobs()
     for name, fit in (("BayesianGMM", lambda **kw: BayesianGMM(2, **kw).fit(X)),
@@ -503,6 +504,14 @@ def test_a_fit_out_of_budget_warns_as_scikit_learn_does(budget, stage):
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
             assert not fit(random_state=0, tol=0.0, **budget, **CPU).converged_
+    # Minibatch SVI runs its max_iter steps by design: not warned either
+    # (EM's budget, without SVI, still is).
+    minibatch = BayesianGMM(2, batch_size=32, random_state=0, **budget, **CPU)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not minibatch.fit(X).converged_
+    assert len([w for w in caught if w.category is ConvergenceWarning]) == \
+        (budget["max_iter"] == 0)
 
 
 def test_default_fits_converge_without_a_warning():
