@@ -46,6 +46,8 @@ class CLIError(Exception):
 _LABEL_NAMES = {"target", "label", "labels", "class", "species"}
 # Separators tried when the file's is not given, in order of preference.
 _SEPARATORS = ",\t;|"
+# Columns aligned by runs of spaces or tabs (pandas' regular expression).
+_WHITESPACE = r"\s+"
 _DEMO_FILES = ("loss.png", "clusters.png", "params.json")
 # The estimators' ``missing`` options (checked by _validation.allows_missing);
 # here rather than imported from there so that --help does not load torch.
@@ -53,13 +55,23 @@ _FIT_FILES = ("assignments.csv", "params.json")
 
 
 def _separator(value: str) -> str:
-    """``--sep``: one character; ``tab`` and a typed ``\\t`` mean a tab."""
+    """``--sep``: one character; ``tab`` and a typed ``\\t`` mean a tab;
+    a space, ``space`` or ``whitespace`` mean runs of spaces and tabs (columns
+    aligned by padding)."""
     if value.lower() in ("tab", "\\t"):
         return "\t"
+    if value == " " or value.lower() in ("space", "whitespace"):
+        return _WHITESPACE
     if len(value) != 1:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not one character: give the separator itself, e.g. ';', or 'tab'")
+            f"{value!r} is not one character: give the separator itself, e.g. ';', 'tab', "
+            f"or 'space' for columns aligned by spaces")
     return value
+
+
+def _sep_name(sep: str) -> str:
+    """The separator as messages name it."""
+    return "whitespace" if sep == _WHITESPACE else repr(sep)
 
 
 def _number(kind: Callable[[str], Any], what: str, give: str,
@@ -175,8 +187,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="columns to use (default: every numeric column but those named like "
                           "labels: target, label, class, species); CSV only")
     fit.add_argument("--sep", type=_separator, metavar="CHAR",
-                     help="field separator, e.g. ';'; 'tab' or '\\t' for a tab (default: "
-                          "detected from the first lines: ',', tab, ';' or '|'); CSV only")
+                     help="field separator, e.g. ';'; 'tab' or '\\t' for a tab; 'space' for "
+                          "columns aligned by spaces (default: detected from the first lines: "
+                          "',', tab, ';', '|' or aligning spaces); CSV only")
     fit.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
                           "(default: .); CSV only")
@@ -640,7 +653,9 @@ def _refuse_nul_bytes(path: str) -> None:
 def _sniff_separator(path: str, decimal: str) -> str:
     """The separator of the file's first lines: csv.Sniffer's choice among
     ``_SEPARATORS`` when the header holds it, else the first one the header
-    holds; a header with none is one column."""
+    holds; a header with none is whitespace-separated where it and the first
+    lines split at runs of spaces into the same number (> 1) of fields, else
+    one column."""
     size = 1 << 16
     with open(path, "rb") as f:
         head = f.read(size)
@@ -659,7 +674,10 @@ def _sniff_separator(path: str, decimal: str) -> str:
         sniffed = None
     if sniffed in in_header:
         return sniffed
-    return in_header[0] if in_header else fallback
+    if in_header:
+        return in_header[0]
+    fields = {len(line.split()) for line in lines}
+    return _WHITESPACE if len(fields) == 1 and fields.pop() > 1 else fallback
 
 
 def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
@@ -682,8 +700,8 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                              index_col=False)
     except pd.errors.ParserWarning:
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
-                       f"separator {sep!r}); check the separator (--sep) and the decimal mark "
-                       f"(--decimal)") from None
+                       f"separator {_sep_name(sep)}); check the separator (--sep) and the "
+                       f"decimal mark (--decimal)") from None
     except OSError as exc:
         raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
     except UnicodeDecodeError as exc:
@@ -693,7 +711,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "fields" in msg:
-            hint = (f" (read with separator {sep!r}); check the separator (--sep) and the "
+            hint = (f" (read with separator {_sep_name(sep)}); check the separator (--sep) and the "
                     f"decimal mark (--decimal)")
         raise CLIError(f"cannot read {path!r} as CSV: {msg}{hint}") from None
     if df.shape[0] == 0:
@@ -785,12 +803,16 @@ def _not_in_file_hint(df, sep: str) -> str:
     whose header holds another separator (a file of one column has none)."""
     if df.shape[1] != 1:
         return ""
-    others = [c for c in _SEPARATORS if c != sep and c in str(df.columns[0])]
-    if not others:
+    header = str(df.columns[0])
+    others = [c for c in _SEPARATORS if c != sep and c in header]
+    if others:
+        held, option = repr(others[0]), "tab" if others[0] == "\t" else repr(others[0])
+    elif sep != _WHITESPACE and len(header.split()) > 1:
+        held, option = "spaces between names", "space"
+    else:
         return ""
-    option = "tab" if others[0] == "\t" else repr(others[0])
-    return (f" (the file was read as one column with separator {sep!r}, but its header "
-            f"holds {others[0]!r}: give its separator with --sep {option})")
+    return (f" (the file was read as one column with separator {_sep_name(sep)}, but its "
+            f"header holds {held}: give its separator with --sep {option})")
 
 
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
@@ -1038,7 +1060,9 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     proba[keep] = model.predict_proba(X)
     for k in range(K):
         result[names[k + 1]] = proba[:, k]
-    _write_atomic(path, lambda p: result.to_csv(p, index=False, sep=sep, decimal=args.decimal))
+    out_sep = " " if sep == _WHITESPACE else sep       # one space reads back as whitespace
+    _write_atomic(path, lambda p: result.to_csv(p, index=False, sep=out_sep,
+                                                decimal=args.decimal))
     if names[0] != "cluster":
         clash = [c for c in ["cluster"] + [f"p_cluster_{k}" for k in range(K)]
                  if c in {str(c) for c in df.columns}]

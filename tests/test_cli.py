@@ -266,7 +266,9 @@ def script_runs(tmp_path_factory):
     stray = blobs.astype({"y": object})
     stray.loc[3, "y"] = "?"                 # one stray token in a column of numbers
     stray.to_csv(root / "stray.csv", index=False)
+    _write_aligned(blobs, root / "aligned.txt")
     cases = {
+        "aligned": ([*fit, root / "aligned.txt", "--out", root / "o_aligned"], False),
         "mine": ([*fit, root / "mine.csv", "--columns", "x", "y", "--out", root / "o_mine"],
                  False),
         "tsv_piped": ([*fit, root / "blobs.tsv", "--out", root / "o_tsv"], True),
@@ -337,6 +339,46 @@ def test_script_detects_a_tab_separator(script_runs, tmp_path, capsys):
         assert main(["fit", str(root / "blobs.tsv"), "--sep", sep, "--n-init", "1",
                      "--device", "cpu", "--out", str(out)]) == 0
         _assert_means(json.loads((out / "params.json").read_text()), truth)
+
+
+def _write_aligned(df, path) -> None:
+    """A table with its columns aligned by padding spaces (fixed-width
+    output of many programs): right-aligned fields of width 10."""
+    lines = ["".join(f"{c:>10}" for c in df.columns)]
+    lines += ["".join(f"{v:>10.3f}" for v in row) for row in df.to_numpy()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_script_reads_columns_aligned_by_spaces(script_runs, tmp_path, capsys):
+    """Detected (header and rows split at runs of spaces into the same
+    number of fields), or named with --sep space / ' ' / whitespace;
+    assignments.csv is written with single spaces, which read back the same
+    way (predict takes it); a file whose header has spaces but whose rows do
+    not line up is read as one column, and the error names --sep space."""
+    root, runs = script_runs
+    run = runs["aligned"]
+    assert run.returncode == 0, run.stderr
+    blobs, truth = _two_blobs(3)
+    params = json.loads((root / "o_aligned" / "params.json").read_text())
+    assert params["features"] == ["x", "y"]
+    _assert_means(params, truth)
+    result = pd.read_csv(root / "o_aligned" / "assignments.csv", sep=r"\s+")
+    pd.testing.assert_frame_equal(result[["x", "y"]], blobs)
+    for sep in ("space", " ", "whitespace"):
+        out = tmp_path / f"o{len(sep)}"
+        assert main(["fit", str(root / "aligned.txt"), "--sep", sep, "-k", "2", "--n-init", "1",
+                     "--device", "cpu", "--out", str(out), "--save", str(out) + ".bgmm"]) == 0
+        _assert_means(json.loads((out / "params.json").read_text()), truth)
+    again = tmp_path / "again"
+    assert main(["predict", str(tmp_path / "o5.bgmm"), str(root / "aligned.txt"), "--out",
+                 str(again)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again / "assignments.csv", sep=r"\s+"),
+                                  pd.read_csv(tmp_path / "o5" / "assignments.csv", sep=r"\s+"))
+    capsys.readouterr()
+    (tmp_path / "uneven.txt").write_text("a b\n1 2\n3 4 5\n")
+    assert main(["fit", str(tmp_path / "uneven.txt"), "-k", "1", "--out",
+                 str(tmp_path / "u")]) == 2
+    assert "give its separator with --sep space" in capsys.readouterr().err
 
 
 def test_script_ends_quietly_on_a_closed_stdout(script_runs):
