@@ -550,8 +550,10 @@ def permute(estimator, perm) -> Any:
             setattr(out, name, relabel(value, axis))
     if hasattr(out, "_online"):
         # partial_fit's running statistics are per component (in fitting's
-        # private layout): the copy starts a new average, as after a fit.
+        # private layout): the copy starts a new average, as after a fit
+        # (whose count of calls restarts too).
         out._online = None
+        out.__dict__.pop("n_partial_fits_", None)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union
 
@@ -361,9 +362,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         steps by design).
     device_ : torch.device
     n_partial_fits_ : int
-        Only after :meth:`partial_fit`: its calls since the last ``fit``
-        (the first call on an unfitted estimator, a fit of its chunk,
-        counts as one).
+        Only after :meth:`partial_fit`: its calls since its running
+        average started (at the last ``fit`` or ``load``; the first call on
+        an unfitted estimator, a fit of its chunk, counts as one).
     rhat_ : dict of str to ndarray
         Only after ``inference="nuts"``: the split R-hat of every element of
         the draws, {"weights": (K,), "means": (K, D), "covariances": ...}
@@ -1329,7 +1330,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
         After ``fit``, ``load`` or a change of data, the next call starts a
-        new running average from the current parameters.  K stays the
+        new running average from the current parameters (after ``load`` of
+        a model that was mid-stream, with a ``UserWarning``: a saved model
+        keeps its parameters, not the stream's running statistics; a
+        pickled one continues the stream).  Each later call updates the
+        parameters, ``n_effective_components_`` and ``n_partial_fits_``;
+        ``loss_`` becomes NaN (the stream's objective would need a pass
+        over every row seen), and ``losses_``, ``n_iter_`` and
+        ``converged_`` keep describing the last ``fit``.  K stays the
         fitted one, so with ``n_components="auto"`` the first call must
         follow a ``fit`` (which chooses K); a first call on an unfitted
         "auto" estimator is refused.  A later call refuses an integer
@@ -1408,6 +1416,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         state = getattr(self, "_online", None)
         if state is None:
+            if not first and getattr(self, "n_partial_fits_", 0) > 1:
+                # A loaded model: its stream's running statistics were not saved.
+                warnings.warn(
+                    f"BayesianGMM.partial_fit: this model was loaded after "
+                    f"{self.n_partial_fits_} partial_fit calls, but a saved model keeps only "
+                    f"its parameters, not the stream's running statistics: this call starts a "
+                    f"new running average from the loaded parameters, and the priors weigh "
+                    f"against the rows seen from now on. To continue a stream in another "
+                    f"process, pickle the estimator (trusted files only) instead of save",
+                    UserWarning, stacklevel=4)
             std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_,
                                          family)
             state = {"std": std, "t": 0, "mass": 0.0, "avg": None}
@@ -1427,6 +1445,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             chunk = Stats(stats.loglik / mass, stats.Nk / mass, stats.S1 / mass, stats.S2 / mass,
                           stats.ref)
             avg = state["avg"]
+            if avg is not None and avg.Nk.dtype != dtype:     # dtype changed between calls
+                avg = Stats(*(v.to(dtype) for v in (avg.loglik, avg.Nk, avg.S1, avg.S2,
+                                                   avg.ref)))
             if avg is None:
                 avg = chunk
             else:
@@ -1451,8 +1472,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.weights_, self.means_ = wts, means
         self._set_covariances(cov, family)
         state.update(t=state["t"] + 1, mass=total, avg=avg)
+        # The count restarts with a new running average (after fit or load).
+        self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (
+            not first and getattr(self, "_online", None) is not None) + 1
         self._online = state
-        self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (not first) + 1
+        if not first:
+            # The stream's objective is not known (it would need a pass over
+            # every row seen): loss_ no longer describes the parameters.
+            self.loss_ = math.nan
         self.n_effective_components_ = int(effective_components(wts * float(total)))
         return self
 

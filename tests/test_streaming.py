@@ -222,6 +222,19 @@ def test_partial_fit_first_call_is_fit_and_weights_repeat_rows():
     # n_partial_fits_ counts the calls since the last fit: a fit restarts it
     # (as it restarts the running average).
     assert a.n_partial_fits_ == 2
+    # loss_ was the first chunk's fit's; the stream's objective is not
+    # known, so a later call leaves NaN (not a stale number), while
+    # losses_, n_iter_ and converged_ still describe that fit.
+    assert BayesianGMM(3, dtype="float64", **CPU).partial_fit(first).loss_ == b.loss_
+    assert np.isnan(a.loss_) and a.losses_[-1] == b.losses_[-1]
+    # dtype changed between calls: the running statistics follow it.
+    d = BayesianGMM(3, dtype="float64", **CPU).partial_fit(first)
+    d.partial_fit(rest[:700])
+    d.set_params(dtype="float32").partial_fit(rest[700:])
+    e = BayesianGMM(3, dtype="float64", **CPU).partial_fit(first)
+    e.partial_fit(rest[:700])
+    e.partial_fit(rest[700:])
+    np.testing.assert_allclose(d.means_, e.means_, rtol=1e-5, atol=1e-5)
     a.fit(first)
     assert not hasattr(a, "n_partial_fits_")
     a.partial_fit(rest)
@@ -235,11 +248,20 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
         gmm.partial_fit(chunk)
     gmm.save(tmp_path / "m.bgmm")
     back = BayesianGMM.load(tmp_path / "m.bgmm")
+    assert back.n_partial_fits_ == 10
     Xm = X[10_000:].copy()
     Xm[np.random.default_rng(0).random(Xm.shape) < 0.2] = np.nan
     Xm[np.isnan(Xm).all(1), 0] = 0.0
-    for chunk in np.array_split(Xm, 10):
+    # A saved model keeps its parameters, not the stream's running
+    # statistics: the first call after load says it starts a new average
+    # (and the count restarts), pointing at the caller's line.
+    with pytest.warns(UserWarning, match="loaded after 10 partial_fit calls.*new running "
+                                         "average.*pickle the estimator") as caught:
+        back.partial_fit(Xm[:1000])
+    assert [w.filename for w in caught] == [__file__] and back.n_partial_fits_ == 1
+    for chunk in np.array_split(Xm[1000:], 9):
         back.partial_fit(chunk)
+    assert back.n_partial_fits_ == 10
     assert np.all(np.isfinite(back.means_))
     assert back.score(X) > gmm.score(X) - 0.01
     with pytest.raises(ValueError, match="X has 3 features"):
