@@ -1416,11 +1416,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         state = getattr(self, "_online", None)
         if state is None:
-            if not first and getattr(self, "n_partial_fits_", 0) > 1:
+            if not first and getattr(self, "n_partial_fits_", 0) >= 1:
                 # A loaded model: its stream's running statistics were not saved.
                 warnings.warn(
                     f"BayesianGMM.partial_fit: this model was loaded after "
-                    f"{self.n_partial_fits_} partial_fit calls, but a saved model keeps only "
+                    f"{self.n_partial_fits_} partial_fit call"
+                    f"{'s' if self.n_partial_fits_ != 1 else ''}, but a saved model keeps only "
                     f"its parameters, not the stream's running statistics: this call starts a "
                     f"new running average from the loaded parameters, and the priors weigh "
                     f"against the rows seen from now on. To continue a stream in another "

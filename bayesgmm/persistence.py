@@ -252,7 +252,11 @@ class _Encoder:
         # Everything that is not a constructor argument is fitted state
         # (trailing-underscore attributes, plus any private ones the estimator
         # keeps); caches an estimator can rebuild are listed in _persist_exclude.
-        state = {k: v for k, v in vars(est).items() if k not in params and k not in exclude}
+        # Sorted: the arrays are numbered in this order, so a model saved,
+        # loaded and saved again gives the same bytes (a loaded estimator's
+        # attributes come back in the file's order, not the fit's).
+        state = {k: v for k, v in sorted(vars(est).items())
+                 if k not in params and k not in exclude}
         return {"params": {k: self(v, f"{where} hyperparameter {k!r}") for k, v in params.items()},
                 "state": {k: self(v, f"{where} attribute {k!r}") for k, v in state.items()}}
 

@@ -262,6 +262,12 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
     for chunk in np.array_split(Xm[1000:], 9):
         back.partial_fit(chunk)
     assert back.n_partial_fits_ == 10
+    # One call before the save (the first is a fit of its chunk, then an
+    # average of one chunk) is a stream too.
+    one = BayesianGMM(3, **CPU).partial_fit(X[:500])
+    one.save(tmp_path / "one.bgmm")
+    with pytest.warns(UserWarning, match="loaded after 1 partial_fit call, but"):
+        BayesianGMM.load(tmp_path / "one.bgmm").partial_fit(X[500:1000])
     assert np.all(np.isfinite(back.means_))
     assert back.score(X) > gmm.score(X) - 0.01
     with pytest.raises(ValueError, match="X has 3 features"):
