@@ -553,7 +553,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 V.check_sample_weight(sample_weight, X.shape[0],
                                       all_zero="error" if group is None else "shard")
             s, max_components, disc_steps = self._check_params()
-            self._labels(X, y)
+            y = self._labels(X, y)      # 1-D from here: a column vector is warned about once
             if (group is not None or streamed) and disc_steps > 0:
                 raise ValueError("discriminative fine-tuning needs the data in one process's "
                                  "memory: set discriminative_steps=0 with process_group or "

@@ -12,7 +12,7 @@ two frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -118,6 +118,31 @@ class Priors:
     scale_rate: Optional[ArrayLike] = None
     covariance_dof: Optional[float] = None
     covariance_scale: Optional[ArrayLike] = None
+
+    def _key(self) -> tuple:
+        """The fields as hashable values: each given one as its shape and
+        float64 entries, so that equal hyperparameters compare equal
+        however they were written (1.0, np.float64(1.0); [1, 2], an
+        array)."""
+        def key(v):
+            if v is None:
+                return None
+            try:
+                a = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):     # not numbers: refused at fit time
+                return ("unconverted", repr(v))
+            return a.shape, tuple(a.ravel().tolist())
+        return tuple(key(getattr(self, f.name)) for f in fields(self))
+
+    # By value, arrays included (the generated methods compared arrays
+    # with ==, ambiguous for more than one entry, and could not hash them).
+    def __eq__(self, other) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @classmethod
     def pyro_iris(cls) -> "Priors":

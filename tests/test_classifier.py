@@ -750,3 +750,18 @@ def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():
         GMMClassifier([1, 1, 1], **FAST).fit(X, y, sample_weight=w)
     np.testing.assert_array_equal(GMMClassifier(np.array(2), **FAST).fit(X, y).n_components_,
                                   [2, 2, 2])
+
+
+def test_a_column_vector_y_is_warned_about_once_and_fits_as_1d():
+    """scikit-learn's DataConversionWarning, once (it came twice: y was
+    checked before the fit and again when encoded), and the fit of the 1-D
+    labels."""
+    from sklearn.exceptions import DataConversionWarning
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)) + np.repeat([[0, 0], [4, 0]], 30, axis=0), np.repeat([0, 1], 30)
+    kw = dict(n_init=1, random_state=0, **CPU)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        column = GMMClassifier(1, **kw).fit(X, y[:, None])
+    assert [w.category for w in caught] == [DataConversionWarning]
+    np.testing.assert_array_equal(column.means_, GMMClassifier(1, **kw).fit(X, y).means_)

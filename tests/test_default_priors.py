@@ -173,3 +173,22 @@ def test_one_starving_component_of_many_says_nothing():
         warnings.simplefilter("error")
         clf = GMMClassifier(16, max_iter=0, random_state=0, **CPU).fit(X, y)
     assert clf.n_effective_components_.min() < 16
+
+
+def test_priors_compare_and_hash_by_value_arrays_included():
+    """Equal hyperparameters are equal however written (a list, an array,
+    a numpy scalar), and hash alike; per-component arrays no longer raise
+    numpy's 'truth value of an array is ambiguous' on ==, nor TypeError on
+    hash (a fitted estimator's priors_ could not be a dict key or set
+    member)."""
+    a = Priors(weight_concentration=np.ones(3), covariance_scale=np.eye(2))
+    b = Priors(weight_concentration=[1, 1, 1], covariance_scale=[[1.0, 0.0], [0.0, 1.0]])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != Priors(weight_concentration=[1, 1, 2], covariance_scale=np.eye(2))
+    assert a != Priors(weight_concentration=np.ones(3))              # a field left None
+    assert Priors(scale_rate=1.0) == Priors(scale_rate=np.float64(1.0))
+    assert Priors(scale_rate=[1.0]) != Priors(scale_rate=1.0)        # shapes differ
+    assert Priors() == Priors() and Priors() != "Priors()"
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    fitted = BayesianGMM(3, priors=a, n_init=1, device="cpu", random_state=0).fit(X).priors_
+    assert {fitted: 1}[fitted] == 1 and fitted == fitted
