@@ -328,6 +328,17 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _run(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    _CREATED.clear()
+    code = 1
+    try:
+        code = _command(args)
+        return code
+    finally:
+        if code != 0:     # a failed run leaves no empty output folder it created
+            _remove_created()
+
+
+def _command(args) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
@@ -340,6 +351,18 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):
             print(f"bayesgmm: error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+#: Output folders this run created (deepest first), removed again if the
+#: run fails and they are still empty.
+_CREATED: list = []
+
+
+def _remove_created() -> None:
+    for folder in _CREATED:
+        with contextlib.suppress(OSError):     # not empty, or gone: left as it is
+            folder.rmdir()
+    _CREATED.clear()
 
 
 def _make_estimator(args):
@@ -470,11 +493,13 @@ def _prepare_out(path: str, names: Sequence[str]) -> Path:
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {path!r} is a file, not a folder: choose a folder "
                        f"(it is created if missing)")
+    new = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CLIError(f"cannot create output folder {path!r}: {_reason(exc)}; "
                        f"choose another --out") from None
+    _CREATED.extend(new)
     for name in names:
         if (out / name).is_dir():
             raise CLIError(f"cannot write {str(out / name)!r}: a folder of that name is in "

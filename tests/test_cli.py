@@ -462,7 +462,7 @@ def test_failed_write_reports_the_path_and_leaves_no_temporary(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err == (f"bayesgmm: error: cannot write {str(out / 'assignments.csv')!r}: "
                    f"{os.strerror(errno.ENOSPC)}; choose another --out\n")
-    assert list(out.iterdir()) == []
+    assert not out.exists()       # nothing written, and the folder the run made is gone
 
 
 def test_script_refuses_a_column_named_twice(script_runs, tmp_path, capsys):
@@ -1528,3 +1528,21 @@ def test_a_map_fit_out_of_budget_is_said_in_the_command_lines_words():
     said = _message(caught[0].message)
     assert said.endswith("raise --max-iter; the parameters are where it stopped"), said
     assert "--max-iter=3 steps" in said and "tol" not in said.split("):")[-1]
+
+
+def test_a_failed_run_leaves_no_output_folder_it_created(tmp_path, capsys):
+    """--out folders the run created (with their missing parents) are
+    removed again when it fails; a folder that existed before stays, and
+    so does one the failure left a file in."""
+    (tmp_path / "text.csv").write_text("a,b\nx,y\n")
+    assert main(["fit", str(tmp_path / "text.csv"), "--out", str(tmp_path / "new" / "o")]) == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    assert main(["fit", str(tmp_path / "text.csv"), "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "2", "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "made" / "o")]) == 0
+    assert (tmp_path / "made" / "o" / "params.json").is_file()
+    assert "no numeric columns" in capsys.readouterr().err
