@@ -845,6 +845,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     ``--weights`` column), checked here so that errors name the CLI's
     options, not the library's: each named once, present, numbers (decimal
     commas named as such) and finite (NaN too unless ``allow_nan``)."""
+    import pandas as pd
     path = args.file
     weights = getattr(args, "weights", None)
     if weights is not None and weights not in df.columns:
@@ -881,17 +882,22 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
                 df[first].to_numpy(), np.arange(df.shape[0]) + df[first].iloc[0])
             and df[first].iloc[0] in (0, 1)) else []
         earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
-        labels = [c for c in numeric if c in labels or c in index or c in earlier]
+        # A True/False column (pandas reads it as bool) is a flag, not a
+        # measurement: as 0/1 under a Gaussian, each cluster's flag variance
+        # collapses to the prior's floor and the flag alone drives the split.
+        flags = [c for c in numeric if pd.api.types.is_bool_dtype(df[c])]
+        labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags]
         columns = [c for c in numeric if c not in labels]
+        kinds = ", ".join(k for k, v in (
+            ("labels", set(labels) - set(index) - set(earlier) - set(flags)),
+            ("a row index", index), ("an earlier fit's output", earlier),
+            ("true/false flags", flags)) if v)
         if labels and columns:
-            kinds = ", ".join(k for k, v in (("labels", set(labels) - set(index) - set(earlier)),
-                                             ("a row index", index),
-                                             ("an earlier fit's output", earlier)) if v)
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
                   f"{kinds}; name them with --columns to use them", file=sys.stderr)
         elif labels:
-            raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like labels, "
-                           f"not features: name the columns to fit with --columns")
+            raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like "
+                           f"{kinds}, not features: name the columns to fit with --columns")
         candidates = [str(c) for c in df.columns]
     if args.decimal != ",":
         commas = {c: e for c in candidates if not _is_number_column(df[c])

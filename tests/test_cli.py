@@ -1546,3 +1546,25 @@ def test_a_failed_run_leaves_no_output_folder_it_created(tmp_path, capsys):
                  "--out", str(tmp_path / "made" / "o")]) == 0
     assert (tmp_path / "made" / "o" / "params.json").is_file()
     assert "no numeric columns" in capsys.readouterr().err
+
+
+def test_true_false_columns_are_left_out_by_default_with_a_note(tmp_path, capsys):
+    """A True/False column (pandas reads it as bool) is a flag, not a
+    measurement: left out of the default columns with a note, used when
+    named; a file of flags only is refused, naming --columns."""
+    blobs, truth = _two_blobs(1)
+    blobs.assign(member=np.arange(len(blobs)) % 3 == 0).to_csv(tmp_path / "f.csv", index=False)
+    assert main(["fit", str(tmp_path / "f.csv"), "-k", "2", "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    params = json.loads((tmp_path / "o" / "params.json").read_text())
+    assert params["features"] == ["x", "y"]
+    _assert_means(params, truth)
+    assert "left out column(s) ['member']" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "f.csv"), "-k", "2", "--n-init", "1", "--device", "cpu",
+                 "--columns", "x", "member", "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "params.json").read_text())["features"] == ["x", "member"]
+    blobs.assign(member=True)[["member"]].to_csv(tmp_path / "only.csv", index=False)
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "only.csv"), "--out", str(tmp_path / "o3")]) == 2
+    assert "look like true/false flags, not features: name the columns to fit with --columns" \
+        in capsys.readouterr().err
