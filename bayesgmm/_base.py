@@ -318,15 +318,19 @@ def warn_not_converged(estimator: str, s: FitSettings, n_iter: int, stacklevel: 
 VI_MISSING_WARN = 0.1
 
 
-def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float) -> None:
-    """One ``UserWarning`` before a VI posterior is fitted to data with
-    features missing in at least :data:`VI_MISSING_WARN` of the rows.  The
-    mean-field family makes the missing entries latent values independent
-    of the parameters (see :mod:`bayesgmm.variational`), so the posterior of
-    a poorly observed feature's parameters is too narrow: 90% intervals of
-    a mean 0.16 and 0.06 wide where NUTS gives 2.2 and 0.86, with 95% of
-    that feature missing.  Called from ``_fit``: points at the user's line."""
-    if observed_mass is None:
+def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float,
+                    family: Covariance) -> None:
+    """One ``UserWarning`` before a full or tied VI posterior is fitted to
+    data with features missing in at least :data:`VI_MISSING_WARN` of the
+    rows.  For those types the mean-field family makes the missing entries
+    latent values independent of the parameters (see
+    :mod:`bayesgmm.variational`), so the posterior of a poorly observed
+    feature's parameters is too narrow: 90% intervals of a mean 0.16 and
+    0.06 wide where NUTS gives 2.2 and 0.86, with 95% of that feature
+    missing.  "diag" and "spherical" fit the exact observed-data bound
+    (each feature counts its observed entries): nothing to say.  Called
+    from ``_fit``: points at the user's line."""
+    if observed_mass is None or not family.full_moments:
         return
     missing = 1.0 - np.asarray(observed_mass, dtype=np.float64) / float(mass)
     bad = np.flatnonzero(missing >= VI_MISSING_WARN)
@@ -336,11 +340,12 @@ def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: f
     more = f" and {bad.size - 10} more" if bad.size > 10 else ""
     warnings.warn(
         f"{estimator} with inference='vi': feature(s) {said}{more} are missing in that share "
-        f"of the rows; the mean-field posterior treats missing entries as latent values "
-        f"independent of the parameters, so its credible intervals and draws for those "
-        f"features' parameters are too narrow (up to an order of magnitude where most "
-        f"entries are missing); use inference='nuts' for their intervals", UserWarning,
-        stacklevel=5)
+        f"of the rows; with covariance_type='{family.name}' the mean-field posterior treats "
+        f"missing entries as latent values independent of the parameters, so its credible "
+        f"intervals and draws for those features' parameters are too narrow (up to an order "
+        f"of magnitude where most entries are missing); use inference='nuts' for their "
+        f"intervals, or covariance_type='diag', whose variational fit counts each feature's "
+        f"observed entries exactly", UserWarning, stacklevel=5)
 
 
 # Points on which the default covariance priors' spread is measured.

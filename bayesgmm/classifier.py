@@ -803,7 +803,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if name in vars(self):
                 delattr(self, name)
         if self.inference == "vi":
-            warn_vi_missing("GMMClassifier", data.observed_mass, data.mass)
+            warn_vi_missing("GMMClassifier", data.observed_mass, data.mass, family)
             self._fit_posterior(data, yi, family, params, mask_c, pt, ll_offset,
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":

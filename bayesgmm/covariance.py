@@ -84,13 +84,15 @@ def _solve_shift(Nk: torch.Tensor, S1: torch.Tensor, prec: torch.Tensor, prior_p
     reference point (exact in float32 for narrow, off-centre components):
     (N_k Lambda + Lambda_0)^-1 (Lambda S1 + Lambda_0 (m_0 - ref)), with
     Lambda_0 = diag(prior_prec).  ``prec`` (..., K, D, D) or (..., K, D)
-    (diagonal)."""
+    (diagonal; then ``Nk`` may be per feature, (..., K, D): the counts of
+    a feature's observed entries, variational Bayes with missing values)."""
     # A prior mean known to ~1e-20 of the data's spread (a constant feature
     # beside others, under one common scale) has a precision beyond float32:
     # capped, it still pins that mean where an infinity would give inf/inf.
     prior_prec = prior_prec.clamp_max(torch.finfo(prior_prec.dtype).max / 1e6)
     if prec.dim() == S1.dim():      # diagonal precision, elementwise
-        return (prec * S1 + prior_prec * prior_shift) / (Nk.unsqueeze(-1) * prec + prior_prec)
+        N = Nk if Nk.dim() == S1.dim() else Nk.unsqueeze(-1)
+        return (prec * S1 + prior_prec * prior_shift) / (N * prec + prior_prec)
     A = Nk[..., None, None] * prec + torch.diag_embed(prior_prec).expand_as(prec)
     rhs = (prec @ S1.unsqueeze(-1)).squeeze(-1) + prior_prec * prior_shift
     return torch.linalg.solve(A, rhs)
@@ -227,12 +229,14 @@ class Covariance:
     def recentre(self, S2: torch.Tensor, S1: torch.Tensor, Nk: torch.Tensor,
                  shift: torch.Tensor) -> torch.Tensor:
         """Second moments about ref + shift from those about ref:
-        S2 - d S1^T - S1 d^T + N_k d d^T (every term small when the shift is)."""
+        S2 - d S1^T - S1 d^T + N_k d d^T (every term small when the shift is).
+        Diagonal layouts take ``Nk`` per feature too, (..., K, D)."""
         if self.full_moments:
             cross = shift.unsqueeze(-1) * S1.unsqueeze(-2)
             return (S2 - cross - cross.transpose(-1, -2)
                     + Nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2))
-        return S2 - 2 * shift * S1 + Nk.unsqueeze(-1) * shift * shift
+        N = Nk if Nk.dim() == S1.dim() else Nk.unsqueeze(-1)
+        return S2 - 2 * shift * S1 + N * shift * shift
 
     def trace(self, value: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         """tr(Lambda_k S_k) per component (..., K), from the site value and

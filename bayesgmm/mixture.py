@@ -653,7 +653,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._online = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         if posterior is not None and posterior.method == "vi":
-            warn_vi_missing("BayesianGMM", data.observed_mass, data.mass)
+            warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family)
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
         return self

@@ -42,7 +42,13 @@ The ELBO computed here is the one Pyro's ``TraceEnum_ELBO`` estimates for
 (``tests/test_variational.py`` checks the two agree), for complete data.
 
 Sample weights scale each point's statistics, as in EM (integer weights
-give the fit of repeated rows).  Missing entries (NaN): the model scores a
+give the fit of repeated rows).  Missing entries (NaN), "diag" and
+"spherical": the likelihood factorises over features, so the exact bound
+scores each point by its observed coordinates (the effective constant of
+each component split by feature) and each feature's factors count that
+feature's observed entries (:func:`_observed_stats`); the bound is the one
+``TraceEnum_ELBO`` estimates for the model that masks them (tested).
+"full" and "tied": the model scores a
 point by the marginal density of its observed coordinates, whose
 expectation under a Wishart q has no closed-form optimum; so the missing
 coordinates join the variational family, q(z, x_mis) = q(z) q(x_mis | z),
@@ -73,7 +79,7 @@ from torch.distributions import constraints
 
 from ._options import WEIGHT_PRIORS
 from .covariance import Covariance
-from .fitting import Groups, e_step
+from .fitting import Groups, Stats, _softmax_stats, e_step
 from .models import stick_breaking
 from .priors import MixtureParams, PriorTensors
 
@@ -283,6 +289,20 @@ class VariationalPosterior:
         logw = self.expected_log_weights() + self.log_det_gap(family, D) - 0.5 * tr
         return MixtureParams(torch.exp(logw), self.mean, value)
 
+    def feature_terms(self, family: Covariance) -> tuple:
+        """What the exact E-step with missing entries (:func:`_observed_stats`,
+        "diag"/"spherical") needs of q: E[log w_k] (P, K), the means (P, K, D),
+        E[lambda_kd] (P, K, D), and each observed feature's constant
+        0.5 (E log lambda - log E lambda) - 0.5 E[lambda] Var(mu) (P, K, D):
+        :meth:`effective`'s per-component constant, split by feature."""
+        s = self.scale
+        D = self.mean.shape[-1]
+        prec, g = s.mean_sq, s.mean_log - 0.5 * torch.log(s.mean_sq)
+        if prec.dim() < self.mean.dim():               # spherical: one per component
+            prec, g = (v.unsqueeze(-1).expand(v.shape + (D,)) for v in (prec, g))
+        var = torch.diagonal(self.mean_cov, dim1=-2, dim2=-1)
+        return self.expected_log_weights(), self.mean, prec, g - 0.5 * prec * var
+
     def point(self, family: Covariance) -> MixtureParams:
         """A point summary: E[w], E[mu] and the covariance E[Lambda]^-1
         (scikit-learn's BayesianGaussianMixture reports the same)."""
@@ -404,11 +424,57 @@ def _dense_precision(family: Covariance, value: torch.Tensor, K: int, D: int) ->
 # ----------------------------------------------------------------------------
 # Updates
 # ----------------------------------------------------------------------------
+def _point_terms(params: MixtureParams, family: Covariance) -> tuple:
+    """:meth:`VariationalPosterior.feature_terms` of a point (CAVI's start):
+    log weights, means, precisions, no constants."""
+    prec = params.cov.pow(-2)
+    if prec.dim() < params.means.dim():
+        prec = prec.unsqueeze(-1).expand_as(params.means)
+    return torch.log(params.weights), params.means, prec, torch.zeros_like(prec)
+
+
+def _observed_stats(groups: Groups, gidx: torch.Tensor, logw: torch.Tensor, means: torch.Tensor,
+                    prec: torch.Tensor, const: torch.Tensor) -> tuple[Stats, torch.Tensor]:
+    """The E-step of the exact mean-field bound with missing entries, for
+    diagonal precisions ("diag", "spherical"): the likelihood factorises
+    over features, so a point is scored, and counts, by its observed
+    coordinates only, sum_d o_nd (c_kd + 0.5 log lambda_kd - 0.5 log 2 pi
+    - 0.5 lambda_kd (x_nd - m_kd)^2) plus E[log w_k] (``feature_terms``'
+    order of arguments).  Returns the statistics about ``means`` (loglik
+    (P,), N_k (P, K), and S1, S2 (P, K, D) over observed entries only) and
+    each feature's count of observed responsibility N_kd (P, K, D)."""
+    P, K, D = means.shape
+    base = 0.5 * torch.log(prec) - 0.5 * _LOG_2PI + const                   # (P, K, D)
+    total = None
+    for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
+        of = torch.ones_like(x) if o is None else o.to(x.dtype)             # (P or 1, D, n)
+        diff = (x.unsqueeze(-3) - means.unsqueeze(-1)) * of.unsqueeze(-3)   # (P, K, D, n)
+        logp = (logw.unsqueeze(-1) + base @ of
+                - 0.5 * (prec.unsqueeze(-1) * diff * diff).sum(-2))         # (P, K, n)
+        lse, r = _softmax_stats(logp, w, -2)
+        rd = diff * r.unsqueeze(-2)
+        part = (lse.sum(-1), r.sum(-1), rd.sum(-1), (rd * diff).sum(-1),
+                r @ of.transpose(-1, -2))
+        total = part if total is None else tuple(a + b for a, b in zip(total, part))
+    ll, Nk, S1, S2, Nkd = total
+    return Stats(ll, Nk, S1, S2, means.detach()), Nkd
+
+
+def _exact_missing(groups: Groups, family: Covariance) -> bool:
+    """Whether missing entries take the exact observed-data bound (diagonal
+    precisions) rather than the latent-coordinates one (full, tied)."""
+    return groups.has_missing and not family.full_moments
+
+
 def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
-            weight_prior: str, mask: Optional[torch.Tensor] = None) -> VariationalPosterior:
+            weight_prior: str, mask: Optional[torch.Tensor] = None,
+            Nkd: Optional[torch.Tensor] = None) -> VariationalPosterior:
     """Every global factor updated from the E-step's statistics (about the
     effective means ``eff.means``): weights, then the means given E[Lambda]
-    of ``eff``, then the covariances given the new q(means)."""
+    of ``eff``, then the covariances given the new q(means).  ``Nkd``
+    (P, K, D): per-feature counts of the observed entries
+    (:func:`_observed_stats`; diagonal precisions only), which then weigh
+    each feature's factors."""
     Nk, K = stats.Nk, stats.Nk.shape[-1]
     D = stats.S1.shape[-1]
     if weight_prior == "dirichlet" or K == 1:     # one component: no stick to break
@@ -421,11 +487,15 @@ def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
     # own conditional update given the precision E[Lambda].
     prec = _dense_precision(family, eff.cov, K, D)
     P0 = torch.diag_embed(pt.mean_scale.pow(-2).clamp_max(torch.finfo(Nk.dtype).max / 1e6))
-    Pm = Nk[..., None, None] * prec + P0
+    if Nkd is None:
+        Pm = Nk[..., None, None] * prec + P0
+    else:                          # diagonal precisions, counted per feature
+        Pm = torch.diag_embed(Nkd * torch.diagonal(prec, dim1=-2, dim2=-1)) + P0
     mean_cov = torch.cholesky_inverse(torch.linalg.cholesky(Pm))
     mean_cov = 0.5 * (mean_cov + mean_cov.transpose(-1, -2))
-    shift = family.mean_shift(Nk, stats.S1, eff.cov, pt, stats.ref)
-    S = family.recentre(stats.S2, stats.S1, Nk, shift)        # scatter about the new means
+    counts = Nk if Nkd is None else Nkd
+    shift = family.mean_shift(counts, stats.S1, eff.cov, pt, stats.ref)
+    S = family.recentre(stats.S2, stats.S1, counts, shift)    # scatter about the new means
     mean = stats.ref + shift
     out = VariationalPosterior(weight_prior, wa, wb, mean, mean_cov, mask=mask)
     if family.full_moments:
@@ -436,11 +506,12 @@ def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
             out.dof, out.wishart_inv = pt.dof + Nk.sum(-1), pt.psi + scatter.sum(-3)
         out.wishart_inv = 0.5 * (out.wishart_inv + out.wishart_inv.transpose(-1, -2))
     else:
-        c = S + Nk.unsqueeze(-1) * torch.diagonal(mean_cov, dim1=-2, dim2=-1)
+        per = Nk.unsqueeze(-1).expand_as(S) if Nkd is None else Nkd     # (P, K, D)
+        c = S + per * torch.diagonal(mean_cov, dim1=-2, dim2=-1)
         if family.name == "spherical":
-            out.scale = InverseScale(pt.scale_shape + D * Nk, pt.scale_rate, c.sum(-1))
+            out.scale = InverseScale(pt.scale_shape + per.sum(-1), pt.scale_rate, c.sum(-1))
         else:
-            out.scale = InverseScale(pt.scale_shape + Nk.unsqueeze(-1), pt.scale_rate, c)
+            out.scale = InverseScale(pt.scale_shape + per, pt.scale_rate, c)
     return out
 
 
@@ -450,9 +521,11 @@ def score(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
     q (sum_n log sum_k exp(E[log w_k p(x_n | k)]) - KL(q || prior)), and
     the points each component carries, E_q[N_k] (P, K): one pass over the
     data."""
-    eff = q.effective(family)
-    stats = e_step(groups, eff, _group_index(groups, eff.weights.shape[0], eff.weights.device),
-                   family)
+    gidx = _group_index(groups, q.mean.shape[0], q.mean.device)
+    if _exact_missing(groups, family):
+        stats = _observed_stats(groups, gidx, *q.feature_terms(family))[0]
+    else:
+        stats = e_step(groups, q.effective(family), gidx, family)
     return stats.loglik - q.kl(pt, family), stats.Nk
 
 
@@ -519,14 +592,22 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     gidx = _group_index(groups, P, start.weights.device)
     n = groups.mass.to(torch.float64).clamp_min(1e-300)
     n = n[gidx] if n.numel() > 1 else n
+    exact = _exact_missing(groups, family)
+    Nkd = None
     eff = start
-    stats = e_step(groups, eff, gidx, family)
-    q = _update(stats, eff, pt, family, weight_prior, mask)
+    if exact:
+        stats, Nkd = _observed_stats(groups, gidx, *_point_terms(start, family))
+    else:
+        stats = e_step(groups, eff, gidx, family)
+    q = _update(stats, eff, pt, family, weight_prior, mask, Nkd)
     history, converged, it = [], False, 0
     last = value = None
     for it in range(1, max_iter + 1):
         eff = q.effective(family)
-        stats = e_step(groups, eff, gidx, family)
+        if exact:
+            stats, Nkd = _observed_stats(groups, gidx, *q.feature_terms(family))
+        else:
+            stats = e_step(groups, eff, gidx, family)
         value = stats.loglik - q.kl(pt, family)
         history.append(value)
         if callback is not None:
@@ -536,7 +617,7 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
             break
         if it == max_iter:
             break
-        q = _update(stats, eff, pt, family, weight_prior, mask)
+        q = _update(stats, eff, pt, family, weight_prior, mask, Nkd)
         last = value
     counts = stats.Nk
     if value is None:            # max_iter = 0: score the first update
