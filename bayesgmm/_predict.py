@@ -117,15 +117,13 @@ def split_missing(z: torch.Tensor, allow: bool, scale: np.ndarray
 class MissingRows:
     """The scores of a block's rows with missing entries, shared by both
     estimators: the observed coordinates' marginal
-    (:func:`bayesgmm.fitting.observed_component_log_prob`) in float64
-    (exact out to ~1e150 of the mixture's spread, where float32 overflowed
-    at ~1e19), in sub-blocks whose (rows, K, D, D) terms stay within
-    :data:`CHUNK_ELEMENTS`.  Rows beyond even float64's range keep the
-    limit the far-point rule gives complete rows: the component (or class)
-    with the heaviest tail along the row's direction (the smallest
-    Mahalanobis form of the observed coordinates, then the largest linear
-    term, then the constant), relative score 0, others -inf, and an
-    infinite ``lead``."""
+    (:func:`bayesgmm.fitting.observed_component_log_prob`) in float64, in
+    sub-blocks whose (rows, K, D, D) terms stay within
+    :data:`CHUNK_ELEMENTS`.  Rows whose observed coordinates lie beyond
+    :data:`FAR` take the far-point rule of complete rows on the same
+    marginal (:func:`bayesgmm.fitting.far_observed_log_prob`): the direct
+    form loses the linear differences between components that share a
+    covariance past ~1e16 of the spread, and overflows past ~1e150."""
 
     def __init__(self, params, family, std) -> None:
         self.params, self.family, self.std = params, family, std
@@ -139,7 +137,7 @@ class MissingRows:
         component log joints (m, K), or class log-likelihoods (m, C) with
         ``per_class``, relative to each row's best, and that best as the
         ``lead`` to add (m,) (-inf past float64's range)."""
-        from .fitting import observed_component_log_prob
+        from .fitting import far_observed_log_prob, observed_component_log_prob
 
         if self._params64 is None:
             self._params64 = self.params.map(lambda t: t.double())
@@ -159,51 +157,21 @@ class MissingRows:
         # scores of -5e59 +- 1 would lose their differences once a
         # normaliser of the same size is subtracted from them.
         top = s.amax(-1)
-        lost = ~torch.isfinite(top)
-        lead = torch.where(lost, torch.zeros_like(top), top)
+        far = ~(torch.nan_to_num(z, nan=0.0).abs().amax(-1) <= FAR) | ~torch.isfinite(top)
+        lead = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         s = s - lead.unsqueeze(-1)
-        if bool(lost.any()):
+        if bool(far.any()):
             # Directions formed without z, which overflows past ~1e308 x the
-            # spread (inf / inf would leave no direction at all).
-            rows = raw[lost].double()
-            u, _ = _directions(rows, self.std.center, self.std.scale)
+            # spread; a missing entry is placed at the centre (no part of
+            # the direction), then marked missing again.
+            rows = raw[far].double()
+            centre = torch.as_tensor(self.std.center, dtype=torch.float64, device=rows.device)
+            u, log_s = _directions(torch.where(torch.isnan(rows), centre, rows),
+                                   self.std.center, self.std.scale)
             u = torch.where(torch.isnan(rows), torch.full_like(u, math.nan), u)
-            s[lost] = _far_limit(u, p, self.family, per_class)
-            lead[lost] = -math.inf
+            rel, lead[far] = far_observed_log_prob(u, log_s, p, self.family)
+            s[far] = (torch.logsumexp(rel, -2) if per_class else rel).t()
         return s, lead
-
-
-def _far_limit(u: torch.Tensor, params, family, per_class: bool) -> torch.Tensor:
-    """The limit of rows too far out for float64, given by their standardised
-    directions ``u`` (m, D; max |u_d| = 1, NaN where missing): along u, every component's
-    observed log density is -t^2 q/2 + t b + c exactly (a quadratic in the
-    distance t), read off at t = -1, 0, 1; the winner has the smallest q
-    (the heaviest tail), then the largest b, then the largest c (ties to
-    1e-9 relative), as the far-point rule decides complete rows.  Returns
-    (m, K) or, with ``per_class``, (m, C): 0 for the winner's component
-    (class), -inf elsewhere."""
-    from .fitting import observed_component_log_prob
-
-    f = [observed_component_log_prob(t * u, params, family) for t in (-1.0, 0.0, 1.0)]
-    shape = f[0].shape                                         # (..., K, m)
-    f = [v.reshape(-1, shape[-1]).t() for v in f]              # (m, C K)
-    valid = torch.isfinite(f[1])                               # padded components: -inf
-    q = torch.where(valid, 2 * f[1] - f[0] - f[2], math.inf)
-    b = (f[2] - f[0]) / 2
-    # Ties to the rounding of the row's largest term (q, b and c are
-    # differences of the three values).
-    size = torch.stack([torch.where(valid, v.abs(), 0.0) for v in f]).amax(0).amax(-1,
-                                                                               keepdim=True)
-    tie = lambda v, best: (v - best).abs() <= 1e-9 * size + 1e-300   # noqa: E731
-    keep = valid & tie(q, q.amin(-1, keepdim=True))
-    b = torch.where(keep, b, -math.inf)
-    keep &= tie(b, b.amax(-1, keepdim=True))
-    best = torch.where(keep, f[1], -math.inf).argmax(-1, keepdim=True)      # (m, 1)
-    if per_class:                      # (C, K, m): the winner's class
-        best = best // shape[-2]
-    out = torch.full((u.shape[0], shape[0] if per_class else shape[-2]), -math.inf,
-                     dtype=torch.float64, device=u.device)
-    return out.scatter_(-1, best, 0.0)
 
 
 #: Rows farther than this from the fitted mixture (in its standardised

@@ -399,6 +399,46 @@ def far_component_log_prob(U: torch.Tensor, log_s: torch.Tensor, params: Mixture
     B = 0.5 * (q_u + q_m - q_d)                                      # u^T Lambda mu
     C = (logw + family.half_log_det(factor, K).unsqueeze(-1) - 0.5 * q_m
          - 0.5 * means.shape[-1] * _LOG_2PI).expand_as(A)
+    return _far_relative(A, B, C, log_s)
+
+
+def far_observed_log_prob(U: torch.Tensor, log_s: torch.Tensor, params: MixtureParams,
+                          family: Covariance) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`far_component_log_prob` for far points with missing entries
+    (``U`` NaN there): the same expansion of the observed coordinates'
+    marginal, log w_k + log N(x_o | mu_k,o, Sigma_k,oo), with A the embedded
+    Sigma_oo^-1 of :func:`~bayesgmm.covariance.observed_gaussian` per
+    missingness pattern: -s^2 u^T A u / 2 + s u^T A mu + (c - mu^T A mu / 2).
+    Components sharing a covariance ("tied") get bitwise equal quadratic
+    terms, so their differences are exactly the linear ones (the direct
+    float64 form lost them past ~1e16 x the spread).  ``params`` of batch
+    shape () or (C,); returns (``rel`` (..., K, n), ``lead`` (n,))."""
+    single = params.weights.dim() == 1
+    p = params.map(lambda t: t[None]) if single else params
+    K = p.weights.shape[-1]
+    observed = ~torch.isnan(U)
+    u = torch.where(observed, U, torch.zeros((), dtype=U.dtype, device=U.device))
+    uniq, inv = torch.unique(observed, dim=0, return_inverse=True)
+    A, hld, n_obs = observed_gaussian(family.dense(p.cov, K).unsqueeze(1),
+                                      uniq[None, :, None, :])          # (P, T, K, D, D)
+    Ap = A[:, inv]                                                     # (P, n, K, D, D)
+    Au = (Ap @ u[None, :, None, :, None]).squeeze(-1)                  # (P, n, K, D)
+    Am = (Ap @ p.means[:, None, :, :, None]).squeeze(-1)
+    mu = p.means[:, None]                                              # (P, 1, K, D)
+    quad_u = (u[None, :, None, :] * Au).sum(-1)                        # (P, n, K)
+    quad_m = (mu * Am).sum(-1)
+    lin = (mu * Au).sum(-1)
+    C = (torch.log(p.weights)[:, None] - hld[:, inv] - 0.5 * n_obs[:, inv] * _LOG_2PI
+         - 0.5 * quad_m)
+    rel, lead = _far_relative(*(v.transpose(-1, -2) for v in (-0.5 * quad_u, lin, C)), log_s)
+    return (rel[0] if single else rel), lead
+
+
+def _far_relative(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, log_s: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores s^2 A + s B + C (..., K, n) of far points, s = exp(log_s),
+    relative to a reference component per point, and that component's
+    value (see :func:`far_component_log_prob`)."""
     shape, n = A.shape, A.shape[-1]
     A, B, C = (t.reshape(-1, n) for t in (A, B, C))
     real = torch.isfinite(C)

@@ -860,4 +860,6 @@ def predictive_mixture(samples: dict, family: Covariance) -> tuple:
     if family.per_component:
         return weights, means, c.reshape(lead + (S * K,) + c.shape[len(lead) + 2:]), family
     full = np.broadcast_to(c[..., None, :, :], lead + (S, K, D, D)).reshape(lead + (S * K, D, D))
+    if not full.flags.writeable:    # K = 1: the reshape kept the read-only view
+        full = full.copy()          # (torch warns on non-writable arrays)
     return weights, means, full, cov_module.get("full", D)

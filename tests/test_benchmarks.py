@@ -54,7 +54,7 @@ def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
                  "posterior_speed", "calibration", "dp", "classifier_defaults",
-                 "em_acceleration", "startup"):
+                 "em_acceleration", "startup", "vi_missing"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -372,3 +372,15 @@ def test_dp_quick(tmp_path):
         assert per_k["all"][name] == {k: v for k, v in summary[name].items() if k != "method"}
         assert per_k[1][name]["cases"] == per_k[3][name]["cases"] == 2
         assert per_k[1][name]["correct"] + per_k[3][name]["correct"] == summary[name]["correct"]
+
+
+def test_vi_missing_quick(tmp_path):
+    r = run_script("vi_missing", tmp_path)
+    check_machine(r, "vi_missing", pomegranate_requested=False)
+    (row,) = r["rows"]
+    assert row["type"] == "diag" and row["seeds"] == 1 and row["missing"] == 0.95
+    # Ratios of interval widths (VI / NUTS), per component and feature:
+    # positive and finite (quick chains are short: no claim on their size).
+    ratios = np.asarray(row["per_seed"])
+    assert ratios.shape == (1, 2, 3) and np.all(np.isfinite(ratios) & (ratios > 0))
+    assert row["vi_seconds"] > 0 and row["nuts_seconds"] > 0

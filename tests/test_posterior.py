@@ -926,3 +926,21 @@ def test_sample_after_vi_of_a_one_feature_tied_fit():
     np.testing.assert_allclose(np.bincount(z) / z.size,
                                gmm.posterior_samples()["weights"].mean(0), atol=0.03)
     assert np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("lead", [(), (2,)])
+def test_predictive_mixture_of_a_shared_covariance_is_a_writable_copy(lead):
+    """One full matrix per draw and component from a tied draw, each the
+    draw's; with K = 1 the reshape kept numpy's read-only broadcast view,
+    which torch warned about on the first prediction after a tied VI fit."""
+    from bayesgmm import covariance as cm
+    rng = np.random.default_rng(0)
+    S, D = 3, 2
+    for K in (1, 3):
+        c = rng.normal(size=lead + (S, D, D))
+        samples = {"weights": np.full(lead + (S, K), 1.0 / K),
+                   "means": rng.normal(size=lead + (S, K, D)), "covariances": c}
+        w, m, full, family = P.predictive_mixture(samples, cm.get("tied", D))
+        assert family.name == "full" and full.flags.writeable and full.shape == lead + (S * K, D, D)
+        np.testing.assert_array_equal(full, np.repeat(c, K, axis=-3))
+        np.testing.assert_allclose(w.sum(-1), 1.0)

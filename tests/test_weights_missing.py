@@ -659,3 +659,50 @@ def test_classifier_names_a_class_whose_rows_all_have_weight_zero():
     with pytest.raises(ValueError, match=r"every row of class\(es\) \['a'\] has sample_weight 0, "
                                          r"which leaves only class 'b'"):
         GMMClassifier(1, device="cpu").fit(X, y, sample_weight=np.r_[np.zeros(60), np.ones(60)])
+
+
+def _dense_covariances(gmm) -> np.ndarray:
+    K, D = gmm.means_.shape
+    c = np.asarray(gmm.covariances_, dtype=np.float64)
+    if gmm.covariance_type == "tied":
+        return np.broadcast_to(c, (K, D, D))
+    if gmm.covariance_type == "diag":
+        return np.stack([np.diag(v) for v in c])
+    if gmm.covariance_type == "spherical":
+        return np.stack([v * np.eye(D) for v in c])
+    return c
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_rows_with_missing_values_agree_with_scipy_and_keep_linear_terms(covariance_type):
+    """Rows with a missing feature, from the data out to 1e6 sds (across
+    the far-point threshold): densities and responsibilities equal scipy's
+    float64 marginal over the observed features.  Past ~1e16 sds the direct
+    float64 form lost the linear term that separates components sharing a
+    covariance ("tied"): [nan, nan, -t] got 0.5/0.5 for t >= 3e16 where the
+    exact log-odds is linear in t; now the component that wins the linear
+    term, out to 1e300."""
+    X, _ = _blobs()
+    gmm = BayesianGMM(2, covariance_type=covariance_type, missing="marginalize",
+                      dtype="float64", **CPU).fit(X)
+    rng = np.random.default_rng(0)
+    pts = X.mean(0) + rng.normal(size=(40, 3)) * np.geomspace(1.0, 1e6, 40)[:, None]
+    pts[np.arange(40), rng.integers(0, 3, 40)] = np.nan
+    cov = _dense_covariances(gmm)
+    ref = np.empty((40, 2))
+    for i, x in enumerate(pts):
+        o = ~np.isnan(x)
+        ref[i] = [np.log(gmm.weights_[k]) + multivariate_normal(
+            gmm.means_[k, o], cov[k][np.ix_(o, o)]).logpdf(x[o]) for k in range(2)]
+    np.testing.assert_allclose(gmm.score_samples(pts), logsumexp(ref, 1), rtol=1e-9)
+    np.testing.assert_allclose(gmm.predict_proba(pts),
+                               np.exp(ref - logsumexp(ref, 1, keepdims=True)), atol=1e-9)
+    if covariance_type == "tied":
+        # Along feature 2 alone the log-odds of component 0 is b t + c.
+        mu, s2 = gmm.means_[:, 2], cov[0, 2, 2]
+        for t in (1e17, 1e18, 1e100, 1e300):
+            q = np.array([[np.nan, np.nan, -t], [np.nan, np.nan, t]])
+            b = (mu[0] - mu[1]) / s2
+            winner = np.where(b * np.array([-t, t]) > 0, 0, 1)
+            np.testing.assert_array_equal(gmm.predict(q), winner)
+            np.testing.assert_allclose(gmm.predict_proba(q)[np.arange(2), winner], 1.0)
