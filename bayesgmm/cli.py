@@ -1241,6 +1241,7 @@ _LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginaliz
                   (r"^device='(\w+)'", r"--device \1"),
                   (r"use device='(\w+)' or '(\w+)'", r"use --device \1 or \2"),
                   (r"\binference='(\w+)'", r"--inference \1"),
+                  (r"\bcovariance_type='(\w+)'", r"--covariance-type \1"),
                   (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
                   (r"\bPriors\.weight_concentration\b", "--concentration"),
                   (r"BayesianGMM with (--inference)", r"\1"),

@@ -289,7 +289,7 @@ class VariationalPosterior:
         logw = self.expected_log_weights() + self.log_det_gap(family, D) - 0.5 * tr
         return MixtureParams(torch.exp(logw), self.mean, value)
 
-    def feature_terms(self, family: Covariance) -> tuple:
+    def feature_terms(self) -> tuple:
         """What the exact E-step with missing entries (:func:`_observed_stats`,
         "diag"/"spherical") needs of q: E[log w_k] (P, K), the means (P, K, D),
         E[lambda_kd] (P, K, D), and each observed feature's constant
@@ -424,7 +424,7 @@ def _dense_precision(family: Covariance, value: torch.Tensor, K: int, D: int) ->
 # ----------------------------------------------------------------------------
 # Updates
 # ----------------------------------------------------------------------------
-def _point_terms(params: MixtureParams, family: Covariance) -> tuple:
+def _point_terms(params: MixtureParams) -> tuple:
     """:meth:`VariationalPosterior.feature_terms` of a point (CAVI's start):
     log weights, means, precisions, no constants."""
     prec = params.cov.pow(-2)
@@ -523,7 +523,7 @@ def score(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
     data."""
     gidx = _group_index(groups, q.mean.shape[0], q.mean.device)
     if _exact_missing(groups, family):
-        stats = _observed_stats(groups, gidx, *q.feature_terms(family))[0]
+        stats = _observed_stats(groups, gidx, *q.feature_terms())[0]
     else:
         stats = e_step(groups, q.effective(family), gidx, family)
     return stats.loglik - q.kl(pt, family), stats.Nk
@@ -596,7 +596,7 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     Nkd = None
     eff = start
     if exact:
-        stats, Nkd = _observed_stats(groups, gidx, *_point_terms(start, family))
+        stats, Nkd = _observed_stats(groups, gidx, *_point_terms(start))
     else:
         stats = e_step(groups, eff, gidx, family)
     q = _update(stats, eff, pt, family, weight_prior, mask, Nkd)
@@ -605,7 +605,7 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     for it in range(1, max_iter + 1):
         eff = q.effective(family)
         if exact:
-            stats, Nkd = _observed_stats(groups, gidx, *q.feature_terms(family))
+            stats, Nkd = _observed_stats(groups, gidx, *q.feature_terms())
         else:
             stats = e_step(groups, eff, gidx, family)
         value = stats.loglik - q.kl(pt, family)

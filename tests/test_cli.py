@@ -1568,3 +1568,24 @@ def test_true_false_columns_are_left_out_by_default_with_a_note(tmp_path, capsys
     assert main(["fit", str(tmp_path / "only.csv"), "--out", str(tmp_path / "o3")]) == 2
     assert "look like true/false flags, not features: name the columns to fit with --columns" \
         in capsys.readouterr().err
+
+
+def test_vi_with_a_mostly_missing_column_is_warned_in_the_command_lines_words(tmp_path, capsys):
+    """--inference vi --missing marginalize: with --covariance-type full a
+    column mostly empty gets one warning line naming --inference nuts and
+    --covariance-type diag (whose variational fit is exact there, and says
+    nothing)."""
+    blobs, _ = _two_blobs(1)
+    blobs = blobs.assign(z=blobs["x"] + 1.0)
+    blobs.loc[np.random.default_rng(0).random(len(blobs)) < 0.9, "z"] = np.nan
+    blobs.to_csv(tmp_path / "m.csv", index=False)
+    run = ["fit", str(tmp_path / "m.csv"), "-k", "2", "--inference", "vi", "--missing",
+           "marginalize", "--n-samples", "20", "--device", "cpu"]
+    assert main([*run, "--covariance-type", "full", "--out", str(tmp_path / "f")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("bayesgmm: warning: --inference vi: feature(s) 2") and \
+        err.count("\n") == 1, err
+    assert "use --inference nuts" in err and "or --covariance-type diag" in err
+    assert "covariance_type" not in err and "inference=" not in err
+    assert main([*run, "--covariance-type", "diag", "--out", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().err == ""
