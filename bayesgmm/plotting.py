@@ -284,6 +284,14 @@ def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
     return labels
 
 
+def _shown(weights: np.ndarray, n_rows: int) -> np.ndarray:
+    """The components worth drawing: those expected to carry at least half
+    of one of the ``n_rows`` plotted points (a Dirichlet-process or sparse
+    prior's switched-off components, weight ~1e-3 among a few hundred
+    points, would otherwise be drawn as clusters where there are none)."""
+    return np.asarray(weights, dtype=np.float64) * max(n_rows, 1) >= 0.5
+
+
 def _component_palette(n: int):
     """n colours, colour i the same whatever n: seaborn's current palette
     (ten colours by default), then hues spread around the husl circle by
@@ -327,7 +335,9 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     "restart r") and the kept restart's whole history ``losses_`` (EM
     iterations then SVI steps) as a thick black line labelled
     "kept (restart b)"; point t is the loss after t updates, and a dotted
-    line marks where SVI took over, where it did.
+    line marks where SVI took over, where it did.  After later
+    ``partial_fit`` calls the history is that of the fit they continued,
+    and the label says "before partial_fit".
 
     Parameters
     ----------
@@ -356,6 +366,9 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     """
     for attr in ("losses_", "restart_losses_", "best_restart_"):
         if not hasattr(estimator, attr):
+            if hasattr(estimator, "class_losses_"):       # a fitted GMMClassifier
+                raise ValueError(f"{type(estimator).__name__} keeps no per-iteration loss "
+                                 f"history ({attr}): plot_loss_history draws a BayesianGMM fit")
             raise ValueError(f"{type(estimator).__name__} has no {attr}: call fit(X) first")
     ax = _new_axes(ax)
     kept = np.asarray(estimator.losses_, dtype=np.float64)
@@ -371,8 +384,12 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
         for r, h in enumerate(histories):
             ax.plot(np.arange(h.size), h - shift, color=colors[r], lw=1, alpha=0.8,
                     label=f"restart {r}")
+    # After partial_fit the history is the fit's that the stream continued.
+    streamed = getattr(estimator, "n_partial_fits_", 0) > 1
     ax.plot(np.arange(kept.size), kept - shift, color="black", lw=2.2,
-            ls="--" if restarts else "-", label=f"kept (restart {estimator.best_restart_})")
+            ls="--" if restarts else "-",
+            label=f"kept (restart {estimator.best_restart_})"
+                  + (", before partial_fit" if streamed else ""))
     em = histories[estimator.best_restart_] if histories else kept
     svi = kept.size > em.size
     if svi:
@@ -471,7 +488,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     # The components are drawn above the mixture: where one component
     # carries the density the two curves coincide, and a mixture drawn on
     # top hid every component but its flat tails.
-    for k in range(len(weights)):
+    for k in np.flatnonzero(_shown(weights, x.size)):
         ax.plot(grid, comp[k], color=colors[k], lw=2.2, zorder=3,
                 label=f"component {k} (w={weights[k]:.2f})")
     if draws is None:
@@ -551,7 +568,10 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
                              "pass one label per row of X")
     present = _observed(X, f, names)
     z = z[present]
-    df = pd.DataFrame({"cluster": z, names[f]: X[present, f]})
+    # Column names of the seaborn call's own (a feature named "cluster" or
+    # "colour" would otherwise be overwritten by the labels).
+    x_key, y_key, hue_key = "\0cluster", "\0value", "\0colour"
+    df = pd.DataFrame({x_key: z, y_key: X[present, f]})
     order = list(np.unique(z))
     # Clusters that are component indices take their components' colours,
     # whichever of them are present (empty clusters keep theirs), as the
@@ -561,19 +581,19 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     indices = _is_component_index(order, float("inf"))
     n_clusters = int(max(order)) + 1 if indices else len(order)
     if hue is None:
-        df["colour"] = z
+        df[hue_key] = z
         hue_order = order
         # (clusters that are not component indices take the first colours)
         palette = _label_palette(order, n_clusters if indices else 0)
         legend = False
     else:
-        df["colour"] = hue[present]
+        df[hue_key] = hue[present]
         hue_order = list(pd.unique(hue[present]))
         palette = _label_palette(hue_order, n_clusters, others=True)
         legend = "auto"
     ax = _new_axes(ax)
     plot = sns.swarmplot if kind == "swarm" else sns.stripplot
-    plot(data=df, x="cluster", y=names[f], hue="colour", order=order, hue_order=hue_order,
+    plot(data=df, x=x_key, y=y_key, hue=hue_key, order=order, hue_order=hue_order,
          palette=palette, size=size, ax=ax, legend=legend)
     if hue is not None and ax.get_legend() is not None:
         ax.get_legend().set_title(None)
@@ -582,14 +602,16 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     return ax
 
 
-def _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors, lw: float = 2.0):
+def _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors, lw: float = 2.0,
+                     shown: Optional[np.ndarray] = None):
     """n-sigma ellipses of every component (finite means only: a
-    classifier's padded components are skipped) on features (fx, fy): the
-    first of ``sigmas`` solid with line width ``lw``, the others dashed and thinner."""
+    classifier's padded components are skipped; and only those ``shown``)
+    on features (fx, fy): the first of ``sigmas`` solid with line width
+    ``lw``, the others dashed and thinner."""
     from matplotlib.patches import Ellipse
     idx = [fx, fy]
     for k in range(means.shape[0]):
-        if not np.all(np.isfinite(means[k, idx])):
+        if not np.all(np.isfinite(means[k, idx])) or (shown is not None and not shown[k]):
             continue
         cov2 = covs[k][np.ix_(idx, idx)]
         for n_sigma in sigmas:
@@ -643,9 +665,13 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     Returns
     -------
     matplotlib Axes
-        One point collection per label value (legend entries "cluster k"),
-        ``K * len(sigmas)`` ellipse patches, one "x" marker collection for
-        the means, and a contour set when ``contours=True``.
+        One point collection per label value (legend entries "cluster k",
+        or the labels given), ``len(sigmas)`` ellipse patches per component
+        and one "x" marker collection for the means, and a contour set when
+        ``contours=True``.  A component expected to carry less than half of
+        one of X's points (one a Dirichlet-process prior switched off) gets
+        no ellipse and no marker; :func:`plot_density_1d` and
+        :func:`plot_pairs` leave it out likewise.
 
     Examples
     --------
@@ -666,6 +692,10 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     if len(features) != 2:
         raise ValueError(f"features must name exactly 2 columns, got {features!r}")
     fx, fy = (_check_feature(f, names, Xa.shape[1]) for f in features)
+    if fx == fy:
+        raise ValueError(f"features must name two different columns, got {features!r} "
+                         f"(both column {fx}): use plot_density_1d for one feature")
+    given = labels is not None
     labels = _row_labels(labels, Xa.shape[0], estimator, X)
     try:
         sigmas = [float(v) for v in np.atleast_1d(np.asarray(sigmas, dtype=np.float64))]
@@ -688,9 +718,11 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     for v in values:
         m = (labels == v) & placed
         ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=palette[v], alpha=0.7, edgecolors="none",
-                   label=f"cluster {v}")
-    _ellipse_patches(ax, means, covs, fx, fy, sigmas, _component_palette(K))
-    ax.scatter(means[:, fx], means[:, fy], marker="x", color="black", s=60, label="means")
+                   label=str(v) if given else f"cluster {v}")
+    shown = _shown(weights, Xa.shape[0])
+    _ellipse_patches(ax, means, covs, fx, fy, sigmas, _component_palette(K), shown=shown)
+    ax.scatter(means[shown, fx], means[shown, fy], marker="x", color="black", s=60,
+               label="means")
     if contours:
         x0, x1 = ax.get_xlim()
         y0, y1 = ax.get_ylim()
@@ -772,7 +804,12 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     import pandas as pd
 
     if not hasattr(classifier, "classes_"):
-        raise ValueError(f"{type(classifier).__name__} has no classes_: call fit(X, y) first")
+        fitted = hasattr(classifier, "means_") or hasattr(classifier, "weights_")
+        raise ValueError(
+            f"{type(classifier).__name__} is a mixture, not a classifier (it has no classes_): "
+            f"plot_decision_regions draws classifiers; use plot_clusters_2d for a mixture"
+            if fitted else
+            f"{type(classifier).__name__} has no classes_: call fit(X, y) first")
     classes = np.asarray(classifier.classes_)
     Xa, names = _as_2d(X, allow_nan=True)
     if Xa.shape[1] != 2:
@@ -956,18 +993,22 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     labels = _row_labels(labels, Xa.shape[0], estimator, X)
     K = len(weights)
     df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
-    df["cluster"] = labels
+    hue_key = "cluster"
+    while hue_key in df.columns:        # a feature of that name keeps its values
+        hue_key = "_" + hue_key
+    df[hue_key] = labels
     hue_order = list(np.unique(labels))
     palette = _label_palette(hue_order, K)
-    kws = dict(hue="cluster", hue_order=hue_order, palette=palette, height=height,
+    kws = dict(hue=hue_key, hue_order=hue_order, palette=palette, height=height,
                plot_kws={"s": 12, "alpha": 0.7})
     kws.update(pairplot_kws)
     grid = sns.pairplot(df, vars=[names[j] for j in cols], **kws)
     if ellipses:
         colors = _component_palette(K)
+        shown = _shown(weights, Xa.shape[0])
         for i, fy in enumerate(cols):
             for j, fx in enumerate(cols):
                 ax = grid.axes[i, j]
                 if i != j and ax is not None:
-                    _ellipse_patches(ax, means, covs, fx, fy, [sigma], colors)
+                    _ellipse_patches(ax, means, covs, fx, fy, [sigma], colors, shown=shown)
     return grid

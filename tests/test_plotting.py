@@ -840,3 +840,76 @@ def test_a_renamed_series_is_refused_and_named_clusters_take_the_first_colours(i
     drawn = {matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in ax.collections
              if len(c.get_offsets())}
     assert drawn == {matplotlib.colors.to_hex(c) for c in sns_palette(2)}
+
+
+# ---------------------------------------------------------- audit fixes
+def _two_blobs_2d(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.normal(0, 0.7, (n, 2)), rng.normal([4, 3], 0.7, (n, 2))]
+
+
+def test_features_named_like_the_helpers_columns_keep_their_values():
+    """A feature named "cluster" (plot_pairs, plot_assignments) or "colour"
+    (plot_assignments) was overwritten by the labels: its panels showed 0/1."""
+    X = pd.DataFrame(_two_blobs_2d(), columns=["cluster", "size"])
+    gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+    grid = plot_pairs(gmm, X)
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in grid.axes[1, 0].collections])
+    np.testing.assert_allclose(np.sort(xs), np.sort(X["cluster"].to_numpy()))
+    z = gmm.predict(X)
+    for name in ("cluster", "colour"):
+        df = X.rename(columns={"cluster": name})
+        ax = plot_assignments(df, z, feature=name, kind="strip")
+        ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+        np.testing.assert_allclose(np.sort(ys), np.sort(df[name].to_numpy()))
+        assert ax.get_ylabel() == name and ax.get_xlabel() == "cluster"
+
+
+def test_switched_off_components_are_not_drawn():
+    """A Dirichlet-process fit with 6 components on 2 clusters: the 4 the
+    prior switched off (weights ~1e-3, no points) get no ellipse, marker or
+    density line (they stacked between the clusters as a phantom third)."""
+    X = _two_blobs_2d()
+    dp = BayesianGMM(6, weight_prior="dirichlet_process", inference="vi", n_samples=20,
+                     random_state=0, device="cpu").fit(X)
+    carried = dp.weights_ * len(X) >= 0.5
+    assert dp.n_effective_components_ == 2 and carried.sum() == 2
+    ax = plot_clusters_2d(dp, X, sigmas=(1.0, 2.0))
+    centres = np.array([e.center for e in ax.patches if isinstance(e, Ellipse)])
+    assert len(centres) == 4
+    np.testing.assert_allclose(np.unique(centres, axis=0),
+                               np.unique(dp.means_[carried], axis=0))
+    assert len(ax.collections[-1].get_offsets()) == 2          # the mean markers
+    lines = [l.get_label() for l in plot_density_1d(dp, X).lines]
+    assert sum(label.startswith("component") for label in lines) == 2
+    grid = plot_pairs(dp, X)
+    assert len([p for p in grid.axes[1, 0].patches if isinstance(p, Ellipse)]) == 2
+
+
+def test_plot_errors_name_the_real_problem():
+    X = _two_blobs_2d()
+    y = np.repeat([0, 1], 60)
+    gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+    with pytest.raises(ValueError, match=r"features must name two different columns, got "
+                                         r"\(0, 0\)"):
+        plot_clusters_2d(gmm, X, features=(0, 0), contours=True)
+    with pytest.raises(ValueError, match="GMMClassifier keeps no per-iteration loss history"):
+        plot_loss_history(GMMClassifier(1, device="cpu").fit(X, y))
+    with pytest.raises(ValueError, match="BayesianGMM is a mixture, not a classifier.*"
+                                         "plot_clusters_2d"):
+        plot_decision_regions(gmm, X, y)
+
+
+def test_given_labels_are_named_as_given_and_a_streamed_history_says_so():
+    X = _two_blobs_2d()
+    gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+    species = np.where(np.arange(len(X)) < 60, "setosa", "virginica")
+    legend = [t.get_text() for t in plot_clusters_2d(gmm, X, labels=species).get_legend().texts]
+    assert legend == ["setosa", "virginica", "means"]
+    legend = [t.get_text() for t in plot_clusters_2d(gmm, X).get_legend().texts]
+    assert legend == ["cluster 0", "cluster 1", "means"]
+    online = BayesianGMM(2, random_state=0, device="cpu").partial_fit(X[::2])
+    assert plot_loss_history(online).lines[-1].get_label().endswith(")")
+    online.partial_fit(X[1::2])
+    assert [l.get_label() for l in plot_loss_history(online).lines][-1].endswith(
+        ", before partial_fit")
