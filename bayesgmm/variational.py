@@ -537,7 +537,10 @@ def elbo(groups: Groups, q: VariationalPosterior, pt: PriorTensors,
 
 def warn_unconverged(n_iter: int, tol: float, stacklevel: int, what: str = "the ELBO") -> None:
     """The warning of a variational fit that stopped at ``max_iter`` before
-    its tolerance: scikit-learn's ``ConvergenceWarning``, as a MAP fit's."""
+    its tolerance: scikit-learn's ``ConvergenceWarning``, as a MAP fit's;
+    not with ``tol=0``, which asks for every iteration (as the MAP's)."""
+    if tol <= 0:
+        return
     from sklearn.exceptions import ConvergenceWarning
     warnings.warn(f"the variational fit was still improving after {n_iter} iterations ({what} "
                   f"gained more than tol={tol} nats per point in the last): raise max_iter",
