@@ -497,8 +497,8 @@ def check_weight_range(mass: float, w: np.ndarray, unfit: bool, dtype: torch.dty
     deviation (float32: weights summing to ~1e38 gave a wrong fit, marked
     converged).  ``w``: this process's weights seen (for the message)."""
     kind = str(dtype).replace("torch.", "")
-    remedy = (f"rescale the weights (e.g. divide them by their largest; they weigh against the "
-              f"priors as a count of rows)"
+    remedy = ("rescale the weights (e.g. divide them by their largest; they weigh against the "
+              "priors as a count of rows)"
               + (" or fit with dtype='float64'" if dtype == torch.float32 else ""))
     if unfit:
         raise ValueError(f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the "

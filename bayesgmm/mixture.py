@@ -1415,6 +1415,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         family = self._family()
         K, D = self.means_.shape
         state = getattr(self, "_online", None)
+        fresh = first or state is None      # a new running average starts here
         if state is None:
             if not first and getattr(self, "n_partial_fits_", 0) >= 1:
                 # A loaded model: its stream's running statistics were not saved.
@@ -1474,8 +1475,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._set_covariances(cov, family)
         state.update(t=state["t"] + 1, mass=total, avg=avg)
         # The count restarts with a new running average (after fit or load).
-        self.n_partial_fits_ = getattr(self, "n_partial_fits_", 0) * (
-            not first and getattr(self, "_online", None) is not None) + 1
+        self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
         self._online = state
         if not first:
             # The stream's objective is not known (it would need a pass over

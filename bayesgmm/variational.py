@@ -368,7 +368,6 @@ class VariationalPosterior:
         """``n`` draws of the globals, {"weights": (P, n, K), "means": (P, n,
         K, D), site: (P, n, ...)}, in the frame q lives in; reproducible for a
         ``seed`` (torch's global generator is forked, not disturbed)."""
-        dev = self.weight_a.device
         a, b = self.weight_a, self.weight_b
         cuda = (list(range(torch.cuda.device_count()))
                 if torch.cuda.is_available() and torch.cuda.is_initialized() else [])

@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 

@@ -19,7 +19,7 @@ from bayesgmm import covariance as cov_module
 from bayesgmm.fitting import Groups
 from bayesgmm.models import gmm_model
 from bayesgmm.priors import MixtureParams, Standardizer
-from bayesgmm.variational import (InverseScale, VariationalPosterior, cavi, elbo, prune,
+from bayesgmm.variational import (InverseScale, cavi, elbo, prune,
                                   pyro_guide)
 
 F64 = torch.float64
