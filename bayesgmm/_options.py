@@ -17,3 +17,10 @@ INFERENCE_OPTIONS = ("map", "vi", "nuts")
 #: The prior of the mixture weights (the ``weight_prior`` setting): a
 #: Dirichlet, or the truncated stick-breaking (Dirichlet-process) prior.
 WEIGHT_PRIORS = ("dirichlet", "dirichlet_process")
+#: The running sufficient statistics ``BayesianGMM.partial_fit`` keeps (and a
+#: saved model stores) in its ``_stream`` state: the fields of
+#: ``bayesgmm.fitting.Stats``, in order, per unit of weight.
+STREAM_STATS = ("loglik", "Nk", "S1", "S2", "ref")
+#: The keys of that state: the frame (centre and scale of the
+#: standardisation), the chunks averaged, their total weight, the average.
+STREAM_KEYS = ("center", "scale", "t", "mass", "avg")

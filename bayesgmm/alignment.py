@@ -472,10 +472,11 @@ def permute(estimator, perm) -> Any:
     scikit-learn's ``mean_precision_``, ``degrees_of_freedom_`` and
     (Dirichlet-distribution prior) ``weight_concentration_``, and a
     per-component ``weight_concentration`` in BayesianGMM's resolved
-    ``priors_``.  So ``copy.predict(X) == np.argsort(perm)[estimator.predict(X)]``
+    ``priors_`` and in the ``priors`` it was given.  So ``copy.predict(X) == np.argsort(perm)[estimator.predict(X)]``
     and the copy's ``predict_proba`` columns are ``estimator``'s taken in the
-    order ``perm``.  The copy's next ``partial_fit`` starts a new running
-    average from its parameters, as after ``fit`` or ``load``.
+    order ``perm``.  ``partial_fit``'s running statistics are reordered too,
+    so the copy's next ``partial_fit`` continues the stream as the original's
+    would, in the new order.
 
     Parameters
     ----------
@@ -528,12 +529,16 @@ def permute(estimator, perm) -> Any:
         value = vars(out).get(name)
         if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == K:
             setattr(out, name, value[p].copy())
-    priors = getattr(out, "priors_", None)
-    if dataclasses.is_dataclass(priors) and hasattr(priors, "weight_concentration"):
-        wc = priors.weight_concentration
-        if np.ndim(wc) == 1 and np.shape(wc)[0] == K:
-            out.priors_ = dataclasses.replace(priors,
-                                              weight_concentration=np.asarray(wc)[p].copy())
+    # A per-component concentration, in the resolved priors_ and in the
+    # priors the user gave (which partial_fit reads again, and a refit):
+    # component j of the copy keeps its prior.
+    for name in ("priors_", "priors"):
+        priors = getattr(out, name, None)
+        if dataclasses.is_dataclass(priors) and hasattr(priors, "weight_concentration"):
+            wc = priors.weight_concentration
+            if np.ndim(wc) == 1 and np.shape(wc)[0] == K:
+                setattr(out, name, dataclasses.replace(
+                    priors, weight_concentration=np.asarray(wc)[p].copy()))
     # Posterior draws (inference="vi"/"nuts": dicts of arrays whose
     # component axis is 1 for the draws and 0 for their R-hat and ESS; a
     # tied covariance has none) follow the same relabelling, so the copy's
@@ -548,12 +553,14 @@ def permute(estimator, perm) -> Any:
         value = getattr(out, name, None)
         if isinstance(value, dict):
             setattr(out, name, relabel(value, axis))
-    if hasattr(out, "_online"):
-        # partial_fit's running statistics are per component (in fitting's
-        # private layout): the copy starts a new average, as after a fit
-        # (whose count of calls restarts too).
-        out._online = None
-        out.__dict__.pop("n_partial_fits_", None)
+    stream = getattr(out, "_stream", None)
+    if stream is not None:
+        # partial_fit's running statistics are per component (axis 1 of
+        # each, after the batch axis; the log-likelihood has none): the
+        # copy continues the stream in its new order.
+        out._stream = {**stream, "avg": {
+            name: v.copy() if name == "loglik" else np.take(v, p, axis=1)
+            for name, v in stream["avg"].items()}}
     return out
 
 

@@ -28,6 +28,7 @@ from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_ste
                       observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
+from ._options import STREAM_STATS
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
@@ -650,7 +651,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.n_iter_ = fit.kept.n_iter
         self.converged_ = bool(fit.kept.converged)
         self.device_ = device
-        self._online = None          # a new fit starts partial_fit's average afresh
+        self._stream = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         if posterior is not None and posterior.method == "vi":
             warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family)
@@ -1312,7 +1313,6 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     #: Step sizes of ``partial_fit``: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
     PARTIAL_FIT_DECAY = 0.6
     PARTIAL_FIT_OFFSET = 2.0
-    _persist_exclude = ("_online",)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
         """Update the mixture with one chunk of a stream (stepwise EM).
@@ -1329,11 +1329,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         costs one pass over its chunk; memory does not grow with the stream.
 
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
-        After ``fit``, ``load`` or a change of data, the next call starts a
-        new running average from the current parameters (after ``load`` of
-        a model that was mid-stream, with a ``UserWarning``: a saved model
-        keeps its parameters, not the stream's running statistics; a
-        pickled one continues the stream).  Each later call updates the
+        After ``fit`` the next call starts a new running average from the
+        fitted parameters.  A saved (or pickled) model keeps the stream's
+        running statistics, so after ``load`` the next call continues the
+        stream exactly as the saved model would have (a file saved by an
+        earlier release, without them, starts a new average with a
+        ``UserWarning``).  Each later call updates the
         parameters, ``n_effective_components_`` and ``n_partial_fits_``;
         ``loss_`` becomes NaN (the stream's objective would need a pass
         over every row seen), and ``losses_``, ``n_iter_`` and
@@ -1365,7 +1366,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     "the stream with n_components='auto' first (partial_fit then continues its "
                     "K), or give n_components an integer")
             self.fit(X, sample_weight=sample_weight)
-            self._online = None
+            self._stream = None
             with torch.enable_grad():     # the wrapper's context, for the first chunk's stats
                 return self._partial_step(X, sample_weight, first=True)
         from ._base import rollback_on_error
@@ -1414,24 +1415,25 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         device = _predict.model_device(self)
         family = self._family()
         K, D = self.means_.shape
-        state = getattr(self, "_online", None)
+        state = getattr(self, "_stream", None)
         fresh = first or state is None      # a new running average starts here
         if state is None:
             if not first and getattr(self, "n_partial_fits_", 0) >= 1:
-                # A loaded model: its stream's running statistics were not saved.
+                # Loaded from a file without the running statistics (saved
+                # by an earlier release, which left them out).
                 warnings.warn(
                     f"BayesianGMM.partial_fit: this model was loaded after "
                     f"{self.n_partial_fits_} partial_fit call"
-                    f"{'s' if self.n_partial_fits_ != 1 else ''}, but a saved model keeps only "
-                    f"its parameters, not the stream's running statistics: this call starts a "
-                    f"new running average from the loaded parameters, and the priors weigh "
-                    f"against the rows seen from now on. To continue a stream in another "
-                    f"process, pickle the estimator (trusted files only) instead of save",
-                    UserWarning, stacklevel=4)
+                    f"{'s' if self.n_partial_fits_ != 1 else ''} from a file without the "
+                    f"stream's running statistics (saved by an earlier bayesgmm): this call "
+                    f"starts a new running average from the loaded parameters, and the priors "
+                    f"weigh against the rows seen from now on. Save the model again with this "
+                    f"release to keep a stream's statistics", UserWarning, stacklevel=4)
             std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_,
                                          family)
-            state = {"std": std, "t": 0, "mass": 0.0, "avg": None}
-        std = state["std"]
+            state = {"center": std.center, "scale": std.scale, "t": 0, "mass": 0.0, "avg": None}
+        std = Standardizer(np.asarray(state["center"], dtype=np.float64),
+                           np.asarray(state["scale"], dtype=np.float64))
         params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
                                    self._dtype())
         dtype = params.weights.dtype
@@ -1446,10 +1448,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             stats = e_step(groups, flat, torch.zeros(1, dtype=torch.long, device=device), family)
             chunk = Stats(stats.loglik / mass, stats.Nk / mass, stats.S1 / mass, stats.S2 / mass,
                           stats.ref)
-            avg = state["avg"]
-            if avg is not None and avg.Nk.dtype != dtype:     # dtype changed between calls
-                avg = Stats(*(v.to(dtype) for v in (avg.loglik, avg.Nk, avg.S1, avg.S2,
-                                                   avg.ref)))
+            # The running average is kept as float64 host arrays (what a
+            # saved model holds); the fit's dtype and device for the update.
+            avg = None if state["avg"] is None else Stats(*(
+                torch.as_tensor(state["avg"][k], device=device).to(dtype) for k in STREAM_STATS))
             if avg is None:
                 avg = chunk
             else:
@@ -1473,10 +1475,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         wts, means, cov = std.params_from_std(new.select(0), family)
         self.weights_, self.means_ = wts, means
         self._set_covariances(cov, family)
-        state.update(t=state["t"] + 1, mass=total, avg=avg)
+        state.update(t=state["t"] + 1, mass=total, avg={
+            k: getattr(avg, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS})
         # The count restarts with a new running average (after fit or load).
         self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
-        self._online = state
+        self._stream = state
         if not first:
             # The stream's objective is not known (it would need a pass over
             # every row seen): loss_ no longer describes the parameters.

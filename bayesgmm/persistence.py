@@ -79,7 +79,7 @@ import torch
 from safetensors import SafetensorError
 
 from . import covariance as cov_module
-from ._options import DTYPES, MISSING_OPTIONS
+from ._options import DTYPES, MISSING_OPTIONS, STREAM_KEYS, STREAM_STATS
 from .priors import Priors
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
@@ -609,6 +609,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     _check_posterior(a, family, K, D,
                      np.float64 if params.get("dtype") == "float64" else np.float32,
                      None if kind == "BayesianGMM" else C)
+    if kind == "BayesianGMM":
+        _check_stream(a, family, K, D)
 
 
 def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = None) -> None:
@@ -640,6 +642,51 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
         problem = family.check_covariances(c[index], K, D, dtype)
         if problem:
             raise _Corrupt(f"posterior draw {index}: {problem}")
+
+
+def _check_stream(a: dict, family, K: int, D: int) -> None:
+    """``partial_fit``'s running state (``_stream``), when the file has one:
+    the standardising frame (finite centres, positive scales, (D,)), the
+    number of chunks averaged (a positive integer, with ``n_partial_fits_``
+    beside it), their total weight (positive) and the average per unit of
+    weight of the E-step's statistics, of the fit's shapes: a finite
+    log-likelihood, responsibilities N_k >= 0 summing to 1, finite first
+    moments and reference means, and second moments with non-negative
+    diagonals (positive semi-definite for full moments), as any E-step
+    leaves them."""
+    state = a.get("_stream")
+    if state is None:
+        return
+    if not isinstance(state, dict) or set(state) != set(STREAM_KEYS):
+        raise _Corrupt(f"_stream is not a dict of {list(STREAM_KEYS)}")
+    center = _float_array("_stream center", state["center"], (D,))
+    scale = _float_array("_stream scale", state["scale"], (D,))
+    if not (np.all(np.isfinite(center)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise _Corrupt("_stream's frame is not finite with positive scales")
+    t, mass, count = state["t"], state["mass"], a.get("n_partial_fits_")
+    if not (_is_int(t) and t >= 1 and _is_int(count) and count >= 1):
+        raise _Corrupt("_stream needs positive integer counts t and n_partial_fits_")
+    if not (isinstance(mass, float) and math.isfinite(mass) and mass > 0):
+        raise _Corrupt(f"_stream mass {mass!r:.60} is not a positive number")
+    avg = state["avg"]
+    if not isinstance(avg, dict) or set(avg) != set(STREAM_STATS):
+        raise _Corrupt(f"_stream avg is not a dict of {list(STREAM_STATS)}")
+    second = (1, K, D, D) if family.full_moments else (1, K, D)
+    v = {name: _float_array(f"_stream {name}", avg[name], shape) for name, shape in
+         zip(STREAM_STATS, ((1,), (1, K), (1, K, D), second, (1, K, D)))}
+    if not all(np.all(np.isfinite(x)) for x in v.values()):
+        raise _Corrupt("_stream statistics hold non-finite values")
+    if np.any(v["Nk"] < 0) or abs(v["Nk"].sum() - 1) > 1e-4:
+        raise _Corrupt("_stream responsibilities are not a distribution over the components")
+    S2 = v["S2"][0]
+    diag = np.diagonal(S2, axis1=-2, axis2=-1) if family.full_moments else S2
+    ok = np.all(diag >= 0)
+    if ok and family.full_moments:
+        top = np.abs(S2).reshape(K, -1).max(1)
+        ok = np.all(np.linalg.eigvalsh((S2 + np.swapaxes(S2, -1, -2)) / 2).min(-1)
+                    >= -1e-5 * top)
+    if not ok:
+        raise _Corrupt("_stream second moments are not positive semi-definite")
 
 
 def _frame_problem(w: np.ndarray, m: np.ndarray, sd: np.ndarray, real: np.ndarray,

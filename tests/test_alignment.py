@@ -84,22 +84,33 @@ def test_align_recovers_the_inverse_of_a_known_shuffle(three, covariance_type):
         np.testing.assert_array_equal(getattr(back, name), getattr(gmm, name))
 
 
-def test_permute_reorders_a_per_component_prior_and_resets_partial_fit(three):
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_permute_reorders_a_per_component_prior_and_continues_partial_fit(three,
+                                                                          covariance_type):
     X = three[0]
-    gmm = BayesianGMM(3, priors=Priors(weight_concentration=[1.0, 2.0, 3.0]), n_init=1,
+    gmm = BayesianGMM(3, covariance_type=covariance_type, dtype="float64",
+                      priors=Priors(weight_concentration=[1.0, 2.0, 3.0]), n_init=1,
                       random_state=0, **CPU).fit(X)
     gmm.partial_fit(X[:50])
     shuffled = permute(gmm, SHUFFLE)
-    np.testing.assert_array_equal(shuffled.priors_.weight_concentration,
-                                  np.asarray(gmm.priors_.weight_concentration)[SHUFFLE])
-    assert shuffled._online is None and gmm._online is not None
-    # The copy's stream continues from its own (reordered) parameters, with
-    # a new running average (its count restarts, as after a fit; no warning
-    # about a loaded model's lost statistics).
+    for name in ("priors_", "priors"):     # resolved, and as given (partial_fit reads it)
+        np.testing.assert_array_equal(getattr(shuffled, name).weight_concentration,
+                                      np.asarray([1.0, 2.0, 3.0])[SHUFFLE])
+    assert gmm.priors.weight_concentration == [1.0, 2.0, 3.0]
+    # The running statistics are reordered with the components: the copy's
+    # stream continues as the original's does, in the new order (its count
+    # goes on; no warning).
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        shuffled.partial_fit(X[50:100])
-    assert shuffled.n_partial_fits_ == 1 and gmm.n_partial_fits_ == 1
+        for chunk in (X[50:100], X[100:150]):
+            shuffled.partial_fit(chunk)
+            gmm.partial_fit(chunk)
+    assert shuffled.n_partial_fits_ == gmm.n_partial_fits_ == 3
+    for name in ("weights_", "means_", "covariances_"):
+        expected = getattr(gmm, name)
+        shared = covariance_type == "tied" and name == "covariances_"
+        expected = expected if shared else expected[SHUFFLE]
+        np.testing.assert_allclose(getattr(shuffled, name), expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)

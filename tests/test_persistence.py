@@ -1031,6 +1031,57 @@ def test_models_no_fit_could_give_are_refused_at_load(fitted, tmp_path, edit, ma
         bayesgmm.load(tmp_path / "bad.bgmm")
 
 
+def _stream_entry(meta, *keys):
+    """The tagged JSON value of ``_stream[keys[0]][keys[1]]...`` (a list
+    [key, value] whose value an edit may replace)."""
+    value = meta["state"]["_stream"]
+    for key in keys:
+        value = next(e for e in value["__dict__"] if e[0] == key)
+        entry, value = value, value[1]
+    return entry
+
+
+def _stream_array(*keys, fn):
+    def edit(meta, arrays):
+        key = _stream_entry(meta, *keys)[1]["__array__"]
+        arrays[key] = fn(arrays[key])
+    return edit
+
+
+def _stream_value(*keys, value):
+    def edit(meta, arrays):
+        _stream_entry(meta, *keys)[1] = value
+    return edit
+
+
+def _not_psd(S2):
+    S2 = S2.copy()
+    S2[0, 0] = [[1.0, 2.0], [2.0, 1.0]]
+    return S2
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m, a: m["state"].update(_stream="text"), "_stream is not a dict of"),
+    (_stream_array("center", fn=lambda c: c[:1]), r"_stream center is not a float array"),
+    (_stream_array("scale", fn=lambda c: -c), "positive scales"),
+    (_stream_value("t", value=0), "positive integer counts"),
+    (_stream_value("mass", value=-1.0), "mass -1.0 is not a positive number"),
+    (_stream_array("avg", "Nk", fn=lambda n: n * 2), "not a distribution over the components"),
+    (_stream_array("avg", "S1", fn=lambda v: v * np.inf), "non-finite"),
+    (_stream_array("avg", "S2", fn=_not_psd), "not positive semi-definite"),
+    (_stream_array("avg", "ref", fn=lambda v: v[..., :1]), r"_stream ref is not a float array"),
+], ids=["text", "center shape", "scale", "t", "mass", "Nk", "S1 inf", "S2", "ref shape"])
+def test_partial_fit_states_no_stream_could_give_are_refused_at_load(tmp_path, edit, match):
+    X = np.random.default_rng(0).normal(size=(300, 2)) + np.repeat([[0, 0], [6, 0]], 150, 0)
+    gmm = BayesianGMM(2, n_init=1, random_state=0, device="cpu").fit(X[:100])
+    gmm.partial_fit(X[100:200]).partial_fit(X[200:])
+    gmm.save(tmp_path / "m.bgmm")
+    assert bayesgmm.load(tmp_path / "m.bgmm").n_partial_fits_ == 2
+    _edit(tmp_path / "m.bgmm", tmp_path / "bad.bgmm", edit)
+    with pytest.raises(ValueError, match=match):
+        bayesgmm.load(tmp_path / "bad.bgmm")
+
+
 def test_classifier_priors_and_version_1_scales_are_checked(tmp_path):
     X, codes = _clf_data()
     clf = GMMClassifier([2, 1, 1], covariance_type="diag", n_init=1, em_max_iter=10, max_iter=0,

@@ -3,6 +3,9 @@ mmap_mode="r")``) give the in-memory fit, for every covariance type, with
 weights and missing values, with and without restart screening; predictions
 on a memmap stream too."""
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 
@@ -241,9 +244,11 @@ def test_partial_fit_first_call_is_fit_and_weights_repeat_rows():
     assert a.n_partial_fits_ == 1
 
 
-def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path, covariance_type):
     X = _stream(n_chunks=40)
-    gmm = BayesianGMM(3, missing="marginalize", **CPU)
+    gmm = BayesianGMM(3, covariance_type=covariance_type, missing="marginalize",
+                      dtype="float64", **CPU)
     for chunk in np.array_split(X[:10_000], 10):
         gmm.partial_fit(chunk)
     gmm.save(tmp_path / "m.bgmm")
@@ -252,24 +257,34 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path):
     Xm = X[10_000:].copy()
     Xm[np.random.default_rng(0).random(Xm.shape) < 0.2] = np.nan
     Xm[np.isnan(Xm).all(1), 0] = 0.0
-    # A saved model keeps its parameters, not the stream's running
-    # statistics: the first call after load says it starts a new average
-    # (and the count restarts), pointing at the caller's line.
-    with pytest.warns(UserWarning, match="loaded after 10 partial_fit calls.*new running "
-                                         "average.*pickle the estimator") as caught:
-        back.partial_fit(Xm[:1000])
-    assert [w.filename for w in caught] == [__file__] and back.n_partial_fits_ == 1
-    for chunk in np.array_split(Xm[1000:], 9):
-        back.partial_fit(chunk)
-    assert back.n_partial_fits_ == 10
-    # One call before the save (the first is a fit of its chunk, then an
-    # average of one chunk) is a stream too.
-    one = BayesianGMM(3, **CPU).partial_fit(X[:500])
-    one.save(tmp_path / "one.bgmm")
-    with pytest.warns(UserWarning, match="loaded after 1 partial_fit call, but"):
-        BayesianGMM.load(tmp_path / "one.bgmm").partial_fit(X[500:1000])
-    assert np.all(np.isfinite(back.means_))
-    assert back.score(X) > gmm.score(X) - 0.01
+    # A saved model keeps the stream's running statistics: the loaded one
+    # continues the stream exactly as the saved one does (silently; before,
+    # it started a new average and warned).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for chunk in np.array_split(Xm, 10):
+            back.partial_fit(chunk)
+            gmm.partial_fit(chunk)
+    assert back.n_partial_fits_ == gmm.n_partial_fits_ == 20
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(gmm, name))
+    # Saved again mid-stream: the same bytes as the in-memory model's file.
+    back.save(tmp_path / "back.bgmm")
+    gmm.save(tmp_path / "again.bgmm")
+    assert (tmp_path / "back.bgmm").read_bytes() == (tmp_path / "again.bgmm").read_bytes()
+    # A file without the statistics (as an earlier release saved them)
+    # starts a new average, says so, and counts from 1, pointing at the
+    # caller's line.
+    old = copy.deepcopy(gmm)
+    del old._stream
+    old.save(tmp_path / "old.bgmm")
+    with pytest.warns(UserWarning, match="loaded after 20 partial_fit calls from a file "
+                                         "without the stream's running statistics") as caught:
+        loaded = BayesianGMM.load(tmp_path / "old.bgmm").partial_fit(X[:500])
+    assert [w.filename for w in caught] == [__file__] and loaded.n_partial_fits_ == 1
+    assert np.all(np.isfinite(loaded.means_))
+    assert back.score(X) > BayesianGMM(3, covariance_type=covariance_type, dtype="float64",
+                                       **CPU).fit(X[:500]).score(X) - 0.01
     with pytest.raises(ValueError, match="X has 3 features"):
         back.partial_fit(np.zeros((5, 3)))
 
