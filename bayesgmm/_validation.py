@@ -140,7 +140,7 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
         label += f", row {row_offset + i}" + ("" if index is None else
                                               f" (index label {index[[i]].tolist()[0]!r})")
     if np.isnan(bad).any():
-        raise ValueError(f"{name} contains NaN in {label} (missing values): fit with "
+        raise ValueError(f"{name} contains NaN in {label} (missing values): set "
                          f"missing='marginalize' to use the observed features of those rows, "
                          f"or remove or impute them (e.g. df.dropna())")
     raise ValueError(f"{name} contains inf in {label} (value {bad[0]}): remove or clip "
@@ -330,7 +330,7 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
                     bad = X[:, col][~finite[:, col]]
                     if bool(torch.isnan(bad).any()):
                         raise ValueError(f"X contains NaN in column {col} (missing values): "
-                                         f"fit with missing='marginalize' to use the observed "
+                                         f"set missing='marginalize' to use the observed "
                                          f"features of those rows, or remove or impute them")
                     raise ValueError(f"X contains inf in column {col} (value {float(bad[0])}): "
                                      f"remove or clip infinite values")

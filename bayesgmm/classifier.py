@@ -1039,9 +1039,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """Accuracy of :meth:`predict` on ``y`` (scikit-learn's), weighted
         by ``sample_weight``, checked as ``fit`` checks it (finite, >= 0,
         not all 0; tensors taken as they are by ``fit``)."""
-        from sklearn.utils.validation import _num_samples
-        w = V.check_sample_weight(sample_weight, _num_samples(X))
-        return super().score(X, y, sample_weight=w)
+        from sklearn.metrics import accuracy_score
+
+        pred = self.predict(X)           # checks X first, with the library's errors
+        w = V.check_sample_weight(sample_weight, len(pred))
+        return float(accuracy_score(y, pred, sample_weight=w))
 
 
 _KERNELS: dict = {}

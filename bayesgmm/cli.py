@@ -1234,7 +1234,7 @@ _CSV_ONLY = {
 # The library's words for remedies that the command line spells as options.
 # The estimator's words for its parameters, and the options that set them
 # (regular expressions and their replacements).
-_LIBRARY_WORDS = ((r"fit with missing='marginalize'", "pass --missing marginalize"),
+_LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
                   (r"\bn_components=(\d+)", r"-k \1"),
                   (r"^device must be", "--device must be"),

@@ -725,6 +725,13 @@ def test_score_checks_sample_weight_as_fit_does(three_blobs):
         clf.score(X, y, sample_weight=-np.ones(len(y)))
     with pytest.raises(ValueError, match=r"sample_weight are all zero"):
         clf.score(X, y, sample_weight=np.zeros(len(y)))
+    # X is checked first, with the library's errors (scikit-learn's bare
+    # "Expected sequence or array-like" before), with or without weights.
+    for weight in (None, np.ones(len(y))):
+        with pytest.raises(ValueError, match="X must be a 2-D array-like of numbers"):
+            clf.score(None, y, sample_weight=weight)
+    with pytest.raises(ValueError, match=r"sample_weight has shape \(5,\), expected"):
+        clf.score(X, y, sample_weight=np.ones(5))
 
 
 def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():

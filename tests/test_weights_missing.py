@@ -465,10 +465,15 @@ def test_missing_errors_name_the_remedy(Est):
         Est(2, missing="marginalize", **CPU).fit(*args(col))
     with pytest.raises(ValueError, match="missing must be one of"):
         Est(2, missing="drop", **CPU).fit(*args(X))
-    # A model fitted without marginalisation still names the remedy.
+    # A model fitted without marginalisation still names the remedy: the
+    # setting (predictions read it), not a refit; with it set, the fitted
+    # model marginalises.
     plain = Est(2, **CPU).fit(*args(X))
-    with pytest.raises(ValueError, match="missing='marginalize'"):
+    with pytest.raises(ValueError, match=r"contains NaN .* set missing='marginalize' to use"):
         plain.predict(Xm)
+    np.testing.assert_array_equal(plain.set_params(missing="marginalize").predict(X),
+                                  Est(2, **CPU).fit(*args(X)).predict(X))
+    assert plain.predict(Xm).shape == (len(Xm),)
 
 
 # ------------------------------------------------------------------ impute
