@@ -671,10 +671,17 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     s2 = np.zeros(D)
     late = {k: f(n_kept) for k, f in deferred.items()} if w_src is not None else {}
     seen_kept = 0
+    failure = None      # over several processes: raised after the pass's sum, on every rank
     for a in range(0, n, chunk_rows):
-        chunk = read_rows(X, a, a + chunk_rows)
-        w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
-        check_unchanged(signatures[a // chunk_rows], chunk, w, a)
+        try:
+            chunk = read_rows(X, a, a + chunk_rows)
+            w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
+            check_unchanged(signatures[a // chunk_rows], chunk, w, a)
+        except Exception as exc:
+            if reduce is None:
+                raise
+            failure = failure or exc
+            continue
         if late:
             pos = np.flatnonzero(w > 0)               # this chunk's kept rows, in order
             for k, idx in late.items():
@@ -688,7 +695,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         dev = np.where(np.isnan(chunk), 0.0, chunk - mean)
         with np.errstate(over="ignore"):     # an overflow is refused by check_overflow
             s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
-    sd = np.sqrt(reduce_array(s2, reduce, device) / s0)
+    sd = np.sqrt(reduce_array(s2, reduce, device, error=failure, check=True) / s0)
     from .priors import _TINY
     scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
     if family.isotropic:

@@ -553,6 +553,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 V.check_sample_weight(sample_weight, X.shape[0],
                                       all_zero="error" if group is None else "shard")
             s, max_components, disc_steps = self._check_params()
+            V.check_random_state(self.random_state)   # before the collective (else a hang)
             y = self._labels(X, y)      # 1-D from here: a column vector is warned about once
             if (group is not None or streamed) and disc_steps > 0:
                 raise ValueError("discriminative fine-tuning needs the data in one process's "
@@ -567,7 +568,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             error = exc
         agree(error, group, X.shape[1] if error is None else -1,
               None if streamed else getattr(self, "feature_names_in_", None),
-              None if group is None else shared_settings(self), self)
+              None if group is None else shared_settings(self, streamed), self)
         device = s.device
         D = X.shape[1]
         family = cov_module.get(s.covariance_type, D)

@@ -39,7 +39,7 @@ from typing import Callable, NoReturn, Optional, Sequence
 import numpy as np
 import torch
 
-Reduce = Callable[[Sequence[torch.Tensor]], None]
+Reduce = Callable[..., None]   # (tensors, error=None, check=False): see reducer
 
 
 def exit_process(code: int = 0) -> NoReturn:
@@ -87,18 +87,40 @@ def reducer(process_group) -> Optional[Reduce]:
     """The statistics-reduce hook of a fit: sums tensors over the group's
     ranks, in place, in one ``all_reduce`` per dtype (the tensors are
     flattened into one buffer, so an EM iteration costs one round trip);
-    None without a group."""
+    None without a group.
+
+    ``check=True`` (a sum that closes a pass over an out-of-core shard,
+    which can fail on one rank mid-fit: a file changed or truncated) adds
+    one element to the sum, the ranks whose pass failed; ``error`` is this
+    rank's failure.  After the sum the failing ranks raise their own error
+    and every other rank a ``ValueError`` that says so: no rank is left
+    waiting in a collective the others never reach."""
     if process_group is None:
         return None
     import torch.distributed as dist
 
-    def reduce(tensors: Sequence[torch.Tensor]) -> None:
+    def reduce(tensors: Sequence[torch.Tensor], error: Optional[BaseException] = None,
+               check: bool = False) -> None:
         by_dtype: dict = {}
         for t in tensors:
             by_dtype.setdefault(t.dtype, []).append(t)
-        for group in by_dtype.values():
-            flat = torch.cat([t.reshape(-1) for t in group])
+        for i, group in enumerate(by_dtype.values()):
+            parts = [t.reshape(-1) for t in group]
+            if check and i == 0:
+                # One more element: how many ranks' passes failed (exact in
+                # any float type for any number of ranks that fits here).
+                parts.append(torch.full((1,), 0.0 if error is None else 1.0,
+                                        dtype=group[0].dtype, device=group[0].device))
+            flat = torch.cat(parts)
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=process_group)
+            if check and i == 0:
+                failed = int(flat[-1])
+                if error is not None:
+                    raise error
+                if failed:
+                    raise ValueError(
+                        f"{failed} other rank(s) of the process group failed to read their "
+                        f"shard during the fit (see their error): every rank stops")
             offset = 0
             for t in group:
                 t.copy_(flat[offset:offset + t.numel()].view_as(t))
@@ -107,13 +129,20 @@ def reducer(process_group) -> Optional[Reduce]:
     return reduce
 
 
-def reduce_array(values: np.ndarray, reduce: Optional[Reduce], device="cpu") -> np.ndarray:
+def reduce_array(values: np.ndarray, reduce: Optional[Reduce], device="cpu",
+                 error: Optional[BaseException] = None, check: bool = False) -> np.ndarray:
     """A float64 numpy array summed over the ranks (itself without a hook),
-    through a tensor on ``device`` (NCCL reduces CUDA tensors only)."""
+    through a tensor on ``device`` (NCCL reduces CUDA tensors only).  With
+    ``check`` (the sum closes a pass over an out-of-core shard), ``error``
+    is this rank's failure in that pass: it is raised here, after the sum,
+    and every other rank raises too, so that none is left waiting in the
+    next collective (see :func:`reducer`)."""
     if reduce is None:
+        if error is not None:
+            raise error
         return values
     t = torch.as_tensor(np.array(values, dtype=np.float64), device=device)
-    reduce([t])
+    reduce([t], error=error, check=check)
     return t.cpu().numpy()
 
 
@@ -140,11 +169,13 @@ def _fingerprint(text: Optional[str]) -> float:
 RANK_LOCAL_PARAMS = ("device", "progress", "n_threads")
 
 
-def shared_settings(estimator) -> dict:
+def shared_settings(estimator, streamed: bool = False) -> dict:
     """The estimator's parameters that every rank must share:
     ``get_params`` without :data:`RANK_LOCAL_PARAMS`, ``random_state`` only
     when it is a number (None or a generator: rank 0's seeds are used,
-    :func:`shared_seeds`)."""
+    :func:`shared_seeds`); and how each rank holds its shard (``streamed``:
+    read in chunks, :func:`bayesgmm._base.is_row_source`, or in memory),
+    since the two paths run different collectives."""
     import numbers
 
     params = estimator.get_params(deep=False)
@@ -154,12 +185,43 @@ def shared_settings(estimator) -> dict:
     if not (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
         params["random_state"] = "drawn on rank 0"
     params[WARM_KEY] = _warm_state(estimator)[0]
+    params[SHARD_KEY] = "read in chunks (out of core)" if streamed else "in memory"
     return params
 
 
 #: The entry of :func:`shared_settings` that describes the fitted model a
 #: warm start continues (its values are compared by :func:`agree`).
 WARM_KEY = "the fitted model warm_start continues"
+#: The entry of :func:`shared_settings` that says how the shard is held.
+SHARD_KEY = "the shard"
+
+
+def _canonical(value) -> str:
+    """A text that equals another value's exactly when the values are equal:
+    ``repr``, but arrays (and tensors) by dtype, shape and a hash of every
+    byte (numpy's repr elides the middle of large arrays and rounds to 8
+    digits), and dataclasses (``Priors``), lists, tuples and dicts element
+    by element."""
+    import dataclasses
+    import hashlib
+
+    if torch.is_tensor(value):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        body = (repr(value.tolist()).encode() if value.dtype.kind == "O" else
+                np.ascontiguousarray(value).tobytes())
+        return f"array({value.dtype.str}, {value.shape}, {hashlib.sha256(body).hexdigest()})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (f"{type(value).__name__}("
+                + ", ".join(f"{f.name}={_canonical(getattr(value, f.name))}"
+                            for f in dataclasses.fields(value)) + ")")
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_canonical(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_canonical(k)}: {_canonical(v)}"
+                               for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))) + "}"
+    return repr(value)
 
 
 def _warm_state(estimator) -> tuple[str, Optional[np.ndarray]]:
@@ -208,7 +270,7 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
     flags[dist.get_rank(process_group)] = 0.0 if error is None else 1.0
     columns = None if columns is None else [str(c) for c in columns]
     marks = (float(n_features), _fingerprint(None if columns is None else repr(columns)),
-             _fingerprint(None if settings is None else repr(sorted(settings.items()))))
+             _fingerprint(None if settings is None else _canonical(settings)))
     for i, v in enumerate(marks):
         flags[world + 2 * i], flags[world + 2 * i + 1] = -v, v
     dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=process_group)
@@ -233,10 +295,17 @@ def agree(error: Optional[BaseException], process_group, n_features: int,
                              + "; ".join(f"rank {r}: {c}" for r, (c, _) in enumerate(parts))
                              + ": give every rank the same columns in the same order")
         names = sorted({k for _, p in parts for k in p}, key=str)
-        differ = [k for k in names if len({repr(p.get(k)) for _, p in parts}) > 1]
+        differ = [k for k in names if len({_canonical(p.get(k)) for _, p in parts}) > 1]
         if differ == [WARM_KEY]:
             raise _warm_mismatch("; ".join(f"rank {r}: {p.get(WARM_KEY)}"
                                            for r, (_, p) in enumerate(parts)))
+        if differ == [SHARD_KEY]:
+            raise ValueError(
+                "the ranks hold their shards differently ("
+                + "; ".join(f"rank {r}: {p.get(SHARD_KEY)}" for r, (_, p) in enumerate(parts))
+                + "), and the two paths run different collectives: give every rank an "
+                  "in-memory array, or every rank an out-of-core one (e.g. np.load(path, "
+                  "mmap_mode='r'))")
         raise ValueError(
             "the ranks' estimators have different parameters: "
             + "; ".join(f"{k}: " + ", ".join(f"rank {r} {p.get(k)!r:.60}"

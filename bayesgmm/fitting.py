@@ -266,7 +266,14 @@ class RowStream:
         self.center = torch.as_tensor(center, dtype=torch.float64, device=device)
         self.scale = torch.as_tensor(scale, dtype=torch.float64, device=device)
         self.device, self.dtype = torch.device(device), dtype
-        self.has_missing, self.reduce, self.chunk_rows = has_missing, reduce, chunk_rows
+        self.has_missing, self.chunk_rows = has_missing, chunk_rows
+        # Over several processes a pass that fails on this rank (a chunk
+        # changed or unreadable) is not raised at once: the pass goes on
+        # with that chunk at weight 0, and its closing sum raises on every
+        # rank (see :func:`bayesgmm.distributed.reducer`), so that no rank
+        # waits for a sum this one never joins.
+        self._sum, self.failure = reduce, None
+        self.reduce = None if reduce is None else self._reduce
         # ``labels`` (n,): the group (class) of every row, for per-class
         # mixtures: each chunk is laid out per class as Groups.from_labels does.
         self.labels = labels
@@ -282,18 +289,37 @@ class RowStream:
         """(start, standardised chunk (m, D) in ``dtype`` with NaN kept,
         weights (m,) or None), one host read per chunk."""
         for a in range(0, self.n, self.chunk_rows):
-            raw = read_rows(self.source, a, a + self.chunk_rows)
-            w = None
-            if self.weight_source is not None:
-                w = (read_rows(self.weight_source[:, None], a, a + self.chunk_rows)[:, 0]
-                     if isinstance(self.weight_source, np.memmap) else
-                     np.array(self.weight_source[a:a + self.chunk_rows], dtype=np.float64))
-            if self.signatures is not None:
-                check_unchanged(self.signatures[a // self.chunk_rows], raw, w, a)
+            try:
+                raw, w = self._read(a)
+            except Exception as exc:
+                if self._sum is None:
+                    raise
+                self.failure = self.failure or exc
+                # The chunk's rows at weight 0: they add nothing to the sums.
+                raw = np.zeros((min(self.chunk_rows, self.n - a), self.D))
+                w = np.zeros(raw.shape[0])
             z = ((torch.as_tensor(raw, device=self.device) - self.center) / self.scale).to(self.dtype)
             if w is not None:
                 w = torch.as_tensor(w, dtype=self.dtype, device=self.device)
             yield a, z, w
+
+    def _read(self, a: int):
+        """Chunk ``a``'s rows (float64) and weights (or None), checked
+        against the first pass's reading."""
+        raw = read_rows(self.source, a, a + self.chunk_rows)
+        w = None
+        if self.weight_source is not None:
+            w = (read_rows(self.weight_source[:, None], a, a + self.chunk_rows)[:, 0]
+                 if isinstance(self.weight_source, np.memmap) else
+                 np.array(self.weight_source[a:a + self.chunk_rows], dtype=np.float64))
+        if self.signatures is not None:
+            check_unchanged(self.signatures[a // self.chunk_rows], raw, w, a)
+        return raw, w
+
+    def _reduce(self, tensors) -> None:
+        """The sum over the ranks that closes a pass, raising on every rank
+        when any rank's pass failed."""
+        self._sum(tensors, error=self.failure, check=True)
 
     def blocks(self, gidx: torch.Tensor, rows: int):
         for a, z, w in self.chunks():

@@ -553,6 +553,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 V.check_sample_weight(sample_weight, X.shape[0],
                                       all_zero="error" if group is None else "shard")
             s = self._settings()
+            V.check_random_state(self.random_state)   # before the collective (else a hang)
             family = cov_module.get(s.covariance_type, X.shape[1])
             if (group is not None or streamed) and \
                     V.check_option("backend", self.backend, _BACKENDS) != "fused":
@@ -564,7 +565,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             error = exc
         agree(error, group, X.shape[1] if error is None else -1,
               None if streamed else getattr(self, "feature_names_in_", None),
-              None if group is None else shared_settings(self), self)
+              None if group is None else shared_settings(self, streamed), self)
         rs = V.check_random_state(self.random_state)
         seeds = shared_seeds(rs.randint(0, 2 ** 31 - 1, size=s.n_init + 1), group)
         warm_asked = self._warm_asked()

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     import torch.distributed as dist
-    from bayesgmm import BayesianGMM, GMMClassifier
+    from bayesgmm import BayesianGMM, GMMClassifier, Priors
     from bayesgmm.distributed import exit_process
 
     out = sys.argv[1]
@@ -119,6 +119,38 @@ SCRIPT = textwrap.dedent('''
     shared = BayesianGMM(3, **warm).fit(X[shard], process_group=WORLD)
     shared.fit(X[shard], process_group=WORLD)                      # the same model: continues
     result["warm_shared"] = shared.means_.tolist()
+    # Shards held differently (a memmap on one rank, an array on the
+    # other) take paths with different collectives: refused on every rank.
+    result["mixed"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+        mm if rank == 0 else X[shard], process_group=WORLD))
+    result["mixed_clf"] = refusal(lambda: GMMClassifier(2, device="cpu").fit(
+        X[shard] if rank == 0 else mm, y[shard], process_group=WORLD))
+
+    class Changing:
+        """A row source (as an h5py dataset) whose rows change after its
+        first ``after`` passes."""
+        def __init__(self, A, after):
+            self.A, self.after, self.passes = A, after, 0
+            self.shape, self.dtype = A.shape, A.dtype
+
+        def __getitem__(self, key):
+            if isinstance(key, slice) and not key.start:
+                self.passes += 1
+            return np.array(self.A[key]) + (1.0 if self.passes > self.after else 0.0)
+
+    # A shard that changes on rank 1 during the moments' second pass, or
+    # during EM: every rank stops with an error (before: rank 0 waited).
+    for after in (1, 3):
+        result[f"changed{after}"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+            mm if rank == 0 else Changing(mm, after), process_group=WORLD))
+    # Parameters that differ below numpy's printed precision (or in the
+    # middle of a large array) are told apart.
+    result["close_priors"] = refusal(lambda: BayesianGMM(2, device="cpu", priors=Priors(
+        mean_loc=np.array([0.0, 0.0, 1.0 + 1e-10 * rank]))).fit(X[shard], process_group=WORLD))
+    # A bad random_state on one rank is refused before any collective.
+    result["bad_seed"] = refusal(lambda: BayesianGMM(
+        2, device="cpu", random_state=np.random.RandomState(0) if rank == 0 else "a seed").fit(
+        X[shard], process_group=WORLD))
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -243,6 +275,24 @@ def test_a_refused_memmap_shard_stops_every_rank(two_ranks):
     assert "every rank's in-memory shard needs at least one row of positive weight" \
         in r1["zero_shard"]
     assert "refused their shard" in r0["zero_shard"]
+
+
+def test_shards_held_differently_changed_or_with_close_parameters_stop_every_rank(two_ranks):
+    # (From an independent audit.) Each of these left a rank waiting in a
+    # collective (30 minutes by default) or, for parameters that differed
+    # below numpy's printed precision, fitted different models silently.
+    (r0, r1), _ = two_ranks
+    for r in (r0, r1):
+        for key in ("mixed", "mixed_clf"):
+            assert "the ranks hold their shards differently (rank 0: " in r[key]
+            assert "give every rank an in-memory array, or every rank an out-of-core" in r[key]
+        assert "different parameters: priors" in r["close_priors"]
+    for after in (1, 3):
+        assert "X changed during the fit: rows 0 to" in r1[f"changed{after}"]
+        assert "1 other rank(s) of the process group failed to read their shard during the " \
+               "fit" in r0[f"changed{after}"]
+    assert "random_state must be None, an integer" in r1["bad_seed"]
+    assert "other rank(s) of the process group refused their shard" in r0["bad_seed"]
 
 
 def test_process_group_needs_an_initialised_group():
