@@ -111,6 +111,15 @@ def _n_components(value: str):
     return "auto" if value.strip().lower() == "auto" else _k(value)
 
 
+def _path(value: str) -> str:
+    """A file or folder name: not empty (an unset shell variable would
+    otherwise write to the current folder, or save nothing, silently)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"an empty path ({value!r}; an unset shell variable?): "
+                                         f"give a file or folder name")
+    return value
+
+
 def _decimal_mark(value: str) -> str:
     if len(value) != 1 or value.isalnum():
         raise argparse.ArgumentTypeError(
@@ -139,7 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             "matrix, one matrix shared by all (tied), diagonal, or one variance "
                             "(spherical); with one feature full is diagonal "
                             "(default: %(default)s)")
-        p.add_argument("--out", default=default_out, metavar="DIR",
+        p.add_argument("--out", default=default_out, metavar="DIR", type=_path,
                        help="output folder, created if missing (default: %(default)s)")
         p.add_argument("--seed", type=_seed, default=0,
                        help="random seed; the same seed gives the same fit (default: %(default)s)")
@@ -238,7 +247,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                                 "an integer >= 0, e.g. 300", lambda n: n >= 0),
                      default=300,
                      metavar="W", help="NUTS warmup steps per chain (default: %(default)s)")
-    fit.add_argument("--save", metavar="MODEL",
+    fit.add_argument("--save", metavar="MODEL", type=_path,
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
     fit.add_argument("--distributed", action="store_true",
                      help=".npy input only: fit over the processes torchrun starts, each "
@@ -276,7 +285,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="leave rows with missing values unassigned instead of refusing them "
                            "(with --missing marginalize: the rows with every column empty); "
                            "CSV only")
-    pred.add_argument("--out", default="bayesgmm-out", metavar="DIR",
+    pred.add_argument("--out", default="bayesgmm-out", metavar="DIR", type=_path,
                       help="output folder, created if missing (default: %(default)s)")
     return parser
 
@@ -705,9 +714,21 @@ def _sniff_separator(path: str, decimal: str) -> str:
     return _WHITESPACE if len(fields) == 1 and fields.pop() > 1 else fallback
 
 
+def _csv_options(sep: str, decimal: str, thousands: Optional[str]) -> dict:
+    """How pandas reads the file: as numbers where they are, and (with a
+    separator other than whitespace) spaces after each separator skipped,
+    so that a header "x, y" names its columns x and y."""
+    return dict(sep=sep, decimal=decimal, thousands=thousands, index_col=False,
+                skipinitialspace=sep != _WHITESPACE)
+
+
 def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
     """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
+    if thousands is not None and thousands == decimal:
+        raise CLIError(f"--thousands {thousands!r} is also the decimal mark (--decimal "
+                       f"{decimal!r}): every number would be misread; give two different "
+                       f"marks, e.g. --decimal , --thousands . for 1.817,5")
     if not os.path.exists(path):
         raise CLIError(f"file not found: {path!r}")
     if os.path.isdir(path):
@@ -721,8 +742,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
             # the first field as a row label and shifts every column; with
             # index_col=False it warns and drops the last field.  Both lose data.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, sep=sep, decimal=decimal, thousands=thousands,
-                             index_col=False)
+            df = pd.read_csv(path, **_csv_options(sep, decimal, thousands))
     except pd.errors.ParserWarning:
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
@@ -886,12 +906,16 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # measurement: as 0/1 under a Gaussian, each cluster's flag variance
         # collapses to the prior's floor and the flag alone drives the split.
         flags = [c for c in numeric if pd.api.types.is_bool_dtype(df[c])]
-        labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags]
+        # A column with no value at all (e.g. an empty "notes") reads as
+        # numbers (all NaN): nothing to fit, and it would refuse every row.
+        empty = [c for c in numeric if df[c].isna().all()]
+        labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags
+                  or c in empty]
         columns = [c for c in numeric if c not in labels]
         kinds = ", ".join(k for k, v in (
-            ("labels", set(labels) - set(index) - set(earlier) - set(flags)),
+            ("labels", set(labels) - set(index) - set(earlier) - set(flags) - set(empty)),
             ("a row index", index), ("an earlier fit's output", earlier),
-            ("true/false flags", flags)) if v)
+            ("true/false flags", flags), ("empty columns", empty)) if v)
         if labels and columns:
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
                   f"{kinds}; name them with --columns to use them", file=sys.stderr)
@@ -1078,12 +1102,15 @@ def _check_observed(df, columns: Sequence[str], rows: np.ndarray, path: str) -> 
 def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> None:
     """The input rows with the MAP cluster and each cluster's probability
     (empty for rows left out), under names that none of the input's
-    columns has, written as the input was (separator, decimal mark)."""
+    columns has, written as the input was (separator, decimal mark).  The
+    input's cells are copied as the file has them (read as text: codes
+    with leading zeros, 'NA' country codes and long identifiers come back
+    unchanged, not as numbers or empty cells)."""
     import pandas as pd
     X = df.loc[keep, list(columns)]
     K = len(model.weights_)
     names = _added_names(df, K)
-    result = df.copy()
+    result = _input_text(args.file, sep, args.decimal, df)
     labels = pd.array(np.full(len(df), pd.NA), dtype="Int64")
     labels[keep] = model.predict(X)
     result[names[0]] = labels
@@ -1101,33 +1128,68 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
               f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
 
 
-def _check_model_path(path: str, data: Optional[str] = None) -> None:
-    """Refuse a ``--save`` target that cannot be written, or that is the
-    input file ``data``, before fitting: a file that does not exist yet is
-    created and removed again, so that a name the system refuses (too long,
-    a read-only place) is said now, not after the fit."""
-    folder = os.path.dirname(os.path.abspath(path))
+def _input_text(path: str, sep: str, decimal: str, df):
+    """The cells of the CSV file ``path`` as text, for the rows and columns
+    of its reading ``df``; ``df`` itself should the two readings not line
+    up."""
+    import pandas as pd
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
+                          **_csv_options(sep, decimal, None))
+    except (OSError, ValueError, pd.errors.ParserError):
+        return df.copy()
+    columns = list(df.columns)
+    if raw.shape[0] != df.shape[0] or not set(columns) <= set(raw.columns):
+        return df.copy()
+    raw = raw[columns]
+    raw.index = df.index
+    return raw
+
+
+def _check_model_path(path: str, data: Optional[str] = None, outputs: Sequence = ()) -> None:
+    """Refuse a ``--save`` target that cannot be written, that is the input
+    file ``data`` or one of this run's ``outputs``, before fitting (after
+    ``--out`` is created: the model may go in it).  As ``save`` does, a
+    symlink is followed to its file; the target must be a regular file (or
+    new), and its folder writable (a save writes a new file there and
+    renames it over the target); a file that does not exist yet is created
+    and removed again, so that a name the system refuses (too long, a
+    read-only place) is said now, not after the fit."""
     if os.path.isdir(path):
         raise CLIError(f"--save {path!r} is a folder: give a file name, e.g. model.bgmm")
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         raise CLIError(f"cannot save the model to {path!r}: the folder {folder!r} does not "
                        f"exist; create it or choose another --save")
     _refuse_input_as_output(data, path, "--save")
+    for name in outputs:
+        if os.path.realpath(name) == target:
+            raise CLIError(f"--save {path!r} is also this run's output {str(name)!r}, which "
+                           f"the model would replace: choose another --save, e.g. model.bgmm")
+    exists = os.path.lexists(target)
+    if exists and not os.path.isfile(target):
+        raise CLIError(f"cannot save the model to {path!r}: it is not a regular file (a "
+                       f"device, pipe or socket); choose another --save")
     try:
-        if os.path.exists(path):
-            if not os.access(path, os.W_OK):
+        if exists:
+            if not os.access(target, os.W_OK):
                 raise PermissionError(13, "Permission denied")
         else:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            os.unlink(path)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(target)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".bayesgmm-probe-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
-        raise CLIError(f"cannot save the model to {path!r}: {_reason(exc)}; choose another "
-                       f"--save") from None
+        raise CLIError(f"cannot save the model to {path!r}: {_reason(exc)} (in the folder "
+                       f"{folder!r}); choose another --save") from None
 
 
 def _refuse_input_as_output(data: Optional[str], target, option: str) -> None:
     """Refuse writing ``target`` (an output of ``option``) where it is the
     input file ``data``."""
+    same = False
     with contextlib.suppress(OSError):
         same = data is not None and os.path.exists(target) and os.path.samefile(data, target)
     if same:
@@ -1156,9 +1218,9 @@ def _fit(args) -> int:
         _check_observed(df, columns, fitted, args.file)
     for name in _FIT_FILES:
         _refuse_input_as_output(args.file, Path(args.out) / name, "--out")
-    if args.save:
-        _check_model_path(args.save, args.file)
     out = _prepare_out(args.out, _FIT_FILES)
+    if args.save:
+        _check_model_path(args.save, args.file, [out / name for name in _FIT_FILES])
     # Every kept row is predicted below, weight 0 included: such rows are
     # left out of the fit only.
     gmm = _fit_estimator(args, df.loc[keep, columns], sample_weight=w)
@@ -1186,6 +1248,9 @@ def _predict(args) -> int:
     if os.path.isdir(args.model):
         raise CLIError(f"model {args.model!r} is a folder, not a model file (make one with "
                        f"'bayesgmm fit FILE.csv --save MODEL')")
+    if os.path.exists(args.model) and not os.path.isfile(args.model):
+        raise CLIError(f"model {args.model!r} is not a regular file (a device, pipe or socket): "
+                       f"give a model file (make one with 'bayesgmm fit FILE.csv --save MODEL')")
     if not os.path.isfile(args.model):
         raise CLIError(f"model file not found: {args.model!r} (make one with "
                        f"'bayesgmm fit FILE.csv --save MODEL')")
@@ -1205,7 +1270,8 @@ def _predict(args) -> int:
     args.columns = columns
     _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
     keep = _rows_to_use(df, columns, args, marginalize)
-    _refuse_input_as_output(args.file, Path(args.out) / "assignments.csv", "--out")
+    for source in (args.file, args.model):
+        _refuse_input_as_output(source, Path(args.out) / "assignments.csv", "--out")
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
@@ -1235,10 +1301,18 @@ _CSV_ONLY = {
 # The estimator's words for its parameters, and the options that set them
 # (regular expressions and their replacements).
 _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
+                  # Model files: made and read here by fit --save and predict.
+                  (r"re-save the estimator with estimator\.save\(path\)",
+                   "make it again with 'bayesgmm fit FILE.csv --save MODEL'"),
+                  (r"a model file saved by estimator\.save\(path\)",
+                   "a model file saved by 'bayesgmm fit --save MODEL'"),
+                  (r"load it with GMMClassifier\.load\(path\) or bayesgmm\.load\(path\)",
+                   "'bayesgmm predict' takes the models 'bayesgmm fit --save' makes (load a "
+                   "GMMClassifier in Python, with bayesgmm.load(path))"),
                   (r" \(e\.g\. df\.dropna\(\)\)", ""), (r", e\.g\. df\.dropna\(how='all'\)", ""),
                   (r"\bn_components=(\d+)", r"-k \1"),
                   (r"^device must be", "--device must be"),
-                  (r"^device='(\w+)'", r"--device \1"),
+                  (r"^device='([\w:]+)'", r"--device \1"),
                   (r"use device='(\w+)' or '(\w+)'", r"use --device \1 or \2"),
                   (r"\binference='(\w+)'", r"--inference \1"),
                   (r"\bcovariance_type='(\w+)'", r"--covariance-type \1"),
@@ -1262,7 +1336,9 @@ def _write_outputs(gmm, columns, out: Path, args) -> None:
         try:
             gmm.save(args.save)
         except OSError as exc:
-            raise CLIError(f"cannot save the model to {args.save!r}: {_reason(exc)}") from None
+            reason = _reason(exc)       # the library's own words name the file already
+            raise CLIError(reason if reason.startswith("cannot save") else
+                           f"cannot save the model to {args.save!r}: {reason}") from None
 
 
 def _is_npy(path: str) -> bool:
@@ -1496,7 +1572,7 @@ def _rows_of(procs: _Processes, n: int) -> tuple[int, int]:
 
 
 def _fit_npy(args) -> int:
-    _refuse_csv_options(args, ("columns", "sep", "decimal", "weights", "dropna"))
+    _refuse_csv_options(args, ("columns", "sep", "decimal", "thousands", "weights", "dropna"))
     if args.distributed and args.inference != "map":
         raise CLIError(f"--inference {args.inference} runs on all the rows in one process, but "
                        f"--distributed splits them over processes: fit with --inference map "
@@ -1523,9 +1599,9 @@ def _fit_npy_in(args, procs: _Processes) -> int:
             return None
         for name in _NPY_FILES:
             _refuse_input_as_output(args.file, Path(args.out) / name, "--out")
-        if args.save:
-            _check_model_path(args.save, args.file)
         out = _prepare_out(args.out, _NPY_FILES)
+        if args.save:
+            _check_model_path(args.save, args.file, [out / name for name in _NPY_FILES])
         return out
 
     out = procs.together(prepare)
@@ -1561,7 +1637,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
 
 
 def _predict_npy(args, model) -> int:
-    _refuse_csv_options(args, ("sep", "decimal", "dropna"))
+    _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna"))
     X = _open_npy(args.file)
     D = int(model.n_features_in_)
     if X.shape[1] != D:
@@ -1570,7 +1646,8 @@ def _predict_npy(args, model) -> int:
         raise CLIError(f"{args.file!r} has {X.shape[1]} column(s) but the model {args.model!r} "
                        f"was fitted on {D} feature(s){names}: give them as the columns, in "
                        f"that order")
-    _refuse_input_as_output(args.file, Path(args.out) / "assignments.npy", "--out")
+    for source in (args.file, args.model):
+        _refuse_input_as_output(source, Path(args.out) / "assignments.npy", "--out")
     out = _prepare_out(args.out, ("assignments.npy",))
     counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "

@@ -1589,3 +1589,85 @@ def test_vi_with_a_mostly_missing_column_is_warned_in_the_command_lines_words(tm
     assert "covariance_type" not in err and "inference=" not in err
     assert main([*run, "--covariance-type", "diag", "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_outputs_saves_and_cells_are_guarded(tmp_path):
+    # From a second audit of the command line: each of these gave exit 0
+    # with misread numbers, replaced a user's file or the run's own output,
+    # or changed the user's cells in assignments.csv.
+    from bayesgmm import BayesianGMM
+
+    df, _ = _two_blobs(4)
+    t = tmp_path
+    n = len(df)
+    np.save(t / "x.npy", df.to_numpy())
+    ids = pd.DataFrame({"country": (["NA", "null", "FR", "None", "N/A", "DE"] * n)[:n],
+                        "zip": [f"{i:05d}" for i in range(n)],
+                        "id": [str(12345678901234567 + i) for i in range(n)]})
+    pd.concat([ids, df], axis=1).to_csv(t / "ids.csv", index=False)
+    df.assign(notes=np.nan).to_csv(t / "notes.csv", index=False)
+    (t / "spaced.csv").write_text(df.to_csv(index=False).replace(",", ", "))
+    df.to_csv(t / "plain.csv", index=False)
+    for name in ("ex", "ex2"):
+        (t / name).mkdir()
+        (t / name / "assignments.csv").write_text("USER FILE\n")
+        (t / name / "params.json").write_text("USER PARAMS\n")
+    os.mkfifo(t / "fifo.bgmm")
+    os.symlink(t / "target.bgmm", t / "link.bgmm")               # dangling: save creates it
+    fast = ["-k", "2", "--n-init", "1", "--max-iter", "0"]
+    runs = _run_side_by_side({
+        "dots": (["fit", t / "plain.csv", *fast, "--thousands", ".", "--out", t / "o1"], False),
+        "ids": (["fit", t / "ids.csv", *fast, "--columns", "x", "y", "--out", t / "o2",
+                 "--save", t / "o2" / "model.bgmm"], False),     # --out made for the model
+        "fifo": (["fit", t / "plain.csv", *fast, "--out", t / "ex", "--save", t / "fifo.bgmm"],
+                 False),
+        "own": (["fit", t / "plain.csv", *fast, "--out", t / "ex2", "--save",
+                 t / "ex2" / "params.json"], False),
+        "link": (["fit", t / "plain.csv", *fast, "--out", t / "o3", "--save", t / "link.bgmm"],
+                 False),
+        "empty": (["fit", t / "plain.csv", *fast, "--out", t / "o4", "--save", ""], False),
+        "notes": (["fit", t / "notes.csv", *fast, "--out", t / "o5"], False),
+        "spaced": (["fit", t / "spaced.csv", *fast, "--columns", "x", "y", "--out", t / "o6"],
+                   False),
+        "plain": (["fit", t / "plain.csv", *fast, "--out", t / "o8"], False),
+    })
+    err = _one_error_line(runs["dots"])
+    assert "--thousands '.' is also the decimal mark (--decimal '.')" in err
+    # The user's cells come back as the file has them; the fit is that of x, y.
+    assert runs["ids"].returncode == 0, runs["ids"].stderr
+    back = pd.read_csv(t / "o2" / "assignments.csv", dtype=str, keep_default_na=False)
+    for c in ids.columns:
+        assert back[c].tolist() == ids[c].tolist()
+    assert back["x"].tolist() == pd.read_csv(t / "ids.csv", dtype=str)["x"].tolist()
+    model = BayesianGMM.load(t / "o2" / "model.bgmm")
+    np.testing.assert_array_equal(back["cluster"].astype(int), model.predict(df[["x", "y"]]))
+    # A --save that cannot be written, or that is one of the run's outputs,
+    # is refused before the fit: the user's files stay as they were.
+    assert "it is not a regular file" in _one_error_line(runs["fifo"])
+    assert "is also this run's output" in _one_error_line(runs["own"])
+    for name in ("ex", "ex2"):
+        assert (t / name / "assignments.csv").read_text() == "USER FILE\n"
+        assert (t / name / "params.json").read_text() == "USER PARAMS\n"
+    assert runs["link"].returncode == 0, runs["link"].stderr
+    assert (t / "link.bgmm").is_symlink() and BayesianGMM.load(t / "target.bgmm").n_components == 2
+    assert "argument --save: an empty path" in runs["empty"].stderr and \
+        runs["empty"].returncode == 2 and not (t / "o4").exists()
+    # An empty column is left out by default (it refused every row before).
+    assert runs["notes"].returncode == 0, runs["notes"].stderr
+    assert "left out column(s) ['notes']" in runs["notes"].stderr
+    # "x, y": spaces after the separator are not part of the names.
+    assert runs["spaced"].returncode == 0, runs["spaced"].stderr
+    assert json.loads((t / "o6" / "params.json").read_text())["means"] == \
+        json.loads((t / "o8" / "params.json").read_text())["means"]
+    # predict: the model is not its own output, and model words are the CLI's.
+    shutil.copy(t / "o2" / "model.bgmm", t / "o2" / "assignments.csv")
+    runs = _run_side_by_side({
+        "self": (["predict", t / "o2" / "assignments.csv", t / "plain.csv", "--out", t / "o2"],
+                 False),
+        "bad": (["predict", t / "fifo.bgmm", t / "plain.csv", "--out", t / "o7"], False),
+        "npy": (["predict", t / "o2" / "model.bgmm", t / "x.npy", "--thousands", ","], False),
+    })
+    assert "--out would overwrite the input file" in _one_error_line(runs["self"])
+    assert BayesianGMM.load(t / "o2" / "assignments.csv").n_components == 2
+    assert "is not a regular file" in _one_error_line(runs["bad"])
+    assert "--thousands does not apply" in _one_error_line(runs["npy"])
