@@ -372,7 +372,9 @@ def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = T
     value = float(value)
     ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
     if not ok:
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+        finite = "" if np.isfinite(value) else "a finite number "
+        raise ValueError(f"{name} must be {finite}{'>' if strict else '>='} {minimum}, "
+                         f"got {value}")
     return value
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -105,7 +106,8 @@ def _canonical_covariance(name: str, cov, covariance_type: Optional[str], batch:
     if len(fits) > 1:
         raise ValueError(f"{name} has shape {c.shape}, which could be covariance_type "
                          f"{' or '.join(map(repr, fits))} ({K} components in {D} dimensions): "
-                         f"pass covariance_type")
+                         f"pass covariance_type (a pair, the reference's and the other's, "
+                         f"when the two sides differ)")
     kind = fits[0]
     if not np.isfinite(c).all():
         raise ValueError(f"{name} contains NaN or infinity")
@@ -336,11 +338,12 @@ def match_components(reference_means, means, reference_covariances=None, covaria
         The two sides may have different types.  Give both or neither.
     reference_weights, weights : array of shape (K,) / (K,) or (S, K), optional
         Mixture weights.  Give both or neither.
-    covariance_type : {"full", "tied", "diag", "spherical"}, optional
-        The layout of both covariance arrays.  By default each array's type
-        is read from its shape; a shape that two types share (when K == D, a
-        2-D array may be "tied" (D, D) or "diag" (K, D)) raises a
-        ``ValueError`` asking for it.
+    covariance_type : {"full", "tied", "diag", "spherical"} or a pair of them, optional
+        The layout of both covariance arrays, or a pair (the reference's,
+        the other's) for sides of different types.  By default each array's
+        type is read from its shape; a shape that two types share (when
+        K == D, a 2-D array may be "tied" (D, D) or "diag" (K, D)) raises a
+        ``ValueError`` asking for it (None in a pair reads that side's shape).
 
     Returns
     -------
@@ -371,8 +374,14 @@ def match_components(reference_means, means, reference_covariances=None, covaria
            [5., 5.],
            [0., 9.]])
     """
-    ctype = _check_type(covariance_type)
-    return _match(reference_means, means, reference_covariances, covariances, (ctype, ctype),
+    if isinstance(covariance_type, (tuple, list)):
+        if len(covariance_type) != 2:
+            raise ValueError(f"covariance_type as a pair gives the reference's type and the "
+                             f"other's, got {covariance_type!r}")
+        types = tuple(_check_type(t) for t in covariance_type)
+    else:
+        types = (_check_type(covariance_type),) * 2
+    return _match(reference_means, means, reference_covariances, covariances, types,
                   reference_weights, weights)
 
 
@@ -454,7 +463,11 @@ def align(reference, other) -> np.ndarray:
 
 
 def _check_perm(perm, K: int) -> np.ndarray:
-    p = np.asarray(perm)
+    try:
+        p = np.asarray(perm)
+    except ValueError:           # ragged: numpy's "inhomogeneous shape"
+        raise ValueError(f"perm must be a permutation of 0..{K - 1} of shape ({K},), got "
+                         f"{perm!r:.80}") from None
     if p.shape != (K,) or not (np.issubdtype(p.dtype, np.integer)
                                and np.array_equal(np.sort(p), np.arange(K))):
         raise ValueError(f"perm must be a permutation of 0..{K - 1} of shape ({K},), got "
@@ -609,7 +622,7 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
         ``stable`` needs ``agreement_min >= min_agreement``.
     max_mean_shift : float, default 1.0
         ``stable`` needs ``mean_shift <= max_mean_shift`` (in the component's
-        standard deviations).
+        standard deviations); ``float("inf")`` leaves the shift out of it.
     **fit_kwargs
         Passed to every ``fit(X, **fit_kwargs)`` (e.g. ``sample_weight``;
         the agreement counts points unweighted).
@@ -667,7 +680,9 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
     if min_agreement > 1:
         raise ValueError(f"min_agreement must be in [0, 1] (a share of a component's points), "
                          f"got {min_agreement}")
-    max_mean_shift = V.check_float("max_mean_shift", max_mean_shift, strict=False)
+    if not (isinstance(max_mean_shift, (int, float, np.floating, np.integer))
+            and max_mean_shift == math.inf):          # inf: the criterion switched off
+        max_mean_shift = V.check_float("max_mean_shift", max_mean_shift, strict=False)
     if len(seeds) < 2:
         raise ValueError(f"random_states holds {len(seeds)} seed(s): comparing fits needs at "
                          f"least 2, e.g. random_states=range(5)")
@@ -684,7 +699,15 @@ def component_stability(estimator, X, random_states: Iterable = range(5), *,
                          f"estimator (e.g. BayesianGMM), got the classifier "
                          f"{type(estimator).__name__}: check each class's mixture with a "
                          f"BayesianGMM fitted to that class's rows")
-    fits = [clone(estimator).set_params(random_state=s).fit(X, **fit_kwargs) for s in seeds]
+    fits = []
+    for s in seeds:
+        fits.append(clone(estimator).set_params(random_state=s).fit(X, **fit_kwargs))
+        if len(fits) == 1 and not all(hasattr(fits[0], a) for a in
+                                      ("weights_", "means_", "covariances_")):
+            raise ValueError(f"component_stability compares the components of mixture "
+                             f"estimators, and a fitted {type(estimator).__name__} has no "
+                             f"weights_, means_ and covariances_: pass a mixture estimator, "
+                             f"e.g. BayesianGMM(3) or scikit-learn's GaussianMixture(3)")
     ks = [len(np.asarray(f.weights_)) for f in fits]
     if len(set(ks)) > 1:
         raise ValueError(f"the fits with random_states {list(seeds)} have {ks} components: "

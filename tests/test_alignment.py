@@ -432,13 +432,27 @@ def test_permute_and_stability_check_their_arguments(three):
         component_stability(gmm, X, random_states=[0])
     # Thresholds out of range made every component "unstable" before.
     for kw, msg in ((dict(min_agreement=2), r"min_agreement must be in \[0, 1\].*got 2.0"),
-                    (dict(min_agreement=np.nan), "min_agreement must be >= 0.0, got nan"),
+                    (dict(min_agreement=np.nan),
+                     "min_agreement must be a finite number >= 0.0, got nan"),
                     (dict(max_mean_shift=-1), "max_mean_shift must be >= 0.0, got -1.0"),
                     (dict(random_states=5), "random_states must be an iterable of seeds, got 5")):
         with pytest.raises(ValueError, match=msg):
             component_stability(gmm, X, **kw)
     with pytest.raises(ValueError, match="clustering estimator.*got the classifier GMMClassifier"):
         component_stability(GMMClassifier(3), X)
+    # (From a second audit.) A ragged perm was numpy's own error; a
+    # non-mixture estimator fitted every seed, then an AttributeError.
+    with pytest.raises(ValueError, match=r"perm must be a permutation of 0..2 of shape \(3,\), "
+                                         r"got \[\[0\], \[1, 2\]\]"):
+        permute(gmm, [[0], [1, 2]])
+    from sklearn.cluster import KMeans
+    with pytest.raises(ValueError, match="a fitted KMeans has no weights_, means_ and "
+                                         "covariances_: pass a mixture estimator"):
+        component_stability(KMeans(3, n_init=1), X)
+    # inf switches the shift criterion off (it was refused as "< 0").
+    off = component_stability(gmm, X, random_states=[0, 1], max_mean_shift=float("inf"))
+    on = component_stability(gmm, X, random_states=[0, 1])
+    assert (off["stable"] == (on["agreement"] >= 0.9)).all()
     for other, what in ((None, "None"), (np.zeros((3, 2)), "a ndarray"),
                         (BayesianGMM, "the class BayesianGMM")):
         with pytest.raises(ValueError, match=f"other must be a fitted mixture estimator.*got {what}"):
@@ -460,3 +474,22 @@ def test_permute_relabels_posterior_draws_too():
     np.testing.assert_array_equal(copy.posterior_samples()["means"],
                                   est.posterior_samples()["means"][:, perm])
     np.testing.assert_array_equal(copy.predict(X), np.argsort(perm)[est.predict(X)])
+
+
+def test_match_components_takes_one_type_per_side():
+    # (From a second audit.) A diag reference against S tied draws with
+    # S == K: the draws' shape (S, D, D) is also full (K, D, D), and one
+    # covariance_type for both sides could not say it.
+    rng = np.random.default_rng(0)
+    ref = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])             # K = 2, D = 3
+    draws = np.stack([ref[[1, 0]], ref]) + 0.05 * rng.normal(size=(2, 2, 3))
+    tied = np.stack([np.eye(3), 2 * np.eye(3)])                  # (S, D, D), S == K
+    with pytest.raises(ValueError, match=r"could be covariance_type 'full' or 'tied'.*a pair"):
+        match_components(ref, draws, np.ones((2, 3)), tied)
+    perm = match_components(ref, draws, np.ones((2, 3)), tied, covariance_type=("diag", "tied"))
+    np.testing.assert_array_equal(perm, [[1, 0], [0, 1]])
+    # The same as the tied matrices broadcast to full ones per draw.
+    full = np.ascontiguousarray(np.broadcast_to(tied[:, None], (2, 2, 3, 3)))
+    np.testing.assert_array_equal(perm, match_components(ref, draws, np.ones((2, 3)), full))
+    with pytest.raises(ValueError, match="a pair gives the reference's type and the other's"):
+        match_components(ref, draws, np.ones((2, 3)), tied, covariance_type=("diag",))

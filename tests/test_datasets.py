@@ -18,7 +18,7 @@ from bayesgmm.datasets import make_five_class, make_mixture
     (dict(n_components=0), "n_components must be >= 1, got 0"),
     (dict(n_features=0), "n_features must be >= 1, got 0"),
     (dict(separation=-1), r"separation must be >= 0.0, got -1.0"),
-    (dict(separation=np.nan), "separation must be >= 0.0, got nan"),
+    (dict(separation=np.nan), "separation must be a finite number >= 0.0, got nan"),
     (dict(min_weight=-0.5), r"min_weight must be >= 0.0, got -0.5"),
 ])
 def test_make_mixture_refuses_bad_arguments(kw, message):
