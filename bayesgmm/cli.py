@@ -733,6 +733,11 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"file not found: {path!r}")
     if os.path.isdir(path):
         raise CLIError(f"{path!r} is a folder, not a CSV file")
+    if not os.path.isfile(path):
+        # A pipe (cat x.csv | bayesgmm fit /dev/stdin, or <(...)): the file
+        # is read more than once (checks, the separator, the cells as text).
+        raise CLIError(f"{path!r} is not a regular file (a pipe or device): bayesgmm reads "
+                       f"the file more than once; save it to a file first and fit that")
     try:
         _refuse_nul_bytes(path)
         if sep is None:
@@ -766,6 +771,15 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     phantom = [c for c in df.columns[1:] if re.fullmatch(r"Unnamed: \d+", str(c))
                and df[c].isna().all()]
     df = df.drop(columns=phantom)
+    # pandas renames a repeated name ("x", "x.1") and would fit the copy as
+    # another feature without a word.
+    head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                       **_csv_options(sep, decimal, thousands))
+    given = [str(v).strip() for v in head.iloc[0]]
+    twice = sorted({n for n in given if n and given.count(n) > 1})
+    if twice:
+        raise CLIError(f"the header of {path!r} names column(s) {twice} more than once: give "
+                       f"every column its own name")
     names = [str(c).strip() for c in df.columns]
     if all(re.fullmatch(_NUMBER, n) for n in names) and \
             any(re.search(r"[.,eE]", n) for n in names):

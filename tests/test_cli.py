@@ -469,12 +469,13 @@ def test_script_refuses_a_column_named_twice(script_runs, tmp_path, capsys):
     root, runs = script_runs
     err = _one_error_line(runs["twice"])
     assert "--columns names ['x'] more than once" in err
-    # a header naming a column twice is fine: pandas reads the second as a.1
+    # A header naming a column twice is refused too: pandas read the second
+    # as "a.1" and it was fitted as another feature without a word.
     data = tmp_path / "d.csv"
     data.write_text("a,a\n1,2\n1.1,2.1\n9,8\n9.1,8.1\n")
     assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
-                 "--out", str(tmp_path / "o")]) == 0
-    assert json.loads((tmp_path / "o" / "params.json").read_text())["features"] == ["a", "a.1"]
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "names column(s) ['a'] more than once" in capsys.readouterr().err
 
 
 def test_script_refuses_a_number_column_with_stray_text(script_runs, tmp_path, capsys):
@@ -1661,13 +1662,19 @@ def test_outputs_saves_and_cells_are_guarded(tmp_path):
         json.loads((t / "o8" / "params.json").read_text())["means"]
     # predict: the model is not its own output, and model words are the CLI's.
     shutil.copy(t / "o2" / "model.bgmm", t / "o2" / "assignments.csv")
+    (t / "dup.csv").write_text("x,x,y\n1,2,3\n4,5,6\n7,8,9\n")    # pandas read x, x.1, y
     runs = _run_side_by_side({
         "self": (["predict", t / "o2" / "assignments.csv", t / "plain.csv", "--out", t / "o2"],
                  False),
         "bad": (["predict", t / "fifo.bgmm", t / "plain.csv", "--out", t / "o7"], False),
         "npy": (["predict", t / "o2" / "model.bgmm", t / "x.npy", "--thousands", ","], False),
+        "dup": (["fit", t / "dup.csv", "-k", "1", "--out", t / "o9"], False),
+        "device": (["fit", "/dev/null", "-k", "1", "--out", t / "o10"], False),
     })
     assert "--out would overwrite the input file" in _one_error_line(runs["self"])
     assert BayesianGMM.load(t / "o2" / "assignments.csv").n_components == 2
     assert "is not a regular file" in _one_error_line(runs["bad"])
     assert "--thousands does not apply" in _one_error_line(runs["npy"])
+    assert "names column(s) ['x'] more than once" in _one_error_line(runs["dup"])
+    assert "is not a regular file (a pipe or device)" in _one_error_line(runs["device"])
+    assert "save it to a file first" in runs["device"].stderr
