@@ -645,9 +645,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         k_max = int(cap.max()) if auto else int(ks.max())
         if self.priors is not None and isinstance(self.priors, Priors) \
                 and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
+            why = ("n_components='auto' tries several numbers of components" if auto else
+                   "the classes have different numbers of components")
             raise ValueError(
-                "Priors.weight_concentration is an array but the classes have different numbers "
-                "of components: give a scalar concentration (the same for every component)")
+                f"Priors.weight_concentration is an array but {why}: give a scalar "
+                f"concentration (the same for every component)")
         # Validated here (before any work); resolved once with k_max after
         # the seeding, whose spread scales the covariance priors' defaults.
         # The k-component prior is the first k entries of the (scalar)

@@ -58,13 +58,14 @@ class Priors:
     scale_shape : float, default 1.0
         Shape of the InverseGamma prior on each component standard deviation
         ("diag", "spherical").
-    scale_rate : float or array of shape (n_features,), default: 2 sqrt(2) x the seeding's spread
+    scale_rate : float or array of shape (n_features,), default: (scale_shape + 1) sqrt(2) x the seeding's spread
         Rate of that InverseGamma ("spherical": one float, from the root mean
-        of the features' spreads).  Default ``2 sqrt(2) x s``, with ``s`` the
+        of the features' spreads).  Default ``(scale_shape + 1) sqrt(2) x s``
+        (``2 sqrt(2) x s`` at the default shape 1), with ``s`` the
         within-cluster standard deviation of a k-means++ seeding (see
-        below): with shape 1 the prior's mode, rate / (shape + 1), is
-        sqrt(2) x a typical component's spread.  Any positive rate keeps
-        the scales away from zero (no singular components).
+        below): the prior's mode, rate / (shape + 1), is then sqrt(2) x a
+        typical component's spread whatever the shape.  Any positive rate
+        keeps the scales away from zero (no singular components).
     covariance_dof : float, default n_features + 2
         Degrees of freedom nu of the Wishart prior on each precision matrix
         ("full", "tied"); must exceed n_features + 1, so that a component
@@ -265,34 +266,45 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         cluster_sd = np.where(np.isfinite(cluster_sd), cluster_sd, std)
         typical = SPREAD_FACTOR * np.maximum(cluster_sd, 1e-3 * std)
 
-    def vector(name: str, value, default, size: int, what: str) -> np.ndarray:
-        if value is None:
-            return np.asarray(default, dtype=np.float64)
+    def numbers(name: str, value) -> np.ndarray:
+        """``value`` as float64, refusing what only converts to numbers:
+        strings ("3") and booleans (True), as the estimators' settings do."""
+        given = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+        flat = given.ravel().tolist() if given.dtype == object else []
+        if given.dtype.kind in "USb" or any(isinstance(v, (str, bytes, bool, np.bool_))
+                                            for v in flat):
+            raise ValueError(f"Priors.{name} must be a number or an array of numbers, got "
+                             f"{value!r}: give numbers, e.g. 1.0")
         try:
-            arr = np.asarray(value, dtype=np.float64)
+            return np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"Priors.{name} must be a number or an array of numbers, "
                              f"got {value!r}") from None
+
+    def vector(name: str, value, default, size: int, what: str) -> np.ndarray:
+        if value is None:
+            return np.asarray(default, dtype=np.float64)
+        arr = numbers(name, value)
         if arr.ndim == 0:
             arr = np.full(size, float(arr))
         if arr.shape != (size,):
             raise ValueError(
                 f"Priors.{name} must be a scalar or have shape ({size},) (one value per {what}), "
-                f"got shape {arr.shape}")
+                f"got shape {arr.shape} ({np.array2string(arr, threshold=8)}): give one value "
+                f"for all, or {size}")
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"Priors.{name} must be finite, got {arr.tolist()}")
+            raise ValueError(f"Priors.{name} must be finite, got {arr.tolist()}: give finite "
+                             f"numbers, or None for the default")
         return arr
 
-    def positive_float(name: str, value, default: float) -> float:
+    def positive_float(name: str, value, default: float, why: str = "") -> float:
         v = default if value is None else value
         if not np.isscalar(v) and np.ndim(v) != 0:
-            raise ValueError(f"Priors.{name} must be a positive float, got {v!r}")
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"Priors.{name} must be a positive float, got {v!r}") from None
+            raise ValueError(f"Priors.{name} must be a positive float{why}, got {v!r}")
+        v = float(numbers(name, v))
         if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"Priors.{name} must be a positive float, got {v}")
+            raise ValueError(f"Priors.{name} must be a positive float, got {v}: give a finite "
+                             f"number > 0, or None for the default")
         return v
 
     conc = vector("weight_concentration", priors.weight_concentration,
@@ -306,7 +318,8 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     mean_loc = vector("mean_loc", priors.mean_loc, mean, D, "feature")
     mean_scale = vector("mean_scale", priors.mean_scale, 2.0 * std, D, "feature")
     if np.any(mean_scale <= 0):
-        raise ValueError(f"Priors.mean_scale must be > 0, got {mean_scale.tolist()}")
+        raise ValueError(f"Priors.mean_scale must be > 0, got {mean_scale.tolist()}: a "
+                         f"standard deviation is positive (large values make the prior weak)")
     out = dict(weight_concentration=conc, mean_loc=mean_loc, mean_scale=mean_scale)
     if "scale_rate" in family.prior_fields:
         out["scale_shape"] = positive_float("scale_shape", priors.scale_shape, 1.0)
@@ -315,12 +328,16 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         rate_factor = out["scale_shape"] + 1.0 if spread is not None else 1.0
         if family.isotropic:
             rate = positive_float("scale_rate", priors.scale_rate,
-                                  rate_factor * rms(typical))
+                                  rate_factor * rms(typical),
+                                  f" (covariance_type '{family.name}' has one scale per "
+                                  f"component, the same for every feature)")
             out["scale_rate"] = np.float64(rate)
         else:
             rate = vector("scale_rate", priors.scale_rate, rate_factor * typical, D, "feature")
             if np.any(rate <= 0):
-                raise ValueError(f"Priors.scale_rate must be > 0, got {rate.tolist()}")
+                raise ValueError(f"Priors.scale_rate must be > 0, got {rate.tolist()}: an "
+                                 f"InverseGamma's rate is positive (about (scale_shape + 1) x "
+                                 f"the component spread you expect)")
             out["scale_rate"] = rate
     else:
         dof = positive_float("covariance_dof", priors.covariance_dof, D + 2.0)
@@ -333,10 +350,7 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         if psi is None:
             psi = np.diag(typical ** 2)
         else:
-            try:
-                psi = np.asarray(psi, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"Priors.covariance_scale must be numbers, got {psi!r}") from None
+            psi = numbers("covariance_scale", psi)
             if psi.ndim == 0:
                 psi = np.eye(D) * float(psi)
             elif psi.shape == (D,):

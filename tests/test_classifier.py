@@ -486,7 +486,9 @@ def test_wrong_feature_count_at_predict(three_blobs):
     (dict(discriminative_steps=-1), "discriminative_steps must be >= 0"),
     (dict(max_iter=0, em_max_iter=0), "leave nothing to fit"),
     (dict(n_components=[1, 2, 1], priors=Priors(weight_concentration=[1.0, 2.0])),
-     "weight_concentration is an array"),
+     "weight_concentration is an array but the classes have different numbers"),
+    (dict(n_components="auto", priors=Priors(weight_concentration=[1.0, 2.0])),
+     "weight_concentration is an array but n_components='auto' tries several numbers"),
 ])
 def test_bad_parameters_raise_clear_errors(three_blobs, kwargs, match):
     X, y = three_blobs

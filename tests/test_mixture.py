@@ -479,6 +479,14 @@ def test_an_object_column_of_numbers_is_numbers(petal):
     (dict(priors=Priors(weight_concentration=0.5)), r"weight_concentration must be >= 1"),
     (dict(priors=Priors(mean_scale=-1.0)), r"mean_scale must be > 0, got \[-1.0\]"),
     (dict(priors=Priors(scale_rate=[1.0, 2.0])), r"scale_rate must be a scalar or have shape \(1,\)"),
+    # (From an audit.) Strings and booleans converted silently; a spherical
+    # rate given per feature did not say why one float is needed.
+    (dict(priors=Priors(scale_shape="1.5")), r"scale_shape must be a number .*got '1.5'"),
+    (dict(priors=Priors(weight_concentration=True)), r"weight_concentration must be a number"),
+    (dict(priors=Priors(scale_rate=[1.0]), covariance_type="spherical"),
+     r"scale_rate must be a positive float \(covariance_type 'spherical' has one scale per "
+     r"component"),
+    (dict(priors=Priors(mean_scale=np.nan)), r"mean_scale must be finite.*or None for the default"),
     (dict(jit="yes"), r"jit must be True or False"),
     (dict(jit=True), r"jit=True applies to backend='pyro'"),
     (dict(backend="numba"), r"backend must be one of \['fused', 'pyro'\], got 'numba'"),
