@@ -186,7 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "are named x0, x1, ... in params.json, and the most probable cluster of each "
                     "row (the posterior predictive's after vi or nuts) is written as "
                     "assignments.npy (int64) instead of assignments.csv; the CSV options "
-                    "--columns, --sep, --decimal, --weights and --dropna do not apply to it.  "
+                    "--columns, --sep, --decimal, --thousands, --weights and --dropna do not apply to it.  "
                     "With --distributed, under torchrun, the processes fit the array's rows "
                     "together: 'torchrun --nproc-per-node N -m bayesgmm.cli fit FILE.npy "
                     "--distributed'.")
