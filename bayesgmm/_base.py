@@ -610,15 +610,15 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     signatures = []                            # each chunk's, for the later passes
     has_missing = False
     for a in range(0, n, chunk_rows):
-        chunk = read_rows(X, a, a + chunk_rows)
-        w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
         try:
+            chunk = read_rows(X, a, a + chunk_rows)
+            w = None if w_src is None else np.asarray(w_src[a:a + chunk_rows], dtype=np.float64)
             V._check_finite(chunk, "X", None, missing, row_offset=a)
             if w is not None and not np.all(np.isfinite(w) & (w >= 0)):
                 i = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
                 raise ValueError(f"sample_weight must be finite and >= 0, got {w[i]} at row "
                                  f"{a + i}: weights count how often a row was seen (0 drops it)")
-        except ValueError as exc:
+        except Exception as exc:      # a bad value, or a chunk that cannot be read
             # Over several processes: every rank learns of it before the
             # first collective (no rank may wait in one alone).
             error = exc

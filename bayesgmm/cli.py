@@ -771,6 +771,14 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     phantom = [c for c in df.columns[1:] if re.fullmatch(r"Unnamed: \d+", str(c))
                and df[c].isna().all()]
     df = df.drop(columns=phantom)
+    names = [str(c).strip() for c in df.columns]
+    if all(re.fullmatch(_NUMBER, n) for n in names) and \
+            any(re.search(r"[.,eE]", n) for n in names):
+        raise CLIError(f"the first line of {path!r} holds numbers ({', '.join(names[:3])}"
+                       f"{', ...' if len(names) > 3 else ''}), not column names: the file "
+                       f"needs a header row (without one its first data row would be taken as "
+                       f"the names); add one, e.g. {','.join(f'x{j}' for j in range(min(3, len(names))))}"
+                       f"{',...' if len(names) > 3 else ''}")
     # pandas renames a repeated name ("x", "x.1") and would fit the copy as
     # another feature without a word.
     head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
@@ -780,14 +788,6 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     if twice:
         raise CLIError(f"the header of {path!r} names column(s) {twice} more than once: give "
                        f"every column its own name")
-    names = [str(c).strip() for c in df.columns]
-    if all(re.fullmatch(_NUMBER, n) for n in names) and \
-            any(re.search(r"[.,eE]", n) for n in names):
-        raise CLIError(f"the first line of {path!r} holds numbers ({', '.join(names[:3])}"
-                       f"{', ...' if len(names) > 3 else ''}), not column names: the file "
-                       f"needs a header row (without one its first data row would be taken as "
-                       f"the names); add one, e.g. {','.join(f'x{j}' for j in range(min(3, len(names))))}"
-                       f"{',...' if len(names) > 3 else ''}")
     return df, sep
 
 

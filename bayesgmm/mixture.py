@@ -1315,6 +1315,21 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     PARTIAL_FIT_DECAY = 0.6
     PARTIAL_FIT_OFFSET = 2.0
 
+    def __setstate__(self, state: dict) -> None:
+        # An estimator pickled mid-stream by bayesgmm 0.2.0 holds its running
+        # statistics as "_online" (a Standardizer and tensors): taken over as
+        # "_stream", so that it continues the stream (and saves) as before.
+        online = state.pop("_online", None)
+        if online is not None and state.get("_stream") is None and online.get("avg") is not None:
+            avg = online["avg"]
+            state["_stream"] = {
+                "center": np.asarray(online["std"].center, dtype=np.float64),
+                "scale": np.asarray(online["std"].scale, dtype=np.float64),
+                "t": int(online["t"]), "mass": float(online["mass"]),
+                "avg": {k: getattr(avg, k).detach().to("cpu", torch.float64).numpy()
+                        for k in STREAM_STATS}}
+        super().__setstate__(state)
+
     def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
         """Update the mixture with one chunk of a stream (stepwise EM).
 

@@ -269,17 +269,21 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     def numbers(name: str, value) -> np.ndarray:
         """``value`` as float64, refusing what only converts to numbers:
         strings ("3") and booleans (True), as the estimators' settings do."""
-        given = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
-        flat = given.ravel().tolist() if given.dtype == object else []
-        if given.dtype.kind in "USb" or any(isinstance(v, (str, bytes, bool, np.bool_))
-                                            for v in flat):
-            raise ValueError(f"Priors.{name} must be a number or an array of numbers, got "
-                             f"{value!r}: give numbers, e.g. 1.0")
+        if torch.is_tensor(value):
+            value = value.detach().cpu().numpy()
+        out, text = None, False
         try:
-            return np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"Priors.{name} must be a number or an array of numbers, "
-                             f"got {value!r}") from None
+            given = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
+            flat = given.ravel().tolist() if given.dtype == object else []
+            text = given.dtype.kind in "USb" or any(
+                isinstance(v, (str, bytes, bool, np.bool_)) for v in flat)
+            out = None if text else np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):       # ragged, or objects that are not numbers
+            pass
+        if out is None:
+            raise ValueError(f"Priors.{name} must be a number or an array of numbers, got "
+                             f"{value!r}" + (": give numbers, e.g. 1.0" if text else ""))
+        return out
 
     def vector(name: str, value, default, size: int, what: str) -> np.ndarray:
         if value is None:

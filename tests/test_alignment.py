@@ -449,10 +449,17 @@ def test_permute_and_stability_check_their_arguments(three):
     with pytest.raises(ValueError, match="a fitted KMeans has no weights_, means_ and "
                                          "covariances_: pass a mixture estimator"):
         component_stability(KMeans(3, n_init=1), X)
-    # inf switches the shift criterion off (it was refused as "< 0").
-    off = component_stability(gmm, X, random_states=[0, 1], max_mean_shift=float("inf"))
-    on = component_stability(gmm, X, random_states=[0, 1])
-    assert (off["stable"] == (on["agreement"] >= 0.9)).all()
+    # inf switches the shift criterion off (it was refused as "< 0"): fits
+    # stopped after 3 iterations from random points, one component of
+    # which moves by 12 standard deviations between seeds.
+    early = GaussianMixture(3, n_init=1, max_iter=3, init_params="random_from_data")
+    on = component_stability(early, X, random_states=range(3))
+    off = component_stability(early, X, random_states=range(3), max_mean_shift=float("inf"))
+    assert (on["mean_shift"] > 1).any() and (off["mean_shift"] == on["mean_shift"]).all()
+    agreeing = (on["n_points"] > 0) & (on["agreement_min"] >= 0.9)
+    assert (off["stable"] == agreeing).all()
+    assert (on["stable"] == (agreeing & (on["mean_shift"] <= 1))).all()
+    assert off["stable"].sum() > on["stable"].sum()
     for other, what in ((None, "None"), (np.zeros((3, 2)), "a ndarray"),
                         (BayesianGMM, "the class BayesianGMM")):
         with pytest.raises(ValueError, match=f"other must be a fitted mixture estimator.*got {what}"):

@@ -1663,6 +1663,7 @@ def test_outputs_saves_and_cells_are_guarded(tmp_path):
     # predict: the model is not its own output, and model words are the CLI's.
     shutil.copy(t / "o2" / "model.bgmm", t / "o2" / "assignments.csv")
     (t / "dup.csv").write_text("x,x,y\n1,2,3\n4,5,6\n7,8,9\n")    # pandas read x, x.1, y
+    (t / "numbers.csv").write_text("1.5,1.5,2.0\n1,2,3\n4,5,6\n")      # no header: said so
     runs = _run_side_by_side({
         "self": (["predict", t / "o2" / "assignments.csv", t / "plain.csv", "--out", t / "o2"],
                  False),
@@ -1670,11 +1671,13 @@ def test_outputs_saves_and_cells_are_guarded(tmp_path):
         "npy": (["predict", t / "o2" / "model.bgmm", t / "x.npy", "--thousands", ","], False),
         "dup": (["fit", t / "dup.csv", "-k", "1", "--out", t / "o9"], False),
         "device": (["fit", "/dev/null", "-k", "1", "--out", t / "o10"], False),
+        "numbers": (["fit", t / "numbers.csv", "-k", "1", "--out", t / "o11"], False),
     })
     assert "--out would overwrite the input file" in _one_error_line(runs["self"])
     assert BayesianGMM.load(t / "o2" / "assignments.csv").n_components == 2
     assert "is not a regular file" in _one_error_line(runs["bad"])
     assert "--thousands does not apply" in _one_error_line(runs["npy"])
     assert "names column(s) ['x'] more than once" in _one_error_line(runs["dup"])
+    assert "the file needs a header row" in _one_error_line(runs["numbers"])
     assert "is not a regular file (a pipe or device)" in _one_error_line(runs["device"])
     assert "save it to a file first" in runs["device"].stderr

@@ -487,6 +487,8 @@ def test_an_object_column_of_numbers_is_numbers(petal):
      r"scale_rate must be a positive float \(covariance_type 'spherical' has one scale per "
      r"component"),
     (dict(priors=Priors(mean_scale=np.nan)), r"mean_scale must be finite.*or None for the default"),
+    (dict(priors=Priors(mean_scale=[[1.0], [1.0, 2.0]])),      # ragged: numpy's error before
+     r"mean_scale must be a number or an array of numbers, got \[\[1.0\], \[1.0, 2.0\]\]"),
     (dict(jit="yes"), r"jit must be True or False"),
     (dict(jit=True), r"jit=True applies to backend='pyro'"),
     (dict(backend="numba"), r"backend must be one of \['fused', 'pyro'\], got 'numba'"),
