@@ -77,6 +77,12 @@ def same_optimum(losses: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     return rep
 
 
+def _host_stats(stats: Stats) -> dict:
+    """``partial_fit``'s running statistics as the state keeps (and a saved
+    model stores) them: float64 host arrays by field name."""
+    return {k: getattr(stats, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS}
+
+
 @register
 class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     """Bayesian Gaussian mixture with full, tied, diagonal or spherical
@@ -1321,13 +1327,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         # "_stream", so that it continues the stream (and saves) as before.
         online = state.pop("_online", None)
         if online is not None and state.get("_stream") is None and online.get("avg") is not None:
-            avg = online["avg"]
             state["_stream"] = {
                 "center": np.asarray(online["std"].center, dtype=np.float64),
                 "scale": np.asarray(online["std"].scale, dtype=np.float64),
-                "t": int(online["t"]), "mass": float(online["mass"]),
-                "avg": {k: getattr(avg, k).detach().to("cpu", torch.float64).numpy()
-                        for k in STREAM_STATS}}
+                "t": int(online["t"]), "mass": float(online["mass"]), "avg": _host_stats(online["avg"])}
         super().__setstate__(state)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
@@ -1491,8 +1494,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         wts, means, cov = std.params_from_std(new.select(0), family)
         self.weights_, self.means_ = wts, means
         self._set_covariances(cov, family)
-        state.update(t=state["t"] + 1, mass=total, avg={
-            k: getattr(avg, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS})
+        state.update(t=state["t"] + 1, mass=total, avg=_host_stats(avg))
         # The count restarts with a new running average (after fit or load).
         self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
         self._stream = state
