@@ -401,21 +401,28 @@ def _fit_estimator(args, X, **kwargs):
     """The estimator of the arguments fitted to ``X``.  '-k auto' stopping
     at --max-components is said in the command line's words afterwards
     (:func:`_note_at_cap`), not as the library's warning."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
-        try:
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            # Deprecation notices are for the developers of the code that
+            # raised them (Python hides them outside __main__ too).
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+            warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
             return _make_estimator(args).fit(X, **kwargs)
-        finally:
-            # The fit's own warnings (NUTS's convergence, a variational fit
-            # stopped short) in the command line's words, one line each;
-            # any other (a stage that fell back, from torch or Pyro) as
-            # Python shows it.  Said also when the fit then fails.
-            for w in caught:
-                if issubclass(w.category, UserWarning) and w.filename == _FIT_CALLER:
-                    print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    finally:
+        # The fit's own warnings (NUTS's convergence, a variational fit
+        # stopped short) in the command line's words, one line each; any
+        # other (a stage that fell back, from torch or Pyro) as Python shows
+        # it.  Said also when the fit then fails.  Shown once the recording
+        # has ended: inside it, showwarning records (the loop would append
+        # to the list it reads, without end).
+        for w in caught:
+            if issubclass(w.category, UserWarning) and w.filename == _FIT_CALLER:
+                print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _note_at_cap(gmm, args) -> None:

@@ -647,6 +647,38 @@ def test_max_iter_option_and_its_warning_in_the_command_lines_words(tmp_path, ca
     assert "max_iter" not in err and err.count("\n") == 1
 
 
+def test_warnings_from_other_packages_during_a_fit_are_shown_once(tmp_path):
+    """A warning raised during the fit by another package is shown once, as
+    Python shows it, and the run ends: it used to be shown while the fit's
+    warnings were still being recorded, which recorded it again, and the
+    loop over them never ended (memory grew without bound: pyro 1.8.6 raises
+    a DeprecationWarning as the fit first imports pyro.infer).  Deprecation
+    notices are for developers and not shown.  pyro 1.8.6 is not installed
+    here, so the fit is wrapped to raise such warnings; in a subprocess
+    with a timeout, so that a loop fails the test instead of hanging it."""
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    code = f"""
+import sys, warnings
+import bayesgmm.cli as cli
+from bayesgmm import BayesianGMM
+fit = BayesianGMM.fit
+def noisy(self, X, *a, **k):
+    warnings.warn_explicit("a stage fell back", UserWarning, "torch/fake.py", 7)
+    warnings.warn_explicit("old syntax", DeprecationWarning, "pyro/fake.py", 9)
+    return fit(self, X, *a, **k)
+BayesianGMM.fit = noisy
+sys.exit(cli.main(["fit", {str(tmp_path / "b.csv")!r}, "-k", "2", "--n-init", "1",
+                   "--device", "cpu", "--out", {str(tmp_path / "o")!r}]))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("UserWarning: a stage fell back") == 1, run.stderr
+    assert "old syntax" not in run.stderr and "bayesgmm: warning" not in run.stderr
+    assert (tmp_path / "o" / "params.json").exists()
+
+
 def test_npy_posterior_fit_reads_the_array_into_memory(tmp_path, capsys):
     """An .npy with --inference vi: the posterior needs every row at every
     step, so the array is read whole; the fit equals the CSV's."""
