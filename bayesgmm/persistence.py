@@ -447,7 +447,7 @@ class _Decoder:
     def estimator(self, kind: Any, params: Any, state: Any, expect: Optional[type],
                   version: int = FORMAT_VERSION):
         kinds = _kinds()
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise _Corrupt(f"unknown estimator kind {kind!r:.60} (this bayesgmm knows "
                            f"{sorted(kinds)}; a newer release may know more)")
         cls = kinds[kind]
@@ -538,7 +538,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     if not _is_int(D) or D < 1:
         raise _Corrupt(f"n_features_in_ {D!r:.60} is not a positive integer")
     ct = a["covariance_type_"]
-    if ct not in cov_module.COVARIANCE_TYPES:
+    if not isinstance(ct, str) or ct not in cov_module.COVARIANCE_TYPES:
         raise _Corrupt(f"covariance_type_ {ct!r:.60} is not one of {list(cov_module.COVARIANCE_TYPES)}")
     family = cov_module.get(ct, D)
     if not isinstance(a["device_"], torch.device):
@@ -549,7 +549,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
         raise _Corrupt("feature_names_in_ is not an array of n_features_in_ strings")
     # Settings the predictions read (absent in files written before them).
     for name, options in (("dtype", DTYPES), ("missing", MISSING_OPTIONS)):
-        if name in params and params[name] not in options:
+        if name in params and (not isinstance(params[name], str) or params[name] not in options):
             raise _Corrupt(f"{name} {params[name]!r:.60} is not one of {list(options)}")
     rs = params.get("random_state")   # predictions draw from it
     if not (rs is None or isinstance(rs, np.random.RandomState)

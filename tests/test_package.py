@@ -81,3 +81,24 @@ def test_every_submodule_the_readme_names_is_an_attribute():
     out = _run("import bayesgmm\n"
                "print(callable(bayesgmm.distributed.exit_process), callable(bayesgmm.variational.cavi))")
     assert out.split() == ["True", "True"]
+
+
+def test_the_oldest_versions_ci_installs_are_pyprojects_bounds():
+    """.ci/oldest.txt pins each dependency (but torch) at the bound
+    pyproject.toml gives it, or a patch release of that minor release:
+    .ci/run installs those and runs the tests, so a bound raised in one file
+    and not the other, or a dependency added without its oldest release
+    tested, fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "pyproject.toml").read_text()
+    bounds = dict(re.findall(r'^\s*"([A-Za-z0-9_.-]+)>=([0-9.]+)",?\s*$', text, flags=re.M))
+    bounds.pop("setuptools", None)        # the build backend, not a dependency
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([0-9.]+)\s*$",
+                           (root / ".ci" / "oldest.txt").read_text(), flags=re.M))
+    assert "torch" in bounds and "torch" not in pins
+    assert set(pins) == set(bounds) - {"torch"}
+    for name, pin in pins.items():
+        assert pin == bounds[name] or pin.startswith(bounds[name] + "."), (name, pin, bounds[name])

@@ -71,6 +71,13 @@ def _ellipses(ax):
     return [p for p in ax.patches if isinstance(p, Ellipse)]
 
 
+def _level_lines(cs):
+    """The lines of each level of a ContourSet: per level, a list of (n, 2)
+    arrays (one path per level, split at its moves; matplotlib >= 3.8.
+    Its ``allsegs`` is deprecated, and wrong in 3.8.0)."""
+    return [p.to_polygons(closed_only=False) for p in cs.get_paths()]
+
+
 def _ellipse_covariance(e, n_sigma):
     """The 2x2 covariance whose n-sigma contour is the drawn ellipse
     (R diag(a^2, b^2) R^T from its width, height and angle): invariant to
@@ -371,7 +378,7 @@ def test_clusters_2d_contours_are_the_density(fit_2d):
     ax = plot_clusters_2d(gmm, X, contours=True, grid_size=200)
     cs = [c for c in ax.collections if isinstance(c, ContourSet)][0]
     checked = 0
-    for level, segs in zip(cs.levels, cs.allsegs):
+    for level, segs in zip(cs.levels, _level_lines(cs)):
         pts = np.concatenate([np.empty((0, 2))] + list(segs))
         if level <= 0 or not len(pts):
             continue
@@ -458,7 +465,7 @@ def test_decision_regions_draws_regions_and_points(circles):
     assert _legend_texts(ax) == [str(c) for c in clf.classes_]
     # the inner ring's predicted region is a closed curve around the origin:
     # the boundary passes between the rings on both sides of the origin.
-    paths = contours[1].allsegs[0]
+    paths = _level_lines(contours[1])[0]
     radii = np.concatenate([np.hypot(*seg.T) for seg in paths])
     assert 0.5 < radii.min() and radii.max() < 1.0
 
@@ -487,7 +494,7 @@ def test_decision_regions_show_no_class_where_predict_never_gives_it():
         Split().predict(grid)).reshape(shape))
     contours = [c for c in ax.collections if isinstance(c, ContourSet)]
     assert len(contours) == 3
-    b_boundary = np.concatenate(contours[1].allsegs[0])
+    b_boundary = np.concatenate(_level_lines(contours[1])[0])
     assert (b_boundary >= 0.7).all()          # only around b's corner
     # A window wider than the data, as given.
     ax = plot_decision_regions(Split(), X, y, grid_size=20, xlim=(-3, 3), ylim=(-2, 4))
@@ -786,7 +793,7 @@ def test_density_of_a_posterior_fit_is_its_posterior_predictive(iris):
     ax = plot_clusters_2d(gmm, X, contours=True, grid_size=200)
     cs = [c for c in ax.collections if isinstance(c, ContourSet)][0]
     checked, apart = 0, 0.0
-    for level, segs in zip(cs.levels, cs.allsegs):
+    for level, segs in zip(cs.levels, _level_lines(cs)):
         pts = np.concatenate([np.empty((0, 2))] + list(segs))
         if level <= 0 or not len(pts):
             continue
