@@ -355,11 +355,21 @@ def _command(args) -> int:
             return _predict(args)
         return _fit(args)
     except (CLIError, ValueError) as exc:  # ValueError: the estimator's checks of user input
-        # Under torchrun every process meets the same error (those of one
-        # process are exchanged first: _Processes.together): the first says it.
-        if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):
-            print(f"bayesgmm: error: {_message(exc)}", file=sys.stderr)
+        _say_error(args, exc)
         return 2
+
+
+def _say_error(args, exc: BaseException) -> None:
+    """The one line of a run's error, said once.  Under torchrun every
+    process meets the same error (those of one process are exchanged first:
+    _Processes.together): the first says it, before its process group
+    closes (see :func:`_fit`)."""
+    if getattr(exc, "_bayesgmm_said", False):
+        return
+    if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):
+        print(f"bayesgmm: error: {_message(exc)}", file=sys.stderr)
+    with contextlib.suppress(AttributeError):
+        exc._bayesgmm_said = True
 
 
 #: Output folders this run created (deepest first), removed again if the
@@ -1602,6 +1612,12 @@ def _fit_npy(args) -> int:
     procs = _start_processes(args) if args.distributed else _Processes()
     try:
         return _fit_npy_in(args, procs)
+    except (CLIError, ValueError) as exc:
+        # Said before the group closes: the other processes may end first,
+        # and torchrun then ends this one (with torch 2.2, while gloo's
+        # teardown waited for them, before the line was written).
+        _say_error(args, exc)
+        raise
     finally:
         procs.close()
 
