@@ -171,7 +171,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         With ``backend="pyro"``, use ``JitTraceEnum_ELBO``; falls back to
         ``TraceEnum_ELBO`` with a warning if tracing fails.  Pyro traces
         with ``torch.jit.trace``, which recent torch releases deprecate
-        (torch 2.13 warns with a ``DeprecationWarning`` on the first step);
+        (torch 2.13 warns with a ``DeprecationWarning`` on the first step,
+        torch 2.14 with a ``FutureWarning``);
         the default ``backend="fused"`` needs no tracing and is faster.
     device : {"auto", "cpu", "cuda"} or torch.device, default "auto"
         Where to fit: "auto" takes CUDA when available.  Apple's "mps" is
