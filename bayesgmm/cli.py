@@ -363,7 +363,7 @@ def _say_error(args, exc: BaseException) -> None:
     """The one line of a run's error, said once.  Under torchrun every
     process meets the same error (those of one process are exchanged first:
     _Processes.together): the first says it, before its process group
-    closes (see :func:`_fit`)."""
+    closes (see :func:`_fit_npy`)."""
     if getattr(exc, "_bayesgmm_said", False):
         return
     if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):

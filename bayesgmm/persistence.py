@@ -79,7 +79,8 @@ import torch
 from safetensors import SafetensorError
 
 from . import covariance as cov_module
-from ._options import DTYPES, MISSING_OPTIONS, STREAM_KEYS, STREAM_STATS
+from ._options import (DTYPES, INFERENCE_OPTIONS, MISSING_OPTIONS, STREAM_KEYS,
+                       STREAM_STATS, WEIGHT_PRIORS)
 from .priors import Priors
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
@@ -548,7 +549,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
                                   and all(isinstance(n, str) for n in names.tolist())):
         raise _Corrupt("feature_names_in_ is not an array of n_features_in_ strings")
     # Settings the predictions read (absent in files written before them).
-    for name, options in (("dtype", DTYPES), ("missing", MISSING_OPTIONS)):
+    for name, options in (("dtype", DTYPES), ("missing", MISSING_OPTIONS),
+                          ("inference", INFERENCE_OPTIONS), ("weight_prior", WEIGHT_PRIORS)):
         if name in params and (not isinstance(params[name], str) or params[name] not in options):
             raise _Corrupt(f"{name} {params[name]!r:.60} is not one of {list(options)}")
     rs = params.get("random_state")   # predictions draw from it

@@ -73,9 +73,22 @@ def _ellipses(ax):
 
 def _level_lines(cs):
     """The lines of each level of a ContourSet: per level, a list of (n, 2)
-    arrays (one path per level, split at its moves; matplotlib >= 3.8.
-    Its ``allsegs`` is deprecated, and wrong in 3.8.0)."""
-    return [p.to_polygons(closed_only=False) for p in cs.get_paths()]
+    arrays, every vertex of its path (one per level in matplotlib >= 3.8;
+    ``allsegs`` is deprecated, and wrong in 3.8.0) split at its moves.
+    (Path.to_polygons would simplify long open lines to a few points.)"""
+    from matplotlib.path import Path
+
+    out = []
+    for p in cs.get_paths():
+        v, codes = p.vertices, p.codes
+        if codes is None:
+            out.append([v] if len(v) else [])
+            continue
+        keep = codes != Path.CLOSEPOLY          # its vertex is not on the line
+        starts = np.flatnonzero(codes == Path.MOVETO)
+        out.append([seg[k] for seg, k in zip(np.split(v, starts[1:]), np.split(keep, starts[1:]))
+                    if k.any()])
+    return out
 
 
 def _ellipse_covariance(e, n_sigma):
