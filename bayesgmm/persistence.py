@@ -448,7 +448,7 @@ class _Decoder:
     def estimator(self, kind: Any, params: Any, state: Any, expect: Optional[type],
                   version: int = FORMAT_VERSION):
         kinds = _kinds()
-        if not isinstance(kind, str) or kind not in kinds:
+        if not _one_of(kind, kinds):
             raise _Corrupt(f"unknown estimator kind {kind!r:.60} (this bayesgmm knows "
                            f"{sorted(kinds)}; a newer release may know more)")
         cls = kinds[kind]
@@ -524,6 +524,13 @@ def _float_array(name: str, a: Any, shape: tuple) -> np.ndarray:
     return a.astype(np.float64)
 
 
+def _one_of(value: Any, options) -> bool:
+    """Whether a loaded ``value`` is one of the string ``options`` (an
+    array or other unhashable value is not: no numpy truth-value or hashing
+    error on the way)."""
+    return isinstance(value, str) and value in options
+
+
 def _check_state(kind: str, a: dict, params: dict) -> None:
     """Refuse the fitted state ``a`` of a loaded ``kind`` unless a fit could
     have produced it: every array the estimator's methods read is of the
@@ -539,7 +546,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     if not _is_int(D) or D < 1:
         raise _Corrupt(f"n_features_in_ {D!r:.60} is not a positive integer")
     ct = a["covariance_type_"]
-    if not isinstance(ct, str) or ct not in cov_module.COVARIANCE_TYPES:
+    if not _one_of(ct, cov_module.COVARIANCE_TYPES):
         raise _Corrupt(f"covariance_type_ {ct!r:.60} is not one of {list(cov_module.COVARIANCE_TYPES)}")
     family = cov_module.get(ct, D)
     if not isinstance(a["device_"], torch.device):
@@ -551,7 +558,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     # Settings the predictions read (absent in files written before them).
     for name, options in (("dtype", DTYPES), ("missing", MISSING_OPTIONS),
                           ("inference", INFERENCE_OPTIONS), ("weight_prior", WEIGHT_PRIORS)):
-        if name in params and (not isinstance(params[name], str) or params[name] not in options):
+        if name in params and not _one_of(params[name], options):
             raise _Corrupt(f"{name} {params[name]!r:.60} is not one of {list(options)}")
     rs = params.get("random_state")   # predictions draw from it
     if not (rs is None or isinstance(rs, np.random.RandomState)
