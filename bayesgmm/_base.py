@@ -864,13 +864,14 @@ class MixtureBase:
         draws = self._public_draws()
         axis = self._DRAW_AXIS
         S = draws["weights"].shape[axis]
+        # Checked when unused too: a bad seed must not pass until a subset is asked.
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
         if n_samples is None:
             return {k: v.copy() for k, v in draws.items()}
         n = V.check_int("n_samples", n_samples, 1)
         if n > S:
             raise ValueError(f"n_samples={n} but only {S} posterior draws are stored: use "
                              f"n_samples <= {S}, or refit with the estimator's n_samples >= {n}")
-        rs = V.check_random_state(self.random_state if random_state is None else random_state)
         rows = np.sort(rs.choice(S, n, replace=False))
         return {k: np.take(v, rows, axis=axis) for k, v in draws.items()}
 
@@ -894,7 +895,8 @@ class MixtureBase:
         lower, upper : ndarray
             Each of the shape of the fitted attribute (``weights_``,
             ``means_``, ``covariances_``; the classifier's with its class
-            axis, NaN for padded components), in the data's units.
+            axis, padded components at weight 0 and NaN means and
+            covariances, as those attributes hold them), in the data's units.
 
         Examples
         --------
@@ -909,7 +911,7 @@ class MixtureBase:
         """
         from .posterior import DRAW_NAMES
         draws = self._public_draws()
-        if name not in DRAW_NAMES:
+        if not isinstance(name, str) or name not in DRAW_NAMES:
             raise ValueError(f"name must be one of {list(DRAW_NAMES)}, got {name!r}")
         if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) \
                 or not 0 < level < 1:

@@ -179,12 +179,17 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         averaged over its draws; ``plug_in=True`` for the MAP's answer).
         Not with ``discriminative_steps`` (no longer a posterior),
         ``process_group`` or out-of-core data.
-    n_samples : int, default 200
+    n_samples : int or "auto", default "auto"
         Posterior draws per class kept with ``inference="vi"`` or "nuts"
         (for NUTS, ``ceil(n_samples / n_chains)`` per chain): a
         prediction scores every class's S x K components, so its cost grows
-        with S (200 draws hold the predictive's Monte Carlo error to a few
-        thousandths of a nat per point on the five-class study).
+        with S.  "auto": 200 for "vi", whose draws are independent (they
+        hold the predictive's Monte Carlo error to a few thousandths of a
+        nat per point on the five-class study), and 1000 for "nuts", as
+        :class:`BayesianGMM`'s default: R-hat and the effective sample size
+        need about 100 effective draws per chain to be trusted (ArviZ's
+        rule, which the convergence warning applies), more than 200
+        correlated draws over 4 chains hold.
     n_chains : int, default 4
         NUTS chains per class (``inference="nuts"``).
     n_warmup : int, default 300
@@ -284,7 +289,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                  progress: bool = False, n_threads: Optional[int] = None,
                  missing: Literal["error", "marginalize"] = "error",
                  dtype: Literal["float32", "float64"] = "float32",
-                 inference: Literal["map", "vi", "nuts"] = "map", n_samples: int = 200,
+                 inference: Literal["map", "vi", "nuts"] = "map",
+                 n_samples: Union[int, Literal["auto"]] = "auto",
                  n_chains: int = 4, n_warmup: int = 300, warm_start: bool = False):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -320,7 +326,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    ("map", "vi", "nuts"))
         # Checked whatever the inference (see BayesianGMM._posterior_settings).
-        V.check_int("n_samples", self.n_samples, 1)
+        self._n_draws(inference)
         V.check_int("n_chains", getattr(self, "n_chains", 4), 1)
         V.check_int("n_warmup", getattr(self, "n_warmup", 300), 0)
         if inference != "map":
@@ -342,6 +348,16 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"BayesianGMM(inference={inference!r}), which takes it")
         self._warm_asked()          # warm_start checked before any work
         return s, max_components, steps
+
+    def _n_draws(self, inference: str) -> int:
+        """``n_samples`` checked, "auto" resolved for ``inference``."""
+        if isinstance(self.n_samples, str) and self.n_samples == "auto":
+            return 1000 if inference == "nuts" else 200
+        if isinstance(self.n_samples, (bool, np.bool_)) or \
+                not isinstance(self.n_samples, numbers.Integral):
+            raise ValueError(f"n_samples must be a positive integer or 'auto', got "
+                             f"{self.n_samples!r}")
+        return V.check_int("n_samples", self.n_samples, 1)
 
     @staticmethod
     def _labels(X: np.ndarray, y) -> np.ndarray:
@@ -827,7 +843,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         X, weight = data.float64_frame(device)
         C, K, D = self.means_.shape
         settings = post_module.PosteriorSettings(
-            "nuts", n_samples=V.check_int("n_samples", self.n_samples, 1),
+            "nuts", n_samples=self._n_draws("nuts"),
             n_chains=V.check_int("n_chains", self.n_chains, 1),
             n_warmup=V.check_int("n_warmup", self.n_warmup, 0), progress=bool(s.progress))
         S = settings.n_chains * -(-settings.n_samples // settings.n_chains)
@@ -885,11 +901,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if not res.converged:
             warn_unconverged(res.n_iter, s.tol, 5, "the ELBO of a class")
         seed = post_module.stream_seed(seed)
-        draws = res.q.sample(V.check_int("n_samples", self.n_samples, 1), family, seed)
+        draws = res.q.sample(self._n_draws("vi"), family, seed)
         self._posterior = post_module.to_data_units(draws, std, family)
         self.elbo_ = res.elbo.double().cpu().numpy() - ll_offset
         self.n_effective_components_ = effective_components(res.counts.cpu().numpy())
-        self.n_iter_ += int(res.n_iter)
 
     # ------------------------------------------------------ posterior draws
     _DRAW_AXIS = 1        # (C, S, ...): the class axis first
@@ -1038,13 +1053,20 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """The label maximising log p(x | c) + log p(c)."""
         return self._scores(X, "label", plug_in)
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X, y, sample_weight=None, *, plug_in: bool = False) -> float:
         """Accuracy of :meth:`predict` on ``y`` (scikit-learn's), weighted
         by ``sample_weight``, checked as ``fit`` checks it (finite, >= 0,
-        not all 0; tensors taken as they are by ``fit``)."""
+        not all 0; tensors taken as they are by ``fit``); ``plug_in`` as in
+        :meth:`predict`."""
         from sklearn.metrics import accuracy_score
 
-        pred = self.predict(X)           # checks X first, with the library's errors
+        pred = self.predict(X, plug_in=plug_in)   # checks X first, with the library's errors
+        # Tensors in give labels on their device: scikit-learn's metric takes
+        # host arrays (a CUDA tensor refuses numpy's conversion).
+        if isinstance(pred, torch.Tensor):
+            pred = pred.cpu().numpy()
+        if isinstance(y, torch.Tensor):
+            y = y.detach().cpu().numpy()
         w = V.check_sample_weight(sample_weight, len(pred))
         return float(accuracy_score(y, pred, sample_weight=w))
 

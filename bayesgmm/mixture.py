@@ -1207,6 +1207,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         w = V.check_sample_weight(sample_weight, ll.shape[0])
         if w is None:
             return float(ll.mean())
+        if isinstance(ll, torch.Tensor):   # a tensor's scores, on its device: weighed here
+            ll = ll.cpu().numpy()
         # Weight 0 drops a row (as in fit, bic and aic): 0 x -inf is not 0.
         return float(np.average(ll[w > 0], weights=w[w > 0]))
 

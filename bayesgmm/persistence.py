@@ -608,7 +608,10 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
             raise _Corrupt("scales_ do not match covariances_")
         _check_priors(priors[c], family, kc, D, f"priors_[{c}]" if lead else "priors_",
                       params.get("weight_prior", "dirichlet") == "dirichlet_process",
-                      params.get("inference", "map") != "map")
+                      # A posterior fit: its draws, whatever set_params did to
+                      # inference since (the fitted state is what is saved).
+                      params.get("inference", "map") != "map"
+                      or a.get("_posterior") is not None)
     if not (np.all(np.isfinite(class_prior)) and np.all(class_prior > 0)
             and abs(class_prior.sum() - 1) <= 1e-6):
         raise _Corrupt("class_prior_ is not a probability vector")

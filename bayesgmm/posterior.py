@@ -640,6 +640,23 @@ def align_draws(samples: dict, reference: tuple, family: Covariance,
             "covariances": take(c) if family.per_component else c}
 
 
+def _spread(a: np.ndarray) -> np.ndarray:
+    """Each element's range over all draws of ``a`` (n_chains, draws per
+    chain, ...); NaN for NaN elements."""
+    return np.ptp(a.reshape((-1,) + a.shape[2:]), axis=0)
+
+
+def fixed_elements(grouped: dict) -> dict:
+    """Which elements of each draw array (as :func:`diagnostics` takes
+    them) never move while some element does: those the model fixes (the
+    weight of a single component), with nothing for R-hat or the effective
+    sample size to diagnose.  All False when nothing moves (a stuck
+    sampler, which must be reported)."""
+    spreads = {name: _spread(np.asarray(a, dtype=np.float64)) for name, a in grouped.items()}
+    moved = any(bool(np.any(r > 0)) for r in spreads.values())
+    return {name: (r == 0) & moved for name, r in spreads.items()}
+
+
 def diagnostics(grouped: dict) -> tuple[dict, dict]:
     """Split R-hat and effective sample size of every element of every
     draw array, ``grouped`` {name: (n_chains, draws per chain, ...)}
@@ -657,12 +674,9 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
     1 / log10(N) for N draws in all): Pyro's estimate is negative or huge
     for anticorrelated draws (a NUTS chain that alternates around the
     mode), where Stan reports N log10 N."""
-    def spread(t: torch.Tensor) -> np.ndarray:      # each element's range over all draws
-        return np.ptp(t.numpy().reshape((-1,) + tuple(t.shape[2:])), axis=0)
-
     tensors = {name: torch.as_tensor(np.asarray(a, dtype=np.float64))
                for name, a in grouped.items()}
-    spreads = {name: spread(t) for name, t in tensors.items()}
+    spreads = {name: _spread(t.numpy()) for name, t in tensors.items()}
     # NaN elements neither move nor stay.
     moved = any(bool(np.any(r > 0)) for r in spreads.values())
     rhat, ess = {}, {}
@@ -690,13 +704,16 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
 def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int = 0,
                       sites: Optional[dict] = None, max_rhat: float = RHAT_THRESHOLD,
                       min_ess: Optional[float] = None, stacklevel: int = 2,
-                      warn: bool = True) -> list:
+                      warn: bool = True, fixed: Optional[dict] = None) -> list:
     """Warn (one ``UserWarning``) when NUTS's diagnostics say the draws are
     not to be trusted: a split R-hat above ``max_rhat`` (default 1.01), an
     effective sample size below ``min_ess`` (default
     :data:`MIN_ESS_PER_CHAIN` x ``n_chains``), or divergent transitions.
-    ``sites`` maps a draw's name to its Pyro site's when they differ.
-    Returns the problems found (empty: no warning); with ``warn=False``
+    ``sites`` maps a draw's name to its Pyro site's when they differ;
+    ``fixed`` (:func:`fixed_elements`) masks the elements the model fixes,
+    whose effective sample size (the number of draws) says nothing of the
+    chains: a K = 1 weight is not "low" when fewer draws than ``min_ess``
+    are kept.  Returns the problems found (empty: no warning); with ``warn=False``
     only returns them (for a caller that gathers several runs' into one
     :func:`warn_convergence`)."""
     sites = sites or {}
@@ -714,6 +731,10 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
             problems.append(f"R-hat of {name!r}{where} is {worst:.3f} > {max_rhat}")
     for name, e in ess.items():
         e = np.asarray(e, dtype=np.float64)
+        if fixed is not None and name in fixed:
+            e = np.where(fixed[name], math.nan, e)
+            if np.all(fixed[name]):
+                continue
         low = float(np.nanmin(e)) if e.size and not np.all(np.isnan(e)) else math.nan
         where = f" (Pyro site {sites[name]!r})" if name in sites and sites[name] != name else ""
         if math.isnan(low):             # not computable: said with R-hat, when it is too
@@ -721,7 +742,8 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
                 problems.append(f"effective sample size of {name!r}{where} could not be "
                                 f"computed (fewer than 4 draws per chain)")
         elif low < min_ess:
-            problems.append(f"effective sample size of {name!r}{where} is {low:.0f} < "
+            # Rounded down: 199.97 against 200 reads "199 < 200", not "200 < 200".
+            problems.append(f"effective sample size of {name!r}{where} is {math.floor(low)} < "
                             f"{min_ess:.0f}")
     if n_divergent:
         problems.append(f"{n_divergent} divergent transition(s) after warmup")
@@ -804,6 +826,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
         out.rhat, out.ess = diagnostics(grouped)
         out.problems = check_convergence(out.rhat, out.ess, C, n_divergent=out.n_divergent,
                                          sites={"covariances": family.site},
+                                         fixed=fixed_elements(grouped),
                                          stacklevel=stacklevel + 1, warn=warn)
     out.samples = samples
     return out

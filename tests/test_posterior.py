@@ -355,6 +355,28 @@ def test_a_sampler_that_never_moved_is_not_reported_as_converged():
     assert np.isnan(ess["means"][1]).all()
 
 
+def test_elements_the_model_fixes_are_not_reported_as_a_low_sample_size():
+    # A K = 1 weight is 1 in every draw: its effective sample size is the
+    # number of draws (ArviZ's convention), which says nothing of the
+    # chains; with fewer draws than the check's 100 per chain it must not
+    # be reported, while the means, that move, still are.
+    rng = np.random.default_rng(4)
+    draws = {"weights": np.ones((2, 60, 1)), "means": rng.normal(size=(2, 60, 1, 1))}
+    rhat, ess = P.diagnostics(draws)
+    fixed = P.fixed_elements(draws)
+    assert fixed["weights"].all() and not fixed["means"].any()
+    problems = P.check_convergence(rhat, ess, 2, warn=False, fixed=fixed)
+    assert [p for p in problems if "'means'" in p] and not [p for p in problems if "'weights'" in p]
+    assert any("'weights' is 120 < 200" in p for p in
+               P.check_convergence(rhat, ess, 2, warn=False))      # what it said before
+    # Nothing moves: a stuck sampler, reported whatever the mask.
+    stuck = {"weights": np.ones((2, 60, 1)), "means": np.zeros((2, 60, 1, 1))}
+    assert not any(v.any() for v in P.fixed_elements(stuck).values())
+    # An effective sample size a hair below the bar reads below it.
+    assert P.check_convergence({"means": np.ones(2)}, {"means": np.array([199.97, 900.0])}, 2,
+                               warn=False) == ["effective sample size of 'means' is 199 < 200"]
+
+
 def test_divergences_counted_with_fewer_than_four_draws(monkeypatch):
     # n_divergent_ is Pyro's own record of divergent transitions after
     # warmup, also when R-hat cannot be computed (3 draws); this short run
@@ -683,8 +705,11 @@ def test_bad_settings_and_combinations(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         gmm.fit(X)
-    with pytest.raises(ValueError, match="name must be one of"):
-        gmm.credible_interval("scales")
+    for name in ("scales", np.array("means"), ["means"]):
+        with pytest.raises(ValueError, match="name must be one of"):
+            gmm.credible_interval(name)
+    assert np.array_equal(gmm.credible_interval(np.str_("means"))[0],
+                          gmm.credible_interval("means")[0])
     for level in (0.0, 1.0, 1.5, float("nan"), float("inf"), "0.9", True):
         with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\), got .*"
                                              r"e\.g\. 0\.9"):
@@ -693,6 +718,8 @@ def test_bad_settings_and_combinations(tmp_path):
         with pytest.raises(ValueError, match=r"random_state must be None, an integer from 0 to "
                                              r"2\*\*32 - 1 or a numpy.random.RandomState"):
             gmm.posterior_samples(2, random_state=bad)
+        with pytest.raises(ValueError, match=r"random_state must be None"):
+            gmm.posterior_samples(random_state=bad)     # checked when all draws are asked too
     with pytest.raises(ValueError, match=r"random_state must be .*got -1"):
         BayesianGMM(2, random_state=-1, **CPU).fit(X)
     # A model holding draws refuses partial_fit even with inference set back to "map".
@@ -824,6 +851,38 @@ def test_classifier_nuts_warning_names_the_classes():
     text = str(nuts[0].message)
     assert "class 3: R-hat" in text and "class 7: R-hat" in text
     assert text.count("Remedy") == 1
+
+
+def test_classifier_draws_by_default_enough_for_the_nuts_checks_and_vi_fewer():
+    """n_samples="auto": 1000 NUTS draws per class (BayesianGMM's default),
+    enough for ArviZ's 100 effective draws per chain that the warning asks
+    of 4 chains (200, the VI default, could never pass it); a K = 1 class's
+    weight, fixed at 1, is not reported.  Separated classes: no warning.
+    VI keeps 200 independent draws, and n_iter_ counts the MAP's
+    iterations only, as BayesianGMM's does (not the VI's)."""
+    from bayesgmm import GMMClassifier
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (30, 1)), rng.normal(5, 1, (30, 1))]
+    y = np.repeat([0, 1], 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nuts = GMMClassifier(1, covariance_type="diag", inference="nuts", n_warmup=30,
+                             random_state=0, **CPU).fit(X, y)
+    assert nuts.n_samples == "auto"
+    assert nuts.posterior_samples()["means"].shape == (2, 1000, 1, 1)
+    assert (nuts.ess_["weights"] == 1000).all() and (nuts.rhat_["weights"] == 1).all()
+    vi = GMMClassifier(1, inference="vi", random_state=0, **CPU).fit(X, y)
+    assert vi.posterior_samples()["means"].shape == (2, 200, 1, 1)
+    assert vi.n_iter_ == GMMClassifier(1, random_state=0, **CPU).fit(X, y).n_iter_
+    # score takes plug_in as the other prediction methods do.
+    Xs = np.linspace(-3, 8, 200)[:, None]
+    ys = (Xs[:, 0] > 2.6).astype(int)
+    for plug_in in (False, True):
+        assert vi.score(Xs, ys, plug_in=plug_in) == np.mean(vi.predict(Xs, plug_in=plug_in) == ys)
+    for bad in ("many", 2.5, True):
+        with pytest.raises(ValueError, match=r"n_samples must be a positive integer or 'auto', "
+                                             r"got " + repr(bad).replace(".", r"\.")):
+            GMMClassifier(1, inference="vi", n_samples=bad, **CPU).fit(X, y)
 
 
 def test_classifier_nuts_refusals():

@@ -67,6 +67,40 @@ def test_classifier_tensor_outputs_equal_array_outputs(clf_data):
     np.testing.assert_allclose(clf.predict_proba(Xt).sum(1).numpy(), 1.0, rtol=1e-12)
 
 
+def test_scores_take_tensors_with_weights_and_tensor_labels(gmm_and_X, clf_data):
+    """``score`` reduces tensor outputs to a float: the classifier's labels
+    (a tensor for a tensor X) and a tensor y go to scikit-learn's accuracy
+    as host arrays, and the mixture's weighted mean takes a tensor's scores;
+    each equals the numpy answer."""
+    gmm, X = gmm_and_X
+    w = np.random.default_rng(2).integers(0, 3, len(X)).astype(float)
+    assert gmm.score(torch.as_tensor(X), sample_weight=torch.as_tensor(w)) == \
+        pytest.approx(gmm.score(X, sample_weight=w), rel=1e-12)
+    clf, X, y = clf_data
+    w = np.random.default_rng(3).integers(0, 3, len(X)).astype(float)
+    expected = clf.score(X, y, sample_weight=w)
+    assert expected == pytest.approx(np.average(clf.predict(X) == y, weights=w), rel=1e-12)
+    for yy in (y, torch.as_tensor(y)):
+        assert clf.score(torch.as_tensor(X), yy, sample_weight=w) == pytest.approx(expected,
+                                                                                   rel=1e-12)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_scores_take_cuda_tensors(gmm_and_X, clf_data):
+    """A CUDA tensor refuses numpy's conversion: ``score`` must not hand
+    scikit-learn (or numpy) the labels or log-likelihoods on the device."""
+    gmm, X = gmm_and_X
+    w = np.arange(len(X)) % 3
+    Xg = torch.as_tensor(X, device="cuda")
+    assert gmm.score(Xg, sample_weight=w) == pytest.approx(gmm.score(X, sample_weight=w),
+                                                           rel=1e-6)
+    clf, X, y = clf_data
+    Xg, yg = torch.as_tensor(X, device="cuda"), torch.as_tensor(y, device="cuda")
+    for yy in (y, yg):
+        assert clf.score(Xg, yy) == pytest.approx(clf.score(X, y), abs=1e-3)
+
+
 def test_classifier_with_string_labels_returns_an_array_of_labels(clf_data):
     clf0, X, y = clf_data
     names = np.array(["a", "b", "c", "d", "e"])[y]

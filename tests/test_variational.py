@@ -328,6 +328,11 @@ def test_sparse_dirichlet_posterior_switches_surplus_components_off(tmp_path,
     back = BayesianGMM.load(tmp_path / "sparse.bgmm")
     np.testing.assert_array_equal(back.predict_proba(X), sparse.predict_proba(X))
     assert back.priors_.weight_concentration.tolist() == [0.05] * 8
+    # The file holds the fitted state: a posterior fit whose inference was
+    # set to "map" since (no refit) still saves, and loads to the same answers.
+    sparse.set_params(inference="map").save(tmp_path / "set.bgmm")
+    back = BayesianGMM.load(tmp_path / "set.bgmm")
+    np.testing.assert_array_equal(back.predict_proba(X), sparse.predict_proba(X))
 
 
 def test_sparse_dirichlet_with_nuts_and_refusals():
