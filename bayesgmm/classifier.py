@@ -954,7 +954,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
     def _scores(self, X, kind: str, plug_in: bool = False):
         """The one prediction loop.  ``kind``: "class_ll" (log p(x | c)),
-        "joint" (+ log p(c)), "log_proba" (normalised) or "label" (argmax).
+        "joint" (+ log p(c)), "log_proba" (normalised), "density" (log p(x),
+        the joint summed over the classes: shape (N,)) or "label" (argmax).
 
         Rows go through in blocks (bounded memory at any N); each block is
         standardised on the model's device and scored by
@@ -976,7 +977,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         n = X.shape[0]
         classes = self.classes_
         if kind != "label":
-            out = _predict.new_output(out_device, (n, C), np.float64)
+            out = _predict.new_output(out_device, (n,) if kind == "density" else (n, C),
+                                      np.float64)
         elif out_device is not None and classes.dtype.kind in "iufb":
             # Labels mapped block by block: no (N,) index array beside the output.
             classes = torch.as_tensor(classes, device=device)
@@ -1004,6 +1006,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 j = j + add
                 if kind in ("class_ll", "joint"):
                     j = j + lead.unsqueeze(-1)
+                elif kind == "density":
+                    j = torch.logsumexp(j, 1) + lead
                 elif kind == "log_proba":
                     j = j - torch.logsumexp(j, 1, keepdim=True)
                 elif kind == "label":
@@ -1026,6 +1030,19 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         the posterior predictive log p(x | c, X_c); ``plug_in=True``: the
         MAP's (as every prediction method)."""
         return self._scores(X, "class_ll", plug_in)
+
+    def score_samples(self, X, *, plug_in: bool = False) -> np.ndarray:
+        """log p(x) of each point under the whole generative model, the
+        class mixtures weighted by the class priors: log sum_c p(c) p(x | c),
+        shape (n_samples,), in the data's units (as
+        :meth:`BayesianGMM.score_samples` for one mixture).  Low values mark
+        points unlike every class (novelty and outlier screening), which
+        :meth:`predict_proba` cannot: it is normalised over the classes.
+        After ``inference="vi"``/"nuts" each class's posterior predictive;
+        ``plug_in=True`` the MAP's.  Missing features (with
+        ``missing="marginalize"``) are marginalised, as in every prediction
+        method."""
+        return self._scores(X, "density", plug_in)
 
     def predict_log_proba(self, X, *, plug_in: bool = False) -> np.ndarray:
         """log p(class | x), shape (n_samples, n_classes)."""

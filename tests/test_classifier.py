@@ -221,6 +221,46 @@ def test_svi_stage_never_worse_than_em(three_blobs):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_score_samples_is_the_density_of_the_whole_generative_model(three_blobs,
+                                                                    covariance_type):
+    """score_samples(x) = log sum_c p(c) p(x | c), against scipy's mixture
+    densities of the fitted classes; far points stay finite (scipy's
+    logpdf per component keeps them too), tensors give a tensor, rows with
+    missing features their observed features' density."""
+    X, y = three_blobs
+    clf = GMMClassifier([1, 3, 2], covariance_type=covariance_type, **FAST,
+                        random_state=0).fit(X, y)
+    Xs = np.r_[X[::7], [[60.0, -45.0], [1e3, 2e3]]]
+    tied = covariance_type == "tied"
+    per_class = []
+    for c in range(3):
+        k = clf.n_components_[c]
+        cov = clf.covariances_[c] if tied else clf.covariances_[c, :k]
+        per_class.append(np.log(clf.class_prior_[c])
+                         + _log_density(Xs, clf.weights_[c, :k], clf.means_[c, :k], cov,
+                                        covariance_type))
+    ref = logsumexp(np.stack(per_class), axis=0)
+    got = clf.score_samples(Xs)
+    assert got.shape == (len(Xs),) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-4)
+    out = clf.score_samples(torch.as_tensor(Xs))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), got, rtol=1e-12)
+    if covariance_type == "full":
+        # Missing features: the marginal over the observed ones (x1 here).
+        gaps = GMMClassifier([1, 3, 2], covariance_type="full", missing="marginalize", **FAST,
+                             random_state=0).fit(X, y)
+        Xm = np.c_[X[:5, :1], np.full(5, np.nan)]
+        marg = logsumexp(np.stack([
+            np.log(gaps.class_prior_[c]) + logsumexp(np.stack([
+                np.log(gaps.weights_[c, j]) + multivariate_normal(
+                    gaps.means_[c, j, :1], gaps.covariances_[c, j, :1, :1]).logpdf(Xm[:, :1])
+                for j in range(gaps.n_components_[c])]), axis=0)
+            for c in range(3)]), axis=0)
+        np.testing.assert_allclose(gaps.score_samples(Xm), marg, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_class_log_likelihood_matches_scipy_mixture_density(three_blobs, covariance_type):
     X, y = three_blobs
     clf = GMMClassifier([1, 3, 2], covariance_type=covariance_type, **FAST,

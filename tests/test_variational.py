@@ -431,11 +431,16 @@ def test_classifier_posterior_predictive_against_scipy(tmp_path):
     proba = np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
     np.testing.assert_allclose(clf.predict_proba(Xt), proba, atol=1e-5)
     np.testing.assert_array_equal(clf.predict(Xt), clf.classes_[proba.argmax(1)])
+    # The whole model's predictive density: the classes' summed with their priors.
+    np.testing.assert_allclose(clf.score_samples(Xt), logsumexp(joint, axis=1), rtol=1e-6,
+                               atol=1e-4)
     # plug_in=True is the MAP's answer, that of an inference="map" fit.
     mapfit = GMMClassifier([2, 1, 1], covariance_type="tied", random_state=0,
                            device="cpu").fit(X, y)
     np.testing.assert_allclose(clf.predict_proba(Xt, plug_in=True), mapfit.predict_proba(Xt),
                                rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(clf.score_samples(Xt, plug_in=True), mapfit.score_samples(Xt),
+                               rtol=1e-6, atol=1e-6)
     assert clf.elbo_.shape == (3,) and np.all(np.isfinite(clf.elbo_))
     assert clf.n_effective_components_.tolist() == [2, 1, 1]
     clf.save(tmp_path / "c.bgmm")
