@@ -417,6 +417,39 @@ def concentration_for(a: np.ndarray, K: int) -> np.ndarray:
     return np.broadcast_to(a, (K,)).astype(np.float64)
 
 
+def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, family: Covariance,
+                   priors: Priors, n_samples: int, rs: np.random.RandomState,
+                   device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """``n_samples`` points (N, D) and their components (N,) drawn from the
+    mixture of ``weights`` (M,), ``means`` (M, D) and ``cov`` (scikit-learn's
+    layout of ``family``), in the data's units, by running the Pyro model
+    with every site conditioned on them (:func:`~bayesgmm.fitting.sample_model`),
+    seeded from ``rs``.  ``priors`` only give the sites their shapes: the
+    concentration becomes M ones, and a prior field ``family`` uses but
+    ``priors`` never resolved (a tied fit's predictive, full per component,
+    in 1-D) a placeholder."""
+    from .fitting import sample_model
+
+    center = np.zeros(means.shape[1])
+    std = Standardizer(center=center, scale=np.ones_like(center))
+    params = std.params_to_std(weights, means, cov, family, device, dtype=torch.float64)
+    resolved = replace(priors, **{f: 1.0 for f in family.prior_fields
+                                  if getattr(priors, f) is None})
+    pt = std.priors(resolved, device, dtype=torch.float64).with_concentration(
+        torch.ones(len(weights), dtype=torch.float64, device=device))
+    try:
+        x, z = sample_model(params, pt, family, n_samples, int(rs.randint(0, 2 ** 31 - 1)))
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():
+            raise
+        # torch's CPU allocator says so as a RuntimeError from inside Pyro.
+        need = n_samples * (means.shape[1] + 1) * 8 / 2 ** 30
+        raise MemoryError(f"sample(n_samples={n_samples}) needs about {need:.3g} GiB for the "
+                          f"draws, more than this machine could allocate: draw fewer, or "
+                          f"in batches (each call with its own random_state)") from None
+    return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
+
+
 def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: int,
                   data: "FitData", points, weights, ks) -> Priors:
     """``priors`` resolved (:func:`~bayesgmm.priors.resolve_priors`) with the

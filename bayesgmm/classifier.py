@@ -19,6 +19,7 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
+                    sample_mixture,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
@@ -1043,6 +1044,53 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         ``missing="marginalize"``) are marginalised, as in every prediction
         method."""
         return self._scores(X, "density", plug_in)
+
+    def sample(self, n_samples: int = 1, random_state=None, *,
+               plug_in: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Draw labelled points from the fitted generative model: a class
+        from ``class_prior_``, then a point from that class's mixture (after
+        ``inference="vi"``/"nuts" its posterior predictive, the density
+        :meth:`score_samples` and :meth:`class_log_likelihood` give;
+        ``plug_in=True``: the MAP's), by running the Pyro model at those
+        parameters, as :meth:`BayesianGMM.sample` does for one mixture: the
+        classes' components are one mixture of weights p(c) w_ck.  Seeded
+        by ``random_state`` (default: the estimator's); the caller's global
+        RNGs are left untouched.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            The class labels, of ``classes_``'s type.
+        """
+        check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
+        n_samples = V.check_int("n_samples", n_samples, 1)
+        if not isinstance(plug_in, (bool, np.bool_)):
+            raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
+        family = self._family()
+        C, K, D = self.means_.shape
+        real = np.arange(K)[None, :] < self.n_components_[:, None]              # (C, K)
+        draws = getattr(self, "_posterior", None)
+        if draws is not None and not plug_in:
+            w, m, cov, family = post_module.predictive_mixture(draws, family)   # (C, S K, ...)
+            real = np.tile(real, (1, draws["weights"].shape[1]))
+        else:
+            w, m, cov = self.weights_, self.means_, self.covariances_
+        M = w.shape[1]
+        if not family.per_component:
+            # One matrix per class: per component once the classes are one mixture.
+            cov = np.broadcast_to(cov[:, None], (C, M, D, D))
+            family = cov_module.get("full", D)
+        # Padded components (weight 0, never drawn) need finite stand-ins.
+        neutral = family.covariances(family.identity((C,), M, D, torch.float64, "cpu")).numpy()
+        cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
+        m = np.where(real[..., None], m, 0.0)
+        joint = np.where(real, self.class_prior_[:, None] * w, 0.0).reshape(C * M)
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
+        X, j = sample_mixture(joint / joint.sum(), m.reshape(C * M, D),
+                              cov.reshape((C * M,) + cov.shape[2:]), family, self.priors_[0],
+                              n_samples, rs, _predict.model_device(self))
+        return X, self.classes_[j // M]
 
     def predict_log_proba(self, X, *, plug_in: bool = False) -> np.ndarray:
         """log p(class | x), shape (n_samples, n_classes)."""

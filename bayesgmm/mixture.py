@@ -17,7 +17,8 @@ from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates, is_auto,
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, seeded_priors, spread_rows, stream_data,
+                    guard_stage, is_row_source, sample_mixture, seeded_priors, spread_rows,
+                    stream_data,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     warn_vi_missing)
@@ -25,7 +26,7 @@ from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       first_best,
                       initial_params, m_step, negative_log_joint,
-                      observed_terms, pyro_svi_fit, sample_model, screen_rows, seed_centres,
+                      observed_terms, pyro_svi_fit, screen_rows, seed_centres,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
 from ._options import STREAM_STATS
@@ -1534,37 +1535,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         """
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
         n_samples = V.check_int("n_samples", n_samples, 1)
-        device = _predict.model_device(self)
-        mixture = self._predictive(plug_in)
-        weights, means, cov, family = self._mixture_of(mixture)
-        K = self.means_.shape[0]
-        center = np.zeros(self.means_.shape[1])
-        std = Standardizer(center=center, scale=np.ones_like(center))
-        params = std.params_to_std(weights, means, cov, family, device, dtype=torch.float64)
-        resolved = self.priors_
-        if mixture is not None:
-            # Every site is conditioned, so the priors only give the sites
-            # their shapes: a tied fit's predictive is per-component (full),
-            # whose prior fields (the InverseGamma's, in 1-D) it never resolved.
-            resolved = replace(resolved, **{f: 1.0 for f in family.prior_fields
-                                            if getattr(resolved, f) is None})
-        priors = std.priors(resolved, device, dtype=torch.float64)
-        if mixture is not None:          # the S K components of the predictive (j = s K + k)
-            priors = priors.with_concentration(torch.ones(len(weights), dtype=torch.float64,
-                                                          device=device))
+        # The predictive's S K components are j = s K + k: component k is j mod K.
+        weights, means, cov, family = self._mixture_of(self._predictive(plug_in))
         rs = V.check_random_state(self.random_state if random_state is None else random_state)
-        try:
-            x, z = sample_model(params, priors, family, n_samples,
-                                int(rs.randint(0, 2 ** 31 - 1)))
-        except RuntimeError as exc:
-            if "alloc" not in str(exc).lower():
-                raise
-            # torch's CPU allocator says so as a RuntimeError from inside Pyro.
-            need = n_samples * (self.means_.shape[1] + 1) * 8 / 2 ** 30
-            raise MemoryError(f"sample(n_samples={n_samples}) needs about {need:.3g} GiB for the "
-                              f"draws, more than this machine could allocate: draw fewer, or "
-                              f"in batches (each call with its own random_state)") from None
-        return x.cpu().numpy(), z.cpu().numpy().astype(np.int64) % K
+        x, z = sample_mixture(weights, means, cov, family, self.priors_, n_samples, rs,
+                              _predict.model_device(self))
+        return x, z % self.means_.shape[0]
 
     # ------------------------------------------------------ model selection
     def _n_parameters(self) -> int:

@@ -220,6 +220,52 @@ def test_svi_stage_never_worse_than_em(three_blobs):
     assert np.all(np.isnan(both.covariances_[2, 2:]))
 
 
+def _mixture_moments(weights, means, covs):
+    """Mean and covariance of a Gaussian mixture, written out."""
+    mean = weights @ means
+    second = np.einsum("k,kde->de", weights, covs + np.einsum("kd,ke->kde", means, means))
+    return mean, second - np.outer(mean, mean)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample_draws_classes_by_their_prior_and_points_from_their_mixture(covariance_type):
+    """sample(n): labels of classes_'s type at the class priors' rates, and
+    each class's points with its mixture's mean and covariance (written
+    out from the fitted attributes), within 5 standard errors; seeded."""
+    rng = np.random.default_rng(0)
+    counts = [90, 60, 30]
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    X = np.repeat(centres, counts, 0) + rng.standard_normal((180, 2)) * [1.0, 0.5]
+    y = np.repeat(np.array(["a", "b", "c"]), counts)
+    clf = GMMClassifier([2, 1, 2], covariance_type=covariance_type, **FAST,
+                        random_state=0).fit(X, y)
+    n = 20000
+    Xs, ys = clf.sample(n, random_state=1)
+    assert Xs.shape == (n, 2) and ys.dtype == clf.classes_.dtype
+    freq = np.array([(ys == c).mean() for c in clf.classes_])
+    p = clf.class_prior_
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n))
+    for c, label in enumerate(clf.classes_):
+        k = clf.n_components_[c]
+        cov = clf.covariances_[c] if covariance_type == "tied" else clf.covariances_[c, :k]
+        mean, var = _mixture_moments(clf.weights_[c, :k], clf.means_[c, :k],
+                                     _cov_matrices(cov, covariance_type, k, 2))
+        pts = Xs[ys == label]
+        se = np.sqrt(np.diag(var) / len(pts))
+        assert np.all(np.abs(pts.mean(0) - mean) < 5 * se)
+        # The sample covariance's standard error, ~ var * sqrt(2 / n) for a Gaussian; the
+        # mixture's heavier tails are covered by the factor.
+        np.testing.assert_allclose(np.cov(pts.T), var, atol=8 * np.abs(var).max()
+                                   * np.sqrt(2 / len(pts)))
+    again = clf.sample(50, random_state=1)
+    np.testing.assert_array_equal(again[0], clf.sample(50, random_state=1)[0])
+    np.testing.assert_array_equal(again[1], clf.sample(50, random_state=1)[1])
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
+        clf.sample(0)
+    with pytest.raises(ValueError, match="plug_in must be True or False"):
+        clf.sample(3, plug_in="yes")
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_score_samples_is_the_density_of_the_whole_generative_model(three_blobs,
                                                                     covariance_type):

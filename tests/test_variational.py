@@ -441,6 +441,15 @@ def test_classifier_posterior_predictive_against_scipy(tmp_path):
                                rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(clf.score_samples(Xt, plug_in=True), mapfit.score_samples(Xt),
                                rtol=1e-6, atol=1e-6)
+    # sample() draws from the same predictive: each class's mean is the
+    # draws' average of their mixture means (within 5 standard errors).
+    Xs, ys = clf.sample(20000, random_state=2)
+    for c, label in enumerate(clf.classes_):
+        pts = Xs[ys == label]
+        mean = np.einsum("sk,skd->d", d["weights"][c], np.nan_to_num(d["means"][c])) / 30
+        assert np.all(np.abs(pts.mean(0) - mean) < 5 * pts.std(0) / np.sqrt(len(pts)))
+    Xp, _ = clf.sample(20000, random_state=2, plug_in=True)
+    assert not np.array_equal(Xp, Xs)
     assert clf.elbo_.shape == (3,) and np.all(np.isfinite(clf.elbo_))
     assert clf.n_effective_components_.tolist() == [2, 1, 1]
     clf.save(tmp_path / "c.bgmm")
