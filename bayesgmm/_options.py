@@ -1,6 +1,6 @@
-"""String options shared by the estimators and the command line, in a
-module that imports nothing heavy (``bayesgmm --help`` reads them without
-loading torch)."""
+"""String options and input rules shared by the estimators, the command
+line and the plots, in a module that imports nothing heavy (``bayesgmm
+--help`` reads them without loading torch)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ STREAM_STATS = ("loglik", "Nk", "S1", "S2", "ref")
 #: The keys of that state: the frame (centre and scale of the
 #: standardisation), the chunks averaged, their total weight, the average.
 STREAM_KEYS = ("center", "scale", "t", "mass", "avg")
+
+
+def is_number_column(col) -> bool:
+    """Whether a pandas column holds real numbers (bool included, complex
+    not): the columns the estimators fit, the command line offers and the
+    plots draw; an object column holding only numbers too (after
+    astype(object), a concat, Decimal values), as scikit-learn takes it."""
+    import pandas as pd
+    if pd.api.types.is_object_dtype(col):
+        return pd.api.types.infer_dtype(col, skipna=True) in (
+            "integer", "floating", "mixed-integer-float", "decimal", "empty")
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col)

@@ -12,6 +12,8 @@ import numpy as np
 
 from sklearn.utils.validation import validate_data
 
+from ._options import is_number_column
+
 
 class NonNumericError(ValueError, TypeError):
     """Input that holds something other than numbers.  A ``ValueError``, as
@@ -45,15 +47,7 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
             raise ValueError(
                 f"{name} has column(s) named more than once: {twice}; give each column its own "
                 f"name (e.g. df.loc[:, ~df.columns.duplicated()] keeps the first of each)")
-        def numbers(col) -> bool:
-            # Real numbers; an object column holding only them too (after
-            # astype(object), a concat, Decimal values), as scikit-learn takes it.
-            if pd.api.types.is_object_dtype(col):
-                return pd.api.types.infer_dtype(col, skipna=True) in (
-                    "integer", "floating", "mixed-integer-float", "decimal", "empty")
-            return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col)
-
-        bad = [str(c) for c in X.columns if not numbers(X[c])]
+        bad = [str(c) for c in X.columns if not is_number_column(X[c])]
         if bad:
             raise NonNumericError(
                 f"{name} has non-numeric column(s) {bad}: select the numeric columns "

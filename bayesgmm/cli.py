@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ._options import (COVARIANCE_TYPES, INFERENCE_OPTIONS, MISSING_OPTIONS as _MISSING,
-                       WEIGHT_PRIORS)
+                       WEIGHT_PRIORS, is_number_column)
 
 
 class CLIError(Exception):
@@ -808,12 +808,6 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     return df, sep
 
 
-def _is_number_column(s) -> bool:
-    import pandas as pd
-    # the estimator's rule: real numbers (bool included), not complex
-    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_complex_dtype(s)
-
-
 # A number as written in any common format (decimal point or comma,
 # thousands separators, an exponent).
 _NUMBER = r"[+-]?(?=[\d.,]*\d)[\d.,]+([eE][+-]?\d+)?"
@@ -902,7 +896,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     if weights is not None and weights not in df.columns:
         raise CLIError(f"--weights column {weights!r} not in {path!r}; available: "
                        f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}")
-    numeric = [str(c) for c in df.columns if _is_number_column(df[c]) and c != weights]
+    numeric = [str(c) for c in df.columns if is_number_column(df[c]) and c != weights]
     if args.columns:
         twice = sorted({c for c in args.columns if args.columns.count(c) > 1})
         if twice:
@@ -955,7 +949,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
                            f"{kinds}, not features: name the columns to fit with --columns")
         candidates = [str(c) for c in df.columns]
     if args.decimal != ",":
-        commas = {c: e for c in candidates if not _is_number_column(df[c])
+        commas = {c: e for c in candidates if not is_number_column(df[c])
                   and (e := _decimal_comma_example(df[c])) is not None}
         if commas:
             name, example = next(iter(commas.items()))
@@ -974,7 +968,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     # --decimal ,; thousands separators) read as text: left out by the
     # default rule, the column would silently be missing from the fit.
     formats = {c: e for c in (columns if args.columns else candidates)
-               if c != weights and not _is_number_column(df[c])
+               if c != weights and not is_number_column(df[c])
                and (e := _other_format_example(df[c])) is not None}
     if formats:
         name, example = next(iter(formats.items()))
@@ -992,12 +986,12 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     predicting = hasattr(args, "model")
     decimal = args.decimal or "."
     for c in (columns if args.columns else candidates):
-        if c == weights or _is_number_column(df[c]):
+        if c == weights or is_number_column(df[c]):
             continue
         found = _first_text(df[c], decimal)
         if found is not None and found[2]:
             raise _stray_text_error(path, str(c), found, predicting)
-    bad = [c for c in columns if not _is_number_column(df[c])]
+    bad = [c for c in columns if not is_number_column(df[c])]
     if bad:
         found = _first_text(df[bad[0]], decimal)
         example = f" ({bad[0]}: {found[1]!r})" if found is not None else ""
@@ -1037,7 +1031,7 @@ def _read_weights(df, args) -> Optional[np.ndarray]:
     if name is None:
         return None
     s = df[name]
-    if not _is_number_column(s):
+    if not is_number_column(s):
         found = _first_text(s, args.decimal or ".")
         example = f" ({found[1]!r}, data row {found[0] + 1})" if found is not None else ""
         hint = " (add --decimal , for decimal commas)" if (

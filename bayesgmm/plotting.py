@@ -43,6 +43,8 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
+from ._options import is_number_column
+
 __all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clusters_2d",
            "plot_decision_regions", "plot_confusion_matrix", "plot_pairs"]
 
@@ -50,6 +52,34 @@ __all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clu
 # ----------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------
+def _closes_its_figures_on_error(fn):
+    """A helper that fails after making a figure (its own axes, or
+    seaborn's pairplot grid) closes it: an empty figure would otherwise
+    appear at the next ``plt.show()`` or notebook cell.  Figures that were
+    open before the call are left alone."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib.pyplot as plt
+        before = set(plt.get_fignums())
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            for num in set(plt.get_fignums()) - before:
+                plt.close(num)
+            raise
+    return wrapper
+
+
+def _host(values) -> np.ndarray:
+    """Labels or values as a numpy array: a tensor (the answer of a
+    prediction method given a tensor, possibly on a GPU) copied to the host."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def _new_axes(ax):
     if ax is not None:
         from matplotlib.axes import Axes
@@ -181,7 +211,11 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False) -> tuple[np.ndarray, lis
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
-        arr = X.to_numpy(dtype=np.float64)
+        bad = [str(c) for c in X.columns if not is_number_column(X[c])]
+        if bad:
+            raise ValueError(f"{name} has non-numeric column(s) {bad}: select the numeric "
+                             f"columns (e.g. df.drop(columns={bad!r})) or encode them as numbers")
+        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         if hasattr(X, "detach"):  # torch tensor, possibly on a GPU
             X = X.detach().cpu().numpy()
@@ -277,7 +311,7 @@ def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
     """One label per row: the given ones, checked, or ``estimator.predict(X)``."""
     if labels is None:
         labels = estimator.predict(X)
-    labels = np.asarray(labels)
+    labels = _host(labels)
     if labels.shape != (n_rows,):
         raise ValueError(f"labels has shape {labels.shape} but X has {n_rows} rows: "
                          "pass one label per row of X")
@@ -328,6 +362,7 @@ def _label_palette(values, K: int, others: bool = False) -> dict:
 # ----------------------------------------------------------------------------
 # Fits
 # ----------------------------------------------------------------------------
+@_closes_its_figures_on_error
 def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool = False):
     """Loss (negative log joint / ELBO) per iteration, every restart distinguishable.
 
@@ -407,6 +442,7 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     return ax
 
 
+@_closes_its_figures_on_error
 def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
                     grid_size: int = 400, labels=None, plug_in: bool = False):
     """Data, each weighted component density and the mixture density, in 1-D.
@@ -509,8 +545,10 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     return ax
 
 
+@_closes_its_figures_on_error
 def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
-                     kind: Literal["swarm", "strip"] = "swarm", size: float = 3.0):
+                     kind: Literal["swarm", "strip"] = "swarm", size: float = 3.0,
+                     n_components: Optional[int] = None):
     """The data of one feature by assigned cluster, as a swarm or strip plot.
 
     One column per cluster (x axis), the feature's values on the y axis, as
@@ -534,6 +572,13 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
         a strip jitters them.
     size : float, default 3
         Marker size.
+    n_components : int, optional
+        How many components the mixture behind ``assignments`` has (e.g.
+        ``gmm.n_components_``): ``hue`` labels then take the colours after
+        all of them, as :func:`plot_density_1d` and :func:`plot_clusters_2d`
+        colour the same labels, also when the last components carry no
+        point (a Dirichlet-process fit).  By default the colours after the
+        largest cluster index present.
 
     A point whose ``feature`` is missing (NaN) is left out.
 
@@ -553,16 +598,18 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     import pandas as pd
     import seaborn as sns
 
+    if isinstance(X, pd.DataFrame) and isinstance(feature, str) and feature in X.columns:
+        X = X[[feature]]           # the one column drawn (others may be text, e.g. species)
     X, names = _as_2d(X, allow_nan=True)
     f = _check_feature(feature, names, X.shape[1])
-    z = np.asarray(assignments)
+    z = _host(assignments)
     if z.shape != (X.shape[0],):
         raise ValueError(f"assignments has shape {z.shape} but X has {X.shape[0]} rows: "
                          "pass one cluster label per row of X")
     if kind not in ("swarm", "strip"):
         raise ValueError(f"kind must be 'swarm' or 'strip', got {kind!r}")
     if hue is not None:
-        hue = np.asarray(hue)
+        hue = _host(hue)
         if hue.shape != (X.shape[0],):
             raise ValueError(f"hue has shape {hue.shape} but X has {X.shape[0]} rows: "
                              "pass one label per row of X")
@@ -580,6 +627,12 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     # species.
     indices = _is_component_index(order, float("inf"))
     n_clusters = int(max(order)) + 1 if indices else len(order)
+    if n_components is not None:
+        if isinstance(n_components, (bool, np.bool_)) or \
+                not isinstance(n_components, (int, np.integer)) or n_components < n_clusters:
+            raise ValueError(f"n_components must be an int >= {n_clusters} (the clusters of "
+                             f"assignments), got {n_components!r}")
+        n_clusters = int(n_components)
     if hue is None:
         df[hue_key] = z
         hue_order = order
@@ -622,6 +675,7 @@ def _ellipse_patches(ax, means, covs, fx, fy, sigmas, colors, lw: float = 2.0,
                                  ls="-" if n_sigma == sigmas[0] else "--"))
 
 
+@_closes_its_figures_on_error
 def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
                      sigmas: Sequence[float] = (1.0, 2.0), contours: bool = False,
                      grid_size: int = 150, s: float = 12.0, plug_in: bool = False):
@@ -740,6 +794,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
 # ----------------------------------------------------------------------------
 # Classifiers
 # ----------------------------------------------------------------------------
+@_closes_its_figures_on_error
 def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                           margin: float = 0.1, s: float = 10.0, alpha: float = 0.25,
                           ellipses: bool = False, sigma: float = 2.0,
@@ -816,7 +871,12 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
         raise ValueError(f"decision regions are drawn in 2-D but X has {Xa.shape[1]} "
                          "features: select two features (and fit the classifier on them)")
     _check_columns(classifier, 2, X, Xa)
-    y = np.asarray(y)
+    fitted_d = getattr(classifier, "n_features_in_", 2)
+    if fitted_d != 2:
+        raise ValueError(f"X has 2 features but {type(classifier).__name__} was fitted on "
+                         f"{fitted_d}: decision regions are drawn in 2-D; fit the classifier on "
+                         f"the two features drawn")
+    y = _host(y)
     if y.shape != (Xa.shape[0],):
         raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "
                          "pass one label per row of X")
@@ -845,7 +905,9 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                         grid_size) for j, lim in enumerate(window)]
     gx, gy = np.meshgrid(*axes)
     grid = np.column_stack([gx.ravel(), gy.ravel()])
-    if isinstance(X, pd.DataFrame):  # keep feature names, as the classifier saw them
+    if isinstance(X, pd.DataFrame) and hasattr(classifier, "feature_names_in_"):
+        # The feature names the classifier saw (one fitted on an array would
+        # warn that the grid has names it was not fitted with).
         grid = pd.DataFrame(grid, columns=X.columns)
     # Class labels may be strings or non-contiguous ints: colour by index.
     index = pd.Index(classes).get_indexer(np.asarray(classifier.predict(grid)))
@@ -878,6 +940,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     return ax
 
 
+@_closes_its_figures_on_error
 def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
                           normalize: Optional[Literal["true", "pred", "all"]] = None,
                           cmap: str = "Blues"):
@@ -917,7 +980,7 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
         if cmap not in matplotlib.colormaps:
             raise ValueError(f"cmap must name a matplotlib colormap (e.g. 'Blues', 'viridis'), "
                              f"got {cmap!r}")
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true, y_pred = _host(y_true), _host(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
                          "pass one prediction per true label")
@@ -937,6 +1000,7 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
 # ----------------------------------------------------------------------------
 # Multivariate fits
 # ----------------------------------------------------------------------------
+@_closes_its_figures_on_error
 def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float = 2.0,
                vars: Optional[Sequence] = None, height: float = 2.0, **pairplot_kws: Any):
     """Pair plot of a multivariate fit, coloured by cluster (seaborn ``pairplot``).
@@ -999,8 +1063,9 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     df[hue_key] = labels
     hue_order = list(np.unique(labels))
     palette = _label_palette(hue_order, K)
-    kws = dict(hue=hue_key, hue_order=hue_order, palette=palette, height=height,
-               plot_kws={"s": 12, "alpha": 0.7})
+    kws = dict(hue=hue_key, hue_order=hue_order, palette=palette, height=height)
+    if pairplot_kws.get("kind", "scatter") == "scatter":
+        kws["plot_kws"] = {"s": 12, "alpha": 0.7}     # scatter's keywords only
     kws.update(pairplot_kws)
     grid = sns.pairplot(df, vars=[names[j] for j in cols], **kws)
     if ellipses:

@@ -1,6 +1,7 @@
 """Tests of bayesgmm.plotting: what is drawn, checked against independent computations."""
 
 import re
+import warnings
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -936,3 +937,91 @@ def test_given_labels_are_named_as_given_and_a_streamed_history_says_so():
     online.partial_fit(X[1::2])
     assert [l.get_label() for l in plot_loss_history(online).lines][-1].endswith(
         ", before partial_fit")
+
+
+# ------------------------------------- from an audit of the helpers' inputs
+@pytest.mark.parametrize("kind", ["kde", "hist", "reg"])
+def test_pairs_takes_every_seaborn_kind(fit_4d, kind):
+    # The scatter-only defaults (s, alpha) went to every kind: seaborn's
+    # "unexpected keyword argument 's'" from deep inside.
+    gmm, X = fit_4d
+    grid = plot_pairs(gmm, X, kind=kind, vars=["petal_length", "petal_width"])
+    panel = grid.axes[1, 0]
+    drawn = panel.collections + panel.lines
+    assert drawn and len(_ellipses(panel)) == gmm.n_components
+
+
+def test_a_helper_that_fails_closes_the_figure_it_made(fit_4d, circles):
+    X, y, _ = circles
+    clf3 = QuadraticDiscriminantAnalysis().fit(np.c_[X, X[:, :1] ** 2], y)
+    mine = plt.figure()                          # the user's own figure stays
+    with pytest.raises(ValueError, match=r"X has 2 features but QuadraticDiscriminantAnalysis "
+                                         r"was fitted on 3"):
+        plot_decision_regions(clf3, X, y)
+    gmm, X4 = fit_4d
+    with pytest.raises((AttributeError, TypeError)):   # matplotlib's own, after the grid
+        plot_pairs(gmm, X4, plot_kws={"no_such_keyword": 1})
+    assert plt.get_fignums() == [mine.number]
+
+
+def test_a_frame_drawn_against_a_classifier_fitted_on_an_array_does_not_warn(circles):
+    X, y, clf = circles                          # fitted on an array
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot_decision_regions(clf, frame, y, grid_size=20)
+    assert ax.get_xlabel() == "a"
+
+
+def test_text_columns_are_named_and_a_named_feature_needs_only_its_column(fit_4d, iris):
+    gmm, X = fit_4d
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['species'\]: select "
+                                         r"the numeric columns"):
+        plot_pairs(gmm, iris)
+    ax = plot_assignments(iris, gmm.predict(X), feature="petal_length", kind="strip")
+    assert ax.get_ylabel() == "petal_length"
+
+
+def test_hue_colours_follow_all_components_when_the_last_are_empty(fit_1d, iris):
+    # plot_density_1d colours species after the K components; plot_assignments,
+    # told K, colours them the same even when only cluster 0 has points
+    # (before: after max(assignments) + 1, another colour per species).
+    g1, X1 = fit_1d
+    species = iris.species.to_numpy()
+    rug = [c for c in plot_density_1d(g1, X1, labels=species).collections
+           if isinstance(c, LineCollection)][0]
+    order = list(pd.unique(species))
+    first = {s: matplotlib.colors.to_hex(rug.get_colors()[list(species).index(s)])
+             for s in order}
+    ax = plot_assignments(X1, np.zeros(len(X1), dtype=int), hue=species, kind="strip",
+                          n_components=g1.n_components)
+    drawn = {t.get_text(): matplotlib.colors.to_hex(h.get_markerfacecolor()) for t, h in
+             zip(ax.get_legend().texts, ax.get_legend().legend_handles)}
+    assert drawn == first
+    with pytest.raises(ValueError, match="n_components must be an int >= 1"):
+        plot_assignments(X1, np.zeros(len(X1), dtype=int), n_components=0)
+
+
+def test_tensor_labels_and_data_are_drawn(fit_2d, circles):
+    import torch
+    gmm, X = fit_2d
+    Xt = torch.as_tensor(X.to_numpy())
+    ax = plot_clusters_2d(gmm, Xt)              # predict(tensor) gives a tensor of labels
+    assert len({e.center for e in _ellipses(ax)}) == gmm.n_components
+    z = gmm.predict(Xt)
+    plot_assignments(Xt, z, hue=torch.as_tensor(z), kind="strip")
+    Xc, y, clf = circles
+    ax = plot_confusion_matrix(torch.as_tensor(np.arange(6) % 2), torch.as_tensor(np.ones(6, int)))
+    assert [t.get_text() for t in ax.texts] == ["0", "3", "0", "3"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_tensors_are_drawn(fit_2d):
+    import torch
+    gmm, X = fit_2d
+    Xg = torch.as_tensor(X.to_numpy(), device="cuda")
+    ax = plot_clusters_2d(gmm, Xg)
+    assert len({e.center for e in _ellipses(ax)}) == gmm.n_components
+    plot_assignments(Xg, gmm.predict(Xg), kind="strip")
+    plot_pairs(gmm, Xg)
