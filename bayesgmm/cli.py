@@ -1144,8 +1144,11 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     for k in range(K):
         result[names[k + 1]] = proba[:, k]
     out_sep = " " if sep == _WHITESPACE else sep       # one space reads back as whitespace
+    # An empty cell (a row left unassigned) cannot be written between single
+    # spaces: NaN, as such tables write a missing value.
     _write_atomic(path, lambda p: result.to_csv(p, index=False, sep=out_sep,
-                                                decimal=args.decimal))
+                                                decimal=args.decimal,
+                                                na_rep="NaN" if out_sep == " " else ""))
     if names[0] != "cluster":
         clash = [c for c in ["cluster"] + [f"p_cluster_{k}" for k in range(K)]
                  if c in {str(c) for c in df.columns}]
@@ -1180,8 +1183,11 @@ def _check_model_path(path: str, data: Optional[str] = None, outputs: Sequence =
     renames it over the target); a file that does not exist yet is created
     and removed again, so that a name the system refuses (too long, a
     read-only place) is said now, not after the fit."""
-    if os.path.isdir(path):
-        raise CLIError(f"--save {path!r} is a folder: give a file name, e.g. model.bgmm")
+    if os.path.isdir(path) or path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        # A name ending in a separator is a folder too, existing or not
+        # (realpath below would drop the separator).
+        raise CLIError(f"--save {path!r} is a folder: give a file name, e.g. "
+                       f"{os.path.join(path, 'model.bgmm')!r}")
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
@@ -1338,7 +1344,7 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   (r"\bn_components=(\d+)", r"-k \1"),
                   (r"^device must be", "--device must be"),
                   (r"^device='([\w:]+)'", r"--device \1"),
-                  (r"use device='(\w+)' or '(\w+)'", r"use --device \1 or \2"),
+                  (r"use device='(\w+)' \(?or '(\w+)'\)?", r"use --device \1 or \2"),
                   (r"\binference='(\w+)'", r"--inference \1"),
                   (r"\bcovariance_type='(\w+)'", r"--covariance-type \1"),
                   (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
@@ -1351,6 +1357,12 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                    "raise max_iter"),
                   (r" and converged_ is False$", ""),
                   (r"\bmax_iter\b", "--max-iter"),
+                  # The unused-components warning: no prior option here.
+                  (r" \(see n_effective_components_\)", ""),
+                  (r": give a smaller Priors\(covariance_scale=\.\.\.\) \(full, tied\) or "
+                   r"Priors\(scale_rate=\.\.\.\) \(diag, spherical\), or ask for fewer components",
+                   "; give a smaller -k, or fit the data with the Python library, whose "
+                   "Priors(covariance_scale=...) sets that prior"),
                   (r"\bn_components\b", "-k"))
 
 

@@ -374,6 +374,21 @@ def test_script_reads_columns_aligned_by_spaces(script_runs, tmp_path, capsys):
                  str(again)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(again / "assignments.csv", sep=r"\s+"),
                                   pd.read_csv(tmp_path / "o5" / "assignments.csv", sep=r"\s+"))
+    # A row left unassigned (--dropna) writes NaN, not an empty cell, which
+    # single spaces cannot hold: the table reads back, by predict too.
+    gaps = tmp_path / "gaps.txt"
+    _write_aligned(blobs, gaps)
+    text = gaps.read_text().splitlines()
+    gaps.write_text("\n".join(text[:2] + [text[2][:10] + "       NaN"] + text[3:]) + "\n")
+    assert main(["fit", str(gaps), "--dropna", "-k", "2", "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "g"), "--save", str(tmp_path / "g.bgmm")]) == 0
+    lines = (tmp_path / "g" / "assignments.csv").read_text().splitlines()
+    assert len({len(line.split(" ")) for line in lines}) == 1 and " NaN NaN " in lines[2]
+    assert main(["predict", str(tmp_path / "g.bgmm"), str(tmp_path / "g" / "assignments.csv"),
+                 "--dropna", "--out", str(tmp_path / "g2")]) == 0
+    back = pd.read_csv(tmp_path / "g2" / "assignments.csv", sep=r"\s+")
+    first = pd.read_csv(tmp_path / "g" / "assignments.csv", sep=r"\s+")
+    np.testing.assert_array_equal(back["cluster_1"].to_numpy(), first["cluster"].to_numpy())
     capsys.readouterr()
     (tmp_path / "uneven.txt").write_text("a b\n1 2\n3 4 5\n")
     assert main(["fit", str(tmp_path / "uneven.txt"), "-k", "1", "--out",
@@ -819,14 +834,22 @@ def test_predict_and_save_errors_are_one_line(tmp_path, capsys):
         (["fit", tmp_path / "b.csv", "--save", tmp_path / "no" / "m.bgmm"],
          "the folder .* does not exist"),
         (["fit", tmp_path / "b.csv", "--save", tmp_path], "is a folder"),
+        # A name ending in a separator is a folder, existing or not: said
+        # before the fit (the outputs of --out stay as they were).
+        (["fit", tmp_path / "b.csv", "--save", str(tmp_path / "models") + os.sep],
+         r"is a folder: give a file name, e\.g\. '.*models/model\.bgmm'"),
     ]
     (tmp_path / "junk.bgmm").write_bytes(b"not a model")
     cases.append((["predict", tmp_path / "junk.bgmm", tmp_path / "b.csv"], "not a zip archive"))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "params.json").write_text("earlier")
     for argv, message in cases:
         assert main([str(a) for a in argv] + ["--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("bayesgmm: error: ") and err.count("\n") == 1, err
         assert __import__("re").search(message, err), err
+    assert (tmp_path / "o" / "params.json").read_text() == "earlier"
+    assert not (tmp_path / "models").exists()
 
 
 def test_default_columns_leave_out_label_columns(tmp_path, capsys):
@@ -1713,3 +1736,19 @@ def test_outputs_saves_and_cells_are_guarded(tmp_path):
     assert "the file needs a header row" in _one_error_line(runs["numbers"])
     assert "is not a regular file (a pipe or device)" in _one_error_line(runs["device"])
     assert "save it to a file first" in runs["device"].stderr
+
+
+def test_library_advice_the_command_line_cannot_follow_is_reworded(tmp_path, capsys):
+    # The unused-components warning named Priors(...) and n_effective_components_,
+    # which the command line has neither of; --device mps named device='cpu'.
+    rows = "\n".join(f"{2 * i},{2 * i + 1}" for i in range(10))
+    (tmp_path / "line.csv").write_text("x,y\n" + rows + "\n")
+    assert main(["fit", str(tmp_path / "line.csv"), "-k", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "ended with weight below" in err and "give a smaller -k" in err, err
+    assert "n_effective_components_" not in err and "Priors(scale_rate" not in err
+    assert main(["fit", str(tmp_path / "line.csv"), "-k", "1", "--device", "mps",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "use --device cpu or cuda" in err and "device='" not in err, err
