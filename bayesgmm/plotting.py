@@ -201,11 +201,14 @@ def _predictive_draws(estimator, plug_in) -> Optional[tuple]:
                               m.shape[1], m.shape[2], type(estimator).__name__)
 
 
-def _as_2d(X, name: str = "X", allow_nan: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Data as a float (N, D) array and its column names (DataFrame names, or
-    x0, x1...).  ``allow_nan``: NaN (a missing entry) passes, for helpers
-    that leave a row out of a panel where a plotted feature is missing;
-    infinities never do."""
+def _as_2d(X, name: str = "X", allow_nan: bool = False,
+           estimator=None) -> tuple[np.ndarray, list[str]]:
+    """Data as a float (N, D) array and its column names (DataFrame names;
+    for an array, the ``estimator``'s ``feature_names_in_`` when it was
+    fitted on a DataFrame of as many columns; else x0, x1...).
+    ``allow_nan``: NaN (a missing entry) passes, for helpers that leave a
+    row out of a panel where a plotted feature is missing; infinities never
+    do."""
     import pandas as pd
     if isinstance(X, pd.Series):
         X = X.to_frame()
@@ -223,6 +226,9 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False) -> tuple[np.ndarray, lis
         if arr.ndim == 1:
             arr = arr[:, None]
         names = [f"x{j}" for j in range(arr.shape[1] if arr.ndim == 2 else 0)]
+        fitted = getattr(estimator, "feature_names_in_", None)
+        if fitted is not None and len(fitted) == len(names):
+            names = [str(c) for c in fitted]     # the names the model knows its features by
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got an array of shape {arr.shape}: "
                          "pass (n_samples, n_features) data")
@@ -503,7 +509,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     from scipy.stats import norm
 
     weights, means, covs = _mixture_params(estimator)
-    Xa, names = _as_2d(X, allow_nan=True)
+    Xa, names = _as_2d(X, allow_nan=True, estimator=estimator)
     _check_columns(estimator, means.shape[1], X, Xa)
     f = _check_feature(feature, names, Xa.shape[1])
     grid_size = _check_grid_size(grid_size)
@@ -738,7 +744,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     6
     """
     weights, means, covs = _mixture_params(estimator)
-    Xa, names = _as_2d(X, allow_nan=True)
+    Xa, names = _as_2d(X, allow_nan=True, estimator=estimator)
     _check_columns(estimator, means.shape[1], X, Xa)
     if Xa.shape[1] < 2:
         raise ValueError("plot_clusters_2d needs at least 2 features, got 1: "
@@ -866,7 +872,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
             if fitted else
             f"{type(classifier).__name__} has no classes_: call fit(X, y) first")
     classes = np.asarray(classifier.classes_)
-    Xa, names = _as_2d(X, allow_nan=True)
+    Xa, names = _as_2d(X, allow_nan=True, estimator=classifier)
     if Xa.shape[1] != 2:
         raise ValueError(f"decision regions are drawn in 2-D but X has {Xa.shape[1]} "
                          "features: select two features (and fit the classifier on them)")
@@ -1049,7 +1055,7 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     import seaborn as sns
 
     weights, means, covs = _mixture_params(estimator)
-    Xa, names = _as_2d(X, allow_nan=True)
+    Xa, names = _as_2d(X, allow_nan=True, estimator=estimator)
     _check_columns(estimator, means.shape[1], X, Xa)
     cols = list(range(Xa.shape[1])) if vars is None else [
         _check_feature(v, names, Xa.shape[1]) for v in vars]

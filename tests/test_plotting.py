@@ -1025,3 +1025,21 @@ def test_cuda_tensors_are_drawn(fit_2d):
     assert len({e.center for e in _ellipses(ax)}) == gmm.n_components
     plot_assignments(Xg, gmm.predict(Xg), kind="strip")
     plot_pairs(gmm, Xg)
+
+
+# predict's own (scikit-learn's) note that the array has no names: the user's call.
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_an_array_drawn_against_a_model_fitted_on_a_frame_takes_its_feature_names(fit_2d,
+                                                                                 fit_4d):
+    gmm, X = fit_2d                               # fitted on petal_length, petal_width
+    A = X.to_numpy()
+    ax = plot_clusters_2d(gmm, A)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("petal_length", "petal_width")
+    ax = plot_density_1d(gmm, A, feature="petal_width")     # by name, as on the frame
+    assert ax.get_xlabel() == "petal_width"
+    g4, X4 = fit_4d
+    grid = plot_pairs(g4, X4.to_numpy(), vars=["sepal_width", "petal_length"])
+    assert grid.axes[1, 0].get_xlabel() == "sepal_width"
+    # A model fitted on an array keeps x0, x1.
+    plain = BayesianGMM(2, n_init=1, max_iter=0, random_state=0, device="cpu").fit(A)
+    assert plot_clusters_2d(plain, A).get_xlabel() == "x0"
