@@ -33,6 +33,13 @@ CHUNK_ELEMENTS = 2 ** 24
 # Rows per block of the compiled kernel: a fixed shape, so it compiles once
 # per (classes, components, features) and the last block is zero-padded.
 COMPILED_ROWS = 2 ** 20
+# A compiled block's rows times its components and features, at most: what
+# a temporary the compiler does not fuse away (the full and tied types'
+# batched products) may hold, 1 GiB in float32.  Reached only by posterior
+# predictives (S draws x K components per class: 45,000 components for five
+# classes at 1000 draws of 9), whose blocks shrink; MAP models keep
+# COMPILED_ROWS.
+COMPILED_ELEMENTS = 2 ** 28
 _compile_state = {"failed": False}
 _compiled: dict = {}
 
@@ -60,11 +67,21 @@ def model_device(estimator) -> torch.device:
     return device
 
 
+def compiled_rows(eager_rows: int) -> int:
+    """Rows of a compiled block for a kernel whose eager blocks hold
+    ``eager_rows`` rows (CHUNK_ELEMENTS over its classes x components x
+    features): COMPILED_ROWS, or the largest power of two keeping the
+    block's elements within COMPILED_ELEMENTS (at least 1024 rows)."""
+    per_row = max(1, CHUNK_ELEMENTS // max(1, eager_rows))
+    fit = COMPILED_ELEMENTS // per_row
+    return max(1024, min(COMPILED_ROWS, 1 << (max(1, fit).bit_length() - 1)))
+
+
 def block_rows(device: torch.device, eager_rows: int) -> int:
     """Rows per prediction block: ``eager_rows`` (bounded eager temporaries),
     or several compiled blocks at once where :func:`run_kernel` compiles."""
     if device.type == "cuda" and compile_enabled():
-        return max(eager_rows, 8 * COMPILED_ROWS)
+        return max(eager_rows, 8 * compiled_rows(eager_rows))
     return eager_rows
 
 
@@ -280,7 +297,8 @@ def run_kernel(fn: Callable[..., torch.Tensor], key: tuple, z: torch.Tensor, arg
                eager_rows: int) -> torch.Tensor:
     """``fn(z, *args)`` for a block of rows z (n, D) on its device.
 
-    On CUDA, for full blocks of :data:`COMPILED_ROWS` rows or more, the
+    On CUDA, for full blocks of :func:`compiled_rows` rows or more
+    (:data:`COMPILED_ROWS`, fewer for kernels of very many components), the
     function is compiled once per ``key`` (``torch.compile``, fixed shapes;
     the last block is zero-padded to the same shape) so that the whole
     per-point computation is one fused kernel reading each point once: the
@@ -289,18 +307,19 @@ def run_kernel(fn: Callable[..., torch.Tensor], key: tuple, z: torch.Tensor, arg
     failed compile (no Triton, no compiler) warns once and falls back to the
     eager form for the rest of the process."""
     n = z.shape[0]
-    if z.device.type != "cuda" or n < COMPILED_ROWS or not compile_enabled():
+    rows = compiled_rows(eager_rows)
+    if z.device.type != "cuda" or n < rows or not compile_enabled():
         return _eager(fn, z, args, eager_rows)
     f = _compiled.get(key)
     try:
         if f is None:
             f = _compiled[key] = torch.compile(fn, dynamic=False)
         outs = []
-        for a in range(0, n, COMPILED_ROWS):
-            part = z[a:a + COMPILED_ROWS]
+        for a in range(0, n, rows):
+            part = z[a:a + rows]
             m = part.shape[0]
-            if m < COMPILED_ROWS:
-                part = torch.cat([part, part.new_zeros(COMPILED_ROWS - m, part.shape[1])])
+            if m < rows:
+                part = torch.cat([part, part.new_zeros(rows - m, part.shape[1])])
             outs.append(f(part, *args)[:m])
         return outs[0] if len(outs) == 1 else torch.cat(outs)
     except Exception as exc:  # compile needs Triton and a working toolchain

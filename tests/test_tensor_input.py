@@ -161,6 +161,25 @@ def test_compile_is_not_used_off_cuda(clf_data, monkeypatch):
     np.testing.assert_array_equal(clf.predict(torch.as_tensor(X)), clf.predict(X))
 
 
+def test_compiled_blocks_shrink_only_for_kernels_of_very_many_components():
+    """A compiled block's rows x (classes x components x features) stay
+    within COMPILED_ELEMENTS (a temporary the compiler does not fuse,
+    e.g. full covariances' batched products): MAP models keep
+    COMPILED_ROWS; a posterior predictive of 5 classes x 1000 draws x 9
+    components in 2-D gets 2048-row blocks (2^20 rows would need 377 GB
+    for such a temporary), never fewer than 1024."""
+    def rows(ckd):
+        return _predict.compiled_rows(max(1, _predict.CHUNK_ELEMENTS // ckd))
+    assert rows(5 * 9 * 2) == rows(1) == _predict.COMPILED_ROWS
+    for ckd in (5 * 200 * 9 * 2, 5 * 1000 * 9 * 2, 3 * 1000 * 8 * 4):
+        r = rows(ckd)
+        assert r & (r - 1) == 0 and 1024 <= r < _predict.COMPILED_ROWS
+        assert r * ckd <= _predict.COMPILED_ELEMENTS < 2 * r * ckd
+    assert rows(5 * 1000 * 9 * 2) == 2048
+    assert rows(10 ** 7) == 1024
+    assert _predict.block_rows(torch.device("cpu"), 186) == 186
+
+
 # --------------------------------------------------------------------- CUDA
 @pytest.mark.cuda
 @needs_cuda
@@ -188,3 +207,19 @@ def test_cuda_tensor_in_cuda_tensor_out_and_compiled_equals_eager(clf_data, monk
         assert (cpu_labels == fast_labels.cpu()).double().mean() > 0.9999
     finally:
         clf.device_ = torch.device("cpu")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_posterior_predictive_compiled_in_small_blocks_equals_eager(monkeypatch):
+    """A classifier's posterior predictive (S x K components per class)
+    through the compiled kernel, in blocks sized by compiled_rows, equals
+    the eager kernel; no compile failure recorded."""
+    X, y, _ = make_five_class(0)
+    clf = GMMClassifier(n_components=3, inference="vi", n_samples=1000, n_init=1,
+                        device="cuda", random_state=0).fit(X[::4], y[::4])
+    big = torch.as_tensor(np.random.default_rng(2).normal(0, 3, (300_000, 2)), device="cuda")
+    fast = clf.predict_log_proba(big)
+    assert not _predict._compile_state["failed"]
+    monkeypatch.setenv("BAYESGMM_COMPILE", "0")
+    torch.testing.assert_close(fast, clf.predict_log_proba(big), rtol=1e-4, atol=1e-4)
