@@ -1658,8 +1658,10 @@ def _fit_npy_in(args, procs: _Processes) -> int:
         shard = np.array(X)
         _check_values(shard, 0, n, args.missing == "marginalize", path)
     group = None if procs.dist is None else procs.dist.group.WORLD
-    gmm = procs.together(lambda: _fit_estimator(args, shard, process_group=group))
-    counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)
+    gmm = procs.together(lambda: _naming_the_file(
+        path, lambda: _fit_estimator(args, shard, process_group=group)))
+    counts = _naming_the_file(path, lambda: _assign_npy(
+        gmm, X, None if out is None else out / "assignments.npy", procs))
     if procs.rank != 0:
         return 0
     _note_at_cap(gmm, args)
@@ -1679,6 +1681,17 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     return 0
 
 
+def _naming_the_file(path: str, step: Callable):
+    """``step()``, its estimator error about the data ("X contains NaN in
+    column 0, row 5 ...": a .npy file is the X) said of the file."""
+    try:
+        return step()
+    except ValueError as exc:
+        if isinstance(exc, CLIError) or not str(exc).startswith("X "):
+            raise
+        raise CLIError(f"{path!r}{_message(exc)[1:]}") from None
+
+
 def _predict_npy(args, model) -> int:
     _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna"))
     X = _open_npy(args.file)
@@ -1692,7 +1705,8 @@ def _predict_npy(args, model) -> int:
     for source in (args.file, args.model):
         _refuse_input_as_output(source, Path(args.out) / "assignments.npy", "--out")
     out = _prepare_out(args.out, ("assignments.npy",))
-    counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
+    counts = _naming_the_file(args.file,
+                              lambda: _assign_npy(model, X, out / "assignments.npy", _Processes()))
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r}; rows per cluster: "
           + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

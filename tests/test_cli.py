@@ -1241,6 +1241,8 @@ def test_npy_missing_values(npy_runs):
     np.testing.assert_array_equal(labels == labels[0], ~blob)
     err = _one_error_line(runs["nan_refused"])
     assert "contains NaN in column" in err and "--missing marginalize" in err
+    # Said of the file, which is the X here (not "X contains ...").
+    assert ".npy' contains NaN in column" in err, err
     assert "missing='marginalize'" not in err and "df.dropna" not in err
     assert not (root / "o_nan" / "params.json").exists()
 
@@ -1281,6 +1283,18 @@ def test_bad_npy_is_one_line(tmp_path, capsys, make, message):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
+
+
+def test_bad_values_of_a_npy_to_predict_are_said_of_the_file(npy_runs, tmp_path, capsys):
+    root, _ = npy_runs
+    X = np.load(root / "blobs.npy")
+    X[9, 1] = np.inf
+    np.save(tmp_path / "inf.npy", X)
+    assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "inf.npy"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bayesgmm: error: {str(tmp_path / 'inf.npy')!r} contains inf"), err
+    assert err.count("\n") == 1
 
 
 def test_distributed_needs_torchrun_and_npy(npy_runs, tmp_path, capsys):
