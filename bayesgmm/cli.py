@@ -447,7 +447,14 @@ def _chosen(gmm, args) -> str:
     switches clusters off how many carry the data."""
     K = len(gmm.weights_)
     if args.n_components == "auto":
-        return f"K={K} (chosen by BIC among K=1..{args.max_components})"
+        # The K actually tried: those the data can estimate (finite BIC).
+        bic = getattr(gmm, "bic_", None)
+        top = args.max_components if bic is None else int(np.flatnonzero(np.isfinite(bic))[-1]) + 1
+        if top < args.max_components:
+            among = (f"{'K=1 alone' if top == 1 else f'K=1..{top}'}: larger K have more free "
+                     f"parameters than points")
+            return f"K={K} (chosen by BIC among {among})"
+        return f"K={K} (chosen by BIC among K=1..{top})"
     inference = getattr(args, "inference", "map")
     if inference != "map" and gmm.n_effective_components_ < K:
         return f"K={K} ({gmm.n_effective_components_} carrying the data)"

@@ -1452,6 +1452,14 @@ def test_fit_auto_at_max_components_notes_it(tmp_path, capsys):
                             "(--max-components 1): BIC may fall further beyond it; raise "
                             "--max-components\n")
     assert captured.out.startswith("fitted K=1 (chosen by BIC among K=1..1)")
+    # On data too small for K > 1 the summary says which K were tried.
+    pd.DataFrame({"x": [0.0, 1.0, 3.0], "y": [1.0, 0.5, 2.0]}).to_csv(tmp_path / "s.csv",
+                                                                     index=False)
+    assert main(["fit", str(tmp_path / "s.csv"), "-k", "auto", "--device", "cpu",
+                 "--out", str(tmp_path / "o2")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fitted K=1 (chosen by BIC among K=1 alone: larger K have more free "
+                          "parameters than points)"), out
 
 
 def test_option_defaults_are_the_estimators():
