@@ -217,7 +217,8 @@ def _build_parser() -> argparse.ArgumentParser:
                           "model keeps the setting (default: %(default)s)")
     fit.add_argument("--dropna", action="store_true",
                      help="fit on the rows without missing values in the chosen columns, nor an "
-                          "empty --weights value (the other rows get empty cluster columns); "
+                          "empty --weights value (the other rows get empty cluster columns, NaN in a "
+                          "space-separated file); "
                           "with --missing marginalize only the rows with every chosen column "
                           "empty are left out; default: refuse such rows; CSV only")
     fit.add_argument("--inference", choices=INFERENCE_OPTIONS, default="map",
@@ -1133,7 +1134,7 @@ def _check_observed(df, columns: Sequence[str], rows: np.ndarray, path: str) -> 
 
 def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> None:
     """The input rows with the MAP cluster and each cluster's probability
-    (empty for rows left out), under names that none of the input's
+    (empty for rows left out; NaN where the output is space-separated), under names that none of the input's
     columns has, written as the input was (separator, decimal mark).  The
     input's cells are copied as the file has them (read as text: codes
     with leading zeros, 'NA' country codes and long identifiers come back
@@ -1580,10 +1581,12 @@ def _assign_npy(model, X, target: Optional[Path], procs: _Processes) -> np.ndarr
 
 def _check_values(X, lo: int, hi: int, allow_nan: bool, path: str) -> None:
     """Refuse NaN (with ``allow_nan``: rows with every value NaN) and inf in
-    rows lo:hi of ``X``, read a chunk at a time.  Run by every process of a
-    ``--distributed`` fit on its rows before the fit: the estimator checks
+    rows lo:hi of ``X``, read a chunk at a time, in the file's words (its
+    name, the row in the whole file).  Run before every .npy fit, by every
+    process of a ``--distributed`` one on its rows (the estimator checks
     each process's rows itself, but a process that refuses its rows there
-    leaves the others waiting in the fit's first collective."""
+    leaves the others waiting in the fit's first collective), and before a
+    .npy predict."""
     if np.dtype(X.dtype).kind != "f":
         return
     from .fitting import read_rows
@@ -1656,19 +1659,21 @@ def _fit_npy_in(args, procs: _Processes) -> int:
 
     out = procs.together(prepare)
     lo, hi = _rows_of(procs, n)
-    if procs.world > 1:
-        procs.together(lambda: _check_values(X, lo, hi, args.missing == "marginalize", path))
+    allow_nan = args.missing == "marginalize"
+    if args.inference == "map":
+        # Every process's rows, one read before the fit: a bad value is said
+        # of the file at its row (the estimator would say "X"), and no
+        # process refuses its rows inside the fit's collectives alone.
+        procs.together(lambda: _check_values(X, lo, hi, allow_nan, path))
     shard = X if procs.world == 1 else X[lo:hi]    # a memmap still: read in row chunks
     if args.inference != "map":
         # The posterior reads every row at every step: the array in memory
         # (read once, then checked there).
         shard = np.array(X)
-        _check_values(shard, 0, n, args.missing == "marginalize", path)
+        _check_values(shard, 0, n, allow_nan, path)
     group = None if procs.dist is None else procs.dist.group.WORLD
-    gmm = procs.together(lambda: _naming_the_file(
-        path, lambda: _fit_estimator(args, shard, process_group=group)))
-    counts = _naming_the_file(path, lambda: _assign_npy(
-        gmm, X, None if out is None else out / "assignments.npy", procs))
+    gmm = procs.together(lambda: _fit_estimator(args, shard, process_group=group))
+    counts = _assign_npy(gmm, X, None if out is None else out / "assignments.npy", procs)
     if procs.rank != 0:
         return 0
     _note_at_cap(gmm, args)
@@ -1688,17 +1693,6 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     return 0
 
 
-def _naming_the_file(path: str, step: Callable):
-    """``step()``, its estimator error about the data ("X contains NaN in
-    column 0, row 5 ...": a .npy file is the X) said of the file."""
-    try:
-        return step()
-    except ValueError as exc:
-        if isinstance(exc, CLIError) or not str(exc).startswith("X "):
-            raise
-        raise CLIError(f"{path!r}{_message(exc)[1:]}") from None
-
-
 def _predict_npy(args, model) -> int:
     _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna"))
     X = _open_npy(args.file)
@@ -1712,8 +1706,9 @@ def _predict_npy(args, model) -> int:
     for source in (args.file, args.model):
         _refuse_input_as_output(source, Path(args.out) / "assignments.npy", "--out")
     out = _prepare_out(args.out, ("assignments.npy",))
-    counts = _naming_the_file(args.file,
-                              lambda: _assign_npy(model, X, out / "assignments.npy", _Processes()))
+    _check_values(X, 0, int(X.shape[0]), getattr(model, "missing", "error") == "marginalize",
+                  args.file)
+    counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r}; rows per cluster: "
           + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

@@ -39,6 +39,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
@@ -214,7 +215,7 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
-        bad = [str(c) for c in X.columns if not is_number_column(X[c])]
+        bad = [str(c) for j, c in enumerate(X.columns) if not is_number_column(X.iloc[:, j])]
         if bad:
             raise ValueError(f"{name} has non-numeric column(s) {bad}: select the numeric "
                              f"columns (e.g. df.drop(columns={bad!r})) or encode them as numbers")
@@ -284,6 +285,11 @@ def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
     """Column index of ``feature`` (an int or a column name)."""
     if isinstance(feature, str):
         if feature not in names:
+            # An array's positional name (x0, x1, ...) also when the names
+            # are the estimator's feature names.
+            j = int(feature[1:]) if re.fullmatch(r"x\d+", feature) else n_features
+            if j < n_features:
+                return j
             raise ValueError(f"feature={feature!r} is not a column of X; columns are {list(names)}")
         return list(names).index(feature)
     if isinstance(feature, (int, np.integer)) and not isinstance(feature, bool):
@@ -300,8 +306,8 @@ def _check_columns(estimator, estimator_d: int, X, arr: np.ndarray) -> None:
     (the parameters are read by position, so a reordered frame would draw
     one feature's data with another's parameters)."""
     if arr.shape[1] != estimator_d:
-        raise ValueError(f"X has {arr.shape[1]} feature(s) but the mixture was fitted on "
-                         f"{estimator_d}: pass the data the mixture was fitted on")
+        raise ValueError(f"X has {arr.shape[1]} feature(s) but {type(estimator).__name__} was "
+                         f"fitted on {estimator_d}: pass the data it was fitted on")
     fitted = getattr(estimator, "feature_names_in_", None)
     columns = getattr(X, "columns", None)
     if columns is None and hasattr(X, "to_frame") and getattr(X, "name", None) is not None:
@@ -876,12 +882,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if Xa.shape[1] != 2:
         raise ValueError(f"decision regions are drawn in 2-D but X has {Xa.shape[1]} "
                          "features: select two features (and fit the classifier on them)")
-    _check_columns(classifier, 2, X, Xa)
-    fitted_d = getattr(classifier, "n_features_in_", 2)
-    if fitted_d != 2:
-        raise ValueError(f"X has 2 features but {type(classifier).__name__} was fitted on "
-                         f"{fitted_d}: decision regions are drawn in 2-D; fit the classifier on "
-                         f"the two features drawn")
+    _check_columns(classifier, getattr(classifier, "n_features_in_", 2), X, Xa)
     y = _host(y)
     if y.shape != (Xa.shape[0],):
         raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "

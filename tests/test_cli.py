@@ -1240,9 +1240,9 @@ def test_npy_missing_values(npy_runs):
     blob = np.r_[np.zeros(120), np.ones(60)].astype(bool)   # rows with NaN included
     np.testing.assert_array_equal(labels == labels[0], ~blob)
     err = _one_error_line(runs["nan_refused"])
-    assert "contains NaN in column" in err and "--missing marginalize" in err
+    assert "contains NaN at x[" in err and "--missing marginalize" in err
     # Said of the file, which is the X here (not "X contains ...").
-    assert ".npy' contains NaN in column" in err, err
+    assert ".npy' contains NaN at x[" in err, err
     assert "missing='marginalize'" not in err and "df.dropna" not in err
     assert not (root / "o_nan" / "params.json").exists()
 
@@ -1285,7 +1285,8 @@ def test_bad_npy_is_one_line(tmp_path, capsys, make, message):
     assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
 
 
-def test_bad_values_of_a_npy_to_predict_are_said_of_the_file(npy_runs, tmp_path, capsys):
+def test_bad_values_of_a_npy_to_predict_are_said_of_the_file(npy_runs, tmp_path, capsys,
+                                                               monkeypatch):
     root, _ = npy_runs
     X = np.load(root / "blobs.npy")
     X[9, 1] = np.inf
@@ -1293,7 +1294,14 @@ def test_bad_values_of_a_npy_to_predict_are_said_of_the_file(npy_runs, tmp_path,
     assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "inf.npy"),
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"bayesgmm: error: {str(tmp_path / 'inf.npy')!r} contains inf"), err
+    assert err.startswith(f"bayesgmm: error: {str(tmp_path / 'inf.npy')!r} contains inf at "
+                          f"x[9, 1]"), err
+    # The row counts from the file's start, past the first block read.
+    import bayesgmm.cli as cli
+    monkeypatch.setattr(cli, "_LABEL_BLOCK_ROWS", 4)
+    assert main(["predict", str(root / "m.bgmm"), str(tmp_path / "inf.npy"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "contains inf at x[9, 1]" in capsys.readouterr().err
     assert err.count("\n") == 1
 
 

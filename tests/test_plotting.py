@@ -955,7 +955,7 @@ def test_a_helper_that_fails_closes_the_figure_it_made(fit_4d, circles):
     X, y, _ = circles
     clf3 = QuadraticDiscriminantAnalysis().fit(np.c_[X, X[:, :1] ** 2], y)
     mine = plt.figure()                          # the user's own figure stays
-    with pytest.raises(ValueError, match=r"X has 2 features but QuadraticDiscriminantAnalysis "
+    with pytest.raises(ValueError, match=r"X has 2 feature\(s\) but QuadraticDiscriminantAnalysis "
                                          r"was fitted on 3"):
         plot_decision_regions(clf3, X, y)
     gmm, X4 = fit_4d
@@ -1037,6 +1037,12 @@ def test_an_array_drawn_against_a_model_fitted_on_a_frame_takes_its_feature_name
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("petal_length", "petal_width")
     ax = plot_density_1d(gmm, A, feature="petal_width")     # by name, as on the frame
     assert ax.get_xlabel() == "petal_width"
+    # An array's positional names still work.
+    assert plot_density_1d(gmm, A, feature="x1").get_xlabel() == "petal_width"
+    # Numeric columns of one name are not "non-numeric".
+    ax = plot_assignments(pd.DataFrame(A, columns=["a", "a"]), gmm.predict(X), feature=1,
+                          kind="strip")
+    assert ax.get_ylabel() == "a"
     g4, X4 = fit_4d
     grid = plot_pairs(g4, X4.to_numpy(), vars=["sepal_width", "petal_length"])
     assert grid.axes[1, 0].get_xlabel() == "sepal_width"
