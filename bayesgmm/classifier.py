@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
-                    log_likelihood)
+                    is_auto, log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     sample_mixture,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
@@ -175,8 +175,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         whose chains look unconverged; a minute or more per class on a
         CPU, so meant for small classes).  With either, :meth:`predict_proba`,
         :meth:`predict`, :meth:`predict_log_proba`,
-        :meth:`decision_function` and :meth:`class_log_likelihood` answer
-        with the posterior predictive p(x | c, X_c) (each class's density
+        :meth:`decision_function`, :meth:`class_log_likelihood`,
+        :meth:`score_samples` and :meth:`sample` answer with the posterior
+        predictive p(x | c, X_c) (each class's density
         averaged over its draws; ``plug_in=True`` for the MAP's answer).
         Not with ``discriminative_steps`` (no longer a posterior),
         ``process_group`` or out-of-core data.
@@ -352,7 +353,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
     def _n_draws(self, inference: str) -> int:
         """``n_samples`` checked, "auto" resolved for ``inference``."""
-        if isinstance(self.n_samples, str) and self.n_samples == "auto":
+        if is_auto(self.n_samples):
             return 1000 if inference == "nuts" else 200
         if isinstance(self.n_samples, (bool, np.bool_)) or \
                 not isinstance(self.n_samples, numbers.Integral):
@@ -931,6 +932,19 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         after ``inference="vi"`` or "nuts" (unless ``plug_in``) every class's posterior
         predictive, its S draws of K components as one mixture of S K
         (:func:`bayesgmm.posterior.predictive_mixture`)."""
+        family, w, m, cov, real = self._class_mixtures(plug_in)
+        std, params, offset = self._frame(device, w, m, cov, family,
+                                          self.class_prior_[:, None] * w, real)
+        return family, std, params, offset
+
+    def _class_mixtures(self, plug_in: bool) -> tuple:
+        """(family, weights (C, M), means (C, M, D), covariances, real
+        components (C, M)) of every class: its fitted mixture (M = K), or
+        after ``inference="vi"``/"nuts" (unless ``plug_in``) its posterior
+        predictive, S draws of K components as one mixture of M = S K
+        (:func:`bayesgmm.posterior.predictive_mixture`, whose family is full
+        for a tied fit).  A padded component's covariance is finite (the
+        fitted attributes hold NaN there); its mean may stay NaN."""
         if not isinstance(plug_in, (bool, np.bool_)):
             raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
         family = self._family()
@@ -939,19 +953,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         draws = getattr(self, "_posterior", None)
         if draws is not None and not plug_in:
             w, m, cov, family = post_module.predictive_mixture(draws, family)
-            real = np.tile(real, (1, draws["weights"].shape[1]))
-            std, params, offset = self._frame(device, w, m, cov, family,
-                                              self.class_prior_[:, None] * w, real)
-            return family, std, params, offset
+            return family, w, m, cov, np.tile(real, (1, draws["weights"].shape[1]))
         cov = self.covariances_
         if family.per_component:
-            # Padded entries are NaN: any finite stand-in, masked in the frame.
+            # Padded entries are NaN: any finite stand-in (weight 0, masked).
             neutral = family.covariances(family.identity((C,), K, D, torch.float64,
                                                          "cpu")).numpy()
             cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
-        std, params, offset = self._frame(device, self.weights_, self.means_, cov, family,
-                                          self.class_prior_[:, None] * self.weights_, real)
-        return family, std, params, offset
+        return family, self.weights_, self.means_, cov, real
 
     def _scores(self, X, kind: str, plug_in: bool = False):
         """The one prediction loop.  ``kind``: "class_ll" (log p(x | c)),
@@ -1065,26 +1074,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
         n_samples = V.check_int("n_samples", n_samples, 1)
-        if not isinstance(plug_in, (bool, np.bool_)):
-            raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
-        family = self._family()
-        C, K, D = self.means_.shape
-        real = np.arange(K)[None, :] < self.n_components_[:, None]              # (C, K)
-        draws = getattr(self, "_posterior", None)
-        if draws is not None and not plug_in:
-            w, m, cov, family = post_module.predictive_mixture(draws, family)   # (C, S K, ...)
-            real = np.tile(real, (1, draws["weights"].shape[1]))
-        else:
-            w, m, cov = self.weights_, self.means_, self.covariances_
-        M = w.shape[1]
+        family, w, m, cov, real = self._class_mixtures(plug_in)
+        C, M, D = m.shape
         if not family.per_component:
             # One matrix per class: per component once the classes are one mixture.
             cov = np.broadcast_to(cov[:, None], (C, M, D, D))
             family = cov_module.get("full", D)
-        # Padded components (weight 0, never drawn) need finite stand-ins.
-        neutral = family.covariances(family.identity((C,), M, D, torch.float64, "cpu")).numpy()
-        cov = np.where(real.reshape(real.shape + (1,) * (cov.ndim - 2)), cov, neutral)
-        m = np.where(real[..., None], m, 0.0)
+        m = np.where(real[..., None], m, 0.0)      # padded (weight 0, never drawn): finite
         joint = np.where(real, self.class_prior_[:, None] * w, 0.0).reshape(C * M)
         rs = V.check_random_state(self.random_state if random_state is None else random_state)
         X, j = sample_mixture(joint / joint.sum(), m.reshape(C * M, D),

@@ -221,9 +221,7 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
                              f"columns (e.g. df.drop(columns={bad!r})) or encode them as numbers")
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        if hasattr(X, "detach"):  # torch tensor, possibly on a GPU
-            X = X.detach().cpu().numpy()
-        arr = np.asarray(X, dtype=np.float64)
+        arr = _host(X).astype(np.float64, copy=False)     # a tensor possibly on a GPU
         if arr.ndim == 1:
             arr = arr[:, None]
         names = [f"x{j}" for j in range(arr.shape[1] if arr.ndim == 2 else 0)]

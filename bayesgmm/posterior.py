@@ -70,7 +70,8 @@ from .variational import VariationalPosterior, cavi, prune, warn_unconverged
 
 __all__ = ["INFERENCE_OPTIONS", "DRAW_NAMES", "RHAT_THRESHOLD", "MIN_ESS_PER_CHAIN",
            "PosteriorSettings", "Posterior", "PositiveDefiniteVector", "run", "sample_nuts",
-           "fit_vi", "laplace_variances", "diagnostics", "check_convergence", "warn_convergence",
+           "fit_vi", "laplace_variances", "diagnostics", "fixed_elements", "check_convergence",
+           "warn_convergence",
            "stream_seed", "to_data_units", "draw_order", "align_draws", "predictive_mixture"]
 
 Inference = Literal["map", "vi", "nuts"]

@@ -866,7 +866,7 @@ def test_classifier_draws_by_default_enough_for_the_nuts_checks_and_vi_fewer():
     y = np.repeat([0, 1], 30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        nuts = GMMClassifier(1, covariance_type="diag", inference="nuts", n_warmup=30,
+        nuts = GMMClassifier(1, covariance_type="diag", inference="nuts", n_warmup=100,
                              random_state=0, **CPU).fit(X, y)
     assert nuts.n_samples == "auto"
     assert nuts.posterior_samples()["means"].shape == (2, 1000, 1, 1)
