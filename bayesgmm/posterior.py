@@ -641,10 +641,15 @@ def align_draws(samples: dict, reference: tuple, family: Covariance,
             "covariances": take(c) if family.per_component else c}
 
 
-def _spread(a: np.ndarray) -> np.ndarray:
-    """Each element's range over all draws of ``a`` (n_chains, draws per
-    chain, ...); NaN for NaN elements."""
-    return np.ptp(a.reshape((-1,) + a.shape[2:]), axis=0)
+def _spreads(grouped: dict) -> tuple[dict, bool]:
+    """Each element's range over all draws of every array of ``grouped``
+    {name: (n_chains, draws per chain, ...)} (NaN for NaN elements), and
+    whether any element moved at all (else the sampler is stuck)."""
+    spreads = {}
+    for name, a in grouped.items():
+        a = np.asarray(a, dtype=np.float64)
+        spreads[name] = np.ptp(a.reshape((-1,) + a.shape[2:]), axis=0)
+    return spreads, any(bool(np.any(r > 0)) for r in spreads.values())
 
 
 def fixed_elements(grouped: dict) -> dict:
@@ -653,8 +658,7 @@ def fixed_elements(grouped: dict) -> dict:
     weight of a single component), with nothing for R-hat or the effective
     sample size to diagnose.  All False when nothing moves (a stuck
     sampler, which must be reported)."""
-    spreads = {name: _spread(np.asarray(a, dtype=np.float64)) for name, a in grouped.items()}
-    moved = any(bool(np.any(r > 0)) for r in spreads.values())
+    spreads, moved = _spreads(grouped)
     return {name: (r == 0) & moved for name, r in spreads.items()}
 
 
@@ -677,9 +681,8 @@ def diagnostics(grouped: dict) -> tuple[dict, dict]:
     mode), where Stan reports N log10 N."""
     tensors = {name: torch.as_tensor(np.asarray(a, dtype=np.float64))
                for name, a in grouped.items()}
-    spreads = {name: _spread(t.numpy()) for name, t in tensors.items()}
     # NaN elements neither move nor stay.
-    moved = any(bool(np.any(r > 0)) for r in spreads.values())
+    spreads, moved = _spreads(grouped)
     rhat, ess = {}, {}
     for name, t in tensors.items():
         if t.shape[1] < 4:       # split R-hat needs two halves of 2 draws per chain
