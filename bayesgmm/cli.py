@@ -127,22 +127,77 @@ def _decimal_mark(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "required: FILE" error also says when
+    ``--columns`` (which takes every word up to the next option) took the
+    data file as a column name: ``bayesgmm fit --columns a b data.csv``."""
+
+    #: The words being parsed (set by :func:`_run`).
+    argv: Sequence[str] = ()
+
+    def error(self, message: str):
+        if "FILE" in message and "--columns" in self.argv:
+            i = len(self.argv) - 1 - list(reversed(self.argv)).index("--columns")
+            names = list(itertools.takewhile(lambda w: not w.startswith("-"), self.argv[i + 1:]))
+            if names:
+                message += (f" (--columns takes every word up to the next option, so it read "
+                            f"{names[-1]!r} as a column name: give FILE before --columns, "
+                            f"e.g. 'bayesgmm fit {names[-1]} --columns {' '.join(names[:-1]) or 'COL'}', "
+                            f"or end the names with '--')")
+        super().error(message)
+
+
+#: Options that apply to some runs only: (option, its default, whether it
+#: applies to a run of that K and inference, the runs it applies to).
+#: Given where it does not apply, it is said to be ignored (it changes
+#: nothing).
+_CONDITIONAL = (
+    ("max_components", 10, lambda k, inference: k == "auto", "-k auto"),
+    ("n_samples", 1000, lambda k, inference: inference != "map", "--inference vi or nuts"),
+    ("n_chains", 4, lambda k, inference: inference == "nuts", "--inference nuts"),
+    ("n_warmup", 300, lambda k, inference: inference == "nuts", "--inference nuts"),
+)
+
+
+def _fill_defaults(args) -> None:
+    """The defaults of the options that apply to some runs only, after a
+    one-line warning for each such option given where it changes nothing
+    (``-k 3 --max-components 5``: the user may have meant ``-k auto``).
+    The demo has no --inference: it fits the MAP."""
+    inference = getattr(args, "inference", "map")
+    for dest, default, applies, where in _CONDITIONAL:
+        if not hasattr(args, dest):
+            continue
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+        elif not applies(args.n_components, inference):
+            print(f"bayesgmm: warning: --{dest.replace('_', '-')} applies to {where} only; "
+                  f"ignored here", file=sys.stderr)
+            setattr(args, dest, default)
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayesgmm",
         description="Bayesian Gaussian mixture models on Pyro and PyTorch: the MAP (closed-form "
                     "EM, SVI where EM stops short), or a posterior by variational Bayes or NUTS.")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    def threads(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--threads", type=_count("a number of threads", "1"), metavar="N",
+                       help=f"CPU threads of {what}; 1 is often fastest for small data on a "
+                            f"busy machine (default: torch's)")
 
     def common(p: argparse.ArgumentParser, default_out: str) -> None:
         p.add_argument("-k", "--n-components", type=_n_components, default=2, metavar="K",
                        help="number of mixture components, or 'auto' to choose it by BIC "
                             "(Bayesian information criterion) among 1 to --max-components; the "
                             "output shows the BIC of every K tried (default: %(default)s)")
-        p.add_argument("--max-components", type=_count("a number of components", "10"), default=10, metavar="M",
-                       help="largest K tried by '-k auto' (default: %(default)s)")
+        p.add_argument("--max-components", type=_count("a number of components", "10"), metavar="M",
+                       help="largest K tried by '-k auto' (default: 10)")
         p.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
                        help="covariance of each component, as in scikit-learn: its own full "
                             "matrix, one matrix shared by all (tied), diagonal, or one variance "
@@ -156,9 +211,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="restarts, the best by final loss is kept (default: %(default)s)")
         p.add_argument("--device", default="auto",
                        help="'auto' (CUDA when available), 'cpu' or 'cuda' (default: %(default)s)")
-        p.add_argument("--threads", type=_count("a number of threads", "1"), metavar="N",
-                       help="CPU threads of the fit (the estimator's n_threads); 1 is often "
-                            "fastest for small data on a busy machine (default: torch's)")
+        threads(p, "the run (the fit's are saved with the model as its n_threads)")
         p.add_argument("--progress", action="store_true", help="show a progress bar")
 
     demo = sub.add_parser(
@@ -239,15 +292,15 @@ def _build_parser() -> argparse.ArgumentParser:
                      default=1000, metavar="N",
                      help="iterations of the variational fit (--inference vi), or of the SVI "
                           "polish after EM (--inference map; 0 skips it) (default: %(default)s)")
-    fit.add_argument("--n-samples", type=_count("a number of draws", "1000"), default=1000,
+    fit.add_argument("--n-samples", type=_count("a number of draws", "1000"),
                      metavar="S", help="posterior draws kept, for --inference vi or nuts "
-                                       "(default: %(default)s)")
-    fit.add_argument("--n-chains", type=_count("a number of chains", "4"), default=4,
-                     metavar="C", help="NUTS chains (default: %(default)s)")
+                                       "(default: 1000)")
+    fit.add_argument("--n-chains", type=_count("a number of chains", "4"),
+                     metavar="C", help="NUTS chains, for --inference nuts (default: 4)")
     fit.add_argument("--n-warmup", type=_number(int, "a number of warmup steps",
                                                 "an integer >= 0, e.g. 300", lambda n: n >= 0),
-                     default=300,
-                     metavar="W", help="NUTS warmup steps per chain (default: %(default)s)")
+                     metavar="W", help="NUTS warmup steps per chain, for --inference nuts "
+                                       "(default: 300)")
     fit.add_argument("--save", metavar="MODEL", type=_path,
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
     fit.add_argument("--distributed", action="store_true",
@@ -288,6 +341,11 @@ def _build_parser() -> argparse.ArgumentParser:
                            "CSV only")
     pred.add_argument("--out", default="bayesgmm-out", metavar="DIR", type=_path,
                       help="output folder, created if missing (default: %(default)s)")
+    pred.add_argument("--device",
+                      help="where to predict: 'auto' (CUDA when available), 'cpu' or 'cuda' "
+                           "(default: the device the model was fitted on, or the CPU when "
+                           "this machine has no such GPU)")
+    threads(pred, "the run")
     return parser
 
 
@@ -337,7 +395,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 def _run(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    _fill_defaults(args)
     _CREATED.clear()
     code = 1
     try:
@@ -349,6 +409,17 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
 
 def _command(args) -> int:
+    # --threads holds for the whole run (the fit, its assignments, predict),
+    # the caller's setting restored after it (main() may run in-process).
+    threads = contextlib.nullcontext()
+    if args.threads is not None:
+        from ._base import fit_threads
+        threads = fit_threads(args.threads)
+    with threads:
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
@@ -1293,7 +1364,8 @@ def _predict(args) -> int:
     if not os.path.isfile(args.model):
         raise CLIError(f"model file not found: {args.model!r} (make one with "
                        f"'bayesgmm fit FILE.csv --save MODEL')")
-    model = BayesianGMM.load(args.model)     # a clear ValueError for anything else
+    # A clear ValueError for anything else (and for a bad --device).
+    model = BayesianGMM.load(args.model, device=args.device)
     if args.missing is not None:
         model.missing = args.missing   # checked by the model when it predicts
     if _is_npy(args.file):

@@ -196,7 +196,8 @@ def test_console_script_help_documents_every_option():
     runs = _run_side_by_side({"fit": (["fit", "--help"], False),
                               "demo": (["demo", "--help"], False),
                               "predict": (["predict", "--help"], False),
-                              "bad": (["fit", "nowhere.csv"], False)})
+                              "bad": (["fit", "nowhere.csv"], False),
+                              "swallowed": (["fit", "--columns", "x", "y", "d.csv"], False)})
     text = runs["fit"].stdout
     assert runs["fit"].returncode == 0
     for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
@@ -212,7 +213,7 @@ def test_console_script_help_documents_every_option():
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
     for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal",
-                   "--thousands", "--out"):
+                   "--thousands", "--out", "--device", "--threads"):
         assert option in pred
     demo = runs["demo"].stdout
     assert runs["demo"].returncode == 0
@@ -220,6 +221,14 @@ def test_console_script_help_documents_every_option():
     bad = runs["bad"]
     assert bad.returncode == 2
     assert bad.stderr.strip() == "bayesgmm: error: file not found: 'nowhere.csv'"
+    # --columns takes every word up to the next option, the data file too:
+    # the error says so, and how to write it.
+    swallowed = runs["swallowed"]
+    assert swallowed.returncode == 2
+    assert swallowed.stderr.strip().endswith(
+        "the following arguments are required: FILE (--columns takes every word up to the next "
+        "option, so it read 'd.csv' as a column name: give FILE before --columns, e.g. "
+        "'bayesgmm fit d.csv --columns x y', or end the names with '--')"), swallowed.stderr
 
 
 def _two_blobs(seed: int) -> tuple:
@@ -646,6 +655,80 @@ def test_threads_option_is_the_estimators_n_threads(tmp_path, capsys):
                  str(tmp_path / "m.bgmm"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
     assert torch.get_num_threads() == before
     assert BayesianGMM.load(tmp_path / "m.bgmm").get_params()["n_threads"] == 1
+
+
+def test_threads_option_holds_for_the_whole_run(tmp_path, monkeypatch):
+    """--threads N sets torch's threads for the whole run, predict's too
+    (its assignments are computed outside any fit), and restores the
+    caller's setting after it; without it the threads are left alone."""
+    import torch
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "2", "--save", str(tmp_path / "m.bgmm"),
+                 "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    calls = []
+    real = torch.set_num_threads
+
+    def recording(n):
+        calls.append(n)
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording)
+    before = torch.get_num_threads()
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(tmp_path / "b.csv"), "--out",
+                 str(tmp_path / "p")]) == 0
+    assert calls == []
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(tmp_path / "b.csv"), "--threads", "3",
+                 "--out", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    assert calls == [3, before] and torch.get_num_threads() == before
+
+
+def test_predict_device_option(tmp_path, capsys):
+    """predict --device: where the loaded model predicts; a bad one is the
+    command line's one-line error."""
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "2", "--save", str(tmp_path / "m.bgmm"),
+                 "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(tmp_path / "b.csv"), "--device", "cpu",
+                 "--out", str(tmp_path / "p")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p" / "assignments.csv"),
+                                  pd.read_csv(tmp_path / "o" / "assignments.csv"))
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(tmp_path / "b.csv"), "--device", "gpu",
+                 "--out", str(tmp_path / "q")]) == 2
+    assert capsys.readouterr().err == ("bayesgmm: error: --device must be 'auto', 'cpu', 'cuda' "
+                                       "or 'cuda:N', got 'gpu'\n")
+    assert not (tmp_path / "q").exists()
+
+
+def test_options_given_where_they_do_not_apply_are_said_to_be_ignored(tmp_path, capsys):
+    """--max-components without -k auto, --n-samples with the MAP, --n-chains
+    and --n-warmup without NUTS: one warning line each, and the fit is the
+    one without them."""
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    base = ["fit", str(tmp_path / "b.csv"), "-k", "2", "--device", "cpu"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(base + ["--out", str(tmp_path / "b"), "--max-components", "5", "--n-samples",
+                        "10", "--n-chains", "2", "--n-warmup", "5"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "bayesgmm: warning: --max-components applies to -k auto only; ignored here",
+        "bayesgmm: warning: --n-samples applies to --inference vi or nuts only; ignored here",
+        "bayesgmm: warning: --n-chains applies to --inference nuts only; ignored here",
+        "bayesgmm: warning: --n-warmup applies to --inference nuts only; ignored here"]
+    assert (tmp_path / "a" / "params.json").read_text() == (tmp_path / "b" / "params.json").read_text()
+    # Where they apply, they are taken without a word.
+    assert main(["fit", str(tmp_path / "b.csv"), "-k", "auto", "--max-components", "3",
+                 "--device", "cpu", "--out", str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "among K=1..3" in captured.out, captured.out
+    assert main(base + ["--inference", "vi", "--n-samples", "10", "--out", str(tmp_path / "d"),
+                        "--save", str(tmp_path / "d.bgmm")]) == 0
+    assert "ignored" not in capsys.readouterr().err
+    from bayesgmm import BayesianGMM
+    assert BayesianGMM.load(tmp_path / "d.bgmm").posterior_samples()["weights"].shape == (10, 2)
 
 
 def test_max_iter_option_and_its_warning_in_the_command_lines_words(tmp_path, capsys):
@@ -1475,8 +1558,9 @@ def test_option_defaults_are_the_estimators():
     they must not drift apart."""
     import inspect
     from bayesgmm import BayesianGMM
-    from bayesgmm.cli import _build_parser
+    from bayesgmm.cli import _build_parser, _fill_defaults
     args = _build_parser().parse_args(["fit", "d.csv"])
+    _fill_defaults(args)
     defaults = inspect.signature(BayesianGMM).parameters
     for option, param in (("n_init", "n_init"), ("max_components", "max_components"),
                           ("max_iter", "max_iter"), ("n_samples", "n_samples"),
