@@ -74,8 +74,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
     ----------
     n_components : int, list of int, dict or "auto", default "auto"
         Components per class: one int for every class, a list in the order
-        of ``classes_``, a dict ``{label: k}`` (labels absent from ``y`` are
-        ignored, so one dict serves every cross-validation fold), or "auto".
+        of ``classes_``, a dict ``{label: k}`` or a pandas Series indexed by
+        label (labels absent from ``y`` are ignored, so one dict serves every
+        cross-validation fold), or "auto".
         With "auto" each class's K is chosen from 1..``max_components`` by
         BIC, -2 log L_c + p log n_c with p = (K - 1) + K D + the covariance
         family's count: for a MAP fit
@@ -478,8 +479,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(nc, str):
             V.check_option("n_components", nc, ("auto",))
             return None
-        if isinstance(nc, Mapping):
-            ks = _by_label("n_components", nc, classes)
+        import pandas as pd
+        if isinstance(nc, (Mapping, pd.Series)):
+            ks = _by_label("n_components", nc.to_dict() if isinstance(nc, pd.Series) else nc,
+                           classes)
         elif isinstance(nc, numbers.Integral) and not isinstance(nc, (bool, np.bool_)):
             ks = [nc] * C
         elif isinstance(nc, (list, tuple, np.ndarray)):
@@ -491,7 +494,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             ks = list(nc)
         else:
             raise ValueError(f"n_components must be an int, a list of ints, a dict {{label: int}} "
-                             f"or 'auto', got {nc!r}")
+                             f"(or a pandas Series indexed by label) or 'auto', got {nc!r}")
         ks = np.array([V.check_int(f"n_components[{_label(c)!r}]", k, 1) for c, k in zip(classes, ks)])
         small = np.flatnonzero(ks > counts)
         if small.size:

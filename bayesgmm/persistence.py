@@ -211,6 +211,11 @@ class _Encoder:
         kinds = _kinds()
         if type(value) in kinds.values():
             return {"__estimator__": _kind_of(value), **self.estimator(value, where)}
+        if type(value).__name__ == "Series" and hasattr(value, "to_dict"):
+            # The estimators read a label-keyed Series as the dict it holds.
+            raise ValueError(
+                f"cannot save {where}: a pandas Series is not supported by the bayesgmm file "
+                f"format; set it to series.to_dict(), which the estimator reads the same way")
         raise ValueError(
             f"cannot save {where}: values of type {type(value).__name__} ({value!r:.60}) are not "
             f"supported by the bayesgmm file format (numbers, strings, arrays, lists, tuples, "

@@ -845,6 +845,14 @@ def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():
         GMMClassifier([1, 1, 1], **FAST).fit(X, y, sample_weight=w)
     np.testing.assert_array_equal(GMMClassifier(np.array(2), **FAST).fit(X, y).n_components_,
                                   [2, 2, 2])
+    # n_components keyed by label, as class_prior is: a Series too (read by
+    # label, not by position).
+    for given in (pd.Series({"c": 3, "a": 1, "b": 2}), {"c": 3, "a": 1, "b": 2}):
+        np.testing.assert_array_equal(GMMClassifier(given, **FAST).fit(X, y).n_components_,
+                                      [1, 2, 3])
+    with pytest.raises(ValueError, match=r"n_components is a dict without an entry for "
+                                         r"class\(es\) \['b'\]"):
+        GMMClassifier(pd.Series({"a": 1, "c": 1}), **FAST).fit(X, y)
 
 
 def test_a_column_vector_y_is_warned_about_once_and_fits_as_1d():

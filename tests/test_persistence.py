@@ -395,6 +395,30 @@ def test_unsaveable_hyperparameter_leaves_the_old_file(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.bgmm"]
 
 
+def test_a_label_keyed_series_hyperparameter_is_refused_with_its_dict_as_the_remedy(tmp_path):
+    """The classifier reads n_components and class_prior given as a pandas
+    Series by label; the file format has no Series: the error says to save
+    its dict, which fits the same model."""
+    import pandas as pd
+    from bayesgmm import GMMClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)), np.repeat(["a", "b"], 30)
+    ks, prior = pd.Series({"b": 2, "a": 1}), pd.Series({"a": 0.3, "b": 0.7})
+    clf = GMMClassifier(ks, class_prior=prior, n_init=1, max_iter=0, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"cannot save GMMClassifier hyperparameter "
+                                         r"'class_prior': a pandas Series .* set it to "
+                                         r"series.to_dict\(\)"):
+        clf.save(tmp_path / "c.bgmm")
+    assert not any(tmp_path.iterdir())
+    clf.set_params(n_components=ks.to_dict(), class_prior=prior.to_dict())
+    clf.save(tmp_path / "c.bgmm")
+    loaded = GMMClassifier.load(tmp_path / "c.bgmm")
+    refit = GMMClassifier(ks.to_dict(), class_prior=prior.to_dict(), n_init=1, max_iter=0,
+                          random_state=0).fit(X, y)
+    np.testing.assert_array_equal(loaded.predict_proba(X), refit.predict_proba(X))
+    np.testing.assert_array_equal(clf.predict_proba(X), refit.predict_proba(X))
+
+
 @pytest.mark.parametrize("kind", ["BayesianGMM", "GMMClassifier"])
 @pytest.mark.parametrize("name, value, why", [
     ("missing", "Marginalize", "missing 'Marginalize' is not one of"),
