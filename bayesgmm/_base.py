@@ -9,7 +9,7 @@ import math
 import numbers
 import threading
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -819,6 +819,36 @@ class MixtureBase:
         if not isinstance(self.progress, (bool, np.bool_)):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")
         return s
+
+    def set_params(self, **params):
+        """scikit-learn's, and ``priors__<field>=value`` sets one field of
+        the priors: ``priors`` becomes a copy of the current
+        :class:`~bayesgmm.Priors` (of ``Priors()`` when it is None: every
+        field from the data) with that field replaced, so that a search can
+        tune one prior, ``GridSearchCV(BayesianGMM(3),
+        {"priors__weight_concentration": [1, 2, 5]})``.  The ``Priors``
+        object given before is left unchanged (shared ones too).
+        ``get_params`` does not list the fields (so that
+        ``type(est)(**est.get_params())`` stays a copy): read them from
+        ``priors``."""
+        nested = {key.partition("__")[2]: params.pop(key)
+                  for key in [k for k in params if k.startswith("priors__")]}
+        if nested:
+            names = [f.name for f in fields(Priors)]
+            unknown = [k for k in nested if k not in names]
+            if unknown:
+                raise ValueError(f"Invalid parameter priors__{unknown[0]} for estimator "
+                                 f"{type(self).__name__}: Priors has no field {unknown[0]!r}; its "
+                                 f"fields are {names}")
+            current = params.get("priors", self.priors)
+            if current is None:
+                current = Priors()
+            if not isinstance(current, Priors):
+                raise ValueError(f"priors__{next(iter(nested))} sets a field of a Priors, but "
+                                 f"priors is {current!r}: set priors to a bayesgmm.Priors (or "
+                                 f"None) first")
+            params["priors"] = replace(current, **nested)
+        return super().set_params(**params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

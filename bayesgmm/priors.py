@@ -120,6 +120,13 @@ class Priors:
     covariance_dof: Optional[float] = None
     covariance_scale: Optional[ArrayLike] = None
 
+    def __repr__(self) -> str:
+        """The fields given; those left None (resolved from the data at fit
+        time) are left out, as scikit-learn's reprs leave out defaults."""
+        given = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                          if getattr(self, f.name) is not None)
+        return f"Priors({given})"
+
     def _key(self) -> tuple:
         """The fields as hashable values: each given one as its shape and
         float64 entries, so that equal hyperparameters compare equal
