@@ -15,10 +15,15 @@ from sklearn.utils.validation import validate_data
 from ._options import is_number_column
 
 
-class NonNumericError(ValueError, TypeError):
-    """Input that holds something other than numbers.  A ``ValueError``, as
-    every bad input here, and a ``TypeError``, as numpy and scikit-learn
-    raise for it (``except TypeError`` in scikit-learn-style code works)."""
+class InputTypeError(ValueError, TypeError):
+    """Input of a kind scikit-learn refuses with a ``TypeError``: a
+    ``ValueError``, as every bad input here, and that ``TypeError`` too
+    (``except TypeError`` in scikit-learn-style code works)."""
+
+
+class NonNumericError(InputTypeError):
+    """Input that holds something other than numbers (numpy and
+    scikit-learn raise ``TypeError`` for it)."""
 
 
 def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
@@ -252,7 +257,7 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
         if "Feature names are only supported if all input features have string names" \
                 not in str(exc):
             raise
-        raise ValueError(str(exc)) from None     # a bad value, said as scikit-learn says it
+        raise InputTypeError(str(exc)) from None     # said as scikit-learn says it
     # Contiguous and writeable: torch takes neither negative strides (X[::-1])
     # nor read-only buffers (pandas 3) without a copy or a warning.
     if not (X.flags.c_contiguous and X.flags.writeable):
