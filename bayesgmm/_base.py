@@ -763,7 +763,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
                 previous: Optional[tuple[str, MixtureParams, torch.Tensor]] = None, *,
-                learning_rate: float, what: str = "", depth: int = 0
+                learning_rate: Optional[float], what: str = "", depth: int = 0
                 ) -> tuple[MixtureParams, torch.Tensor, torch.Tensor]:
     """The one guard against non-finite fitted state, run on the result of
     every fitting stage of both estimators (EM, SVI, discriminative
@@ -777,6 +777,8 @@ def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
     with finite parameters or raises, and a file is never saved from a
     diverged fit.  ``depth``: frames between the estimator's ``_fit`` and
     this call, so that the warning points at the user's ``fit`` line.
+    ``learning_rate``: the SVI step size the remedy names, None for a
+    stage that takes no steps (a stepwise-EM ``partial_fit``).
     Returns the guarded params and losses, and which entries were kept."""
     ok = params.finite() & torch.isfinite(losses)
     if bool(ok.all()):
@@ -784,10 +786,11 @@ def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
     n_bad = int((~ok).sum())
     whose = f" for {n_bad} {what}" if what else ""
     if previous is None:
+        step = "" if learning_rate is None else f" / lower learning_rate (now {learning_rate})"
         raise ValueError(
             f"the {stage} diverged (non-finite loss or parameters){whose}: check the data for "
             f"extreme values, or raise the covariance prior (Priors.scale_rate or "
-            f"covariance_scale) / lower learning_rate (now {learning_rate})")
+            f"covariance_scale){step}")
     name, prev_params, prev_losses = previous
     warnings.warn(
         f"{stage} diverged (non-finite loss or parameters){whose}; keeping the {name} solution: "

@@ -1494,7 +1494,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if first:   # the fit's own parameters stand; the average starts here
             new = flat
         _, _, ok = guard_stage("partial_fit", new.select(0), torch.tensor(0.0),
-                               learning_rate=self.learning_rate)
+                               learning_rate=None)
         wts, means, cov = std.params_from_std(new.select(0), family)
         self.weights_, self.means_ = wts, means
         self._set_covariances(cov, family)

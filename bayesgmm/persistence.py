@@ -870,8 +870,9 @@ def _save_target(name: str) -> tuple[str, int]:
 
     Symlinks are followed, so that a link to a model file stays a link; an
     existing target must be a regular file (renaming over a device, pipe or
-    folder would replace it); its folder must exist.  A replaced file keeps
-    its permissions; a new one gets rw-r--r--, like a plain ``open``."""
+    folder would replace it), and one the user may write, as a plain
+    ``open`` requires; its folder must exist.  A replaced file keeps its
+    permissions; a new one gets rw-r--r--, like a plain ``open``."""
     if not name:
         raise ValueError("cannot save to an empty path: give a file name such as 'model.bgmm'")
     if name.endswith(os.sep) or (os.altsep and name.endswith(os.altsep)):
@@ -889,6 +890,14 @@ def _save_target(name: str) -> tuple[str, int]:
             f"cannot save to {name!r}: it is {_file_kind(st.st_mode)}, not a regular file, and "
             f"saving would replace it; give the path of a model file (a new one or one to "
             f"overwrite)")
+    if st is not None and not os.access(target, os.W_OK):
+        # The rename would replace it (it needs the folder's permission
+        # only), but a file the user may not write is one they protected,
+        # and a plain open() refuses it too.
+        raise PermissionError(errno.EACCES, f"cannot save to {name!r}: the file is read-only "
+                                            f"for you (Permission denied), and saving would "
+                                            f"replace it; make it writable (chmod u+w) or save "
+                                            f"elsewhere")
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         # FileNotFoundError, or NotADirectoryError where a file is in the way.

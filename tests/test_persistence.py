@@ -802,6 +802,60 @@ def test_missing_folder_is_named_with_the_target(fitted, tmp_path):
         fitted.save(tmp_path / "file" / "m.bgmm")
 
 
+_READ_ONLY_SAVE = """
+import os, sys
+import numpy as np
+from bayesgmm import BayesianGMM
+folder = sys.argv[1]
+est = BayesianGMM(2, n_init=1, device="cpu", random_state=0).fit(
+    np.r_[np.zeros((5, 1)), np.ones((5, 1))] + np.arange(10)[:, None] * 0.01)
+if os.geteuid() == 0:              # permissions do not stop root: become nobody
+    os.chown(folder, 65534, 65534)
+    os.setgid(65534)
+    os.setuid(65534)
+path = os.path.join(folder, "m.bgmm")
+est.save(path)
+os.chmod(path, 0o444)
+before = open(path, "rb").read()
+try:
+    est.set_params(random_state=1).fit(
+        np.r_[np.zeros((5, 1)), np.ones((5, 1))] + np.arange(10)[:, None] * 0.02).save(path)
+except PermissionError as exc:
+    print(exc)
+assert open(path, "rb").read() == before
+assert sorted(os.listdir(folder)) == ["m.bgmm"], os.listdir(folder)
+os.chmod(path, 0o644)
+est.save(path)
+assert open(path, "rb").read() != before
+print("saved after chmod")
+"""
+
+
+def test_a_read_only_model_file_is_not_replaced():
+    """(From an independent audit.) save() replaced a model file the user
+    had made read-only (the atomic rename needs the folder's permission
+    only), where a plain open() and 'bayesgmm fit --save' refuse it.  Run in
+    a real process, as an unprivileged user where the suite runs as root
+    (in a folder of the system's temporary directory, which that user can
+    reach; pytest's are private to the suite's user)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="bayesgmm-read-only-")
+    try:
+        run = subprocess.run([sys.executable, "-c", _READ_ONLY_SAVE, folder],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder)
+    assert run.returncode == 0, run.stderr
+    path = os.path.join(folder, "m.bgmm")
+    assert run.stdout.splitlines() == [
+        f"[Errno 13] cannot save to '{path}': the file is read-only for you (Permission "
+        f"denied), and saving would replace it; make it writable (chmod u+w) or save elsewhere",
+        "saved after chmod"]
+
+
 def _refuse_writes_in(folder, monkeypatch) -> None:
     """Make creating files in ``folder`` fail as in a folder without write
     permission (for tests running as root, whom permissions do not stop)."""

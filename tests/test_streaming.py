@@ -381,6 +381,20 @@ def test_partial_fit_takes_priors_given_since_the_fit():
     np.testing.assert_allclose(a.means_, np.broadcast_to([10.0, -10.0], (3, 2)), atol=0.5)  # data: within 4 of 0
 
 
+def test_a_diverging_chunk_is_refused_with_a_remedy_partial_fit_has():
+    """(From an independent audit.) A chunk far outside the stream's scale
+    makes the stepwise update non-finite: refused, the model kept, and the
+    remedy no longer names learning_rate, which stepwise EM never uses."""
+    X = _stream(n_chunks=1)
+    gmm = BayesianGMM(2, **CPU).fit(X)
+    means = gmm.means_.copy()
+    with pytest.raises(ValueError, match=r"the partial_fit diverged .*: check the data for "
+                                         r"extreme values, or raise the covariance prior "
+                                         r"\(Priors.scale_rate or covariance_scale\)$"):
+        gmm.partial_fit(X * 1e40)
+    np.testing.assert_array_equal(gmm.means_, means)
+
+
 def test_memmap_of_one_feature_and_overflowing_memmaps(tmp_path):
     # A 1-D memmap is one feature, as a 1-D array is (it raised IndexError);
     # values past float64 variances are named with their magnitude (the
