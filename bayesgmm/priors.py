@@ -38,7 +38,8 @@ class Priors:
     ``covariance_type``: ``scale_*`` for "diag" and "spherical" (and "full"
     with one feature), ``covariance_*`` for "full" and "tied"; the fields a
     type does not use are ignored (so one ``Priors`` serves a sweep over
-    types), and ``priors_`` holds only the ones it used.
+    types; they are still checked: a value no type takes is an error), and
+    ``priors_`` holds only the ones it used.
 
     Parameters
     ----------
@@ -332,25 +333,28 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
         raise ValueError(f"Priors.mean_scale must be > 0, got {mean_scale.tolist()}: a "
                          f"standard deviation is positive (large values make the prior weak)")
     out = dict(weight_concentration=conc, mean_loc=mean_loc, mean_scale=mean_scale)
-    if "scale_rate" in family.prior_fields:
-        out["scale_shape"] = positive_float("scale_shape", priors.scale_shape, 1.0)
+
+    def scale_fields(isotropic: bool) -> dict:
+        """The InverseGamma's fields (diag, spherical), resolved and checked."""
+        shape = positive_float("scale_shape", priors.scale_shape, 1.0)
         # The InverseGamma's mode, rate / (shape + 1), at the typical spread
         # (the first release's fallback: rate 0.1 x std whatever the shape).
-        rate_factor = out["scale_shape"] + 1.0 if spread is not None else 1.0
-        if family.isotropic:
-            rate = positive_float("scale_rate", priors.scale_rate,
-                                  rate_factor * rms(typical),
-                                  f" (covariance_type '{family.name}' has one scale per "
-                                  f"component, the same for every feature)")
-            out["scale_rate"] = np.float64(rate)
+        rate_factor = shape + 1.0 if spread is not None else 1.0
+        if isotropic:
+            rate = np.float64(positive_float("scale_rate", priors.scale_rate,
+                                             rate_factor * rms(typical),
+                                             f" (covariance_type '{family.name}' has one scale "
+                                             f"per component, the same for every feature)"))
         else:
             rate = vector("scale_rate", priors.scale_rate, rate_factor * typical, D, "feature")
             if np.any(rate <= 0):
                 raise ValueError(f"Priors.scale_rate must be > 0, got {rate.tolist()}: an "
                                  f"InverseGamma's rate is positive (about (scale_shape + 1) x "
                                  f"the component spread you expect)")
-            out["scale_rate"] = rate
-    else:
+        return dict(scale_shape=shape, scale_rate=rate)
+
+    def covariance_fields() -> dict:
+        """The Wishart's fields (full, tied), resolved and checked."""
         dof = positive_float("covariance_dof", priors.covariance_dof, D + 2.0)
         if dof <= D + 1:
             raise ValueError(
@@ -380,8 +384,20 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
                 raise ValueError(
                     f"Priors.covariance_scale must be a finite symmetric positive definite "
                     f"matrix (or positive variances), got {psi.tolist()}")
-        out["covariance_dof"] = dof
-        out["covariance_scale"] = psi
+        return dict(covariance_dof=dof, covariance_scale=psi)
+
+    # The fields the family does not use are ignored (one Priors serves a
+    # sweep over types), but a value that no type could use is refused all
+    # the same (scale_rate=-1 passed with full covariances); an unused
+    # scale_rate may be one value or one per feature.
+    if "scale_rate" in family.prior_fields:
+        out.update(scale_fields(family.isotropic))
+        if priors.covariance_dof is not None or priors.covariance_scale is not None:
+            covariance_fields()
+    else:
+        out.update(covariance_fields())
+        if priors.scale_shape is not None or priors.scale_rate is not None:
+            scale_fields(isotropic=False)
     return Priors(**out)
 
 

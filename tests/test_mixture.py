@@ -489,6 +489,11 @@ def test_an_object_column_of_numbers_is_numbers(petal):
     (dict(priors=Priors(mean_scale=np.nan)), r"mean_scale must be finite.*or None for the default"),
     (dict(priors=Priors(mean_scale=[[1.0], [1.0, 2.0]])),      # ragged: numpy's error before
      r"mean_scale must be a number or an array of numbers, got \[\[1.0\], \[1.0, 2.0\]\]"),
+    # (From an audit.) A field the type does not use was never checked: one
+    # Priors serves a sweep over types, but a value no type takes is refused.
+    (dict(priors=Priors(covariance_scale=-1.0)),
+     r"covariance_scale must be a finite symmetric positive definite"),
+    (dict(priors=Priors(covariance_dof=1.0)), r"covariance_dof must exceed n_features \+ 1 = 2"),
     (dict(jit="yes"), r"jit must be True or False"),
     (dict(jit=True), r"jit=True applies to backend='pyro'"),
     (dict(backend="numba"), r"backend must be one of \['fused', 'pyro'\], got 'numba'"),
@@ -499,6 +504,30 @@ def test_invalid_hyperparameters_are_checked_at_fit(params, match):
     X = np.array([[1.0], [2.0], [3.0], [4.0]])
     with pytest.raises(ValueError, match=match):
         est.fit(X)
+
+
+def test_a_priors_fields_unused_by_the_type_are_checked_and_otherwise_ignored():
+    """One Priors serves a sweep over covariance types (each uses its own
+    fields), but a value that no type could use is an error whatever the
+    type: scale_rate=-1 passed with full covariances, unchecked."""
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    sweep = Priors(scale_shape=2.0, scale_rate=[0.5, 1.0], covariance_dof=5.0,
+                   covariance_scale=[0.5, 1.0])
+    for covariance_type in ("full", "tied", "diag"):
+        fitted = BayesianGMM(2, covariance_type=covariance_type, priors=sweep, n_init=1,
+                             device="cpu").fit(X)
+        own = ("covariance_dof", "covariance_scale") if covariance_type in ("full", "tied") \
+            else ("scale_shape", "scale_rate")
+        assert all((getattr(fitted.priors_, f) is None) != (f in own)
+                   for f in ("scale_shape", "scale_rate", "covariance_dof", "covariance_scale"))
+    for covariance_type, bad, match in [
+            ("full", Priors(scale_rate=-1.0), r"scale_rate must be > 0, got \[-1.0, -1.0\]"),
+            ("tied", Priors(scale_shape=0.0), r"scale_shape must be a positive float, got 0.0"),
+            ("spherical", Priors(covariance_dof=2.0), r"covariance_dof must exceed"),
+            ("diag", Priors(covariance_scale=[[1.0, 2.0], [2.0, 1.0]]),
+             r"covariance_scale must be a finite symmetric positive definite")]:
+        with pytest.raises(ValueError, match=match):
+            BayesianGMM(2, covariance_type=covariance_type, priors=bad, device="cpu").fit(X)
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error():
