@@ -6,6 +6,7 @@ that bad input never reaches torch."""
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -265,6 +266,16 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
     return X
 
 
+def _warn_unnamed(estimator) -> None:
+    """scikit-learn's warning for input without column names given to an
+    estimator fitted on a DataFrame (validate_data says it for arrays; a
+    tensor or an out-of-core array, checked here, has no names either, and
+    its columns' order cannot be checked)."""
+    if hasattr(estimator, "feature_names_in_"):
+        warnings.warn(f"X does not have valid feature names, but {type(estimator).__name__} was "
+                      f"fitted with feature names", UserWarning)
+
+
 def check_X_rows(estimator, X) -> Any:
     """Validate out-of-core input (a memmap, h5py, zarr or dask array) for
     a fitted estimator without reading it: 2-D, numbers, at least one row,
@@ -283,6 +294,7 @@ def check_X_rows(estimator, X) -> Any:
     if n_expected is not None and shape[1] != n_expected:
         raise ValueError(f"X has {shape[1]} features, but {type(estimator).__name__} is "
                          f"expecting {n_expected} features as input.")
+    _warn_unnamed(estimator)
     return X
 
 
@@ -333,6 +345,7 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
                                          f"features of those rows, or remove or impute them")
                     raise ValueError(f"X contains inf in column {col} (value {float(bad[0])}): "
                                      f"remove or clip infinite values")
+    _warn_unnamed(estimator)
     return X
 
 

@@ -1780,7 +1780,11 @@ def _predict_npy(args, model) -> int:
     out = _prepare_out(args.out, ("assignments.npy",))
     _check_values(X, 0, int(X.shape[0]), getattr(model, "missing", "error") == "marginalize",
                   args.file)
-    counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
+    with warnings.catch_warnings():
+        # A model fitted on a CSV has column names and the array none: the
+        # columns are the model's in order, as the help says (checked above).
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r}; rows per cluster: "
           + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

@@ -1311,6 +1311,19 @@ def test_npy_model_predicts_npy_input(npy_runs, tmp_path, capsys):
                  "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     assert "has 3 column(s) but the model" in err and "fitted on 2 feature(s)" in err
+    # A model fitted on CSV columns takes a .npy of them, in order, without
+    # the library's warning about arrays without column names.
+    assert main(["fit", str(tmp_path / "new.csv"), "-k", "2", "--save", str(tmp_path / "c.bgmm"),
+                 "--out", str(tmp_path / "c"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", str(tmp_path / "c.bgmm"), str(tmp_path / "new.npy"),
+                     "--out", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().err == ""
+    labels = pd.read_csv(tmp_path / "c" / "assignments.csv")["cluster"].to_numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "r" / "assignments.npy"), labels[::7])
 
 
 def test_npy_missing_values(npy_runs):

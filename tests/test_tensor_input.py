@@ -147,6 +147,34 @@ def test_bool_tensor_is_read_as_zeros_and_ones_as_fit_reads_it(clf_data):
                                    rtol=1e-6, atol=1e-7)
 
 
+def test_unnamed_tensors_and_memmaps_warn_as_arrays_do_after_a_dataframe_fit(tmp_path):
+    """(From an independent audit.) scikit-learn warns when an estimator
+    fitted on a DataFrame is given an array without names (its columns'
+    order cannot be checked); a tensor or a memmap said nothing."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(4, 0.5, (40, 2))]
+    y = np.repeat([0, 1], 50)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    np.save(tmp_path / "x.npy", X)
+    unnamed = (torch.as_tensor(X), np.load(tmp_path / "x.npy", mmap_mode="r"))
+    kw = dict(n_init=1, max_iter=0, device="cpu", random_state=0)
+    for est in (BayesianGMM(2, **kw).fit(frame), GMMClassifier(1, **kw).fit(frame, y)):
+        message = (f"X does not have valid feature names, but {type(est).__name__} was fitted "
+                   f"with feature names")
+        with pytest.warns(UserWarning, match=message):
+            est.predict(X)                  # scikit-learn's own warning, for the array
+        for Z in unnamed:
+            with pytest.warns(UserWarning, match=message):
+                out = est.predict_proba(Z)
+            np.testing.assert_allclose(np.asarray(out), est.predict_proba(frame), rtol=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            est.predict(frame)
+            type(est)(**est.get_params()).fit(X, *([y] if isinstance(est, GMMClassifier)
+                                                   else [])).predict(unnamed[0])
+
+
 def test_integer_tensor_is_accepted(gmm_and_X):
     gmm, X = gmm_and_X
     Xi = torch.as_tensor(np.round(X)).to(torch.int64)
