@@ -1002,6 +1002,8 @@ def test_hue_colours_follow_all_components_when_the_last_are_empty(fit_1d, iris)
         plot_assignments(X1, np.zeros(len(X1), dtype=int), n_components=0)
 
 
+# A tensor has no names either: predict's (scikit-learn's) note, as for an array.
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 def test_tensor_labels_and_data_are_drawn(fit_2d, circles):
     import torch
     gmm, X = fit_2d
@@ -1017,6 +1019,7 @@ def test_tensor_labels_and_data_are_drawn(fit_2d, circles):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 def test_cuda_tensors_are_drawn(fit_2d):
     import torch
     gmm, X = fit_2d
