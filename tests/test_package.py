@@ -102,3 +102,29 @@ def test_the_oldest_versions_ci_installs_are_pyprojects_bounds():
     assert set(pins) == set(bounds) - {"torch"}
     for name, pin in pins.items():
         assert pin == bounds[name] or pin.startswith(bounds[name] + "."), (name, pin, bounds[name])
+
+
+def test_the_sdist_ships_the_license_and_the_data(tmp_path):
+    """The source distribution (what PyPI users build from) holds the MIT
+    licence pyproject.toml names, the shipped data and every module; built
+    by setuptools' PEP 517 hook, in a subprocess, without the network."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                          "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path)],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    name = run.stdout.split()[-1]
+    with tarfile.open(tmp_path / name) as tar:
+        members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
+        licence = tar.extractfile(next(m for m in tar.getnames() if m.endswith("/LICENSE")))
+        text = licence.read().decode()
+    assert text.startswith("MIT License") and 'license = { text = "MIT" }' in \
+        (root / "pyproject.toml").read_text()
+    assert "bayesgmm/data/iris.csv" in members
+    modules = {f"bayesgmm/{p.name}" for p in (root / "bayesgmm").glob("*.py")}
+    assert modules <= members, modules - members
