@@ -208,6 +208,8 @@ class FitData:
     stream: Optional[object] = None
     samples: Optional[dict] = None
     class_totals: Optional[tuple] = None
+    # (D,) bool: the features that hold one value in every kept row.
+    constant: Optional[np.ndarray] = None
 
     def float64_frame(self, device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The rows standardised in float64 on ``device`` (straight from the
@@ -318,8 +320,41 @@ def warn_not_converged(estimator: str, s: FitSettings, n_iter: int, stacklevel: 
 VI_MISSING_WARN = 0.1
 
 
+def feature_label(names, j: int) -> str:
+    """Feature ``j`` as a message names it: its column name (quoted) when the
+    estimator was fitted on named columns (``names``: its
+    ``feature_names_in_``, or None), else its index."""
+    return repr(str(names[j])) if names is not None else str(int(j))
+
+
+#: Over several processes, a shard's one value of a feature is the features'
+#: mean up to this fraction of its magnitude (the rounding of the mean).
+CONSTANT_RTOL = 1e-12
+
+
+def warn_constant_features(estimator: str, data: "FitData", names) -> None:
+    """One ``UserWarning`` when a feature holds one value in every row: it
+    carries nothing to cluster on, and its variance ends at the covariance
+    prior's floor (about 1e-6 of its magnitude squared), where the density
+    of a point on it is huge and of a point off it vanishing, so that
+    log-likelihoods, scores and BIC are that feature's (the same column
+    fitted by scikit-learn's GaussianMixture has its reg_covar of 1e-6).
+    Called from ``_fit``: points at the user's line."""
+    if data.n_total < 2 or data.constant is None or not data.constant.any():
+        return
+    mean = np.asarray(data.moments[0], dtype=np.float64)
+    const = np.flatnonzero(data.constant)
+    said = ", ".join(f"{feature_label(names, j)} (= {mean[j]:.6g})" for j in const[:10])
+    more = f" and {const.size - 10} more" if const.size > 10 else ""
+    warnings.warn(
+        f"{estimator}: feature(s) {said}{more} hold one value in every row: a constant feature "
+        f"carries nothing to cluster on, and its fitted variance is the prior's floor, so "
+        f"log-likelihoods, scores and BIC are dominated by it (a point off that value scores "
+        f"far below any other); drop it", UserWarning, stacklevel=5)
+
+
 def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float,
-                    family: Covariance) -> None:
+                    family: Covariance, names=None) -> None:
     """One ``UserWarning`` before a full or tied VI posterior is fitted to
     data with features missing in at least :data:`VI_MISSING_WARN` of the
     rows.  For those types the mean-field family makes the missing entries
@@ -336,11 +371,12 @@ def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: f
     bad = np.flatnonzero(missing >= VI_MISSING_WARN)
     if bad.size == 0:
         return
-    said = ", ".join(f"{int(d)} ({missing[d]:.0%})" for d in bad[:10])
+    said = ", ".join(f"{feature_label(names, d)} (missing in {missing[d]:.0%} of the rows)"
+                     for d in bad[:10])
     more = f" and {bad.size - 10} more" if bad.size > 10 else ""
     warnings.warn(
-        f"{estimator} with inference='vi': feature(s) {said}{more} are missing in that share "
-        f"of the rows; with covariance_type='{family.name}' the mean-field posterior treats "
+        f"{estimator} with inference='vi': feature(s) {said}{more}: with "
+        f"covariance_type='{family.name}' the mean-field posterior treats "
         f"missing entries as latent values independent of the parameters, so its credible "
         f"intervals and draws for those features' parameters are too narrow (up to an order "
         f"of magnitude where most entries are missing); use inference='nuts' for their "
@@ -479,6 +515,31 @@ def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: in
     return resolve_priors(priors, family, n_components, data.moments, spread)
 
 
+def value_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's smallest and largest observed value over the rows of
+    ``X`` (inf and -inf where it has none)."""
+    nan = np.isnan(X)
+    return (np.min(np.where(nan, np.inf, X), axis=0, initial=np.inf),
+            np.max(np.where(nan, -np.inf, X), axis=0, initial=-np.inf))
+
+
+def constant_features(lo: np.ndarray, hi: np.ndarray, mean: np.ndarray, reduce,
+                      device) -> np.ndarray:
+    """Which features hold one value in every kept row, from this process's
+    :func:`value_range` (exactly: its largest value is its smallest); over
+    several processes, every shard's one value must also be the features'
+    mean (up to its rounding, :data:`CONSTANT_RTOL`).  A feature whose
+    spread is a tiny fraction of its magnitude (1e8 + 1e-7) is not one."""
+    from .distributed import reduce_array
+
+    varies = hi > lo
+    if reduce is None:
+        return ~varies & np.isfinite(lo)
+    with np.errstate(invalid="ignore"):
+        varies |= np.isfinite(lo) & (np.abs(lo - mean) > CONSTANT_RTOL * np.abs(mean))
+    return reduce_array(varies.astype(np.float64), reduce, device) == 0
+
+
 def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,
              missing: bool, dtype: torch.dtype = torch.float32, reduce=None) -> FitData:
     """Sample weights checked and zero-weight rows dropped (exactly as if
@@ -519,7 +580,9 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     mass, n_total = float(totals[0]), int(totals[1])
     if w is not None:
         check_weight_range(mass, w, bool(totals[2]), Xt.dtype)
-    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce)
+    constant = constant_features(*value_range(X), moments[0], reduce, device)
+    return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
+                   constant=constant)
 
 
 def check_weight_range(mass: float, w: np.ndarray, unfit: bool, dtype: torch.dtype) -> None:
@@ -640,6 +703,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     picks = {k: (f(n) if callable(f) else f) for k, f in picks.items()
              if not (callable(f) and w_src is not None)}
     n_kept = 0                                 # rows of positive weight
+    v_lo, v_hi = np.full(D, np.inf), np.full(D, -np.inf)   # the kept rows' value range
     signatures = []                            # each chunk's, for the later passes
     has_missing = False
     for a in range(0, n, chunk_rows):
@@ -664,6 +728,8 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         s1 += (W * np.where(nan, 0.0, chunk)).sum(0)
         mass += float(chunk.shape[0] if w is None else w.sum())
         n_kept += chunk.shape[0] if w is None else int((w > 0).sum())
+        c_lo, c_hi = value_range(chunk if w is None else chunk[w > 0])
+        v_lo, v_hi = np.minimum(v_lo, c_lo), np.maximum(v_hi, c_hi)
         if w is not None and (w > 0).any():
             pos = w[w > 0]
             w_seen = np.array([min(w_seen[0], pos.min()), max(w_seen[1], pos.max())])
@@ -758,7 +824,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                        None if labels is None else class_totals[0], signatures)
     return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
                    s0 if any_missing else None, int(n_total), reduce, stream, samples,
-                   class_totals)
+                   class_totals, constant_features(v_lo, v_hi, mean, reduce, device))
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
@@ -917,6 +983,7 @@ class MixtureBase:
 
         Examples
         --------
+        >>> import numpy as np
         >>> from bayesgmm import BayesianGMM
         >>> from bayesgmm.datasets import load_iris
         >>> X = load_iris()[["petal_length"]]
@@ -966,6 +1033,7 @@ class MixtureBase:
 
         Examples
         --------
+        >>> import numpy as np
         >>> from bayesgmm import BayesianGMM
         >>> from bayesgmm.datasets import load_iris
         >>> X = load_iris()[["petal_length"]]

@@ -363,6 +363,7 @@ def match_components(reference_means, means, reference_covariances=None, covaria
 
     Examples
     --------
+    >>> import numpy as np
     >>> ref = np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 9.0]])
     >>> draws = np.stack([ref[[2, 0, 1]], ref[[1, 2, 0]] + 0.1])
     >>> match_components(ref, draws)
@@ -441,6 +442,7 @@ def align(reference, other) -> np.ndarray:
 
     Examples
     --------
+    >>> import numpy as np
     >>> from bayesgmm import BayesianGMM
     >>> from bayesgmm.datasets import make_mixture
     >>> X, _, _ = make_mixture(300, 3, random_state=0)
@@ -515,6 +517,7 @@ def permute(estimator, perm) -> Any:
 
     Examples
     --------
+    >>> import numpy as np
     >>> from bayesgmm import BayesianGMM
     >>> X = np.r_[np.zeros((20, 1)), np.full((20, 1), 9.0)] + np.linspace(0, 1, 40)[:, None]
     >>> gmm = BayesianGMM(2, n_init=1, random_state=0, device="cpu").fit(X)

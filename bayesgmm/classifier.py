@@ -23,7 +23,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
-                    warn_vi_missing)
+                    warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -622,6 +622,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             # Labels of the rows kept (rows of weight 0 leave, with their labels).
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
+        warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None))
         C = classes.size
         seen = None           # observed weight per class and feature, with missing values
         if streamed:
@@ -827,7 +828,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if name in vars(self):
                 delattr(self, name)
         if self.inference == "vi":
-            warn_vi_missing("GMMClassifier", data.observed_mass, data.mass, family)
+            warn_vi_missing("GMMClassifier", data.observed_mass, data.mass, family,
+                            getattr(self, "feature_names_in_", None))
             self._fit_posterior(data, yi, family, params, mask_c, pt, ll_offset,
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":
@@ -1040,7 +1042,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         that memory stays bounded for any number of points.  Like every
         prediction method it takes array-likes (numpy output) or a torch
         tensor (output on the tensor's device).  After ``inference="vi"``
-        the posterior predictive log p(x | c, X_c); ``plug_in=True``: the
+        or "nuts" the posterior predictive log p(x | c, X_c); ``plug_in=True``: the
         MAP's (as every prediction method)."""
         return self._scores(X, "class_ll", plug_in)
 

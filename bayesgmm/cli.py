@@ -247,7 +247,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="input CSV with a header row, or a 2-D .npy array (np.save)")
     fit.add_argument("--columns", nargs="+", metavar="COL",
                      help="columns to use (default: every numeric column but those named like "
-                          "labels: target, label, class, species); CSV only")
+                          "labels (target, label, class, species), row indexes and identifiers, "
+                          "constant, empty and true/false columns, each said in a note); "
+                          "CSV only")
     fit.add_argument("--sep", type=_separator, metavar="CHAR",
                      help="field separator, e.g. ';'; 'tab' or '\\t' for a tab; 'space' for "
                           "columns aligned by spaces (default: detected from the first lines: "
@@ -818,6 +820,21 @@ def _csv_options(sep: str, decimal: str, thousands: Optional[str]) -> dict:
                 skipinitialspace=sep != _WHITESPACE)
 
 
+def _header_is_a_row(df, names: Sequence[str]) -> bool:
+    """Whether a header of whole numbers (``1,2``) reads as the first data
+    row of a file without a header: every column holds numbers and each
+    name lies within its column's range.  Names such as years (2019, 2020)
+    over columns of other values stay names."""
+    import pandas as pd
+    if df.shape[0] < 2:
+        return False
+    for name, column in zip(names, df.columns):
+        values = pd.to_numeric(df[column], errors="coerce")
+        if values.isna().all() or not values.min() <= float(name) <= values.max():
+            return False
+    return True
+
+
 def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
     """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
@@ -868,8 +885,8 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                and df[c].isna().all()]
     df = df.drop(columns=phantom)
     names = [str(c).strip() for c in df.columns]
-    if all(re.fullmatch(_NUMBER, n) for n in names) and \
-            any(re.search(r"[.,eE]", n) for n in names):
+    if all(re.fullmatch(_NUMBER, n) for n in names) and (
+            any(re.search(r"[.,eE]", n) for n in names) or _header_is_a_row(df, names)):
         raise CLIError(f"the first line of {path!r} holds numbers ({', '.join(names[:3])}"
                        f"{', ...' if len(names) > 3 else ''}), not column names: the file "
                        f"needs a header row (without one its first data row would be taken as "
@@ -964,6 +981,14 @@ def _not_in_file_hint(df, sep: str) -> str:
             f"header holds {held}: give its separator with --sep {option})")
 
 
+def _distinct_integers(column) -> bool:
+    """Whether a numeric column holds distinct integers in every row (a row
+    index or identifiers, not a measurement)."""
+    v = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return (v.size > 1 and bool(np.isfinite(v).all()) and bool((v == np.round(v)).all())
+            and np.unique(v).size == v.size)
+
+
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     """The columns to fit (``--columns`` or every numeric one but the
     ``--weights`` column), checked here so that errors name the CLI's
@@ -996,15 +1021,17 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # --weights column is left out silently: the user named it.
         labels = [c for c in numeric if c.strip().lower() in _LABEL_NAMES]
         # A row index written by DataFrame.to_csv (an unnamed first column of
-        # 0..n-1) and the columns a previous fit wrote (cluster, p_cluster_k)
-        # are not features either: fitted, they drive the clusters by row
-        # order or by an earlier answer.
-        first = df.columns[0]
-        index = [str(first)] if (
-            str(first) in numeric and re.fullmatch(r"Unnamed: 0|\s*", str(first))
-            and df.shape[0] > 1 and np.array_equal(
-                df[first].to_numpy(), np.arange(df.shape[0]) + df[first].iloc[0])
-            and df[first].iloc[0] in (0, 1)) else []
+        # distinct integers: 0..n-1, or any order after filtering or
+        # shuffling), identifiers (distinct integers in a column named id,
+        # index or *_id) and the columns a previous fit wrote (cluster,
+        # p_cluster_k) are not features either: fitted, they drive the
+        # clusters by row order, by numbering or by an earlier answer (a
+        # shuffled iris index took the ARI against the species from 0.90 to
+        # 0.53).
+        first = str(df.columns[0])
+        index = [c for c in numeric if _distinct_integers(df[c]) and (
+            (c == first and re.fullmatch(r"Unnamed: 0|\s*", c))
+            or re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c))]
         earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
         # A True/False column (pandas reads it as bool) is a flag, not a
         # measurement: as 0/1 under a Gaussian, each cluster's flag variance
@@ -1013,13 +1040,19 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # A column with no value at all (e.g. an empty "notes") reads as
         # numbers (all NaN): nothing to fit, and it would refuse every row.
         empty = [c for c in numeric if df[c].isna().all()]
+        # A column of one value carries nothing to cluster on, and fitted its
+        # variance collapses to the prior's floor: the scores are its.
+        constant = [c for c in numeric if c not in empty and df[c].nunique(dropna=True) == 1
+                    and df.shape[0] > 1]
         labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags
-                  or c in empty]
+                  or c in empty or c in constant]
         columns = [c for c in numeric if c not in labels]
         kinds = ", ".join(k for k, v in (
-            ("labels", set(labels) - set(index) - set(earlier) - set(flags) - set(empty)),
-            ("a row index", index), ("an earlier fit's output", earlier),
-            ("true/false flags", flags), ("empty columns", empty)) if v)
+            ("labels", set(labels) - set(index) - set(earlier) - set(flags) - set(empty)
+             - set(constant)),
+            ("a row index or identifiers", index), ("an earlier fit's output", earlier),
+            ("true/false flags", flags), ("empty columns", empty),
+            ("constant columns", constant)) if v)
         if labels and columns:
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
                   f"{kinds}; name them with --columns to use them", file=sys.stderr)
@@ -1237,20 +1270,25 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
 
 def _input_text(path: str, sep: str, decimal: str, df):
     """The cells of the CSV file ``path`` as text, for the rows and columns
-    of its reading ``df``; ``df`` itself should the two readings not line
-    up."""
+    of its reading ``df``, under the header's own names (pandas calls an
+    empty one 'Unnamed: 0'; it stays empty); ``df`` itself should the two
+    readings not line up."""
     import pandas as pd
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
                           **_csv_options(sep, decimal, None))
-    except (OSError, ValueError, pd.errors.ParserError):
+        head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                           na_filter=False, **_csv_options(sep, decimal, None)).iloc[0]
+    except (OSError, ValueError, pd.errors.ParserError, IndexError):
         return df.copy()
     columns = list(df.columns)
     if raw.shape[0] != df.shape[0] or not set(columns) <= set(raw.columns):
         return df.copy()
+    blank = {name for name, cell in zip(raw.columns, head)
+             if re.fullmatch(r"Unnamed: \d+", str(name)) and not str(cell).strip()}
     raw = raw[columns]
     raw.index = df.index
-    return raw
+    return raw.rename(columns={name: "" for name in blank})
 
 
 def _check_model_path(path: str, data: Optional[str] = None, outputs: Sequence = ()) -> None:

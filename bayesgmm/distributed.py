@@ -171,9 +171,10 @@ RANK_LOCAL_PARAMS = ("device", "progress", "n_threads")
 
 def shared_settings(estimator, streamed: bool = False) -> dict:
     """The estimator's parameters that every rank must share:
-    ``get_params`` without :data:`RANK_LOCAL_PARAMS`, ``random_state`` only
-    when it is a number (None or a generator: rank 0's seeds are used,
-    :func:`shared_seeds`); and how each rank holds its shard (``streamed``:
+    ``get_params`` without :data:`RANK_LOCAL_PARAMS`, ``random_state`` as
+    given when it is a number and as the text "drawn on rank 0" otherwise
+    (None or a generator: rank 0's seeds are used, :func:`shared_seeds`,
+    so the ranks need not agree on it); and how each rank holds its shard (``streamed``:
     read in chunks, :func:`bayesgmm._base.is_row_source`, or in memory),
     since the two paths run different collectives."""
     import numbers

@@ -21,7 +21,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     stream_data,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
-                    warn_vi_missing)
+                    warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       first_best,
@@ -260,7 +260,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``partial_fit``.
     n_samples : int, default 1000
         Posterior draws kept with ``inference="vi"`` or "nuts" (for NUTS,
-        ``ceil(n_samples / n_chains)`` per chain, after the warmup).
+        ``ceil(n_samples / n_chains)`` per chain, after the warmup: 8 draws
+        for 6 asked of 4 chains).
     n_chains : int, default 4
         NUTS chains, run one after another, each from its own draw of the
         Laplace approximation at the MAP (R-hat compares them).
@@ -372,8 +373,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     device_ : torch.device
     n_partial_fits_ : int
         Only after :meth:`partial_fit`: its calls since its running
-        average started (at the last ``fit`` or ``load``; the first call on
-        an unfitted estimator, a fit of its chunk, counts as one).
+        average started (at the last ``fit``; a saved model keeps the count
+        and goes on after ``load``, one saved by an earlier release without
+        the running statistics starts again; the first call on an unfitted
+        estimator, a fit of its chunk, counts as one).
     rhat_ : dict of str to ndarray
         Only after ``inference="nuts"``: the split R-hat of every element of
         the draws, {"weights": (K,), "means": (K, D), "covariances": ...}
@@ -392,6 +395,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from bayesgmm import BayesianGMM
     >>> from bayesgmm.datasets import load_iris
     >>> X = load_iris()[["petal_length"]]
@@ -610,6 +614,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         std, Xt = data.std, data.Xt
         d = std.center.shape[0]
         s, K, backend, max_components = self._check_params(data.n_total, d)
+        warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None))
         if self.batch_size is not None:
             V.check_int("batch_size", self.batch_size, 1)
             if backend != "fused" or streamed or group is not None:
@@ -663,7 +668,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._stream = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         if posterior is not None and posterior.method == "vi":
-            warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family)
+            warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family,
+                            getattr(self, "feature_names_in_", None))
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
         return self

@@ -766,7 +766,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     except (TypeError, ValueError):
         raise ValueError(f"sigmas must be a number or a sequence of numbers, got "
                          f"{sigmas!r}") from None
-    if not sigmas or not all(np.isfinite(v) and v > 0 for v in sigmas):
+    if not all(np.isfinite(v) and v > 0 for v in sigmas):   # empty: no ellipses
         raise ValueError(f"sigmas must be positive finite numbers, got {sigmas}")
     draws = None
     if contours:

@@ -666,11 +666,15 @@ def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
             plot_loss_history(gmm1, ax=ax)
         with pytest.raises(ValueError, match="ax must be a matplotlib Axes"):
             plot_density_1d(gmm1, X1, ax=ax)
-    for sigmas in ((np.nan,), (), "two"):
+    for sigmas in ((np.nan,), "two"):
         with pytest.raises(ValueError, match="sigmas must be"):
             plot_clusters_2d(gmm2, X2, sigmas=sigmas)
     one = plot_clusters_2d(gmm2, X2, sigmas=2.0)            # a single number is one level
     assert len([p for p in one.patches if isinstance(p, Ellipse)]) == gmm2.n_components
+    # Empty draws none, as the docstring says (from an independent audit: it
+    # raised): the points, the means and the contours only.
+    none = plot_clusters_2d(gmm2, X2, sigmas=(), contours=True)
+    assert not [p for p in none.patches if isinstance(p, Ellipse)] and none.collections
     with pytest.raises(ValueError, match="grid_size must be an int >= 2, got 1"):
         plot_clusters_2d(gmm2, X2, contours=True, grid_size=1)
     with pytest.raises(ValueError, match="cmap must name a matplotlib colormap.*'nope'"):

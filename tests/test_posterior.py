@@ -571,7 +571,7 @@ def test_vi_with_missing_values_and_weights():
     rng = np.random.default_rng(3)
     X = np.concatenate([rng.normal(-3, 1, (30, 2)), rng.normal(3, 1, (30, 2))])
     X[::7, 1] = np.nan
-    with pytest.warns(UserWarning, match=r"feature\(s\) 1 \(1\d%\) are missing"):
+    with pytest.warns(UserWarning, match=r"feature\(s\) 1 \(missing in 1\d% of the rows\)"):
         gmm = BayesianGMM(2, covariance_type="full", inference="vi", missing="marginalize",
                           n_samples=20, max_iter=100, random_state=0, **CPU).fit(
             X, sample_weight=rng.integers(1, 3, len(X)).astype(float))

@@ -187,8 +187,9 @@ def test_spreads_whose_squares_leave_float64(case, covariance_type):
 
 def test_spherical_fits_next_to_a_tiny_constant_feature():
     X = np.c_[np.full(40, 1e-20), _two_blobs(40, 1)]
-    est = BayesianGMM(2, covariance_type="spherical", n_init=1, em_max_iter=20, max_iter=0,
-                      device="cpu", random_state=0).fit(X)
+    with pytest.warns(UserWarning, match=r"feature\(s\) 0 \(= 1e-20\) hold one value"):
+        est = BayesianGMM(2, covariance_type="spherical", n_init=1, em_max_iter=20, max_iter=0,
+                          device="cpu", random_state=0).fit(X)
     _check_healthy(est, X)
 
 

@@ -598,8 +598,8 @@ def test_vi_full_with_a_mostly_missing_feature_warns_that_its_intervals_are_too_
     # one several times wider.  The warning names NUTS and the diag type.
     X = _mostly_missing()
     kw = dict(missing="marginalize", covariance_type="full", random_state=0, device="cpu")
-    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(9\d%\) are missing .*"
-                                         r"covariance_type='full'.* too narrow.*"
+    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(missing in 9\d% of the rows\): "
+                                         r"with covariance_type='full'.* too narrow.*"
                                          r"inference='nuts'.*covariance_type='diag'") as rec:
         vi = BayesianGMM(2, inference="vi", **kw).fit(X)
     assert rec[0].filename == __file__
@@ -609,6 +609,10 @@ def test_vi_full_with_a_mostly_missing_feature_warns_that_its_intervals_are_too_
     assert width[:, 2].max() < 2 * width[:, :2].max()
     with pytest.warns(UserWarning, match=r"GMMClassifier with inference='vi': feature\(s\) 2"):
         GMMClassifier(1, inference="vi", **kw).fit(X, np.repeat([0, 1], 100))
+    # Fitted on named columns, the warning names the column (it said "2").
+    import pandas as pd
+    with pytest.warns(UserWarning, match=r"feature\(s\) 'z' \(missing in 9\d% of the rows\)"):
+        BayesianGMM(2, inference="vi", **kw).fit(pd.DataFrame(X, columns=["x", "y", "z"]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         BayesianGMM(2, inference="vi", **kw).fit(np.where(np.isnan(X), 0.0, X))
