@@ -1042,8 +1042,8 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         empty = [c for c in numeric if df[c].isna().all()]
         # A column of one value carries nothing to cluster on, and fitted its
         # variance collapses to the prior's floor: the scores are its.
-        constant = [c for c in numeric if c not in empty and df[c].nunique(dropna=True) == 1
-                    and df.shape[0] > 1]
+        constant = [c for c in numeric if c not in empty and c not in flags
+                    and df[c].nunique(dropna=True) == 1 and df.shape[0] > 1]
         labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags
                   or c in empty or c in constant]
         columns = [c for c in numeric if c not in labels]

@@ -1162,7 +1162,9 @@ def test_dropna_leaves_out_empty_weights_and_keeps_marginalized_rows(tmp_path, c
     result = pd.read_csv(tmp_path / "o" / "assignments.csv")
     assert result["cluster"].isna().tolist() == [i in (4, 8) for i in range(180)]
     # A column with no value in the rows fitted is named (the library knows its index only).
-    data.assign(z=np.where(data["w"] == 0, 1.0, np.nan)).to_csv(tmp_path / "z.csv", index=False)
+    # (Two values: a column of one value is left out as constant.)
+    data.assign(z=np.where(data["w"] == 0, 1.0 + 0.5 * (np.arange(len(data)) % 2), np.nan)).to_csv(
+        tmp_path / "z.csv", index=False)
     assert main(["fit", str(tmp_path / "z.csv"), "--weights", "w", "--missing", "marginalize",
                  "--dropna", "--out", str(tmp_path / "o")]) == 2
     last = capsys.readouterr().err.splitlines()[-1]   # after the --dropna note
