@@ -242,7 +242,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         NUTS by orders of magnitude, and its intervals somewhat narrower
         where components overlap).  Both run in float64 on all rows (NUTS
         suits up to ~1e4 points; iris petal lengths, K = 2, the defaults:
-        ~50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~0.1 s for
+        20-50 s for NUTS with ``n_threads=1`` on a 2-core CPU, ~0.1 s for
         VI), with the assignments summed out; every NUTS draw's components
         are matched to the MAP's (label switching undone; with the
         Dirichlet-process prior to the variational point it starts from,
