@@ -640,17 +640,28 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def _format_params(gmm, names: Sequence[str]) -> str:
     """The fitted parameters in long format, one row per (cluster, feature),
-    so that the table stays narrow whatever the number of features."""
+    so that the table stays narrow whatever the number of features.  The
+    clusters carrying less than one row's share (those left out of
+    ``n_effective_components_``: a Dirichlet-process fit's surplus) are not
+    listed among those that carry the data, but named below the table."""
     import pandas as pd
     K, D = gmm.means_.shape
+    n_eff = int(getattr(gmm, "n_effective_components_", K))
+    shown = np.arange(K) if not 0 < n_eff < K else \
+        np.sort(np.argsort(-gmm.weights_, kind="stable")[:n_eff])
     table = pd.DataFrame({
-        "cluster": np.repeat(np.arange(K), D),
-        "weight": np.repeat(gmm.weights_, D),
-        "feature": np.tile(np.asarray(names, dtype=object), K),
-        "mean": gmm.means_.ravel(),
-        "scale": gmm.scales_.ravel(),
+        "cluster": np.repeat(shown, D),
+        "weight": np.repeat(gmm.weights_[shown], D),
+        "feature": np.tile(np.asarray(names, dtype=object), shown.size),
+        "mean": gmm.means_[shown].ravel(),
+        "scale": gmm.scales_[shown].ravel(),
     })
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    hidden = np.setdiff1d(np.arange(K), shown)
+    if hidden.size:
+        text += (f"\n({hidden.size} cluster(s) with less than one row's share of the data not "
+                 f"shown: {hidden.tolist()}; params.json lists every cluster)")
+    return text
 
 
 def _demo(args) -> int:

@@ -587,6 +587,14 @@ def test_script_posterior_fits(script_runs):
         assert lo.shape == hi.shape == (5, 2) and np.all(lo <= hi)
         lo_w, hi_w = (np.asarray(b) for b in params["credible_intervals_90"]["weights"])
         assert np.all((lo_w <= w) & (w <= hi_w))
+        # The console table lists the 2 clusters carrying the data and names
+        # the 3 others below it (they were mixed in among them).
+        lines = run.stdout.splitlines()
+        listed = {int(line.split()[0]) for line in lines[2:6]}
+        assert listed == set(np.flatnonzero(big).tolist()) and lines[1].split()[0] == "cluster"
+        assert lines[6] == (f"(3 cluster(s) with less than one row's share of the data not "
+                            f"shown: {np.flatnonzero(~big).tolist()}; params.json lists every "
+                            f"cluster)")
     # The saved DP model predicts new rows as the fit assigned them.
     fitted = pd.read_csv(root / "o_dp" / "assignments.csv")
     from bayesgmm import BayesianGMM
