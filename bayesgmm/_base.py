@@ -335,7 +335,8 @@ CONSTANT_RTOL = 1e-12
 def warn_constant_features(estimator: str, data: "FitData", names) -> None:
     """One ``UserWarning`` when a feature holds one value in every row: it
     carries nothing to cluster on, and its variance ends at the covariance
-    prior's floor (about 1e-6 of its magnitude squared), where the density
+    prior's floor (a standard deviation about 1e-6 of its magnitude, or of
+    1 for a feature of zeros), where the density
     of a point on it is huge and of a point off it vanishing, so that
     log-likelihoods, scores and BIC are that feature's (the same column
     fitted by scikit-learn's GaussianMixture has its reg_covar of 1e-6).
@@ -517,10 +518,20 @@ def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: in
 
 def value_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each feature's smallest and largest observed value over the rows of
-    ``X`` (inf and -inf where it has none)."""
-    nan = np.isnan(X)
-    return (np.min(np.where(nan, np.inf, X), axis=0, initial=np.inf),
-            np.max(np.where(nan, -np.inf, X), axis=0, initial=-np.inf))
+    ``X`` (inf and -inf where it has none).  By torch on X's own memory, in
+    one pass without missing values: numpy's column-wise reductions of an
+    (n, 2) array took 0.27 s each at n = 1e7, torch's aminmax 0.05 s."""
+    D = X.shape[1]
+    if X.shape[0] == 0:
+        return np.full(D, np.inf), np.full(D, -np.inf)
+    T = torch.as_tensor(X if X.flags.writeable else np.array(X))
+    nan = torch.isnan(T)
+    if bool(nan.any()):
+        lo = torch.where(nan, torch.full_like(T, math.inf), T).amin(0)
+        hi = torch.where(nan, torch.full_like(T, -math.inf), T).amax(0)
+    else:
+        lo, hi = torch.aminmax(T, dim=0)
+    return lo.numpy().astype(np.float64), hi.numpy().astype(np.float64)
 
 
 def constant_features(lo: np.ndarray, hi: np.ndarray, mean: np.ndarray, reduce,
@@ -844,7 +855,7 @@ def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
     diverged fit.  ``depth``: frames between the estimator's ``_fit`` and
     this call, so that the warning points at the user's ``fit`` line.
     ``learning_rate``: the SVI step size the remedy names, None for a
-    stage that takes no steps (a stepwise-EM ``partial_fit``).
+    stage that takes no steps (EM, a stepwise-EM ``partial_fit``).
     Returns the guarded params and losses, and which entries were kept."""
     ok = params.finite() & torch.isfinite(losses)
     if bool(ok.all()):

@@ -479,10 +479,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(nc, str):
             V.check_option("n_components", nc, ("auto",))
             return None
-        import pandas as pd
-        if isinstance(nc, (Mapping, pd.Series)):
-            ks = _by_label("n_components", nc.to_dict() if isinstance(nc, pd.Series) else nc,
-                           classes)
+        if _keyed_by_label(nc):
+            ks = _by_label("n_components", nc, classes)
         elif isinstance(nc, numbers.Integral) and not isinstance(nc, (bool, np.bool_)):
             ks = [nc] * C
         elif isinstance(nc, (list, tuple, np.ndarray)):
@@ -510,10 +508,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(cp, str):
             V.check_option("class_prior", cp, _CLASS_PRIOR_OPTIONS)
             return counts / counts.sum() if cp == "empirical" else np.full(counts.size, 1 / counts.size)
-        import pandas as pd
-        if isinstance(cp, (Mapping, pd.Series)):
-            cp = _by_label("class_prior", cp.to_dict() if isinstance(cp, pd.Series) else cp,
-                           classes)
+        if _keyed_by_label(cp):
+            cp = _by_label("class_prior", cp, classes)
         try:
             arr = np.asarray(cp, dtype=np.float64)
         except (TypeError, ValueError):
@@ -747,7 +743,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                     polish.converged
             losses = negative_log_joint(groups, params, cls, pt, family, mask_c)
             params, losses, _ = guard_stage("EM" if s.em_max_iter > 0 else "initialisation",
-                                            params, losses, learning_rate=s.learning_rate,
+                                            params, losses, learning_rate=None,
                                             what="class(es)", depth=1)
             # SVI optimises the same objective: from a converged EM optimum it
             # has nothing left to gain, so it runs only where EM stopped short.
@@ -1158,11 +1154,20 @@ def _label(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _by_label(name: str, mapping: Mapping, classes: np.ndarray) -> list:
-    """``mapping``'s values in the order of ``classes`` (a parameter keyed
-    by label; labels absent from ``classes`` are ignored, so one mapping
-    serves every cross-validation fold), or an error naming the classes it
-    lacks."""
+def _keyed_by_label(value) -> bool:
+    """Whether a per-class parameter is given by label: a dict or a pandas
+    Series indexed by label."""
+    import pandas as pd
+    return isinstance(value, (Mapping, pd.Series))
+
+
+def _by_label(name: str, mapping, classes: np.ndarray) -> list:
+    """``mapping``'s values (a dict or a Series, :func:`_keyed_by_label`)
+    in the order of ``classes`` (labels absent from ``classes`` are
+    ignored, so one mapping serves every cross-validation fold), or an
+    error naming the classes it lacks."""
+    if not isinstance(mapping, Mapping):
+        mapping = mapping.to_dict()
     missing = [_label(c) for c in classes if c not in mapping]
     if missing:
         raise ValueError(f"{name} is a dict without an entry for class(es) {missing!r}: give a "

@@ -139,7 +139,9 @@ class _Parser(argparse.ArgumentParser):
         if "FILE" in message and "--columns" in self.argv:
             i = len(self.argv) - 1 - list(reversed(self.argv)).index("--columns")
             names = list(itertools.takewhile(lambda w: not w.startswith("-"), self.argv[i + 1:]))
-            if names:
+            # Said when the last name taken looks like the file (it exists,
+            # or ends in an extension), not when FILE was simply left out.
+            if names and (os.path.exists(names[-1]) or re.search(r"\.\w{1,5}$", names[-1])):
                 message += (f" (--columns takes every word up to the next option, so it read "
                             f"{names[-1]!r} as a column name: give FILE before --columns, "
                             f"e.g. 'bayesgmm fit {names[-1]} --columns {' '.join(names[:-1]) or 'COL'}', "
@@ -831,21 +833,6 @@ def _csv_options(sep: str, decimal: str, thousands: Optional[str]) -> dict:
                 skipinitialspace=sep != _WHITESPACE)
 
 
-def _header_is_a_row(df, names: Sequence[str]) -> bool:
-    """Whether a header of whole numbers (``1,2``) reads as the first data
-    row of a file without a header: every column holds numbers and each
-    name lies within its column's range.  Names such as years (2019, 2020)
-    over columns of other values stay names."""
-    import pandas as pd
-    if df.shape[0] < 2:
-        return False
-    for name, column in zip(names, df.columns):
-        values = pd.to_numeric(df[column], errors="coerce")
-        if values.isna().all() or not values.min() <= float(name) <= values.max():
-            return False
-    return True
-
-
 def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
     """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
@@ -896,13 +883,20 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                and df[c].isna().all()]
     df = df.drop(columns=phantom)
     names = [str(c).strip() for c in df.columns]
-    if all(re.fullmatch(_NUMBER, n) for n in names) and (
-            any(re.search(r"[.,eE]", n) for n in names) or _header_is_a_row(df, names)):
+    if all(re.fullmatch(_NUMBER, n) for n in names) and \
+            any(re.search(r"[.,eE]", n) for n in names):
         raise CLIError(f"the first line of {path!r} holds numbers ({', '.join(names[:3])}"
                        f"{', ...' if len(names) > 3 else ''}), not column names: the file "
                        f"needs a header row (without one its first data row would be taken as "
                        f"the names); add one, e.g. {','.join(f'x{j}' for j in range(min(3, len(names))))}"
                        f"{',...' if len(names) > 3 else ''}")
+    if all(re.fullmatch(r"[+-]?\d+", n) for n in names):
+        # Whole numbers may be names (years, wavelengths) or a first data
+        # row of a file without a header: said, not refused.
+        print(f"bayesgmm: note: the first line of {path!r} holds whole numbers "
+              f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), read as the column "
+              f"names; if the file has no header row, add one (else its first row is not "
+              f"fitted)", file=sys.stderr)
     # pandas renames a repeated name ("x", "x.1") and would fit the copy as
     # another feature without a word.
     head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
@@ -994,10 +988,16 @@ def _not_in_file_hint(df, sep: str) -> str:
 
 def _distinct_integers(column) -> bool:
     """Whether a numeric column holds distinct integers in every row (a row
-    index or identifiers, not a measurement)."""
-    v = column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return (v.size > 1 and bool(np.isfinite(v).all()) and bool((v == np.round(v)).all())
-            and np.unique(v).size == v.size)
+    index or identifiers, not a measurement); integer columns compared as
+    integers (ids beyond 2**53 collide as floats)."""
+    import pandas as pd
+    if column.size < 2 or column.isna().any():
+        return False
+    if not pd.api.types.is_integer_dtype(column):
+        v = column.to_numpy(dtype=np.float64)
+        if not (np.isfinite(v).all() and (v == np.round(v)).all()):
+            return False
+    return bool(column.is_unique)
 
 
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
@@ -1040,9 +1040,9 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # shuffled iris index took the ARI against the species from 0.90 to
         # 0.53).
         first = str(df.columns[0])
-        index = [c for c in numeric if _distinct_integers(df[c]) and (
+        index = [c for c in numeric if (
             (c == first and re.fullmatch(r"Unnamed: 0|\s*", c))
-            or re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c))]
+            or re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c)) and _distinct_integers(df[c])]
         earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
         # A True/False column (pandas reads it as bool) is a flag, not a
         # measurement: as 0/1 under a Gaussian, each cluster's flag variance
@@ -1054,7 +1054,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # A column of one value carries nothing to cluster on, and fitted its
         # variance collapses to the prior's floor: the scores are its.
         constant = [c for c in numeric if c not in empty and c not in flags
-                    and df[c].nunique(dropna=True) == 1 and df.shape[0] > 1]
+                    and df.shape[0] > 1 and df[c].min() == df[c].max()]
         labels = [c for c in numeric if c in labels or c in index or c in earlier or c in flags
                   or c in empty or c in constant]
         columns = [c for c in numeric if c not in labels]

@@ -1709,23 +1709,23 @@ def test_default_columns_leave_out_shuffled_indexes_identifiers_and_constants(tm
         ["x", "y", "visits"]
 
 
-def test_a_header_of_whole_numbers_is_read_as_a_missing_header_unless_it_is_names(tmp_path,
-                                                                                   capsys):
-    """(From an independent new-user walkthrough.) '1,2' over rows '3,4' is
-    a file without a header: its first row was taken as the names and lost
-    (the README said a first line of numbers is refused; only decimals
-    were).  Names such as years over values outside their range stay."""
+def test_a_header_of_whole_numbers_is_read_as_names_with_a_note(tmp_path, capsys):
+    """(From an independent new-user walkthrough.) '1,2' over rows '3,4' may
+    be a file without a header, whose first row is then taken as the names
+    and not fitted; whole numbers may also be names (years, wavelengths),
+    so they are read as names and said in a note.  Decimals are refused."""
     (tmp_path / "nohead.csv").write_text("1,2\n3,4\n5,6\n0,1\n")
-    (tmp_path / "years.csv").write_text("2019,2020\n3,4\n5,6\n0,1\n")
+    (tmp_path / "decimals.csv").write_text("1.5,2\n3,4\n5,6\n0,1\n")
     assert main(["fit", str(tmp_path / "nohead.csv"), "-k", "1", "--out",
-                 str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err
-    assert "holds numbers (1, 2), not column names: the file needs a header row" in err
-    assert not (tmp_path / "a").exists()
-    assert main(["fit", str(tmp_path / "years.csv"), "-k", "1", "--out",
-                 str(tmp_path / "b"), "--device", "cpu"]) == 0
-    assert json.loads((tmp_path / "b" / "params.json").read_text())["features"] == \
-        ["2019", "2020"]
+                 str(tmp_path / "a"), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err == (
+        f"bayesgmm: note: the first line of '{tmp_path / 'nohead.csv'}' holds whole numbers "
+        f"(1, 2), read as the column names; if the file has no header row, add one (else its "
+        f"first row is not fitted)\n")
+    assert json.loads((tmp_path / "a" / "params.json").read_text())["features"] == ["1", "2"]
+    assert main(["fit", str(tmp_path / "decimals.csv"), "-k", "1", "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "holds numbers (1.5, 2), not column names" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -11,11 +11,14 @@ import importlib
 
 import pytest
 
-MODULES = ["bayesgmm", "bayesgmm.mixture", "bayesgmm.classifier", "bayesgmm._base",
-           "bayesgmm.priors", "bayesgmm.alignment", "bayesgmm.datasets", "bayesgmm.plotting",
-           "bayesgmm.persistence", "bayesgmm.distributed", "bayesgmm.posterior",
-           "bayesgmm.variational", "bayesgmm.fitting", "bayesgmm.covariance", "bayesgmm.models",
-           "bayesgmm.cli"]
+import pkgutil
+
+import bayesgmm
+
+# Every module of the package, the private ones too (their docstrings reach
+# users through the public classes: _base holds methods both estimators have).
+MODULES = ["bayesgmm"] + [f"bayesgmm.{m.name}" for m in pkgutil.iter_modules(bayesgmm.__path__)
+                          if m.name != "__main__"]
 
 
 def _examples():

@@ -113,10 +113,16 @@ def test_the_sdist_ships_the_license_and_the_data(tmp_path):
     import tarfile
     from pathlib import Path
 
+    import shutil
+
     root = Path(__file__).resolve().parent.parent
+    # Built from a copy of the tree: the build writes bayesgmm.egg-info.
+    src = tmp_path / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
     run = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
                           "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path)],
-                         cwd=root, capture_output=True, text=True, timeout=300)
+                         cwd=src, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     name = run.stdout.split()[-1]
     with tarfile.open(tmp_path / name) as tar:
