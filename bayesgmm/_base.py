@@ -15,7 +15,7 @@ from typing import Literal, Optional, Union
 import numpy as np
 import torch
 
-from . import _validation as V, persistence
+from . import _predict, _validation as V, persistence
 from . import covariance as cov_module
 from ._options import DTYPES
 from .covariance import COVARIANCE_TYPES, Covariance
@@ -1169,6 +1169,46 @@ class MixtureBase:
         if mask is not None:
             params = masked(params, torch.as_tensor(mask, device=device), family)
         return std, params, float(np.log(std.scale).sum())
+
+    def _impute(self, X, sample, random_state, mixtures):
+        """The body of both estimators' ``impute``: ``X`` validated (NaN
+        allowed, a row with every feature missing refused), a copy whose
+        missing entries :func:`bayesgmm._predict.fill_missing` fills, as an
+        array or, for a DataFrame, a DataFrame with its index and columns.
+
+        ``mixtures(rows, Xv)``: for the rows with a missing entry (positions,
+        (m,)) of the validated ``Xv``, pairs (positions among them, (weights, means, covariances,
+        family, real components or None)) of the mixture each set of rows is
+        filled under, in data units as the fitted attributes."""
+        frame = None
+        try:
+            import pandas as pd
+            if isinstance(X, pd.DataFrame):
+                frame = X
+        except ImportError:  # pragma: no cover
+            pass
+        Xv = V.check_X(self, X, reset=False, allow_nan=True)
+        if not isinstance(sample, (bool, np.bool_)):
+            raise ValueError(f"sample must be True or False, got {sample!r}")
+        gen = None
+        device = _predict.model_device(self)
+        if sample:
+            rs = V.check_random_state(self.random_state if random_state is None else random_state)
+            gen = torch.Generator(device=device).manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
+        nan = np.isnan(Xv)
+        V.check_missing_rows(nan, index=None if frame is None else frame.index)
+        out = Xv.copy()
+        rows = np.flatnonzero(nan.any(1))
+        for part, (weights, means, cov, family, real) in mixtures(rows, Xv):
+            if part.size == 0:
+                continue
+            std, params, _ = self._frame(device, weights, means, cov, family, mask=real,
+                                         dtype=torch.float64)
+            _predict.fill_missing(Xv, rows[part], out, std,
+                                           params.map(lambda t: t[None]), family, gen, device)
+        if frame is not None:
+            return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
+        return out
 
     # ---------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -329,3 +329,48 @@ def run_kernel(fn: Callable[..., torch.Tensor], key: tuple, z: torch.Tensor, arg
                       f"kernels from now on (set BAYESGMM_COMPILE=0 to skip the attempt)",
                       RuntimeWarning, stacklevel=3)
         return _eager(fn, z, args, eager_rows)
+
+
+def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, family,
+                 gen: Optional[torch.Generator], device: torch.device) -> None:
+    """Fill the missing entries (NaN) of ``X``'s ``rows`` into ``out`` (the
+    same shape; observed entries are left as they are) under one mixture:
+    ``params`` (float64, batch 1) in the frame of ``std`` (a
+    :class:`~bayesgmm.priors.Standardizer`).
+
+    Without ``gen``, each missing entry gets its conditional mean given the
+    row's observed features, E[x_m | x_o] = sum_k p(k | x_o) (mu_k,m +
+    Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)); with ``gen`` a draw from
+    p(x_m | x_o) (a component, then its conditional Gaussian).  Blocks of
+    rows keep the memory bounded (the terms are (K, D, D) per row)."""
+    from .fitting import observed_terms
+
+    K, D = params.means.shape[-2:]
+    c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
+    s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
+    log_w = torch.log(params.weights[0]).unsqueeze(-1)
+    step = max(1, CHUNK_ELEMENTS // (K * D * D))
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for a in range(0, rows.size, step):
+            idx = rows[a:a + step]
+            raw = torch.as_tensor(X[idx], dtype=torch.float64, device=device)
+            observed = ~torch.isnan(raw)
+            z = torch.where(observed, (raw - c) / s, zero)
+            logn, y, C, inv = observed_terms(z.t()[None], observed.t()[None], params, family)
+            logr = torch.log_softmax(logn[0] + log_w, 0)                    # (K, m)
+            cond = params.means[0].unsqueeze(-1) + y[0]                     # (K, D, m)
+            if gen is None:
+                fill = (logr.exp().unsqueeze(1) * cond).sum(0).t()          # (m, D)
+            else:
+                k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
+                m = torch.arange(idx.size, device=device)
+                cov = C[0, inv[0], k]                                       # (m, D, D)
+                # Observed rows and columns of the conditional covariance
+                # are 0: a unit diagonal there makes it factorable.
+                L = torch.linalg.cholesky(cov + torch.diag_embed(observed.double()))
+                eps = torch.randn(idx.size, D, 1, dtype=torch.float64, device=device,
+                                  generator=gen)
+                fill = cond[k, :, m] + (L @ eps).squeeze(-1)
+            value = (fill * s + c).cpu().numpy()
+            out[idx] = np.where(np.isnan(X[idx]), value, out[idx])

@@ -390,6 +390,21 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         return y
 
+    def _encode_known(self, X: np.ndarray, y) -> np.ndarray:
+        """``y`` (one label of ``classes_`` per row of X) as indices into
+        ``classes_``, or an error naming the labels the model does not know."""
+        import pandas as pd
+
+        y = self._labels(X, y)
+        index = pd.Index(self.classes_).get_indexer(y)
+        unknown = np.flatnonzero(index < 0)
+        if unknown.size:
+            labels = [_label(v) for v in pd.unique(y[unknown])[:5]]
+            raise ValueError(f"y holds label(s) {labels!r} that the model was not fitted on "
+                             f"(classes_ {self.classes_.tolist()!r}): give labels of classes_, "
+                             f"or leave y out to impute under the whole model")
+        return index
+
     def _check_y(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None, group=None
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Classes and encoded labels of the rows ``keep`` (those of positive
@@ -1075,19 +1090,60 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
         n_samples = V.check_int("n_samples", n_samples, 1)
+        joint, m, cov, family, real = self._joint_mixture(plug_in)
+        M = real.size // self.classes_.size
+        m = np.where(real[..., None], m, 0.0)      # padded (weight 0, never drawn): finite
+        rs = V.check_random_state(self.random_state if random_state is None else random_state)
+        X, j = sample_mixture(joint, m, cov, family, self.priors_[0], n_samples, rs,
+                              _predict.model_device(self))
+        return X, self.classes_[j // M]
+
+    def _joint_mixture(self, plug_in: bool) -> tuple:
+        """The whole generative model as one mixture of C M components,
+        component (c, k) at c M + k with weight p(c) w_ck: (weights (C M,),
+        means (C M, D), covariances, family, real components (C M,)).  Tied
+        covariances (one matrix per class) become full ones, per component."""
         family, w, m, cov, real = self._class_mixtures(plug_in)
         C, M, D = m.shape
         if not family.per_component:
-            # One matrix per class: per component once the classes are one mixture.
             cov = np.broadcast_to(cov[:, None], (C, M, D, D))
             family = cov_module.get("full", D)
-        m = np.where(real[..., None], m, 0.0)      # padded (weight 0, never drawn): finite
         joint = np.where(real, self.class_prior_[:, None] * w, 0.0).reshape(C * M)
-        rs = V.check_random_state(self.random_state if random_state is None else random_state)
-        X, j = sample_mixture(joint / joint.sum(), m.reshape(C * M, D),
-                              cov.reshape((C * M,) + cov.shape[2:]), family, self.priors_[0],
-                              n_samples, rs, _predict.model_device(self))
-        return X, self.classes_[j // M]
+        return (joint / joint.sum(), m.reshape(C * M, D), cov.reshape((C * M,) + cov.shape[2:]),
+                family, real.reshape(C * M))
+
+    def impute(self, X, y=None, *, sample: bool = False, random_state=None,
+               plug_in: bool = False):
+        """``X`` with its missing entries (NaN) filled in under the fitted
+        generative model, as an array (a DataFrame for a DataFrame, same
+        index and columns); observed entries are returned unchanged.
+
+        Without ``y``, under the whole model, the classes' mixtures weighted
+        by ``class_prior_`` (the mixture :meth:`score_samples` scores): the
+        observed features inform which class, and which component, a row
+        belongs to.  With ``y`` (one label of ``classes_`` per row), each
+        row under its own class's mixture, p(x_m | x_o, y).
+
+        Each missing entry gets its conditional mean E[x_m | x_o] (the best
+        fill in squared error under the model) or, with ``sample=True``, a
+        draw from p(x_m | x_o), seeded by ``random_state`` (default: the
+        estimator's), as :meth:`BayesianGMM.impute`.  After
+        ``inference="vi"``/"nuts" the classes' posterior predictives;
+        ``plug_in=True`` the MAP's.  Works whatever ``missing`` was at fit
+        time.  A row with every feature missing is refused."""
+        check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
+        if y is None:
+            joint = self._joint_mixture(plug_in)
+            return self._impute(X, sample, random_state,
+                                lambda rows, _: [(np.arange(rows.size), joint)])
+        family, w, m, cov, real = self._class_mixtures(plug_in)
+
+        def per_class(rows, Xv):
+            labels = self._encode_known(Xv, y)[rows]
+            return [(np.flatnonzero(labels == c), (w[c], m[c], cov[c], family, real[c]))
+                    for c in range(self.classes_.size)]
+
+        return self._impute(X, sample, random_state, per_class)
 
     def predict_log_proba(self, X, *, plug_in: bool = False) -> np.ndarray:
         """log p(class | x), shape (n_samples, n_classes)."""

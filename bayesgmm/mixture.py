@@ -26,7 +26,7 @@ from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
                       first_best,
                       initial_params, m_step, negative_log_joint,
-                      observed_terms, pyro_svi_fit, screen_rows, seed_centres,
+                      pyro_svi_fit, screen_rows, seed_centres,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
 from ._options import STREAM_STATS
@@ -1272,61 +1272,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Works whatever ``missing`` was at fit time.  A row with every
         feature missing is refused."""
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
-        frame = None
-        try:
-            import pandas as pd
-            if isinstance(X, pd.DataFrame):
-                frame = X
-        except ImportError:  # pragma: no cover
-            pass
-        Xv = V.check_X(self, X, reset=False, allow_nan=True)
-        if not isinstance(sample, (bool, np.bool_)):
-            raise ValueError(f"sample must be True or False, got {sample!r}")
-        out = Xv.copy()
-        nan = np.isnan(Xv)
-        V.check_missing_rows(nan)
-        rows = np.flatnonzero(nan.any(1))
-        device = _predict.model_device(self)
-        mixture = self._predictive(plug_in)
-        weights, means, cov, family = self._mixture_of(mixture)
-        std, params, _ = self._frame(device, weights, means, cov, family)
-        p = params.map(lambda t: t.double()[None])
-        K, D = means.shape              # K: the predictive's S K components after vi/nuts
-        gen = None
-        if sample:
-            rs = V.check_random_state(self.random_state if random_state is None else random_state)
-            gen = torch.Generator(device=device).manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
-        c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
-        s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
-        step = max(1, _predict.CHUNK_ELEMENTS // (K * D * D))
-        with torch.no_grad():
-            for a in range(0, rows.size, step):
-                idx = rows[a:a + step]
-                raw = torch.as_tensor(Xv[idx], dtype=torch.float64, device=device)
-                observed = ~torch.isnan(raw)
-                z = torch.where(observed, (raw - c) / s, torch.zeros((), dtype=torch.float64,
-                                                                     device=device))
-                logn, y, C, inv = observed_terms(z.t()[None], observed.t()[None], p, family)
-                logr = torch.log_softmax(logn[0] + torch.log(p.weights[0]).unsqueeze(-1), 0)
-                cond = p.means[0].unsqueeze(-1) + y[0]                        # (K, D, m)
-                if not sample:
-                    fill = (logr.exp().unsqueeze(1) * cond).sum(0).t()          # (m, D)
-                else:
-                    k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
-                    m = torch.arange(idx.size, device=device)
-                    cov = C[0, inv[0], k]                                       # (m, D, D)
-                    # Observed rows and columns of the conditional covariance
-                    # are 0: a unit diagonal there makes it factorable.
-                    L = torch.linalg.cholesky(cov + torch.diag_embed(observed.double()))
-                    eps = torch.randn(idx.size, D, 1, dtype=torch.float64, device=device,
-                                      generator=gen)
-                    fill = cond[k, :, m] + (L @ eps).squeeze(-1)
-                value = (fill * s + c).cpu().numpy()
-                block = out[idx]
-                out[idx] = np.where(nan[idx], value, block)
-        if frame is not None:
-            return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
-        return out
+        weights, means, cov, family = self._mixture_of(self._predictive(plug_in))
+        return self._impute(X, sample, random_state,
+                            lambda rows, _: [(np.arange(rows.size),
+                                             (weights, means, cov, family, None))])
 
     #: Step sizes of ``partial_fit``: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
     PARTIAL_FIT_DECAY = 0.6

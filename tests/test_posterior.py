@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
-from bayesgmm import BayesianGMM, Priors
+from bayesgmm import BayesianGMM, GMMClassifier, Priors
 from bayesgmm import posterior as P
 from bayesgmm.covariance import COVARIANCE_TYPES
 
@@ -984,6 +984,38 @@ def test_impute_after_vi_uses_the_posterior_predictive():
     drawn = gmm.impute(rows, sample=True, random_state=0)
     np.testing.assert_array_equal(drawn[:, 0], rows[:, 0])
     assert np.isfinite(drawn).all()
+
+
+def test_classifier_impute_after_vi_uses_the_posterior_predictive():
+    # As above, per class: E[x_1 | x_0, c] under class c's predictive (its S
+    # draws, w / S each) with y; without y the classes' predictives weighted
+    # by the class priors.
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], 15),
+              rng.multivariate_normal([4, 1], [[1, -0.5], [-0.5, 1]], 10)]
+    y = np.repeat([0, 1], [15, 10])
+    clf = GMMClassifier(1, inference="vi", n_samples=300, random_state=0, device="cpu").fit(X, y)
+    rows = np.array([[-1.0, np.nan], [2.0, np.nan], [5.0, np.nan]])
+    d = clf.posterior_samples()
+    C, S = d["weights"].shape[:2]
+
+    def by_hand(logw, m, c):
+        logp = logw[None] + stats.norm.logpdf(rows[:, :1], m[None, :, 0], np.sqrt(c[None, :, 0, 0]))
+        r = np.exp(logp - logp.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        cond = m[None, :, 1] + c[None, :, 1, 0] / c[None, :, 0, 0] * (rows[:, :1] - m[None, :, 0])
+        return (r * cond).sum(1)
+
+    logw = np.log(d["weights"][..., 0] / S) + np.log(clf.class_prior_)[:, None]    # (C, S)
+    m, c = d["means"][:, :, 0], d["covariances"][:, :, 0]
+    for k in range(C):
+        np.testing.assert_allclose(clf.impute(rows, np.full(3, k))[:, 1],
+                                   by_hand(logw[k], m[k], c[k]), rtol=1e-6, atol=1e-8)
+    expected = by_hand(logw.reshape(-1), m.reshape(C * S, 2), c.reshape(C * S, 2, 2))
+    np.testing.assert_allclose(clf.impute(rows)[:, 1], expected, rtol=1e-6, atol=1e-8)
+    plug = by_hand(np.log(clf.class_prior_), clf.means_[:, 0], clf.covariances_[:, 0])
+    np.testing.assert_allclose(clf.impute(rows, plug_in=True)[:, 1], plug, rtol=1e-6, atol=1e-8)
+    assert np.abs(expected - plug).max() > 1e-3
 
 
 def test_sample_after_vi_of_a_one_feature_tied_fit():

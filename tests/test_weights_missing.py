@@ -533,6 +533,85 @@ def test_impute_keeps_dataframes_and_beats_mean_imputation():
     assert rmse(gmm.impute(Xq)) < 0.6 * rmse(mean_fill)
 
 
+def _conditional_mean_reference(x, comps):
+    """E[x_m | x_o] under the mixture ``comps`` [(log weight, mean, covariance)],
+    by scipy densities and numpy solves."""
+    o, m = ~np.isnan(x), np.isnan(x)
+    logr = np.array([lw + multivariate_normal(mu[o], S[np.ix_(o, o)]).logpdf(x[o])
+                     for lw, mu, S in comps])
+    r = np.exp(logr - logsumexp(logr))
+    cond = [mu[m] + S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], x[o] - mu[o])
+            for _, mu, S in comps]
+    return np.einsum("k,kd->d", r, cond)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_classifier_impute_is_the_conditional_mean(covariance_type):
+    """Without y under the whole model (classes weighted by their priors),
+    with y under the row's class mixture; against scipy, every type (the
+    tied one per class, the classes of different K)."""
+    X, y = _blobs()
+    clf = GMMClassifier([2, 1, 3], covariance_type=covariance_type, missing="marginalize",
+                        **CPU).fit(_hide(X, 0.2), y)
+    Xq = _hide(X[::6], 0.4, seed=5)
+    yq = y[::6]
+    joint, given = clf.impute(Xq), clf.impute(Xq, yq)
+    K, D = clf.means_.shape[1:]
+    comps = {c: [(np.log(clf.class_prior_[c] * clf.weights_[c, k]), clf.means_[c, k],
+                  clf._family().matrices(clf.covariances_[c], K, D)[k])
+                 for k in range(clf.n_components_[c])] for c in range(3)}
+    rows = np.flatnonzero(np.isnan(Xq).any(1))
+    assert rows.size > 20
+    for i in rows:
+        m = np.isnan(Xq[i])
+        everything = [c for cs in comps.values() for c in cs]
+        np.testing.assert_allclose(joint[i, m], _conditional_mean_reference(Xq[i], everything),
+                                   rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(given[i, m], _conditional_mean_reference(Xq[i], comps[yq[i]]),
+                                   rtol=1e-6, atol=1e-8)
+    for out in (joint, given):
+        np.testing.assert_array_equal(out[~np.isnan(Xq)], Xq[~np.isnan(Xq)])
+    # The label helps where the row's observed features leave its class open.
+    err = lambda Z: np.sqrt(((Z - X[::6])[np.isnan(Xq)] ** 2).mean())
+    assert err(given) <= err(joint)
+
+
+def test_classifier_impute_draws_labels_and_frames():
+    X, y = _blobs()
+    Xm = _hide(X, 0.2)
+    labels = np.array(["a", "b", "c"])[y]
+    clf = GMMClassifier(1, missing="marginalize", dtype="float64", **CPU).fit(Xm, labels)
+    # Draws for one row of class "b": the conditional Gaussian of that class.
+    row = np.array([[6.5, np.nan, np.nan]])
+    draws = clf.impute(np.repeat(row, 20000, 0), np.full(20000, "b"), sample=True,
+                       random_state=1)
+    S, mu = clf.covariances_[1, 0], clf.means_[1, 0]
+    m, o = [1, 2], [0]
+    cond_mean = mu[m] + S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], row[0, o] - mu[o])
+    cond_cov = S[np.ix_(m, m)] - S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], S[np.ix_(o, m)])
+    np.testing.assert_allclose(draws[:, m].mean(0), cond_mean, atol=0.03)
+    np.testing.assert_allclose(np.cov(draws[:, m].T), cond_cov, atol=0.03)
+    np.testing.assert_array_equal(draws, clf.impute(np.repeat(row, 20000, 0),
+                                                    np.full(20000, "b"), sample=True,
+                                                    random_state=1))
+    # DataFrames keep their index and columns; y may be a Series.
+    df = pd.DataFrame(Xm, columns=list("pqr"), index=np.arange(len(X)) * 3)
+    fitted = GMMClassifier(1, missing="marginalize", **CPU).fit(df, labels)
+    out = fitted.impute(df, pd.Series(labels, index=df.index))
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == list("pqr")
+    np.testing.assert_array_equal(out.index, df.index)
+    assert not out.isna().any().any()
+    with pytest.raises(ValueError, match=r"label\(s\) \['d'\] that the model was not fitted "
+                                         r"on \(classes_ \['a', 'b', 'c'\]\)"):
+        clf.impute(Xm, np.where(labels == "c", "d", labels))
+    empty = Xm[:4].copy()
+    empty[2] = np.nan
+    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[2\]"):
+        clf.impute(empty)
+    with pytest.raises(ValueError, match="sample must be True or False"):
+        clf.impute(Xm, sample="yes")
+
+
 def test_missing_and_dtype_survive_save_and_load(tmp_path):
     X, _ = _blobs()
     Xm = _hide(X, 0.2)
