@@ -17,9 +17,9 @@ import torch
 
 from . import _predict, _validation as V, persistence
 from . import covariance as cov_module
-from ._options import DTYPES
+from ._options import DTYPES, STREAM_STATS
 from .covariance import COVARIANCE_TYPES, Covariance
-from .fitting import masked, seeded_spread
+from .fitting import Stats, e_step, m_step, masked, seeded_spread
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors, rms, spread_of
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
@@ -633,6 +633,74 @@ def is_row_source(X) -> bool:
         return False
     return all(hasattr(X, a) for a in ("shape", "dtype", "__getitem__")) and \
         len(getattr(X, "shape", ())) == 2
+
+
+#: Step sizes of ``partial_fit``: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
+PARTIAL_FIT_DECAY = 0.6
+PARTIAL_FIT_OFFSET = 2.0
+
+
+def host_stats(stats: Stats) -> dict:
+    """``partial_fit``'s running statistics as the state keeps (and a saved
+    model stores) them: float64 host arrays by field name."""
+    return {k: getattr(stats, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS}
+
+
+def _moments(stats: Stats) -> tuple:
+    return stats.loglik, stats.Nk, stats.S1, stats.S2
+
+
+def stream_update(state: dict, groups, params: MixtureParams, pt, family: Covariance,
+                  mask: Optional[torch.Tensor], decay: float = PARTIAL_FIT_DECAY,
+                  offset: float = PARTIAL_FIT_OFFSET):
+    """One step of stepwise EM (Cappe & Moulines 2009) for G mixtures
+    (``params``, batch (G,), in the frame of the stream's ``state``) on one
+    chunk of rows laid out per mixture (``groups``, G groups).
+
+    Each group's E-step statistics per unit of weight are folded into its
+    running average with step eta = (t + offset)^-decay for its t-th chunk
+    (eta = 1 for its first, which starts the average), the moments moved
+    exactly to the new reference means first; the closed-form M-step then
+    maximises the MAP objective of that average scaled to the group's total
+    weight so far, so the priors weigh against all its data, as in a batch
+    fit.  A group without rows in the chunk keeps its average, count and
+    parameters.  ``state["t"]`` and ``state["mass"]`` are (G,) arrays here
+    (chunks and total weight per group), ``state["avg"]`` None or
+    :func:`host_stats`.  Returns the new parameters and which groups had
+    rows; ``state`` is updated in place."""
+    G = params.weights.shape[0]
+    device, dtype = params.weights.device, params.weights.dtype
+    mass = groups.mass.detach().double().cpu().numpy()
+    present = mass > 0
+    t = np.asarray(state["t"], dtype=np.float64)
+    with torch.no_grad():
+        stats = e_step(groups, params, torch.arange(G, device=device), family)
+        per = torch.as_tensor(np.where(present, mass, 1.0), dtype=dtype, device=device)
+        lead = lambda x, v: v.reshape((G,) + (1,) * (x.dim() - 1))
+        chunk = Stats(*(x / lead(x, per) for x in (stats.loglik, stats.Nk, stats.S1, stats.S2)),
+                      stats.ref)
+        if state["avg"] is None:
+            avg = Stats(*(torch.zeros_like(x) for x in _moments(chunk)), chunk.ref)
+        else:
+            avg = Stats(*(torch.as_tensor(state["avg"][k], device=device).to(dtype)
+                          for k in STREAM_STATS))
+        # Moments about the old means, moved exactly to the new ones.
+        shift = chunk.ref - avg.ref
+        S2 = family.recentre(avg.S2, avg.S1, avg.Nk, shift)
+        S1 = avg.S1 - avg.Nk.unsqueeze(-1) * shift
+        eta = np.where(~present, 0.0, np.where(t == 0, 1.0, (t + offset) ** -decay))
+        eta = torch.as_tensor(eta, dtype=dtype, device=device)
+        mix = lambda a, b: (1 - lead(a, eta)) * a + lead(a, eta) * b
+        avg = Stats(mix(avg.loglik, chunk.loglik), mix(avg.Nk, chunk.Nk), mix(S1, chunk.S1),
+                    mix(S2, chunk.S2), chunk.ref)
+        total = np.asarray(state["mass"], dtype=np.float64) + mass
+        tt = torch.as_tensor(total, dtype=dtype, device=device)
+        scaled = Stats(*(x * lead(x, tt) for x in _moments(avg)), avg.ref)
+        new = m_step(scaled, params, pt, family, mask)
+        present_t = torch.as_tensor(present, device=device)
+        new = new.where(present_t, params)
+    state.update(t=t.astype(np.int64) + present, mass=total, avg=host_stats(avg))
+    return new, present
 
 
 def positive_rows(sample_weight, n: int, chunk_rows: int = 2 ** 22) -> Optional[np.ndarray]:

@@ -18,18 +18,15 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, sample_mixture, seeded_priors, spread_rows,
-                    stream_data,
+                    stream_data, stream_update, host_stats, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, Stats, component_log_prob, e_step, em_fit,
-                      first_best,
-                      initial_params, m_step, negative_log_joint,
-                      pyro_svi_fit, screen_rows, seed_centres,
+from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
+                      initial_params, negative_log_joint, pyro_svi_fit, screen_rows, seed_centres,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
-from ._options import STREAM_STATS
 from .persistence import register
 from .priors import MixtureParams, Priors, Standardizer, resolve_priors
 from . import posterior as post_module
@@ -76,12 +73,6 @@ def same_optimum(losses: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
             lead = i                             # a new point
         rep[i] = lead
     return rep
-
-
-def _host_stats(stats: Stats) -> dict:
-    """``partial_fit``'s running statistics as the state keeps (and a saved
-    model stores) them: float64 host arrays by field name."""
-    return {k: getattr(stats, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS}
 
 
 @register
@@ -1278,8 +1269,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                              (weights, means, cov, family, None))])
 
     #: Step sizes of ``partial_fit``: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
-    PARTIAL_FIT_DECAY = 0.6
-    PARTIAL_FIT_OFFSET = 2.0
+    PARTIAL_FIT_DECAY = PARTIAL_FIT_DECAY
+    PARTIAL_FIT_OFFSET = PARTIAL_FIT_OFFSET
 
     def __setstate__(self, state: dict) -> None:
         # An estimator pickled mid-stream by bayesgmm 0.2.0 holds its running
@@ -1290,7 +1281,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             state["_stream"] = {
                 "center": np.asarray(online["std"].center, dtype=np.float64),
                 "scale": np.asarray(online["std"].scale, dtype=np.float64),
-                "t": int(online["t"]), "mass": float(online["mass"]), "avg": _host_stats(online["avg"])}
+                "t": int(online["t"]), "mass": float(online["mass"]), "avg": host_stats(online["avg"])}
         super().__setstate__(state)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
@@ -1421,32 +1412,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
               / torch.as_tensor(std.scale, dtype=torch.float64, device=device)).to(dtype)
         wt = None if w is None else torch.as_tensor(w, dtype=dtype, device=device)
         groups = Groups.single(Xt, wt)
-        mass = float(groups.mass[0])
         flat = params.map(lambda t: t[None])
-        with torch.no_grad():
-            stats = e_step(groups, flat, torch.zeros(1, dtype=torch.long, device=device), family)
-            chunk = Stats(stats.loglik / mass, stats.Nk / mass, stats.S1 / mass, stats.S2 / mass,
-                          stats.ref)
-            # The running average is kept as float64 host arrays (what a
-            # saved model holds); the fit's dtype and device for the update.
-            avg = None if state["avg"] is None else Stats(*(
-                torch.as_tensor(state["avg"][k], device=device).to(dtype) for k in STREAM_STATS))
-            if avg is None:
-                avg = chunk
-            else:
-                # Moments about the old means, moved exactly to the new ones.
-                shift = chunk.ref - avg.ref
-                S2 = family.recentre(avg.S2, avg.S1, avg.Nk, shift)
-                S1 = avg.S1 - avg.Nk.unsqueeze(-1) * shift
-                eta = (state["t"] + self.PARTIAL_FIT_OFFSET) ** -self.PARTIAL_FIT_DECAY
-                avg = Stats((1 - eta) * avg.loglik + eta * chunk.loglik,
-                            (1 - eta) * avg.Nk + eta * chunk.Nk, (1 - eta) * S1 + eta * chunk.S1,
-                            (1 - eta) * S2 + eta * chunk.S2, chunk.ref)
-            total = state["mass"] + mass
-            pt = std.priors(self.priors_, device, dtype)
-            scaled = Stats(avg.loglik * total, avg.Nk * total, avg.S1 * total, avg.S2 * total,
-                           avg.ref)
-            new = m_step(scaled, flat, pt, family, None)
+        # Kept as a scalar count and weight (what a saved model holds).
+        run = dict(state, t=np.array([state["t"]]), mass=np.array([state["mass"]]))
+        new, _ = stream_update(run, groups, flat, std.priors(self.priors_, device, dtype), family,
+                               None, self.PARTIAL_FIT_DECAY, self.PARTIAL_FIT_OFFSET)
         if first:   # the fit's own parameters stand; the average starts here
             new = flat
         _, _, ok = guard_stage("partial_fit", new.select(0), torch.tensor(0.0),
@@ -1454,7 +1424,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         wts, means, cov = std.params_from_std(new.select(0), family)
         self.weights_, self.means_ = wts, means
         self._set_covariances(cov, family)
-        state.update(t=state["t"] + 1, mass=total, avg=_host_stats(avg))
+        total = float(run["mass"][0])
+        state.update(t=int(run["t"][0]), mass=total, avg=run["avg"])
         # The count restarts with a new running average (after fit or load).
         self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
         self._stream = state
