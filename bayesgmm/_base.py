@@ -688,17 +688,19 @@ def stream_update(state: dict, groups, params: MixtureParams, pt, family: Covari
         shift = chunk.ref - avg.ref
         S2 = family.recentre(avg.S2, avg.S1, avg.Nk, shift)
         S1 = avg.S1 - avg.Nk.unsqueeze(-1) * shift
-        eta = np.where(~present, 0.0, np.where(t == 0, 1.0, (t + offset) ** -decay))
-        eta = torch.as_tensor(eta, dtype=dtype, device=device)
-        mix = lambda a, b: (1 - lead(a, eta)) * a + lead(a, eta) * b
-        avg = Stats(mix(avg.loglik, chunk.loglik), mix(avg.Nk, chunk.Nk), mix(S1, chunk.S1),
-                    mix(S2, chunk.S2), chunk.ref)
+        eta = torch.as_tensor(np.where(t == 0, 1.0, (t + offset) ** -decay), dtype=dtype,
+                              device=device)
+        present_t = torch.as_tensor(present, device=device)
+        # A group without rows keeps its average as it was (about its means).
+        mix = lambda old, a, b: torch.where(lead(a, present_t),
+                                            (1 - lead(a, eta)) * a + lead(a, eta) * b, old)
+        avg = Stats(mix(avg.loglik, avg.loglik, chunk.loglik), mix(avg.Nk, avg.Nk, chunk.Nk),
+                    mix(avg.S1, S1, chunk.S1), mix(avg.S2, S2, chunk.S2),
+                    torch.where(lead(chunk.ref, present_t), chunk.ref, avg.ref))
         total = np.asarray(state["mass"], dtype=np.float64) + mass
         tt = torch.as_tensor(total, dtype=dtype, device=device)
         scaled = Stats(*(x * lead(x, tt) for x in _moments(avg)), avg.ref)
-        new = m_step(scaled, params, pt, family, mask)
-        present_t = torch.as_tensor(present, device=device)
-        new = new.where(present_t, params)
+        new = m_step(scaled, params, pt, family, mask).where(present_t, params)
     state.update(t=t.astype(np.int64) + present, mass=total, avg=host_stats(avg))
     return new, present
 
@@ -1237,6 +1239,35 @@ class MixtureBase:
         if mask is not None:
             params = masked(params, torch.as_tensor(mask, device=device), family)
         return std, params, float(np.log(std.scale).sum())
+
+    def _check_partial_inference(self) -> None:
+        """``partial_fit`` updates a MAP: refused for a posterior fit."""
+        from .posterior import INFERENCE_OPTIONS
+
+        inference = V.check_option("inference", getattr(self, "inference", "map"),
+                                   INFERENCE_OPTIONS)
+        if inference != "map" or getattr(self, "_posterior", None) is not None:
+            raise ValueError(
+                f"partial_fit updates the MAP point chunk by chunk, which would leave the "
+                f"posterior draws of inference={inference!r} stale: use fit on all the data "
+                f"with inference={inference!r}, or set inference='map' and refit with fit "
+                f"before partial_fit")
+
+    def _continued_priors(self, fitted: Priors, family: Covariance, K: int, D: int) -> Priors:
+        """The priors a continuing ``partial_fit`` maximises against for a
+        K-component mixture fitted with ``fitted``: fields the user's
+        ``priors`` give replace the fitted ones (the objective from this
+        chunk on); fields left None keep them, as a warm start does."""
+        if self.priors is None:
+            return fitted
+        if not isinstance(self.priors, Priors):
+            resolve_priors(self.priors, family, K, (np.zeros(D), np.ones(D)))   # names it
+        given = {f: v for f, v in vars(self.priors).items() if v is not None}
+        if not given:
+            return fitted
+        merged = replace(fitted, **given)
+        resolved = resolve_priors(merged, family, K, (np.zeros(D), np.ones(D)))
+        return replace(fitted, **{f: getattr(resolved, f) for f in given})
 
     def _impute(self, X, sample, random_state, mixtures):
         """The body of both estimators' ``impute``: ``X`` validated (NaN

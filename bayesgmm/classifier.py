@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import replace
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
@@ -23,6 +24,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
+                    rollback_on_error, stream_update, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
                     warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
@@ -231,6 +233,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Per-feature (marginal) standard deviations; NaN beyond ``n_components_[c]``.
     covariance_type_ : str
     class_prior_ : ndarray of shape (n_classes,)
+    class_count_ : ndarray of shape (n_classes,)
+        Each class's total sample weight (rows when unweighted) in the fit,
+        plus every :meth:`partial_fit` since.
+    n_partial_fits_ : int
+        Only after :meth:`partial_fit`: its calls since its running
+        averages started (at the last ``fit``; kept by a saved model).
     priors_ : list of Priors
         The resolved hyperparameters of every class.
     class_losses_ : ndarray of shape (n_classes,)
@@ -432,7 +440,6 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         dropped = [] if keep is None else \
             sorted(set(np.unique(y_all).tolist()) - set(classes.tolist()))
         if dropped:
-            import warnings
             warnings.warn(
                 f"every row of class(es) {[_label(c) for c in dropped]} has sample_weight 0: the "
                 f"classifier is fitted without them (classes_ holds the {classes.size} classes "
@@ -818,6 +825,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.means_ = np.where(real[..., None], m, np.nan)
         self._set_covariances(c, family, real)
         self.class_prior_ = class_prior
+        self.class_count_ = np.asarray(mass, dtype=np.float64)
+        self._stream = None          # a new fit starts partial_fit's averages afresh
+        self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         self.priors_ = [prior_for(int(k)) for k in k_sel_np]
         self.class_losses_ = losses.double().cpu().numpy() + offset
         self.loss_ = float(self.class_losses_.sum())
@@ -845,6 +855,170 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":
             self._fit_nuts(data, yi, family, params, pt, int(seeds[-1]), s)
+        return self
+
+    #: Step sizes of ``partial_fit`` (as :class:`~bayesgmm.BayesianGMM`'s),
+    #: per class: eta_t = (t + PARTIAL_FIT_OFFSET) ** -PARTIAL_FIT_DECAY.
+    PARTIAL_FIT_DECAY = PARTIAL_FIT_DECAY
+    PARTIAL_FIT_OFFSET = PARTIAL_FIT_OFFSET
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> "GMMClassifier":
+        """Update every class's mixture with one chunk of a stream (stepwise
+        EM per class, as :meth:`BayesianGMM.partial_fit` for one mixture).
+
+        The first call, on an unfitted estimator, is ``fit`` on that chunk,
+        which must hold rows of every class (each class's mixture starts
+        from its own rows).  Every later call runs one E-step of each
+        class's rows in the chunk at the current parameters and folds their
+        statistics into that class's running average (step size
+        (t_c + 2)^-0.6 for the class's t_c-th chunk), then the closed-form
+        M-step maximises each class's MAP objective scaled to the class's
+        total weight seen, so the priors weigh against all its data.  A
+        chunk may hold any subset of the classes: the others keep their
+        parameters and averages.  ``class_count_`` adds up each class's
+        weight, and an empirical ``class_prior`` follows it (a given one
+        stays).  Each call costs one pass over its chunk; memory does not
+        grow with the stream.
+
+        ``classes`` (scikit-learn's convention for incremental classifiers):
+        when given, the labels the stream holds, which must be those of
+        ``classes_`` (on the first call, those of the chunk).  A label
+        outside ``classes_`` is refused (refit with ``fit`` to add a class).
+        ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
+        After ``fit`` the next call starts a new running average from the
+        fitted parameters; a saved model keeps the stream's state and goes
+        on after ``load``.  Later calls update the parameters,
+        ``class_count_``, ``class_prior_``, ``n_effective_components_`` and
+        ``n_partial_fits_``; ``loss_`` and ``class_losses_`` become NaN (the
+        stream's objective would need a pass over every row seen), and
+        ``n_iter_`` and ``converged_`` keep describing the last ``fit``.
+        K stays the fitted one per class (with ``n_components="auto"`` the
+        first call must follow a ``fit``, which chooses it); the MAP only
+        (``inference="map"``), without ``discriminative_steps``, whose
+        fine-tuning the generative updates would undo."""
+        self._check_partial_inference()
+        steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
+        if steps > 0:
+            raise ValueError(
+                f"partial_fit updates each class's generative mixture (stepwise EM), which "
+                f"would undo the discriminative fine-tuning of discriminative_steps={steps}: "
+                f"set discriminative_steps=0, or fit all the data with fit")
+        with rollback_on_error(self):
+            if not hasattr(self, "means_"):
+                if is_auto(self.n_components):
+                    raise ValueError(
+                        "partial_fit starts with a fit of its first chunk, and "
+                        "n_components='auto' would choose each class's K from that chunk "
+                        "alone: fit a sample of the stream with n_components='auto' first "
+                        "(partial_fit then continues its K), or give n_components")
+                self.fit(X, y, sample_weight=sample_weight)
+                self._check_classes(classes, first=True)
+                self._stream = None
+                return self._partial_step(X, y, sample_weight, self.priors_, first=True)
+            self._check_classes(classes)
+            return self._partial_step(X, y, sample_weight, self._partial_priors())
+
+    def _check_classes(self, classes, first: bool = False) -> None:
+        """``partial_fit``'s ``classes``, when given, against ``classes_``."""
+        if classes is None:
+            return
+        given = np.unique(np.asarray(classes.detach().cpu() if isinstance(classes, torch.Tensor)
+                                     else classes).ravel())
+        unknown = np.setdiff1d(given, self.classes_)
+        absent = np.setdiff1d(self.classes_, given)
+        if first and unknown.size:
+            raise ValueError(
+                f"partial_fit starts with a fit of its first chunk, which has no rows of "
+                f"class(es) {[_label(c) for c in unknown]!r} of classes: each class's mixture "
+                f"starts from its own rows, so the first chunk needs rows of every class")
+        if unknown.size or absent.size:
+            raise ValueError(
+                f"classes {[_label(c) for c in given]!r} differ from the fitted classes_ "
+                f"{self.classes_.tolist()!r}: partial_fit continues the fitted classes; refit "
+                f"with fit to change them")
+
+    def _partial_priors(self) -> list:
+        """Each class's priors for a continuing ``partial_fit``, after
+        checking that the settings still describe the fitted mixtures (K per
+        class and ``covariance_type``; see :meth:`BayesianGMM.partial_fit`)."""
+        C, K, D = self.means_.shape
+        remedy = "refit with fit to change it, or set it back"
+        if self.covariance_type != self.covariance_type_:
+            raise ValueError(f"partial_fit continues the fitted covariance_type="
+                             f"{self.covariance_type_!r}, but covariance_type is now "
+                             f"{self.covariance_type!r}: {remedy}")
+        if not is_auto(self.n_components):
+            ks = self._resolve_components(self.classes_, np.full(C, np.iinfo(np.int64).max))
+            if not np.array_equal(ks, self.n_components_):
+                raise ValueError(f"partial_fit continues the fitted n_components_="
+                                 f"{self.n_components_.tolist()}, but n_components is now "
+                                 f"{self.n_components!r}: {remedy}")
+        family = self._family()
+        return [self._continued_priors(p, family, int(k), D)
+                for p, k in zip(self.priors_, self.n_components_)]
+
+    def _partial_step(self, X, y, sample_weight, priors: list,
+                      first: bool = False) -> "GMMClassifier":
+        X = V.check_X(self, X, reset=False)
+        w = V.check_sample_weight(sample_weight, X.shape[0])
+        labels = self._encode_known(X, y)
+        if w is not None:
+            keep = w > 0
+            X, w, labels = X[keep], w[keep], labels[keep]
+        V.check_missing_rows(np.isnan(X))
+        device = _predict.model_device(self)
+        family = self._family()
+        C, K, D = self.means_.shape
+        real = np.arange(K)[None, :] < self.n_components_[:, None]
+        state = getattr(self, "_stream", None)
+        fresh = first or state is None      # a new running average starts here
+        if state is None:
+            _, std, _, _ = self._model_frame(device, plug_in=True)
+            state = {"center": std.center, "scale": std.scale, "t": np.zeros(C, dtype=np.int64),
+                     "mass": np.zeros(C), "avg": None}
+        std = Standardizer(np.asarray(state["center"], dtype=np.float64),
+                           np.asarray(state["scale"], dtype=np.float64))
+        _, wts, means, cov, _ = self._class_mixtures(plug_in=True)
+        mask = torch.as_tensor(real, device=device)
+        params = masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0), cov, family,
+                                          device, self._dtype()), mask, family)
+        dtype = params.weights.dtype
+        wt = None if w is None else torch.as_tensor(w, dtype=dtype, device=device)
+        groups = Groups.from_labels(std.apply(X, device, dtype),
+                                    torch.as_tensor(labels, dtype=torch.long, device=device), C, wt)
+        # The classes share every prior but the concentration's length (K_c).
+        widest = priors[int(np.argmax(self.n_components_))]
+        new, present = stream_update(state, groups, params, std.priors(widest, device, dtype),
+                                     family, mask, self.PARTIAL_FIT_DECAY, self.PARTIAL_FIT_OFFSET)
+        if first:   # the fit's own parameters stand; the averages start here
+            new = params
+        guard_stage("partial_fit", new, torch.zeros(C), learning_rate=None, what="class(es)")
+        wn, mn, cn = std.params_from_std(new, family)
+        self.weights_ = np.where(real, wn, 0.0)
+        self.means_ = np.where(real[..., None], mn, np.nan)
+        self._set_covariances(cn, family, real)
+        self.priors_ = priors
+        if not first:
+            counted = getattr(self, "class_count_", None)
+            if counted is None:
+                # Saved by bayesgmm 0.2.0, which kept no class sizes.
+                warnings.warn(
+                    "GMMClassifier.partial_fit: this model was saved by an earlier bayesgmm, "
+                    "without class_count_: class_prior_ stays as loaded, and class_count_ "
+                    "counts the stream's rows from this call on. Refit with fit to have the "
+                    "class prior follow the stream", UserWarning, stacklevel=3)
+            chunk = groups.mass.double().cpu().numpy()
+            self.class_count_ = chunk if counted is None else counted + chunk
+            if counted is not None:
+                self.class_prior_ = self._class_prior(self.class_count_, self.classes_)
+            # The stream's objective is not known (it would need a pass over
+            # every row seen): the losses no longer describe the parameters.
+            self.class_losses_ = np.full(C, math.nan)
+            self.loss_ = math.nan
+        self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
+        self._stream = state
+        self.n_effective_components_ = effective_components(self.weights_ *
+                                                            self.class_count_[:, None])
         return self
 
     def _fit_nuts(self, data, yi: np.ndarray, family, params: MixtureParams, pt,

@@ -1317,14 +1317,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         gives replace the fitted priors from that call on, and those it
         leaves None keep them.
         """
-        inference = V.check_option("inference", getattr(self, "inference", "map"),
-                                   INFERENCE_OPTIONS)
-        if inference != "map" or getattr(self, "_posterior", None) is not None:
-            raise ValueError(
-                f"partial_fit updates the MAP point chunk by chunk, which would leave the "
-                f"posterior draws of inference={inference!r} stale: use fit on all the data "
-                f"with inference={inference!r}, or set inference='map' and refit with fit "
-                f"before partial_fit")
+        self._check_partial_inference()
         return self._fit_wrapper_partial(X, sample_weight)
 
     def _fit_wrapper_partial(self, X, sample_weight):
@@ -1366,16 +1359,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if self._dp_concentration() is not None:
             raise ValueError("partial_fit updates the MAP, but weight_prior='dirichlet_process' "
                              "has no MAP (see fit): set weight_prior='dirichlet'")
-        if self.priors is None:
-            return self.priors_
-        if not isinstance(self.priors, Priors):
-            resolve_priors(self.priors, family, K, (np.zeros(D), np.ones(D)))   # names it
-        given = {f: v for f, v in vars(self.priors).items() if v is not None}
-        if not given:
-            return self.priors_
-        merged = replace(self.priors_, **given)
-        resolved = resolve_priors(merged, family, K, (np.zeros(D), np.ones(D)))
-        return replace(self.priors_, **{f: getattr(resolved, f) for f in given})
+        return self._continued_priors(self.priors_, family, K, D)
 
     def _partial_step(self, X, sample_weight, first: bool = False) -> "BayesianGMM":
         X = V.check_X(self, X, reset=False)
@@ -1407,9 +1391,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,
                                    self._dtype())
         dtype = params.weights.dtype
-        Xt = ((torch.as_tensor(X, dtype=torch.float64, device=device)
-               - torch.as_tensor(std.center, dtype=torch.float64, device=device))
-              / torch.as_tensor(std.scale, dtype=torch.float64, device=device)).to(dtype)
+        Xt = std.apply(X, device, dtype)
         wt = None if w is None else torch.as_tensor(w, dtype=dtype, device=device)
         groups = Groups.single(Xt, wt)
         flat = params.map(lambda t: t[None])

@@ -626,8 +626,11 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     _check_posterior(a, family, K, D,
                      np.float64 if params.get("dtype") == "float64" else np.float32,
                      None if kind == "BayesianGMM" else C)
-    if kind == "BayesianGMM":
-        _check_stream(a, family, K, D)
+    _check_stream(a, family, K, D, None if kind == "BayesianGMM" else C)
+    if kind != "BayesianGMM" and a.get("class_count_") is not None:
+        count = _float_array("class_count_", a["class_count_"], (C,))
+        if not (np.all(np.isfinite(count)) and np.all(count > 0)):
+            raise _Corrupt("class_count_ holds a class weight that is not a positive number")
 
 
 def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = None) -> None:
@@ -661,7 +664,7 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
             raise _Corrupt(f"posterior draw {index}: {problem}")
 
 
-def _check_stream(a: dict, family, K: int, D: int) -> None:
+def _check_stream(a: dict, family, K: int, D: int, C: Optional[int] = None) -> None:
     """``partial_fit``'s running state (``_stream``), when the file has one:
     the standardising frame (finite centres, positive scales, (D,)), the
     number of chunks averaged (a positive integer, with ``n_partial_fits_``
@@ -670,7 +673,9 @@ def _check_stream(a: dict, family, K: int, D: int) -> None:
     log-likelihood, responsibilities N_k >= 0 summing to 1, finite first
     moments and reference means, and second moments with non-negative
     diagonals (positive semi-definite for full moments), as any E-step
-    leaves them."""
+    leaves them.  For the classifier (``C`` classes) the counts and
+    weights are per class, (C,): a class not yet in the stream has count
+    0, weight 0 and statistics 0; at least one class has a count."""
     state = a.get("_stream")
     if state is None:
         return
@@ -681,30 +686,45 @@ def _check_stream(a: dict, family, K: int, D: int) -> None:
     if not (np.all(np.isfinite(center)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise _Corrupt("_stream's frame is not finite with positive scales")
     t, mass, count = state["t"], state["mass"], a.get("n_partial_fits_")
-    if not (_is_int(t) and t >= 1 and _is_int(count) and count >= 1):
+    if not (_is_int(count) and count >= 1):
         raise _Corrupt("_stream needs positive integer counts t and n_partial_fits_")
-    if not (isinstance(mass, float) and math.isfinite(mass) and mass > 0):
-        raise _Corrupt(f"_stream mass {mass!r:.60} is not a positive number")
+    if C is None:
+        if not (_is_int(t) and t >= 1):
+            raise _Corrupt("_stream needs positive integer counts t and n_partial_fits_")
+        if not (isinstance(mass, float) and math.isfinite(mass) and mass > 0):
+            raise _Corrupt(f"_stream mass {mass!r:.60} is not a positive number")
+        seen = np.ones(1, dtype=bool)
+    else:
+        if not (isinstance(t, np.ndarray) and t.dtype.kind in "iu" and t.shape == (C,)
+                and np.all(t >= 0) and np.any(t >= 1)):
+            raise _Corrupt(f"_stream t is not {C} counts >= 0 (one per class), one of them >= 1")
+        mass = _float_array("_stream mass", mass, (C,))
+        seen = t >= 1
+        if not (np.all(np.isfinite(mass)) and np.all((mass > 0) == seen)):
+            raise _Corrupt("_stream mass is not a positive weight for each class it counted "
+                           "(and 0 for the others)")
+    G = seen.size
     avg = state["avg"]
     if not isinstance(avg, dict) or set(avg) != set(STREAM_STATS):
         raise _Corrupt(f"_stream avg is not a dict of {list(STREAM_STATS)}")
-    second = (1, K, D, D) if family.full_moments else (1, K, D)
+    second = (G, K, D, D) if family.full_moments else (G, K, D)
     v = {name: _float_array(f"_stream {name}", avg[name], shape) for name, shape in
-         zip(STREAM_STATS, ((1,), (1, K), (1, K, D), second, (1, K, D)))}
+         zip(STREAM_STATS, ((G,), (G, K), (G, K, D), second, (G, K, D)))}
     if not all(np.all(np.isfinite(x)) for x in v.values()):
         raise _Corrupt("_stream statistics hold non-finite values")
-    if np.any(v["Nk"] < 0) or abs(v["Nk"].sum() - 1) > 1e-4:
+    if np.any(v["Nk"] < 0) or np.any(np.abs(v["Nk"].sum(-1) - seen) > 1e-4):
         raise _Corrupt("_stream responsibilities are not a distribution over the components")
-    S2 = v["S2"][0]
-    # Up to rounding, relative to the largest moment of the whole mixture
-    # (float32 re-centring leaves -1e-22 where a component's rows coincide).
-    tol = 1e-5 * max(float(np.abs(S2).max()), np.finfo(np.float64).tiny)
-    diag = np.diagonal(S2, axis1=-2, axis2=-1) if family.full_moments else S2
-    ok = np.all(diag >= -tol)
-    if ok and family.full_moments:
-        ok = np.all(np.linalg.eigvalsh((S2 + np.swapaxes(S2, -1, -2)) / 2).min(-1) >= -tol)
-    if not ok:
-        raise _Corrupt("_stream second moments are not positive semi-definite")
+    for g in range(G):
+        S2 = v["S2"][g]
+        # Up to rounding, relative to the largest moment of the whole mixture
+        # (float32 re-centring leaves -1e-22 where a component's rows coincide).
+        tol = 1e-5 * max(float(np.abs(S2).max()), np.finfo(np.float64).tiny)
+        diag = np.diagonal(S2, axis1=-2, axis2=-1) if family.full_moments else S2
+        ok = np.all(diag >= -tol)
+        if ok and family.full_moments:
+            ok = np.all(np.linalg.eigvalsh((S2 + np.swapaxes(S2, -1, -2)) / 2).min(-1) >= -tol)
+        if not ok:
+            raise _Corrupt("_stream second moments are not positive semi-definite")
 
 
 def _frame_problem(w: np.ndarray, m: np.ndarray, sd: np.ndarray, real: np.ndarray,

@@ -485,6 +485,12 @@ class Standardizer:
     def _t(self, v, device, dtype):
         return torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=dtype, device=device)
 
+    def apply(self, X: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
+        """(X - center) / scale as a ``dtype`` tensor on ``device``, computed
+        there in float64 (NaN entries stay NaN)."""
+        t = lambda v: torch.as_tensor(v, dtype=torch.float64, device=device)
+        return ((t(X) - t(self.center)) / t(self.scale)).to(dtype)
+
     def priors(self, p: Priors, device, dtype=torch.float32) -> PriorTensors:
         """Resolved priors in standardised units (exact changes of variables:
         Normal(m, s) on a mean becomes Normal((m - c)/a, s/a), InverseGamma(k, b)

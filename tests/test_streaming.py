@@ -516,3 +516,187 @@ def test_a_source_modified_during_the_fit_is_refused_and_the_fit_kept(small_chun
     unchanged = BayesianGMM(3, n_init=1, **CPU).fit(_ChangingSource(X, 10 ** 9, None))
     np.testing.assert_allclose(unchanged.means_, BayesianGMM(3, n_init=1, **CPU).fit(X).means_,
                                rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- the classifier's partial_fit
+def _labelled_stream(n=12_000, seed=0):
+    """Three classes: a 2-component, a 1-component and a 3-component
+    mixture, rows shuffled, labels as strings."""
+    rng = np.random.default_rng(seed)
+    cls = rng.choice(3, n, p=[0.5, 0.3, 0.2])
+    centres = [np.array([[0.0, 0.0], [3.0, 0.0]]), np.array([[1.5, 3.0]]),
+               np.array([[-3.0, 2.0], [-3.0, -2.0], [0.0, -4.0]])]
+    comp = [rng.integers(0, len(centres[c])) for c in cls]
+    X = np.array([centres[c][k] for c, k in zip(cls, comp)]) + rng.normal(size=(n, 2)) * 0.8
+    return X, np.array(["a", "b", "c"])[cls]
+
+
+def _class_as_mixture(clf, c):
+    """Class c of a classifier, mid-stream, as a BayesianGMM in the same
+    state: its parameters, priors and stream (frame, count, weight, average)."""
+    from bayesgmm import covariance as cov_module
+
+    k = int(clf.n_components_[c])
+    g = BayesianGMM(k, covariance_type=clf.covariance_type_, dtype=clf.dtype, **CPU)
+    g.weights_, g.means_ = clf.weights_[c][:k].copy(), clf.means_[c][:k].copy()
+    cov = clf.covariances_[c] if clf.covariance_type_ == "tied" else clf.covariances_[c][:k]
+    g._set_covariances(cov, cov_module.get(clf.covariance_type_, 2))
+    g.priors_, g.n_features_in_, g.device_ = clf.priors_[c], 2, clf.device_
+    s = clf._stream
+    g._stream = {"center": s["center"], "scale": s["scale"], "t": int(s["t"][c]),
+                 "mass": float(s["mass"][c]),
+                 "avg": {name: v[c:c + 1][:, :k] if v.ndim > 1 else v[c:c + 1]
+                         for name, v in s["avg"].items()}}
+    g.n_partial_fits_ = clf.n_partial_fits_
+    return g
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_classifier_partial_fit_is_each_class_mixtures_stream(covariance_type):
+    """One call updates each class present in the chunk exactly as
+    BayesianGMM.partial_fit updates that class's mixture from the same
+    state with the class's rows (the per-class step sizes, padding and
+    masks); a class absent from the chunk keeps everything."""
+    X, y = _labelled_stream()
+    clf = GMMClassifier({"a": 2, "b": 1, "c": 3}, covariance_type=covariance_type,
+                        dtype="float64", **CPU)
+    clf.partial_fit(X[:3000], y[:3000])
+    for a, skip in ((3000, None), (4000, "c")):     # "c" then one chunk behind
+        rows = slice(a, a + 1000)
+        clf.partial_fit(X[rows][y[rows] != skip], y[rows][y[rows] != skip])
+    assert list(clf._stream["t"]) == [3, 3, 2]
+    chunk, labels = X[5000:6000], y[5000:6000]
+    keep = labels != "b"
+    singles = [_class_as_mixture(clf, c) for c in range(3)]
+    before = copy.deepcopy(clf)
+    clf.partial_fit(chunk[keep], labels[keep])
+    for c, name in enumerate("abc"):
+        k = int(clf.n_components_[c])
+        if name == "b":      # no rows in the chunk
+            np.testing.assert_array_equal(clf.means_[c], before.means_[c])
+            np.testing.assert_array_equal(clf._stream["avg"]["S1"][c], before._stream["avg"]["S1"][c])
+            assert clf._stream["t"][c] == before._stream["t"][c]
+            continue
+        g = singles[c].partial_fit(chunk[labels == name])
+        np.testing.assert_allclose(clf.weights_[c][:k], g.weights_, rtol=1e-10)
+        np.testing.assert_allclose(clf.means_[c][:k], g.means_, rtol=1e-10, atol=1e-12)
+        gc = clf.covariances_[c][:k]
+        np.testing.assert_allclose(gc, g.covariances_, rtol=1e-10)
+        assert clf._stream["t"][c] == g._stream["t"] == before._stream["t"][c] + 1
+    assert np.isnan(clf.weights_[1][1:]).sum() == 0 and np.all(clf.weights_[1][1:] == 0)
+    assert np.isnan(clf.means_[1][1:]).all()
+    np.testing.assert_array_equal(clf.class_count_, before.class_count_ + [
+        np.sum(labels[keep] == n) for n in "abc"])
+
+
+def test_classifier_partial_fit_from_scratch_tracks_the_batch_fit():
+    X, y = _labelled_stream()
+    Xq, yq = _labelled_stream(4000, seed=1)
+    batch = GMMClassifier({"a": 2, "b": 1, "c": 3}, **CPU).fit(X, y)
+    online = GMMClassifier({"a": 2, "b": 1, "c": 3}, **CPU)
+    for a in range(0, len(X), 600):
+        online.partial_fit(X[a:a + 600], y[a:a + 600], classes=["a", "b", "c"])
+    assert online.n_partial_fits_ == 20
+    # The empirical class prior follows the counts of every row seen.
+    np.testing.assert_array_equal(online.class_count_, [np.sum(y == n) for n in "abc"])
+    np.testing.assert_allclose(online.class_prior_, online.class_count_ / len(y), rtol=1e-12)
+    np.testing.assert_allclose(online.class_prior_, batch.class_prior_, rtol=1e-12)
+    assert abs(online.score(Xq, yq) - batch.score(Xq, yq)) <= 0.005
+    gap = np.mean(batch.class_log_likelihood(Xq)[np.arange(len(yq)), np.searchsorted(batch.classes_, yq)]
+                  - online.class_log_likelihood(Xq)[np.arange(len(yq)), np.searchsorted(online.classes_, yq)])
+    assert abs(gap) < 0.01, gap
+    assert np.isnan(online.loss_) and np.isnan(online.class_losses_).all()
+    # A fit restarts the stream (its averages and count).
+    online.fit(X[:2000], y[:2000])
+    assert not hasattr(online, "n_partial_fits_") and online._stream is None
+
+
+def test_classifier_partial_fit_weights_repeat_rows_and_resume_after_load(tmp_path):
+    X, y = _labelled_stream(6000)
+    w = np.random.default_rng(3).integers(0, 3, 3000)
+    kw = dict(dtype="float64", **CPU)
+    a = GMMClassifier(2, **kw).partial_fit(X[:3000], y[:3000])
+    b = copy.deepcopy(a)
+    a.partial_fit(X[3000:], y[3000:], sample_weight=w)
+    b.partial_fit(np.repeat(X[3000:], w, 0), np.repeat(y[3000:], w))
+    for name in ("weights_", "means_", "covariances_", "class_prior_", "class_count_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
+    # A fresh stream after fit with a class absent from its first chunk
+    # (count 0) saves and loads, and goes on exactly.
+    c = GMMClassifier(2, **kw).fit(X[:3000], y[:3000])
+    c.partial_fit(X[3000:3600][y[3000:3600] != "c"], y[3000:3600][y[3000:3600] != "c"])
+    assert list(c._stream["t"]) == [1, 1, 0]
+    c.save(tmp_path / "c.bgmm")
+    d = GMMClassifier.load(tmp_path / "c.bgmm")
+    for s in range(3600, 6000, 800):
+        c.partial_fit(X[s:s + 800], y[s:s + 800])
+        d.partial_fit(X[s:s + 800], y[s:s + 800])
+    for name in ("weights_", "means_", "covariances_", "class_prior_", "class_count_"):
+        np.testing.assert_array_equal(getattr(c, name), getattr(d, name))
+    assert d.n_partial_fits_ == 4
+
+
+@pytest.mark.parametrize("setup, call, match", [
+    (dict(), dict(y=["a"] * 5 + ["z"] * 5), r"label\(s\) \['z'\] that the model was not fitted on"),
+    (dict(), dict(classes=["a", "b", "c", "d"]), r"classes \['a', 'b', 'c', 'd'\] differ from "
+                                                 r"the fitted classes_"),
+    (dict(covariance_type="diag"), dict(), "fitted covariance_type='full', but covariance_type "
+                                           "is now 'diag'"),
+    (dict(n_components=3), dict(), r"fitted n_components_=\[2, 2, 2\], but n_components is now 3"),
+    (dict(inference="vi"), dict(), "partial_fit updates the MAP point"),
+    (dict(discriminative_steps=10), dict(), "would undo the discriminative fine-tuning"),
+])
+def test_classifier_partial_fit_refuses_and_keeps_the_model(setup, call, match):
+    X, y = _labelled_stream(3000)
+    clf = GMMClassifier(2, **CPU).fit(X[:2000], y[:2000])
+    clf.partial_fit(X[2000:2500], y[2000:2500])
+    before = copy.deepcopy(clf)
+    clf.set_params(**setup)
+    args = dict(y=y[2500:2510])
+    args.update(call)
+    with pytest.raises(ValueError, match=match):
+        clf.partial_fit(X[2500:2510], **args)
+    for name in ("weights_", "means_", "covariances_", "class_prior_", "class_count_"):
+        np.testing.assert_array_equal(getattr(clf, name), getattr(before, name))
+    assert clf.n_partial_fits_ == 1
+    for name in ("t", "mass"):
+        np.testing.assert_array_equal(clf._stream[name], before._stream[name])
+
+
+def test_classifier_partial_fit_first_call_checks():
+    X, y = _labelled_stream(3000)
+    with pytest.raises(ValueError, match="n_components='auto' would choose each class's K"):
+        GMMClassifier("auto", **CPU).partial_fit(X, y)
+    first = y[:400] != "c"
+    fresh = GMMClassifier(2, **CPU)
+    with pytest.raises(ValueError, match=r"first chunk, which has no rows of class\(es\) \['c'\]"):
+        fresh.partial_fit(X[:400][first], y[:400][first], classes=["a", "b", "c"])
+    assert not hasattr(fresh, "means_")        # left unfitted
+    # The first call is fit on the chunk.
+    a = GMMClassifier(2, dtype="float64", **CPU).partial_fit(X, y)
+    b = GMMClassifier(2, dtype="float64", **CPU).fit(X, y)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    assert a.loss_ == b.loss_ and a.n_partial_fits_ == 1
+    np.testing.assert_array_equal(a.class_count_, [np.sum(y == n) for n in "abc"])
+
+
+def test_a_corrupt_classifier_stream_is_refused(tmp_path):
+    # save() runs load's checks on what it would write: a state no load
+    # would take is refused there, naming the check, and the good file kept.
+    X, y = _labelled_stream(3000)
+    clf = GMMClassifier(2, **CPU).fit(X[:2000], y[:2000])
+    clf.partial_fit(X[2000:], y[2000:])
+    clf.save(tmp_path / "m.bgmm")
+    good = (tmp_path / "m.bgmm").read_bytes()
+    for name, value, match in [("t", np.array([1, 1]), r"_stream t is not 3 counts"),
+                               ("t", np.array([1, 0, 1]), r"_stream mass is not a positive weight")]:
+        bad = copy.deepcopy(clf)
+        bad._stream[name] = value
+        with pytest.raises(ValueError, match=match):
+            bad.save(tmp_path / "m.bgmm")
+        assert (tmp_path / "m.bgmm").read_bytes() == good
+    bad = copy.deepcopy(clf)
+    bad.class_count_ = np.array([1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="class_count_ holds a class weight that is not a "
+                                         "positive number"):
+        bad.save(tmp_path / "m.bgmm")
