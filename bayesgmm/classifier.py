@@ -13,7 +13,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
@@ -379,7 +379,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(y, torch.Tensor):
             y = y.detach().cpu().numpy()
         y = column_or_1d(y, warn=True)
-        check_consistent_length(X, y)
+        _check_label_count(X.shape[0], y.shape[0])
         # Checked before scikit-learn's target checks, which cast NaN to an
         # integer (a RuntimeWarning) before refusing it, and fail to sort
         # strings mixed with NaN (a TypeError).
@@ -1359,6 +1359,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             pred = pred.cpu().numpy()
         if isinstance(y, torch.Tensor):
             y = y.detach().cpu().numpy()
+        _check_label_count(len(pred), _num_labels(y))
         w = V.check_sample_weight(sample_weight, len(pred))
         return float(accuracy_score(y, pred, sample_weight=w))
 
@@ -1377,6 +1378,18 @@ def _kernel(family, n_features: int):
             return mixture_log_likelihood(z, MixtureParams(weights, means, cov), family, factor)
         _KERNELS[key] = scores
     return _KERNELS[key]
+
+
+def _num_labels(y) -> int:
+    """How many labels ``y`` holds (a scalar counts as one)."""
+    return int(np.shape(y)[0]) if np.ndim(y) else 1
+
+
+def _check_label_count(n_rows: int, n_labels: int) -> None:
+    if n_labels != n_rows:
+        raise ValueError(f"y has {n_labels} label(s) but X has {n_rows} row(s): give one "
+                         f"label per row of X (found input variables with inconsistent numbers "
+                         f"of samples: [{n_rows}, {n_labels}])")
 
 
 def _label(value):

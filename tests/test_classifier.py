@@ -500,6 +500,19 @@ def test_renaming_the_classes_changes_no_class_model(three_blobs, covariance_typ
                                atol=1e-10)
 
 
+def test_labels_of_another_length_are_refused_with_the_counts(three_blobs):
+    X, y = three_blobs
+    for call in (lambda c: c.fit(X, y[:-3]), lambda c: c.fit(X[:5], y),
+                 lambda c: c.partial_fit(X, y[:10])):
+        with pytest.raises(ValueError, match=r"y has \d+ label\(s\) but X has \d+ row\(s\): "
+                                             r"give one label per row of X"):
+            call(GMMClassifier(1, **FAST))
+    fitted = GMMClassifier(1, **FAST).fit(X, y)
+    for call in (fitted.score, fitted.impute):
+        with pytest.raises(ValueError, match=rf"y has 4 label\(s\) but X has {len(X)} row\(s\)"):
+            call(X, y[:4])
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, None, "object nan", "Int64 NA"])
 def test_missing_nan_or_infinite_labels_are_refused_without_a_warning(three_blobs, bad):
     X, y = three_blobs
