@@ -161,6 +161,13 @@ _CONDITIONAL = (
 )
 
 
+_IMPUTE_HELP = ("fill the empty cells of the chosen columns in assignments.csv with their "
+                "expected values given the row's other columns under the fitted mixture "
+                "(E[x_missing | x_observed]; the posterior predictive's after vi or nuts), "
+                "their number said in a note; a row with every chosen column empty stays "
+                "empty; CSV only")
+
+
 def _fill_defaults(args) -> None:
     """The defaults of the options that apply to some runs only, after a
     one-line warning for each such option given where it changes nothing
@@ -272,6 +279,7 @@ def _build_parser() -> argparse.ArgumentParser:
                           "'marginalize' fits and assigns each such row from its other columns "
                           "(missing values handled inside the model, not filled in); the saved "
                           "model keeps the setting (default: %(default)s)")
+    fit.add_argument("--impute", action="store_true", help=_IMPUTE_HELP)
     fit.add_argument("--dropna", action="store_true",
                      help="fit on the rows without missing values in the chosen columns, nor an "
                           "empty --weights value (the other rows get empty cluster columns, NaN in a "
@@ -339,6 +347,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="empty cells (NaN) in the model's columns: 'marginalize' assigns "
                            "such rows from their other columns, 'error' refuses them "
                            "(default: the setting of 'fit --missing' the model was saved with)")
+    pred.add_argument("--impute", action="store_true", help=_IMPUTE_HELP)
     pred.add_argument("--dropna", action="store_true",
                       help="leave rows with missing values unassigned instead of refusing them "
                            "(with --missing marginalize: the rows with every column empty); "
@@ -1266,6 +1275,8 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     proba[keep] = model.predict_proba(X)
     for k in range(K):
         result[names[k + 1]] = proba[:, k]
+    if getattr(args, "impute", False):
+        _fill_cells(df, model, columns, result, args)
     out_sep = " " if sep == _WHITESPACE else sep       # one space reads back as whitespace
     # An empty cell (a row left unassigned) cannot be written between single
     # spaces: NaN, as such tables write a missing value.
@@ -1277,6 +1288,34 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
                  if c in {str(c) for c in df.columns}]
         print(f"bayesgmm: note: {args.file!r} already has column(s) {clash}; "
               f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
+
+
+def _fill_cells(df, model, columns, result, args) -> None:
+    """``--impute``: the empty cells of the chosen columns, in the rows with
+    an observed one among them, written into ``result`` (the file's text)
+    as the model's conditional means, in the file's decimal mark."""
+    X = df[list(columns)].astype(np.float64)
+    miss = X.isna().to_numpy()
+    rows = miss.any(1) & ~miss.all(1)
+    if not rows.any():
+        print("bayesgmm: note: --impute found no empty cell to fill in the chosen columns",
+              file=sys.stderr)
+        return
+    filled = np.asarray(model.impute(X[rows]), dtype=np.float64)
+    header = list(result.columns)
+    for j, col in enumerate(columns):
+        m = miss[rows, j]
+        if not m.any():
+            continue
+        text = filled[m, j].astype(str)          # the shortest text that reads back exactly
+        if args.decimal != ".":
+            text = np.char.replace(text, ".", args.decimal)
+        text = text.astype(object)
+        target = header[df.columns.get_loc(col)]
+        result.loc[result.index[np.flatnonzero(rows)[m]], target] = text
+    print(f"bayesgmm: note: --impute filled {int(miss[rows].sum())} empty cell(s) in "
+          f"{int(rows.sum())} row(s) of assignments.csv with their expected values given the "
+          f"row's other columns", file=sys.stderr)
 
 
 def _input_text(path: str, sep: str, decimal: str, df):
@@ -1456,6 +1495,8 @@ _CSV_ONLY = {
                 "(weighted fits of arrays: BayesianGMM.fit(X, sample_weight=w) in Python)"),
     "dropna": ("for NaN in a .npy array pass --missing marginalize (rows fitted and assigned "
                "from their other columns), or remove those rows"),
+    "impute": ("a .npy array's output is assignments.npy (one cluster per row); to fill the "
+               "NaN of an array, load the model in Python and call impute(X)"),
 }
 # The library's words for remedies that the command line spells as options.
 # The estimator's words for its parameters, and the options that set them
@@ -1740,7 +1781,8 @@ def _rows_of(procs: _Processes, n: int) -> tuple[int, int]:
 
 
 def _fit_npy(args) -> int:
-    _refuse_csv_options(args, ("columns", "sep", "decimal", "thousands", "weights", "dropna"))
+    _refuse_csv_options(args, ("columns", "sep", "decimal", "thousands", "weights", "dropna",
+                               "impute"))
     if args.distributed and args.inference != "map":
         raise CLIError(f"--inference {args.inference} runs on all the rows in one process, but "
                        f"--distributed splits them over processes: fit with --inference map "
@@ -1815,7 +1857,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
 
 
 def _predict_npy(args, model) -> int:
-    _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna"))
+    _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna", "impute"))
     X = _open_npy(args.file)
     D = int(model.n_features_in_)
     if X.shape[1] != D:

@@ -203,6 +203,7 @@ def test_console_script_help_documents_every_option():
     for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
                    "--decimal", "--thousands", "--weights", "--missing", "--dropna", "--save",
+                   "--impute",
                    "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
                    "--n-chains", "--n-warmup", "--threads", "--max-iter"):
@@ -213,7 +214,7 @@ def test_console_script_help_documents_every_option():
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
     for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal",
-                   "--thousands", "--out", "--device", "--threads"):
+                   "--thousands", "--out", "--device", "--threads", "--impute"):
         assert option in pred
     demo = runs["demo"].stdout
     assert runs["demo"].returncode == 0
@@ -1008,6 +1009,7 @@ def weight_runs(tmp_path_factory):
         "weighted": ("weighted", "--weights", "w"),
         "repeated": ("repeated",),
         "marginalize": ("missing", "--missing", "marginalize", "--save", root / "m.bgmm"),
+        "impute": ("missing", "--missing", "marginalize", "--impute", "--save", root / "mi.bgmm"),
         "nan_refused": ("missing",),
         "empty_row": ("empty_row", "--missing", "marginalize"),
         "w_absent": ("weighted", "--weights", "weight"),
@@ -1087,6 +1089,47 @@ def test_script_marginalizes_missing_values(weight_runs):
     np.testing.assert_array_equal(cluster == cluster[0], blob == 0)
     np.testing.assert_allclose(result[["p_cluster_0", "p_cluster_1"]].sum(axis=1), 1.0,
                                atol=1e-9)
+
+
+def test_script_impute_fills_the_empty_cells_with_the_models_conditional_means(
+        weight_runs, tmp_path, capsys):
+    """fit --impute writes assignments.csv with each empty cell of the
+    chosen columns filled by the saved model's impute() (the same numbers,
+    in text that reads back exactly); observed cells, the other columns and
+    a row with every chosen column empty stay as they were; predict --impute
+    does the same with a model, in the file's decimal mark."""
+    from bayesgmm import load
+
+    root, runs = weight_runs
+    run = runs["impute"]
+    assert run.returncode == 0, run.stderr
+    assert "--impute filled 20 empty cell(s) in 20 row(s) of assignments.csv" in run.stderr
+    data = _with_missing(12)
+    model = load(root / "mi.bgmm")
+    got = pd.read_csv(root / "o_impute" / "assignments.csv")
+    assert not got[["x", "y"]].isna().any().any()
+    np.testing.assert_array_equal(got[["x", "y"]].to_numpy(), model.impute(data).to_numpy())
+    plain = pd.read_csv(root / "o_marginalize" / "assignments.csv")
+    pd.testing.assert_frame_equal(got.drop(columns=["x", "y"]), plain.drop(columns=["x", "y"]))
+
+    new = _with_missing(13).iloc[::6].reset_index(drop=True)
+    new.loc[[2], ["x", "y"]] = np.nan
+    new.assign(name=[f"r{i}" for i in range(len(new))]).to_csv(
+        tmp_path / "new.csv", index=False, sep=";", decimal=",")
+    assert main(["predict", str(root / "mi.bgmm"), str(tmp_path / "new.csv"), "--decimal", ",",
+                 "--dropna", "--impute", "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    n_cells = int(new[["x", "y"]].isna().sum().sum()) - 2
+    assert f"--impute filled {n_cells} empty cell(s)" in err
+    back = pd.read_csv(tmp_path / "p" / "assignments.csv", sep=";", decimal=",")
+    expected = model.impute(new.drop(index=2))
+    np.testing.assert_array_equal(back[["x", "y"]].drop(index=2).to_numpy(), expected.to_numpy())
+    assert back.loc[2, ["x", "y", "cluster"]].isna().all()
+    assert back["name"].tolist() == [f"r{i}" for i in range(len(new))]
+    np.save(tmp_path / "a.npy", new.drop(index=2)[["x", "y"]].to_numpy())
+    assert main(["predict", str(root / "mi.bgmm"), str(tmp_path / "a.npy"), "--impute",
+                 "--out", str(tmp_path / "q")]) == 2
+    assert "--impute does not apply to" in capsys.readouterr().err
 
 
 def test_script_nan_without_marginalize_names_both_remedies(weight_runs):
