@@ -1073,6 +1073,8 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         kws["plot_kws"] = {"s": 12, "alpha": 0.7}     # scatter's keywords only
     kws.update(pairplot_kws)
     grid = sns.pairplot(df, vars=[names[j] for j in cols], **kws)
+    if grid.legend is not None and hue_key != "cluster":
+        grid.legend.set_title("cluster")    # not the column's stand-in name
     if ellipses:
         colors = _component_palette(K)
         shown = _shown(weights, Xa.shape[0])

@@ -608,6 +608,18 @@ def test_pairs_subset_of_vars_no_ellipses(fit_4d):
     assert [t.get_text() for t in grid.legend.texts] == ["setosa", "versicolor", "virginica"]
 
 
+def test_pairs_of_a_feature_named_cluster_keep_its_values_and_the_legend_title(iris):
+    X = load_iris().drop(columns="species").rename(columns={"petal_width": "cluster"})
+    gmm = BayesianGMM(2, n_init=1, random_state=0, device="cpu").fit(X)
+    grid = plot_pairs(gmm, X)
+    assert grid.legend.get_title().get_text() == "cluster"
+    assert grid.axes[3, 0].get_ylabel() == "cluster"
+    off = [c for c in grid.axes[3, 0].collections if isinstance(c, PathCollection)]
+    ys = np.sort(np.concatenate([c.get_offsets()[:, 1] for c in off]))
+    np.testing.assert_allclose(ys, np.sort(X["cluster"].to_numpy()))
+    plt.close(grid.figure)
+
+
 def test_components_drawn_above_the_mixture_and_labellings_in_their_own_colours(fit_1d):
     """The demo's two panels: each component visible above the mixture curve
     (which it coincides with where it carries the density), and a second
