@@ -1059,6 +1059,10 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     cols = list(range(Xa.shape[1])) if vars is None else [
         _check_feature(v, names, Xa.shape[1]) for v in vars]
     sigma = _check_sigma(sigma)
+    # The legend's title: what colours the points (a Series' own name).
+    title = "cluster" if labels is None else (
+        str(labels.name) if isinstance(labels, pd.Series) and labels.name is not None
+        else "label")
     labels = _row_labels(labels, Xa.shape[0], estimator, X)
     K = len(weights)
     df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
@@ -1073,8 +1077,8 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         kws["plot_kws"] = {"s": 12, "alpha": 0.7}     # scatter's keywords only
     kws.update(pairplot_kws)
     grid = sns.pairplot(df, vars=[names[j] for j in cols], **kws)
-    if grid.legend is not None and hue_key != "cluster":
-        grid.legend.set_title("cluster")    # not the column's stand-in name
+    if grid.legend is not None:
+        grid.legend.set_title(title)        # not the column's stand-in name
     if ellipses:
         colors = _component_palette(K)
         shown = _shown(weights, Xa.shape[0])

@@ -606,6 +606,13 @@ def test_pairs_subset_of_vars_no_ellipses(fit_4d):
     assert grid.axes.shape == (2, 2)
     assert not any(isinstance(p, Ellipse) for ax in grid.axes.ravel() for p in ax.patches)
     assert [t.get_text() for t in grid.legend.texts] == ["setosa", "versicolor", "virginica"]
+    # The legend says what colours the points: the labels' own name, else "label".
+    assert grid.legend.get_title().get_text() == "label"
+    plt.close(grid.figure)
+    grid = plot_pairs(gmm, X, vars=["petal_length", "petal_width"], ellipses=False,
+                      labels=load_iris().species)
+    assert grid.legend.get_title().get_text() == "species"
+    plt.close(grid.figure)
 
 
 def test_pairs_of_a_feature_named_cluster_keep_its_values_and_the_legend_title(iris):
