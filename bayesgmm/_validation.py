@@ -239,6 +239,28 @@ def allows_missing(estimator) -> bool:
                         MISSING_OPTIONS) == "marginalize"
 
 
+def _shape_error(message: str, estimator) -> ValueError:
+    """scikit-learn's words for a shape error of X first (its checks match
+    them), then the remedy."""
+    return ValueError(f"{message.rstrip('.')}: {_shape_remedy(message, estimator)}")
+
+
+def _shape_remedy(message: str, estimator) -> Optional[str]:
+    """The remedy for scikit-learn's shape errors of X (no rows, no
+    columns, another number of features than the fit's), or None."""
+    if "0 sample(s)" in message:
+        return ("X needs at least one row (a filter or selection that matched no rows gives "
+                "none)")
+    if "0 feature(s)" in message:
+        return "X needs at least one column (feature)"
+    if "features, but" in message and "is expecting" in message:
+        names = getattr(estimator, "feature_names_in_", None)
+        n = getattr(estimator, "n_features_in_", None)
+        which = f" {list(map(str, names))}" if names is not None else ""
+        return f"give the {n} feature(s) the model was fitted on{which}, in that order"
+    return None
+
+
 def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None) -> np.ndarray:
     """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
     ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array.
@@ -259,6 +281,10 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
                 not in str(exc):
             raise
         raise InputTypeError(str(exc)) from None     # said as scikit-learn says it
+    except ValueError as exc:
+        if _shape_remedy(str(exc), estimator) is None:
+            raise
+        raise _shape_error(str(exc), estimator) from None
     # Contiguous and writeable: torch takes neither negative strides (X[::-1])
     # nor read-only buffers (pandas 3) without a copy or a warning.
     if not (X.flags.c_contiguous and X.flags.writeable):
@@ -288,12 +314,12 @@ def check_X_rows(estimator, X) -> Any:
         raise NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: convert "
                               f"it to float")
     if shape[0] == 0:
-        raise ValueError(f"Found array with 0 sample(s) (shape={shape}) while a minimum of 1 is "
-                         f"required.")
+        raise _shape_error(f"Found array with 0 sample(s) (shape={shape}) while a minimum of 1 "
+                           f"is required.", estimator)
     n_expected = getattr(estimator, "n_features_in_", None)
     if n_expected is not None and shape[1] != n_expected:
-        raise ValueError(f"X has {shape[1]} features, but {type(estimator).__name__} is "
-                         f"expecting {n_expected} features as input.")
+        raise _shape_error(f"X has {shape[1]} features, but {type(estimator).__name__} is "
+                           f"expecting {n_expected} features as input.", estimator)
     _warn_unnamed(estimator)
     return X
 
@@ -323,11 +349,11 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
         raise ValueError(f"X must be a 2-D tensor (n_samples, n_features), got shape "
                          f"{tuple(X.shape)}")
     if X.shape[0] == 0:
-        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
-                         f"minimum of 1 is required.")
+        raise _shape_error(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
+                           f"minimum of 1 is required.", estimator)
     if n_expected is not None and X.shape[1] != n_expected:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
-                         f"expecting {n_expected} features as input.")
+        raise _shape_error(f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+                           f"expecting {n_expected} features as input.", estimator)
     if X.is_floating_point():
         # One reduction on the device: a finite sum proves every value finite.
         with torch.no_grad():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pyro
@@ -14,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 
 from bayesgmm.priors import SPREAD_FACTOR
-from bayesgmm import BayesianGMM, Priors
+from bayesgmm import BayesianGMM, GMMClassifier, Priors
 from bayesgmm.alignment import align
 from bayesgmm.datasets import load_iris, make_mixture
 
@@ -755,3 +757,31 @@ def test_warm_start_continues_the_previous_fit(petal):
     # Without warm_start every fit starts afresh.
     cold = BayesianGMM(3, em_max_iter=3, **kw)
     assert cold.fit(X).loss_ == cold.fit(X).loss_
+
+
+def test_shape_errors_keep_scikit_learns_words_and_add_the_remedy(tmp_path):
+    """No rows, no columns, or another number of features than the fit's:
+    scikit-learn's message (its checks match it) and then what to do, for
+    arrays, tensors and memmaps alike."""
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=["a", "b"])
+    gmm = BayesianGMM(2, n_init=1, device="cpu", random_state=0).fit(X)
+    np.save(tmp_path / "three.npy", np.zeros((5, 3)))
+    np.save(tmp_path / "none.npy", np.zeros((0, 2)))
+    wrong = [np.zeros((5, 3)), torch.zeros(5, 3), np.load(tmp_path / "three.npy", mmap_mode="r")]
+    empty = [np.zeros((0, 2)), torch.zeros(0, 2), np.load(tmp_path / "none.npy", mmap_mode="r")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # unnamed columns
+        for Z in wrong:
+            with pytest.raises(ValueError, match=r"X has 3 features, but BayesianGMM is "
+                                                 r"expecting 2 features as input: give the 2 "
+                                                 r"feature\(s\) the model was fitted on "
+                                                 r"\['a', 'b'\], in that order$"):
+                gmm.predict(Z)
+        for Z in empty:
+            with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\).*: X needs at "
+                                                 r"least one row"):
+                gmm.score_samples(Z)
+    for est in (BayesianGMM(2), GMMClassifier(1)):
+        with pytest.raises(ValueError, match=r"0 feature\(s\).*: X needs at least one column"):
+            est.fit(np.zeros((6, 0)), *([np.arange(6) % 2] if isinstance(est, GMMClassifier)
+                                        else []))
