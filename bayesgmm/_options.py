@@ -30,8 +30,15 @@ def is_number_column(col) -> bool:
     """Whether a pandas column holds real numbers (bool included, complex
     not): the columns the estimators fit, the command line offers and the
     plots draw; an object column holding only numbers too (after
-    astype(object), a concat, Decimal values), as scikit-learn takes it."""
+    astype(object), a concat, Decimal values), and a categorical column
+    whose categories are numbers, as scikit-learn takes them."""
     import pandas as pd
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        # Numbers as categories (pd.cut's codes relabelled, a rating): their
+        # values, as scikit-learn reads them; labels as categories are not.
+        cats = col.cat.categories
+        return bool(pd.api.types.is_numeric_dtype(cats) and not pd.api.types.is_bool_dtype(cats)
+                    and not pd.api.types.is_complex_dtype(cats)) or cats.size == 0
     if pd.api.types.is_object_dtype(col):
         return pd.api.types.infer_dtype(col, skipna=True) in (
             "integer", "floating", "mixed-integer-float", "decimal", "empty")

@@ -53,11 +53,13 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
             raise ValueError(
                 f"{name} has column(s) named more than once: {twice}; give each column its own "
                 f"name (e.g. df.loc[:, ~df.columns.duplicated()] keeps the first of each)")
-        bad = [str(c) for c in X.columns if not is_number_column(X[c])]
+        numeric = [is_number_column(X[c]) for c in X.columns]
+        bad = [str(c) for c, ok in zip(X.columns, numeric) if not ok]
         if bad:
-            raise NonNumericError(
-                f"{name} has non-numeric column(s) {bad}: select the numeric columns "
-                f"(e.g. df[['a', 'b']]) or encode them as numbers")
+            good = [c for c, ok in zip(X.columns, numeric) if ok]
+            select = (f"select the numeric columns (df[{good!r}]) or encode the others as "
+                      f"numbers" if good else "encode them as numbers")
+            raise NonNumericError(f"{name} has non-numeric column(s) {bad}: {select}")
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
         default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
             and X.index.step == 1

@@ -431,7 +431,13 @@ def test_other_initialisations(petal, init):
     (np.array([[1.0], [np.nan], [2.0]]), r"NaN in column 0"),
     (np.array([[1.0, np.inf], [0.0, 2.0]]), r"inf in column 1"),
     (pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1.0, None, 2.0]}), r"NaN in column 1 \('b'\).*impute"),
-    (pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": ["x", "y", "z"]}), r"non-numeric column\(s\) \['s'\]"),
+    (pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": ["x", "y", "z"]}),
+     r"non-numeric column\(s\) \['s'\]: select the numeric columns \(df\[\['a'\]\]\) or "
+     r"encode the others as numbers"),
+    (pd.DataFrame({"s": ["x", "y", "z"]}), r"non-numeric column\(s\) \['s'\]: encode them as "
+                                            r"numbers$"),
+    (pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": pd.Categorical(["x", "y", "x"])}),
+     r"non-numeric column\(s\) \['s'\]"),
     (np.array([["a", "b"], ["c", "d"]]), r"must contain numbers"),
     (np.empty((0, 2)), r"0 sample"),
 ])
@@ -455,6 +461,12 @@ def test_an_object_column_of_numbers_is_numbers(petal):
         fit = BayesianGMM(2, **kw).fit(other)
         np.testing.assert_allclose(fit.means_, ref.means_, rtol=1e-12)
         np.testing.assert_array_equal(fit.predict(other), ref.predict(df))
+    # A categorical column of numbers is its numbers (its values, not its
+    # codes), as scikit-learn reads it; one with NaN is missing there.
+    cat = df.assign(b=pd.Categorical(df["b"]))
+    fit = BayesianGMM(2, **kw).fit(cat)
+    np.testing.assert_allclose(fit.means_, ref.means_, rtol=1e-12)
+    np.testing.assert_array_equal(fit.predict(cat), ref.predict(df))
     mixed = df.astype({"a": object})
     mixed.loc[3, "a"] = "x"
     with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['a'\]"):
