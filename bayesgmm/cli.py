@@ -161,6 +161,35 @@ _CONDITIONAL = (
 )
 
 
+_ENCODING_HELP = ("text encoding of the CSV file, e.g. latin-1 or cp1252 (default: UTF-8, "
+                  "with or without a byte-order mark); assignments.csv is written in the "
+                  "same encoding; CSV only")
+
+
+def _encoding_name(value: str) -> str:
+    import codecs
+    try:
+        return codecs.lookup(value).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(
+            f"unknown encoding {value!r}: give a Python codec name, e.g. utf-8, latin-1, "
+            f"cp1252 or utf-16") from None
+
+
+def _file_encoding(path: str, given: Optional[str]) -> str:
+    """The encoding to read ``path`` with (and write assignments.csv in):
+    ``--encoding``, else UTF-8, with its byte-order mark kept when the file
+    has one."""
+    if given is not None:
+        return given
+    try:
+        with open(path, "rb") as f:
+            bom = f.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        bom = False      # named by the reader
+    return "utf-8-sig" if bom else "utf-8"
+
+
 _IMPUTE_HELP = ("fill the empty cells of the chosen columns in assignments.csv with their "
                 "expected values given the row's other columns under the fitted mixture "
                 "(E[x_missing | x_observed]; the posterior predictive's after vi or nuts), "
@@ -263,6 +292,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="field separator, e.g. ';'; 'tab' or '\\t' for a tab; 'space' for "
                           "columns aligned by spaces (default: detected from the first lines: "
                           "',', tab, ';', '|' or aligning spaces); CSV only")
+    fit.add_argument("--encoding", type=_encoding_name, metavar="NAME", help=_ENCODING_HELP)
     fit.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                      help="decimal mark of the numbers in the file, ',' for 1,5 "
                           "(default: .); CSV only")
@@ -338,6 +368,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="input CSV with a header row, or a 2-D .npy array (np.save)")
     pred.add_argument("--sep", type=_separator, metavar="CHAR",
                       help="field separator (default: detected, as for fit); CSV only")
+    pred.add_argument("--encoding", type=_encoding_name, metavar="NAME", help=_ENCODING_HELP)
     pred.add_argument("--decimal", type=_decimal_mark, metavar="CHAR",
                       help="decimal mark of the numbers in the file (default: .); CSV only")
     pred.add_argument("--thousands", type=_decimal_mark, metavar="CHAR",
@@ -786,11 +817,12 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def _refuse_nul_bytes(path: str) -> None:
+def _refuse_nul_bytes(path: str, encoding: str = "utf-8") -> None:
     # pandas reads NUL bytes into names and values without a word (a column
     # can vanish into its neighbour's name); text CSVs never hold them.
     with open(path, "rb") as f:
         head = f.read(4)
+        wide = encoding.startswith(("utf-16", "utf-32"))    # NUL bytes in every character
         kinds = {b"\x1f\x8b": "a gzip-compressed file: decompress it first (gunzip)",
                  b"PK\x03\x04": ("a zip archive (.zip, .npz, .xlsx): extract the CSV, or save "
                                  "an array with np.save as .npy")}
@@ -798,13 +830,14 @@ def _refuse_nul_bytes(path: str) -> None:
             if head.startswith(magic):
                 raise CLIError(f"{path!r} is {kind}; bayesgmm reads CSV text or a .npy array")
         f.seek(0)
-        while chunk := f.read(1 << 20):
+        while not wide and (chunk := f.read(1 << 20)):
             if b"\0" in chunk:
                 raise CLIError(f"{path!r} contains NUL bytes: it is a binary file or UTF-16 "
-                               f"text, not a CSV; re-save it as UTF-8 text")
+                               f"text, not a CSV; for UTF-16 text pass --encoding utf-16, "
+                               f"else re-save it as UTF-8 text")
 
 
-def _sniff_separator(path: str, decimal: str) -> str:
+def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
     """The separator of the file's first lines: csv.Sniffer's choice among
     ``_SEPARATORS`` when the header holds it, else the first one the header
     holds; a header with none is whitespace-separated where it and the first
@@ -813,7 +846,8 @@ def _sniff_separator(path: str, decimal: str) -> str:
     size = 1 << 16
     with open(path, "rb") as f:
         head = f.read(size)
-    lines = head.decode("utf-8-sig", errors="replace").splitlines()
+    lines = head.decode("utf-8-sig" if encoding == "utf-8" else encoding,
+                        errors="replace").splitlines()
     if len(head) == size and len(lines) > 1:
         lines = lines[:-1]  # cut by the read
     lines = [line for line in lines if line.strip()][:50]
@@ -834,15 +868,17 @@ def _sniff_separator(path: str, decimal: str) -> str:
     return _WHITESPACE if len(fields) == 1 and fields.pop() > 1 else fallback
 
 
-def _csv_options(sep: str, decimal: str, thousands: Optional[str]) -> dict:
+def _csv_options(sep: str, decimal: str, thousands: Optional[str],
+                 encoding: str = "utf-8") -> dict:
     """How pandas reads the file: as numbers where they are, and (with a
     separator other than whitespace) spaces after each separator skipped,
     so that a header "x, y" names its columns x and y."""
     return dict(sep=sep, decimal=decimal, thousands=thousands, index_col=False,
-                skipinitialspace=sep != _WHITESPACE)
+                skipinitialspace=sep != _WHITESPACE, encoding=encoding)
 
 
-def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None):
+def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None,
+              encoding: str = "utf-8"):
     """The file as a DataFrame, and the separator it was read with."""
     import pandas as pd
     if thousands is not None and thousands == decimal:
@@ -859,15 +895,15 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"{path!r} is not a regular file (a pipe or device): bayesgmm reads "
                        f"the file more than once; save it to a file first and fit that")
     try:
-        _refuse_nul_bytes(path)
+        _refuse_nul_bytes(path, encoding)
         if sep is None:
-            sep = _sniff_separator(path, decimal)
+            sep = _sniff_separator(path, decimal, encoding)
         with warnings.catch_warnings():
             # Rows with one field more than the header: by default pandas takes
             # the first field as a row label and shifts every column; with
             # index_col=False it warns and drops the last field.  Both lose data.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, **_csv_options(sep, decimal, thousands))
+            df = pd.read_csv(path, **_csv_options(sep, decimal, thousands, encoding))
     except pd.errors.ParserWarning:
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
@@ -875,8 +911,12 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     except OSError as exc:
         raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
     except UnicodeDecodeError as exc:
-        raise CLIError(f"cannot read {path!r}: it is not UTF-8 text ({exc.reason} at byte "
-                       f"{exc.start}); re-save it as UTF-8") from None
+        if encoding.startswith("utf-8"):
+            remedy = "give its encoding, e.g. --encoding latin-1 (or cp1252), or re-save it as UTF-8"
+        else:
+            remedy = "give the file's own encoding with --encoding"
+        raise CLIError(f"cannot read {path!r}: it is not {encoding} text ({exc.reason} at byte "
+                       f"{exc.start}); {remedy}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
@@ -909,7 +949,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     # pandas renames a repeated name ("x", "x.1") and would fit the copy as
     # another feature without a word.
     head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
-                       **_csv_options(sep, decimal, thousands))
+                       **_csv_options(sep, decimal, thousands, encoding))
     given = [str(v).strip() for v in head.iloc[0]]
     twice = sorted({n for n in given if n and given.count(n) > 1})
     if twice:
@@ -1267,7 +1307,7 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     X = df.loc[keep, list(columns)]
     K = len(model.weights_)
     names = _added_names(df, K)
-    result = _input_text(args.file, sep, args.decimal, df)
+    result = _input_text(args.file, sep, args.decimal, df, args.encoding)
     labels = pd.array(np.full(len(df), pd.NA), dtype="Int64")
     labels[keep] = model.predict(X)
     result[names[0]] = labels
@@ -1281,6 +1321,7 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     # An empty cell (a row left unassigned) cannot be written between single
     # spaces: NaN, as such tables write a missing value.
     _write_atomic(path, lambda p: result.to_csv(p, index=False, sep=out_sep,
+                                                encoding=args.encoding,
                                                 decimal=args.decimal,
                                                 na_rep="NaN" if out_sep == " " else ""))
     if names[0] != "cluster":
@@ -1318,7 +1359,7 @@ def _fill_cells(df, model, columns, result, args) -> None:
           f"row's other columns", file=sys.stderr)
 
 
-def _input_text(path: str, sep: str, decimal: str, df):
+def _input_text(path: str, sep: str, decimal: str, df, encoding: str = "utf-8"):
     """The cells of the CSV file ``path`` as text, for the rows and columns
     of its reading ``df``, under the header's own names (pandas calls an
     empty one 'Unnamed: 0'; it stays empty); ``df`` itself should the two
@@ -1326,9 +1367,9 @@ def _input_text(path: str, sep: str, decimal: str, df):
     import pandas as pd
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                          **_csv_options(sep, decimal, None))
+                          **_csv_options(sep, decimal, None, encoding))
         head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
-                           na_filter=False, **_csv_options(sep, decimal, None)).iloc[0]
+                           na_filter=False, **_csv_options(sep, decimal, None, encoding)).iloc[0]
     except (OSError, ValueError, pd.errors.ParserError, IndexError):
         return df.copy()
     columns = list(df.columns)
@@ -1403,7 +1444,8 @@ def _fit(args) -> int:
                        f"the array), and {args.file!r} is read as CSV: save the data with "
                        f"np.save('data.npy', x) and fit that")
     args.decimal = args.decimal or "."
-    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands)
+    args.encoding = _file_encoding(args.file, args.encoding)
+    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands, args.encoding)
     marginalize = args.missing == "marginalize"
     columns = _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
     weight = _read_weights(df, args)
@@ -1465,7 +1507,8 @@ def _predict(args) -> int:
                        f"its {model.n_features_in_} feature(s) instead of a CSV file")
     marginalize = getattr(model, "missing", "error") == "marginalize"
     args.decimal = args.decimal or "."
-    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands)
+    args.encoding = _file_encoding(args.file, args.encoding)
+    df, sep = _read_csv(args.file, args.sep, args.decimal, args.thousands, args.encoding)
     args.columns = columns
     _select_columns(df, args, sep, allow_nan=marginalize or args.dropna)
     keep = _rows_to_use(df, columns, args, marginalize)
@@ -1495,6 +1538,7 @@ _CSV_ONLY = {
                 "(weighted fits of arrays: BayesianGMM.fit(X, sample_weight=w) in Python)"),
     "dropna": ("for NaN in a .npy array pass --missing marginalize (rows fitted and assigned "
                "from their other columns), or remove those rows"),
+    "encoding": "a .npy array is binary and has no text encoding; leave --encoding out",
     "impute": ("a .npy array's output is assignments.npy (one cluster per row); to fill the "
                "NaN of an array, load the model in Python and call impute(X)"),
 }
@@ -1782,7 +1826,7 @@ def _rows_of(procs: _Processes, n: int) -> tuple[int, int]:
 
 def _fit_npy(args) -> int:
     _refuse_csv_options(args, ("columns", "sep", "decimal", "thousands", "weights", "dropna",
-                               "impute"))
+                               "impute", "encoding"))
     if args.distributed and args.inference != "map":
         raise CLIError(f"--inference {args.inference} runs on all the rows in one process, but "
                        f"--distributed splits them over processes: fit with --inference map "
@@ -1857,7 +1901,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
 
 
 def _predict_npy(args, model) -> int:
-    _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna", "impute"))
+    _refuse_csv_options(args, ("sep", "decimal", "thousands", "dropna", "impute", "encoding"))
     X = _open_npy(args.file)
     D = int(model.n_features_in_)
     if X.shape[1] != D:

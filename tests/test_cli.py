@@ -203,7 +203,7 @@ def test_console_script_help_documents_every_option():
     for option in ("--columns", "--n-components", "--max-components", "--out", "--seed",
                    "--n-init", "--device", "--progress", "--covariance-type", "--sep",
                    "--decimal", "--thousands", "--weights", "--missing", "--dropna", "--save",
-                   "--impute",
+                   "--impute", "--encoding",
                    "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
                    "--n-chains", "--n-warmup", "--threads", "--max-iter"):
@@ -214,7 +214,7 @@ def test_console_script_help_documents_every_option():
     pred = runs["predict"].stdout
     assert runs["predict"].returncode == 0
     for option in ("--missing {error,marginalize}", "--dropna", "--sep", "--decimal",
-                   "--thousands", "--out", "--device", "--threads", "--impute"):
+                   "--thousands", "--out", "--device", "--threads", "--impute", "--encoding"):
         assert option in pred
     demo = runs["demo"].stdout
     assert runs["demo"].returncode == 0
@@ -1990,3 +1990,48 @@ def test_library_advice_the_command_line_cannot_follow_is_reworded(tmp_path, cap
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "use --device cpu or cuda" in err and "device='" not in err, err
+
+
+def test_script_reads_and_writes_the_files_encoding(tmp_path, capsys):
+    """--encoding reads a Latin-1 (or UTF-16) file and writes assignments.csv
+    in the same encoding, its text cells as they were; a UTF-8 byte-order
+    mark is kept; a file that is not UTF-8 names --encoding; the console
+    script takes the option as main() does."""
+    blobs, truth = _two_blobs(5)
+    data = blobs.rename(columns={"x": "größe", "y": "höhe"}).assign(ort="Köln")
+    data.to_csv(tmp_path / "latin.csv", index=False, sep=";", decimal=",", encoding="latin-1")
+    data.to_csv(tmp_path / "bom.csv", index=False, encoding="utf-8-sig")
+    data.to_csv(tmp_path / "wide.csv", index=False, encoding="utf-16")
+    fit = ["fit", "-k", "2", "--n-init", "1", "--device", "cpu", "--seed", "1"]
+    assert main([*fit, str(tmp_path / "latin.csv"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "it is not utf-8 text" in err and "--encoding latin-1" in err
+    run = _run_script([*fit, tmp_path / "latin.csv", "--encoding", "latin-1", "--decimal", ",",
+                       "--out", tmp_path / "o"])
+    assert run.returncode == 0, run.stderr
+    raw = (tmp_path / "o" / "assignments.csv").read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")                              # written as Latin-1, as read
+    back = pd.read_csv(tmp_path / "o" / "assignments.csv", sep=";", decimal=",",
+                       encoding="latin-1")
+    assert list(back.columns[:3]) == ["größe", "höhe", "ort"] and (back["ort"] == "Köln").all()
+    np.testing.assert_array_equal(back[["größe", "höhe"]], data[["größe", "höhe"]])
+    params = json.loads((tmp_path / "o" / "params.json").read_text())
+    assert params["features"] == ["größe", "höhe"]
+    _assert_means(params, truth)
+    assert main([*fit, str(tmp_path / "bom.csv"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "assignments.csv").read_bytes().startswith(b"\xef\xbb\xbfgr")
+    assert main([*fit, str(tmp_path / "wide.csv"), "--out", str(tmp_path / "w")]) == 2
+    assert "for UTF-16 text pass --encoding utf-16" in capsys.readouterr().err
+    assert main([*fit, str(tmp_path / "wide.csv"), "--encoding", "utf-16",
+                 "--out", str(tmp_path / "w")]) == 0
+    wide = pd.read_csv(tmp_path / "w" / "assignments.csv", encoding="utf-16")
+    assert list(wide.columns[:3]) == ["größe", "höhe", "ort"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*fit, str(tmp_path / "bom.csv"), "--encoding", "klingon"])
+    assert "unknown encoding 'klingon'" in capsys.readouterr().err
+    np.save(tmp_path / "a.npy", blobs.to_numpy())
+    assert main([*fit, str(tmp_path / "a.npy"), "--encoding", "latin-1",
+                 "--out", str(tmp_path / "n")]) == 2
+    assert "--encoding does not apply to" in capsys.readouterr().err
