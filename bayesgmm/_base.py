@@ -646,6 +646,31 @@ def host_stats(stats: Stats) -> dict:
     return {k: getattr(stats, k).detach().to("cpu", torch.float64).numpy() for k in STREAM_STATS}
 
 
+def seeded_stream(std, params: MixtureParams, family: Covariance, mass: np.ndarray) -> dict:
+    """A stream's state that starts from fitted mixtures (``params``, batch
+    (G,), in the frame of ``std``) as if their fit's data, of total weight
+    ``mass`` (G,), were its first chunk: the statistics per unit of weight
+    that reproduce them (N_k = w_k, the moments about the means w_k Sigma_k;
+    the M-step of these at weight ``mass`` gives the fitted mixture up to
+    the priors' pull, O(1/mass)).  ``partial_fit`` after ``fit`` goes on
+    from here, so that the next chunk updates the fit rather than replacing
+    it."""
+    K = params.weights.shape[-1]
+    w = params.weights.detach().double()
+    cov = family.dense(params.cov.detach().double(), K)                     # (G, K, D, D)
+    S2 = w[..., None, None] * cov
+    if not family.full_moments:
+        S2 = torch.diagonal(S2, dim1=-2, dim2=-1)
+    means = params.means.detach().double()
+    G = w.shape[0]
+    avg = Stats(torch.zeros(G, dtype=torch.float64, device=w.device), w,
+                torch.zeros_like(means), S2, means)
+    return {"center": np.asarray(std.center, dtype=np.float64),
+            "scale": np.asarray(std.scale, dtype=np.float64),
+            "t": np.ones(G, dtype=np.int64), "mass": np.asarray(mass, dtype=np.float64).copy(),
+            "avg": host_stats(avg)}
+
+
 def _moments(stats: Stats) -> tuple:
     return stats.loglik, stats.Nk, stats.S1, stats.S2
 
@@ -658,8 +683,11 @@ def stream_update(state: dict, groups, params: MixtureParams, pt, family: Covari
     chunk of rows laid out per mixture (``groups``, G groups).
 
     Each group's E-step statistics per unit of weight are folded into its
-    running average with step eta = (t + offset)^-decay for its t-th chunk
-    (eta = 1 for its first, which starts the average), the moments moved
+    running average with step eta = (t + offset)^-decay when t chunks are
+    already averaged (eta = 1 for its first, which starts the average), for
+    a chunk of the group's mean chunk weight so far; a chunk of m times that
+    weight takes the step m times over, 1 - (1 - eta)^m, so that a handful of
+    rows barely moves a mixture fitted to many.  The moments are moved
     exactly to the new reference means first; the closed-form M-step then
     maximises the MAP objective of that average scaled to the group's total
     weight so far, so the priors weigh against all its data, as in a batch
@@ -688,8 +716,16 @@ def stream_update(state: dict, groups, params: MixtureParams, pt, family: Covari
         shift = chunk.ref - avg.ref
         S2 = family.recentre(avg.S2, avg.S1, avg.Nk, shift)
         S1 = avg.S1 - avg.Nk.unsqueeze(-1) * shift
-        eta = torch.as_tensor(np.where(t == 0, 1.0, (t + offset) ** -decay), dtype=dtype,
-                              device=device)
+        # Step (t + offset)^-decay for a chunk of the group's mean weight so
+        # far; a chunk of another weight m takes it m / mean times over
+        # (1 - (1 - eta)^(m / mean)), so that a few rows do not move a
+        # mixture that many rows fitted (equal chunks: the plain schedule).
+        before = np.asarray(state["mass"], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(t > 0, mass / np.where(t > 0, before / np.maximum(t, 1), 1.0), 1.0)
+        base = (t + offset) ** -decay
+        eta = np.where(t == 0, 1.0, -np.expm1(ratio * np.log1p(-np.minimum(base, 1.0 - 1e-12))))
+        eta = torch.as_tensor(eta, dtype=dtype, device=device)
         present_t = torch.as_tensor(present, device=device)
         # A group without rows keeps its average as it was (about its means).
         mix = lambda old, a, b: torch.where(lead(a, present_t),

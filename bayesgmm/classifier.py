@@ -24,7 +24,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     stream_data, check_same_columns, warm_priors,
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
-                    rollback_on_error, stream_update, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
+                    rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
+                    PARTIAL_FIT_OFFSET,
                     warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
@@ -398,19 +399,23 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         return y
 
-    def _encode_known(self, X: np.ndarray, y) -> np.ndarray:
-        """``y`` (one label of ``classes_`` per row of X) as indices into
-        ``classes_``, or an error naming the labels the model does not know."""
+    def _encode_known(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None,
+                      remedy: str = "give labels of classes_, or leave y out to impute under "
+                                    "the whole model") -> np.ndarray:
+        """``y`` (one label of ``classes_`` per row of X; of the rows
+        ``keep`` when given) as indices into ``classes_``, or an error
+        naming the labels the model does not know, and ``remedy``."""
         import pandas as pd
 
         y = self._labels(X, y)
+        if keep is not None:
+            y = y[keep]
         index = pd.Index(self.classes_).get_indexer(y)
         unknown = np.flatnonzero(index < 0)
         if unknown.size:
             labels = [_label(v) for v in pd.unique(y[unknown])[:5]]
             raise ValueError(f"y holds label(s) {labels!r} that the model was not fitted on "
-                             f"(classes_ {self.classes_.tolist()!r}): give labels of classes_, "
-                             f"or leave y out to impute under the whole model")
+                             f"(classes_ {self.classes_.tolist()!r}): {remedy}")
         return index
 
     def _check_y(self, X: np.ndarray, y, keep: Optional[np.ndarray] = None, group=None
@@ -871,9 +876,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         from its own rows).  Every later call runs one E-step of each
         class's rows in the chunk at the current parameters and folds their
         statistics into that class's running average (step size
-        (t_c + 2)^-0.6 for the class's t_c-th chunk), then the closed-form
-        M-step maximises each class's MAP objective scaled to the class's
-        total weight seen, so the priors weigh against all its data.  A
+        (t_c + 2)^-0.6 when t_c of its chunks are already averaged, for a
+        chunk of the class's mean chunk weight; a chunk of m times that
+        weight takes the step m times over, so a few rows barely move a
+        class fitted to many), then the closed-form M-step maximises each
+        class's MAP objective scaled to the class's weight in the stream,
+        so the priors weigh against all its data.  A
         chunk may hold any subset of the classes: the others keep their
         parameters and averages.  ``class_count_`` adds up each class's
         weight, and an empirical ``class_prior`` follows it (a given one
@@ -885,9 +893,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         ``classes_`` (on the first call, those of the chunk).  A label
         outside ``classes_`` is refused (refit with ``fit`` to add a class).
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
-        After ``fit`` the next call starts a new running average from the
-        fitted parameters; a saved model keeps the stream's state and goes
-        on after ``load``.  Later calls update the parameters,
+        After ``fit`` the stream starts from the fit: its data are each
+        class's first chunk, of weight ``class_count_`` (statistics that
+        reproduce the fitted mixture), so the next chunk updates the fit
+        rather than replacing it; a saved model keeps the stream's state and
+        goes on after ``load`` (one saved before ``class_count_`` existed is
+        refused, with refitting as the remedy).  Later calls update the parameters,
         ``class_count_``, ``class_prior_``, ``n_effective_components_`` and
         ``n_partial_fits_``; ``loss_`` and ``class_losses_`` become NaN (the
         stream's objective would need a pass over every row seen), and
@@ -911,12 +922,30 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                         "n_components='auto' would choose each class's K from that chunk "
                         "alone: fit a sample of the stream with n_components='auto' first "
                         "(partial_fit then continues its K), or give n_components")
+                self._check_first_classes(classes, X, y, sample_weight)
                 self.fit(X, y, sample_weight=sample_weight)
                 self._check_classes(classes, first=True)
                 self._stream = None
                 return self._partial_step(X, y, sample_weight, self.priors_, first=True)
             self._check_classes(classes)
             return self._partial_step(X, y, sample_weight, self._partial_priors())
+
+    def _check_first_classes(self, classes, X, y, sample_weight) -> None:
+        """The first call's ``classes`` against the chunk's labels of
+        positive weight, before its fit."""
+        if classes is None:
+            return
+        labels = self._labels(X, y)
+        w = V.check_sample_weight(sample_weight, labels.shape[0])
+        present = np.unique(labels if w is None else labels[w > 0])
+        given = np.unique(np.asarray(classes.detach().cpu() if isinstance(classes, torch.Tensor)
+                                     else classes).ravel())
+        absent = np.setdiff1d(given, present)
+        if absent.size:
+            raise ValueError(
+                f"partial_fit starts with a fit of its first chunk, which has no rows of "
+                f"class(es) {[_label(c) for c in absent]!r} of classes: each class's mixture "
+                f"starts from its own rows, so the first chunk needs rows of every class")
 
     def _check_classes(self, classes, first: bool = False) -> None:
         """``partial_fit``'s ``classes``, when given, against ``classes_``."""
@@ -961,25 +990,42 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                       first: bool = False) -> "GMMClassifier":
         X = V.check_X(self, X, reset=False)
         w = V.check_sample_weight(sample_weight, X.shape[0])
-        labels = self._encode_known(X, y)
-        if w is not None:
-            keep = w > 0
-            X, w, labels = X[keep], w[keep], labels[keep]
+        keep = None if w is None else w > 0
+        # Rows of weight 0 leave first (fit ignores their labels too).
+        labels = self._encode_known(X, y, keep, "partial_fit continues the fitted classes: "
+                                    "refit with fit to add a class")
+        if keep is not None:
+            X, w = X[keep], w[keep]
         V.check_missing_rows(np.isnan(X))
         device = _predict.model_device(self)
         family = self._family()
         C, K, D = self.means_.shape
         real = np.arange(K)[None, :] < self.n_components_[:, None]
+        counted = getattr(self, "class_count_", None)
+        if counted is None:
+            raise ValueError(
+                "partial_fit needs each class's weight seen so far (class_count_), which this "
+                "model, saved by an earlier bayesgmm, lacks: refit it with fit (on the data or a "
+                "sample of them), then go on with partial_fit")
         state = getattr(self, "_stream", None)
         fresh = first or state is None      # a new running average starts here
-        if state is None:
-            _, std, _, _ = self._model_frame(device, plug_in=True)
-            state = {"center": std.center, "scale": std.scale, "t": np.zeros(C, dtype=np.int64),
-                     "mass": np.zeros(C), "avg": None}
-        std = Standardizer(np.asarray(state["center"], dtype=np.float64),
-                           np.asarray(state["scale"], dtype=np.float64))
         _, wts, means, cov, _ = self._class_mixtures(plug_in=True)
         mask = torch.as_tensor(real, device=device)
+        if state is None:
+            _, std, _, _ = self._model_frame(device, plug_in=True)
+            if first:
+                state = {"center": std.center, "scale": std.scale,
+                         "t": np.zeros(C, dtype=np.int64), "mass": np.zeros(C), "avg": None}
+            else:
+                # After fit: the fit's data are every class's first chunk.
+                fitted = masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0),
+                                                  cov, family, device, torch.float64),
+                                mask, family)
+                state = seeded_stream(std, fitted, family, counted)
+        # Updated in a copy: a refused chunk leaves the stream as it was.
+        state = dict(state)
+        std = Standardizer(np.asarray(state["center"], dtype=np.float64),
+                           np.asarray(state["scale"], dtype=np.float64))
         params = masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0), cov, family,
                                           device, self._dtype()), mask, family)
         dtype = params.weights.dtype
@@ -992,25 +1038,16 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                      family, mask, self.PARTIAL_FIT_DECAY, self.PARTIAL_FIT_OFFSET)
         if first:   # the fit's own parameters stand; the averages start here
             new = params
-        guard_stage("partial_fit", new, torch.zeros(C), learning_rate=None, what="class(es)")
+        guard_stage("partial_fit", new, torch.zeros(C, device=device), learning_rate=None,
+                    what="class(es)")
         wn, mn, cn = std.params_from_std(new, family)
         self.weights_ = np.where(real, wn, 0.0)
         self.means_ = np.where(real[..., None], mn, np.nan)
         self._set_covariances(cn, family, real)
         self.priors_ = priors
         if not first:
-            counted = getattr(self, "class_count_", None)
-            if counted is None:
-                # Saved by bayesgmm 0.2.0, which kept no class sizes.
-                warnings.warn(
-                    "GMMClassifier.partial_fit: this model was saved by an earlier bayesgmm, "
-                    "without class_count_: class_prior_ stays as loaded, and class_count_ "
-                    "counts the stream's rows from this call on. Refit with fit to have the "
-                    "class prior follow the stream", UserWarning, stacklevel=3)
-            chunk = groups.mass.double().cpu().numpy()
-            self.class_count_ = chunk if counted is None else counted + chunk
-            if counted is not None:
-                self.class_prior_ = self._class_prior(self.class_count_, self.classes_)
+            self.class_count_ = counted + np.bincount(labels, weights=w, minlength=C)
+            self.class_prior_ = self._class_prior(self.class_count_, self.classes_)
             # The stream's objective is not known (it would need a pass over
             # every row seen): the losses no longer describe the parameters.
             self.class_losses_ = np.full(C, math.nan)

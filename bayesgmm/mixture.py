@@ -18,7 +18,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, sample_mixture, seeded_priors, spread_rows,
-                    stream_data, stream_update, host_stats, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
+                    stream_data, stream_update, seeded_stream, host_stats, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     warn_constant_features, warn_vi_missing)
@@ -308,8 +308,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         responsibilities averaged over the draws) is, else those with
         ``weights_ x n >= 1``
         (n: the total sample weight; counts are in the units of
-        ``sample_weight``, so weights normalised to sum to 1 make every
-        component count as empty).  Set by ``fit``; ``partial_fit`` updates
+        ``sample_weight``, so with weights normalised to sum to 1 at most
+        one component can count: the data weigh as one point).  Set by ``fit``; ``partial_fit`` updates
         it from its running total weight.  With
         ``weight_prior="dirichlet_process"``, the number of clusters the
         fit found.
@@ -659,6 +659,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.device_ = device
         self._stream = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
+        self._fit_mass = float(data.mass)    # ... from the fit's data, of this weight
         if posterior is not None and posterior.method == "vi":
             warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family,
                             getattr(self, "feature_names_in_", None))
@@ -822,6 +823,15 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.rhat_, self.ess_, self.n_divergent_ = post.rhat, post.ess, int(post.n_divergent)
         else:
             self.elbo_ = float(post.elbo - data.loglik_offset())
+        K = self.means_.shape[0]
+        if self._dp_concentration() is not None and K > 1 and self.n_effective_components_ == K:
+            # (From an audit.) Four clusters under a truncation of 3 were
+            # merged two into one, with every component counted and nothing said.
+            warnings.warn(
+                f"BayesianGMM: every one of the n_components={K} components of the "
+                f"Dirichlet-process truncation carries data, so the data may hold more "
+                f"clusters than the truncation allows (surplus clusters are merged): raise "
+                f"n_components until some components stay empty", UserWarning, stacklevel=5)
 
     def _fit_k(self, data, groups, family, s, backend, K: int, seeds, group, previous_names
                ) -> tuple["_Fit", Priors]:
@@ -1290,17 +1300,22 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         The first call, on an unfitted estimator, is ``fit`` on that chunk.
         Every later call runs one E-step of the chunk at the current
         parameters and folds its sufficient statistics, per unit of weight,
-        into a running average with step size eta_t = (t + 2)^-0.6 for the
-        t-th chunk (stepwise EM, Cappé & Moulines 2009: any exponent in
-        (0.5, 1] converges; 0.6 forgets early, poorly fitted chunks fast),
-        then the closed-form M-step maximises the MAP objective of that
+        into a running average with step size eta_t = (t + 2)^-0.6 when t
+        chunks are already averaged (stepwise EM, Cappé & Moulines 2009: any
+        exponent in (0.5, 1] converges; 0.6 forgets early, poorly fitted
+        chunks fast), for a chunk of the stream's mean chunk weight; a chunk
+        of m times that weight takes the step m times over,
+        1 - (1 - eta_t)^m, so a few rows barely move a mixture fitted to
+        many (equal chunks: the plain schedule); then the closed-form M-step maximises the MAP objective of that
         average scaled to the total weight seen, so the priors weigh
         against all the data so far, as in a batch fit of it.  Each call
         costs one pass over its chunk; memory does not grow with the stream.
 
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
-        After ``fit`` the next call starts a new running average from the
-        fitted parameters.  A saved (or pickled) model keeps the stream's
+        After ``fit`` the stream starts from the fit: its data are the first
+        chunk (statistics that reproduce the fitted mixture, at the fit's
+        total weight), so the next chunk updates the fit rather than
+        replacing it.  A saved (or pickled) model keeps the stream's
         running statistics, so after ``load`` the next call continues the
         stream exactly as the saved model would have (a file saved by an
         earlier release, without them, starts a new average with a
@@ -1384,8 +1399,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     f"weigh against the rows seen from now on. Save the model again with this "
                     f"release to keep a stream's statistics", UserWarning, stacklevel=4)
             std, params, _ = self._frame(device, self.weights_, self.means_, self.covariances_,
-                                         family)
-            state = {"center": std.center, "scale": std.scale, "t": 0, "mass": 0.0, "avg": None}
+                                         family, dtype=torch.float64)
+            fit_mass = getattr(self, "_fit_mass", None)
+            if first or fit_mass is None:
+                state = {"center": std.center, "scale": std.scale, "t": 0, "mass": 0.0,
+                         "avg": None}
+            else:
+                # After fit: the fit's data are the stream's first chunk.
+                seed = seeded_stream(std, params.map(lambda t: t[None]), family,
+                                     np.array([fit_mass]))
+                state = dict(seed, t=1, mass=float(fit_mass))
         std = Standardizer(np.asarray(state["center"], dtype=np.float64),
                            np.asarray(state["scale"], dtype=np.float64))
         params = std.params_to_std(self.weights_, self.means_, self.covariances_, family, device,

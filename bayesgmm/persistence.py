@@ -627,6 +627,10 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
                      np.float64 if params.get("dtype") == "float64" else np.float32,
                      None if kind == "BayesianGMM" else C)
     _check_stream(a, family, K, D, None if kind == "BayesianGMM" else C)
+    fit_mass = a.get("_fit_mass")
+    if fit_mass is not None and not (isinstance(fit_mass, float) and math.isfinite(fit_mass)
+                                     and fit_mass > 0):
+        raise _Corrupt(f"_fit_mass {fit_mass!r:.60} is not a positive number")
     if kind != "BayesianGMM" and a.get("class_count_") is not None:
         count = _float_array("class_count_", a["class_count_"], (C,))
         if not (np.all(np.isfinite(count)) and np.all(count > 0)):

@@ -80,7 +80,9 @@ Inference = Literal["map", "vi", "nuts"]
 DRAW_NAMES = ("weights", "means", "covariances")
 
 #: Split R-hat above which the chains count as not converged (Vehtari et
-#: al. 2021 recommend 1.01).
+#: al. 2021 recommend 1.01 for their rank-normalised R-hat; ``rhat_`` is the
+#: classic split R-hat, Pyro's ``split_gelman_rubin``, and ``ess_`` Pyro's
+#: ``effective_sample_size``, not the bulk/tail ESS).
 RHAT_THRESHOLD = 1.01
 #: Effective draws per chain below which the effective sample size counts
 #: as low (ArviZ's rule: 100 per chain, for reliable R-hat and quantiles).
@@ -756,15 +758,25 @@ def check_convergence(rhat: dict, ess: dict, n_chains: int, *, n_divergent: int 
     return problems
 
 
-def warn_convergence(problems: list, stacklevel: int = 2) -> None:
+#: Said with a Dirichlet-process NUTS fit's convergence warning: the number
+#: of components it reports rests on those draws.  (From an audit: two
+#: clusters 8 sd apart, truncation 4, 2 x (60 + 40) draws: R-hat 1.35-1.62,
+#: surplus components holding 12-14 points each, n_effective_components_ 4;
+#: VI on the same data, 2.)
+DP_NUTS_NOTE = ("; with weight_prior='dirichlet_process' the number of components the data "
+                "use (n_effective_components_) and the weights rest on these draws: until they "
+                "converge, inference='vi' chooses it more reliably")
+
+
+def warn_convergence(problems: list, stacklevel: int = 2, note: str = "") -> None:
     """The one warning about NUTS draws that are not to be trusted, naming
-    the ``problems`` (:func:`check_convergence`'s) and the remedy;
-    ``stacklevel`` counts from the caller of this function, as
+    the ``problems`` (:func:`check_convergence`'s) and the remedy, then
+    ``note``; ``stacklevel`` counts from the caller of this function, as
     ``warnings.warn``'s from its own caller."""
     warnings.warn(
         "NUTS draws may not represent the posterior: " + "; ".join(problems)
         + ". Remedy: more warmup and more draws (raise n_warmup and n_samples; more "
-        "n_chains for R-hat), and check that the MAP fit converged", UserWarning,
+        "n_chains for R-hat), and check that the MAP fit converged" + note, UserWarning,
         stacklevel=stacklevel + 1)
 
 
@@ -831,7 +843,10 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
         out.problems = check_convergence(out.rhat, out.ess, C, n_divergent=out.n_divergent,
                                          sites={"covariances": family.site},
                                          fixed=fixed_elements(grouped),
-                                         stacklevel=stacklevel + 1, warn=warn)
+                                         stacklevel=stacklevel + 1, warn=False)
+        if out.problems and warn:
+            warn_convergence(out.problems, stacklevel, DP_NUTS_NOTE if settings.prunes
+                             else "")
     out.samples = samples
     return out
 

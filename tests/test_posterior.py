@@ -392,9 +392,11 @@ def test_divergences_counted_with_fewer_than_four_draws(monkeypatch):
     monkeypatch.setattr(P, "MCMC", Recording)
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(-3, 1, 60), rng.normal(3, 1, 60)][:, None]
-    with pytest.warns(UserWarning, match="divergent transition"):
+    with pytest.warns(UserWarning, match="divergent transition") as caught:
         g = BayesianGMM(2, inference="nuts", n_samples=3, n_chains=1, n_warmup=20,
                         random_state=1, device="cpu").fit(X)
+    # Only a Dirichlet-process fit's warning speaks of the number of components.
+    assert not any("n_effective_components_" in str(w.message) for w in caught)
     assert recorded[0] >= 1
     assert g.n_divergent_ == sum(recorded)
 
@@ -514,6 +516,13 @@ def test_process_nuts_start_is_checked():
         BayesianGMM(3, max_iter=1, **kw).fit(X)
     short = [w for w in caught if "still improving after" in str(w.message)]
     assert len(short) == 1 and short[0].filename == __file__
+    # Its draws (4 of one chain) cannot be trusted: the warning says so, at
+    # the caller's line, and that the number of components rests on them.
+    nuts = [w for w in caught if "NUTS draws may not represent" in str(w.message)]
+    assert len(nuts) == 1 and nuts[0].filename == __file__
+    assert str(nuts[0].message).endswith("(n_effective_components_) and the weights rest on "
+                                         "these draws: until they converge, inference='vi' "
+                                         "chooses it more reliably")
     # tol=0 asks for every iteration: reaching max_iter is not warned about
     # (as for the MAP fit).
     with warnings.catch_warnings(record=True) as caught:
@@ -1047,3 +1056,21 @@ def test_predictive_mixture_of_a_shared_covariance_is_a_writable_copy(lead):
         assert family.name == "full" and full.flags.writeable and full.shape == lead + (S * K, D, D)
         np.testing.assert_array_equal(full, np.repeat(c, K, axis=-3))
         np.testing.assert_allclose(w.sum(-1), 1.0)
+
+
+def test_a_truncation_below_the_clusters_is_said():
+    """(From an audit.) Four separated clusters under a Dirichlet-process
+    truncation of 3: two are merged, every component carries data, and the
+    fit says so at the caller's line; with room to spare it says nothing."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.5, (80, 2)) for c in ([0, 0], [8, 0], [0, 8], [8, 8])])
+    kw = dict(inference="vi", weight_prior="dirichlet_process", random_state=0, device="cpu")
+    with pytest.warns(UserWarning, match=r"every one of the n_components=3 components of the "
+                                         r"Dirichlet-process truncation carries data.*raise "
+                                         r"n_components") as caught:
+        small = BayesianGMM(3, **kw).fit(X)
+    assert small.n_effective_components_ == 3
+    assert [w.filename for w in caught if "truncation" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert BayesianGMM(6, **kw).fit(X).n_effective_components_ == 4

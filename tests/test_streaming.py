@@ -378,7 +378,8 @@ def test_partial_fit_takes_priors_given_since_the_fit():
     b.partial_fit(X[500:])
     np.testing.assert_array_equal(a.priors_.covariance_scale, b.priors_.covariance_scale)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
-    np.testing.assert_allclose(a.means_, np.broadcast_to([10.0, -10.0], (3, 2)), atol=0.5)  # data: within 4 of 0
+    # data within 4 of 0; the prior weighs against the fit's 500 rows and the chunk's 500
+    np.testing.assert_allclose(a.means_, np.broadcast_to([10.0, -10.0], (3, 2)), atol=1.0)
 
 
 def test_a_diverging_chunk_is_refused_with_a_remedy_partial_fit_has():
@@ -621,11 +622,12 @@ def test_classifier_partial_fit_weights_repeat_rows_and_resume_after_load(tmp_pa
     b.partial_fit(np.repeat(X[3000:], w, 0), np.repeat(y[3000:], w))
     for name in ("weights_", "means_", "covariances_", "class_prior_", "class_count_"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
-    # A fresh stream after fit with a class absent from its first chunk
-    # (count 0) saves and loads, and goes on exactly.
+    # A stream after fit (the fit's data its first chunk) with a class absent
+    # from the next chunk saves and loads, and goes on exactly.
     c = GMMClassifier(2, **kw).fit(X[:3000], y[:3000])
     c.partial_fit(X[3000:3600][y[3000:3600] != "c"], y[3000:3600][y[3000:3600] != "c"])
-    assert list(c._stream["t"]) == [1, 1, 0]
+    assert list(c._stream["t"]) == [2, 2, 1]
+    np.testing.assert_array_equal(c._stream["mass"][2], np.sum(y[:3000] == "c"))
     c.save(tmp_path / "c.bgmm")
     d = GMMClassifier.load(tmp_path / "c.bgmm")
     for s in range(3600, 6000, 800):
@@ -700,3 +702,77 @@ def test_a_corrupt_classifier_stream_is_refused(tmp_path):
     with pytest.raises(ValueError, match="class_count_ holds a class weight that is not a "
                                          "positive number"):
         bad.save(tmp_path / "m.bgmm")
+
+
+def test_after_fit_a_few_rows_update_the_fit_by_their_weight():
+    """(From a review.) After fit the stream starts from the fit, its data
+    the first chunk, and a chunk's step grows with its weight: three far
+    rows move a one-component fit of 3,000 rows by about eta = 1 - (1 -
+    3^-0.6)^(3/3000) of their distance (they replaced it before), and
+    every class of a classifier likewise."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 2))
+    far = np.full((3, 2), 10.0)
+    gmm = BayesianGMM(1, dtype="float64", **CPU).fit(X)
+    before = gmm.means_[0].copy()
+    gmm.partial_fit(far)
+    eta = 1 - (1 - 3.0 ** -0.6) ** (3 / 3000)
+    np.testing.assert_allclose(gmm.means_[0] - before, eta * (10.0 - before), rtol=0.05)
+    assert gmm._stream["t"] == 2 and gmm._stream["mass"] == 3003.0
+    y = np.repeat(["a", "b"], 1500)
+    clf = GMMClassifier(1, dtype="float64", **CPU).fit(X, y)
+    means = clf.means_.copy()
+    clf.partial_fit(far, ["b"] * 3)
+    np.testing.assert_array_equal(clf.means_[0], means[0])           # "a": no rows
+    eta = 1 - (1 - 3.0 ** -0.6) ** (3 / 1500)
+    np.testing.assert_allclose(clf.means_[1, 0] - means[1, 0], eta * (10.0 - means[1, 0]),
+                               rtol=0.05)
+    np.testing.assert_array_equal(clf.class_count_, [1500, 1503])
+
+
+def test_a_diverging_classifier_chunk_leaves_model_and_stream_as_they_were(tmp_path):
+    """(From a review.) The refused chunk's step was kept in the stream
+    (counts advanced, averages non-finite), so every later chunk failed and
+    save refused the model."""
+    X, y = _labelled_stream(3000)
+    clf = GMMClassifier(2, **CPU).fit(X[:2000], y[:2000])
+    clf.partial_fit(X[2000:2500], y[2000:2500])
+    before = copy.deepcopy(clf)
+    bad = X[2500:2600].copy()
+    bad[0, 0] = 1e30
+    with pytest.raises(ValueError, match="the partial_fit diverged"):
+        clf.partial_fit(bad, y[2500:2600])
+    for name in ("weights_", "means_", "covariances_", "class_count_", "class_prior_"):
+        np.testing.assert_array_equal(getattr(clf, name), getattr(before, name))
+    for name in ("t", "mass"):
+        np.testing.assert_array_equal(clf._stream[name], before._stream[name])
+    for name, v in clf._stream["avg"].items():
+        np.testing.assert_array_equal(v, before._stream["avg"][name])
+    clf.partial_fit(X[2600:], y[2600:])
+    before.partial_fit(X[2600:], y[2600:])
+    np.testing.assert_array_equal(clf.means_, before.means_)
+    clf.save(tmp_path / "m.bgmm")
+
+
+def test_classifier_partial_fit_of_an_old_model_and_weight_zero_rows():
+    X, y = _labelled_stream(3000)
+    clf = GMMClassifier(2, **CPU).fit(X[:2000], y[:2000])
+    del clf.class_count_                 # as a model saved by bayesgmm 0.2.0
+    means = clf.means_.copy()
+    with pytest.raises(ValueError, match=r"lacks: refit it with fit"):
+        clf.partial_fit(X[2000:], y[2000:])
+    np.testing.assert_array_equal(clf.means_, means)
+    # Rows of weight 0 leave before their labels are read, as in fit: an
+    # unknown label there is no error (and a first call whose class has only
+    # weight-0 rows fits without it, as fit does).
+    clf = GMMClassifier(2, **CPU).fit(X[:2000], y[:2000])
+    labels = np.where(np.arange(1000) < 5, "z", y[2000:])
+    w = (labels != "z").astype(float)
+    clf.partial_fit(X[2000:], labels, sample_weight=w)
+    with pytest.raises(ValueError, match=r"\['z'\] that the model was not fitted on .*: "
+                                         r"partial_fit continues the fitted classes: refit with "
+                                         r"fit to add a class"):
+        clf.partial_fit(X[2000:], labels)
+    with pytest.warns(UserWarning, match=r"class\(es\) \['c'\] has sample_weight 0"):
+        first = GMMClassifier(2, **CPU).partial_fit(X, y, sample_weight=(y != "c") * 1.0)
+    assert first.classes_.tolist() == ["a", "b"]
