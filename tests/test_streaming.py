@@ -776,3 +776,57 @@ def test_classifier_partial_fit_of_an_old_model_and_weight_zero_rows():
     with pytest.warns(UserWarning, match=r"class\(es\) \['c'\] has sample_weight 0"):
         first = GMMClassifier(2, **CPU).partial_fit(X, y, sample_weight=(y != "c") * 1.0)
     assert first.classes_.tolist() == ["a", "b"]
+
+
+def test_classifier_stream_average_against_an_independent_computation():
+    """(From a review: the per-class check above runs the same shared step
+    on both sides.)  The running average's raw moments about 0, in the
+    stream's frame, must follow M <- (1 - eta) M + eta M_chunk per class,
+    M_chunk from scipy's responsibilities at the current parameters, eta
+    the weight-aware step of the class's count and weight; a class without
+    rows keeps its average."""
+    from scipy.stats import multivariate_normal as mvn
+
+    def raw(avg, c, k):
+        Nk, S1, S2, ref = (avg[q][c][:k] for q in ("Nk", "S1", "S2", "ref"))
+        M1 = S1 + Nk[:, None] * ref
+        M2 = (S2 + np.einsum("ki,kj->kij", S1, ref) + np.einsum("ki,kj->kij", ref, S1)
+              + Nk[:, None, None] * np.einsum("ki,kj->kij", ref, ref))
+        return Nk, M1, M2
+
+    X, y = _labelled_stream(6000)
+    w = np.random.default_rng(4).uniform(0.5, 2.0, len(X))
+    clf = GMMClassifier({"a": 2, "b": 1, "c": 3}, dtype="float64", **CPU).fit(X[:3000], y[:3000])
+    keep = y[3000:3500] != "c"
+    clf.partial_fit(X[3000:3500][keep], y[3000:3500][keep], sample_weight=w[3000:3500][keep])
+    for a, skip in ((3500, "a"), (4100, None)):
+        rows = slice(a, a + 600)
+        sel = y[rows] != skip
+        Z, lab, ww = X[rows][sel], y[rows][sel], w[rows][sel]
+        s = copy.deepcopy(clf._stream)
+        expected = {}
+        for c, name in enumerate("abc"):
+            k = int(clf.n_components_[c])
+            if not (lab == name).any():
+                continue
+            Zs = (Z[lab == name] - s["center"]) / s["scale"]
+            mu = (clf.means_[c][:k] - s["center"]) / s["scale"]
+            S = clf.covariances_[c][:k] / np.outer(s["scale"], s["scale"])
+            lp = np.stack([np.log(clf.weights_[c][j]) + mvn(mu[j], S[j]).logpdf(Zs)
+                           for j in range(k)], 1)
+            r = np.exp(lp - lp.max(1, keepdims=True))
+            r = r / r.sum(1, keepdims=True) * ww[lab == name][:, None]
+            m = ww[lab == name].sum()
+            chunk = (r.sum(0) / m, r.T @ Zs / m, np.einsum("nk,ni,nj->kij", r, Zs, Zs) / m)
+            t, mass = s["t"][c], s["mass"][c]
+            eta = 1 - (1 - (t + 2.0) ** -0.6) ** (m / (mass / t))
+            expected[c] = [(1 - eta) * o + eta * ch for o, ch in zip(raw(s["avg"], c, k), chunk)]
+        clf.partial_fit(Z, lab, sample_weight=ww)
+        for c, name in enumerate("abc"):
+            k = int(clf.n_components_[c])
+            if c not in expected:
+                for q, v in clf._stream["avg"].items():
+                    np.testing.assert_array_equal(v[c], s["avg"][q][c])
+                continue
+            for got, exp in zip(raw(clf._stream["avg"], c, k), expected[c]):
+                np.testing.assert_allclose(got, exp, rtol=1e-9, atol=1e-12)
