@@ -912,7 +912,8 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
     except UnicodeDecodeError as exc:
         if encoding.startswith("utf-8"):
-            remedy = "give its encoding, e.g. --encoding latin-1 (or cp1252), or re-save it as UTF-8"
+            remedy = ("give its encoding, e.g. --encoding latin-1 (or cp1252), or re-save it "
+                      "as UTF-8")
         else:
             remedy = "give the file's own encoding with --encoding"
         raise CLIError(f"cannot read {path!r}: it is not {encoding} text ({exc.reason} at byte "

@@ -18,7 +18,8 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
                     log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     guard_stage, is_row_source, sample_mixture, seeded_priors, spread_rows,
-                    stream_data, stream_update, seeded_stream, host_stats, PARTIAL_FIT_DECAY, PARTIAL_FIT_OFFSET,
+                    stream_data, stream_update, seeded_stream, host_stats, PARTIAL_FIT_DECAY,
+                    PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     warn_constant_features, warn_vi_missing)
@@ -309,8 +310,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``weights_ x n >= 1``
         (n: the total sample weight; counts are in the units of
         ``sample_weight``, so with weights normalised to sum to 1 at most
-        one component can count: the data weigh as one point).  Set by ``fit``; ``partial_fit`` updates
-        it from its running total weight.  With
+        one component can count: the data weigh as one point).  Set by
+        ``fit``; ``partial_fit`` updates it from its running total weight.  With
         ``weight_prior="dirichlet_process"``, the number of clusters the
         fit found.
     bic_ : ndarray of shape (max_components,)
@@ -1291,7 +1292,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             state["_stream"] = {
                 "center": np.asarray(online["std"].center, dtype=np.float64),
                 "scale": np.asarray(online["std"].scale, dtype=np.float64),
-                "t": int(online["t"]), "mass": float(online["mass"]), "avg": host_stats(online["avg"])}
+                "t": int(online["t"]), "mass": float(online["mass"]),
+                "avg": host_stats(online["avg"])}
         super().__setstate__(state)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> "BayesianGMM":
@@ -1306,9 +1308,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         chunks fast), for a chunk of the stream's mean chunk weight; a chunk
         of m times that weight takes the step m times over,
         1 - (1 - eta_t)^m, so a few rows barely move a mixture fitted to
-        many (equal chunks: the plain schedule); then the closed-form M-step maximises the MAP objective of that
-        average scaled to the total weight seen, so the priors weigh
-        against all the data so far, as in a batch fit of it.  Each call
+        many (equal chunks: the plain schedule); then the closed-form
+        M-step maximises the MAP objective of that average scaled to the
+        total weight seen, so the priors weigh against all the data so far,
+        as in a batch fit of it.  Each call
         costs one pass over its chunk; memory does not grow with the stream.
 
         ``sample_weight`` and ``missing="marginalize"`` work as in ``fit``.
