@@ -626,7 +626,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             bic = None
         offset = data.loss_offset(K, family)
         guard_stage("fit of every restart", fit.kept.params,
-                    torch.tensor(float(fit.kept.losses[-1])),
+                    torch.tensor(float(fit.kept.losses[-1]), dtype=torch.float64),
                     learning_rate=s.learning_rate if s.max_iter > 0 else None)   # SVI's only
         w, m, c = std.params_from_std(fit.kept.params, family)
         self.weights_ = w

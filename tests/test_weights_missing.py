@@ -790,3 +790,17 @@ def test_far_rows_with_missing_values_agree_with_scipy_and_keep_linear_terms(cov
             winner = np.where(b * np.array([-t, t]) > 0, 0, 1)
             np.testing.assert_array_equal(gmm.predict(q), winner)
             np.testing.assert_allclose(gmm.predict_proba(q)[np.arange(2), winner], 1.0)
+
+
+def test_float64_fit_takes_a_total_weight_beyond_float32s_range():
+    """(From an audit.) The divergence guard held the float64 loss in a
+    float32 tensor: totals from 3e38 on (300 rows of 1e36) were refused as
+    'diverged', though check_weight_range admits 1.8e300 in float64."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(100, 2)) + c for c in ([0, 0], [8, 0], [0, 8])])
+    kw = dict(dtype="float64", random_state=0, device="cpu")
+    big = BayesianGMM(3, **kw).fit(X, sample_weight=np.full(len(X), 1e36))
+    ref = BayesianGMM(3, **kw).fit(X, sample_weight=np.full(len(X), 1e30))
+    assert np.isfinite(big.loss_) and big.loss_ > 3.4e38
+    np.testing.assert_allclose(np.sort(big.means_, 0), np.sort(ref.means_, 0), rtol=1e-6,
+                               atol=1e-9)
