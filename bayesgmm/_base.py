@@ -720,11 +720,11 @@ def stream_update(state: dict, groups, params: MixtureParams, pt, family: Covari
         # far; a chunk of another weight m takes it m / mean times over
         # (1 - (1 - eta)^(m / mean)), so that a few rows do not move a
         # mixture that many rows fitted (equal chunks: the plain schedule).
-        before = np.asarray(state["mass"], dtype=np.float64)
+        mean = np.asarray(state["mass"], dtype=np.float64) / np.maximum(t, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(t > 0, mass / np.where(t > 0, before / np.maximum(t, 1), 1.0), 1.0)
-        base = (t + offset) ** -decay
-        eta = np.where(t == 0, 1.0, -np.expm1(ratio * np.log1p(-np.minimum(base, 1.0 - 1e-12))))
+            ratio = np.where(t > 0, mass / mean, 1.0)
+        base = np.minimum((t + offset) ** -decay, 1.0 - 1e-12)
+        eta = np.where(t == 0, 1.0, -np.expm1(ratio * np.log1p(-base)))
         eta = torch.as_tensor(eta, dtype=dtype, device=device)
         present_t = torch.as_tensor(present, device=device)
         # A group without rows keeps its average as it was (about its means).

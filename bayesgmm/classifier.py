@@ -924,7 +924,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                         "(partial_fit then continues its K), or give n_components")
                 self._check_first_classes(classes, X, y, sample_weight)
                 self.fit(X, y, sample_weight=sample_weight)
-                self._check_classes(classes, first=True)
+                self._check_classes(classes)
                 self._stream = None
                 return self._partial_step(X, y, sample_weight, self.priors_, first=True)
             self._check_classes(classes)
@@ -938,29 +938,19 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         labels = self._labels(X, y)
         w = V.check_sample_weight(sample_weight, labels.shape[0])
         present = np.unique(labels if w is None else labels[w > 0])
-        given = np.unique(np.asarray(classes.detach().cpu() if isinstance(classes, torch.Tensor)
-                                     else classes).ravel())
-        absent = np.setdiff1d(given, present)
+        absent = np.setdiff1d(_given_classes(classes), present)
         if absent.size:
             raise ValueError(
                 f"partial_fit starts with a fit of its first chunk, which has no rows of "
                 f"class(es) {[_label(c) for c in absent]!r} of classes: each class's mixture "
                 f"starts from its own rows, so the first chunk needs rows of every class")
 
-    def _check_classes(self, classes, first: bool = False) -> None:
+    def _check_classes(self, classes) -> None:
         """``partial_fit``'s ``classes``, when given, against ``classes_``."""
         if classes is None:
             return
-        given = np.unique(np.asarray(classes.detach().cpu() if isinstance(classes, torch.Tensor)
-                                     else classes).ravel())
-        unknown = np.setdiff1d(given, self.classes_)
-        absent = np.setdiff1d(self.classes_, given)
-        if first and unknown.size:
-            raise ValueError(
-                f"partial_fit starts with a fit of its first chunk, which has no rows of "
-                f"class(es) {[_label(c) for c in unknown]!r} of classes: each class's mixture "
-                f"starts from its own rows, so the first chunk needs rows of every class")
-        if unknown.size or absent.size:
+        given = _given_classes(classes)
+        if given.size != self.classes_.size or np.setdiff1d(given, self.classes_).size:
             raise ValueError(
                 f"classes {[_label(c) for c in given]!r} differ from the fitted classes_ "
                 f"{self.classes_.tolist()!r}: partial_fit continues the fitted classes; refit "
@@ -1011,6 +1001,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         fresh = first or state is None      # a new running average starts here
         _, wts, means, cov, _ = self._class_mixtures(plug_in=True)
         mask = torch.as_tensor(real, device=device)
+
+        def standardised(std, dtype):      # the class mixtures in the frame of std
+            return masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0), cov,
+                                            family, device, dtype), mask, family)
+
         if state is None:
             _, std, _, _ = self._model_frame(device, plug_in=True)
             if first:
@@ -1018,16 +1013,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                          "t": np.zeros(C, dtype=np.int64), "mass": np.zeros(C), "avg": None}
             else:
                 # After fit: the fit's data are every class's first chunk.
-                fitted = masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0),
-                                                  cov, family, device, torch.float64),
-                                mask, family)
-                state = seeded_stream(std, fitted, family, counted)
+                state = seeded_stream(std, standardised(std, torch.float64), family, counted)
         # Updated in a copy: a refused chunk leaves the stream as it was.
         state = dict(state)
         std = Standardizer(np.asarray(state["center"], dtype=np.float64),
                            np.asarray(state["scale"], dtype=np.float64))
-        params = masked(std.params_to_std(wts, np.where(real[..., None], means, 0.0), cov, family,
-                                          device, self._dtype()), mask, family)
+        params = standardised(std, self._dtype())
         dtype = params.weights.dtype
         wt = None if w is None else torch.as_tensor(w, dtype=dtype, device=device)
         groups = Groups.from_labels(std.apply(X, device, dtype),
@@ -1415,6 +1406,13 @@ def _kernel(family, n_features: int):
             return mixture_log_likelihood(z, MixtureParams(weights, means, cov), family, factor)
         _KERNELS[key] = scores
     return _KERNELS[key]
+
+
+def _given_classes(classes) -> np.ndarray:
+    """``partial_fit``'s ``classes`` argument as sorted distinct labels."""
+    if isinstance(classes, torch.Tensor):
+        classes = classes.detach().cpu().numpy()
+    return np.unique(np.asarray(classes).ravel())
 
 
 def _num_labels(y) -> int:
