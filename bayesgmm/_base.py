@@ -970,10 +970,15 @@ def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
     whose = f" for {n_bad} {what}" if what else ""
     if previous is None:
         step = "" if learning_rate is None else f" / lower learning_rate (now {learning_rate})"
+        # float32 leaves its range first (data or sample weights spanning
+        # many decades; one row weighing 1e24 against rows of weight 1 put
+        # the others ~1e10 standardised units away): float64 is a remedy.
+        wider = (", or fit with dtype='float64'" if params.means.dtype == torch.float32
+                 else "")
         raise ValueError(
-            f"the {stage} diverged (non-finite loss or parameters){whose}: check the data for "
-            f"extreme values, or raise the covariance prior (Priors.scale_rate or "
-            f"covariance_scale){step}")
+            f"the {stage} diverged (non-finite loss or parameters){whose}: check the data and "
+            f"any sample weights for extreme values{wider}, or raise the covariance prior "
+            f"(Priors.scale_rate or covariance_scale){step}")
     name, prev_params, prev_losses = previous
     warnings.warn(
         f"{stage} diverged (non-finite loss or parameters){whose}; keeping the {name} solution: "

@@ -64,8 +64,11 @@ def _inverse_gamma_log_prob(x: torch.Tensor, shape: torch.Tensor, rate: torch.Te
 def _inverse_gamma_root(a: torch.Tensor, b: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     """The positive root s of a s^2 - b s - S = 0: the stationary point in s
     of an InverseGamma(shape, b) prior (a = shape + 1 + n) times n Gaussian
-    terms with squared deviations S."""
-    return (b + torch.sqrt(b * b + 4 * a * S.clamp_min(0))) / (2 * a)
+    terms with squared deviations S.  Written as h + sqrt(h^2 + S/a), h =
+    b / 2a: the textbook form squares b and multiplies a by S, which leaves
+    float32's range once the weight behind a component passes ~1e19."""
+    h = b / (2 * a)
+    return h + torch.sqrt(h * h + S.clamp_min(0) / a)
 
 
 def _wishart_log_prob(prec: torch.Tensor, logdet_prec: torch.Tensor, dof: torch.Tensor,

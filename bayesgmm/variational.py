@@ -101,6 +101,13 @@ _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def _phi(x: torch.Tensor) -> torch.Tensor:
+    """e^x - 1 - x to full relative precision: its Taylor series to x^5 for
+    |x| < 1e-3 (truncation below 4e-15 relative), expm1(x) - x beyond."""
+    series = x * x * (0.5 + x * (1 / 6 + x * (1 / 24 + x / 120)))
+    return torch.where(x.abs() < 1e-3, series, torch.expm1(x) - x)
+
+
 def _grid(p: torch.Tensor, sd: torch.Tensor, points: Optional[int] = None) -> torch.Tensor:
     """Offsets (*batch, n), in units of q(u)'s curvature scale ``sd``, of
     the quadrature and sampling grid in t = log u about the mode.  The log
@@ -139,24 +146,34 @@ class InverseScale:
     def __init__(self, p: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
         self.p, self.b, self.c = torch.broadcast_tensors(p, b, c.clamp_min(0))
         p, b, c = self.p, self.b, self.c
-        # Mode in u of u^p exp(-b u - c u^2/2) (the dt-density), the stable root.
-        u0 = 2 * p / (b + torch.sqrt(b * b + 4 * c * p))
+        # Mode in u of u^p exp(-b u - c u^2/2) (the dt-density), the stable
+        # root; hypot, as b^2 + 4cp leaves the range once the weight behind
+        # a component passes ~sqrt(finfo.max).
+        u0 = 2 * p / (b + torch.hypot(b, 2 * c.sqrt() * p.sqrt()))
         self.t0 = torch.log(u0)
         self.sd = torch.rsqrt(p + c * u0 * u0)          # 1 / sqrt(-f''(t0))
-        g = _grid(p, self.sd, _QUAD_POINTS)
-        t = self.t0.unsqueeze(-1) + self.sd.unsqueeze(-1) * g
-        logf = self._logf(t)          # the ends' half weights: below 1e-15 of the mass
-        h = t[..., 1] - t[..., 0]
-        self.log_z = torch.logsumexp(logf, -1) + torch.log(h)
+        # The grid is held as offsets d from the mode, and the log density
+        # relative to the mode's: with a large weight behind a component
+        # (p ~ 1e29: sd ~ 1e-15), t0 + d rounds to t0 and log f(t0 + d)
+        # (~p) to log f(t0), so the rule would see one point (log_z = -inf).
+        d = self.sd.unsqueeze(-1) * _grid(p, self.sd, _QUAD_POINTS)
+        logf = self._logf_rel(d)      # the ends' half weights: below 1e-15 of the mass
+        h = d[..., 1] - d[..., 0]
+        peak = p * self.t0 - b * u0 - 0.5 * c * u0 * u0            # log f(t0)
+        self.log_z = peak + torch.logsumexp(logf, -1) + torch.log(h)
         pi = torch.softmax(logf, -1)
-        self.mean_log = (pi * t).sum(-1)
-        self.mean_sq = (pi * torch.exp(2 * t)).sum(-1)
+        self.mean_log = self.t0 + (pi * d).sum(-1)
+        self.mean_sq = u0 * u0 * (pi * torch.exp(2 * d)).sum(-1)
 
-    def _logf(self, t: torch.Tensor) -> torch.Tensor:
-        """log of the density against dt (t = log u): p t - b u - c u^2 / 2."""
-        p, b, c = (v.unsqueeze(-1) for v in (self.p, self.b, self.c))
-        u = torch.exp(t)
-        return p * t - b * u - 0.5 * c * u * u
+    def _logf_rel(self, d: torch.Tensor) -> torch.Tensor:
+        """log f(t0 + d) - log f(t0) of the density against dt (t = log u),
+        log f(t) = p t - b u - c u^2 / 2, through the mode's p = b u0 + c u0^2:
+        -b u0 phi(d) - c u0^2 phi(2 d) / 2 with phi(x) = e^x - 1 - x, whose
+        terms keep their digits however narrow the grid (the direct form
+        subtracts numbers ~p apart by O(1))."""
+        b, c = self.b.unsqueeze(-1), self.c.unsqueeze(-1)
+        u0 = torch.exp(self.t0).unsqueeze(-1)
+        return -b * u0 * _phi(d) - 0.5 * c * u0 * u0 * _phi(2 * d)
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log q(u) against du."""
@@ -166,21 +183,20 @@ class InverseScale:
         """``n`` independent draws (n, *batch) by the inverse CDF on a fine
         grid in t (linear interpolation of the CDF between grid points)."""
         shape = self.p.shape
-        g = _grid(self.p, self.sd, _SAMPLE_POINTS)
-        t = self.t0.unsqueeze(-1) + self.sd.unsqueeze(-1) * g           # (*batch, G)
-        dens = torch.exp(self._logf(t) - self._logf(self.t0.unsqueeze(-1)))
+        d = self.sd.unsqueeze(-1) * _grid(self.p, self.sd, _SAMPLE_POINTS)   # (*batch, G)
+        dens = torch.exp(self._logf_rel(d))
         cdf = torch.cumsum(0.5 * (dens[..., 1:] + dens[..., :-1]), -1)
         cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
         cdf = cdf / cdf[..., -1:]
-        G = g.shape[-1]
-        flat_cdf, flat_t = cdf.reshape(-1, G), t.reshape(-1, G)
+        G = d.shape[-1]
+        flat_cdf, flat_d = cdf.reshape(-1, G), d.reshape(-1, G)
         U = torch.rand((flat_cdf.shape[0], n), dtype=self.p.dtype, device=self.p.device)
         hi = torch.searchsorted(flat_cdf, U).clamp(1, G - 1)
         lo = hi - 1
         c_lo, c_hi = flat_cdf.gather(1, lo), flat_cdf.gather(1, hi)
         frac = ((U - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0, 1)
-        tt = flat_t.gather(1, lo) + frac * (flat_t.gather(1, hi) - flat_t.gather(1, lo))
-        return torch.exp(tt).t().reshape((n,) + shape)
+        dd = flat_d.gather(1, lo) + frac * (flat_d.gather(1, hi) - flat_d.gather(1, lo))
+        return torch.exp(self.t0.reshape(-1, 1) + dd).t().reshape((n,) + shape)
 
 
 class _ScaleGuide(dist.TorchDistribution):

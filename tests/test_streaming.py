@@ -389,8 +389,9 @@ def test_a_diverging_chunk_is_refused_with_a_remedy_partial_fit_has():
     X = _stream(n_chunks=1)
     gmm = BayesianGMM(2, **CPU).fit(X)
     means = gmm.means_.copy()
-    with pytest.raises(ValueError, match=r"the partial_fit diverged .*: check the data for "
-                                         r"extreme values, or raise the covariance prior "
+    with pytest.raises(ValueError, match=r"the partial_fit diverged .*: check the data and any sample "
+                                         r"weights for extreme values, or fit with "
+                                         r"dtype='float64', or raise the covariance prior "
                                          r"\(Priors.scale_rate or covariance_scale\)$"):
         gmm.partial_fit(X * 1e40)
     np.testing.assert_array_equal(gmm.means_, means)

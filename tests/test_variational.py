@@ -77,6 +77,39 @@ def test_inverse_scale_moments_against_scipy_quadrature(p, b, c):
             float(torch.digamma(torch.tensor(p, dtype=F64))) - math.log(b), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("p,b,c", [(1e12, 3.0, 2e12), (1.5e29, 0.87, 1.4e28), (1e29, 2.0, 0.0),
+                                   (1e15, 1e-3, 1e15)])
+def test_inverse_scale_of_a_component_carrying_a_huge_weight(p, b, c):
+    """(From a numerical-extremes audit.) p ~ the weight a component
+    carries: with sample weights of 1e27 per row the grid about the mode
+    (sd ~ 1e-15 in t) collapsed onto one float64 value and log_z was -inf,
+    and from p ~ 1e12 on the direct log density (~p) kept only ~4 digits
+    of its O(1) variation.  Against 50-digit quadrature (mpmath)."""
+    import mpmath
+    q = InverseScale(torch.tensor(p, dtype=F64), torch.tensor(b, dtype=F64),
+                     torch.tensor(c, dtype=F64))
+    with mpmath.workdps(50):
+        P, B, C = mpmath.mpf(p), mpmath.mpf(b), mpmath.mpf(c)
+        logf = lambda t: P * t - B * mpmath.exp(t) - C * mpmath.exp(2 * t) / 2
+        u0 = 2 * P / (B + mpmath.sqrt(B * B + 4 * C * P))
+        t0, sd = mpmath.log(u0), 1 / mpmath.sqrt(P + C * u0 * u0)
+        f0 = logf(t0)
+        quad = lambda g: mpmath.quad(lambda t: g(t) * mpmath.exp(logf(t) - f0),
+                                     [t0 - 40 * sd, t0, t0 + 40 * sd])
+        Z = quad(lambda t: 1)
+        log_z = f0 + mpmath.log(Z)
+        mean_log = quad(lambda t: t) / Z
+        mean_sq = quad(lambda t: mpmath.exp(2 * t)) / Z
+    assert np.isfinite([float(q.log_z), float(q.mean_log), float(q.mean_sq)]).all()
+    assert float(q.log_z) == pytest.approx(float(log_z), rel=1e-14)
+    assert float(q.mean_log) == pytest.approx(float(mean_log), rel=1e-14)
+    assert float(q.mean_sq) == pytest.approx(float(mean_sq), rel=1e-12)
+    torch.manual_seed(0)
+    draws = q.sample(100).numpy()
+    assert np.isfinite(draws).all()
+    np.testing.assert_allclose(draws, math.exp(float(mean_log)), rtol=50 / math.sqrt(p))
+
+
 def test_inverse_scale_draws_follow_the_density():
     p, b, c = 3.5, 0.7, 5.0
     q = InverseScale(torch.tensor(p, dtype=F64), torch.tensor(b, dtype=F64),

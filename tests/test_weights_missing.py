@@ -804,3 +804,62 @@ def test_float64_fit_takes_a_total_weight_beyond_float32s_range():
     assert np.isfinite(big.loss_) and big.loss_ > 3.4e38
     np.testing.assert_allclose(np.sort(big.means_, 0), np.sort(ref.means_, 0), rtol=1e-6,
                                atol=1e-9)
+
+
+@pytest.mark.parametrize("inference", ["map", "vi"])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full", "tied"])
+def test_float32_fit_takes_weights_up_to_the_admitted_total(covariance_type, inference):
+    """(From a numerical-extremes audit.) check_weight_range admits totals
+    to finfo(float32).max x 1e-8 (3.4e30), but the diagonal and spherical
+    M-step squared the weight behind a component (b^2 + 4 a S): from a
+    total of ~1e17 (spherical) or ~1e20 (diag) every restart 'diverged',
+    an error blaming the covariance prior; variational inference lost its
+    scale factor's quadrature from ~1e27.  Now the fit at 1e28 per row
+    equals the float64 fit with the same weights."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 1, (150, 2)), rng.normal(3, 1, (150, 2))])
+    w = np.full(len(X), 1e28)
+    kw = dict(covariance_type=covariance_type, inference=inference, random_state=0,
+              device="cpu")
+    f32 = BayesianGMM(2, **kw).fit(X, sample_weight=w)
+    f64 = BayesianGMM(2, dtype="float64", **kw).fit(X, sample_weight=w)
+    order32, order64 = np.argsort(f32.means_[:, 0]), np.argsort(f64.means_[:, 0])
+    np.testing.assert_allclose(f32.means_[order32], f64.means_[order64], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(f32.covariances_[order32] if covariance_type != "tied"
+                               else f32.covariances_,
+                               f64.covariances_[order64] if covariance_type != "tied"
+                               else f64.covariances_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(f32.weights_[order32], f64.weights_[order64], atol=1e-5)
+
+
+def test_inverse_gamma_root_holds_float32_range():
+    """The scale M-step's root, against the float64 textbook formula, where
+    a x S passes float32's range (the weight behind a component ~1e19+)."""
+    from bayesgmm.covariance import _inverse_gamma_root
+
+    a = np.array([3.0, 1e10, 1e20, 1e30, 1e30])
+    b = np.array([0.5, 0.5, 2.0, 0.1, 1e28])
+    S = np.array([2.0, 3e9, 7e19, 2e30, 0.0])
+    got = _inverse_gamma_root(*(torch.tensor(v, dtype=torch.float32) for v in (a, b, S)))
+    want = (b + np.sqrt(b * b + 4 * a * S)) / (2 * a)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+def test_one_row_outweighing_the_rest_by_1e24_names_float64_when_float32_fails():
+    """A row of weight 1e24 beside rows of weight 1 puts the others ~1e10
+    standardised units from the weighted centre; the float32 full fit
+    leaves the range.  The error names the weights and dtype='float64',
+    with which the same fit succeeds."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 1, (150, 2)), rng.normal(3, 1, (150, 2))])
+    w = np.ones(len(X))
+    w[0] = 1e25
+    kw = dict(covariance_type="full", random_state=0, device="cpu")
+    with pytest.raises(ValueError, match=r"check the data and any sample weights for extreme "
+                                         r"values, or fit with dtype='float64'"):
+        BayesianGMM(2, **kw).fit(X, sample_weight=w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # one component carries the data
+        gmm = BayesianGMM(2, dtype="float64", **kw).fit(X, sample_weight=w)
+    assert np.isfinite(gmm.means_).all()
+    np.testing.assert_allclose(gmm.means_[np.argmax(gmm.weights_)], X[0], rtol=1e-9)
