@@ -26,7 +26,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
-                    warn_constant_features, warn_vi_missing)
+                    feature_label, warn_constant_features, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -645,7 +645,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             # Labels of the rows kept (rows of weight 0 leave, with their labels).
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
-        warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None))
+        warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
+                               family, self.n_components if isinstance(self.n_components, int)
+                               else None)
         C = classes.size
         seen = None           # observed weight per class and feature, with missing values
         if streamed:
@@ -845,6 +847,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.converged_ = bool(converged)
         self.device_ = device
         self.n_effective_components_ = effective_components(self.weights_ * mass[:, None])
+        if not streamed and reduce is None:
+            _warn_class_constant(X, yi, classes, data.constant, family, k_sel_np,
+                                 getattr(self, "feature_names_in_", None))
         if self.inference == "map":
             warn_unused_components("GMMClassifier", self.weights_, counts, real,
                                    [_label(c) for c in classes])
@@ -1425,6 +1430,44 @@ def _check_label_count(n_rows: int, n_labels: int) -> None:
         raise ValueError(f"y has {n_labels} label(s) but X has {n_rows} row(s): give one "
                          f"label per row of X (found input variables with inconsistent numbers "
                          f"of samples: [{n_rows}, {n_labels}])")
+
+
+def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
+                         constant: Optional[np.ndarray], family, ks: np.ndarray,
+                         names) -> None:
+    """One ``UserWarning`` naming the classes of more than one diag or full
+    component in which a feature holds one value in every row (but not in
+    every class: that one :func:`warn_constant_features` names): there its
+    fitted variance is the prior's floor over the component's weight, so the
+    heaviest component scores highest on every row of the class and can
+    take them all (two blobs at +-1.5 in a class with a constant third
+    column: one component of weight 1 in about half the seeds).  In-memory fits in one process (``X`` the kept rows,
+    NaN where missing; ``yi`` their class indices)."""
+    if family.name not in ("diag", "full") or not (ks > 1).any():
+        return
+    found = []
+    for c in np.flatnonzero(ks > 1):
+        rows = X[yi == c]
+        if rows.shape[0] < 2:
+            continue
+        same = np.fmin.reduce(rows, axis=0) == np.fmax.reduce(rows, axis=0)
+        if constant is not None:
+            same &= ~constant
+        if same.any():
+            found.append((c, np.flatnonzero(same)))
+    if not found:
+        return
+    said = "; ".join(f"class {_label(classes[c])!r}: "
+                     + ", ".join(feature_label(names, j) for j in js[:10])
+                     + (f" and {js.size - 10} more" if js.size > 10 else "")
+                     for c, js in found[:10])
+    warnings.warn(
+        f"GMMClassifier: feature(s) hold one value in every row of a class fitted with several "
+        f"components ({said}): with covariance_type={family.name!r} its fitted variance "
+        f"shrinks as a component's weight grows, so the heaviest component scores highest "
+        f"on every row of the class and can take them all (see n_effective_components_); give that class n_components=1 (n_components="
+        f"{{label: k}}), or use covariance_type='tied' or 'spherical'", UserWarning,
+        stacklevel=5)
 
 
 def _label(value):

@@ -606,7 +606,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         std, Xt = data.std, data.Xt
         d = std.center.shape[0]
         s, K, backend, max_components = self._check_params(data.n_total, d)
-        warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None))
+        warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
+                               family, K)
         if self.batch_size is not None:
             V.check_int("batch_size", self.batch_size, 1)
             if backend != "fused" or streamed or group is not None:

@@ -583,3 +583,76 @@ def test_a_constant_feature_is_warned_about_naming_it():
             BayesianGMM(2, **kw).fit(np.load(path, mmap_mode="r"), sample_weight=w)
         with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(= 5\) hold one value"):
             BayesianGMM(2, **kw).fit(np.load(path), sample_weight=w)
+
+
+def _blobs_and_a_constant(seed: int, n: int = 300):
+    """Two blobs at +-1.5 (D = 2) and a constant third column 0.1."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(-1.5, 1, (n // 2, 2)), rng.normal(1.5, 1, (n - n // 2, 2))])
+    return X, np.c_[X, np.full(n, 0.1)]
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_the_constant_feature_warning_says_what_it_does_to_the_clustering(covariance_type):
+    """(From an independent numerical audit.)  A constant column's MAP
+    variance is the prior's scale over the component's weight, b / (a + 1 +
+    N_k): with a variance per component (diag, full) the heavier component
+    scores higher on every row, and here one component takes them all where
+    the same fit without the column finds both blobs.  The warning said only
+    that scores are dominated; it now says the clustering changes, for the
+    types where it does, and this test holds it to the fits."""
+    from sklearn.metrics import adjusted_rand_score
+    X, Xc = _blobs_and_a_constant(1)
+    kw = dict(covariance_type=covariance_type, random_state=0, **CPU)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with_column = BayesianGMM(2, **kw).fit(Xc)
+    said = [str(w.message) for w in rec if "hold one value" in str(w.message)]
+    assert len(said) == 1 and said[0].endswith("drop it")
+    without = BayesianGMM(2, **kw).fit(X)
+    agree = adjusted_rand_score(without.predict(X), with_column.predict(Xc))
+    if covariance_type in ("diag", "full"):
+        assert f"with covariance_type='{covariance_type}' it also changes the clustering" \
+            in said[0]
+        assert with_column.weights_.min() < 1e-3 and with_column.n_effective_components_ == 1
+        assert agree < 0.1 and without.weights_.min() > 0.4
+    else:                              # one shared variance on it: the clustering kept
+        assert "changes the clustering" not in said[0]
+        assert agree == 1.0
+    # One component: nothing to change.
+    with pytest.warns(UserWarning, match="hold one value") as rec:
+        BayesianGMM(1, **kw).fit(Xc)
+    assert not any("changes the clustering" in str(w.message) for w in rec)
+
+
+def test_a_feature_constant_within_one_class_is_warned_about_naming_the_class():
+    """The classifier fits one mixture per class: a feature constant in one
+    class (not in the others) collapses that class's diag or full mixture as
+    above.  Said once, naming the class and feature, where the class has
+    several components of those types; not for one component, tied or
+    spherical covariances, or a feature constant in every class (the other
+    warning names that one)."""
+    import pandas as pd
+    X, Xc = _blobs_and_a_constant(0)
+    rng = np.random.default_rng(5)
+    XX = pd.DataFrame(np.r_[Xc, np.c_[X + 10, rng.normal(size=len(X))]], columns=["a", "b", "c"])
+    y = np.repeat(["flat", "round"], len(X))
+
+    def said(n_components, covariance_type="diag", data=XX):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            clf = GMMClassifier(n_components, covariance_type=covariance_type, random_state=0,
+                                **CPU).fit(data, y)
+        found = [w for w in rec if "hold one value in every row of a class" in str(w.message)]
+        assert all(w.filename == __file__ for w in found)
+        return clf, [str(w.message) for w in found]
+
+    for covariance_type in ("diag", "full"):
+        clf, message = said(2, covariance_type)
+        assert len(message) == 1 and "(class 'flat': 'c')" in message[0], message
+        assert f"covariance_type='{covariance_type}'" in message[0]
+        assert clf.weights_[0].min() < 1e-3 and clf.weights_[1].min() > 0.4   # as it says
+    assert said({"flat": 1, "round": 2})[1] == []
+    assert said(2, "tied")[1] == [] and said(2, "spherical")[1] == []
+    everywhere = XX.assign(c=0.1)
+    assert said(2, data=everywhere)[1] == []
