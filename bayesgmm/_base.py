@@ -136,12 +136,19 @@ def rollback_on_error(estimator):
 
 
 def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
-                   moments: tuple[np.ndarray, np.ndarray]) -> None:
+                   moments: tuple[np.ndarray, np.ndarray],
+                   constant: Optional[np.ndarray] = None) -> None:
     """Refuse data whose per-feature variances are not normal float64
     numbers: covariances (and their priors) live in squared data units, so a
     spread beyond ~1e154 (its square overflows; also a constant feature
     beyond ~1e157, whose fallback spread is 1e-3 of its magnitude) or below
-    ~1e-154 (its square is subnormal or zero) cannot be represented."""
+    ~1e-154 (its square is subnormal or zero) cannot be represented.
+    ``constant`` (D,) bool (:func:`constant_features`, the same on every
+    process): a feature that varies but whose mean and computed spread are
+    both below ``_TINY`` (values like +-1e-300 around 0, whose squared
+    deviations underflow to 0) would get the all-zero feature's scale 1 and
+    fit as a constant in float32 (silently); it is refused the same way.
+    ``X``: rows of the data (all, or a sample), for the messages only."""
     with np.errstate(all="ignore"):
         sq = std.scale.astype(np.float64) ** 2
     if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
@@ -158,13 +165,28 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                 f"{10.0 ** math.floor(math.log10(big)):.0e}" if math.isfinite(big) and big > 0
                 else ": rescale X")
         raise ValueError(f"X has values too large to fit in float64 arithmetic{hint}")
+    from .priors import _TINY
+
     small = sq < np.finfo(np.float64).tiny
+    if constant is not None:
+        mean, sd = (np.asarray(v, dtype=np.float64) for v in moments)
+        small |= ~constant & (sd <= _TINY) & (np.abs(mean) <= _TINY)
     if np.any(small):
         j = int(np.flatnonzero(small)[0])
-        s = float(std.scale[j])
-        factor = f", e.g. multiply it by {10.0 ** -math.floor(math.log10(s)):.0e}" if s > 0 else ""
+        # The spread computed from underflowing squares is not the data's:
+        # the values' largest deviation from the mean sizes the remedy.
+        with np.errstate(all="ignore"):
+            column = X[:, j] if X.ndim == 2 and X.shape[0] else np.zeros(0)
+            off = np.abs(column[np.isfinite(column)] - std.center[j])
+        reach = float(off.max()) if off.size else 0.0
+        s = reach if reach > 0 else float(std.scale[j])
+        said = (f"values within {reach:.3g} of their mean {float(std.center[j]):.3g}"
+                if reach > 0 else f"{s:.3g}")
+        power = -math.floor(math.log10(s)) if s > 0 else 0
+        factor = ("" if s <= 0 else f", e.g. multiply it by 1e+{power}" if power <= 308 else
+                  f", e.g. multiply it by 1e+300 and then by 1e+{power - 300}")
         raise ValueError(
-            f"X has a spread too small for float64 variances (feature {j}: {s:.3g}; "
+            f"X has a spread too small for float64 variances (feature {j}: {said}; "
             f"variances below 1e-308 are not numbers): rescale X{factor}")
     if family.isotropic:
         # One common scale for all features: a feature whose spread is a
@@ -596,7 +618,8 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                          else (observed * w[:, None]).sum(0), reduce, device)
     std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic, dtype=dtype, weight=w,
                                            reduce=reduce)
-    check_overflow(std, X, family, moments)
+    constant = constant_features(*value_range(X), moments[0], reduce, device)
+    check_overflow(std, X, family, moments, constant)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
     unfit = wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all())
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0], unfit],
@@ -604,7 +627,6 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     mass, n_total = float(totals[0]), int(totals[1])
     if w is not None:
         check_weight_range(mass, w, bool(totals[2]), Xt.dtype)
-    constant = constant_features(*value_range(X), moments[0], reduce, device)
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
                    constant=constant)
 
@@ -947,14 +969,18 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     with np.errstate(all="ignore"):
         rows = [v[0] for v in samples.values() if v[0].shape[0]]
         seen = rows[0].cpu().numpy() * scale + mean if rows else np.zeros((1, D))
-    check_overflow(std, seen, family, (mean, sd))
+        # ... with this process's value range (the sample comes back from
+        # the float32 frame, which may have lost a tiny spread).
+        seen = np.r_[seen, v_lo[None], v_hi[None]]
+    constant = constant_features(v_lo, v_hi, mean, reduce, device)
+    check_overflow(std, seen, family, (mean, sd), constant)
     stream = RowStream(X, mean, scale, device, dtype, w_src,
                        float(mass) if labels is None else class_totals[1], bool(any_missing),
                        reduce, chunk_rows, labels,
                        None if labels is None else class_totals[0], signatures)
     return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
                    s0 if any_missing else None, int(n_total), reduce, stream, samples,
-                   class_totals, constant_features(v_lo, v_hi, mean, reduce, device))
+                   class_totals, constant)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,

@@ -129,7 +129,6 @@ def test_any_finite_input_fits_with_finite_params_and_valid_probabilities(proble
     ("integer input", np.round(_two_blobs(40) * 10).astype(np.int32), 2),
     ("one feature", _two_blobs(40, 1), 2),
     ("D = 50", _two_blobs(30, 50), 3),
-    ("subnormal values", _two_blobs(20) * 1e-310, 2),
 ])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_awkward_inputs(name, X, K, covariance_type):
@@ -147,19 +146,22 @@ _SQUARE_CASES = {
     "blobs at 1e-200": _two_blobs(20) * 1e-200,
     "constant 1e-250": np.full((20, 2), 1e-250),
     "one constant feature at 1e-200": np.c_[np.full(20, 1e-200), _two_blobs(20, 1)],
+    # (Fitted as healthy until the audit found it one component of weight 1:
+    # float32 held every value as 0.  Refused now.)
+    "subnormal values": _two_blobs(20) * 1e-310,
 }
 
 
 def _squares_leave_float64(X: np.ndarray) -> bool:
     """Whether X is in the region test_spreads_whose_squares_leave_float64
-    covers (coarsely, erring on the side of inclusion): a feature whose values or spread are tiny but not negligible
-    (between 1e-300 and 1e-150: squares below float64's normal range), or a
+    covers (coarsely, erring on the side of inclusion): a feature whose values or spread are
+    tiny (positive, below 1e-150: squares below float64's normal range), or a
     constant feature beyond 1e150.  Spreads that overflow outright are not
     included: those are refused with the "too large" error."""
     with np.errstate(all="ignore"):
         X = X.astype(np.float64)
         ptp, big = np.ptp(X, axis=0), np.abs(X).max(axis=0)
-        tiny = lambda v: (v > 1e-300) & (v < 1e-150)
+        tiny = lambda v: (v > 0) & (v < 1e-150)
         return bool(np.any(tiny(big) | tiny(ptp) | ((ptp == 0) & (big > 1e150))))
 
 
@@ -183,6 +185,39 @@ def test_spreads_whose_squares_leave_float64(case, covariance_type):
             assert not hasattr(est, "weights_")
             return
         _check_healthy(est, X)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_values_around_zero_below_1e_290_are_refused_not_fitted_as_constant(covariance_type,
+                                                                             tmp_path):
+    """(From an independent numerical audit.)  Two blobs centred at 0 and
+    scaled by 1e-300: the squared deviations underflow, so the computed
+    spread and mean were both below the constant-feature threshold and the
+    feature got the all-zero feature's scale 1; float32 then held it as 0
+    and the fit returned one component of weight 1, silently.  Now refused
+    as data of too small a spread are, with a factor that works (the
+    rescaled data fit as the unscaled ones do); in memory and out of core,
+    alone or next to ordinary features; for both estimators.  A constant
+    feature of such values still fits (with its warning)."""
+    from sklearn.metrics import adjusted_rand_score
+    B = _two_blobs(80) - 3.0
+    y = np.repeat([0, 1], 40)
+    kw = dict(covariance_type=covariance_type, n_init=1, random_state=0, device="cpu")
+    for X, remedy in ((B * 1e-300, r"multiply it by 1e\+300\b"),
+                      (np.c_[_two_blobs(80, 1), B[:, :1] * 1e-305], r"multiply it by 1e\+305"),
+                      (B * 1e-310, r"multiply it by 1e\+300 and then by 1e\+10")):
+        path = tmp_path / "x.npy"
+        np.save(path, X)
+        for fit in (lambda: BayesianGMM(2, **kw).fit(X),
+                    lambda: BayesianGMM(2, **kw).fit(np.load(path, mmap_mode="r")),
+                    lambda: GMMClassifier(2, **kw).fit(X, y)):
+            with pytest.raises(ValueError, match=r"spread too small for float64 variances "
+                                                 r"\(feature \d: values within .*" + remedy):
+                fit()
+    fitted = BayesianGMM(2, **kw).fit(B * 1e-300 * 1e300)
+    assert adjusted_rand_score(fitted.predict(B * 1e-300 * 1e300), y) == 1.0
+    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(= 1e-300\) hold one value"):
+        BayesianGMM(2, **kw).fit(np.c_[_two_blobs(80), np.full(80, 1e-300)])
 
 
 def test_spherical_fits_next_to_a_tiny_constant_feature():
