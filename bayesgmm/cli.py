@@ -179,8 +179,9 @@ def _encoding_name(value: str) -> str:
 def _file_encoding(path: str, given: Optional[str]) -> str:
     """The encoding to read ``path`` with (and write assignments.csv in):
     ``--encoding``, else UTF-8, with its byte-order mark kept when the file
-    has one."""
-    if given is not None:
+    has one (also under ``--encoding utf-8``, which named the text's
+    encoding, not a wish to drop the mark from assignments.csv)."""
+    if given is not None and given != "utf-8":
         return given
     try:
         with open(path, "rb") as f:

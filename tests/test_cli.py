@@ -2025,6 +2025,12 @@ def test_script_reads_and_writes_the_files_encoding(tmp_path, capsys):
     _assert_means(params, truth)
     assert main([*fit, str(tmp_path / "bom.csv"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "assignments.csv").read_bytes().startswith(b"\xef\xbb\xbfgr")
+    # Naming the file's encoding keeps its mark too (it was dropped).
+    for named in ("utf-8", "UTF8"):
+        assert main([*fit, str(tmp_path / "bom.csv"), "--encoding", named,
+                     "--out", str(tmp_path / "b8")]) == 0
+        assert (tmp_path / "b8" / "assignments.csv").read_bytes().startswith(
+            b"\xef\xbb\xbfgr")
     assert main([*fit, str(tmp_path / "wide.csv"), "--out", str(tmp_path / "w")]) == 2
     assert "for UTF-16 text pass --encoding utf-16" in capsys.readouterr().err
     assert main([*fit, str(tmp_path / "wide.csv"), "--encoding", "utf-16",
