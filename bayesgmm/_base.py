@@ -20,7 +20,8 @@ from . import covariance as cov_module
 from ._options import DTYPES, STREAM_STATS
 from .covariance import COVARIANCE_TYPES, Covariance
 from .fitting import Stats, e_step, m_step, masked, seeded_spread
-from .priors import MixtureParams, Priors, Standardizer, resolve_priors, rms, spread_of
+from .priors import (MixtureParams, Priors, Standardizer, resolve_priors, rms, spread_of,
+                     standard_scale)
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 InitMethod = Literal["kmeans++", "kmeans", "random"]
@@ -358,8 +359,9 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
                            n_components=None) -> None:
     """One ``UserWarning`` when a feature holds one value in every row: it
     carries nothing to cluster on, and its variance ends at the covariance
-    prior's floor (a standard deviation about 1e-6 of its magnitude, or of
-    1 for a feature of zeros), where the density of a point on it is huge
+    prior's floor (a standard deviation of about 1e-6 of its magnitude, or of
+    1 for a feature of zeros, over sqrt(n): 3e-7 of it at 7 rows, 1e-9 at
+    3,000, with or without weights), where the density of a point on it is huge
     and of a point off it vanishing, so that log-likelihoods, scores and
     BIC are that feature's (the same column fitted by scikit-learn's
     GaussianMixture has its reg_covar of 1e-6).  With a variance per
@@ -619,6 +621,7 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     std, Xt, moments = Standardizer.fit_to(X, device, family.isotropic, dtype=dtype, weight=w,
                                            reduce=reduce)
     constant = constant_features(*value_range(X), moments[0], reduce, device)
+    std, Xt, moments = exact_constants(std, Xt, moments, constant, X, family, device, dtype)
     check_overflow(std, X, family, moments, constant)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
     unfit = wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all())
@@ -629,6 +632,26 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
         check_weight_range(mass, w, bool(totals[2]), Xt.dtype)
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
                    constant=constant)
+
+
+def exact_constants(std: Standardizer, Xt: torch.Tensor, moments: tuple, constant: np.ndarray,
+                    X: np.ndarray, family: Covariance, device, dtype):
+    """The standardiser, standardised data and moments with the spread of
+    every constant feature exactly 0.  The weighted (and missing-value, and
+    multi-process) moments divide sums, so a constant's mean is off by a
+    rounding and its computed spread was that rounding (~1e-17 of its
+    magnitude) rather than 0: the feature was standardised by it and its
+    fitted standard deviation came out ~1e-21 of its magnitude (against
+    ~1e-8 unweighted), so that new data off it by one rounding scored
+    -1e12.  Recomputed only in that case (one more pass over X)."""
+    mean, sd = moments
+    if not bool((constant & (sd != 0)).any()):
+        return std, Xt, moments
+    sd = np.where(constant, 0.0, sd)
+    std = Standardizer(center=std.center, scale=standard_scale(sd, mean, family.isotropic))
+    if isinstance(X, np.ndarray) and not X.flags.writeable:
+        X = np.array(X)
+    return std, std.apply(X, device, dtype), (mean, sd)
 
 
 def check_weight_range(mass: float, w: np.ndarray, unfit: bool, dtype: torch.dtype) -> None:
@@ -947,10 +970,9 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         with np.errstate(over="ignore"):     # an overflow is refused by check_overflow
             s2 += ((1.0 if w is None else w[:, None]) * dev * dev).sum(0)
     sd = np.sqrt(reduce_array(s2, reduce, device, error=failure, check=True) / s0)
-    from .priors import _TINY
-    scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
-    if family.isotropic:
-        scale = np.full_like(scale, rms(scale))
+    constant = constant_features(v_lo, v_hi, mean, reduce, device)
+    sd = np.where(constant, 0.0, sd)      # not the mean's rounding (see exact_constants)
+    scale = standard_scale(sd, mean, family.isotropic)
     std = Standardizer(center=mean, scale=scale)
     samples = {}
     for k, parts in collected.items():
@@ -972,7 +994,6 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         # ... with this process's value range (the sample comes back from
         # the float32 frame, which may have lost a tiny spread).
         seen = np.r_[seen, v_lo[None], v_hi[None]]
-    constant = constant_features(v_lo, v_hi, mean, reduce, device)
     check_overflow(std, seen, family, (mean, sd), constant)
     stream = RowStream(X, mean, scale, device, dtype, w_src,
                        float(mass) if labels is None else class_totals[1], bool(any_missing),

@@ -240,6 +240,14 @@ def spread_of(sd: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return np.where(sd > _TINY, sd, fallback)
 
 
+def standard_scale(sd: np.ndarray, mean: np.ndarray, isotropic: bool) -> np.ndarray:
+    """The standardiser's per-feature scale from the data's (mean, sd): the
+    spread, else (a constant feature, ``sd`` 0) the magnitude, else 1; for
+    an isotropic family one common value, their root mean square."""
+    scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
+    return np.full_like(scale, rms(scale)) if isotropic else scale
+
+
 # The default covariance priors' mode, in units of the seeding's spread.
 SPREAD_FACTOR = math.sqrt(2.0)
 
@@ -472,9 +480,7 @@ class Standardizer:
             if reduce is not None:
                 reduce([s2])
             mean, sd = mu.cpu().numpy(), torch.sqrt(s2 / tot).cpu().numpy()
-        scale = np.where(sd > _TINY, sd, np.where(np.abs(mean) > _TINY, np.abs(mean), 1.0))
-        if isotropic:
-            scale = np.full_like(scale, rms(scale))
+        scale = standard_scale(sd, mean, isotropic)
         std = cls(center=mean, scale=scale)
         if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(mean))):
             return std, Xd.to(dtype), (mean, sd)   # the caller reports the overflow

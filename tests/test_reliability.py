@@ -656,3 +656,41 @@ def test_a_feature_constant_within_one_class_is_warned_about_naming_the_class():
     assert said(2, "tied")[1] == [] and said(2, "spherical")[1] == []
     everywhere = XX.assign(c=0.1)
     assert said(2, data=everywhere)[1] == []
+
+
+def test_a_constant_feature_fits_alike_with_weights_missing_values_and_out_of_core(tmp_path):
+    """(From an independent numerical audit.)  The weighted and missing-value
+    moments divide sums, so a constant column's mean is off by a rounding and
+    its computed spread was that rounding: the column was standardised by
+    ~1e-17 of its magnitude and its fitted standard deviation came out
+    ~1e-21 of it (against ~1e-8 unweighted), so that a new row holding
+    0.3 - 0.2 instead of 0.1 scored about -4e4 nats lower.  Every path now
+    takes the constant's spread as exactly 0."""
+    rng = np.random.default_rng(0)
+    n = 300
+    X = np.c_[rng.normal(size=(n, 2)), np.full(n, 0.1)]
+    w = rng.uniform(0.5, 2.0, n)
+    holes = X.copy()
+    holes[0, 0] = np.nan
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    kw = dict(covariance_type="diag", random_state=0, **CPU)
+    fits = {"unweighted": lambda: BayesianGMM(1, **kw).fit(X),
+            "weighted": lambda: BayesianGMM(1, **kw).fit(X, sample_weight=w),
+            "missing": lambda: BayesianGMM(1, missing="marginalize", **kw).fit(holes),
+            "out of core": lambda: BayesianGMM(1, **kw).fit(np.load(path, mmap_mode="r"),
+                                                            sample_weight=w),
+            "classifier": lambda: GMMClassifier(1, **kw).fit(X, np.arange(n) % 2,
+                                                             sample_weight=w)}
+    rounded = X.copy()
+    rounded[:, 2] = 0.3 - 0.2                  # 0.09999999999999998
+    assert rounded[0, 2] != 0.1
+    sds = {}
+    for name, fit in fits.items():
+        with pytest.warns(UserWarning, match="hold one value"):
+            est = fit()
+        sds[name] = np.sqrt(np.asarray(est.covariances_)[..., 2].ravel()) / 0.1
+        drift = np.abs(est.score_samples(rounded) - est.score_samples(X)).max()
+        assert drift < 1e-3, (name, drift)
+    for name, sd in sds.items():             # the prior's floor, as unweighted
+        assert np.all((sd > 1e-9) & (sd < 1e-7)), (name, sd)
