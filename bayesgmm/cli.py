@@ -1467,8 +1467,19 @@ def _fit(args) -> int:
     # left out of the fit only.
     gmm = _fit_estimator(args, df.loc[keep, columns], sample_weight=w)
     _note_at_cap(gmm, args)
-    _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
-    _write_outputs(gmm, columns, out, args)
+    # The model first: it is what a refit would cost (a failed write of the
+    # outputs then still leaves it saved, and a failed save leaves --out as
+    # it was rather than holding this fit's outputs beside the old model).
+    _save_model(gmm, args)
+    try:
+        _write_assignments(df, gmm, columns, keep, sep, args, out / "assignments.csv")
+        _write_params(gmm, columns, out / "params.json")
+    except CLIError as exc:
+        if args.save:
+            raise CLIError(f"{exc} (the model was saved to {args.save!r}: 'bayesgmm predict "
+                           f"{args.save} FILE' writes the assignments without refitting)"
+                           ) from None
+        raise
     extra = []
     if w is not None:
         extra.append(f"total weight {w.sum():g}")
@@ -1493,11 +1504,18 @@ def _predict(args) -> int:
     if os.path.exists(args.model) and not os.path.isfile(args.model):
         raise CLIError(f"model {args.model!r} is not a regular file (a device, pipe or socket): "
                        f"give a model file (make one with 'bayesgmm fit FILE.csv --save MODEL')")
-    if not os.path.isfile(args.model):
+    try:
+        os.stat(args.model)
+    except FileNotFoundError:
         raise CLIError(f"model file not found: {args.model!r} (make one with "
-                       f"'bayesgmm fit FILE.csv --save MODEL')")
+                       f"'bayesgmm fit FILE.csv --save MODEL')") from None
+    except OSError as exc:      # a folder on the way that cannot be entered, a symlink loop
+        raise CLIError(f"cannot read the model {args.model!r}: {_reason(exc)}") from None
     # A clear ValueError for anything else (and for a bad --device).
-    model = BayesianGMM.load(args.model, device=args.device)
+    try:
+        model = BayesianGMM.load(args.model, device=args.device)
+    except OSError as exc:       # unreadable (permissions), or gone since the checks above
+        raise CLIError(f"cannot read the model {args.model!r}: {_reason(exc)}") from None
     if args.missing is not None:
         model.missing = args.missing   # checked by the model when it predicts
     if _is_npy(args.file):
@@ -1583,8 +1601,13 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
 
 
 def _write_outputs(gmm, columns, out: Path, args) -> None:
-    """params.json, and the model when ``--save`` asks for it."""
+    """The model when ``--save`` asks for it, then params.json."""
+    _save_model(gmm, args)
     _write_params(gmm, columns, out / "params.json")
+
+
+def _save_model(gmm, args) -> None:
+    """``--save``: the model, or a one-line error naming the file."""
     if args.save:
         try:
             gmm.save(args.save)

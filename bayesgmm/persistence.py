@@ -896,7 +896,9 @@ def _save_target(name: str) -> tuple[str, int]:
     existing target must be a regular file (renaming over a device, pipe or
     folder would replace it), and one the user may write, as a plain
     ``open`` requires; its folder must exist.  A replaced file keeps its
-    permissions; a new one gets rw-r--r--, like a plain ``open``."""
+    permissions; a new one gets what a plain ``open`` gives it, rw-rw-rw-
+    less the process's umask (rw-r--r-- under the usual 022, rw------- under
+    077)."""
     if not name:
         raise ValueError("cannot save to an empty path: give a file name such as 'model.bgmm'")
     if name.endswith(os.sep) or (os.altsep and name.endswith(os.altsep)):
@@ -929,7 +931,23 @@ def _save_target(name: str) -> tuple[str, int]:
                       else (errno.ENOENT, "does not exist"))
         raise OSError(code, f"cannot save to {name!r}: the folder {folder!r} {what}; create "
                             f"the folder first (os.makedirs) or save elsewhere")
-    return target, (st.st_mode & 0o777 if st is not None else 0o644)
+    return target, (st.st_mode & 0o777 if st is not None else 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask: from ``/proc/self/status`` where Linux has it
+    (reading it there changes nothing), else by setting it and restoring it
+    at once (the only portable way)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(target: str, mode: int, members: tuple[bytes, bytes]) -> None:
@@ -1145,7 +1163,9 @@ def _read_file(path: str) -> bytes:
         refuse_special(os.fstat(fd))
         head = f.read(len(_ZIP_MAGIC))
         if head != _ZIP_MAGIC:
-            raise _Corrupt(_describe_foreign(head))
+            said = _describe_foreign(head)
+            # A pickle is a sound file of another kind: no "damaged" remedy.
+            raise (_Refused if said.startswith("it looks like a pickle") else _Corrupt)(said)
         return head + f.read()
 
 
@@ -1157,8 +1177,10 @@ def _read_members(data: bytes) -> tuple[dict, dict]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = set(zf.namelist())
         if "data.pkl" in {n.rsplit("/", 1)[-1] for n in names}:
-            raise _Corrupt("it is a torch.save/pickle archive, not a bayesgmm model; bayesgmm "
-                           "never unpickles files")
+            raise _Refused("it is a torch.save/pickle archive, not a bayesgmm model; bayesgmm "
+                           "never unpickles files: open it with torch.load or joblib.load only "
+                           "if you trust its source, then re-save the estimator with "
+                           "estimator.save(path)")
         missing = {_META, _ARRAYS} - names
         if missing:
             raise _Corrupt(f"the archive lacks {sorted(missing)} (members: {sorted(names)[:5]})")

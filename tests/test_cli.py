@@ -944,6 +944,53 @@ def test_predict_and_save_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "models").exists()
 
 
+def test_predict_names_a_model_it_cannot_read(tmp_path, capsys):
+    """(From an independent persistence audit.)  A symlink loop was reported
+    as "model file not found" (and an unreadable model blamed the output):
+    the reason is said, naming the model."""
+    blobs, _ = _two_blobs(1)
+    blobs.to_csv(tmp_path / "b.csv", index=False)
+    os.symlink(tmp_path / "loop.bgmm", tmp_path / "loop.bgmm")
+    assert main(["predict", str(tmp_path / "loop.bgmm"), str(tmp_path / "b.csv"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesgmm: error: cannot read the model '") and \
+        "loop.bgmm': Too many levels of symbolic links" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_fit_save_writes_the_model_before_the_outputs(tmp_path):
+    """(From an independent persistence audit.)  fit --save wrote
+    assignments.csv and params.json first: a failed output write lost the
+    fit (the model never saved), and a failed save left --out holding the
+    new fit's outputs beside the old model.  Under a file-size limit that
+    the model fits and assignments.csv does not, the model is now saved and
+    the error says so, with the command that writes the assignments."""
+    import resource
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(20000, 2)).round(3), columns=["x", "y"]).to_csv(
+        tmp_path / "big.csv", index=False)
+    limit = 200_000
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [_console_script(), "fit", str(tmp_path / "big.csv"), "-k", "2", "--n-init", "1",
+           "--device", "cpu", "--save", str(tmp_path / "m.bgmm"), "--out", str(tmp_path / "o")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=capped,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 2, run.stderr
+    assert "File too large" in run.stderr and "the model was saved to" in run.stderr and \
+        "bayesgmm predict" in run.stderr, run.stderr
+    from bayesgmm import BayesianGMM
+    model = BayesianGMM.load(tmp_path / "m.bgmm")
+    assert model.n_components_ == 2 and (tmp_path / "m.bgmm").stat().st_size < limit
+    # The command it names writes them (no limit now).
+    assert main(["predict", str(tmp_path / "m.bgmm"), str(tmp_path / "big.csv"),
+                 "--out", str(tmp_path / "p")]) == 0
+    assert len(pd.read_csv(tmp_path / "p" / "assignments.csv")) == 20000
+
+
 def test_default_columns_leave_out_label_columns(tmp_path, capsys):
     blobs, truth = _two_blobs(2)
     blobs.assign(target=[0] * 120 + [1] * 60).to_csv(tmp_path / "t.csv", index=False)
