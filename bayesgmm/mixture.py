@@ -305,7 +305,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         Components that carry at least one point's worth of the data: with
         ``inference="vi"`` those whose expected count E_q[N_k] (the summed
         responsibilities) is >= 1, with ``inference="nuts"`` and the
-        Dirichlet-process prior those whose posterior expected count (the
+        Dirichlet-process prior (or a Dirichlet concentration below 1)
+        those whose posterior expected count (the
         responsibilities averaged over the draws) is, else those with
         ``weights_ x n >= 1``
         (n: the total sample weight; counts are in the units of

@@ -540,6 +540,15 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
 # ----------------------------------------------------------------------------
 # Variational inference
 # ----------------------------------------------------------------------------
+def _vi_runs(settings) -> str:
+    """What a VI convergence warning's ELBO is: with delete moves, the
+    iterations are those of several runs, each of at most max_iter."""
+    if not settings.prunes:
+        return "the ELBO"
+    return ("in all, over the first coordinate ascent and the delete-move runs, each of at most "
+            "max_iter; the ELBO of the run kept")
+
+
 def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixtureParams,
            settings: PosteriorSettings, seed: int, weight: Optional[torch.Tensor] = None,
            callback=None) -> tuple[dict, float, int, bool, np.ndarray, VariationalPosterior,
@@ -575,9 +584,12 @@ def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mixture
     res = cavi(groups, start.map(lambda t: t[None]), pt, family, settings.weight_prior,
                settings.max_steps, settings.tol, callback)
     q, value, counts, n_steps = res.q, res.elbo, res.counts, res.n_iter
+    converged = res.converged
     if settings.prunes:
-        q, value, counts, extra = prune(groups, q, pt, family, settings.max_steps, settings.tol)
+        q, value, counts, extra, kept = prune(groups, q, pt, family, settings.max_steps,
+                                              settings.tol)
         n_steps += extra
+        converged = converged and kept     # the delete-move run kept stopped short too
     final = float(value[0])
     if not math.isfinite(final):
         raise ValueError("the variational fit produced a non-finite ELBO: check the data's and "
@@ -585,7 +597,7 @@ def fit_vi(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mixture
     draws = q.sample(settings.n_samples, family, seed)
     losses = -res.history[:, 0].double().cpu().numpy()     # the last is q's
     counts = counts[0].double().cpu().numpy()
-    return draws, final, n_steps, res.converged, losses, q, counts
+    return draws, final, n_steps, converged, losses, q, counts
 
 
 # ----------------------------------------------------------------------------
@@ -809,7 +821,7 @@ def run(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: MixturePar
         out = Posterior("vi", {}, 1, elbo=elbo, n_steps=n_steps, converged=converged,
                         losses=losses, q=q, counts=counts)
         if not converged:
-            warn_unconverged(n_steps, settings.tol, stacklevel)
+            warn_unconverged(n_steps, settings.tol, stacklevel, _vi_runs(settings))
     else:
         raise ValueError(f"posterior method must be 'nuts' or 'vi', got {settings.method!r}")
     C, S = draws["means"].shape[:2]
@@ -874,7 +886,7 @@ def _process_start(X, pt, family: Covariance, start: MixtureParams, std: Standar
     vi = replace(settings, method="vi", n_samples=1)
     _, _, n_steps, converged, _, q, _ = fit_vi(X, pt, family, start, vi, seed, weight)
     if not converged:
-        warn_unconverged(n_steps, settings.tol, stacklevel)
+        warn_unconverged(n_steps, settings.tol, stacklevel, _vi_runs(settings))
     point = q.point(family).select(0)
     units = to_data_units({"weights": point.weights[None], "means": point.means[None],
                            family.site: point.cov[None]}, std, family)

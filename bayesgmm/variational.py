@@ -672,14 +672,15 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
     as the judge).  q has batch shape (1,).
 
     Returns (q, its ELBO (1,), its counts E_q[N_k] (1, K), the total
-    iterations run)."""
+    iterations run, whether the run that gave q met the tolerance: True
+    when no deletion was kept, the given q's own being the caller's)."""
     if q.mean.shape[0] != 1:
         raise ValueError(f"prune takes one mixture (batch 1), got batch {q.mean.shape[0]}")
     sticks = q.weight_prior == "dirichlet_process"
     current = q
     best_elbo, Nk = score(groups, current, pt, family)
     Nk = Nk[0]
-    total = 0
+    total, converged = 0, True
     while True:
         eff = current.effective(family)
         order = torch.argsort(Nk, descending=True)
@@ -708,7 +709,12 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
         if not bool(values[b] > best_elbo[0] + tol * groups.mass.sum()):
             break
         current, best_elbo, Nk = _take(res.q, slice(b, b + 1)), values[b:b + 1], res.counts[b]
-    return current, best_elbo, Nk.unsqueeze(0), total
+        # The batch stops when every start met the tolerance or at
+        # max_iter: the kept one met it if its last step gained less.
+        h = res.history[:, b]
+        converged = res.converged or (h.shape[0] > 1 and bool(
+            (h[-1] - h[-2]) / groups.mass.sum().to(h.dtype).clamp_min(1e-300) < tol))
+    return current, best_elbo, Nk.unsqueeze(0), total, converged
 
 
 def pyro_guide(q: VariationalPosterior, family: Covariance, index: int = 0):

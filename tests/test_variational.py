@@ -304,11 +304,40 @@ def test_prune_removes_split_clusters():
     pt = replace(pt, concentration=torch.ones(5, dtype=F64))
     res = cavi(groups, start, pt, family, "dirichlet_process", tol=1e-9)
     assert int((res.counts[0] >= 1).sum()) > 2           # the splits survive
-    q2, after, counts, _ = prune(groups, res.q, pt, family, tol=1e-9)
+    q2, after, counts, _, _ = prune(groups, res.q, pt, family, tol=1e-9)
     assert float(after[0]) > float(res.elbo[0]) + 1.0
     assert float(after[0]) == pytest.approx(float(elbo(groups, q2, pt, family)[0]), rel=1e-12)
     np.testing.assert_allclose(np.sort(counts[0].numpy())[-2:], [40, 40], atol=0.5)
     assert int((counts[0] >= 1).sum()) == 2
+
+
+def test_delete_moves_that_stop_at_max_iter_warn():
+    """(From an independent posterior audit.)  Under the Dirichlet process
+    (or a sparse Dirichlet) the fit runs delete moves after the first
+    coordinate ascent, and only the first run's convergence was reported.
+    ``prune`` now says whether the run it kept met the tolerance (judged on
+    that run's own last step: the batch stops only when every start met
+    it), the fit's ``converged`` takes it in, and the warning says the
+    iterations are those of several runs of at most max_iter each."""
+    from sklearn.exceptions import ConvergenceWarning
+    from bayesgmm.datasets import load_iris
+    X, pt, family, start = problem("full", K=2, n_per=40, seed=4, k_fit=5)
+    groups = Groups.single(X)
+    pt = replace(pt, concentration=torch.ones(5, dtype=F64))
+    res = cavi(groups, start, pt, family, "dirichlet_process", tol=1e-9)
+    assert prune(groups, res.q, pt, family, tol=1e-9)[4] is True
+    cut = prune(groups, res.q, pt, family, max_iter=1, tol=1e-9)
+    assert cut[3] > 0 and cut[4] is False        # a deletion kept, one iteration: unjudged
+    X = load_iris()[["petal_length", "petal_width"]].to_numpy()
+    for prior in (dict(weight_prior="dirichlet_process"),
+                  dict(priors=Priors(weight_concentration=0.1))):
+        kw = dict(inference="vi", random_state=0, device="cpu", **prior)
+        with pytest.warns(ConvergenceWarning, match=r"delete-move runs, each of at most "
+                                                    r"max_iter.*raise max_iter"):
+            BayesianGMM(6, max_iter=5, **kw).fit(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            BayesianGMM(6, max_iter=1000, **kw).fit(X)
 
 
 def test_prune_with_a_sparse_dirichlet_keeps_component_places():
@@ -322,7 +351,7 @@ def test_prune_with_a_sparse_dirichlet_keeps_component_places():
     pt = replace(pt, concentration=torch.full((5,), 0.1, dtype=F64))
     res = cavi(groups, start, pt, family, "dirichlet", tol=1e-9)
     assert int((res.counts[0] >= 1).sum()) > 2
-    q2, after, counts, _ = prune(groups, res.q, pt, family, tol=1e-9)
+    q2, after, counts, _, _ = prune(groups, res.q, pt, family, tol=1e-9)
     assert q2.weight_prior == "dirichlet"
     assert float(after[0]) > float(res.elbo[0]) + 1.0
     assert float(after[0]) == pytest.approx(float(elbo(groups, q2, pt, family)[0]), rel=1e-12)
