@@ -625,7 +625,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
         raise _Corrupt(problem)
     _check_posterior(a, family, K, D,
                      np.float64 if params.get("dtype") == "float64" else np.float32,
-                     None if kind == "BayesianGMM" else C)
+                     None if kind == "BayesianGMM" else C, class_prior, real)
     _check_stream(a, family, K, D, None if kind == "BayesianGMM" else C)
     fit_mass = a.get("_fit_mass")
     if fit_mass is not None and not (isinstance(fit_mass, float) and math.isfinite(fit_mass)
@@ -637,12 +637,18 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
             raise _Corrupt("class_count_ holds a class weight that is not a positive number")
 
 
-def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = None) -> None:
+def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = None,
+                     class_prior: Optional[np.ndarray] = None,
+                     real: Optional[np.ndarray] = None) -> None:
     """The posterior draws of a fit with ``inference="vi"`` or "nuts"
     (``_posterior``), when the file has them: draws of weights (S, K) on
     the simplex, means (S, K, D) and covariances (S, ...) of the fitted
     type that pass the fitted covariances' checks, all finite, S >= 1; for
-    the classifier (``C`` classes) each with a leading class dimension."""
+    the classifier (``C`` classes) each with a leading class dimension.
+    The predictive pools every draw's components into one mixture, scored
+    in its own frame: that mixture (weighted by ``class_prior`` (C,), its
+    real components ``real`` (C, K)) must pass :func:`_frame_problem` as
+    the fitted one does (one draw moved by 1e200 loaded and predicted NaN)."""
     draws = a.get("_posterior")
     if draws is None:
         return
@@ -662,10 +668,20 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
         raise _Corrupt("posterior draws hold non-finite values")
     if np.any(w < 0) or np.any(np.abs(w.sum(-1) - 1) > 1e-6):
         raise _Corrupt("posterior weights are not probability vectors")
+    sd = np.empty(lead + (S, K, D))
     for index in np.ndindex(lead + (S,)):
         problem = family.check_covariances(c[index], K, D, dtype)
         if problem:
             raise _Corrupt(f"posterior draw {index}: {problem}")
+        sd[index] = family.marginal_scales(c[index], K, D)
+    prior = np.ones(1) if C is None else class_prior
+    joint = (prior.reshape(prior.shape + (1, 1)) * w.reshape((-1, S, K)) / S).reshape(1, -1)
+    used = (np.ones((1, K), dtype=bool) if real is None else real.reshape(-1, K))
+    used = np.broadcast_to(used[:, None, :], (used.shape[0], S, K)).reshape(1, -1)
+    problem = _frame_problem(joint, m.reshape(1, -1, D), sd.reshape(1, -1, D), used,
+                             family.isotropic)
+    if problem:
+        raise _Corrupt(f"posterior draws: {problem}")
 
 
 def _check_stream(a: dict, family, K: int, D: int, C: Optional[int] = None) -> None:

@@ -1244,3 +1244,36 @@ def test_a_setting_that_is_not_a_string_is_refused_by_name(tmp_path, field):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=f"cannot load .*{field} array"):
             bayesgmm.load(tmp_path / "x.bgmm")
+
+
+def _move_posterior_draw(shift):
+    """An edit moving the first posterior draw's means by ``shift`` (the
+    first class's, for the classifier)."""
+    def edit(meta, arrays):
+        key = dict(meta["state"]["_posterior"]["__dict__"])["means"]["__array__"]
+        means = arrays[key].copy()
+        means[(0,) * (means.ndim - 2)] += shift
+        arrays[key] = means
+    return edit
+
+
+@pytest.mark.parametrize("estimator", ["BayesianGMM", "GMMClassifier"])
+def test_posterior_draws_outside_the_frame_are_refused_at_load(tmp_path, estimator):
+    """(From an independent posterior audit.)  The draws were checked for
+    shapes, finiteness and their covariances, not for where they lie: one
+    of 30 draws moved by 1e200 loaded, and the posterior predictive, which
+    pools every draw's components in one frame, gave -inf scores and NaN
+    probabilities.  The pooled mixture now passes the fitted one's frame
+    check (offsets within 1e18 of its spread); an ordinary move loads."""
+    X = _data().to_numpy()[:, :2]
+    kw = dict(inference="vi", n_samples=30, random_state=0, device="cpu")
+    est = (BayesianGMM(2, **kw).fit(X) if estimator == "BayesianGMM" else
+           GMMClassifier(2, **kw).fit(X, (X[:, 0] > np.median(X[:, 0])).astype(int)))
+    est.save(tmp_path / "m.bgmm")
+    _edit(tmp_path / "m.bgmm", tmp_path / "far.bgmm", _move_posterior_draw(1e200))
+    with pytest.raises(ValueError, match=r"posterior draws: a component's spread or mean "
+                                         r"offset is outside"):
+        bayesgmm.load(tmp_path / "far.bgmm")
+    _edit(tmp_path / "m.bgmm", tmp_path / "near.bgmm", _move_posterior_draw(3.0))
+    moved = bayesgmm.load(tmp_path / "near.bgmm")
+    assert np.all(np.isfinite(moved.score_samples(X)))
