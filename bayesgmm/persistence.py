@@ -626,6 +626,7 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     _check_posterior(a, family, K, D,
                      np.float64 if params.get("dtype") == "float64" else np.float32,
                      None if kind == "BayesianGMM" else C, class_prior, real)
+    _check_diagnostics(a, k, None if kind == "BayesianGMM" else C)
     _check_stream(a, family, K, D, None if kind == "BayesianGMM" else C)
     fit_mass = a.get("_fit_mass")
     if fit_mass is not None and not (isinstance(fit_mass, float) and math.isfinite(fit_mass)
@@ -682,6 +683,48 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
                              family.isotropic)
     if problem:
         raise _Corrupt(f"posterior draws: {problem}")
+
+
+def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
+    """The summaries a fit reports, when the file has them (a hand-edited
+    file could say anything): ``rhat_``/``ess_`` dicts of the draws' names,
+    each a float array shaped as the fitted attribute (R-hat >= 0, ESS > 0,
+    or NaN where too few draws give none); ``n_divergent_`` a count >= 0
+    and ``n_effective_components_`` one in [0, K] (per class for the
+    classifier, ``k`` (C,) the real components); ``elbo_`` finite."""
+    fitted = {"weights": a.get("weights_"), "means": a.get("means_"),
+              "covariances": a.get("covariances_")}
+    for name, least in (("rhat_", 0.0), ("ess_", 0.0)):
+        value = a.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) != set(fitted):
+            raise _Corrupt(f"{name} is not a dict of weights, means and covariances")
+        for site, v in value.items():
+            shape = np.shape(fitted[site])
+            v = _float_array(f"{name}[{site!r}]", v, shape)
+            bad = ~np.isnan(v) & ~((v > least) if name == "ess_" else (v >= least))
+            if np.any(bad | np.isinf(v)):
+                raise _Corrupt(f"{name}[{site!r}] holds {float(v[bad | np.isinf(v)][0]):g}, "
+                               f"which no chain gives")
+    for name, top in (("n_divergent_", None), ("n_effective_components_", k)):
+        value = a.get(name)
+        if value is None:
+            continue
+        if C is None:
+            ok = _is_int(value) and 0 <= value and (top is None or value <= int(top[0]))
+        else:
+            ok = (isinstance(value, np.ndarray) and value.shape == (C,)
+                  and value.dtype.kind in "iu" and bool(np.all(value >= 0))
+                  and (top is None or bool(np.all(value <= top))))
+        if not ok:
+            what = "a count >= 0" if top is None else "a count of components in [0, K]"
+            raise _Corrupt(f"{name} {value!r:.60} is not {what}"
+                           + ("" if C is None else f" per class ({C},)"))
+    elbo = a.get("elbo_")
+    if elbo is not None and not np.all(np.isfinite(np.asarray(elbo, dtype=np.float64))
+                                       if isinstance(elbo, (float, np.ndarray)) else False):
+        raise _Corrupt(f"elbo_ {elbo!r:.60} is not a finite number")
 
 
 def _check_stream(a: dict, family, K: int, D: int, C: Optional[int] = None) -> None:

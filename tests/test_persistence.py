@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import stat
+import warnings
 import zipfile
 from dataclasses import fields
 
@@ -1277,3 +1278,47 @@ def test_posterior_draws_outside_the_frame_are_refused_at_load(tmp_path, estimat
     _edit(tmp_path / "m.bgmm", tmp_path / "near.bgmm", _move_posterior_draw(3.0))
     moved = bayesgmm.load(tmp_path / "near.bgmm")
     assert np.all(np.isfinite(moved.score_samples(X)))
+
+
+def _set_state(name, value):
+    def edit(meta, arrays):
+        meta["state"][name] = value
+    return edit
+
+
+def _set_rhat(fn):
+    def edit(meta, arrays):
+        key = dict(meta["state"]["rhat_"]["__dict__"])["means"]["__array__"]
+        arrays[key] = fn(arrays[key])
+    return edit
+
+
+def test_crafted_diagnostics_are_refused_at_load(tmp_path):
+    """(From an independent posterior audit.)  A file with n_divergent_ = -5
+    or "many", rhat_ as a list or of another shape, or
+    n_effective_components_ = 7 for K = 2 loaded: the reported summaries
+    are now checked as the rest of the fitted state is."""
+    X = _data().to_numpy()[:, :1]
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    kw = dict(inference="nuts", n_samples=10, n_warmup=10, n_chains=2, random_state=0,
+              device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # short chains: R-hat warned about
+        BayesianGMM(2, **kw).fit(X).save(tmp_path / "m.bgmm")
+        GMMClassifier(2, **kw).fit(X, y).save(tmp_path / "c.bgmm")
+    for name in ("m", "c"):
+        bayesgmm.load(tmp_path / f"{name}.bgmm")             # as saved: loads
+    cases = [
+        ("m", _set_state("n_divergent_", -5), r"n_divergent_ -5 is not a count >= 0"),
+        ("m", _set_state("n_divergent_", "many"), r"n_divergent_ 'many' is not a count"),
+        ("m", _set_state("n_effective_components_", 7), r"not a count of components in \[0, K\]"),
+        ("m", _set_state("rhat_", [1.0]), r"rhat_ is not a dict of weights, means"),
+        ("m", _set_rhat(lambda r: r[:1]), r"rhat_\['means'\] is not a float array of shape"),
+        ("m", _set_rhat(lambda r: r * 0 - 1), r"rhat_\['means'\] holds -1"),
+        ("m", _set_state("elbo_", "high"), r"elbo_ 'high' is not a finite number"),
+        ("c", _set_state("n_divergent_", 3), r"n_divergent_ 3 is not a count >= 0 per class"),
+    ]
+    for source, edit, match in cases:
+        _edit(tmp_path / f"{source}.bgmm", tmp_path / "bad.bgmm", edit)
+        with pytest.raises(ValueError, match=match):
+            bayesgmm.load(tmp_path / "bad.bgmm")
