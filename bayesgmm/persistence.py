@@ -941,10 +941,14 @@ def _file_kind(mode: int) -> str:
 def _as_str(path: Any) -> str:
     """``path`` (str, bytes or os.PathLike) as a str, as ``open`` takes it."""
     try:
-        return os.fsdecode(os.fspath(path))
+        name = os.fsdecode(os.fspath(path))
     except TypeError:
         raise ValueError(f"path must be a file path (a str, bytes or os.PathLike such as "
                          f"pathlib.Path), got {type(path).__name__} {path!r:.60}") from None
+    if "\0" in name:       # the system refuses it; said of the path, not of a file
+        raise ValueError(f"path {name!r:.80} contains a NUL character, which no file name can "
+                         f"hold: check how the path was built")
+    return name
 
 
 def _save_target(name: str) -> tuple[str, int]:

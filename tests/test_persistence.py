@@ -1322,3 +1322,15 @@ def test_crafted_diagnostics_are_refused_at_load(tmp_path):
         _edit(tmp_path / f"{source}.bgmm", tmp_path / "bad.bgmm", edit)
         with pytest.raises(ValueError, match=match):
             bayesgmm.load(tmp_path / "bad.bgmm")
+
+
+def test_a_path_with_a_nul_character_is_named(fitted, tmp_path):
+    """(From an independent persistence audit.)  load blamed the file ("the
+    file is truncated or corrupted (ValueError: embedded null byte)") and
+    save raised the bare system error: both now name the path."""
+    bad = str(tmp_path / "a\0b.bgmm")
+    for call in (lambda: fitted.save(bad), lambda: bayesgmm.load(bad),
+                 lambda: fitted.save(os.fsencode(bad))):
+        with pytest.raises(ValueError, match=r"contains a NUL character.*check how the path"):
+            call()
+    assert list(tmp_path.iterdir()) == []
