@@ -216,6 +216,11 @@ class _Encoder:
             raise ValueError(
                 f"cannot save {where}: a pandas Series is not supported by the bayesgmm file "
                 f"format; set it to series.to_dict(), which the estimator reads the same way")
+        if type(value).__name__ == "DataFrame" and hasattr(value, "to_numpy"):
+            # init: the estimators read a frame of centres as its array.
+            raise ValueError(
+                f"cannot save {where}: a pandas DataFrame is not supported by the bayesgmm file "
+                f"format; set it to frame.to_numpy(), which the estimator reads the same way")
         raise ValueError(
             f"cannot save {where}: values of type {type(value).__name__} ({value!r:.60}) are not "
             f"supported by the bayesgmm file format (numbers, strings, arrays, lists, tuples, "

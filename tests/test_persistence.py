@@ -1334,3 +1334,25 @@ def test_a_path_with_a_nul_character_is_named(fitted, tmp_path):
         with pytest.raises(ValueError, match=r"contains a NUL character.*check how the path"):
             call()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataframe_of_initial_centres_is_refused_with_its_array_as_the_remedy(tmp_path):
+    """init given as a DataFrame of centres is read as its array; the file
+    format has no DataFrame: the error said only "values of type DataFrame"
+    with half a repr; it now names frame.to_numpy(), which fits the same
+    model (from the persistence audit)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (30, 2)), rng.normal(5, 1, (30, 2))]
+    centres = pd.DataFrame([[0.0, 0.0], [5.0, 5.0]], columns=["a", "b"])
+    est = BayesianGMM(2, init=centres, n_init=1, random_state=0, device="cpu").fit(X)
+    with pytest.raises(ValueError, match=r"hyperparameter 'init': a pandas DataFrame .* set it "
+                                         r"to frame.to_numpy\(\), which the estimator reads"):
+        est.save(tmp_path / "m.bgmm")
+    assert not any(tmp_path.iterdir())
+    est.set_params(init=centres.to_numpy())
+    est.save(tmp_path / "m.bgmm")
+    refit = BayesianGMM(2, init=centres.to_numpy(), n_init=1, random_state=0,
+                        device="cpu").fit(X)
+    np.testing.assert_array_equal(bayesgmm.load(tmp_path / "m.bgmm").predict_proba(X),
+                                  refit.predict_proba(X))
+    np.testing.assert_array_equal(est.predict_proba(X), refit.predict_proba(X))
