@@ -66,9 +66,11 @@ def _inverse_gamma_root(a: torch.Tensor, b: torch.Tensor, S: torch.Tensor) -> to
     of an InverseGamma(shape, b) prior (a = shape + 1 + n) times n Gaussian
     terms with squared deviations S.  Written as h + sqrt(h^2 + S/a), h =
     b / 2a: the textbook form squares b and multiplies a by S, which leaves
-    float32's range once the weight behind a component passes ~1e19."""
+    float32's range once the weight behind a component passes ~1e19; the
+    square root as hypot(h, sqrt(S / a)), since h^2 and S/a underflow in
+    float32 (a ~1e23 halved the root of S = 0, b/a, to h)."""
     h = b / (2 * a)
-    return h + torch.sqrt(h * h + S.clamp_min(0) / a)
+    return h + torch.hypot(h, torch.sqrt(S.clamp_min(0)) / torch.sqrt(a))
 
 
 def _wishart_log_prob(prec: torch.Tensor, logdet_prec: torch.Tensor, dof: torch.Tensor,

@@ -102,8 +102,10 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def _phi(x: torch.Tensor) -> torch.Tensor:
-    """e^x - 1 - x to full relative precision: its Taylor series to x^5 for
-    |x| < 1e-3 (truncation below 4e-15 relative), expm1(x) - x beyond."""
+    """e^x - 1 - x: its Taylor series to x^5 for |x| < 1e-3 (truncation
+    below 4e-15 relative), expm1(x) - x beyond (whose cancellation leaves
+    ~2e-13 relative just above 1e-3, ~1e-14 by 1e-2: far inside what the
+    quadrature needs)."""
     series = x * x * (0.5 + x * (1 / 6 + x * (1 / 24 + x / 120)))
     return torch.where(x.abs() < 1e-3, series, torch.expm1(x) - x)
 
@@ -163,7 +165,9 @@ class InverseScale:
         self.log_z = peak + torch.logsumexp(logf, -1) + torch.log(h)
         pi = torch.softmax(logf, -1)
         self.mean_log = self.t0 + (pi * d).sum(-1)
-        self.mean_sq = u0 * u0 * (pi * torch.exp(2 * d)).sum(-1)
+        # pi underflows to 0 where exp(2d) overflows (the far right tail).
+        self.mean_sq = u0 * u0 * torch.where(pi > 0, pi * torch.exp(2 * d),
+                                             torch.zeros_like(d)).sum(-1)
 
     def _logf_rel(self, d: torch.Tensor) -> torch.Tensor:
         """log f(t0 + d) - log f(t0) of the density against dt (t = log u),
@@ -173,7 +177,10 @@ class InverseScale:
         subtracts numbers ~p apart by O(1))."""
         b, c = self.b.unsqueeze(-1), self.c.unsqueeze(-1)
         u0 = torch.exp(self.t0).unsqueeze(-1)
-        return -b * u0 * _phi(d) - 0.5 * c * u0 * u0 * _phi(2 * d)
+        # c = 0 (an empty component): no second term, even where phi(2d)
+        # overflows on the long grid of a small p (0 x inf was NaN).
+        second = torch.where(c > 0, 0.5 * c * u0 * u0 * _phi(2 * d), torch.zeros_like(d))
+        return -b * u0 * _phi(d) - second
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log q(u) against du."""
@@ -196,7 +203,10 @@ class InverseScale:
         c_lo, c_hi = flat_cdf.gather(1, lo), flat_cdf.gather(1, hi)
         frac = ((U - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0, 1)
         dd = flat_d.gather(1, lo) + frac * (flat_d.gather(1, hi) - flat_d.gather(1, lo))
-        return torch.exp(self.t0.reshape(-1, 1) + dd).t().reshape((n,) + shape)
+        # u0 e^dd, not e^(t0 + dd): with sd ~1e-15 (p ~1e29) t0 + dd rounds
+        # to the spacing of t0 (the draws took ~30 values).
+        u0 = torch.exp(self.t0).reshape(-1, 1)
+        return (u0 * torch.exp(dd)).t().reshape((n,) + shape)
 
 
 class _ScaleGuide(dist.TorchDistribution):

@@ -77,6 +77,21 @@ def test_inverse_scale_moments_against_scipy_quadrature(p, b, c):
             float(torch.digamma(torch.tensor(p, dtype=F64))) - math.log(b), rel=1e-9, abs=1e-12)
 
 
+
+def test_inverse_scale_of_an_empty_component_with_a_tiny_shape():
+    """c = 0 (no data) and p < ~1e-3: the grid's long left tail reaches
+    where e^(2d) overflows, and 0 x inf made log_z, E[log u] and E[u^2]
+    NaN (from an independent review).  q is then Gamma(p, b): its closed
+    forms."""
+    from scipy import special
+    T = lambda v: torch.tensor(v, dtype=torch.float64)
+    for p, b in ((1e-3, 1.0), (1e-2, 2.0)):   # (the grid caps its points below ~1e-4)
+        q = InverseScale(T(p), T(b), T(0.0))
+        assert float(q.log_z) == pytest.approx(special.gammaln(p) - p * math.log(b), rel=1e-6)
+        assert float(q.mean_log) == pytest.approx(special.digamma(p) - math.log(b), rel=1e-6)
+        assert float(q.mean_sq) == pytest.approx(p * (p + 1) / b ** 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("p,b,c", [(1e12, 3.0, 2e12), (1.5e29, 0.87, 1.4e28), (1e29, 2.0, 0.0),
                                    (1e15, 1e-3, 1e15)])
 def test_inverse_scale_of_a_component_carrying_a_huge_weight(p, b, c):

@@ -834,12 +834,14 @@ def test_float32_fit_takes_weights_up_to_the_admitted_total(covariance_type, inf
 
 def test_inverse_gamma_root_holds_float32_range():
     """The scale M-step's root, against the float64 textbook formula, where
-    a x S passes float32's range (the weight behind a component ~1e19+)."""
+    a x S passes float32's range (the weight behind a component ~1e19+),
+    and where h^2 or S/a underflows it (a ~1e23 halved the root of S = 0;
+    from an independent review)."""
     from bayesgmm.covariance import _inverse_gamma_root
 
-    a = np.array([3.0, 1e10, 1e20, 1e30, 1e30])
-    b = np.array([0.5, 0.5, 2.0, 0.1, 1e28])
-    S = np.array([2.0, 3e9, 7e19, 2e30, 0.0])
+    a = np.array([3.0, 1e10, 1e20, 1e30, 1e30, 1e23, 1e30, 1e20])
+    b = np.array([0.5, 0.5, 2.0, 0.1, 1e28, 1.0, 0.1, 1.0])
+    S = np.array([2.0, 3e9, 7e19, 2e30, 0.0, 0.0, 1e-31, 1e-21])
     got = _inverse_gamma_root(*(torch.tensor(v, dtype=torch.float32) for v in (a, b, S)))
     want = (b + np.sqrt(b * b + 4 * a * S)) / (2 * a)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
