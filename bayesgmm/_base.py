@@ -358,37 +358,46 @@ CONSTANT_RTOL = 1e-12
 def warn_constant_features(estimator: str, data: "FitData", names, family: Covariance,
                            n_components=None) -> None:
     """One ``UserWarning`` when a feature holds one value in every row: it
-    carries nothing to cluster on, and its variance ends at the covariance
-    prior's floor (a standard deviation of about 1e-6 of its magnitude, or of
-    1 for a feature of zeros, over sqrt(n): 3e-7 of it at 7 rows, 1e-9 at
-    3,000, with or without weights), where the density of a point on it is huge
-    and of a point off it vanishing, so that log-likelihoods, scores and
-    BIC are that feature's (the same column fitted by scikit-learn's
-    GaussianMixture has its reg_covar of 1e-6).  With a variance per
-    component and feature (diag, full) it also changes the clustering: the
-    floor is the prior's scale over the component's weight (b / (a + 1 +
-    N_k)), so the heavier component scores higher on every row and can take
-    them all (two blobs at +-1.5 with a constant third column: one component
-    of weight 1 at n = 100-3000 in most seeds); spherical and tied
-    covariances share that variance and keep the clustering.  Called from
-    ``_fit``: points at the user's line.  ``n_components``: the fit's K
-    where known (the clustering clause is left out for one component)."""
+    carries nothing to cluster on.  Under diag, full and tied covariances
+    its variance ends at the covariance prior's floor (a standard
+    deviation of about 1e-6 of its magnitude, or of 1 for a feature of
+    zeros, over sqrt(n): 3e-7 of it at 7 rows, 1e-9 at 3,000, with or
+    without weights), where the density of a point on it is huge and of a
+    point off it vanishing, so that log-likelihoods, scores and BIC are
+    that feature's (the same column fitted by scikit-learn's GaussianMixture
+    has its reg_covar of 1e-6); under spherical covariances it shares each
+    component's one variance, which it lowers by about (D - 1) / D.  With a
+    floor per component (diag: standard deviation b / (a + 1 + N_k); full:
+    variance Psi_jj / (nu + N_k - D - 1)) it also changes the clustering:
+    the heavier component gets a log-ratio bonus on every row, and one
+    component can take them all (two blobs at +-1.5 with a constant third
+    column: one component of weight 1 in 3, 9, 2 and 8 of 12 seeds at n =
+    100, 300, 1000 and 3000; scikit-learn in none); tied covariances share
+    the floor and keep the clustering.  Called from ``_fit``: points at the
+    user's line.  ``n_components``: the fit's largest K where known (the
+    clustering clause is left out for one component)."""
     if data.n_total < 2 or data.constant is None or not data.constant.any():
         return
     mean = np.asarray(data.moments[0], dtype=np.float64)
     const = np.flatnonzero(data.constant)
     said = ", ".join(f"{feature_label(names, j)} (= {mean[j]:.6g})" for j in const[:10])
     more = f" and {const.size - 10} more" if const.size > 10 else ""
+    if family.isotropic:
+        effect = (f"with covariance_type={family.name!r} it counts as a feature of zero spread in "
+                  f"each component's one variance, fitting the other features tighter than "
+                  f"they are")
+    else:
+        effect = ("its fitted variance is the prior's floor, so log-likelihoods, scores and BIC "
+                  "are dominated by it (a point off that value scores far below any other)")
     clusters = ""
     if family.name in ("diag", "full") and n_components != 1:
         clusters = (f"; with covariance_type={family.name!r} it also changes the clustering "
-                    f"(its fitted variance shrinks as a component's weight grows, so the "
-                    f"heaviest component scores highest on every row and can take them all)")
+                    f"(that floor narrows as a component's weight grows, which gives the heavier "
+                    f"component a bonus on every row: one component can take them all)")
     warnings.warn(
         f"{estimator}: feature(s) {said}{more} hold one value in every row: a constant feature "
-        f"carries nothing to cluster on, and its fitted variance is the prior's floor, so "
-        f"log-likelihoods, scores and BIC are dominated by it (a point off that value scores "
-        f"far below any other){clusters}; drop it", UserWarning, stacklevel=5)
+        f"carries nothing to cluster on, and {effect}{clusters}; drop it", UserWarning,
+        stacklevel=5)
 
 
 def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float,

@@ -646,8 +646,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
-                               family, self.n_components if isinstance(self.n_components, int)
-                               else None)
+                               family, _largest_k(self.n_components))
         C = classes.size
         seen = None           # observed weight per class and feature, with missing values
         if streamed:
@@ -1432,17 +1431,31 @@ def _check_label_count(n_rows: int, n_labels: int) -> None:
                          f"of samples: [{n_rows}, {n_labels}])")
 
 
+def _largest_k(n_components) -> Optional[int]:
+    """The largest K ``n_components`` asks for where it names them (an int,
+    or a list, array or dict of ints); None for "auto" (or anything else)."""
+    values = (list(n_components.values()) if isinstance(n_components, Mapping)
+              else [n_components] if isinstance(n_components, numbers.Integral)
+              else list(n_components) if isinstance(n_components, (list, tuple, np.ndarray))
+              else [])
+    if values and all(isinstance(v, numbers.Integral) for v in values):
+        return int(max(values))
+    return None
+
+
 def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
                          constant: Optional[np.ndarray], family, ks: np.ndarray,
                          names) -> None:
     """One ``UserWarning`` naming the classes of more than one diag or full
-    component in which a feature holds one value in every row (but not in
+    component in which a feature holds one observed value (but not in
     every class: that one :func:`warn_constant_features` names): there its
-    fitted variance is the prior's floor over the component's weight, so the
-    heaviest component scores highest on every row of the class and can
-    take them all (two blobs at +-1.5 in a class with a constant third
-    column: one component of weight 1 in about half the seeds).  In-memory fits in one process (``X`` the kept rows,
-    NaN where missing; ``yi`` their class indices)."""
+    fitted variance is the prior's floor, which narrows as a component's
+    weight grows, so the heavier component gets a bonus on every row of the
+    class and one can take them all (two blobs at +-1.5 in a class with a
+    constant third column: one component of weight 1 in about half the
+    seeds).  In-memory fits in one process only (``X`` the kept rows, NaN
+    where missing; ``yi`` their class indices): out-of-core and
+    multi-process fits are not checked."""
     if family.name not in ("diag", "full") or not (ks > 1).any():
         return
     found = []
@@ -1462,10 +1475,11 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
                      + (f" and {js.size - 10} more" if js.size > 10 else "")
                      for c, js in found[:10])
     warnings.warn(
-        f"GMMClassifier: feature(s) hold one value in every row of a class fitted with several "
-        f"components ({said}): with covariance_type={family.name!r} its fitted variance "
-        f"shrinks as a component's weight grows, so the heaviest component scores highest "
-        f"on every row of the class and can take them all (see n_effective_components_); give that class n_components=1 (n_components="
+        f"GMMClassifier: feature(s) hold one observed value in every row of a class fitted "
+        f"with several components ({said}): with covariance_type={family.name!r} its fitted "
+        f"variance is the prior's floor, which narrows as a component's weight grows, so the "
+        f"heavier component gets a bonus on every row of the class and one can take them all "
+        f"(see n_effective_components_); give that class n_components=1 (n_components="
         f"{{label: k}}), or use covariance_type='tied' or 'spherical'", UserWarning,
         stacklevel=5)
 

@@ -619,6 +619,16 @@ def test_the_constant_feature_warning_says_what_it_does_to_the_clustering(covari
     else:                              # one shared variance on it: the clustering kept
         assert "changes the clustering" not in said[0]
         assert agree == 1.0
+    # Spherical: no floor, so no claim that scores are dominated (a point
+    # 0.5 off the value costs a fraction of a nat, from an independent review).
+    if covariance_type == "spherical":
+        assert "prior's floor" not in said[0] and "zero spread" in said[0]
+        off = Xc[:1].copy()
+        off[0, 2] += 0.5
+        assert abs(with_column.score_samples(off)[0]
+                   - with_column.score_samples(Xc[:1])[0]) < 1.0
+    else:
+        assert "prior's floor" in said[0]
     # One component: nothing to change.
     with pytest.warns(UserWarning, match="hold one value") as rec:
         BayesianGMM(1, **kw).fit(Xc)
@@ -643,7 +653,8 @@ def test_a_feature_constant_within_one_class_is_warned_about_naming_the_class():
             warnings.simplefilter("always")
             clf = GMMClassifier(n_components, covariance_type=covariance_type, random_state=0,
                                 **CPU).fit(data, y)
-        found = [w for w in rec if "hold one value in every row of a class" in str(w.message)]
+        found = [w for w in rec if "hold one observed value in every row of a class"
+                 in str(w.message)]
         assert all(w.filename == __file__ for w in found)
         return clf, [str(w.message) for w in found]
 
@@ -653,6 +664,14 @@ def test_a_feature_constant_within_one_class_is_warned_about_naming_the_class():
         assert f"covariance_type='{covariance_type}'" in message[0]
         assert clf.weights_[0].min() < 1e-3 and clf.weights_[1].min() > 0.4   # as it says
     assert said({"flat": 1, "round": 2})[1] == []
+    # One component everywhere (as a dict or numpy ints): no clustering
+    # clause in the all-classes warning either.
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        GMMClassifier({"flat": np.int64(1), "round": 1}, random_state=0, **CPU).fit(
+            XX.assign(c=0.1), y)
+    assert any("hold one value" in str(w.message) for w in rec)
+    assert not any("changes the clustering" in str(w.message) for w in rec)
     assert said(2, "tied")[1] == [] and said(2, "spherical")[1] == []
     everywhere = XX.assign(c=0.1)
     assert said(2, data=everywhere)[1] == []
