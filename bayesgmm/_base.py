@@ -138,7 +138,7 @@ def rollback_on_error(estimator):
 
 def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                    moments: tuple[np.ndarray, np.ndarray],
-                   constant: Optional[np.ndarray] = None) -> None:
+                   constant: Optional[np.ndarray] = None, reduce=None, device=None) -> None:
     """Refuse data whose per-feature variances are not normal float64
     numbers: covariances (and their priors) live in squared data units, so a
     spread beyond ~1e154 (its square overflows; also a constant feature
@@ -149,7 +149,9 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
     both below ``_TINY`` (values like +-1e-300 around 0, whose squared
     deviations underflow to 0) would get the all-zero feature's scale 1 and
     fit as a constant in float32 (silently); it is refused the same way.
-    ``X``: rows of the data (all, or a sample), for the messages only."""
+    ``X``: rows of the data (all, or a sample), for the messages only;
+    ``reduce``: every process's (the refusal is decided on reduced moments,
+    so every rank takes it; the remedy is sized on the values of them all)."""
     with np.errstate(all="ignore"):
         sq = std.scale.astype(np.float64) ** 2
     if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
@@ -180,7 +182,20 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             column = X[:, j] if X.ndim == 2 and X.shape[0] else np.zeros(0)
             off = np.abs(column[np.isfinite(column)] - std.center[j])
         reach = float(off.max()) if off.size else 0.0
+        if reduce is not None:
+            from .distributed import reduce_array
+            # The sum of the ranks' reaches: the largest, within a factor of
+            # the process count (the same remedy on every rank).
+            reach = float(reduce_array(np.array([reach]), reduce, device)[0])
         s = reach if reach > 0 else float(std.scale[j])
+        if s >= 1:
+            # Values spread by 1 or more, yet no float64 variance: the
+            # sample weights put (almost) all the mass on one value.
+            raise ValueError(
+                f"X's feature {j} has a weighted spread too small for float64 variances (values "
+                f"within {reach:.3g} of their weighted mean {float(std.center[j]):.3g}, almost "
+                f"all the sample weight on one value): rescale the sample weights (they weigh "
+                f"as counts of rows) or drop the rows of negligible weight")
         said = (f"values within {reach:.3g} of their mean {float(std.center[j]):.3g}"
                 if reach > 0 else f"{s:.3g}")
         power = -math.floor(math.log10(s)) if s > 0 else 0
@@ -631,7 +646,7 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                            reduce=reduce)
     constant = constant_features(*value_range(X), moments[0], reduce, device)
     std, Xt, moments = exact_constants(std, Xt, moments, constant, X, family, device, dtype)
-    check_overflow(std, X, family, moments, constant)
+    check_overflow(std, X, family, moments, constant, reduce, device)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
     unfit = wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all())
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0], unfit],
@@ -1003,7 +1018,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         # ... with this process's value range (the sample comes back from
         # the float32 frame, which may have lost a tiny spread).
         seen = np.r_[seen, v_lo[None], v_hi[None]]
-    check_overflow(std, seen, family, (mean, sd), constant)
+    check_overflow(std, seen, family, (mean, sd), constant, reduce, device)
     stream = RowStream(X, mean, scale, device, dtype, w_src,
                        float(mass) if labels is None else class_totals[1], bool(any_missing),
                        reduce, chunk_rows, labels,

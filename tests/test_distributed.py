@@ -151,6 +151,14 @@ SCRIPT = textwrap.dedent('''
     result["bad_seed"] = refusal(lambda: BayesianGMM(
         2, device="cpu", random_state=np.random.RandomState(0) if rank == 0 else "a seed").fit(
         X[shard], process_group=WORLD))
+    # Values around 0 below 1e-290 on rank 0 only (rank 1 holds zeros):
+    # refused on every rank, with one remedy sized on the values of both
+    # (rank 1's own rows said 1e+300 and then by 1e+17).
+    n_shard = X[shard].shape[0]
+    tiny = np.c_[X[shard][:, :1], 1e-300 * (-1.0) ** np.arange(n_shard) if rank == 0
+                 else np.zeros(n_shard)]
+    result["tiny"] = refusal(lambda: BayesianGMM(2, device="cpu", covariance_type="diag").fit(
+        tiny, process_group=WORLD))
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -222,6 +230,13 @@ def test_a_refused_shard_stops_every_rank(two_ranks):
     (r0, r1), _ = two_ranks
     assert "NaN in column 0" in r1["refused"]
     assert "other rank(s) of the process group refused their shard" in r0["refused"]
+
+
+def test_a_tiny_spread_on_one_rank_gets_one_remedy_on_every_rank(two_ranks):
+    (r0, r1), _ = two_ranks
+    for r in (r0, r1):
+        assert "spread too small for float64 variances (feature 1: values within 1e-300" in \
+            r["tiny"] and r["tiny"].endswith("rescale X, e.g. multiply it by 1e+300"), r["tiny"]
 
 
 def test_ranks_share_rank_0s_seeds_without_a_random_state(two_ranks):

@@ -220,6 +220,20 @@ def test_values_around_zero_below_1e_290_are_refused_not_fitted_as_constant(cova
         BayesianGMM(2, **kw).fit(np.c_[_two_blobs(80), np.full(80, 1e-300)])
 
 
+def test_a_spread_made_tiny_by_the_weights_names_the_weights():
+    """A feature of zeros and one 1 whose row weighs 1e-320: the weighted
+    spread underflows though the values are 1 apart, so "multiply X by
+    1e+0" fixed nothing (from an independent review): the weights are
+    named."""
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=40), np.r_[np.zeros(39), 1.0]]
+    w = np.r_[np.ones(39), 1e-320]
+    with pytest.raises(ValueError, match=r"feature 1 has a weighted spread too small .* rescale "
+                                         r"the sample weights .* or drop the rows of negligible"):
+        BayesianGMM(2, covariance_type="diag", n_init=1, random_state=0,
+                    device="cpu").fit(X, sample_weight=w)
+
+
 def test_spherical_fits_next_to_a_tiny_constant_feature():
     X = np.c_[np.full(40, 1e-20), _two_blobs(40, 1)]
     with pytest.warns(UserWarning, match=r"feature\(s\) 0 \(= 1e-20\) hold one value"):
