@@ -1436,7 +1436,8 @@ def _largest_k(n_components) -> Optional[int]:
     or a list, array or dict of ints); None for "auto" (or anything else)."""
     values = (list(n_components.values()) if isinstance(n_components, Mapping)
               else [n_components] if isinstance(n_components, numbers.Integral)
-              else list(n_components) if isinstance(n_components, (list, tuple, np.ndarray))
+              else np.ravel(n_components).tolist() if isinstance(n_components, np.ndarray)
+              else list(n_components) if isinstance(n_components, (list, tuple))
               else [])
     if values and all(isinstance(v, numbers.Integral) for v in values):
         return int(max(values))
@@ -1458,16 +1459,23 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
     multi-process fits are not checked."""
     if family.name not in ("diag", "full") or not (ks > 1).any():
         return
-    found = []
-    for c in np.flatnonzero(ks > 1):
-        rows = X[yi == c]
-        if rows.shape[0] < 2:
-            continue
-        same = np.fmin.reduce(rows, axis=0) == np.fmax.reduce(rows, axis=0)
-        if constant is not None:
-            same &= ~constant
-        if same.any():
-            found.append((c, np.flatnonzero(same)))
+    # Each class's value range in one pass, without copying its rows
+    # (missing entries out of it, as value_range takes them).
+    T = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    N, D = T.shape
+    C = classes.size
+    index = torch.from_numpy(np.asarray(yi, dtype=np.int64)).unsqueeze(1).expand(N, D)
+    nan = torch.isnan(T)
+    has_nan = bool(nan.any())
+    lo = torch.full((C, D), math.inf, dtype=T.dtype).scatter_reduce(
+        0, index, torch.where(nan, math.inf, T) if has_nan else T, "amin")
+    hi = torch.full((C, D), -math.inf, dtype=T.dtype).scatter_reduce(
+        0, index, torch.where(nan, -math.inf, T) if has_nan else T, "amax")
+    rows = np.bincount(yi, minlength=C)
+    same = ((lo == hi) & torch.isfinite(lo)).numpy() & (rows >= 2)[:, None] & (ks > 1)[:, None]
+    if constant is not None:
+        same &= ~constant[None, :]
+    found = [(c, np.flatnonzero(same[c])) for c in np.flatnonzero(same.any(1))]
     if not found:
         return
     said = "; ".join(f"class {_label(classes[c])!r}: "

@@ -664,6 +664,13 @@ def test_a_feature_constant_within_one_class_is_warned_about_naming_the_class():
         assert f"covariance_type='{covariance_type}'" in message[0]
         assert clf.weights_[0].min() < 1e-3 and clf.weights_[1].min() > 0.4   # as it says
     assert said({"flat": 1, "round": 2})[1] == []
+    # A missing entry in the class's constant column: still one observed value.
+    holes = XX.copy()
+    holes.iloc[3, 2] = np.nan
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        GMMClassifier(2, missing="marginalize", random_state=0, **CPU).fit(holes, y)
+    assert any("(class 'flat': 'c')" in str(w.message) for w in rec)
     # One component everywhere (as a dict or numpy ints): no clustering
     # clause in the all-classes warning either.
     with warnings.catch_warnings(record=True) as rec:
