@@ -187,6 +187,8 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             # The sum of the ranks' reaches: the largest, within a factor of
             # the process count (the same remedy on every rank).
             reach = float(reduce_array(np.array([reach]), reduce, device)[0])
+        if constant is not None and constant[j]:
+            reach = 0.0     # a constant's deviations are its mean's rounding: its magnitude
         s = reach if reach > 0 else float(std.scale[j])
         if s >= 1:
             # Values spread by 1 or more, yet no float64 variance: the

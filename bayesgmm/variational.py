@@ -204,7 +204,7 @@ class InverseScale:
         frac = ((U - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0, 1)
         dd = flat_d.gather(1, lo) + frac * (flat_d.gather(1, hi) - flat_d.gather(1, lo))
         # u0 e^dd, not e^(t0 + dd): with sd ~1e-15 (p ~1e29) t0 + dd rounds
-        # to the spacing of t0 (the draws took ~30 values).
+        # to the spacing of t0.
         u0 = torch.exp(self.t0).reshape(-1, 1)
         return (u0 * torch.exp(dd)).t().reshape((n,) + shape)
 

@@ -218,6 +218,14 @@ def test_values_around_zero_below_1e_290_are_refused_not_fitted_as_constant(cova
     assert adjusted_rand_score(fitted.predict(B * 1e-300 * 1e300), y) == 1.0
     with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(= 1e-300\) hold one value"):
         BayesianGMM(2, **kw).fit(np.c_[_two_blobs(80), np.full(80, 1e-300)])
+    # A constant of 1e-200 (refused: its fallback spread's square underflows)
+    # is sized by its magnitude, weighted or not, not by its weighted mean's
+    # rounding (which said "multiply it by 1e+216").
+    w = np.random.default_rng(1).uniform(0.5, 2.0, 80)
+    for weights in ((None, w) if covariance_type == "diag" else ()):   # spherical: its own
+        with pytest.raises(ValueError, match=r"\(feature 0: 1e-200; .*multiply it by 1e\+200$"):
+            BayesianGMM(2, **kw).fit(np.c_[np.full(80, 1e-200), _two_blobs(80, 1)],
+                                     sample_weight=weights)
 
 
 def test_a_spread_made_tiny_by_the_weights_names_the_weights():
