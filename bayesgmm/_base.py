@@ -203,9 +203,14 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
         power = -math.floor(math.log10(s)) if s > 0 else 0
         factor = ("" if s <= 0 else f", e.g. multiply it by 1e+{power}" if power <= 308 else
                   f", e.g. multiply it by 1e+300 and then by 1e+{power - 300}")
+        held = constant is not None and bool(constant[j])
+        if held:        # rescaling X for it alone would overflow the other features
+            said += ", one value in every row"
         raise ValueError(
             f"X has a spread too small for float64 variances (feature {j}: {said}; "
-            f"variances below 1e-308 are not numbers): rescale X{factor}")
+            f"variances below 1e-308 are not numbers): "
+            + ("drop that feature (a constant carries nothing to cluster on) or " if held else "")
+            + f"rescale X{factor}")
     if family.isotropic:
         # One common scale for all features: a feature whose spread is a
         # tiny fraction of it has a mean prior no float32 number can hold.

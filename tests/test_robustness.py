@@ -220,10 +220,13 @@ def test_values_around_zero_below_1e_290_are_refused_not_fitted_as_constant(cova
         BayesianGMM(2, **kw).fit(np.c_[_two_blobs(80), np.full(80, 1e-300)])
     # A constant of 1e-200 (refused: its fallback spread's square underflows)
     # is sized by its magnitude, weighted or not, not by its weighted mean's
-    # rounding (which said "multiply it by 1e+216").
+    # rounding (which said "multiply it by 1e+216"), and dropping it comes
+    # first (rescaling X for it would overflow the other features).
     w = np.random.default_rng(1).uniform(0.5, 2.0, 80)
     for weights in ((None, w) if covariance_type == "diag" else ()):   # spherical: its own
-        with pytest.raises(ValueError, match=r"\(feature 0: 1e-200; .*multiply it by 1e\+200$"):
+        with pytest.raises(ValueError, match=r"\(feature 0: 1e-200, one value in every row; "
+                                             r".*drop that feature \(a constant carries nothing "
+                                             r"to cluster on\) or rescale X, .*by 1e\+200$"):
             BayesianGMM(2, **kw).fit(np.c_[np.full(80, 1e-200), _two_blobs(80, 1)],
                                      sample_weight=weights)
 
