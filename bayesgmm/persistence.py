@@ -727,8 +727,8 @@ def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
             raise _Corrupt(f"{name} {value!r:.60} is not {what}"
                            + ("" if C is None else f" per class ({C},)"))
     elbo = a.get("elbo_")
-    if elbo is not None and not np.all(np.isfinite(np.asarray(elbo, dtype=np.float64))
-                                       if isinstance(elbo, (float, np.ndarray)) else False):
+    if elbo is not None and not (isinstance(elbo, (float, np.ndarray)) and bool(
+            np.all(np.isfinite(np.asarray(elbo, dtype=np.float64))))):
         raise _Corrupt(f"elbo_ {elbo!r:.60} is not a finite number")
 
 
