@@ -60,8 +60,8 @@ def machine_info(device: str) -> dict:
         info["pyro"] = pyro.__version__
     except ImportError:  # pragma: no cover - a hard dependency of bayesgmm
         info["pyro"] = None
-    pom = pomegranate_version()
-    info["pomegranate"] = pom
+    info["pomegranate"] = pomegranate_version()
+    info["torchgmm"] = torchgmm_version()
     try:
         import bayesgmm
         info["bayesgmm"] = bayesgmm.__version__
@@ -91,6 +91,14 @@ def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         import torch
         torch.cuda.synchronize()
+
+
+def torchgmm_version() -> Optional[str]:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("torchgmm")
+    except PackageNotFoundError:
+        return None
 
 
 def pomegranate_version() -> Optional[str]:
@@ -162,6 +170,32 @@ def mixture_mean_loglik(X: np.ndarray, weights: np.ndarray, means: np.ndarray,
         z = (x[:, None, :] - m[None]) * inv[None]
         total += float(logsumexp(const[None] - 0.5 * (z * z).sum(-1), axis=1).sum())
     return total / X.shape[0]
+
+
+def sklearn_mixture(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
+                    covariance_type: str):
+    """A scikit-learn ``GaussianMixture`` holding a mixture given in its
+    layout (``covariances`` as ``GaussianMixture.covariances_`` for
+    ``covariance_type``), float64: scikit-learn's own scorer for every
+    library's parameters (``score``, ``score_samples``)."""
+    from sklearn.mixture import GaussianMixture
+    from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+    w = np.asarray(weights, dtype=np.float64)
+    ref = GaussianMixture(w.shape[0], covariance_type=covariance_type)
+    ref.weights_ = w / w.sum()
+    ref.means_ = np.asarray(means, dtype=np.float64)
+    ref.covariances_ = np.asarray(covariances, dtype=np.float64)
+    ref.precisions_cholesky_ = _compute_precision_cholesky(ref.covariances_, covariance_type)
+    return ref
+
+
+def sklearn_mean_loglik(X: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                        covariances: np.ndarray, covariance_type: str) -> float:
+    """Mean log-likelihood per point in float64 of a mixture in scikit-learn's
+    layout, by scikit-learn's scorer (:func:`sklearn_mixture`)."""
+    return float(sklearn_mixture(weights, means, covariances, covariance_type).score(
+        np.asarray(X, dtype=np.float64)))
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +297,8 @@ def header(title: str, info: dict) -> str:
     return (f"## {title}\n\nmachine: {info['cpu']} ({info['cpu_cores']} cores, "
             f"{info['torch_threads']} torch threads), GPU: {gpu}; device: {info['device']}; "
             f"torch {info['torch']}, scikit-learn {info['sklearn']}, pyro {info['pyro']}, "
-            f"pomegranate {info['pomegranate'] or 'not installed'}; "
+            f"pomegranate {info['pomegranate'] or 'not installed'}, "
+            f"torchgmm {info.get('torchgmm') or 'not installed'}; "
             f"1-min load average at start: {info['load_average_1m']}\n")
 
 
@@ -315,3 +350,60 @@ def pomegranate_params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = np.stack([d.means.detach().double().cpu().numpy() for d in model.distributions])
     s = np.sqrt(np.stack([d.covs.detach().double().cpu().numpy() for d in model.distributions]))
     return w / w.sum(), m, s
+
+
+def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_state: int,
+                 device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torchgmm's ``GaussianMixture`` (a maintained fork of pycave on
+    PyTorch Lightning) fitted with its defaults: k-means initialisation, EM
+    to a change of 1e-3 in the per-point negative log-likelihood, at most 100
+    epochs, covariance regularisation 1e-6.  It takes no seed:
+    ``torch.manual_seed(random_state)`` seeds it.  Lightning's progress
+    bars, model summary, logger and info lines are turned off (they would
+    cost time and flood the output).  The data go in as a float32 tensor on
+    ``device``, as torchgmm requires.
+
+    Returns (weights, means, covariances) in scikit-learn's layout, float64."""
+    import logging
+
+    import torch
+    from torchgmm.bayes import GaussianMixture
+
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    torch.manual_seed(random_state)
+    trainer = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "devices": 1,
+               "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+    with warnings.catch_warnings():     # Lightning's own deprecation notices
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(n_components, covariance_type=covariance_type,
+                                trainer_params=trainer).fit(
+            torch.as_tensor(X, dtype=torch.float32, device=device))
+    m = model.model_
+    return (m.component_probs.detach().double().cpu().numpy(),
+            m.means.detach().double().cpu().numpy(),
+            m.covariances.detach().double().cpu().numpy())
+
+
+def pomegranate_defaults_fit(X: np.ndarray, n_components: int, covariance_type: str,
+                             random_state: int, device: str = "cpu"
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pomegranate v1's ``GeneralMixtureModel`` of ``n_components``
+    ``Normal(covariance_type=...)`` with its defaults (its own k-means start,
+    ``max_iter=1000``, ``tol=0.1`` on the total log-likelihood), on a float32
+    tensor on ``device``.  Returns (weights, means, covariances) in
+    scikit-learn's layout, float64."""
+    import torch
+    from pomegranate.distributions import Normal
+    from pomegranate.gmm import GeneralMixtureModel
+
+    model = GeneralMixtureModel([Normal(covariance_type=covariance_type)
+                                 for _ in range(n_components)], random_state=random_state)
+    model = (model.to(device) if device != "cpu" else model).fit(
+        torch.as_tensor(X, dtype=torch.float32, device=device))
+    w = model.priors.detach().double().cpu().numpy()
+    m = np.stack([d.means.detach().double().cpu().numpy() for d in model.distributions])
+    c = np.stack([d.covs.detach().double().cpu().numpy() for d in model.distributions])
+    return w / w.sum(), m, c

@@ -14,7 +14,10 @@ of each; the median per seed is kept.  Accuracy on 20,000 fresh points from
 the true mixtures (``truth.sample(4000, seed + 1000)``); the gap is the
 Bayes-optimal accuracy (``truth.bayes_predict``) minus each classifier's, in
 percentage points (scikit-learn's per-class mixtures are combined with the
-empirical class priors, as GMMClassifier's are).
+empirical class priors, as GMMClassifier's are).  Where torchgmm is
+installed, five per-class torchgmm ``GaussianMixture`` fits at its defaults
+run beside them (``torch.manual_seed(seed)``; scored by scikit-learn's
+scorer on their parameters), else a ``skipped:`` line says so.
 
 Run ``python benchmarks/classifier_defaults.py --help``; ``--quick`` checks the
 pipeline in seconds (its figures mean nothing).
@@ -62,6 +65,16 @@ def main() -> None:
         return [GaussianMixture(int(k), covariance_type=t, random_state=seed).fit(X[y == c])
                 for c, k in enumerate(ks)]
 
+    methods = {"bayesgmm": ours, "sklearn": sklearn}
+    skipped = []
+    if C.torchgmm_version() is None:
+        skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
+    else:
+        def torchgmm(X, y, ks, t, seed):
+            return [C.sklearn_mixture(*C.torchgmm_fit(X[y == c], int(k), t, seed, device), t)
+                    for c, k in enumerate(ks)]
+        methods["torchgmm"] = torchgmm
+
     rows, raw = [], []
     for t in args.types:
         per_seed = []
@@ -70,32 +83,35 @@ def main() -> None:
             ks = truth.n_components
             Xt, yt = truth.sample(4000, seed + 1000)
             bayes = float(np.mean(truth.bayes_predict(Xt) == yt))
-            ours(X, y, ks, t, seed)                   # warm-up: first-call costs
-            sklearn(X, y, ks, t, seed)
-            times = {"bayesgmm": [], "sklearn": []}
+            for fit in methods.values():             # warm-up: first-call costs
+                fit(X, y, ks, t, seed)
+            times = {name: [] for name in methods}
+            fitted = {}
             for _ in range(args.repeats):
-                for name, fit in (("bayesgmm", ours), ("sklearn", sklearn)):
+                for name, fit in methods.items():
                     C.synchronize(device)
                     t0 = time.perf_counter()
-                    model = fit(X, y, ks, t, seed)
+                    fitted[name] = fit(X, y, ks, t, seed)
                     C.synchronize(device)
                     times[name].append(time.perf_counter() - t0)
-                    if name == "bayesgmm":
-                        clf = model
-                    else:
-                        sk = model
+            # The per-class peers combined with the empirical class priors, as
+            # GMMClassifier's mixtures are.
             log_prior = np.log(np.bincount(y) / y.size)
-            sk_pred = np.argmax(np.stack([m.score_samples(Xt) for m in sk], 1) + log_prior, 1)
-            gap_ours = 100 * (bayes - clf.score(Xt, yt))
-            gap_sk = 100 * (bayes - float(np.mean(sk_pred == yt)))
-            rec = {"type": t, "seed": seed, "true K": list(map(int, ks)),
-                   "bayesgmm s": statistics.median(times["bayesgmm"]),
-                   "sklearn s": statistics.median(times["sklearn"]),
-                   "gap bayesgmm": gap_ours, "gap sklearn": gap_sk, "times": times}
+            gaps = {"bayesgmm": 100 * (bayes - fitted["bayesgmm"].score(Xt, yt))}
+            for name in methods:
+                if name != "bayesgmm":
+                    pred = np.argmax(np.stack([m.score_samples(Xt) for m in fitted[name]], 1)
+                                     + log_prior, 1)
+                    gaps[name] = 100 * (bayes - float(np.mean(pred == yt)))
+            rec = {"type": t, "seed": seed, "true K": list(map(int, ks)), "times": times}
+            for name in methods:
+                rec[f"{name} s"] = statistics.median(times[name])
+                rec[f"gap {name}"] = gaps[name]
             rec["ratio"] = rec["bayesgmm s"] / rec["sklearn s"]
             per_seed.append(rec)
-            print(f"{t}, seed {seed}: bayesgmm {rec['bayesgmm s']:.3f} s (gap {gap_ours:.3f}), "
-                  f"sklearn x5 {rec['sklearn s']:.3f} s (gap {gap_sk:.3f})", flush=True)
+            print(f"{t}, seed {seed}: " + ", ".join(
+                f"{name} {rec[f'{name} s']:.3f} s (gap {gaps[name]:.3f})" for name in methods),
+                flush=True)
         raw += per_seed
         col = lambda k: np.array([r[k] for r in per_seed])
         rows.append({"type": t, "seeds": len(per_seed),
@@ -105,7 +121,10 @@ def main() -> None:
                      "time <= sk": f"{int(np.sum(col('ratio') <= 1))}/{len(per_seed)}",
                      "mean gap bayesgmm": float(col("gap bayesgmm").mean()),
                      "max gap bayesgmm": float(col("gap bayesgmm").max()),
-                     "mean gap sklearn": float(col("gap sklearn").mean())})
+                     "mean gap sklearn": float(col("gap sklearn").mean())}
+                    | ({"torchgmm s": float(np.median(col("torchgmm s"))),
+                        "mean gap torchgmm": float(col("gap torchgmm").mean())}
+                       if "torchgmm" in methods else {}))
     print(f"\nfive-class study, 10,000 training points; medians over seeds of the median of "
           f"{args.repeats} fits; gaps to the Bayes-optimal accuracy in points\n")
     print(C.markdown_table(rows, [("type", "type"), ("seeds", "seeds"),
@@ -114,11 +133,14 @@ def main() -> None:
                                   ("time ratio", "time ratio"), ("time <= sk", "time <= sk"),
                                   ("mean gap bayesgmm", "mean gap, ours"),
                                   ("max gap bayesgmm", "max gap, ours"),
-                                  ("mean gap sklearn", "mean gap, sklearn")], digits=4))
+                                  ("mean gap sklearn", "mean gap, sklearn")]
+                          + ([("torchgmm s", "5 x torchgmm (s)"),
+                              ("mean gap torchgmm", "mean gap, torchgmm")]
+                             if "torchgmm" in methods else []), digits=4))
     C.write_json(args.json or C.default_json_path("classifier_defaults", device),
                  {"benchmark": "classifier_defaults", "quick": args.quick,
                   "command": C.argv_line(), "machine": info,
-                  "settings": vars(args) | {"json": str(args.json)}, "skipped": [],
+                  "settings": vars(args) | {"json": str(args.json)}, "skipped": skipped,
                   "rows": rows, "raw": raw})
 
 

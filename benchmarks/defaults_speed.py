@@ -18,6 +18,14 @@ scored by one float64 scorer from each fit's parameters), and in how many
 seeds bayesgmm's log-likelihood is at least scikit-learn's ``n_init=4`` one
 (to 1e-6 nats) and its time at most scikit-learn's default one.
 
+The PyTorch peers run beside them at their defaults, on bayesgmm's device,
+where installed (else a ``skipped:`` line): torchgmm's ``GaussianMixture``
+(the maintained fork of pycave: k-means start, tol 1e-3 on the per-point
+NLL; ``torch.manual_seed(seed)`` seeds it) and pomegranate's
+``GeneralMixtureModel`` of ``Normal(covariance_type=t)`` (its k-means start,
+tol 0.1 on the total log-likelihood).  Every fit returns its weights, means
+and covariances, scored by scikit-learn's float64 scorer.
+
 Run ``python benchmarks/defaults_speed.py --help``; ``--quick`` checks the
 pipeline in seconds (its figures mean nothing).
 """
@@ -35,16 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
-def _mean_loglik(X: np.ndarray, model) -> float:
-    """Mean log-likelihood per point in float64, by scikit-learn's scorer on
-    the fitted parameters (the same code for both libraries)."""
-    from sklearn.mixture import GaussianMixture
-
-    ct = model.covariance_type_ if hasattr(model, "covariance_type_") else model.covariance_type
-    ref = GaussianMixture(len(model.weights_), covariance_type=ct)
-    ref.weights_, ref.means_, ref.covariances_ = model.weights_, model.means_, model.covariances_
-    ref.precisions_cholesky_ = model.precisions_cholesky_
-    return float(ref.score(X))
+def _params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, means, covariances) of a fitted bayesgmm or scikit-learn
+    mixture, in scikit-learn's layout."""
+    return model.weights_, model.means_, model.covariances_
 
 
 def main() -> None:
@@ -74,13 +76,24 @@ def main() -> None:
     print(f"command: {C.argv_line()}\n")
     N, K, D = int(args.n), args.k, args.d
     methods = {
-        "bayesgmm defaults": lambda X, t, s: BayesianGMM(K, covariance_type=t, device=device,
-                                                         random_state=s).fit(X),
-        "sklearn defaults": lambda X, t, s: GaussianMixture(K, covariance_type=t,
-                                                            random_state=s).fit(X),
-        "sklearn n_init=4": lambda X, t, s: GaussianMixture(K, covariance_type=t, n_init=4,
-                                                            random_state=s).fit(X),
+        "bayesgmm defaults": lambda X, t, s: _params(BayesianGMM(
+            K, covariance_type=t, device=device, random_state=s).fit(X)),
+        "sklearn defaults": lambda X, t, s: _params(GaussianMixture(
+            K, covariance_type=t, random_state=s).fit(X)),
+        "sklearn n_init=4": lambda X, t, s: _params(GaussianMixture(
+            K, covariance_type=t, n_init=4, random_state=s).fit(X)),
     }
+    # The PyTorch peers, where installed, on bayesgmm's device.
+    skipped = []
+    if C.torchgmm_version() is None:
+        skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
+    else:
+        methods["torchgmm defaults"] = lambda X, t, s: C.torchgmm_fit(X, K, t, s, device)
+    if C.pomegranate_version() is None:
+        skipped.append(C.skip_line("pomegranate", "not installed: pip install pomegranate"))
+    else:
+        methods["pomegranate defaults"] = lambda X, t, s: C.pomegranate_defaults_fit(
+            X, K, t, s, device)
     rows, raw = [], []
     for sep in args.separations:
         X, _, _ = make_mixture(N, K, D, separation=sep, random_state=0)
@@ -93,11 +106,11 @@ def main() -> None:
                 for m, fit in methods.items():
                     C.synchronize(device)
                     t0 = time.perf_counter()
-                    model = fit(X, t, seed)
+                    params = fit(X, t, seed)
                     C.synchronize(device)
                     times[m].append(time.perf_counter() - t0)
-                    lls[m].append(_mean_loglik(X, model))
-            ours, sk, sk4 = (np.array(lls[m]) for m in methods)
+                    lls[m].append(C.sklearn_mean_loglik(X, *params, t))
+            ours, sk4 = np.array(lls["bayesgmm defaults"]), np.array(lls["sklearn n_init=4"])
             t_ours, t_sk = np.array(times["bayesgmm defaults"]), np.array(times["sklearn defaults"])
             row = {"n": N, "separation": sep, "type": t}
             for m in methods:
@@ -120,7 +133,7 @@ def main() -> None:
     C.write_json(args.json or C.default_json_path("defaults_speed", device),
                  {"benchmark": "defaults_speed", "quick": args.quick, "command": C.argv_line(),
                   "machine": info, "settings": vars(args) | {"json": str(args.json)},
-                  "skipped": [], "n": N, "d": D, "k": K, "rows": rows, "raw": raw})
+                  "skipped": skipped, "n": N, "d": D, "k": K, "rows": rows, "raw": raw})
 
 
 if __name__ == "__main__":

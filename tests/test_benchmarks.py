@@ -34,7 +34,8 @@ def run_script(name: str, tmp_path: Path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
-def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -> None:
+def check_machine(result: dict, name: str, pomegranate_requested: bool = True,
+                  torchgmm_requested: bool = False) -> None:
     assert result["benchmark"] == name
     assert result["quick"] is True
     m = result["machine"]
@@ -42,12 +43,53 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True) -
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert m["cpu_cores"] >= 1
     assert m["torch"] and m["sklearn"] and m["pyro"]
-    pom_installed = m["pomegranate"] is not None
-    said_skipped = any("pomegranate" in s for s in result["skipped"])
-    if pomegranate_requested:  # a missing peer is reported, never silently absent
-        assert pom_installed != said_skipped
-    else:
-        assert not said_skipped
+    for peer, requested in (("pomegranate", pomegranate_requested),
+                            ("torchgmm", torchgmm_requested)):
+        installed = m[peer] is not None
+        said_skipped = any(peer in s for s in result["skipped"])
+        if requested:  # a missing peer is reported, never silently absent
+            assert installed != said_skipped
+        else:
+            assert not said_skipped
+
+
+def peers_run(result: dict) -> set:
+    """The optional peers a script measured: those installed."""
+    return {p for p in ("torchgmm", "pomegranate") if result["machine"][p] is not None}
+
+
+def test_the_common_scorer_is_the_mixture_density(tmp_path):
+    """``sklearn_mixture`` / ``sklearn_mean_loglik`` (every peer's parameters
+    are scored by them) against scipy's densities, for every covariance
+    layout, and against the diagonal scorer ``mixture_mean_loglik``."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common as C
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    K, D = 3, 2
+    X = rng.normal(size=(50, D)) * 2
+    w, m = np.array([0.2, 0.5, 0.3]), rng.normal(size=(K, D))
+    A = rng.normal(size=(K, D, D))
+    full = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(D)
+    layouts = {"full": (full, full), "diag": (np.diagonal(full, 0, 1, 2),
+                                              np.stack([np.diag(np.diag(c)) for c in full])),
+               "spherical": (np.array([0.5, 1.0, 2.0]),
+                             np.array([0.5, 1.0, 2.0])[:, None, None] * np.eye(D)),
+               "tied": (full[0], np.stack([full[0]] * K))}
+    for t, (cov, dense) in layouts.items():
+        want = logsumexp(np.stack([np.log(w[k]) + multivariate_normal(m[k], dense[k]).logpdf(X)
+                                   for k in range(K)], 1), axis=1)
+        np.testing.assert_allclose(C.sklearn_mixture(w, m, cov, t).score_samples(X), want,
+                                   rtol=1e-10)
+        assert math.isclose(C.sklearn_mean_loglik(X, 2 * w, m, cov, t), want.mean(), rel_tol=1e-10)
+    diag = layouts["diag"][0]
+    assert math.isclose(C.mixture_mean_loglik(X, w, m, np.sqrt(diag)),
+                        C.sklearn_mean_loglik(X, w, m, diag, "diag"), rel_tol=1e-10)
 
 
 def test_help_of_every_script():
@@ -166,12 +208,14 @@ def test_accuracy_covariance_quick(tmp_path):
 
 def test_defaults_speed_quick(tmp_path):
     r = run_script("defaults_speed", tmp_path)
-    check_machine(r, "defaults_speed", pomegranate_requested=False)
+    check_machine(r, "defaults_speed", pomegranate_requested=True, torchgmm_requested=True)
     assert {(row["separation"], row["type"]) for row in r["rows"]} == \
         {(2.0, "diag"), (2.0, "full"), (6.0, "diag"), (6.0, "full")}
+    peers = {f"{p} defaults" for p in peers_run(r)}
     for row, raw in zip(r["rows"], r["raw"]):
         times, lls = raw["times"], raw["loglik"]
-        assert set(times) == {"bayesgmm defaults", "sklearn defaults", "sklearn n_init=4"}
+        assert set(times) == {"bayesgmm defaults", "sklearn defaults", "sklearn n_init=4"} | peers
+        assert set(lls) == set(times) and all(math.isfinite(v) for v in sum(lls.values(), []))
         assert all(len(v) == 2 and min(v) > 0 for v in times.values())
         ratio = np.median(np.array(times["bayesgmm defaults"]) / np.array(times["sklearn defaults"]))
         assert math.isclose(row["time ratio"], ratio)
@@ -183,13 +227,15 @@ def test_defaults_speed_quick(tmp_path):
 
 def test_classifier_defaults_quick(tmp_path):
     r = run_script("classifier_defaults", tmp_path)
-    check_machine(r, "classifier_defaults", pomegranate_requested=False)
+    check_machine(r, "classifier_defaults", pomegranate_requested=False, torchgmm_requested=True)
     assert [row["type"] for row in r["rows"]] == ["diag", "full"]
+    torchgmm = "torchgmm" in peers_run(r)
     for row in r["rows"]:
         seeds = [x for x in r["raw"] if x["type"] == row["type"]]
         assert len(seeds) == row["seeds"] == 1
         x = seeds[0]
-        assert set(x["times"]) == {"bayesgmm", "sklearn"}
+        assert set(x["times"]) == {"bayesgmm", "sklearn"} | ({"torchgmm"} if torchgmm else set())
+        assert ("mean gap torchgmm" in row) == torchgmm
         assert math.isclose(row["time ratio"], x["bayesgmm s"] / x["sklearn s"])
         # Both are sensible classifiers of this data (within 2 points of Bayes).
         assert 0 <= row["mean gap bayesgmm"] < 2 and -0.5 < row["mean gap sklearn"] < 2
