@@ -353,17 +353,21 @@ def pomegranate_params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_state: int,
-                 device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 device: str = "cpu", max_iter: Optional[int] = None, tol: Optional[float] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """torchgmm's ``GaussianMixture`` (a maintained fork of pycave on
     PyTorch Lightning) fitted with its defaults: k-means initialisation, EM
     to a change of 1e-3 in the per-point negative log-likelihood, at most 100
-    epochs, covariance regularisation 1e-6.  It takes no seed:
+    epochs, covariance regularisation 1e-6; ``max_iter`` (EM iterations,
+    its ``max_epochs``) and ``tol`` (its ``convergence_tolerance``; 0 runs
+    every iteration) replace the defaults where given.  It takes no seed:
     ``torch.manual_seed(random_state)`` seeds it.  Lightning's progress
     bars, model summary, logger and info lines are turned off (they would
     cost time and flood the output).  The data go in as a float32 tensor on
     ``device``, as torchgmm requires.
 
-    Returns (weights, means, covariances) in scikit-learn's layout, float64."""
+    Returns (weights, means, covariances) in scikit-learn's layout, float64,
+    and the EM iterations run."""
     import logging
 
     import torch
@@ -376,15 +380,18 @@ def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_
     torch.manual_seed(random_state)
     trainer = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "devices": 1,
                "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+    if max_iter is not None:
+        trainer["max_epochs"] = max_iter
+    extra = {} if tol is None else {"convergence_tolerance": tol}
     with warnings.catch_warnings():     # Lightning's own deprecation notices
         warnings.simplefilter("ignore")
         model = GaussianMixture(n_components, covariance_type=covariance_type,
-                                trainer_params=trainer).fit(
+                                trainer_params=trainer, **extra).fit(
             torch.as_tensor(X, dtype=torch.float32, device=device))
     m = model.model_
     return (m.component_probs.detach().double().cpu().numpy(),
             m.means.detach().double().cpu().numpy(),
-            m.covariances.detach().double().cpu().numpy())
+            m.covariances.detach().double().cpu().numpy(), int(model.num_iter_))
 
 
 def pomegranate_defaults_fit(X: np.ndarray, n_components: int, covariance_type: str,

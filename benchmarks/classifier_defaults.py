@@ -71,7 +71,7 @@ def main() -> None:
         skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
     else:
         def torchgmm(X, y, ks, t, seed):
-            return [C.sklearn_mixture(*C.torchgmm_fit(X[y == c], int(k), t, seed, device), t)
+            return [C.sklearn_mixture(*C.torchgmm_fit(X[y == c], int(k), t, seed, device)[:3], t)
                     for c, k in enumerate(ks)]
         methods["torchgmm"] = torchgmm
 

@@ -88,7 +88,7 @@ def main() -> None:
     if C.torchgmm_version() is None:
         skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
     else:
-        methods["torchgmm defaults"] = lambda X, t, s: C.torchgmm_fit(X, K, t, s, device)
+        methods["torchgmm defaults"] = lambda X, t, s: C.torchgmm_fit(X, K, t, s, device)[:3]
     if C.pomegranate_version() is None:
         skipped.append(C.skip_line("pomegranate", "not installed: pip install pomegranate"))
     else:

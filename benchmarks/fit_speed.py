@@ -25,7 +25,9 @@ Methods: bayesgmm with default settings (as a user calls it: n_init=4, EM
 then SVI; timed once as is), bayesgmm EM only (``max_iter=0``; from its
 default k-means++ seeding, and from a full k-means start), bayesgmm pure
 SVI (``em_max_iter=0``), scikit-learn ``GaussianMixture(covariance_type="diag")``
-(CPU), pomegranate ``GeneralMixtureModel`` (diag ``Normal``) when installed.
+(CPU), pomegranate ``GeneralMixtureModel`` (diag ``Normal``) and torchgmm
+``GaussianMixture`` (diag; its k-means start, ``torch.manual_seed(seed)``)
+when installed.
 
 Run ``python benchmarks/fit_speed.py --help``.
 """
@@ -76,6 +78,14 @@ def pomegranate_fit(X, K, device, seed, max_iter) -> Params:
     return w, m, s, max_iter
 
 
+def torchgmm_fit(X, K, device, seed, max_iter) -> Params:
+    # tol=0: every one of the max_iter EM iterations runs; its k-means start
+    # (run to its own convergence) and the host-to-device copy are part of
+    # the fit, as they are for bayesgmm.
+    w, m, var, it = C.torchgmm_fit(X, K, "diag", seed, device, max_iter=max_iter, tol=0.0)
+    return w, m, np.sqrt(var), it
+
+
 def budget_methods(args, device: str, K: int, skipped: list) -> dict[str, dict]:
     """name -> {"fit": fn(X, budget) -> Params, "cap": max budget, "step": what a budget counts}."""
     seed = args.seed
@@ -107,6 +117,12 @@ def budget_methods(args, device: str, K: int, skipped: list) -> dict[str, dict]:
     else:
         methods[f"pomegranate GeneralMixtureModel ({device})"] = {
             "fit": lambda X, b: pomegranate_fit(X, K, device, seed, max_iter=b),
+            "cap": args.max_budget, "unit": "EM iteration"}
+    if C.torchgmm_version() is None:
+        skipped.append(C.skip_line("torchgmm", "not installed (pip install torchgmm)"))
+    else:
+        methods[f"torchgmm GaussianMixture ({device})"] = {
+            "fit": lambda X, b: torchgmm_fit(X, K, device, seed, max_iter=b),
             "cap": args.max_budget, "unit": "EM iteration"}
     if args.methods:
         methods = {m: v for m, v in methods.items()
