@@ -352,11 +352,11 @@ def pomegranate_params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w / w.sum(), m, s
 
 
-def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_state: int,
-                 device: str = "cpu", max_iter: Optional[int] = None, tol: Optional[float] = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def torchgmm_estimator(X: np.ndarray, n_components: int, covariance_type: str,
+                       random_state: int, device: str = "cpu", max_iter: Optional[int] = None,
+                       tol: Optional[float] = None):
     """torchgmm's ``GaussianMixture`` (a maintained fork of pycave on
-    PyTorch Lightning) fitted with its defaults: k-means initialisation, EM
+    PyTorch Lightning), fitted with its defaults: k-means initialisation, EM
     to a change of 1e-3 in the per-point negative log-likelihood, at most 100
     epochs, covariance regularisation 1e-6; ``max_iter`` (EM iterations,
     its ``max_epochs``) and ``tol`` (its ``convergence_tolerance``; 0 runs
@@ -364,19 +364,15 @@ def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_
     ``torch.manual_seed(random_state)`` seeds it.  Lightning's progress
     bars, model summary, logger and info lines are turned off (they would
     cost time and flood the output).  The data go in as a float32 tensor on
-    ``device``, as torchgmm requires.
-
-    Returns (weights, means, covariances) in scikit-learn's layout, float64,
-    and the EM iterations run."""
+    ``device``, as torchgmm requires."""
     import logging
+    import warnings
 
     import torch
     from torchgmm.bayes import GaussianMixture
 
     for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import warnings
-
     torch.manual_seed(random_state)
     trainer = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "devices": 1,
                "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
@@ -385,9 +381,18 @@ def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_
     extra = {} if tol is None else {"convergence_tolerance": tol}
     with warnings.catch_warnings():     # Lightning's own deprecation notices
         warnings.simplefilter("ignore")
-        model = GaussianMixture(n_components, covariance_type=covariance_type,
-                                trainer_params=trainer, **extra).fit(
+        return GaussianMixture(n_components, covariance_type=covariance_type,
+                               trainer_params=trainer, **extra).fit(
             torch.as_tensor(X, dtype=torch.float32, device=device))
+
+
+def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_state: int,
+                 device: str = "cpu", max_iter: Optional[int] = None, tol: Optional[float] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`torchgmm_estimator`'s fit as (weights, means, covariances) in
+    scikit-learn's layout, float64, and the EM iterations run."""
+    model = torchgmm_estimator(X, n_components, covariance_type, random_state, device,
+                               max_iter, tol)
     m = model.model_
     return (m.component_probs.detach().double().cpu().numpy(),
             m.means.detach().double().cpu().numpy(),

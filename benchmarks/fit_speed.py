@@ -26,7 +26,8 @@ then SVI; timed once as is), bayesgmm EM only (``max_iter=0``; from its
 default k-means++ seeding, and from a full k-means start), bayesgmm pure
 SVI (``em_max_iter=0``), scikit-learn ``GaussianMixture(covariance_type="diag")``
 (CPU), pomegranate ``GeneralMixtureModel`` (diag ``Normal``) and torchgmm
-``GaussianMixture`` (diag; its k-means start, ``torch.manual_seed(seed)``)
+``GaussianMixture`` (diag; its k-means start, given the same epoch budget;
+``torch.manual_seed(seed)``)
 when installed.
 
 Run ``python benchmarks/fit_speed.py --help``.
@@ -79,9 +80,10 @@ def pomegranate_fit(X, K, device, seed, max_iter) -> Params:
 
 
 def torchgmm_fit(X, K, device, seed, max_iter) -> Params:
-    # tol=0: every one of the max_iter EM iterations runs; its k-means start
-    # (run to its own convergence) and the host-to-device copy are part of
-    # the fit, as they are for bayesgmm.
+    # tol=0: every one of the max_iter EM iterations runs.  torchgmm hands
+    # the same max_epochs on to its k-means start (k-means++, then at most
+    # max_iter Lloyd epochs); that start and the host-to-device copy are
+    # part of the fit, as they are for bayesgmm.
     w, m, var, it = C.torchgmm_fit(X, K, "diag", seed, device, max_iter=max_iter, tol=0.0)
     return w, m, np.sqrt(var), it
 

@@ -15,7 +15,9 @@ Methods: bayesgmm ``GMMClassifier`` (EM-only fit, ``max_iter=0``: the fit
 does not change the cost of prediction), scikit-learn per-class
 ``GaussianMixture`` (diag; argmax of ``score_samples`` + log prior),
 pomegranate per-class ``GeneralMixtureModel`` (argmax of
-``log_probability`` + log prior) when installed.  ``agreement`` is the
+``log_probability`` + log prior) and torchgmm per-class ``GaussianMixture``
+(its estimator's ``score_samples``, which runs a Lightning ``predict``
+loop, and its fitted module's forward called directly) when installed.  ``agreement`` is the
 fraction of points on which a method's labels equal scikit-learn's.
 
 Run ``python benchmarks/predict_throughput.py --help``.
@@ -112,6 +114,32 @@ def fit_methods(X, y, K: int, device: str, seed: int, fit_iter: int, skipped: li
         if device == "cuda":
             out[f"pomegranate GeneralMixtureModel per class ({device}, CUDA tensor in and out)"] = \
                 tensor_input(pom_labels, device)
+    if not want("torchgmm"):
+        pass
+    elif C.torchgmm_version() is None:
+        skipped.append(C.skip_line("torchgmm", "not installed (pip install torchgmm)"))
+    else:
+        import warnings
+        # At its default 100 epochs: torchgmm hands max_epochs on to its
+        # k-means start too, and --quick's 10 left a class's fit NaN.
+        tg = [C.torchgmm_estimator(X[yi == c], K, "diag", seed, device)
+              for c in range(len(classes))]
+        lp_t = torch.as_tensor(log_prior, dtype=torch.float32, device=device)
+
+        def tg_predict(Z):     # its estimator API: score_samples gives each point's NLL
+            Zt = torch.as_tensor(Z, dtype=torch.float32, device=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nll = torch.stack([m.score_samples(Zt).reshape(-1) for m in tg], 1)
+            return classes[(lp_t.cpu() - nll.cpu()).argmax(1).numpy()]
+
+        def tg_labels(Zt):     # its fitted module's forward: (log responsibilities, log p(x))
+            with torch.no_grad():
+                return (torch.stack([m.model_(Zt)[1] for m in tg], 1) + lp_t).argmax(1)
+        out[f"torchgmm GaussianMixture per class ({device}, score_samples)"] = tg_predict
+        out[f"torchgmm GaussianMixture per class ({device}, module forward)"] = \
+            lambda Z: classes[tg_labels(torch.as_tensor(Z, dtype=torch.float32,
+                                                        device=device)).cpu().numpy()]
     return out
 
 

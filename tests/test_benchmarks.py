@@ -176,6 +176,26 @@ def test_predict_throughput_quick(tmp_path):
     assert rows["sklearn GaussianMixture per class (cpu)"]["agreement_with_sklearn"] == 1.0
 
 
+def test_torchgmm_peer_quick(tmp_path):
+    """Where torchgmm is installed (an environment of its own: it takes
+    pandas < 3), its fits are real mixtures of the data: its predictions
+    agree with scikit-learn's and its EM reaches the fit_speed target."""
+    import importlib.util
+
+    import pytest
+    if importlib.util.find_spec("torchgmm") is None:
+        pytest.skip("torchgmm not installed (benchmarks/README.md: install it in its own environment)")
+    r = run_script("predict_throughput", tmp_path, "--n", "5000", "--methods", "torchgmm", "sklearn")
+    rows = {row["method"]: row for row in r["rows"]}
+    assert len(rows) == 3
+    for name, row in rows.items():
+        assert "error" not in row, row.get("error")
+        assert row["agreement_with_sklearn"] > 0.8, name
+    r = run_script("fit_speed", tmp_path, "--n", "1000", "--methods", "torchgmm")
+    (row,) = r["rows"]
+    assert row["method"] == "torchgmm GaussianMixture (cpu)" and row["reached"] is True
+
+
 def test_covariance_speed_quick(tmp_path):
     r = run_script("covariance_speed", tmp_path)
     assert r["benchmark"] == "covariance_speed" and r["quick"] is True
