@@ -94,11 +94,17 @@ def synchronize(device: str) -> None:
 
 
 def torchgmm_version() -> Optional[str]:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        return version("torchgmm")
-    except PackageNotFoundError:
+    """torchgmm's version where it can be imported (found without importing
+    it: PyTorch Lightning takes seconds to import), else None."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    if importlib.util.find_spec("torchgmm") is None:
         return None
+    try:
+        return version("torchgmm")
+    except PackageNotFoundError:   # importable but without metadata
+        return "unknown"
 
 
 def pomegranate_version() -> Optional[str]:
@@ -328,10 +334,12 @@ def gmm_classifier_class():
     return GMMClassifier
 
 
-def pomegranate_gmm(n_components: int, max_iter: int, tol: float, random_state: int,
-                    device: str = "cpu", init: str = "random"):
+def pomegranate_gmm(n_components: int, max_iter: int = 1000, tol: float = 0.1,
+                    random_state: Optional[int] = None, device: str = "cpu",
+                    init: str = "random", covariance_type: str = "diag"):
     """An unfitted pomegranate v1 ``GeneralMixtureModel`` of ``n_components``
-    diagonal ``Normal`` distributions, moved to ``device``.
+    ``Normal(covariance_type=...)`` distributions, moved to ``device``;
+    ``max_iter``, ``tol`` and ``init`` default to pomegranate's own.
 
     pomegranate's ``tol`` is on the improvement of the TOTAL log-likelihood
     (not per point); its initialisation is 3 iterations of its own k-means
@@ -339,17 +347,20 @@ def pomegranate_gmm(n_components: int, max_iter: int, tol: float, random_state: 
     from pomegranate.distributions import Normal
     from pomegranate.gmm import GeneralMixtureModel
 
-    model = GeneralMixtureModel([Normal(covariance_type="diag") for _ in range(n_components)],
+    model = GeneralMixtureModel([Normal(covariance_type=covariance_type)
+                                 for _ in range(n_components)],
                                 init=init, max_iter=max_iter, tol=tol, random_state=random_state)
     return model.to(device) if device != "cpu" else model
 
 
 def pomegranate_params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(weights, means, scales) of a fitted diagonal pomegranate mixture."""
+    """(weights, means, covariances) of a fitted pomegranate mixture of
+    ``Normal``s, in scikit-learn's layout for its covariance type (diag:
+    variances), float64."""
     w = model.priors.detach().double().cpu().numpy()
     m = np.stack([d.means.detach().double().cpu().numpy() for d in model.distributions])
-    s = np.sqrt(np.stack([d.covs.detach().double().cpu().numpy() for d in model.distributions]))
-    return w / w.sum(), m, s
+    c = np.stack([d.covs.detach().double().cpu().numpy() for d in model.distributions])
+    return w / w.sum(), m, c
 
 
 def torchgmm_estimator(X: np.ndarray, n_components: int, covariance_type: str,
@@ -361,11 +372,14 @@ def torchgmm_estimator(X: np.ndarray, n_components: int, covariance_type: str,
     epochs, covariance regularisation 1e-6; ``max_iter`` (EM iterations,
     its ``max_epochs``) and ``tol`` (its ``convergence_tolerance``; 0 runs
     every iteration) replace the defaults where given.  It takes no seed:
-    ``torch.manual_seed(random_state)`` seeds it.  Lightning's progress
+    its k-means++ draws its first centre from Python's ``random`` and the
+    rest from torch, so ``random.seed`` and ``torch.manual_seed`` with
+    ``random_state`` seed it (the same seed gives the same fit).  Lightning's progress
     bars, model summary, logger and info lines are turned off (they would
     cost time and flood the output).  The data go in as a float32 tensor on
     ``device``, as torchgmm requires."""
     import logging
+    import random
     import warnings
 
     import torch
@@ -373,6 +387,7 @@ def torchgmm_estimator(X: np.ndarray, n_components: int, covariance_type: str,
 
     for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    random.seed(random_state)
     torch.manual_seed(random_state)
     trainer = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "devices": 1,
                "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
@@ -402,20 +417,11 @@ def torchgmm_fit(X: np.ndarray, n_components: int, covariance_type: str, random_
 def pomegranate_defaults_fit(X: np.ndarray, n_components: int, covariance_type: str,
                              random_state: int, device: str = "cpu"
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """pomegranate v1's ``GeneralMixtureModel`` of ``n_components``
-    ``Normal(covariance_type=...)`` with its defaults (its own k-means start,
-    ``max_iter=1000``, ``tol=0.1`` on the total log-likelihood), on a float32
-    tensor on ``device``.  Returns (weights, means, covariances) in
-    scikit-learn's layout, float64."""
+    """pomegranate's mixture (:func:`pomegranate_gmm`) fitted at its
+    defaults on a float32 tensor on ``device``; (weights, means,
+    covariances) in scikit-learn's layout."""
     import torch
-    from pomegranate.distributions import Normal
-    from pomegranate.gmm import GeneralMixtureModel
 
-    model = GeneralMixtureModel([Normal(covariance_type=covariance_type)
-                                 for _ in range(n_components)], random_state=random_state)
-    model = (model.to(device) if device != "cpu" else model).fit(
-        torch.as_tensor(X, dtype=torch.float32, device=device))
-    w = model.priors.detach().double().cpu().numpy()
-    m = np.stack([d.means.detach().double().cpu().numpy() for d in model.distributions])
-    c = np.stack([d.covs.detach().double().cpu().numpy() for d in model.distributions])
-    return w / w.sum(), m, c
+    model = pomegranate_gmm(n_components, random_state=random_state, device=device,
+                            covariance_type=covariance_type)
+    return pomegranate_params(model.fit(torch.as_tensor(X, dtype=torch.float32, device=device)))

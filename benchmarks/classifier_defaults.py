@@ -16,7 +16,7 @@ Bayes-optimal accuracy (``truth.bayes_predict``) minus each classifier's, in
 percentage points (scikit-learn's per-class mixtures are combined with the
 empirical class priors, as GMMClassifier's are).  Where torchgmm is
 installed, five per-class torchgmm ``GaussianMixture`` fits at its defaults
-run beside them (``torch.manual_seed(seed)``; scored by scikit-learn's
+run beside them (``random.seed(seed)`` and ``torch.manual_seed(seed)``; scored by scikit-learn's
 scorer on their parameters), else a ``skipped:`` line says so.
 
 Run ``python benchmarks/classifier_defaults.py --help``; ``--quick`` checks the

@@ -63,23 +63,6 @@ def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     return X[rng.permutation(n)]
 
 
-def mean_loglik(X: np.ndarray, weights, means, cov_matrices) -> float:
-    """Mean log-likelihood per point, float64, from full covariance matrices."""
-    from scipy.special import logsumexp
-    from scipy.stats import multivariate_normal
-
-    lp = np.stack([np.log(w) + multivariate_normal(m, c).logpdf(X)
-                   for w, m, c in zip(weights, means, cov_matrices)], axis=-1)
-    return float(logsumexp(lp.reshape(len(X), -1), axis=-1).mean())
-
-
-def matrices(est, ctype: str) -> np.ndarray:
-    from bayesgmm import covariance
-
-    K, D = est.means_.shape
-    return covariance.get(ctype, D).matrices(np.asarray(est.covariances_), K, D)
-
-
 def time_to_target(args, X, ctype: str, target: float, seed: int) -> dict:
     """bayesgmm EM from one k-means start (``random_state=seed``): the
     smallest EM budget whose fit is within ``--tol-nats`` of ``target``,
@@ -92,7 +75,8 @@ def time_to_target(args, X, ctype: str, target: float, seed: int) -> dict:
                            tol=0.0, init="kmeans", random_state=seed, device="cpu").fit(X)
 
     def gap(est):
-        return target - mean_loglik(X, est.weights_, est.means_, matrices(est, ctype))
+        return target - C.sklearn_mean_loglik(X, est.weights_, est.means_, est.covariances_,
+                                              ctype)
 
     final_gap = gap(fit(args.max_budget))
     if final_gap > args.tol_nats:
@@ -205,7 +189,7 @@ def main() -> None:
     print(C.header("covariance_speed", info))
     X = make_data(int(args.n), args.d, args.k, args.seed)
     rows = []
-    from bayesgmm import BayesianGMM, covariance
+    from bayesgmm import BayesianGMM
     for ctype in args.types:
         seeds = list(range(args.seeds))
         sk_runs = []
@@ -213,8 +197,7 @@ def main() -> None:
             t_sk, _, sk = C.time_call(
                 lambda: GaussianMixture(args.k, covariance_type=ctype, random_state=seed).fit(X),
                 "cpu", repeats=args.repeats)
-            ll = mean_loglik(X, sk.weights_, sk.means_, covariance.get(ctype, args.d).matrices(
-                np.asarray(sk.covariances_), args.k, args.d))
+            ll = C.sklearn_mean_loglik(X, sk.weights_, sk.means_, sk.covariances_, ctype)
             sk_runs.append({"seconds": t_sk, "iterations": int(sk.n_iter_), "loglik": ll})
         # The converged optimum: the best of scikit-learn's converged fits.
         target = max(r["loglik"] for r in sk_runs)
@@ -224,7 +207,7 @@ def main() -> None:
         t_def, _, g = C.time_call(lambda: BayesianGMM(args.k, covariance_type=ctype,
                                                       random_state=args.seed, device="cpu").fit(X),
                                   "cpu", repeats=1, warmup=0)
-        ll_def = mean_loglik(X, g.weights_, g.means_, matrices(g, ctype))
+        ll_def = C.sklearn_mean_loglik(X, g.weights_, g.means_, g.covariances_, ctype)
         both = [i for i in range(len(seeds)) if sk_runs[i]["reached"] and ours[i]["reached"]]
         med = lambda v: float(np.median(v)) if len(v) else None
         sk_med = med([r["seconds"] for r in sk_runs if r["reached"]])

@@ -10,7 +10,7 @@ reach a mean log-likelihood per point at least that of scikit-learn with
 Data: ``bayesgmm.datasets.make_mixture(N, K, D, separation=s)`` (seed 0), for
 each separation in ``--separations`` (2: overlapping components, EM needs
 tens of iterations; 6: separated, a few).  For each seed in ``--seeds`` the
-three fits run one after the other on the same data, each timed once
+fits run one after the other on the same data, each timed once
 (``time.perf_counter``, the whole ``fit`` call), after one untimed warm-up
 fit of each at seed 0 (imports, first-call costs).  Reported: the median
 time over seeds, the median mean log-likelihood per training point (all
@@ -21,7 +21,7 @@ seeds bayesgmm's log-likelihood is at least scikit-learn's ``n_init=4`` one
 The PyTorch peers run beside them at their defaults, on bayesgmm's device,
 where installed (else a ``skipped:`` line): torchgmm's ``GaussianMixture``
 (the maintained fork of pycave: k-means start, tol 1e-3 on the per-point
-NLL; ``torch.manual_seed(seed)`` seeds it) and pomegranate's
+NLL; ``random.seed`` and ``torch.manual_seed`` with the seed seed it) and pomegranate's
 ``GeneralMixtureModel`` of ``Normal(covariance_type=t)`` (its k-means start,
 tol 0.1 on the total log-likelihood).  Every fit returns its weights, means
 and covariances, scored by scikit-learn's float64 scorer.

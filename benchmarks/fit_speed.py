@@ -27,7 +27,7 @@ default k-means++ seeding, and from a full k-means start), bayesgmm pure
 SVI (``em_max_iter=0``), scikit-learn ``GaussianMixture(covariance_type="diag")``
 (CPU), pomegranate ``GeneralMixtureModel`` (diag ``Normal``) and torchgmm
 ``GaussianMixture`` (diag; its k-means start, given the same epoch budget;
-``torch.manual_seed(seed)``)
+``random.seed(seed)`` and ``torch.manual_seed(seed)``)
 when installed.
 
 Run ``python benchmarks/fit_speed.py --help``.
@@ -75,11 +75,11 @@ def pomegranate_fit(X, K, device, seed, max_iter) -> Params:
     # tol=-inf: pomegranate stops when the improvement drops below tol, so
     # this runs exactly max_iter iterations.
     model = C.pomegranate_gmm(K, max_iter, -math.inf, seed, device).fit(Xt)
-    w, m, s = C.pomegranate_params(model)
-    return w, m, s, max_iter
+    w, m, var = C.pomegranate_params(model)
+    return w, m, np.sqrt(var), max_iter
 
 
-def torchgmm_fit(X, K, device, seed, max_iter) -> Params:
+def torchgmm_budget_fit(X, K, device, seed, max_iter) -> Params:
     # tol=0: every one of the max_iter EM iterations runs.  torchgmm hands
     # the same max_epochs on to its k-means start (k-means++, then at most
     # max_iter Lloyd epochs); that start and the host-to-device copy are
@@ -124,7 +124,7 @@ def budget_methods(args, device: str, K: int, skipped: list) -> dict[str, dict]:
         skipped.append(C.skip_line("torchgmm", "not installed (pip install torchgmm)"))
     else:
         methods[f"torchgmm GaussianMixture ({device})"] = {
-            "fit": lambda X, b: torchgmm_fit(X, K, device, seed, max_iter=b),
+            "fit": lambda X, b: torchgmm_budget_fit(X, K, device, seed, max_iter=b),
             "cap": args.max_budget, "unit": "EM iteration"}
     if args.methods:
         methods = {m: v for m, v in methods.items()
