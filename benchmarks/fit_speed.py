@@ -114,18 +114,15 @@ def budget_methods(args, device: str, K: int, skipped: list) -> dict[str, dict]:
     else:
         skipped.append(C.skip_line("sklearn GaussianMixture on " + device,
                                    "scikit-learn runs on the CPU only; run with --device cpu"))
-    if C.pomegranate_version() is None:
-        skipped.append(C.skip_line("pomegranate", "not installed (pip install pomegranate)"))
-    else:
-        methods[f"pomegranate GeneralMixtureModel ({device})"] = {
-            "fit": lambda X, b: pomegranate_fit(X, K, device, seed, max_iter=b),
-            "cap": args.max_budget, "unit": "EM iteration"}
-    if C.torchgmm_version() is None:
-        skipped.append(C.skip_line("torchgmm", "not installed (pip install torchgmm)"))
-    else:
-        methods[f"torchgmm GaussianMixture ({device})"] = {
-            "fit": lambda X, b: torchgmm_budget_fit(X, K, device, seed, max_iter=b),
-            "cap": args.max_budget, "unit": "EM iteration"}
+    for peer, version, estimator, peer_fit in (
+            ("pomegranate", C.pomegranate_version, "GeneralMixtureModel", pomegranate_fit),
+            ("torchgmm", C.torchgmm_version, "GaussianMixture", torchgmm_budget_fit)):
+        if version() is None:
+            skipped.append(C.skip_line(peer, f"not installed (pip install {peer})"))
+        else:
+            methods[f"{peer} {estimator} ({device})"] = {
+                "fit": lambda X, b, peer_fit=peer_fit: peer_fit(X, K, device, seed, max_iter=b),
+                "cap": args.max_budget, "unit": "EM iteration"}
     if args.methods:
         methods = {m: v for m, v in methods.items()
                    if any(s.lower() in m.lower() for s in args.methods)}
