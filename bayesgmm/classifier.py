@@ -396,6 +396,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"y holds {bad.size} missing, NaN or infinite label(s) (first at row "
                 f"{int(bad[0])}: {str(y[bad[0]])}): every row needs a class label; drop the "
                 f"unlabelled rows, or fit BayesianGMM to them without labels")
+        _check_one_label_type(y)
         check_classification_targets(y)
         return y
 
@@ -428,8 +429,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             y = y[keep]
         labels = y
         if group is not None:
-            from .distributed import gather_rows
-            labels = gather_rows(np.unique(y), group)
+            from .distributed import gather_parts
+            parts = gather_parts(np.unique(y), group)
+            _check_label_kinds(parts)
+            labels = np.concatenate(parts)
         enc = LabelEncoder().fit(labels)
         classes = enc.classes_
         if classes.size < 2 and keep is not None and np.unique(y_all).size > 1:
@@ -1392,6 +1395,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(y, torch.Tensor):
             y = y.detach().cpu().numpy()
         _check_label_count(len(pred), _num_labels(y))
+        _check_one_label_type(np.asarray(y).reshape(-1))
         w = V.check_sample_weight(sample_weight, len(pred))
         return float(accuracy_score(y, pred, sample_weight=w))
 
@@ -1490,6 +1494,44 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
         f"(see n_effective_components_); give that class n_components=1 (n_components="
         f"{{label: k}}), or use covariance_type='tied' or 'spherical'", UserWarning,
         stacklevel=5)
+
+
+def _check_one_label_type(y: np.ndarray) -> None:
+    """An object array of labels mixing text and numbers is refused by name
+    (scikit-learn's own checks call it "Unknown label type: unknown ... a
+    regression target", and its accuracy fails to sort it)."""
+    if y.dtype.kind != "O":
+        return
+    text = np.fromiter((isinstance(v, (str, bytes)) for v in y), bool, y.shape[0])
+    if text.any() and not text.all():
+        i, j = int(np.argmax(~text)), int(np.argmax(text))
+        raise ValueError(f"y mixes text and numbers (row {i}: {y[i]!r}, row {j}: {y[j]!r}): "
+                         f"give labels of one type, e.g. y.astype(str)")
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    """"text" for string labels (an object array holding any), else "number"."""
+    if labels.dtype.kind in "US":
+        return "text"
+    if labels.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in labels):
+        return "text"
+    return "number"
+
+
+def _check_label_kinds(parts: list) -> None:
+    """Every rank's labels (``parts``, in rank order) are all text or all
+    numbers: a union of both would make every class a string (0 and "0"
+    one class, its predictions "0" where that rank's y holds 0), so that a
+    rank comparing ``predict`` with its own y matches nothing.  The same
+    check on every rank: all raise together."""
+    kinds = [(r, _label_kind(p), p) for r, p in enumerate(parts) if p.size]
+    if len({k for _, k, _ in kinds}) > 1:
+        said = "; ".join(f"rank {r}: {k} labels ({p.dtype}, e.g. {_label(p[0])!r})"
+                         for r, k, p in kinds)
+        raise ValueError(
+            f"the processes' y labels mix text and numbers ({said}): the classes would all "
+            f"become strings, and a rank with numeric y would get string predictions; give "
+            f"every rank labels of one type, e.g. y.astype(str) on every rank")
 
 
 def _label(value):

@@ -378,12 +378,17 @@ def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, 
     return X, w, gather_rows(labels[index].cpu().numpy(), process_group)
 
 
-def gather_rows(X: np.ndarray, process_group) -> np.ndarray:
-    """Every rank's rows (a small sample of them: the seeding's), stacked on
-    every rank; rank order, which the seeding's canonical sort makes
-    irrelevant."""
+def gather_parts(X: np.ndarray, process_group) -> list:
+    """Every rank's array ``X``, in rank order, on every rank."""
     import torch.distributed as dist
 
     parts: list = [None] * dist.get_world_size(process_group)
     dist.all_gather_object(parts, np.asarray(X), group=process_group)
-    return np.concatenate(parts)
+    return parts
+
+
+def gather_rows(X: np.ndarray, process_group) -> np.ndarray:
+    """Every rank's rows (a small sample of them: the seeding's), stacked on
+    every rank; rank order, which the seeding's canonical sort makes
+    irrelevant."""
+    return np.concatenate(gather_parts(X, process_group))

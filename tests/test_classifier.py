@@ -532,6 +532,24 @@ def test_missing_nan_or_infinite_labels_are_refused_without_a_warning(three_blob
             GMMClassifier(1, **FAST).fit(X, labels)
 
 
+def test_labels_mixing_text_and_numbers_are_refused_by_name(three_blobs):
+    """An object column of 0, 1 and "2" (a spreadsheet column typed by hand)
+    is named as such, not scikit-learn's "Unknown label type: unknown ...
+    regression target"; fitted models are checked the same way in score."""
+    X, y = three_blobs
+    labels = y.astype(object)
+    labels[y == 2] = "2"
+    first_text = int(np.flatnonzero(y == 2)[0])
+    with pytest.raises(ValueError, match=rf"y mixes text and numbers \(row 0: {labels[0]!r}, "
+                                         rf"row {first_text}: '2'\): give labels of one type"):
+        GMMClassifier(1, **FAST).fit(X, labels)
+    clf = GMMClassifier(1, **FAST, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"y mixes text and numbers"):
+        clf.score(X, labels)
+    # One kind in an object array is fine.
+    GMMClassifier(1, **FAST, random_state=0).fit(X, np.array(["a", "b", "c"], dtype=object)[y])
+
+
 def test_label_absent_in_a_cv_fold(three_blobs):
     X, y = three_blobs
     # Training data of this fold lacks label 2: the fitted classifier knows two

@@ -85,6 +85,18 @@ SCRIPT = textwrap.dedent('''
     result["clf_settings"] = refusal(lambda: GMMClassifier(
         2, covariance_type="full" if rank == 0 else "diag", device="cpu").fit(
         X[shard], y[shard], process_group=dist.group.WORLD))
+    # Numeric labels on one rank, text on the other: refused on both (the
+    # union made every class a string, rank 0's predictions "0" for its 0).
+    # Integers and floats are one kind: the classes are floats, equal to
+    # the integers.
+    yn = (y[shard] == "b").astype(np.int64)
+    ys = yn if rank == 0 else yn.astype(str)
+    result["label_kinds"] = refusal(lambda: GMMClassifier(1, device="cpu", random_state=0).fit(
+        X[shard], ys, process_group=dist.group.WORLD))
+    yf = yn if rank == 0 else yn.astype(float)
+    mixed_numbers = GMMClassifier(1, device="cpu", random_state=0).fit(
+        X[shard], yf, process_group=dist.group.WORLD)
+    result["int_float_accuracy"] = float(np.mean(mixed_numbers.predict(X[shard]) == yn))
     # A memmap shard refused by rank 1 (weights of the wrong length) stops
     # rank 0 too, at once; an all-zero in-memory weight shard is named.
     np.save(f"{out}/shard{rank}.npy", X[shard])
@@ -251,6 +263,16 @@ def test_ranks_refuse_shards_or_estimators_that_differ(two_ranks):
                "'c']" in r["columns"]
         assert "different parameters: n_components: rank 0 2, rank 1 3" in r["settings"]
         assert "covariance_type: rank 0 'full', rank 1 'diag'" in r["clf_settings"]
+
+
+def test_ranks_refuse_labels_mixing_text_and_numbers(two_ranks):
+    (r0, r1), _ = two_ranks
+    for r in (r0, r1):
+        assert r["label_kinds"].startswith("the processes' y labels mix text and numbers (rank 0: "
+                                           "number labels (int64, e.g. 0); rank 1: text labels")
+        assert r["label_kinds"].endswith("e.g. y.astype(str) on every rank")
+        # Integer and float labels stay numbers: predictions equal each rank's y.
+        assert r["int_float_accuracy"] > 0.8
 
 
 def test_restarts_tied_to_the_last_bits_keep_the_one_process_choice(two_ranks):
