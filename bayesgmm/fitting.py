@@ -370,12 +370,33 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covarianc
     return torch.log(params.weights).unsqueeze(-1) + logn
 
 
+def logsumexp_components(logp: torch.Tensor) -> torch.Tensor:
+    """log sum_k exp(logp) over the components, dim -2 of (..., K, n), by
+    operations on whole rows of n contiguous values (``torch.logsumexp``
+    over that middle dimension of a few components ran 6.5x slower on the
+    CPU: 76 against 11.6 ms for (5, 8, 2e5) float32, one thread).  The
+    exponents are clamped on the CPU as in :func:`_softmax_stats` (the
+    clamped terms are below 2e-35 of the largest); a row whose largest
+    term is infinite or NaN gives that value, as ``torch.logsumexp`` does.
+    No autograd: the exponentials are taken in place."""
+    top = logp.amax(-2, keepdim=True)
+    finite = torch.isfinite(top)
+    shift = torch.where(finite, top, 0.0)
+    e = logp - shift
+    if e.device.type == "cpu":   # GPUs compute denormals at full speed
+        e = e.clamp_min_(_EXP_FLOOR)
+    out = e.exp_().sum(-2).log_().add_(shift.squeeze(-2))
+    return torch.where(finite.squeeze(-2), out, top.squeeze(-2))
+
+
 def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covariance,
                            factor: Optional[torch.Tensor] = None) -> torch.Tensor:
     """log p(x_n | mixture) for a batch of mixtures: X (n, D), params with
-    batch shape (C,) -> (n, C).  The one log-probability primitive behind
-    the predictions of both estimators (a plain mixture is C = 1)."""
-    return torch.logsumexp(component_log_prob(X, params, family, factor), -2).transpose(-1, -2)
+    batch shape (C,) -> (n, C), contiguous (the callers' reductions over
+    the mixtures then run along rows).  The one log-probability primitive
+    behind the predictions of both estimators (a plain mixture is C = 1)."""
+    lse = logsumexp_components(component_log_prob(X, params, family, factor))
+    return lse.transpose(-1, -2).contiguous()
 
 
 def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
