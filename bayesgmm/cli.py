@@ -136,6 +136,15 @@ class _Parser(argparse.ArgumentParser):
     argv: Sequence[str] = ()
 
     def error(self, message: str):
+        if message.startswith("argument --columns: expected at least one argument"):
+            i = len(self.argv) - 1 - list(reversed(self.argv)).index("--columns") \
+                if "--columns" in self.argv else len(self.argv)
+            after = self.argv[i + 1] if i + 1 < len(self.argv) else None
+            if after is not None and after.startswith("-") and after != "--":
+                # A column named "-a" is read as an option.
+                message += (f" (the word after it, {after!r}, starts with '-' and so reads as an "
+                            f"option: for a column of that name write --columns={after}, and "
+                            f"repeat --columns for the others, e.g. --columns={after} --columns b)")
         if "FILE" in message and "--columns" in self.argv:
             i = len(self.argv) - 1 - list(reversed(self.argv)).index("--columns")
             names = list(itertools.takewhile(lambda w: not w.startswith("-"), self.argv[i + 1:]))
@@ -284,11 +293,12 @@ def _build_parser() -> argparse.ArgumentParser:
                     "--distributed'.")
     fit.add_argument("file", metavar="FILE",
                      help="input CSV with a header row, or a 2-D .npy array (np.save)")
-    fit.add_argument("--columns", nargs="+", metavar="COL",
+    fit.add_argument("--columns", nargs="+", action="extend", metavar="COL",
                      help="columns to use (default: every numeric column but those named like "
                           "labels (target, label, class, species), row indexes and identifiers, "
                           "constant, empty and true/false columns, each said in a note); "
-                          "CSV only")
+                          "may be repeated, and a name that starts with '-' is written "
+                          "joined by '=': --columns=-a --columns b; CSV only")
     fit.add_argument("--sep", type=_separator, metavar="CHAR",
                      help="field separator, e.g. ';'; 'tab' or '\\t' for a tab; 'space' for "
                           "columns aligned by spaces (default: detected from the first lines: "

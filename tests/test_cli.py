@@ -277,7 +277,13 @@ def script_runs(tmp_path_factory):
     stray.loc[3, "y"] = "?"                 # one stray token in a column of numbers
     stray.to_csv(root / "stray.csv", index=False)
     _write_aligned(blobs, root / "aligned.txt")
+    blobs.rename(columns={"x": "-x"}).to_csv(root / "dash.csv", index=False)
     cases = {
+        # A column whose name starts with '-': joined by '=', --columns repeated.
+        "dash": ([*fit, root / "dash.csv", "--columns=-x", "--columns", "y", "--out",
+                  root / "o_dash"], False),
+        "dash_spaced": ([*fit, root / "dash.csv", "--columns", "-x", "y", "--out",
+                         root / "o_dash2"], False),
         "aligned": ([*fit, root / "aligned.txt", "--out", root / "o_aligned"], False),
         "mine": ([*fit, root / "mine.csv", "--columns", "x", "y", "--out", root / "o_mine"],
                  False),
@@ -315,6 +321,20 @@ def script_runs(tmp_path_factory):
         "stray": ([*fit, root / "stray.csv", "--out", root / "o_stray"], False),
     }
     return root, _run_side_by_side(cases)
+
+
+def test_script_takes_a_column_named_with_a_leading_dash(script_runs):
+    root, runs = script_runs
+    ok = runs["dash"]
+    assert ok.returncode == 0, ok.stderr
+    params = json.loads((root / "o_dash" / "params.json").read_text())
+    assert params["features"] == ["-x", "y"], params["features"]
+    bad = runs["dash_spaced"]
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines()[-1].endswith(
+        "argument --columns: expected at least one argument (the word after it, '-x', starts "
+        "with '-' and so reads as an option: for a column of that name write --columns=-x, and "
+        "repeat --columns for the others, e.g. --columns=-x --columns b)"), bad.stderr
 
 
 def test_script_keeps_input_columns_named_like_the_added_ones(script_runs):
