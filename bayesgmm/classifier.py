@@ -384,19 +384,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # Checked before scikit-learn's target checks, which cast NaN to an
         # integer (a RuntimeWarning) before refusing it, and fail to sort
         # strings mixed with NaN (a TypeError).
-        if y.dtype.kind in "fc":
-            bad = np.flatnonzero(~np.isfinite(y))
-        elif y.dtype.kind == "O":
-            import pandas as pd
-            bad = np.flatnonzero(pd.isna(y))
-        else:
-            bad = np.zeros(0, dtype=np.intp)
-        if bad.size:
-            raise ValueError(
-                f"y holds {bad.size} missing, NaN or infinite label(s) (first at row "
-                f"{int(bad[0])}: {str(y[bad[0]])}): every row needs a class label; drop the "
-                f"unlabelled rows, or fit BayesianGMM to them without labels")
-        _check_one_label_type(y)
+        _check_label_values(y)
         check_classification_targets(y)
         return y
 
@@ -1395,7 +1383,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if isinstance(y, torch.Tensor):
             y = y.detach().cpu().numpy()
         _check_label_count(len(pred), _num_labels(y))
-        _check_one_label_type(np.asarray(y).reshape(-1))
+        _check_label_values(np.asarray(y).reshape(-1))
         w = V.check_sample_weight(sample_weight, len(pred))
         return float(accuracy_score(y, pred, sample_weight=w))
 
@@ -1496,10 +1484,24 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
         stacklevel=5)
 
 
-def _check_one_label_type(y: np.ndarray) -> None:
-    """An object array of labels mixing text and numbers is refused by name
-    (scikit-learn's own checks call it "Unknown label type: unknown ... a
-    regression target", and its accuracy fails to sort it)."""
+def _check_label_values(y: np.ndarray) -> None:
+    """Labels (1-D) with a missing, NaN or infinite value, or an object array
+    mixing text and numbers, are refused by name: scikit-learn's checks
+    cast NaN to an integer (a RuntimeWarning) before refusing it, call a
+    mix of text and numbers "Unknown label type: unknown ... a regression
+    target", and its accuracy fails to sort either (a TypeError)."""
+    if y.dtype.kind in "fc":
+        bad = np.flatnonzero(~np.isfinite(y))
+    elif y.dtype.kind == "O":
+        import pandas as pd
+        bad = np.flatnonzero(pd.isna(y))
+    else:
+        bad = np.zeros(0, dtype=np.intp)
+    if bad.size:
+        raise ValueError(
+            f"y holds {bad.size} missing, NaN or infinite label(s) (first at row "
+            f"{int(bad[0])}: {str(y[bad[0]])}): every row needs a class label; drop the "
+            f"unlabelled rows, or fit BayesianGMM to them without labels")
     if y.dtype.kind != "O":
         return
     text = np.fromiter((isinstance(v, (str, bytes)) for v in y), bool, y.shape[0])
@@ -1531,7 +1533,8 @@ def _check_label_kinds(parts: list) -> None:
         raise ValueError(
             f"the processes' y labels mix text and numbers ({said}): the classes would all "
             f"become strings, and a rank with numeric y would get string predictions; give "
-            f"every rank labels of one type, e.g. y.astype(str) on every rank")
+            f"every rank labels of one type written the same way (all integers, or all "
+            f"strings made by one rule: 0.0 and 0 become the strings '0.0' and '0')")
 
 
 def _label(value):

@@ -1162,8 +1162,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             for a, b, z, raw in _predict.blocks(X, rows, device, std.center, std.scale,
                                                 params.weights.dtype, allow_missing):
                 zc, miss, corr = _predict.split_missing(z, allow_missing, std.scale)
+                # Rows: one point each (one copy, also for float64 models).
                 lp = component_log_prob(zc, params, family, factor).transpose(0, 1).to(
-                    torch.float64, memory_format=torch.contiguous_format)   # rows: one point each
+                    torch.float64, memory_format=torch.contiguous_format, copy=True)
                 if miss is not None:     # rows with missing features: their observed ones
                     lp[miss], lead_miss = missing.scores(raw[miss])
                 # lp + lead is the log joint (lead is 0 but for far points).

@@ -546,6 +546,14 @@ def test_labels_mixing_text_and_numbers_are_refused_by_name(three_blobs):
     clf = GMMClassifier(1, **FAST, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match=r"y mixes text and numbers"):
         clf.score(X, labels)
+    # Text labels with a gap are a missing label in score, as in fit (not a
+    # "mix of text and numbers", whose remedy would turn the gap into "nan").
+    text = np.array(["a", "b", "c"], dtype=object)[y]
+    text[5] = None
+    fitted = GMMClassifier(1, **FAST, random_state=0).fit(X, np.array(["a", "b", "c"])[y])
+    with pytest.raises(ValueError, match=r"y holds 1 missing, NaN or infinite label\(s\) \(first "
+                                         r"at row 5: None\)"):
+        fitted.score(X, text)
     # One kind in an object array is fine.
     GMMClassifier(1, **FAST, random_state=0).fit(X, np.array(["a", "b", "c"], dtype=object)[y])
 

@@ -270,7 +270,9 @@ def test_ranks_refuse_labels_mixing_text_and_numbers(two_ranks):
     for r in (r0, r1):
         assert r["label_kinds"].startswith("the processes' y labels mix text and numbers (rank 0: "
                                            "number labels (int64, e.g. 0); rank 1: text labels")
-        assert r["label_kinds"].endswith("e.g. y.astype(str) on every rank")
+        assert r["label_kinds"].endswith("give every rank labels of one type written the same "
+                                         "way (all integers, or all strings made by one rule: "
+                                         "0.0 and 0 become the strings '0.0' and '0')")
         # Integer and float labels stay numbers: predictions equal each rank's y.
         assert r["int_float_accuracy"] > 0.8
 
