@@ -381,10 +381,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             y = y.detach().cpu().numpy()
         y = column_or_1d(y, warn=True)
         _check_label_count(X.shape[0], y.shape[0])
-        # Checked before scikit-learn's target checks, which cast NaN to an
-        # integer (a RuntimeWarning) before refusing it, and fail to sort
-        # strings mixed with NaN (a TypeError).
-        _check_label_values(y)
+        _check_label_values(y)          # before scikit-learn's target checks
         check_classification_targets(y)
         return y
 
@@ -1504,18 +1501,22 @@ def _check_label_values(y: np.ndarray) -> None:
             f"unlabelled rows, or fit BayesianGMM to them without labels")
     if y.dtype.kind != "O":
         return
-    text = np.fromiter((isinstance(v, (str, bytes)) for v in y), bool, y.shape[0])
+    text = np.fromiter(map(_is_text, y), bool, y.shape[0])
     if text.any() and not text.all():
         i, j = int(np.argmax(~text)), int(np.argmax(text))
         raise ValueError(f"y mixes text and numbers (row {i}: {y[i]!r}, row {j}: {y[j]!r}): "
                          f"give labels of one type, e.g. y.astype(str)")
 
 
+def _is_text(value) -> bool:
+    return isinstance(value, (str, bytes))
+
+
 def _label_kind(labels: np.ndarray) -> str:
     """"text" for string labels (an object array holding any), else "number"."""
     if labels.dtype.kind in "US":
         return "text"
-    if labels.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in labels):
+    if labels.dtype.kind == "O" and any(map(_is_text, labels)):
         return "text"
     return "number"
 
