@@ -115,6 +115,19 @@ def pomegranate_version() -> Optional[str]:
     return getattr(pomegranate, "__version__", "unknown")
 
 
+def peer_installed(name: str, skipped: list) -> bool:
+    """Whether the optional peer ``name`` ("pomegranate" or "torchgmm") is
+    installed; if not, a ``skipped:`` line saying how to install it is
+    printed and added to ``skipped`` (a missing peer is reported, never
+    silently absent)."""
+    version = {"pomegranate": pomegranate_version, "torchgmm": torchgmm_version}[name]
+    if version() is not None:
+        return True
+    skipped.append(skip_line(name, f"not installed (pip install {name}; "
+                                   f"benchmarks/README.md says where)"))
+    return False
+
+
 def skip_line(what: str, why: str) -> str:
     line = f"skipped: {what} ({why})"
     print(line, flush=True)

@@ -224,9 +224,7 @@ def five_class_methods(args, device: str, skipped: list) -> dict[str, Callable]:
     methods["sklearn MLPClassifier"] = lambda ks, seed: MLPClassifier(
         hidden_layer_sizes=tuple(args.mlp_hidden), max_iter=args.mlp_max_iter, random_state=seed)
     methods["sklearn QDA"] = lambda ks, seed: QuadraticDiscriminantAnalysis()
-    if C.pomegranate_version() is None:
-        skipped.append(C.skip_line("pomegranate", "not installed (pip install pomegranate)"))
-    else:
+    if C.peer_installed("pomegranate", skipped):
         methods["pomegranate GeneralMixtureModel per class (true K)"] = \
             lambda ks, seed: PerClassPomegranate(ks, random_state=seed, device=device)
     if args.methods:

@@ -67,9 +67,7 @@ def main() -> None:
 
     methods = {"bayesgmm": ours, "sklearn": sklearn}
     skipped = []
-    if C.torchgmm_version() is None:
-        skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
-    else:
+    if C.peer_installed("torchgmm", skipped):
         def torchgmm(X, y, ks, t, seed):
             return [C.sklearn_mixture(*C.torchgmm_fit(X[y == c], int(k), t, seed, device)[:3], t)
                     for c, k in enumerate(ks)]

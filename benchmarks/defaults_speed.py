@@ -85,13 +85,9 @@ def main() -> None:
     }
     # The PyTorch peers, where installed, on bayesgmm's device.
     skipped = []
-    if C.torchgmm_version() is None:
-        skipped.append(C.skip_line("torchgmm", "not installed: pip install torchgmm"))
-    else:
+    if C.peer_installed("torchgmm", skipped):
         methods["torchgmm defaults"] = lambda X, t, s: C.torchgmm_fit(X, K, t, s, device)[:3]
-    if C.pomegranate_version() is None:
-        skipped.append(C.skip_line("pomegranate", "not installed: pip install pomegranate"))
-    else:
+    if C.peer_installed("pomegranate", skipped):
         methods["pomegranate defaults"] = lambda X, t, s: C.pomegranate_defaults_fit(
             X, K, t, s, device)
     rows, raw = [], []

@@ -114,12 +114,9 @@ def budget_methods(args, device: str, K: int, skipped: list) -> dict[str, dict]:
     else:
         skipped.append(C.skip_line("sklearn GaussianMixture on " + device,
                                    "scikit-learn runs on the CPU only; run with --device cpu"))
-    for peer, version, estimator, peer_fit in (
-            ("pomegranate", C.pomegranate_version, "GeneralMixtureModel", pomegranate_fit),
-            ("torchgmm", C.torchgmm_version, "GaussianMixture", torchgmm_budget_fit)):
-        if version() is None:
-            skipped.append(C.skip_line(peer, f"not installed (pip install {peer})"))
-        else:
+    for peer, estimator, peer_fit in (("pomegranate", "GeneralMixtureModel", pomegranate_fit),
+                                      ("torchgmm", "GaussianMixture", torchgmm_budget_fit)):
+        if C.peer_installed(peer, skipped):
             methods[f"{peer} {estimator} ({device})"] = {
                 "fit": lambda X, b, peer_fit=peer_fit: peer_fit(X, K, device, seed, max_iter=b),
                 "cap": args.max_budget, "unit": "EM iteration"}

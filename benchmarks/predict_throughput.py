@@ -92,11 +92,7 @@ def fit_methods(X, y, K: int, device: str, seed: int, fit_iter: int, skipped: li
         out["sklearn GaussianMixture per class (cpu)"] = lambda Z: classes[np.argmax(
             np.stack([g.score_samples(Z) for g in sk], 1) + log_prior, 1)]
 
-    if not want("pomegranate"):
-        pass
-    elif C.pomegranate_version() is None:
-        skipped.append(C.skip_line("pomegranate", "not installed (pip install pomegranate)"))
-    else:
+    if want("pomegranate") and C.peer_installed("pomegranate", skipped):
         pg = []
         for c in range(len(classes)):
             Xc = torch.as_tensor(X[yi == c], dtype=torch.float32, device=device)
@@ -114,11 +110,7 @@ def fit_methods(X, y, K: int, device: str, seed: int, fit_iter: int, skipped: li
         if device == "cuda":
             out[f"pomegranate GeneralMixtureModel per class ({device}, CUDA tensor in and out)"] = \
                 tensor_input(pom_labels, device)
-    if not want("torchgmm"):
-        pass
-    elif C.torchgmm_version() is None:
-        skipped.append(C.skip_line("torchgmm", "not installed (pip install torchgmm)"))
-    else:
+    if want("torchgmm") and C.peer_installed("torchgmm", skipped):
         import warnings
         # At its default 100 epochs: torchgmm hands max_epochs on to its
         # k-means start too, and --quick's 10 left a class's fit NaN.
