@@ -79,7 +79,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Components per class: one int for every class, a list in the order
         of ``classes_``, a dict ``{label: k}`` or a pandas Series indexed by
         label (labels absent from ``y`` are ignored, so one dict serves every
-        cross-validation fold), or "auto".
+        cross-validation fold; but not scikit-learn's ``cross_val_predict``
+        with ``method="predict_proba"``, ``"predict_log_proba"`` or
+        ``"decision_function"``, which re-encodes the labels as 0..C-1
+        before each fit: give a list there), or "auto".
         With "auto" each class's K is chosen from 1..``max_components`` by
         BIC, -2 log L_c + p log n_c with p = (K - 1) + K D + the covariance
         family's count: for a MAP fit
@@ -1559,6 +1562,23 @@ def _by_label(name: str, mapping, classes: np.ndarray) -> list:
         mapping = mapping.to_dict()
     missing = [_label(c) for c in classes if c not in mapping]
     if missing:
+        hint = ""
+        keys = [_label(k) for k in mapping]
+        if (len(missing) == len(classes) and classes.dtype.kind in "iu"
+                and np.array_equal(classes, np.arange(len(classes)))
+                and len(keys) == len(classes)):
+            # scikit-learn's cross_val_predict re-encodes y as 0..C-1 before
+            # each fit for predict_proba, predict_log_proba and
+            # decision_function: a dict keyed by the user's labels misses.
+            try:
+                ordered = [mapping[k] for k in sorted(mapping)]
+            except TypeError:
+                ordered = None
+            hint = (f"; y holds 0..{len(classes) - 1} while the dict is keyed by {keys!r}, as "
+                    f"when scikit-learn's cross_val_predict(method='predict_proba', "
+                    f"'predict_log_proba' or 'decision_function') re-encodes the labels before "
+                    f"each fit: give a list in sorted-label order"
+                    + (f" ({name}={ordered!r})" if ordered is not None else ""))
         raise ValueError(f"{name} is a dict without an entry for class(es) {missing!r}: give a "
-                         f"value for every label in y (classes {classes.tolist()!r})")
+                         f"value for every label in y (classes {classes.tolist()!r}){hint}")
     return [mapping[c] for c in classes]

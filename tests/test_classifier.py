@@ -894,6 +894,36 @@ def test_class_prior_keyed_by_label_and_a_zero_weight_class_said():
         GMMClassifier(pd.Series({"a": 1, "c": 1}), **FAST).fit(X, y)
 
 
+def test_a_label_keyed_dict_under_cross_val_predict_proba_names_the_reencoding():
+    # (From an independent audit.) scikit-learn's cross_val_predict re-encodes
+    # y as 0..C-1 before each fit for predict_proba: a dict keyed by the
+    # user's labels then has no entry for any class, and the error named
+    # classes [0, 1, 2] the user never gave.  It now says why and gives the
+    # list that works, which is checked to work.
+    from sklearn.model_selection import cross_val_predict
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(3, 1, (40, 2)), rng.normal(6, 1, (40, 2))]
+    y = np.repeat(np.array(["a", "b", "c"]), 40)
+    clf = GMMClassifier({"c": 1, "a": 2, "b": 1}, **FAST)
+    with pytest.raises(ValueError, match=r"class\(es\) \[0, 1, 2\].*re-encodes the labels.*"
+                                         r"n_components=\[2, 1, 1\]"):
+        cross_val_predict(clf, X, y, cv=3, method="predict_proba")
+    with pytest.raises(ValueError, match=r"class_prior=\[0.2, 0.3, 0.5\]"):
+        cross_val_predict(GMMClassifier(1, class_prior={"b": 0.3, "a": 0.2, "c": 0.5}, **FAST),
+                          X, y, cv=3, method="predict_proba")
+    proba = cross_val_predict(GMMClassifier([2, 1, 1], **FAST), X, y, cv=3,
+                              method="predict_proba")
+    # The suggested list is the dict's fit: the folds' probabilities argmax
+    # to the labels the dict predicts (cross_val_predict's plain predict
+    # keeps the user's labels).
+    by_dict = cross_val_predict(clf, X, y, cv=3)
+    np.testing.assert_array_equal(np.array(["a", "b", "c"])[proba.argmax(1)], by_dict)
+    # Labels that are 0..C-1 themselves keep the plain message.
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\]: give a value for every label "
+                                         r"in y \(classes \[0, 1, 2\]\)$"):
+        GMMClassifier({0: 1, 1: 1}, **FAST).fit(X, np.searchsorted(["a", "b", "c"], y))
+
+
 def test_a_column_vector_y_is_warned_about_once_and_fits_as_1d():
     """scikit-learn's DataConversionWarning, once (it came twice: y was
     checked before the fit and again when encoded), and the fit of the 1-D
