@@ -164,6 +164,12 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                 # magnitude is then the means'.
                 means = np.abs(np.asarray(moments[0], dtype=np.float64))
                 big = float(np.max(means[np.isfinite(means)], initial=0.0))
+        if reduce is not None:
+            from .distributed import reduce_extremes
+            # The largest over every rank's values (the refusal is every
+            # rank's): one remedy, not "divide by 1" on a rank of small values.
+            big = float(reduce_extremes(0.0, big if math.isfinite(big) else 0.0, reduce,
+                                        device)[1])
         hint = (f" (largest magnitude {big:.3g}): rescale X, e.g. divide it by "
                 f"{10.0 ** math.floor(math.log10(big)):.0e}" if math.isfinite(big) and big > 0
                 else ": rescale X")
@@ -183,10 +189,9 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             off = np.abs(column[np.isfinite(column)] - std.center[j])
         reach = float(off.max()) if off.size else 0.0
         if reduce is not None:
-            from .distributed import reduce_array
-            # The sum of the ranks' reaches: the largest, within a factor of
-            # the process count (the same remedy on every rank).
-            reach = float(reduce_array(np.array([reach]), reduce, device)[0])
+            from .distributed import reduce_extremes
+            # The largest of the ranks' reaches (the same remedy on every rank).
+            reach = float(reduce_extremes(0.0, reach, reduce, device)[1])
         if constant is not None and constant[j]:
             reach = 0.0     # a constant's deviations are its mean's rounding: its magnitude
         s = reach if reach > 0 else float(std.scale[j])
@@ -659,8 +664,12 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0], unfit],
                                    dtype=np.float64), reduce, device)
     mass, n_total = float(totals[0]), int(totals[1])
-    if w is not None:
-        check_weight_range(mass, w, bool(totals[2]), Xt.dtype)
+    # On every rank, weighted or not: the refusal is decided on the totals,
+    # so a rank without weights stops too rather than wait in the fit's next
+    # collective.
+    span = (1.0, 1.0) if w is None and X.shape[0] else \
+        (np.inf, -np.inf) if w is None else (float(w.min()), float(w.max()))
+    check_weight_range(mass, span, bool(totals[2]), Xt.dtype, reduce, device)
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
                    constant=constant)
 
@@ -685,24 +694,33 @@ def exact_constants(std: Standardizer, Xt: torch.Tensor, moments: tuple, constan
     return std, std.apply(X, device, dtype), (mean, sd)
 
 
-def check_weight_range(mass: float, w: np.ndarray, unfit: bool, dtype: torch.dtype) -> None:
+def check_weight_range(mass: float, span, unfit: bool, dtype: torch.dtype, reduce=None,
+                       device=None) -> None:
     """Sample weights the fit's arithmetic (``dtype``) holds: each positive
     weight a positive finite number there (``unfit``: some process found
     one that is not), and their sum ``mass`` far inside its range, since
     the statistics sum weight x responsibility x squared standardised
     deviation (float32: weights summing to ~1e38 gave a wrong fit, marked
-    converged).  ``w``: this process's weights seen (for the message)."""
+    converged).  ``span``: this process's smallest and largest positive
+    weight (1 and 1 unweighted; inf and -inf without rows), for the
+    message.  ``mass`` and ``unfit`` are every process's (``reduce``):
+    called on every rank, each refuses with the same, global figures."""
+    from .distributed import reduce_extremes
+
     kind = str(dtype).replace("torch.", "")
+    limit = torch.finfo(dtype).max * 1e-8
+    if not (unfit or mass > limit):
+        return
+    lo, hi = reduce_extremes(span[0], span[1], reduce, device)
     remedy = ("rescale the weights (e.g. divide them by their largest; they weigh against the "
               "priors as a count of rows)"
               + (" or fit with dtype='float64'" if dtype == torch.float32 else ""))
+    where = "" if reduce is None else " (over every rank's shard)"
     if unfit:
-        raise ValueError(f"sample_weight spans {w.min():.3g} to {w.max():.3g}, beyond what the "
-                         f"fit's {kind} arithmetic holds: {remedy}")
-    limit = torch.finfo(dtype).max * 1e-8
-    if mass > limit:
-        raise ValueError(f"sample_weight sums to {mass:.3g}, beyond what the fit's {kind} "
-                         f"statistics hold (at most {limit:.3g}): {remedy}")
+        raise ValueError(f"sample_weight spans {float(lo):.3g} to {float(hi):.3g}{where}, beyond "
+                         f"what the fit's {kind} arithmetic holds: {remedy}")
+    raise ValueError(f"sample_weight sums to {mass:.3g}{where}, beyond what the fit's {kind} "
+                     f"statistics hold (at most {limit:.3g}): {remedy}")
 
 
 def is_row_source(X) -> bool:
@@ -966,8 +984,10 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     s0, s1, (mass, n_total, any_missing, unfit) = totals[:D], totals[D:2 * D], totals[2 * D:]
     if mass <= 0:
         raise ValueError("sample_weight are all zero: at least one row needs a positive weight")
-    if w_src is not None:
-        check_weight_range(float(mass), w_seen, bool(unfit), dtype)
+    # On every rank, weighted or not (as in fit_data).
+    if w_src is None:
+        w_seen = np.array([1.0, 1.0]) if n_kept else w_seen
+    check_weight_range(float(mass), w_seen, bool(unfit), dtype, reduce, device)
     never = np.flatnonzero(s0 == 0)
     if never.size:
         raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a feature "

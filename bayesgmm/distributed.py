@@ -126,6 +126,9 @@ def reducer(process_group) -> Optional[Reduce]:
                 t.copy_(flat[offset:offset + t.numel()].view_as(t))
                 offset += t.numel()
 
+    # Where this rank's values go in a table of every rank's (reduce_extremes).
+    reduce.rank = dist.get_rank(process_group)
+    reduce.size = dist.get_world_size(process_group)
     return reduce
 
 
@@ -144,6 +147,22 @@ def reduce_array(values: np.ndarray, reduce: Optional[Reduce], device="cpu",
     t = torch.as_tensor(np.array(values, dtype=np.float64), device=device)
     reduce([t], error=error, check=check)
     return t.cpu().numpy()
+
+
+def reduce_extremes(lo, hi, reduce: Optional[Reduce], device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The smallest of ``lo`` and the largest of ``hi`` (float64 arrays of
+    one shape, or numbers) over the ranks (themselves without a hook),
+    exactly: each rank writes its values into its own row of a table of
+    zeros and the tables are summed (x + 0 is x), so that every rank can
+    word an error with the same, global figures.  A collective: call it on
+    every rank or on none (after a decision every rank shares)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if reduce is None:
+        return lo, hi
+    table = np.zeros((reduce.size, 2) + lo.shape)
+    table[reduce.rank, 0], table[reduce.rank, 1] = lo, hi
+    table = reduce_array(table, reduce, device)
+    return table[:, 0].min(0), table[:, 1].max(0)
 
 
 def _device(process_group) -> torch.device:

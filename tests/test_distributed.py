@@ -171,6 +171,27 @@ SCRIPT = textwrap.dedent('''
                  else np.zeros(n_shard)]
     result["tiny"] = refusal(lambda: BayesianGMM(2, device="cpu", covariance_type="diag").fit(
         tiny, process_group=WORLD))
+    # Weights beyond float32 on rank 1 only, rank 0 unweighted: every rank
+    # stops with the span of both ranks' weights (rank 0 waited in the fit's
+    # next collective until gloo's timeout), in memory, from a memmap, and
+    # in the classifier.
+    huge = np.ones(n_shard)
+    huge[0] = 1e300
+    for key, fit in (
+            ("huge_w", lambda w: BayesianGMM(2, device="cpu").fit(X[shard], sample_weight=w,
+                                                                  process_group=WORLD)),
+            ("huge_w_mm", lambda w: BayesianGMM(2, device="cpu").fit(mm, sample_weight=w,
+                                                                     process_group=WORLD)),
+            ("huge_w_clf", lambda w: GMMClassifier(1, device="cpu").fit(
+                X[shard], y[shard], sample_weight=w, process_group=WORLD))):
+        result[key] = refusal(lambda: fit(huge if rank == 1 else None))
+    # Values whose variance overflows float64 on rank 1 only: one remedy,
+    # sized on the largest (rank 0 was told to divide X by 1).
+    big = X[shard].copy()
+    if rank == 1:
+        big[0, 0] = 1e200
+    result["overflow"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
+        big, process_group=WORLD))
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -249,6 +270,17 @@ def test_a_tiny_spread_on_one_rank_gets_one_remedy_on_every_rank(two_ranks):
     for r in (r0, r1):
         assert "spread too small for float64 variances (feature 1: values within 1e-300" in \
             r["tiny"] and r["tiny"].endswith("rescale X, e.g. multiply it by 1e+300"), r["tiny"]
+
+
+def test_weights_or_values_refused_on_one_rank_stop_every_rank_with_one_message(two_ranks):
+    (r0, r1), _ = two_ranks
+    for key in ("huge_w", "huge_w_mm", "huge_w_clf"):
+        for r in (r0, r1):
+            assert r[key].startswith("sample_weight spans 1 to 1e+300 (over every rank's shard), "
+                                     "beyond what the fit's float32 arithmetic holds"), r[key]
+    for r in (r0, r1):
+        assert r["overflow"] == ("X has values too large to fit in float64 arithmetic (largest "
+                                 "magnitude 1e+200): rescale X, e.g. divide it by 1e+200")
 
 
 def test_ranks_share_rank_0s_seeds_without_a_random_state(two_ranks):
