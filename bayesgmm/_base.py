@@ -260,6 +260,8 @@ class FitData:
     class_totals: Optional[tuple] = None
     # (D,) bool: the features that hold one value in every kept row.
     constant: Optional[np.ndarray] = None
+    # This process's rows of positive weight (n_total is every process's).
+    n_local: int = 0
 
     def float64_frame(self, device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The rows standardised in float64 on ``device`` (straight from the
@@ -671,7 +673,7 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
         (np.inf, -np.inf) if w is None else (float(w.min()), float(w.max()))
     check_weight_range(mass, span, bool(totals[2]), Xt.dtype, reduce, device)
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
-                   constant=constant)
+                   constant=constant, n_local=int(X.shape[0]))
 
 
 def exact_constants(std: Standardizer, Xt: torch.Tensor, moments: tuple, constant: np.ndarray,
@@ -1052,7 +1054,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
                        None if labels is None else class_totals[0], signatures)
     return FitData(None, None, None, std, None, None, (mean, sd), float(mass),
                    s0 if any_missing else None, int(n_total), reduce, stream, samples,
-                   class_totals, constant)
+                   class_totals, constant, n_kept)
 
 
 def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,

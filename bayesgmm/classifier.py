@@ -617,7 +617,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             yi = yk if keep is None else np.zeros(keep.size, dtype=yk.dtype)
             if keep is not None:
                 yi[keep] = yk
-            cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
+            # Every rank keeps up to SEED_SAMPLE_SIZE rows (the total is not
+            # known during the pass); seed_sample then takes the union, or
+            # each rank's share of a sample of that size.
+            cap = SEED_SAMPLE_SIZE
 
             def seed_pick(m: int) -> np.ndarray:
                 # Among the m rows of positive weight (those an in-memory
@@ -714,8 +717,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         else:
             Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
             if group is not None:     # every rank seeds from the same (gathered) points
-                Xs, ws, ys = seed_sample(Xs, ws, 0 if streamed else data.n_total,
-                                         int(seeds[-1]), group, ys)
+                Xs, ws, ys = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group, ys,
+                                         data.n_local)
                 Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
                 ws = None if ws is None else torch.as_tensor(ws)
             points = [Xs[ys == c] for c in range(C)]

@@ -366,11 +366,15 @@ def shared_seeds(seeds: np.ndarray, process_group) -> np.ndarray:
 
 
 def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, seed: int,
-                process_group, labels: Optional[torch.Tensor] = None):
+                process_group, labels: Optional[torch.Tensor] = None,
+                n_local: Optional[int] = None):
     """The points every rank seeds from, identical on every rank: the union
     of the shards when it has at most ``SEED_SAMPLE_SIZE`` rows (then the
     seeds are exactly a one-process fit's: the seeding sorts its points
     first), else a random sample of each shard in proportion to its size.
+    ``Xt``: this rank's rows, or (out of core) a sample of up to
+    ``SEED_SAMPLE_SIZE`` of its ``n_local`` rows, all of them when it has
+    no more; ``n_total``: every rank's rows.
     Returns (points, weights or None), and their ``labels`` too when given."""
     import math
 
@@ -379,7 +383,9 @@ def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, 
     from .fitting import SEED_SAMPLE_SIZE
 
     n = Xt.shape[0]
-    take = n if n_total <= SEED_SAMPLE_SIZE else math.ceil(SEED_SAMPLE_SIZE * n / n_total)
+    n_local = n if n_local is None else n_local
+    take = n if n_total <= SEED_SAMPLE_SIZE else \
+        min(n, math.ceil(SEED_SAMPLE_SIZE * n_local / n_total))
     rank = dist.get_rank(process_group)
     idx = (np.arange(n) if take >= n else
            np.sort(np.random.default_rng([seed, rank]).choice(n, take, replace=False)))

@@ -578,7 +578,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             K0 = self._components()      # None for "auto", which screens no restarts
             screens = (K0 is not None and s.n_init > 1 and s.em_max_iter > 0
                        and not warm_asked and group is None)
-            cap = SEED_SAMPLE_SIZE // (1 if group is None else group.size())
+            # Every rank keeps up to SEED_SAMPLE_SIZE rows (the total is not
+            # known during the pass); seed_sample then takes the union, or
+            # each rank's share of a sample of that size.
+            cap = SEED_SAMPLE_SIZE
             seed = int(seeds[-1])
 
             # Picks among the m rows of positive weight (the rows an in-memory
@@ -868,7 +871,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             Xs, ws = data.samples["seed"]
             screen = groups
             if group is not None:
-                Xs, ws = seed_sample(Xs, ws, 0, int(seeds[-1]), group)
+                Xs, ws = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
+                                     n_local=data.n_local)
         elif rows is not None:
             pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
             index = torch.as_tensor(np.sort(pick), device=device)
@@ -936,7 +940,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         streamed = data.stream is not None
         Xs, ws = data.samples["seed"] if streamed else (data.Xt, data.wt)
         if group is not None:     # every rank seeds from the same (gathered) points
-            Xs, ws = seed_sample(Xs, ws, 0 if streamed else data.n_total, int(seeds[-1]), group)
+            Xs, ws = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
+                                 n_local=data.n_local)
         # The covariance priors scaled to the data's spread about a seeding
         # with max_components centres (not the largest K tried, which
         # depends on the number of rows: weighted and repeated rows must

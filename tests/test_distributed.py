@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from bayesgmm import BayesianGMM
+from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm.covariance import COVARIANCE_TYPES
 
 SCRIPT = textwrap.dedent('''
@@ -192,6 +192,24 @@ SCRIPT = textwrap.dedent('''
         big[0, 0] = 1e200
     result["overflow"] = refusal(lambda: BayesianGMM(2, device="cpu").fit(
         big, process_group=WORLD))
+    # Out-of-core shards of uneven size whose union fits in the seeding
+    # sample (made small here: 400 rows, of which rank 1 holds 220, more
+    # than half): the seeds are the union's, so the fit is the one-process
+    # fit's (each rank kept at most 400 / 2 rows, and rank 1 seeded from a
+    # subsample of its own).
+    import bayesgmm.classifier
+    import bayesgmm.fitting
+    import bayesgmm.mixture
+    modules = (bayesgmm.fitting, bayesgmm.mixture, bayesgmm.classifier)
+    for mod in modules:
+        mod.SEED_SAMPLE_SIZE = 400
+    union = dict(n_init=1, random_state=0, device="cpu", dtype="float64")
+    gm = BayesianGMM(3, **union).fit(mm, process_group=WORLD)
+    cm = GMMClassifier(2, **union).fit(mm, y[shard], process_group=WORLD)
+    result["mm_union"] = {"means_": gm.means_.tolist(), "loss_": gm.loss_,
+                          "clf_means_": cm.means_.tolist(), "clf_loss_": cm.loss_}
+    for mod in modules:
+        mod.SEED_SAMPLE_SIZE = 100_000
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -281,6 +299,19 @@ def test_weights_or_values_refused_on_one_rank_stop_every_rank_with_one_message(
     for r in (r0, r1):
         assert r["overflow"] == ("X has values too large to fit in float64 arithmetic (largest "
                                  "magnitude 1e+200): rescale X, e.g. divide it by 1e+200")
+
+
+def test_uneven_memmap_shards_within_the_seed_sample_seed_from_their_union(two_ranks):
+    (r0, r1), (X, _, _, y) = two_ranks
+    union = dict(n_init=1, random_state=0, device="cpu", dtype="float64")
+    one = BayesianGMM(3, **union).fit(X)
+    clf = GMMClassifier(2, **union).fit(X, y)
+    for r in (r0, r1):
+        got = r["mm_union"]
+        assert got["loss_"] == pytest.approx(one.loss_, rel=1e-12)
+        assert got["clf_loss_"] == pytest.approx(clf.loss_, rel=1e-12)
+        np.testing.assert_allclose(got["means_"], one.means_, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["clf_means_"], clf.means_, rtol=1e-9, atol=1e-12)
 
 
 def test_ranks_share_rank_0s_seeds_without_a_random_state(two_ranks):
