@@ -573,7 +573,11 @@ def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: in
     data's units.  The seeding has its own fixed seed: the priors depend on
     the data and K only, not on ``random_state``, ``n_init``, ``init`` or
     restart screening (every restart optimises the same objective), and
-    every process computes the same value from the same seed sample."""
+    every process computes the same value from the same seed sample.
+    Above ``SPREAD_SAMPLE_SIZE`` points of a group the sample is one of
+    positions (:func:`spread_rows`, as the out-of-core pass draws it), so
+    the priors then depend on the rows' order and on repeating versus
+    weighting too."""
     from .fitting import seed_centres
 
     pts, wts = [], []

@@ -415,5 +415,6 @@ def gather_parts(X: np.ndarray, process_group) -> list:
 def gather_rows(X: np.ndarray, process_group) -> np.ndarray:
     """Every rank's rows (a small sample of them: the seeding's), stacked on
     every rank; rank order, which the seeding's canonical sort makes
-    irrelevant."""
+    irrelevant to the seeds (not to the default priors' spread above
+    ``SPREAD_SAMPLE_SIZE`` rows, measured on a sample of positions)."""
     return np.concatenate(gather_parts(X, process_group))

@@ -88,7 +88,9 @@ class Priors:
     over the components and, for the classifier, the classes; with
     ``n_components="auto"``, K = ``max_components``).  The seeding has its
     own fixed seed, so the priors depend on the data and K only (not on
-    ``random_state``, ``n_init`` or ``init``).  A prior with its mode above
+    ``random_state``, ``n_init`` or ``init``; above 16,384 rows they are
+    measured on a fixed-seed sample of the rows' positions, so they then
+    depend on the rows' order too).  A prior with its mode above
     a typical component's spread keeps a component fitted to a handful of points from shrinking
     onto them, so the defaults beat maximum likelihood on held-out data at
     small n (``benchmarks/small_n.py``), where the first release's
