@@ -279,13 +279,18 @@ def _check_limits(name: str, lim) -> Optional[tuple[float, float]]:
     return lo, hi
 
 
-def _check_feature(feature, names: Sequence[str], n_features: int) -> int:
-    """Column index of ``feature`` (an int or a column name)."""
+def _check_feature(feature, names: Sequence[str], n_features: int,
+                   positional: bool = True) -> int:
+    """Column index of ``feature`` (an int or a column name).
+    ``positional``: X is an array, whose columns are also x0, x1, ... when
+    ``names`` are the estimator's feature names (not for a DataFrame, whose
+    names are its own: "x1" there is a column or nothing)."""
     if isinstance(feature, str):
         if feature not in names:
             # An array's positional name (x0, x1, ...) also when the names
             # are the estimator's feature names.
-            j = int(feature[1:]) if re.fullmatch(r"x\d+", feature) else n_features
+            j = int(feature[1:]) if positional and re.fullmatch(r"x\d+", feature) \
+                else n_features
             if j < n_features:
                 return j
             raise ValueError(f"feature={feature!r} is not a column of X; columns are {list(names)}")
@@ -315,6 +320,45 @@ def _check_columns(estimator, estimator_d: int, X, arr: np.ndarray) -> None:
         raise ValueError(f"X's columns {[str(c) for c in columns]} are not those the estimator "
                          f"was fitted on, in that order: {[str(c) for c in fitted]}; pass "
                          f"X[{[str(c) for c in fitted]}]")
+
+
+def _positional(X) -> bool:
+    """Whether X's columns may be named x0, x1, ... (an array, not a
+    DataFrame or Series with names of its own)."""
+    import pandas as pd
+    return not isinstance(X, (pd.DataFrame, pd.Series))
+
+
+#: The legend entry of points whose label is missing (NaN or None).
+MISSING_LABEL = "(no label)"
+
+
+def _label_values(labels: np.ndarray) -> tuple[np.ndarray, list]:
+    """Labels with the missing ones (NaN, None) as :data:`MISSING_LABEL`,
+    and their distinct values: sorted where they sort (else in order of
+    appearance), the missing one last.  (``np.unique`` raised a TypeError
+    on text labels with NaN, and ``labels == nan`` left those points out.)"""
+    import pandas as pd
+    missing = np.asarray(pd.isna(labels), dtype=bool)
+    present = list(pd.unique(labels[~missing]))
+    try:
+        present = sorted(present)
+    except TypeError:
+        pass
+    if not missing.any():
+        return labels, present
+    out = np.asarray(labels, dtype=object).copy()
+    out[missing] = MISSING_LABEL
+    return out, present + [MISSING_LABEL]
+
+
+def _labels_palette(values: list, K: int) -> dict:
+    """:func:`_label_palette` for :func:`_label_values`' values, the
+    missing label in grey."""
+    palette = _label_palette([v for v in values if v is not MISSING_LABEL], K)
+    if values and values[-1] is MISSING_LABEL:
+        palette[MISSING_LABEL] = (0.6, 0.6, 0.6)
+    return palette
 
 
 def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
@@ -515,7 +559,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     weights, means, covs = _mixture_params(estimator)
     Xa, names = _as_2d(X, allow_nan=True, estimator=estimator)
     _check_columns(estimator, means.shape[1], X, Xa)
-    f = _check_feature(feature, names, Xa.shape[1])
+    f = _check_feature(feature, names, Xa.shape[1], _positional(X))
     grid_size = _check_grid_size(grid_size)
     draws = _predictive_draws(estimator, plug_in)
     present = _observed(Xa, f, names)
@@ -610,8 +654,9 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
 
     if isinstance(X, pd.DataFrame) and isinstance(feature, str) and feature in X.columns:
         X = X[[feature]]           # the one column drawn (others may be text, e.g. species)
+    positional = _positional(X)
     X, names = _as_2d(X, allow_nan=True)
-    f = _check_feature(feature, names, X.shape[1])
+    f = _check_feature(feature, names, X.shape[1], positional)
     z = _host(assignments)
     if z.shape != (X.shape[0],):
         raise ValueError(f"assignments has shape {z.shape} but X has {X.shape[0]} rows: "
@@ -702,7 +747,8 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     labels : array-like of shape (n_samples,), optional
         Colours of the points; default ``estimator.predict(X)``.  Labels
         0..K-1 take their components' colours (those of the ellipses), any
-        other labelling (e.g. species) colours after them.
+        other labelling (e.g. species) colours after them; missing labels
+        (NaN, None) are drawn in grey as "(no label)".
     sigmas : float or sequence of float, default (1, 2)
         One ellipse per component and value (solid for the first, dashed
         for the rest), from the eigen-decomposition of the component's
@@ -753,9 +799,11 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     if Xa.shape[1] < 2:
         raise ValueError("plot_clusters_2d needs at least 2 features, got 1: "
                          "use plot_density_1d for 1-D data")
-    if len(features) != 2:
-        raise ValueError(f"features must name exactly 2 columns, got {features!r}")
-    fx, fy = (_check_feature(f, names, Xa.shape[1]) for f in features)
+    if isinstance(features, (str, bytes)) or not hasattr(features, "__len__") \
+            or len(features) != 2:
+        raise ValueError(f"features must name exactly 2 columns (a pair of column indices or "
+                         f"names, e.g. (0, 1)), got {features!r}")
+    fx, fy = (_check_feature(f, names, Xa.shape[1], _positional(X)) for f in features)
     if fx == fy:
         raise ValueError(f"features must name two different columns, got {features!r} "
                          f"(both column {fx}): use plot_density_1d for one feature")
@@ -774,10 +822,10 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         draws = _predictive_draws(estimator, plug_in)
     ax = _new_axes(ax)
     K = len(weights)
-    values = list(np.unique(labels))
+    labels, values = _label_values(labels)
     # Points whose labels are component indices share their component's
     # (ellipse's) colour; another labelling takes colours after them.
-    palette = _label_palette(values, K)
+    palette = _labels_palette(values, K)
     placed = ~np.isnan(Xa[:, [fx, fy]]).any(1)
     for v in values:
         m = (labels == v) & placed
@@ -891,6 +939,10 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
         raise ValueError(f"y contains labels not in classifier.classes_: "
                          f"{list(np.unique(y[unknown]))[:5]}; pass labels the classifier knows")
     window = [_check_limits(name, lim) for name, lim in (("xlim", xlim), ("ylim", ylim))]
+    if isinstance(margin, (bool, np.bool_)) or not isinstance(margin, (int, float, np.number)) \
+            or not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0 (a fraction of the data's range), "
+                         f"got {margin!r}")
     if ellipses:
         sigma = _check_sigma(sigma)
         means = np.asarray(getattr(classifier, "means_", np.empty(0)), dtype=np.float64)
@@ -990,7 +1042,18 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
                          "pass one prediction per true label")
     if labels is None:
-        labels = np.unique(np.concatenate([y_true, y_pred]))
+        try:
+            labels = np.unique(np.concatenate([y_true, y_pred]))
+        except TypeError:
+            both = [v.item() if isinstance(v, np.generic) else v
+                    for v in np.concatenate([y_true, y_pred]).astype(object)]
+            text = next((v for v in both if isinstance(v, str)), None)
+            other = next((v for v in both if not isinstance(v, str)), None)
+            raise ValueError(
+                f"y_true and y_pred mix label types (e.g. {text!r} and {other!r}): a confusion "
+                f"matrix compares labels of one kind; for "
+                f"clusters against classes use pd.crosstab(y_true, y_pred), or map the "
+                f"clusters to class names first") from None
     labels = np.asarray(labels)
     cm = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
     ax = _new_axes(ax)
@@ -1016,7 +1079,8 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     X : array-like or DataFrame of shape (n_samples, n_features)
     labels : array-like of shape (n_samples,), optional
         Colours; default ``estimator.predict(X)`` (labels 0..K-1 in their
-        components' colours, any other labelling in colours after them).
+        components' colours, any other labelling in colours after them;
+        missing labels, NaN or None, in grey as "(no label)").
     ellipses : bool, default True
         Draw each component's ``sigma``-ellipse on every off-diagonal panel
         (the marginal on that panel's pair of features).
@@ -1056,8 +1120,13 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     weights, means, covs = _mixture_params(estimator)
     Xa, names = _as_2d(X, allow_nan=True, estimator=estimator)
     _check_columns(estimator, means.shape[1], X, Xa)
+    if vars is not None and (isinstance(vars, (str, bytes)) or not hasattr(vars, "__iter__")):
+        raise ValueError(f"vars must be a list of columns (indices or names), got {vars!r}: "
+                         f"e.g. vars=[{vars!r}, ...]")
     cols = list(range(Xa.shape[1])) if vars is None else [
-        _check_feature(v, names, Xa.shape[1]) for v in vars]
+        _check_feature(v, names, Xa.shape[1], _positional(X)) for v in vars]
+    if not cols or len(set(cols)) != len(cols):
+        raise ValueError(f"vars must name at least one column, each once, got {vars!r}")
     sigma = _check_sigma(sigma)
     # The legend's title: what colours the points (a Series' own name).
     title = "cluster" if labels is None else (
@@ -1069,9 +1138,9 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     hue_key = "cluster"
     while hue_key in df.columns:        # a feature of that name keeps its values
         hue_key = "_" + hue_key
+    labels, hue_order = _label_values(labels)
     df[hue_key] = labels
-    hue_order = list(np.unique(labels))
-    palette = _label_palette(hue_order, K)
+    palette = _labels_palette(hue_order, K)
     kws = dict(hue=hue_key, hue_order=hue_order, palette=palette, height=height)
     if pairplot_kws.get("kind", "scatter") == "scatter":
         kws["plot_kws"] = {"s": 12, "alpha": 0.7}     # scatter's keywords only

@@ -1075,3 +1075,86 @@ def test_an_array_drawn_against_a_model_fitted_on_a_frame_takes_its_feature_name
     # A model fitted on an array keeps x0, x1.
     plain = BayesianGMM(2, n_init=1, max_iter=0, random_state=0, device="cpu").fit(A)
     assert plot_clusters_2d(plain, A).get_xlabel() == "x0"
+
+
+def test_decision_regions_margin_is_checked_and_sets_the_window(circles):
+    # (From an independent audit.) A negative margin inverted the axis and
+    # drew most points outside it; NaN or inf blamed NaN in "X" (the grid).
+    X, y, clf = circles
+    for bad in (-0.6, np.nan, np.inf, "0.1", True):
+        with pytest.raises(ValueError, match=r"margin must be a finite number >= 0 .*got "
+                                             + re.escape(repr(bad))):
+            plot_decision_regions(clf, X, y, margin=bad, grid_size=20)
+    ax = plot_decision_regions(clf, X, y, margin=0, grid_size=20)
+    np.testing.assert_allclose(ax.get_xlim(), (X[:, 0].min(), X[:, 0].max()))
+    ax = plot_decision_regions(clf, X, y, margin=0.5, grid_size=20)
+    span = X[:, 1].max() - X[:, 1].min()
+    np.testing.assert_allclose(ax.get_ylim(), (X[:, 1].min() - span / 2, X[:, 1].max() + span / 2))
+
+
+def _drawn_points(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+
+
+def test_labels_with_missing_entries_are_drawn_in_grey_as_no_label(fit_2d, fit_4d, iris):
+    # (From an independent audit.) Text labels with NaN were a TypeError
+    # from np.unique; float labels with NaN silently left those points out.
+    gmm, X = fit_2d
+    partial = iris.species.where(iris.index % 2 == 0)            # half unknown
+    floats = np.where(np.arange(150) % 2, np.nan, gmm.predict(X).astype(float))
+    for labels, known in ((partial, ["setosa", "versicolor", "virginica"]),
+                          (floats, [str(v) for v in np.unique(floats[~np.isnan(floats)])])):
+        ax = plot_clusters_2d(gmm, X, labels=labels)
+        # Every point, plus the means' crosses.
+        assert _drawn_points(ax) == 150 + gmm.n_components_
+        texts = [t.get_text() for t in ax.get_legend().texts]
+        assert texts == known + ["(no label)", "means"]
+        grey = [c for c in ax.collections if isinstance(c, PathCollection)
+                and c.get_label() == "(no label)"][0]
+        assert len(grey.get_offsets()) == 75
+        np.testing.assert_allclose(grey.get_facecolor()[0][:3], 0.6)
+    g4, X4 = fit_4d
+    grid = plot_pairs(g4, X4, labels=partial, vars=["petal_length", "petal_width"])
+    assert [t.get_text() for t in grid.legend.texts] == \
+        ["setosa", "versicolor", "virginica", "(no label)"]
+    # 75 points of each kind in each off-diagonal panel.
+    panel = grid.axes[1, 0]
+    assert _drawn_points(panel) == 150
+
+
+def test_confusion_matrix_of_mixed_label_types_is_refused_with_the_remedy(iris):
+    with pytest.raises(ValueError, match=r"y_true and y_pred mix label types \(e.g. 'setosa' and "
+                                         r"0\).*pd.crosstab\(y_true, y_pred\)"):
+        plot_confusion_matrix(iris.species.to_numpy(), np.arange(150) % 2)
+
+
+def test_features_and_vars_that_are_not_lists_of_columns_are_named(fit_2d, fit_4d):
+    gmm, X = fit_2d
+    for bad in (1, None, "petal_length", ("petal_length",)):
+        with pytest.raises(ValueError, match=r"features must name exactly 2 columns .*got "
+                                             + re.escape(repr(bad))):
+            plot_clusters_2d(gmm, X, features=bad)
+    g4, X4 = fit_4d
+    for bad in ("petal_width", 2):
+        with pytest.raises(ValueError, match=r"vars must be a list of columns .*got "
+                                             + re.escape(repr(bad))):
+            plot_pairs(g4, X4, vars=bad)
+    for bad in ([], ["petal_width", "petal_width"], [3, "petal_width"]):
+        with pytest.raises(ValueError, match=r"vars must name at least one column, each once"):
+            plot_pairs(g4, X4, vars=bad)
+
+
+def test_positional_names_apply_to_arrays_only(fit_2d):
+    # (From an independent audit.) On a DataFrame, "x1" (a typo, or a
+    # name that is not a column) drew column 1; x0, x1, ... name an
+    # array's columns.
+    gmm, X = fit_2d
+    with pytest.raises(ValueError, match=r"feature='x1' is not a column of X; columns are "
+                                         r"\['petal_length', 'petal_width'\]"):
+        plot_density_1d(gmm, X, feature="x1")
+    with pytest.raises(ValueError, match=r"feature='x0' is not a column"):
+        plot_clusters_2d(gmm, X, features=("x0", "petal_width"))
+    with pytest.raises(ValueError, match=r"feature='x01' is not a column"):
+        plot_assignments(X, gmm.predict(X), feature="x01")
+    ax = plot_assignments(X.to_numpy(), gmm.predict(X), feature="x1", kind="strip")
+    assert ax.get_xlabel() == "x1" or ax.get_ylabel() == "x1"
