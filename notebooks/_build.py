@@ -1130,7 +1130,8 @@ print(f"mean log-likelihood per flower: posterior predictive {nuts.score(petal):
 On the flowers the two densities agree to within a few hundredths of a nat, and in-sample the
 plug-in MAP even scores a little higher: it was fitted to these very flowers. They part where
 the data thin out on either side of setosa, whose narrow component decays fastest: the
-predictive density is about 3.2 nats (25 times) higher at 0.5 cm and 0.7 nats (twice) at 2.1 cm,
+predictive density is about 3 nats (15 to 25 times, with the draws) higher at 0.5 cm and 0.7 nats
+(twice) at 2.1 cm,
 just past setosa's longest petals. Averaging over the parameters fattens the tails; section 2
 measures what that is worth on new data.
 
@@ -1230,7 +1231,7 @@ fig.tight_layout()'''),
 **Reading the result.** Both Bayesian answers beat maximum likelihood in almost every seed
 (19 and 18 of 20): ML collapses a covariance onto the few points of a small component and pays
 for it on new data (its worst seeds, gaps down to -1.4). The posterior predictive beats its own
-plug-in MAP in 16 of 20 seeds; the medians are close (-0.27 and -0.26), and the gain is in the
+plug-in MAP in 17 of 20 seeds; the medians are close (-0.27 and -0.26), and the gain is in the
 worst seeds (-0.63 against -0.87), where a component has only a handful of points and its
 parameters are least determined. scikit-learn's `BayesianGaussianMixture` at its defaults comes
 last: its components come out two to three times as wide as the truth's, because its default
