@@ -70,6 +70,8 @@ class FitProgress:
         self.offset = offset
 
     def __call__(self, it: int, loss: float) -> None:
+        """One iteration; ``loss``: the fit's best restart's (standardised
+        units), shown with ``offset`` in the data's units."""
         self.bar.update(1)
         if it % 10 == 0 and self.offset is not None:   # the loss in the data's units
             self.bar.set_postfix(loss=f"{loss + self.offset:.4g}")

@@ -1067,7 +1067,10 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
         flat.weights[idx], flat.means[idx], flat.cov[idx] = keep.weights, keep.means, keep.cov
         history.append(last.clone())
         if callback is not None:
-            callback(it, float(loss[ok].sum()) if bool(ok.any()) else math.inf)
+            # The fit's loss so far: each group's best restart (summed over
+            # groups), not the sum over every restart still running (which
+            # showed four restarts' losses as one, four times the fit's).
+            callback(it, float(last.reshape(B, G).min(0).values.sum()))
         return ok & ((gain > tol) | ~torch.isfinite(prev))
 
     while it < max_iter:
@@ -1190,8 +1193,9 @@ def run_svi_loop(step: Callable[[np.ndarray], np.ndarray], n_pairs: int, max_ite
             hist[p].append(float(losses[p]))
             if svi_converged(hist[p], window, n_samples[p], tol):
                 done[p] = True
-        if callback is not None:
-            callback(it, float(np.sum(losses[np.isfinite(losses)])))
+        if callback is not None:       # the best pair's (restarts of one mixture)
+            finite = losses[np.isfinite(losses)]
+            callback(it, float(finite.min()) if finite.size else math.inf)
         if done.all():
             return hist, it, bool(not diverged.any()), diverged
     return hist, it, False, diverged

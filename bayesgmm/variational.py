@@ -638,8 +638,8 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
             stats = e_step(groups, eff, gidx, family)
         value = stats.loglik - q.kl(pt, family)
         history.append(value)
-        if callback is not None:
-            callback(it, -float(value.sum()))
+        if callback is not None:       # the best restart's
+            callback(it, -float(value.max()))
         if last is not None and bool(((value - last) / n < tol).all()):
             converged = True
             break

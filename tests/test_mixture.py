@@ -415,6 +415,22 @@ def test_progress_bar_runs_and_changes_nothing(petal, petal_fit, capsys):
     assert "100%" in renders[-1] and done == total < 500
 
 
+def test_progress_bar_shows_the_best_restarts_loss_in_the_datas_units(iris, capsys):
+    # (From an independent audit of the CLI.) With n_init=4 the bar showed
+    # the sum over the restarts still running: 1184 for a fit whose loss_
+    # is 308.8.
+    import re
+    X = iris.drop(columns="species")
+    gmm = BayesianGMM(3, n_init=4, random_state=0, progress=True, **CPU).fit(X)
+    err = capsys.readouterr().err
+    shown = [float(v) for v in re.findall(r"loss=([-0-9.e+]+)", err)]
+    assert shown, err
+    # Shown (to 4 significant digits) every 10 iterations while the loss
+    # falls: the last shown is the final loss or a little above, not a
+    # multiple of it.
+    assert gmm.loss_ - 1e-3 * abs(gmm.loss_) <= shown[-1] <= gmm.loss_ + 0.02 * abs(gmm.loss_)
+
+
 def test_user_given_initial_means(petal):
     gmm = BayesianGMM(2, init=[[1.0], [5.0]], n_init=2, random_state=0, **CPU).fit(petal)
     np.testing.assert_allclose(_sorted(gmm)[1][:, 0], [1.46, 4.9], atol=0.05)
