@@ -203,8 +203,8 @@ def _file_encoding(path: str, given: Optional[str]) -> str:
 _IMPUTE_HELP = ("fill the empty cells of the chosen columns in assignments.csv with their "
                 "expected values given the row's other columns under the fitted mixture "
                 "(E[x_missing | x_observed]; the posterior predictive's after vi or nuts), "
-                "their number said in a note; a row with every chosen column empty stays "
-                "empty; CSV only")
+                "their number said in a note; a row left unassigned (every chosen column "
+                "empty, or left out by --dropna) stays empty; CSV only")
 
 
 def _fill_defaults(args) -> None:
@@ -879,13 +879,43 @@ def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
     return _WHITESPACE if len(fields) == 1 and fields.pop() > 1 else fallback
 
 
+def _unnamed_first_column(path: str, sep: str, encoding: str,
+                          lines: int = 200) -> Optional[list]:
+    """The header's names when every data row among the file's first
+    ``lines`` has exactly one field more than its header (an unnamed column
+    of row names: R's ``write.table``, a frame's ``to_string``), else None;
+    by the csv module's reading with ``sep`` (whitespace: split on runs of
+    it)."""
+    import csv
+    import itertools
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            head = [ln for ln in itertools.islice(fh, lines + 1) if ln.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    if sep == _WHITESPACE:
+        rows = [next(csv.reader([" ".join(ln.split())], delimiter=" ")) for ln in head]
+    else:
+        rows = list(csv.reader(head, delimiter=sep))
+    counts = [len(row) for row in rows]
+    if len(counts) > 1 and all(c == counts[0] + 1 for c in counts[1:]):
+        return [name.strip() for name in rows[0]]
+    return None
+
+
 def _csv_options(sep: str, decimal: str, thousands: Optional[str],
                  encoding: str = "utf-8") -> dict:
     """How pandas reads the file: as numbers where they are, and (with a
     separator other than whitespace) spaces after each separator skipped,
     so that a header "x, y" names its columns x and y."""
-    return dict(sep=sep, decimal=decimal, thousands=thousands, index_col=False,
-                skipinitialspace=sep != _WHITESPACE, encoding=encoding)
+    options = dict(sep=sep, decimal=decimal, thousands=thousands, index_col=False,
+                   skipinitialspace=sep != _WHITESPACE, encoding=encoding)
+    if any(m is not None and not m.isascii() for m in (sep, decimal, thousands)):
+        # pandas' C parser ignores a mark of more than one byte in UTF-8
+        # (a no-break space between thousands, a separator such as ¦), and
+        # warns before falling back for a separator: its Python parser reads them.
+        options["engine"] = "python"
+    return options
 
 
 def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[str] = None,
@@ -916,6 +946,19 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = pd.read_csv(path, **_csv_options(sep, decimal, thousands, encoding))
     except pd.errors.ParserWarning:
+        header = _unnamed_first_column(path, sep, encoding)
+        # One name and two fields a row is a decimal comma as often: the
+        # general message below names both options.
+        if header is not None and len(header) > 1:
+            named = (" " if sep == _WHITESPACE else sep).join(["id"] + header[:2]) + \
+                ("..." if len(header) > 2 else "")
+            raise CLIError(
+                f"every row of {path!r} has one field more than its header (read with "
+                f"separator {_sep_name(sep)}): its first column (row names or an index, as R's "
+                f"write.table writes them) has no name in the header; give it one (e.g. a "
+                f"header {named}), and it is left out of the fit as an identifier"
+                + (" (if a comma is also the decimal mark, check --sep and --decimal instead)"
+                   if sep == "," else "")) from None
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
                        f"decimal mark (--decimal)") from None
@@ -975,6 +1018,15 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
 _NUMBER = r"[+-]?(?=[\d.,]*\d)[\d.,]+([eE][+-]?\d+)?"
 # Every comma a thousands separator: 1,817 or 12,345,678.5.
 _THOUSANDS_COMMA = r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"
+# Digit groups set apart by a space, a no-break space (French, Nordic
+# exports) or an apostrophe (Swiss): 1 012,6, 1'012.6.
+_GROUP_MARKS = {" ": ("spaces", "' '"), "\u00a0": ("no-break spaces", "$'\\u00a0'"),
+                "\u202f": ("narrow no-break spaces", "$'\\u202f'"),
+                "'": ("apostrophes", "\"'\""), "\u2019": ("apostrophes", "$'\\u2019'")}
+# Strictly thousands: 1 to 3 digits, then groups of 3 (a phone number such
+# as 555 1234 is not one), a decimal part after either mark.
+_GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([eE][+-]?\d+)?"
+                           for m in _GROUP_MARKS)
 
 
 def _other_format_example(s) -> Optional[str]:
@@ -982,8 +1034,12 @@ def _other_format_example(s) -> Optional[str]:
     in some format (so the column is numbers that the reading's decimal mark
     and thousands separator did not take), else None."""
     values = s.dropna().astype(str).str.strip()
-    if values.empty or not values.str.fullmatch(_NUMBER).all():
+    if values.empty or not (values.str.fullmatch(_NUMBER)
+                            | values.str.fullmatch(_GROUPED_NUMBER)).all():
         return None
+    grouped = values.str.contains("[" + "".join(_GROUP_MARKS) + "]")
+    if grouped.any():
+        return values[grouped].iloc[0]
     marked = values.str.contains(r"[.,]")
     return values[marked].iloc[0] if marked.any() else values.iloc[0]
 
@@ -1047,10 +1103,12 @@ def _not_in_file_hint(df, sep: str) -> str:
             f"header holds {held}: give its separator with --sep {option})")
 
 
-def _distinct_integers(column) -> bool:
+def _distinct_integers(column, distinct: bool = True) -> bool:
     """Whether a numeric column holds distinct integers in every row (a row
     index or identifiers, not a measurement); integer columns compared as
-    integers (ids beyond 2**53 collide as floats)."""
+    integers (ids beyond 2**53 collide as floats).  ``distinct=False``:
+    integers in every row, repeated or not (the index ``to_csv`` writes
+    after ``pd.concat``, 0..n-1 once per frame)."""
     import pandas as pd
     if column.size < 2 or column.isna().any():
         return False
@@ -1058,7 +1116,7 @@ def _distinct_integers(column) -> bool:
         v = column.to_numpy(dtype=np.float64)
         if not (np.isfinite(v).all() and (v == np.round(v)).all()):
             return False
-    return bool(column.is_unique)
+    return bool(column.is_unique) or not distinct
 
 
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
@@ -1093,8 +1151,8 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # --weights column is left out silently: the user named it.
         labels = [c for c in numeric if c.strip().lower() in _LABEL_NAMES]
         # A row index written by DataFrame.to_csv (an unnamed first column of
-        # distinct integers: 0..n-1, or any order after filtering or
-        # shuffling), identifiers (distinct integers in a column named id,
+        # integers: 0..n-1, any order after filtering or shuffling, repeated
+        # after pd.concat), identifiers (distinct integers in a column named id,
         # index or *_id) and the columns a previous fit wrote (cluster,
         # p_cluster_k) are not features either: fitted, they drive the
         # clusters by row order, by numbering or by an earlier answer (a
@@ -1102,8 +1160,9 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # 0.53).
         first = str(df.columns[0])
         index = [c for c in numeric if (
-            (c == first and re.fullmatch(r"Unnamed: 0|\s*", c))
-            or re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c)) and _distinct_integers(df[c])]
+            (c == first and re.fullmatch(r"Unnamed: 0|\s*", c)
+             and _distinct_integers(df[c], distinct=False))
+            or (re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c) and _distinct_integers(df[c])))]
         earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
         # A True/False column (pandas reads it as bool) is a flag, not a
         # measurement: as 0/1 under a Gaussian, each cluster's flag variance
@@ -1160,6 +1219,15 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             f" and thousands separator {args.thousands!r}" if getattr(args, "thousands", None)
             else " and no thousands separator")
         rest = "" if args.columns else "; or leave them out with --columns"
+        mark = next((m for m in _GROUP_MARKS if m in example), None)
+        if mark is not None:
+            said, option = _GROUP_MARKS[mark]
+            raise CLIError(f"column(s) {list(formats)} of {path!r} hold numbers whose digits are "
+                           f"grouped with {said} ({name}: {example!r}), which do not read with "
+                           f"{read}: add --thousands {option}" + (
+                               " (and --decimal , if the comma is the decimal mark)"
+                               if "," in example and (args.decimal or ".") != "," else "")
+                           + rest)
         raise CLIError(f"column(s) {list(formats)} of {path!r} hold numbers that do not read "
                        f"with {read} ({name}: {example!r}): give the file's format with "
                        f"--decimal and --thousands (--decimal , for 1,5; --thousands , for "
@@ -1187,6 +1255,13 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         hint = _not_in_file_hint(df, sep)
         raise CLIError(f"{path!r} has no numeric columns{besides}{hint}" if hint else
                        f"{path!r} has no numeric columns{besides}; name them with --columns")
+    if not predicting:
+        # Named in --columns (the default rule leaves such columns out):
+        # no remedy for missing values can fit a column with no value.
+        empty = [c for c in columns if df[c].isna().all()]
+        if empty:
+            raise CLIError(f"column(s) {empty} of {path!r} have no value in any row: leave "
+                           f"them out of --columns")
     values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     finite = np.isfinite(values) | (np.isnan(values) if allow_nan else False)
     if not finite.all():
@@ -1328,7 +1403,7 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     for k in range(K):
         result[names[k + 1]] = proba[:, k]
     if getattr(args, "impute", False):
-        _fill_cells(df, model, columns, result, args)
+        _fill_cells(df, model, columns, result, args, keep)
     out_sep = " " if sep == _WHITESPACE else sep       # one space reads back as whitespace
     # An empty cell (a row left unassigned) cannot be written between single
     # spaces: NaN, as such tables write a missing value.
@@ -1343,16 +1418,21 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
               f"assignments.csv names the added columns {', '.join(names)}", file=sys.stderr)
 
 
-def _fill_cells(df, model, columns, result, args) -> None:
-    """``--impute``: the empty cells of the chosen columns, in the rows with
-    an observed one among them, written into ``result`` (the file's text)
-    as the model's conditional means, in the file's decimal mark."""
+def _fill_cells(df, model, columns, result, args, keep) -> None:
+    """``--impute``: the empty cells of the chosen columns, in the rows
+    assigned (``keep``: not left out by --dropna) with an observed one among
+    them, written into ``result`` (the file's text) as the model's
+    conditional means, in the file's decimal mark."""
     X = df[list(columns)].astype(np.float64)
     miss = X.isna().to_numpy()
-    rows = miss.any(1) & ~miss.all(1)
+    kept = np.zeros(len(df), dtype=bool)
+    kept[keep] = True
+    rows = miss.any(1) & ~miss.all(1) & kept
     if not rows.any():
-        print("bayesgmm: note: --impute found no empty cell to fill in the chosen columns",
-              file=sys.stderr)
+        left = " of the rows assigned (--dropna left out those with one)" \
+            if (miss.any(1) & ~kept).any() else ""
+        print(f"bayesgmm: note: --impute found no empty cell to fill in the chosen "
+              f"columns{left}", file=sys.stderr)
         return
     filled = np.asarray(model.impute(X[rows]), dtype=np.float64)
     header = list(result.columns)

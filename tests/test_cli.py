@@ -2112,3 +2112,83 @@ def test_script_reads_and_writes_the_files_encoding(tmp_path, capsys):
     assert main([*fit, str(tmp_path / "a.npy"), "--encoding", "latin-1",
                  "--out", str(tmp_path / "n")]) == 2
     assert "--encoding does not apply to" in capsys.readouterr().err
+
+
+def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
+    """(From an independent audit of the command line, run through the real
+    console script.)  A no-break space between thousands, or a separator
+    such as '¦', was ignored by pandas' C parser (no numeric columns; the
+    separator blamed for 'more fields'); digits grouped with spaces got
+    'no numeric columns' without naming --thousands; row names without a
+    header cell (R's write.table) were blamed on the separator; a to_csv
+    index repeated after pd.concat was fitted as a feature; an empty column
+    named in --columns got remedies that cannot work; --dropna --impute
+    filled the cells of rows left unassigned."""
+    t = tmp_path
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(1000, 30, 40), rng.normal(3000, 30, 40)]
+    y = np.r_[rng.normal(1500, 30, 40), rng.normal(4000, 30, 40)]
+
+    def grouped(v, mark):          # 1 012,6 with the given group mark
+        whole = f"{int(v):,}".replace(",", mark)
+        return f"{whole},{int(round(v * 10)) % 10}"
+
+    for name, mark in (("nbsp", "\u00a0"), ("space", " ")):
+        (t / f"{name}.csv").write_text("x;y\n" + "".join(
+            f"{grouped(a, mark)};{grouped(b, mark)}\n" for a, b in zip(x, y)), encoding="utf-8")
+    (t / "bar.csv").write_text("x¦y\n" + "".join(f"{a:.1f}¦{b:.1f}\n" for a, b in zip(x, y)),
+                               encoding="utf-8")
+    (t / "plain.csv").write_text("x,y\n" + "".join(f"{a:.1f},{b:.1f}\n" for a, b in zip(x, y)))
+    (t / "rnames.csv").write_text("x,y\n" + "".join(f"{i + 1},{a:.1f},{b:.1f}\n"
+                                                    for i, (a, b) in enumerate(zip(x, y))))
+    import pandas as pd
+    halves = [pd.DataFrame({"x": x[:40], "y": y[:40]}), pd.DataFrame({"x": x[40:], "y": y[40:]})]
+    pd.concat(halves).round(1).to_csv(t / "concat.csv")          # index 0..39 twice
+    (t / "empty.csv").write_text("x,y,z\n" + "".join(f"{a:.1f},{b:.1f},\n" for a, b in zip(x, y)))
+    missing = ["x,y\n"] + [f"{a:.1f},{'' if i % 10 == 3 else f'{b:.1f}'}\n"
+                           for i, (a, b) in enumerate(zip(x, y))]
+    (t / "miss.csv").write_text("".join(missing))
+    fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
+    runs = _run_side_by_side({
+        "nbsp": (["fit", t / "nbsp.csv", "--decimal", ",", "--thousands", "\u00a0", *fast,
+                  "--out", t / "o1"], False),
+        "bar": (["fit", t / "bar.csv", "--sep", "¦", *fast, "--out", t / "o2"], False),
+        "plain": (["fit", t / "plain.csv", *fast, "--out", t / "o3"], False),
+        "space": (["fit", t / "space.csv", "--decimal", ",", *fast, "--out", t / "o4"], False),
+        "nbsp_unsaid": (["fit", t / "nbsp.csv", "--decimal", ",", *fast, "--out", t / "o5"],
+                        False),
+        "rnames": (["fit", t / "rnames.csv", *fast, "--out", t / "o6"], False),
+        "concat": (["fit", t / "concat.csv", *fast, "--out", t / "o7"], False),
+        "empty": (["fit", t / "empty.csv", "--columns", "x", "z", *fast, "--out", t / "o8"],
+                  False),
+        "dropna": (["fit", t / "miss.csv", "--dropna", "--impute", *fast, "--out", t / "o9"],
+                   False)})
+    means = {k: np.sort(np.asarray(json.loads((t / o / "params.json").read_text())["means"]),
+                        axis=0)
+             for k, o in (("plain", "o3"), ("nbsp", "o1"), ("bar", "o2"), ("concat", "o7"))
+             if runs[k].returncode == 0}
+    assert set(means) == {"plain", "nbsp", "bar", "concat"}, \
+        {k: r.stderr for k, r in runs.items()}
+    # 1 012,6 read as 1012.6 (the plain file has the values to 0.1).
+    np.testing.assert_allclose(means["nbsp"], means["plain"], rtol=1e-4)
+    np.testing.assert_allclose(means["bar"], means["plain"], rtol=1e-9)
+    # The concat index (0..39 twice) is left out: the fit is the plain one.
+    assert "left out column(s) ['Unnamed: 0']" in runs["concat"].stderr
+    np.testing.assert_allclose(means["concat"], means["plain"], rtol=1e-9)
+    assert json.loads((t / "o7" / "params.json").read_text())["features"] == ["x", "y"]
+    err = _one_error_line(runs["space"])
+    assert "grouped with spaces (x: '1 0" in err and "add --thousands ' '" in err
+    err = _one_error_line(runs["nbsp_unsaid"])
+    assert "grouped with no-break spaces" in err and "add --thousands $'\\u00a0'" in err
+    err = _one_error_line(runs["rnames"])
+    assert "every row of" in err and "has one field more than its header" in err
+    assert "give it one (e.g. a header id,x,y)" in err
+    err = _one_error_line(runs["empty"])
+    assert "column(s) ['z'] of" in err and "have no value in any row: leave them out of " \
+        "--columns" in err
+    assert runs["dropna"].returncode == 0, runs["dropna"].stderr
+    assert "--impute found no empty cell to fill in the chosen columns of the rows assigned " \
+        "(--dropna left out those with one)" in runs["dropna"].stderr
+    out = (t / "o9" / "assignments.csv").read_text().splitlines()
+    left = [line for line in out[1:] if line.endswith(",,,")]
+    assert len(left) == 8 and all(line.split(",")[1] == "" for line in left)
