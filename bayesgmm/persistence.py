@@ -693,8 +693,9 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
 def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
     """The summaries a fit reports, when the file has them (a hand-edited
     file could say anything): ``rhat_``/``ess_`` dicts of the draws' names,
-    each a float array shaped as the fitted attribute (R-hat >= 0, ESS > 0,
-    or NaN where too few draws give none); ``n_divergent_`` a count >= 0
+    each a float array shaped as the fitted attribute (R-hat >= 0, +inf for
+    a stuck chain beside a moving one; ESS > 0 and finite; or NaN where too
+    few draws give none); ``n_divergent_`` a count >= 0
     and ``n_effective_components_`` one in [0, K] (per class for the
     classifier, ``k`` (C,) the real components); ``elbo_`` finite."""
     fitted = {"weights": a.get("weights_"), "means": a.get("means_"),
@@ -708,9 +709,13 @@ def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
         for site, v in value.items():
             shape = np.shape(fitted[site])
             v = _float_array(f"{name}[{site!r}]", v, shape)
-            bad = ~np.isnan(v) & ~((v > least) if name == "ess_" else (v >= least))
-            if np.any(bad | np.isinf(v)):
-                raise _Corrupt(f"{name}[{site!r}] holds {float(v[bad | np.isinf(v)][0]):g}, "
+            # R-hat is +inf where every half-chain stands still but the
+            # halves differ (a stuck chain beside a moving one: no
+            # within-chain spread); an ESS is finite.
+            bad = ~np.isnan(v) & ~((v > least) & np.isfinite(v) if name == "ess_"
+                                   else (v >= least))
+            if np.any(bad):
+                raise _Corrupt(f"{name}[{site!r}] holds {float(v[bad][0]):g}, "
                                f"which no chain gives")
     for name, top in (("n_divergent_", None), ("n_effective_components_", k)):
         value = a.get(name)

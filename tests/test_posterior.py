@@ -355,6 +355,31 @@ def test_a_sampler_that_never_moved_is_not_reported_as_converged():
     assert np.isnan(ess["means"][1]).all()
 
 
+def test_a_stuck_chain_beside_a_moving_one_has_rhat_inf_and_still_saves(tmp_path):
+    # (From an independent audit.) Half-chains that each stand still but
+    # differ have no within-chain spread: split R-hat is +inf (Pyro's, and
+    # the warning says so).  save() refused such a fit ("holds inf, which
+    # no chain gives") with a remedy that could not help.
+    a = np.zeros((2, 8, 1))
+    a[1] = 1.0
+    a[1, 4:] = 2.0
+    rhat, _ = P.diagnostics({"x": a})
+    assert np.isposinf(rhat["x"]).all()
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 2, 160)
+    X = np.c_[6.0 * z, 6.0 * z] + rng.normal(size=(160, 2)) * [1.0, 1.3]
+    with pytest.warns(UserWarning, match="R-hat of 'means' is inf"):
+        gmm = BayesianGMM(1, covariance_type="spherical", inference="nuts", n_warmup=0,
+                          n_samples=16, n_chains=2, n_init=1, random_state=6,
+                          device="cpu").fit(X)
+    assert np.isposinf(gmm.rhat_["means"]).all()
+    gmm.save(tmp_path / "stuck.bgmm")
+    back = BayesianGMM.load(tmp_path / "stuck.bgmm")
+    for site in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(back.rhat_[site], gmm.rhat_[site])
+    np.testing.assert_array_equal(back.predict_proba(X), gmm.predict_proba(X))
+
+
 def test_elements_the_model_fixes_are_not_reported_as_a_low_sample_size():
     # A K = 1 weight is 1 in every draw: its effective sample size is the
     # number of draws (ArviZ's convention), which says nothing of the
