@@ -262,8 +262,9 @@ class FitData:
     class_totals: Optional[tuple] = None
     # (D,) bool: the features that hold one value in every kept row.
     constant: Optional[np.ndarray] = None
-    # This process's rows of positive weight (n_total is every process's).
-    n_local: int = 0
+    # This process's rows of positive weight (n_total is every process's);
+    # None: those of Xt.
+    n_local: Optional[int] = None
 
     def float64_frame(self, device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The rows standardised in float64 on ``device`` (straight from the

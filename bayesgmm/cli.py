@@ -893,8 +893,9 @@ def _unnamed_first_column(path: str, sep: str, encoding: str,
             head = [ln for ln in itertools.islice(fh, lines + 1) if ln.strip()]
     except (OSError, UnicodeDecodeError):
         return None
-    if sep == _WHITESPACE:
-        rows = [next(csv.reader([" ".join(ln.split())], delimiter=" ")) for ln in head]
+    if sep == _WHITESPACE:      # ASCII spaces and tabs, as the reading splits
+        rows = [next(csv.reader([" ".join(re.split(r"[ \t]+", ln.strip(" \t\r\n")))],
+                                delimiter=" ")) for ln in head]
     else:
         rows = list(csv.reader(head, delimiter=sep))
     counts = [len(row) for row in rows]
@@ -913,8 +914,13 @@ def _csv_options(sep: str, decimal: str, thousands: Optional[str],
     if any(m is not None and not m.isascii() for m in (sep, decimal, thousands)):
         # pandas' C parser ignores a mark of more than one byte in UTF-8
         # (a no-break space between thousands, a separator such as ¦), and
-        # warns before falling back for a separator: its Python parser reads them.
+        # warns before falling back for a separator: its Python parser reads
+        # them.  Its whitespace is a regular expression, whose \s would also
+        # split at a no-break space: ASCII spaces and tabs only, as the C
+        # parser's.
         options["engine"] = "python"
+        if sep == _WHITESPACE:
+            options["sep"] = r"[ \t]+"
     return options
 
 
@@ -1029,16 +1035,21 @@ _GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([
                            for m in _GROUP_MARKS)
 
 
-def _other_format_example(s) -> Optional[str]:
+def _other_format_example(s, named: bool = True) -> Optional[str]:
     """A value of text column ``s`` when every value is a number as written
     in some format (so the column is numbers that the reading's decimal mark
-    and thousands separator did not take), else None."""
+    and thousands separator did not take), else None.  Digits in groups
+    (1 012,6) count only in a column the user ``named``, or with a decimal
+    part somewhere: identifiers are written so too (541 977 722, 2'528),
+    and a text column of them is left out, not refused."""
     values = s.dropna().astype(str).str.strip()
     if values.empty or not (values.str.fullmatch(_NUMBER)
                             | values.str.fullmatch(_GROUPED_NUMBER)).all():
         return None
     grouped = values.str.contains("[" + "".join(_GROUP_MARKS) + "]")
     if grouped.any():
+        if not (named or values.str.contains(r"\d[.,]\d*$").any()):
+            return None
         return values[grouped].iloc[0]
     marked = values.str.contains(r"[.,]")
     return values[marked].iloc[0] if marked.any() else values.iloc[0]
@@ -1107,8 +1118,9 @@ def _distinct_integers(column, distinct: bool = True) -> bool:
     """Whether a numeric column holds distinct integers in every row (a row
     index or identifiers, not a measurement); integer columns compared as
     integers (ids beyond 2**53 collide as floats).  ``distinct=False``:
-    integers in every row, repeated or not (the index ``to_csv`` writes
-    after ``pd.concat``, 0..n-1 once per frame)."""
+    or integers in a few increasing runs (the index ``to_csv`` writes after
+    ``pd.concat``: one run per frame, at most max(2, n / 50) of them; a
+    count 0, 1, 2, 0, 1, 2, ... is not one)."""
     import pandas as pd
     if column.size < 2 or column.isna().any():
         return False
@@ -1116,7 +1128,13 @@ def _distinct_integers(column, distinct: bool = True) -> bool:
         v = column.to_numpy(dtype=np.float64)
         if not (np.isfinite(v).all() and (v == np.round(v)).all()):
             return False
-    return bool(column.is_unique) or not distinct
+    if column.is_unique:
+        return True
+    if distinct:
+        return False
+    v = column.to_numpy(dtype=np.float64)
+    runs = 1 + int(np.sum(np.diff(v) <= 0))
+    return runs <= max(2, column.size // 50)
 
 
 def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
@@ -1185,8 +1203,12 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             ("true/false flags", flags), ("empty columns", empty),
             ("constant columns", constant)) if v)
         if labels and columns:
+            # An empty column has nothing to fit (--columns refuses it).
+            use = ("" if set(labels) <= set(empty) else
+                   "; name them with --columns to use them" + (
+                       " (not the empty ones, which have no value)" if empty else ""))
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
-                  f"{kinds}; name them with --columns to use them", file=sys.stderr)
+                  f"{kinds}{use}", file=sys.stderr)
         elif labels:
             raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like "
                            f"{kinds}, not features: name the columns to fit with --columns")
@@ -1212,7 +1234,11 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
     # default rule, the column would silently be missing from the fit.
     formats = {c: e for c in (columns if args.columns else candidates)
                if c != weights and not is_number_column(df[c])
-               and (e := _other_format_example(df[c])) is not None}
+               and (e := _other_format_example(df[c], bool(args.columns))) is not None}
+    if not formats and not columns:
+        # Nothing else to fit: grouped whole numbers are the likely reason.
+        formats = {c: e for c in candidates if c != weights and not is_number_column(df[c])
+                   and (e := _other_format_example(df[c])) is not None}
     if formats:
         name, example = next(iter(formats.items()))
         read = f"decimal mark {args.decimal or '.'!r}" + (

@@ -323,10 +323,29 @@ def _check_columns(estimator, estimator_d: int, X, arr: np.ndarray) -> None:
 
 
 def _positional(X) -> bool:
-    """Whether X's columns may be named x0, x1, ... (an array, not a
-    DataFrame or Series with names of its own)."""
+    """Whether X's columns may be named x0, x1, ...: an array, an unnamed
+    Series or a DataFrame of default (RangeIndex) columns, not one with
+    names of its own."""
     import pandas as pd
-    return not isinstance(X, (pd.DataFrame, pd.Series))
+    if isinstance(X, pd.Series):
+        return X.name is None
+    if isinstance(X, pd.DataFrame):
+        return isinstance(X.columns, pd.RangeIndex)
+    return True
+
+
+def _label_kinds(a: np.ndarray) -> tuple:
+    """(a text label of ``a`` or None, a label of ``a`` that is not text or
+    None): by the dtype, or for object arrays by the values."""
+    if a.size == 0:
+        return None, None
+    if a.dtype.kind in "US":
+        return str(a.flat[0]), None
+    if a.dtype.kind != "O":
+        return None, a.flat[0].item()
+    text = next((v for v in a.flat if isinstance(v, str)), None)
+    other = next((v for v in a.flat if not isinstance(v, str)), None)
+    return text, other.item() if isinstance(other, np.generic) else other
 
 
 #: The legend entry of points whose label is missing (NaN or None).
@@ -1041,19 +1060,18 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
                          "pass one prediction per true label")
+    # Decided on the values' kinds (numpy would turn [0, 1] beside strings
+    # into '0', '1', and scikit-learn refuse without a remedy).
+    kinds = [_label_kinds(a) for a in (y_true, y_pred)]
+    text = next((t for t, _ in kinds if t is not None), None)
+    other = next((o for _, o in kinds if o is not None), None)
+    if text is not None and other is not None:
+        raise ValueError(
+            f"y_true and y_pred mix label types (e.g. {text!r} and {other!r}): a confusion "
+            f"matrix compares labels of one kind; for clusters against classes use "
+            f"pd.crosstab(y_true, y_pred), or map the clusters to class names first")
     if labels is None:
-        try:
-            labels = np.unique(np.concatenate([y_true, y_pred]))
-        except TypeError:
-            both = [v.item() if isinstance(v, np.generic) else v
-                    for v in np.concatenate([y_true, y_pred]).astype(object)]
-            text = next((v for v in both if isinstance(v, str)), None)
-            other = next((v for v in both if not isinstance(v, str)), None)
-            raise ValueError(
-                f"y_true and y_pred mix label types (e.g. {text!r} and {other!r}): a confusion "
-                f"matrix compares labels of one kind; for "
-                f"clusters against classes use pd.crosstab(y_true, y_pred), or map the "
-                f"clusters to class names first") from None
+        labels = np.unique(np.concatenate([y_true, y_pred]))
     labels = np.asarray(labels)
     cm = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
     ax = _new_axes(ax)

@@ -904,14 +904,14 @@ def test_a_label_keyed_dict_under_cross_val_predict_proba_names_the_reencoding()
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(3, 1, (40, 2)), rng.normal(6, 1, (40, 2))]
     y = np.repeat(np.array(["a", "b", "c"]), 40)
-    clf = GMMClassifier({"c": 1, "a": 2, "b": 1}, **FAST)
+    clf = GMMClassifier({"c": 1, "a": 2, "b": 1}, random_state=0, **FAST)
     with pytest.raises(ValueError, match=r"class\(es\) \[0, 1, 2\].*re-encodes the labels.*"
                                          r"n_components=\[2, 1, 1\]"):
         cross_val_predict(clf, X, y, cv=3, method="predict_proba")
     with pytest.raises(ValueError, match=r"class_prior=\[0.2, 0.3, 0.5\]"):
         cross_val_predict(GMMClassifier(1, class_prior={"b": 0.3, "a": 0.2, "c": 0.5}, **FAST),
                           X, y, cv=3, method="predict_proba")
-    proba = cross_val_predict(GMMClassifier([2, 1, 1], **FAST), X, y, cv=3,
+    proba = cross_val_predict(GMMClassifier([2, 1, 1], random_state=0, **FAST), X, y, cv=3,
                               method="predict_proba")
     # The suggested list is the dict's fit: the folds' probabilities argmax
     # to the labels the dict predicts (cross_val_predict's plain predict

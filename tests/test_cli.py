@@ -2148,6 +2148,18 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
     missing = ["x,y\n"] + [f"{a:.1f},{'' if i % 10 == 3 else f'{b:.1f}'}\n"
                            for i, (a, b) in enumerate(zip(x, y))]
     (t / "miss.csv").write_text("".join(missing))
+    # (From the review.) Identifiers written in groups of three digits are
+    # text left out by the default rule, not numbers to refuse; and in a
+    # space-separated file a no-break space between thousands reads as
+    # one number, not two fields.
+    ids = rng.choice(10 ** 9, size=len(x), replace=False)
+    (t / "ids.csv").write_text("sin,x,y\n" + "".join(
+        f"{f'{i:,}'.replace(',', ' ')},{a:.1f},{b:.1f}\n" for i, a, b in zip(ids, x, y)))
+    (t / "ws.txt").write_text("x y\n" + "".join(
+        f"{grouped(a, chr(0xa0))} {grouped(b, chr(0xa0))}\n" for a, b in zip(x, y)),
+        encoding="utf-8")
+    (t / "empty2.csv").write_text("x,y,z\n" + "".join(f"{a:.1f},{b:.1f},\n"
+                                                      for a, b in zip(x, y)))
     fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
     runs = _run_side_by_side({
         "nbsp": (["fit", t / "nbsp.csv", "--decimal", ",", "--thousands", "\u00a0", *fast,
@@ -2162,13 +2174,23 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
         "empty": (["fit", t / "empty.csv", "--columns", "x", "z", *fast, "--out", t / "o8"],
                   False),
         "dropna": (["fit", t / "miss.csv", "--dropna", "--impute", *fast, "--out", t / "o9"],
-                   False)})
+                   False),
+        "ids": (["fit", t / "ids.csv", *fast, "--out", t / "o10"], False),
+        "ws": (["fit", t / "ws.txt", "--sep", "space", "--decimal", ",", "--thousands",
+                "\u00a0", *fast, "--out", t / "o11"], False),
+        "empty2": (["fit", t / "empty2.csv", *fast, "--out", t / "o12"], False)})
     means = {k: np.sort(np.asarray(json.loads((t / o / "params.json").read_text())["means"]),
                         axis=0)
-             for k, o in (("plain", "o3"), ("nbsp", "o1"), ("bar", "o2"), ("concat", "o7"))
+             for k, o in (("plain", "o3"), ("nbsp", "o1"), ("bar", "o2"), ("concat", "o7"),
+                          ("ids", "o10"), ("ws", "o11"))
              if runs[k].returncode == 0}
-    assert set(means) == {"plain", "nbsp", "bar", "concat"}, \
+    assert set(means) == {"plain", "nbsp", "bar", "concat", "ids", "ws"}, \
         {k: r.stderr for k, r in runs.items()}
+    np.testing.assert_allclose(means["ids"], means["plain"], rtol=1e-9)
+    np.testing.assert_allclose(means["ws"], means["plain"], rtol=1e-4)
+    # An empty column left out by the default rule is not offered back.
+    assert "which look like empty columns\n" in runs["empty2"].stderr
+    assert "name them with --columns" not in runs["empty2"].stderr
     # 1 012,6 read as 1012.6 (the plain file has the values to 0.1).
     np.testing.assert_allclose(means["nbsp"], means["plain"], rtol=1e-4)
     np.testing.assert_allclose(means["bar"], means["plain"], rtol=1e-9)

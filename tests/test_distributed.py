@@ -201,15 +201,25 @@ SCRIPT = textwrap.dedent('''
     import bayesgmm.fitting
     import bayesgmm.mixture
     modules = (bayesgmm.fitting, bayesgmm.mixture, bayesgmm.classifier)
-    for mod in modules:
-        mod.SEED_SAMPLE_SIZE = 400
+    saved = bayesgmm.fitting.SEED_SAMPLE_SIZE
     union = dict(n_init=1, random_state=0, device="cpu", dtype="float64")
-    gm = BayesianGMM(3, **union).fit(mm, process_group=WORLD)
-    cm = GMMClassifier(2, **union).fit(mm, y[shard], process_group=WORLD)
-    result["mm_union"] = {"means_": gm.means_.tolist(), "loss_": gm.loss_,
-                          "clf_means_": cm.means_.tolist(), "clf_loss_": cm.loss_}
-    for mod in modules:
-        mod.SEED_SAMPLE_SIZE = 100_000
+    try:
+        for mod in modules:
+            mod.SEED_SAMPLE_SIZE = 400
+        gm = BayesianGMM(3, **union).fit(mm, process_group=WORLD)
+        cm = GMMClassifier(2, **union).fit(mm, y[shard], process_group=WORLD)
+        result["mm_union"] = {"means_": gm.means_.tolist(), "loss_": gm.loss_,
+                              "clf_means_": cm.means_.tolist(), "clf_loss_": cm.loss_}
+        # Beyond the sample (100 rows of 360): each rank's share of it, the
+        # same fit on both ranks.
+        for mod in modules:
+            mod.SEED_SAMPLE_SIZE = 100
+        gm = BayesianGMM(3, **union).fit(mm, process_group=WORLD)
+        cm = GMMClassifier(2, **union).fit(mm, y[shard], process_group=WORLD)
+        result["mm_share"] = {"means_": gm.means_.tolist(), "clf_means_": cm.means_.tolist()}
+    finally:
+        for mod in modules:
+            mod.SEED_SAMPLE_SIZE = saved
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -312,6 +322,10 @@ def test_uneven_memmap_shards_within_the_seed_sample_seed_from_their_union(two_r
         assert got["clf_loss_"] == pytest.approx(clf.loss_, rel=1e-12)
         np.testing.assert_allclose(got["means_"], one.means_, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(got["clf_means_"], clf.means_, rtol=1e-9, atol=1e-12)
+    # Beyond the seeding sample: the ranks fit one mixture, near the union's.
+    assert r0["mm_share"] == r1["mm_share"]
+    np.testing.assert_allclose(np.sort(np.asarray(r0["mm_share"]["means_"]), 0),
+                               np.sort(one.means_, 0), atol=0.3)
 
 
 def test_ranks_share_rank_0s_seeds_without_a_random_state(two_ranks):

@@ -1126,6 +1126,11 @@ def test_confusion_matrix_of_mixed_label_types_is_refused_with_the_remedy(iris):
     with pytest.raises(ValueError, match=r"y_true and y_pred mix label types \(e.g. 'setosa' and "
                                          r"0\).*pd.crosstab\(y_true, y_pred\)"):
         plot_confusion_matrix(iris.species.to_numpy(), np.arange(150) % 2)
+    # Plain lists and numpy string arrays too (numpy turns the numbers into
+    # strings when the two are joined).
+    for true, pred in ((["a", "b", "a"], [0, 1, 0]), (np.array(["a", "b", "a"]), np.array([0, 1, 0]))):
+        with pytest.raises(ValueError, match=r"mix label types \(e.g. 'a' and 0\)"):
+            plot_confusion_matrix(true, pred)
 
 
 def test_features_and_vars_that_are_not_lists_of_columns_are_named(fit_2d, fit_4d):
@@ -1158,3 +1163,12 @@ def test_positional_names_apply_to_arrays_only(fit_2d):
         plot_assignments(X, gmm.predict(X), feature="x01")
     ax = plot_assignments(X.to_numpy(), gmm.predict(X), feature="x1", kind="strip")
     assert ax.get_xlabel() == "x1" or ax.get_ylabel() == "x1"
+    # An unnamed Series and a frame of default (0, 1, ...) columns have no
+    # names of their own: positional names still serve.
+    g1 = BayesianGMM(2, n_init=1, max_iter=0, random_state=0, device="cpu").fit(
+        X["petal_length"].to_numpy())
+    ax = plot_density_1d(g1, pd.Series(X["petal_length"].to_numpy()), feature="x0")
+    assert ax.get_xlabel() in ("x0", "0")
+    g2 = BayesianGMM(3, n_init=1, max_iter=0, random_state=0, device="cpu").fit(X.to_numpy())
+    ax = plot_clusters_2d(g2, pd.DataFrame(X.to_numpy()), features=("x0", "x1"))
+    assert len(_ellipses(ax)) > 0
