@@ -26,6 +26,12 @@ STREAM_STATS = ("loglik", "Nk", "S1", "S2", "ref")
 STREAM_KEYS = ("center", "scale", "t", "mass", "avg")
 
 
+def is_text(value) -> bool:
+    """Whether a label is text (str or bytes), as against a number: the one
+    test the classifier's label checks and the plotting helpers share."""
+    return isinstance(value, (str, bytes))
+
+
 def is_number_column(col) -> bool:
     """Whether a pandas column holds real numbers (bool included, complex
     not): the columns the estimators fit, the command line offers and the

@@ -27,6 +27,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, warn_constant_features, warn_vi_missing)
+from ._options import is_text
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
                       mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
@@ -1507,22 +1508,18 @@ def _check_label_values(y: np.ndarray) -> None:
             f"unlabelled rows, or fit BayesianGMM to them without labels")
     if y.dtype.kind != "O":
         return
-    text = np.fromiter(map(_is_text, y), bool, y.shape[0])
+    text = np.fromiter(map(is_text, y), bool, y.shape[0])
     if text.any() and not text.all():
         i, j = int(np.argmax(~text)), int(np.argmax(text))
         raise ValueError(f"y mixes text and numbers (row {i}: {y[i]!r}, row {j}: {y[j]!r}): "
                          f"give labels of one type, e.g. y.astype(str)")
 
 
-def _is_text(value) -> bool:
-    return isinstance(value, (str, bytes))
-
-
 def _label_kind(labels: np.ndarray) -> str:
     """"text" for string labels (an object array holding any), else "number"."""
     if labels.dtype.kind in "US":
         return "text"
-    if labels.dtype.kind == "O" and any(map(_is_text, labels)):
+    if labels.dtype.kind == "O" and any(map(is_text, labels)):
         return "text"
     return "number"
 

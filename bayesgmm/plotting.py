@@ -44,7 +44,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from ._options import is_number_column
+from ._options import is_number_column, is_text
 
 __all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clusters_2d",
            "plot_decision_regions", "plot_confusion_matrix", "plot_pairs"]
@@ -343,8 +343,8 @@ def _label_kinds(a: np.ndarray) -> tuple:
         return str(a.flat[0]), None
     if a.dtype.kind != "O":
         return None, a.flat[0].item()
-    text = next((v for v in a.flat if isinstance(v, str)), None)
-    other = next((v for v in a.flat if not isinstance(v, str)), None)
+    text = next((v for v in a.flat if is_text(v)), None)
+    other = next((v for v in a.flat if not is_text(v)), None)
     return text, other.item() if isinstance(other, np.generic) else other
 
 
