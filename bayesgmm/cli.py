@@ -1031,6 +1031,7 @@ _GROUP_MARKS = {" ": ("spaces", "' '"), "\u00a0": ("no-break spaces", "$'\\u00a0
                 "'": ("apostrophes", "\"'\""), "\u2019": ("apostrophes", "$'\\u2019'")}
 # Strictly thousands: 1 to 3 digits, then groups of 3 (a phone number such
 # as 555 1234 is not one), a decimal part after either mark.
+_GROUP_CLASS = "[" + "".join(_GROUP_MARKS) + "]"
 _GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([eE][+-]?\d+)?"
                            for m in _GROUP_MARKS)
 
@@ -1046,7 +1047,7 @@ def _other_format_example(s, named: bool = True) -> Optional[str]:
     if values.empty or not (values.str.fullmatch(_NUMBER)
                             | values.str.fullmatch(_GROUPED_NUMBER)).all():
         return None
-    grouped = values.str.contains("[" + "".join(_GROUP_MARKS) + "]")
+    grouped = values.str.contains(_GROUP_CLASS)
     if grouped.any():
         if not (named or values.str.contains(r"\d[.,]\d*$").any()):
             return None
@@ -1114,26 +1115,36 @@ def _not_in_file_hint(df, sep: str) -> str:
             f"header holds {held}: give its separator with --sep {option})")
 
 
-def _distinct_integers(column, distinct: bool = True) -> bool:
-    """Whether a numeric column holds distinct integers in every row (a row
-    index or identifiers, not a measurement); integer columns compared as
-    integers (ids beyond 2**53 collide as floats).  ``distinct=False``:
-    or integers in a few increasing runs (the index ``to_csv`` writes after
-    ``pd.concat``: one run per frame, at most max(2, n / 50) of them; a
-    count 0, 1, 2, 0, 1, 2, ... is not one)."""
+def _integers(column) -> bool:
+    """Whether a numeric column of two or more rows holds an integer in
+    every row."""
     import pandas as pd
     if column.size < 2 or column.isna().any():
         return False
-    if not pd.api.types.is_integer_dtype(column):
-        v = column.to_numpy(dtype=np.float64)
-        if not (np.isfinite(v).all() and (v == np.round(v)).all()):
-            return False
+    if pd.api.types.is_integer_dtype(column):
+        return True
+    v = column.to_numpy(dtype=np.float64)
+    return bool(np.isfinite(v).all() and (v == np.round(v)).all())
+
+
+def _distinct_integers(column) -> bool:
+    """Whether a numeric column holds distinct integers in every row (a row
+    index or identifiers, not a measurement); integer columns compared as
+    integers (ids beyond 2**53 collide as floats)."""
+    return _integers(column) and bool(column.is_unique)
+
+
+def _written_index(column) -> bool:
+    """Whether a numeric column reads as the row index ``to_csv`` writes:
+    distinct integers (0..n-1, or any order after filtering or shuffling),
+    or integers in a few increasing runs (after ``pd.concat``: one run per
+    frame, at most max(2, n / 50) of them; a count 0, 1, 2, 0, 1, 2, ... is
+    not one)."""
+    if not _integers(column):
+        return False
     if column.is_unique:
         return True
-    if distinct:
-        return False
-    v = column.to_numpy(dtype=np.float64)
-    runs = 1 + int(np.sum(np.diff(v) <= 0))
+    runs = 1 + int(np.sum(np.diff(column.to_numpy(dtype=np.float64)) <= 0))
     return runs <= max(2, column.size // 50)
 
 
@@ -1178,8 +1189,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         # 0.53).
         first = str(df.columns[0])
         index = [c for c in numeric if (
-            (c == first and re.fullmatch(r"Unnamed: 0|\s*", c)
-             and _distinct_integers(df[c], distinct=False))
+            (c == first and re.fullmatch(r"Unnamed: 0|\s*", c) and _written_index(df[c]))
             or (re.fullmatch(r"(?i)\s*(id|index|.*[_ ]id)\s*", c) and _distinct_integers(df[c])))]
         earlier = [c for c in numeric if re.fullmatch(r"(p_)?cluster(_\d+)*", c.strip())]
         # A True/False column (pandas reads it as bool) is a flag, not a
