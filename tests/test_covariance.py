@@ -645,6 +645,7 @@ def test_statistics_of_row_blocks_add_up_to_one_pass(covariance_type, monkeypatc
     gidx = torch.zeros(2, dtype=torch.long)
     whole = fitting.e_step(groups, params, gidx, family)
     monkeypatch.setattr(fitting, "BLOCK_ELEMENTS", 64)      # blocks of a few rows
+    monkeypatch.setattr(fitting, "MIN_BLOCK_ROWS", 1)
     assert groups.rows(2, 3) < 10
     blocked = fitting.e_step(groups, params, gidx, family)
     halves = (fitting.e_step(fitting.Groups.single(Xt[:150]), params, gidx, family)
@@ -658,6 +659,34 @@ def test_statistics_of_row_blocks_add_up_to_one_pass(covariance_type, monkeypatc
     b = fitting.m_step(whole, params, pt, family, None)
     for name in ("weights", "means", "cov"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-12)
+
+
+def test_cpu_blocks_keep_a_floor_of_rows():
+    """Wide data gets blocks of at least MIN_BLOCK_ROWS rows on the CPU
+    (the element budget alone gave 65 rows at D = 50, 4 restarts, K = 5);
+    narrow data keeps the budget's larger blocks, and other devices their
+    own budget."""
+    wide = fitting.Groups.single(torch.zeros(3000, 50))
+    assert fitting.BLOCK_ELEMENTS // (4 * 5 * 50) < fitting.MIN_BLOCK_ROWS
+    assert wide.rows(4, 5) == fitting.MIN_BLOCK_ROWS
+    narrow = fitting.Groups.single(torch.zeros(3000, 2))
+    assert narrow.rows(4, 8) == fitting.BLOCK_ELEMENTS // (4 * 8 * 2)
+    meta = fitting.Groups(torch.zeros(1, 50, 3000, device="meta"), None, torch.tensor([3000]))
+    assert meta.rows(4, 5) == fitting.CUDA_BLOCK_ELEMENTS // (4 * 5 * 50)
+
+
+def test_canonical_order_is_lexsort_order():
+    """The seeding's canonical order equals np.lexsort over every feature
+    (the first feature first), ties and identical rows included."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n, D = int(rng.integers(1, 300)), int(rng.integers(1, 6))
+        P = rng.integers(0, int(rng.integers(1, 6)), (n, D)).astype(np.float64)
+        if trial % 3 == 0:          # continuous float32 values: occasional ties
+            P = rng.standard_normal((n, D)).astype(np.float32).astype(np.float64)
+        if trial % 5 == 0:
+            P[rng.random((n, D)) < 0.3] = -0.0
+        np.testing.assert_array_equal(fitting.canonical_order(P), np.lexsort(P.T[::-1]))
 
 
 # ----------------------------------------------------------------------------
