@@ -69,9 +69,13 @@ CUDA_BLOCK_ELEMENTS = 2 ** 26
 # ... but at least this many rows per CPU block: at D = 50 (4 restarts, K =
 # 5) the budget gave blocks of 65 rows, whose per-block Python and dispatch
 # cost exceeded their arithmetic; 512 rows made full-covariance fits at
-# D = 50-100 20-30% faster and changed nothing at D = 2 (2-core Xeon,
-# measured at stop 41; 2048 was slower for diagonal D = 50).
+# D = 50-100 20-30% faster and changed nothing at D = 2 (2-core Xeon;
+# 2048 was slower for diagonal D = 50).
 MIN_BLOCK_ROWS = 512
+# ... as long as a temporary stays within this many elements (16 MiB in
+# float32): wide data with missing entries (terms (D, D) per point) or many
+# restarts and components keep blocks that fit in memory.
+MAX_BLOCK_ELEMENTS = 2 ** 22
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -151,9 +155,10 @@ class Groups:
         GPU, where each block costs kernel launches, not cache; smaller with
         missing entries, whose terms are (D, D) per point)."""
         D = self.XT.shape[1]
+        per_row = P * K * D * (D if self.observed is not None else 1)
         if self.XT.device.type != "cpu":
-            return max(1, CUDA_BLOCK_ELEMENTS // (P * K * D * (D if self.observed is not None else 1)))
-        return max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // (P * K * D * (D if self.observed is not None else 1)))
+            return max(1, CUDA_BLOCK_ELEMENTS // per_row)
+        return max(1, BLOCK_ELEMENTS // per_row, min(MIN_BLOCK_ROWS, MAX_BLOCK_ELEMENTS // per_row))
 
     def blocks(self, gidx: torch.Tensor, rows: int):
         """(block of points (P, D, rows), weights (P, rows) or None, observed

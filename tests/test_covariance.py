@@ -673,6 +673,16 @@ def test_cpu_blocks_keep_a_floor_of_rows():
     assert narrow.rows(4, 8) == fitting.BLOCK_ELEMENTS // (4 * 8 * 2)
     meta = fitting.Groups(torch.zeros(1, 50, 3000, device="meta"), None, torch.tensor([3000]))
     assert meta.rows(4, 5) == fitting.CUDA_BLOCK_ELEMENTS // (4 * 5 * 50)
+    # The floor stops where a block's temporaries would outgrow
+    # MAX_BLOCK_ELEMENTS: many components of wide data, or missing entries
+    # (whose terms are (D, D) per point).
+    huge = fitting.Groups.single(torch.zeros(100, 1000))
+    assert huge.rows(4, 50) == fitting.MAX_BLOCK_ELEMENTS // (4 * 50 * 1000) < 512
+    X = torch.zeros(3000, 50)
+    X[0, 0] = float("nan")
+    missing = fitting.Groups.single(X)
+    assert missing.rows(4, 5) == fitting.MAX_BLOCK_ELEMENTS // (4 * 5 * 50 * 50)
+    assert missing.rows(4, 5) * 4 * 5 * 50 * 50 <= fitting.MAX_BLOCK_ELEMENTS
 
 
 def test_canonical_order_is_lexsort_order():
