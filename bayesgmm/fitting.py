@@ -82,6 +82,19 @@ _LOG_2PI = math.log(2 * math.pi)
 # ----------------------------------------------------------------------------
 # Data layout
 # ----------------------------------------------------------------------------
+def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device) -> int:
+    """Rows per E-step block for P pairs of K components of D features (in
+    memory, :meth:`Groups.rows`, and streamed, :meth:`RowStream.rows`): a
+    temporary of P K D (D D with missing entries, whose terms are (D, D)
+    per point) elements per row within the device's budget, and on the CPU
+    at least :data:`MIN_BLOCK_ROWS` rows where that stays within
+    :data:`MAX_BLOCK_ELEMENTS`."""
+    per_row = P * K * D * (D if missing else 1)
+    if device.type != "cpu":
+        return max(1, CUDA_BLOCK_ELEMENTS // per_row)
+    return max(1, BLOCK_ELEMENTS // per_row, min(MIN_BLOCK_ROWS, MAX_BLOCK_ELEMENTS // per_row))
+
+
 @dataclass
 class Groups:
     """The training points of G groups, zero-padded to the largest group and
@@ -154,11 +167,7 @@ class Groups:
         """Rows per block for P pairs of K components (larger blocks on a
         GPU, where each block costs kernel launches, not cache; smaller with
         missing entries, whose terms are (D, D) per point)."""
-        D = self.XT.shape[1]
-        per_row = P * K * D * (D if self.observed is not None else 1)
-        if self.XT.device.type != "cpu":
-            return max(1, CUDA_BLOCK_ELEMENTS // per_row)
-        return max(1, BLOCK_ELEMENTS // per_row, min(MIN_BLOCK_ROWS, MAX_BLOCK_ELEMENTS // per_row))
+        return block_rows(P, K, self.XT.shape[1], self.observed is not None, self.XT.device)
 
     def blocks(self, gidx: torch.Tensor, rows: int):
         """(block of points (P, D, rows), weights (P, rows) or None, observed
@@ -294,8 +303,7 @@ class RowStream:
         self.mass = torch.as_tensor(np.atleast_1d(mass), dtype=dtype, device=self.device)
 
     def rows(self, P: int, K: int) -> int:
-        budget = BLOCK_ELEMENTS if self.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
-        return max(1, budget // (P * K * self.D * (self.D if self.has_missing else 1)))
+        return block_rows(P, K, self.D, self.has_missing, self.device)
 
     def chunks(self):
         """(start, standardised chunk (m, D) in ``dtype`` with NaN kept,
@@ -809,6 +817,8 @@ def canonical_order(P: np.ndarray) -> np.ndarray:
         inrun[1:] |= tie
         inrun[:-1] |= tie
         pos = np.flatnonzero(inrun)
+        if 2 * pos.size > P.shape[0]:      # mostly ties (discrete data): lexsort is no slower
+            return np.lexsort(P.T[::-1])
         sub = order[pos]
         order[pos] = sub[np.lexsort(P[sub].T[::-1])]
     return order

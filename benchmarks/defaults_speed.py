@@ -107,7 +107,7 @@ def main() -> None:
             lls = {m: [] for m in methods}
             failures = {m: [] for m in methods}
 
-            def run(m, fit, X, seed):
+            def run(m, fit, X, seed, what):
                 # A peer failing is a result (counted, its error printed),
                 # not the end of the run; bayesgmm and scikit-learn must fit.
                 try:
@@ -115,18 +115,18 @@ def main() -> None:
                 except Exception as exc:
                     if m not in PEERS:
                         raise
-                    failures[m].append(f"seed {seed}: {type(exc).__name__}: {exc}")
-                    print(f"  {m}, seed {seed}: failed: {type(exc).__name__}: {exc}", flush=True)
+                    failures[m].append(f"{what}: {type(exc).__name__}: {exc}")
+                    print(f"  {m}, {what}: failed: {type(exc).__name__}: {exc}", flush=True)
                     return None
 
             for m, fit in methods.items():     # warm-up: imports, first-call costs
-                run(m, fit, X[:2000], 0)
-            failures = {m: [] for m in methods}
+                run(m, fit, X[:2000], 0, "warm-up")
+            failures = {m: [] for m in methods}  # the warm-up's are not counted
             for seed in range(args.seeds):
                 for m, fit in methods.items():
                     C.synchronize(device)
                     t0 = time.perf_counter()
-                    params = run(m, fit, X, seed)
+                    params = run(m, fit, X, seed, f"seed {seed}")
                     C.synchronize(device)
                     if params is not None:
                         times[m].append(time.perf_counter() - t0)

@@ -254,9 +254,10 @@ def test_defaults_speed_quick(tmp_path):
         # off.  torchgmm's EM reaches scikit-learn's optima on the separated
         # data; pomegranate's random start can stop in a poorer one.
         sk = np.median(lls["sklearn defaults"])
-        if "torchgmm defaults" in lls and row["separation"] == 6.0:
+        # (A peer that failed in every seed has no log-likelihood to check.)
+        if lls.get("torchgmm defaults") and row["separation"] == 6.0:
             assert abs(np.median(lls["torchgmm defaults"]) - sk) < 0.05
-        if "pomegranate defaults" in lls:
+        if lls.get("pomegranate defaults"):
             assert min(lls["pomegranate defaults"]) > sk - 3
         # A peer's failed fit is counted, not timed; ours and scikit-learn's never fail.
         failures = raw["failures"]

@@ -683,6 +683,11 @@ def test_cpu_blocks_keep_a_floor_of_rows():
     missing = fitting.Groups.single(X)
     assert missing.rows(4, 5) == fitting.MAX_BLOCK_ELEMENTS // (4 * 5 * 50 * 50)
     assert missing.rows(4, 5) * 4 * 5 * 50 * 50 <= fitting.MAX_BLOCK_ELEMENTS
+    # Streamed rows are blocked by the same rule.
+    for has_missing, group in ((False, wide), (True, missing)):
+        stream = fitting.RowStream(np.zeros((3000, 50)), np.zeros(50), np.ones(50), "cpu",
+                                   torch.float32, has_missing=has_missing)
+        assert stream.rows(4, 5) == group.rows(4, 5)
 
 
 def test_canonical_order_is_lexsort_order():
@@ -696,6 +701,10 @@ def test_canonical_order_is_lexsort_order():
             P = rng.standard_normal((n, D)).astype(np.float32).astype(np.float64)
         if trial % 5 == 0:
             P[rng.random((n, D)) < 0.3] = -0.0
+        if trial % 7 == 0:          # continuous, with a few ties in the first feature only
+            P = rng.standard_normal((n, D))
+            P[rng.integers(0, n, n // 10), 0] = P[rng.integers(0, n, n // 10), 0]
+            P[rng.integers(0, n, 2)] = P[0]
         np.testing.assert_array_equal(fitting.canonical_order(P), np.lexsort(P.T[::-1]))
 
 
