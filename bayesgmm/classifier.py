@@ -29,8 +29,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     feature_label, warn_constant_features, warn_vi_missing)
 from ._options import is_text
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, discriminative_fit, em_fit, masked,
-                      mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
+from .fitting import (SEED_SAMPLE_SIZE, Groups, cover_classes, discriminative_fit, em_fit,
+                      masked, mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
 from .distributed import (agree, check_group, reduce_array, reducer, seed_sample, shared_settings,
                           shared_seeds)
 from .persistence import register
@@ -625,9 +625,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
 
             def seed_pick(m: int) -> np.ndarray:
                 # Among the m rows of positive weight (those an in-memory
-                # fit keeps); past cap rows a sample of them.
-                return (np.arange(m) if m <= cap else np.sort(
-                    np.random.default_rng([m, 1]).choice(m, cap, replace=False)))
+                # fit keeps, labelled yk); past cap rows a sample of them
+                # that keeps some rows of every class.
+                return (np.arange(m) if m <= cap else cover_classes(np.sort(
+                    np.random.default_rng([m, 1]).choice(m, cap, replace=False)), yk))
 
             # A warm start seeds nothing: no sample to collect.
             picks = {} if self._warm_asked() else {"seed": seed_pick}

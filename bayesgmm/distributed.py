@@ -389,6 +389,9 @@ def seed_sample(Xt: torch.Tensor, weight: Optional[torch.Tensor], n_total: int, 
     rank = dist.get_rank(process_group)
     idx = (np.arange(n) if take >= n else
            np.sort(np.random.default_rng([seed, rank]).choice(n, take, replace=False)))
+    if labels is not None:        # a rare class keeps some of its rows
+        from .fitting import cover_classes
+        idx = cover_classes(idx, labels.cpu().numpy())
     index = torch.as_tensor(idx, device=Xt.device)
     X = gather_rows(Xt[index].cpu().numpy(), process_group)
     w = None if weight is None else weight[index].cpu().numpy()

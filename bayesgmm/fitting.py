@@ -797,6 +797,30 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
 SEED_SAMPLE_SIZE = 100_000
 #: Rows of the subsample on which restarts are screened (:func:`screen_rows`).
 SCREEN_ROWS = 8192
+#: A class keeps at least this many of its rows (all, if it has fewer) in a
+#: seeding sample drawn over all classes (:func:`cover_classes`).
+MIN_CLASS_SEED_ROWS = 1000
+
+
+def cover_classes(idx: np.ndarray, labels: np.ndarray,
+                  minimum: int = MIN_CLASS_SEED_ROWS) -> np.ndarray:
+    """Sorted positions ``idx`` of a seeding sample drawn over all classes,
+    plus, for every class (``labels``: the class of every row ``idx``
+    indexes) with fewer than min(its rows, ``minimum``) rows in the
+    sample, its first that many rows: a class rare enough to miss a random
+    sample (two rows in 250,000) still seeds its own mixture, where it
+    raised from scikit-learn's k-means++ ("n_clusters ... Got 0").  Classes
+    the sample covers leave it unchanged."""
+    labels = np.asarray(labels)
+    if idx.size >= labels.size:
+        return idx
+    counts = np.bincount(labels)
+    have = np.bincount(labels[idx], minlength=counts.size)
+    short = np.flatnonzero(have < np.minimum(counts, minimum))
+    if short.size == 0:
+        return idx
+    extra = np.concatenate([np.flatnonzero(labels == c)[:minimum] for c in short])
+    return np.union1d(idx, extra)
 
 
 def canonical_order(P: np.ndarray) -> np.ndarray:

@@ -137,6 +137,67 @@ def test_streamed_classifier_leaves_out_a_class_of_zero_weight(tmp_path):
                                    atol=1e-9)
 
 
+def test_a_rare_class_keeps_rows_in_the_streamed_seeding_sample(tmp_path, monkeypatch):
+    """Past the seeding sample's size the streamed classifier seeds from a
+    sample over all classes; a class of two rows missed it and the fit
+    raised from scikit-learn's k-means++ ("n_clusters ... Got 0").  The
+    sample now keeps rows of every class, and with one component per class
+    the fit is the in-memory one (to 1e-4, the two-row class to 5%: the MAP leans on
+    the default priors, whose spread is measured on the seeding sample,
+    here 400 rows against all 3000 in memory)."""
+    from bayesgmm import classifier
+    monkeypatch.setattr(fitting, "SEED_SAMPLE_SIZE", 400)
+    monkeypatch.setattr(classifier, "SEED_SAMPLE_SIZE", 400)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 2))
+    y = np.zeros(3000, dtype=int)
+    y[[10, 20]] = 1
+    X[[10, 20]] += 5.0
+    kw = dict(dtype="float64", n_init=1, **CPU)
+    mem = GMMClassifier(1, **kw).fit(X, y)
+    streamed = GMMClassifier(1, **kw).fit(_memmap(tmp_path, "x", X), y)
+    np.testing.assert_array_equal(streamed.class_count_, [2998, 2])
+    for name in ("weights_", "means_", "covariances_"):
+        a, b = getattr(streamed, name), getattr(mem, name)
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a[1], b[1], rtol=0.05)
+
+
+def test_a_rare_class_keeps_rows_in_a_process_groups_seeding_sample(tmp_path, monkeypatch):
+    """The same over a process group (one real gloo process): past the
+    seeding sample's size each rank seeds from its share of a sample,
+    which must keep rows of every class."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    monkeypatch.setattr(fitting, "SEED_SAMPLE_SIZE", 100)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 2))
+    y = np.zeros(3000, dtype=int)
+    y[[10, 20]] = 1
+    X[[10, 20]] += 5.0
+    kw = dict(dtype="float64", n_init=1, **CPU)
+    alone = GMMClassifier(1, **kw).fit(X, y)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        grouped = GMMClassifier(1, **kw).fit(X, y, process_group=dist.group.WORLD)
+    finally:
+        dist.destroy_process_group()
+    np.testing.assert_allclose(grouped.means_, alone.means_, rtol=0.05, atol=0.01)
+
+
+def test_cover_classes_adds_the_first_rows_of_short_classes():
+    labels = np.array([0, 1, 0, 2, 0, 1, 0, 2, 2, 0])
+    idx = np.array([0, 2, 4])                        # class 0 only
+    np.testing.assert_array_equal(fitting.cover_classes(idx, labels, 2), [0, 1, 2, 3, 4, 5, 7])
+    np.testing.assert_array_equal(fitting.cover_classes(idx, labels, 1), [0, 1, 2, 3, 4])
+    # A sample that covers every class (or is every row) is left as it is.
+    np.testing.assert_array_equal(fitting.cover_classes(np.array([0, 1, 3]), labels, 1), [0, 1, 3])
+    np.testing.assert_array_equal(fitting.cover_classes(np.arange(10), labels, 5), np.arange(10))
+
+
 def test_a_copy_on_write_memmap_is_fitted_with_its_edits(tmp_path):
     # Its edits live in private pages: reading the file would fit the old values.
     X = _data()
