@@ -356,13 +356,25 @@ def pomegranate_gmm(n_components: int, max_iter: int = 1000, tol: float = 0.1,
 
     pomegranate's ``tol`` is on the improvement of the TOTAL log-likelihood
     (not per point); its initialisation is 3 iterations of its own k-means
-    seeded by ``init``."""
-    from pomegranate.distributions import Normal
-    from pomegranate.gmm import GeneralMixtureModel
+    seeded by ``init``.
 
-    model = GeneralMixtureModel([Normal(covariance_type=covariance_type)
-                                 for _ in range(n_components)],
-                                init=init, max_iter=max_iter, tol=tol, random_state=random_state)
+    Importing its distributions sets torch's CPU threads to the machine's
+    count (pomegranate 1.1.2; from 1 under ``--threads 1``), which would time
+    every later fit in the process, ours included, on all cores: the
+    caller's setting is restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        from pomegranate.distributions import Normal
+        from pomegranate.gmm import GeneralMixtureModel
+
+        model = GeneralMixtureModel([Normal(covariance_type=covariance_type)
+                                     for _ in range(n_components)],
+                                    init=init, max_iter=max_iter, tol=tol,
+                                    random_state=random_state)
+    finally:
+        torch.set_num_threads(threads)
     return model.to(device) if device != "cpu" else model
 
 
