@@ -480,3 +480,24 @@ def test_vi_missing_quick(tmp_path):
     ratios = np.asarray(row["per_seed"])
     assert ratios.shape == (1, 2, 3) and np.all(np.isfinite(ratios) & (ratios > 0))
     assert row["vi_seconds"] > 0 and row["nuts_seconds"] > 0
+
+
+def test_pomegranate_leaves_torch_threads_alone():
+    """Importing pomegranate's distributions, once torch has run a parallel
+    operation, set torch's CPU threads to the machine's count, so every fit
+    timed after the first pomegranate model of a benchmark ran on all cores
+    whatever --threads said; the helper restores the caller's setting.  In
+    a fresh interpreter (the change happens at the first import); skipped
+    where pomegranate is not installed (as in CI)."""
+    import importlib.util
+
+    import pytest
+    if importlib.util.find_spec("pomegranate") is None:
+        pytest.skip("pomegranate not installed (benchmarks/README.md)")
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import _common as C; "
+            "C.apply_threads(1); torch.randn(100000).exp().sum(); C.pomegranate_gmm(2); "
+            "print(torch.get_num_threads())")
+    proc = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "1"
