@@ -904,6 +904,8 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 out[r, g] = c if r == 0 else c + 0.01 * rng.standard_normal(c.shape)
                 continue
             n = P.shape[0]
+            if n == 0:                 # the callers give every group points
+                raise ValueError(f"group {g} has no points to seed from")
             k = min(K, n)
             if prepared[g] is not None:
                 P, w = prepared[g]

@@ -270,6 +270,18 @@ def default_json_path(name: str, device: str) -> Path:
 
 
 def write_json(path: Path, payload: dict, quiet: bool = False) -> Path:
+    machine = payload.get("machine")
+    if isinstance(machine, dict) and "torch_threads" in machine:
+        # Whether torch's thread count held for the whole run: a library
+        # that changes it (pomegranate's import did) makes every later
+        # timing a different experiment.
+        import torch
+
+        machine["torch_threads_at_end"] = torch.get_num_threads()
+        if machine["torch_threads_at_end"] != machine["torch_threads"]:
+            print(f"WARNING: torch's threads changed during the run, from "
+                  f"{machine['torch_threads']} to {machine['torch_threads_at_end']}: timings "
+                  f"after the change ran on another thread count", file=sys.stderr, flush=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

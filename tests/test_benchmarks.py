@@ -43,6 +43,8 @@ def check_machine(result: dict, name: str, pomegranate_requested: bool = True,
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert m["cpu_cores"] >= 1
     assert m["torch"] and m["sklearn"] and m["pyro"]
+    # torch's thread count held for the whole run (pomegranate's import changed it).
+    assert m["torch_threads_at_end"] == m["torch_threads"]
     for peer, requested in (("pomegranate", pomegranate_requested),
                             ("torchgmm", torchgmm_requested)):
         installed = m[peer] is not None

@@ -706,6 +706,10 @@ def test_canonical_order_is_lexsort_order():
             P[rng.integers(0, n, n // 10), 0] = P[rng.integers(0, n, n // 10), 0]
             P[rng.integers(0, n, 2)] = P[0]
         np.testing.assert_array_equal(fitting.canonical_order(P), np.lexsort(P.T[::-1]))
+    # A group without points is an error of the caller's, named as such
+    # (it was scikit-learn's "n_clusters ... Got 0").
+    with pytest.raises(ValueError, match="group 1 has no points"):
+        fitting.seed_centres([np.ones((3, 2)), np.zeros((0, 2))], 2, 1, "kmeans++", [0])
 
 
 # ----------------------------------------------------------------------------
