@@ -799,18 +799,19 @@ SEED_SAMPLE_SIZE = 100_000
 SCREEN_ROWS = 8192
 #: A class keeps at least this many of its rows (all, if it has fewer) in a
 #: seeding sample drawn over all classes (:func:`cover_classes`).
-MIN_CLASS_SEED_ROWS = 1000
+MIN_CLASS_SEED_ROWS = 100
 
 
 def cover_classes(idx: np.ndarray, labels: np.ndarray,
                   minimum: int = MIN_CLASS_SEED_ROWS) -> np.ndarray:
     """Sorted positions ``idx`` of a seeding sample drawn over all classes,
-    plus, for every class (``labels``: the class of every row ``idx``
-    indexes) with fewer than min(its rows, ``minimum``) rows in the
-    sample, its first that many rows: a class rare enough to miss a random
-    sample (two rows in 250,000) still seeds its own mixture, where it
-    raised from scikit-learn's k-means++ ("n_clusters ... Got 0").  Classes
-    the sample covers leave it unchanged."""
+    topped up for every class (``labels``: the class of every row ``idx``
+    indexes) with fewer than min(its rows, ``minimum``) rows in it, by that
+    many of its rows drawn at random (a fixed seed): a class rare enough to
+    miss a random sample (two rows in 250,000) still seeds its own mixture,
+    where it raised from scikit-learn's k-means++ ("n_clusters ... Got 0").
+    A sample with at least ``minimum`` rows of every class (or all of a
+    smaller class's) is returned unchanged."""
     labels = np.asarray(labels)
     if idx.size >= labels.size:
         return idx
@@ -819,8 +820,10 @@ def cover_classes(idx: np.ndarray, labels: np.ndarray,
     short = np.flatnonzero(have < np.minimum(counts, minimum))
     if short.size == 0:
         return idx
-    extra = np.concatenate([np.flatnonzero(labels == c)[:minimum] for c in short])
-    return np.union1d(idx, extra)
+    rng = np.random.default_rng(0)
+    extra = [rng.choice(rows, min(rows.size, minimum), replace=False)
+             for rows in (np.flatnonzero(labels == c) for c in short)]
+    return np.union1d(idx, np.concatenate(extra))
 
 
 def canonical_order(P: np.ndarray) -> np.ndarray:

@@ -316,6 +316,11 @@ def apply_threads(n: int) -> None:
     """Limit torch's intra-op threads and the BLAS/OpenMP pools (numpy,
     scikit-learn) to ``n``; 0 leaves the defaults."""
     if n and n > 0:
+        # threadpoolctl limits the pools already loaded: scikit-learn's
+        # OpenMP and scipy's OpenBLAS load with these imports, else later
+        # (at the first fit) with every core.
+        import scipy.linalg  # noqa: F401
+        import sklearn.cluster  # noqa: F401
         import torch
         from threadpoolctl import threadpool_limits
 

@@ -185,17 +185,31 @@ def test_a_rare_class_keeps_rows_in_a_process_groups_seeding_sample(tmp_path, mo
         grouped = GMMClassifier(1, **kw).fit(X, y, process_group=dist.group.WORLD)
     finally:
         dist.destroy_process_group()
-    np.testing.assert_allclose(grouped.means_, alone.means_, rtol=0.05, atol=0.01)
+    np.testing.assert_array_equal(grouped.class_count_, alone.class_count_)
+    np.testing.assert_allclose(grouped.means_[0], alone.means_[0], atol=0.02)
+    # The two-row class's MAP mean leans on the default priors, whose spread
+    # is measured on the 100-200 seeding rows here (all 3000 alone).
+    np.testing.assert_allclose(grouped.means_[1], alone.means_[1], atol=0.35)
 
 
-def test_cover_classes_adds_the_first_rows_of_short_classes():
+def test_cover_classes_tops_up_only_the_short_classes():
     labels = np.array([0, 1, 0, 2, 0, 1, 0, 2, 2, 0])
     idx = np.array([0, 2, 4])                        # class 0 only
-    np.testing.assert_array_equal(fitting.cover_classes(idx, labels, 2), [0, 1, 2, 3, 4, 5, 7])
-    np.testing.assert_array_equal(fitting.cover_classes(idx, labels, 1), [0, 1, 2, 3, 4])
+    got = fitting.cover_classes(idx, labels, 2)
+    assert set(idx) <= set(got) and np.all(np.diff(got) > 0)
+    np.testing.assert_array_equal(np.bincount(labels[got]), [3, 2, 2])
+    got = fitting.cover_classes(idx, labels, 1)
+    np.testing.assert_array_equal(np.bincount(labels[got]), [3, 1, 1])
     # A sample that covers every class (or is every row) is left as it is.
     np.testing.assert_array_equal(fitting.cover_classes(np.array([0, 1, 3]), labels, 1), [0, 1, 3])
     np.testing.assert_array_equal(fitting.cover_classes(np.arange(10), labels, 5), np.arange(10))
+    # The review's case: 250,000 rows, a class of 1,200 of which a random
+    # sample of 100,000 holds about 480, well above the minimum: unchanged.
+    rng = np.random.default_rng(3)
+    labels = np.zeros(250_000, dtype=int)
+    labels[rng.choice(250_000, 1_200, replace=False)] = 1
+    idx = np.sort(rng.choice(250_000, 100_000, replace=False))
+    np.testing.assert_array_equal(fitting.cover_classes(idx, labels), idx)
 
 
 def test_a_copy_on_write_memmap_is_fitted_with_its_edits(tmp_path):
