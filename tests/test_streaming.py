@@ -137,6 +137,16 @@ def test_streamed_classifier_leaves_out_a_class_of_zero_weight(tmp_path):
                                    atol=1e-9)
 
 
+def _rare_class_data():
+    """3000 rows, a class of two of them (5 units off the rest)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 2))
+    y = np.zeros(3000, dtype=int)
+    y[[10, 20]] = 1
+    X[[10, 20]] += 5.0
+    return X, y
+
+
 def test_a_rare_class_keeps_rows_in_the_streamed_seeding_sample(tmp_path, monkeypatch):
     """Past the seeding sample's size the streamed classifier seeds from a
     sample over all classes; a class of two rows missed it and the fit
@@ -148,11 +158,7 @@ def test_a_rare_class_keeps_rows_in_the_streamed_seeding_sample(tmp_path, monkey
     from bayesgmm import classifier
     monkeypatch.setattr(fitting, "SEED_SAMPLE_SIZE", 400)
     monkeypatch.setattr(classifier, "SEED_SAMPLE_SIZE", 400)
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((3000, 2))
-    y = np.zeros(3000, dtype=int)
-    y[[10, 20]] = 1
-    X[[10, 20]] += 5.0
+    X, y = _rare_class_data()
     kw = dict(dtype="float64", n_init=1, **CPU)
     mem = GMMClassifier(1, **kw).fit(X, y)
     streamed = GMMClassifier(1, **kw).fit(_memmap(tmp_path, "x", X), y)
@@ -172,11 +178,7 @@ def test_a_rare_class_keeps_rows_in_a_process_groups_seeding_sample(tmp_path, mo
     if dist.is_initialized():
         pytest.skip("a process group is already initialised in this process")
     monkeypatch.setattr(fitting, "SEED_SAMPLE_SIZE", 100)
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((3000, 2))
-    y = np.zeros(3000, dtype=int)
-    y[[10, 20]] = 1
-    X[[10, 20]] += 5.0
+    X, y = _rare_class_data()
     kw = dict(dtype="float64", n_init=1, **CPU)
     alone = GMMClassifier(1, **kw).fit(X, y)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
