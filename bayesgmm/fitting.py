@@ -602,8 +602,8 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     embedded inverses ``A`` (P, T, K, D, D) of each pattern's observed
     covariance (:func:`~bayesgmm.covariance.observed_gaussian`; the
     conditional covariance of the missing coordinates is Sigma - Sigma A
-    Sigma, :func:`conditional_covariance`) and each point's pattern
-    (P or 1, n)."""
+    Sigma, :func:`conditional_covariance`), the covariances ``Sigma``
+    (P, K, D, D) they came from and each point's pattern (P or 1, n)."""
     P, K, D = params.means.shape
     n = x.shape[-1]
     # Missingness patterns of the block: a code per point, made unique.
@@ -629,19 +629,19 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     const = (hld + 0.5 * n_obs * _LOG_2PI)[pidx, pi].permute(0, 2, 1)       # (P, K, n)
     logn = -const - 0.5 * quad
     if not need_moments:
-        return logn, None, None, None
+        return logn, None, None, None, None
     # One (D, D) x (D, n) product per mixture and component, not one
     # matrix-vector product per point (17x faster at D = 30).
     y = Sigma @ Ad.squeeze(-1).permute(0, 1, 3, 2)                          # (P, K, D, n)
-    return logn, y, A, inv
+    return logn, y, A, Sigma, inv
 
 
-def conditional_covariance(params: MixtureParams, family: Covariance,
-                           A: torch.Tensor) -> torch.Tensor:
+def conditional_covariance(Sigma: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """The conditional covariance of each pattern's missing coordinates,
-    Sigma - Sigma A Sigma (P, T, K, D, D), from :func:`observed_terms`' ``A``
-    (zero on the observed rows and columns, up to rounding)."""
-    Sigma = family.dense(params.cov, params.means.shape[-2]).unsqueeze(1)
+    Sigma - Sigma A Sigma (P, T, K, D, D), from :func:`observed_terms`'
+    ``Sigma`` and ``A`` (zero on the observed rows and columns, up to
+    rounding)."""
+    Sigma = Sigma.unsqueeze(1)
     return Sigma - Sigma @ A @ Sigma
 
 
@@ -672,7 +672,8 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         if inc.numel() == 0:
             inc = None
         else:
-            logn_m, y_m, A, inv = observed_terms(x[..., inc], observed[..., inc], params, family)
+            logn_m, y_m, A, Sigma, inv = observed_terms(x[..., inc], observed[..., inc], params,
+                                                        family)
             logn[..., inc] = logn_m
             diff = diff.expand(logn.shape[:-1] + diff.shape[-2:]).clone() \
                 if diff.shape[0] != logn.shape[0] else diff
@@ -701,7 +702,6 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         onehot = torch.zeros(inv.shape + (T,), dtype=r.dtype, device=r.device)
         onehot.scatter_(-1, inv.unsqueeze(-1), 1.0)                            # (P or 1, m, T)
         Rt = r[..., inc] @ onehot                                               # (P, K, T)
-        Sigma = family.dense(params.cov, params.means.shape[-2])                # (P, K, D, D)
         extra = (Rt.sum(-1)[..., None, None] * Sigma
                  - Sigma @ torch.einsum("pkt,ptkde->pkde", Rt, A) @ Sigma)
         S2 = S2 + (extra if family.full_moments else torch.diagonal(extra, dim1=-2, dim2=-1))

@@ -58,6 +58,20 @@ def _params(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 PEERS = ("torchgmm defaults", "pomegranate defaults")
 
 
+def _attempt(m: str, fit, X, t: str, seed: int, what: str):
+    """(parameters, None), or for a peer whose fit raises (None, the error
+    as text, also printed): a peer failing is a result, not the end of the
+    run; bayesgmm's and scikit-learn's errors propagate."""
+    try:
+        return fit(X, t, seed), None
+    except Exception as exc:
+        if m not in PEERS:
+            raise
+        error = f"{what}: {type(exc).__name__}: {exc}"
+        print(f"  {m} failed, {error}", flush=True)
+        return None, error
+
+
 def main() -> None:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--n", type=float, default=1e5, help="training points")
@@ -106,31 +120,19 @@ def main() -> None:
             times = {m: [] for m in methods}
             lls = {m: [] for m in methods}
             failures = {m: [] for m in methods}
-
-            def run(m, fit, X, seed, what):
-                # A peer failing is a result (counted, its error printed),
-                # not the end of the run; bayesgmm and scikit-learn must fit.
-                try:
-                    return fit(X, t, seed)
-                except Exception as exc:
-                    if m not in PEERS:
-                        raise
-                    failures[m].append(f"{what}: {type(exc).__name__}: {exc}")
-                    print(f"  {m}, {what}: failed: {type(exc).__name__}: {exc}", flush=True)
-                    return None
-
-            for m, fit in methods.items():     # warm-up: imports, first-call costs
-                run(m, fit, X[:2000], 0, "warm-up")
-            failures = {m: [] for m in methods}  # the warm-up's are not counted
+            for m, fit in methods.items():     # warm-up (not counted): imports, first-call costs
+                _attempt(m, fit, X[:2000], t, 0, "warm-up")
             for seed in range(args.seeds):
                 for m, fit in methods.items():
                     C.synchronize(device)
                     t0 = time.perf_counter()
-                    params = run(m, fit, X, seed, f"seed {seed}")
+                    params, error = _attempt(m, fit, X, t, seed, f"seed {seed}")
                     C.synchronize(device)
-                    if params is not None:
-                        times[m].append(time.perf_counter() - t0)
-                        lls[m].append(C.sklearn_mean_loglik(X, *params, t))
+                    if error is not None:
+                        failures[m].append(error)
+                        continue
+                    times[m].append(time.perf_counter() - t0)
+                    lls[m].append(C.sklearn_mean_loglik(X, *params, t))
             ours, sk4 = np.array(lls["bayesgmm defaults"]), np.array(lls["sklearn n_init=4"])
             t_ours, t_sk = np.array(times["bayesgmm defaults"]), np.array(times["sklearn defaults"])
             row = {"n": N, "separation": sep, "type": t}
