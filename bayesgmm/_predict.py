@@ -343,7 +343,7 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)); with ``gen`` a draw from
     p(x_m | x_o) (a component, then its conditional Gaussian).  Blocks of
     rows keep the memory bounded (the terms are (K, D, D) per row)."""
-    from .fitting import conditional_covariance, observed_terms
+    from .fitting import observed_terms
 
     K, D = params.means.shape[-2:]
     c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
@@ -357,8 +357,8 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             raw = torch.as_tensor(X[idx], dtype=torch.float64, device=device)
             observed = ~torch.isnan(raw)
             z = torch.where(observed, (raw - c) / s, zero)
-            logn, y, A, Sigma, inv = observed_terms(z.t()[None], observed.t()[None], params,
-                                                    family)
+            logn, y, ccov, inv = observed_terms(z.t()[None], observed.t()[None], params,
+                                                family)
             logr = torch.log_softmax(logn[0] + log_w, 0)                    # (K, m)
             cond = params.means[0].unsqueeze(-1) + y[0]                     # (K, D, m)
             if gen is None:
@@ -366,7 +366,7 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             else:
                 k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
                 m = torch.arange(idx.size, device=device)
-                C = conditional_covariance(Sigma, A)
+                C = ccov.per_pattern()
                 cov = C[0, inv[0], k]                                       # (m, D, D)
                 # Observed rows and columns of the conditional covariance
                 # are 0: a unit diagonal there makes it factorable.

@@ -38,7 +38,7 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.distributions import constraints, transform_to
 
-from .covariance import Covariance, observed_gaussian
+from .covariance import Covariance, _chol, observed_gaussian
 from .models import (class_gmm_model, class_global_sites, global_sites, gmm_model,
                      masked_dirichlet_log_prob)
 from .priors import MixtureParams, PriorTensors
@@ -587,6 +587,54 @@ def _softmax_stats(logp: torch.Tensor, weight: Optional[torch.Tensor], dim: int)
     return lse, r
 
 
+class ConditionalCovariance:
+    """The conditional covariance C_t of the missing coordinates given the
+    observed ones, per missingness pattern t and component of P mixtures:
+    (Lambda_mm)^-1 = Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om on the missing
+    block (Lambda = Sigma^-1), zero on the observed rows and columns.  Held
+    in the form the route of :func:`observed_terms` built: ``inv_mm``
+    (P, K, T, m, m), each pattern's (Lambda_mm)^-1 in its first slots (zero
+    beyond its missing count), with ``slots`` (T, m) their coordinates (D
+    beyond); or the covariances ``Sigma`` (P, K, D, D) and the embedded
+    Sigma_oo^-1 ``A`` (P, T, K, D, D), as Sigma - Sigma A Sigma."""
+
+    def __init__(self, D: int, inv_mm=None, slots=None, Sigma=None, A=None):
+        self.D, self.inv_mm, self.slots, self.Sigma, self.A = D, inv_mm, slots, Sigma, A
+
+    def _flat_slots(self) -> torch.Tensor:
+        """(T, m * m) positions of each pattern's block in a flattened
+        (D + 1, D + 1) matrix whose last row and column take the padding."""
+        s = self.slots
+        return (s.unsqueeze(-1) * (self.D + 1) + s.unsqueeze(-2)).reshape(s.shape[0], -1)
+
+    def weighted(self, R: torch.Tensor) -> torch.Tensor:
+        """sum_t R_t C_t (P, K, D, D) for pattern masses ``R`` (P, K, T)."""
+        D = self.D
+        if self.inv_mm is None:
+            # (sum_t R_t) Sigma - Sigma (sum_t R_t A_t) Sigma: two products
+            # per component instead of two per pattern.
+            S = self.Sigma
+            return (R.sum(-1)[..., None, None] * S
+                    - S @ torch.einsum("pkt,ptkde->pkde", R, self.A) @ S)
+        P, K = R.shape[:2]
+        v = (R[..., None, None] * self.inv_mm).reshape(P, K, -1)
+        out = v.new_zeros(P, K, (D + 1) * (D + 1))
+        out.scatter_add_(-1, self._flat_slots().reshape(-1).expand(P, K, -1), v)
+        return out.reshape(P, K, D + 1, D + 1)[..., :D, :D]
+
+    def per_pattern(self) -> torch.Tensor:
+        """C_t of every pattern and component, (P, T, K, D, D)."""
+        D = self.D
+        if self.inv_mm is None:
+            S = self.Sigma.unsqueeze(1)
+            return S - S @ self.A @ S
+        P, K, T = self.inv_mm.shape[:3]
+        v = self.inv_mm.reshape(P, K, T, -1)
+        out = v.new_zeros(P, K, T, (D + 1) * (D + 1))
+        out.scatter_add_(-1, self._flat_slots().expand(P, K, T, -1), v)
+        return out.reshape(P, K, T, D + 1, D + 1)[..., :D, :D].transpose(1, 2)
+
+
 def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParams,
                    family: Covariance, need_moments: bool = True):
     """Log densities of points with missing entries under P mixtures, by
@@ -594,16 +642,23 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     E-step needs of the missing ones.
 
     ``x`` (P or 1, D, n) with missing entries 0, ``observed`` likewise bool.
-    The terms of :func:`~bayesgmm.covariance.observed_gaussian` are formed
-    once per missingness pattern present (at most min(n, 2^D)) and gathered
-    per point.  Returns ``logn`` (P, K, n); and with ``need_moments``
-    ``y`` (P, K, D, n), the conditional expectation of x - mu_k given the
-    observed coordinates (the difference itself where observed), the
-    embedded inverses ``A`` (P, T, K, D, D) of each pattern's observed
-    covariance (:func:`~bayesgmm.covariance.observed_gaussian`; the
-    conditional covariance of the missing coordinates is Sigma - Sigma A
-    Sigma, :func:`conditional_covariance`), the covariances ``Sigma``
-    (P, K, D, D) they came from and each point's pattern (P or 1, n)."""
+    Returns ``logn`` (P, K, n); and with ``need_moments`` ``y`` (P, K, D, n),
+    the conditional expectation of x - mu_k given the observed coordinates
+    (the difference itself where observed), the
+    :class:`ConditionalCovariance` of each missingness pattern present (at
+    most min(n, 2^D) of them) and each point's pattern (P or 1, n).
+
+    Where every pattern of the block misses at most half the coordinates
+    (m of D), the terms come from the precision Lambda = Sigma^-1 of each
+    component (one D x D factorisation) and one m x m factor per pattern
+    (m the largest missing count): with d the difference, zero where
+    missing, and u = (Lambda d)_m, d_o^T Sigma_oo^-1 d_o = d^T Lambda d -
+    u^T Lambda_mm^-1 u, |Sigma_oo| = |Sigma| |Lambda_mm|, E[x_m - mu_m | x_o]
+    = -Lambda_mm^-1 u, and the conditional covariance is Lambda_mm^-1 (the
+    Schur complements of a partitioned matrix and its inverse).  Else from
+    one D x D factor of the embedded Sigma_oo per pattern
+    (:func:`~bayesgmm.covariance.observed_gaussian`).  At D = 30 with 10%
+    missing, m is about 10 where D is 30."""
     P, K, D = params.means.shape
     n = x.shape[-1]
     # Missingness patterns of the block: a code per point, made unique.
@@ -617,32 +672,74 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
         uniq = ((codes.unsqueeze(-1) >> torch.arange(D, device=x.device)) & 1).bool()
     inv = inv.reshape(observed.shape[0], n)                                  # (P or 1, n)
     Sigma = family.dense(params.cov, K)                                      # (P, K, D, D)
-    A, hld, n_obs = observed_gaussian(Sigma.unsqueeze(1), uniq[None, :, None, :])  # (P, T, K, ...)
     diff = torch.where(observed.unsqueeze(-3), x.unsqueeze(-3) - params.means.unsqueeze(-1),
                        torch.zeros((), dtype=x.dtype, device=x.device))     # (P, K, D, n)
     pi = inv.expand(P, n)
+    n_obs = uniq.sum(-1)                                                     # (T,)
+    m = D - int(n_obs.min())
+    n_obs = n_obs.to(x.dtype)
+    if 2 * m <= D:
+        return _schur_terms(diff, Sigma, uniq, n_obs, pi, inv, m, need_moments)
     pidx = torch.arange(P, device=x.device).unsqueeze(-1)
+    A, hld, _ = observed_gaussian(Sigma.unsqueeze(1), uniq[None, :, None, :])  # (P, T, K, ...)
     Ap = A[pidx, pi].permute(0, 2, 1, 3, 4)                                 # (P, K, n, D, D)
     d = diff.permute(0, 1, 3, 2).unsqueeze(-1)                              # (P, K, n, D, 1)
     Ad = (Ap @ d)
     quad = (d * Ad).sum((-1, -2))                                           # (P, K, n)
-    const = (hld + 0.5 * n_obs * _LOG_2PI)[pidx, pi].permute(0, 2, 1)       # (P, K, n)
+    const = hld[pidx, pi].permute(0, 2, 1) + (0.5 * _LOG_2PI) * n_obs[pi].unsqueeze(1)
     logn = -const - 0.5 * quad
     if not need_moments:
-        return logn, None, None, None, None
+        return logn, None, None, None
     # One (D, D) x (D, n) product per mixture and component, not one
     # matrix-vector product per point (17x faster at D = 30).
     y = Sigma @ Ad.squeeze(-1).permute(0, 1, 3, 2)                          # (P, K, D, n)
-    return logn, y, A, Sigma, inv
+    return logn, y, ConditionalCovariance(D, Sigma=Sigma, A=A), inv
 
 
-def conditional_covariance(Sigma: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """The conditional covariance of each pattern's missing coordinates,
-    Sigma - Sigma A Sigma (P, T, K, D, D), from :func:`observed_terms`'
-    ``Sigma`` and ``A`` (zero on the observed rows and columns, up to
-    rounding)."""
-    Sigma = Sigma.unsqueeze(1)
-    return Sigma - Sigma @ A @ Sigma
+def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
+                 n_obs: torch.Tensor, pi: torch.Tensor, inv: torch.Tensor, m: int,
+                 need_moments: bool):
+    """:func:`observed_terms` by the precision's partitions: ``diff``
+    (P, K, D, n) zero where missing, patterns ``uniq`` (T, D) with ``n_obs``
+    observed coordinates, each missing at most ``m``; each point's pattern
+    ``pi`` (P, n) (``inv`` as given)."""
+    P, K, D, n = diff.shape
+    T = uniq.shape[0]
+    dev, dt = diff.device, diff.dtype
+    L = _chol(Sigma)
+    Lam = torch.cholesky_inverse(L)                                          # (P, K, D, D)
+    # Each pattern's missing coordinates first (stable: in order), m slots.
+    order = torch.argsort(uniq.to(torch.uint8), dim=-1, stable=True)[:, :m]  # (T, m)
+    valid = torch.arange(m, device=dev) < (D - n_obs).unsqueeze(-1)          # (T, m)
+    vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    eye = torch.eye(m, dtype=dt, device=dev)
+    # Lambda_mm per pattern, the identity on the unused slots.
+    Lmm = torch.where(vv, Lam[:, :, order.unsqueeze(-1), order.unsqueeze(-2)], eye)  # (P, K, T, m, m)
+    Lm = _chol(Lmm)
+    half_logdet = (torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1).unsqueeze(-1)
+                   + torch.log(torch.diagonal(Lm, dim1=-2, dim2=-1)).sum(-1))  # (P, K, T)
+    g = Lam @ diff                                                           # (P, K, D, n)
+    quad = (diff * g).sum(-2)                                                # (P, K, n)
+    slot = order[pi]                                                         # (P, n, m)
+    u = g.transpose(-1, -2).gather(-1, slot.unsqueeze(1).expand(P, K, n, m))
+    u = u * valid[pi].unsqueeze(1).to(dt)                                    # (P, K, n, m)
+    pk = (torch.arange(P, device=dev)[:, None, None], torch.arange(K, device=dev)[None, :, None],
+          pi.unsqueeze(1))
+    const = half_logdet.gather(-1, pi.unsqueeze(1).expand(P, K, n)) \
+        + (0.5 * _LOG_2PI) * n_obs[pi].unsqueeze(1)
+    if not need_moments:
+        w = torch.linalg.solve_triangular(Lm[pk], u.unsqueeze(-1), upper=False)
+        return -const - 0.5 * (quad - w.square().sum((-1, -2))), None, None, None
+    inv_mm = torch.cholesky_inverse(Lm) * vv.to(dt)                          # (P, K, T, m, m)
+    v = (inv_mm[pk] * u.unsqueeze(-2)).sum(-1)                               # (P, K, n, m)
+    logn = -const - 0.5 * (quad - (u * v).sum(-1))
+    # E[x_m - mu_m | x_o] = -v in the missing slots (the unused ones go to
+    # a padding row, dropped).
+    slots = torch.where(valid, order, torch.full_like(order, D))
+    y = torch.cat([diff.transpose(-1, -2), diff.new_zeros(P, K, n, 1)], -1)
+    y.scatter_(-1, slots[pi].unsqueeze(1).expand(P, K, n, m), -v)
+    y = y[..., :D].transpose(-1, -2)                                         # (P, K, D, n)
+    return logn, y, ConditionalCovariance(D, inv_mm=inv_mm, slots=slots), inv
 
 
 def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
@@ -672,8 +769,8 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         if inc.numel() == 0:
             inc = None
         else:
-            logn_m, y_m, A, Sigma, inv = observed_terms(x[..., inc], observed[..., inc], params,
-                                                        family)
+            logn_m, y_m, cond, inv = observed_terms(x[..., inc], observed[..., inc], params,
+                                                    family)
             logn[..., inc] = logn_m
             diff = diff.expand(logn.shape[:-1] + diff.shape[-2:]).clone() \
                 if diff.shape[0] != logn.shape[0] else diff
@@ -695,15 +792,12 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
     S2 = family.moments(rd, diff)
     if inc is not None:
         # The missing coordinates' conditional covariance, per pattern, times
-        # the pattern's responsibility mass: sum_t R_t (Sigma - Sigma A_t
-        # Sigma) = (sum_t R_t) Sigma - Sigma (sum_t R_t A_t) Sigma, two
-        # products per component instead of two per pattern.
-        T = A.shape[1]
-        onehot = torch.zeros(inv.shape + (T,), dtype=r.dtype, device=r.device)
-        onehot.scatter_(-1, inv.unsqueeze(-1), 1.0)                            # (P or 1, m, T)
-        Rt = r[..., inc] @ onehot                                               # (P, K, T)
-        extra = (Rt.sum(-1)[..., None, None] * Sigma
-                 - Sigma @ torch.einsum("pkt,ptkde->pkde", Rt, A) @ Sigma)
+        # the pattern's responsibility mass R_t.
+        P, K = r.shape[:2]
+        T = int(inv.max()) + 1
+        Rt = r.new_zeros(P, K, T).scatter_add_(
+            -1, inv.expand(P, -1).unsqueeze(1).expand(P, K, -1), r[..., inc])   # (P, K, T)
+        extra = cond.weighted(Rt)
         S2 = S2 + (extra if family.full_moments else torch.diagonal(extra, dim1=-2, dim2=-1))
     return Stats(ll, r.sum(-1), rd.sum(-1), S2, params.means.detach())
 

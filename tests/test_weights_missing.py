@@ -15,7 +15,7 @@ from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm import covariance as cm
 from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.fitting import (Groups, class_elbo_loss, elbo_loss, negative_log_joint,
-                              observed_component_log_prob)
+                              observed_component_log_prob, observed_terms)
 from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
 
 CPU = dict(device="cpu", random_state=0)
@@ -276,6 +276,57 @@ def test_observed_marginal_matches_scipy(covariance_type):
             assert got[k, n] == pytest.approx(ref, rel=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("most_missing", [3, 5])
+def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type, most_missing):
+    """Both routes of ``observed_terms`` (the precision's partitions where
+    no row of the block misses more than half the features, one factor of
+    each pattern's observed covariance otherwise) against numpy per row:
+    the observed marginal's density (scipy), E[x_m | x_o] and the
+    conditional covariance of the missing block, per pattern and summed
+    with pattern weights."""
+    D, K = 6, 3
+    params = _params(covariance_type, D, K)
+    family = cm.get(covariance_type, D)
+    cov = family.dense(params.cov, K).numpy()
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, D)) * 2
+    hide = rng.random(X.shape) < 0.35
+    hide[:, 0] = False
+    for row in hide:                                  # at most ``most_missing`` per row
+        row[np.flatnonzero(row)[most_missing:]] = False
+    hide[0, 1:1 + most_missing] = True                # one row at the most
+    observed = ~hide
+    p = params.map(lambda t: t[None])
+    x = torch.tensor(np.where(observed, X, 0.0)).t()[None]
+    o = torch.tensor(observed).t()[None]
+    logn, y, ccov, inv = observed_terms(x, o, p, family)
+    assert (ccov.inv_mm is not None) == (2 * most_missing <= D)     # the route under test
+    only = observed_terms(x, o, p, family, need_moments=False)[0]
+    per = ccov.per_pattern()[0]                                      # (T, K, D, D)
+    R = torch.rand(1, K, per.shape[0], dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(2))
+    mass = np.zeros((K, D, D))
+    for n, xn in enumerate(X):
+        ob, mi = observed[n], hide[n]
+        for k in range(K):
+            S, mu = cov[k], params.means[k].numpy()
+            Soo = S[np.ix_(ob, ob)]
+            ref = multivariate_normal(mu[ob], Soo).logpdf(xn[ob])
+            assert float(logn[0, k, n]) == pytest.approx(ref, rel=1e-10)
+            assert float(only[0, k, n]) == pytest.approx(ref, rel=1e-10)
+            e = xn - mu
+            e[mi] = S[np.ix_(mi, ob)] @ np.linalg.solve(Soo, e[ob])
+            np.testing.assert_allclose(y[0, k, :, n].numpy(), e, rtol=1e-10, atol=1e-12)
+            C = np.zeros((D, D))
+            C[np.ix_(mi, mi)] = S[np.ix_(mi, mi)] - S[np.ix_(mi, ob)] @ np.linalg.solve(
+                Soo, S[np.ix_(ob, mi)])
+            np.testing.assert_allclose(per[inv[0, n], k].numpy(), C, rtol=1e-10, atol=1e-12)
+    for t in range(per.shape[0]):
+        mass += R[0, :, t, None, None].numpy() * per[t].numpy()
+    np.testing.assert_allclose(ccov.weighted(R)[0].numpy(), mass, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------- missing values: fit
 def _reference_ecm_step(X, w, weights, means, covs, priors):
     """One MAP-ECM step for a full-covariance mixture with entries missing
@@ -320,9 +371,16 @@ def _reference_ecm_step(X, w, weights, means, covs, priors):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted):
+@pytest.mark.parametrize("one_per_row", [False, True])
+def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted, one_per_row):
+    """With rows missing up to two of three features (each pattern's
+    observed covariance factored), and at most one (the precision's
+    partitions: see ``observed_terms``)."""
     X, _ = _blobs(n=(60, 80, 50))
     Xm = _hide(X, 0.3)
+    if one_per_row:
+        two = np.isnan(Xm).sum(1) > 1
+        Xm[two, :2] = X[two, :2]
     w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted else np.ones(len(X))
     gmm = BayesianGMM(3, missing="marginalize", dtype="float64", tol=1e-12, em_max_iter=5000,
                       max_iter=0, **CPU).fit(Xm, sample_weight=w if weighted else None)
