@@ -589,50 +589,54 @@ def _softmax_stats(logp: torch.Tensor, weight: Optional[torch.Tensor], dim: int)
 
 class ConditionalCovariance:
     """The conditional covariance C_t of the missing coordinates given the
-    observed ones, per missingness pattern t and component of P mixtures:
-    (Lambda_mm)^-1 = Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om on the missing
-    block (Lambda = Sigma^-1), zero on the observed rows and columns.  Held
-    in the form the route of :func:`observed_terms` built: ``inv_mm``
-    (P, K, T, m, m), each pattern's (Lambda_mm)^-1 in its first slots (zero
-    beyond its missing count), with ``slots`` (T, m) their coordinates (D
-    beyond); or the covariances ``Sigma`` (P, K, D, D) and the embedded
-    Sigma_oo^-1 ``A`` (P, T, K, D, D), as Sigma - Sigma A Sigma."""
+    observed ones, per missingness pattern t (of T) and component of P
+    mixtures: (Lambda_mm)^-1 = Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om on
+    the missing block (Lambda = Sigma^-1), zero on the observed rows and
+    columns.  With the covariances ``Sigma`` (P, K, D, D), held in the
+    form the route of :func:`observed_terms` built: ``parts``, a list of
+    (patterns ``t`` (T_b,), their coordinates ``slots`` (T_b, m_b), the
+    padding D, and (Lambda_mm)^-1 (P, K, T_b, m_b, m_b) on those slots,
+    zero on the padding); or the embedded Sigma_oo^-1 ``A``
+    (P, T, K, D, D), as Sigma - Sigma A Sigma."""
 
-    def __init__(self, D: int, inv_mm=None, slots=None, Sigma=None, A=None):
-        self.D, self.inv_mm, self.slots, self.Sigma, self.A = D, inv_mm, slots, Sigma, A
+    def __init__(self, D: int, T: int, parts=None, Sigma=None, A=None):
+        self.D, self.T, self.parts, self.Sigma, self.A = D, T, parts, Sigma, A
 
-    def _flat_slots(self) -> torch.Tensor:
-        """(T, m * m) positions of each pattern's block in a flattened
+    def _flat(self, slots: torch.Tensor) -> torch.Tensor:
+        """(T_b, m_b m_b) positions of each pattern's block in a flattened
         (D + 1, D + 1) matrix whose last row and column take the padding."""
-        s = self.slots
-        return (s.unsqueeze(-1) * (self.D + 1) + s.unsqueeze(-2)).reshape(s.shape[0], -1)
+        return (slots.unsqueeze(-1) * (self.D + 1) + slots.unsqueeze(-2)).reshape(slots.shape[0], -1)
 
     def weighted(self, R: torch.Tensor) -> torch.Tensor:
         """sum_t R_t C_t (P, K, D, D) for pattern masses ``R`` (P, K, T)."""
         D = self.D
-        if self.inv_mm is None:
+        if self.parts is None:
             # (sum_t R_t) Sigma - Sigma (sum_t R_t A_t) Sigma: two products
             # per component instead of two per pattern.
             S = self.Sigma
             return (R.sum(-1)[..., None, None] * S
                     - S @ torch.einsum("pkt,ptkde->pkde", R, self.A) @ S)
         P, K = R.shape[:2]
-        v = (R[..., None, None] * self.inv_mm).reshape(P, K, -1)
-        out = v.new_zeros(P, K, (D + 1) * (D + 1))
-        out.scatter_add_(-1, self._flat_slots().reshape(-1).expand(P, K, -1), v)
+        out = R.new_zeros(P, K, (D + 1) * (D + 1))
+        for t, slots, inv_mm in self.parts:
+            v = (R[..., t, None, None] * inv_mm).reshape(P, K, -1)
+            out.scatter_add_(-1, self._flat(slots).reshape(-1).expand(P, K, -1), v)
         return out.reshape(P, K, D + 1, D + 1)[..., :D, :D]
 
     def per_pattern(self) -> torch.Tensor:
         """C_t of every pattern and component, (P, T, K, D, D)."""
         D = self.D
-        if self.inv_mm is None:
+        if self.parts is None:
             S = self.Sigma.unsqueeze(1)
             return S - S @ self.A @ S
-        P, K, T = self.inv_mm.shape[:3]
-        v = self.inv_mm.reshape(P, K, T, -1)
-        out = v.new_zeros(P, K, T, (D + 1) * (D + 1))
-        out.scatter_add_(-1, self._flat_slots().expand(P, K, T, -1), v)
-        return out.reshape(P, K, T, D + 1, D + 1)[..., :D, :D].transpose(1, 2)
+        P, K = self.Sigma.shape[:2]
+        out = self.Sigma.new_zeros(P, K, self.T, (D + 1) * (D + 1))
+        for t, slots, inv_mm in self.parts:
+            blk = inv_mm.new_zeros(P, K, t.shape[0], (D + 1) * (D + 1))
+            blk.scatter_add_(-1, self._flat(slots).expand(P, K, -1, -1),
+                             inv_mm.reshape(P, K, t.shape[0], -1))
+            out[:, :, t] = blk
+        return out.reshape(P, K, self.T, D + 1, D + 1)[..., :D, :D].transpose(1, 2)
 
 
 def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParams,
@@ -679,7 +683,7 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     m = D - int(n_obs.min())
     n_obs = n_obs.to(x.dtype)
     if 2 * m <= D:
-        return _schur_terms(diff, Sigma, uniq, n_obs, pi, inv, m, need_moments)
+        return _schur_terms(diff, Sigma, uniq, n_obs, pi, inv, need_moments)
     pidx = torch.arange(P, device=x.device).unsqueeze(-1)
     A, hld, _ = observed_gaussian(Sigma.unsqueeze(1), uniq[None, :, None, :])  # (P, T, K, ...)
     Ap = A[pidx, pi].permute(0, 2, 1, 3, 4)                                 # (P, K, n, D, D)
@@ -693,53 +697,78 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     # One (D, D) x (D, n) product per mixture and component, not one
     # matrix-vector product per point (17x faster at D = 30).
     y = Sigma @ Ad.squeeze(-1).permute(0, 1, 3, 2)                          # (P, K, D, n)
-    return logn, y, ConditionalCovariance(D, Sigma=Sigma, A=A), inv
+    return logn, y, ConditionalCovariance(D, uniq.shape[0], Sigma=Sigma, A=A), inv
 
 
 def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
-                 n_obs: torch.Tensor, pi: torch.Tensor, inv: torch.Tensor, m: int,
-                 need_moments: bool):
+                 n_obs: torch.Tensor, pi: torch.Tensor, inv: torch.Tensor, need_moments: bool):
     """:func:`observed_terms` by the precision's partitions: ``diff``
     (P, K, D, n) zero where missing, patterns ``uniq`` (T, D) with ``n_obs``
-    observed coordinates, each missing at most ``m``; each point's pattern
-    ``pi`` (P, n) (``inv`` as given)."""
+    observed coordinates (none missing more than half), each point's
+    pattern ``pi`` (P, n) (``inv`` as given).  Patterns are taken in
+    buckets of missing counts (1, 2, 3-4, 5-8, ...), each padded to its
+    largest count m_b only: the (m, m) terms per pattern and point cost m^2
+    to m^3, and most rows miss few entries."""
     P, K, D, n = diff.shape
     T = uniq.shape[0]
     dev, dt = diff.device, diff.dtype
     L = _chol(Sigma)
     Lam = torch.cholesky_inverse(L)                                          # (P, K, D, D)
-    # Each pattern's missing coordinates first (stable: in order), m slots.
-    order = torch.argsort(uniq.to(torch.uint8), dim=-1, stable=True)[:, :m]  # (T, m)
-    valid = torch.arange(m, device=dev) < (D - n_obs).unsqueeze(-1)          # (T, m)
-    vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    eye = torch.eye(m, dtype=dt, device=dev)
-    # Lambda_mm per pattern, the identity on the unused slots.
-    Lmm = torch.where(vv, Lam[:, :, order.unsqueeze(-1), order.unsqueeze(-2)], eye)  # (P, K, T, m, m)
-    Lm = _chol(Lmm)
-    half_logdet = (torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1).unsqueeze(-1)
-                   + torch.log(torch.diagonal(Lm, dim1=-2, dim2=-1)).sum(-1))  # (P, K, T)
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) \
+        .unsqueeze(-1).expand(P, K, T).clone()                               # 0.5 log |Sigma_oo|
     g = Lam @ diff                                                           # (P, K, D, n)
-    quad = (diff * g).sum(-2)                                                # (P, K, n)
-    slot = order[pi]                                                         # (P, n, m)
-    u = g.transpose(-1, -2).gather(-1, slot.unsqueeze(1).expand(P, K, n, m))
-    u = u * valid[pi].unsqueeze(1).to(dt)                                    # (P, K, n, m)
-    pk = (torch.arange(P, device=dev)[:, None, None], torch.arange(K, device=dev)[None, :, None],
-          pi.unsqueeze(1))
+    quad = (diff * g).sum(-2)                                                # d^T Lambda d
+    # Points flattened over the pairs, each with its pair and pattern.
+    gT = g.permute(0, 3, 1, 2).reshape(P * n, K, D)
+    fp = torch.arange(P, device=dev).repeat_interleave(n)
+    ft = pi.reshape(-1)
+    sub = diff.new_zeros(P * n, K)                                           # u^T Lambda_mm^-1 u
+    yT = torch.cat([diff.permute(0, 3, 1, 2).reshape(P * n, K, D),
+                    diff.new_zeros(P * n, K, 1)], -1) if need_moments else None
+    missing = D - n_obs.long()                                               # (T,)
+    # Each pattern's missing coordinates first (stable: in order).
+    order_all = torch.argsort(uniq.to(torch.uint8), dim=-1, stable=True)
+    bucket = torch.where(missing > 0, torch.ceil(torch.log2(missing.clamp_min(1).double())).long(),
+                         torch.full_like(missing, -1))
+    parts = []
+    for b in torch.unique(bucket).tolist():
+        if b < 0:                                                            # complete rows
+            continue
+        t = (bucket == b).nonzero().squeeze(1)                               # (T_b,)
+        m = int(missing[t].max())
+        order = order_all[t, :m]
+        valid = torch.arange(m, device=dev) < missing[t].unsqueeze(-1)       # (T_b, m)
+        vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        eye = torch.eye(m, dtype=dt, device=dev)
+        # Lambda_mm per pattern, the identity on the padding.
+        Lm = _chol(torch.where(vv, Lam[:, :, order.unsqueeze(-1), order.unsqueeze(-2)], eye))
+        half_logdet[:, :, t] += torch.log(torch.diagonal(Lm, dim1=-2, dim2=-1)).sum(-1)
+        local = torch.full((T,), -1, dtype=torch.long, device=dev)
+        local[t] = torch.arange(t.shape[0], device=dev)
+        f = (local[ft] >= 0).nonzero().squeeze(1)                            # the bucket's points
+        lt, lp = local[ft[f]], fp[f]
+        u = gT[f].gather(-1, order[lt].unsqueeze(1).expand(-1, K, m)) \
+            * valid[lt].unsqueeze(1).to(dt)                                  # (F, K, m)
+        if not need_moments:
+            w = torch.linalg.solve_triangular(Lm[lp, :, lt], u.unsqueeze(-1), upper=False)
+            sub[f] = w.square().sum((-1, -2))
+            continue
+        inv_mm = torch.cholesky_inverse(Lm) * vv.to(dt)                      # (P, K, T_b, m, m)
+        v = (inv_mm[lp, :, lt] * u.unsqueeze(-2)).sum(-1)                    # (F, K, m)
+        sub[f] = (u * v).sum(-1)
+        # E[x_m - mu_m | x_o] = -v in the missing slots (the padding goes
+        # to an extra coordinate, dropped).
+        slots = torch.where(valid, order, torch.full_like(order, D))
+        yT[f] = yT[f].scatter_(-1, slots[lt].unsqueeze(1).expand(-1, K, m), -v)
+        parts.append((t, slots, inv_mm))
+    quad = quad - sub.reshape(P, n, K).permute(0, 2, 1)
     const = half_logdet.gather(-1, pi.unsqueeze(1).expand(P, K, n)) \
         + (0.5 * _LOG_2PI) * n_obs[pi].unsqueeze(1)
+    logn = -const - 0.5 * quad
     if not need_moments:
-        w = torch.linalg.solve_triangular(Lm[pk], u.unsqueeze(-1), upper=False)
-        return -const - 0.5 * (quad - w.square().sum((-1, -2))), None, None, None
-    inv_mm = torch.cholesky_inverse(Lm) * vv.to(dt)                          # (P, K, T, m, m)
-    v = (inv_mm[pk] * u.unsqueeze(-2)).sum(-1)                               # (P, K, n, m)
-    logn = -const - 0.5 * (quad - (u * v).sum(-1))
-    # E[x_m - mu_m | x_o] = -v in the missing slots (the unused ones go to
-    # a padding row, dropped).
-    slots = torch.where(valid, order, torch.full_like(order, D))
-    y = torch.cat([diff.transpose(-1, -2), diff.new_zeros(P, K, n, 1)], -1)
-    y.scatter_(-1, slots[pi].unsqueeze(1).expand(P, K, n, m), -v)
-    y = y[..., :D].transpose(-1, -2)                                         # (P, K, D, n)
-    return logn, y, ConditionalCovariance(D, inv_mm=inv_mm, slots=slots), inv
+        return logn, None, None, None
+    y = yT[..., :D].reshape(P, n, K, D).permute(0, 2, 3, 1)                  # (P, K, D, n)
+    return logn, y, ConditionalCovariance(D, T, parts=parts, Sigma=Sigma), inv
 
 
 def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,

@@ -301,7 +301,7 @@ def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type,
     x = torch.tensor(np.where(observed, X, 0.0)).t()[None]
     o = torch.tensor(observed).t()[None]
     logn, y, ccov, inv = observed_terms(x, o, p, family)
-    assert (ccov.inv_mm is not None) == (2 * most_missing <= D)     # the route under test
+    assert (ccov.parts is not None) == (2 * most_missing <= D)      # the route under test
     only = observed_terms(x, o, p, family, need_moments=False)[0]
     per = ccov.per_pattern()[0]                                      # (T, K, D, D)
     R = torch.rand(1, K, per.shape[0], dtype=torch.float64,
