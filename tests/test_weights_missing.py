@@ -14,8 +14,9 @@ from scipy.stats import multivariate_normal
 from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm import covariance as cm
 from bayesgmm.covariance import COVARIANCE_TYPES
-from bayesgmm.fitting import (Groups, class_elbo_loss, elbo_loss, negative_log_joint,
-                              observed_component_log_prob, observed_terms)
+from bayesgmm.fitting import (ConditionalCovariance, Groups, _JoinedConditional, class_elbo_loss,
+                              elbo_loss, negative_log_joint, observed_component_log_prob,
+                              observed_terms)
 from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
 
 CPU = dict(device="cpu", random_state=0)
@@ -277,31 +278,37 @@ def test_observed_marginal_matches_scipy(covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("most_missing", [3, 5])
-def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type, most_missing):
-    """Both routes of ``observed_terms`` (the precision's partitions where
-    no row of the block misses more than half the features, one factor of
-    each pattern's observed covariance otherwise) against numpy per row:
-    the observed marginal's density (scipy), E[x_m | x_o] and the
-    conditional covariance of the missing block, per pattern and summed
-    with pattern weights."""
+@pytest.mark.parametrize("rows", ["light", "mixed", "heavy"])
+def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type, rows):
+    """Both routes of ``observed_terms`` (the precision's partitions for
+    rows missing at most half the features, one factor of each pattern's
+    observed covariance for the others), alone and in one block, against
+    numpy per row: the observed marginal's density (scipy), E[x_m | x_o]
+    and the conditional covariance of the missing block, per pattern and
+    summed with pattern weights."""
     D, K = 6, 3
     params = _params(covariance_type, D, K)
     family = cm.get(covariance_type, D)
     cov = family.dense(params.cov, K).numpy()
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, D)) * 2
-    hide = rng.random(X.shape) < 0.35
+    hide = rng.random(X.shape) < (0.8 if rows == "heavy" else 0.35)
     hide[:, 0] = False
-    for row in hide:                                  # at most ``most_missing`` per row
-        row[np.flatnonzero(row)[most_missing:]] = False
-    hide[0, 1:1 + most_missing] = True                # one row at the most
+    most = 3 if rows == "light" else 5
+    for row in hide:                                  # at most ``most`` per row
+        row[np.flatnonzero(row)[most:]] = False
+    hide[0, 1:1 + most] = True                        # one row at the most
+    if rows == "heavy":
+        hide[:, 1:5] = True                           # every row misses 4 or 5
     observed = ~hide
     p = params.map(lambda t: t[None])
     x = torch.tensor(np.where(observed, X, 0.0)).t()[None]
     o = torch.tensor(observed).t()[None]
     logn, y, ccov, inv = observed_terms(x, o, p, family)
-    assert (ccov.parts is not None) == (2 * most_missing <= D)      # the route under test
+    routes = {"light": ConditionalCovariance, "heavy": ConditionalCovariance,
+              "mixed": _JoinedConditional}
+    assert type(ccov) is routes[rows]                                # the routes under test
+    assert (ccov.parts is not None) == (rows == "light")
     only = observed_terms(x, o, p, family, need_moments=False)[0]
     per = ccov.per_pattern()[0]                                      # (T, K, D, D)
     R = torch.rand(1, K, per.shape[0], dtype=torch.float64,
