@@ -14,9 +14,9 @@ from scipy.stats import multivariate_normal
 from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm import covariance as cm
 from bayesgmm.covariance import COVARIANCE_TYPES
-from bayesgmm.fitting import (ConditionalCovariance, Groups, _JoinedConditional, class_elbo_loss,
-                              elbo_loss, negative_log_joint, observed_component_log_prob,
-                              observed_terms)
+from bayesgmm.fitting import (PRECISION_ROUTE_MIN_FEATURES, ConditionalCovariance, Groups,
+                              _JoinedConditional, class_elbo_loss, elbo_loss, negative_log_joint,
+                              observed_component_log_prob, observed_terms)
 from bayesgmm.priors import MixtureParams, Standardizer, resolve_priors
 
 CPU = dict(device="cpu", random_state=0)
@@ -286,7 +286,7 @@ def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type,
     numpy per row: the observed marginal's density (scipy), E[x_m | x_o]
     and the conditional covariance of the missing block, per pattern and
     summed with pattern weights."""
-    D, K = 6, 3
+    D, K = PRECISION_ROUTE_MIN_FEATURES, 3
     params = _params(covariance_type, D, K)
     family = cm.get(covariance_type, D)
     cov = family.dense(params.cov, K).numpy()
@@ -294,12 +294,12 @@ def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type,
     X = rng.normal(size=(60, D)) * 2
     hide = rng.random(X.shape) < (0.8 if rows == "heavy" else 0.35)
     hide[:, 0] = False
-    most = 3 if rows == "light" else 5
+    most = D // 2 if rows == "light" else D - 1
+    hide[0, 1:1 + most] = True                        # one row at the most
     for row in hide:                                  # at most ``most`` per row
         row[np.flatnonzero(row)[most:]] = False
-    hide[0, 1:1 + most] = True                        # one row at the most
     if rows == "heavy":
-        hide[:, 1:5] = True                           # every row misses 4 or 5
+        hide[:, 1:D // 2 + 2] = True                  # every row misses more than half
     observed = ~hide
     p = params.map(lambda t: t[None])
     x = torch.tensor(np.where(observed, X, 0.0)).t()[None]
@@ -378,16 +378,15 @@ def _reference_ecm_step(X, w, weights, means, covs, priors):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("one_per_row", [False, True])
-def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted, one_per_row):
-    """With rows missing up to two of three features (each pattern's
-    observed covariance factored), and at most one (the precision's
-    partitions: see ``observed_terms``)."""
-    X, _ = _blobs(n=(60, 80, 50))
+@pytest.mark.parametrize("D", [3, PRECISION_ROUTE_MIN_FEATURES])
+def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted, D):
+    """At D = 3 every row takes the factor route of ``observed_terms``; at
+    its threshold most take the precision route and the few missing more
+    than half the features the factor route, in the same blocks."""
+    X, _ = _blobs(n=(60, 80, 50), D=D)
     Xm = _hide(X, 0.3)
-    if one_per_row:
-        two = np.isnan(Xm).sum(1) > 1
-        Xm[two, :2] = X[two, :2]
+    if D > 3:
+        assert 0 < (2 * np.isnan(Xm).sum(1) > D).sum() < len(X) / 10
     w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted else np.ones(len(X))
     gmm = BayesianGMM(3, missing="marginalize", dtype="float64", tol=1e-12, em_max_iter=5000,
                       max_iter=0, **CPU).fit(Xm, sample_weight=w if weighted else None)
