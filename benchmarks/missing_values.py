@@ -4,7 +4,7 @@ imputation followed by scikit-learn's ``GaussianMixture``, and
 ``BayesianGMM.impute`` against scikit-learn's ``SimpleImputer(mean)`` and
 ``KNNImputer``, in one run on the same data.
 
-Data: (a) synthetic, D=5, K=3 overlapping full-covariance Gaussians (means
+Data: (a) synthetic, D=5 (``--features``), K=3 overlapping full-covariance Gaussians (means
 and covariances drawn per seed, weights 0.5/0.3/0.2), 600 training and 5,000
 held-out points; (b) scikit-learn's wine (178 x 13), standardised, 70/30
 split per seed.  Entries of the training data are hidden completely at
@@ -48,9 +48,8 @@ OURS = "marginalize (bayesgmm, default priors)"
 OURS_PRIOR = "marginalize (bayesgmm, prior: D points)"
 
 
-def synthetic(seed: int, n_train: int, n_test: int):
+def synthetic(seed: int, n_train: int, n_test: int, D: int = 5):
     rng = np.random.default_rng(seed)
-    D = 5
     means = rng.normal(0, 2.0, (K, D))
     covs = []
     for _ in range(K):
@@ -101,6 +100,9 @@ def main() -> None:
     p.add_argument("--wine-rate", type=float, default=0.3)
     p.add_argument("--n-train", type=int, default=600)
     p.add_argument("--n-test", type=int, default=5000)
+    p.add_argument("--features", type=int, default=5,
+                   help="D of the synthetic data (the speed of wide fits: e.g. --features 30 "
+                        "--n-train 5000 --rates 0.1 0.3)")
     args = p.parse_args()
     if args.quick:
         args.seeds, args.rates, args.n_train, args.n_test = 1, [0.3], 300, 1000
@@ -131,12 +133,13 @@ def main() -> None:
     def fit_sk(X):
         return GaussianMixture(K, covariance_type="full", random_state=0).fit(X)
 
-    cases = [("synthetic D=5 K=3", r) for r in args.rates] + [("wine", args.wine_rate)]
+    cases = ([(f"synthetic D={args.features} K=3", r) for r in args.rates]
+             + [("wine", args.wine_rate)])
     rows = []
     for data_name, rate in cases:
         acc: dict = {}
         for seed in range(args.seeds):
-            Xtr, Xte, truth = (synthetic(seed, args.n_train, args.n_test)
+            Xtr, Xte, truth = (synthetic(seed, args.n_train, args.n_test, args.features)
                                if data_name != "wine" else wine(seed))
             Xm = hide(Xtr, rate, seed)
             miss = np.isnan(Xm)
