@@ -703,9 +703,6 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
         codes, inv = torch.unique(bits.reshape(-1), return_inverse=True)
         uniq = ((codes.unsqueeze(-1) >> torch.arange(D, device=x.device)) & 1).bool()
     inv = inv.reshape(observed.shape[0], n)                                  # (P or 1, n)
-    Sigma = family.dense(params.cov, K)                                      # (P, K, D, D)
-    diff = torch.where(observed.unsqueeze(-3), x.unsqueeze(-3) - params.means.unsqueeze(-1),
-                       torch.zeros((), dtype=x.dtype, device=x.device))     # (P, K, D, n)
     pi = inv.expand(P, n)
     n_obs = uniq.sum(-1)                                                     # (T,)
     heavy = (2 * (D - n_obs[pi]) > D).any(0) if D >= PRECISION_ROUTE_MIN_FEATURES \
@@ -729,6 +726,9 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
             inv[..., c] = r[3] + shift
         return logn, y, _JoinedConditional(runs[0][2], runs[1][2]), inv
     n_obs = n_obs.to(x.dtype)
+    Sigma = family.dense(params.cov, K)                                      # (P, K, D, D)
+    diff = torch.where(observed.unsqueeze(-3), x.unsqueeze(-3) - params.means.unsqueeze(-1),
+                       torch.zeros((), dtype=x.dtype, device=x.device))     # (P, K, D, n)
     if not bool(heavy.any()):
         return _schur_terms(diff, Sigma, uniq, n_obs, pi, inv, need_moments)
     pidx = torch.arange(P, device=x.device).unsqueeze(-1)
@@ -775,7 +775,7 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
     missing = D - n_obs.long()                                               # (T,)
     # Each pattern's missing coordinates first (stable: in order).
     order_all = torch.argsort(uniq.to(torch.uint8), dim=-1, stable=True)
-    bucket = torch.where(missing > 0, torch.ceil(torch.log2(missing.clamp_min(1).double())).long(),
+    bucket = torch.where(missing > 0, torch.ceil(torch.log2(missing.clamp_min(1).float())).long(),
                          torch.full_like(missing, -1))
     parts = []
     for b in torch.unique(bucket).tolist():
@@ -870,8 +870,7 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         # The missing coordinates' conditional covariance, per pattern, times
         # the pattern's responsibility mass R_t.
         P, K = r.shape[:2]
-        T = int(inv.max()) + 1
-        Rt = r.new_zeros(P, K, T).scatter_add_(
+        Rt = r.new_zeros(P, K, cond.T).scatter_add_(
             -1, inv.expand(P, -1).unsqueeze(1).expand(P, K, -1), r[..., inc])   # (P, K, T)
         extra = cond.weighted(Rt)
         S2 = S2 + (extra if family.full_moments else torch.diagonal(extra, dim1=-2, dim2=-1))
