@@ -85,8 +85,10 @@ _LOG_2PI = math.log(2 * math.pi)
 def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device) -> int:
     """Rows per E-step block for P pairs of K components of D features (in
     memory, :meth:`Groups.rows`, and streamed, :meth:`RowStream.rows`): a
-    temporary of P K D (D D with missing entries, whose terms are (D, D)
-    per point) elements per row within the device's budget, and on the CPU
+    temporary of P K D (D D with missing entries: a row missing more than
+    half the features takes (D, D) terms in :func:`observed_terms`, the
+    others (m, m) for m missing, at most a quarter of that) elements per
+    row within the device's budget, and on the CPU
     at least :data:`MIN_BLOCK_ROWS` rows where that stays within
     :data:`MAX_BLOCK_ELEMENTS`."""
     per_row = P * K * D * (D if missing else 1)
