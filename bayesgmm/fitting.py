@@ -757,7 +757,16 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
     pattern ``pi`` (P, n) (``inv`` as given).  Patterns are taken in
     buckets of missing counts (1, 2, 3-4, 5-8, ...), each padded to its
     largest count m_b only: the (m, m) terms per pattern and point cost m^2
-    to m^3, and most rows miss few entries."""
+    to m^3, and most rows miss few entries.
+
+    The Mahalanobis form is that of the completed difference (the missing
+    coordinates at their conditional expectation, which minimises it over
+    them, to d_o^T Sigma_oo^-1 d_o), as |L^-1 d~|^2 with Sigma = L L^T: a
+    sum of squares, where d^T Lambda d - u^T Lambda_mm^-1 u subtracts terms
+    up to cond(Sigma) times larger than the result (in float32, errors of
+    0.1-10 nats at condition numbers 1e5-1e6, against 2e-3-3e-2 by the
+    factor route), and first-order insensitive to the error of the
+    conditional expectation."""
     P, K, D, n = diff.shape
     T = uniq.shape[0]
     dev, dt = diff.device, diff.dtype
@@ -765,15 +774,13 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
     Lam = torch.cholesky_inverse(L)                                          # (P, K, D, D)
     half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) \
         .unsqueeze(-1).expand(P, K, T).clone()                               # 0.5 log |Sigma_oo|
-    g = Lam @ diff                                                           # (P, K, D, n)
-    quad = (diff * g).sum(-2)                                                # d^T Lambda d
     # Points flattened over the pairs, each with its pair and pattern.
-    gT = g.permute(0, 3, 1, 2).reshape(P * n, K, D)
+    gT = (Lam @ diff).permute(0, 3, 1, 2).reshape(P * n, K, D)               # Lambda d
     fp = torch.arange(P, device=dev).repeat_interleave(n)
     ft = pi.reshape(-1)
-    sub = diff.new_zeros(P * n, K)                                           # u^T Lambda_mm^-1 u
+    # The completed differences, with a padding coordinate (dropped).
     yT = torch.cat([diff.permute(0, 3, 1, 2).reshape(P * n, K, D),
-                    diff.new_zeros(P * n, K, 1)], -1) if need_moments else None
+                    diff.new_zeros(P * n, K, 1)], -1)
     missing = D - n_obs.long()                                               # (T,)
     # Each pattern's missing coordinates first (stable: in order).
     order_all = torch.argsort(uniq.to(torch.uint8), dim=-1, stable=True)
@@ -797,26 +804,21 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
         f = (local[ft] >= 0).nonzero().squeeze(1)                            # the bucket's points
         lt, lp = local[ft[f]], fp[f]
         u = gT[f].gather(-1, order[lt].unsqueeze(1).expand(-1, K, m)) \
-            * valid[lt].unsqueeze(1).to(dt)                                  # (F, K, m)
-        if not need_moments:
-            w = torch.linalg.solve_triangular(Lm[lp, :, lt], u.unsqueeze(-1), upper=False)
-            sub[f] = w.square().sum((-1, -2))
-            continue
+            * valid[lt].unsqueeze(1).to(dt)                                  # (Lambda d)_m (F, K, m)
         inv_mm = torch.cholesky_inverse(Lm) * vv.to(dt)                      # (P, K, T_b, m, m)
         v = (inv_mm[lp, :, lt] * u.unsqueeze(-2)).sum(-1)                    # (F, K, m)
-        sub[f] = (u * v).sum(-1)
         # E[x_m - mu_m | x_o] = -v in the missing slots (the padding goes
-        # to an extra coordinate, dropped).
+        # to the extra coordinate).
         slots = torch.where(valid, order, torch.full_like(order, D))
         yT[f] = yT[f].scatter_(-1, slots[lt].unsqueeze(1).expand(-1, K, m), -v)
         parts.append((t, slots, inv_mm))
-    quad = quad - sub.reshape(P, n, K).permute(0, 2, 1)
+    y = yT[..., :D].reshape(P, n, K, D).permute(0, 2, 3, 1)                  # (P, K, D, n)
+    quad = torch.linalg.solve_triangular(L, y, upper=False).square().sum(-2)  # (P, K, n)
     const = half_logdet.gather(-1, pi.unsqueeze(1).expand(P, K, n)) \
         + (0.5 * _LOG_2PI) * n_obs[pi].unsqueeze(1)
     logn = -const - 0.5 * quad
     if not need_moments:
         return logn, None, None, None
-    y = yT[..., :D].reshape(P, n, K, D).permute(0, 2, 3, 1)                  # (P, K, D, n)
     return logn, y, ConditionalCovariance(D, T, parts=parts, Sigma=Sigma), inv
 
 
