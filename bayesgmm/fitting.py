@@ -73,7 +73,7 @@ CUDA_BLOCK_ELEMENTS = 2 ** 26
 # 2048 was slower for diagonal D = 50).
 MIN_BLOCK_ROWS = 512
 # ... as long as a temporary stays within this many elements (16 MiB in
-# float32): wide data with missing entries (terms (D, D) per point) or many
+# float32): wide data with missing entries (terms up to (D, D) per point) or many
 # restarts and components keep blocks that fit in memory.
 MAX_BLOCK_ELEMENTS = 2 ** 22
 _LOG_2PI = math.log(2 * math.pi)
@@ -168,7 +168,7 @@ class Groups:
     def rows(self, P: int, K: int) -> int:
         """Rows per block for P pairs of K components (larger blocks on a
         GPU, where each block costs kernel launches, not cache; smaller with
-        missing entries, whose terms are (D, D) per point)."""
+        missing entries, whose terms are up to (D, D) per point)."""
         return block_rows(P, K, self.XT.shape[1], self.observed is not None, self.XT.device)
 
     def blocks(self, gidx: torch.Tensor, rows: int):
