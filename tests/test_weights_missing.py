@@ -287,51 +287,63 @@ def test_observed_terms_match_the_textbook_conditional_gaussian(covariance_type,
     and the conditional covariance of the missing block, per pattern and
     summed with pattern weights."""
     D, K = PRECISION_ROUTE_MIN_FEATURES, 3
-    params = _params(covariance_type, D, K)
+    base = _params(covariance_type, D, K)
     family = cm.get(covariance_type, D)
-    cov = family.dense(params.cov, K).numpy()
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(60, D)) * 2
-    hide = rng.random(X.shape) < (0.8 if rows == "heavy" else 0.35)
-    hide[:, 0] = False
-    most = D // 2 if rows == "light" else D - 1
-    hide[0, 1:1 + most] = True                        # one row at the most
-    for row in hide:                                  # at most ``most`` per row
-        row[np.flatnonzero(row)[most:]] = False
-    if rows == "heavy":
-        hide[:, 1:D // 2 + 2] = True                  # every row misses more than half
+    # Two pairs (as a classifier's classes), each with its own means,
+    # covariances and missing entries.
+    wider = {"full": base.cov / 1.5, "tied": base.cov / 1.5}.get(covariance_type,
+                                                                 base.cov * 1.5 ** 0.5)
+    p = MixtureParams(torch.stack([base.weights, base.weights]),
+                      torch.stack([base.means, base.means + 0.5]), torch.stack([base.cov, wider]))
+    cov = family.dense(p.cov, K).numpy()                             # (2, K, D, D)
+    X = np.random.default_rng(1).normal(size=(60, D)) * 2
+
+    def holes(seed):
+        rng = np.random.default_rng(seed)
+        hide = rng.random(X.shape) < (0.8 if rows == "heavy" else 0.35)
+        hide[:, 0] = False
+        most = D // 2 if rows == "light" else D - 1
+        hide[0, 1:1 + most] = True                    # one row at the most
+        for row in hide:                              # at most ``most`` per row
+            row[np.flatnonzero(row)[most:]] = False
+        if rows == "heavy":
+            hide[:, 1:D // 2 + 2] = True              # every row misses more than half
+        return hide
+
+    hide = np.stack([holes(2), holes(3)])                            # (2, n, D)
     observed = ~hide
-    p = params.map(lambda t: t[None])
-    x = torch.tensor(np.where(observed, X, 0.0)).t()[None]
-    o = torch.tensor(observed).t()[None]
+    x = torch.tensor(np.where(observed, X, 0.0)).transpose(-1, -2)   # (2, D, n)
+    o = torch.tensor(observed).transpose(-1, -2)
     logn, y, ccov, inv = observed_terms(x, o, p, family)
     routes = {"light": ConditionalCovariance, "heavy": ConditionalCovariance,
               "mixed": _JoinedConditional}
     assert type(ccov) is routes[rows]                                # the routes under test
     assert (ccov.parts is not None) == (rows == "light")
     only = observed_terms(x, o, p, family, need_moments=False)[0]
-    per = ccov.per_pattern()[0]                                      # (T, K, D, D)
-    R = torch.rand(1, K, per.shape[0], dtype=torch.float64,
+    per = ccov.per_pattern()                                         # (2, T, K, D, D)
+    R = torch.rand(2, K, per.shape[1], dtype=torch.float64,
                    generator=torch.Generator().manual_seed(2))
-    mass = np.zeros((K, D, D))
-    for n, xn in enumerate(X):
-        ob, mi = observed[n], hide[n]
-        for k in range(K):
-            S, mu = cov[k], params.means[k].numpy()
-            Soo = S[np.ix_(ob, ob)]
-            ref = multivariate_normal(mu[ob], Soo).logpdf(xn[ob])
-            assert float(logn[0, k, n]) == pytest.approx(ref, rel=1e-10)
-            assert float(only[0, k, n]) == pytest.approx(ref, rel=1e-10)
-            e = xn - mu
-            e[mi] = S[np.ix_(mi, ob)] @ np.linalg.solve(Soo, e[ob])
-            np.testing.assert_allclose(y[0, k, :, n].numpy(), e, rtol=1e-10, atol=1e-12)
-            C = np.zeros((D, D))
-            C[np.ix_(mi, mi)] = S[np.ix_(mi, mi)] - S[np.ix_(mi, ob)] @ np.linalg.solve(
-                Soo, S[np.ix_(ob, mi)])
-            np.testing.assert_allclose(per[inv[0, n], k].numpy(), C, rtol=1e-10, atol=1e-12)
-    for t in range(per.shape[0]):
-        mass += R[0, :, t, None, None].numpy() * per[t].numpy()
-    np.testing.assert_allclose(ccov.weighted(R)[0].numpy(), mass, rtol=1e-10, atol=1e-12)
+    mass = np.zeros((2, K, D, D))
+    for q in range(2):
+        for n, xn in enumerate(X):
+            ob, mi = observed[q, n], hide[q, n]
+            for k in range(K):
+                S, mu = cov[q, k], p.means[q, k].numpy()
+                Soo = S[np.ix_(ob, ob)]
+                ref = multivariate_normal(mu[ob], Soo).logpdf(xn[ob])
+                assert float(logn[q, k, n]) == pytest.approx(ref, rel=1e-10)
+                assert float(only[q, k, n]) == pytest.approx(ref, rel=1e-10)
+                e = xn - mu
+                e[mi] = S[np.ix_(mi, ob)] @ np.linalg.solve(Soo, e[ob])
+                np.testing.assert_allclose(y[q, k, :, n].numpy(), e, rtol=1e-10, atol=1e-12)
+                C = np.zeros((D, D))
+                C[np.ix_(mi, mi)] = S[np.ix_(mi, mi)] - S[np.ix_(mi, ob)] @ np.linalg.solve(
+                    Soo, S[np.ix_(ob, mi)])
+                np.testing.assert_allclose(per[q, inv[q, n], k].numpy(), C, rtol=1e-10,
+                                           atol=1e-12)
+        for t in range(per.shape[1]):
+            mass[q] += R[q, :, t, None, None].numpy() * per[q, t].numpy()
+    np.testing.assert_allclose(ccov.weighted(R).numpy(), mass, rtol=1e-10, atol=1e-12)
 
 
 def test_observed_terms_precision_route_keeps_float32_accuracy():
