@@ -681,11 +681,12 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
 
     Points that miss at most half the coordinates (m of D) take the
     precision Lambda = Sigma^-1 of each component (one D x D factorisation)
-    and one m x m factor per pattern: with d the difference, zero where
-    missing, and u = (Lambda d)_m, d_o^T Sigma_oo^-1 d_o = d^T Lambda d -
-    u^T Lambda_mm^-1 u, |Sigma_oo| = |Sigma| |Lambda_mm|, E[x_m - mu_m | x_o]
-    = -Lambda_mm^-1 u, and the conditional covariance is Lambda_mm^-1 (the
-    Schur complements of a partitioned matrix and its inverse).  The others
+    and one m x m factor per pattern (:func:`_schur_terms`): with d the
+    difference, zero where missing, and u = (Lambda d)_m, E[x_m - mu_m |
+    x_o] = -Lambda_mm^-1 u, the conditional covariance is Lambda_mm^-1,
+    |Sigma_oo| = |Sigma| |Lambda_mm| (the Schur complements of a
+    partitioned matrix and its inverse), and d_o^T Sigma_oo^-1 d_o is the
+    full Mahalanobis form of d completed by E[x_m - mu_m | x_o].  The others
     take one D x D factor of the embedded Sigma_oo per pattern
     (:func:`~bayesgmm.covariance.observed_gaussian`), which keeps its
     accuracy where few coordinates are observed (the partitions would
