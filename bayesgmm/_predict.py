@@ -342,7 +342,7 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     row's observed features, E[x_m | x_o] = sum_k p(k | x_o) (mu_k,m +
     Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)); with ``gen`` a draw from
     p(x_m | x_o) (a component, then its conditional Gaussian).  Blocks of
-    rows keep the memory bounded (the terms are (K, D, D) per row)."""
+    rows keep the memory bounded (the terms are up to (K, D, D) per row)."""
     from .fitting import observed_terms
 
     K, D = params.means.shape[-2:]
@@ -366,13 +366,8 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             else:
                 k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
                 m = torch.arange(idx.size, device=device)
-                C = ccov.per_pattern()
-                cov = C[0, inv[0], k]                                       # (m, D, D)
-                # Observed rows and columns of the conditional covariance
-                # are 0: a unit diagonal there makes it factorable.
-                L = torch.linalg.cholesky(cov + torch.diag_embed(observed.double()))
                 eps = torch.randn(idx.size, D, 1, dtype=torch.float64, device=device,
-                                  generator=gen)
-                fill = cond[k, :, m] + (L @ eps).squeeze(-1)
+                                  generator=gen).squeeze(-1)
+                fill = cond[k, :, m] + ccov.draw(inv[0], k, eps, observed)
             value = (fill * s + c).cpu().numpy()
             out[idx] = np.where(np.isnan(X[idx]), value, out[idx])

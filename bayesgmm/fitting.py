@@ -649,6 +649,35 @@ class ConditionalCovariance:
             out[:, :, t] = blk
         return out.reshape(P, K, self.T, D + 1, D + 1)[..., :D, :D].transpose(1, 2)
 
+    def draw(self, pattern: torch.Tensor, comp: torch.Tensor, eps: torch.Tensor,
+             observed: torch.Tensor) -> torch.Tensor:
+        """Draws (n, D) from N(0, C) of each row's pattern (``pattern``
+        (n,)) and component (``comp`` (n,)) of the batch's first mixture,
+        from standard normals ``eps`` (n, D): L eps on the missing
+        coordinates, L the lower Cholesky factor of C_mm in their order
+        (the observed coordinates, ``observed`` (n, D), get eps or 0).  That
+        is the factor of C with a unit diagonal on the observed
+        coordinates restricted to the missing ones, so both forms give the
+        same draw from the same ``eps``."""
+        D = self.D
+        if self.parts is None:
+            C = self.per_pattern()[0, pattern, comp]                       # (n, D, D)
+            L = torch.linalg.cholesky(C + torch.diag_embed(observed.to(C.dtype)))
+            return (L @ eps.unsqueeze(-1)).squeeze(-1)
+        out = eps.new_zeros(eps.shape[0], D + 1)
+        e = torch.cat([eps, eps.new_zeros(eps.shape[0], 1)], -1)
+        local = torch.full((self.T,), -1, dtype=torch.long, device=eps.device)
+        for t, slots, inv_mm in self.parts:
+            local[t] = torch.arange(t.shape[0], device=eps.device)
+            f = (local[pattern] >= 0).nonzero().squeeze(1)
+            lt = local[pattern[f]]
+            local[t] = -1
+            sl = slots[lt]                                                  # (F, m), D: padding
+            L = torch.linalg.cholesky(inv_mm[0, comp[f], lt]
+                                      + torch.diag_embed((sl == D).to(eps.dtype)))
+            out[f] = out[f].scatter_(-1, sl, (L @ e[f].gather(-1, sl).unsqueeze(-1)).squeeze(-1))
+        return out[:, :D]
+
 
 class _JoinedConditional(ConditionalCovariance):
     """The :class:`ConditionalCovariance` of two sets of patterns, the
@@ -664,6 +693,15 @@ class _JoinedConditional(ConditionalCovariance):
 
     def per_pattern(self) -> torch.Tensor:
         return torch.cat([self.first.per_pattern(), self.second.per_pattern()], 1)
+
+    def draw(self, pattern: torch.Tensor, comp: torch.Tensor, eps: torch.Tensor,
+             observed: torch.Tensor) -> torch.Tensor:
+        T0 = self.first.T
+        out = torch.empty_like(eps)
+        for rows, part, shift in (((pattern < T0).nonzero().squeeze(1), self.first, 0),
+                                  ((pattern >= T0).nonzero().squeeze(1), self.second, T0)):
+            out[rows] = part.draw(pattern[rows] - shift, comp[rows], eps[rows], observed[rows])
+        return out
 
 
 def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParams,

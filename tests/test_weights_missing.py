@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 
 from bayesgmm import BayesianGMM, GMMClassifier
 from bayesgmm import covariance as cm
+from bayesgmm import fitting
 from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.fitting import (PRECISION_ROUTE_MIN_FEATURES, ConditionalCovariance, Groups,
                               _JoinedConditional, class_elbo_loss, elbo_loss, negative_log_joint,
@@ -626,6 +627,25 @@ def test_impute_draws_follow_the_conditional_distribution():
     np.testing.assert_array_equal(draws[:, 0], 0.5)
     again = gmm.impute(np.repeat(row, 20000, axis=0), sample=True, random_state=1)
     np.testing.assert_array_equal(draws, again)
+
+
+def test_impute_draws_are_the_same_by_either_route(monkeypatch):
+    """At 10 features, rows missing up to half take the precision route's
+    m x m factors for their draws, the others the factor route's (D, D)
+    ones: the same draws as every row by the factor route, from the same
+    seed (the factor of C_mm is the factor of C with a unit diagonal on
+    the observed coordinates, restricted)."""
+    D = fitting.PRECISION_ROUTE_MIN_FEATURES
+    X, _ = _blobs(n=(60, 80, 50), D=D)
+    Xm = _hide(X, 0.35, seed=3)
+    heavy = 2 * np.isnan(Xm).sum(1) > D
+    assert 0 < heavy.sum() < len(X) / 5                               # both routes in one block
+    gmm = BayesianGMM(3, missing="marginalize", dtype="float64", **CPU).fit(Xm)
+    draws = gmm.impute(Xm, sample=True, random_state=4)
+    monkeypatch.setattr(fitting, "PRECISION_ROUTE_MIN_FEATURES", D + 1)
+    np.testing.assert_allclose(gmm.impute(Xm, sample=True, random_state=4), draws,
+                               rtol=1e-9, atol=1e-9)
+    assert not np.allclose(gmm.impute(Xm, sample=True, random_state=5), draws)
 
 
 def test_impute_keeps_dataframes_and_beats_mean_imputation():
