@@ -1180,14 +1180,22 @@ def seeded_spread(points: Sequence, weights: Optional[Sequence], centres: np.nda
         # Per restart, cluster and feature: observed weight, sum, sum of squares.
         s0, s1, s2 = np.zeros((R, k, D)), np.zeros((R, k, D)), np.zeros((R, k, D))
         step = max(1, 2 ** 22 // max(1, R * k * D))
+        complete = bool(obs.all())
         for a in range(0, P.shape[0], step):
             z, o, wa = Z[a:a + step], obs[a:a + step], w[a:a + step]
-            d2 = (((z[None, :, None, :] - c[:, None]) ** 2) * o[None, :, None, :]).sum(-1)
-            onehot = np.eye(k)[d2.argmin(-1)] * wa[None, :, None]      # (R, n, k)
-            ow = o.astype(np.float64)
-            s0 += np.einsum("rnk,nd->rkd", onehot, ow)
-            s1 += np.einsum("rnk,nd->rkd", onehot, z)
-            s2 += np.einsum("rnk,nd->rkd", onehot, z * z)
+            # Squared distances (R, n, k), one centre at a time (its
+            # temporaries stay in cache; exact ties break as before).
+            d2 = np.empty((R, z.shape[0], k))
+            for j in range(k):
+                diff = z[None] - c[:, j, None, :]                          # (R, n, D)
+                np.square(diff, out=diff)
+                if not complete:
+                    diff *= o[None]
+                d2[:, :, j] = diff.sum(-1)
+            onehot = (np.eye(k)[d2.argmin(-1)] * wa[None, :, None]).transpose(0, 2, 1)  # (R, k, n)
+            s0 += onehot @ o.astype(np.float64)
+            s1 += onehot @ z
+            s2 += onehot @ (z * z)
         total += np.maximum(s2 - s1 ** 2 / np.maximum(s0, np.finfo(np.float64).tiny), 0).sum((0, 1))
         mass += s0.sum((0, 1))
     return total / np.maximum(mass, np.finfo(np.float64).tiny)
