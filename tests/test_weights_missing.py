@@ -544,18 +544,22 @@ def test_predictions_marginalise_missing_features():
     np.testing.assert_allclose(gmm.score_samples(torch.tensor(Xq)).numpy(), ref, rtol=1e-5)
 
 
-def test_classifier_marginalises_in_fit_and_predict():
-    X, y = _blobs()
+@pytest.mark.parametrize("D", [3, fitting.PRECISION_ROUTE_MIN_FEATURES])
+def test_classifier_marginalises_in_fit_and_predict(D):
+    """At D = 3 by per-pattern factors, at 10 features mostly by the
+    precision route (the classes' pairs each with their own rows)."""
+    X, y = _blobs(D=D)
     Xm = _hide(X, 0.3)
     clf = GMMClassifier(1, missing="marginalize", discriminative_steps=5, **CPU).fit(Xm, y)
     Xq = _hide(X, 0.3, seed=7)
     assert clf.score(Xq, y) > 0.95
     ll = clf.class_log_likelihood(Xq[:20])
-    cov = clf._family().matrices(clf.covariances_[0], 1, 3)
-    o = ~np.isnan(Xq[0])
-    assert ll[0, 0] == pytest.approx(multivariate_normal(clf.means_[0, 0][o],
-                                                         cov[0][np.ix_(o, o)]).logpdf(Xq[0][o]),
-                                     rel=1e-5)
+    for c in range(3):
+        cov = clf._family().matrices(clf.covariances_[c], 1, D)
+        for n in range(20):
+            o = ~np.isnan(Xq[n])
+            assert ll[n, c] == pytest.approx(multivariate_normal(
+                clf.means_[c, 0][o], cov[0][np.ix_(o, o)]).logpdf(Xq[n][o]), rel=1e-5)
 
 
 @pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
