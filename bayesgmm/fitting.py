@@ -598,6 +598,15 @@ def _softmax_stats(logp: torch.Tensor, weight: Optional[torch.Tensor], dim: int)
 PRECISION_ROUTE_MIN_FEATURES = 10
 
 
+def _rows_in(t: torch.Tensor, T: int, pattern: torch.Tensor):
+    """The rows whose pattern (``pattern`` (n,), of T) is among ``t``, and
+    each one's position in ``t``."""
+    local = torch.full((T,), -1, dtype=torch.long, device=pattern.device)
+    local[t] = torch.arange(t.shape[0], device=pattern.device)
+    f = (local[pattern] >= 0).nonzero().squeeze(1)
+    return f, local[pattern[f]]
+
+
 class ConditionalCovariance:
     """The conditional covariance C_t of the missing coordinates given the
     observed ones, per missingness pattern t (of T) and component of P
@@ -616,7 +625,8 @@ class ConditionalCovariance:
     def _flat(self, slots: torch.Tensor) -> torch.Tensor:
         """(T_b, m_b m_b) positions of each pattern's block in a flattened
         (D + 1, D + 1) matrix whose last row and column take the padding."""
-        return (slots.unsqueeze(-1) * (self.D + 1) + slots.unsqueeze(-2)).reshape(slots.shape[0], -1)
+        flat = slots.unsqueeze(-1) * (self.D + 1) + slots.unsqueeze(-2)
+        return flat.reshape(slots.shape[0], -1)
 
     def weighted(self, R: torch.Tensor) -> torch.Tensor:
         """sum_t R_t C_t (P, K, D, D) for pattern masses ``R`` (P, K, T)."""
@@ -666,12 +676,8 @@ class ConditionalCovariance:
             return (L @ eps.unsqueeze(-1)).squeeze(-1)
         out = eps.new_zeros(eps.shape[0], D + 1)
         e = torch.cat([eps, eps.new_zeros(eps.shape[0], 1)], -1)
-        local = torch.full((self.T,), -1, dtype=torch.long, device=eps.device)
         for t, slots, inv_mm in self.parts:
-            local[t] = torch.arange(t.shape[0], device=eps.device)
-            f = (local[pattern] >= 0).nonzero().squeeze(1)
-            lt = local[pattern[f]]
-            local[t] = -1
+            f, lt = _rows_in(t, self.T, pattern)
             sl = slots[lt]                                                  # (F, m), D: padding
             L = torch.linalg.cholesky(inv_mm[0, comp[f], lt]
                                       + torch.diag_embed((sl == D).to(eps.dtype)))
@@ -771,7 +777,8 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
     diff = torch.where(observed.unsqueeze(-3), x.unsqueeze(-3) - params.means.unsqueeze(-1),
                        torch.zeros((), dtype=x.dtype, device=x.device))     # (P, K, D, n)
     if not bool(heavy.any()):
-        return _schur_terms(diff, Sigma, uniq, n_obs, pi, inv, need_moments)
+        logn, y, cond = _schur_terms(diff, Sigma, uniq, n_obs, pi, need_moments)
+        return logn, y, cond, (inv if need_moments else None)
     pidx = torch.arange(P, device=x.device).unsqueeze(-1)
     A, hld, _ = observed_gaussian(Sigma.unsqueeze(1), uniq[None, :, None, :])  # (P, T, K, ...)
     Ap = A[pidx, pi].permute(0, 2, 1, 3, 4)                                 # (P, K, n, D, D)
@@ -789,13 +796,14 @@ def observed_terms(x: torch.Tensor, observed: torch.Tensor, params: MixtureParam
 
 
 def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
-                 n_obs: torch.Tensor, pi: torch.Tensor, inv: torch.Tensor, need_moments: bool):
+                 n_obs: torch.Tensor, pi: torch.Tensor, need_moments: bool):
     """:func:`observed_terms` by the precision's partitions: ``diff``
     (P, K, D, n) zero where missing, patterns ``uniq`` (T, D) with ``n_obs``
     observed coordinates (none missing more than half), each point's
-    pattern ``pi`` (P, n) (``inv`` as given).  Patterns are taken in
-    buckets of missing counts (1, 2, 3-4, 5-8, ...), each padded to its
-    largest count m_b only: the (m, m) terms per pattern and point cost m^2
+    pattern ``pi`` (P, n); returns ``logn``, ``y`` and the
+    :class:`ConditionalCovariance` (None, None without moments).
+    Patterns are taken in buckets of missing counts (1, 2, 3-4, 5-8, ...),
+    each padded to its largest count m_b only: the (m, m) terms per pattern and point cost m^2
     to m^3, and most rows miss few entries.
 
     The Mahalanobis form is that of the completed difference (the missing
@@ -838,12 +846,11 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
         # Lambda_mm per pattern, the identity on the padding.
         Lm = _chol(torch.where(vv, Lam[:, :, order.unsqueeze(-1), order.unsqueeze(-2)], eye))
         half_logdet[:, :, t] += torch.log(torch.diagonal(Lm, dim1=-2, dim2=-1)).sum(-1)
-        local = torch.full((T,), -1, dtype=torch.long, device=dev)
-        local[t] = torch.arange(t.shape[0], device=dev)
-        f = (local[ft] >= 0).nonzero().squeeze(1)                            # the bucket's points
-        lt, lp = local[ft[f]], fp[f]
+        f, lt = _rows_in(t, T, ft)                                           # the bucket's points
+        lp = fp[f]
+        # u = (Lambda d)_m
         u = gT[f].gather(-1, order[lt].unsqueeze(1).expand(-1, K, m)) \
-            * valid[lt].unsqueeze(1).to(dt)                                  # (Lambda d)_m (F, K, m)
+            * valid[lt].unsqueeze(1).to(dt)                                  # (F, K, m)
         inv_mm = torch.cholesky_inverse(Lm) * vv.to(dt)                      # (P, K, T_b, m, m)
         v = (inv_mm[lp, :, lt] * u.unsqueeze(-2)).sum(-1)                    # (F, K, m)
         # E[x_m - mu_m | x_o] = -v in the missing slots (the padding goes
@@ -857,8 +864,8 @@ def _schur_terms(diff: torch.Tensor, Sigma: torch.Tensor, uniq: torch.Tensor,
         + (0.5 * _LOG_2PI) * n_obs[pi].unsqueeze(1)
     logn = -const - 0.5 * quad
     if not need_moments:
-        return logn, None, None, None
-    return logn, y, ConditionalCovariance(D, T, parts=parts, Sigma=Sigma), inv
+        return logn, None, None
+    return logn, y, ConditionalCovariance(D, T, parts=parts, Sigma=Sigma)
 
 
 def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
