@@ -173,6 +173,8 @@ class Covariance:
     #: Whether the family is only invariant under one common scale for all
     #: features (so the internal standardisation must be isotropic).
     isotropic: bool = False
+    #: Whether the precisions are diagonal (:meth:`feature_precisions`).
+    diagonal_precision: bool = False
 
     # ---- shapes and counts
     def value_shape(self, K: int, D: int) -> tuple:
@@ -211,6 +213,12 @@ class Covariance:
 
     def half_log_det(self, factor: torch.Tensor, K: int) -> torch.Tensor:
         """0.5 log |Lambda_k| per component, (..., K)."""
+        raise NotImplementedError
+
+    def feature_precisions(self, factor: torch.Tensor, D: int) -> torch.Tensor:
+        """Per-feature precisions (..., K, D) from :meth:`precision_factor`,
+        for families whose precisions are diagonal (``diagonal_precision``
+        true; the E-step's expanded route)."""
         raise NotImplementedError
 
     def mahalanobis(self, diff: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -384,6 +392,7 @@ class Diagonal(Covariance):
     prior_fields = ("scale_shape", "scale_rate")
     full_moments = False
     per_component = True
+    diagonal_precision = True
 
     def value_shape(self, K, D):
         return (K, D)
@@ -403,6 +412,9 @@ class Diagonal(Covariance):
 
     def half_log_det(self, factor, K):
         return 0.5 * torch.log(factor).sum(-1)
+
+    def feature_precisions(self, factor, D):
+        return factor
 
     def mahalanobis(self, diff, factor):
         return (diff.square() * factor.unsqueeze(-1)).sum(-2)
@@ -466,6 +478,9 @@ class Spherical(Diagonal):
 
     def half_log_det(self, factor, K):
         return 0.5 * torch.log(factor) * self._D
+
+    def feature_precisions(self, factor, D):
+        return factor.unsqueeze(-1).expand(factor.shape + (D,))
 
     def mahalanobis(self, diff, factor):
         return diff.square().sum(-2) * factor.unsqueeze(-1)

@@ -20,6 +20,7 @@ from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
+from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
 from bayesgmm import BayesianGMM, GMMClassifier, Priors, covariance, fitting
@@ -524,6 +525,140 @@ def test_float32_narrow_off_centre_component_grid(covariance_type, offset, width
     _check_narrow(gmm, X, centre)
 
 
+def _narrow_wide_data(covariance_type, offset, width, D=8):
+    """1000 points of N(0, I_D) and 100 of a narrow component at ``offset``
+    background sds along the diagonal: sds ``width`` (spherical), or
+    ``width`` and 3 x ``width`` alternating (diag)."""
+    rng = np.random.default_rng(0)
+    sd = np.full(D, width) if covariance_type == "spherical" else \
+        np.where(np.arange(D) % 2, 3 * width, width)
+    centre = offset * np.ones(D) / np.sqrt(D)
+    return np.r_[rng.normal(size=(1000, D)), centre + sd * rng.normal(size=(100, D))], centre
+
+
+# The expanded route (diagonal precisions from EXPANDED_MIN_FEATURES features
+# on the CPU) scores and sums by products in float64: the same narrow,
+# off-centre components as above, at the route's smallest width.
+@pytest.mark.parametrize("offset,width", [(10, 1e-3), (100, 1e-2), (1000, 1e-3)])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_float32_narrow_off_centre_component_expanded_route(covariance_type, offset, width):
+    X, centre = _narrow_wide_data(covariance_type, offset, width,
+                                  D=fitting.EXPANDED_MIN_FEATURES)
+    assert fitting.expanded_route(covariance.get(covariance_type, X.shape[1]), X.shape[1],
+                                  torch.device("cpu"), False)
+    gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    _check_narrow(gmm, X, centre)
+
+
+def _expanded_case(covariance_type, dtype, groups):
+    """Wide data, 4 pairs of K = 5 (the last component padded), weights with
+    zeros, a narrow component far from the centre; one group or a group per
+    pair."""
+    g = torch.Generator().manual_seed(0)
+    D, K, n, P = 12, 5, 300, 4
+    family = covariance.get(covariance_type, D)
+    x = 2 * torch.randn(groups, D, n, generator=g, dtype=dtype)
+    w = torch.rand(groups, n, generator=g, dtype=dtype)
+    w[:, :10] = 0
+    means = torch.randn(P, K, D, generator=g, dtype=dtype)
+    means[:, 0, 0] = 4.0
+    shape = (P, K, D) if covariance_type == "diag" else (P, K)
+    scales = torch.rand(shape, generator=g, dtype=dtype) + 0.3
+    scales[:, 0] = 1e-3
+    weights = torch.full((P, K), 1.0 / (K - 1), dtype=dtype)
+    weights[:, -1] = 0
+    return family, x, w, MixtureParams(weights, means, scales)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_route_statistics_equal_the_differences(covariance_type, dtype, hard, groups,
+                                                         monkeypatch):
+    """The expanded route's E-step statistics (log-likelihood, N_k, S1, S2
+    about the current means) equal those by per-component differences in
+    float64: to rounding in float64, and in float32 at least as closely as
+    the float32 differences do (the route computes in float64)."""
+    family, x, w, p = _expanded_case(covariance_type, dtype, groups)
+    assert fitting.expanded_route(family, x.shape[1], x.device, False)
+    route = fitting.block_stats(x, w, p, family, family.precision_factor(p.cov), hard)
+    monkeypatch.setattr(fitting, "EXPANDED_MIN_FEATURES", 10 ** 6)
+    p64 = p.map(lambda t: t.double())
+    ref = fitting.block_stats(x.double(), w.double(), p64, family,
+                              family.precision_factor(p64.cov), hard)
+    diff = fitting.block_stats(x, w, p, family, family.precision_factor(p.cov), hard)
+    assert route.S2.dtype == dtype and route.S2.shape == ref.S2.shape == (4, 5, 12)
+    for name in ("loglik", "Nk", "S1", "S2"):
+        a, b, c = (getattr(s, name).double() for s in (route, ref, diff))
+        if dtype == torch.float64:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()),
+                                       err_msg=name)
+        else:
+            err, err_diff = (float((t - b).abs().max()) for t in (a, c))
+            assert err <= max(err_diff, 1e-7 * float(b.abs().max())), (name, err, err_diff)
+    assert float(route.Nk[:, -1].max()) < 1e-30          # padded: no mass (to exp(-80))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_route_negative_log_joint_is_the_scipy_one(covariance_type):
+    """negative_log_joint on the expanded route against scipy's densities."""
+    family, x, _, p = _expanded_case(covariance_type, torch.float64, 1)
+    X = x[0].T.numpy()
+    pt = PriorTensors_for(family, X)
+    groups = fitting.Groups.single(x[0].T.contiguous())
+    gidx = torch.zeros(4, dtype=torch.long)
+    mask = torch.arange(5) < 4
+    real = MixtureParams(p.weights[:, :4] / p.weights[:, :4].sum(-1, keepdim=True),
+                         p.means[:, :4], p.cov[:, :4])
+    ours = fitting.negative_log_joint(groups, real, gidx, pt, family)
+    padded = fitting.negative_log_joint(groups, p, gidx, pt.with_concentration(
+        torch.cat([pt.concentration, pt.concentration[:1]])), family, mask.expand(4, 5))
+    for i in range(4):
+        sd = real.cov[i].numpy()
+        var = sd ** 2 if covariance_type == "diag" else (sd ** 2)[:, None] * np.ones(12)
+        comp = np.stack([np.log(real.weights[i, k].item()) + stats.multivariate_normal(
+            real.means[i, k].numpy(), np.diag(var[k])).logpdf(X) for k in range(4)], 1)
+        ll = logsumexp(comp, axis=1).sum()
+        lp = float(fitting.log_prior(real.map(lambda t: t[i:i + 1]), pt, family)[0])
+        assert float(ours[i]) == pytest.approx(-(ll + lp), rel=1e-12)
+    np.testing.assert_allclose(padded, ours, rtol=1e-12)
+
+
+def PriorTensors_for(family, X):
+    std, _, moments = Standardizer.fit_to(X, "cpu", family.isotropic, dtype=torch.float64)
+    return std.priors(resolve_priors(None, family, 4, moments), "cpu", torch.float64)
+
+
+def test_expanded_route_is_taken_where_it_pays():
+    """Diagonal and spherical families from EXPANDED_MIN_FEATURES features,
+    on the CPU, without missing entries; never full or tied."""
+    D = fitting.EXPANDED_MIN_FEATURES
+    cpu = torch.device("cpu")
+    for name in ("diag", "spherical"):
+        assert fitting.expanded_route(covariance.get(name, D), D, cpu, False)
+        assert not fitting.expanded_route(covariance.get(name, D - 1), D - 1, cpu, False)
+        assert not fitting.expanded_route(covariance.get(name, D), D, cpu, True)
+        assert not fitting.expanded_route(covariance.get(name, D), D, torch.device("cuda"),
+                                          False)
+    for name in ("full", "tied"):
+        assert not fitting.expanded_route(covariance.get(name, 50), 50, cpu, False)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_route_fits_as_the_differences_do(covariance_type, monkeypatch):
+    """A default fit at 10 features on the expanded route ends where the
+    fit by differences does (the same restarts and labels, losses equal to
+    float32 rounding)."""
+    X, _ = make_blobs(600, 10, centers=4, cluster_std=[1.0, 2.0, 0.5, 1.5], random_state=3)
+    a = BayesianGMM(4, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    monkeypatch.setattr(fitting, "EXPANDED_MIN_FEATURES", 10 ** 6)
+    b = BayesianGMM(4, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    assert a.loss_ == pytest.approx(b.loss_, rel=1e-6)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-4, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------
 # f. a diverged SVI keeps the EM solution, in both estimators
 # ----------------------------------------------------------------------------
@@ -683,11 +818,16 @@ def test_cpu_blocks_keep_a_floor_of_rows():
     missing = fitting.Groups.single(X)
     assert missing.rows(4, 5) == fitting.MAX_BLOCK_ELEMENTS // (4 * 5 * 50 * 50)
     assert missing.rows(4, 5) * 4 * 5 * 50 * 50 <= fitting.MAX_BLOCK_ELEMENTS
+    # The expanded route holds (P, K + D) float64 terms per row.
+    assert wide.rows(4, 5, expanded=True) == fitting.EXPANDED_BLOCK_ELEMENTS // (4 * 55)
+    assert narrow.rows(4, 8, expanded=True) == fitting.EXPANDED_BLOCK_ELEMENTS // (4 * 10)
+    assert wide.rows(64, 50, expanded=True) == fitting.MIN_BLOCK_ROWS
     # Streamed rows are blocked by the same rule.
     for has_missing, group in ((False, wide), (True, missing)):
         stream = fitting.RowStream(np.zeros((3000, 50)), np.zeros(50), np.ones(50), "cpu",
                                    torch.float32, has_missing=has_missing)
         assert stream.rows(4, 5) == group.rows(4, 5)
+        assert stream.rows(4, 5, True) == group.rows(4, 5, True)
 
 
 def test_canonical_order_is_lexsort_order():
