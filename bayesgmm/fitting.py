@@ -15,8 +15,9 @@ runs; the E-step works on a flat list of P (variant, group) pairs.
 Sufficient statistics (:class:`Stats`) are counts, first and second moments
 *about the current means*: centred moments stay accurate in float32 for a
 narrow component far from the data's centre (the expanded form
-``Sxx - 2 mu Sx + mu^2 N`` lost a factor 7 in such a component's variance),
-and they are additive over blocks of rows, so summing the statistics of row
+``Sxx - 2 mu Sx + mu^2 N`` lost a factor 7 in such a component's variance;
+diagonal families from a few features form it in float64 instead, where it
+is accurate, see :func:`expanded_route`), and they are additive over blocks of rows, so summing the statistics of row
 blocks (or, later, of processes) gives the same M-step as one pass.
 """
 
@@ -414,26 +415,27 @@ def expanded_route(family: Covariance, D: int, device: torch.device, missing: bo
 
 def _products(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """W (P, K, E) @ x (P or 1, E, m) -> (P, K, m); a single x as one
-    matrix product over the P K rows."""
-    if x.shape[0] == 1:
+    matrix product over the P K rows (other batch shapes broadcast as
+    ``torch.matmul`` does)."""
+    if W.dim() == 3 and x.dim() == 3 and x.shape[0] == 1:
         P, K, E = W.shape
         return (W.reshape(P * K, E) @ x[0]).reshape(P, K, -1)
     return W @ x
 
 
-def _stacked(x: torch.Tensor) -> torch.Tensor:
-    """[x^2; x] (P or 1, 2 D, n) in float64 for a block x (P or 1, D, n)."""
+def _squares(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x^2, x) in float64 for a block x (..., D, n)."""
     x = x.double()
-    return torch.cat([x * x, x], -2)
+    return x * x, x
 
 
-def expanded_log_normal(xx: torch.Tensor, means: torch.Tensor, factor: torch.Tensor,
+def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
                         family: Covariance) -> torch.Tensor:
     """log N(x_n | mu_k, Sigma_k) (P, K, n) in float64 for diagonal
     precisions p_k (``factor``, :meth:`Covariance.precision_factor`), by
     the expanded quadratic form -1/2 sum_d p_d x_d^2 + sum_d p_d mu_d x_d -
-    1/2 sum_d p_d mu_d^2: one product of [-p/2, p mu] with the stacked block
-    ``xx`` = [x^2; x] (:func:`_stacked`).  In float64: in float32 this form
+    1/2 sum_d p_d mu_d^2: a product of -p/2 with x^2 and one of p mu with x
+    (``xs`` = (x^2, x), :func:`_squares`).  In float64: in float32 this form
     lost 1% of the loss with a narrow component far from the data's centre;
     in float64 its rounding is about 1e-16 of p |x|^2 (1e-7 nats at a
     precision of 1e6, |x| = 5, D = 50)."""
@@ -443,38 +445,37 @@ def expanded_log_normal(xx: torch.Tensor, means: torch.Tensor, factor: torch.Ten
     m = means.double()
     pm = p * m
     const = family.half_log_det(f, K) - 0.5 * D * _LOG_2PI - 0.5 * (pm * m).sum(-1)
-    return _products(torch.cat([-0.5 * p, pm], -1), xx).add_(const.unsqueeze(-1))
+    out = _products(pm, xs[1]).add_(const.unsqueeze(-1))
+    return out.add_(_products(p, xs[0]), alpha=-0.5)
 
 
 def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
                     family: Covariance, factor: torch.Tensor, hard: bool) -> Stats:
     """:func:`block_stats` on the expanded route (:func:`expanded_route`):
     the densities by :func:`expanded_log_normal`, the statistics sum_n r x
-    and sum_n r x^2 as one product with the block, taken about the
+    and sum_n r x^2 as products with the block, taken about the
     reference means in float64 (sum r (x - ref)^2 = sum r x^2 - 2 ref sum r x
     + N ref^2, rounded to about 1e-16 of N |ref|^2), then in the
     parameters' dtype."""
-    D = x.shape[-2]
-    xx = _stacked(x)
+    x2, x = _squares(x)
     m = params.means.double()
     if hard:
         # Nearest means: |x - mu|^2 less |x|^2, which all means share.
-        d2 = (m * m).sum(-1).unsqueeze(-1) - 2 * _products(m, xx[:, D:])
+        d2 = (m * m).sum(-1).unsqueeze(-1) - 2 * _products(m, x)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
         r = torch.zeros_like(d2).scatter_(-2, d2.argmin(-2, keepdim=True), 1.0)
         if weight is not None:
             r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
     else:
-        logp = expanded_log_normal(xx, params.means, factor, family)
+        logp = expanded_log_normal((x2, x), params.means, factor, family)
         logp.add_(torch.log(params.weights.double()).unsqueeze(-1))
         lse, r = _softmax_stats(logp, None if weight is None else weight.double(), -2)
         ll = lse.sum(-1)
     Nk = r.sum(-1)
-    M = _products(r, xx.transpose(-1, -2))                       # (P, K, 2 D)
-    Sx, N = M[..., D:], Nk.unsqueeze(-1)
+    Sx, N = _products(r, x.transpose(-1, -2)), Nk.unsqueeze(-1)       # (P, K, D)
     S1 = Sx - N * m
-    S2 = (M[..., :D] - 2 * m * Sx + N * m * m).clamp_min_(0)
+    S2 = (_products(r, x2.transpose(-1, -2)) - 2 * m * Sx + N * m * m).clamp_min_(0)
     dt = params.weights.dtype
     return Stats(ll.to(dt), Nk.to(dt), S1.to(dt), S2.to(dt), params.means.detach())
 
@@ -483,9 +484,17 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covarianc
                        factor: Optional[torch.Tensor] = None) -> torch.Tensor:
     """log w_k + log N(x_n | mu_k, Sigma_k) for X (..., n, D), shape (..., K, n).
     ``factor``: :meth:`Covariance.precision_factor` of ``params.cov``, when
-    the caller scores many blocks with the same parameters."""
-    logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family,
-                         factor)
+    the caller scores many blocks with the same parameters.  On the
+    expanded route (:func:`expanded_route`) by :func:`expanded_log_normal`,
+    in X's dtype."""
+    if expanded_route(family, X.shape[-1], X.device, False):
+        if factor is None:
+            factor = family.precision_factor(params.cov)
+        logn = expanded_log_normal(_squares(X.transpose(-1, -2).contiguous()), params.means,
+                                   factor, family).to(X.dtype)
+    else:
+        logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family,
+                             factor)
     return torch.log(params.weights).unsqueeze(-1) + logn
 
 
@@ -1092,7 +1101,7 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)
     expanded = expanded_route(family, p.means.shape[-1], p.means.device, groups.has_missing)
     for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
-        logn = expanded_log_normal(_stacked(x), p.means, factor, family).to(dtype) if expanded \
+        logn = expanded_log_normal(_squares(x), p.means, factor, family).to(dtype) if expanded \
             else log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
         if o is not None:          # points with a missing entry: their observed marginal
             inc = (~o).any(-2).any(0).nonzero().squeeze(1)

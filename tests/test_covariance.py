@@ -646,6 +646,31 @@ def test_expanded_route_is_taken_where_it_pays():
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_route_predictions_are_scipy_densities(covariance_type):
+    """score_samples, predict_proba and the classifier's class
+    log-likelihoods on the expanded route against scipy, at the fitted
+    parameters, for points near the data and far from it (up to 300
+    standardised units, short of the far-point rule's 1e3): to 1e-5
+    relative, the rounding of float32 standardised inputs (the differences
+    are 1.1e-6 to 4e-6 off on these points, the products 1.3e-6 to 3.9e-6)."""
+    D = fitting.EXPANDED_MIN_FEATURES
+    X, y = _narrow_wide_data(covariance_type, 30, 0.01, D)[0], np.r_[np.zeros(1000), np.ones(100)]
+    rng = np.random.default_rng(1)
+    Xt = np.r_[X[::50], rng.normal(size=(20, D)) * np.geomspace(1, 300, 20)[:, None]]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    mats = _matrices(gmm.covariances_, covariance_type, 2, D)
+    comp = np.stack([np.log(gmm.weights_[k]) + stats.multivariate_normal(
+        gmm.means_[k], mats[k]).logpdf(Xt) for k in range(2)], 1)
+    ref = logsumexp(comp, axis=1)
+    np.testing.assert_allclose(gmm.score_samples(Xt), ref, rtol=1e-5)
+    np.testing.assert_allclose(gmm.predict_proba(Xt), np.exp(comp - ref[:, None]), atol=1e-5)
+    clf = GMMClassifier(1, covariance_type=covariance_type, random_state=0, **CPU).fit(X, y)
+    own = np.stack([stats.multivariate_normal(clf.means_[c, 0], _matrices(
+        clf.covariances_[c], covariance_type, 1, D)[0]).logpdf(Xt) for c in range(2)], 1)
+    np.testing.assert_allclose(clf.class_log_likelihood(Xt), own, rtol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
 def test_expanded_route_fits_as_the_differences_do(covariance_type, monkeypatch):
     """A default fit at 10 features on the expanded route ends where the
     fit by differences does (the same restarts and labels, losses equal to
