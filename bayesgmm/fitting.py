@@ -403,6 +403,14 @@ def log_normal(XT: torch.Tensor, means: torch.Tensor, cov: torch.Tensor, family:
     return logn, diff
 
 
+def _nearest(d2: torch.Tensor) -> torch.Tensor:
+    """The index of the smallest of (..., K, n) over K, keepdim, the first
+    of ties: ``min(-2).indices`` (the same index as ``argmin(-2)``, which ran
+    5-8x slower over that middle dimension on the CPU: 1.4 against 0.18 ms
+    for (4, 5, 2383), one thread)."""
+    return d2.min(-2, keepdim=True).indices
+
+
 def expanded_route(family: Covariance, D: int, device: torch.device, missing: bool) -> bool:
     """Whether the E-step and the losses take the expanded route
     (:func:`expanded_log_normal`): families with diagonal precisions, on the
@@ -463,7 +471,7 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
         # Nearest means: |x - mu|^2 less |x|^2, which all means share.
         d2 = (m * m).sum(-1).unsqueeze(-1) - 2 * _products(m, x)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
-        r = torch.zeros_like(d2).scatter_(-2, d2.argmin(-2, keepdim=True), 1.0)
+        r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
         if weight is not None:
             r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
@@ -1013,7 +1021,7 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
         # Missing coordinates have y = 0 under the unit start covariances.
         d2 = diff.square().sum(-2)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
-        r = torch.zeros_like(d2).scatter_(-2, d2.argmin(-2, keepdim=True), 1.0)
+        r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
         if weight is not None:
             r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
