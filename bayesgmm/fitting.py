@@ -412,13 +412,16 @@ def _nearest(d2: torch.Tensor) -> torch.Tensor:
 
 
 def expanded_route(family: Covariance, D: int, device: torch.device, missing: bool) -> bool:
-    """Whether the E-step and the losses take the expanded route
-    (:func:`expanded_log_normal`): families with diagonal precisions, on the
-    CPU, from :data:`EXPANDED_MIN_FEATURES` features, without missing
-    entries.  There the per-component differences cost K passes over the
-    (D, n) block each, where two matrix products do."""
-    return (family.diagonal_precision and device.type == "cpu" and not missing
-            and D >= EXPANDED_MIN_FEATURES)
+    """Whether the E-step, the losses and the predictions take the expanded
+    route (:func:`expanded_log_normal`): families with diagonal precisions,
+    on the CPU, from :data:`EXPANDED_MIN_FEATURES` features, or at any D
+    when entries are missing.  There the per-component differences cost K
+    passes over the (D, n) block each, where a few matrix products do; with
+    missing entries the marginal of a diagonal Gaussian is the product of
+    its observed features' (masks in the products), where the general
+    route of :func:`observed_terms` factorises a covariance per pattern."""
+    return (family.diagonal_precision and device.type == "cpu"
+            and (missing or D >= EXPANDED_MIN_FEATURES))
 
 
 def _products(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -438,52 +441,74 @@ def _squares(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
-                        family: Covariance) -> torch.Tensor:
+                        family: Covariance, observed: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
     """log N(x_n | mu_k, Sigma_k) (P, K, n) in float64 for diagonal
     precisions p_k (``factor``, :meth:`Covariance.precision_factor`), by
     the expanded quadratic form -1/2 sum_d p_d x_d^2 + sum_d p_d mu_d x_d -
     1/2 sum_d p_d mu_d^2: a product of -p/2 with x^2 and one of p mu with x
-    (``xs`` = (x^2, x), :func:`_squares`).  In float64: in float32 this form
-    lost 1% of the loss with a narrow component far from the data's centre;
-    in float64 its rounding is about 1e-16 of p |x|^2 (1e-7 nats at a
-    precision of 1e6, |x| = 5, D = 50)."""
+    (``xs`` = (x^2, x), :func:`_squares`).  With ``observed`` (P or 1, D, n)
+    (x 0 where missing) the sums run over each point's observed features
+    (the marginal density): the constant terms (log p_d - log 2 pi - p_d
+    mu_d^2) / 2 too, as one more product with the mask.  In float64: in
+    float32 this form lost 1% of the loss with a narrow component far from
+    the data's centre; in float64 its rounding is about 1e-16 of p |x|^2
+    (1e-7 nats at a precision of 1e6, |x| = 5, D = 50)."""
     K, D = means.shape[-2:]
     f = factor.double()
     p = family.feature_precisions(f, D)
     m = means.double()
     pm = p * m
-    const = family.half_log_det(f, K) - 0.5 * D * _LOG_2PI - 0.5 * (pm * m).sum(-1)
-    out = _products(pm, xs[1]).add_(const.unsqueeze(-1))
+    if observed is None:
+        const = (family.half_log_det(f, K) - 0.5 * D * _LOG_2PI
+                 - 0.5 * (pm * m).sum(-1)).unsqueeze(-1)
+    else:
+        const = _products(0.5 * (torch.log(p) - _LOG_2PI - pm * m), observed.double())
+    out = _products(pm, xs[1]).add_(const)
     return out.add_(_products(p, xs[0]), alpha=-0.5)
 
 
 def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
-                    family: Covariance, factor: torch.Tensor, hard: bool) -> Stats:
+                    family: Covariance, factor: torch.Tensor, hard: bool,
+                    observed: Optional[torch.Tensor] = None) -> Stats:
     """:func:`block_stats` on the expanded route (:func:`expanded_route`):
     the densities by :func:`expanded_log_normal`, the statistics sum_n r x
     and sum_n r x^2 as products with the block, taken about the
     reference means in float64 (sum r (x - ref)^2 = sum r x^2 - 2 ref sum r x
     + N ref^2, rounded to about 1e-16 of N |ref|^2), then in the
-    parameters' dtype."""
+    parameters' dtype.  With missing entries (``observed``; x is 0 there)
+    a missing coordinate's conditional expectation is the component's mean
+    and its conditional variance the component's variance (the features
+    are independent given the component): S1 and the squares count
+    observed entries only (N_kd = sum_n r o_nd in place of N_k), and S2
+    adds (N_k - N_kd) / p_kd."""
     x2, x = _squares(x)
     m = params.means.double()
+    o = None if observed is None else observed.double()
     if hard:
-        # Nearest means: |x - mu|^2 less |x|^2, which all means share.
-        d2 = (m * m).sum(-1).unsqueeze(-1) - 2 * _products(m, x)
+        # Nearest means over the observed features: |x - mu|^2 less |x|^2,
+        # which all means share.
+        mm = m * m
+        d2 = (mm.sum(-1).unsqueeze(-1) if o is None else _products(mm, o)) \
+            - 2 * _products(m, x)
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
         r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
         if weight is not None:
             r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
     else:
-        logp = expanded_log_normal((x2, x), params.means, factor, family)
+        logp = expanded_log_normal((x2, x), params.means, factor, family, o)
         logp.add_(torch.log(params.weights.double()).unsqueeze(-1))
         lse, r = _softmax_stats(logp, None if weight is None else weight.double(), -2)
         ll = lse.sum(-1)
     Nk = r.sum(-1)
-    Sx, N = _products(r, x.transpose(-1, -2)), Nk.unsqueeze(-1)       # (P, K, D)
+    N = Nk.unsqueeze(-1) if o is None else _products(r, o.transpose(-1, -2))   # N_kd
+    Sx = _products(r, x.transpose(-1, -2))                                       # (P, K, D)
     S1 = Sx - N * m
     S2 = (_products(r, x2.transpose(-1, -2)) - 2 * m * Sx + N * m * m).clamp_min_(0)
+    if o is not None:
+        p = family.feature_precisions(factor.double(), m.shape[-1])
+        S2 = S2 + (Nk.unsqueeze(-1) - N).clamp_min(0) / p
     dt = params.weights.dtype
     return Stats(ll.to(dt), Nk.to(dt), S1.to(dt), S2.to(dt), params.means.detach())
 
@@ -546,7 +571,12 @@ def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
     p = params.map(lambda t: t[None]) if single else params
     observed = ~torch.isnan(X)
     x = torch.where(observed, X, torch.zeros((), dtype=X.dtype, device=X.device))
-    logn = observed_terms(x.t()[None], observed.t()[None], p, family, need_moments=False)[0]
+    xT, oT = x.t().contiguous()[None], observed.t().contiguous()[None]
+    if expanded_route(family, X.shape[-1], X.device, True):
+        logn = expanded_log_normal(_squares(xT), p.means, family.precision_factor(p.cov),
+                                   family, oT).to(X.dtype)
+    else:
+        logn = observed_terms(xT, oT, p, family, need_moments=False)[0]
     out = torch.log(p.weights).unsqueeze(-1) + logn
     return out[0] if single else out
 
@@ -996,8 +1026,8 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
     missing ones: E[x_m | x_o] in the first moments, plus their conditional
     covariance in the second (exact EM for Gaussian mixtures with data
     missing at random)."""
-    if observed is None and expanded_route(family, x.shape[-2], x.device, False):
-        return _expanded_stats(x, weight, params, family, factor, hard)
+    if expanded_route(family, x.shape[-2], x.device, observed is not None):
+        return _expanded_stats(x, weight, params, family, factor, hard, observed)
     if hard and observed is None:
         # Nearest means only: the differences, not the densities.
         logn, diff = None, x.unsqueeze(-3) - params.means.unsqueeze(-1)
@@ -1109,8 +1139,11 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)
     expanded = expanded_route(family, p.means.shape[-1], p.means.device, groups.has_missing)
     for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
-        logn = expanded_log_normal(_squares(x), p.means, factor, family).to(dtype) if expanded \
-            else log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
+        if expanded:
+            logn = expanded_log_normal(_squares(x), p.means, factor, family, o).to(dtype)
+            o = None                   # the marginal is already taken
+        else:
+            logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]
         if o is not None:          # points with a missing entry: their observed marginal
             inc = (~o).any(-2).any(0).nonzero().squeeze(1)
             if inc.numel():

@@ -632,17 +632,18 @@ def PriorTensors_for(family, X):
 
 def test_expanded_route_is_taken_where_it_pays():
     """Diagonal and spherical families from EXPANDED_MIN_FEATURES features,
-    on the CPU, without missing entries; never full or tied."""
+    or at any D with missing entries, on the CPU; never full or tied."""
     D = fitting.EXPANDED_MIN_FEATURES
     cpu = torch.device("cpu")
     for name in ("diag", "spherical"):
         assert fitting.expanded_route(covariance.get(name, D), D, cpu, False)
         assert not fitting.expanded_route(covariance.get(name, D - 1), D - 1, cpu, False)
-        assert not fitting.expanded_route(covariance.get(name, D), D, cpu, True)
+        assert fitting.expanded_route(covariance.get(name, 2), 2, cpu, True)
         assert not fitting.expanded_route(covariance.get(name, D), D, torch.device("cuda"),
                                           False)
     for name in ("full", "tied"):
-        assert not fitting.expanded_route(covariance.get(name, 50), 50, cpu, False)
+        for missing in (False, True):
+            assert not fitting.expanded_route(covariance.get(name, 50), 50, cpu, missing)
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])

@@ -447,6 +447,74 @@ def test_marginalize_fit_is_a_fixed_point_of_the_textbook_em(weighted, D):
     np.testing.assert_allclose(new_c, gmm.covariances_, rtol=1e-5, atol=1e-6)
 
 
+def _reference_diagonal_ecm_step(X, w, weights, means, scales, spherical, priors):
+    """One MAP-ECM step for a diagonal (or spherical) mixture with entries
+    missing at random, per row in numpy: responsibilities from the observed
+    features' normal densities; a missing coordinate's conditional mean is
+    the component's mean, its conditional variance the component's; then
+    the weights, each mean coordinate given the current scale, and each
+    scale given the new means (InverseGamma on the standard deviation: the
+    positive root of (shape + 1 + n) s^2 - rate s - S = 0, n the points
+    behind it: N_k per feature, D N_k for a spherical component)."""
+    from scipy.stats import norm
+
+    N, D = X.shape
+    K = len(weights)
+    sd = np.repeat(scales[:, None], D, 1) if spherical else scales
+    o = ~np.isnan(X)
+    R = np.zeros((N, K))
+    for n in range(N):
+        for k in range(K):
+            R[n, k] = np.log(weights[k]) + norm.logpdf(X[n, o[n]], means[k, o[n]],
+                                                       sd[k, o[n]]).sum()
+    R = np.exp(R - logsumexp(R, 1, keepdims=True)) * w[:, None]
+    Nk = R.sum(0)
+    a = np.broadcast_to(priors.weight_concentration, (K,))
+    new_w = (Nk + a - 1) / (Nk + a - 1).sum()
+    m0 = np.broadcast_to(priors.mean_loc, (D,))
+    s0 = np.broadcast_to(priors.mean_scale, (D,))
+    new_m = np.zeros_like(means)
+    S = np.zeros((K, D))
+    for k in range(K):
+        xhat = np.where(o, X, means[k])
+        lam = 1 / sd[k] ** 2
+        new_m[k] = (lam * (R[:, k, None] * xhat).sum(0) + m0 / s0 ** 2) / (Nk[k] * lam + 1 / s0 ** 2)
+        S[k] = (R[:, k, None] * ((xhat - new_m[k]) ** 2 + np.where(o, 0, sd[k] ** 2))).sum(0)
+    shape, rate = priors.scale_shape, priors.scale_rate
+    if spherical:
+        A = shape + 1 + D * Nk
+        new_s = (rate + np.sqrt(rate ** 2 + 4 * A * S.sum(1))) / (2 * A)
+    else:
+        A = (shape + 1 + Nk)[:, None]
+        new_s = (rate + np.sqrt(rate ** 2 + 4 * A * S)) / (2 * A)
+    return new_w, new_m, new_s
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("D", [3, 12])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_diagonal_marginalize_fit_is_a_fixed_point_of_the_textbook_em(covariance_type, D,
+                                                                      weighted):
+    """Diagonal and spherical mixtures with missing entries take the
+    expanded route at any D (masks in the products): their fit is a fixed
+    point of the per-row textbook ECM step."""
+    X, _ = _blobs(n=(60, 80, 50), D=D)
+    Xm = _hide(X, 0.3)
+    w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted else np.ones(len(X))
+    assert fitting.expanded_route(cm.get(covariance_type, D), D, torch.device("cpu"), True)
+    gmm = BayesianGMM(3, covariance_type=covariance_type, missing="marginalize", dtype="float64",
+                      tol=1e-12, em_max_iter=5000, max_iter=0, **CPU).fit(
+                          Xm, sample_weight=w if weighted else None)
+    assert gmm.converged_
+    scales = np.sqrt(gmm.covariances_)
+    new_w, new_m, new_s = _reference_diagonal_ecm_step(Xm, w, gmm.weights_, gmm.means_, scales,
+                                                       covariance_type == "spherical",
+                                                       gmm.priors_)
+    np.testing.assert_allclose(new_w, gmm.weights_, rtol=1e-6)
+    np.testing.assert_allclose(new_m, gmm.means_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_s, scales, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_marginalize_recovers_truth_better_than_dropping_rows(covariance_type):
     """Half the entries missing: the marginal fit uses every row and
