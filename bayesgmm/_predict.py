@@ -342,10 +342,17 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     row's observed features, E[x_m | x_o] = sum_k p(k | x_o) (mu_k,m +
     Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)); with ``gen`` a draw from
     p(x_m | x_o) (a component, then its conditional Gaussian).  Blocks of
-    rows keep the memory bounded (the terms are up to (K, D, D) per row)."""
-    from .fitting import observed_terms
+    rows keep the memory bounded (the terms are up to (K, D, D) per row).
+    Diagonal precisions on the CPU take the expanded route
+    (:func:`~bayesgmm.fitting.expanded_route`): there a missing
+    coordinate's conditional mean and variance are the component's own."""
+    from .fitting import _squares, expanded_log_normal, expanded_route, observed_terms
 
     K, D = params.means.shape[-2:]
+    expanded = expanded_route(family, D, device, True)
+    if expanded:
+        factor = family.precision_factor(params.cov)
+        sd = family.feature_precisions(factor, D)[0].rsqrt()                 # (K, D)
     c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
     s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
     log_w = torch.log(params.weights[0]).unsqueeze(-1)
@@ -357,17 +364,22 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             raw = torch.as_tensor(X[idx], dtype=torch.float64, device=device)
             observed = ~torch.isnan(raw)
             z = torch.where(observed, (raw - c) / s, zero)
-            logn, y, ccov, inv = observed_terms(z.t()[None], observed.t()[None], params,
-                                                family)
+            zT, oT = z.t().contiguous()[None], observed.t().contiguous()[None]
+            if expanded:
+                logn = expanded_log_normal(_squares(zT), params.means, factor, family, oT)
+            else:
+                logn, y, ccov, inv = observed_terms(zT, oT, params, family)
+                cond = params.means[0].unsqueeze(-1) + y[0]                 # (K, D, m)
             logr = torch.log_softmax(logn[0] + log_w, 0)                    # (K, m)
-            cond = params.means[0].unsqueeze(-1) + y[0]                     # (K, D, m)
             if gen is None:
-                fill = (logr.exp().unsqueeze(1) * cond).sum(0).t()          # (m, D)
+                fill = logr.exp().t() @ params.means[0] if expanded else \
+                    (logr.exp().unsqueeze(1) * cond).sum(0).t()             # (m, D)
             else:
                 k = torch.multinomial(logr.t().exp(), 1, generator=gen).squeeze(1)
                 m = torch.arange(idx.size, device=device)
                 eps = torch.randn(idx.size, D, 1, dtype=torch.float64, device=device,
                                   generator=gen).squeeze(-1)
-                fill = cond[k, :, m] + ccov.draw(inv[0], k, eps, observed)
+                fill = params.means[0, k] + sd[k] * eps if expanded else \
+                    cond[k, :, m] + ccov.draw(inv[0], k, eps, observed)
             value = (fill * s + c).cpu().numpy()
             out[idx] = np.where(np.isnan(X[idx]), value, out[idx])

@@ -662,9 +662,11 @@ def test_missing_errors_name_the_remedy(Est):
 
 
 # ------------------------------------------------------------------ impute
-def test_impute_is_the_conditional_mean():
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_impute_is_the_conditional_mean(covariance_type):
     X, _ = _blobs()
-    gmm = BayesianGMM(3, missing="marginalize", **CPU).fit(_hide(X, 0.2))
+    gmm = BayesianGMM(3, covariance_type=covariance_type, missing="marginalize",
+                      **CPU).fit(_hide(X, 0.2))
     Xq = _hide(X[::7], 0.35, seed=3)
     got = gmm.impute(Xq)
     cov = gmm._family().matrices(gmm.covariances_, 3, 3)
@@ -699,6 +701,33 @@ def test_impute_draws_follow_the_conditional_distribution():
     np.testing.assert_array_equal(draws[:, 0], 0.5)
     again = gmm.impute(np.repeat(row, 20000, axis=0), sample=True, random_state=1)
     np.testing.assert_array_equal(draws, again)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_impute_draws_of_diagonal_mixtures_follow_the_components(covariance_type):
+    """Diagonal precisions (the expanded route): a row's missing features
+    are drawn from a component chosen by the observed ones' posterior, then
+    independently around its means with its variances (a simulation: two
+    components, the row between them, 40,000 draws)."""
+    rng = np.random.default_rng(0)
+    sd = np.array([[0.5, 1.0, 2.0], [1.0, 0.5, 0.3]]) if covariance_type == "diag" else \
+        np.array([[0.7] * 3, [1.2] * 3])
+    X = np.r_[rng.normal([0, 0, 0], sd[0], (1500, 3)), rng.normal([3, -4, 5], sd[1], (1500, 3))]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, dtype="float64", **CPU).fit(X)
+    row = np.array([[1.6, np.nan, np.nan]])
+    draws = gmm.impute(np.repeat(row, 40000, axis=0), sample=True, random_state=2)
+    var = gmm._family().marginal_scales(gmm.covariances_, 2, 3) ** 2
+    logr = [np.log(gmm.weights_[k]) + multivariate_normal(gmm.means_[k][0], var[k][0]).logpdf(1.6)
+            for k in range(2)]
+    r = np.exp(np.array(logr) - logsumexp(logr))
+    mean = r @ gmm.means_[:, 1:]
+    second = r @ (var[:, 1:] + gmm.means_[:, 1:] ** 2)
+    np.testing.assert_allclose(draws[:, 1:].mean(0), mean, atol=0.05)
+    np.testing.assert_allclose(draws[:, 1:].var(0), second - mean ** 2, rtol=0.03)
+    # Given the component, the missing features are independent.
+    k = np.abs(draws[:, 1] - gmm.means_[0, 1]) < np.abs(draws[:, 1] - gmm.means_[1, 1])
+    assert abs(np.corrcoef(draws[k, 1], draws[k, 2])[0, 1]) < 0.05
+    np.testing.assert_array_equal(draws[:, 0], 1.6)
 
 
 def test_impute_draws_are_the_same_by_either_route(monkeypatch):
