@@ -21,10 +21,12 @@ Measured per seed, then averaged:
   synthetic data, standardised for wine);
 * each fit's time (the imputers' are not timed).
 
-Methods (all with K=3, full covariances, the libraries' default settings):
+Methods (all with K=3, full covariances or ``--covariance-type``, the
+libraries' default settings):
 "marginalize" = ``BayesianGMM(missing="marginalize")`` with its default
 priors, and with a covariance prior worth D points of half each feature's
-variance (``Priors(covariance_dof=2D+1, covariance_scale=D/2 x variance)``);
+variance (``Priors(covariance_dof=2D+1, covariance_scale=D/2 x variance)``;
+Wishart priors only: full and tied);
 "complete-case +
 sklearn GMM" = ``GaussianMixture`` on the rows without missing entries (not
 fitted when fewer such rows than the components need); "mean-impute +
@@ -104,6 +106,9 @@ def main() -> None:
     p.add_argument("--features", type=int, default=5,
                    help="D of the synthetic data (the speed of wide fits: e.g. --features 30 "
                         "--n-train 5000 --rates 0.1 0.3)")
+    p.add_argument("--covariance-type", default="full",
+                   choices=["full", "tied", "diag", "spherical"],
+                   help="covariance type of every mixture fitted (the data stay full)")
     args = p.parse_args()
     if args.quick:
         args.seeds, args.rates, args.n_train, args.n_test = 1, [0.3], 300, 1000
@@ -128,11 +133,15 @@ def main() -> None:
         D = X.shape[1]
         priors = (Priors(covariance_dof=2 * D + 1, covariance_scale=D * 0.5 * np.nanvar(X, 0))
                   if prior else None)
-        return BayesianGMM(K, missing="marginalize", priors=priors, random_state=0,
-                           device=device).fit(X)
+        return BayesianGMM(K, covariance_type=cov_type, missing="marginalize", priors=priors,
+                           random_state=0, device=device).fit(X)
 
     def fit_sk(X):
-        return GaussianMixture(K, covariance_type="full", random_state=0).fit(X)
+        return GaussianMixture(K, covariance_type=cov_type, random_state=0).fit(X)
+
+    cov_type = args.covariance_type
+    wishart = cov_type in ("full", "tied")
+    ours_methods = ((OURS, "ours"), (OURS_PRIOR, "prior")) if wishart else ((OURS, "ours"),)
 
     cases = ([(f"synthetic D={args.features} K=3", r) for r in args.rates]
              + [("wine", args.wine_rate)])
@@ -147,12 +156,13 @@ def main() -> None:
             scale = Xtr.std(0)
             complete = Xm[~miss.any(1)]
             if truth is None:            # wine: each method's own complete-data fit
-                ref = {"ours": fit_ours(Xtr).means_, "prior": fit_ours(Xtr, True).means_,
-                       "sk": fit_sk(Xtr).means_}
+                ref = {"ours": fit_ours(Xtr).means_, "sk": fit_sk(Xtr).means_}
+                if wishart:
+                    ref["prior"] = fit_ours(Xtr, True).means_
             else:
                 ref = {"ours": truth, "prior": truth, "sk": truth}
             results, fitted = {}, {}
-            for method, key in ((OURS, "ours"), (OURS_PRIOR, "prior")):
+            for method, key in ours_methods:
                 t0 = time.perf_counter()
                 est = fitted[key] = fit_ours(Xm, key == "prior")
                 results[method] = (est.score(Xte), mean_error(est.means_, ref[key], scale),
@@ -171,7 +181,7 @@ def main() -> None:
                                                     time.perf_counter() - t0)
             rmse = lambda Z: float(np.sqrt(((Z - Xtr)[miss] ** 2).mean()))
             imputes = {OURS: rmse(fitted["ours"].impute(Xm)),
-                       OURS_PRIOR: rmse(fitted["prior"].impute(Xm)),
+                       **({OURS_PRIOR: rmse(fitted["prior"].impute(Xm))} if wishart else {}),
                        "complete-case + sklearn GMM": np.nan,
                        "mean-impute + sklearn GMM": rmse(SimpleImputer().fit_transform(Xm)),
                        "KNNImputer (k=5)": rmse(KNNImputer().fit_transform(Xm))}
@@ -187,6 +197,7 @@ def main() -> None:
         for method, a in acc.items():
             nanmean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             row = {"data": data_name, "missing": rate, "method": method,
+                   "covariance_type": cov_type,
                    "heldout_loglik": nanmean(a["ll"]), "mean_error": nanmean(a["err"]),
                    "impute_rmse": nanmean(a["rmse"]), "fit_seconds": nanmean(a["sec"]),
                    "seeds": args.seeds, "complete_rows": float(np.mean(a["complete_rows"])),

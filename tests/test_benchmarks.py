@@ -321,14 +321,17 @@ def test_startup_quick(tmp_path):
         assert row["warning lines"] == 0, name
 
 
-@pytest.mark.parametrize("features", [5, 12])
-def test_missing_values_quick(tmp_path, features):
-    """At the default 5 features (the factor route) and at 12 (mostly the
-    precision route of ``observed_terms``)."""
-    r = run_script("missing_values", tmp_path, "--features", str(features))
+@pytest.mark.parametrize("features,covariance_type", [(5, "full"), (12, "full"), (12, "diag")])
+def test_missing_values_quick(tmp_path, features, covariance_type):
+    """At the default 5 features (the factor route), at 12 (mostly the
+    precision route of ``observed_terms``), and diagonal (masked products,
+    no Wishart prior to vary)."""
+    r = run_script("missing_values", tmp_path, "--features", str(features),
+                   "--covariance-type", covariance_type)
     assert r["benchmark"] == "missing_values" and r["quick"] is True
     rows = {(row["data"], row["method"]): row for row in r["rows"]}
-    assert len(rows) == 10            # 2 data sets x 5 methods
+    assert {row["covariance_type"] for row in r["rows"]} == {covariance_type}
+    assert len(rows) == (10 if covariance_type == "full" else 8)   # 2 data sets x 5 (4) methods
     syn = {m: row for (d, m), row in rows.items() if d == f"synthetic D={features} K=3"}
     ours = syn["marginalize (bayesgmm, default priors)"]
     # The in-model fit beats both peers on held-out likelihood and means
