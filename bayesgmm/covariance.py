@@ -61,6 +61,14 @@ def _inverse_gamma_log_prob(x: torch.Tensor, shape: torch.Tensor, rate: torch.Te
     return shape * torch.log(rate) - torch.lgamma(shape) - (shape + 1) * torch.log(x) - rate / x
 
 
+def sum_features(t: torch.Tensor) -> torch.Tensor:
+    """sum_d t_d over the features, dim -2 of (..., D, n) -> (..., n), as a
+    matrix product: ``.sum(-2)`` over that small middle dimension ran 1.4-3.6x
+    slower on the CPU ((20, 9, D, 512) float32, one thread: 71 against 27 us
+    at D = 2, 112 against 79 us at D = 5)."""
+    return (t.new_ones(1, t.shape[-2]) @ t).squeeze(-2)
+
+
 def _inverse_gamma_root(a: torch.Tensor, b: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     """The positive root s of a s^2 - b s - S = 0: the stationary point in s
     of an InverseGamma(shape, b) prior (a = shape + 1 + n) times n Gaussian
@@ -417,7 +425,8 @@ class Diagonal(Covariance):
         return factor
 
     def mahalanobis(self, diff, factor):
-        return (diff.square() * factor.unsqueeze(-1)).sum(-2)
+        # The weighted sum over features as one product (see sum_features).
+        return (factor.unsqueeze(-2) @ diff.square()).squeeze(-2)
 
     def trace(self, value, S):
         return (value.pow(-2) * S).sum(-1)
@@ -483,7 +492,7 @@ class Spherical(Diagonal):
         return factor.unsqueeze(-1).expand(factor.shape + (D,))
 
     def mahalanobis(self, diff, factor):
-        return diff.square().sum(-2) * factor.unsqueeze(-1)
+        return sum_features(diff.square()) * factor.unsqueeze(-1)
 
     def trace(self, value, S):
         return value.pow(-2) * S.sum(-1)
@@ -555,7 +564,7 @@ class Full(Covariance):
         # (x - mu)^T L L^T (x - mu) = |L^T (x - mu)|^2.
         z = factor.transpose(-1, -2) @ diff
         # Squared in place when no gradient is taken (z is a temporary).
-        return (z.square() if z.requires_grad else z.square_()).sum(-2)
+        return sum_features(z.square() if z.requires_grad else z.square_())
 
     def trace(self, value, S):
         prec = value if self.per_component else value.unsqueeze(-3)

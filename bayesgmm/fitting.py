@@ -39,7 +39,7 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.distributions import constraints, transform_to
 
-from .covariance import Covariance, _chol, observed_gaussian
+from .covariance import Covariance, _chol, observed_gaussian, sum_features
 from .models import (class_gmm_model, class_global_sites, global_sites, gmm_model,
                      masked_dirichlet_log_prob)
 from .priors import MixtureParams, PriorTensors
@@ -1049,7 +1049,7 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
             diff[..., inc] = y_m
     if hard:
         # Missing coordinates have y = 0 under the unit start covariances.
-        d2 = diff.square().sum(-2)
+        d2 = sum_features(diff.square())
         d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
         r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
         if weight is not None:
