@@ -1464,8 +1464,8 @@ class MixtureBase:
                 continue
             std, params, _ = self._frame(device, weights, means, cov, family, mask=real,
                                          dtype=torch.float64)
-            _predict.fill_missing(Xv, rows[part], out, std,
-                                           params.map(lambda t: t[None]), family, gen, device)
+            _predict.fill_missing(Xv, rows[part], out, std, params.map(lambda t: t[None]),
+                                  family, gen, device, self._dtype())
         if frame is not None:
             return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
         return out

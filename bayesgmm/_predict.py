@@ -167,7 +167,8 @@ class MissingRows:
         z = (raw.double() - c) / s
         out = []
         for a in range(0, z.shape[0], step):
-            lp = observed_component_log_prob(z[a:a + step], p, self.family)   # (..., K, m)
+            lp = observed_component_log_prob(z[a:a + step], p, self.family,
+                                             self.params.weights.dtype)       # (..., K, m)
             out.append((torch.logsumexp(lp, -2) if per_class else lp).t())
         s = torch.cat(out)
         # Relative to the row's best score, with that score as ``lead``:
@@ -332,7 +333,8 @@ def run_kernel(fn: Callable[..., torch.Tensor], key: tuple, z: torch.Tensor, arg
 
 
 def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, family,
-                 gen: Optional[torch.Generator], device: torch.device) -> None:
+                 gen: Optional[torch.Generator], device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> None:
     """Fill the missing entries (NaN) of ``X``'s ``rows`` into ``out`` (the
     same shape; observed entries are left as they are) under one mixture:
     ``params`` (float64, batch 1) in the frame of ``std`` (a
@@ -344,9 +346,11 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     p(x_m | x_o) (a component, then its conditional Gaussian).  Blocks of
     rows keep the memory bounded (the terms are up to (K, D, D) per row).
     Diagonal precisions on the CPU take the expanded route
-    (:func:`~bayesgmm.fitting.expanded_route`): there a missing
-    coordinate's conditional mean and variance are the component's own."""
-    from .fitting import _squares, expanded_log_normal, expanded_route, observed_terms
+    (:func:`~bayesgmm.fitting.expanded_route`, its bound for the model's
+    ``dtype``): there a missing coordinate's conditional mean and variance
+    are the component's own."""
+    from .fitting import (_squares, expanded_bound, expanded_log_normal, expanded_route,
+                          observed_terms)
 
     K, D = params.means.shape[-2:]
     expanded = expanded_route(family, D, device, True)
@@ -366,7 +370,8 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             z = torch.where(observed, (raw - c) / s, zero)
             zT, oT = z.t().contiguous()[None], observed.t().contiguous()[None]
             if expanded:
-                logn = expanded_log_normal(_squares(zT), params.means, factor, family, oT)
+                logn = expanded_log_normal(_squares(zT), params.means, factor, family, oT,
+                                           expanded_bound(dtype))
             else:
                 logn, y, ccov, inv = observed_terms(zT, oT, params, family)
                 cond = params.means[0].unsqueeze(-1) + y[0]                 # (K, D, m)

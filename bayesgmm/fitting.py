@@ -16,9 +16,10 @@ Sufficient statistics (:class:`Stats`) are counts, first and second moments
 *about the current means*: centred moments stay accurate in float32 for a
 narrow component far from the data's centre (the expanded form
 ``Sxx - 2 mu Sx + mu^2 N`` lost a factor 7 in such a component's variance;
-diagonal families from a few features form it in float64 instead, where it
-is accurate, see :func:`expanded_route`), and they are additive over blocks of rows, so summing the statistics of row
-blocks (or, later, of processes) gives the same M-step as one pass.
+diagonal families from a few features form it in float64 instead, for the
+components where float64 keeps it accurate, see :func:`expanded_route`),
+and they are additive over blocks of rows, so summing the statistics of
+row blocks (or, later, of processes) gives the same M-step as one pass.
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device,
     others (m, m) for m missing, at most a quarter of that) elements per
     row within the device's budget, and on the CPU
     at least :data:`MIN_BLOCK_ROWS` rows where that stays within
-    :data:`MAX_BLOCK_ELEMENTS`.  The ``expanded`` route (:func:`expanded_route`)
-    holds (P, K) and (P, D) float64 terms per row: :data:`EXPANDED_BLOCK_ELEMENTS`
-    of them, at least :data:`MIN_BLOCK_ROWS` rows."""
+    :data:`MAX_BLOCK_ELEMENTS`.  The ``expanded`` route (:func:`expanded_route`,
+    CPU only) holds (P, K) and (P, D) float64 terms per row:
+    :data:`EXPANDED_BLOCK_ELEMENTS` of them, at least :data:`MIN_BLOCK_ROWS`
+    rows (its terms stay far below :data:`MAX_BLOCK_ELEMENTS` there)."""
     if expanded:
         return max(MIN_BLOCK_ROWS, EXPANDED_BLOCK_ELEMENTS // (P * (K + D)))
     per_row = P * K * D * (D if missing else 1)
@@ -440,10 +442,57 @@ def _squares(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x * x, x
 
 
+#: Largest sum_d p_kd mu_kd^2 (standardised units) of a component whose
+#: float32 results the expanded route computes by products: their rounding
+#: is about 1e-16 of p |x|^2 for a point x near mu (the expanded form's
+#: terms), 4e-9 nats and 1e-9 of S2 at this bound, below float32's 6e-8.  A
+#: narrower or more distant component is taken by differences (its own pass
+#: over the block): a float32 fit of a component of sd 1e-4 at 100 sds
+#: otherwise carried 1.4e-4 relative error in its S2.
+EXPANDED_MAX_TERM = 1e7
+#: The same bound for float64 results (float64 fits and models, and every
+#: fit's loss): about 1e-13 nats per point, where the differences give
+#: float64's rounding (a narrow, distant component off by 0.18 nats of the
+#: data log-likelihood at D=50 on products alone).
+EXPANDED_MAX_TERM_EXACT = 1e2
+
+
+def expanded_bound(dtype: torch.dtype) -> float:
+    """:data:`EXPANDED_MAX_TERM` for float32 results,
+    :data:`EXPANDED_MAX_TERM_EXACT` for float64 ones."""
+    return EXPANDED_MAX_TERM_EXACT if dtype == torch.float64 else EXPANDED_MAX_TERM
+
+
+def _beyond(p: torch.Tensor, m: torch.Tensor, bound: float):
+    """(batch, component) indices into the flattened (-1, K) batch of the
+    components whose sum_d p_kd mu_kd^2 exceeds ``bound``, or None."""
+    K, D = m.shape[-2:]
+    big = ((p * m * m).sum(-1) > bound).reshape(-1, K)
+    if not bool(big.any()):
+        return None
+    return tuple(big.nonzero().unbind(1))
+
+
+def _differences(x: torch.Tensor, observed: Optional[torch.Tensor], m: torch.Tensor, idx):
+    """x - mu_k (R, D, n) for the (batch, component) pairs ``idx``
+    (:func:`_beyond`), zero where missing, and the rows' observed masks
+    (R, D, n) or None: the differences of the components the expanded
+    route leaves to them."""
+    K, D = m.shape[-2:]
+    b, k = idx
+    xf = x.reshape(-1, D, x.shape[-1])
+    rows = b if xf.shape[0] > 1 else torch.zeros_like(b)
+    d = xf[rows] - m.reshape(-1, K, D)[b, k].unsqueeze(-1)
+    if observed is None:
+        return d, None
+    o = observed.reshape(-1, D, observed.shape[-1])[rows].to(d.dtype)
+    return d * o, o
+
+
 def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
-                        family: Covariance, observed: Optional[torch.Tensor] = None
-                        ) -> torch.Tensor:
-    """log N(x_n | mu_k, Sigma_k) (P, K, n) in float64 for diagonal
+                        family: Covariance, observed: Optional[torch.Tensor] = None,
+                        bound: float = EXPANDED_MAX_TERM) -> torch.Tensor:
+    """log N(x_n | mu_k, Sigma_k) (..., K, n) in float64 for diagonal
     precisions p_k (``factor``, :meth:`Covariance.precision_factor`), by
     the expanded quadratic form -1/2 sum_d p_d x_d^2 + sum_d p_d mu_d x_d -
     1/2 sum_d p_d mu_d^2: a product of -p/2 with x^2 and one of p mu with x
@@ -453,7 +502,8 @@ def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
     mu_d^2) / 2 too, as one more product with the mask.  In float64: in
     float32 this form lost 1% of the loss with a narrow component far from
     the data's centre; in float64 its rounding is about 1e-16 of p |x|^2
-    (1e-7 nats at a precision of 1e6, |x| = 5, D = 50)."""
+    for x near mu, so components whose sum_d p_d mu_d^2 exceeds ``bound``
+    (:func:`expanded_bound`) are scored by differences instead."""
     K, D = means.shape[-2:]
     f = factor.double()
     p = family.feature_precisions(f, D)
@@ -465,7 +515,15 @@ def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
     else:
         const = _products(0.5 * (torch.log(p) - _LOG_2PI - pm * m), observed.double())
     out = _products(pm, xs[1]).add_(const)
-    return out.add_(_products(p, xs[0]), alpha=-0.5)
+    out.add_(_products(p, xs[0]), alpha=-0.5)
+    far = _beyond(p, m, bound)
+    if far is not None:
+        d, o = _differences(xs[1], observed, m, far)
+        pk = p.reshape(-1, K, D)[far]                                         # (R, D)
+        c = 0.5 * (torch.log(pk) - _LOG_2PI)
+        c = c.sum(-1, keepdim=True) if o is None else (c.unsqueeze(-2) @ o).squeeze(-2)
+        out.view(-1, K, out.shape[-1])[far] = c - 0.5 * (pk.unsqueeze(-2) @ d.square()).squeeze(-2)
+    return out
 
 
 def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
@@ -475,15 +533,18 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
     the densities by :func:`expanded_log_normal`, the statistics sum_n r x
     and sum_n r x^2 as products with the block, taken about the
     reference means in float64 (sum r (x - ref)^2 = sum r x^2 - 2 ref sum r x
-    + N ref^2, rounded to about 1e-16 of N |ref|^2), then in the
-    parameters' dtype.  With missing entries (``observed``; x is 0 there)
-    a missing coordinate's conditional expectation is the component's mean
-    and its conditional variance the component's variance (the features
-    are independent given the component): S1 and the squares count
-    observed entries only (N_kd = sum_n r o_nd in place of N_k), and S2
-    adds (N_k - N_kd) / p_kd."""
+    + N ref^2, rounded to about 1e-16 of N p |ref|^2 relative to S2 ~ N / p),
+    then in the parameters' dtype; components beyond the bound of
+    :func:`expanded_bound` by differences.  With missing entries
+    (``observed``; x is 0 there) a missing coordinate's conditional
+    expectation is the component's mean and its conditional variance the
+    component's variance (the features are independent given the
+    component): S1 and the squares count observed entries only (N_kd =
+    sum_n r o_nd in place of N_k), and S2 adds (N_k - N_kd) / p_kd."""
+    bound = expanded_bound(params.weights.dtype)
     x2, x = _squares(x)
     m = params.means.double()
+    p = family.feature_precisions(factor.double(), m.shape[-1])
     o = None if observed is None else observed.double()
     if hard:
         # Nearest means over the observed features: |x - mu|^2 less |x|^2,
@@ -497,7 +558,7 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
             r = r * weight.unsqueeze(-2)
         ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
     else:
-        logp = expanded_log_normal((x2, x), params.means, factor, family, o)
+        logp = expanded_log_normal((x2, x), params.means, factor, family, o, bound)
         logp.add_(torch.log(params.weights.double()).unsqueeze(-1))
         lse, r = _softmax_stats(logp, None if weight is None else weight.double(), -2)
         ll = lse.sum(-1)
@@ -506,8 +567,12 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
     Sx = _products(r, x.transpose(-1, -2))                                       # (P, K, D)
     S1 = Sx - N * m
     S2 = (_products(r, x2.transpose(-1, -2)) - 2 * m * Sx + N * m * m).clamp_min_(0)
+    far = _beyond(p, m, bound)
+    if far is not None:
+        d, _ = _differences(x, o, m, far)
+        rd = d * r[far].unsqueeze(-2)
+        S1[far], S2[far] = rd.sum(-1), (rd * d).sum(-1)
     if o is not None:
-        p = family.feature_precisions(factor.double(), m.shape[-1])
         S2 = S2 + (Nk.unsqueeze(-1) - N).clamp_min(0) / p
     dt = params.weights.dtype
     return Stats(ll.to(dt), Nk.to(dt), S1.to(dt), S2.to(dt), params.means.detach())
@@ -524,7 +589,7 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covarianc
         if factor is None:
             factor = family.precision_factor(params.cov)
         logn = expanded_log_normal(_squares(X.transpose(-1, -2).contiguous()), params.means,
-                                   factor, family).to(X.dtype)
+                                   factor, family, bound=expanded_bound(X.dtype)).to(X.dtype)
     else:
         logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family,
                              factor)
@@ -561,12 +626,15 @@ def mixture_log_likelihood(X: torch.Tensor, params: MixtureParams, family: Covar
 
 
 def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
-                                family: Covariance) -> torch.Tensor:
+                                family: Covariance, dtype: Optional[torch.dtype] = None
+                                ) -> torch.Tensor:
     """log w_k + log N(x_o | mu_k,o, Sigma_k,oo) for points X (n, D) with
     missing entries (NaN): each point scored on its observed features (the
     marginal Gaussian), shape (..., K, n) for params of batch shape (...)
     (() or (C,)).  The rule of every prediction for rows with missing
-    values (``missing="marginalize"``)."""
+    values (``missing="marginalize"``).  ``dtype``: the precision the
+    answer is for (the model's; X's when None), which sets the expanded
+    route's bound (:func:`expanded_bound`)."""
     single = params.weights.dim() == 1
     p = params.map(lambda t: t[None]) if single else params
     observed = ~torch.isnan(X)
@@ -574,7 +642,7 @@ def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
     xT, oT = x.t().contiguous()[None], observed.t().contiguous()[None]
     if expanded_route(family, X.shape[-1], X.device, True):
         logn = expanded_log_normal(_squares(xT), p.means, family.precision_factor(p.cov),
-                                   family, oT).to(X.dtype)
+                                   family, oT, expanded_bound(dtype or X.dtype)).to(X.dtype)
     else:
         logn = observed_terms(xT, oT, p, family, need_moments=False)[0]
     out = torch.log(p.weights).unsqueeze(-1) + logn
@@ -1016,8 +1084,9 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
                 family: Covariance, factor: Optional[torch.Tensor] = None,
                 hard: bool = False, observed: Optional[torch.Tensor] = None) -> Stats:
     """E-step statistics of one block of points x (P or 1, D, n) for P
-    mixtures, by exact differences from the current means; ``weight``
-    (P or 1, n) scales each point's contribution.
+    mixtures, by exact differences from the current means (or on the
+    expanded route, :func:`expanded_route`, by products in float64);
+    ``weight`` (P or 1, n) scales each point's contribution.
 
     ``hard=True`` assigns each point to its nearest mean (initialisation)
     instead of the posterior responsibilities.  With ``observed``, points
@@ -1140,7 +1209,8 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     expanded = expanded_route(family, p.means.shape[-1], p.means.device, groups.has_missing)
     for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
         if expanded:
-            logn = expanded_log_normal(_squares(x), p.means, factor, family, o).to(dtype)
+            logn = expanded_log_normal(_squares(x), p.means, factor, family, o,
+                                       EXPANDED_MAX_TERM_EXACT).to(dtype)
             o = None                   # the marginal is already taken
         else:
             logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]

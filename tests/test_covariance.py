@@ -625,6 +625,41 @@ def test_expanded_route_negative_log_joint_is_the_scipy_one(covariance_type):
     np.testing.assert_allclose(padded, ours, rtol=1e-12)
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_route_keeps_narrow_distant_components_exact(covariance_type):
+    """A component of sd 1e-4 at 100 sds from the centre (D=50) is past the
+    expanded form's accurate range: the route takes it by differences, so
+    the float64 loss stays exact (0.18 nats off on products alone) and a
+    float32 E-step's S2 for it keeps float32 accuracy (1.4e-4 off)."""
+    D = 50
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(2000, D)), 100 + 1e-4 * rng.normal(size=(200, D))]
+    family = covariance.get(covariance_type, D)
+    x = torch.as_tensor(X.T.copy())[None]                                      # (1, D, n)
+    parts = (X[:2000], X[2000:])
+    means = torch.as_tensor(np.stack([q.mean(0) for q in parts]))[None]
+    sd = np.stack([q.std(0) for q in parts])
+    scales = torch.as_tensor(sd if covariance_type == "diag" else sd.mean(1))[None]
+    p = MixtureParams(torch.tensor([[2000.0, 200.0]], dtype=torch.float64) / 2200, means, scales)
+    var = (sd if covariance_type == "diag" else np.repeat(sd.mean(1)[:, None], D, 1)) ** 2
+    comp = np.stack([np.log(p.weights[0, k].item()) + stats.norm.logpdf(
+        X, p.means[0, k].numpy(), np.sqrt(var[k])).sum(1) for k in range(2)], 1)
+    ll = logsumexp(comp, axis=1).sum()
+    pt = PriorTensors_for(family, X)
+    pt = pt.with_concentration(pt.concentration[:2])
+    lp = float(fitting.log_prior(p, pt, family)[0])
+    loss = fitting.negative_log_joint(fitting.Groups.single(torch.as_tensor(X)), p,
+                                      torch.zeros(1, dtype=torch.long), pt, family)
+    assert float(loss[0]) == pytest.approx(-(ll + lp), rel=1e-12, abs=1e-6)
+    # float32 E-step: the narrow component's S2 against float64 differences.
+    p32 = p.map(lambda t: t.float())
+    got = fitting.block_stats(x.float(), None, p32, family, family.precision_factor(p32.cov))
+    r = np.exp(comp - logsumexp(comp, axis=1, keepdims=True))
+    X32 = X.astype(np.float32).astype(np.float64)          # the data the E-step sees
+    ref = (r[:, 1, None] * (X32 - p32.means[0, 1].double().numpy()) ** 2).sum(0)
+    np.testing.assert_allclose(got.S2[0, 1].double().numpy(), ref, rtol=1e-5)
+
+
 def PriorTensors_for(family, X):
     std, _, moments = Standardizer.fit_to(X, "cpu", family.isotropic, dtype=torch.float64)
     return std.priors(resolve_priors(None, family, 4, moments), "cpu", torch.float64)

@@ -478,7 +478,8 @@ def _reference_diagonal_ecm_step(X, w, weights, means, scales, spherical, priors
     for k in range(K):
         xhat = np.where(o, X, means[k])
         lam = 1 / sd[k] ** 2
-        new_m[k] = (lam * (R[:, k, None] * xhat).sum(0) + m0 / s0 ** 2) / (Nk[k] * lam + 1 / s0 ** 2)
+        new_m[k] = ((lam * (R[:, k, None] * xhat).sum(0) + m0 / s0 ** 2)
+                    / (Nk[k] * lam + 1 / s0 ** 2))
         S[k] = (R[:, k, None] * ((xhat - new_m[k]) ** 2 + np.where(o, 0, sd[k] ** 2))).sum(0)
     shape, rate = priors.scale_shape, priors.scale_rate
     if spherical:
@@ -500,7 +501,8 @@ def test_diagonal_marginalize_fit_is_a_fixed_point_of_the_textbook_em(covariance
     point of the per-row textbook ECM step."""
     X, _ = _blobs(n=(60, 80, 50), D=D)
     Xm = _hide(X, 0.3)
-    w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted else np.ones(len(X))
+    w = np.random.default_rng(4).integers(1, 4, len(X)).astype(float) if weighted \
+        else np.ones(len(X))
     assert fitting.expanded_route(cm.get(covariance_type, D), D, torch.device("cpu"), True)
     gmm = BayesianGMM(3, covariance_type=covariance_type, missing="marginalize", dtype="float64",
                       tol=1e-12, em_max_iter=5000, max_iter=0, **CPU).fit(
