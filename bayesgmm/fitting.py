@@ -442,18 +442,22 @@ def _squares(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x * x, x
 
 
-#: Largest sum_d p_kd mu_kd^2 (standardised units) of a component whose
-#: float32 results the expanded route computes by products: their rounding
-#: is about 1e-16 of p |x|^2 for a point x near mu (the expanded form's
-#: terms), 4e-9 nats and 1e-9 of S2 at this bound, below float32's 6e-8.  A
-#: narrower or more distant component is taken by differences (its own pass
-#: over the block): a float32 fit of a component of sd 1e-4 at 100 sds
-#: otherwise carried 1.4e-4 relative error in its S2.
+#: Largest p_kd mu_kd^2 of any feature (standardised units) of a component
+#: whose float32 results the expanded route computes by products: their
+#: rounding is about 1e-16 of p |x|^2 per feature for a point x near mu
+#: (the expanded form's terms), so 1e-9 of S2 and 4e-9 nats per feature at
+#: this bound, below float32's 6e-8.  A narrower or more distant component
+#: is taken by differences (its own pass over the block): a float32 fit of
+#: a component of sd 1e-4 at 100 sds otherwise carried 1.4e-4 relative
+#: error in its S2.
 EXPANDED_MAX_TERM = 1e7
-#: The same bound for float64 results (float64 fits and models, and every
-#: fit's loss): about 1e-13 nats per point, where the differences give
-#: float64's rounding (a narrow, distant component off by 0.18 nats of the
-#: data log-likelihood at D=50 on products alone).
+#: The bound for a float32 fit's loss (evaluated in float64, it chooses
+#: between restarts and is reported): 4e-12 nats per feature and point.
+EXPANDED_MAX_TERM_LOSS = 1e4
+#: The bound for float64 fits and models: 4e-14 nats per feature and point,
+#: where the differences give float64's rounding (a narrow, distant
+#: component was 0.18 nats off in the data log-likelihood at D=50 on
+#: products alone).
 EXPANDED_MAX_TERM_EXACT = 1e2
 
 
@@ -465,9 +469,9 @@ def expanded_bound(dtype: torch.dtype) -> float:
 
 def _beyond(p: torch.Tensor, m: torch.Tensor, bound: float):
     """(batch, component) indices into the flattened (-1, K) batch of the
-    components whose sum_d p_kd mu_kd^2 exceeds ``bound``, or None."""
+    components with some p_kd mu_kd^2 above ``bound``, or None."""
     K, D = m.shape[-2:]
-    big = ((p * m * m).sum(-1) > bound).reshape(-1, K)
+    big = ((p * m * m).amax(-1) > bound).reshape(-1, K)
     if not bool(big.any()):
         return None
     return tuple(big.nonzero().unbind(1))
@@ -502,8 +506,8 @@ def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
     mu_d^2) / 2 too, as one more product with the mask.  In float64: in
     float32 this form lost 1% of the loss with a narrow component far from
     the data's centre; in float64 its rounding is about 1e-16 of p |x|^2
-    for x near mu, so components whose sum_d p_d mu_d^2 exceeds ``bound``
-    (:func:`expanded_bound`) are scored by differences instead."""
+    per feature for x near mu, so components with some p_d mu_d^2 above
+    ``bound`` (:func:`expanded_bound`) are scored by differences instead."""
     K, D = means.shape[-2:]
     f = factor.double()
     p = family.feature_precisions(f, D)
@@ -1207,10 +1211,12 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     factor = family.precision_factor(p.cov)
     ll = torch.zeros(P, dtype=dtype, device=p.weights.device)
     expanded = expanded_route(family, p.means.shape[-1], p.means.device, groups.has_missing)
+    loss_bound = EXPANDED_MAX_TERM_EXACT if params.weights.dtype == torch.float64 \
+        else EXPANDED_MAX_TERM_LOSS
     for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
         if expanded:
             logn = expanded_log_normal(_squares(x), p.means, factor, family, o,
-                                       EXPANDED_MAX_TERM_EXACT).to(dtype)
+                                       loss_bound).to(dtype)
             o = None                   # the marginal is already taken
         else:
             logn = log_normal(x.to(dtype), p.means, p.cov, family, factor)[0]

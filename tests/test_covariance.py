@@ -625,37 +625,47 @@ def test_expanded_route_negative_log_joint_is_the_scipy_one(covariance_type):
     np.testing.assert_allclose(padded, ours, rtol=1e-12)
 
 
+@pytest.mark.parametrize("offset,width", [(100, 1e-4), (10, 1e-2)])
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
-def test_expanded_route_keeps_narrow_distant_components_exact(covariance_type):
-    """A component of sd 1e-4 at 100 sds from the centre (D=50) is past the
-    expanded form's accurate range: the route takes it by differences, so
-    the float64 loss stays exact (0.18 nats off on products alone) and a
-    float32 E-step's S2 for it keeps float32 accuracy (1.4e-4 off)."""
+def test_expanded_route_keeps_narrow_distant_components_exact(covariance_type, offset, width):
+    """Components past the expanded form's accurate range take differences:
+    sd 1e-4 at 100 sds (D=50; p mu^2 = 1e12 per feature) in every result,
+    sd 1e-2 at 10 sds (1e6) in the losses.  On products alone the float64
+    loss was 0.18 nats off and a float32 E-step's S2 for the narrow
+    component 1.4e-4 (first case); a float32 fit's loss 3e-6 nats (second)."""
     D = 50
     rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(size=(2000, D)), 100 + 1e-4 * rng.normal(size=(200, D))]
+    X = np.r_[rng.normal(size=(2000, D)), offset + width * rng.normal(size=(200, D))]
     family = covariance.get(covariance_type, D)
     x = torch.as_tensor(X.T.copy())[None]                                      # (1, D, n)
     parts = (X[:2000], X[2000:])
     means = torch.as_tensor(np.stack([q.mean(0) for q in parts]))[None]
     sd = np.stack([q.std(0) for q in parts])
     scales = torch.as_tensor(sd if covariance_type == "diag" else sd.mean(1))[None]
-    p = MixtureParams(torch.tensor([[2000.0, 200.0]], dtype=torch.float64) / 2200, means, scales)
-    var = (sd if covariance_type == "diag" else np.repeat(sd.mean(1)[:, None], D, 1)) ** 2
-    comp = np.stack([np.log(p.weights[0, k].item()) + stats.norm.logpdf(
-        X, p.means[0, k].numpy(), np.sqrt(var[k])).sum(1) for k in range(2)], 1)
-    ll = logsumexp(comp, axis=1).sum()
+    p64 = MixtureParams(torch.tensor([[2000.0, 200.0]], dtype=torch.float64) / 2200, means,
+                        scales)
     pt = PriorTensors_for(family, X)
     pt = pt.with_concentration(pt.concentration[:2])
-    lp = float(fitting.log_prior(p, pt, family)[0])
-    loss = fitting.negative_log_joint(fitting.Groups.single(torch.as_tensor(X)), p,
-                                      torch.zeros(1, dtype=torch.long), pt, family)
-    assert float(loss[0]) == pytest.approx(-(ll + lp), rel=1e-12, abs=1e-6)
-    # float32 E-step: the narrow component's S2 against float64 differences.
-    p32 = p.map(lambda t: t.float())
+    groups = fitting.Groups.single(torch.as_tensor(X))
+    for p in (p64, p64.map(lambda t: t.float())):        # a float64 and a float32 fit's loss
+        q = p.map(lambda t: t.double())
+        var = q.cov.numpy()[0] ** 2
+        var = var if covariance_type == "diag" else np.repeat(var[:, None], D, 1)
+        comp = np.stack([np.log(q.weights[0, k].item() / q.weights[0].sum().item())
+                         + stats.norm.logpdf(X, q.means[0, k].numpy(), np.sqrt(var[k])).sum(1)
+                         for k in range(2)], 1)
+        lp = float(fitting.log_prior(MixtureParams(q.weights / q.weights.sum(), q.means, q.cov),
+                                     pt, family)[0])
+        loss = fitting.negative_log_joint(groups, p, torch.zeros(1, dtype=torch.long), pt,
+                                          family)
+        ref = -(logsumexp(comp, axis=1).sum() + lp)
+        assert float(loss[0]) == pytest.approx(ref, rel=1e-12, abs=1e-6), p.weights.dtype
+    # A float32 E-step: the narrow component's S2 against float64 differences
+    # (on the data as float32 holds them).
+    p32 = p64.map(lambda t: t.float())
     got = fitting.block_stats(x.float(), None, p32, family, family.precision_factor(p32.cov))
     r = np.exp(comp - logsumexp(comp, axis=1, keepdims=True))
-    X32 = X.astype(np.float32).astype(np.float64)          # the data the E-step sees
+    X32 = X.astype(np.float32).astype(np.float64)
     ref = (r[:, 1, None] * (X32 - p32.means[0, 1].double().numpy()) ** 2).sum(0)
     np.testing.assert_allclose(got.S2[0, 1].double().numpy(), ref, rtol=1e-5)
 
