@@ -349,8 +349,8 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     (:func:`~bayesgmm.fitting.expanded_route`, its bound for the model's
     ``dtype``): there a missing coordinate's conditional mean and variance
     are the component's own."""
-    from .fitting import (_squares, expanded_bound, expanded_log_normal, expanded_route,
-                          observed_terms)
+    from .fitting import (expanded_bound, expanded_log_normal, expanded_route, observed_terms,
+                          square_terms)
 
     K, D = params.means.shape[-2:]
     expanded = expanded_route(family, D, device, True)
@@ -370,7 +370,7 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
             z = torch.where(observed, (raw - c) / s, zero)
             zT, oT = z.t().contiguous()[None], observed.t().contiguous()[None]
             if expanded:
-                logn = expanded_log_normal(_squares(zT), params.means, factor, family, oT,
+                logn = expanded_log_normal(square_terms(zT), params.means, factor, family, oT,
                                            expanded_bound(dtype))
             else:
                 logn, y, ccov, inv = observed_terms(zT, oT, params, family)

@@ -413,6 +413,19 @@ def _nearest(d2: torch.Tensor) -> torch.Tensor:
     return d2.min(-2, keepdim=True).indices
 
 
+def _hard_assignments(d2: torch.Tensor, weights: torch.Tensor,
+                      weight: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point to its nearest real component (``d2`` (P, K, n) squared
+    distances, up to a term all components share; padded components, of
+    weight 0, never), as one-hot responsibilities scaled by ``weight``, and
+    a zero log-likelihood (P,): the initialisation's E-step."""
+    d2 = torch.where(weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
+    r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
+    if weight is not None:
+        r = r * weight.unsqueeze(-2)
+    return r, torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
+
+
 def expanded_route(family: Covariance, D: int, device: torch.device, missing: bool) -> bool:
     """Whether the E-step, the losses and the predictions take the expanded
     route (:func:`expanded_log_normal`): families with diagonal precisions,
@@ -436,7 +449,7 @@ def _products(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return W @ x
 
 
-def _squares(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def square_terms(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x^2, x) in float64 for a block x (..., D, n)."""
     x = x.double()
     return x * x, x
@@ -500,7 +513,7 @@ def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
     precisions p_k (``factor``, :meth:`Covariance.precision_factor`), by
     the expanded quadratic form -1/2 sum_d p_d x_d^2 + sum_d p_d mu_d x_d -
     1/2 sum_d p_d mu_d^2: a product of -p/2 with x^2 and one of p mu with x
-    (``xs`` = (x^2, x), :func:`_squares`).  With ``observed`` (P or 1, D, n)
+    (``xs`` = (x^2, x), :func:`square_terms`).  With ``observed`` (P or 1, D, n)
     (x 0 where missing) the sums run over each point's observed features
     (the marginal density): the constant terms (log p_d - log 2 pi - p_d
     mu_d^2) / 2 too, as one more product with the mask.  In float64: in
@@ -546,7 +559,7 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
     component): S1 and the squares count observed entries only (N_kd =
     sum_n r o_nd in place of N_k), and S2 adds (N_k - N_kd) / p_kd."""
     bound = expanded_bound(params.weights.dtype)
-    x2, x = _squares(x)
+    x2, x = square_terms(x)
     m = params.means.double()
     p = family.feature_precisions(factor.double(), m.shape[-1])
     o = None if observed is None else observed.double()
@@ -556,11 +569,7 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
         mm = m * m
         d2 = (mm.sum(-1).unsqueeze(-1) if o is None else _products(mm, o)) \
             - 2 * _products(m, x)
-        d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
-        r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
-        if weight is not None:
-            r = r * weight.unsqueeze(-2)
-        ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
+        r, ll = _hard_assignments(d2, params.weights, None if weight is None else weight.double())
     else:
         logp = expanded_log_normal((x2, x), params.means, factor, family, o, bound)
         logp.add_(torch.log(params.weights.double()).unsqueeze(-1))
@@ -592,7 +601,7 @@ def component_log_prob(X: torch.Tensor, params: MixtureParams, family: Covarianc
     if expanded_route(family, X.shape[-1], X.device, False):
         if factor is None:
             factor = family.precision_factor(params.cov)
-        logn = expanded_log_normal(_squares(X.transpose(-1, -2).contiguous()), params.means,
+        logn = expanded_log_normal(square_terms(X.transpose(-1, -2).contiguous()), params.means,
                                    factor, family, bound=expanded_bound(X.dtype)).to(X.dtype)
     else:
         logn, _ = log_normal(X.transpose(-1, -2).contiguous(), params.means, params.cov, family,
@@ -645,7 +654,7 @@ def observed_component_log_prob(X: torch.Tensor, params: MixtureParams,
     x = torch.where(observed, X, torch.zeros((), dtype=X.dtype, device=X.device))
     xT, oT = x.t().contiguous()[None], observed.t().contiguous()[None]
     if expanded_route(family, X.shape[-1], X.device, True):
-        logn = expanded_log_normal(_squares(xT), p.means, family.precision_factor(p.cov),
+        logn = expanded_log_normal(square_terms(xT), p.means, family.precision_factor(p.cov),
                                    family, oT, expanded_bound(dtype or X.dtype)).to(X.dtype)
     else:
         logn = observed_terms(xT, oT, p, family, need_moments=False)[0]
@@ -1122,12 +1131,7 @@ def block_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mixture
             diff[..., inc] = y_m
     if hard:
         # Missing coordinates have y = 0 under the unit start covariances.
-        d2 = sum_features(diff.square())
-        d2 = torch.where(params.weights.unsqueeze(-1) > 0, d2, torch.full_like(d2, math.inf))
-        r = torch.zeros_like(d2).scatter_(-2, _nearest(d2), 1.0)
-        if weight is not None:
-            r = r * weight.unsqueeze(-2)
-        ll = torch.zeros(r.shape[:-2], dtype=r.dtype, device=r.device)
+        r, ll = _hard_assignments(sum_features(diff.square()), params.weights, weight)
     else:
         # Components are rows of n contiguous values: the max, the sum and the
         # division over K are vectorised adds of whole rows.
@@ -1215,7 +1219,7 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
         else EXPANDED_MAX_TERM_LOSS
     for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
         if expanded:
-            logn = expanded_log_normal(_squares(x), p.means, factor, family, o,
+            logn = expanded_log_normal(square_terms(x), p.means, factor, family, o,
                                        loss_bound).to(dtype)
             o = None                   # the marginal is already taken
         else:
