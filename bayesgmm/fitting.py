@@ -520,63 +520,80 @@ def expanded_log_normal(xs: tuple, means: torch.Tensor, factor: torch.Tensor,
     float32 this form lost 1% of the loss with a narrow component far from
     the data's centre; in float64 its rounding is about 1e-16 of p |x|^2
     per feature for x near mu, so components with some p_d mu_d^2 above
-    ``bound`` (:func:`expanded_bound`) are scored by differences instead."""
-    K, D = means.shape[-2:]
-    f = factor.double()
-    p = family.feature_precisions(f, D)
+    ``bound`` (:func:`expanded_bound`) are scored by differences instead.
+    (:func:`feature_log_density` with the Gaussian's own constants.)"""
     m = means.double()
+    p = family.feature_precisions(factor.double(), m.shape[-1])
+    return feature_log_density(xs, m, p, gaussian_constants(p), observed, bound)
+
+
+def gaussian_constants(p: torch.Tensor) -> torch.Tensor:
+    """(log p_d - log 2 pi) / 2 per feature: a diagonal Gaussian's log
+    normaliser, split by feature (:func:`feature_log_density`)."""
+    return 0.5 * (torch.log(p) - _LOG_2PI)
+
+
+def feature_log_density(xs: tuple, m: torch.Tensor, p: torch.Tensor, base: torch.Tensor,
+                        observed: Optional[torch.Tensor] = None,
+                        bound: float = EXPANDED_MAX_TERM) -> torch.Tensor:
+    """sum_d o_nd (base_kd - p_kd (x_nd - m_kd)^2 / 2) (..., K, n) in
+    float64, for per-feature precisions p and constants ``base`` (..., K,
+    D) and means m (float64), by the expanded form (see
+    :func:`expanded_log_normal`; ``xs`` = (x^2, x), x 0 where ``observed``
+    (P or 1, D, n) is False; every feature counts without it).  A diagonal
+    Gaussian's log density for ``base`` = :func:`gaussian_constants`; the
+    mean-field bound's expected one for its own constants
+    (:meth:`bayesgmm.variational.VariationalPosterior.feature_terms`).
+    Components with some p_d m_d^2 above ``bound`` take differences."""
+    K = m.shape[-2]
     pm = p * m
     if observed is None:
-        const = (family.half_log_det(f, K) - 0.5 * D * _LOG_2PI
-                 - 0.5 * (pm * m).sum(-1)).unsqueeze(-1)
+        const = (base - 0.5 * pm * m).sum(-1).unsqueeze(-1)
     else:
-        const = _products(0.5 * (torch.log(p) - _LOG_2PI - pm * m), observed.double())
+        const = _products(base - 0.5 * pm * m, observed.double())
     out = _products(pm, xs[1]).add_(const)
     out.add_(_products(p, xs[0]), alpha=-0.5)
     far = _beyond(p, m, bound)
     if far is not None:
         d, o = _differences(xs[1], observed, m, far)
-        pk = p.reshape(-1, K, D)[far]                                         # (R, D)
-        c = 0.5 * (torch.log(pk) - _LOG_2PI)
+        pk = p.reshape(-1, K, p.shape[-1])[far]                               # (R, D)
+        c = base.reshape(-1, K, base.shape[-1])[far]
         c = c.sum(-1, keepdim=True) if o is None else (c.unsqueeze(-2) @ o).squeeze(-2)
         out.view(-1, K, out.shape[-1])[far] = c - 0.5 * (pk.unsqueeze(-2) @ d.square()).squeeze(-2)
     return out
 
 
-def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
-                    family: Covariance, factor: torch.Tensor, hard: bool,
-                    observed: Optional[torch.Tensor] = None) -> Stats:
-    """:func:`block_stats` on the expanded route (:func:`expanded_route`):
-    the densities by :func:`expanded_log_normal`, the statistics sum_n r x
-    and sum_n r x^2 as products with the block, taken about the
-    reference means in float64 (sum r (x - ref)^2 = sum r x^2 - 2 ref sum r x
-    + N ref^2, rounded to about 1e-16 of N p |ref|^2 relative to S2 ~ N / p),
-    then in the parameters' dtype; components beyond the bound of
-    :func:`expanded_bound` by differences.  With missing entries
-    (``observed``; x is 0 there) a missing coordinate's conditional
-    expectation is the component's mean and its conditional variance the
-    component's variance (the features are independent given the
-    component): S1 and the squares count observed entries only (N_kd =
-    sum_n r o_nd in place of N_k), and S2 adds (N_k - N_kd) / p_kd."""
-    bound = expanded_bound(params.weights.dtype)
+def feature_stats(x: torch.Tensor, weight: Optional[torch.Tensor], logw: torch.Tensor,
+                  m: torch.Tensor, p: torch.Tensor, base: torch.Tensor,
+                  observed: Optional[torch.Tensor], hard: bool, bound: float) -> tuple:
+    """The statistics of one block x (P or 1, D, n) (0 where ``observed``
+    is False) under per-feature log densities (:func:`feature_log_density`
+    of ``m``, ``p``, ``base``; float64) plus ``logw`` (P, K), by products
+    in float64: (log-likelihood (P,), N_k (P, K), N_kd = sum_n r o_nd
+    (P, K, D), S1 = sum_n r o (x - m) and S2 = sum_n r o (x - m)^2 over
+    the observed entries (P, K, D)).  The sums sum r x and sum r x^2 are
+    moved to m in float64 (sum r (x - m)^2 = sum r x^2 - 2 m sum r x + N
+    m^2, rounded to about 1e-16 of N p |m|^2 relative to S2 ~ N / p);
+    components beyond ``bound`` (:func:`expanded_bound`) by differences.
+    ``hard``: each point to its nearest mean over its observed features
+    (the initialisation), log-likelihood 0."""
     x2, x = square_terms(x)
-    m = params.means.double()
-    p = family.feature_precisions(factor.double(), m.shape[-1])
     o = None if observed is None else observed.double()
+    w = None if weight is None else weight.double()
     if hard:
         # Nearest means over the observed features: |x - mu|^2 less |x|^2,
         # which all means share.
         mm = m * m
         d2 = (mm.sum(-1).unsqueeze(-1) if o is None else _products(mm, o)) \
             - 2 * _products(m, x)
-        r, ll = _hard_assignments(d2, params.weights, None if weight is None else weight.double())
+        r, ll = _hard_assignments(d2, logw.exp(), w)
     else:
-        logp = expanded_log_normal((x2, x), params.means, factor, family, o, bound)
-        logp.add_(torch.log(params.weights.double()).unsqueeze(-1))
-        lse, r = _softmax_stats(logp, None if weight is None else weight.double(), -2)
+        logp = feature_log_density((x2, x), m, p, base, o, bound)
+        logp.add_(logw.double().unsqueeze(-1))
+        lse, r = _softmax_stats(logp, w, -2)
         ll = lse.sum(-1)
     Nk = r.sum(-1)
-    N = Nk.unsqueeze(-1) if o is None else _products(r, o.transpose(-1, -2))   # N_kd
+    N = Nk.unsqueeze(-1).expand(m.shape) if o is None else _products(r, o.transpose(-1, -2))
     Sx = _products(r, x.transpose(-1, -2))                                       # (P, K, D)
     S1 = Sx - N * m
     S2 = (_products(r, x2.transpose(-1, -2)) - 2 * m * Sx + N * m * m).clamp_min_(0)
@@ -585,7 +602,26 @@ def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: Mix
         d, _ = _differences(x, o, m, far)
         rd = d * r[far].unsqueeze(-2)
         S1[far], S2[far] = rd.sum(-1), (rd * d).sum(-1)
-    if o is not None:
+    return ll, Nk, N, S1, S2
+
+
+def _expanded_stats(x: torch.Tensor, weight: Optional[torch.Tensor], params: MixtureParams,
+                    family: Covariance, factor: torch.Tensor, hard: bool,
+                    observed: Optional[torch.Tensor] = None) -> Stats:
+    """:func:`block_stats` on the expanded route (:func:`expanded_route`):
+    :func:`feature_stats` of the Gaussian's densities, about the current
+    means, then in the parameters' dtype.  With missing entries
+    (``observed``; x is 0 there) a missing coordinate's conditional
+    expectation is the component's mean and its conditional variance the
+    component's variance (the features are independent given the
+    component): S1 and the squares count observed entries only (N_kd in
+    place of N_k), and S2 adds (N_k - N_kd) / p_kd."""
+    m = params.means.double()
+    p = family.feature_precisions(factor.double(), m.shape[-1])
+    ll, Nk, N, S1, S2 = feature_stats(x, weight, torch.log(params.weights.double()), m, p,
+                                      gaussian_constants(p), observed, hard,
+                                      expanded_bound(params.weights.dtype))
+    if observed is not None:
         S2 = S2 + (Nk.unsqueeze(-1) - N).clamp_min(0) / p
     dt = params.weights.dtype
     return Stats(ll.to(dt), Nk.to(dt), S1.to(dt), S2.to(dt), params.means.detach())

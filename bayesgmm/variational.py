@@ -79,7 +79,7 @@ from torch.distributions import constraints
 
 from ._options import WEIGHT_PRIORS
 from .covariance import Covariance
-from .fitting import Groups, Stats, _softmax_stats, e_step
+from .fitting import Groups, Stats, e_step, expanded_bound, feature_stats, gaussian_constants
 from .models import stick_breaking
 from .priors import MixtureParams, PriorTensors
 
@@ -467,21 +467,18 @@ def _observed_stats(groups: Groups, gidx: torch.Tensor, logw: torch.Tensor, mean
     - 0.5 lambda_kd (x_nd - m_kd)^2) plus E[log w_k] (``feature_terms``'
     order of arguments).  Returns the statistics about ``means`` (loglik
     (P,), N_k (P, K), and S1, S2 (P, K, D) over observed entries only) and
-    each feature's count of observed responsibility N_kd (P, K, D)."""
-    P, K, D = means.shape
-    base = 0.5 * torch.log(prec) - 0.5 * _LOG_2PI + const                   # (P, K, D)
+    each feature's count of observed responsibility N_kd (P, K, D).  By
+    the MAP E-step's masked products (:func:`bayesgmm.fitting.feature_stats`,
+    float64, on every device), with the bound's constants in place of the
+    Gaussian's."""
+    m, p = means.double(), prec.double()
+    base = gaussian_constants(p) + const.double()                          # (P, K, D)
+    bound = expanded_bound(means.dtype)
     total = None
-    for x, w, o in groups.blocks(gidx, groups.rows(P, K)):
-        of = torch.ones_like(x) if o is None else o.to(x.dtype)             # (P or 1, D, n)
-        diff = (x.unsqueeze(-3) - means.unsqueeze(-1)) * of.unsqueeze(-3)   # (P, K, D, n)
-        logp = (logw.unsqueeze(-1) + base @ of
-                - 0.5 * (prec.unsqueeze(-1) * diff * diff).sum(-2))         # (P, K, n)
-        lse, r = _softmax_stats(logp, w, -2)
-        rd = diff * r.unsqueeze(-2)
-        part = (lse.sum(-1), r.sum(-1), rd.sum(-1), (rd * diff).sum(-1),
-                r @ of.transpose(-1, -2))
+    for x, w, o in groups.blocks(gidx, groups.rows(*means.shape[:2], expanded=True)):
+        part = feature_stats(x, w, logw, m, p, base, o, False, bound)
         total = part if total is None else tuple(a + b for a, b in zip(total, part))
-    ll, Nk, S1, S2, Nkd = total
+    ll, Nk, Nkd, S1, S2 = (t.to(means.dtype) for t in total)
     return Stats(ll, Nk, S1, S2, means.detach()), Nkd
 
 

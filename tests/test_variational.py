@@ -693,3 +693,49 @@ def test_vi_full_with_a_mostly_missing_feature_warns_that_its_intervals_are_too_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         BayesianGMM(2, inference="vi", **kw).fit(np.where(np.isnan(X), 0.0, X))
+
+
+@pytest.mark.parametrize("D", [2, 7])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_observed_data_e_step_against_a_float64_reference(D, weighted):
+    """The exact bound's E-step with missing entries ("diag"/"spherical"),
+    by the MAP E-step's masked products: against numpy's float64 sums over
+    each point's observed features of c_kd + log lambda_kd / 2 - log(2 pi) / 2
+    - lambda_kd (x_nd - m_kd)^2 / 2, two groups, one narrow component far
+    from the data (its p m^2 past the products' float64 bound: taken by
+    differences, which the test fails without), weights with zeros."""
+    from bayesgmm.variational import _observed_stats
+    rng = np.random.default_rng(D)
+    G, n, K = 2, 300, 3
+    X = rng.normal(size=(G * n, D))
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[np.isnan(X).all(1), 0] = 0.5
+    labels = np.repeat(np.arange(G), n)
+    w = rng.integers(0, 3, size=G * n).astype(float) if weighted else np.ones(G * n)
+    m = rng.normal(size=(G, K, D))
+    m[1, 2] = 1e3                                  # far ...
+    lam = rng.uniform(0.5, 2.0, size=(G, K, D))
+    lam[1, 2] = 1e4                                # ... and narrow: 1e4 * 1e6 >> 1e2
+    X[n:n + 20] = np.where(np.isnan(X[n:n + 20]), np.nan,
+                           1e3 + rng.normal(scale=1e-2, size=(20, D)))   # its points
+    c = rng.normal(scale=0.1, size=(G, K, D))
+    logw = np.log(rng.dirichlet(np.ones(K), size=G))
+    groups = Groups.from_labels(torch.tensor(X), torch.tensor(labels), G,
+                                torch.tensor(w) if weighted else None)
+    t = lambda a: torch.tensor(a)
+    st, Nkd = _observed_stats(groups, torch.arange(G), t(logw), t(m), t(lam), t(c))
+    for g in range(G):
+        x, o, wg = X[labels == g], ~np.isnan(X[labels == g]), w[labels == g]
+        d = np.where(o[:, None], x[:, None] - m[g], 0.0)                      # (n, K, D)
+        lp = logw[g] + (o[:, None] * (c[g] + 0.5 * np.log(lam[g]) - 0.5 * math.log(2 * math.pi))
+                        - 0.5 * lam[g] * d * d).sum(-1)
+        top = lp.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(lp - top).sum(1))
+        r = np.exp(lp - lse[:, None]) * wg[:, None]                          # (n, K)
+        np.testing.assert_allclose(st.loglik[g].item(), (wg * lse).sum(), rtol=1e-12)
+        np.testing.assert_allclose(st.Nk[g].numpy(), r.sum(0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(Nkd[g].numpy(), r.T @ o, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(st.S1[g].numpy(), np.einsum("nk,nkd->kd", r, d),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(st.S2[g].numpy(), np.einsum("nk,nkd->kd", r, d * d),
+                                   rtol=1e-9, atol=1e-9)
