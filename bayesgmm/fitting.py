@@ -1202,6 +1202,78 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     return total
 
 
+#: The fixed cost of one E-step call on the CPU (its blocks' dispatch and
+#: Python), in elements of (pair, component, row): what a separate bucket of
+#: :func:`bucketed_e_step` must save to be worth it.
+BUCKET_OVERHEAD_ELEMENTS = 2 ** 17
+
+
+def k_buckets(k_real: Sequence[int], K: int, rows: int) -> list[tuple[int, list[int]]]:
+    """Pairs of real component counts ``k_real`` (padded to K) grouped into
+    buckets, each computed at its own largest k: [(k_b, pair positions)].
+    The buckets minimise the elements computed (pairs x k_b x ``rows``)
+    plus :data:`BUCKET_OVERHEAD_ELEMENTS` per bucket (a dynamic programme over
+    the sorted distinct counts); one bucket at K when splitting saves
+    nothing (a single bucket below K trims every pair's padding)."""
+    ks = sorted(set(int(k) for k in k_real))
+    count = {k: 0 for k in ks}
+    for k in k_real:
+        count[int(k)] += 1
+    V = len(ks)
+    # best[j]: the cheapest bucketing of the counts ks[:j]; a bucket
+    # ks[i:j] costs its pairs times ks[j - 1] (its largest) times rows.
+    best, cut = [0.0] + [math.inf] * V, [0] * (V + 1)
+    for j in range(1, V + 1):
+        pairs = 0
+        for i in range(j - 1, -1, -1):
+            pairs += count[ks[i]]
+            c = best[i] + pairs * ks[j - 1] * rows + BUCKET_OVERHEAD_ELEMENTS
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    if best[V] >= len(k_real) * K * rows + BUCKET_OVERHEAD_ELEMENTS:
+        return [(K, list(range(len(k_real))))]
+    out, j = [], V
+    while j > 0:
+        i = cut[j]
+        members = set(ks[i:j])
+        out.append((ks[j - 1], [n for n, k in enumerate(k_real) if int(k) in members]))
+        j = i
+    return out[::-1]
+
+
+def bucketed_e_step(groups, params: MixtureParams, gidx: torch.Tensor, family: Covariance,
+                    mask: torch.Tensor) -> Stats:
+    """:func:`e_step` of P mixtures whose real components (``mask`` (P, K),
+    a prefix of each) differ in number: pairs are computed in buckets at
+    their own largest K (:func:`k_buckets`) and their statistics padded
+    back with zeros, as padded components (weight 0) get.  In memory, one
+    process, CPU only (elsewhere one call: a streamed or reduced pass per
+    bucket, or kernel launches on a GPU, would cost more than the padding)."""
+    P, K = params.weights.shape
+    if not isinstance(groups, Groups) or groups.reduce is not None \
+            or params.means.device.type != "cpu" or P < 2:
+        return e_step(groups, params, gidx, family)
+    k_real = (mask * torch.arange(1, K + 1, device=mask.device)).amax(-1).tolist()
+    buckets = k_buckets(k_real, K, groups.XT.shape[-1])
+    if buckets[0][0] == K:                  # one bucket, at K: nothing to save
+        return e_step(groups, params, gidx, family)
+    parts, order = [], []
+    for k, members in buckets:
+        idx = torch.tensor(members, device=gidx.device)
+        sub = params.select(idx)
+        cov = sub.cov[:, :k] if family.per_component else sub.cov
+        parts.append(e_step(groups, MixtureParams(sub.weights[:, :k], sub.means[:, :k], cov),
+                            gidx[idx], family))
+        order += members
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, K - t.shape[1]))
+    inv = torch.empty(P, dtype=torch.long, device=gidx.device)
+    inv[torch.tensor(order, device=gidx.device)] = torch.arange(P, device=gidx.device)
+    join = lambda ts: torch.cat(ts)[inv]
+    return Stats(join([s.loglik for s in parts]), join([pad(s.Nk) for s in parts]),
+                 join([pad(s.S1) for s in parts]), join([pad(s.S2) for s in parts]),
+                 params.means.detach())
+
+
 def dirichlet_mode(Nk: torch.Tensor, concentration: torch.Tensor,
                    mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Weights maximising Dirichlet(w | a) times prod w_k^N_k over the real
@@ -1600,6 +1672,11 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
     continuation (``spent``) starts a fresh cycle, so with acceleration two
     stages are not step for step one run.
 
+    Pairs with fewer real components than the batch's K (a classifier's
+    classes, an "auto" scan's candidates) take their E-steps at their own K
+    in buckets (:func:`bucketed_e_step`, on the CPU), where that saves
+    arithmetic.
+
     A pair leaves the batch once an EM update improves the loss by less
     than ``tol`` nats per point of its group (plain EM's rule, read after
     every update but a jump's, so a pair may stop mid-cycle, keeping that
@@ -1637,7 +1714,7 @@ def em_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: PriorT
 
     def update(p: MixtureParams, msub: torch.Tensor, g: torch.Tensor):
         """One EM update of a batch: (loss at p (float64), the update, ok)."""
-        stats = e_step(groups, p, g, family)
+        stats = bucketed_e_step(groups, p, g, family, msub)
         loss = -(stats.loglik + log_prior(p, pt, family, msub))
         new = m_step(stats, p, pt, family, msub)
         return loss.double(), new, new.finite() & torch.isfinite(loss)

@@ -1061,3 +1061,66 @@ def test_precisions_are_the_inverse_covariances_through_permute_and_load(covaria
         assert np.isnan(clf.precisions_[c][~real]).all()
     with pytest.raises(Exception, match="not fitted"):
         BayesianGMM(2).precisions_
+
+
+def test_k_buckets_are_the_cheapest_grouping():
+    """The dynamic programme against every grouping of the sorted distinct
+    counts into consecutive buckets (brute force), cost = pairs x the
+    bucket's largest k x rows + the per-bucket overhead; one bucket at K when
+    no split saves anything (a batch of one K, or a few pairs)."""
+    import itertools
+    rng = np.random.default_rng(0)
+    c = fitting.BUCKET_OVERHEAD_ELEMENTS
+    for _ in range(200):
+        K = int(rng.integers(1, 12))
+        k_real = rng.integers(1, K + 1, size=int(rng.integers(1, 60))).tolist()
+        rows = int(rng.choice([10, 500, 2000, 20000]))
+        got = fitting.k_buckets(k_real, K, rows)
+        assert sorted(i for _, m in got for i in m) == list(range(len(k_real)))
+        assert all(k_real[i] <= k for k, m in got for i in m)
+        cost = lambda b: sum(len(m) * k * rows + c for k, m in b)
+        ks = sorted(set(k_real))
+        best = len(k_real) * K * rows + c
+        for cuts in itertools.chain.from_iterable(
+                itertools.combinations(range(1, len(ks)), r) for r in range(len(ks))):
+            edges = (0,) + cuts + (len(ks),)
+            best = min(best, sum(sum(k_real.count(k) for k in ks[a:b]) * ks[b - 1] * rows + c
+                                 for a, b in zip(edges, edges[1:])))
+        assert cost(got) == best
+    assert fitting.k_buckets([3] * 40, 10, 2000) == [(3, list(range(40)))]   # trimmed
+    assert fitting.k_buckets([2, 10], 10, 2000) == [(10, [0, 1])]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_bucketed_e_step_equals_the_padded_one(covariance_type):
+    """An "auto" scan's batch (restarts x K = 1..10, padded to 10, five
+    groups) computed in buckets at their own K: the statistics equal the
+    padded E-step's (padded components' are zero in both), and the batch
+    is in fact split; a batch whose pairs all have fewer real components
+    than K is trimmed the same way."""
+    rng = np.random.default_rng(1)
+    G, n, K, D = 5, 400, 10, 2
+    X = torch.tensor(rng.normal(size=(G * n, D)) * 2, dtype=torch.float32)
+    groups = fitting.Groups.from_labels(X, torch.arange(G).repeat_interleave(n), G)
+    ks = np.tile(np.repeat(np.arange(1, K + 1), G), 3)                 # (P,)
+    P = ks.size
+    mask = torch.arange(K) < torch.as_tensor(ks).unsqueeze(-1)
+    fam = covariance.get(covariance_type, D)
+    w = torch.tensor(rng.dirichlet(np.ones(K), size=P), dtype=torch.float32)
+    cov = fam.identity((P,), K, D, torch.float32, torch.device("cpu"))
+    params = fitting.masked(MixtureParams(w, torch.tensor(rng.normal(size=(P, K, D)),
+                                                          dtype=torch.float32), cov), mask, fam)
+    g = torch.arange(G).repeat(P // G)
+    assert len(fitting.k_buckets(ks.tolist(), K, n)) > 1
+    want = fitting.e_step(groups, params, g, fam)
+    got = fitting.bucketed_e_step(groups, params, g, fam, mask)
+    for a, b in [(got.loglik, want.loglik), (got.Nk, want.Nk), (got.S1, want.S1),
+                 (got.S2, want.S2), (got.ref, want.ref)]:
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    few = ks <= 4
+    sub = params.select(torch.as_tensor(few.nonzero()[0]))
+    want = fitting.e_step(groups, sub, g[few], fam)
+    got = fitting.bucketed_e_step(groups, sub, g[few], fam, mask[few])
+    torch.testing.assert_close(got.S2, want.S2, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got.loglik, want.loglik, rtol=1e-5, atol=1e-4)
