@@ -107,11 +107,15 @@ def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device,
     others (m, m) for m missing, at most a quarter of that) elements per
     row within the device's budget, and on the CPU
     at least :data:`MIN_BLOCK_ROWS` rows where that stays within
-    :data:`MAX_BLOCK_ELEMENTS`.  The ``expanded`` route (:func:`expanded_route`,
-    CPU only) holds (P, K) and (P, D) float64 terms per row:
+    :data:`MAX_BLOCK_ELEMENTS`.  The ``expanded`` route (:func:`expanded_route`
+    on the CPU; the variational E-step with missing values on every device)
+    holds (P, K) and (P, D) float64 terms per row: on the CPU
     :data:`EXPANDED_BLOCK_ELEMENTS` of them, at least :data:`MIN_BLOCK_ROWS`
-    rows (its terms stay far below :data:`MAX_BLOCK_ELEMENTS` there)."""
+    rows (its terms stay far below :data:`MAX_BLOCK_ELEMENTS` there); on a
+    GPU :data:`CUDA_BLOCK_ELEMENTS`."""
     if expanded:
+        if device.type != "cpu":
+            return max(1, CUDA_BLOCK_ELEMENTS // (P * (K + D)))
         return max(MIN_BLOCK_ROWS, EXPANDED_BLOCK_ELEMENTS // (P * (K + D)))
     per_row = P * K * D * (D if missing else 1)
     if device.type != "cpu":
@@ -535,7 +539,7 @@ def gaussian_constants(p: torch.Tensor) -> torch.Tensor:
 
 def feature_log_density(xs: tuple, m: torch.Tensor, p: torch.Tensor, base: torch.Tensor,
                         observed: Optional[torch.Tensor] = None,
-                        bound: float = EXPANDED_MAX_TERM) -> torch.Tensor:
+                        bound: float = EXPANDED_MAX_TERM, far=False) -> torch.Tensor:
     """sum_d o_nd (base_kd - p_kd (x_nd - m_kd)^2 / 2) (..., K, n) in
     float64, for per-feature precisions p and constants ``base`` (..., K,
     D) and means m (float64), by the expanded form (see
@@ -544,7 +548,8 @@ def feature_log_density(xs: tuple, m: torch.Tensor, p: torch.Tensor, base: torch
     Gaussian's log density for ``base`` = :func:`gaussian_constants`; the
     mean-field bound's expected one for its own constants
     (:meth:`bayesgmm.variational.VariationalPosterior.feature_terms`).
-    Components with some p_d m_d^2 above ``bound`` take differences."""
+    Components with some p_d m_d^2 above ``bound`` take differences
+    (``far``: their :func:`_beyond` indices where the caller has them)."""
     K = m.shape[-2]
     pm = p * m
     if observed is None:
@@ -553,7 +558,8 @@ def feature_log_density(xs: tuple, m: torch.Tensor, p: torch.Tensor, base: torch
         const = _products(base - 0.5 * pm * m, observed.double())
     out = _products(pm, xs[1]).add_(const)
     out.add_(_products(p, xs[0]), alpha=-0.5)
-    far = _beyond(p, m, bound)
+    if far is False:
+        far = _beyond(p, m, bound)
     if far is not None:
         d, o = _differences(xs[1], observed, m, far)
         pk = p.reshape(-1, K, p.shape[-1])[far]                               # (R, D)
@@ -565,7 +571,8 @@ def feature_log_density(xs: tuple, m: torch.Tensor, p: torch.Tensor, base: torch
 
 def feature_stats(x: torch.Tensor, weight: Optional[torch.Tensor], logw: torch.Tensor,
                   m: torch.Tensor, p: torch.Tensor, base: torch.Tensor,
-                  observed: Optional[torch.Tensor], hard: bool, bound: float) -> tuple:
+                  observed: Optional[torch.Tensor], hard: bool, bound: float,
+                  far=False) -> tuple:
     """The statistics of one block x (P or 1, D, n) (0 where ``observed``
     is False) under per-feature log densities (:func:`feature_log_density`
     of ``m``, ``p``, ``base``; float64) plus ``logw`` (P, K), by products
@@ -576,7 +583,10 @@ def feature_stats(x: torch.Tensor, weight: Optional[torch.Tensor], logw: torch.T
     m^2, rounded to about 1e-16 of N p |m|^2 relative to S2 ~ N / p);
     components beyond ``bound`` (:func:`expanded_bound`) by differences.
     ``hard``: each point to its nearest mean over its observed features
-    (the initialisation), log-likelihood 0."""
+    (the initialisation), log-likelihood 0.  ``far``: :func:`_beyond`'s
+    indices where the caller computed them once for many blocks."""
+    if far is False:
+        far = _beyond(p, m, bound)
     x2, x = square_terms(x)
     o = None if observed is None else observed.double()
     w = None if weight is None else weight.double()
@@ -588,7 +598,7 @@ def feature_stats(x: torch.Tensor, weight: Optional[torch.Tensor], logw: torch.T
             - 2 * _products(m, x)
         r, ll = _hard_assignments(d2, logw.exp(), w)
     else:
-        logp = feature_log_density((x2, x), m, p, base, o, bound)
+        logp = feature_log_density((x2, x), m, p, base, o, bound, far)
         logp.add_(logw.double().unsqueeze(-1))
         lse, r = _softmax_stats(logp, w, -2)
         ll = lse.sum(-1)
@@ -597,7 +607,6 @@ def feature_stats(x: torch.Tensor, weight: Optional[torch.Tensor], logw: torch.T
     Sx = _products(r, x.transpose(-1, -2))                                       # (P, K, D)
     S1 = Sx - N * m
     S2 = (_products(r, x2.transpose(-1, -2)) - 2 * m * Sx + N * m * m).clamp_min_(0)
-    far = _beyond(p, m, bound)
     if far is not None:
         d, _ = _differences(x, o, m, far)
         rd = d * r[far].unsqueeze(-2)
@@ -1243,13 +1252,16 @@ def k_buckets(k_real: Sequence[int], K: int, rows: int) -> list[tuple[int, list[
 
 def bucketed_e_step(groups, params: MixtureParams, gidx: torch.Tensor, family: Covariance,
                     mask: torch.Tensor) -> Stats:
-    """:func:`e_step` of P mixtures whose real components (``mask`` (P, K),
-    a prefix of each) differ in number: pairs are computed in buckets at
+    """:func:`e_step` of P mixtures whose real components (``mask`` (P, K);
+    each pair computed up to its last real one) differ in number: pairs are computed in buckets at
     their own largest K (:func:`k_buckets`) and their statistics padded
     back with zeros, as padded components (weight 0) get.  In memory, one
     process, CPU only (elsewhere one call: a streamed or reduced pass per
     bucket, or kernel launches on a GPU, would cost more than the padding)."""
     P, K = params.weights.shape
+    # With ``reduce`` the buckets (chosen from this shard's rows) could
+    # differ between processes, and so would their number of reduce calls:
+    # a deadlock, not only a slower pass.
     if not isinstance(groups, Groups) or groups.reduce is not None \
             or params.means.device.type != "cpu" or P < 2:
         return e_step(groups, params, gidx, family)

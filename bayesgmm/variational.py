@@ -79,7 +79,8 @@ from torch.distributions import constraints
 
 from ._options import WEIGHT_PRIORS
 from .covariance import Covariance
-from .fitting import Groups, Stats, e_step, expanded_bound, feature_stats, gaussian_constants
+from .fitting import (Groups, Stats, _beyond, e_step, expanded_bound, feature_stats,
+                      gaussian_constants)
 from .models import stick_breaking
 from .priors import MixtureParams, PriorTensors
 
@@ -98,7 +99,6 @@ _QUAD_POINTS = 1025
 _SAMPLE_POINTS = 4097
 _MAX_GRID_POINTS = 2 ** 17
 _LOG_2 = math.log(2.0)
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _phi(x: torch.Tensor) -> torch.Tensor:
@@ -474,9 +474,10 @@ def _observed_stats(groups: Groups, gidx: torch.Tensor, logw: torch.Tensor, mean
     m, p = means.double(), prec.double()
     base = gaussian_constants(p) + const.double()                          # (P, K, D)
     bound = expanded_bound(means.dtype)
+    far = _beyond(p, m, bound)                  # once for every block
     total = None
     for x, w, o in groups.blocks(gidx, groups.rows(*means.shape[:2], expanded=True)):
-        part = feature_stats(x, w, logw, m, p, base, o, False, bound)
+        part = feature_stats(x, w, logw, m, p, base, o, False, bound, far)
         total = part if total is None else tuple(a + b for a, b in zip(total, part))
     ll, Nk, Nkd, S1, S2 = (t.to(means.dtype) for t in total)
     return Stats(ll, Nk, S1, S2, means.detach()), Nkd

@@ -1092,7 +1092,8 @@ def test_k_buckets_are_the_cheapest_grouping():
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
-def test_bucketed_e_step_equals_the_padded_one(covariance_type):
+@pytest.mark.parametrize("case", ["plain", "missing-weighted"])
+def test_bucketed_e_step_equals_the_padded_one(covariance_type, case):
     """An "auto" scan's batch (restarts x K = 1..10, padded to 10, five
     groups) computed in buckets at their own K: the statistics equal the
     padded E-step's (padded components' are zero in both), and the batch
@@ -1101,7 +1102,12 @@ def test_bucketed_e_step_equals_the_padded_one(covariance_type):
     rng = np.random.default_rng(1)
     G, n, K, D = 5, 400, 10, 2
     X = torch.tensor(rng.normal(size=(G * n, D)) * 2, dtype=torch.float32)
-    groups = fitting.Groups.from_labels(X, torch.arange(G).repeat_interleave(n), G)
+    weight = None
+    if case != "plain":                  # missing entries and weights with zeros
+        X[torch.tensor(rng.random((G * n, D)) < 0.2)] = float("nan")
+        X[X.isnan().all(1), 0] = 0.5
+        weight = torch.tensor(rng.integers(0, 3, G * n), dtype=torch.float32)
+    groups = fitting.Groups.from_labels(X, torch.arange(G).repeat_interleave(n), G, weight)
     ks = np.tile(np.repeat(np.arange(1, K + 1), G), 3)                 # (P,)
     P = ks.size
     mask = torch.arange(K) < torch.as_tensor(ks).unsqueeze(-1)

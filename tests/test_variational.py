@@ -695,7 +695,7 @@ def test_vi_full_with_a_mostly_missing_feature_warns_that_its_intervals_are_too_
         BayesianGMM(2, inference="vi", **kw).fit(np.where(np.isnan(X), 0.0, X))
 
 
-@pytest.mark.parametrize("D", [2, 7])
+@pytest.mark.parametrize("D", [1, 2, 7])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_observed_data_e_step_against_a_float64_reference(D, weighted):
     """The exact bound's E-step with missing entries ("diag"/"spherical"),
@@ -703,7 +703,9 @@ def test_observed_data_e_step_against_a_float64_reference(D, weighted):
     each point's observed features of c_kd + log lambda_kd / 2 - log(2 pi) / 2
     - lambda_kd (x_nd - m_kd)^2 / 2, two groups, one narrow component far
     from the data (its p m^2 past the products' float64 bound: taken by
-    differences, which the test fails without), weights with zeros."""
+    differences, which the test fails without), a second one past the
+    float64 bound but not float32's (p m^2 = 9e6: fails with float32's
+    bound), weights with zeros; then one group shared by two pairs."""
     from bayesgmm.variational import _observed_stats
     rng = np.random.default_rng(D)
     G, n, K = 2, 300, 3
@@ -718,6 +720,8 @@ def test_observed_data_e_step_against_a_float64_reference(D, weighted):
     lam[1, 2] = 1e4                                # ... and narrow: 1e4 * 1e6 >> 1e2
     X[n:n + 20] = np.where(np.isnan(X[n:n + 20]), np.nan,
                            1e3 + rng.normal(scale=1e-2, size=(20, D)))   # its points
+    m[0, 1], lam[0, 1] = 3e3, 1.0                  # p m^2 = 9e6: past float64 bound, not float32
+    X[:30] = np.where(np.isnan(X[:30]), np.nan, 3e3 + rng.normal(size=(30, D)))
     c = rng.normal(scale=0.1, size=(G, K, D))
     logw = np.log(rng.dirichlet(np.ones(K), size=G))
     groups = Groups.from_labels(torch.tensor(X), torch.tensor(labels), G,
@@ -739,3 +743,11 @@ def test_observed_data_e_step_against_a_float64_reference(D, weighted):
                                    rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(st.S2[g].numpy(), np.einsum("nk,nkd->kd", r, d * d),
                                    rtol=1e-9, atol=1e-9)
+    # One group (a plain mixture) broadcast to two pairs: each pair its own.
+    one = Groups.single(torch.tensor(X[labels == 0]))
+    st1, Nkd1 = _observed_stats(one, torch.zeros(2, dtype=torch.long), t(logw), t(m), t(lam),
+                                t(c))
+    ref = _observed_stats(Groups.single(torch.tensor(X[labels == 0])), torch.zeros(1,
+                          dtype=torch.long), t(logw[1:]), t(m[1:]), t(lam[1:]), t(c[1:]))
+    np.testing.assert_allclose(st1.loglik[1].item(), ref[0].loglik[0].item(), rtol=1e-12)
+    np.testing.assert_allclose(Nkd1[1].numpy(), ref[1][0].numpy(), rtol=1e-12, atol=1e-12)
