@@ -21,7 +21,7 @@ import torch
 from . import _validation as V
 from .covariance import Covariance
 from .fitting import (Callback, FitTrace, em_fit, first_best, initial_params, log_prior,
-                      negative_log_joint)
+                      negative_log_joint, trim)
 from .priors import MixtureParams, PriorTensors
 
 # Tolerance (nats per point per iteration) of the "auto" scan over K: BIC
@@ -192,12 +192,6 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
     k_max = int(kept_mask.sum(-1).max())
     return Selection(trim(params, k_max, family), kept_mask[:, :k_max], variant, bic, trace,
                      n_iter, converged)
-
-
-def trim(params: MixtureParams, k: int, family: Covariance) -> MixtureParams:
-    """Parameters (G, K, ...) cut to the first k components."""
-    cov = params.cov[:, :k] if family.per_component else params.cov
-    return MixtureParams(params.weights[:, :k], params.means[:, :k], cov)
 
 
 def log_likelihood(losses: torch.Tensor, params: MixtureParams, pt: PriorTensors,

@@ -1250,6 +1250,12 @@ def k_buckets(k_real: Sequence[int], K: int, rows: int) -> list[tuple[int, list[
     return out[::-1]
 
 
+def trim(params: MixtureParams, k: int, family: Covariance) -> MixtureParams:
+    """Parameters (G, K, ...) cut to the first k components."""
+    cov = params.cov[:, :k] if family.per_component else params.cov
+    return MixtureParams(params.weights[:, :k], params.means[:, :k], cov)
+
+
 def bucketed_e_step(groups, params: MixtureParams, gidx: torch.Tensor, family: Covariance,
                     mask: torch.Tensor) -> Stats:
     """:func:`e_step` of P mixtures whose real components (``mask`` (P, K);
@@ -1272,10 +1278,7 @@ def bucketed_e_step(groups, params: MixtureParams, gidx: torch.Tensor, family: C
     parts, order = [], []
     for k, members in buckets:
         idx = torch.tensor(members, device=gidx.device)
-        sub = params.select(idx)
-        cov = sub.cov[:, :k] if family.per_component else sub.cov
-        parts.append(e_step(groups, MixtureParams(sub.weights[:, :k], sub.means[:, :k], cov),
-                            gidx[idx], family))
+        parts.append(e_step(groups, trim(params.select(idx), k, family), gidx[idx], family))
         order += members
     pad = lambda t: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, K - t.shape[1]))
     inv = torch.empty(P, dtype=torch.long, device=gidx.device)
