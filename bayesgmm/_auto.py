@@ -59,17 +59,21 @@ def check_max_components(n_components, max_components, em_max_iter: int) -> int:
 
 
 def component_cap(family: Covariance, n_features: int, max_components: int,
-                  rows: np.ndarray, mass: np.ndarray) -> np.ndarray:
+                  rows: Optional[np.ndarray], mass: np.ndarray) -> np.ndarray:
     """The largest K tried per group (at least 1): K up to ``max_components``
     whose mixture has fewer free parameters than the group's total weight
     (``mass`` (G,): its number of points without weights), and no more
     components than rows of positive weight (``rows`` (G,)); more cannot be
     estimated, and each K tried costs a batch of mixtures.  By the weight,
     not the rows, so that integer weights try the K that the rows repeated
-    would."""
+    would.  ``rows=None``: the bound by the weight alone, the same for
+    weighted and repeated rows (the K whose seeding scales the default
+    covariance priors of a scan, :func:`bayesgmm._base.seeded_priors`)."""
+    mass = np.atleast_1d(mass)
+    rows = [max_components] * mass.size if rows is None else np.atleast_1d(rows)
     return np.array([max([1] + [k for k in range(1, min(max_components, int(n)) + 1)
                                 if family.mixture_parameters(k, n_features) < m])
-                     for n, m in zip(np.atleast_1d(rows), np.atleast_1d(mass))])
+                     for n, m in zip(rows, mass)])
 
 
 @dataclass

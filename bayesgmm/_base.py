@@ -1434,7 +1434,8 @@ class MixtureBase:
         """The body of both estimators' ``impute``: ``X`` validated (NaN
         allowed, a row with every feature missing refused), a copy whose
         missing entries :func:`bayesgmm._predict.fill_missing` fills, as an
-        array or, for a DataFrame, a DataFrame with its index and columns.
+        array or, for a DataFrame, a DataFrame with its index and columns
+        (for a tensor, a float64 tensor on its device).
 
         ``mixtures(rows, Xv)``: for the rows with a missing entry (positions,
         (m,)) of the validated ``Xv``, pairs (positions among them, (weights, means, covariances,
@@ -1468,6 +1469,8 @@ class MixtureBase:
                                   family, gen, device, self._dtype())
         if frame is not None:
             return frame.copy().__class__(out, index=frame.index, columns=frame.columns)
+        if torch.is_tensor(X):       # tensors in, tensors out (float64 on X's device)
+            return torch.as_tensor(out, device=X.device)
         return out
 
     # ---------------------------------------------------------- persistence

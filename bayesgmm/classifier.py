@@ -726,9 +726,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             points = [Xs[ys == c] for c in range(C)]
             pweights = None if ws is None else [ws[ys == c] for c in range(C)]
             # One prior for every class: the spread pooled over the classes'
-            # seedings, each at its K (for "auto", max_components).
+            # seedings, each at its K (for "auto", the largest K its weight
+            # allows: the same for weighted and repeated rows).
             base = seeded_priors(self.priors, family, k_max, data, points, pweights,
-                                 np.full(C, max_components) if auto else ks)
+                                 component_cap(family, D, max_components, None, mass)
+                                 if auto else ks)
             centres = seed_centres(points, k_max, R, self.init, seeds[:R], pweights)
             centres = torch.as_tensor(centres, dtype=s.dtype, device=device)
         pt = std.priors(base, device, s.dtype)
@@ -1031,10 +1033,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             new = params
         guard_stage("partial_fit", new, torch.zeros(C, device=device), learning_rate=None,
                     what="class(es)")
-        wn, mn, cn = std.params_from_std(new, family)
-        self.weights_ = np.where(real, wn, 0.0)
-        self.means_ = np.where(real[..., None], mn, np.nan)
-        self._set_covariances(cn, family, real)
+        if not first:   # (the fit's attributes as they are, not through the frame and back)
+            wn, mn, cn = std.params_from_std(new, family)
+            self.weights_ = np.where(real, wn, 0.0)
+            self.means_ = np.where(real[..., None], mn, np.nan)
+            self._set_covariances(cn, family, real)
         self.priors_ = priors
         if not first:
             self.class_count_ = counted + np.bincount(labels, weights=w, minlength=C)
@@ -1318,7 +1321,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                plug_in: bool = False):
         """``X`` with its missing entries (NaN) filled in under the fitted
         generative model, as an array (a DataFrame for a DataFrame, same
-        index and columns); observed entries are returned unchanged.
+        index and columns; a float64 tensor on its device for a tensor);
+        observed entries are returned unchanged.
 
         Without ``y``, under the whole model, the classes' mixtures weighted
         by ``class_prior_`` (the mixture :meth:`score_samples` scores): the

@@ -52,6 +52,9 @@ _DEMO_FILES = ("loss.png", "clusters.png", "params.json")
 # The estimators' ``missing`` options (checked by _validation.allows_missing);
 # here rather than imported from there so that --help does not load torch.
 _FIT_FILES = ("assignments.csv", "params.json")
+# A run's clusters of the rows: of a CSV, or of a .npy array.  A run writes
+# one; the other, in its --out, is an earlier run's (:func:`_remove_stale`).
+_ASSIGNMENTS = ("assignments.csv", "assignments.npy")
 
 
 def _separator(value: str) -> str:
@@ -233,6 +236,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
+    parser.commands = sub.choices      # each subcommand's parser, by name (see _run)
 
     def threads(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--threads", type=_count("a number of threads", "1"), metavar="N",
@@ -440,6 +444,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+    except KeyboardInterrupt:
+        return _interrupted()
+    except RuntimeError as exc:
+        # Ctrl-C inside TorchScript (NUTS's compiled potential) comes back as
+        # a RuntimeError that names it.
+        if "KeyboardInterrupt" not in str(exc):
+            raise
+        return _interrupted()
     except OSError as exc:
         # Standard output that cannot be written (a full disk): said in one
         # line, as every other error is.
@@ -448,10 +460,26 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 2
 
 
+def _interrupted() -> int:
+    """Ctrl-C: one line, not the traceback of wherever the fit was; the
+    outputs already written stay (each is written whole: _write_atomic)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print("bayesgmm: interrupted", file=sys.stderr)
+    return 128 + 2   # what a shell reports for a process ended by SIGINT
+
+
 def _run(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    # parse_args would report a subcommand's unknown words with the top
+    # level's usage ("bayesgmm [-h] [--version] COMMAND ..."): the
+    # subcommand's parser reports them, with its own (the top level those
+    # before the command, its own options' place).
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        before = _Parser.argv[:_Parser.argv.index(args.command)]
+        (parser if set(unknown) & set(before) else parser.commands[args.command]).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     _fill_defaults(args)
     _CREATED.clear()
     code = 1
@@ -494,7 +522,7 @@ def _say_error(args, exc: BaseException) -> None:
     if getattr(exc, "_bayesgmm_said", False):
         return
     if not (getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0"):
-        print(f"bayesgmm: error: {_message(exc)}", file=sys.stderr)
+        print(f"bayesgmm: error: {_message(exc, args)}", file=sys.stderr)
     with contextlib.suppress(AttributeError):
         exc._bayesgmm_said = True
 
@@ -548,6 +576,9 @@ def _fit_estimator(args, X, **kwargs):
             warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
             warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
             return _make_estimator(args).fit(X, **kwargs)
+    except ValueError as exc:
+        # In the file's words (its name and columns for the library's X).
+        raise CLIError(_message(exc, args, X)) from None
     finally:
         # The fit's own warnings (NUTS's convergence, a variational fit
         # stopped short) in the command line's words, one line each; any
@@ -557,7 +588,7 @@ def _fit_estimator(args, X, **kwargs):
         # to the list it reads, without end).
         for w in caught:
             if issubclass(w.category, UserWarning) and w.filename == _FIT_CALLER:
-                print(f"bayesgmm: warning: {_message(w.message)}", file=sys.stderr)
+                print(f"bayesgmm: warning: {_message(w.message, args, X)}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
@@ -674,6 +705,29 @@ def _prepare_out(path: str, names: Sequence[str]) -> Path:
     return out
 
 
+def _remove_stale(out: Path, written: str, args) -> None:
+    """Once this run's outputs are written: remove the other of
+    ``_ASSIGNMENTS`` from ``out``, which an earlier run left there
+    (assignments.csv after a .npy fit, or the other way round) and which
+    would sit beside this run's outputs as if it were theirs; said in a
+    note.  That name only, and never the input, the model or --save."""
+    stale = out / next(name for name in _ASSIGNMENTS if name != written)
+    if not stale.is_file():
+        return
+    with contextlib.suppress(OSError):
+        if any(p is not None and os.path.samefile(p, stale)
+               for p in (getattr(args, k, None) for k in ("file", "model", "save"))):
+            return
+    try:
+        stale.unlink()
+    except OSError as exc:
+        print(f"bayesgmm: note: {str(stale)!r} is an earlier run's, not this run's (which wrote "
+              f"{written}), and cannot be removed: {_reason(exc)}", file=sys.stderr)
+        return
+    print(f"bayesgmm: note: removed {str(stale)!r}, an earlier run's: this run wrote {written}",
+          file=sys.stderr)
+
+
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary in the same folder and ``os.replace``,
     so a failed write leaves neither a half-written file nor the temporary."""
@@ -732,6 +786,10 @@ def _demo(args) -> int:
     setosa = (iris["species"] == "setosa").astype(int)
     ari_setosa = adjusted_rand_score(setosa, labels)
     ari_species = adjusted_rand_score(iris["species"], labels)
+    # The files first, as fit writes its: a reader that leaves early
+    # (| head) ends the run at a print (quietly, _main), the files written.
+    _plot_demo(gmm, X[args.column].to_numpy(), labels, iris["species"], out, args.column)
+    _write_params(gmm, [args.column], out / "params.json")
 
     print(f"Bayesian GMM, {_chosen(gmm, args)}, covariance_type={gmm.covariance_type_}, "
           f"on iris {args.column} (150 points, seed {args.seed}, device {gmm.device_})")
@@ -749,9 +807,6 @@ def _demo(args) -> int:
     print()
     print(f"adjusted Rand index vs setosa / not setosa: {ari_setosa:.4f}")
     print(f"adjusted Rand index vs species:             {ari_species:.4f}")
-
-    _plot_demo(gmm, X[args.column].to_numpy(), labels, iris["species"], out, args.column)
-    _write_params(gmm, [args.column], out / "params.json")
     print()
     print(f"wrote {out / 'loss.png'}, {out / 'clusters.png'}, {out / 'params.json'}")
     return 0
@@ -932,6 +987,10 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"--thousands {thousands!r} is also the decimal mark (--decimal "
                        f"{decimal!r}): every number would be misread; give two different "
                        f"marks, e.g. --decimal , --thousands . for 1.817,5")
+    if path == "-" and not os.path.exists(path):
+        raise CLIError("reading standard input ('-') is not supported (the file is read more "
+                       "than once): give the path of a file, e.g. save the data to data.csv "
+                       "and fit that")
     if not os.path.exists(path):
         raise CLIError(f"file not found: {path!r}")
     if os.path.isdir(path):
@@ -978,7 +1037,13 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
             remedy = "give the file's own encoding with --encoding"
         raise CLIError(f"cannot read {path!r}: it is not {encoding} text ({exc.reason} at byte "
                        f"{exc.start}); {remedy}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:
+        # pandas' "No columns to parse from file": nothing but blank lines.
+        what = "empty (0 bytes)" if os.path.getsize(path) == 0 else "blank (no text but spaces " \
+            "and line breaks)"
+        raise CLIError(f"{path!r} is {what}: a CSV file needs a header row and data rows"
+                       ) from None
+    except pd.errors.ParserError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "fields" in msg:
@@ -1160,6 +1225,7 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         raise CLIError(f"--weights column {weights!r} not in {path!r}; available: "
                        f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}")
     numeric = [str(c) for c in df.columns if is_number_column(df[c]) and c != weights]
+    only_labels = None
     if args.columns:
         twice = sorted({c for c in args.columns if args.columns.count(c) > 1})
         if twice:
@@ -1220,7 +1286,9 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             print(f"bayesgmm: note: left out column(s) {labels} of {path!r}, which look like "
                   f"{kinds}{use}", file=sys.stderr)
         elif labels:
-            raise CLIError(f"the only numeric column(s) of {path!r}, {labels}, look like "
+            # Said below, when no other reading of the file explains it (a
+            # decimal comma makes every measurement text, leaving the labels).
+            only_labels = (f"the only numeric column(s) of {path!r}, {labels}, look like "
                            f"{kinds}, not features: name the columns to fit with --columns")
         candidates = [str(c) for c in df.columns]
     if args.decimal != ",":
@@ -1287,10 +1355,21 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
                   else f"choose numeric columns with --columns (numeric here: {numeric})")
         raise CLIError(f"non-numeric column(s) {bad} in {path!r}{example}: {remedy}")
     if not columns:
+        if only_labels is not None:
+            raise CLIError(only_labels)
         besides = " besides the --weights column" if weights is not None else ""
         hint = _not_in_file_hint(df, sep)
-        raise CLIError(f"{path!r} has no numeric columns{besides}{hint}" if hint else
-                       f"{path!r} has no numeric columns{besides}; name them with --columns")
+        if hint:
+            raise CLIError(f"{path!r} has no numeric columns{besides}{hint}")
+        # Naming columns cannot help: none reads as numbers.  The columns and
+        # a value show what was read, and the reading is what to check.
+        text = [str(c) for c in df.columns if c != weights]
+        value = next((f" ({c}: {v!r})" for c in text for v in df[c].dropna().astype(str)[:1]),
+                     "")
+        held = f": its {_columns_named(text)} hold text{value}" if text else ""
+        raise CLIError(f"{path!r} has no numeric columns{besides}{held}; check that it was read "
+                       f"right: the separator (--sep; read with {_sep_name(sep)}) and the "
+                       f"decimal mark (--decimal)")
     if not predicting:
         # Named in --columns (the default rule leaves such columns out):
         # no remedy for missing values can fit a column with no value.
@@ -1304,10 +1383,10 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         j = int(np.flatnonzero(~finite.all(axis=0))[0])
         i = int(np.flatnonzero(~finite[:, j])[0])
         if np.isnan(values[i, j]):
-            raise CLIError(f"{path!r} contains NaN in column {j} ({columns[j]!r}), data row "
+            raise CLIError(f"{path!r} contains NaN in column {columns[j]!r}, data row "
                            f"{i + 1}: pass --missing marginalize to use such rows' other "
                            f"columns, or --dropna to leave them out (or fill in the values)")
-        raise CLIError(f"{path!r} contains inf in column {j} ({columns[j]!r}), data row "
+        raise CLIError(f"{path!r} contains inf in column {columns[j]!r}, data row "
                        f"{i + 1}: remove such rows or replace the value")
     return columns
 
@@ -1433,11 +1512,13 @@ def _write_assignments(df, model, columns, keep, sep: str, args, path: Path) -> 
     result = _input_text(args.file, sep, args.decimal, df, args.encoding)
     labels = pd.array(np.full(len(df), pd.NA), dtype="Int64")
     labels[keep] = model.predict(X)
-    result[names[0]] = labels
     proba = np.full((len(df), K), np.nan)
     proba[keep] = model.predict_proba(X)
-    for k in range(K):
-        result[names[k + 1]] = proba[:, k]
+    # The added columns in one frame, joined once: a column at a time
+    # fragments the frame (pandas warns from about 100 columns, -k 110).
+    added = pd.DataFrame(proba, columns=names[1:], index=result.index)
+    added.insert(0, names[0], labels)
+    result = pd.concat([result, added], axis=1)
     if getattr(args, "impute", False):
         _fill_cells(df, model, columns, result, args, keep)
     out_sep = " " if sep == _WHITESPACE else sep       # one space reads back as whitespace
@@ -1606,6 +1687,7 @@ def _fit(args) -> int:
                            f"{args.save} FILE' writes the assignments without refitting)"
                            ) from None
         raise
+    _remove_stale(out, "assignments.csv", args)
     extra = []
     if w is not None:
         extra.append(f"total weight {w.sum():g}")
@@ -1662,6 +1744,7 @@ def _predict(args) -> int:
         _refuse_input_as_output(source, Path(args.out) / "assignments.csv", "--out")
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
+    _remove_stale(out, "assignments.csv", args)
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r} ({_columns_named(columns)}); wrote {out / 'assignments.csv'}")
     return 0
@@ -1709,6 +1792,11 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   (r"\bcovariance_type='(\w+)'", r"--covariance-type \1"),
                   (r"\bweight_prior='(\w+)'", r"--weight-prior \1"),
                   (r"\bPriors\.weight_concentration\b", "--concentration"),
+                  # The prior holds one value per component; --concentration
+                  # gives one for all: the value typed, not the vector.
+                  (r"(--concentration must be [^,]*), got \[([^,\]]+)(?:, \2)*\]", r"\1, got \2"),
+                  # The estimator names itself; the command line's lines say bayesgmm.
+                  (r"^BayesianGMM: ", ""),
                   (r"BayesianGMM with (--inference)", r"\1"),
                   (r"\bn_warmup\b", "--n-warmup"), (r"\bn_samples\b", "--n-samples"),
                   (r"\bn_chains\b", "--n-chains"),
@@ -1747,13 +1835,39 @@ def _is_npy(path: str) -> bool:
     return path.lower().endswith(".npy")
 
 
-def _message(exc: Exception) -> str:
-    """An error's one line; the estimator's ValueErrors in the CLI's words."""
+def _message(exc: Exception, args=None, X=None) -> str:
+    """An error's (or a fit's warning's) one line; the estimator's in the
+    CLI's words: its options for the library's parameters and, given the
+    run's ``args``, the input file for the library's "X" and the file's
+    columns for its features (``X``: the data fitted, for the columns that
+    a message concerns)."""
     text = str(exc)
-    if not isinstance(exc, CLIError):
-        for library, cli in _LIBRARY_WORDS:
-            text = re.sub(library, cli, text)
-    return text
+    if isinstance(exc, CLIError):
+        return text
+    for library, cli in _LIBRARY_WORDS:
+        text = re.sub(library, cli, text)
+    path = getattr(args, "file", None)
+    if path is None:
+        return text
+    # A feature is a column of the file; one to leave out is left out of
+    # --columns (a CSV) or of the array saved.
+    text = re.sub(r"^feature\(s\) (.*?) hold one value",
+                  lambda m: f"column(s) {m[1]} of {path!r} hold one value", text)
+    text = re.sub(r"; drop it$", "; leave it out of --columns" if not _is_npy(path)
+                  else "; save the array without it", text)
+    if text.startswith("X has values too large"):
+        names = []
+        if hasattr(X, "columns"):     # a CSV's columns: those whose spread overflows
+            with np.errstate(all="ignore"):
+                spread = np.nanstd(X.to_numpy(dtype=np.float64, na_value=np.nan), axis=0)
+            names = [str(c) for c, s in zip(X.columns, spread) if not np.isfinite(s * s)]
+        where = f" in column(s) {names}" if names else ""
+        text = re.sub(r"^X has values too large to fit in float64 arithmetic",
+                      lambda m: f"{m[0]}{where}", text)
+        text = re.sub(r"rescale X(, e\.g\. divide it)?",
+                      lambda m: "rescale " + ("them" if names else "the values")
+                      + (", e.g. divide them" if m[1] else ""), text)
+    return re.sub(r"^X has", lambda m: f"{path!r} has", text)
 
 
 def _refuse_csv_options(args, names: Sequence[str]) -> None:
@@ -2037,6 +2151,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     _note_at_cap(gmm, args)
     names = [f"x{j}" for j in range(D)]
     _write_outputs(gmm, names, out, args)
+    _remove_stale(out, "assignments.npy", args)
     how = f"by {procs.world} processes" if procs.world > 1 else \
         "into memory" if args.inference != "map" else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
@@ -2071,6 +2186,7 @@ def _predict_npy(args, model) -> int:
         # columns are the model's in order, as the help says (checked above).
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
+    _remove_stale(out, "assignments.npy", args)
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r}; rows per cluster: "
           + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

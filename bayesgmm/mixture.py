@@ -943,11 +943,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             Xs, ws = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
                                  n_local=data.n_local)
         # The covariance priors scaled to the data's spread about a seeding
-        # with max_components centres (not the largest K tried, which
-        # depends on the number of rows: weighted and repeated rows must
-        # give the same prior).
+        # with the largest K the data's weight allows (not the largest K
+        # tried, which depends on the number of rows: weighted and repeated
+        # rows must give the same prior; nor max_components, which would
+        # shrink the prior as K never tried were asked for).
         base = seeded_priors(self._map_priors(), family, int(cap[0]), data,
-                             *self._spread_points(data, Xs, ws, group), [max_components])
+                             *self._spread_points(data, Xs, ws, group),
+                             component_cap(family, d, max_components, None, data.mass))
         pt = std.priors(base, device, s.dtype)
         centres = torch.as_tensor(seed_centres([Xs], int(cap[0]), s.n_init, self.init,
                                                seeds[:-1], [ws]), dtype=s.dtype, device=device)
@@ -1268,7 +1270,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
     def impute(self, X, *, sample: bool = False, random_state=None, plug_in: bool = False):
         """``X`` with its missing entries (NaN) filled in under the fitted
         mixture, as an array (a DataFrame for a DataFrame, same index and
-        columns); observed entries are returned unchanged.
+        columns; a float64 tensor on its device for a tensor); observed
+        entries are returned unchanged.
 
         By default each missing entry gets its conditional mean given the
         row's observed features, E[x_m | x_o] = sum_k p(k | x_o) (mu_k,m +
@@ -1442,9 +1445,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             new = flat
         _, _, ok = guard_stage("partial_fit", new.select(0), torch.tensor(0.0),
                                learning_rate=None)
-        wts, means, cov = std.params_from_std(new.select(0), family)
-        self.weights_, self.means_ = wts, means
-        self._set_covariances(cov, family)
+        if not first:   # (the fit's attributes as they are, not through the frame and back)
+            wts, means, cov = std.params_from_std(new.select(0), family)
+            self.weights_, self.means_ = wts, means
+            self._set_covariances(cov, family)
         total = float(run["mass"][0])
         state.update(t=int(run["t"][0]), mass=total, avg=run["avg"])
         # The count restarts with a new running average (after fit or load).
@@ -1454,7 +1458,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             # The stream's objective is not known (it would need a pass over
             # every row seen): loss_ no longer describes the parameters.
             self.loss_ = math.nan
-        self.n_effective_components_ = int(effective_components(wts * float(total)))
+        self.n_effective_components_ = int(effective_components(self.weights_ * float(total)))
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:

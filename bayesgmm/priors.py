@@ -84,9 +84,13 @@ class Priors:
     The default covariance priors are empirical Bayes, scaled to the spread
     of one cluster rather than of the whole data: ``s^2`` is the
     within-cluster variance per feature of the partition a k-means++
-    seeding with K centres induces (each point to its nearest seed; pooled
-    over the components and, for the classifier, the classes; with
-    ``n_components="auto"``, K = ``max_components``).  The seeding has its
+    seeding with K centres induces after one Lloyd step (each point to its
+    nearest seed, the seeds to their clusters' means, each point to its
+    nearest mean; pooled over the components and, for the classifier, the
+    classes; with ``n_components="auto"``, K the largest that the data's
+    weight allows, up to ``max_components``), floored per feature, relative
+    to the data's spread, at 1e-3 of the widest feature's (a feature whose
+    clusters are constant).  The seeding has its
     own fixed seed, so the priors depend on the data and K only (not on
     ``random_state``, ``n_init`` or ``init``; above 16,384 rows they are
     measured on a fixed-seed sample of the rows' positions, so they then
@@ -252,6 +256,10 @@ def standard_scale(sd: np.ndarray, mean: np.ndarray, isotropic: bool) -> np.ndar
 
 # The default covariance priors' mode, in units of the seeding's spread.
 SPREAD_FACTOR = math.sqrt(2.0)
+# The smallest within-cluster spread, relative to the data's, that the
+# default priors take as measured (below: rounding, and below what float32
+# data resolve); see resolve_priors.
+RESOLVED_SPREAD = 1e-6
 
 
 def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: int,
@@ -276,13 +284,26 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     D = mean.shape[0]
     std = spread_of(np.asarray(sd, dtype=np.float64), np.asarray(mean, dtype=np.float64))
     # The default scale of the covariance priors: the mode at twice the
-    # seeding's spread (floored at 1e-3 of the data's spread, where a
-    # feature's clusters are constant), else 0.1 x the data's spread.
+    # seeding's spread, else 0.1 x the data's spread.  Each feature's
+    # spread, relative to its data's, is floored at 1e-3 of the largest
+    # relative spread (where a feature's clusters are constant): the
+    # prior's variances then stay within 1e6 of each other, which float32
+    # covariances and their solves keep apart; relative, so that clusters
+    # tight in every feature (far apart against their spread) keep their
+    # own scale (a floor at 1e-3 of the data's spread made two clusters of
+    # sd 1, 2e5 apart, fit with variance 41).  A relative spread below
+    # RESOLVED_SPREAD counts as none: clusters of identical points leave
+    # ~1e-8 of rounding there (float64), which would otherwise set the
+    # prior, differently for float32 and float64 data or for weighted and
+    # repeated rows.
     typical = 0.1 * std
     if spread is not None:
         cluster_sd = np.sqrt(np.maximum(np.asarray(spread, dtype=np.float64), 0.0))
-        cluster_sd = np.where(np.isfinite(cluster_sd), cluster_sd, std)
-        typical = SPREAD_FACTOR * np.maximum(cluster_sd, 1e-3 * std)
+        relative = np.where(np.isfinite(cluster_sd), cluster_sd / std, 1.0)
+        relative = np.where(relative >= RESOLVED_SPREAD, relative, 0.0)
+        widest = float(relative.max()) if relative.size else 0.0
+        typical = SPREAD_FACTOR * std * np.maximum(relative, 1e-3 * (widest if widest > 0
+                                                                     else 1.0))
 
     def numbers(name: str, value) -> np.ndarray:
         """``value`` as float64, refusing what only converts to numbers:

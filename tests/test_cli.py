@@ -144,7 +144,7 @@ def test_bad_covariance_type_exits_2_with_the_choices(tmp_path, capsys, command)
     ("x,s\n1,a\n2,b\n3,c\n", ["fit", "{tmp}/d.csv", "--columns", "x", "s"], "non-numeric column"),
     ("x,y\n", ["fit", "{tmp}/d.csv"], "no data rows"),
     ("x,y\n1,2\n", ["fit", "{tmp}/d.csv", "-k", "3"], "-k 3 but only 1 sample(s): use -k <= 1"),
-    ("x,y\n1,2\n3,\n5,6\n", ["fit", "{tmp}/d.csv"], "NaN in column 1 ('y')"),
+    ("x,y\n1,2\n3,\n5,6\n", ["fit", "{tmp}/d.csv"], "NaN in column 'y', data row 2"),
     ("a\n\"unclosed\n", ["fit", "{tmp}/d.csv"], "cannot read"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, setup, args, message):
@@ -884,7 +884,7 @@ def test_out_of_range_counts_are_argument_errors(capsys, option, value, message)
     ("x,y\n1.5,2.5\n", ["--sep", ";", "--columns", "x"], "give its separator with --sep"),
     ("x;y;n\n1,5;2,5;a\n", ["--columns", "n"], "non-numeric column(s) ['n']"),
     ("x;y\n1,5;2,5\n", ["--columns", "x"], "decimal commas (x: '1,5'): add --decimal ,\n"),
-    ("x,y\n1,2\n3,inf\n", [], "inf in column 1 ('y'), data row 2"),
+    ("x,y\n1,2\n3,inf\n", [], "inf in column 'y', data row 2"),
 ])
 def test_more_bad_input_is_one_line(tmp_path, capsys, setup, args, message):
     (tmp_path / "d.csv").write_text(setup)
@@ -1208,7 +1208,7 @@ def test_script_nan_without_marginalize_names_both_remedies(weight_runs):
     err = _one_error_line(runs["nan_refused"])
     data = _with_missing(12)
     row = int(np.flatnonzero(data["x"].isna())[0])
-    assert f"contains NaN in column 0 ('x'), data row {row + 1}: " in err
+    assert f"contains NaN in column 'x', data row {row + 1}: " in err
     assert "--missing marginalize" in err and "--dropna" in err
     assert "missing='marginalize'" not in err and "df.dropna" not in err
 
@@ -2214,3 +2214,179 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
     out = (t / "o9" / "assignments.csv").read_text().splitlines()
     left = [line for line in out[1:] if line.endswith(",,,")]
     assert len(left) == 8 and all(line.split(",")[1] == "" for line in left)
+
+
+@pytest.fixture(scope="module")
+def second_audit_runs(tmp_path_factory):
+    """The runs of a second audit of the command line, through the real
+    console script: the independent ones side by side, then those that use
+    an earlier run's files."""
+    t = tmp_path_factory.mktemp("audit2")
+    blobs, _ = _two_blobs(7)
+    data = blobs.rename(columns={"x": "a", "y": "b"})
+    data.to_csv(t / "d.csv", index=False)
+    data.to_csv(t / "d.tsv", sep="\t", index=False)
+    np.save(t / "d.npy", data.to_numpy())
+    # Decimal commas make the measurements text: only the 0/1 target is numeric.
+    data.assign(target=[0] * 120 + [1] * 60).to_csv(t / "semi.csv", sep=";", decimal=",",
+                                                    index=False)
+    data.assign(c=1).to_csv(t / "const.csv", index=False)
+    big = data.copy()
+    big.loc[3, "b"] = 1e308
+    big.to_csv(t / "big.csv", index=False)
+    pd.DataFrame({"n": ["x", "y", "z"], "m": ["p", "q", "r"]}).to_csv(t / "txt.csv", index=False)
+    (t / "empty.csv").write_text("")
+    (t / "o_stale").mkdir()
+    (t / "o_stale" / "notes.txt").write_text("mine")      # not the command line's: kept
+    fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
+    runs = _run_side_by_side({
+        "demo_piped": (["demo", "--device", "cpu", "--out", t / "dm"], True),
+        "k110": (["fit", t / "d.csv", "-k", "110", "--n-init", "1", "--device", "cpu",
+                  "--save", t / "k110.bgmm", "--out", t / "k110"], False),
+        "semi": (["fit", t / "semi.csv", *fast, "--out", t / "o_semi"], False),
+        "concentration": (["fit", t / "d.csv", *fast, "--concentration", "0.5",
+                           "--out", t / "o_conc"], False),
+        "big": (["fit", t / "big.csv", *fast, "--out", t / "o_big"], False),
+        "const": (["fit", t / "const.csv", *fast, "--columns", "a", "b", "c",
+                   "--out", t / "o_const"], False),
+        "stale_csv": (["fit", t / "d.csv", *fast, "--out", t / "o_stale"], False),
+        # --save may take the other kind's name: the model is kept.
+        "save_named": (["fit", t / "d.csv", *fast, "--save", t / "o_save" / "assignments.npy",
+                        "--out", t / "o_save"], False),
+        "txt": (["fit", t / "txt.csv", "--out", t / "o_txt"], False),
+        "empty": (["fit", t / "empty.csv", "--out", t / "o_empty"], False),
+        "predict_extra": (["predict", t / "m.bgmm", t / "d.csv", "--save", "x"], False),
+        "fit_extra": (["fit", t / "d.csv", t / "d.tsv"], False),
+        "top_extra": (["--foo", "fit", t / "d.csv"], False)})
+    runs["stdin"] = subprocess.run([_console_script(), "fit", "-", "--out", str(t / "o_in")],
+                                   stdin=open(t / "d.csv"), capture_output=True, text=True,
+                                   timeout=300)
+    runs.update(_run_side_by_side({
+        "predict_k110": (["predict", t / "k110.bgmm", t / "d.csv", "--out", t / "pk"], False),
+        "stale_npy": (["fit", t / "d.npy", *fast, "--out", t / "o_stale"], False)}))
+    return t, runs
+
+
+def test_demo_writes_its_files_before_a_closed_pipe_ends_it(second_audit_runs):
+    # The demo printed first: `demo | head -2` ended it before any file.
+    t, runs = second_audit_runs
+    run = runs["demo_piped"]
+    assert run.returncode == 141 and run.stderr == "", run.stderr
+    for name in ("loss.png", "clusters.png", "params.json"):
+        assert (t / "dm" / name).stat().st_size > 0
+
+
+def test_many_components_write_their_probabilities_without_a_pandas_warning(second_audit_runs):
+    # A column at a time, -k 110 made pandas warn that the frame was fragmented.
+    t, runs = second_audit_runs
+    for name, out in (("k110", "k110"), ("predict_k110", "pk")):
+        run = runs[name]
+        assert run.returncode == 0, run.stderr
+        assert "PerformanceWarning" not in run.stderr and "fragmented" not in run.stderr
+        result = pd.read_csv(t / out / "assignments.csv")
+        assert list(result.columns) == ["a", "b", "cluster"] + [f"p_cluster_{k}"
+                                                                for k in range(110)]
+        np.testing.assert_allclose(result.filter(like="p_cluster_").sum(axis=1), 1.0,
+                                   atol=1e-6)
+
+
+def test_decimal_commas_are_named_before_label_columns(second_audit_runs):
+    # The 0/1 target was the only numeric column: "name the columns with
+    # --columns" came first, and --decimal , only after following it.
+    err = _one_error_line(second_audit_runs[1]["semi"])
+    assert "decimal commas" in err and "add --decimal ," in err
+    assert "look like labels" not in err
+
+
+def test_library_messages_are_in_the_command_lines_words(second_audit_runs):
+    t, runs = second_audit_runs
+    err = _one_error_line(runs["concentration"])
+    assert "--concentration must be >= 1, got 0.5:" in err and "[0.5" not in err
+    err = _one_error_line(runs["big"])
+    assert f"{str(t / 'big.csv')!r} has values too large" in err
+    assert "in column(s) ['b']" in err and "X" not in err.split("error: ")[1]
+    run = runs["const"]
+    assert run.returncode == 0, run.stderr
+    assert f"bayesgmm: warning: column(s) 'c' (= 1) of {str(t / 'const.csv')!r} hold one value " \
+        "in every row" in run.stderr and run.stderr.rstrip().endswith(
+            "; leave it out of --columns"), run.stderr
+    assert "BayesianGMM:" not in run.stderr and "drop it" not in run.stderr
+
+
+def test_an_earlier_runs_other_assignments_file_is_removed(second_audit_runs):
+    # fit d.csv then fit d.npy into one folder left the CSV fit's
+    # assignments.csv beside the .npy fit's params.json.
+    t, runs = second_audit_runs
+    assert runs["stale_csv"].returncode == 0, runs["stale_csv"].stderr
+    run = runs["stale_npy"]
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (t / "o_stale").iterdir()) == [
+        "assignments.npy", "notes.txt", "params.json"]
+    assert f"note: removed {str(t / 'o_stale' / 'assignments.csv')!r}" in run.stderr
+    assert json.loads((t / "o_stale" / "params.json").read_text())["features"] == ["x0", "x1"]
+    # A model saved under the other kind's name is the run's own: kept.
+    assert runs["save_named"].returncode == 0, runs["save_named"].stderr
+    assert "removed" not in runs["save_named"].stderr
+    from bayesgmm import BayesianGMM
+    assert BayesianGMM.load(t / "o_save" / "assignments.npy").n_components == 2
+
+
+def test_files_with_nothing_to_fit_and_standard_input_are_named(second_audit_runs):
+    t, runs = second_audit_runs
+    err = _one_error_line(runs["txt"])
+    assert "has no numeric columns: its 2 column(s) ['n', 'm'] hold text (n: 'x')" in err
+    assert "--sep" in err and "--decimal" in err and "name them with --columns" not in err
+    err = _one_error_line(runs["stdin"])
+    assert "standard input ('-') is not supported" in err and "give the path of a file" in err
+    err = _one_error_line(runs["empty"])
+    assert f"{str(t / 'empty.csv')!r} is empty" in err and "No columns to parse" not in err
+
+
+def test_a_subcommands_unknown_arguments_show_its_usage(second_audit_runs):
+    runs = second_audit_runs[1]
+    for name, command, words in (("predict_extra", "predict", "--save x"),
+                                 ("fit_extra", "fit", "d.tsv")):
+        run = runs[name]
+        assert run.returncode == 2
+        assert run.stderr.startswith(f"usage: bayesgmm {command} [-h]"), run.stderr
+        assert f"bayesgmm {command}: error: unrecognized arguments: " in run.stderr
+        assert run.stderr.rstrip().endswith(words)
+    # An unknown word before the command is the top level's.
+    run = runs["top_extra"]
+    assert run.returncode == 2 and run.stderr.startswith("usage: bayesgmm [-h] [--version]")
+
+
+def test_ctrl_c_during_a_fit_is_one_line_and_exit_code_130(tmp_path):
+    """SIGINT while NUTS runs printed a Python traceback (a RuntimeError
+    from TorchScript, or KeyboardInterrupt): one line and 130 instead, the
+    --out folder's earlier files as they were."""
+    import signal
+    import time
+
+    _two_blobs(0)[0].to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "params.json").write_text("{}")     # an earlier run's output
+    cmd = [_console_script(), "fit", str(tmp_path / "d.csv"), "-k", "2", "--n-init", "1",
+           "--device", "cpu", "--inference", "nuts", "--n-chains", "1", "--n-warmup", "100000",
+           "--n-samples", "10", "--progress", "--out", str(tmp_path / "o")]
+    # SIGINT as a terminal sends it, even where this test's runner ignores it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        err, deadline = b"", time.monotonic() + 120
+        while b"Warmup" not in err:           # NUTS's progress bar: the fit is running
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk and time.monotonic() < deadline, err.decode()
+            err += chunk
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest and "Error" not in rest, rest
+    assert rest.rstrip().splitlines()[-1] == "bayesgmm: interrupted"
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["params.json"]
+    assert (tmp_path / "o" / "params.json").read_text() == "{}"

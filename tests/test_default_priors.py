@@ -19,32 +19,71 @@ from bayesgmm.priors import SPREAD_FACTOR
 CPU = dict(device="cpu")
 
 
-def test_seeded_spread_matches_a_hand_computation():
+@pytest.mark.parametrize("refine", [0, 1, 2])
+def test_seeded_spread_matches_a_hand_computation(refine):
     rng = np.random.default_rng(0)
     P = [rng.normal(size=(40, 3)), rng.normal(size=(25, 3)) * 2]
     P[1][3, 1] = np.nan                                   # a missing entry
     w = [rng.uniform(0.5, 2, 40), None]
     centres = rng.normal(size=(2, 2, 4, 3))               # (R, G, K, D)
+    centres[1, 0, 3] = 50.0                               # a centre no point is nearest
     ks = [4, 2]
     tot, mass = np.zeros(3), np.zeros(3)
     for r in range(2):
         for g in range(2):
             ww = np.ones(len(P[g])) if w[g] is None else w[g]
-            near = []
-            for x in P[g]:
-                o = ~np.isnan(x)
-                near.append(int(np.argmin([np.sum((x[o] - c[o]) ** 2)
-                                           for c in centres[r, g, :ks[g]]])))
-            near = np.array(near)
-            for j in range(ks[g]):
-                for f in range(3):     # each feature's observed points of cluster j
-                    sel = (near == j) & ~np.isnan(P[g][:, f])
-                    if sel.any():
-                        x, wi = P[g][sel, f], ww[sel]
-                        mu = np.sum(wi * x) / wi.sum()
-                        tot[f] += np.sum(wi * (x - mu) ** 2)
-                        mass[f] += wi.sum()
-    np.testing.assert_allclose(seeded_spread(P, w, centres, ks), tot / mass, rtol=1e-10)
+            cs = centres[r, g, :ks[g]].copy()
+            for step in range(refine + 1):
+                near = []
+                for x in P[g]:
+                    o = ~np.isnan(x)
+                    near.append(int(np.argmin([np.sum((x[o] - c[o]) ** 2) for c in cs])))
+                near = np.array(near)
+                for j in range(ks[g]):
+                    for f in range(3):     # each feature's observed points of cluster j
+                        sel = (near == j) & ~np.isnan(P[g][:, f])
+                        if sel.any():
+                            x, wi = P[g][sel, f], ww[sel]
+                            mu = np.sum(wi * x) / wi.sum()
+                            cs[j, f] = mu                 # Lloyd: the centre to the mean
+                            if step == refine:
+                                tot[f] += np.sum(wi * (x - mu) ** 2)
+                                mass[f] += wi.sum()
+    np.testing.assert_allclose(seeded_spread(P, w, centres, ks, refine=refine), tot / mass,
+                               rtol=1e-10)
+
+
+def test_lloyds_step_keeps_a_noisy_feature_out_of_a_separated_ones_spread():
+    """Two clusters 2,000 sds apart in x, noise in y: the nearest-seed
+    partition gives points far from their seed in y to the other cluster,
+    which made x's prior spread 300 times the clusters' own and the fitted
+    variances 8 (truth 1); after one Lloyd step the fit matches
+    scikit-learn's maximum likelihood."""
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.normal(-1e3, 1, (500, 2)), rng.normal(1e3, 1, (500, 2))]
+    X[:, 1] = rng.normal(0, 1, 1000)
+    ref = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    for covariance_type in ("diag", "full"):
+        gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+        var = gmm.covariances_ if covariance_type == "diag" else \
+            np.diagonal(gmm.covariances_, axis1=1, axis2=2)
+        order = np.argsort(gmm.means_[:, 0])
+        np.testing.assert_allclose(var[order], ref.covariances_[np.argsort(ref.means_[:, 0])],
+                                   rtol=0.1)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_clusters_far_apart_in_every_feature_keep_their_own_spread(covariance_type):
+    """Clusters of sd 1, 2e5 apart: the floor of the prior's spread is
+    relative to the widest feature's, not to the data's spread (1e-3 of
+    which, 100, made the fitted variance 41)."""
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.normal(-1e5, 1, (500, 2)), rng.normal(1e5, 1, (500, 2))]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0, **CPU).fit(X)
+    var = gmm.covariances_ if covariance_type == "diag" else \
+        np.diagonal(gmm.covariances_, axis1=1, axis2=2)
+    ml = np.array([X[:500].var(0), X[500:].var(0)])
+    np.testing.assert_allclose(var[np.argsort(gmm.means_[:, 0])], ml, rtol=0.15)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
@@ -191,3 +230,45 @@ def test_priors_compare_and_hash_by_value_arrays_included():
     X = np.random.default_rng(0).normal(size=(50, 2))
     fitted = BayesianGMM(3, priors=a, n_init=1, device="cpu", random_state=0).fit(X).priors_
     assert {fitted: 1}[fitted] == 1 and fitted == fitted
+
+
+def test_auto_priors_do_not_depend_on_components_never_tried():
+    """45 points, D=2, full: "auto" tries K up to 7 whatever max_components;
+    the prior's seeding takes the same K, so max_components=10 and 1000 give
+    one prior and one fit (with 1000 centres the seeding's spread was that
+    of single points: the prior shrank to 1e-5 and K=4 was chosen)."""
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal([0, 0], 1, (15, 2)), rng.normal([5, 0], 1, (15, 2)),
+              rng.normal([0, 5], 1, (15, 2))]
+    y = np.repeat([0, 1, 0], 15)
+    fits = [BayesianGMM("auto", max_components=m, random_state=0, **CPU).fit(X)
+            for m in (10, 1000)]
+    np.testing.assert_array_equal(fits[0].priors_.covariance_scale,
+                                  fits[1].priors_.covariance_scale)
+    assert fits[0].n_components_ == fits[1].n_components_ == 3
+    assert fits[0].loss_ == fits[1].loss_
+    clfs = [GMMClassifier("auto", max_components=m, random_state=0, **CPU).fit(X, y)
+            for m in (10, 1000)]
+    np.testing.assert_array_equal(clfs[0].priors_[0].covariance_scale,
+                                  clfs[1].priors_[0].covariance_scale)
+    np.testing.assert_array_equal(clfs[0].n_components_, clfs[1].n_components_)
+
+
+@pytest.mark.parametrize("n_components", [4, "auto"])
+def test_clusters_of_identical_points_give_one_prior_whatever_the_dtype_or_weights(n_components):
+    """Four distinct rows (two binary features), K >= 4: every cluster of
+    the seeding is one repeated point, spread 0; float64 sums leave ~1e-8
+    of rounding there, which the relative floor took as a spread (a prior
+    of 3.5e-17 in float64 against 4.96e-7 in float32, 1.8e-23 for the rows
+    weighted).  Below RESOLVED_SPREAD it counts as none: one prior."""
+    X = np.random.default_rng(0).integers(0, 2, (200, 2)).astype(float)
+    rows, counts = np.unique(X, axis=0, return_counts=True)
+    kw = dict(random_state=0, **CPU)
+    fits = [BayesianGMM(n_components, dtype="float32", **kw).fit(X),
+            BayesianGMM(n_components, dtype="float64", **kw).fit(X),
+            BayesianGMM(n_components, dtype="float64", **kw).fit(rows, sample_weight=counts)]
+    psi = [f.priors_.covariance_scale for f in fits]
+    np.testing.assert_allclose(psi[1], psi[0], rtol=1e-12)
+    np.testing.assert_allclose(psi[2], psi[0], rtol=1e-12)
+    # The old rule's floor: 1e-3 of each feature's spread, at twice the variance.
+    np.testing.assert_allclose(np.diag(psi[0]), 2 * (1e-3 * X.std(0)) ** 2, rtol=1e-12)

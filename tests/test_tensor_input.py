@@ -251,3 +251,22 @@ def test_cuda_posterior_predictive_compiled_in_small_blocks_equals_eager(monkeyp
     assert not _predict._compile_state["failed"]
     monkeypatch.setenv("BAYESGMM_COMPILE", "0")
     torch.testing.assert_close(fast, clf.predict_log_proba(big), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_impute_takes_a_tensor_and_answers_with_one(gmm_and_X, clf_data, dtype):
+    """Tensors in, tensors out for impute too (it returned an array): the
+    array path's values, observed entries unchanged, for both estimators."""
+    gmm, X = gmm_and_X
+    clf, Xc, yc = clf_data
+    for est, data in ((gmm, X[:50].copy()), (clf, Xc[:50].copy())):
+        data[::3, 0] = np.nan
+        data[1::3, 1] = np.nan
+        Xt = torch.as_tensor(data, dtype=dtype)
+        out = est.impute(Xt)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+        assert out.device == Xt.device
+        np.testing.assert_array_equal(out.numpy(), est.impute(Xt.double().numpy()))
+        observed = ~torch.isnan(Xt)
+        assert torch.equal(out[observed], Xt.double()[observed])
+        assert not torch.isnan(out).any()
