@@ -192,9 +192,7 @@ def _predictive_draws(estimator, plug_in) -> Optional[tuple]:
     the posterior draws whose average is ``estimator``'s density (its
     ``score_samples``), or None where that density is the point estimate's
     (a MAP fit, ``plug_in=True``, a mixture without draws)."""
-    if not isinstance(plug_in, (bool, np.bool_)):
-        raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
-    if plug_in or getattr(estimator, "_posterior", None) is None:
+    if _check_bool("plug_in", plug_in) or getattr(estimator, "_posterior", None) is None:
         return None
     draws = estimator.posterior_samples()
     w, m = draws["weights"], draws["means"]
@@ -215,19 +213,35 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
-        bad = [str(c) for j, c in enumerate(X.columns) if not is_number_column(X.iloc[:, j])]
+        bad = _text_columns(X)
         if bad:
             raise ValueError(f"{name} has non-numeric column(s) {bad}: select the numeric "
                              f"columns (e.g. df.drop(columns={bad!r})) or encode them as numbers")
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        arr = _host(X).astype(np.float64, copy=False)     # a tensor possibly on a GPU
+        try:
+            arr = _host(X)                      # a tensor possibly on a GPU
+        except ValueError:                      # numpy's "inhomogeneous shape"
+            import reprlib
+            raise ValueError(f"{name} must have the same number of values in every row (a 2-D "
+                             f"array of numbers), got rows of different lengths: "
+                             f"{reprlib.repr(X)}") from None
         if arr.ndim == 1:
             arr = arr[:, None]
         names = [f"x{j}" for j in range(arr.shape[1] if arr.ndim == 2 else 0)]
         fitted = getattr(estimator, "feature_names_in_", None)
         if fitted is not None and len(fitted) == len(names):
             names = [str(c) for c in fitted]     # the names the model knows its features by
+        try:
+            arr = arr.astype(np.float64, copy=False)   # numbers as text ("1.5") too, as fit
+        except (TypeError, ValueError):
+            if arr.ndim == 2:       # (else the shape is the problem, said below)
+                # The columns that hold text, named as a DataFrame's are (a
+                # text array's numbers are text too: "1.5" converts).
+                bad = [n for n, col in zip(names, arr.T) if not _converts(col)]
+                raise ValueError(f"{name} has non-numeric column(s) {bad} (an array of dtype "
+                                 f"{arr.dtype}): select the numeric columns or encode them as "
+                                 f"numbers") from None
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got an array of shape {arr.shape}: "
                          "pass (n_samples, n_features) data")
@@ -240,6 +254,20 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
                          f"plots need finite values{' or NaN for a missing entry' if allow_nan else ''}; "
                          f"drop those rows first (e.g. X[np.isfinite(X).all(axis=1)])")
     return arr, names
+
+
+def _text_columns(frame) -> list[str]:
+    """The names of ``frame``'s columns that do not hold numbers."""
+    return [str(c) for j, c in enumerate(frame.columns) if not is_number_column(frame.iloc[:, j])]
+
+
+def _converts(column: np.ndarray) -> bool:
+    """Whether an array's column converts to float (numbers, or numbers as text)."""
+    try:
+        column.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _observed(X: np.ndarray, f: int, names: Sequence[str]) -> np.ndarray:
@@ -259,12 +287,21 @@ def _check_grid_size(grid_size) -> int:
     return int(grid_size)
 
 
-def _check_sigma(sigma) -> float:
-    if isinstance(sigma, (bool, np.bool_)) or \
-            not isinstance(sigma, (int, float, np.integer, np.floating)) or \
-            not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-    return float(sigma)
+def _check_bool(name: str, value) -> bool:
+    """A true/false option: True or False only (a string such as "no" is
+    true to ``if``, and would draw what it asks not to)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_positive(name: str, value) -> float:
+    """A size (sigma, a marker size, a panel height): a finite number > 0."""
+    if isinstance(value, (bool, np.bool_)) or \
+            not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _check_limits(name: str, lim) -> Optional[tuple[float, float]]:
@@ -371,19 +408,34 @@ def _label_values(labels: np.ndarray) -> tuple[np.ndarray, list]:
     return out, present + [MISSING_LABEL]
 
 
-def _labels_palette(values: list, K: int) -> dict:
+def _labels_palette(values: list, K: int, others: bool = False) -> dict:
     """:func:`_label_palette` for :func:`_label_values`' values, the
     missing label in grey."""
-    palette = _label_palette([v for v in values if v is not MISSING_LABEL], K)
+    palette = _label_palette([v for v in values if v is not MISSING_LABEL], K, others)
     if values and values[-1] is MISSING_LABEL:
         palette[MISSING_LABEL] = (0.6, 0.6, 0.6)
     return palette
 
 
-def _row_labels(labels, n_rows: int, estimator=None, X=None) -> np.ndarray:
-    """One label per row: the given ones, checked, or ``estimator.predict(X)``."""
+def _named(estimator, X, arr: np.ndarray):
+    """``X`` as ``estimator.predict`` takes it without scikit-learn's "X does
+    not have valid feature names" warning: as given when it is pandas data
+    (its columns were checked) or the estimator knows no feature names,
+    else its values ``arr`` under the estimator's ``feature_names_in_`` (an
+    array, list or tensor, or a prediction grid, has none)."""
+    import pandas as pd
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None or isinstance(X, (pd.DataFrame, pd.Series)):
+        return X
+    return pd.DataFrame(arr, columns=list(fitted))
+
+
+def _row_labels(labels, n_rows: int, estimator=None, X=None,
+                arr: Optional[np.ndarray] = None) -> np.ndarray:
+    """One label per row: the given ones, checked, or ``estimator.predict(X)``
+    (``arr``: X's values, for :func:`_named`)."""
     if labels is None:
-        labels = estimator.predict(X)
+        labels = estimator.predict(_named(estimator, X, arr))
     labels = _host(labels)
     if labels.shape != (n_rows,):
         raise ValueError(f"labels has shape {labels.shape} but X has {n_rows} rows: "
@@ -478,6 +530,7 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
                 raise ValueError(f"{type(estimator).__name__} keeps no per-iteration loss "
                                  f"history ({attr}): plot_loss_history draws a BayesianGMM fit")
             raise ValueError(f"{type(estimator).__name__} has no {attr}: call fit(X) first")
+    restarts, logy = _check_bool("restarts", restarts), _check_bool("logy", logy)
     ax = _new_axes(ax)
     kept = np.asarray(estimator.losses_, dtype=np.float64)
     histories = [np.asarray(h, dtype=np.float64) for h in estimator.restart_losses_]
@@ -545,7 +598,8 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     labels : array-like of shape (n_samples,), optional
         Colour the rug by these labels (e.g. the true species): labels
         0..K-1 (e.g. ``gmm.predict(X)``) in their components' colours, any
-        other labelling in colours after them.
+        other labelling in colours after them; missing labels (NaN, None)
+        in grey.
     plug_in : bool, default False
         For a fit with posterior draws, draw the point estimates' mixture
         rather than the posterior predictive.
@@ -580,6 +634,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     _check_columns(estimator, means.shape[1], X, Xa)
     f = _check_feature(feature, names, Xa.shape[1], _positional(X))
     grid_size = _check_grid_size(grid_size)
+    rug = _check_bool("rug", rug)
     draws = _predictive_draws(estimator, plug_in)
     present = _observed(Xa, f, names)
     if labels is not None:
@@ -609,9 +664,10 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
         if labels is None:
             sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)
         else:
-            values = list(pd.unique(labels))
+            # Missing labels (NaN, None) in grey: seaborn leaves their rows out.
+            labels, values = _label_values(labels)
             sns.rugplot(x=x, hue=labels, hue_order=values, ax=ax, height=0.04, legend=False,
-                        palette=_label_palette(values, len(weights)))
+                        palette=_labels_palette(values, len(weights)))
     ax.set_xlabel(names[f])
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
@@ -639,7 +695,7 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
         Colour by these labels; by default points are coloured by cluster
         (cluster k in component k's colour, as the other helpers draw it,
         whichever clusters are present); ``hue`` labels take colours after
-        the clusters'.
+        the clusters', missing ones (NaN, None) grey as "(no label)".
     kind : {"swarm", "strip"}, default "swarm"
         A swarm never overlaps points (slow above a few thousand points);
         a strip jitters them.
@@ -682,6 +738,7 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
                          "pass one cluster label per row of X")
     if kind not in ("swarm", "strip"):
         raise ValueError(f"kind must be 'swarm' or 'strip', got {kind!r}")
+    size = _check_positive("size", size)
     if hue is not None:
         hue = _host(hue)
         if hue.shape != (X.shape[0],):
@@ -714,9 +771,10 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
         palette = _label_palette(order, n_clusters if indices else 0)
         legend = False
     else:
-        df[hue_key] = hue[present]
-        hue_order = list(pd.unique(hue[present]))
-        palette = _label_palette(hue_order, n_clusters, others=True)
+        # Missing labels (NaN, None) in grey as their own entry: seaborn
+        # leaves their rows out (and listed NaN in the legend).
+        df[hue_key], hue_order = _label_values(hue[present])
+        palette = _labels_palette(hue_order, n_clusters, others=True)
         legend = "auto"
     ax = _new_axes(ax)
     plot = sns.swarmplot if kind == "swarm" else sns.stripplot
@@ -827,7 +885,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         raise ValueError(f"features must name two different columns, got {features!r} "
                          f"(both column {fx}): use plot_density_1d for one feature")
     given = labels is not None
-    labels = _row_labels(labels, Xa.shape[0], estimator, X)
+    labels = _row_labels(labels, Xa.shape[0], estimator, X, Xa)
     try:
         sigmas = [float(v) for v in np.atleast_1d(np.asarray(sigmas, dtype=np.float64))]
     except (TypeError, ValueError):
@@ -835,6 +893,9 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
                          f"{sigmas!r}") from None
     if not all(np.isfinite(v) and v > 0 for v in sigmas):   # empty: no ellipses
         raise ValueError(f"sigmas must be positive finite numbers, got {sigmas}")
+    s = _check_positive("s", s)
+    contours = _check_bool("contours", contours)
+    _check_bool("plug_in", plug_in)             # also where no contour needs it
     draws = None
     if contours:
         grid_size = _check_grid_size(grid_size)
@@ -962,8 +1023,14 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
             or not (np.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0 (a fraction of the data's range), "
                          f"got {margin!r}")
+    s = _check_positive("s", s)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)) \
+            or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number from 0 to 1 (the regions' opacity), "
+                         f"got {alpha!r}")
+    ellipses = _check_bool("ellipses", ellipses)
     if ellipses:
-        sigma = _check_sigma(sigma)
+        sigma = _check_positive("sigma", sigma)
         means = np.asarray(getattr(classifier, "means_", np.empty(0)), dtype=np.float64)
         if means.ndim != 3 or means.shape[0] != len(classes) or means.shape[2] != 2:
             raise ValueError(
@@ -981,12 +1048,12 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                         grid_size) for j, lim in enumerate(window)]
     gx, gy = np.meshgrid(*axes)
     grid = np.column_stack([gx.ravel(), gy.ravel()])
-    if isinstance(X, pd.DataFrame) and hasattr(classifier, "feature_names_in_"):
-        # The feature names the classifier saw (one fitted on an array would
-        # warn that the grid has names it was not fitted with).
-        grid = pd.DataFrame(grid, columns=X.columns)
     # Class labels may be strings or non-contiguous ints: colour by index.
-    index = pd.Index(classes).get_indexer(np.asarray(classifier.predict(grid)))
+    # The grid has the feature names the classifier saw, if any (whatever
+    # X is: one fitted on an array would warn about names, one fitted on a
+    # DataFrame about their absence).
+    index = pd.Index(classes).get_indexer(
+        np.asarray(classifier.predict(_named(classifier, grid, grid))))
     Z = index.reshape(gx.shape)
     colors = _component_palette(len(classes))
     from matplotlib.colors import ListedColormap
@@ -1057,6 +1124,11 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
             raise ValueError(f"cmap must name a matplotlib colormap (e.g. 'Blues', 'viridis'), "
                              f"got {cmap!r}")
     y_true, y_pred = _host(y_true), _host(y_pred)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one label per sample), got an array of shape "
+                             f"{y.shape}: pass labels, e.g. y.ravel() for a column or "
+                             f"y.argmax(axis=1) for one-hot rows")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
                          "pass one prediction per true label")
@@ -1145,12 +1217,14 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         _check_feature(v, names, Xa.shape[1], _positional(X)) for v in vars]
     if not cols or len(set(cols)) != len(cols):
         raise ValueError(f"vars must name at least one column, each once, got {vars!r}")
-    sigma = _check_sigma(sigma)
+    sigma = _check_positive("sigma", sigma)
+    height = _check_positive("height", height)
+    ellipses = _check_bool("ellipses", ellipses)
     # The legend's title: what colours the points (a Series' own name).
     title = "cluster" if labels is None else (
         str(labels.name) if isinstance(labels, pd.Series) and labels.name is not None
         else "label")
-    labels = _row_labels(labels, Xa.shape[0], estimator, X)
+    labels = _row_labels(labels, Xa.shape[0], estimator, X, Xa)
     K = len(weights)
     df = pd.DataFrame(Xa[:, cols], columns=[names[j] for j in cols])
     hue_key = "cluster"

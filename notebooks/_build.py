@@ -564,7 +564,7 @@ covariance_types = pd.DataFrame(rows).T.rename_axis("covariance_type (K = 3)")
 print(covariance_types.round(3).to_string())'''),
     md('''
 The BICs of the two libraries agree to within a point for tied, diagonal and spherical
-covariances. For full covariances ours is about 7 higher (588.2 against 580.9): the default
+covariances. For full covariances ours is about 8 higher (589.2 against 580.9): the default
 covariance prior, worth one point of scatter at twice a typical cluster's spread for each
 component, costs the full model (10 covariance parameters per component in 4-D) a little
 likelihood at the MAP. The ARIs agree for spherical; for full, tied and diag a few flowers
@@ -606,7 +606,7 @@ k_aic = int(criteria["AIC"].idxmin())
 print(f"BIC chooses K = {k_bic}; AIC chooses K = {k_aic}")
 gmm = fits[k_bic]'''),
     md('''
-With full covariances BIC prefers K = 2, narrowly (by about 2, where one more component costs
+With full covariances BIC prefers K = 2, narrowly (by about 3, where one more component costs
 about 75): in four dimensions the overlapping versicolor and virginica form one elongated cloud
 that a single tilted component describes almost as well as two, and setosa is the other
 cluster. AIC, with its lighter penalty, picks K = 3. With diagonal covariances BIC asks for
@@ -1312,7 +1312,7 @@ stability'''),
 Setosa's component is reproduced by every seed (agreement 1, mean shift ~0). The other two are
 flagged unstable: four of the ten single starts end in a poorer optimum, three of them with one
 component covering both versicolor and virginica (weight 0.67) and another emptied (weight
-~1e-6), so the points of the reference's two components meet in one (agreement down to 0), and
+below 1e-6), so the points of the reference's two components meet in one (agreement down to 0), and
 one splitting those two species elsewhere (weights 0.23 and 0.44). The default four restarts
 (the fits above) avoid those optima.
 '''),
@@ -1332,7 +1332,7 @@ pd.crosstab(pd.Series(z_ref, name="BayesianGMM"),
             pd.Series(sk_aligned.predict(X4), name="GaussianMixture, aligned"))'''),
     md('''
 **Reading the result.** Every seed finds the same three clusters (petal-length means 1.46,
-4.21 and 5.49 cm) under its own numbering, so raw labels of two fits agree on as few as a third of
+4.21 and 5.49 cm) under its own numbering, so raw labels of two fits can agree on none of
 the flowers; after `align` and `permute` they agree on every flower. scikit-learn's
 maximum-likelihood fit, aligned the same way, differs from the MAP by under 0.01 cm in every
 mean and on one flower. Posterior draws need the same treatment, and get it

@@ -1053,8 +1053,6 @@ def test_cuda_tensors_are_drawn(fit_2d):
     plot_pairs(gmm, Xg)
 
 
-# predict's own (scikit-learn's) note that the array has no names: the user's call.
-@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 def test_an_array_drawn_against_a_model_fitted_on_a_frame_takes_its_feature_names(fit_2d,
                                                                                  fit_4d):
     gmm, X = fit_2d                               # fitted on petal_length, petal_width
@@ -1172,3 +1170,111 @@ def test_positional_names_apply_to_arrays_only(fit_2d):
     g2 = BayesianGMM(3, n_init=1, max_iter=0, random_state=0, device="cpu").fit(X.to_numpy())
     ax = plot_clusters_2d(g2, pd.DataFrame(X.to_numpy()), features=("x0", "x1"))
     assert len(_ellipses(ax)) > 0
+
+
+# ------------------------------------- from an audit of missing labels and options
+def test_rug_and_hue_draw_missing_labels_in_grey_as_no_label(fit_1d, iris):
+    # seaborn left the rows of NaN or None labels out (128 of 150 drawn),
+    # and plot_assignments listed "nan" in a colour no point had.
+    g1, X1 = fit_1d
+    lab = iris.species.where(iris.index % 7 != 0)               # 22 unknown
+    rug = [c for c in plot_density_1d(g1, X1, labels=lab).collections
+           if isinstance(c, LineCollection)][0]
+    assert len(rug.get_segments()) == 150
+    grey = np.all(np.isclose(rug.get_colors()[:, :3], 0.6), axis=1)
+    assert grey.sum() == 22
+    for hue in (lab, np.where(iris.index % 7 != 0, iris.species, None)):
+        ax = plot_assignments(X1, g1.predict(X1), hue=hue, kind="strip")
+        assert _drawn_points(ax) == 150
+        legend = ax.get_legend()
+        assert _legend_texts(ax) == ["setosa", "versicolor", "virginica", "(no label)"]
+        np.testing.assert_allclose(legend.legend_handles[-1].get_markerfacecolor()[:3], 0.6)
+
+
+def test_prediction_grids_take_the_models_feature_names(fit_2d, fit_4d, iris):
+    # The grid (and predict(X)) was a DataFrame only when X was one, so a
+    # model fitted on a DataFrame warned "X does not have valid feature
+    # names" about the helper's own call.
+    import torch
+    gmm, X = fit_2d
+    A = X.to_numpy()
+    clf = QuadraticDiscriminantAnalysis().fit(X, iris.species)
+    sk = GaussianMixture(3, random_state=0).fit(X)
+    g4, X4 = fit_4d
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for data in (A, A.tolist(), torch.as_tensor(A)):
+            ax = plot_decision_regions(clf, data, iris.species.to_numpy(), grid_size=20)
+            assert ax.get_xlabel() == "petal_length"
+            for model in (gmm, sk):
+                plot_clusters_2d(model, data, contours=True, grid_size=20)
+        plot_pairs(g4, X4.to_numpy(), vars=["petal_length", "petal_width"])
+
+
+@pytest.mark.parametrize("option", ["restarts", "logy", "rug", "contours", "plug_in",
+                                    "ellipses", "ellipses_pairs"])
+def test_true_false_options_take_only_true_or_false(fit_1d, fit_2d, fit_4d, circles, option):
+    # "no" is true to `if`: it drew what it asked not to (plug_in alone
+    # was checked).
+    g1, X1 = fit_1d
+    g2, X2 = fit_2d
+    g4, X4 = fit_4d
+    Xc, yc, clf = circles
+    call = {"restarts": lambda v: plot_loss_history(g1, restarts=v),
+            "logy": lambda v: plot_loss_history(g1, logy=v),
+            "rug": lambda v: plot_density_1d(g1, X1, rug=v),
+            "contours": lambda v: plot_clusters_2d(g2, X2, contours=v, grid_size=20),
+            "plug_in": lambda v: plot_clusters_2d(g2, X2, plug_in=v),
+            "ellipses": lambda v: plot_decision_regions(clf, Xc, yc, ellipses=v, grid_size=20),
+            "ellipses_pairs": lambda v: plot_pairs(g4, X4, ellipses=v, vars=[2, 3])}[option]
+    name = option.split("_pairs")[0]
+    for bad in ("no", "yes", 1, None):
+        with pytest.raises(ValueError, match=f"{name} must be True or False, got "
+                                             + re.escape(repr(bad))):
+            call(bad)
+    call(False)
+    if option != "ellipses":                    # (QDA has no components to draw)
+        call(np.bool_(True))
+
+
+def test_sizes_data_and_labels_are_named_with_the_value_received(fit_1d, fit_2d, fit_4d, circles):
+    # These ended deep inside: LinAlgError from tight_layout, a TypeError in
+    # seaborn, sqrt's RuntimeWarnings, numpy's "could not convert string to
+    # float" and "inhomogeneous shape", scikit-learn's "multilabel-indicator".
+    g1, X1 = fit_1d
+    g2, X2 = fit_2d
+    g4, X4 = fit_4d
+    Xc, yc, clf = circles
+    with pytest.raises(ValueError, match="height must be a positive number, got 0"):
+        plot_pairs(g4, X4, height=0)
+    with pytest.raises(ValueError, match="size must be a positive number, got 'big'"):
+        plot_assignments(X1, g1.predict(X1), size="big")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bad in (-5, np.nan, "5"):
+            with pytest.raises(ValueError, match="s must be a positive number, got "
+                                                 + re.escape(repr(bad))):
+                plot_clusters_2d(g2, X2, s=bad)
+            with pytest.raises(ValueError, match="s must be a positive number"):
+                plot_decision_regions(clf, Xc, yc, s=bad, grid_size=20)
+    for bad in (-0.1, 1.5, "0.3"):
+        with pytest.raises(ValueError, match="alpha must be a number from 0 to 1 .*got "
+                                             + re.escape(repr(bad))):
+            plot_decision_regions(clf, Xc, yc, alpha=bad, grid_size=20)
+    text = np.c_[X2.to_numpy()[:, :1], np.full(150, "a")]          # a text column
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['petal_width'\] "
+                                         r"\(an array of dtype <U"):
+        plot_clusters_2d(g2, text)
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['x0'\]"):
+        plot_assignments(np.array(["a", "b"]), [0, 1])
+    # Numbers as text are numbers, as fit takes them.
+    ax = plot_clusters_2d(g2, X2.to_numpy().astype(str))
+    assert _drawn_points(ax) == 150 + g2.n_components_
+    with pytest.raises(ValueError, match=r"X must have the same number of values in every row .*"
+                                         r"got rows of different lengths: \[\[1.0, 2.0\], \[3.0\]\]"):
+        plot_clusters_2d(g2, [[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match=r"y_true must be 1-D \(one label per sample\), got an "
+                                         r"array of shape \(3, 2\)"):
+        plot_confusion_matrix(np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"y_pred must be 1-D .*shape \(3, 1\)"):
+        plot_confusion_matrix(np.zeros(3), np.zeros((3, 1)))
