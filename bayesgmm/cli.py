@@ -53,7 +53,7 @@ _DEMO_FILES = ("loss.png", "clusters.png", "params.json")
 # here rather than imported from there so that --help does not load torch.
 _FIT_FILES = ("assignments.csv", "params.json")
 # A run's clusters of the rows: of a CSV, or of a .npy array.  A run writes
-# one; the other, in its --out, is an earlier run's (:func:`_remove_stale`).
+# one; the other, in its --out, is not this run's (:func:`_note_stale`).
 _ASSIGNMENTS = ("assignments.csv", "assignments.npy")
 
 
@@ -705,27 +705,25 @@ def _prepare_out(path: str, names: Sequence[str]) -> Path:
     return out
 
 
-def _remove_stale(out: Path, written: str, args) -> None:
-    """Once this run's outputs are written: remove the other of
-    ``_ASSIGNMENTS`` from ``out``, which an earlier run left there
-    (assignments.csv after a .npy fit, or the other way round) and which
-    would sit beside this run's outputs as if it were theirs; said in a
-    note.  That name only, and never the input, the model or --save."""
+def _note_stale(out: Path, written: str, args) -> None:
+    """Once this run's outputs are written: a note when ``out`` also holds
+    the other of ``_ASSIGNMENTS`` (assignments.csv after a .npy run, or the
+    other way round), which this run did not write and which would
+    otherwise pass for its own.  Only said, never removed: it may be an
+    earlier run's, or the user's own file of that name.  Not said of the
+    input, the model or --save."""
     stale = out / next(name for name in _ASSIGNMENTS if name != written)
     if not stale.is_file():
         return
-    with contextlib.suppress(OSError):
-        if any(p is not None and os.path.samefile(p, stale)
-               for p in (getattr(args, k, None) for k in ("file", "model", "save"))):
-            return
-    try:
-        stale.unlink()
-    except OSError as exc:
-        print(f"bayesgmm: note: {str(stale)!r} is an earlier run's, not this run's (which wrote "
-              f"{written}), and cannot be removed: {_reason(exc)}", file=sys.stderr)
-        return
-    print(f"bayesgmm: note: removed {str(stale)!r}, an earlier run's: this run wrote {written}",
-          file=sys.stderr)
+    for key in ("file", "model", "save"):
+        given = getattr(args, key, None)
+        try:
+            if given is not None and os.path.samefile(given, stale):
+                return
+        except OSError:          # that path is gone or unreadable: the others still count
+            continue
+    print(f"bayesgmm: note: {str(out)!r} also holds {stale.name}, which this run did not write "
+          f"(it wrote {written}): remove it if it is an earlier run's", file=sys.stderr)
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -1687,7 +1685,7 @@ def _fit(args) -> int:
                            f"{args.save} FILE' writes the assignments without refitting)"
                            ) from None
         raise
-    _remove_stale(out, "assignments.csv", args)
+    _note_stale(out, "assignments.csv", args)
     extra = []
     if w is not None:
         extra.append(f"total weight {w.sum():g}")
@@ -1744,7 +1742,7 @@ def _predict(args) -> int:
         _refuse_input_as_output(source, Path(args.out) / "assignments.csv", "--out")
     out = _prepare_out(args.out, ("assignments.csv",))
     _write_assignments(df, model, columns, keep, sep, args, out / "assignments.csv")
-    _remove_stale(out, "assignments.csv", args)
+    _note_stale(out, "assignments.csv", args)
     print(f"assigned {int(keep.sum())} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r} ({_columns_named(columns)}); wrote {out / 'assignments.csv'}")
     return 0
@@ -2151,7 +2149,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
     _note_at_cap(gmm, args)
     names = [f"x{j}" for j in range(D)]
     _write_outputs(gmm, names, out, args)
-    _remove_stale(out, "assignments.npy", args)
+    _note_stale(out, "assignments.npy", args)
     how = f"by {procs.world} processes" if procs.world > 1 else \
         "into memory" if args.inference != "map" else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
@@ -2186,7 +2184,7 @@ def _predict_npy(args, model) -> int:
         # columns are the model's in order, as the help says (checked above).
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         counts = _assign_npy(model, X, out / "assignments.npy", _Processes())
-    _remove_stale(out, "assignments.npy", args)
+    _note_stale(out, "assignments.npy", args)
     print(f"assigned {int(X.shape[0])} rows of {args.file!r} with the K={len(model.weights_)} "
           f"model {args.model!r}; rows per cluster: "
           + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

@@ -2313,20 +2313,22 @@ def test_library_messages_are_in_the_command_lines_words(second_audit_runs):
     assert "BayesianGMM:" not in run.stderr and "drop it" not in run.stderr
 
 
-def test_an_earlier_runs_other_assignments_file_is_removed(second_audit_runs):
+def test_the_other_kinds_assignments_file_in_out_is_named_not_removed(second_audit_runs):
     # fit d.csv then fit d.npy into one folder left the CSV fit's
-    # assignments.csv beside the .npy fit's params.json.
+    # assignments.csv beside the .npy fit's params.json without a word; it
+    # is said, and kept (it may be the user's own file of that name).
     t, runs = second_audit_runs
     assert runs["stale_csv"].returncode == 0, runs["stale_csv"].stderr
     run = runs["stale_npy"]
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in (t / "o_stale").iterdir()) == [
-        "assignments.npy", "notes.txt", "params.json"]
-    assert f"note: removed {str(t / 'o_stale' / 'assignments.csv')!r}" in run.stderr
+        "assignments.csv", "assignments.npy", "notes.txt", "params.json"]
+    assert (f"note: {str(t / 'o_stale')!r} also holds assignments.csv, which this run did not "
+            f"write (it wrote assignments.npy)") in run.stderr
     assert json.loads((t / "o_stale" / "params.json").read_text())["features"] == ["x0", "x1"]
-    # A model saved under the other kind's name is the run's own: kept.
+    # A model saved under the other kind's name is the run's own: not said.
     assert runs["save_named"].returncode == 0, runs["save_named"].stderr
-    assert "removed" not in runs["save_named"].stderr
+    assert "also holds" not in runs["save_named"].stderr
     from bayesgmm import BayesianGMM
     assert BayesianGMM.load(t / "o_save" / "assignments.npy").n_components == 2
 
