@@ -625,7 +625,6 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     >>> [line.get_label() for line in ax.lines][-1]
     'mixture'
     """
-    import pandas as pd
     import seaborn as sns
     from scipy.stats import norm
 
