@@ -20,8 +20,8 @@ from . import covariance as cov_module
 from ._options import DTYPES, STREAM_STATS
 from .covariance import COVARIANCE_TYPES, Covariance
 from .fitting import Stats, e_step, m_step, masked, seeded_spread
-from .priors import (MixtureParams, Priors, Standardizer, resolve_priors, rms, spread_of,
-                     standard_scale)
+from .priors import (MixtureParams, Priors, Standardizer, pair_coverage, resolve_priors, rms,
+                     spread_of, standard_scale)
 
 DeviceLike = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
 InitMethod = Literal["kmeans++", "kmeans", "random"]
@@ -595,7 +595,8 @@ def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: in
     k_max = int(np.max(ks))
     centres = seed_centres(pts, k_max, 1, "kmeans++", [0], wts)
     spread = seeded_spread(pts, wts, centres, ks) * data.std.scale ** 2
-    return resolve_priors(priors, family, n_components, data.moments, spread)
+    return resolve_priors(priors, family, n_components, data.moments, spread,
+                          pair_coverage(data.observed_mass, data.mass))
 
 
 def value_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,8 @@ class Priors:
         Degrees of freedom nu of the Wishart prior on each precision matrix
         ("full", "tied"); must exceed n_features + 1, so that a component
         with no points still has a MAP covariance, Psi / (nu - D - 1).
+        With missing entries (``missing="marginalize"``) the default is
+        ``n_features + 1 + 1/q`` (see below).
     covariance_scale : float, array of shape (n_features,) or (n_features, n_features)
         Psi, in squared data units (a float or a vector means a diagonal
         Psi): the Wishart prior on each precision matrix has scale matrix
@@ -80,6 +82,20 @@ class Priors:
         the default nu = D + 2, one point's worth of scatter at twice a
         typical component's variance.  The MAP covariance is
         ``(Psi + S_k) / (nu - D - 1 + N_k)``.
+
+    With missing entries, each covariance entry is estimated only from the
+    rows that observe both its features, so the default Wishart prior
+    counts as ``1/q`` points instead of one (nu = D + 1 + 1/q, Psi = 2 s^2
+    / q): ``q`` is the fraction of the data's weight observing both
+    features of an entry, averaged over the D x D entries and reckoned
+    from each feature's observed fraction p_i as if features went missing
+    independently (p_i p_j off the diagonal, p_i on it; about (1 - f)^2
+    with a fraction f missing at random).  Against the data observed for
+    each entry the prior then weighs what it weighs on complete data
+    (where q = 1 and the defaults above hold exactly).  On wine with 30%
+    of its entries missing (``benchmarks/missing_values.py``) this took
+    the full-covariance fit from behind mean imputation's parameter error
+    and ``KNNImputer``'s RMSE to ahead of both.
 
     The default covariance priors are empirical Bayes, scaled to the spread
     of one cluster rather than of the whole data: ``s^2`` is the
@@ -262,14 +278,33 @@ SPREAD_FACTOR = math.sqrt(2.0)
 RESOLVED_SPREAD = 1e-6
 
 
+def pair_coverage(observed: Optional[np.ndarray], mass: float) -> float:
+    """The fraction of the data's weight in which a covariance entry's two
+    features are both observed, averaged over the D x D entries (the
+    diagonal's: the feature's own observed fraction), reckoning features
+    missing independently of each other: from each feature's observed
+    weight ``observed`` (D,) out of ``mass``.  1.0 without missing entries
+    (``observed`` None)."""
+    if observed is None or mass <= 0:
+        return 1.0
+    p = np.clip(np.asarray(observed, dtype=np.float64) / float(mass), 0.0, 1.0)
+    D = p.size
+    return float((p.sum() ** 2 - (p ** 2).sum() + p.sum()) / D ** 2) if D else 1.0
+
+
 def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: int,
                    moments: tuple[np.ndarray, np.ndarray],
-                   spread: Optional[np.ndarray] = None) -> Priors:
+                   spread: Optional[np.ndarray] = None, coverage: float = 1.0) -> Priors:
     """Fill every ``None`` field of ``priors`` that ``family`` uses from the
     data's per-feature (mean, standard deviation) ``moments`` and, for the
     covariance priors, the seeding's within-cluster variance ``spread``
     (D,) in data units (:func:`bayesgmm.fitting.seeded_spread`; without it
     0.1 x the data's spread), and check all.
+
+    ``coverage`` (:func:`pair_coverage`, 1 without missing entries): the
+    default Wishart prior counts as ``1 / coverage`` points, not one, so
+    that against the data observed for each covariance entry it weighs
+    what it weighs on complete data.
 
     Returns a :class:`Priors` of float64 numpy values: ``weight_concentration``
     (K,), ``mean_loc``/``mean_scale`` (D,), and the family's own fields
@@ -386,7 +421,10 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
 
     def covariance_fields() -> dict:
         """The Wishart's fields (full, tied), resolved and checked."""
-        dof = positive_float("covariance_dof", priors.covariance_dof, D + 2.0)
+        if not 0 < coverage <= 1:
+            raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+        points = 1.0 / coverage
+        dof = positive_float("covariance_dof", priors.covariance_dof, D + 1.0 + points)
         if dof <= D + 1:
             raise ValueError(
                 f"Priors.covariance_dof must exceed n_features + 1 = {D + 1}, got {dof}: the "
@@ -394,7 +432,7 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
                 f"use the default n_features + 2 = {D + 2}")
         psi = priors.covariance_scale
         if psi is None:
-            psi = np.diag(typical ** 2)
+            psi = np.diag(points * typical ** 2)
         else:
             psi = numbers("covariance_scale", psi)
             if psi.ndim == 0:

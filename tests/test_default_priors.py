@@ -272,3 +272,44 @@ def test_clusters_of_identical_points_give_one_prior_whatever_the_dtype_or_weigh
     np.testing.assert_allclose(psi[2], psi[0], rtol=1e-12)
     # The old rule's floor: 1e-3 of each feature's spread, at twice the variance.
     np.testing.assert_allclose(np.diag(psi[0]), 2 * (1e-3 * X.std(0)) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["mixture", "classifier"])
+def test_missing_entries_weigh_the_default_wishart_prior_by_their_pair_coverage(estimator):
+    # With entries missing, each covariance entry is estimated from the
+    # rows observing both its features: the default Wishart prior counts as
+    # 1 / q points instead of one (q: that fraction of the weight, averaged
+    # over the D x D entries, features missing independently), its scatter
+    # scaled alike, so that it weighs against the data what it weighs on
+    # complete data.  Hand computation from the mask and the weights.
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(0, 1, (150, 3)), rng.normal(6, 1, (150, 3))])
+    y = np.repeat([0, 1], 150)
+    w = rng.integers(1, 4, X.shape[0]).astype(float)
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < np.array([0.1, 0.3, 0.5])] = np.nan
+    Xm[np.isnan(Xm).all(1), 0] = X[np.isnan(Xm).all(1), 0]
+    p = (w[:, None] * ~np.isnan(Xm)).sum(0) / w.sum()
+    both = np.outer(p, p)
+    np.fill_diagonal(both, p)
+    q = both.mean()
+
+    def fit(cov, priors=None, data=Xm):
+        kw = dict(covariance_type=cov, missing="marginalize", random_state=0, priors=priors,
+                  **CPU)
+        if estimator == "mixture":
+            return BayesianGMM(2, **kw).fit(data, sample_weight=w).priors_
+        return GMMClassifier(1, **kw).fit(data, y, sample_weight=w).priors_[0]
+
+    for cov in ("full", "tied"):
+        full, diag = fit(cov), fit("diag")
+        typical = np.atleast_1d(diag.scale_rate) / 2        # the same seeding's spread
+        assert full.covariance_dof == pytest.approx(3 + 1 + 1 / q, rel=1e-12)
+        np.testing.assert_allclose(full.covariance_scale, np.diag(typical ** 2) / q, rtol=1e-10)
+    # Complete data: one point, as before.
+    complete = fit("full", data=X)
+    assert complete.covariance_dof == 3 + 2
+    # A user's values are kept as given.
+    mine = fit("full", Priors(covariance_dof=7.0, covariance_scale=2.0))
+    assert mine.covariance_dof == 7.0
+    np.testing.assert_allclose(mine.covariance_scale, 2.0 * np.eye(3))
