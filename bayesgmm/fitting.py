@@ -1573,8 +1573,9 @@ def seeded_spread(points: Sequence, weights: Optional[Sequence], centres: np.nda
                 s1 += onehot @ z
                 if it == refine:
                     s2 += onehot @ (z * z)
-            # A cluster (or a feature of it) with no weight keeps its centre.
-            c = np.where(s0 > 0, s1 / np.maximum(s0, tiny), c)
+            if it < refine:
+                # A cluster (or a feature of it) with no weight keeps its centre.
+                c = np.where(s0 > 0, s1 / np.maximum(s0, tiny), c)
         total += np.maximum(s2 - s1 ** 2 / np.maximum(s0, tiny), 0).sum((0, 1))
         mass += s0.sum((0, 1))
     return total / np.maximum(mass, tiny)
