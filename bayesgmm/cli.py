@@ -673,6 +673,31 @@ def _format_bic(gmm) -> Optional[str]:
     return "BIC by K (lower is better):\n" + text + note
 
 
+def _undecodable(path: str, encoding: str) -> Optional[tuple[int, str]]:
+    """The offset in the file of the first byte ``encoding`` cannot decode,
+    and why (None if it decodes, or cannot be read again).  pandas' own
+    ``UnicodeDecodeError`` counts from the start of its read buffer, not of
+    the file.  Read in blocks: the file may be large."""
+    import codecs
+
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        pos = 0
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(1 << 16)
+                held = len(decoder.getstate()[0])     # bytes carried from the last block
+                try:
+                    decoder.decode(block, final=not block)
+                except UnicodeDecodeError as exc:
+                    return pos - held + exc.start, exc.reason
+                if not block:
+                    return None
+                pos += len(block)
+    except (OSError, LookupError):
+        return None
+
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -1033,8 +1058,11 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                       "as UTF-8")
         else:
             remedy = "give the file's own encoding with --encoding"
-        raise CLIError(f"cannot read {path!r}: it is not {encoding} text ({exc.reason} at byte "
-                       f"{exc.start}); {remedy}") from None
+        where = _undecodable(path, encoding)
+        where = (f"{where[1]} at byte {where[0]} of the file" if where is not None
+                 else exc.reason)
+        raise CLIError(f"cannot read {path!r}: it is not {encoding} text ({where}); {remedy}"
+                       ) from None
     except pd.errors.EmptyDataError:
         # pandas' "No columns to parse from file": nothing but blank lines.
         what = "empty (0 bytes)" if os.path.getsize(path) == 0 else "blank (no text but spaces " \

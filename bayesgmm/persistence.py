@@ -717,6 +717,12 @@ def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
             if np.any(bad):
                 raise _Corrupt(f"{name}[{site!r}] holds {float(v[bad][0]):g}, "
                                f"which no chain gives")
+    converged = a.get("converged_")
+    if converged is not None and not isinstance(converged, (bool, np.bool_)):
+        raise _Corrupt(f"converged_ {converged!r:.60} is not True or False")
+    n_iter = a.get("n_iter_")
+    if n_iter is not None and not (_is_int(n_iter) and n_iter >= 0):
+        raise _Corrupt(f"n_iter_ {n_iter!r:.60} is not a count >= 0")
     for name, top in (("n_divergent_", None), ("n_effective_components_", k)):
         value = a.get(name)
         if value is None:
@@ -847,6 +853,9 @@ def _mixture_layout(a: dict, D: int):
     K = w.shape[0]
     w = _float_array("weights_", w, (K,))
     m = _float_array("means_", a["means_"], (K, D))
+    k = a.get("n_components_", K)
+    if not _is_int(k) or k != K:
+        raise _Corrupt(f"n_components_ {k!r:.60} is not the {K} components of weights_")
     return w[None], m[None], np.array([K]), np.ones(1), [a["priors_"]], ()
 
 
@@ -1262,6 +1271,8 @@ def _read_members(data: bytes) -> tuple[dict, dict]:
         # expand into more memory than its own size.
         if any(i.compress_type != zipfile.ZIP_STORED or i.file_size > len(data) for i in infos):
             raise _Corrupt("a member is compressed or larger than the file")
+        if any(i.flag_bits & 0x1 for i in infos):     # zipfile would raise RuntimeError
+            raise _Corrupt("a member is marked encrypted, which bayesgmm never writes")
         meta_bytes = zf.read(_META)      # zipfile checks each member's CRC-32 here
         arrays_bytes = zf.read(_ARRAYS)
     meta = json.loads(meta_bytes.decode("utf-8"), parse_constant=_reject_constant)

@@ -2077,6 +2077,13 @@ def test_script_reads_and_writes_the_files_encoding(tmp_path, capsys):
     assert main([*fit, str(tmp_path / "latin.csv"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "it is not utf-8 text" in err and "--encoding latin-1" in err
+    # The offset named is the file's (pandas' counts from its read buffer:
+    # it said "at byte 1" of this one).
+    body = b"x,y\n" + b"".join(b"%d.5,%d.25\n" % (i, i) for i in range(2000))
+    (tmp_path / "late.csv").write_bytes(body + b"3.5,caf\xe9\n")
+    assert main([*fit, str(tmp_path / "late.csv"), "--out", str(tmp_path / "x")]) == 2
+    assert (f"it is not utf-8 text (invalid continuation byte at byte {len(body) + 7} of the "
+            f"file)") in capsys.readouterr().err
     run = _run_script([*fit, tmp_path / "latin.csv", "--encoding", "latin-1", "--decimal", ",",
                        "--out", tmp_path / "o"])
     assert run.returncode == 0, run.stderr

@@ -344,6 +344,11 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
         "param": (lambda m: m["params"].update(colour="red"), "do not fit this release"),
         "tag": (lambda m: m["state"].update(n_iter_={"__eval__": "1"}), "unknown tag"),
         "nan": (lambda m: m["state"].update(loss_={"__float__": "1e400"}), "bad float"),
+        "converged": (lambda m: m["state"].update(converged_="yes"),
+                      "converged_ 'yes' is not True or False"),
+        "n_iter": (lambda m: m["state"].update(n_iter_=-1), "n_iter_ -1 is not a count >= 0"),
+        "components": (lambda m: m["state"].update(n_components_=3),
+                       "n_components_ 3 is not the 2 components of weights_"),
     }
     for name, (edit, match) in cases.items():
         _edit_meta(path, tmp_path / f"{name}.bgmm", edit)
@@ -361,6 +366,12 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
             dst.writestr(n, src.read(n))
     with pytest.raises(ValueError, match="compressed"):
         bayesgmm.load(tmp_path / "deflated.bgmm")
+    # The "encrypted" flag of a member: zipfile raised RuntimeError.
+    data = bytearray(path.read_bytes())
+    data[data.find(b"PK\x01\x02") + 8] |= 0x1
+    (tmp_path / "encrypted.bgmm").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="encrypted.bgmm.*a member is marked encrypted"):
+        bayesgmm.load(tmp_path / "encrypted.bgmm")
     with pytest.raises(FileNotFoundError):
         bayesgmm.load(tmp_path / "absent.bgmm")
 
