@@ -910,9 +910,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
         if n < 1 or D < 1:
             raise ValueError(f"X has shape {tuple(X.shape)}: at least one row and one feature "
                              f"are needed")
-        if np.dtype(X.dtype).kind not in "fiub":
-            raise V.NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: "
-                                    f"convert it to float")
+        V.check_stream_dtype(X)
         if sample_weight is not None:
             w_src = sample_weight if is_row_source(sample_weight) else \
                 V.check_sample_weight(sample_weight, n,

@@ -304,6 +304,20 @@ def _warn_unnamed(estimator) -> None:
                       f"fitted with feature names", UserWarning)
 
 
+def check_stream_dtype(X) -> None:
+    """Refuse out-of-core input whose dtype is not numbers.  In memory,
+    numbers written as text are converted (as ``np.asarray(X, float)``
+    would); read block by block they are not: say so, with both ways out."""
+    kind = np.dtype(X.dtype).kind
+    if kind in "fiub":
+        return
+    text = (" (text: numbers written as text are converted only for data in memory)"
+            if kind in "US" else "")
+    raise NonNumericError(
+        f"X must hold numbers, got an out-of-core array of dtype {X.dtype}{text}: store it as "
+        f"numbers (e.g. np.save of X.astype(float)), or pass it in memory (np.asarray(X))")
+
+
 def check_X_rows(estimator, X) -> Any:
     """Validate out-of-core input (a memmap, h5py, zarr or dask array) for
     a fitted estimator without reading it: 2-D, numbers, at least one row,
@@ -312,9 +326,7 @@ def check_X_rows(estimator, X) -> Any:
     shape = tuple(int(v) for v in X.shape)
     if len(shape) != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
-    if np.dtype(X.dtype).kind not in "fiub":
-        raise NonNumericError(f"X must hold numbers, got an array of dtype {X.dtype}: convert "
-                              f"it to float")
+    check_stream_dtype(X)
     if shape[0] == 0:
         raise _shape_error(f"Found array with 0 sample(s) (shape={shape}) while a minimum of 1 "
                            f"is required.", estimator)

@@ -939,8 +939,14 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             return
         labels = self._labels(X, y)
         w = V.check_sample_weight(sample_weight, labels.shape[0])
+        given = _given_classes(classes)
+        unknown = np.setdiff1d(np.unique(labels), given)
+        if unknown.size:
+            raise ValueError(
+                f"y holds label(s) {[_label(c) for c in unknown]!r} that are not in classes "
+                f"{[_label(c) for c in given]!r}: give every label of the stream in classes")
         present = np.unique(labels if w is None else labels[w > 0])
-        absent = np.setdiff1d(_given_classes(classes), present)
+        absent = np.setdiff1d(given, present)
         if absent.size:
             raise ValueError(
                 f"partial_fit starts with a fit of its first chunk, which has no rows of "

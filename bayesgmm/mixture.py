@@ -209,8 +209,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         its statistics scaled to the data's size (an unbiased estimate of
         the full-batch gradient, as Pyro's subsampled ``plate``), with the
         step size decaying as learning_rate / sqrt(1 + t / 100).  None: full
-        batches.  For ``backend="fused"`` with the data in memory (EM
-        always uses all rows).
+        batches.  For ``backend="fused"`` with the data in memory.  EM
+        always uses all rows, and SVI runs after it only when EM stops
+        before converging: set ``em_max_iter=0`` for a fit by minibatch SVI
+        alone (a fit whose EM converged says in a ``UserWarning`` that
+        ``batch_size`` was not used).
     dtype : {"float32", "float64"}, default "float32"
         Floating-point type of the fit and the predictions.  float32 is the
         fast default (and the GPU's); float64 for ill-conditioned problems
@@ -1029,6 +1032,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             em_run, best = self._continue_best(groups, screen, em, restart_losses, mask, pt,
                                                family, s, callback)
         if s.max_iter == 0 or em_run.converged or not math.isfinite(em_run.losses[-1]):
+            if self.batch_size is not None and s.max_iter > 0 and em_run.converged:
+                # fit -> _fit_wrapper -> _fit -> _fit_k/_fit_auto -> _run
+                warnings.warn(
+                    f"batch_size={self.batch_size} was not used: EM converged on all the rows, "
+                    f"and minibatches are taken only by the SVI stage, which runs when EM stops "
+                    f"short: set em_max_iter=0 to fit by minibatch SVI alone, or leave "
+                    f"batch_size=None", UserWarning, stacklevel=6)
             return _Fit(em_run, restart_losses, best)
         if callback is not None:
             callback.add(s.max_iter)

@@ -510,6 +510,25 @@ def test_minibatch_svi_reaches_the_full_batch_optimum(tmp_path):
         BayesianGMM(3, max_iter=5, batch_size=0, **kw).fit(X)
 
 
+@pytest.mark.parametrize("n_components", [3, "auto"])
+def test_a_batch_size_that_ends_unused_is_said(n_components):
+    # With EM first (the default), SVI runs only when EM stops short: a
+    # converged EM left batch_size silently unused, the fit bit for bit the
+    # full-batch one.  Said, at the user's line, with the remedy.
+    X = _stream(n_chunks=4)
+    kw = dict(n_init=1, max_components=4, **CPU)
+    with pytest.warns(UserWarning, match=r"batch_size=32 was not used: EM converged .* set "
+                                         r"em_max_iter=0") as caught:
+        mini = BayesianGMM(n_components, batch_size=32, **kw).fit(X)
+    assert [w.filename for w in caught if "batch_size" in str(w.message)] == [__file__]
+    np.testing.assert_array_equal(mini.means_, BayesianGMM(n_components, **kw).fit(X).means_)
+    # Used (EM stopped short, or no EM): nothing said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        BayesianGMM(3, batch_size=32, em_max_iter=0, max_iter=5, **kw).fit(X)
+        BayesianGMM(3, batch_size=32, em_max_iter=1, max_iter=5, **kw).fit(X)
+
+
 # ------------------------------------------------------- classifier, out of core
 @pytest.mark.filterwarnings("ignore:n_components='auto' chose the largest K")
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -752,6 +771,12 @@ def test_classifier_partial_fit_first_call_checks():
     with pytest.raises(ValueError, match=r"first chunk, which has no rows of class\(es\) \['c'\]"):
         fresh.partial_fit(X[:400][first], y[:400][first], classes=["a", "b", "c"])
     assert not hasattr(fresh, "means_")        # left unfitted
+    # A label outside classes: said as such (it was "differ from the fitted
+    # classes_", of a model not fitted).
+    with pytest.raises(ValueError, match=r"y holds label\(s\) \['c'\] that are not in classes "
+                                         r"\['a', 'b'\]: give every label"):
+        fresh.partial_fit(X[:400], y[:400], classes=["a", "b"])
+    assert not hasattr(fresh, "means_")
     # The first call is fit on the chunk.
     a = GMMClassifier(2, dtype="float64", **CPU).partial_fit(X, y)
     b = GMMClassifier(2, dtype="float64", **CPU).fit(X, y)
@@ -908,3 +933,18 @@ def test_classifier_stream_average_against_an_independent_computation():
                 continue
             for got, exp in zip(raw(clf._stream["avg"], c, k), expected[c]):
                 np.testing.assert_allclose(got, exp, rtol=1e-9, atol=1e-12)
+
+
+def test_out_of_core_text_is_refused_with_both_ways_out(tmp_path):
+    # In memory, numbers written as text are converted; read block by block
+    # they are not: the message says so (it said only "convert it to float").
+    X = _data()[:50]
+    np.save(tmp_path / "t.npy", X.astype(str))
+    text = np.load(tmp_path / "t.npy", mmap_mode="r")
+    fitted = BayesianGMM(2, n_init=1, **CPU).fit(X.astype(str))       # in memory: converted
+    for call in (lambda: BayesianGMM(2, **CPU).fit(text), lambda: fitted.predict(text)):
+        with pytest.raises(ValueError, match=r"X must hold numbers, got an out-of-core array of "
+                                             r"dtype <U\d+ \(text: numbers written as text are "
+                                             r"converted only for data in memory\): store it as "
+                                             r"numbers .* or pass it in memory"):
+            call()
