@@ -432,6 +432,48 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
         stacklevel=5)
 
 
+#: A prior mean farther than this many of its standard deviations from the
+#: data's mean (in some feature) is said: it holds the components away from
+#: every point.
+FAR_MEAN_PRIOR = 10.0
+
+
+def warn_far_mean_prior(estimator: str, priors: Optional[Priors], data: "FitData", names,
+                        family: Covariance) -> None:
+    """One ``UserWarning`` when the user's ``Priors.mean_loc`` (with their
+    or the default ``mean_scale``) lies more than :data:`FAR_MEAN_PRIOR`
+    prior standard deviations from the data's mean in some feature: the
+    prior then holds the components' means away from every point, and the
+    MAP stretches a component's covariance to reach the data or diverges
+    ("every restart diverged", whose remedies do not help).  Defaults (both
+    fields None) are the data's and never far.  Called from ``_fit``:
+    points at the user's line."""
+    if not isinstance(priors, Priors) or (priors.mean_loc is None and priors.mean_scale is None):
+        return
+    try:          # the defaults filled as the fit fills them; bad values are the fit's to say
+        resolved = resolve_priors(Priors(mean_loc=priors.mean_loc, mean_scale=priors.mean_scale),
+                                  family, 1, data.moments)
+    except ValueError:
+        return
+    mean = np.asarray(data.moments[0], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        away = np.abs(resolved.mean_loc - mean) / resolved.mean_scale
+    far = np.flatnonzero(away > FAR_MEAN_PRIOR)
+    if far.size == 0:
+        return
+    said = ", ".join(f"{feature_label(names, j)} ({away[j]:.3g} x mean_scale "
+                     f"{resolved.mean_scale[j]:.3g} from the data's mean {mean[j]:.3g})"
+                     for j in far[:10])
+    more = f" and {far.size - 10} more" if far.size > 10 else ""
+    reach = float(np.max(np.abs(resolved.mean_loc - mean)[far]))
+    warnings.warn(
+        f"{estimator}: Priors.mean_loc is far from the data in feature(s) {said}{more}: the "
+        f"prior holds the components' means away from every point (the fit stretches a "
+        f"component's covariance to reach the data, or diverges); give a mean_loc within the "
+        f"data's range, or a mean_scale that reaches the data (e.g. Priors(mean_scale="
+        f"{reach:.3g}))", UserWarning, stacklevel=5)
+
+
 def warn_vi_missing(estimator: str, observed_mass: Optional[np.ndarray], mass: float,
                     family: Covariance, names=None) -> None:
     """One ``UserWarning`` before a full or tied VI posterior is fitted to

@@ -26,7 +26,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
-                    feature_label, warn_constant_features, warn_vi_missing)
+                    feature_label, warn_constant_features, warn_far_mean_prior,
+                    warn_vi_missing)
 from ._options import is_text
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, cover_classes, discriminative_fit, em_fit,
@@ -643,6 +644,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
         warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
                                family, _largest_k(self.n_components))
+        warn_far_mean_prior("GMMClassifier", self.priors, data, getattr(self, "feature_names_in_", None),
+                            family)
         C = classes.size
         seen = None           # observed weight per class and feature, with missing values
         if streamed:

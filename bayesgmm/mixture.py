@@ -22,7 +22,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
-                    warn_constant_features, warn_vi_missing)
+                    warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
                       initial_params, negative_log_joint, pyro_svi_fit, screen_rows, seed_centres,
@@ -615,6 +615,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         s, K, backend, max_components = self._check_params(data.n_total, d)
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
+        warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),
+                            family)
         if self.batch_size is not None:
             V.check_int("batch_size", self.batch_size, 1)
             if backend != "fused" or streamed or group is not None:

@@ -313,3 +313,34 @@ def test_missing_entries_weigh_the_default_wishart_prior_by_their_pair_coverage(
     mine = fit("full", Priors(covariance_dof=7.0, covariance_scale=2.0))
     assert mine.covariance_dof == 7.0
     np.testing.assert_allclose(mine.covariance_scale, 2.0 * np.eye(3))
+
+
+def test_a_prior_mean_far_from_the_data_is_said():
+    # Priors(mean_loc=1e4) on data around 0: the default mean_scale is the
+    # data's (2 sd), so the prior held the means 5,000 of its sds away and
+    # the fit diverged with remedies that do not help (float64, the
+    # covariance prior); at 1e3 it "fitted" a component at ~(1000, 1000).
+    # Said at the user's line, naming the features and a mean_scale that
+    # reaches the data.
+    import pandas as pd
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    with pytest.warns(UserWarning, match=r"BayesianGMM: Priors.mean_loc is far from the data in "
+                                         r"feature\(s\) 0 \(5\d\d x mean_scale .*, 1 .*give a "
+                                         r"mean_loc within the data's range, or a mean_scale "
+                                         r"that reaches the data \(e.g. Priors\(mean_scale=1e"
+                                         r"\+03\)\)") as caught:
+        BayesianGMM(2, priors=Priors(mean_loc=1e3), **CPU).fit(X)
+    assert [w.filename for w in caught if "mean_loc" in str(w.message)] == [__file__]
+    df = pd.DataFrame(X, columns=["a", "b"])
+    with pytest.warns(UserWarning, match=r"GMMClassifier: .* feature\(s\) 'b' \(2\d\d x "):
+        GMMClassifier(1, priors=Priors(mean_loc=[0.0, 500.0]), **CPU).fit(df, np.arange(200) % 2)
+    # Near the data, or with a scale that reaches it, or the defaults: silent.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for priors in (None, Priors(mean_loc=3.0), Priors(mean_loc=1e3, mean_scale=1e3),
+                       Priors(mean_scale=0.01)):
+            BayesianGMM(1, priors=priors, **CPU).fit(X)
+        from bayesgmm.datasets import load_iris
+        BayesianGMM(2, priors=Priors.pyro_iris(), covariance_type="diag", **CPU).fit(
+            load_iris()[["petal_length"]])
