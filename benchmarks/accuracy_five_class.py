@@ -16,9 +16,14 @@ Prints one markdown row per seed and mode, then the summary.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 
 def _seeds(text: str) -> list[int]:
@@ -40,12 +45,11 @@ def main(argv=None) -> None:
     ap.add_argument("--tol", type=float, default=1e-6, help="GMMClassifier tol (default 1e-6, its default)")
     ap.add_argument("--discriminative-steps", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="threads of torch and of the BLAS/OpenMP pools (0: the defaults)")
     args = ap.parse_args(argv)
 
     import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    C.apply_threads(args.threads)       # torch's threads and the BLAS/OpenMP pools
     from bayesgmm import GMMClassifier
     from bayesgmm.datasets import make_five_class
 
