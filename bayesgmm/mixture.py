@@ -323,7 +323,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (lower is better) in the data's units, each K at its best restart
         of the scan and the chosen K at the final fit (so
         ``bic_[n_components_ - 1]`` equals :meth:`bic` on the training
-        data, with the fit's ``sample_weight``); inf for K not tried.
+        data, with the fit's ``sample_weight``: exactly with
+        ``dtype="float64"``, to float32 rounding with the default dtype);
+        inf for K not tried.
     weights_ : ndarray of shape (K,)
     means_ : ndarray of shape (K, D)
     covariances_ : ndarray
