@@ -220,12 +220,14 @@ def test_covariance_speed_quick(tmp_path):
     for row in rows.values():
         sk, ours = row["sklearn_runs"], row["bayesgmm_runs"]
         assert len(sk) == len(ours) == 2
-        # The optimum is the best converged scikit-learn fit, so one reaches it.
-        assert math.isclose(row["target_loglik"], max(run["loglik"] for run in sk))
+        # The optimum is the best converged scikit-learn fit at its defaults,
+        # so its EM from that seed, run longer at tol 0, reaches it.
+        assert math.isclose(row["target_loglik"], max(run["default"]["loglik"] for run in sk))
         assert row["sklearn_reached"] == f"{sum(run['reached'] for run in sk)}/2"
         assert any(run["reached"] for run in sk)
-        for run in ours:
-            assert run["reached"] == ("seconds" in run)
+        # Both timed by the same budget search: a budget where reached.
+        for run in sk + ours:
+            assert run["reached"] == ("seconds" in run) == ("iterations" in run)
             if not run["reached"]:
                 assert run["gap"] > r["settings"]["tol_nats"]
         assert row["bayesgmm_default_loglik"] >= row["target_loglik"] - 1e-2
