@@ -45,10 +45,9 @@ def main(argv=None) -> None:
     ap.add_argument("--tol", type=float, default=1e-6, help="GMMClassifier tol (default 1e-6, its default)")
     ap.add_argument("--discriminative-steps", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="threads of torch and of the BLAS/OpenMP pools (0: the defaults)")
+    ap.add_argument("--threads", type=int, default=0, help="threads of torch and of the BLAS/OpenMP pools (0: defaults)")
     args = ap.parse_args(argv)
 
-    import torch
     C.apply_threads(args.threads)       # torch's threads and the BLAS/OpenMP pools
     from bayesgmm import GMMClassifier
     from bayesgmm.datasets import make_five_class
