@@ -1168,8 +1168,7 @@ class MixtureBase:
         if s.max_iter == 0 and s.em_max_iter == 0:
             raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "
                              "set em_max_iter > 0 (EM) or max_iter > 0 (SVI)")
-        if not isinstance(self.progress, (bool, np.bool_)):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
+        V.check_bool("progress", self.progress)
         return s
 
     def set_params(self, **params):
@@ -1340,9 +1339,7 @@ class MixtureBase:
 
     def _warm_asked(self) -> bool:
         """Whether ``warm_start`` asks this fit to continue a fitted model."""
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
-        return bool(self.warm_start) and hasattr(self, "means_")
+        return V.check_bool("warm_start", self.warm_start) and hasattr(self, "means_")
 
     def _fit_wrapper(self, *args):
         # The new state is built in locals and assigned at the end, but input
@@ -1490,8 +1487,7 @@ class MixtureBase:
         except ImportError:  # pragma: no cover
             pass
         Xv = V.check_X(self, X, reset=False, allow_nan=True)
-        if not isinstance(sample, (bool, np.bool_)):
-            raise ValueError(f"sample must be True or False, got {sample!r}")
+        V.check_bool("sample", sample)
         gen = None
         device = _predict.model_device(self)
         if sample:

@@ -26,6 +26,18 @@ STREAM_STATS = ("loglik", "Nk", "S1", "S2", "ref")
 STREAM_KEYS = ("center", "scale", "t", "mass", "avg")
 
 
+def check_bool(name: str, value) -> bool:
+    """A true/false setting: True or False only (numpy's bool too); a string
+    such as "no" is true to ``if`` and would do what it asks not to.  Here,
+    free of imports, so that :mod:`bayesgmm.plotting` takes it without
+    loading scikit-learn; the estimators call it as ``V.check_bool``."""
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def is_text(value) -> bool:
     """Whether a label is text (str or bytes), as against a number: the one
     test the classifier's label checks and the plotting helpers share."""

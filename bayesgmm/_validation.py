@@ -13,7 +13,7 @@ import numpy as np
 
 from sklearn.utils.validation import validate_data
 
-from ._options import is_number_column
+from ._options import check_bool, is_number_column  # noqa: F401  (check_bool: V.check_bool)
 
 
 class InputTypeError(ValueError, TypeError):

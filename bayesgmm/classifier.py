@@ -1177,8 +1177,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         (:func:`bayesgmm.posterior.predictive_mixture`, whose family is full
         for a tied fit).  A padded component's covariance is finite (the
         fitted attributes hold NaN there); its mean may stay NaN."""
-        if not isinstance(plug_in, (bool, np.bool_)):
-            raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
+        V.check_bool("plug_in", plug_in)
         family = self._family()
         C, K, D = self.means_.shape
         real = np.arange(K)[None, :] < self.n_components_[:, None]

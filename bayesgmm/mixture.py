@@ -497,8 +497,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     "n_components='auto' tries several K: give a scalar concentration (the same "
                     "for every component), or an integer n_components")
         backend = V.check_option("backend", self.backend, _BACKENDS)
-        if not isinstance(self.jit, (bool, np.bool_)):
-            raise ValueError(f"jit must be True or False, got {self.jit!r}")
+        V.check_bool("jit", self.jit)
         if self.jit and backend != "pyro":
             raise ValueError(f"jit=True applies to backend='pyro' (JitTraceEnum_ELBO), got "
                              f"backend={self.backend!r}: set backend='pyro' or jit=False")
@@ -1129,8 +1128,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         """The mixture the predictions score: None for the MAP (a MAP fit,
         or ``plug_in=True``), else the posterior predictive as one mixture
         of S x K components (:func:`bayesgmm.posterior.predictive_mixture`)."""
-        if not isinstance(plug_in, (bool, np.bool_)):
-            raise ValueError(f"plug_in must be True or False, got {plug_in!r}")
+        V.check_bool("plug_in", plug_in)
         draws = getattr(self, "_posterior", None)
         if plug_in or draws is None:
             return None

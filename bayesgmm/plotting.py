@@ -44,7 +44,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from ._options import is_number_column, is_text
+from ._options import check_bool, is_number_column, is_text
 
 __all__ = ["plot_loss_history", "plot_density_1d", "plot_assignments", "plot_clusters_2d",
            "plot_decision_regions", "plot_confusion_matrix", "plot_pairs"]
@@ -192,7 +192,7 @@ def _predictive_draws(estimator, plug_in) -> Optional[tuple]:
     the posterior draws whose average is ``estimator``'s density (its
     ``score_samples``), or None where that density is the point estimate's
     (a MAP fit, ``plug_in=True``, a mixture without draws)."""
-    if _check_bool("plug_in", plug_in) or getattr(estimator, "_posterior", None) is None:
+    if check_bool("plug_in", plug_in) or getattr(estimator, "_posterior", None) is None:
         return None
     draws = estimator.posterior_samples()
     w, m = draws["weights"], draws["means"]
@@ -285,14 +285,6 @@ def _check_grid_size(grid_size) -> int:
             or grid_size < 2:
         raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
     return int(grid_size)
-
-
-def _check_bool(name: str, value) -> bool:
-    """A true/false option: True or False only (a string such as "no" is
-    true to ``if``, and would draw what it asks not to)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_positive(name: str, value) -> float:
@@ -530,7 +522,7 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
                 raise ValueError(f"{type(estimator).__name__} keeps no per-iteration loss "
                                  f"history ({attr}): plot_loss_history draws a BayesianGMM fit")
             raise ValueError(f"{type(estimator).__name__} has no {attr}: call fit(X) first")
-    restarts, logy = _check_bool("restarts", restarts), _check_bool("logy", logy)
+    restarts, logy = check_bool("restarts", restarts), check_bool("logy", logy)
     ax = _new_axes(ax)
     kept = np.asarray(estimator.losses_, dtype=np.float64)
     histories = [np.asarray(h, dtype=np.float64) for h in estimator.restart_losses_]
@@ -633,7 +625,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     _check_columns(estimator, means.shape[1], X, Xa)
     f = _check_feature(feature, names, Xa.shape[1], _positional(X))
     grid_size = _check_grid_size(grid_size)
-    rug = _check_bool("rug", rug)
+    rug = check_bool("rug", rug)
     draws = _predictive_draws(estimator, plug_in)
     present = _observed(Xa, f, names)
     if labels is not None:
@@ -893,8 +885,8 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     if not all(np.isfinite(v) and v > 0 for v in sigmas):   # empty: no ellipses
         raise ValueError(f"sigmas must be positive finite numbers, got {sigmas}")
     s = _check_positive("s", s)
-    contours = _check_bool("contours", contours)
-    _check_bool("plug_in", plug_in)             # also where no contour needs it
+    contours = check_bool("contours", contours)
+    check_bool("plug_in", plug_in)             # also where no contour needs it
     draws = None
     if contours:
         grid_size = _check_grid_size(grid_size)
@@ -1027,7 +1019,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
             or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number from 0 to 1 (the regions' opacity), "
                          f"got {alpha!r}")
-    ellipses = _check_bool("ellipses", ellipses)
+    ellipses = check_bool("ellipses", ellipses)
     if ellipses:
         sigma = _check_positive("sigma", sigma)
         means = np.asarray(getattr(classifier, "means_", np.empty(0)), dtype=np.float64)
@@ -1218,7 +1210,7 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         raise ValueError(f"vars must name at least one column, each once, got {vars!r}")
     sigma = _check_positive("sigma", sigma)
     height = _check_positive("height", height)
-    ellipses = _check_bool("ellipses", ellipses)
+    ellipses = check_bool("ellipses", ellipses)
     # The legend's title: what colours the points (a Series' own name).
     title = "cluster" if labels is None else (
         str(labels.name) if isinstance(labels, pd.Series) and labels.name is not None
