@@ -5,6 +5,7 @@ covariance attributes and their standardised frame, and save/load."""
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 import numbers
 import threading
@@ -98,6 +99,28 @@ class FitProgress:
 _THREADS = threading.local()
 
 
+def max_threads() -> int:
+    """The most CPU threads a fit may ask torch for: four per core this
+    machine has, and at least 256.  Far more (100,000 threads) crashed the
+    Python process inside OpenMP (a segmentation fault), or failed in
+    torch's integer conversion (2**31)."""
+    return max(256, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(n_threads) -> Optional[int]:
+    """``n_threads`` checked: None (torch's own setting) or 1 to
+    :func:`max_threads`."""
+    if n_threads is None:
+        return None
+    V.check_int("n_threads", n_threads, 1)
+    cap = max_threads()
+    if n_threads > cap:
+        raise ValueError(f"n_threads must be in [1, {cap}], got {n_threads}: this machine has "
+                         f"{os.cpu_count()} CPU core(s), and more threads than cores only slow "
+                         f"a fit; use n_threads <= {os.cpu_count()} (or None, torch's setting)")
+    return int(n_threads)
+
+
 @contextlib.contextmanager
 def fit_threads(n_threads: Optional[int]):
     """torch's CPU threads for one fit: ``n_threads`` when given (the
@@ -140,7 +163,8 @@ def rollback_on_error(estimator):
 
 def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
                    moments: tuple[np.ndarray, np.ndarray],
-                   constant: Optional[np.ndarray] = None, reduce=None, device=None) -> None:
+                   constant: Optional[np.ndarray] = None, reduce=None, device=None,
+                   names=None) -> None:
     """Refuse data whose per-feature variances are not normal float64
     numbers: covariances (and their priors) live in squared data units, so a
     spread beyond ~1e154 (its square overflows; also a constant feature
@@ -153,13 +177,20 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
     fit as a constant in float32 (silently); it is refused the same way.
     ``X``: rows of the data (all, or a sample), for the messages only;
     ``reduce``: every process's (the refusal is decided on reduced moments,
-    so every rank takes it; the remedy is sized on the values of them all)."""
+    so every rank takes it; the remedy is sized on the values of them all);
+    ``names``: the data's column names, which the messages then use for the
+    features (else their indices)."""
     with np.errstate(all="ignore"):
         sq = std.scale.astype(np.float64) ** 2
     if not (np.all(np.isfinite(std.scale)) and np.all(np.isfinite(std.center))
             and np.all(np.isfinite(sq))):
         with np.errstate(all="ignore"):
-            finite = np.abs(X[np.isfinite(X)])
+            # The features whose own mean or variance overflows (an
+            # isotropic scale can overflow from their sum alone: then none).
+            mean, sd = (np.asarray(v, dtype=np.float64) for v in moments)
+            cols = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(sd * sd)))
+            part = X[:, cols] if cols.size and X.ndim == 2 and X.shape[1] == mean.size else X
+            finite = np.abs(part[np.isfinite(part)])
             big = float(finite.max()) if finite.size else math.nan
             if not (math.isfinite(big) and big > 0):
                 # Out-of-core rows come back from the overflowed frame: the
@@ -172,10 +203,13 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             # rank's): one remedy, not "divide by 1" on a rank of small values.
             big = float(reduce_extremes(0.0, big if math.isfinite(big) else 0.0, reduce,
                                         device)[1])
-        hint = (f" (largest magnitude {big:.3g}): rescale X, e.g. divide it by "
-                f"{10.0 ** math.floor(math.log10(big)):.0e}" if math.isfinite(big) and big > 0
-                else ": rescale X")
-        raise ValueError(f"X has values too large to fit in float64 arithmetic{hint}")
+        what, it = ((f" in feature(s) {feature_list(names, cols[:10])}"
+                     + (f" and {cols.size - 10} more" if cols.size > 10 else ""), "them")
+                    if cols.size else ("", "X"))
+        hint = (f" (largest magnitude {big:.3g}): rescale {it}, e.g. divide "
+                f"{'them' if cols.size else 'it'} by {10.0 ** math.floor(math.log10(big)):.0e}"
+                if math.isfinite(big) and big > 0 else f": rescale {it}")
+        raise ValueError(f"X has values too large to fit in float64 arithmetic{what}{hint}")
     from .priors import _TINY
 
     small = sq < np.finfo(np.float64).tiny
@@ -201,7 +235,7 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             # Values spread by 1 or more, yet no float64 variance: the
             # sample weights put (almost) all the mass on one value.
             raise ValueError(
-                f"X's feature {j} has a weighted spread too small for float64 variances (values "
+                f"X's feature {feature_label(names, j)} has a weighted spread too small for float64 variances (values "
                 f"within {reach:.3g} of their weighted mean {float(std.center[j]):.3g}, almost "
                 f"all the sample weight on one value): rescale the sample weights (they weigh "
                 f"as counts of rows) or drop the rows of negligible weight")
@@ -214,7 +248,8 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
         if held:        # rescaling X for it alone would overflow the other features
             said += ", one value in every row"
         raise ValueError(
-            f"X has a spread too small for float64 variances (feature {j}: {said}; "
+            f"X has a spread too small for float64 variances (feature {feature_label(names, j)}: "
+            f"{said}; "
             f"variances below 1e-308 are not numbers): "
             + ("drop that feature (a constant carries nothing to cluster on) or " if held else "")
             + f"rescale X{factor}")
@@ -380,6 +415,13 @@ def feature_label(names, j: int) -> str:
     estimator was fitted on named columns (``names``: its
     ``feature_names_in_``, or None), else its index."""
     return repr(str(names[j])) if names is not None else str(int(j))
+
+
+def feature_list(names, idx) -> str:
+    """Features ``idx`` as a message lists them: ``['a', 'b']`` by column
+    name where the data had named columns (``names``), else ``[0, 3]``."""
+    idx = [int(j) for j in idx]
+    return str([str(names[j]) for j in idx] if names is not None else idx)
 
 
 #: Over several processes, a shard's one value of a feature is the features'
@@ -677,12 +719,14 @@ def constant_features(lo: np.ndarray, hi: np.ndarray, mean: np.ndarray, reduce,
 
 
 def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.device,
-             missing: bool, dtype: torch.dtype = torch.float32, reduce=None) -> FitData:
+             missing: bool, dtype: torch.dtype = torch.float32, reduce=None,
+             names=None) -> FitData:
     """Sample weights checked and zero-weight rows dropped (exactly as if
     they were not there), missing entries checked (``missing``: the
     estimator marginalises them; every feature needs an observed value),
     and the data standardised by their weighted, observed moments (over
-    every process's shard with ``reduce``)."""
+    every process's shard with ``reduce``).  ``names``: the data's column
+    names (``feature_names_in_``), for the messages."""
     from .distributed import reduce_array
 
     w = V.check_sample_weight(sample_weight, X.shape[0])
@@ -702,7 +746,8 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
             counts = reduce_array(observed.sum(0).astype(np.float64), reduce, device)
             never = np.flatnonzero(counts == 0)
             if never.size:
-                raise ValueError(f"X has no observed value in feature(s) {never.tolist()}: a "
+                raise ValueError(f"X has no observed value in feature(s) "
+                                 f"{feature_list(names, never)}: a "
                                  f"feature that is always missing cannot be modelled; drop it")
             observed_mass = reduce_array(observed.sum(0).astype(np.float64) if w is None
                                          else (observed * w[:, None]).sum(0), reduce, device)
@@ -710,7 +755,7 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
                                            reduce=reduce)
     constant = constant_features(*value_range(X), moments[0], reduce, device)
     std, Xt, moments = exact_constants(std, Xt, moments, constant, X, family, device, dtype)
-    check_overflow(std, X, family, moments, constant, reduce, device)
+    check_overflow(std, X, family, moments, constant, reduce, device, names)
     wt = None if w is None else torch.as_tensor(w, dtype=Xt.dtype, device=device)
     unfit = wt is not None and not bool((torch.isfinite(wt) & (wt > 0)).all())
     totals = reduce_array(np.array([X.shape[0] if w is None else w.sum(), X.shape[0], unfit],
@@ -1348,9 +1393,7 @@ class MixtureBase:
         # enable_grad: SVI needs autograd even when called under no_grad, and
         # its exit restores the caller's grad mode even if a KeyboardInterrupt
         # landed inside a torch.no_grad() __enter__.
-        n_threads = self.n_threads
-        if n_threads is not None:
-            n_threads = V.check_int("n_threads", n_threads, 1)
+        n_threads = check_threads(self.n_threads)
         with rollback_on_error(self), torch.enable_grad(), fit_threads(n_threads):
             return self._fit(*args)
 

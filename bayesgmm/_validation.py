@@ -412,6 +412,8 @@ def check_random_state(value: Any, name: str = "random_state") -> np.random.Rand
     2**32 - 1")."""
     from sklearn.utils import check_random_state as sk_check_random_state
     try:
+        if isinstance(value, (bool, np.bool_)):    # not a seed (numpy takes it as 0 or 1)
+            raise ValueError
         return sk_check_random_state(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be None, an integer from 0 to 2**32 - 1 or a "

@@ -26,7 +26,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
-                    feature_label, warn_constant_features, warn_far_mean_prior,
+                    feature_label, feature_list, warn_constant_features, warn_far_mean_prior,
                     warn_vi_missing)
 from ._options import is_text
 from .covariance import CovarianceType
@@ -533,7 +533,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if _keyed_by_label(cp):
             cp = _by_label("class_prior", cp, classes)
         try:
-            arr = np.asarray(cp, dtype=np.float64)
+            # True/False are not weights (as every numeric setting refuses them).
+            arr = None if any(isinstance(v, (bool, np.bool_))
+                              for v in np.asarray(cp, dtype=object).ravel()) else \
+                np.asarray(cp, dtype=np.float64)
         except (TypeError, ValueError):
             arr = None
         if arr is None or arr.shape != (classes.size,) or not np.all(np.isfinite(arr)) \
@@ -640,7 +643,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                group=group)
         else:
             data = fit_data(X, sample_weight, family, device, V.allows_missing(self), s.dtype,
-                            reduce)
+                            reduce, getattr(self, "feature_names_in_", None))
             # Labels of the rows kept (rows of weight 0 leave, with their labels).
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
@@ -663,7 +666,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             if never.size:
                 raise ValueError(
                     f"class {_label(classes[c])!r} has no observed value in feature(s) "
-                    f"{never.tolist()}: every feature needs values in every class; drop the "
+                    f"{feature_list(getattr(self, 'feature_names_in_', None), never)}: every "
+                    f"feature needs values in every class; drop the "
                     f"feature or impute it for that class")
         if not streamed:
             local = np.bincount(yi, minlength=C).astype(np.float64)

@@ -496,8 +496,12 @@ def _command(args) -> int:
     # the caller's setting restored after it (main() may run in-process).
     threads = contextlib.nullcontext()
     if args.threads is not None:
-        from ._base import fit_threads
-        threads = fit_threads(args.threads)
+        from ._base import check_threads, fit_threads
+        try:
+            threads = fit_threads(check_threads(args.threads))
+        except ValueError as exc:
+            _say_error(args, exc)
+            return 2
     with threads:
         return _dispatch(args)
 
@@ -578,7 +582,7 @@ def _fit_estimator(args, X, **kwargs):
             return _make_estimator(args).fit(X, **kwargs)
     except ValueError as exc:
         # In the file's words (its name and columns for the library's X).
-        raise CLIError(_message(exc, args, X)) from None
+        raise CLIError(_message(exc, args)) from None
     finally:
         # The fit's own warnings (NUTS's convergence, a variational fit
         # stopped short) in the command line's words, one line each; any
@@ -588,7 +592,7 @@ def _fit_estimator(args, X, **kwargs):
         # to the list it reads, without end).
         for w in caught:
             if issubclass(w.category, UserWarning) and w.filename == _FIT_CALLER:
-                print(f"bayesgmm: warning: {_message(w.message, args, X)}", file=sys.stderr)
+                print(f"bayesgmm: warning: {_message(w.message, args)}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
@@ -1826,6 +1830,7 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   (r"BayesianGMM with (--inference)", r"\1"),
                   (r"\bn_warmup\b", "--n-warmup"), (r"\bn_samples\b", "--n-samples"),
                   (r"\bn_chains\b", "--n-chains"),
+                  (r" \(or None, torch's setting\)", ""), (r"\bn_threads\b", "--threads"),
                   # A MAP fit at its budget: EM's is not an option here.
                   (r"raise em_max_iter \(EM is the faster stage\) or max_iter, or loosen tol",
                    "raise max_iter"),
@@ -1861,12 +1866,11 @@ def _is_npy(path: str) -> bool:
     return path.lower().endswith(".npy")
 
 
-def _message(exc: Exception, args=None, X=None) -> str:
+def _message(exc: Exception, args=None) -> str:
     """An error's (or a fit's warning's) one line; the estimator's in the
     CLI's words: its options for the library's parameters and, given the
     run's ``args``, the input file for the library's "X" and the file's
-    columns for its features (``X``: the data fitted, for the columns that
-    a message concerns)."""
+    columns for the features it names."""
     text = str(exc)
     if isinstance(exc, CLIError):
         return text
@@ -1881,18 +1885,10 @@ def _message(exc: Exception, args=None, X=None) -> str:
                   lambda m: f"column(s) {m[1]} of {path!r} hold one value", text)
     text = re.sub(r"; drop it$", "; leave it out of --columns" if not _is_npy(path)
                   else "; save the array without it", text)
-    if text.startswith("X has values too large"):
-        names = []
-        if hasattr(X, "columns"):     # a CSV's columns: those whose spread overflows
-            with np.errstate(all="ignore"):
-                spread = np.nanstd(X.to_numpy(dtype=np.float64, na_value=np.nan), axis=0)
-            names = [str(c) for c, s in zip(X.columns, spread) if not np.isfinite(s * s)]
-        where = f" in column(s) {names}" if names else ""
-        text = re.sub(r"^X has values too large to fit in float64 arithmetic",
-                      lambda m: f"{m[0]}{where}", text)
-        text = re.sub(r"rescale X(, e\.g\. divide it)?",
-                      lambda m: "rescale " + ("them" if names else "the values")
-                      + (", e.g. divide them" if m[1] else ""), text)
+    # The library names the features (the file's columns) a message is about.
+    if text.startswith("X has"):
+        text = re.sub(r"\bfeature(\(s\))? (?=['\[\d])", r"column\1 ", text)
+    text = re.sub(r"rescale X(, e\.g\. (?:divide|multiply) )it", r"rescale the values\1them", text)
     return re.sub(r"^X has", lambda m: f"{path!r} has", text)
 
 

@@ -610,7 +610,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                V.allows_missing(self), s.dtype, picks, reduce, group=group)
         else:
             data = fit_data(X, sample_weight, family, s.device, V.allows_missing(self), s.dtype,
-                            reduce)
+                            reduce, getattr(self, "feature_names_in_", None))
         std, Xt = data.std, data.Xt
         d = std.center.shape[0]
         s, K, backend, max_components = self._check_params(data.n_total, d)

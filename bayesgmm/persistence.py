@@ -69,6 +69,7 @@ import secrets
 import stat
 import struct
 import tempfile
+import warnings
 import zipfile
 import zlib
 from dataclasses import fields
@@ -867,6 +868,20 @@ def _classifier_layout(a: dict, D: int):
     if (not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 2
             or classes.dtype.kind not in "biufUO"):
         raise _Corrupt("classes_ is not a 1-D array of at least 2 labels")
+    # A fit's classes are np.unique's: distinct, sorted, no NaN (the order
+    # is what predict's column indices mean: a reordered file would
+    # swap every label silently).
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ordered = np.unique(classes)
+            nan = classes.dtype.kind == "f" and bool(np.isnan(classes).any())
+        sorted_ok = ordered.shape == classes.shape and bool(np.all(ordered == classes))
+    except (TypeError, ValueError):
+        sorted_ok, nan = False, False
+    if nan or not sorted_ok:
+        raise _Corrupt("classes_ is not a sorted array of distinct labels (as a fit leaves "
+                       "it)")
     C = classes.size
     if not isinstance(k, np.ndarray) or k.dtype.kind not in "iu" or k.shape != (C,):
         raise _Corrupt("n_components_ is not one integer per class")

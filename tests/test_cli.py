@@ -686,6 +686,19 @@ def test_threads_option_is_the_estimators_n_threads(tmp_path, capsys):
     assert BayesianGMM.load(tmp_path / "m.bgmm").get_params()["n_threads"] == 1
 
 
+def test_far_too_many_threads_is_one_error_line_before_any_work(tmp_path, capsys):
+    """--threads 100000 crashed the process inside OpenMP (a segmentation
+    fault): refused in the option's words, exit 2, no output folder."""
+    import torch
+    before = torch.get_num_threads()
+    cap = max(256, 4 * (os.cpu_count() or 1))
+    assert main(["demo", "--threads", "100000", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bayesgmm: error: --threads must be in [1, {cap}], got 100000: "), err
+    assert "n_threads" not in err and "None" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists() and torch.get_num_threads() == before
+
+
 def test_threads_option_holds_for_the_whole_run(tmp_path, monkeypatch):
     """--threads N sets torch's threads for the whole run, predict's too
     (its assignments are computed outside any fit), and restores the

@@ -307,8 +307,9 @@ def test_weights_or_values_refused_on_one_rank_stop_every_rank_with_one_message(
             assert r[key].startswith("sample_weight spans 1 to 1e+300 (over every rank's shard), "
                                      "beyond what the fit's float32 arithmetic holds"), r[key]
     for r in (r0, r1):
-        assert r["overflow"] == ("X has values too large to fit in float64 arithmetic (largest "
-                                 "magnitude 1e+200): rescale X, e.g. divide it by 1e+200")
+        assert r["overflow"] == ("X has values too large to fit in float64 arithmetic in "
+                                 "feature(s) [0] (largest magnitude 1e+200): rescale them, e.g. "
+                                 "divide them by 1e+200")
 
 
 def test_uneven_memmap_shards_within_the_seed_sample_seed_from_their_union(two_ranks):

@@ -1220,6 +1220,34 @@ def test_classifier_priors_and_version_1_scales_are_checked(tmp_path):
         bayesgmm.load(tmp_path / "v1.bgmm")
 
 
+def test_classifier_classes_must_be_as_a_fit_leaves_them(tmp_path):
+    """classes_ reordered, repeated or with NaN was loaded and then
+    predicted wrong labels silently (reversed: every label swapped); a fit
+    leaves np.unique's classes, sorted and distinct, and the file must too."""
+    X, codes = _clf_data()
+    for y in (codes.astype(np.float64) * 2, np.array(["a", "b", "c"])[codes]):
+        clf = GMMClassifier(1, n_init=1, em_max_iter=10, max_iter=0, device="cpu",
+                            random_state=0).fit(X, y)
+        clf.save(tmp_path / "clf.bgmm")
+        ok = bayesgmm.load(tmp_path / "clf.bgmm")
+        np.testing.assert_array_equal(ok.predict(X), clf.predict(X))
+        edits = {"reversed": lambda c: c[::-1], "repeated": lambda c: np.r_[c[:1], c[:-1]]}
+        if y.dtype.kind == "f":
+            edits["nan"] = lambda c: np.r_[c[:-1], np.nan]
+
+        for name, change in edits.items():
+            def edit(meta, arrays):
+                ref = meta["state"]["classes_"]
+                if "__array__" in ref:
+                    arrays[ref["__array__"]] = change(arrays[ref["__array__"]])
+                else:                                   # strings: in the JSON
+                    ref["values"] = [str(v) for v in change(np.array(ref["values"]))]
+            _edit(tmp_path / "clf.bgmm", tmp_path / f"{name}.bgmm", edit)
+            with pytest.raises(ValueError, match=r"classes_ is not a sorted array of distinct "
+                                                 r"labels .*damaged"):
+                bayesgmm.load(tmp_path / f"{name}.bgmm")
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_models_with_disparate_feature_scales_load(covariance_type, tmp_path):
     """Correlated features with spreads 1e-150 and 1e150 (a fit accepts

@@ -748,7 +748,7 @@ def test_bad_settings_and_combinations(tmp_path):
         with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\), got .*"
                                              r"e\.g\. 0\.9"):
             gmm.credible_interval("means", level)
-    for bad in (-1, 2 ** 32, "abc", 1.5):
+    for bad in (-1, 2 ** 32, "abc", 1.5, True, np.False_):
         with pytest.raises(ValueError, match=r"random_state must be None, an integer from 0 to "
                                              r"2\*\*32 - 1 or a numpy.random.RandomState"):
             gmm.posterior_samples(2, random_state=bad)

@@ -5,6 +5,7 @@ state never corrupted, and the closed-form assignments checked against
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 
@@ -354,7 +355,7 @@ def test_default_fits_leave_torchs_global_rng_alone():
 def test_classifier_explains_huge_data_and_learning_rates():
     """The issue's classifier cases that dumped Pyro's constraint errors."""
     X, y = _blobs()
-    with pytest.raises(ValueError, match="too large to fit in float64.*rescale X"):
+    with pytest.raises(ValueError, match=r"too large to fit in float64 arithmetic in feature\(s\) \[0, 1\].*rescale them"):
         GMMClassifier(2, **CPU).fit(X * 1e160, y)
     with pytest.warns(RuntimeWarning, match="SVI diverged.*keeping the EM solution"):
         clf = GMMClassifier(2, learning_rate=1e6, em_max_iter=3, max_iter=50, random_state=0,
@@ -425,6 +426,15 @@ def test_n_threads_sets_the_fits_threads_and_restores_them(monkeypatch):
         assert seen == [2, 1] and torch.get_num_threads() == 2
         with pytest.raises(ValueError, match="n_threads must be >= 1"):
             BayesianGMM(2, n_threads=0, **CPU).fit(X)
+        # Far more threads than cores crashed the process inside OpenMP
+        # (100,000: a segmentation fault) or overflowed torch's int (2**31).
+        cap = max(256, 4 * (os.cpu_count() or 1))
+        for est in (BayesianGMM(2, **CPU), GMMClassifier(2, **CPU)):
+            for n in (cap + 1, 100_000, 2 ** 31):
+                with pytest.raises(ValueError, match=rf"^n_threads must be in \[1, {cap}\], "
+                                                     rf"got {n}: this machine has"):
+                    est.set_params(n_threads=n).fit(X, y)
+            est.set_params(n_threads=cap).fit(X, y)      # the cap itself is taken
         with pytest.raises(ValueError):
             BayesianGMM(2, n_init=1, n_threads=1, **CPU).fit(np.c_[X[:, 0], X[:, 1] * np.nan])
         assert torch.get_num_threads() == 2

@@ -623,3 +623,44 @@ def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_p
     # Pyro (a RuntimeError) becomes a MemoryError naming the size.
     with pytest.raises(MemoryError, match=r"sample\(n_samples=1000000000000\) needs about .* GiB"):
         fitted.sample(10 ** 12)
+
+
+def test_range_and_missing_refusals_name_the_features_by_column(tmp_path):
+    """The refusals of values beyond float64's range and of an always-missing
+    feature name the features concerned: by column name for a DataFrame, by
+    index for an array, on both estimators; the remedy for an overflow is
+    for those features (the others are fine as they are)."""
+    from bayesgmm import GMMClassifier
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = np.arange(60) % 2
+    big = X.copy()
+    big[:, 1] *= 1e200
+    tiny = X.copy()
+    tiny[:, 2] *= 1e-300
+    gone = X.copy()
+    gone[:, 0] = np.nan
+    kw = dict(n_init=1, random_state=0, device="cpu")
+    for wrap, name in ((lambda A: A, lambda j: str(j)),
+                       (lambda A: pd.DataFrame(A, columns=["a", "b", "c"]),
+                        lambda j: repr("abc"[j]))):
+        for fit in (lambda A: BayesianGMM(2, **kw).fit(A),
+                    lambda A: BayesianGMM(2, covariance_type="spherical", **kw).fit(A),
+                    lambda A: GMMClassifier(2, **kw).fit(A, y)):
+            with pytest.raises(ValueError) as exc:
+                fit(wrap(big))
+            assert str(exc.value) == (
+                f"X has values too large to fit in float64 arithmetic in feature(s) "
+                f"[{name(1)}] (largest magnitude {np.abs(big).max():.3g}): rescale them, "
+                f"e.g. divide them by 1e+200")
+            with pytest.raises(ValueError, match=r"spread too small for float64 variances "
+                                                 rf"\(feature {name(2)}: values within"):
+                fit(wrap(tiny))
+        with pytest.raises(ValueError, match=rf"^X has no observed value in feature\(s\) "
+                                             rf"\[{name(0)}\]: "):
+            BayesianGMM(2, missing="marginalize", **kw).fit(wrap(gone))
+        half = X.copy()
+        half[y == 1, 2] = np.nan
+        with pytest.raises(ValueError, match=rf"^class 1 has no observed value in feature\(s\) "
+                                             rf"\[{name(2)}\]: "):
+            GMMClassifier(2, missing="marginalize", **kw).fit(wrap(half), y)

@@ -485,8 +485,9 @@ def test_memmap_of_one_feature_and_overflowing_memmaps(tmp_path):
     np.testing.assert_array_equal(a.means_, b.means_)
     big = _memmap(tmp_path, "big", X * 1e200)
     for est, y in ((BayesianGMM(2, **CPU), None), (GMMClassifier(1, **CPU), np.arange(len(X)) % 2)):
-        with pytest.raises(ValueError, match=r"too large.*largest magnitude .*e\+(199|200).*divide "
-                                             r"it by 1e\+(199|200)"):
+        with pytest.raises(ValueError, match=r"too large.*in feature\(s\) \[0\] \(largest "
+                                             r"magnitude .*e\+(199|200).*divide them by "
+                                             r"1e\+(199|200)"):
             est.fit(big) if y is None else est.fit(big, y)
 
 
