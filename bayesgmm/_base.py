@@ -1197,7 +1197,9 @@ class MixtureBase:
     """Mixin for the estimators: settings, fit wrapper, covariance
     attributes, persistence.  Subclasses implement ``_fit``."""
 
-    def _settings(self) -> FitSettings:
+    def _settings(self, available: bool = True) -> FitSettings:
+        """The fit's settings, checked (``available``: whether the device
+        must exist on this machine, as a fit needs; else its form only)."""
         s = FitSettings(
             covariance_type=V.check_option("covariance_type", self.covariance_type,
                                            COVARIANCE_TYPES),
@@ -1206,7 +1208,7 @@ class MixtureBase:
             em_max_iter=V.check_int("em_max_iter", self.em_max_iter, 0),
             tol=V.check_float("tol", self.tol, minimum=0.0, strict=False),
             learning_rate=V.check_float("learning_rate", self.learning_rate),
-            device=V.resolve_device(self.device),
+            device=V.resolve_device(self.device, available),
             progress=self.progress,
             dtype=self._dtype(),
         )
@@ -1381,6 +1383,19 @@ class MixtureBase:
         level = float(level)
         q = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2], axis=self._DRAW_AXIS)
         return q[0], q[1]
+
+    def _check_hyperparameters(self) -> None:
+        """Every hyperparameter checked as ``fit`` checks it, without data
+        (K against the rows, init's means against the features are left to
+        the fit; the device's form only): what ``save`` writes and a
+        continuing ``partial_fit`` runs on must be settings a fit accepts."""
+        from .priors import check_priors_type
+
+        V.check_random_state(self.random_state)
+        check_threads(self.n_threads)
+        V.allows_missing(self)
+        check_priors_type(self.priors)
+        self._check_model_hyperparameters()
 
     def _warm_asked(self) -> bool:
         """Whether ``warm_start`` asks this fit to continue a fitted model."""

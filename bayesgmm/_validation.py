@@ -438,9 +438,11 @@ def check_option(name: str, value: Any, options: tuple) -> str:
     return value
 
 
-def resolve_device(device: Any):
+def resolve_device(device: Any, available: bool = True):
     """'auto' -> cuda when available else cpu; 'cpu'/'cuda'/'cuda:N' or a
-    torch.device are taken as given, after checking CUDA exists."""
+    torch.device are taken as given, after checking CUDA exists (unless
+    ``available`` is False: the setting's form only, for a model kept or
+    saved on a machine other than the one it fits on)."""
     import torch
 
     if isinstance(device, torch.device):
@@ -452,7 +454,7 @@ def resolve_device(device: Any):
             dev = torch.device(device)
         except (RuntimeError, TypeError):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda" and available and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available on this machine: "
                          f"use device='cpu' or 'auto'")
     if dev.type == "mps":

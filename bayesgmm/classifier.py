@@ -27,7 +27,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, feature_list, warn_constant_features, warn_far_mean_prior,
-                    warn_vi_missing)
+                    warn_vi_missing, check_threads, fit_threads)
 from ._options import is_text
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, cover_classes, discriminative_fit, em_fit,
@@ -336,8 +336,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------ checks
-    def _check_params(self):
-        s = self._settings()
+    def _check_params(self, available: bool = True):
+        s = self._settings(available)
         max_components = check_max_components(self.n_components, self.max_components,
                                               s.em_max_iter)
         steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
@@ -367,6 +367,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"BayesianGMM(inference={inference!r}), which takes it")
         self._warm_asked()          # warm_start checked before any work
         return s, max_components, steps
+
+    def _check_model_hyperparameters(self) -> None:
+        self._check_params(available=False)
+        classes = getattr(self, "classes_", None)
+        if classes is not None:       # the per-class settings, against the fitted classes
+            self._resolve_components(classes, np.full(classes.size, np.inf))
+            self._class_prior(np.ones(classes.size), classes)
 
     def _n_draws(self, inference: str) -> int:
         """``n_samples`` checked, "auto" resolved for ``inference``."""
@@ -939,7 +946,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 self._stream = None
                 return self._partial_step(X, y, sample_weight, self.priors_, first=True)
             self._check_classes(classes)
-            return self._partial_step(X, y, sample_weight, self._partial_priors())
+            priors = self._partial_priors()
+            self._check_hyperparameters()     # every setting, as fit checks them
+            with fit_threads(check_threads(self.n_threads)):
+                return self._partial_step(X, y, sample_weight, priors)
 
     def _check_first_classes(self, classes, X, y, sample_weight) -> None:
         """The first call's ``classes`` against the chunk's labels of

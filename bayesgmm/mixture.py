@@ -476,13 +476,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             raise ValueError(f"{exc}: give the number of components K, or 'auto' to choose "
                              f"K by BIC") from None
 
-    def _check_params(self, n_samples: int, n_features: int):
-        """Settings, K (None for "auto"), backend and max_components, checked."""
-        s = self._settings()
+    def _check_params(self, n_samples: Optional[int], n_features: Optional[int],
+                      available: bool = True):
+        """Settings, K (None for "auto"), backend and max_components, checked
+        (against the data's ``n_samples`` and ``n_features`` where given;
+        ``available``: see ``_settings``)."""
+        s = self._settings(available)
         K = self._components()
         max_components = check_max_components(self.n_components, self.max_components,
                                               s.em_max_iter)
-        if K is not None and K > n_samples:
+        if K is not None and n_samples is not None and K > n_samples:
             raise ValueError(f"n_components={K} but only {n_samples} sample(s): "
                              f"use n_components <= {n_samples} or provide more data")
         if K is None:
@@ -508,11 +511,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                 means = np.asarray(self.init, dtype=np.float64)
             except (TypeError, ValueError):
                 means = None
-            if means is None or means.shape != (K, n_features) or not np.all(np.isfinite(means)):
+            D = (means.shape[-1] if n_features is None and means is not None and means.ndim
+                 else n_features)
+            if means is None or means.shape != (K, D) or not np.all(np.isfinite(means)):
                 got = f"{self.init!r}" if means is None else f"an array of shape {means.shape}"
                 raise ValueError(
                     f"init must be one of {list(INIT_OPTIONS)} or finite means of shape "
-                    f"(n_components, n_features) = ({K}, {n_features}), got {got}")
+                    f"(n_components, n_features) = ({K}, {'n_features' if D is None else D}), "
+                    f"got {got}")
         return s, K, backend, max_components
 
     def fit(self, X, y=None, sample_weight=None, *, process_group=None) -> "BayesianGMM":
@@ -724,6 +730,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             return self.priors
         return replace(self.priors if isinstance(self.priors, Priors) else Priors(),
                        weight_concentration=None)
+
+    def _check_model_hyperparameters(self) -> None:
+        s, *_ = self._check_params(None, getattr(self, "n_features_in_", None), available=False)
+        if self.batch_size is not None:
+            V.check_int("batch_size", self.batch_size, 1)
+        self._posterior_settings(s, False, None)
 
     def _posterior_settings(self, s, streamed: bool, group) -> Optional[PosteriorSettings]:
         """``inference`` and its settings checked against the fit's data
@@ -1378,10 +1390,13 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self._stream = None
             with torch.enable_grad():     # the wrapper's context, for the first chunk's stats
                 return self._partial_step(X, sample_weight, first=True)
-        from ._base import rollback_on_error
+        from ._base import check_threads, fit_threads, rollback_on_error
         with rollback_on_error(self):
-            self.priors_ = self._partial_priors()
-            return self._partial_step(X, sample_weight)
+            priors = self._partial_priors()
+            self._check_hyperparameters()     # every setting, as fit checks them
+            self.priors_ = priors
+            with fit_threads(check_threads(self.n_threads)):
+                return self._partial_step(X, sample_weight)
 
     def _partial_priors(self) -> Priors:
         """The priors a continuing ``partial_fit`` maximises against, after

@@ -1168,9 +1168,10 @@ def save(estimator, path) -> None:
     sklearn.exceptions.NotFittedError
         The estimator is not fitted (nothing is written).
     ValueError
-        The estimator holds a value the format cannot store, ``path`` is
-        empty, or it exists and is not a regular file (a folder, a device,
-        a pipe).
+        The estimator holds a value the format cannot store or a
+        hyperparameter ``fit`` would refuse (e.g. ``set_params(tol=-1)``
+        after the fit), ``path`` is empty, or it exists and is not a
+        regular file (a folder, a device, a pipe).
     FileNotFoundError, PermissionError, OSError
         The target's folder does not exist or cannot be written, or the
         write failed (e.g. the disk is full); the message names ``path``.
@@ -1197,6 +1198,13 @@ def save(estimator, path) -> None:
         raise NotFittedError(
             f"this {kind} is not fitted yet, so there is nothing to save: call fit before save "
             f"(its hyperparameters alone are get_params())")
+    try:
+        # A file holds settings a fit accepts (set_params after the fit
+        # changes them unchecked, as scikit-learn's do, until the next fit).
+        estimator._check_hyperparameters()
+    except ValueError as exc:
+        raise ValueError(f"cannot save to {name!r}: {exc}; nothing was written: set it right "
+                         f"(set_params), then save again") from None
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
             "bayesgmm_version": __version__, **body}
     meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=True, indent=1).encode("utf-8")

@@ -292,6 +292,18 @@ def pair_coverage(observed: Optional[np.ndarray], mass: float) -> float:
     return float((p.sum() ** 2 - (p ** 2).sum() + p.sum()) / D ** 2) if D else 1.0
 
 
+def check_priors_type(priors) -> "Priors":
+    """``priors`` (None: ``Priors()``, every field from the data), refusing
+    anything but a :class:`Priors`."""
+    if priors is None:
+        return Priors()
+    if not isinstance(priors, Priors):
+        raise ValueError(
+            f"priors must be a bayesgmm.Priors instance or None, got {type(priors).__name__}: "
+            f"build one with bayesgmm.Priors(...)")
+    return priors
+
+
 def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: int,
                    moments: tuple[np.ndarray, np.ndarray],
                    spread: Optional[np.ndarray] = None, coverage: float = 1.0) -> Priors:
@@ -310,11 +322,7 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     (K,), ``mean_loc``/``mean_scale`` (D,), and the family's own fields
     (the others None).  Raises ``ValueError`` naming any value of the wrong
     shape or out of range."""
-    priors = priors if priors is not None else Priors()
-    if not isinstance(priors, Priors):
-        raise ValueError(
-            f"priors must be a bayesgmm.Priors instance or None, got {type(priors).__name__}: "
-            f"build one with bayesgmm.Priors(...)")
+    priors = check_priors_type(priors)
     mean, sd = moments
     D = mean.shape[0]
     std = spread_of(np.asarray(sd, dtype=np.float64), np.asarray(mean, dtype=np.float64))

@@ -425,6 +425,16 @@ def test_stats_fields_are_the_saved_stream_layout():
     ("n_components", 4, "fitted mixture of n_components=3, but n_components is now 4"),
     ("covariance_type", "diag", "fitted covariance_type='full', but covariance_type is now 'diag'"),
     ("weight_prior", "dirichlet_process", "weight_prior='dirichlet_process' has no MAP"),
+    # Settings a continuing call does not read, checked as fit checks them
+    # (they were accepted, and refused only at the next fit).
+    ("n_threads", 0, r"n_threads must be >= 1, got 0"),
+    ("tol", -1.0, r"tol must be"),
+    ("n_init", 0, r"n_init must be >= 1, got 0"),
+    ("learning_rate", float("nan"), r"learning_rate must be"),
+    ("init", "bogus", r"init must be one of"),
+    ("backend", "bogus", r"backend must be one of"),
+    ("device", "bogus", r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
+    ("random_state", True, r"random_state must be None, an integer"),
 ])
 def test_partial_fit_refuses_settings_changed_since_the_fit(name, value, match):
     # Before, these were silently ignored: the update kept the fitted K,
@@ -745,6 +755,10 @@ def test_classifier_partial_fit_weights_repeat_rows_and_resume_after_load(tmp_pa
     (dict(n_components=3), dict(), r"fitted n_components_=\[2, 2, 2\], but n_components is now 3"),
     (dict(inference="vi"), dict(), "partial_fit updates the MAP point"),
     (dict(discriminative_steps=10), dict(), "would undo the discriminative fine-tuning"),
+    (dict(n_threads=0), dict(), r"n_threads must be >= 1, got 0"),
+    (dict(tol=-1.0), dict(), r"tol must be"),
+    (dict(device="bogus"), dict(), r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (dict(class_prior=[1.0, 2.0]), dict(), r"class_prior must be 'empirical', 'uniform', 3 "),
 ])
 def test_classifier_partial_fit_refuses_and_keeps_the_model(setup, call, match):
     X, y = _labelled_stream(3000)
