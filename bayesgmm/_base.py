@@ -121,6 +121,37 @@ def check_threads(n_threads) -> Optional[int]:
     return int(n_threads)
 
 
+def physical_memory() -> Optional[int]:
+    """This machine's memory in bytes, where the OS says (None elsewhere)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_result_size(setting: str, nbytes: float, remedy: str) -> None:
+    """Refuse before any work a result that alone would exceed this machine's
+    memory (``nbytes``: its size; ``setting``: what asked for it, as the
+    user wrote it, e.g. "n_samples=1000000000"), with a ``ValueError``
+    naming it: numpy's ``MemoryError`` or torch's allocator error came from
+    deep inside, some only after a whole fit."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{setting} asks for about {nbytes / 2 ** 30:.3g} GiB, more than this "
+                         f"machine's {total / 2 ** 30:.3g} GiB of memory: {remedy}")
+
+
+def check_draws_size(n_samples, n_draws: int, family: Covariance, K: int, D: int,
+                     classes: int = 1) -> None:
+    """The stored posterior draws (float64 weights, means and covariances of
+    ``classes`` mixtures of K components in D features, ``n_draws`` of
+    each) within this machine's memory, checked before the fit."""
+    per = K + K * D + int(np.prod(family.covariance_shape(K, D)))
+    check_result_size(f"n_samples={n_samples!r}", 8.0 * classes * n_draws * per,
+                      "keep fewer posterior draws (n_samples='auto' keeps 200 for "
+                      "inference='vi' and 1000 for 'nuts')")
+
+
 @contextlib.contextmanager
 def fit_threads(n_threads: Optional[int]):
     """torch's CPU threads for one fit: ``n_threads`` when given (the
@@ -629,6 +660,8 @@ def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, fami
     in 1-D) a placeholder."""
     from .fitting import sample_model
 
+    check_result_size(f"n_samples={n_samples}", 8.0 * n_samples * (means.shape[1] + 1),
+                      "draw fewer, or in batches (each call with its own random_state)")
     center = np.zeros(means.shape[1])
     std = Standardizer(center=center, scale=np.ones_like(center))
     params = std.params_to_std(weights, means, cov, family, device, dtype=torch.float64)

@@ -27,7 +27,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, feature_list, warn_constant_features, warn_far_mean_prior,
-                    warn_vi_missing, check_threads, fit_threads)
+                    warn_vi_missing, check_threads, fit_threads,
+                    check_draws_size)
 from ._options import is_text
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, cover_classes, discriminative_fit, em_fit,
@@ -713,6 +714,11 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # The k-component prior is the first k entries of the (scalar)
         # concentration.
         resolve_priors(self.priors, family, k_max, moments)
+        if self.inference != "map":
+            n_draws = self._n_draws(self.inference)
+            if self.inference == "nuts":     # every chain keeps its share, rounded up
+                n_draws = self.n_chains * -(-n_draws // self.n_chains)
+            check_draws_size(self.n_samples, n_draws, family, k_max, D, C)
 
         def prior_for(k: int) -> Priors:
             return replace(base, weight_concentration=base.weight_concentration[:k])

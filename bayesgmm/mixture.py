@@ -22,6 +22,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
+                    check_draws_size, check_result_size,
                     warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
@@ -620,6 +621,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         std, Xt = data.std, data.Xt
         d = std.center.shape[0]
         s, K, backend, max_components = self._check_params(data.n_total, d)
+        if posterior is not None:
+            n_draws = posterior.n_samples
+            if posterior.method == "nuts":     # every chain keeps its share, rounded up
+                n_draws = posterior.n_chains * -(-n_draws // posterior.n_chains)
+            check_draws_size(self.n_samples, n_draws, family,
+                             K if K is not None else max_components, d)
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
         warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),
@@ -1176,6 +1183,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         allow_missing = V.allows_missing(self)
         n = X.shape[0]
         K, D = self.means_.shape
+        if kind == "draws":
+            check_result_size(f"n_samples={n_draws}", 8.0 * n_draws * n,
+                              f"draw fewer assignments per row ({n_draws} x {n} rows asked), or "
+                              f"in batches (each call with its own random_state)")
         J = params.weights.shape[-1]      # components scored: K, or S K for the predictive
         shape = {"joint": (n, K), "log_resp": (n, K), "density": (n,), "label": (n,),
                  "draws": (n_draws, n)}[kind]

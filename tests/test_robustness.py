@@ -593,7 +593,7 @@ def test_classifier_with_padded_components_at_extreme_scales(covariance_type, sc
     np.testing.assert_array_equal(clf.predict(X * scale), ref.predict(X))
 
 
-def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_path):
+def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_path, monkeypatch):
     # A masked entry was silently used as its underlying value; now it is
     # missing: refused with missing="error", marginalised as a NaN is.
     rng = np.random.default_rng(0)
@@ -619,10 +619,42 @@ def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_p
             bayesgmm.load(bad)
         with pytest.raises(ValueError, match="path must be a file path"):
             fitted.save(bad)
-    # A draw beyond any machine's memory: torch's allocator error from inside
+    # A draw beyond this machine's memory is refused before any work; where
+    # the OS does not say its memory, torch's allocator error from inside
     # Pyro (a RuntimeError) becomes a MemoryError naming the size.
-    with pytest.raises(MemoryError, match=r"sample\(n_samples=1000000000000\) needs about .* GiB"):
+    with pytest.raises(ValueError, match=r"^n_samples=1000000000000 asks for about .* GiB, more "
+                                         r"than this machine's .* GiB of memory: draw fewer"):
         fitted.sample(10 ** 12)
+    with monkeypatch.context() as m:
+        m.setattr(bayesgmm._base, "physical_memory", lambda: None)
+        with pytest.raises(MemoryError, match=r"sample\(n_samples=1000000000000\) needs about "
+                                              r".* GiB"):
+            fitted.sample(10 ** 12)
+
+
+def test_results_beyond_the_machines_memory_are_refused_before_any_work():
+    """Draws a machine cannot hold were numpy's MemoryError (873 TiB of
+    assignments) or torch's allocator error after a whole MAP fit (10**9
+    variational draws): refused up front, naming the setting; a fitted
+    model is left as it was."""
+    from bayesgmm import GMMClassifier
+    X = _two_blobs(60)
+    y = np.repeat([0, 1], 30)
+    kw = dict(n_init=1, device="cpu", random_state=0)
+    gmm = BayesianGMM(2, **kw).fit(X)
+    means = gmm.means_.copy()
+    with pytest.raises(ValueError, match=r"^n_samples=10000000000000 asks for about 4.47e\+06 "
+                                         r"GiB, .*draw fewer assignments per row"):
+        gmm.sample_assignments(X, 10 ** 13)
+    for inference in ("vi", "nuts"):
+        for est in (gmm, GMMClassifier(2, **kw)):
+            est.set_params(inference=inference, n_samples=10 ** 13)
+            with pytest.raises(ValueError, match=r"^n_samples=10000000000000 asks for about .* "
+                                                 r"GiB, more than this machine's .*keep fewer "
+                                                 r"posterior draws"):
+                est.fit(X, y)
+    np.testing.assert_array_equal(gmm.means_, means)
+    assert not hasattr(gmm, "_posterior")
 
 
 def test_range_and_missing_refusals_name_the_features_by_column(tmp_path):
