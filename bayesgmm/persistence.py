@@ -742,6 +742,48 @@ def _check_diagnostics(a: dict, k: np.ndarray, C: Optional[int] = None) -> None:
     if elbo is not None and not (isinstance(elbo, (float, np.ndarray)) and bool(
             np.all(np.isfinite(np.asarray(elbo, dtype=np.float64))))):
         raise _Corrupt(f"elbo_ {elbo!r:.60} is not a finite number")
+    _check_records(a, C)
+
+
+def _float_record(value: Any, ndim: int) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.ndim == ndim
+
+
+def _check_records(a: dict, C: Optional[int] = None) -> None:
+    """The fit's records, where the file has them, of the types a fit leaves
+    (they were loaded as they came, and ``n_partial_fits_="x"`` then failed
+    in ``partial_fit`` with a bare TypeError): ``loss_`` a number (NaN after
+    ``partial_fit``), ``losses_``/``discriminative_losses_`` float vectors,
+    ``class_losses_`` one number per class, ``bic_`` one per K tried (per
+    class for the classifier), ``restart_losses_`` a list of float vectors
+    with ``best_restart_`` one of their indices, ``n_partial_fits_`` a count
+    >= 1."""
+    def refuse(name: str, what: str):
+        raise _Corrupt(f"{name} {a[name]!r:.60} is not {what}")
+
+    if "loss_" in a and not isinstance(a["loss_"], float):
+        refuse("loss_", "a number")
+    for name in ("losses_", "discriminative_losses_"):
+        if name in a and not _float_record(a[name], 1):
+            refuse(name, "a float vector")
+    if "class_losses_" in a and not (_float_record(a["class_losses_"], 1)
+                                     and a["class_losses_"].shape == (C,)):
+        refuse("class_losses_", f"a float vector of one loss per class ({C})")
+    if "bic_" in a and not (_float_record(a["bic_"], 1 if C is None else 2)
+                            and (C is None or a["bic_"].shape[0] == C)):
+        refuse("bic_", "a float vector of one BIC per K tried"
+               + ("" if C is None else f", per class ({C}, M)"))
+    runs = a.get("restart_losses_")
+    if runs is not None and not (isinstance(runs, list) and all(_float_record(r, 1)
+                                                                for r in runs)):
+        refuse("restart_losses_", "a list of float vectors")
+    if "best_restart_" in a:
+        best = a["best_restart_"]
+        if not (_is_int(best) and 0 <= best < (len(runs) if runs is not None else 1)):
+            refuse("best_restart_", f"a restart's index (of {len(runs or [0])})")
+    if "n_partial_fits_" in a and not (_is_int(a["n_partial_fits_"])
+                                       and a["n_partial_fits_"] >= 1):
+        refuse("n_partial_fits_", "a count >= 1")
 
 
 def _check_stream(a: dict, family, K: int, D: int, C: Optional[int] = None) -> None:

@@ -1241,6 +1241,46 @@ def test_classifier_priors_and_version_1_scales_are_checked(tmp_path):
         bayesgmm.load(tmp_path / "v1.bgmm")
 
 
+@pytest.mark.parametrize("name, value, match", [
+    ("loss_", "x", r"loss_ 'x' is not a number"),
+    ("losses_", [1.0, 2.0], r"losses_ \[1.0, 2.0\] is not a float vector"),
+    ("restart_losses_", "x", r"restart_losses_ 'x' is not a list of float vectors"),
+    ("best_restart_", 7, r"best_restart_ 7 is not a restart's index \(of 2\)"),
+    ("best_restart_", -1, r"best_restart_ -1 is not a restart's index"),
+    ("n_partial_fits_", "x", r"n_partial_fits_ 'x' is not a count >= 1"),
+    ("n_partial_fits_", -3, r"n_partial_fits_ -3 is not a count >= 1"),
+    ("bic_", "x", r"bic_ 'x' is not a float vector of one BIC per K tried"),
+])
+def test_fit_records_of_other_types_are_refused_at_load(tmp_path, name, value, match):
+    """The fit's records were loaded as they came (n_partial_fits_="x" then
+    failed in partial_fit with a bare TypeError)."""
+    X = np.random.default_rng(0).normal(size=(60, 2)) + np.repeat([[0, 0], [5, 5]], 30, 0)
+    gmm = BayesianGMM(2, n_init=2, em_max_iter=10, max_iter=0, device="cpu",
+                      random_state=0).fit(X)
+    gmm.partial_fit(X[:10])
+    gmm.save(tmp_path / "m.bgmm")
+    bayesgmm.load(tmp_path / "m.bgmm").partial_fit(X[10:20])       # the file as saved
+    _edit(tmp_path / "m.bgmm", tmp_path / "bad.bgmm",
+          lambda meta, arrays: meta["state"].__setitem__(name, value))
+    with pytest.raises(ValueError, match=f"cannot load .*{match}.*damaged"):
+        bayesgmm.load(tmp_path / "bad.bgmm")
+
+
+def test_classifier_records_of_other_shapes_are_refused_at_load(tmp_path):
+    X, codes = _clf_data()
+    clf = GMMClassifier("auto", max_components=2, n_init=1, em_max_iter=10, max_iter=0,
+                        device="cpu", random_state=0).fit(X, codes)
+    clf.save(tmp_path / "c.bgmm")
+    for name, match in (("class_losses_", r"a float vector of one loss per class \(3\)"),
+                        ("bic_", r"a float vector of one BIC per K tried, per class \(3, M\)")):
+        def edit(meta, arrays):
+            key = meta["state"][name]["__array__"]
+            arrays[key] = arrays[key][:1]
+        _edit(tmp_path / "c.bgmm", tmp_path / "bad.bgmm", edit)
+        with pytest.raises(ValueError, match=f"{name} .* is not {match}"):
+            bayesgmm.load(tmp_path / "bad.bgmm")
+
+
 def test_classifier_classes_must_be_as_a_fit_leaves_them(tmp_path):
     """classes_ reordered, repeated or with NaN was loaded and then
     predicted wrong labels silently (reversed: every label swapped); a fit
