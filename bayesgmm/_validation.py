@@ -243,8 +243,12 @@ def allows_missing(estimator) -> bool:
 
 def _shape_error(message: str, estimator) -> ValueError:
     """scikit-learn's words for a shape error of X first (its checks match
-    them), then the remedy."""
-    return ValueError(f"{message.rstrip('.')}: {_shape_remedy(message, estimator)}")
+    them), then the remedy (on a line of its own after scikit-learn's
+    lists of feature names)."""
+    remedy = _shape_remedy(message, estimator)
+    if "\n" in message.strip():
+        return ValueError(f"{message.rstrip()}\n{remedy[0].upper()}{remedy[1:]}")
+    return ValueError(f"{message.rstrip('.')}: {remedy}")
 
 
 def _shape_remedy(message: str, estimator) -> Optional[str]:
@@ -255,6 +259,10 @@ def _shape_remedy(message: str, estimator) -> Optional[str]:
                 "none)")
     if "0 feature(s)" in message:
         return "X needs at least one column (feature)"
+    if "feature names should match those that were passed during fit" in message:
+        names = list(map(str, getattr(estimator, "feature_names_in_", [])))
+        return (f"pass the columns the model was fitted on, in that order: X[{names!r}] (a "
+                f"DataFrame's columns are matched by name)")
     if "features, but" in message and "is expecting" in message:
         names = getattr(estimator, "feature_names_in_", None)
         n = getattr(estimator, "n_features_in_", None)

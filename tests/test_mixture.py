@@ -809,6 +809,17 @@ def test_shape_errors_keep_scikit_learns_words_and_add_the_remedy(tmp_path):
             with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\).*: X needs at "
                                                  r"least one row"):
                 gmm.score_samples(Z)
+    # Other columns than the fit's (renamed, reordered, one more): scikit-
+    # learn's lists of names, then the selection to pass.
+    clf = GMMClassifier(1, n_init=1, device="cpu", random_state=0).fit(X, np.arange(60) % 2)
+    for Z in (X[["b", "a"]], X.rename(columns={"a": "x"}), X.assign(c=1.0)):
+        for call in (gmm.predict, gmm.score_samples, clf.predict_proba):
+            with pytest.raises(ValueError) as exc:
+                call(Z)
+            lines = str(exc.value).splitlines()
+            assert lines[0] == "The feature names should match those that were passed during fit."
+            assert lines[-1] == ("Pass the columns the model was fitted on, in that order: "
+                                 "X[['a', 'b']] (a DataFrame's columns are matched by name)")
     for est in (BayesianGMM(2), GMMClassifier(1)):
         with pytest.raises(ValueError, match=r"0 feature\(s\).*: X needs at least one column"):
             est.fit(np.zeros((6, 0)), *([np.arange(6) % 2] if isinstance(est, GMMClassifier)
