@@ -86,7 +86,7 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     more than ten components take equal weights); means are placed at least
     ``separation`` (>= 0, in units of the largest scale) apart;
     per-feature scales are uniform in [0.5, 2].  Component k receives exactly
-    round(weight_k * n_samples) points (the remainder goes to the largest;
+    round(weight_k * n_samples) points (the remainder goes to the heaviest;
     where that would take more points than it has, as for n_samples near
     n_components, the points go by the largest remainders of
     weight_k * n_samples instead).  The truth's weights are those counts
@@ -119,7 +119,7 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
                 break
         means[k] = cand
     counts = np.round(w * n_samples).astype(int)
-    counts[np.argmax(counts)] += n_samples - counts.sum()
+    counts[np.argmax(w)] += n_samples - counts.sum()     # the largest component's
     if counts.min() < 0:            # few points: largest remainders, never below 0
         counts = np.floor(w * n_samples).astype(int)
         extra = np.argsort(-(w * n_samples - counts), kind="stable")[:n_samples - counts.sum()]

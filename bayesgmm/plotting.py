@@ -718,8 +718,11 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     import pandas as pd
     import seaborn as sns
 
-    if isinstance(X, pd.DataFrame) and isinstance(feature, str) and feature in X.columns:
-        X = X[[feature]]           # the one column drawn (others may be text, e.g. species)
+    if isinstance(X, pd.DataFrame) and isinstance(feature, str):
+        # The one column drawn (others may be text, e.g. species): a name
+        # not among them is said as such, before any check of the others.
+        _check_feature(feature, [str(c) for c in X.columns], X.shape[1], positional=False)
+        X = X[[feature]]
     positional = _positional(X)
     X, names = _as_2d(X, allow_nan=True)
     f = _check_feature(feature, names, X.shape[1], positional)

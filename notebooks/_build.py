@@ -1125,10 +1125,16 @@ axes[1].set_xlabel("petal length (cm)")
 axes[1].set_title("log predictive - log plug-in")
 fig.tight_layout()
 print(f"mean log-likelihood per flower: posterior predictive {nuts.score(petal):.4f}, "
-      f"plug-in MAP {nuts.score(petal, plug_in=True):.4f}")'''),
+      f"plug-in MAP {nuts.score(petal, plug_in=True):.4f}")
+gap = np.abs(nuts.score_samples(petal) - nuts.score_samples(petal, plug_in=True))
+print(f"per flower, |log predictive - log plug-in|: median {np.median(gap):.3f} nats, "
+      f"{np.mean(gap > 0.05):.0%} above 0.05, largest {gap.max():.2f} "
+      f"(petal length {petal['petal_length'].to_numpy()[gap.argmax()]} cm)")'''),
     md('''
-On the flowers the two densities agree to within a few hundredths of a nat, and in-sample the
-plug-in MAP even scores a little higher: it was fitted to these very flowers. They part where
+On most flowers the two densities agree to within a few hundredths of a nat; on the few at the
+ends of the clusters (the shortest and longest petals of a species) they differ by up to a few
+tenths. In-sample the plug-in MAP even scores a little higher on average: it was fitted to these
+very flowers. They part where
 the data thin out on either side of setosa, whose narrow component decays fastest: the
 predictive density is about 3 nats (15 to 25 times, with the draws) higher at 0.5 cm and 0.7 nats
 (twice) at 2.1 cm,

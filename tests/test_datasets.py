@@ -71,6 +71,16 @@ def test_make_mixture_with_few_points_per_component(n, k, kw):
     np.testing.assert_allclose(truth.weights, counts / n)
 
 
+def test_make_mixture_gives_the_rounding_remainder_to_the_heaviest_component():
+    # With every count rounding to 0 the remainder went to component 0,
+    # whatever its weight.  The weights drawn for a seed do not depend on
+    # n_samples: at 100,000 points the heaviest has the most.
+    for seed in range(6):
+        heaviest = np.bincount(make_mixture(100_000, 5, random_state=seed)[1]).argmax()
+        labels = make_mixture(1, 5, random_state=seed)[1]      # every count rounds to 0
+        assert labels.tolist() == [heaviest], (seed, labels, heaviest)
+
+
 def test_make_mixture_takes_more_than_ten_components_by_default():
     _, labels, truth = make_mixture(1200, 12, random_state=0)
     np.testing.assert_allclose(truth.weights, 1 / 12)      # min_weight = 1/K: equal weights

@@ -1159,6 +1159,11 @@ def test_positional_names_apply_to_arrays_only(fit_2d):
         plot_clusters_2d(gmm, X, features=("x0", "petal_width"))
     with pytest.raises(ValueError, match=r"feature='x01' is not a column"):
         plot_assignments(X, gmm.predict(X), feature="x01")
+    # A misspelt name beside a text column: said as such (it was "non-numeric
+    # column(s) ['species']", which the one column drawn does not need).
+    with pytest.raises(ValueError, match=r"^feature='petal_len' is not a column of X; columns "
+                                         r"are \['petal_length', 'petal_width', 'species'\]$"):
+        plot_assignments(X.assign(species="setosa"), gmm.predict(X), feature="petal_len")
     ax = plot_assignments(X.to_numpy(), gmm.predict(X), feature="x1", kind="strip")
     assert ax.get_xlabel() == "x1" or ax.get_ylabel() == "x1"
     # An unnamed Series and a frame of default (0, 1, ...) columns have no

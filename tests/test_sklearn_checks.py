@@ -82,3 +82,30 @@ def test_priors_repr_shows_the_fields_given():
     assert repr(Priors(mean_loc=np.array([1.0, 2.0]))) == "Priors(mean_loc=array([1., 2.]))"
     assert repr(BayesianGMM(3, priors=Priors(scale_rate=0.5))) == \
         "BayesianGMM(n_components=3, priors=Priors(scale_rate=0.5))"
+
+
+def test_check_estimator_with_auto_components_fails_only_the_documented_checks():
+    """n_components="auto" (GMMClassifier's default): besides check_fit1d,
+    the checks that call partial_fit on an unfitted estimator fail, because
+    a first partial_fit with "auto" is refused (it would choose K from one
+    chunk; the README lists them): exactly those, for that reason."""
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    from bayesgmm import GMMClassifier
+
+    cases = ((GMMClassifier(n_init=1, em_max_iter=50, max_iter=0, device="cpu", dtype="float64"),
+              {"check_n_features_in_after_fitting", "check_estimators_partial_fit_n_features"}),
+             (BayesianGMM("auto", n_init=1, max_iter=50, device="cpu", dtype="float64"),
+              {"check_n_features_in_after_fitting"}))
+    for est, partial in cases:
+        assert est.get_params()["n_components"] == "auto"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = check_estimator(est, on_fail=None)
+        failed = {r["check_name"]: r["exception"] for r in results if r["status"] == "failed"}
+        assert set(failed) == partial | {"check_fit1d"}, sorted(failed)
+        for name in partial:
+            assert "partial_fit starts with a fit of its first chunk, and n_components='auto'" \
+                in str(failed[name]), (name, failed[name])
