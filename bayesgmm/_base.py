@@ -107,14 +107,15 @@ def max_threads() -> int:
     return max(256, 4 * (os.cpu_count() or 1))
 
 
-def check_threads(n_threads) -> Optional[int]:
+def check_threads(n_threads, here: bool = True) -> Optional[int]:
     """``n_threads`` checked: None (torch's own setting) or 1 to
-    :func:`max_threads`."""
+    :func:`max_threads` (``here`` False: its form only, for a model saved
+    or kept for another machine, whose cap may be higher)."""
     if n_threads is None:
         return None
     V.check_int("n_threads", n_threads, 1)
     cap = max_threads()
-    if n_threads > cap:
+    if here and n_threads > cap:
         raise ValueError(f"n_threads must be in [1, {cap}], got {n_threads}: this machine has "
                          f"{os.cpu_count()} CPU core(s), and more threads than cores only slow "
                          f"a fit; use n_threads <= {os.cpu_count()} (or None, torch's setting)")
@@ -141,15 +142,22 @@ def check_result_size(setting: str, nbytes: float, remedy: str) -> None:
                          f"machine's {total / 2 ** 30:.3g} GiB of memory: {remedy}")
 
 
+#: A posterior run's peak memory over the size of the draws it keeps
+#: (float64 weights, means, covariances): 4.8-5.4 measured (VI, D = 2 and
+#: 10, 200,000 draws: peak RSS growth over the stored draws); counted as 6.
+DRAWS_WORKING_FACTOR = 6.0
+
+
 def check_draws_size(n_samples, n_draws: int, family: Covariance, K: int, D: int,
-                     classes: int = 1) -> None:
-    """The stored posterior draws (float64 weights, means and covariances of
-    ``classes`` mixtures of K components in D features, ``n_draws`` of
-    each) within this machine's memory, checked before the fit."""
+                     default: str, classes: int = 1) -> None:
+    """The posterior run for ``n_draws`` draws of ``classes`` mixtures of K
+    components in D features within this machine's memory (the draws kept,
+    times :data:`DRAWS_WORKING_FACTOR`), checked before it starts;
+    ``default``: the estimator's default ``n_samples``, said in the remedy."""
     per = K + K * D + int(np.prod(family.covariance_shape(K, D)))
-    check_result_size(f"n_samples={n_samples!r}", 8.0 * classes * n_draws * per,
-                      "keep fewer posterior draws (n_samples='auto' keeps 200 for "
-                      "inference='vi' and 1000 for 'nuts')")
+    check_result_size(f"n_samples={n_samples!r}",
+                      DRAWS_WORKING_FACTOR * 8.0 * classes * n_draws * per,
+                      f"keep fewer posterior draws (the default: {default})")
 
 
 @contextlib.contextmanager
@@ -291,8 +299,8 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
         if np.any(ratio < 1e-30):
             j = int(np.argmin(ratio))
             raise ValueError(
-                f"covariance_type={family.name!r} uses one scale for all features, but feature "
-                f"{j}'s spread is {ratio[j]:.1e} times the features' common spread: rescale X's "
+                f"covariance_type={family.name!r} uses one scale for all features, but the "
+                f"spread of feature {feature_label(names, j)} is {ratio[j]:.1e} times the features' common spread: rescale X's "
                 f"features to comparable spreads (e.g. standardise them), or use "
                 f"covariance_type='diag'")
 
@@ -647,6 +655,11 @@ def concentration_for(a: np.ndarray, K: int) -> np.ndarray:
     return np.broadcast_to(a, (K,)).astype(np.float64)
 
 
+#: ``sample`` draws in blocks of about this many D x D entries (16 MiB of
+#: float64 per (N, D, D) array of the model's working set).
+SAMPLE_BLOCK_ELEMENTS = 2 ** 21
+
+
 def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, family: Covariance,
                    priors: Priors, n_samples: int, rs: np.random.RandomState,
                    device: torch.device) -> tuple[np.ndarray, np.ndarray]:
@@ -660,7 +673,8 @@ def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, fami
     in 1-D) a placeholder."""
     from .fitting import sample_model
 
-    check_result_size(f"n_samples={n_samples}", 8.0 * n_samples * (means.shape[1] + 1),
+    D = means.shape[1]
+    check_result_size(f"n_samples={n_samples}", 8.0 * n_samples * (D + 1),
                       "draw fewer, or in batches (each call with its own random_state)")
     center = np.zeros(means.shape[1])
     std = Standardizer(center=center, scale=np.ones_like(center))
@@ -669,17 +683,29 @@ def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, fami
                                   if getattr(priors, f) is None})
     pt = std.priors(resolved, device, dtype=torch.float64).with_concentration(
         torch.ones(len(weights), dtype=torch.float64, device=device))
+    # The model's working set is several (N, D, D) arrays (full, tied): 133
+    # times the draws at D = 30.  Drawn in blocks of SAMPLE_BLOCK_ELEMENTS
+    # D x D entries, each from its own seed (one block below that: the one
+    # seed, as before), into the output.
+    rows = max(1, SAMPLE_BLOCK_ELEMENTS // (D * D + D + 1))
     try:
-        x, z = sample_model(params, pt, family, n_samples, int(rs.randint(0, 2 ** 31 - 1)))
-    except RuntimeError as exc:
-        if "alloc" not in str(exc).lower():
+        x_out = np.empty((n_samples, D))
+        z_out = np.empty(n_samples, dtype=np.int64)
+        for a in range(0, n_samples, rows):
+            b = min(n_samples, a + rows)
+            x, z = sample_model(params, pt, family, b - a, int(rs.randint(0, 2 ** 31 - 1)))
+            x_out[a:b] = x.cpu().numpy()
+            z_out[a:b] = z.cpu().numpy()
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
             raise
-        # torch's CPU allocator says so as a RuntimeError from inside Pyro.
-        need = n_samples * (means.shape[1] + 1) * 8 / 2 ** 30
+        # numpy's MemoryError, or torch's CPU allocator's RuntimeError from
+        # inside Pyro.
+        need = n_samples * (D + 1) * 8 / 2 ** 30
         raise MemoryError(f"sample(n_samples={n_samples}) needs about {need:.3g} GiB for the "
                           f"draws, more than this machine could allocate: draw fewer, or "
                           f"in batches (each call with its own random_state)") from None
-    return x.cpu().numpy(), z.cpu().numpy().astype(np.int64)
+    return x_out, z_out
 
 
 def seeded_priors(priors: Optional[Priors], family: Covariance, n_components: int,
@@ -1420,12 +1446,13 @@ class MixtureBase:
     def _check_hyperparameters(self) -> None:
         """Every hyperparameter checked as ``fit`` checks it, without data
         (K against the rows, init's means against the features are left to
-        the fit; the device's form only): what ``save`` writes and a
-        continuing ``partial_fit`` runs on must be settings a fit accepts."""
+        the fit; the device's and n_threads's form only, whose limits are
+        the machine's): what ``save`` writes and a continuing
+        ``partial_fit`` runs on must be settings a fit accepts."""
         from .priors import check_priors_type
 
         V.check_random_state(self.random_state)
-        check_threads(self.n_threads)
+        check_threads(self.n_threads, here=False)
         V.allows_missing(self)
         check_priors_type(self.priors)
         self._check_model_hyperparameters()

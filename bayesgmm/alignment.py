@@ -61,8 +61,29 @@ def _layouts(batch: tuple, K: int, D: int) -> dict:
     return out
 
 
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as float64, refusing with ``name`` what is no array of real
+    numbers: ragged nesting, text, complex numbers (numpy's own errors
+    named no argument; complex parts were dropped with a warning)."""
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind == "c":
+            raise TypeError
+        return raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers (a list of lists of one "
+                         f"length, or an ndarray), got {type(value).__name__} "
+                         f"{str(value)[:60]!r}") from None
+
+
+#: Said where means or covariances hold NaN: the classifier's padding.
+_PADDED = ("a GMMClassifier pads the classes with fewer components than the largest with NaN: "
+           "pass each class's first n_components_[c] components, e.g. "
+           "clf.means_[c][:clf.n_components_[c]], and the same of weights_ and covariances_")
+
+
 def _check_means(name: str, means, batched: bool) -> np.ndarray:
-    m = np.asarray(means, dtype=np.float64)
+    m = _real_array(name, means)
     if m.ndim < 2 or (not batched and m.ndim != 2):
         want = "(K, D) or (S, K, D)" if batched else "(K, D)"
         raise ValueError(f"{name} has shape {m.shape}, expected {want}")
@@ -70,7 +91,8 @@ def _check_means(name: str, means, batched: bool) -> np.ndarray:
         raise ValueError(f"{name} has shape {m.shape}: it needs at least one component and "
                          f"one feature")
     if not np.isfinite(m).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+        raise ValueError(f"{name} contains NaN or infinity: pass finite values"
+                         + (f" ({_PADDED})" if np.isnan(m).any() else ""))
     return m
 
 
@@ -94,7 +116,7 @@ def _canonical_covariance(name: str, cov, covariance_type: Optional[str], batch:
     member); with ``covariance_type=None`` the type is read from the shape,
     and a shape that fits two types (K == D: tied (D, D) or diag (K, D)) is
     an error."""
-    c = np.asarray(cov, dtype=np.float64)
+    c = _real_array(name, cov)
     layouts = _layouts(batch, K, D)
     names = [covariance_type] if covariance_type is not None else list(COVARIANCE_TYPES)
     fits = [t for t in names if c.shape in layouts[t]]
@@ -110,7 +132,8 @@ def _canonical_covariance(name: str, cov, covariance_type: Optional[str], batch:
                          f"when the two sides differ)")
     kind = fits[0]
     if not np.isfinite(c).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+        raise ValueError(f"{name} contains NaN or infinity: pass finite values"
+                         + (f" ({_PADDED})" if np.isnan(c).any() else ""))
     if kind in ("diag", "spherical"):
         if (c <= 0).any():
             raise ValueError(f"{name} ({kind}) has variances <= 0 (smallest {c.min():.3g}): "
@@ -129,7 +152,7 @@ def _canonical_covariance(name: str, cov, covariance_type: Optional[str], batch:
 
 
 def _check_weights(name: str, weights, shape: tuple) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float64)
+    w = _real_array(name, weights)
     if w.shape not in (shape, shape[-1:]):
         raise ValueError(f"{name} has shape {w.shape}, expected {shape}")
     if not np.isfinite(w).all() or (w < 0).any() or (w > 1 + 1e-9).any():

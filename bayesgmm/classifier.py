@@ -718,7 +718,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             n_draws = self._n_draws(self.inference)
             if self.inference == "nuts":     # every chain keeps its share, rounded up
                 n_draws = self.n_chains * -(-n_draws // self.n_chains)
-            check_draws_size(self.n_samples, n_draws, family, k_max, D, C)
+            check_draws_size(self.n_samples, n_draws, family, k_max, D,
+                             "n_samples='auto', 200 draws for 'vi' and 1000 for 'nuts'", C)
 
         def prior_for(k: int) -> Priors:
             return replace(base, weight_concentration=base.weight_concentration[:k])
@@ -950,7 +951,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 self.fit(X, y, sample_weight=sample_weight)
                 self._check_classes(classes)
                 self._stream = None
-                return self._partial_step(X, y, sample_weight, self.priors_, first=True)
+                with fit_threads(check_threads(self.n_threads)):
+                    return self._partial_step(X, y, sample_weight, self.priors_, first=True)
             self._check_classes(classes)
             priors = self._partial_priors()
             self._check_hyperparameters()     # every setting, as fit checks them

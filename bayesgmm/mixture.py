@@ -621,12 +621,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         std, Xt = data.std, data.Xt
         d = std.center.shape[0]
         s, K, backend, max_components = self._check_params(data.n_total, d)
-        if posterior is not None:
-            n_draws = posterior.n_samples
-            if posterior.method == "nuts":     # every chain keeps its share, rounded up
-                n_draws = posterior.n_chains * -(-n_draws // posterior.n_chains)
-            check_draws_size(self.n_samples, n_draws, family,
-                             K if K is not None else max_components, d)
+        if posterior is not None and K is not None:     # "auto": once K is chosen
+            self._check_draws(posterior, family, K, d)
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
         warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),
@@ -807,6 +803,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  weight_prior="dirichlet_process" if dp else "dirichlet",
                                  sparse=sparse)
 
+    def _check_draws(self, settings: PosteriorSettings, family, K: int, D: int) -> None:
+        n_draws = settings.n_samples
+        if settings.method == "nuts":     # every chain keeps its share, rounded up
+            n_draws = settings.n_chains * -(-n_draws // settings.n_chains)
+        check_draws_size(self.n_samples, n_draws, family, K, D, "n_samples=1000")
+
     def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
                        params: MixtureParams, priors: Priors, reference: tuple,
                        seed: int) -> None:
@@ -814,6 +816,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         stored with their diagnostics, or, for "map", those of an earlier fit
         removed.  In float64 on the fit's device, in the fit's standardised
         frame."""
+        if settings is not None:       # (K chosen by "auto" is known from here)
+            self._check_draws(settings, family, *params.means.shape[-2:])
         for name in self._POSTERIOR_ATTRIBUTES:
             if name in vars(self):
                 delattr(self, name)
@@ -1390,6 +1394,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return self._fit_wrapper_partial(X, sample_weight)
 
     def _fit_wrapper_partial(self, X, sample_weight):
+        from ._base import check_threads, fit_threads, rollback_on_error
         if not hasattr(self, "means_"):
             if is_auto(self.n_components):
                 raise ValueError(
@@ -1399,9 +1404,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                     "K), or give n_components an integer")
             self.fit(X, sample_weight=sample_weight)
             self._stream = None
-            with torch.enable_grad():     # the wrapper's context, for the first chunk's stats
+            # The wrapper's context, for the first chunk's stats.
+            with torch.enable_grad(), fit_threads(check_threads(self.n_threads)):
                 return self._partial_step(X, sample_weight, first=True)
-        from ._base import check_threads, fit_threads, rollback_on_error
         with rollback_on_error(self):
             priors = self._partial_priors()
             self._check_hyperparameters()     # every setting, as fit checks them

@@ -721,8 +721,8 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     if isinstance(X, pd.DataFrame) and isinstance(feature, str):
         # The one column drawn (others may be text, e.g. species): a name
         # not among them is said as such, before any check of the others.
-        _check_feature(feature, [str(c) for c in X.columns], X.shape[1], positional=False)
-        X = X[[feature]]
+        j = _check_feature(feature, [str(c) for c in X.columns], X.shape[1], positional=False)
+        X = X.iloc[:, [j]]     # by position: a column named 1 is matched by "1" too
     positional = _positional(X)
     X, names = _as_2d(X, allow_nan=True)
     f = _check_feature(feature, names, X.shape[1], positional)

@@ -369,8 +369,21 @@ def test_bad_shapes_and_values_are_named():
         match_components(ref, ref, np.ones(3), np.ones((4, 2)))
     with pytest.raises(ValueError, match=r"covariances has shape \(2, 2\).*expected diag \(3, 2\)"):
         match_components(ref, ref, np.ones((3, 2)), np.eye(2), covariance_type="diag")
-    with pytest.raises(ValueError, match="contains NaN"):
+    with pytest.raises(ValueError, match=r"means contains NaN or infinity: pass finite values "
+                                         r"\(a GMMClassifier pads the classes .*"
+                                         r"clf.means_\[c\]\[:clf.n_components_\[c\]\]"):
         match_components(ref, np.where(ref > 4, np.nan, ref))
+    with pytest.raises(ValueError, match=r"infinity: pass finite values$"):
+        match_components(ref, np.where(ref > 4, np.inf, ref))
+    # Not arrays of real numbers: numpy's errors named no argument, and a
+    # complex part was dropped with a warning.
+    for bad, name in (([[0.0, 1.0], [2.0]], "means"), ("ab", "means"), (ref + 5j, "means")):
+        with pytest.raises(ValueError, match=rf"^{name} must be an array of real numbers"):
+            match_components(ref, bad)
+    with pytest.raises(ValueError, match=r"^reference_weights must be an array of real numbers"):
+        match_components(ref, ref, reference_weights=["a", "b", "c"], weights=np.ones(3) / 3)
+    with pytest.raises(ValueError, match=r"^covariances must be an array of real numbers"):
+        match_components(ref, ref, np.ones(3), [[1.0], [1.0, 2.0], [3.0]])
     with pytest.raises(ValueError, match="both reference_covariances and covariances"):
         match_components(ref, ref, np.ones(3))
     with pytest.raises(ValueError, match="both reference_weights and weights"):

@@ -288,6 +288,33 @@ def test_sample_draws_from_the_fitted_mixture(petal_fit):
         np.testing.assert_allclose(X[labels == k].std(0), petal_fit.scales_[k], rtol=0.05)
 
 
+def test_sample_draws_large_requests_in_blocks(monkeypatch):
+    """Above SAMPLE_BLOCK_ELEMENTS the model runs block by block (its
+    working set was 133 times the draws at D = 30: 3.2 GB for 1e5 of them):
+    the same mixture in every block, full covariances checked against the
+    fitted ones, and the same seed the same draws; below one block the
+    draws are those of one run, as before."""
+    import bayesgmm._base
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.multivariate_normal([0, 0, 0], [[1, .8, 0], [.8, 1, 0], [0, 0, 1]], 300),
+              rng.normal(5, 0.5, (200, 3))]
+    gmm = BayesianGMM(2, covariance_type="full", n_init=1, device="cpu", random_state=0).fit(X)
+    whole = gmm.sample(300, random_state=1)
+    monkeypatch.setattr(bayesgmm._base, "SAMPLE_BLOCK_ELEMENTS", 13 * 1000)   # 1000 rows a block
+    blocked = gmm.sample(300, random_state=1)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)                # one block: one run, as before
+    x, z = gmm.sample(40_000, random_state=2)              # 40 blocks
+    x2, z2 = gmm.sample(40_000, random_state=2)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(z, z2)
+    np.testing.assert_allclose(np.bincount(z) / z.size, gmm.weights_, atol=0.01)
+    for k in range(2):
+        np.testing.assert_allclose(np.cov(x[z == k].T), gmm.covariances_[k], atol=0.05)
+    # Blocks are not repeats of one another.
+    assert not np.array_equal(x[:1000], x[1000:2000])
+
+
 # The site each covariance family adds, its shape for K=4, D=3, and its prior.
 _SITES = {"full": ("precisions", (4, 3, 3), "Wishart"), "tied": ("precision", (3, 3), "Wishart"),
           "diag": ("scales", (4, 3), "InverseGamma"), "spherical": ("scales", (4,), "InverseGamma")}

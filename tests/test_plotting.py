@@ -1175,6 +1175,12 @@ def test_positional_names_apply_to_arrays_only(fit_2d):
     g2 = BayesianGMM(3, n_init=1, max_iter=0, random_state=0, device="cpu").fit(X.to_numpy())
     ax = plot_clusters_2d(g2, pd.DataFrame(X.to_numpy()), features=("x0", "x1"))
     assert len(_ellipses(ax)) > 0
+    # A frame's non-string column named by its string ("1" for column 1).
+    ax = plot_assignments(pd.DataFrame(X.to_numpy()), gmm.predict(X), feature="1", kind="strip")
+    assert "1" in (ax.get_xlabel(), ax.get_ylabel())
+    np.testing.assert_array_equal(np.sort(np.concatenate([c.get_offsets()[:, 1]
+                                                         for c in ax.collections])),
+                                  np.sort(X.to_numpy()[:, 1]))
 
 
 # ------------------------------------- from an audit of missing labels and options

@@ -963,3 +963,40 @@ def test_out_of_core_text_is_refused_with_both_ways_out(tmp_path):
                                              r"converted only for data in memory\): store it as "
                                              r"numbers .* or pass it in memory"):
             call()
+
+
+def test_every_partial_fit_call_runs_under_n_threads_and_restores_the_callers(monkeypatch,
+                                                                            tmp_path):
+    """n_threads holds for each partial_fit call, the first (fit, then its
+    chunk's statistics) too, and the caller's count comes back; the cap on
+    threads is the machine's, so a model set above it saves (for a larger
+    machine) but does not run here."""
+    import torch
+
+    import bayesgmm.classifier
+    import bayesgmm.mixture
+    from bayesgmm._base import max_threads
+    seen = []
+    for module in (bayesgmm.mixture, bayesgmm.classifier):
+        real = module.stream_update
+        monkeypatch.setattr(module, "stream_update", lambda *a, _real=real, **k: (
+            seen.append(torch.get_num_threads()), _real(*a, **k))[1])
+    X, y = _labelled_stream(1500)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for est, args in ((BayesianGMM(2, n_threads=1, **CPU), ()),
+                          (GMMClassifier(2, n_threads=1, **CPU), (y,))):
+            seen.clear()
+            for s in range(0, 1500, 500):
+                est.partial_fit(X[s:s + 500], *(a[s:s + 500] for a in args))
+                assert torch.get_num_threads() == 2
+            assert seen == [1, 1, 1], (type(est).__name__, seen)
+            cap = max_threads()
+            est.set_params(n_threads=cap + 1)
+            est.save(tmp_path / "m.bgmm")                 # for a larger machine: its form only
+            with pytest.raises(ValueError, match=rf"n_threads must be in \[1, {cap}\]"):
+                est.partial_fit(X[:500], *(a[:500] for a in args))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
