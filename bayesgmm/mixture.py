@@ -1522,6 +1522,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``random_state``); the caller's global torch RNG is left untouched,
         and concurrent calls from several threads each get their own seed's
         draws (Pyro runs one model at a time, under a process-wide lock).
+        Many draws run the model in blocks (about 2 million D x D entries
+        each, each block from its own seed), so memory stays near the draws'
+        own size; draws that alone would exceed this machine's memory are
+        refused with a ``ValueError`` before any work.
 
         Returns
         -------
