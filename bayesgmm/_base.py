@@ -274,7 +274,8 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             # Values spread by 1 or more, yet no float64 variance: the
             # sample weights put (almost) all the mass on one value.
             raise ValueError(
-                f"X's feature {feature_label(names, j)} has a weighted spread too small for float64 variances (values "
+                f"X's feature {feature_label(names, j)} has a weighted spread too small for "
+                f"float64 variances (values "
                 f"within {reach:.3g} of their weighted mean {float(std.center[j]):.3g}, almost "
                 f"all the sample weight on one value): rescale the sample weights (they weigh "
                 f"as counts of rows) or drop the rows of negligible weight")
@@ -300,7 +301,8 @@ def check_overflow(std: Standardizer, X: np.ndarray, family: Covariance,
             j = int(np.argmin(ratio))
             raise ValueError(
                 f"covariance_type={family.name!r} uses one scale for all features, but the "
-                f"spread of feature {feature_label(names, j)} is {ratio[j]:.1e} times the features' common spread: rescale X's "
+                f"spread of feature {feature_label(names, j)} is {ratio[j]:.1e} times the "
+                f"features' common spread: rescale X's "
                 f"features to comparable spreads (e.g. standardise them), or use "
                 f"covariance_type='diag'")
 

@@ -355,7 +355,8 @@ def test_default_fits_leave_torchs_global_rng_alone():
 def test_classifier_explains_huge_data_and_learning_rates():
     """The issue's classifier cases that dumped Pyro's constraint errors."""
     X, y = _blobs()
-    with pytest.raises(ValueError, match=r"too large to fit in float64 arithmetic in feature\(s\) \[0, 1\].*rescale them"):
+    with pytest.raises(ValueError, match=r"too large to fit in float64 arithmetic in "
+                                         r"feature\(s\) \[0, 1\].*rescale them"):
         GMMClassifier(2, **CPU).fit(X * 1e160, y)
     with pytest.warns(RuntimeWarning, match="SVI diverged.*keeping the EM solution"):
         clf = GMMClassifier(2, learning_rate=1e6, em_max_iter=3, max_iter=50, random_state=0,
