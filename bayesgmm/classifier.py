@@ -715,10 +715,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # concentration.
         resolve_priors(self.priors, family, k_max, moments)
         if self.inference != "map":
-            n_draws = self._n_draws(self.inference)
-            if self.inference == "nuts":     # every chain keeps its share, rounded up
-                n_draws = self.n_chains * -(-n_draws // self.n_chains)
-            check_draws_size(self.n_samples, n_draws, family, k_max, D,
+            kept = post_module.PosteriorSettings(
+                self.inference, n_samples=self._n_draws(self.inference),
+                n_chains=V.check_int("n_chains", self.n_chains, 1)).kept
+            check_draws_size(self.n_samples, kept, family, k_max, D,
                              "n_samples='auto', 200 draws for 'vi' and 1000 for 'nuts'", C)
 
         def prior_for(k: int) -> Priors:
@@ -1102,7 +1102,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             "nuts", n_samples=self._n_draws("nuts"),
             n_chains=V.check_int("n_chains", self.n_chains, 1),
             n_warmup=V.check_int("n_warmup", self.n_warmup, 0), progress=bool(s.progress))
-        S = settings.n_chains * -(-settings.n_samples // settings.n_chains)
+        S = settings.kept
         seed = post_module.stream_seed(seed, C * settings.n_chains)
         neutral = family.covariances(family.identity((C, S), K, D, torch.float64, "cpu")).numpy()
         out = {"weights": np.zeros((C, S, K)), "means": np.zeros((C, S, K, D)),

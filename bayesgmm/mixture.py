@@ -804,10 +804,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  sparse=sparse)
 
     def _check_draws(self, settings: PosteriorSettings, family, K: int, D: int) -> None:
-        n_draws = settings.n_samples
-        if settings.method == "nuts":     # every chain keeps its share, rounded up
-            n_draws = settings.n_chains * -(-n_draws // settings.n_chains)
-        check_draws_size(self.n_samples, n_draws, family, K, D, "n_samples=1000")
+        check_draws_size(self.n_samples, settings.kept, family, K, D, "n_samples=1000")
 
     def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
                        params: MixtureParams, priors: Priors, reference: tuple,

@@ -130,6 +130,14 @@ class PosteriorSettings:
         Dirichlet process, or a Dirichlet concentration below 1)."""
         return self.weight_prior == "dirichlet_process" or self.sparse
 
+    @property
+    def kept(self) -> int:
+        """The draws the run keeps: ``n_samples``; for NUTS every chain
+        keeps its share, rounded up."""
+        if self.method != "nuts":
+            return self.n_samples
+        return self.n_chains * -(-self.n_samples // self.n_chains)
+
 
 @dataclass
 class Posterior:
@@ -510,7 +518,7 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
     (:class:`_LaplaceNUTS`).
     """
     target = _Target(X, pt, family, start, weight, settings.weight_prior)
-    per_chain = -(-settings.n_samples // settings.n_chains)
+    per_chain = settings.kept // settings.n_chains
     with pyro_session(seed, X.device), _quiet_tracing():
         init, potential_fn, transforms = _potential(target.model, target.init_values,
                                                     settings.jit)
