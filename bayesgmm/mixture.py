@@ -22,8 +22,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
-                    check_draws_size, check_result_size,
-                    warn_constant_features, warn_far_mean_prior, warn_vi_missing)
+                    check_draws_size, check_result_size, check_threads, fit_threads,
+                    rollback_on_error, warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
                       initial_params, negative_log_joint, pyro_svi_fit, screen_rows, seed_centres,
@@ -1391,7 +1391,6 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         return self._fit_wrapper_partial(X, sample_weight)
 
     def _fit_wrapper_partial(self, X, sample_weight):
-        from ._base import check_threads, fit_threads, rollback_on_error
         if not hasattr(self, "means_"):
             if is_auto(self.n_components):
                 raise ValueError(
