@@ -114,6 +114,36 @@ def _tensor_data(X, name: str = "X"):
     return X
 
 
+def real_array(value: Any, name: str = "value", *, booleans: bool = False) -> Optional[np.ndarray]:
+    """``value`` (a number, nested lists, an array or a tensor) as a new
+    float64 array, or None where it is not an array of real numbers: ragged
+    nesting, text (even "3", which numpy would convert), complex numbers,
+    objects that are not numbers, and booleans unless ``booleans`` (the one
+    rule of every numeric setting and argument; each caller words its own
+    refusal, with its remedy).  ``name`` names a meta tensor's refusal."""
+    if type(value).__module__.split(".")[0] == "torch":
+        import torch
+        if isinstance(value, torch.Tensor):
+            value = _tensor_data(value, name).cpu().numpy()
+    bad = (str, bytes, complex, np.complexfloating, type(None)) \
+        + (() if booleans else (bool, np.bool_))
+    try:
+        # Python lists as objects: np.asarray([True, 2.0]) would hide the
+        # boolean in a float array.  Arrays and array-likes (a Series of
+        # 10**7 weights) through their own dtype.
+        given = np.asarray(value, dtype=object) if isinstance(value, (list, tuple)) \
+            else np.asarray(value)
+        if given.dtype == object:
+            if any(isinstance(v, bad) for v in given.ravel().tolist()):
+                return None
+            return np.array(value, dtype=np.float64)
+        if given.dtype.kind in ("USVc" if booleans else "USVcb"):
+            return None
+        return np.array(given, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):  # ragged, or objects that are not numbers
+        return None
+
+
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
                   allow_nan: bool = False, row_offset: int = 0, index=None) -> None:
     """Refuse inf (and NaN unless ``allow_nan``) naming the column;
@@ -175,26 +205,16 @@ def check_sample_weight(sample_weight: Any, n_samples: int,
     whose total is checked over all ranks)."""
     if sample_weight is None:
         return None
-    try:
-        import torch
-        if isinstance(sample_weight, torch.Tensor):
-            sample_weight = _tensor_data(sample_weight, "sample_weight").cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    def not_numbers() -> NonNumericError:
-        return NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
-
-    try:
-        given = np.asarray(sample_weight)    # through __array__, as array-likes ask
-    except (TypeError, ValueError):
-        raise not_numbers() from None
-    if given.dtype.kind == "c":
-        raise ValueError(f"sample_weight must be real numbers, got complex values (dtype "
-                         f"{given.dtype}): take their real part or magnitude")
-    try:
-        w = np.array(given, dtype=np.float64)   # a copy: the caller's is never touched
-    except (TypeError, ValueError):
-        raise not_numbers() from None
+    w = real_array(sample_weight, "sample_weight", booleans=True)   # a copy: never the caller's
+    if w is None:
+        try:
+            dtype = np.asarray(sample_weight).dtype
+        except (TypeError, ValueError, RuntimeError):
+            dtype = None
+        if dtype is not None and dtype.kind == "c":
+            raise ValueError(f"sample_weight must be real numbers, got complex values (dtype "
+                             f"{dtype}): take their real part or magnitude")
+        raise NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
     if w.ndim == 0:
         w = np.full(n_samples, float(w))
     if w.shape != (n_samples,):

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from . import _validation as V
 from ._options import COVARIANCE_TYPES, CovarianceType
 
 __all__ = ["align", "component_stability", "match_components", "permute"]
@@ -65,15 +66,12 @@ def _real_array(name: str, value) -> np.ndarray:
     """``value`` as float64, refusing with ``name`` what is no array of real
     numbers: ragged nesting, text, complex numbers (numpy's own errors
     named no argument; complex parts were dropped with a warning)."""
-    try:
-        raw = np.asarray(value)
-        if raw.dtype.kind == "c":
-            raise TypeError
-        return raw.astype(np.float64)
-    except (TypeError, ValueError):
+    out = V.real_array(value, name)
+    if out is None:
         raise ValueError(f"{name} must be an array of real numbers (a list of lists of one "
                          f"length, or an ndarray), got {type(value).__name__} "
-                         f"{str(value)[:60]!r}") from None
+                         f"{str(value)[:60]!r}")
+    return out
 
 
 #: Said where means or covariances hold NaN: the classifier's padding.

@@ -540,13 +540,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
             return counts / counts.sum() if cp == "empirical" else np.full(counts.size, 1 / counts.size)
         if _keyed_by_label(cp):
             cp = _by_label("class_prior", cp, classes)
-        try:
-            # True/False are not weights (as every numeric setting refuses them).
-            arr = None if any(isinstance(v, (bool, np.bool_))
-                              for v in np.asarray(cp, dtype=object).ravel()) else \
-                np.asarray(cp, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = None
+        arr = V.real_array(cp, "class_prior")    # no True/False, no text, no ragged lists
         if arr is None or arr.shape != (classes.size,) or not np.all(np.isfinite(arr)) \
                 or np.any(arr <= 0):
             raise ValueError(

@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import _validation as V
 from .covariance import Covariance
 
 ArrayLike = Union[float, Sequence[float]]
@@ -351,20 +352,10 @@ def resolve_priors(priors: Optional[Priors], family: Covariance, n_components: i
     def numbers(name: str, value) -> np.ndarray:
         """``value`` as float64, refusing what only converts to numbers:
         strings ("3") and booleans (True), as the estimators' settings do."""
-        if torch.is_tensor(value):
-            value = value.detach().cpu().numpy()
-        out, text = None, False
-        try:
-            given = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
-            flat = given.ravel().tolist() if given.dtype == object else []
-            text = given.dtype.kind in "USb" or any(
-                isinstance(v, (str, bytes, bool, np.bool_)) for v in flat)
-            out = None if text else np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):       # ragged, or objects that are not numbers
-            pass
+        out = V.real_array(value, f"Priors.{name}")
         if out is None:
             raise ValueError(f"Priors.{name} must be a number or an array of numbers, got "
-                             f"{value!r}" + (": give numbers, e.g. 1.0" if text else ""))
+                             f"{value!r}: give numbers, e.g. 1.0")
         return out
 
     def vector(name: str, value, default, size: int, what: str) -> np.ndarray:

@@ -704,3 +704,55 @@ def test_range_and_missing_refusals_name_the_features_by_column(tmp_path):
         with pytest.raises(ValueError, match=rf"^class 1 has no observed value in feature\(s\) "
                                              rf"\[{name(2)}\]: "):
             GMMClassifier(2, missing="marginalize", **kw).fit(wrap(half), y)
+
+
+# One rule for every numeric setting and argument that takes an array
+# (bayesgmm._validation.real_array): numbers, arrays and tensors in; text,
+# even "0.5", booleans (but for sample_weight, where True/False are a mask
+# as scikit-learn takes it), complex numbers, None and ragged lists out,
+# each refused by its own name.
+_NOT_NUMBERS = {"text": ["0.5", "0.5"], "none": [0.5, None], "complex": [0.5 + 0j, 0.5],
+                "ragged": [[0.5], [0.5, 0.5]], "boolean": [True, True]}
+
+
+def _four_callers(X, value):
+    from bayesgmm import GMMClassifier, Priors
+    from bayesgmm.alignment import match_components
+    y = (X[:, 0] > 3).astype(int)
+    return {
+        "Priors.mean_scale": lambda: BayesianGMM(
+            2, n_init=1, priors=Priors(mean_scale=value), random_state=0,
+            device="cpu").fit(X),
+        "class_prior": lambda: GMMClassifier(1, class_prior=value, n_init=1, random_state=0,
+                                             device="cpu").fit(X, y),
+        "means": lambda: match_components([[0.0], [1.0]], [[v] for v in value]),
+        "sample_weight": lambda: BayesianGMM(1, n_init=1, random_state=0, device="cpu").fit(
+            X[:2, :1], sample_weight=value),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_NOT_NUMBERS))
+@pytest.mark.parametrize("caller", ["Priors.mean_scale", "class_prior", "means", "sample_weight"])
+def test_every_numeric_argument_refuses_what_is_no_number_by_its_name(kind, caller):
+    X = _two_blobs(40, 2)
+    value = _NOT_NUMBERS[kind]
+    call = _four_callers(X, value)[caller]
+    if kind == "boolean" and caller == "sample_weight":
+        call()                                    # a mask of rows, as scikit-learn takes it
+        return
+    with pytest.raises(ValueError, match=re.escape(caller)):
+        call()
+
+
+@pytest.mark.parametrize("caller", ["Priors.mean_scale", "class_prior", "means", "sample_weight"])
+def test_every_numeric_argument_takes_lists_arrays_and_tensors_alike(caller):
+    """The same numbers as a list, an ndarray and a tensor give the same
+    result (checked on what each returns)."""
+    X = _two_blobs(40, 2)
+    out = []
+    for value in ([0.5, 2.0], np.array([0.5, 2.0]), torch.tensor([0.5, 2.0])):
+        r = _four_callers(X, value)[caller]()
+        out.append(r if isinstance(r, np.ndarray) else
+                   np.concatenate([np.ravel(getattr(r, a)) for a in ("weights_", "means_")]))
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], out[2])
