@@ -813,7 +813,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         stored with their diagnostics, or, for "map", those of an earlier fit
         removed.  In float64 on the fit's device, in the fit's standardised
         frame."""
-        if settings is not None:       # (K chosen by "auto" is known from here)
+        if settings is not None and isinstance(self.n_components, str):
+            # K chosen by "auto" is known from here (a given K was checked
+            # before the fit).
             self._check_draws(settings, family, *params.means.shape[-2:])
         for name in self._POSTERIOR_ATTRIBUTES:
             if name in vars(self):

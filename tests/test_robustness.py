@@ -656,6 +656,9 @@ def test_results_beyond_the_machines_memory_are_refused_before_any_work():
                                                  r"GiB, more than this machine's .*keep fewer "
                                                  r"posterior draws \(the default: " + default):
                 est.fit(X, y)
+    # With K="auto" the check waits for the chosen K (after the MAP fit).
+    with pytest.raises(ValueError, match=r"^n_samples=10000000000000 asks for about .* GiB"):
+        BayesianGMM("auto", inference="vi", n_samples=10 ** 13, **kw).fit(X)
     np.testing.assert_array_equal(gmm.means_, means)
     assert not hasattr(gmm, "_posterior")
 
