@@ -296,6 +296,16 @@ def test_classifier_defaults_quick(tmp_path):
         assert 0 <= row["mean gap bayesgmm"] < 2 and -0.5 < row["mean gap sklearn"] < 2
 
 
+def test_classifier_defaults_tol_reaches_the_classifier(tmp_path):
+    """``--tol`` is GMMClassifier's: at scikit-learn's 1e-3 its EM stops in
+    fewer iterations than at its own default (the recorded n_iter_)."""
+    loose = run_script("classifier_defaults", tmp_path, "--types", "diag", "--tol", "1e-3")
+    assert loose["settings"]["tol"] == 1e-3
+    default = run_script("classifier_defaults", tmp_path, "--types", "diag")
+    assert default["settings"]["tol"] is None
+    assert loose["raw"][0]["bayesgmm n_iter"] < default["raw"][0]["bayesgmm n_iter"]
+
+
 def test_em_acceleration_quick(tmp_path):
     r = run_script("em_acceleration", tmp_path)
     check_machine(r, "em_acceleration", pomegranate_requested=False)
