@@ -495,8 +495,17 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
         return
     mean = np.asarray(data.moments[0], dtype=np.float64)
     const = np.flatnonzero(data.constant)
-    said = ", ".join(f"{feature_label(names, j)} (= {mean[j]:.6g})" for j in const[:10])
+    om = data.observed_mass
+    # A feature missing in most rows may hold one value where observed (in
+    # one row, say): said, not called a value of every row.
+    partly = [] if om is None else [j for j in const if om[j] < data.mass]
+    unit = "rows" if data.weight is None else "total weight"
+
+    def seen(j) -> str:
+        return f", observed in {om[j]:.6g} of {data.mass:.6g} {unit}" if j in partly else ""
+    said = ", ".join(f"{feature_label(names, j)} (= {mean[j]:.6g}{seen(j)})" for j in const[:10])
     more = f" and {const.size - 10} more" if const.size > 10 else ""
+    where = " where observed" if partly else ""
     if family.isotropic:
         effect = (f"with covariance_type={family.name!r} it counts as a feature of zero spread in "
                   f"each component's one variance, fitting the other features tighter than "
@@ -510,7 +519,7 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
                     f"(that floor narrows as a component's weight grows, which gives the heavier "
                     f"component a bonus on every row: one component can take them all)")
     warnings.warn(
-        f"{estimator}: feature(s) {said}{more} hold one value in every row: a constant feature "
+        f"{estimator}: feature(s) {said}{more} hold one value in every row{where}: a constant feature "
         f"carries nothing to cluster on, and {effect}{clusters}; drop it", UserWarning,
         stacklevel=5)
 

@@ -552,6 +552,25 @@ def test_svi_that_converges_after_em_ran_out_makes_the_fit_converged():
     assert clf.converged_ and 2 < clf.n_iter_ < 2 + 3000
 
 
+def test_a_feature_observed_in_one_row_is_said_as_such():
+    """(From an audit.) With missing="marginalize", a feature observed in
+    one row of 160 holds one value where observed and gets the constant
+    feature's floor variance; the warning said it held one value "in every
+    row".  It says where observed, and in how many rows (or how much
+    weight), for that feature only."""
+    rng = np.random.default_rng(5)
+    X = np.c_[np.r_[rng.normal(size=(80, 2)), rng.normal(size=(80, 2)) + 5],
+              np.full(160, np.nan), np.full(160, 2.0)]
+    X[0, 2] = 0.25
+    kw = dict(n_init=1, random_state=0, missing="marginalize", **CPU)
+    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(= 0.25, observed in 1 of 160 rows\), "
+                                         r"3 \(= 2\) hold one value in every row where observed: "):
+        BayesianGMM(2, **kw).fit(X)
+    with pytest.warns(UserWarning, match=r"feature\(s\) 2 \(= 0.25, observed in 0.5 of 80 total "
+                                         r"weight\), 3 \(= 2\) hold one value in every row where"):
+        BayesianGMM(2, **kw).fit(X, sample_weight=np.full(160, 0.5))
+
+
 def test_a_constant_feature_is_warned_about_naming_it():
     """(From an independent new-user walkthrough.) A constant column was
     fitted without a word: its variance ends at the prior's floor, and the
