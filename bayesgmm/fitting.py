@@ -1449,8 +1449,14 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     neither on the rows' order nor on whether a point is repeated or
     weighted (below ``SEED_SAMPLE_SIZE`` points), and each group's on its
     own points and the restart's seed only, not on the other groups or its
-    place among them.  Missing entries (NaN) are seeded at 0, the feature's standardised mean: the
-    seeds only start EM, which treats them exactly."""
+    place among them.  Missing entries (NaN) count as 0, the feature's
+    standardised mean, in the seeding's distances; a seed's own missing
+    coordinates then take the value of a row that observes them (drawn
+    with the restart's seed, by weight), and a Lloyd ("kmeans") centre's
+    the mean of its cluster's observed values, so that components start
+    apart in every feature (at 0 they started equal where no seed observed
+    a feature, and EM kept them so).  Without missing entries nothing is
+    drawn: the seeds are those of the complete data."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
     K = n_components
@@ -1465,9 +1471,27 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
         # Seeded in a canonical (sorted) order of the points: the seeds
         # then do not depend on the rows' order, and a point of weight w
         # is drawn exactly when w repeated copies of it would be.
-        P = np.where(np.isnan(P), 0.0, P)
+        miss = np.isnan(P)
+        P = np.where(miss, 0.0, P)
         order = canonical_order(P)
-        return P[order], None if w is None else w[order]
+        return P[order], None if w is None else w[order], miss[order] if miss.any() else None
+
+    def fill(c, unset, P, w, miss, rng):
+        # A seed's missing coordinates (``unset`` (k, D)) take the value of
+        # a row that observes that feature, drawn as the seeds are (with
+        # probability by weight): all at 0, the feature's mean, the
+        # components would start equal in every feature no seed observes,
+        # and EM keeps that symmetry (rows that observe only such features
+        # have equal responsibilities, whatever their values).
+        c = c.copy()
+        for j in np.flatnonzero(unset.any(0)):
+            rows = np.flatnonzero(~miss[:, j])
+            if rows.size == 0:           # this group never observes feature j
+                continue
+            p = None if w is None else w[rows] / w[rows].sum()
+            at = np.flatnonzero(unset[:, j])
+            c[at, j] = P[rng.choice(rows, at.size, p=p), j]
+        return c
 
     group_w = [None if weights is None else weights[g] for g in range(len(points))]
     # Groups small enough to seed on whole: prepared once, for every restart.
@@ -1490,26 +1514,38 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                 raise ValueError(f"group {g} has no points to seed from")
             k = min(K, n)
             if prepared[g] is not None:
-                P, w = prepared[g]
+                P, w, miss = prepared[g]
             else:                      # subsampled where the points are, then copied
                 pick = rng.choice(n, SEED_SAMPLE_SIZE, replace=False)
                 w = group_w[g]
-                P, w = canonical(host(P[pick]), None if w is None else host(w[pick]))
+                P, w, miss = canonical(host(P[pick]), None if w is None else host(w[pick]))
             if w is not None:      # the seeding is scale-free in the weights
                 w = w / w.max()
             if init == "random":
-                c = P[rng.choice(P.shape[0], k, replace=False,
-                                 p=None if w is None else w / w.sum())]
+                idx = rng.choice(P.shape[0], k, replace=False,
+                                 p=None if w is None else w / w.sum())
+                c = P[idx]
             elif init == "kmeans++":
-                c, _ = kmeans_plusplus(P, k, sample_weight=w,
-                                       random_state=int(rng.integers(2 ** 31 - 1)))
+                c, idx = kmeans_plusplus(P, k, sample_weight=w,
+                                         random_state=int(rng.integers(2 ** 31 - 1)))
             elif init == "kmeans":
-                c = KMeans(k, init="k-means++", n_init=1,
-                           random_state=int(rng.integers(2 ** 31 - 1))).fit(
-                               P, sample_weight=w).cluster_centers_
+                km = KMeans(k, init="k-means++", n_init=1,
+                            random_state=int(rng.integers(2 ** 31 - 1))).fit(P, sample_weight=w)
+                c = km.cluster_centers_
+                if miss is not None:
+                    # Each centre's features at its cluster's observed
+                    # values (not pulled towards 0 by the missing ones).
+                    wk = np.ones(P.shape[0]) if w is None else w
+                    onehot = np.eye(k)[km.labels_] * wk[:, None]                # (n, k)
+                    s0, s1 = onehot.T @ (~miss), onehot.T @ P                  # (k, D)
+                    c = np.where(s0 > 0, s1 / np.where(s0 > 0, s0, 1.0), c)
+                    idx = None
+                    unset = s0 == 0
             else:  # validated by the estimators; kept as a guard for direct callers
                 raise ValueError(f"init must be 'kmeans++', 'kmeans', 'random' or an array, "
                                  f"got {init!r}")
+            if miss is not None:
+                c = fill(c, miss[idx] if idx is not None else unset, P, w, miss, rng)
             out[r, g, :k] = c
             out[r, g, k:] = c[np.arange(K - k) % k]
     return out

@@ -1100,3 +1100,38 @@ def test_one_row_outweighing_the_rest_by_1e24_names_float64_when_float32_fails()
         gmm = BayesianGMM(2, dtype="float64", **kw).fit(X, sample_weight=w)
     assert np.isfinite(gmm.means_).all()
     np.testing.assert_allclose(gmm.means_[np.argmax(gmm.weights_)], X[0], rtol=1e-9)
+
+
+def test_seeds_start_apart_in_features_no_seed_observes():
+    """(From an audit.) Two clusters at 0 and 5 in three features, each row
+    observing one feature.  The seeds' missing coordinates were set at 0,
+    the feature's mean, so where no seed observed a feature both components
+    started equal in it and EM kept them so: every restart of every init
+    ended with the clusters unsplit in that feature (0.06 nats per point
+    below a start at the true means), and the default prior's spread, whose
+    partition then hung on exact ties, differed between float32 and
+    float64 (feature 0's covariance scale 10.1 against 66.5).  The seeds
+    now take observed values there: every init splits every feature, and
+    both dtypes get the same prior."""
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(80, 3)), rng.normal(size=(80, 3)) + 5])
+    keep = rng.integers(0, 3, len(X))
+    X[np.arange(3)[None, :] != keep[:, None]] = np.nan
+    kw = dict(missing="marginalize", n_init=4, **CPU)
+    for init in ("kmeans++", "kmeans", "random"):
+        gmm = BayesianGMM(2, covariance_type="diag", dtype="float64", init=init, **kw).fit(X)
+        assert np.all(np.abs(gmm.means_[0] - gmm.means_[1]) > 4), init
+    fits = [BayesianGMM(2, covariance_type="full", dtype=d, **kw).fit(X)
+            for d in ("float32", "float64")]
+    np.testing.assert_allclose(fits[0].priors_.covariance_scale,
+                               fits[1].priors_.covariance_scale, rtol=1e-5)
+    assert all(np.all(np.abs(g.means_[0] - g.means_[1]) > 4) for g in fits)
+    # Complete data draw nothing more: their seeds are scikit-learn's
+    # k-means++ seeds of the sorted points, as before.
+    from sklearn.cluster import kmeans_plusplus
+    full = np.where(np.isnan(X), 0.0, X)
+    ours = fitting.seed_centres([torch.as_tensor(full)], 3, 2, "kmeans++", [1, 2])
+    for r, s in enumerate((1, 2)):
+        c, _ = kmeans_plusplus(full[fitting.canonical_order(full)], 3,
+                               random_state=int(np.random.default_rng(s).integers(2 ** 31 - 1)))
+        np.testing.assert_array_equal(ours[r, 0], c)
