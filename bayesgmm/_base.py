@@ -626,10 +626,15 @@ def warm_priors(priors: Priors, user, previous: Priors) -> Priors:
     """The resolved ``priors`` of a warm start: the previous fit's
     covariance priors where the user (``user``, the estimator's ``priors``)
     leaves them to their data-dependent default, so that the fit continues
-    the previous objective."""
+    the previous objective.  The Wishart's scale and degrees of freedom go
+    together (with missing entries both follow the observed share,
+    :func:`~bayesgmm.priors.resolve_priors`): a warm start on data missing
+    another share took the previous scale with a new dof, a prior of
+    neither fit."""
     given = user if isinstance(user, Priors) else Priors()
-    return replace(priors, **{f: getattr(previous, f) for f in ("covariance_scale", "scale_rate")
-                              if getattr(given, f) is None})
+    return replace(priors, **{f: getattr(previous, f)
+                              for f in ("covariance_scale", "covariance_dof", "scale_rate")
+                              if getattr(given, f) is None and getattr(previous, f) is not None})
 
 
 def sparse_concentration(priors, inference: str) -> Optional[np.ndarray]:
@@ -1465,8 +1470,18 @@ class MixtureBase:
         V.check_random_state(self.random_state)
         check_threads(self.n_threads, here=False)
         V.allows_missing(self)
+        V.check_bool("warm_start", self.warm_start)
         check_priors_type(self.priors)
         self._check_model_hyperparameters()
+        D = getattr(self, "n_features_in_", None)
+        if D is not None and hasattr(self, "weights_"):
+            # The user's priors against this model's features and K, as the
+            # next fit resolves them (the data-dependent defaults aside).
+            from . import covariance as cov_module
+            from .priors import resolve_priors
+            family = cov_module.get(self.covariance_type, D)
+            resolve_priors(self._fit_priors(), family, self._prior_components(),
+                           (np.zeros(D), np.ones(D)))
 
     def _warm_asked(self) -> bool:
         """Whether ``warm_start`` asks this fit to continue a fitted model."""

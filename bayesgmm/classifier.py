@@ -212,8 +212,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         As in scikit-learn (and :class:`BayesianGMM`): when the classifier
         is already fitted, ``fit`` starts every class's mixture from its
         fitted parameters instead of new seeds (``n_init`` and ``init`` are
-        then ignored, and the covariance priors' defaults are the previous
-        fit's), e.g. to continue a fit with a small ``em_max_iter`` over
+        then ignored, and the covariance prior is the previous fit's, its
+        scale and degrees of freedom together, except for the fields
+        ``priors`` gives now: fit with ``warm_start=False`` to return to
+        the data's defaults), e.g. to continue a fit with a small ``em_max_iter`` over
         several calls, or on new data of the same classes and features.
         The previous fit must have the same classes, number of features,
         covariance type and K per class; with ``n_components="auto"`` the
@@ -368,6 +370,15 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 f"BayesianGMM(inference={inference!r}), which takes it")
         self._warm_asked()          # warm_start checked before any work
         return s, max_components, steps
+
+    def _fit_priors(self) -> Optional[Priors]:
+        return self.priors
+
+    def _prior_components(self) -> int:
+        """The largest K per class of the next fit's priors, for a fitted
+        model (with "auto", the fitted one)."""
+        ks = self._resolve_components(self.classes_, np.full(self.classes_.size, np.inf))
+        return int(np.max(self.n_components_ if ks is None else ks))
 
     def _check_model_hyperparameters(self) -> None:
         self._check_params(available=False)
@@ -925,7 +936,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         K stays the fitted one per class (with ``n_components="auto"`` the
         first call must follow a ``fit``, which chooses it); the MAP only
         (``inference="map"``), without ``discriminative_steps``, whose
-        fine-tuning the generative updates would undo."""
+        fine-tuning the generative updates would undo.  Later calls run on
+        the model's device (``device_``: the fit's, or the one ``load``
+        chose); the ``device`` setting takes effect at the next ``fit``."""
         self._check_partial_inference()
         steps = V.check_int("discriminative_steps", self.discriminative_steps, 0)
         if steps > 0:

@@ -193,7 +193,12 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         number of features and covariance type.  With
         ``n_components="auto"`` a warm start continues the fitted K
         (``n_components_``) without a new scan over K (and leaves no
-        ``bic_``): set ``warm_start=False`` to choose K afresh.
+        ``bic_``): set ``warm_start=False`` to choose K afresh.  The
+        covariance prior is the previous fit's (scale and degrees of
+        freedom together, whether they were defaults or given), so that
+        the fit continues its objective, except for the fields ``priors``
+        gives now; to return to the data's defaults, fit with
+        ``warm_start=False``.
     missing : {"error", "marginalize"}, default "error"
         What NaN entries of X are.  "error": refused, with this option named
         as the remedy.  "marginalize": missing values (at random), handled
@@ -733,6 +738,15 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             return self.priors
         return replace(self.priors if isinstance(self.priors, Priors) else Priors(),
                        weight_concentration=None)
+
+    def _fit_priors(self) -> Optional[Priors]:
+        return self._map_priors()
+
+    def _prior_components(self) -> int:
+        """K of the next fit's priors, for a fitted model (with "auto", the
+        fitted K)."""
+        return int(self.weights_.shape[-1]) if is_auto(self.n_components) \
+            else int(self.n_components)
 
     def _check_model_hyperparameters(self) -> None:
         s, *_ = self._check_params(None, getattr(self, "n_features_in_", None), available=False)
@@ -1387,7 +1401,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``n_components`` or a ``covariance_type`` other than the fitted
         one (refit with ``fit`` to change them); fields that ``priors``
         gives replace the fitted priors from that call on, and those it
-        leaves None keep them.
+        leaves None keep them.  Later calls run on the model's device
+        (``device_``: the fit's, or the one ``load`` chose); the ``device``
+        setting takes effect at the next ``fit``.
         """
         self._check_partial_inference()
         return self._fit_wrapper_partial(X, sample_weight)
@@ -1491,7 +1507,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.weights_, self.means_ = wts, means
             self._set_covariances(cov, family)
         total = float(run["mass"][0])
-        state.update(t=int(run["t"][0]), mass=total, avg=run["avg"])
+        # A new dict: a shallow copy of the estimator (copy.copy) shares the
+        # old one, whose stream must not move with the copy's.
+        state = dict(state, t=int(run["t"][0]), mass=total, avg=run["avg"])
         # The count restarts with a new running average (after fit or load).
         self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
         self._stream = state

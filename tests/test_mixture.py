@@ -814,6 +814,63 @@ def test_warm_start_continues_the_previous_fit(petal):
     assert cold.fit(X).loss_ == cold.fit(X).loss_
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_warm_start_keeps_the_previous_covariance_prior_whole(covariance_type):
+    """(From an audit.) A warm start continues the previous fit's
+    objective: its covariance prior, scale and degrees of freedom together.
+    After a fit on data with 40% missing (whose default Wishart counts 1/q
+    points), a warm fit on complete data took the old scale with a new
+    dof, a prior neither fit had.  A field given now replaces the old one;
+    warm_start=False returns to the data's defaults (also after
+    set_params(priors=None), which leaves the previous prior in force)."""
+    from bayesgmm import GMMClassifier, Priors
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (150, 3)), rng.normal(5, 1, (150, 3))]
+    Xn = X.copy()
+    Xn[rng.random(X.shape) < 0.4] = np.nan
+    Xn[np.isnan(Xn).all(1), 0] = 0.0
+    y = np.arange(300) % 2
+    kw = dict(n_init=1, missing="marginalize", covariance_type=covariance_type, **CPU)
+    fields = ("covariance_scale", "covariance_dof") if covariance_type == "full" \
+        else ("scale_shape", "scale_rate")
+    for make, args in ((lambda **k: BayesianGMM(2, **k), ()), (lambda **k: GMMClassifier(2, **k), (y,))):
+        est = make(warm_start=True, **kw).fit(Xn, *args)
+        first = est.priors_ if isinstance(est, BayesianGMM) else est.priors_[0]
+        warm = est.fit(X, *args)
+        got = warm.priors_ if isinstance(warm, BayesianGMM) else warm.priors_[0]
+        for f in fields:
+            np.testing.assert_array_equal(getattr(got, f), getattr(first, f))
+        fresh = make(**kw).fit(X, *args)
+        p_fresh = fresh.priors_ if isinstance(fresh, BayesianGMM) else fresh.priors_[0]
+        if covariance_type == "full":      # the missing share moved the default dof
+            assert first.covariance_dof > p_fresh.covariance_dof
+        # A field given now wins; warm_start=False gives the data's defaults.
+        given = {"covariance_scale": 0.5} if covariance_type == "full" else {"scale_rate": 0.5}
+        warm = est.set_params(priors=Priors(**given)).fit(X, *args)
+        got = warm.priors_ if isinstance(warm, BayesianGMM) else warm.priors_[0]
+        np.testing.assert_array_equal(np.diag(got.covariance_scale) if covariance_type == "full"
+                                      else got.scale_rate, [0.5] * 3)
+        cold = est.set_params(priors=None, warm_start=False).fit(X, *args)
+        got = cold.priors_ if isinstance(cold, BayesianGMM) else cold.priors_[0]
+        for f in fields:
+            np.testing.assert_array_equal(getattr(got, f), getattr(p_fresh, f))
+
+
+def test_partial_fit_on_a_shallow_copy_leaves_the_original_stream():
+    """(From an audit.) partial_fit updated its running statistics in
+    place, so a call on copy.copy(g) advanced g's stream too."""
+    import copy
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(5, 1, (200, 2))]
+    g = BayesianGMM(2, n_init=1, **CPU).fit(X[:200]).partial_fit(X[200:250])
+    reference = copy.deepcopy(g)
+    copy.copy(g).partial_fit(X[250:300])
+    g.partial_fit(X[300:])
+    reference.partial_fit(X[300:])
+    np.testing.assert_array_equal(g.means_, reference.means_)
+    assert g.n_partial_fits_ == reference.n_partial_fits_
+
+
 def test_shape_errors_keep_scikit_learns_words_and_add_the_remedy(tmp_path):
     """No rows, no columns, or another number of features than the fit's:
     scikit-learn's message (its checks match it) and then what to do, for

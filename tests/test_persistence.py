@@ -452,6 +452,12 @@ def test_a_label_keyed_series_hyperparameter_is_refused_with_its_dict_as_the_rem
     ("n_threads", 0, r"n_threads must be >= 1, got 0"),
     ("device", "bogus", r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
     ("inference", "mcmc", r"inference must be one of"),
+    # The priors' values against the model's features and K (an audit:
+    # only their type was checked), and warm_start's form.
+    ("priors", Priors(weight_concentration=-1.0), r"Priors.weight_concentration must be >= 1"),
+    ("priors", Priors(mean_loc=[0.0] * 7), r"Priors.mean_loc must be a scalar or have shape"),
+    ("priors", Priors(mean_scale=-1.0), r"Priors.mean_scale must be > 0"),
+    ("warm_start", "yes", r"warm_start must be True or False, got 'yes'"),
 ])
 def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(fitted, X, tmp_path, kind,
                                                                     name, value, why):
