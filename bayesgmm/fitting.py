@@ -1939,7 +1939,7 @@ def run_svi_loop(step: Callable[[np.ndarray], np.ndarray], n_pairs: int, max_ite
 
 class _Unconstrained:
     """AutoDelta's parameterisation of a batch of mixtures: the weights on
-    the simplex through ``transform_to(simplex)`` (stick-breaking), the means
+    the simplex through ``transform_to(simplex)`` (a softmax, as AutoDelta's), the means
     as they are, the covariance site through ``transform_to`` of its support
     (exp for scales, a Cholesky map for precision matrices).  Padded
     components are masked out of the weights."""
