@@ -406,10 +406,17 @@ def test_sparse_dirichlet_posterior_switches_surplus_components_off(tmp_path,
     np.testing.assert_array_equal(back.predict_proba(X), sparse.predict_proba(X))
     assert back.priors_.weight_concentration.tolist() == [0.05] * 8
     # The file holds the fitted state: a posterior fit whose inference was
-    # set to "map" since (no refit) still saves, and loads to the same answers.
-    sparse.set_params(inference="map").save(tmp_path / "set.bgmm")
+    # set to "map" since (no refit) still saves, and loads to the same
+    # answers, once its settings are ones a fit takes (a concentration
+    # below 1 has no MAP: refused as the next fit would refuse it).
+    with pytest.raises(ValueError, match=r"cannot save to .*Priors.weight_concentration must "
+                                         r"be >= 1, got \[0.05"):
+        sparse.set_params(inference="map").save(tmp_path / "set.bgmm")
+    assert not (tmp_path / "set.bgmm").exists()
+    sparse.set_params(priors=None).save(tmp_path / "set.bgmm")
     back = BayesianGMM.load(tmp_path / "set.bgmm")
     np.testing.assert_array_equal(back.predict_proba(X), sparse.predict_proba(X))
+    assert back.priors_.weight_concentration.tolist() == [0.05] * 8     # the fit's
 
 
 def test_sparse_dirichlet_with_nuts_and_refusals():
