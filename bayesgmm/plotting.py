@@ -642,15 +642,19 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     colors = _component_palette(len(weights))
     # The components are drawn above the mixture: where one component
     # carries the density the two curves coincide, and a mixture drawn on
-    # top hid every component but its flat tails.
+    # top hid every component but its flat tails.  The mixture is a wide
+    # grey band, so that it shows beside them there (a thin line under a
+    # component's was hidden wholly where the components do not overlap,
+    # and its legend entry named nothing to be seen).
     for k in np.flatnonzero(_shown(weights, x.size)):
         ax.plot(grid, comp[k], color=colors[k], lw=2.2, zorder=3,
                 label=f"component {k} (w={weights[k]:.2f})")
+    band = dict(color="0.72", lw=6.0, zorder=2, solid_capstyle="round")
     if draws is None:
-        ax.plot(grid, comp.sum(0), color="black", lw=1.2, ls="--", zorder=2, label="mixture")
+        ax.plot(grid, comp.sum(0), label="mixture", **band)
     else:
-        ax.plot(grid, _marginal_density(grid[:, None], *draws, [f]), color="black", lw=1.2,
-                ls="--", zorder=2, label="posterior predictive")
+        ax.plot(grid, _marginal_density(grid[:, None], *draws, [f]),
+                label="posterior predictive", **band)
     if rug:
         if labels is None:
             sns.rugplot(x=x, ax=ax, color="0.3", height=0.04)

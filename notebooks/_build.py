@@ -187,9 +187,9 @@ fig.tight_layout()'''),
     md('''
 ## The fitted density
 
-Each coloured curve is one weighted component, w_k N(x | mu_k, s_k); the black dashed curve is
-the mixture, their sum. The rug shows the data coloured by species (in colours of their own,
-not the components').
+Each coloured curve is one weighted component, w_k N(x | mu_k, s_k); the wide grey band under
+them is the mixture, their sum (where one component carries the density the two coincide). The
+rug shows the data coloured by species (in colours of their own, not the components').
 '''),
     code('''
 ax = plot_density_1d(gmm, X, labels=iris["species"])

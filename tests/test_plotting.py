@@ -176,6 +176,12 @@ def test_density_1d_components_sum_to_mixture_density(fit_1d):
     labels = [line.get_label() for line in ax.lines]
     assert labels[-1] == "mixture"
     assert labels[:K] == [f"component {k} (w={gmm.weights_[k]:.2f})" for k in range(K)]
+    # The mixture shows where a component carries it: a wider line drawn
+    # under the components (a thin one there was hidden, its legend entry
+    # naming nothing visible).
+    mixture, comps_drawn = ax.lines[-1], ax.lines[:K]
+    assert all(mixture.get_zorder() < c.get_zorder() for c in comps_drawn)
+    assert all(mixture.get_linewidth() >= 2 * c.get_linewidth() for c in comps_drawn)
     grid = ax.lines[-1].get_xdata()
     assert grid.size == 300
     comps = np.array([line.get_ydata() for line in ax.lines[:K]])
