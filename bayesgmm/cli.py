@@ -934,8 +934,9 @@ def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
     """The separator of the file's first lines: csv.Sniffer's choice among
     ``_SEPARATORS`` when the header holds it, else the first one the header
     holds; a header with none is whitespace-separated where it and the first
-    lines split at runs of spaces into the same number (> 1) of fields, else
-    one column."""
+    lines split at runs of spaces into the same number (> 1) of fields, or
+    every line into one more than the header (R's ``write.table``, row
+    names without a header cell), else one column."""
     size = 1 << 16
     with open(path, "rb") as f:
         head = f.read(size)
@@ -957,8 +958,12 @@ def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
         return sniffed
     if in_header:
         return in_header[0]
-    fields = {len(line.split()) for line in lines}
-    return _WHITESPACE if len(fields) == 1 and fields.pop() > 1 else fallback
+    fields = [len(line.split()) for line in lines]
+    same = len(set(fields)) == 1 and fields[0] > 1
+    # R's write.table: every row one field (its row name) longer than the
+    # header, which the reading then names (:func:`_unnamed_first_column`).
+    row_names = len(fields) > 1 and all(n == fields[0] + 1 for n in fields[1:])
+    return _WHITESPACE if same or row_names else fallback
 
 
 def _unnamed_first_column(path: str, sep: str, encoding: str,

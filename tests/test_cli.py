@@ -2180,6 +2180,11 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
         encoding="utf-8")
     (t / "empty2.csv").write_text("x,y,z\n" + "".join(f"{a:.1f},{b:.1f},\n"
                                                       for a, b in zip(x, y)))
+    # (From a new-user walkthrough.) R's default write.table: spaces, a
+    # quoted header, quoted row names; read as one column ("--sep space")
+    # before the row names were said.
+    (t / "r.txt").write_text('"x" "y"\n' + "".join(f'"{i + 1}" {a:.1f} {b:.1f}\n'
+                                                   for i, (a, b) in enumerate(zip(x, y))))
     fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
     runs = _run_side_by_side({
         "nbsp": (["fit", t / "nbsp.csv", "--decimal", ",", "--thousands", "\u00a0", *fast,
@@ -2198,7 +2203,8 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
         "ids": (["fit", t / "ids.csv", *fast, "--out", t / "o10"], False),
         "ws": (["fit", t / "ws.txt", "--sep", "space", "--decimal", ",", "--thousands",
                 "\u00a0", *fast, "--out", t / "o11"], False),
-        "empty2": (["fit", t / "empty2.csv", *fast, "--out", t / "o12"], False)})
+        "empty2": (["fit", t / "empty2.csv", *fast, "--out", t / "o12"], False),
+        "rtable": (["fit", t / "r.txt", *fast, "--out", t / "o13"], False)})
     means = {k: np.sort(np.asarray(json.loads((t / o / "params.json").read_text())["means"]),
                         axis=0)
              for k, o in (("plain", "o3"), ("nbsp", "o1"), ("bar", "o2"), ("concat", "o7"),
@@ -2225,6 +2231,9 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
     err = _one_error_line(runs["rnames"])
     assert "every row of" in err and "has one field more than its header" in err
     assert "give it one (e.g. a header id,x,y)" in err
+    err = _one_error_line(runs["rtable"])
+    assert "every row of" in err and "has one field more than its header (read with " \
+        "separator whitespace)" in err and "give it one (e.g. a header id x y)" in err
     err = _one_error_line(runs["empty"])
     assert "column(s) ['z'] of" in err and "have no value in any row: leave them out of " \
         "--columns" in err
