@@ -22,6 +22,7 @@ from ._auto import (bic_values, check_max_components, component_cap, fit_candida
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
                     sample_mixture,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
+                    warn_float32_conditioning,
                     stream_data, check_same_columns, warm_priors,
                     effective_components, positive_rows, warn_not_converged, warn_unused_components,
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
@@ -856,6 +857,9 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         self.weights_ = np.where(real, w, 0.0)
         self.means_ = np.where(real[..., None], m, np.nan)
         self._set_covariances(c, family, real)
+        warn_float32_conditioning("GMMClassifier", self.covariances_, family, s.dtype,
+                                  self.weights_ >= 0.5 / counts[:, None],
+                                  [_label(v) for v in classes])
         self.class_prior_ = class_prior
         self.class_count_ = np.asarray(mass, dtype=np.float64)
         self._stream = None          # a new fit starts partial_fit's averages afresh

@@ -23,6 +23,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
                     check_draws_size, check_result_size, check_threads, fit_threads,
+                    warn_float32_conditioning,
                     rollback_on_error, warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
@@ -657,6 +658,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self.weights_ = w
         self.means_ = m
         self._set_covariances(c, family)
+        warn_float32_conditioning("BayesianGMM", c, family, s.dtype, w >= 0.5 / data.n_total)
         self.n_components_ = K
         if bic is not None:
             self.bic_ = bic

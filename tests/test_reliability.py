@@ -750,3 +750,36 @@ def test_a_constant_feature_fits_alike_with_weights_missing_values_and_out_of_co
         assert drift < 1e-3, (name, drift)
     for name, sd in sds.items():             # the prior's floor, as unweighted
         assert np.all((sd > 1e-9) & (sd < 1e-7)), (name, sd)
+
+
+def test_a_float32_fit_beyond_its_precision_says_so():
+    """(From an audit.) A float32 full covariance of condition number
+    1.2e6 (its correlation matrix's) scored 21% off a float64 evaluation
+    of the same parameters, silently; one of 1.2e5 1%.  A float32 fit whose
+    covariance passes 1e5 warns, naming the component (and class) and
+    dtype='float64'; the float64 fit, and ordinary fits, do not."""
+    from scipy.stats import multivariate_normal
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=400)
+    X = np.c_[t, t + 1e-4 * rng.normal(size=400), rng.normal(size=400)]   # nearly on a plane
+    w = np.full(400, 3000.0)        # heavy rows: the data outweigh the covariance prior
+    kw = dict(covariance_type="full", n_init=1, random_state=0, **CPU)
+    with pytest.warns(UserWarning, match=r"BayesianGMM: the fitted covariance of component 0 has "
+                                         r"condition number 1\.\de\+06 .*fit with "
+                                         r"dtype='float64'") as rec:
+        f32 = BayesianGMM(1, **kw).fit(X, sample_weight=w)
+    assert rec[0].filename == __file__
+    ref = multivariate_normal(f32.means_[0], f32.covariances_[0]).logpdf(X)
+    assert np.max(np.abs(f32.score_samples(X) - ref) / np.abs(ref)) > 0.05   # what it warns of
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f64 = BayesianGMM(1, dtype="float64", **kw).fit(X, sample_weight=w)
+        np.testing.assert_allclose(f64.score_samples(X),
+                                   multivariate_normal(f64.means_[0], f64.covariances_[0]).logpdf(X),
+                                   rtol=1e-8)
+        BayesianGMM(1, **kw).fit(X)                       # unweighted: condition 4e2
+    y = np.arange(400) % 2
+    with pytest.warns(UserWarning, match=r"GMMClassifier: the fitted covariance of class 1, "
+                                         r"component 0 has condition number"):
+        GMMClassifier({0: 1, 1: 1}, **kw).fit(np.where(y[:, None] == 1, X, rng.normal(size=X.shape)),
+                                              y, sample_weight=w)
