@@ -562,7 +562,9 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
     om = data.observed_mass
     # A feature missing in most rows may hold one value where observed (in
     # one row, say): said, not called a value of every row.
-    partly = [] if om is None else [j for j in const if om[j] < data.mass]
+    # (The two totals are summed differently: equal up to rounding when
+    # the feature is observed in every row.)
+    partly = [] if om is None else [j for j in const if om[j] < data.mass * (1 - 1e-9)]
     unit = "rows" if data.weight is None else "total weight"
 
     def seen(j) -> str:
@@ -714,9 +716,8 @@ def sparse_concentration(priors, inference: str) -> Optional[np.ndarray]:
             priors.weight_concentration is None:
         return None
     given = priors.weight_concentration
-    try:
-        a = np.asarray(given, dtype=np.float64)
-    except (TypeError, ValueError):
+    a = V.real_array(given, "Priors.weight_concentration")
+    if a is None:
         return None                     # resolve_priors names the problem
     if a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.all(a >= 1):
         return None

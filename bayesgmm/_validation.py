@@ -114,6 +114,10 @@ def _tensor_data(X, name: str = "X"):
     return X
 
 
+#: Element types of a flat list that :func:`real_array` converts at once.
+_PLAIN_NUMBERS = {int, float, np.float64, np.float32, np.int64, np.int32}
+
+
 def real_array(value: Any, name: str = "value", *, booleans: bool = False) -> Optional[np.ndarray]:
     """``value`` (a number, nested lists, an array or a tensor) as a new
     float64 array, or None where it is not an array of real numbers: ragged
@@ -127,17 +131,35 @@ def real_array(value: Any, name: str = "value", *, booleans: bool = False) -> Op
             value = _tensor_data(value, name).cpu().numpy()
     bad = (str, bytes, complex, np.complexfloating, type(None)) \
         + (() if booleans else (bool, np.bool_))
+    kinds = "USVcO" if booleans else "USVcbO"
+
+    def refused(v) -> bool:
+        # An element that is itself an array or tensor (0-d or not) by its
+        # dtype: np.array('0.5') or torch.tensor(True) in a list.
+        if isinstance(v, bad):
+            return True
+        if isinstance(v, (int, float)):         # np.float64 too: no array look-up
+            return False
+        dtype = getattr(v, "dtype", None)
+        if dtype is None:
+            return False
+        return (dtype if isinstance(dtype, np.dtype) else np.asarray(v).dtype).kind in kinds
+
     try:
-        # Python lists as objects: np.asarray([True, 2.0]) would hide the
-        # boolean in a float array.  Arrays and array-likes (a Series of
-        # 10**7 weights) through their own dtype.
-        given = np.asarray(value, dtype=object) if isinstance(value, (list, tuple)) \
-            else np.asarray(value)
+        if isinstance(value, (list, tuple)):
+            # A flat list of Python numbers (10**7 weights) at C speed;
+            # anything else element by element: np.asarray([True, 2.0])
+            # would hide the boolean in a float array.
+            if set(map(type, value)) <= _PLAIN_NUMBERS:
+                return np.array(value, dtype=np.float64)
+            given = np.asarray(value, dtype=object)
+        else:       # arrays and array-likes (a Series) through their own dtype
+            given = np.asarray(value)
         if given.dtype == object:
-            if any(isinstance(v, bad) for v in given.ravel().tolist()):
+            if any(refused(v) for v in given.ravel().tolist()):
                 return None
             return np.array(value, dtype=np.float64)
-        if given.dtype.kind in ("USVc" if booleans else "USVcb"):
+        if given.dtype.kind in kinds:
             return None
         return np.array(given, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):  # ragged, or objects that are not numbers

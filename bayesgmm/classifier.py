@@ -381,11 +381,26 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         ks = self._resolve_components(self.classes_, np.full(self.classes_.size, np.inf))
         return int(np.max(self.n_components_ if ks is None else ks))
 
+    def _check_concentration_shape(self, ks: Optional[np.ndarray]) -> None:
+        """One concentration per component only where every class has the
+        same K (``ks`` per class; None for "auto", which tries several)."""
+        if self.priors is not None and isinstance(self.priors, Priors) \
+                and np.ndim(self.priors.weight_concentration) > 0 \
+                and (ks is None or len(set(ks)) > 1):
+            why = ("n_components='auto' tries several numbers of components" if ks is None else
+                   "the classes have different numbers of components")
+            raise ValueError(
+                f"Priors.weight_concentration is an array but {why}: give a scalar "
+                f"concentration (the same for every component)")
+
     def _check_model_hyperparameters(self) -> None:
         self._check_params(available=False)
         classes = getattr(self, "classes_", None)
         if classes is not None:       # the per-class settings, against the fitted classes
-            self._resolve_components(classes, np.full(classes.size, np.inf))
+            ks = self._resolve_components(classes, np.full(classes.size, np.inf))
+            if ks is None and self._warm_asked():     # a warm start continues the fitted K
+                ks = np.asarray(self.n_components_)
+            self._check_concentration_shape(ks)
             self._class_prior(np.ones(classes.size), classes)
 
     def _n_draws(self, inference: str) -> int:
@@ -708,13 +723,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # mixture has fewer free parameters than the class has points (weight).
         cap = component_cap(family, D, max_components, counts, mass)
         k_max = int(cap.max()) if auto else int(ks.max())
-        if self.priors is not None and isinstance(self.priors, Priors) \
-                and np.ndim(self.priors.weight_concentration) > 0 and (auto or len(set(ks)) > 1):
-            why = ("n_components='auto' tries several numbers of components" if auto else
-                   "the classes have different numbers of components")
-            raise ValueError(
-                f"Priors.weight_concentration is an array but {why}: give a scalar "
-                f"concentration (the same for every component)")
+        self._check_concentration_shape(ks)
         # Validated here (before any work); resolved once with k_max after
         # the seeding, whose spread scales the covariance priors' defaults.
         # The k-component prior is the first k entries of the (scalar)

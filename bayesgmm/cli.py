@@ -930,13 +930,16 @@ def _refuse_nul_bytes(path: str, encoding: str = "utf-8") -> None:
                                f"else re-save it as UTF-8 text")
 
 
-def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
+def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8",
+                     thousands: Optional[str] = None) -> str:
     """The separator of the file's first lines: csv.Sniffer's choice among
     ``_SEPARATORS`` when the header holds it, else the first one the header
     holds; a header with none is whitespace-separated where it and the first
     lines split at runs of spaces into the same number (> 1) of fields, or
     every line into one more than the header (R's ``write.table``, row
-    names without a header cell), else one column."""
+    names without a header cell; a header of two names or more, and no
+    ``thousands`` mark that is whitespace, which also splits a one-column
+    file's numbers in two), else one column."""
     size = 1 << 16
     with open(path, "rb") as f:
         head = f.read(size)
@@ -962,7 +965,8 @@ def _sniff_separator(path: str, decimal: str, encoding: str = "utf-8") -> str:
     same = len(set(fields)) == 1 and fields[0] > 1
     # R's write.table: every row one field (its row name) longer than the
     # header, which the reading then names (:func:`_unnamed_first_column`).
-    row_names = len(fields) > 1 and all(n == fields[0] + 1 for n in fields[1:])
+    row_names = len(fields) > 1 and fields[0] > 1 and all(n == fields[0] + 1 for n in fields[1:]) \
+        and not (thousands is not None and thousands.isspace())
     return _WHITESPACE if same or row_names else fallback
 
 
@@ -1035,7 +1039,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
     try:
         _refuse_nul_bytes(path, encoding)
         if sep is None:
-            sep = _sniff_separator(path, decimal, encoding)
+            sep = _sniff_separator(path, decimal, encoding, thousands)
         with warnings.catch_warnings():
             # Rows with one field more than the header: by default pandas takes
             # the first field as a row label and shifts every column; with

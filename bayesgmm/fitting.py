@@ -1483,14 +1483,17 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
         # components would start equal in every feature no seed observes,
         # and EM keeps that symmetry (rows that observe only such features
         # have equal responsibilities, whatever their values).
+        # Always by explicit probabilities (numpy's cumulative draw): a row
+        # of weight w then takes the draws w repeated copies of it would
+        # (the uniform draw without ``p`` takes another route).
         c = c.copy()
         for j in np.flatnonzero(unset.any(0)):
             rows = np.flatnonzero(~miss[:, j])
             if rows.size == 0:           # this group never observes feature j
                 continue
-            p = None if w is None else w[rows] / w[rows].sum()
+            p = np.ones(rows.size) if w is None else w[rows]
             at = np.flatnonzero(unset[:, j])
-            c[at, j] = P[rng.choice(rows, at.size, p=p), j]
+            c[at, j] = P[rng.choice(rows, at.size, p=p / p.sum()), j]
         return c
 
     group_w = [None if weights is None else weights[g] for g in range(len(points))]
@@ -1536,8 +1539,11 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                     # Each centre's features at its cluster's observed
                     # values (not pulled towards 0 by the missing ones).
                     wk = np.ones(P.shape[0]) if w is None else w
-                    onehot = np.eye(k)[km.labels_] * wk[:, None]                # (n, k)
-                    s0, s1 = onehot.T @ (~miss), onehot.T @ P                  # (k, D)
+                    obs = ~miss
+                    s0 = np.stack([np.bincount(km.labels_, wk * obs[:, j], k)
+                                   for j in range(P.shape[1])], 1)                  # (k, D)
+                    s1 = np.stack([np.bincount(km.labels_, wk * P[:, j], k)
+                                   for j in range(P.shape[1])], 1)
                     c = np.where(s0 > 0, s1 / np.where(s0 > 0, s0, 1.0), c)
                     idx = None
                     unset = s0 == 0

@@ -514,10 +514,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         if isinstance(self.init, str):
             V.check_option("init", self.init, INIT_OPTIONS)
         else:
-            try:
-                means = np.asarray(self.init, dtype=np.float64)
-            except (TypeError, ValueError):
-                means = None
+            means = V.real_array(self.init, "init")     # no text, no booleans
             D = (means.shape[-1] if n_features is None and means is not None and means.ndim
                  else n_features)
             if means is None or means.shape != (K, D) or not np.all(np.isfinite(means)):

@@ -2185,6 +2185,9 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
     # before the row names were said.
     (t / "r.txt").write_text('"x" "y"\n' + "".join(f'"{i + 1}" {a:.1f} {b:.1f}\n'
                                                    for i, (a, b) in enumerate(zip(x, y))))
+    # (From the review.) One column grouped by plain spaces: every row splits
+    # into one field more than its header, yet it holds no row names.
+    (t / "one.csv").write_text("x\n" + "".join(f"{grouped(a, ' ')}\n" for a in x))
     fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
     runs = _run_side_by_side({
         "nbsp": (["fit", t / "nbsp.csv", "--decimal", ",", "--thousands", "\u00a0", *fast,
@@ -2204,7 +2207,9 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
         "ws": (["fit", t / "ws.txt", "--sep", "space", "--decimal", ",", "--thousands",
                 "\u00a0", *fast, "--out", t / "o11"], False),
         "empty2": (["fit", t / "empty2.csv", *fast, "--out", t / "o12"], False),
-        "rtable": (["fit", t / "r.txt", *fast, "--out", t / "o13"], False)})
+        "rtable": (["fit", t / "r.txt", *fast, "--out", t / "o13"], False),
+        "one": (["fit", t / "one.csv", "--decimal", ",", "--thousands", " ", *fast,
+                 "--out", t / "o14"], False)})
     means = {k: np.sort(np.asarray(json.loads((t / o / "params.json").read_text())["means"]),
                         axis=0)
              for k, o in (("plain", "o3"), ("nbsp", "o1"), ("bar", "o2"), ("concat", "o7"),
@@ -2231,6 +2236,10 @@ def test_files_an_independent_audit_found_misread_are_read_or_named(tmp_path):
     err = _one_error_line(runs["rnames"])
     assert "every row of" in err and "has one field more than its header" in err
     assert "give it one (e.g. a header id,x,y)" in err
+    assert runs["one"].returncode == 0, runs["one"].stderr
+    np.testing.assert_allclose(
+        np.sort(np.ravel(json.loads((t / "o14" / "params.json").read_text())["means"])),
+        np.sort(means["plain"][:, 0]), rtol=1e-3)
     err = _one_error_line(runs["rtable"])
     assert "every row of" in err and "has one field more than its header (read with " \
         "separator whitespace)" in err and "give it one (e.g. a header id x y)" in err

@@ -478,6 +478,22 @@ def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(fitted, X, t
     bayesgmm.load(path)
 
 
+def test_save_refuses_a_concentration_array_for_classes_of_different_k(X, tmp_path):
+    """(From the review.) One concentration per component needs the same K
+    in every class: a fit refuses it otherwise, and so now does save."""
+    y = np.arange(len(X)) % 2
+    clf = GMMClassifier({0: 1, 1: 2}, n_init=1, max_iter=0, device="cpu", random_state=0).fit(X, y)
+    clf.set_params(priors=Priors(weight_concentration=[2.0, 2.0]))
+    with pytest.raises(ValueError, match=r"cannot save to .*Priors.weight_concentration is an "
+                                         r"array but the classes have different numbers of "
+                                         r"components"):
+        clf.save(tmp_path / "c.bgmm")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"the classes have different numbers of components"):
+        clf.fit(X, y)
+    clf.set_params(priors=Priors(weight_concentration=2.0)).save(tmp_path / "c.bgmm")
+
+
 def test_a_model_for_another_machines_device_saves_and_loads(fitted, tmp_path):
     """The device setting is checked for its form only on save: a model set
     (or loaded) to fit on a GPU saves on a machine without one."""

@@ -715,7 +715,10 @@ def test_range_and_missing_refusals_name_the_features_by_column(tmp_path):
 # as scikit-learn takes it), complex numbers, None and ragged lists out,
 # each refused by its own name.
 _NOT_NUMBERS = {"text": ["0.5", "0.5"], "none": [0.5, None], "complex": [0.5 + 0j, 0.5],
-                "ragged": [[0.5], [0.5, 0.5]], "boolean": [True, True]}
+                "ragged": [[0.5], [0.5, 0.5]], "boolean": [True, True],
+                # (From the review.) Elements that are 0-d arrays or tensors.
+                "0-d text": [np.array("0.5"), np.array("0.5")],
+                "0-d boolean": [torch.tensor(True), torch.tensor(True)]}
 
 
 def _four_callers(X, value):
@@ -731,16 +734,23 @@ def _four_callers(X, value):
         "means": lambda: match_components([[0.0], [1.0]], [[v] for v in value]),
         "sample_weight": lambda: BayesianGMM(1, n_init=1, random_state=0, device="cpu").fit(
             X[:2, :1], sample_weight=value),
+        # (From the review: these two still took "0.5" and True.)
+        "init": lambda: BayesianGMM(2, init=[[v, v] for v in value], random_state=0,
+                                    device="cpu").fit(X),
+        "Priors.weight_concentration": lambda: BayesianGMM(
+            2, inference="vi", n_samples=10, max_iter=20, random_state=0, device="cpu",
+            priors=Priors(weight_concentration=value)).fit(X),
     }
 
 
 @pytest.mark.parametrize("kind", sorted(_NOT_NUMBERS))
-@pytest.mark.parametrize("caller", ["Priors.mean_scale", "class_prior", "means", "sample_weight"])
+@pytest.mark.parametrize("caller", ["Priors.mean_scale", "class_prior", "means", "sample_weight",
+                                    "init", "Priors.weight_concentration"])
 def test_every_numeric_argument_refuses_what_is_no_number_by_its_name(kind, caller):
     X = _two_blobs(40, 2)
     value = _NOT_NUMBERS[kind]
     call = _four_callers(X, value)[caller]
-    if kind == "boolean" and caller == "sample_weight":
+    if "boolean" in kind and caller == "sample_weight":
         call()                                    # a mask of rows, as scikit-learn takes it
         return
     with pytest.raises(ValueError, match=re.escape(caller)):
