@@ -1654,12 +1654,19 @@ class MixtureBase:
 
         inference = V.check_option("inference", getattr(self, "inference", "map"),
                                    INFERENCE_OPTIONS)
-        if inference != "map" or getattr(self, "_posterior", None) is not None:
+        if inference != "map":
             raise ValueError(
                 f"partial_fit updates the MAP point chunk by chunk, which would leave the "
                 f"posterior draws of inference={inference!r} stale: use fit on all the data "
                 f"with inference={inference!r}, or set inference='map' and refit with fit "
                 f"before partial_fit")
+        if getattr(self, "_posterior", None) is not None:
+            # inference is "map" now, but the fitted model still holds the
+            # draws of an earlier posterior fit.
+            raise ValueError(
+                "partial_fit updates the MAP point chunk by chunk, but this model holds the "
+                "posterior draws of its last fit, which would go stale: refit with fit "
+                "(inference='map') before partial_fit")
 
     def _continued_priors(self, fitted: Priors, family: Covariance, K: int, D: int) -> Priors:
         """The priors a continuing ``partial_fit`` maximises against for a

@@ -118,10 +118,15 @@ def _symmetrize(M: torch.Tensor) -> torch.Tensor:
 def _chol(M: torch.Tensor) -> torch.Tensor:
     """Lower Cholesky factor; NaN (not an exception) where ``M`` is not
     positive definite, so that a diverged restart is dropped by the
-    finiteness checks of the callers rather than raising from deep in torch."""
+    finiteness checks of the callers rather than raising from deep in torch.
+    On the CPU the substitution is skipped when every factor is good (the
+    common case); on an accelerator it is unconditional, as asking would
+    wait for the device (a host sync per factorisation inside EM's loop)."""
     L, info = torch.linalg.cholesky_ex(M)
     bad = (info > 0)[..., None, None]
-    return torch.where(bad, torch.full_like(L, math.nan), L) if bool(bad.any()) else L
+    if L.device.type == "cpu" and not bool(bad.any()):
+        return L
+    return torch.where(bad, torch.full_like(L, math.nan), L)
 
 
 def observed_gaussian(cov: torch.Tensor, observed: torch.Tensor):

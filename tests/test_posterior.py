@@ -757,8 +757,11 @@ def test_bad_settings_and_combinations(tmp_path):
     with pytest.raises(ValueError, match=r"random_state must be .*got -1"):
         BayesianGMM(2, random_state=-1, **CPU).fit(X)
     # A model holding draws refuses partial_fit even with inference set back to "map".
-    with pytest.raises(ValueError, match="partial_fit .* stale"):
+    # Its message names the held draws, not draws "of inference='map'".
+    with pytest.raises(ValueError, match=r"partial_fit .*holds the posterior draws of its last "
+                                         r"fit.* stale: refit with fit") as err:
         gmm.set_params(inference="map").partial_fit(X)
+    assert "draws of inference='map'" not in str(err.value)
     # A MAP refit drops the draws.
     gmm.fit(X)
     with pytest.raises(ValueError, match="inference='map'"):
