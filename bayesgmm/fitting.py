@@ -64,6 +64,16 @@ _EXP_FLOOR = -80.0
 # covariances and D = 10 within +-5%.  Smaller blocks cost more per-block
 # overhead (2**14 was 40% slower on the classifier).
 BLOCK_ELEMENTS = 2 ** 16
+#: ... but full and tied covariances (matrix precisions, complete data) take
+#: 2**18: their per-block products (D, D) x (D, rows) run faster on longer
+#: rows, and their fixed per-block cost weighs more.  Measured against 2**16
+#: (one thread, AMD EPYC, default fits, N = 1e5, K = 8, medians of 7
+#: alternating; /tmp sweep, 2026-12-06): full 0.80 at D = 20, 0.83 at D = 10,
+#: 1.01 at D = 2, 1.02 at D = 50 (N = 2e4: 512 rows either way); tied 0.86
+#: at D = 20, 0.95 at D = 2; the five-class classifier (true K) 0.96 full,
+#: 1.02 tied.
+#: A 2**18 budget for every family made diagonal classifier fits 7% slower.
+DENSE_BLOCK_ELEMENTS = 2 ** 18
 # On a GPU a block costs kernel launches: 2**26 elements (256 MiB per float32
 # temporary) keeps N = 1e7, K = 8, D = 2 with 4 restarts to 10 blocks.  Not
 # yet measured on a GPU.
@@ -99,7 +109,7 @@ _LOG_2PI = math.log(2 * math.pi)
 # Data layout
 # ----------------------------------------------------------------------------
 def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device,
-               expanded: bool = False) -> int:
+               expanded: bool = False, dense: bool = False) -> int:
     """Rows per E-step block for P pairs of K components of D features (in
     memory, :meth:`Groups.rows`, and streamed, :meth:`RowStream.rows`): a
     temporary of P K D (D D with missing entries: a row missing more than
@@ -112,7 +122,8 @@ def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device,
     holds (P, K) and (P, D) float64 terms per row: on the CPU
     :data:`EXPANDED_BLOCK_ELEMENTS` of them, at least :data:`MIN_BLOCK_ROWS`
     rows (its terms stay far below :data:`MAX_BLOCK_ELEMENTS` there); on a
-    GPU :data:`CUDA_BLOCK_ELEMENTS`."""
+    GPU :data:`CUDA_BLOCK_ELEMENTS`.  ``dense`` (matrix precisions: full and
+    tied) takes :data:`DENSE_BLOCK_ELEMENTS` on the CPU for complete data."""
     if expanded:
         if device.type != "cpu":
             return max(1, CUDA_BLOCK_ELEMENTS // (P * (K + D)))
@@ -120,7 +131,8 @@ def block_rows(P: int, K: int, D: int, missing: bool, device: torch.device,
     per_row = P * K * D * (D if missing else 1)
     if device.type != "cpu":
         return max(1, CUDA_BLOCK_ELEMENTS // per_row)
-    return max(1, BLOCK_ELEMENTS // per_row, min(MIN_BLOCK_ROWS, MAX_BLOCK_ELEMENTS // per_row))
+    budget = DENSE_BLOCK_ELEMENTS if dense and not missing else BLOCK_ELEMENTS
+    return max(1, budget // per_row, min(MIN_BLOCK_ROWS, MAX_BLOCK_ELEMENTS // per_row))
 
 
 @dataclass
@@ -191,12 +203,12 @@ class Groups:
             observed = observed.transpose(1, 2).contiguous()
         return cls(Xg.transpose(1, 2).contiguous(), w, counts, observed, reduce)
 
-    def rows(self, P: int, K: int, expanded: bool = False) -> int:
+    def rows(self, P: int, K: int, expanded: bool = False, dense: bool = False) -> int:
         """Rows per block for P pairs of K components (larger blocks on a
         GPU, where each block costs kernel launches, not cache; smaller with
         missing entries, whose terms are up to (D, D) per point)."""
         return block_rows(P, K, self.XT.shape[1], self.observed is not None, self.XT.device,
-                          expanded)
+                          expanded, dense)
 
     def blocks(self, gidx: torch.Tensor, rows: int):
         """(block of points (P, D, rows), weights (P, rows) or None, observed
@@ -331,8 +343,8 @@ class RowStream:
         # The total weight of every shard per group, from the first pass (no re-read).
         self.mass = torch.as_tensor(np.atleast_1d(mass), dtype=dtype, device=self.device)
 
-    def rows(self, P: int, K: int, expanded: bool = False) -> int:
-        return block_rows(P, K, self.D, self.has_missing, self.device, expanded)
+    def rows(self, P: int, K: int, expanded: bool = False, dense: bool = False) -> int:
+        return block_rows(P, K, self.D, self.has_missing, self.device, expanded, dense)
 
     def chunks(self):
         """(start, standardised chunk (m, D) in ``dtype`` with NaN kept,
@@ -1203,7 +1215,8 @@ def e_step(groups: Groups, params: MixtureParams, gidx: torch.Tensor, family: Co
     factor = family.precision_factor(params.cov)
     total = None
     expanded = expanded_route(family, D, params.means.device, groups.has_missing)
-    for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
+    dense = not family.diagonal_precision
+    for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded, dense)):
         s = block_stats(x, w, params, family, factor, hard, o)
         total = s if total is None else total + s
     if groups.reduce is not None:      # one shard of several processes: sum the shards
@@ -1340,7 +1353,8 @@ def negative_log_joint(groups: Groups, params: MixtureParams, gidx: torch.Tensor
     expanded = expanded_route(family, p.means.shape[-1], p.means.device, groups.has_missing)
     loss_bound = EXPANDED_MAX_TERM_EXACT if params.weights.dtype == torch.float64 \
         else EXPANDED_MAX_TERM_LOSS
-    for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded)):
+    dense = not family.diagonal_precision
+    for x, w, o in groups.blocks(gidx, groups.rows(P, K, expanded, dense)):
         if expanded:
             logn = expanded_log_normal(square_terms(x), p.means, factor, family, o,
                                        loss_bound).to(dtype)

@@ -166,9 +166,10 @@ def test_batched_m_step_equals_single_mixture_m_step(covariance_type, monkeypatc
     # Blocks of 7 rows (3 pairs x 3 components x 2 features x 7): the
     # statistics are summed across blocks, the groups padded per class.
     monkeypatch.setattr(fitting, "BLOCK_ELEMENTS", 3 * 3 * 2 * 7)
+    monkeypatch.setattr(fitting, "DENSE_BLOCK_ELEMENTS", 3 * 3 * 2 * 7)
     monkeypatch.setattr(fitting, "MIN_BLOCK_ROWS", 1)
     groups = Groups.from_labels(Xt, yt, 3)
-    assert groups.rows(3, 3) == 7
+    assert groups.rows(3, 3) == groups.rows(3, 3, dense=True) == 7
     stats = e_step(groups, params, torch.arange(3), family)
     new = m_step(stats, params, pt, family, mask)
     for c in range(3):

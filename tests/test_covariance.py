@@ -851,8 +851,9 @@ def test_statistics_of_row_blocks_add_up_to_one_pass(covariance_type, monkeypatc
     gidx = torch.zeros(2, dtype=torch.long)
     whole = fitting.e_step(groups, params, gidx, family)
     monkeypatch.setattr(fitting, "BLOCK_ELEMENTS", 64)      # blocks of a few rows
+    monkeypatch.setattr(fitting, "DENSE_BLOCK_ELEMENTS", 64)
     monkeypatch.setattr(fitting, "MIN_BLOCK_ROWS", 1)
-    assert groups.rows(2, 3) < 10
+    assert groups.rows(2, 3) < 10 and groups.rows(2, 3, dense=True) < 10
     blocked = fitting.e_step(groups, params, gidx, family)
     halves = (fitting.e_step(fitting.Groups.single(Xt[:150]), params, gidx, family)
               + fitting.e_step(fitting.Groups.single(Xt[150:]), params, gidx, family))
@@ -893,12 +894,50 @@ def test_cpu_blocks_keep_a_floor_of_rows():
     assert wide.rows(4, 5, expanded=True) == fitting.EXPANDED_BLOCK_ELEMENTS // (4 * 55)
     assert narrow.rows(4, 8, expanded=True) == fitting.EXPANDED_BLOCK_ELEMENTS // (4 * 10)
     assert wide.rows(64, 50, expanded=True) == fitting.MIN_BLOCK_ROWS
+    # Matrix precisions (full, tied) take the larger dense budget on the CPU
+    # for complete data; missing entries and other devices keep theirs.
+    assert narrow.rows(4, 8, dense=True) == fitting.DENSE_BLOCK_ELEMENTS // (4 * 8 * 2)
+    assert fitting.DENSE_BLOCK_ELEMENTS > fitting.BLOCK_ELEMENTS
+    assert wide.rows(4, 5, dense=True) == fitting.MIN_BLOCK_ROWS
+    assert wide.rows(1, 4, dense=True) == fitting.DENSE_BLOCK_ELEMENTS // (4 * 50) > 512
+    assert missing.rows(4, 5, dense=True) == missing.rows(4, 5)
+    assert meta.rows(4, 5, dense=True) == meta.rows(4, 5)
     # Streamed rows are blocked by the same rule.
     for has_missing, group in ((False, wide), (True, missing)):
         stream = fitting.RowStream(np.zeros((3000, 50)), np.zeros(50), np.ones(50), "cpu",
                                    torch.float32, has_missing=has_missing)
         assert stream.rows(4, 5) == group.rows(4, 5)
+        assert stream.rows(4, 5, dense=True) == group.rows(4, 5, dense=True)
         assert stream.rows(4, 5, True) == group.rows(4, 5, True)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_e_step_blocks_by_the_family_budget(covariance_type):
+    """The E-step and the loss block full and tied mixtures by the dense
+    budget, diagonal and spherical ones by the plain one."""
+    X = make_rotated(covariance_type, 400, seed=3)[0]
+    family = covariance.get(covariance_type, X.shape[1])
+    std, Xt, moments = Standardizer.fit_to(X, "cpu", family.isotropic, dtype=torch.float64)
+    pt = std.priors(resolve_priors(None, family, 3, moments), "cpu", torch.float64)
+    seen = []
+
+    class Recording(fitting.Groups):
+        def blocks(self, gidx, rows):
+            seen.append(rows)
+            return super().blocks(gidx, rows)
+
+    base = fitting.Groups.single(Xt)
+    groups = Recording(base.XT, base.weight, base.counts, base.observed, base.reduce)
+    centres = torch.as_tensor(fitting.seed_centres([Xt], 3, 2, "kmeans++", [0, 1]))
+    mask = torch.ones(2, 1, 3, dtype=torch.bool)
+    params = fitting.initial_params(groups, centres, mask, pt, family).map(lambda t: t[:, 0])
+    gidx = torch.zeros(2, dtype=torch.long)
+    seen.clear()
+    fitting.e_step(groups, params, gidx, family)
+    fitting.negative_log_joint(groups, params, gidx, pt, family)
+    dense = covariance_type in ("full", "tied")
+    assert base.rows(2, 3) != base.rows(2, 3, dense=True)
+    assert seen == [base.rows(2, 3, dense=dense)] * 2
 
 
 def test_canonical_order_is_lexsort_order():
