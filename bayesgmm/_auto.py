@@ -71,9 +71,25 @@ def component_cap(family: Covariance, n_features: int, max_components: int,
     covariance priors of a scan, :func:`bayesgmm._base.seeded_priors`)."""
     mass = np.atleast_1d(mass)
     rows = [max_components] * mass.size if rows is None else np.atleast_1d(rows)
-    return np.array([max([1] + [k for k in range(1, min(max_components, int(n)) + 1)
-                                if family.mixture_parameters(k, n_features) < m])
-                     for n, m in zip(rows, mass)])
+
+    def largest(n, m) -> int:
+        # The free parameters grow with K: stop at the first K too many (a
+        # huge max_components costs nothing beyond the K the data allow).
+        k = 1
+        while k < min(max_components, int(n)) and \
+                family.mixture_parameters(k + 1, n_features) < m:
+            k += 1
+        return k
+
+    return np.array([largest(n, m) for n, m in zip(rows, mass)])
+
+
+def bic_columns(max_components: int, rows) -> int:
+    """Columns of the BIC table, K = 1.. this: ``max_components``, but no
+    more than the most rows of positive weight of any group (``rows``): a
+    larger K is never tried (:func:`component_cap`), and a table padded to
+    a huge ``max_components`` would be mostly inf (1e8 columns: 800 MB)."""
+    return int(min(max_components, max(1, int(np.max(rows)))))
 
 
 @dataclass
@@ -81,7 +97,7 @@ class Selection:
     """The kept mixture of each group, cut to the largest K kept:
     ``params`` (batch (G,)), ``mask`` (G, K) its real components,
     ``variant`` (G,) the kept variant (restart r, or r * M + k - 1 for
-    "auto" with M candidate K), ``bic`` (G, max_components) for "auto" (inf
+    "auto" with M candidate K), ``bic`` (G, :func:`bic_columns`) for "auto" (inf
     for K not tried), else None; ``trace`` EM's record of every variant
     (None without EM; the screen's, when the restarts were screened), the
     iterations (the longest variant's, both stages) and whether every kept
@@ -121,7 +137,8 @@ def candidate_mask(ks: Optional[np.ndarray], cap: np.ndarray, n_init: int,
 def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap: np.ndarray,
                    pt: PriorTensors, family: Covariance, em_max_iter: int, tol: float,
                    callback: Callback, mass: np.ndarray, loglik_offset: np.ndarray,
-                   max_components: int, what: str = "", depth: int = 0) -> Selection:
+                   max_components: int, what: str = "", depth: int = 0,
+                   columns: Optional[int] = None) -> Selection:
     """Fit every variant from ``centres`` (R, G, K, D: one k-means++ seeding
     of K = max(ks) or max(cap) per restart and group, whose first k seeds
     seed the K = k variant) and keep the best per group.
@@ -184,7 +201,7 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
                                    mask.reshape(B * G, K)).reshape(B, G)
     params, kept_mask, bic, variant = _select(params, final, mask, pt, family, mass, cap,
                                               loglik_offset, max_components if auto else 0, R,
-                                              what, depth)
+                                              what, depth, columns)
     if trace is not None:
         # Converged: each group's kept variant stopped before the budget
         # (trace.converged is every variant's).
@@ -218,12 +235,14 @@ def bic_values(loglik: np.ndarray, n_components: np.ndarray, family: Covariance,
 
 
 def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, family,
-            mass, cap, loglik_offset, max_components: int, R: int, what: str, depth: int):
+            mass, cap, loglik_offset, max_components: int, R: int, what: str, depth: int,
+            columns: Optional[int] = None):
     """Best restart per group (and, for "auto", best K per group by BIC).
 
     ``max_components``: 0 for fixed K, else "auto" tried K = 1..M per
     group, up to ``cap``.  Returns group parameters (G, K, ...), their mask
-    (G, K), the BIC table (G, max_components) (None unless auto), and the
+    (G, K), the BIC table (G, ``columns`` or max_components: :func:`bic_columns`)
+    (None unless auto), and the
     variant kept for each group (G,)."""
     auto = max_components > 0
     B, G, K = params.weights.shape
@@ -254,7 +273,9 @@ def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, 
             f"(max_components={max_components}){whose}: BIC may still fall beyond it; "
             f"raise max_components", UserWarning, stacklevel=6 + depth)
     idx = var[torch.as_tensor(k_best, device=final.device), grp]
-    # One column per K in 1..max_components; K beyond every group's cap
+    # One column per K in 1..columns (max_components, or fewer where no
+    # group has that many rows: bic_columns); K beyond every group's cap
     # were not fitted (BIC inf, as for K beyond one group's cap).
-    bic = np.pad(bic.T, ((0, 0), (0, max_components - M)), constant_values=np.inf)
+    width = max_components if columns is None else columns
+    bic = np.pad(bic.T, ((0, 0), (0, width - M)), constant_values=np.inf)
     return params.select((idx, grp)), mask[idx, grp], bic, idx

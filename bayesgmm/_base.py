@@ -20,7 +20,8 @@ from . import _predict, _validation as V, persistence
 from . import covariance as cov_module
 from ._options import DTYPES, STREAM_STATS
 from .covariance import COVARIANCE_TYPES, Covariance
-from .fitting import Stats, e_step, m_step, masked, seeded_spread
+from ._validation import check_result_size
+from .fitting import RESTART_COPIES, Stats, e_step, m_step, masked, seeded_spread
 from .priors import (MixtureParams, Priors, Standardizer, pair_coverage, resolve_priors, rms,
                      spread_of, standard_scale)
 
@@ -122,24 +123,20 @@ def check_threads(n_threads, here: bool = True) -> Optional[int]:
     return int(n_threads)
 
 
-def physical_memory() -> Optional[int]:
-    """This machine's memory in bytes, where the OS says (None elsewhere)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
+#: The most iterations ``max_iter`` and ``em_max_iter`` take (int64 counters).
+MAX_ITERATIONS = 2 ** 63 - 1
+#: The largest SVI step: beyond it Adam's float32 update overflows inside
+#: torch (1e300 raised "value cannot be converted to type float").
+MAX_LEARNING_RATE = 1e30
 
 
-def check_result_size(setting: str, nbytes: float, remedy: str) -> None:
-    """Refuse before any work a result that alone would exceed this machine's
-    memory (``nbytes``: its size; ``setting``: what asked for it, as the
-    user wrote it, e.g. "n_samples=1000000000"), with a ``ValueError``
-    naming it: numpy's ``MemoryError`` or torch's allocator error came from
-    deep inside, some only after a whole fit."""
-    total = physical_memory()
-    if total is not None and nbytes > total:
-        raise ValueError(f"{setting} asks for about {nbytes / 2 ** 30:.3g} GiB, more than this "
-                         f"machine's {total / 2 ** 30:.3g} GiB of memory: {remedy}")
+def check_learning_rate(value) -> float:
+    """``learning_rate``: a positive number up to :data:`MAX_LEARNING_RATE`."""
+    lr = V.check_float("learning_rate", value)
+    if lr > MAX_LEARNING_RATE:
+        raise ValueError(f"learning_rate must be at most {MAX_LEARNING_RATE:g} (Adam's step, in "
+                         f"units of the data's spread; the default is 0.01), got {lr:g}")
+    return lr
 
 
 #: A posterior run's peak memory over the size of the draws it keeps
@@ -149,15 +146,21 @@ DRAWS_WORKING_FACTOR = 6.0
 
 
 def check_draws_size(n_samples, n_draws: int, family: Covariance, K: int, D: int,
-                     default: str, classes: int = 1) -> None:
+                     default: str, classes: int = 1, n_chains: int = 1,
+                     requested: Optional[int] = None) -> None:
     """The posterior run for ``n_draws`` draws of ``classes`` mixtures of K
     components in D features within this machine's memory (the draws kept,
     times :data:`DRAWS_WORKING_FACTOR`), checked before it starts;
-    ``default``: the estimator's default ``n_samples``, said in the remedy."""
+    ``default``: the estimator's default ``n_samples``, said in the remedy.
+    NUTS's ``n_chains`` is named with it where the chains keep more than
+    the ``requested`` draws (each keeps at least one)."""
     per = K + K * D + int(np.prod(family.covariance_shape(K, D)))
-    check_result_size(f"n_samples={n_samples!r}",
+    chains = n_chains > 1 and requested is not None and n_draws > requested
+    check_result_size(f"n_samples={n_samples!r}"
+                      + (f" over n_chains={n_chains} ({n_draws} draws kept)" if chains else ""),
                       DRAWS_WORKING_FACTOR * 8.0 * classes * n_draws * per,
-                      f"keep fewer posterior draws (the default: {default})")
+                      f"keep fewer posterior draws (the default: {default})"
+                      + (" or run fewer chains (the default: n_chains=4)" if chains else ""))
 
 
 @contextlib.contextmanager
@@ -960,6 +963,19 @@ def check_weight_range(mass: float, span, unfit: bool, dtype: torch.dtype, reduc
                      f"statistics hold (at most {limit:.3g}): {remedy}")
 
 
+def check_chunk_weights(w: Optional[np.ndarray], dtype: torch.dtype) -> None:
+    """``partial_fit``'s chunk of positive weights ``w`` (None: unweighted)
+    checked as ``fit`` checks its weights (:func:`check_weight_range`):
+    each one a positive number in ``dtype`` and their sum within its
+    statistics' range (1e-300 rounded to 0 in float32 and was taken; 1e300
+    said only that the update diverged)."""
+    if w is None or not w.size:
+        return
+    wt = torch.as_tensor(w, dtype=dtype)
+    unfit = not bool((torch.isfinite(wt) & (wt > 0)).all())
+    check_weight_range(float(w.sum()), (float(w.min()), float(w.max())), unfit, dtype)
+
+
 def is_row_source(X) -> bool:
     """Whether ``X`` is read in row chunks rather than loaded: a numpy
     memmap (``np.load(path, mmap_mode="r")``), or an array-like that is not
@@ -1344,14 +1360,20 @@ class MixtureBase:
             covariance_type=V.check_option("covariance_type", self.covariance_type,
                                            COVARIANCE_TYPES),
             n_init=V.check_int("n_init", self.n_init, 1),
-            max_iter=V.check_int("max_iter", self.max_iter, 0),
-            em_max_iter=V.check_int("em_max_iter", self.em_max_iter, 0),
+            # Iteration counts live in int64 tensors (10**30 overflowed in torch).
+            max_iter=V.check_int("max_iter", self.max_iter, 0, MAX_ITERATIONS),
+            em_max_iter=V.check_int("em_max_iter", self.em_max_iter, 0, MAX_ITERATIONS),
             tol=V.check_float("tol", self.tol, minimum=0.0, strict=False),
-            learning_rate=V.check_float("learning_rate", self.learning_rate),
+            learning_rate=check_learning_rate(self.learning_rate),
             device=V.resolve_device(self.device, available),
             progress=self.progress,
             dtype=self._dtype(),
         )
+        # The restarts' seeds and means, at one component of one feature: a
+        # huge n_init is refused before anything is drawn (seed_centres
+        # checks again at the fit's K and D).
+        check_result_size(f"n_init={s.n_init}", 8.0 * RESTART_COPIES * s.n_init,
+                          "use fewer restarts (the default: n_init=4)")
         if s.max_iter == 0 and s.em_max_iter == 0:
             raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "
                              "set em_max_iter > 0 (EM) or max_iter > 0 (SVI)")

@@ -6,6 +6,7 @@ that bad input never reaches torch."""
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from typing import Any, Optional
 
@@ -70,7 +71,7 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
                      and not hasattr(X, "tocsr")):      # scipy's dok sparse is a dict
         raise NonNumericError(f"{name} must be a 2-D array-like of numbers (an array, a "
                               f"DataFrame, a list of rows or a tensor), got {type(X).__name__}")
-    if isinstance(X, (list, tuple)) or hasattr(X, "__array__"):
+    if isinstance(X, (list, tuple, numbers.Number)) or hasattr(X, "__array__"):
         try:
             arr = np.asarray(X)
         except ValueError as exc:       # rows of different lengths
@@ -81,6 +82,13 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
             raise NonNumericError(
                 f"{name} holds {what} ({arr.dtype}), not numbers: convert them to numbers in a "
                 f"unit you choose, e.g. (X - X.min()) / np.timedelta64(1, 'D') for days")
+        if arr.dtype.names is not None and len(arr.dtype.names) == 1:
+            arr = arr[arr.dtype.names[0]]    # one field: one feature, as before
+        if arr.dtype.names is not None:     # a structured (record) array
+            raise NonNumericError(
+                f"{name} is a structured array (fields {list(arr.dtype.names)}), not a 2-D "
+                f"array of numbers: convert it with numpy.lib.recfunctions."
+                f"structured_to_unstructured({name}) (one column per field)")
         if arr.dtype.kind in "OUSV":
             try:
                 arr = arr.astype(np.float64)
@@ -91,12 +99,48 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         if arr.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} must be real-valued; take the real part "
                              f"or the magnitude first")
+        _check_dimensions(arr, name)
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
         if arr.dtype.kind in "fiub" and arr.ndim == 2:
             _check_finite(arr, name, None, allow_nan)
         return arr
+    if not _passes_through(X) and not _numeric_sequence(X):
+        raise NonNumericError(f"{name} must be a 2-D array-like of numbers (an array, a "
+                              f"DataFrame, a list of rows or a tensor), got {type(X).__name__}")
     return X
+
+
+def _numeric_sequence(X: Any) -> bool:
+    """Whether numpy makes an array of ``X`` (a deque of rows, a memoryview,
+    any sequence), left to scikit-learn's conversion as before; an object
+    it can only wrap (``object()``, a generator) is no data."""
+    try:
+        arr = np.asarray(X)
+    except Exception:
+        return False
+    return not (arr.ndim == 0 and arr.dtype == object)
+
+
+def _passes_through(X: Any) -> bool:
+    """Whether ``X``, neither a list nor an array, is left to scikit-learn's
+    own checks: sparse matrices (refused there with their remedy) and data
+    frames of other libraries (the dataframe interchange protocol)."""
+    return hasattr(X, "tocsr") or hasattr(X, "__dataframe__") or \
+        hasattr(X, "__arrow_c_stream__") or hasattr(X, "__array_interface__")
+
+
+def _check_dimensions(arr: np.ndarray, name: str) -> None:
+    """Refuse a scalar or an array of more than 2 dimensions, with a remedy
+    (scikit-learn's own messages name neither the argument nor a fix)."""
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must be a 2-D array of numbers (rows of features), got a "
+                         f"scalar {arr.item()!r}: pass [[value]] for one point of one feature")
+    if arr.ndim > 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a {arr.ndim}-D array "
+                         f"of shape {arr.shape}: give each sample one row, e.g. "
+                         f"np.asarray({name}).reshape(len({name}), -1) to flatten each sample's "
+                         f"values into features")
 
 
 def _tensor_data(X, name: str = "X"):
@@ -318,7 +362,8 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
     ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array.
     NaN (missing) entries are kept when the estimator marginalises them."""
     n_expected = getattr(estimator, "n_features_in_", None)
-    if not reset and n_expected not in (None, 1) and not _is_series(X) and _ndim(X) == 1:
+    if not reset and n_expected not in (None, 1) and not _is_series(X) and _ndim(X) == 1 \
+            and getattr(getattr(X, "dtype", None), "names", None) is None:    # not structured
         raise ValueError(
             f"Expected 2-D input with {n_expected} features, got a 1-D array of {len(X)} "
             f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")
@@ -514,3 +559,23 @@ def resolve_device(device: Any, available: bool = True):
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev
+
+
+def physical_memory() -> Optional[int]:
+    """This machine's memory in bytes, where the OS says (None elsewhere)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_result_size(setting: str, nbytes: float, remedy: str) -> None:
+    """Refuse before any work a result that alone would exceed this machine's
+    memory (``nbytes``: its size; ``setting``: what asked for it, as the
+    user wrote it, e.g. "n_samples=1000000000"), with a ``ValueError``
+    naming it: numpy's ``MemoryError`` or torch's allocator error came from
+    deep inside, some only after a whole fit."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{setting} asks for about {nbytes / 2 ** 30:.3g} GiB, more than this "
+                         f"machine's {total / 2 ** 30:.3g} GiB of memory: {remedy}")

@@ -17,10 +17,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._auto import (bic_values, check_max_components, component_cap, fit_candidates,
-                    is_auto, log_likelihood)
+from ._auto import (bic_columns, bic_values, check_max_components, component_cap,
+                    fit_candidates, is_auto, log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data,
-                    sample_mixture,
+                    check_chunk_weights, sample_mixture,
                     guard_stage, is_row_source, seeded_priors, sparse_concentration,
                     warn_float32_conditioning,
                     stream_data, check_same_columns, warm_priors,
@@ -258,11 +258,12 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         parameters, data units (before any discriminative fine-tuning).
     loss_ : float
         Their sum.
-    bic_ : ndarray of shape (n_classes, max_components)
+    bic_ : ndarray of shape (n_classes, min(max_components, n_rows))
         Only for ``n_components="auto"``: BIC of every class for K = 1, 2, ...
         in the data's units, each K at its best restart of the scan and the
         chosen K at the class's fitted (generative) mixture (inf where K
-        exceeds the class size).
+        exceeds the class size); ``n_rows``: the largest class's rows of
+        positive weight.
     discriminative_losses_ : ndarray
         Cross-entropy per fine-tuning step (empty without fine-tuning).
     n_iter_ : int
@@ -730,11 +731,13 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # concentration.
         resolve_priors(self.priors, family, k_max, moments)
         if self.inference != "map":
-            kept = post_module.PosteriorSettings(
-                self.inference, n_samples=self._n_draws(self.inference),
-                n_chains=V.check_int("n_chains", self.n_chains, 1)).kept
+            chains = V.check_int("n_chains", self.n_chains, 1)
+            draws = self._n_draws(self.inference)
+            kept = post_module.PosteriorSettings(self.inference, n_samples=draws,
+                                                 n_chains=chains).kept
             check_draws_size(self.n_samples, kept, family, k_max, D,
-                             "n_samples='auto', 200 draws for 'vi' and 1000 for 'nuts'", C)
+                             "n_samples='auto', 200 draws for 'vi' and 1000 for 'nuts'", C,
+                             n_chains=chains if self.inference == "nuts" else 1, requested=draws)
 
         def prior_for(k: int) -> Priors:
             return replace(base, weight_concentration=base.weight_concentration[:k])
@@ -792,7 +795,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                 n_iter, converged = run.n_iter, run.converged
             else:
                 sel = fit_candidates(groups, centres, ks, cap, pt, family, s.em_max_iter, s.tol,
-                                     callback, mass, ll_offset, max_components, what="class(es)")
+                                     callback, mass, ll_offset, max_components,
+                                     what="class(es)", columns=bic_columns(max_components, counts))
                 params, mask_c, bic = sel.params, sel.mask, sel.bic
                 n_iter, converged = sel.n_iter, sel.converged
             k_sel = mask_c.sum(-1)
@@ -1041,6 +1045,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
                                     "refit with fit to add a class")
         if keep is not None:
             X, w = X[keep], w[keep]
+        check_chunk_weights(w, self._dtype())
         V.check_missing_rows(np.isnan(X))
         device = _predict.model_device(self)
         family = self._family()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from importlib import resources
 from typing import Optional, Sequence
@@ -100,6 +101,12 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     n_samples = V.check_int("n_samples", n_samples, 1)
     n_components = V.check_int("n_components", n_components, 1)
     n_features = V.check_int("n_features", n_features, 1)
+    # X, and the truth's means and scales, in float64 (n_features=10**9
+    # was killed by the OS; 10**30 points overflowed inside numpy).
+    V.check_result_size(f"make_mixture(n_samples={n_samples}, n_components={n_components}, "
+                        f"n_features={n_features})",
+                        8.0 * (n_samples + 3 * n_components) * n_features + 8.0 * n_samples,
+                        "ask for fewer points, components or features")
     separation = V.check_float("separation", separation, strict=False)
     min_weight = (min(0.1, 1.0 / n_components) if min_weight is None else
                   V.check_float("min_weight", min_weight, strict=False))
@@ -207,12 +214,21 @@ def make_five_class(random_state=None, n_per_class: int = 2000, n_classes: int =
     """
     rng = V.check_random_state(random_state)
     n_per_class = V.check_int("n_per_class", n_per_class, 1)
-    n_classes = V.check_int("n_classes", n_classes, 1)
+    if isinstance(n_classes, numbers.Integral) and not isinstance(n_classes, (bool, np.bool_)) \
+            and n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2 (a classification study), got "
+                         f"{n_classes}: for one mixture, use make_mixture")
+    n_classes = V.check_int("n_classes", n_classes, 2)
     min_clusters = V.check_int("min_clusters", min_clusters, 1)
     max_clusters = V.check_int("max_clusters", max_clusters, 1)
     if max_clusters < min_clusters:
         raise ValueError(f"max_clusters={max_clusters} is below min_clusters={min_clusters}: "
                          f"give max_clusters >= min_clusters")
+    # X (2 columns) and y, and every class's clusters (means, scales, counts).
+    V.check_result_size(f"make_five_class(n_per_class={n_per_class}, n_classes={n_classes}, "
+                        f"max_clusters={max_clusters})",
+                        8.0 * n_classes * (3 * n_per_class + 5 * max_clusters),
+                        "ask for fewer points, classes or clusters")
     mixtures, counts_all = [], []
     for _ in range(n_classes):
         k = int(rng.randint(min_clusters, max_clusters + 1))
@@ -235,8 +251,12 @@ def make_circles(n_samples: int = 1000, *, noise: Optional[float] = 0.01, factor
     """scikit-learn's two concentric rings (the defaults of the original MLP study)."""
     from sklearn.datasets import make_circles as _mc
     if isinstance(n_samples, (tuple, list)) and len(n_samples) == 2:   # (outer, inner)
-        if sum(V.check_int("n_samples", n, 0) for n in n_samples) < 1:
+        total = sum(V.check_int("n_samples", n, 0) for n in n_samples)
+        if total < 1:
             raise ValueError(f"n_samples must hold at least one point, got {n_samples!r}")
     else:
-        n_samples = V.check_int("n_samples", n_samples, 1)
+        n_samples = total = V.check_int("n_samples", n_samples, 1)
+    # X (2 columns), y and scikit-learn's working copies, in float64.
+    V.check_result_size(f"make_circles(n_samples={n_samples!r})", 8.0 * 6 * total,
+                        "ask for fewer points")
     return _mc(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)

@@ -40,6 +40,7 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.distributions import constraints, transform_to
 
+from ._validation import check_result_size
 from .covariance import Covariance, _chol, observed_gaussian, sum_features
 from .models import (class_gmm_model, class_global_sites, global_sites, gmm_model,
                      masked_dirichlet_log_prob)
@@ -1444,6 +1445,12 @@ def canonical_order(P: np.ndarray) -> np.ndarray:
 SPREAD_LLOYD_STEPS = 1
 
 
+#: Copies of the restarts' means a fit holds at once, at the least (the
+#: seeds, EM's parameters and statistics, SQUAREM's iterates): the size a
+#: huge ``n_init`` is refused by before any work.
+RESTART_COPIES = 8
+
+
 def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, init,
                  seeds: Sequence[int], weights: Optional[Sequence] = None) -> np.ndarray:
     """Initial means (n_init, G, K, D) for each group's points (arrays or
@@ -1475,6 +1482,10 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
 
     K = n_components
     D = points[0].shape[1]
+    # The restarts run as one batch: their centres, and EM's copies of them
+    # (parameters, statistics, the accelerator's iterates), at the least.
+    check_result_size(f"n_init={n_init}", 8.0 * RESTART_COPIES * n_init * len(points) * K * D,
+                      "use fewer restarts (the default: n_init=4)")
     out = np.zeros((n_init, len(points), K, D))
 
     def host(v):

@@ -14,10 +14,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _predict, _validation as V
 from . import covariance as cov_module
-from ._auto import (bic_values, check_max_components, component_cap, fit_candidates, is_auto,
-                    log_likelihood)
+from ._auto import (bic_columns, bic_values, check_max_components, component_cap,
+                    fit_candidates, is_auto, log_likelihood)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
-                    guard_stage, is_row_source, sample_mixture, seeded_priors, spread_rows,
+                    check_chunk_weights, guard_stage, is_row_source, sample_mixture,
+                    seeded_priors, spread_rows,
                     stream_data, stream_update, seeded_stream, host_stats, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
@@ -325,14 +326,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``fit``; ``partial_fit`` updates it from its running total weight.  With
         ``weight_prior="dirichlet_process"``, the number of clusters the
         fit found.
-    bic_ : ndarray of shape (max_components,)
+    bic_ : ndarray of shape (min(max_components, rows of positive weight),)
         Only after an "auto" fit that scanned K: BIC of K = 1, 2, ...
         (lower is better) in the data's units, each K at its best restart
         of the scan and the chosen K at the final fit (so
         ``bic_[n_components_ - 1]`` equals :meth:`bic` on the training
         data, with the fit's ``sample_weight``: exactly with
         ``dtype="float64"``, to float32 rounding with the default dtype);
-        inf for K not tried.
+        inf for K not tried (no K beyond the rows of positive weight is).
     weights_ : ndarray of shape (K,)
     means_ : ndarray of shape (K, D)
     covariances_ : ndarray
@@ -817,7 +818,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  sparse=sparse)
 
     def _check_draws(self, settings: PosteriorSettings, family, K: int, D: int) -> None:
-        check_draws_size(self.n_samples, settings.kept, family, K, D, "n_samples=1000")
+        check_draws_size(self.n_samples, settings.kept, family, K, D, "n_samples=1000",
+                         n_chains=settings.n_chains if settings.method == "nuts" else 1,
+                         requested=settings.n_samples)
 
     def _fit_posterior(self, settings: Optional[PosteriorSettings], data, family,
                        params: MixtureParams, priors: Priors, reference: tuple,
@@ -1001,7 +1004,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         try:
             sel = fit_candidates(groups, centres, None, cap, pt, family, s.em_max_iter, s.tol,
                                  progress.callback, np.array([data.mass]),
-                                 np.array([data.loglik_offset()]), max_components, depth=1)
+                                 np.array([data.loglik_offset()]), max_components, depth=1,
+                                 columns=bic_columns(max_components, data.n_total))
             K = int(sel.n_components[0])
             progress.offset = data.loss_offset(K, family)
             pt = pt.with_concentration(pt.concentration[:K])
@@ -1456,6 +1460,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         w = V.check_sample_weight(sample_weight, X.shape[0])
         if w is not None:
             X, w = X[w > 0], w[w > 0]
+        check_chunk_weights(w, self._dtype())
         device = _predict.model_device(self)
         family = self._family()
         K, D = self.means_.shape

@@ -280,10 +280,24 @@ def _observed(X: np.ndarray, f: int, names: Sequence[str]) -> np.ndarray:
     return present
 
 
-def _check_grid_size(grid_size) -> int:
+#: Float64 values held per grid point at the least (coordinates, scores
+#: of every class or component, the image): the size a huge ``grid_size``
+#: is refused by before any work.
+GRID_POINT_VALUES = 16
+
+
+def _check_grid_size(grid_size, dims: int = 1) -> int:
+    """``grid_size``: an int >= 2 whose grid (``grid_size ** dims`` points)
+    fits in this machine's memory (10**5 on a 2-D plot asked numpy for
+    75 GiB)."""
     if isinstance(grid_size, (bool, np.bool_)) or not isinstance(grid_size, (int, np.integer)) \
             or grid_size < 2:
         raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    from ._validation import check_result_size
+    check_result_size(f"grid_size={int(grid_size)}",
+                        8.0 * GRID_POINT_VALUES * float(grid_size) ** dims,
+                        f"use a smaller grid_size (a {'square ' if dims == 2 else ''}grid of "
+                        f"grid_size{'**2' if dims == 2 else ''} points)")
     return int(grid_size)
 
 
@@ -896,7 +910,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
     check_bool("plug_in", plug_in)             # also where no contour needs it
     draws = None
     if contours:
-        grid_size = _check_grid_size(grid_size)
+        grid_size = _check_grid_size(grid_size, 2)
         draws = _predictive_draws(estimator, plug_in)
     ax = _new_axes(ax)
     K = len(weights)
@@ -1011,7 +1025,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     if y.shape != (Xa.shape[0],):
         raise ValueError(f"y has shape {y.shape} but X has {Xa.shape[0]} rows: "
                          "pass one label per row of X")
-    grid_size = _check_grid_size(grid_size)
+    grid_size = _check_grid_size(grid_size, 2)
     unknown = ~np.isin(y, classes)
     if unknown.any():
         raise ValueError(f"y contains labels not in classifier.classes_: "

@@ -20,6 +20,13 @@ from bayesgmm.datasets import make_five_class, make_mixture
     (dict(separation=-1), r"separation must be >= 0.0, got -1.0"),
     (dict(separation=np.nan), "separation must be a finite number >= 0.0, got nan"),
     (dict(min_weight=-0.5), r"min_weight must be >= 0.0, got -0.5"),
+    # Beyond this machine's memory: refused before any work (10**9 features
+    # were killed by the OS; 10**30 points overflowed inside numpy).
+    (dict(n_features=10 ** 9, n_samples=10 ** 4),
+     r"^make_mixture\(n_samples=10000, n_components=3, n_features=1000000000\) asks for about "
+     r".* GiB, more than this machine's .*fewer points, components or features"),
+    (dict(n_samples=10 ** 30), r"^make_mixture\(n_samples=10{30}, .* asks for about"),
+    (dict(n_components=10 ** 12), r"n_components=1000000000000, n_features=2\) asks for"),
 ])
 def test_make_mixture_refuses_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -27,9 +34,13 @@ def test_make_mixture_refuses_bad_arguments(kw, message):
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(n_classes=0), "n_classes must be >= 1, got 0"),
+    (dict(n_classes=0), "n_classes must be at least 2 .*got 0"),
     (dict(n_per_class=2.5), "n_per_class must be an integer, got 2.5"),
     (dict(min_clusters=5, max_clusters=2), "max_clusters=2 is below min_clusters=5"),
+    (dict(n_classes=1), "n_classes must be at least 2 .*got 1: for one mixture, use make_mixture"),
+    (dict(n_per_class=10 ** 15), r"^make_five_class\(n_per_class=10{15}, n_classes=5, "
+                                 r"max_clusters=10\) asks for about .* GiB"),
+    (dict(n_classes=10 ** 15), r"n_classes=10{15}, max_clusters=10\) asks for about"),
 ])
 def test_make_five_class_refuses_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -118,6 +129,12 @@ def test_make_circles_refuses_no_points():
     from bayesgmm.datasets import make_circles
     with pytest.raises(ValueError, match="n_samples"):
         make_circles(0)
+    # ... and more than this machine holds (numpy's 'Maximum allowed size
+    # exceeded' named nothing), as a count or an (outer, inner) pair.
+    for n in (10 ** 30, (10 ** 30, 5)):
+        with pytest.raises(ValueError, match=r"^make_circles\(n_samples=.*\) asks for about .* "
+                                             r"GiB.*fewer points"):
+            make_circles(n)
 
 
 def test_make_circles_takes_scikit_learns_outer_inner_pair():

@@ -555,6 +555,8 @@ def test_decision_regions_bad_input(circles):
     X, y, clf = circles
     with pytest.raises(ValueError, match="needs a mixture classifier"):
         plot_decision_regions(clf, X, y, ellipses=True)
+    with pytest.raises(ValueError, match=r"^grid_size=100000 asks for about .* GiB"):
+        plot_decision_regions(clf, X, y, grid_size=10 ** 5)
     with pytest.raises(ValueError, match="sigma must be a positive number"):
         plot_decision_regions(clf, X, y, ellipses=True, sigma=0)
     with pytest.raises(ValueError, match="2-D but X has 3 features"):
@@ -702,6 +704,15 @@ def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
     assert not [p for p in none.patches if isinstance(p, Ellipse)] and none.collections
     with pytest.raises(ValueError, match="grid_size must be an int >= 2, got 1"):
         plot_clusters_2d(gmm2, X2, contours=True, grid_size=1)
+    # A grid beyond this machine's memory is refused before any work (10**5
+    # on a 2-D plot asked numpy for 75 GiB); a 1-D grid of the same size is
+    # small.
+    with pytest.raises(ValueError, match=r"^grid_size=100000 asks for about .* GiB.*smaller "
+                                         r"grid_size \(a square grid of grid_size\*\*2 points\)"):
+        plot_clusters_2d(gmm2, X2, contours=True, grid_size=10 ** 5)
+    with pytest.raises(ValueError, match=r"^grid_size=10{10} asks for about .* GiB"):
+        plot_density_1d(gmm1, X1, grid_size=10 ** 10)
+    plot_density_1d(gmm1, X1, grid_size=10 ** 5)
     with pytest.raises(ValueError, match="cmap must name a matplotlib colormap.*'nope'"):
         plot_confusion_matrix([0, 1], [0, 1], cmap="nope")
     # The classifier's plot checks the user's rows, not its own grid.

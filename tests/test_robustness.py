@@ -627,7 +627,7 @@ def test_masked_arrays_are_missing_values_and_path_or_name_types_are_named(tmp_p
                                          r"than this machine's .* GiB of memory: draw fewer"):
         fitted.sample(10 ** 12)
     with monkeypatch.context() as m:
-        m.setattr(bayesgmm._base, "physical_memory", lambda: None)
+        m.setattr(bayesgmm._validation, "physical_memory", lambda: None)
         with pytest.raises(MemoryError, match=r"sample\(n_samples=1000000000000\) needs about "
                                               r".* GiB"):
             fitted.sample(10 ** 12)
@@ -769,3 +769,142 @@ def test_every_numeric_argument_takes_lists_arrays_and_tensors_alike(caller):
                    np.concatenate([np.ravel(getattr(r, a)) for a in ("weights_", "means_")]))
     np.testing.assert_array_equal(out[0], out[1])
     np.testing.assert_array_equal(out[0], out[2])
+
+
+# ------------------------------------------------------ stop 49 fuzz findings
+_ONE_POINT = r"got a scalar .*pass \[\[value\]\] for one point of one feature"
+_THREE_D = r"must be 2-D \(n_samples, n_features\), got a 3-D array of shape \(3, 2, 2\).*reshape"
+_NOT_ARRAY = r"X must be a 2-D array-like of numbers .*got "
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_x_that_is_no_table_is_refused_by_name_at_fit_and_predict(Est):
+    """An arbitrary object, a generator, a scalar, a 3-D array or a
+    structured array is refused with the project's words and a remedy, at
+    fit and at predict (scikit-learn's 'float() argument must be...' named
+    neither X nor a fix; a structured array at predict was told to reshape,
+    which led to a second error)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 2)), np.repeat([0, 1], 20)
+    est = Est(1, n_init=1, device="cpu", random_state=0)
+    fitted = est.fit(X, y) if Est is GMMClassifier else est.fit(X)
+    before = {k: v for k, v in vars(fitted).items() if isinstance(v, np.ndarray)}
+    record = np.zeros(3, dtype=[("a", "f8"), ("b", "f8")])
+    cases = [(object(), _NOT_ARRAY + "object"), ((v for v in range(3)), _NOT_ARRAY + "generator"),
+             (1.5, _ONE_POINT), (np.array(2.0), _ONE_POINT), (np.ones((3, 2, 2)), _THREE_D),
+             (record, r"structured array \(fields \['a', 'b'\]\).*structured_to_unstructured")]
+    for bad, message in cases:
+        fresh = Est(1, n_init=1, device="cpu")
+        with pytest.raises(ValueError, match=message):
+            fresh.fit(bad, y[:3]) if Est is GMMClassifier else fresh.fit(bad)
+        for method in (fitted.predict, fitted.score_samples, fitted.predict_proba):
+            with pytest.raises(ValueError, match=message):
+                method(bad)
+    for name, value in before.items():        # the fitted model is untouched
+        np.testing.assert_array_equal(getattr(fitted, name), value)
+    # Sequences numpy converts still work, as before: a deque of rows, a
+    # memoryview, a one-field structured array (one feature).
+    import collections
+    one = np.zeros(40, dtype=[("a", "f8")])
+    one["a"] = X[:, 0]
+    if Est is BayesianGMM:
+        for ok in (collections.deque(X.tolist()), memoryview(np.ascontiguousarray(X))):
+            np.testing.assert_array_equal(fitted.predict(ok), fitted.predict(X))
+        np.testing.assert_array_equal(Est(1, n_init=1, device="cpu").fit(one).means_,
+                                      Est(1, n_init=1, device="cpu").fit(X[:, :1]).means_)
+    # Sparse input keeps scikit-learn's own refusal, which gives the remedy.
+    import scipy.sparse
+    with pytest.raises(TypeError, match=r"toarray"):
+        fitted.predict(scipy.sparse.csr_matrix(X))
+
+
+def test_a_huge_max_components_costs_nothing_beyond_the_rows():
+    """n_components="auto" with max_components far beyond the data: the K
+    tried stop where the data's weight does, and the BIC table has one
+    column per possible K (a row count), not max_components columns (1e8
+    gave an 800 MB table; 1e10 never finished)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 2)), np.repeat([0, 1], 40)
+    rows = BayesianGMM("auto", max_components=80, device="cpu", random_state=0).fit(X)
+    tried = np.isfinite(rows.bic_).sum()
+    assert 1 < tried < 80
+    for huge in (10 ** 8, 10 ** 30):
+        g = BayesianGMM("auto", max_components=huge, device="cpu", random_state=0).fit(X)
+        np.testing.assert_array_equal(g.bic_, rows.bic_)    # the same scan, the same table
+        c = GMMClassifier("auto", max_components=huge, device="cpu", random_state=0).fit(X, y)
+        assert c.bic_.shape == (2, 40)
+    small = BayesianGMM("auto", max_components=10, device="cpu", random_state=0).fit(X)
+    assert small.bic_.shape == (10,)
+    # Few heavy rows: the table is as wide as the rows, and no warning says
+    # the fit chose the largest K (max_components) when it did not.
+    rows5 = X[:5] * 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        few = BayesianGMM("auto", max_components=10, device="cpu", random_state=0).fit(
+            rows5, sample_weight=np.full(5, 100.0))
+    assert few.bic_.shape == (5,)
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+@pytest.mark.parametrize("weight, message", [(1e-300, "sample_weight spans 1e-300 to 1e-300"),
+                                             (1e300, "sample_weight spans 1e\\+300")])
+def test_partial_fit_checks_the_chunk_weights_as_fit_does(Est, weight, message):
+    """partial_fit refuses weights the fit's float32 arithmetic cannot hold,
+    with fit's message (1e-300, rounded to 0, was taken silently; 1e300 said
+    only that the update diverged), and the model is unchanged."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)), np.repeat([0, 1], 30)
+    est = Est(2, n_init=1, device="cpu", random_state=0)
+    args = (X, y) if Est is GMMClassifier else (X,)
+    est.fit(*args, sample_weight=np.ones(60))
+    with pytest.raises(ValueError, match=message):
+        est.fit(*args, sample_weight=np.full(60, weight))          # fit's own refusal
+    means = est.means_.copy()
+    with pytest.raises(ValueError, match=message + r".*rescale the weights"):
+        est.partial_fit(*args, sample_weight=np.full(60, weight))
+    np.testing.assert_array_equal(est.means_, means)
+    est.partial_fit(*args, sample_weight=np.full(60, 2.0))         # ordinary weights still go
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_nuts_memory_refusal_names_the_chains(Est):
+    """With NUTS each chain keeps at least one draw: a huge n_chains is
+    what asks for the memory, and the refusal says so (it named only
+    n_samples=5 and advised fewer draws)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 2)), np.repeat([0, 1], 20)
+    est = Est(2, inference="nuts", n_chains=10 ** 15, n_samples=5, n_warmup=5, device="cpu")
+    with pytest.raises(ValueError, match=r"n_samples=5 over n_chains=1000000000000000 "
+                                         r"\(1000000000000000 draws kept\) asks for about .*"
+                                         r"or run fewer chains"):
+        est.fit(X, y) if Est is GMMClassifier else est.fit(X)
+    # A single chain, or VI, keeps the plain wording.
+    with pytest.raises(ValueError, match=r"n_samples=1000000000000000 asks for about .* "
+                                         r"draws \(the default: [^)]*\)$"):
+        Est(2, inference="vi", n_samples=10 ** 15, device="cpu").fit(
+            *((X, y) if Est is GMMClassifier else (X,)))
+
+
+@pytest.mark.parametrize("Est", [BayesianGMM, GMMClassifier])
+def test_huge_iteration_counts_restarts_and_steps_are_refused_by_name(Est):
+    """Settings beyond what the fit can hold are refused by name before any
+    work (numpy's 'Maximum allowed dimension exceeded', an 8 TiB
+    MemoryError, torch's 'int too big to convert' and Adam's float overflow
+    named none of them)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 2)), np.repeat([0, 1], 20)
+    args = (X, y) if Est is GMMClassifier else (X,)
+    cases = [(dict(n_init=2 ** 40), r"^n_init=1099511627776 asks for about .* GiB.*fewer restarts"),
+             (dict(n_init=10 ** 30), r"^n_init=10{30} asks for about"),
+             (dict(em_max_iter=10 ** 30), r"em_max_iter must be in \[0, 9223372036854775807\]"),
+             (dict(max_iter=2 ** 63), r"max_iter must be in \[0, 9223372036854775807\]"),
+             (dict(learning_rate=1e300), r"learning_rate must be at most 1e\+30 .*got 1e\+300")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Est(2, device="cpu", **kwargs).fit(*args)
+    # At the fit's K and D the restarts' batch is checked again.
+    wide = rng.normal(size=(40, 200))
+    with pytest.raises(ValueError, match=r"^n_init=10000000 asks for about .* GiB"):
+        Est(20, covariance_type="diag", n_init=10 ** 7, device="cpu").fit(
+            *((wide, y) if Est is GMMClassifier else (wide,)))
+    Est(1, device="cpu", learning_rate=1e4, em_max_iter=2 ** 63 - 1, n_init=1).fit(*args)
