@@ -420,9 +420,7 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError("GMMClassifier requires y to be passed, but the target y is None: "
                              "call fit(X, y) with one label per row of X")
-        if isinstance(y, torch.Tensor):
-            y = y.detach().cpu().numpy()
-        y = column_or_1d(y, warn=True)
+        y = column_or_1d(_label_array(y), warn=True)
         _check_label_count(X.shape[0], y.shape[0])
         _check_label_values(y)          # before scikit-learn's target checks
         check_classification_targets(y)
@@ -1446,10 +1444,18 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         # host arrays (a CUDA tensor refuses numpy's conversion).
         if isinstance(pred, torch.Tensor):
             pred = pred.cpu().numpy()
-        if isinstance(y, torch.Tensor):
-            y = y.detach().cpu().numpy()
+        y = _label_array(y)
+        if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise ValueError(f"y must hold one label per row (1-D), got an array of shape "
+                             f"{y.shape}: give one column of labels, e.g. y[:, 0]")
         _check_label_count(len(pred), _num_labels(y))
-        _check_label_values(np.asarray(y).reshape(-1))
+        _check_label_values(y.reshape(-1))
+        if _label_kind(y.reshape(-1)) != _label_kind(self.classes_):
+            fitted = {"text": "text", "number": "numbers"}[_label_kind(self.classes_)]
+            raise ValueError(f"y holds {_label_kind(y.reshape(-1))} labels, but the model's "
+                             f"classes_ are {fitted} "
+                             f"({self.classes_[:5].tolist()!r}): give labels of the classes "
+                             f"it was fitted on")
         w = V.check_sample_weight(sample_weight, len(pred))
         return float(accuracy_score(y, pred, sample_weight=w))
 
@@ -1475,6 +1481,24 @@ def _given_classes(classes) -> np.ndarray:
     if isinstance(classes, torch.Tensor):
         classes = classes.detach().cpu().numpy()
     return np.unique(np.asarray(classes).ravel())
+
+
+def _label_array(y) -> np.ndarray:
+    """``y`` as an array (tensors from their device), refusing ragged
+    nesting (numpy's error spoke of an "inhomogeneous shape") and complex
+    numbers by name."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    try:
+        y = np.asarray(y)
+    except ValueError:
+        raise ValueError(f"y must hold one label per row (a 1-D array-like), got "
+                         f"{type(y).__name__} of rows of different lengths: give one label per "
+                         f"row of X") from None
+    if y.dtype.kind == "c":       # scikit-learn's refusal printed every value
+        raise ValueError(f"y holds complex numbers (e.g. {y.reshape(-1)[0]}): class labels "
+                         f"are integers or text; encode the classes as such")
+    return y
 
 
 def _num_labels(y) -> int:
@@ -1556,7 +1580,7 @@ def _check_label_values(y: np.ndarray) -> None:
     cast NaN to an integer (a RuntimeWarning) before refusing it, call a
     mix of text and numbers "Unknown label type: unknown ... a regression
     target", and its accuracy fails to sort either (a TypeError)."""
-    if y.dtype.kind in "fc":
+    if y.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(y))
     elif y.dtype.kind == "O":
         import pandas as pd

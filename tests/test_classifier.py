@@ -972,3 +972,38 @@ def test_the_prediction_log_sum_exp_matches_scipy_on_every_kind_of_row(dtype):
     np.testing.assert_allclose(got[fin], want[fin], rtol=0,
                                atol=1e-5 if dtype == torch.float32 else 1e-12)
     assert got[0, 10] == -np.inf and got[1, 11] == np.inf and np.isnan(got[2, 12])
+
+
+def test_labels_that_are_no_class_labels_are_refused_by_name():
+    """Ragged, complex and many-column labels, and labels of another type
+    than classes_ at score, get the library's message with a remedy (numpy's
+    'inhomogeneous shape', scikit-learn's complex refusal printing every
+    value, and its 'Mix of label input types' before)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 2)), np.repeat([0, 1], 40)
+    clf = GMMClassifier(1, n_init=1, device="cpu").fit(X, y)
+    ragged = [[0]] * 79 + [[0, 1]]
+    with pytest.raises(ValueError, match=r"^y must hold one label per row .*rows of different "
+                                         r"lengths"):
+        GMMClassifier(1, device="cpu").fit(X, ragged)
+    with pytest.raises(ValueError, match=r"^y must hold one label per row"):
+        clf.score(X, ragged)
+    for call in (lambda: GMMClassifier(1, device="cpu").fit(X, y + 1j),
+                 lambda: clf.score(X, y + 1j)):
+        with pytest.raises(ValueError, match=r"^y holds complex numbers \(e\.g\. 1j\): class "
+                                             r"labels are integers or text"):
+            call()
+    with pytest.raises(ValueError, match=r"got an array of shape \(80, 2\): give one column"):
+        clf.score(X, np.c_[y, y])
+    with pytest.raises(ValueError, match=r"y holds text labels, but the model's classes_ are "
+                                         r"numbers \(\[0, 1\]\)"):
+        clf.score(X, y.astype(str))
+    text = GMMClassifier(1, n_init=1, device="cpu").fit(X, np.where(y, "b", "a"))
+    with pytest.raises(ValueError, match=r"y holds number labels, but the model's classes_ are "
+                                         r"text"):
+        text.score(X, y)
+    # What scikit-learn's accuracy takes still works: a list, a column.
+    expected = np.mean(clf.predict(X) == y)
+    assert clf.score(X, y.tolist()) == clf.score(X, y[:, None]) == pytest.approx(expected)
+    assert text.score(X, np.where(y, "b", "a").astype(object)) == pytest.approx(
+        np.mean(text.predict(X) == np.where(y, "b", "a")))
