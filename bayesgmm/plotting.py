@@ -81,6 +81,20 @@ def _host(values) -> np.ndarray:
     return np.asarray(values)
 
 
+def _check_no_missing(name: str, labels: np.ndarray, remedy: str) -> None:
+    """Refuse missing labels (NaN, None, pd.NA) in ``labels``, naming the
+    first row (matplotlib's TypeError and scikit-learn's "contains NaN"
+    named neither)."""
+    import pandas as pd
+
+    if labels.dtype.kind not in "fcO":
+        return
+    missing = np.flatnonzero(pd.isna(labels))
+    if missing.size:
+        raise ValueError(f"{name} has {missing.size} missing label(s) (NaN or None; first at "
+                         f"row {int(missing[0])}): {remedy}")
+
+
 def _new_axes(ax):
     if ax is not None:
         from matplotlib.axes import Axes
@@ -748,6 +762,8 @@ def plot_assignments(X, assignments, ax=None, *, feature=0, hue=None,
     if z.shape != (X.shape[0],):
         raise ValueError(f"assignments has shape {z.shape} but X has {X.shape[0]} rows: "
                          "pass one cluster label per row of X")
+    _check_no_missing("assignments", z, "every row needs a cluster; drop the rows without one "
+                                        "(hue colours missing labels of another labelling)")
     if kind not in ("swarm", "strip"):
         raise ValueError(f"kind must be 'swarm' or 'strip', got {kind!r}")
     size = _check_positive("size", size)
@@ -1144,6 +1160,8 @@ def plot_confusion_matrix(y_true, y_pred, ax=None, *, labels=None,
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}: "
                          "pass one prediction per true label")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        _check_no_missing(name, y, "drop the rows without a label from both y_true and y_pred")
     # Decided on the values' kinds (numpy would turn [0, 1] beside strings
     # into '0', '1', and scikit-learn refuse without a remedy).
     kinds = [_label_kinds(a) for a in (y_true, y_pred)]

@@ -715,6 +715,17 @@ def test_bad_plot_arguments_are_named(fit_1d, fit_2d, iris):
     plot_density_1d(gmm1, X1, grid_size=10 ** 5)
     with pytest.raises(ValueError, match="cmap must name a matplotlib colormap.*'nope'"):
         plot_confusion_matrix([0, 1], [0, 1], cmap="nope")
+    # Missing labels are named with their row (matplotlib's TypeError and
+    # scikit-learn's "Input y_true contains NaN" before).
+    for missing in (np.nan, None):
+        with pytest.raises(ValueError, match=r"^y_true has 1 missing label\(s\) \(NaN or None; "
+                                             r"first at row 1\): drop the rows"):
+            plot_confusion_matrix(np.array([0, missing, 1], dtype=object), [0, 1, 1])
+    with pytest.raises(ValueError, match=r"^y_pred has 1 missing label\(s\).*row 0"):
+        plot_confusion_matrix([0, 1], [np.nan, 1.0])
+    with pytest.raises(ValueError, match=r"^assignments has 1 missing label\(s\).*row 2\): "
+                                         r"every row needs a cluster"):
+        plot_assignments(A1[:4], [0.0, 1.0, np.nan, 1.0])
     # The classifier's plot checks the user's rows, not its own grid.
     y = iris["species"].to_numpy()
     clf = GMMClassifier(1, n_init=1, max_iter=0, device="cpu").fit(X2, y)
