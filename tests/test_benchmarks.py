@@ -99,7 +99,7 @@ def test_help_of_every_script():
     for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
                  "accuracy_covariance", "missing_values", "large_data", "small_n",
                  "posterior_speed", "calibration", "dp", "classifier_defaults",
-                 "em_acceleration", "startup", "vi_missing"):
+                 "em_acceleration", "startup", "vi_missing", "block_budget"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -304,6 +304,26 @@ def test_classifier_defaults_tol_reaches_the_classifier(tmp_path):
     default = run_script("classifier_defaults", tmp_path, "--types", "diag")
     assert default["settings"]["tol"] is None
     assert loose["raw"][0]["bayesgmm n_iter"] < default["raw"][0]["bayesgmm n_iter"]
+
+
+def test_block_budget_quick(tmp_path):
+    r = run_script("block_budget", tmp_path)
+    check_machine(r, "block_budget", pomegranate_requested=False)
+    full, diag = r["rows"]
+    from bayesgmm import fitting
+    # Each family's own constant, its shipped value among the budgets
+    # compared, and every budget the same fit (the sums' order only).
+    assert (full["type"], full["budget constant"], full["shipped"]) == \
+        ("full", "DENSE_BLOCK_ELEMENTS", fitting.DENSE_BLOCK_ELEMENTS)
+    assert (diag["type"], diag["budget constant"], diag["shipped"]) == \
+        ("diag", "BLOCK_ELEMENTS", fitting.BLOCK_ELEMENTS)
+    for row in (full, diag):
+        secs = row["raw"]["seconds"]
+        assert set(secs) == {"65536", "262144", "sklearn"}
+        assert row["loss spread / point"] < 1e-6
+        shipped = statistics.median(secs[str(row["shipped"])])
+        assert math.isclose(row["2**16 / shipped"], statistics.median(secs["65536"]) / shipped)
+        assert math.isclose(row["sklearn s"], statistics.median(secs["sklearn"]))
 
 
 def test_em_acceleration_quick(tmp_path):
