@@ -69,7 +69,8 @@ BLOCK_ELEMENTS = 2 ** 16
 #: 2**18: their per-block products (D, D) x (D, rows) run faster on longer
 #: rows, and their fixed per-block cost weighs more.  Measured against 2**16
 #: (one thread, AMD EPYC, default fits, N = 1e5, K = 8, medians of 7
-#: alternating; /tmp sweep, 2026-12-06): full 0.80 at D = 20, 0.83 at D = 10,
+#: alternating; a /tmp sweep, 2026-12-06; benchmarks/block_budget.py repeats
+#: the comparison, README Performance): full 0.80 at D = 20, 0.83 at D = 10,
 #: 1.01 at D = 2, 1.02 at D = 50 (N = 2e4: 512 rows either way); tied 0.86
 #: at D = 20, 0.95 at D = 2; the five-class classifier (true K) 0.96 full,
 #: 1.02 tied.
