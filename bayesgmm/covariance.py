@@ -46,6 +46,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from . import _pyro  # noqa: F401  (Pyro imported without tqdm's notebook warning)
 import pyro.distributions as dist
 from torch.distributions import constraints
 

@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from . import _pyro  # noqa: F401  (Pyro imported without tqdm's notebook warning)
 import pyro
 from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceEnum_ELBO

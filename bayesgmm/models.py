@@ -27,6 +27,7 @@ import math
 from typing import Optional
 
 import torch
+from . import _pyro  # noqa: F401  (Pyro imported without tqdm's notebook warning)
 import pyro
 import pyro.distributions as dist
 from pyro import poutine

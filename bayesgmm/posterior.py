@@ -48,6 +48,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
+from . import _pyro  # noqa: F401  (Pyro imported without tqdm's notebook warning)
 import pyro
 import pyro.distributions as dist
 from pyro import poutine

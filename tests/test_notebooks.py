@@ -102,3 +102,40 @@ def test_notebook_uses_public_api_only(name):
                          source)
     assert not private, private
     assert "load_dataset" not in source  # no downloads: shipped or generated data only
+
+
+def _run_cells(sources, kernel_dir, tmp_path):
+    """Execute code cells in a real kernel (the test interpreter's); the
+    executed notebook."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    ksm = KernelSpecManager(kernel_dirs=[str(kernel_dir)])
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+    nbclient.NotebookClient(nb, km=km, timeout=300, allow_errors=False,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+
+def test_first_use_of_an_estimator_in_a_kernel_warns_nothing(kernel_dir, tmp_path):
+    """Loading an estimator imports Pyro, whose MCMC logger imports
+    tqdm.auto: in a kernel without ipywidgets that printed "IProgress not
+    found" on the first use of an estimator, with no bar asked for.  A bar
+    asked for is tqdm's text bar there, complete."""
+    import importlib.util
+    if importlib.util.find_spec("ipywidgets") is not None:
+        pytest.skip("ipywidgets is installed: tqdm has no warning to give")
+    nb = _run_cells(["from bayesgmm import BayesianGMM, GMMClassifier\n"
+                     "from bayesgmm.datasets import load_iris\n"
+                     "X = load_iris()[['petal_length']]\n"
+                     "g = BayesianGMM(2, n_init=1, random_state=0, device='cpu').fit(X)\n"
+                     "print(g.n_components_)",
+                     "g.set_params(progress=True).fit(X); print('done')"], kernel_dir, tmp_path)
+    quiet, asked = nb.cells
+    assert not [o for o in quiet.outputs if o.get("name") == "stderr"], quiet.outputs
+    assert "".join(o.get("text", "") for o in quiet.outputs).strip() == "2"
+    bar = "".join(o.get("text", "") for o in asked.outputs if o.get("name") == "stderr")
+    assert "BayesianGMM: 100%" in bar and "Warning" not in bar, bar
+    assert "".join(o.get("text", "") for o in asked.outputs if o.get("name") == "stdout") \
+        .strip() == "done"
