@@ -62,6 +62,7 @@ from torch.distributions import Transform, biject_to, constraints
 
 from . import covariance as cov_module
 from ._options import INFERENCE_OPTIONS
+from ._base import progress_bar
 from .alignment import match_components
 from .covariance import Covariance
 from .fitting import Groups, e_step, pyro_session
@@ -528,20 +529,34 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
         gen = torch.Generator(device="cpu").manual_seed(seed)
         chains, n_divergent = [], 0
         sd = var.sqrt()
-        for c in range(settings.n_chains):
-            noise = torch.randn(flat0.shape, generator=gen, dtype=flat0.dtype).to(flat0.device)
-            z0 = unflatten(flat0.detach() + sd * noise)
-            torch.manual_seed(seed + c)
-            kernel = _LaplaceNUTS(potential_fn, var, max_tree_depth=settings.max_tree_depth,
-                                  target_accept_prob=settings.target_accept)
-            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=settings.n_warmup,
-                        initial_params=z0, transforms=transforms,
-                        disable_progbar=not settings.progress)
-            mcmc.run()
-            chains.append(mcmc.get_samples(group_by_chain=True))
-            # The kernel's own record (MCMC.diagnostics would also compute
-            # R-hat, which needs 4 draws a chain).
-            n_divergent += kernel.divergences
+        # One bar over every chain's warmup and draws, named by chain (Pyro's
+        # own bar, one per chain, stayed in a notebook's output four times
+        # over, unnumbered).
+        bar = progress_bar(settings.progress, settings.n_chains * (settings.n_warmup + per_chain),
+                           "NUTS")
+
+        def step(kernel, params, stage, i):
+            bar.update(1)
+
+        try:
+            for c in range(settings.n_chains):
+                bar.set_description(f"NUTS chain {c + 1}/{settings.n_chains}")
+                noise = torch.randn(flat0.shape, generator=gen, dtype=flat0.dtype).to(flat0.device)
+                z0 = unflatten(flat0.detach() + sd * noise)
+                torch.manual_seed(seed + c)
+                kernel = _LaplaceNUTS(potential_fn, var, max_tree_depth=settings.max_tree_depth,
+                                      target_accept_prob=settings.target_accept)
+                mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=settings.n_warmup,
+                            initial_params=z0, transforms=transforms, disable_progbar=True,
+                            hook_fn=step if settings.progress else None)
+                mcmc.run()
+                chains.append(mcmc.get_samples(group_by_chain=True))
+                # The kernel's own record (MCMC.diagnostics would also compute
+                # R-hat, which needs 4 draws a chain).
+                n_divergent += kernel.divergences
+        finally:
+            bar.refresh()          # the count reached, drawn before the bar goes
+            bar.close()
     draws = {k: torch.cat([ch[k] for ch in chains]) for k in chains[0]}
     return target.site_values(draws), n_divergent
 

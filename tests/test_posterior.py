@@ -1105,3 +1105,27 @@ def test_a_truncation_below_the_clusters_is_said():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert BayesianGMM(6, **kw).fit(X).n_effective_components_ == 4
+
+
+def test_nuts_progress_is_one_bar_over_every_chain(capsys):
+    """progress=True with NUTS draws one bar over every chain's warmup and
+    draws, named by chain, ending full (Pyro's own bars, one per chain and
+    unnumbered, piled up in a notebook's output); the draws are those of a
+    fit without the bar."""
+    import re
+    X = np.random.default_rng(0).normal(size=(60, 1))
+    kw = dict(inference="nuts", n_samples=8, n_warmup=6, n_chains=2, random_state=0, **CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # R-hat of so short chains
+        quiet = BayesianGMM(2, **kw).fit(X)
+        capsys.readouterr()
+        shown = BayesianGMM(2, progress=True, **kw).fit(X)
+    err = capsys.readouterr().err
+    renders = [r for r in err.replace("\n", "\r").split("\r") if "NUTS chain" in r]
+    assert renders and "NUTS chain 1/2" in renders[0] and "NUTS chain 2/2" in renders[-1]
+    done, total = map(int, re.search(r"(\d+)/(\d+) ", renders[-1]).groups())
+    assert done == total == 2 * (6 + 4)
+    assert "Warmup" not in err and "Sample:" not in err        # no Pyro bar
+    for name in ("means", "weights"):
+        np.testing.assert_array_equal(shown.posterior_samples()[name],
+                                      quiet.posterior_samples()[name])
