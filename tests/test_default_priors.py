@@ -353,3 +353,18 @@ def test_a_prior_mean_far_from_the_data_is_said():
         from bayesgmm.datasets import load_iris
         BayesianGMM(2, priors=Priors.pyro_iris(), covariance_type="diag", **CPU).fit(
             load_iris()[["petal_length"]])
+
+
+def test_priors_repr_is_one_line_with_large_arrays_summarised():
+    """A fitted 20-feature model's priors printed 87 lines (and broke the
+    estimator's indented repr); small arrays and lists stay whole."""
+    X = np.random.default_rng(0).normal(size=(300, 20))
+    g = BayesianGMM(3, n_init=1, device="cpu").fit(X)
+    text = repr(g.priors_)
+    assert "\n" not in text and len(text) < 600
+    assert "weight_concentration=array([1., 1., 1.])" in text       # 3 entries: whole
+    assert "covariance_dof=22.0" in text and "..." in text and "(20, 20)" in text
+    small = Priors(weight_concentration=[1, 2], mean_scale=np.arange(3.0))
+    assert repr(small) == "Priors(weight_concentration=[1, 2], mean_scale=array([0., 1., 2.]))"
+    assert "\n" not in repr(BayesianGMM(3, priors=Priors(covariance_scale=np.eye(20)))).split(
+        "priors=")[1]
