@@ -104,7 +104,8 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         Hyperparameters in the data's units, shared by all classes; ``None``
         fields are resolved from the pooled data (see above).  A non-scalar
         ``weight_concentration`` needs the same K for every class.
-    class_prior : "empirical", "uniform", array of shape (n_classes,) or dict
+    class_prior : "empirical", "uniform", array of shape (n_classes,) or dict, \
+default "empirical"
         p(class): the training frequencies, equal, or given values (positive;
         normalised to sum to 1), in the order of ``classes_``, or keyed by
         label (a dict or a pandas Series ``{label: p}``, read by label).
@@ -171,8 +172,10 @@ class GMMClassifier(MixtureBase, ClassifierMixin, BaseEstimator):
         fit (conditional expectations in EM, observed coordinates in the
         Pyro model) and in every prediction, as in :class:`BayesianGMM`.
     dtype : {"float32", "float64"}, default "float32"
-        Floating-point type of the fit and the predictions (float64 for
-        near-singular class covariances, e.g. more features than points).
+        Floating-point type of the fit and of the predictions' arithmetic
+        (their results come back in float64, as arrays or as tensors for
+        tensor input); float64 for near-singular class covariances, e.g. more
+        features than points.
     inference : {"map", "vi", "nuts"}, default "map"
         "map": every class's MAP mixture (the fit above).  "vi": then each
         class's mean-field variational posterior from its MAP, all classes

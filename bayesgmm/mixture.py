@@ -223,8 +223,10 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         alone (a fit whose EM converged says in a ``UserWarning`` that
         ``batch_size`` was not used).
     dtype : {"float32", "float64"}, default "float32"
-        Floating-point type of the fit and the predictions.  float32 is the
-        fast default (and the GPU's); float64 for ill-conditioned problems
+        Floating-point type of the fit and of the predictions' arithmetic
+        (their results come back in float64, as arrays or as tensors for
+        tensor input).  float32 is the fast default (and the GPU's);
+        float64 for ill-conditioned problems
         (more features than points per component, near-singular
         covariances), where float32 rounding is amplified by the
         condition number.
