@@ -1448,14 +1448,16 @@ default "empirical"
         if isinstance(pred, torch.Tensor):
             pred = pred.cpu().numpy()
         y = _label_array(y)
-        if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        flat = np.asarray(y)
+        if flat.ndim > 1 and not (flat.ndim == 2 and flat.shape[1] == 1):
             raise ValueError(f"y must hold one label per row (1-D), got an array of shape "
-                             f"{y.shape}: give one column of labels, e.g. y[:, 0]")
-        _check_label_count(len(pred), _num_labels(y))
-        _check_label_values(y.reshape(-1))
-        if _label_kind(y.reshape(-1)) != _label_kind(self.classes_):
+                             f"{flat.shape}: give one column of labels, e.g. y[:, 0]")
+        _check_label_count(len(pred), _num_labels(flat))
+        flat = flat.reshape(-1)
+        _check_label_values(flat)
+        if _label_kind(flat) != _label_kind(self.classes_):
             fitted = {"text": "text", "number": "numbers"}[_label_kind(self.classes_)]
-            raise ValueError(f"y holds {_label_kind(y.reshape(-1))} labels, but the model's "
+            raise ValueError(f"y holds {_label_kind(flat)} labels, but the model's "
                              f"classes_ are {fitted} "
                              f"({self.classes_[:5].tolist()!r}): give labels of the classes "
                              f"it was fitted on")
@@ -1487,11 +1489,20 @@ def _given_classes(classes) -> np.ndarray:
 
 
 def _label_array(y) -> np.ndarray:
-    """``y`` as an array (tensors from their device), refusing ragged
+    """``y`` as an array (tensors from their device; pandas objects kept,
+    for scikit-learn's conversion of their nullable types), refusing ragged
     nesting (numpy's error spoke of an "inhomogeneous shape") and complex
     numbers by name."""
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
+    if type(y).__module__.split(".")[0] == "pandas":
+        # Kept for scikit-learn, which converts pandas' nullable types
+        # (np.asarray made an Int64 Series an object array of ints before
+        # pandas 2.2: "Unknown label type").
+        if getattr(getattr(y, "dtype", None), "kind", "") == "c":
+            raise ValueError("y holds complex numbers: class labels are integers or text; "
+                             "encode the classes as such")
+        return y
     try:
         y = np.asarray(y)
     except ValueError:

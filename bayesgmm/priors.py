@@ -155,6 +155,8 @@ class Priors:
         summarised by numpy (a fitted 20-feature model's priors took 87
         lines)."""
         def show(v) -> str:
+            if hasattr(v, "detach") and hasattr(v, "cpu") and v.numel() > REPR_FULL_SIZE:
+                v = v.detach().cpu().numpy()          # a large tensor: summarised as numbers
             if isinstance(v, np.ndarray) and v.size > REPR_FULL_SIZE:
                 with np.printoptions(threshold=REPR_FULL_SIZE, edgeitems=2, precision=4):
                     text = " ".join(repr(v).split())

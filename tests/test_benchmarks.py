@@ -318,6 +318,7 @@ def test_block_budget_quick(tmp_path):
     assert (diag["type"], diag["budget constant"], diag["shipped"]) == \
         ("diag", "BLOCK_ELEMENTS", fitting.BLOCK_ELEMENTS)
     for row in (full, diag):
+        assert row["budget read"] is True                   # D = 2: no expanded route
         secs = row["raw"]["seconds"]
         assert set(secs) == {"65536", "262144", "sklearn"}
         assert row["loss spread / point"] < 1e-6

@@ -1002,6 +1002,14 @@ def test_labels_that_are_no_class_labels_are_refused_by_name():
     with pytest.raises(ValueError, match=r"y holds number labels, but the model's classes_ are "
                                          r"text"):
         text.score(X, y)
+    # pandas' nullable labels reach scikit-learn as they are (np.asarray
+    # made an Int64 Series an object array before pandas 2.2).
+    import pandas as pd
+    for kind in ("Int64", "boolean"):
+        labels = pd.Series(y.astype(bool) if kind == "boolean" else y).astype(kind)
+        fitted = GMMClassifier(1, n_init=1, device="cpu").fit(X, labels)
+        assert fitted.score(X, labels) == pytest.approx(np.mean(fitted.predict(X) == y.astype(
+            bool if kind == "boolean" else int)))
     # What scikit-learn's accuracy takes still works: a list, a column.
     expected = np.mean(clf.predict(X) == y)
     assert clf.score(X, y.tolist()) == clf.score(X, y[:, None]) == pytest.approx(expected)

@@ -368,3 +368,6 @@ def test_priors_repr_is_one_line_with_large_arrays_summarised():
     assert repr(small) == "Priors(weight_concentration=[1, 2], mean_scale=array([0., 1., 2.]))"
     assert "\n" not in repr(BayesianGMM(3, priors=Priors(covariance_scale=np.eye(20)))).split(
         "priors=")[1]
+    import torch
+    assert "\n" not in repr(Priors(covariance_scale=torch.eye(20)))      # tensors too
+    assert repr(Priors(mean_loc=torch.zeros(2))) == "Priors(mean_loc=tensor([0., 0.]))"
