@@ -1582,7 +1582,11 @@ class MixtureBase:
         # its exit restores the caller's grad mode even if a KeyboardInterrupt
         # landed inside a torch.no_grad() __enter__.
         n_threads = check_threads(self.n_threads)
-        with rollback_on_error(self), torch.enable_grad(), fit_threads(n_threads):
+        # inference_mode(False) too: under a caller's torch.inference_mode()
+        # enable_grad alone left SVI and NUTS without gradients (a
+        # RuntimeError from torch), and the pyro backend's fit silently other.
+        with rollback_on_error(self), torch.inference_mode(False), torch.enable_grad(), \
+                fit_threads(n_threads):
             return self._fit(*args)
 
     # ------------------------------------------------ covariance attributes

@@ -2165,14 +2165,30 @@ _PYRO_LOCK = threading.RLock()
 @contextlib.contextmanager
 def pyro_session(seed: Optional[int] = None, device: Optional[torch.device] = None):
     """Exclusive use of Pyro: the process-wide lock, a param store scoped to
-    the block and, with ``seed``, torch's global RNG forked and seeded (Pyro
+    the block, the caller's effect handlers set aside (a fit called inside a
+    user's ``poutine.trace`` or ``pyro.plate`` had its sites recorded or
+    broadcast there: "Multiple sample sites named 'weights'", plates that
+    collide) and, with ``seed``, torch's global RNG forked and seeded (Pyro
     samples from it), so the caller's RNG state is left as it was."""
+    from pyro.poutine import runtime
+
     with _PYRO_LOCK, pyro.get_param_store().scope(), contextlib.ExitStack() as stack:
         if seed is not None:
             stack.enter_context(torch.random.fork_rng(
                 devices=[device] if device is not None and device.type == "cuda" else []))
             torch.manual_seed(seed)
-        yield
+        # Pyro's global handler stack and its plates' and enumeration's dim
+        # allocators, emptied for the fit and given back as they were.
+        outer = (runtime._PYRO_STACK[:], runtime._DIM_ALLOCATOR._stack[:],
+                 dict(vars(runtime._ENUM_ALLOCATOR)))
+        runtime._PYRO_STACK.clear()
+        runtime._DIM_ALLOCATOR._stack.clear()
+        try:
+            yield
+        finally:
+            runtime._PYRO_STACK[:], runtime._DIM_ALLOCATOR._stack[:] = outer[:2]
+            vars(runtime._ENUM_ALLOCATOR).clear()
+            vars(runtime._ENUM_ALLOCATOR).update(outer[2])
 
 
 def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,

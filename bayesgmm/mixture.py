@@ -1424,7 +1424,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.fit(X, sample_weight=sample_weight)
             self._stream = None
             # The wrapper's context, for the first chunk's stats.
-            with torch.enable_grad(), fit_threads(check_threads(self.n_threads)):
+            with torch.inference_mode(False), torch.enable_grad(), \
+                    fit_threads(check_threads(self.n_threads)):
                 return self._partial_step(X, sample_weight, first=True)
         with rollback_on_error(self):
             priors = self._partial_priors()

@@ -430,6 +430,44 @@ def test_fit_works_under_no_grad():
     np.testing.assert_array_equal(est.means_, ref.means_)
 
 
+_CONTEXT_FITS = {
+    "svi": dict(n_init=1, em_max_iter=0, max_iter=20),
+    "pyro": dict(n_init=1, em_max_iter=0, max_iter=20, backend="pyro"),
+    "nuts": dict(n_init=1, inference="nuts", n_samples=6, n_warmup=4, n_chains=1),
+}
+
+
+def _context_fit(kind: str, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # so short a chain's R-hat
+        return BayesianGMM(2, device="cpu", random_state=0, **_CONTEXT_FITS[kind]).fit(X)
+
+
+@pytest.mark.parametrize("kind", sorted(_CONTEXT_FITS))
+def test_fit_under_a_callers_inference_mode_or_pyro_handlers_is_the_plain_fit(kind):
+    """Inside torch.inference_mode() SVI and NUTS raised torch's 'element 0
+    of tensors does not require grad' and the pyro backend fitted something
+    else; inside a user's poutine.trace or pyro.plate the pyro backend and
+    NUTS raised ('Multiple sample sites named weights', colliding plates).
+    Each is now the fit made outside, and the user's handlers see none of
+    its sites."""
+    X = _two_blobs()
+    ref = _context_fit(kind, X)
+    with torch.inference_mode():
+        est = _context_fit(kind, X)
+        assert torch.is_inference_mode_enabled()
+    np.testing.assert_array_equal(est.means_, ref.means_)
+    with pyro.poutine.trace() as tr, pyro.plate("user", 5):
+        est = _context_fit(kind, X)
+        # ... and the user's handlers are theirs again after it.
+        z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+    np.testing.assert_array_equal(est.means_, ref.means_)
+    assert z.shape == (5,) and set(tr.trace.nodes) == {"user", "z"}
+    if kind == "nuts":
+        np.testing.assert_array_equal(est.posterior_samples()["means"],
+                                      ref.posterior_samples()["means"])
+
+
 # ----------------------------------------------------------------------------
 # Determinism
 # ----------------------------------------------------------------------------
