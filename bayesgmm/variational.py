@@ -80,8 +80,8 @@ from torch.distributions import constraints
 
 from ._options import WEIGHT_PRIORS
 from .covariance import Covariance
-from .fitting import (Groups, Stats, _beyond, e_step, expanded_bound, feature_stats,
-                      gaussian_constants)
+from .fitting import (_PYRO_LOCK, Groups, Stats, _beyond, e_step, expanded_bound,
+                      feature_stats, gaussian_constants)
 from .models import stick_breaking
 from .priors import MixtureParams, PriorTensors
 
@@ -394,11 +394,14 @@ class VariationalPosterior:
     def sample(self, n: int, family: Covariance, seed: int) -> dict:
         """``n`` draws of the globals, {"weights": (P, n, K), "means": (P, n,
         K, D), site: (P, n, ...)}, in the frame q lives in; reproducible for a
-        ``seed`` (torch's global generator is forked, not disturbed)."""
+        ``seed`` (torch's global generator is forked, not disturbed; under
+        the Pyro lock, as every fit's seeded use of it: two VI fits in
+        threads drew from each other's seeding, and the caller's state could
+        come back changed)."""
         a, b = self.weight_a, self.weight_b
         cuda = (list(range(torch.cuda.device_count()))
                 if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
-        with torch.random.fork_rng(devices=cuda):
+        with _PYRO_LOCK, torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             if b is None:
                 g = dist.Gamma(a, torch.ones_like(a)).sample((n,))
