@@ -1732,8 +1732,14 @@ def _squarem_jump(theta0: MixtureParams, theta1: MixtureParams, theta2: MixtureP
     theta' is theta2 itself where alpha = -1 (not its round trip through
     the coordinates), and alpha is -1 where the step would leave the finite
     numbers."""
-    coords = _Unconstrained(theta0, mask, family, grad=False)
-    z0, z1, z2 = coords.u, coords.free(theta1), coords.free(theta2)
+    try:
+        coords = _Unconstrained(theta0, mask, family, grad=False)
+        z0, z1, z2 = coords.u, coords.free(theta1), coords.free(theta2)
+    except torch.linalg.LinAlgError:
+        # A covariance that float32 rounding left not positive definite
+        # has no coordinates (the transform's Cholesky raises): no step
+        # this cycle, plain EM's theta2 (its finiteness checks decide).
+        return torch.full(bound.shape, -1.0, dtype=torch.float64, device=bound.device), theta2
     r = [b - a for a, b in zip(z0, z1)]
     v = [c - 2 * b + a for a, b, c in zip(z0, z1, z2)]
     norm = lambda ts: sum(t.double().reshape(t.shape[0], -1).square().sum(-1) for t in ts)

@@ -947,3 +947,33 @@ def test_huge_iteration_counts_restarts_and_steps_are_refused_by_name(Est):
         Est(20, covariance_type="diag", n_init=10 ** 7, device="cpu").fit(
             *((wide, y) if Est is GMMClassifier else (wide,)))
     Est(1, device="cpu", learning_rate=1e4, em_max_iter=2 ** 63 - 1, n_init=1).fit(*args)
+
+
+def test_squarem_takes_no_step_where_a_covariance_has_no_coordinates():
+    """An EM update whose float32 rounding leaves a full covariance not
+    positive definite has no unconstrained coordinates: SQUAREM's step
+    raised torch's LinAlgError from the Cholesky transform (a far-mean
+    prior's thin component, in one seeding of ten). It now takes no step
+    that cycle (alpha = -1, plain EM's update), for every pair."""
+    from bayesgmm.fitting import _squarem_jump
+    from bayesgmm.priors import MixtureParams
+    family = covariance.get("full", 2)
+    eye = torch.eye(2).expand(2, 3, 2, 2)
+    w = torch.full((2, 3), 1 / 3)
+    means = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(0))
+    theta0 = MixtureParams(w, means, eye.clone())
+    theta1 = MixtureParams(w, means + 0.1, eye * 1.1)
+    bad = (eye * 1.2).clone()
+    bad[1, 2] = torch.tensor([[1.0, 2.0], [2.0, 1.0]])          # not positive definite
+    theta2 = MixtureParams(w, means + 0.15, bad)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    alpha, jump = _squarem_jump(theta0, theta1, theta2, mask, family,
+                                torch.full((2,), 4.0, dtype=torch.float64))
+    assert alpha.tolist() == [-1.0, -1.0]
+    for name in ("weights", "means", "cov"):
+        assert torch.equal(getattr(jump, name), getattr(theta2, name))
+    # With every covariance positive definite the step is taken.
+    good = MixtureParams(w, means + 0.15, eye * 1.2)
+    alpha, _ = _squarem_jump(theta0, theta1, good, mask, family,
+                             torch.full((2,), 4.0, dtype=torch.float64))
+    assert (alpha < -1.0).all()
