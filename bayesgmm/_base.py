@@ -164,6 +164,17 @@ def check_draws_size(n_samples, n_draws: int, family: Covariance, K: int, D: int
 
 
 @contextlib.contextmanager
+def fit_context(n_threads: Optional[int]):
+    """What every fit runs in: autograd on whatever the caller's mode (SVI,
+    NUTS and the pyro backend need gradients; under a caller's
+    ``torch.inference_mode()`` enable_grad alone left them without, a
+    RuntimeError from torch or, for the pyro backend, a silently other fit)
+    and the fit's threads (:func:`fit_threads`)."""
+    with torch.inference_mode(False), torch.enable_grad(), fit_threads(n_threads):
+        yield
+
+
+@contextlib.contextmanager
 def fit_threads(n_threads: Optional[int]):
     """torch's CPU threads for one fit: ``n_threads`` when given (the
     calling thread's setting restored when its outermost fit ends), torch's
@@ -1581,12 +1592,7 @@ class MixtureBase:
         # enable_grad: SVI needs autograd even when called under no_grad, and
         # its exit restores the caller's grad mode even if a KeyboardInterrupt
         # landed inside a torch.no_grad() __enter__.
-        n_threads = check_threads(self.n_threads)
-        # inference_mode(False) too: under a caller's torch.inference_mode()
-        # enable_grad alone left SVI and NUTS without gradients (a
-        # RuntimeError from torch), and the pyro backend's fit silently other.
-        with rollback_on_error(self), torch.inference_mode(False), torch.enable_grad(), \
-                fit_threads(n_threads):
+        with rollback_on_error(self), fit_context(check_threads(self.n_threads)):
             return self._fit(*args)
 
     # ------------------------------------------------ covariance attributes

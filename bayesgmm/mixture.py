@@ -23,7 +23,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     PARTIAL_FIT_OFFSET,
                     effective_components, sparse_concentration, concentration_for,
                     check_same_columns, warm_priors, warn_not_converged, warn_unused_components,
-                    check_draws_size, check_result_size, check_threads, fit_threads,
+                    check_draws_size, check_result_size, check_threads, fit_context, fit_threads,
                     warn_float32_conditioning,
                     rollback_on_error, warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
@@ -1424,8 +1424,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             self.fit(X, sample_weight=sample_weight)
             self._stream = None
             # The wrapper's context, for the first chunk's stats.
-            with torch.inference_mode(False), torch.enable_grad(), \
-                    fit_threads(check_threads(self.n_threads)):
+            with fit_context(check_threads(self.n_threads)):
                 return self._partial_step(X, sample_weight, first=True)
         with rollback_on_error(self):
             priors = self._partial_priors()
