@@ -49,7 +49,8 @@ file).
 Loading is bounded: anything but a regular file starting with the zip
 signature is refused before it is read, the values decoded from the
 metadata may take at most ``_ALLOC_FACTOR`` times the file's size (checked
-before each is built), and a fitted state is refused unless a fit could have
+before each is built; string arrays' padding to their longest value may
+take ``_TEXT_ALLOWANCE`` bytes beyond that), and a fitted state is refused unless a fit could have
 produced it (consistent shapes, finite values, probabilities, positive
 definite covariances with normal float64 variances within 1e18 of the
 mixture's spread, resolved priors of the covariance type; and for a fit with
@@ -106,6 +107,11 @@ _DTYPE_RE = re.compile(r"^[<>|=]?[biufUS]\d{1,12}$")
 # cannot make ``load`` allocate gigabytes.  A saved model decodes to about its
 # own size (each array is stored once; string arrays take 4 bytes a character).
 _ALLOC_FACTOR = 8
+#: Bytes of fixed-width string arrays a load may build beyond that budget:
+#: numpy pads every label of a classifier's ``classes_`` to the longest one,
+#: so a real fit's labels (3 classes, one of 10,000 characters: 120 kB from
+#: a file of 15 kB) could take more than the budget; they take this first.
+_TEXT_ALLOWANCE = 16 * 2 ** 20
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # Everything a damaged or hostile file can make the standard parsers raise;
@@ -284,6 +290,7 @@ class _Decoder:
         self.device = device          # override for restored devices (None: keep/fall back)
         self.in_state = False
         self.budget = _ALLOC_FACTOR * file_size   # bytes the decoded values may still take
+        self.text_budget = _TEXT_ALLOWANCE         # string arrays' padding, charged first
 
     def _allocate(self, nbytes: int, what: str) -> None:
         """Charge ``nbytes`` of a value about to be built against the budget."""
@@ -364,7 +371,12 @@ class _Decoder:
                 or not all(isinstance(v, str) for v in vals)):
             raise _Corrupt("malformed string array")
         shape = self._shape(value["shape"], len(vals))
-        self._allocate(dtype.itemsize * max(len(vals), 1), f"a {dtype} string array")
+        nbytes = dtype.itemsize * max(len(vals), 1)
+        padding = min(nbytes, self.text_budget)
+        if nbytes - padding > self.budget:
+            self._allocate(nbytes, f"a {dtype} string array")      # raises, naming its size
+        self.text_budget -= padding
+        self._allocate(nbytes - padding, f"a {dtype} string array")
         return np.array(vals, dtype=dtype).reshape(shape)
 
     def _objarray(self, value: dict) -> np.ndarray:
@@ -490,6 +502,12 @@ class _Decoder:
             raise _Corrupt(f"its hyperparameters do not fit this release's {kind}: {exc}") from None
         for name, v in attrs.items():
             setattr(est, name, v)
+        try:
+            # Settings a fit accepts, as save writes them (a hand-edited
+            # tol=-1 loaded, predicted, and then refused to save or refit).
+            est._check_hyperparameters()
+        except ValueError as exc:
+            raise _Corrupt(f"its hyperparameters are not ones a fit accepts ({exc})") from None
         return est
 
 
@@ -658,6 +676,12 @@ def _check_posterior(a: dict, family, K: int, D: int, dtype, C: Optional[int] = 
     the fitted one does (one draw moved by 1e200 loaded and predicted NaN)."""
     draws = a.get("_posterior")
     if draws is None:
+        # A posterior fit's summaries without its draws: its predictions
+        # would silently become the plug-in point's.
+        summaries = [n for n in ("elbo_", "rhat_", "ess_", "n_divergent_") if n in a]
+        if summaries:
+            raise _Corrupt(f"it holds the summaries of a posterior fit ({summaries}) but not "
+                           f"its draws (_posterior)")
         return
     names = ("weights", "means", "covariances")
     if not isinstance(draws, dict) or set(draws) != set(names):
@@ -1357,7 +1381,8 @@ def load(path, *, device=None, expect: Optional[type] = None):
     Only JSON and safetensors are parsed: nothing in the file is unpickled,
     imported or called, so files from untrusted sources are safe to load
     (unlike pickle/joblib files).  A hostile file cannot make loading
-    allocate much more memory than the file's own size, and the loaded
+    allocate much more memory than the file's own size (16 MiB aside for
+    labels padded to the longest), and the loaded
     state is checked to be one a fit could have produced (shapes, finite
     values, probabilities, positive definite covariances with normal float64
     variances, resolved priors) before the estimator is built.

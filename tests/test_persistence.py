@@ -1481,3 +1481,77 @@ def test_a_dataframe_of_initial_centres_is_refused_with_its_array_as_the_remedy(
     np.testing.assert_array_equal(bayesgmm.load(tmp_path / "m.bgmm").predict_proba(X),
                                   refit.predict_proba(X))
     np.testing.assert_array_equal(est.predict_proba(X), refit.predict_proba(X))
+
+
+# ----------------------------------------------------------------------------
+# From the persistence audit of stop 50
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, message", [
+    ("tol", -1.0, r"tol must be >= 0"),
+    ("n_threads", -3, r"n_threads must be >= 1, got -3"),
+    ("n_components", 0, r"n_components"),
+    ("backend", "bogus", r"backend"),
+    ("learning_rate", -1.0, r"learning_rate"),
+])
+def test_a_file_with_hyperparameters_no_fit_accepts_is_refused_at_load(tmp_path, field, value,
+                                                                       message):
+    """A hand-edited file with tol=-1 (or n_threads=-3, ...) loaded and
+    predicted, then refused to be saved again or refitted: load now checks
+    the settings as save and fit do, and names the one at fault."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.randn(30, 2), rng.randn(30, 2) + 5]
+    BayesianGMM(2, n_init=1, device="cpu", random_state=0).fit(X).save(tmp_path / "m.bgmm")
+    _edit_meta(tmp_path / "m.bgmm", tmp_path / "x.bgmm",
+               lambda meta: meta["params"].__setitem__(field, value))
+    with pytest.raises(ValueError, match=r"cannot load .*its hyperparameters are not ones a fit "
+                                         r"accepts \(.*" + message):
+        bayesgmm.load(tmp_path / "x.bgmm")
+    assert isinstance(bayesgmm.load(tmp_path / "m.bgmm"), BayesianGMM)   # the original loads
+
+
+@pytest.mark.parametrize("estimator", ["BayesianGMM", "GMMClassifier"])
+def test_a_posterior_file_without_its_draws_is_refused(tmp_path, estimator):
+    """A "vi" file whose draws were removed loaded, predicted the plug-in
+    point's densities (0.35 nats off) and said it "was fitted with
+    inference='map'"; its posterior summaries without the draws now fail
+    the load by name.  A MAP fit saved after set_params(inference="vi")
+    (no draws, no summaries) still loads."""
+    X = _data().to_numpy()[:, :2]
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    kw = dict(n_samples=20, n_init=1, random_state=0, device="cpu")
+    est = (BayesianGMM(2, inference="vi", **kw).fit(X) if estimator == "BayesianGMM" else
+           GMMClassifier(2, inference="vi", **kw).fit(X, y))
+    est.save(tmp_path / "m.bgmm")
+    _edit(tmp_path / "m.bgmm", tmp_path / "x.bgmm",
+          lambda meta, arrays: meta["state"].pop("_posterior"))
+    with pytest.raises(ValueError, match=r"holds the summaries of a posterior fit \(\['elbo_'\]\) "
+                                         r"but not its draws"):
+        bayesgmm.load(tmp_path / "x.bgmm")
+    mapped = (BayesianGMM(2, **kw).fit(X) if estimator == "BayesianGMM" else
+              GMMClassifier(2, **kw).fit(X, y)).set_params(inference="vi")
+    mapped.save(tmp_path / "map.bgmm")
+    loaded = bayesgmm.load(tmp_path / "map.bgmm")
+    np.testing.assert_array_equal(loaded.predict_proba(X), mapped.predict_proba(X))
+
+
+def test_a_classifier_with_one_long_text_label_saves_and_loads(tmp_path):
+    """numpy pads every label to the longest: three classes, one named by
+    10,000 characters, made a <U10000 classes_ of 120 kB, which the load
+    budget (8x a 15 kB file, with the other arrays) refused, so a real fit
+    could not be saved.  The padding now has its own allowance; a file
+    that declares far more than that is still refused."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2)) + np.repeat(np.arange(3) * 6.0, 20)[:, None]
+    y = np.repeat(np.array(["L" * 10000, "b", "c"]), 20)
+    clf = GMMClassifier(1, n_init=1, random_state=0, device="cpu").fit(X, y)
+    clf.save(tmp_path / "clf.bgmm")
+    loaded = bayesgmm.load(tmp_path / "clf.bgmm")
+    assert loaded.classes_.dtype == clf.classes_.dtype == np.dtype("<U10000")
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+
+    def widen(meta):
+        meta["state"]["classes_"]["__strarray__"] = "<U100000000"    # 1.2 GB padded
+    _edit_meta(tmp_path / "clf.bgmm", tmp_path / "wide.bgmm", widen)
+    with pytest.raises(ValueError, match=r"declares a <U100000000 string array of 1200000000 "
+                                         r"bytes, more than a file of its size can hold"):
+        bayesgmm.load(tmp_path / "wide.bgmm")
