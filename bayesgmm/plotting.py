@@ -110,6 +110,15 @@ def _new_axes(ax):
 def _mixture_params(estimator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights (K,), means (K, D), covariance matrices (K, D, D)) of a fitted mixture."""
     if not hasattr(estimator, "weights_") or not hasattr(estimator, "means_"):
+        steps = getattr(estimator, "steps", None)
+        if isinstance(steps, list) and steps and hasattr(steps[-1][-1], "weights_"):
+            # A fitted scikit-learn Pipeline: "call fit(X) first" sent the
+            # user the wrong way, and pipe[-1] with the raw X drew the
+            # mixture in the scaled units over the unscaled data.
+            raise ValueError(
+                f"{type(estimator).__name__} is not a mixture: these helpers draw the mixture "
+                f"in the units it was fitted in, so pass the final step and the data as it "
+                f"sees them: plot(pipe[-1], pipe[:-1].transform(X))")
         raise ValueError(
             f"{type(estimator).__name__} is not a fitted mixture (no weights_/means_): "
             "call fit(X) first")

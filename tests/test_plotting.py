@@ -281,6 +281,25 @@ def test_density_1d_bad_input(fit_1d, fit_4d):
         plot_density_1d(BayesianGMM(), X)
 
 
+def test_a_fitted_pipeline_is_refused_with_the_call_that_draws_it():
+    """A fitted Pipeline ending in a mixture was told to "call fit(X)
+    first" (the data-scientist audit of stop 50); the message now gives
+    the call that draws the mixture in its own units, and that call works."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = load_iris()[["petal_length", "petal_width"]].to_numpy()
+    pipe = make_pipeline(StandardScaler(), BayesianGMM(2, n_init=1, device="cpu",
+                                                       random_state=0)).fit(X)
+    for helper in (plot_clusters_2d, plot_density_1d):
+        with pytest.raises(ValueError, match=r"^Pipeline is not a mixture: .* pass the final "
+                                             r"step and the data as it sees them: "
+                                             r"plot\(pipe\[-1\], pipe\[:-1\]\.transform\(X\)\)"):
+            helper(pipe, X)
+    ax = plot_clusters_2d(pipe[-1], pipe[:-1].transform(X))
+    assert len([p for p in ax.patches if isinstance(p, Ellipse)]) >= 2
+
+
 # ------------------------------------------------------------------ assignments
 @pytest.mark.parametrize("kind", ["swarm", "strip"])
 def test_assignments_one_column_per_cluster(fit_1d, kind):
