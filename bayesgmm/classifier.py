@@ -32,8 +32,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     check_draws_size)
 from ._options import is_text
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, cover_classes, discriminative_fit, em_fit,
-                      masked, mixture_log_likelihood, negative_log_joint, seed_centres, svi_fit)
+from .fitting import (Groups, discriminative_fit, em_fit, masked, mixture_log_likelihood,
+                      negative_log_joint, seed_centres, seed_rows, svi_fit)
 from .distributed import (agree, check_group, reduce_array, reducer, seed_sample, shared_settings,
                           shared_seeds)
 from .persistence import register
@@ -658,14 +658,14 @@ default "empirical"
             # Every rank keeps up to SEED_SAMPLE_SIZE rows (the total is not
             # known during the pass); seed_sample then takes the union, or
             # each rank's share of a sample of that size.
-            cap = SEED_SAMPLE_SIZE
 
             def seed_pick(m: int) -> np.ndarray:
                 # Among the m rows of positive weight (those an in-memory
-                # fit keeps, labelled yk); past cap rows a sample of them
-                # that keeps some rows of every class.
-                return (np.arange(m) if m <= cap else cover_classes(np.sort(
-                    np.random.default_rng([m, 1]).choice(m, cap, replace=False)), yk))
+                # fit keeps, labelled yk); past SEED_SAMPLE_SIZE rows a
+                # sample of them that keeps some rows of every class, the
+                # in-memory fit's.
+                rows = seed_rows(m, [m, 1], yk)
+                return np.arange(m) if rows is None else rows
 
             # A warm start seeds nothing: no sample to collect.
             picks = {} if self._warm_asked() else {"seed": seed_pick}
@@ -760,6 +760,11 @@ default "empirical"
             start = self._fitted_start(std, family, device, s.dtype)
         else:
             Xs, ws, ys = data.samples["seed"] if streamed else (Xt, data.wt, yt)
+            rows = None if streamed or group is not None else seed_rows(Xt.shape[0],
+                                                                       [Xt.shape[0], 1], yi)
+            if rows is not None:      # the sample a streamed fit keeps (seed_rows)
+                index = torch.as_tensor(rows, device=Xt.device)
+                Xs, ws, ys = Xt[index], None if ws is None else ws[index], yt[index]
             if group is not None:     # every rank seeds from the same (gathered) points
                 Xs, ws, ys = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group, ys,
                                          data.n_local)

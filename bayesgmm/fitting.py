@@ -271,34 +271,48 @@ def read_rows(source, a: int, b: int) -> np.ndarray:
     path, start, row_bytes = layout
     D = int(source.shape[1])
     rows = np.fromfile(path, dtype=source.dtype, count=(b - a) * D, offset=start + a * row_bytes)
+    if rows.size != (b - a) * D:
+        # numpy's "cannot reshape array of size 147000 into shape (50000,3)".
+        raise ValueError(
+            f"X changed during the fit: rows {a} to {b - 1} of {str(path)!r} could not be read (the "
+            f"file ends {(b - a) * D - rows.size} value(s) short of them: it was truncated or "
+            f"rewritten while it was being fitted); fit a copy that nothing writes to")
     return rows.reshape(b - a, D).astype(np.float64, copy=False)
 
 
 def chunk_signature(raw: np.ndarray, weight: Optional[np.ndarray]) -> np.ndarray:
     """A cheap fingerprint of one chunk of rows as read (float64, NaN kept)
-    and its weights: the count of finite entries, their sum and sum of
-    squares, the weights' sum.  A pass over an out-of-core source compares
-    each chunk's with the first pass's, so that a source modified during
-    the fit is refused rather than fitted half old, half new."""
+    and its weights: the weights' sum and their sum weighted by row
+    position (1, 2, ...), then the count of finite entries, their sum and
+    sum of squares, and per column their sum weighted by row position.  A
+    pass over an out-of-core source compares each chunk's with the first
+    pass's, so that a source modified during the fit is refused rather than
+    fitted half old, half new.  The positional sums see values moved
+    between rows or columns (two columns swapped kept the plain sum and sum
+    of squares bit for bit)."""
     with np.errstate(all="ignore"):
+        position = np.arange(1, raw.shape[0] + 1, dtype=np.float64)
         flat = raw.ravel()
-        # A plain sum and a BLAS dot product: a tenth of the masked sums'
-        # cost (1.5 ms against 13 ms for 2^20 x 4), which only chunks with
-        # NaN or inf entries (or an overflowing sum) take.
-        count, total, squares = flat.size, flat.sum(), np.dot(flat, flat)
-        if not (np.isfinite(total) and np.isfinite(squares)):
+        # A plain sum and BLAS products (2 ms each for 2^20 x 4; a masked
+        # sum took 13 ms, numpy's column sums raw.sum(0) 20 ms), which only
+        # chunks with NaN or inf entries (or an overflowing sum) give up.
+        count, total, squares, placed = flat.size, flat.sum(), np.dot(flat, flat), position @ raw
+        if not (np.isfinite(total) and np.isfinite(squares) and np.all(np.isfinite(placed))):
             finite = np.isfinite(raw)
-            count, total = finite.sum(), np.sum(raw, where=finite)
-            squares = np.sum(raw * raw, where=finite)
-        return np.array([count, total, squares,
-                         np.nan if weight is None else np.sum(weight)], dtype=np.float64)
+            clean = np.where(finite, raw, 0.0)
+            flat = clean.ravel()
+            count, total, squares, placed = (finite.sum(), flat.sum(), np.dot(flat, flat),
+                                             position @ clean)
+        weights = ([np.nan, np.nan] if weight is None
+                   else [np.sum(weight), position @ np.asarray(weight, dtype=np.float64)])
+        return np.concatenate([weights, [count, total, squares], placed]).astype(np.float64)
 
 
 def check_unchanged(signature: np.ndarray, raw: np.ndarray, weight, a: int) -> None:
     """Refuse chunk ``a`` when it reads differently from the first pass."""
     now = chunk_signature(raw, weight)
     if not np.array_equal(signature, now, equal_nan=True):
-        what = "sample_weight" if np.array_equal(signature[:3], now[:3]) else "X"
+        what = "sample_weight" if np.array_equal(signature[2:], now[2:]) else "X"
         raise ValueError(
             f"{what} changed during the fit: rows {a} to {a + raw.shape[0] - 1} read differently "
             f"in a later pass over them than in the first (the file or array was modified while "
@@ -1417,6 +1431,21 @@ def cover_classes(idx: np.ndarray, labels: np.ndarray,
     return np.union1d(idx, np.concatenate(extra))
 
 
+def seed_rows(m: int, key, labels: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """The sorted positions, among ``m`` rows of positive weight, of the
+    sample a fit seeds from once they are more than ``SEED_SAMPLE_SIZE``
+    (None: all of them): ``SEED_SAMPLE_SIZE`` drawn with seed ``key``, and
+    with ``labels`` (a classifier's, per row) topped up for rare classes
+    (:func:`cover_classes`).  The same rows whether the data are in memory
+    or read from a file (the pass keeps them), so the two fits are one; an
+    in-memory fit drew a fresh sample per restart inside the seeding, and
+    above 100,000 rows its fit differed from the out-of-core one."""
+    if m <= SEED_SAMPLE_SIZE:
+        return None
+    idx = np.sort(np.random.default_rng(key).choice(m, SEED_SAMPLE_SIZE, replace=False))
+    return idx if labels is None else cover_classes(idx, labels)
+
+
 def canonical_order(P: np.ndarray) -> np.ndarray:
     """``np.lexsort(P.T[::-1])`` for points P (n, D) without NaN: the rows
     by their first feature, ties broken by the next and so on, identical
@@ -1480,6 +1509,7 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     apart in every feature (at 0 they started equal where no seed observed
     a feature, and EM kept them so).  Without missing entries nothing is
     drawn: the seeds are those of the complete data."""
+    import sklearn
     from sklearn.cluster import KMeans, kmeans_plusplus
 
     K = n_components
@@ -1556,11 +1586,17 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
                                  p=None if w is None else w / w.sum())
                 c = P[idx]
             elif init == "kmeans++":
-                c, idx = kmeans_plusplus(P, k, sample_weight=w,
-                                         random_state=int(rng.integers(2 ** 31 - 1)))
+                # The points are finite float64 and the arguments valid:
+                # scikit-learn's checks of them took 10-30% of each call
+                # (25 calls in the five-class classifier's fit).
+                with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+                    c, idx = kmeans_plusplus(P, k, sample_weight=w,
+                                             random_state=int(rng.integers(2 ** 31 - 1)))
             elif init == "kmeans":
-                km = KMeans(k, init="k-means++", n_init=1,
-                            random_state=int(rng.integers(2 ** 31 - 1))).fit(P, sample_weight=w)
+                with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+                    km = KMeans(k, init="k-means++", n_init=1,
+                                random_state=int(rng.integers(2 ** 31 - 1))).fit(
+                                    P, sample_weight=w)
                 c = km.cluster_centers_
                 if miss is not None:
                     # Each centre's features at its cluster's observed

@@ -27,8 +27,8 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     warn_float32_conditioning,
                     rollback_on_error, warn_constant_features, warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
-from .fitting import (SEED_SAMPLE_SIZE, Groups, component_log_prob, em_fit, first_best,
-                      initial_params, negative_log_joint, pyro_svi_fit, screen_rows, seed_centres,
+from .fitting import (Groups, component_log_prob, em_fit, first_best, initial_params,
+                      negative_log_joint, pyro_svi_fit, screen_rows, seed_centres, seed_rows,
                       svi_fit)
 from .distributed import agree, check_group, reducer, seed_sample, shared_settings, shared_seeds
 from .persistence import register
@@ -111,8 +111,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         for a given K; so "auto" needs ``em_max_iter > 0``).  Only the K
         whose mixture has fewer free parameters than there are points (the
         total weight, with ``sample_weight``: integer weights try what the
-        rows repeated would), and no more components than rows, are tried.  The chosen K is ``n_components_``, the BIC
-        of every K ``bic_``.  Restarts are not screened on a subsample with
+        rows repeated would), and no more components than rows, are tried
+        (a warning says when the chosen K is the largest so allowed, below
+        ``max_components``: BIC may fall beyond it; give K explicitly, or a
+        covariance type with fewer parameters).  The chosen K is
+        ``n_components_``, the BIC of every K ``bic_``.  Restarts are not screened on a subsample with
         "auto" (every candidate is fitted on all the data).  Works with
         ``sample_weight``, missing values, out-of-core data and
         ``process_group``; not with ``init`` given as means, an array
@@ -598,7 +601,6 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             # Every rank keeps up to SEED_SAMPLE_SIZE rows (the total is not
             # known during the pass); seed_sample then takes the union, or
             # each rank's share of a sample of that size.
-            cap = SEED_SAMPLE_SIZE
             seed = int(seeds[-1])
 
             # Picks among the m rows of positive weight (the rows an in-memory
@@ -612,8 +614,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             def seed_pick(m: int) -> np.ndarray:
                 if screens and screen_rows(m, K0) is not None:
                     return np.zeros(0, dtype=np.int64)
-                return (np.arange(m) if m <= cap else np.sort(
-                    np.random.default_rng([seed, 1]).choice(m, cap, replace=False)))
+                rows = seed_rows(m, [seed, 1])
+                return np.arange(m) if rows is None else rows
 
             picks = {} if warm_asked else {"screen": screen_pick, "seed": seed_pick}
             if not warm_asked and group is None:
@@ -913,21 +915,14 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         elif streamed and rows is not None:
             Xs, ws = data.samples["screen"]
             screen = Groups.single(Xs, ws)
-        elif streamed:
-            Xs, ws = data.samples["seed"]
-            screen = groups
-            if group is not None:
-                Xs, ws = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
-                                     n_local=data.n_local)
         elif rows is not None:
             pick = np.random.default_rng(int(seeds[-1])).choice(n, rows, replace=False)
             index = torch.as_tensor(np.sort(pick), device=device)
             Xs, ws = Xt[index], None if data.wt is None else data.wt[index]
             screen = groups.subset(index)
         else:
-            Xs, ws, screen = Xt, data.wt, groups
-            if group is not None:
-                Xs, ws = seed_sample(Xt, data.wt, data.n_total, int(seeds[-1]), group)
+            Xs, ws = self._seed_points(data, seeds, group)
+            screen = groups
         if warm:
             # A warm start continues the previous fit's objective: its
             # covariance priors (those the user leaves to their default).
@@ -969,6 +964,24 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             return [Xp], [wp]
         return [data.Xt], [data.wt]
 
+    @staticmethod
+    def _seed_points(data, seeds, group) -> tuple:
+        """The points (and weights) the restarts are seeded from without
+        screening: past ``SEED_SAMPLE_SIZE`` rows the sample
+        :func:`~bayesgmm.fitting.seed_rows` picks, the same whether the data
+        are in memory or streamed (whose pass kept it); under a process
+        group the sample every rank shares."""
+        streamed = data.stream is not None
+        Xs, ws = data.samples["seed"] if streamed else (data.Xt, data.wt)
+        if group is not None:     # every rank seeds from the same (gathered) points
+            return seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
+                               n_local=data.n_local if streamed else None)
+        rows = None if streamed else seed_rows(Xs.shape[0], [int(seeds[-1]), 1])
+        if rows is not None:
+            index = torch.as_tensor(rows, device=Xs.device)
+            Xs, ws = Xs[index], None if ws is None else ws[index]
+        return Xs, ws
+
     def _fit_auto(self, data, groups, family, s, backend, max_components: int, seeds, group
                   ) -> tuple["_Fit", int, Priors, np.ndarray]:
         """``n_components="auto"``: the restarts of every K = 1..max(cap)
@@ -983,11 +996,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         cap = component_cap(family, d, max_components, data.n_total, data.mass)
         # Resolved once for the largest K (validating the user's priors); the
         # k-component prior is the first k entries of the scalar concentration.
-        streamed = data.stream is not None
-        Xs, ws = data.samples["seed"] if streamed else (data.Xt, data.wt)
-        if group is not None:     # every rank seeds from the same (gathered) points
-            Xs, ws = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group,
-                                 n_local=data.n_local)
+        Xs, ws = self._seed_points(data, seeds, group)
         # The covariance priors scaled to the data's spread about a seeding
         # with the largest K the data's weight allows (not the largest K
         # tried, which depends on the number of rows: weighted and repeated

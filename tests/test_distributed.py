@@ -197,10 +197,8 @@ SCRIPT = textwrap.dedent('''
     # than half): the seeds are the union's, so the fit is the one-process
     # fit's (each rank kept at most 400 / 2 rows, and rank 1 seeded from a
     # subsample of its own).
-    import bayesgmm.classifier
     import bayesgmm.fitting
-    import bayesgmm.mixture
-    modules = (bayesgmm.fitting, bayesgmm.mixture, bayesgmm.classifier)
+    modules = (bayesgmm.fitting,)          # the estimators read it from there
     saved = bayesgmm.fitting.SEED_SAMPLE_SIZE
     union = dict(n_init=1, random_state=0, device="cpu", dtype="float64")
     try:
