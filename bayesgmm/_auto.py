@@ -277,17 +277,19 @@ def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, 
     # 13-D, full covariances: K = 1, "one cluster", silently, where K = 2
     # given explicitly had the lower BIC).  Not for a classifier's classes
     # (``what``), whose one component each is a sound default on few points.
-    if not what and k_best[0] + 1 == cap[0] < max_components:
-        k1 = int(cap[0]) + 1
-        p = family.mixture_parameters(k1, D)
-        why = (f"K={k1} has {p} free parameters, not fewer than the {float(mass[0]):g} points"
-               if p >= float(mass[0]) else f"K={k1} has more components than rows")
+    # Not where the rows stopped it: no larger K can be fitted at all.
+    k1 = int(cap[0]) + 1
+    p = family.mixture_parameters(k1, D)
+    if not what and k_best[0] + 1 == cap[0] < max_components and p >= float(mass[0]):
+        fewer = {"full": "'diag', 'tied' or 'spherical'", "tied": "'diag' or 'spherical'",
+                 "diag": "'spherical'"}.get(family.name)
         warnings.warn(
-            f"n_components='auto' chose K={k1 - 1}, the largest K the data allow ({why}), so "
-            f"larger K were not tried and BIC may still fall beyond it: give n_components "
-            f"explicitly (the priors make a larger K estimable), or use a covariance type with "
-            f"fewer parameters ('diag', 'spherical' or 'tied')", UserWarning,
-            stacklevel=6 + depth)
+            f"n_components='auto' chose K={k1 - 1}, the largest K the data allow (K={k1} has "
+            f"{p} free parameters, not fewer than the {float(mass[0]):.10g} points), so larger "
+            f"K were not tried and BIC may still fall beyond it: give n_components explicitly "
+            f"(the priors make a larger K estimable)"
+            + (f", or use a covariance type with fewer parameters ({fewer})" if fewer else ""),
+            UserWarning, stacklevel=6 + depth)
     idx = var[torch.as_tensor(k_best, device=final.device), grp]
     # One column per K in 1..columns (max_components, or fewer where no
     # group has that many rows: bic_columns); K beyond every group's cap

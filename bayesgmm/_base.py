@@ -845,7 +845,8 @@ def value_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     D = X.shape[1]
     if X.shape[0] == 0:
         return np.full(D, np.inf), np.full(D, -np.inf)
-    T = torch.as_tensor(X if X.flags.writeable else np.array(X))
+    # from_numpy: on the CPU whatever torch.set_default_device says.
+    T = torch.from_numpy(X if X.flags.writeable else np.array(X))
     nan = torch.isnan(T)
     if bool(nan.any()):
         lo = torch.where(nan, torch.full_like(T, math.inf), T).amin(0)
@@ -982,7 +983,7 @@ def check_chunk_weights(w: Optional[np.ndarray], dtype: torch.dtype) -> None:
     said only that the update diverged)."""
     if w is None or not w.size:
         return
-    wt = torch.as_tensor(w, dtype=dtype)
+    wt = torch.from_numpy(np.asarray(w)).to(dtype)
     unfit = not bool((torch.isfinite(wt) & (wt > 0)).all())
     check_weight_range(float(w.sum()), (float(w.min()), float(w.max())), unfit, dtype)
 
@@ -1180,7 +1181,7 @@ def stream_data(estimator, X, sample_weight, family: Covariance, device: torch.d
     s0, s1, mass = np.zeros(D), np.zeros(D), 0.0
     w_seen = np.array([np.inf, -np.inf])     # smallest and largest positive weight
     unfit = False                            # one the fit's dtype cannot hold
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    np_dtype = torch.empty(0, dtype=dtype, device="cpu").numpy().dtype
     C = n_groups
     per_class = np.zeros((C, 2 + D))          # rows, weight, observed weight per feature
     collected = {k: [] for k in picks}
@@ -1624,7 +1625,7 @@ class MixtureBase:
         D = self.means_.shape[-1]
         K = self.means_.shape[-2]
         self.covariance_type_ = family.name
-        value = family.from_covariances(torch.as_tensor(cov))
+        value = family.from_covariances(torch.from_numpy(np.asarray(cov)))
         pc = family.precisions_cholesky(value).numpy()
         lead = cov.shape[:-len(family.covariance_shape(K, D))]
         scales = np.stack([family.marginal_scales(c, K, D)

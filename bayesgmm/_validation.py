@@ -552,6 +552,12 @@ def resolve_device(device: Any, available: bool = True):
     if dev.type == "cuda" and available and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available on this machine: "
                          f"use device='cpu' or 'auto'")
+    if dev.type == "cuda" and available and dev.index is not None \
+            and dev.index >= torch.cuda.device_count():
+        # Else "CUDA error: invalid device ordinal" at the first allocation.
+        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s), numbered from 0: use device='cuda' or 'cuda:N' with N "
+                         f"below {torch.cuda.device_count()}")
     if dev.type == "mps":
         raise ValueError(f"device={device!r}: Apple's MPS backend is not supported, because the "
                          f"fits choose between restarts and stages by losses evaluated in "

@@ -768,8 +768,8 @@ default "empirical"
             if group is not None:     # every rank seeds from the same (gathered) points
                 Xs, ws, ys = seed_sample(Xs, ws, data.n_total, int(seeds[-1]), group, ys,
                                          data.n_local)
-                Xs, ys = torch.as_tensor(Xs), torch.as_tensor(ys)
-                ws = None if ws is None else torch.as_tensor(ws)
+                Xs, ys = torch.from_numpy(np.asarray(Xs)), torch.from_numpy(np.asarray(ys))
+                ws = None if ws is None else torch.from_numpy(np.asarray(ws))
             points = [Xs[ys == c] for c in range(C)]
             pweights = None if ws is None else [ws[ys == c] for c in range(C)]
             # One prior for every class: the spread pooled over the classes'
@@ -845,7 +845,7 @@ default "empirical"
                 bic[np.arange(C), k_np - 1] = bic_values(
                     log_likelihood(losses, params, pt, family, mask_c).cpu().numpy(), k_np,
                     family, D, mass, ll_offset)
-            disc_losses = torch.zeros(0)
+            disc_losses = torch.zeros(0, device="cpu")
             if disc_steps > 0:
                 log_cp = torch.as_tensor(np.log(class_prior), dtype=Xt.dtype, device=device)
                 batch = max(1, _predict.CHUNK_ELEMENTS // (4 * C * k_max * D))
@@ -1568,9 +1568,9 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
     index = torch.from_numpy(np.asarray(yi, dtype=np.int64)).unsqueeze(1).expand(N, D)
     nan = torch.isnan(T)
     has_nan = bool(nan.any())
-    lo = torch.full((C, D), math.inf, dtype=T.dtype).scatter_reduce(
+    lo = torch.full((C, D), math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
         0, index, torch.where(nan, math.inf, T) if has_nan else T, "amin")
-    hi = torch.full((C, D), -math.inf, dtype=T.dtype).scatter_reduce(
+    hi = torch.full((C, D), -math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
         0, index, torch.where(nan, -math.inf, T) if has_nan else T, "amax")
     rows = np.bincount(yi, minlength=C)
     same = ((lo == hi) & torch.isfinite(lo)).numpy() & (rows >= 2)[:, None] & (ks > 1)[:, None]

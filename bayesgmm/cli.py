@@ -579,6 +579,10 @@ def _fit_estimator(args, X, **kwargs):
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
             warnings.filterwarnings("ignore", message="n_components='auto' chose the largest K")
+            # K capped by the parameters: said by the fit line and the BIC
+            # table's note ("K > 1 not tried: more free parameters than points").
+            warnings.filterwarnings("ignore", message=r"n_components='auto' chose K=\d+, the "
+                                                      r"largest K the data allow")
             return _make_estimator(args).fit(X, **kwargs)
     except ValueError as exc:
         # In the file's words (its name and columns for the library's X).

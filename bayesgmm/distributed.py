@@ -6,7 +6,8 @@ log-likelihood, the counts) is summed over the shards with ``all_reduce``,
 so every rank runs the same iterations on the same numbers and ends with
 the same parameters as one process fitting the union of the shards (up to
 the order of float additions; but restarts are not screened on a
-subsample, which one process does past 32,768 rows with ``n_init > 1``).  The fused SVI stage needs nothing more: its
+subsample, which one process does past 32,768 rows (for K <= 32) with
+``n_init > 1``).  The fused SVI stage needs nothing more: its
 gradient comes from the same reduced statistics (Fisher's identity), so the
 ranks take identical Adam steps.
 

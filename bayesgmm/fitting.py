@@ -274,9 +274,9 @@ def read_rows(source, a: int, b: int) -> np.ndarray:
     if rows.size != (b - a) * D:
         # numpy's "cannot reshape array of size 147000 into shape (50000,3)".
         raise ValueError(
-            f"X changed during the fit: rows {a} to {b - 1} of {str(path)!r} could not be read (the "
-            f"file ends {(b - a) * D - rows.size} value(s) short of them: it was truncated or "
-            f"rewritten while it was being fitted); fit a copy that nothing writes to")
+            f"X changed while it was being read: rows {a} to {b - 1} of {str(path)!r} could not "
+            f"be read (the file ends {(b - a) * D - rows.size} value(s) short of them: it was "
+            f"truncated or rewritten meanwhile); use a copy that nothing writes to")
     return rows.reshape(b - a, D).astype(np.float64, copy=False)
 
 
@@ -312,7 +312,7 @@ def check_unchanged(signature: np.ndarray, raw: np.ndarray, weight, a: int) -> N
     """Refuse chunk ``a`` when it reads differently from the first pass."""
     now = chunk_signature(raw, weight)
     if not np.array_equal(signature, now, equal_nan=True):
-        what = "sample_weight" if np.array_equal(signature[2:], now[2:]) else "X"
+        what = "sample_weight" if np.array_equal(signature[2:], now[2:], equal_nan=True) else "X"
         raise ValueError(
             f"{what} changed during the fit: rows {a} to {a + raw.shape[0] - 1} read differently "
             f"in a later pass over them than in the first (the file or array was modified while "
@@ -1950,7 +1950,11 @@ def first_best(losses) -> torch.Tensor:
     in their last bits, by an amount that depends on how the sums were
     taken (one process or several, float32 parameters); the first keeps
     the choice, and with it the components' order, the same either way."""
-    f = torch.nan_to_num(torch.as_tensor(losses, dtype=torch.float64), nan=math.inf)
+    # A tensor stays on its device; host losses (a list, an array) on the
+    # CPU, whatever torch.set_default_device says.
+    f = (losses.to(torch.float64) if torch.is_tensor(losses)
+         else torch.from_numpy(np.asarray(losses, dtype=np.float64)))
+    f = torch.nan_to_num(f, nan=math.inf)
     best = f.min(0).values
     near = f <= best + TIE_RTOL * best.abs()
     return near.to(torch.int8).argmax(0)
@@ -2110,7 +2114,9 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
         window = max_iter + 1
 
         def minibatch():
-            pick = torch.randperm(n_rows, generator=generator)[:batch_size].sort().values
+            # device: the CPU generator's, whatever torch.set_default_device says.
+            pick = torch.randperm(n_rows, generator=generator,
+                                  device=generator.device)[:batch_size].sort().values
             return (groups.subset(pick.to(groups.XT.device)),)
 
     def step(done: np.ndarray) -> np.ndarray:
@@ -2160,7 +2166,7 @@ def svi_fit(groups: Groups, params: MixtureParams, mask: torch.Tensor, pt: Prior
     T = max(len(h) for h in hist) + 1
     losses = torch.full((P, T), math.nan, dtype=torch.float64, device=final.device)
     for p, h in enumerate(hist):
-        losses[p, :len(h)] = torch.tensor(h, dtype=torch.float64)
+        losses[p, :len(h)] = torch.tensor(h, dtype=torch.float64, device=final.device)
         losses[p, len(h):] = final[p]
     iterations = torch.tensor([len(h) for h in hist], device=final.device).reshape(B, G)
     return FitTrace(out.map(lambda t: t.reshape((B, G) + t.shape[1:])), losses.reshape(B, G, T),
@@ -2291,8 +2297,11 @@ def pyro_svi_fit(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, famil
                                      torch.zeros(1, dtype=torch.long, device=X.device), pt,
                                      family)[0]) if bool(out.finite()) else math.inf
     if diverged[0] or not math.isfinite(final):
-        return FitTrace(params, torch.tensor(hist[0] + [math.inf], dtype=torch.float64), it, False)
-    return FitTrace(out, torch.tensor(hist[0] + [final], dtype=torch.float64), it, converged)
+        return FitTrace(params, torch.tensor(hist[0] + [math.inf], dtype=torch.float64,
+                                             device="cpu"), it, False)
+    # On the host, as the callers read them (.numpy()), whatever the default device.
+    return FitTrace(out, torch.tensor(hist[0] + [final], dtype=torch.float64, device="cpu"),
+                    it, converged)
 
 
 def elbo_loss(X: torch.Tensor, params: MixtureParams, pt: PriorTensors, family: Covariance,
@@ -2367,7 +2376,8 @@ def discriminative_fit(X: torch.Tensor, labels: torch.Tensor, params: MixturePar
         if batch_size >= N:
             x, y, w = X, labels, weight
         else:
-            pick = torch.randint(0, N, (batch_size,), generator=generator).to(X.device)
+            pick = torch.randint(0, N, (batch_size,), generator=generator,
+                                 device=generator.device).to(X.device)
             x, y, w = X[pick], labels[pick], None if weight is None else weight[pick]
         opt.zero_grad()
         cur, logw = par.current()
@@ -2390,4 +2400,4 @@ def discriminative_fit(X: torch.Tensor, labels: torch.Tensor, params: MixturePar
             callback(step, float(loss.detach()))
     with torch.no_grad():
         out = masked(par.current()[0].detach(), mask, family)
-    return out, torch.stack(history) if history else torch.zeros(0)
+    return out, torch.stack(history) if history else torch.zeros(0, device=out.means.device)

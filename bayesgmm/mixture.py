@@ -654,7 +654,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             bic = None
         offset = data.loss_offset(K, family)
         guard_stage("fit of every restart", fit.kept.params,
-                    torch.tensor(float(fit.kept.losses[-1]), dtype=torch.float64),
+                    torch.tensor(float(fit.kept.losses[-1]), dtype=torch.float64,
+                                 device=fit.kept.params.means.device),
                     learning_rate=s.learning_rate if s.max_iter > 0 else None)   # SVI's only
         w, m, c = std.params_from_std(fit.kept.params, family)
         self.weights_ = w
@@ -1099,8 +1100,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                         family, s, backend, callback, seed)[0]
         # depth: _run and its caller (_fit_k or _fit_auto) are between
         # guard_stage and _fit.
-        _, _, ok = guard_stage("SVI", svi.params, torch.tensor(svi.losses[-1]),
-                               ("EM", em_run.params, torch.tensor(em_run.losses[-1])),
+        loss = lambda run: torch.tensor(run.losses[-1], device=run.params.means.device)
+        _, _, ok = guard_stage("SVI", svi.params, loss(svi), ("EM", em_run.params, loss(em_run)),
                                learning_rate=s.learning_rate, depth=3)
         # Adam may settle marginally above the EM optimum; both optimise
         # the same objective, so keep whichever point is better.
@@ -1515,7 +1516,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                None, self.PARTIAL_FIT_DECAY, self.PARTIAL_FIT_OFFSET)
         if first:   # the fit's own parameters stand; the average starts here
             new = flat
-        _, _, ok = guard_stage("partial_fit", new.select(0), torch.tensor(0.0),
+        _, _, ok = guard_stage("partial_fit", new.select(0),
+                               torch.tensor(0.0, device=new.means.device),
                                learning_rate=None)
         if not first:   # (the fit's attributes as they are, not through the frame and back)
             wts, means, cov = std.params_from_std(new.select(0), family)

@@ -49,7 +49,7 @@ file).
 Loading is bounded: anything but a regular file starting with the zip
 signature is refused before it is read, the values decoded from the
 metadata may take at most ``_ALLOC_FACTOR`` times the file's size (checked
-before each is built; string arrays' padding to their longest value may
+before each is built; string arrays, padded to their longest value, may
 take ``_TEXT_ALLOWANCE`` bytes beyond that), and a fitted state is refused unless a fit could have
 produced it (consistent shapes, finite values, probabilities, positive
 definite covariances with normal float64 variances within 1e18 of the
@@ -107,10 +107,11 @@ _DTYPE_RE = re.compile(r"^[<>|=]?[biufUS]\d{1,12}$")
 # cannot make ``load`` allocate gigabytes.  A saved model decodes to about its
 # own size (each array is stored once; string arrays take 4 bytes a character).
 _ALLOC_FACTOR = 8
-#: Bytes of fixed-width string arrays a load may build beyond that budget:
-#: numpy pads every label of a classifier's ``classes_`` to the longest one,
-#: so a real fit's labels (3 classes, one of 10,000 characters: 120 kB from
-#: a file of 15 kB) could take more than the budget; they take this first.
+#: Bytes of fixed-width string arrays a load may build beyond that budget
+#: (charged here first, whole): numpy pads every label of a classifier's
+#: ``classes_`` to the longest one, so a real fit's labels (3 classes, one of
+#: 10,000 characters: 120 kB from a file of 15 kB) could take more than the
+#: budget.
 _TEXT_ALLOWANCE = 16 * 2 ** 20
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -630,7 +631,8 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
         sd[c, :kc] = family.marginal_scales(cc, kc, D)
         # The derived attributes are the fit's functions of covariances_.
         pcc = pc[c][:kc] if family.per_component else pc[c]
-        expected = family.precisions_cholesky(family.from_covariances(torch.as_tensor(cc))).numpy()
+        expected = family.precisions_cholesky(
+            family.from_covariances(torch.from_numpy(np.asarray(cc)))).numpy()
         if not _close(pcc, expected):
             raise _Corrupt("precisions_cholesky_ do not match covariances_")
         if not _close(scales[c][:kc], sd[c, :kc]):

@@ -107,18 +107,23 @@ def _new_axes(ax):
     return ax
 
 
+def _refuse_pipeline(estimator) -> None:
+    """A fitted scikit-learn Pipeline ending in a mixture, refused with the
+    call that draws it: "call fit(X) first" sent the user the wrong way, and
+    pipe[-1] with the raw X drew the mixture in the scaled units over the
+    unscaled data."""
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps and hasattr(steps[-1][-1], "weights_"):
+        raise ValueError(
+            f"{type(estimator).__name__} is not a mixture: these helpers draw the mixture in "
+            f"the units it was fitted in, so pass the final step and the data as it sees them: "
+            f"plot(pipe[-1], pipe[:-1].transform(X))")
+
+
 def _mixture_params(estimator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights (K,), means (K, D), covariance matrices (K, D, D)) of a fitted mixture."""
     if not hasattr(estimator, "weights_") or not hasattr(estimator, "means_"):
-        steps = getattr(estimator, "steps", None)
-        if isinstance(steps, list) and steps and hasattr(steps[-1][-1], "weights_"):
-            # A fitted scikit-learn Pipeline: "call fit(X) first" sent the
-            # user the wrong way, and pipe[-1] with the raw X drew the
-            # mixture in the scaled units over the unscaled data.
-            raise ValueError(
-                f"{type(estimator).__name__} is not a mixture: these helpers draw the mixture "
-                f"in the units it was fitted in, so pass the final step and the data as it "
-                f"sees them: plot(pipe[-1], pipe[:-1].transform(X))")
+        _refuse_pipeline(estimator)
         raise ValueError(
             f"{type(estimator).__name__} is not a fitted mixture (no weights_/means_): "
             "call fit(X) first")
@@ -555,6 +560,7 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     """
     for attr in ("losses_", "restart_losses_", "best_restart_"):
         if not hasattr(estimator, attr):
+            _refuse_pipeline(estimator)
             if hasattr(estimator, "class_losses_"):       # a fitted GMMClassifier
                 raise ValueError(f"{type(estimator).__name__} keeps no per-iteration loss "
                                  f"history ({attr}): plot_loss_history draws a BayesianGMM fit")

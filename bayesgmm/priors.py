@@ -600,8 +600,8 @@ class Standardizer:
         """Fitted arrays (data units; ``cov`` as scikit-learn's covariances_)
         as standardised tensors."""
         t = lambda v: self._t(v, device, dtype)
-        value = family.from_covariances(torch.as_tensor(np.asarray(cov, dtype=np.float64)))
-        value = family.to_units(value, torch.as_tensor(1.0 / self.scale))
+        value = family.from_covariances(torch.from_numpy(np.asarray(cov, dtype=np.float64)))
+        value = family.to_units(value, torch.from_numpy(np.asarray(1.0 / self.scale)))
         return MixtureParams(t(weights), t((np.asarray(means) - self.center) / self.scale),
                              value.to(device=device, dtype=dtype))
 
@@ -610,7 +610,8 @@ class Standardizer:
         w = params.weights.detach().double().cpu().numpy()
         w = w / w.sum(-1, keepdims=True)  # exactly on the simplex in float64
         m = params.means.detach().double().cpu().numpy() * self.scale + self.center
-        value = family.to_units(params.cov.detach().double().cpu(), torch.as_tensor(self.scale))
+        value = family.to_units(params.cov.detach().double().cpu(),
+                                torch.from_numpy(np.asarray(self.scale, dtype=np.float64)))
         return w, m, family.covariances(value).numpy()
 
     def loss_offset(self, n_samples, n_components: int, family: Covariance,

@@ -186,6 +186,13 @@ def test_cap_and_warning_at_max_components():
                                          r"give n_components explicitly"):
         tiny = BayesianGMM("auto", max_components=4, **CPU).fit(X[:5])
     assert tiny.n_components_ == 1 and np.isinf(tiny.bic_[1:]).all()
+    # The remedy names the types with fewer parameters than the fitted one
+    # (none for spherical).
+    with pytest.warns(UserWarning) as caught:
+        BayesianGMM("auto", max_components=4, covariance_type="diag", **CPU).fit(X[:4])
+        BayesianGMM("auto", max_components=4, covariance_type="spherical", **CPU).fit(X[:3])
+    assert [str(w.message).rpartition("estimable)")[2] for w in caught] == [
+        ", or use a covariance type with fewer parameters ('spherical')", ""]
     # Where BIC stops below the cap, nothing is said; nor for a classifier's
     # classes, whose one component each on few points is a sound default.
     with warnings.catch_warnings():

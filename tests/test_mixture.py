@@ -620,6 +620,17 @@ def test_gpu_fit_matches_cpu(iris):
     np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_device_this_machine_lacks_is_refused_by_name(iris):
+    """cuda:N past the machine's GPUs failed at the first allocation with
+    "CUDA error: invalid device ordinal" (the GPU-path review of stop 50)."""
+    n = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=rf"device='cuda:{n}' but this machine has {n} CUDA "
+                                         rf"device\(s\)"):
+        BayesianGMM(2, device=f"cuda:{n}").fit(iris.iloc[:, :1].to_numpy())
+
+
 def test_predict_when_every_point_falls_in_one_component(petal_fit):
     # infer_discrete returns a value without the data dimension when the
     # assignment is constant across points; predict must still give (N,).

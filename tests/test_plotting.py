@@ -291,7 +291,7 @@ def test_a_fitted_pipeline_is_refused_with_the_call_that_draws_it():
     X = load_iris()[["petal_length", "petal_width"]].to_numpy()
     pipe = make_pipeline(StandardScaler(), BayesianGMM(2, n_init=1, device="cpu",
                                                        random_state=0)).fit(X)
-    for helper in (plot_clusters_2d, plot_density_1d):
+    for helper in (plot_clusters_2d, plot_density_1d, plot_loss_history):
         with pytest.raises(ValueError, match=r"^Pipeline is not a mixture: .* pass the final "
                                              r"step and the data as it sees them: "
                                              r"plot\(pipe\[-1\], pipe\[:-1\]\.transform\(X\)\)"):

@@ -109,8 +109,12 @@ def test_past_the_seed_sample_the_streamed_fit_seeds_from_the_in_memory_fits_row
         monkeypatch.setattr(f"{module}.seed_centres", fitting.seed_centres)
     mem = fit(make(), X, w)
     streamed = fit(make(), _memmap(tmp_path, "x", X), _memmap(tmp_path, "w", w))
-    # The restarts' seeding saw the sample, not every row of positive weight.
-    assert sum(seen[-1]) <= fitting.SEED_SAMPLE_SIZE + 2 * fitting.MIN_CLASS_SEED_ROWS
+    # Each fit seeds twice, the default priors' spread (the mixture's on the
+    # rows spread_rows picks, here all), then the restarts: those, in memory
+    # and streamed, saw the sample, not every row of positive weight.
+    assert len(seen) == 4
+    assert all(sum(n) <= fitting.SEED_SAMPLE_SIZE + 2 * fitting.MIN_CLASS_SEED_ROWS
+               for n in seen[1::2])
     _assert_same_fit(streamed, mem, rtol=1e-9)
 
 
@@ -700,8 +704,8 @@ def test_a_file_truncated_during_the_fit_is_refused_by_name(tmp_path, small_chun
         return real(src, a, b)
 
     monkeypatch.setattr(fitting, "read_rows", truncating)
-    with pytest.raises(ValueError, match=r"^X changed during the fit: rows \d+ to \d+ of "
-                                         r"'.*x\.npy' could not be read \(the file ends 200 "
+    with pytest.raises(ValueError, match=r"^X changed while it was being read: rows \d+ to \d+ "
+                                         r"of '.*x\.npy' could not be read \(the file ends 200 "
                                          r"value\(s\) short of them"):
         gmm.fit(source)
     np.testing.assert_array_equal(gmm.means_, before)

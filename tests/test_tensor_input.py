@@ -270,3 +270,49 @@ def test_impute_takes_a_tensor_and_answers_with_one(gmm_and_X, clf_data, dtype):
         observed = ~torch.isnan(Xt)
         assert torch.equal(out[observed], Xt.double()[observed])
         assert not torch.isnan(out).any()
+
+
+def test_fits_ignore_a_default_device_set_by_the_user(tmp_path):
+    """Under ``torch.set_default_device("cuda")`` (a common notebook
+    setting) host-side helpers made tensors without naming a device:
+    ``.numpy()`` of them, CPU generators beside them and indices from them
+    would fail or copy back and forth (the GPU-path review of stop 50).
+    torch's "meta" device stands in for the GPU here (its tensors hold no
+    data, so any helper that used the default device fails): every kind of
+    fit on the CPU gives the same answers as without it."""
+    from bayesgmm import load
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    X[:100] += 4
+    y = (X[:, 0] > 2).astype(int)
+    Xm = np.where(rng.random(X.shape) < 0.1, np.nan, X)
+    Xm[np.isnan(Xm).all(1), 0] = 0.0
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kw = dict(device="cpu", random_state=0)
+    cases = {
+        "full, restarts": lambda: BayesianGMM(2, n_init=2, **kw).fit(X).predict_proba(X),
+        "auto": lambda: BayesianGMM("auto", max_components=3, **kw).fit(X).predict_proba(X),
+        "missing": lambda: BayesianGMM(2, missing="marginalize", **kw).fit(Xm).impute(Xm),
+        "minibatch SVI": lambda: BayesianGMM(2, em_max_iter=0, max_iter=5, batch_size=50,
+                                             **kw).fit(X).means_,
+        "VI": lambda: BayesianGMM(2, inference="vi", n_samples=20, **kw).fit(X).score_samples(X),
+        "NUTS": lambda: BayesianGMM(2, inference="nuts", n_samples=5, n_warmup=5, n_chains=1,
+                                    **kw).fit(X[:, :1]).means_,
+        "out of core": lambda: BayesianGMM(2, **kw).fit(mm).means_,
+        "classifier": lambda: GMMClassifier(2, discriminative_steps=3, **kw).fit(
+            X, y, sample_weight=np.arange(200) % 3).predict_proba(X),
+        "saved and loaded": lambda: load(tmp_path / "m.bgmm").predict_proba(X),
+    }
+    BayesianGMM(2, **kw).fit(X).save(tmp_path / "m.bgmm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # short budgets' convergence warnings
+        expected = {name: case() for name, case in cases.items()}
+        torch.set_default_device("meta")
+        try:
+            got = {name: case() for name, case in cases.items()}
+        finally:
+            torch.set_default_device(None)
+    for name in cases:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
