@@ -144,7 +144,8 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(back.bic_, gmm.bic_)
     np.testing.assert_array_equal(back.predict_proba(X), gmm.predict_proba(X))
     # K not tried (beyond what 3 points can estimate) round-trips as inf.
-    tiny = BayesianGMM("auto", max_components=3, **CPU).fit(X[:4])
+    with pytest.warns(UserWarning, match="chose K=1, the largest K the data allow"):
+        tiny = BayesianGMM("auto", max_components=3, **CPU).fit(X[:4])
     assert tiny.n_components_ == 1 and np.isinf(tiny.bic_[1:]).all()
     tiny.save(tmp_path / "t.bgmm")
     np.testing.assert_array_equal(BayesianGMM.load(tmp_path / "t.bgmm").bic_, tiny.bic_)
