@@ -215,6 +215,30 @@ def fit_candidates(groups, centres: torch.Tensor, ks: Optional[np.ndarray], cap:
                      n_iter, converged)
 
 
+def warn_parameter_cap(K: int, cap: int, max_components: int, family: Covariance, D: int,
+                       mass: float, stacklevel: int) -> None:
+    """Warn when a clustering's "auto" chose ``K``, the largest K the data's
+    weight ``mass`` allowed (``cap``), below ``max_components``: the larger
+    K were never tried (wine, 178 points in 13-D, full covariances: K = 1,
+    "one cluster", silently, where K = 2 given explicitly had the lower
+    BIC).  Not where the rows stopped the scan (no larger K can be fitted
+    at all); not for a classifier's classes, whose one component each is a
+    sound default on few points (the caller decides)."""
+    k1 = cap + 1
+    p = family.mixture_parameters(k1, D)
+    if not (K == cap < max_components and p >= mass):
+        return
+    fewer = {"full": "'diag', 'tied' or 'spherical'", "tied": "'diag' or 'spherical'",
+             "diag": "'spherical'"}.get(family.name)
+    warnings.warn(
+        f"n_components='auto' chose K={K}, the largest K the data allow (K={k1} has {p} free "
+        f"parameters, not fewer than the {mass:.10g} points), so larger K were not tried and "
+        f"BIC may still fall beyond it: give n_components explicitly (the priors make a "
+        f"larger K estimable)"
+        + (f", or use a covariance type with fewer parameters ({fewer})" if fewer else ""),
+        UserWarning, stacklevel=stacklevel + 1)
+
+
 def log_likelihood(losses: torch.Tensor, params: MixtureParams, pt: PriorTensors,
                    family: Covariance, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """log L at the fitted parameters from the negative log joint
@@ -272,24 +296,6 @@ def _select(params: MixtureParams, final: torch.Tensor, mask: torch.Tensor, pt, 
             f"n_components='auto' chose the largest K tried "
             f"(max_components={max_components}){whose}: BIC may still fall beyond it; "
             f"raise max_components", UserWarning, stacklevel=6 + depth)
-    # A clustering whose K is the largest the data allowed, below
-    # max_components: the larger K were never tried (wine, 178 points in
-    # 13-D, full covariances: K = 1, "one cluster", silently, where K = 2
-    # given explicitly had the lower BIC).  Not for a classifier's classes
-    # (``what``), whose one component each is a sound default on few points.
-    # Not where the rows stopped it: no larger K can be fitted at all.
-    k1 = int(cap[0]) + 1
-    p = family.mixture_parameters(k1, D)
-    if not what and k_best[0] + 1 == cap[0] < max_components and p >= float(mass[0]):
-        fewer = {"full": "'diag', 'tied' or 'spherical'", "tied": "'diag' or 'spherical'",
-                 "diag": "'spherical'"}.get(family.name)
-        warnings.warn(
-            f"n_components='auto' chose K={k1 - 1}, the largest K the data allow (K={k1} has "
-            f"{p} free parameters, not fewer than the {float(mass[0]):.10g} points), so larger "
-            f"K were not tried and BIC may still fall beyond it: give n_components explicitly "
-            f"(the priors make a larger K estimable)"
-            + (f", or use a covariance type with fewer parameters ({fewer})" if fewer else ""),
-            UserWarning, stacklevel=6 + depth)
     idx = var[torch.as_tensor(k_best, device=final.device), grp]
     # One column per K in 1..columns (max_components, or fewer where no
     # group has that many rows: bic_columns); K beyond every group's cap

@@ -1590,9 +1590,9 @@ class MixtureBase:
         # The new state is built in locals and assigned at the end, but input
         # validation sets n_features_in_/feature_names_in_ up front: restore
         # them (and anything else) if the fit raises or is interrupted.
-        # enable_grad: SVI needs autograd even when called under no_grad, and
-        # its exit restores the caller's grad mode even if a KeyboardInterrupt
-        # landed inside a torch.no_grad() __enter__.
+        # fit_context: autograd whatever the caller's mode (its exit restores
+        # the caller's, even if a KeyboardInterrupt landed inside a
+        # torch.no_grad() __enter__) and the fit's threads.
         with rollback_on_error(self), fit_context(check_threads(self.n_threads)):
             return self._fit(*args)
 

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._auto import (bic_columns, bic_values, check_max_components, component_cap,
-                    fit_candidates, is_auto, log_likelihood)
+                    fit_candidates, is_auto, log_likelihood, warn_parameter_cap)
 from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     check_chunk_weights, guard_stage, is_row_source, sample_mixture,
                     seeded_priors, spread_rows,
@@ -1019,6 +1019,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  np.array([data.loglik_offset()]), max_components, depth=1,
                                  columns=bic_columns(max_components, data.n_total))
             K = int(sel.n_components[0])
+            # stacklevel: here, _fit, the fit wrapper, fit, then the caller.
+            warn_parameter_cap(K, int(cap[0]), max_components, family, d, float(data.mass),
+                               stacklevel=5)
             progress.offset = data.loss_offset(K, family)
             pt = pt.with_concentration(pt.concentration[:K])
             mask = torch.ones(1, 1, K, dtype=torch.bool, device=device)
