@@ -139,6 +139,9 @@ def main() -> None:
         args.rows, args.em_iters = 2e6, 2
     C.warn_filter()
     device = C.resolve_device(args.device)
+    # The fits run in child processes on this many threads: the machine
+    # line records theirs (this process only writes the file and waits).
+    C.apply_threads(args.threads or 1)
     info = C.machine_info(device)
     print(C.header("large_data", info))
     n = int(args.rows)
