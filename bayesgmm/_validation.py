@@ -28,6 +28,30 @@ class NonNumericError(InputTypeError):
     scikit-learn raise ``TypeError`` for it)."""
 
 
+def _numbers_as_text(column) -> bool:
+    """Whether every value of a text column (pandas) is a number written
+    as text ('1.5', '2e3'), with at least one value."""
+    import pandas as pd
+    values = column.dropna()
+    if values.empty or not all(isinstance(v, str) for v in values):
+        return False
+    return bool(pd.to_numeric(values, errors="coerce").notna().all())
+
+
+def _describe_values(values: Any) -> str:
+    """A short description of an argument that is not numbers: its dtype
+    and first value (an array's repr, cut, ended mid-line)."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError, RuntimeError):
+        return type(values).__name__
+    if arr.ndim == 0 and arr.dtype.kind == "O":
+        return type(values).__name__
+    v = arr.flat[0] if arr.size else None
+    first = f", first {getattr(v, 'item', lambda: v)()!r}" if arr.size else ""
+    return f"{type(values).__name__} of dtype {arr.dtype}{first}"
+
+
 def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
     """Turn torch tensors into numpy and 1-D input into one feature, keeping
     DataFrames (for their feature names) and checking every value is a finite
@@ -58,6 +82,17 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         bad = [str(c) for c, ok in zip(X.columns, numeric) if not ok]
         if bad:
             good = [c for c, ok in zip(X.columns, numeric) if ok]
+            # Numbers stored as text (a column read with the wrong decimal
+            # mark, or astype(str)) are named as such, with the conversion.
+            texts = [str(c) for c, ok in zip(X.columns, numeric)
+                     if not ok and _numbers_as_text(X[c])]
+            if texts and len(texts) == len(bad):
+                c = next(c for c in X.columns if str(c) == texts[0])
+                example = X[c].dropna().iloc[0]
+                raise NonNumericError(
+                    f"{name}'s column(s) {texts} hold numbers written as text ({texts[0]}: "
+                    f"{example!r}): convert them, e.g. df.astype({{{texts[0]!r}: float}}) or "
+                    f"df.apply(pd.to_numeric)")
             select = (f"select the numeric columns (df[{good!r}]) or encode the others as "
                       f"numbers" if good else "encode them as numbers")
             raise NonNumericError(f"{name} has non-numeric column(s) {bad}: {select}")
@@ -280,7 +315,10 @@ def check_sample_weight(sample_weight: Any, n_samples: int,
         if dtype is not None and dtype.kind == "c":
             raise ValueError(f"sample_weight must be real numbers, got complex values (dtype "
                              f"{dtype}): take their real part or magnitude")
-        raise NonNumericError(f"sample_weight must hold numbers, got {sample_weight!r:.80}")
+        raise NonNumericError(f"sample_weight must hold numbers, got "
+                              f"{_describe_values(sample_weight)}: convert it, e.g. "
+                              f"np.asarray(sample_weight, dtype=float) where its values are "
+                              f"numbers written as text")
     if w.ndim == 0:
         w = np.full(n_samples, float(w))
     if w.shape != (n_samples,):

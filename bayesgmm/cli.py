@@ -914,6 +914,15 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
+def _first_line(path: str, encoding: str) -> str:
+    """The file's first line, without its line end ("" if unreadable)."""
+    try:
+        with open(path, encoding=encoding, errors="replace") as fh:
+            return fh.readline().rstrip("\r\n")
+    except OSError:
+        return ""
+
+
 def _refuse_nul_bytes(path: str, encoding: str = "utf-8") -> None:
     # pandas reads NUL bytes into names and values without a word (a column
     # can vanish into its neighbour's name); text CSVs never hold them.
@@ -1064,6 +1073,12 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                 f"header {named}), and it is left out of the fit as an identifier"
                 + (" (if a comma is also the decimal mark, check --sep and --decimal instead)"
                    if sep == "," else "")) from None
+        first = _first_line(path, encoding)
+        if first.lstrip().startswith("#"):
+            # A comment or preamble line read as the header.
+            raise CLIError(f"the first line of {path!r} is a comment ({first[:40]!r}), read as "
+                           f"the header, so the rows have more fields than it: remove the "
+                           f"line(s) before the header") from None
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
                        f"decimal mark (--decimal)") from None
@@ -1142,6 +1157,10 @@ _GROUP_MARKS = {" ": ("spaces", "' '"), "\u00a0": ("no-break spaces", "$'\\u00a0
 _GROUP_CLASS = "[" + "".join(_GROUP_MARKS) + "]"
 _GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([eE][+-]?\d+)?"
                            for m in _GROUP_MARKS)
+# A number written with a currency symbol before it or a unit after it
+# ($10.12, -$3, 12.5%, 1.234 kg, 3.5 mg/dL): the symbol and unit groups.
+_UNIT_NUMBER = (r"(?P<sign>[+-]?)(?P<pre>[$\u20ac\u00a3\u00a5]?)\s*(?P<num>" + _NUMBER
+                + r")\s*(?P<post>%|\u2030|[^\W\d_][^\d]*)?")
 
 
 def _other_format_example(s, named: bool = True) -> Optional[str]:
@@ -1162,6 +1181,26 @@ def _other_format_example(s, named: bool = True) -> Optional[str]:
         return values[grouped].iloc[0]
     marked = values.str.contains(r"[.,]")
     return values[marked].iloc[0] if marked.any() else values.iloc[0]
+
+
+def _unit_example(s) -> Optional[tuple[str, str]]:
+    """(a value, its unit) of text column ``s`` when every value is a
+    number written with one currency symbol or one unit (``$10.12``,
+    ``12.5%``, ``1.234 kg``; some values may lack it), else None.  Codes
+    whose letters differ between rows (``12a``, ``3b``; ``1st``, ``2nd``)
+    and letters before the number (``A12``, ``s3``: identifiers) are not
+    units."""
+    values = s.dropna().astype(str).str.strip()
+    if values.empty:
+        return None
+    parts = values.str.extract("^" + _UNIT_NUMBER + "$")
+    if parts["num"].isna().any():
+        return None
+    units = (parts["pre"].fillna("") + parts["post"].fillna("").str.strip())
+    marked = units != ""
+    if not marked.any() or units[marked].nunique() != 1:
+        return None
+    return values[marked].iloc[0], units[marked].iloc[0]
 
 
 def _decimal_comma_example(s) -> Optional[str]:
@@ -1379,6 +1418,18 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
                        f"with {read} ({name}: {example!r}): give the file's format with "
                        f"--decimal and --thousands (--decimal , for 1,5; --thousands , for "
                        f"1,817; --decimal , --thousands . for 1.817,5){rest}")
+    # Numbers written with a unit or currency symbol (12.5%, 1.2 kg, $10)
+    # read as text: left out by the default rule, the column would
+    # silently be missing from the fit.
+    units = {c: e for c in (columns if args.columns else candidates)
+             if c != weights and not is_number_column(df[c])
+             and (e := _unit_example(df[c])) is not None}
+    if units:
+        name, (example, unit) = next(iter(units.items()))
+        rest = "" if args.columns else "; or leave them out with --columns"
+        raise CLIError(f"column(s) {list(units)} of {path!r} hold numbers written with a unit "
+                       f"or symbol ({name}: {example!r}), which do not read as numbers: remove "
+                       f"{unit!r} from the values (the model takes plain numbers){rest}")
     # A column of numbers with a stray text value (e.g. '?') reads as text:
     # left out by the default rule, it would silently be missing from the
     # fit.  Refused, naming the cell, whether named or by default.
@@ -1931,7 +1982,19 @@ def _open_npy(path: str) -> np.ndarray:
         raise CLIError(f"cannot read {path!r}: {_reason(exc)}") from None
     except (ValueError, EOFError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Python objects" in msg:
+            # np.load(mmap_mode="r") of dtype object: pickled objects.
+            raise CLIError(f"{path!r} holds Python objects (dtype object), not numbers: save "
+                           f"the features as floats, e.g. np.save(path, x.astype(np.float64))"
+                           ) from None
         raise CLIError(f"cannot read {path!r} as a .npy array: {msg}") from None
+    if X.dtype.names is not None:
+        raise CLIError(f"{path!r} holds a structured array (fields {list(X.dtype.names)}), not "
+                       f"a 2-D array of numbers: save numpy.lib.recfunctions."
+                       f"structured_to_unstructured(x) (one column per field)")
+    if X.dtype.kind == "c":
+        raise CLIError(f"{path!r} holds complex values (dtype {X.dtype}): save their real part "
+                       f"or magnitude (x.real, np.abs(x))")
     if X.ndim != 2:
         raise CLIError(f"{path!r} holds an array of shape {X.shape}: a 2-D array is needed, "
                        f"one row per point and one column per feature (one feature: save "

@@ -554,6 +554,35 @@ def test_script_refuses_a_number_column_with_stray_text(script_runs, tmp_path, c
     assert "non-numeric column(s) ['w'] in" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cells, unit", [
+    (["12.5%", "-0.13%", "3%", "4.25%", "7%", "1%"], "%"),
+    (["1.234 kg", "2 kg", "0.5 kg", "8 kg", "7.75 kg", "6 kg"], "kg"),
+    (["$10.12", "-$3", "$4", "$5.5", "$0.25", "$9"], "$"),
+])
+def test_numbers_written_with_a_unit_are_refused_not_left_out(tmp_path, capsys, cells, unit):
+    """A column of numbers written with a unit or currency symbol reads as
+    text: the default rule left it out of the fit, which went on without it
+    and exited 0.  Refused, naming the unit, whether named or by default."""
+    data = tmp_path / "units.csv"
+    pd.DataFrame({"x": [0.1, 0.4, 5.2, 5.5, 0.3, 5.1], "y": cells}).to_csv(data, index=False)
+    for extra, rest in (([], "or leave them out with --columns"), (["--columns", "x", "y"], None)):
+        assert main(["fit", str(data), "-k", "2", "--n-init", "1", "--device", "cpu",
+                     "--out", str(tmp_path / "o")] + extra) == 2
+        err = capsys.readouterr().err
+        assert "column(s) ['y'] of" in err and "written with a unit or symbol" in err, err
+        assert f"remove {unit!r} from the values" in err
+        assert (rest in err) if rest else "--columns" not in err
+        assert not (tmp_path / "o" / "params.json").exists()
+    # codes whose letters differ between rows, and identifiers, are text:
+    # still left out by default
+    pd.DataFrame({"x": [0.1, 0.4, 5.2, 5.5, 0.3, 5.1],
+                  "code": ["12a", "3b", "4c", "5d", "6e", "7f"],
+                  "id": ["s1", "s2", "s3", "s4", "s5", "s6"]}).to_csv(data, index=False)
+    assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "params.json").read_text())["features"] == ["x"]
+
+
 def test_script_names_columns_option_for_text_columns(script_runs):
     root, runs = script_runs
     err = _one_error_line(runs["text"])
@@ -898,11 +927,16 @@ def test_out_of_range_counts_are_argument_errors(capsys, option, value, message)
     ("x;y;n\n1,5;2,5;a\n", ["--columns", "n"], "non-numeric column(s) ['n']"),
     ("x;y\n1,5;2,5\n", ["--columns", "x"], "decimal commas (x: '1,5'): add --decimal ,\n"),
     ("x,y\n1,2\n3,inf\n", [], "inf in column 'y', data row 2"),
+    # a comment line before the header: named as such, not the separator
+    ("# exported 2024-01-01\nx,y\n1,2\n3,4\n", [],
+     "the first line of '{tmp}/d.csv' is a comment ('# exported 2024-01-01'), read as the "
+     "header, so the rows have more fields than it: remove the line(s) before the header"),
 ])
 def test_more_bad_input_is_one_line(tmp_path, capsys, setup, args, message):
     (tmp_path / "d.csv").write_text(setup)
     assert main(["fit", str(tmp_path / "d.csv"), *args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
+    message = message.replace("{tmp}", str(tmp_path))
     assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
     assert "df[[" not in err and "df.dropna" not in err
 
@@ -1502,12 +1536,17 @@ def test_npy_refuses_csv_options(npy_runs, tmp_path, capsys, command, option):
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: np.save(p, np.arange(5.0)), "holds an array of shape (5,): a 2-D array"),
-    (lambda p: np.save(p, np.ones((3, 2), complex)), "dtype complex128, not numbers"),
+    (lambda p: np.save(p, np.ones((3, 2), complex)),
+     "holds complex values (dtype complex128): save their real part or magnitude"),
     (lambda p: np.save(p, np.array([["a", "b"]])), "dtype <U1, not numbers"),
     (lambda p: np.save(p, np.zeros((0, 2))), "at least one row and one column"),
     (lambda p: p.write_text("x,y\n1,2\n"), "is not a .npy file"),
     (lambda p: np.save(p, np.array([[1, "a"]], dtype=object), allow_pickle=True),
-     "cannot read"),
+     "holds Python objects (dtype object), not numbers: save the features as floats"),
+    # a record array: its fields are the columns (a reshape would not help)
+    (lambda p: np.save(p, np.rec.fromarrays([np.ones(3), np.zeros(3)], names="a,b")),
+     "holds a structured array (fields ['a', 'b']), not a 2-D array of numbers: save "
+     "numpy.lib.recfunctions.structured_to_unstructured(x)"),
     (lambda p: np.save(p, np.full((4, 2), np.inf)), "inf"),
 ])
 def test_bad_npy_is_one_line(tmp_path, capsys, make, message):

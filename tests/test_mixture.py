@@ -482,6 +482,13 @@ def test_other_initialisations(petal, init):
     (pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": pd.Categorical(["x", "y", "x"])}),
      r"non-numeric column\(s\) \['s'\]"),
     (np.array([["a", "b"], ["c", "d"]]), r"must contain numbers"),
+    # numbers as text in a DataFrame (read with the wrong decimal mark, or
+    # astype(str)): named as such, with the conversion
+    (pd.DataFrame({"a": ["1.5", "2", "3"], "b": ["1e3", None, "4"]}),
+     r"X's column\(s\) \['a', 'b'\] hold numbers written as text \(a: '1.5'\): convert them, "
+     r"e.g. df.astype\(\{'a': float\}\) or df.apply\(pd.to_numeric\)$"),
+    (pd.DataFrame({"a": ["1.5", "2", "3"], "s": ["x", "y", "z"]}),
+     r"non-numeric column\(s\) \['a', 's'\]: encode them as numbers$"),
     (np.empty((0, 2)), r"0 sample"),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(X, match):

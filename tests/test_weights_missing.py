@@ -144,7 +144,8 @@ def test_fractional_weights_scale_against_the_prior():
     (np.ones(10), r"shape \(10,\), expected \(360,\)"),
     (np.ones((360, 2)), r"shape \(360, 2\)"),
     (np.zeros(360), "all zero"),
-    (["a"] * 360, "must hold numbers"),
+    (["a"] * 360, r"must hold numbers, got list of dtype <U1, first 'a': convert it, e.g. "
+                  r"np.asarray\(sample_weight, dtype=float\)"),
     (np.full(360, 2 + 3j), r"must be real numbers, got complex values \(dtype complex128\)"),
     (np.ones(360) * 1j, "must be real numbers"),
     # float32 statistics: weights summing to ~1e38 once gave a wrong, "converged" fit
