@@ -1487,6 +1487,16 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         K, D = self.means_.shape
         state = getattr(self, "_stream", None)
         fresh = first or state is None      # a new running average starts here
+        if state is None and not first and getattr(self, "n_partial_fits_", 0) == 0 \
+                and getattr(self, "_fit_mass", None) is None:
+            # Fitted by fit and loaded from a file of an earlier release,
+            # which did not record the fit's data mass: the stream would
+            # start from zero mass, and its first chunk replace the fit.
+            raise ValueError(
+                "BayesianGMM.partial_fit continues a fit from the amount of data it saw, but "
+                "this model was loaded from a file saved by an earlier bayesgmm, which did not "
+                "record it: the new rows would replace the fit instead of updating it; refit "
+                "it with fit(X) on its data (and save it again with this release)")
         if state is None:
             if not first and getattr(self, "n_partial_fits_", 0) >= 1:
                 # Loaded from a file without the running statistics (saved

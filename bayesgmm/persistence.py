@@ -283,6 +283,16 @@ class _Encoder:
 # ----------------------------------------------------------------------------
 # Decoding
 # ----------------------------------------------------------------------------
+def _newer(written_by: Any) -> str:
+    """The end of a message for a file that may come from a newer release
+    (``written_by``: the bayesgmm version the file names)."""
+    from . import __version__
+    said = f"bayesgmm {written_by!s:.20}" if isinstance(written_by, str) else "another bayesgmm"
+    return (f": it may have been written by a newer release (the file names {said}; this is "
+            f"bayesgmm {__version__}): upgrade bayesgmm to load it; if not, the file is "
+            f"damaged: re-save the estimator with estimator.save(path)")
+
+
 class _Decoder:
     """Tagged JSON -> values; any inconsistency raises _Corrupt."""
 
@@ -470,11 +480,11 @@ class _Decoder:
         return self.estimator(value["__estimator__"], value["params"], value["state"], None)
 
     def estimator(self, kind: Any, params: Any, state: Any, expect: Optional[type],
-                  version: int = FORMAT_VERSION):
+                  version: int = FORMAT_VERSION, written_by: Any = None):
         kinds = _kinds()
         if not _one_of(kind, kinds):
-            raise _Corrupt(f"unknown estimator kind {kind!r:.60} (this bayesgmm knows "
-                           f"{sorted(kinds)}; a newer release may know more)")
+            raise _Refused(f"it holds an estimator kind this release does not know, "
+                           f"{kind!r:.60} (it knows {sorted(kinds)}){_newer(written_by)}")
         cls = kinds[kind]
         if expect is not None and cls is not expect:
             raise _Refused(
@@ -497,6 +507,12 @@ class _Decoder:
                 raise _Corrupt(f"bad attribute name {name!r:.60}")
         if attrs and kind in _REQUIRED:
             _check_state(kind, attrs, kwargs)
+        unknown = sorted(set(kwargs) - set(cls._get_param_names()))
+        if unknown:
+            # A newer release's hyperparameter (or a damaged file): the
+            # format version alone does not tell them apart.
+            raise _Refused(f"it sets hyperparameter(s) {unknown!s:.200} that this release's "
+                           f"{kind} does not have{_newer(written_by)}")
         try:
             est = cls(**kwargs)
         except TypeError as exc:
@@ -1448,7 +1464,8 @@ def load(path, *, device=None, expect: Optional[type] = None):
         if set(meta) != expected_keys:
             raise _Corrupt(f"unexpected metadata keys {sorted(set(meta) ^ expected_keys)}")
         return _Decoder(arrays, override, len(data)).estimator(
-            meta["kind"], meta["params"], meta["state"], expect, version)
+            meta["kind"], meta["params"], meta["state"], expect, version,
+            meta["bayesgmm_version"])
     except _Refused as exc:
         raise ValueError(f"cannot load {path!r}: {exc}") from None
     except _Corrupt as exc:

@@ -403,6 +403,18 @@ def test_partial_fit_continues_after_load_and_takes_missing_values(tmp_path, cov
                                        **CPU).fit(X[:500]).score(X) - 0.01
     with pytest.raises(ValueError, match="X has 3 features"):
         back.partial_fit(np.zeros((5, 3)))
+    # A model fitted by fit and saved by a release that did not record the
+    # fit's data mass: the first chunk replaced the fit without a word
+    # (weights [1, 0, 0] from 20 rows).  Refused, the model kept.
+    fitted = BayesianGMM(3, covariance_type=covariance_type, dtype="float64", **CPU).fit(X)
+    del fitted._fit_mass
+    fitted.save(tmp_path / "fitted-old.bgmm")
+    loaded = BayesianGMM.load(tmp_path / "fitted-old.bgmm")
+    before = loaded.predict_proba(X[:50])
+    with pytest.raises(ValueError, match=r"loaded from a file saved by an earlier bayesgmm, which "
+                                         r"did not record it: .*refit it with fit\(X\)"):
+        loaded.partial_fit(X[:20])
+    np.testing.assert_array_equal(loaded.predict_proba(X[:50]), before)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
