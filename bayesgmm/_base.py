@@ -548,23 +548,25 @@ def feature_list(names, idx) -> str:
 CONSTANT_RTOL = 1e-12
 
 
-def refuse_nuts_constant(estimator: str, family: Covariance, where: str) -> None:
+def refuse_nuts_constant(estimator: str, family: Covariance, constant, names) -> None:
     """A ``ValueError`` for ``inference="nuts"`` where a feature holds one
-    value (``where`` says which, and in which class): its variance then sits
-    at the prior's floor, a posterior direction millions of times narrower
-    than the others, and NUTS shrinks its steps to it, runs to its tree
-    depth at every draw and does not mix (two 1-D blobs with a constant
-    second column, diag: 158 s against 3 s, R-hat 1e6, the means'
-    intervals 100x too narrow; tied likewise; the classifier's, 215 s
-    against 4.4 s).  Spherical families share one variance across
-    features, which the constant does not pin: not refused."""
-    if family.isotropic:
+    value in every row that observes it (``constant`` (D,) bool, or None):
+    its variance then sits at the prior's floor, a posterior direction
+    millions of times narrower than the others, and NUTS shrinks its steps
+    to it, runs to its tree depth at every draw and does not mix (two 1-D
+    blobs with a constant second column, diag: 158 s against 3 s, R-hat
+    1e6, the means' intervals 100x too narrow; tied likewise; the
+    classifier's, 215 s against 4.4 s).  Spherical families share one
+    variance across features, which the constant does not pin: not
+    refused."""
+    if family.isotropic or constant is None or not constant.any():
         return
     raise ValueError(
         f"{estimator}: inference='nuts' cannot sample a {family.name!r} mixture in which "
-        f"{where} holds one value: its variance sits at the prior's floor, where NUTS needs "
+        f"feature(s) {feature_list(names, np.flatnonzero(constant))} hold one value in every "
+        f"row that observes them: such a variance sits at the prior's floor, where NUTS needs "
         f"steps far smaller than elsewhere, runs for many times as long and does not mix "
-        f"(R-hat in the thousands, intervals far too narrow); drop that feature (a constant "
+        f"(R-hat far above 1.01, intervals far too narrow); drop those features (a constant "
         f"carries nothing to cluster on), or use covariance_type='spherical' or "
         f"inference='vi'")
 

@@ -82,8 +82,9 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         bad = [str(c) for c, ok in zip(X.columns, numeric) if not ok]
         if bad:
             good = [c for c, ok in zip(X.columns, numeric) if ok]
-            # Numbers stored as text (a column read with the wrong decimal
-            # mark, or astype(str)) are named as such, with the conversion.
+            # Numbers stored as text (astype(str), or a column read as text
+            # by a reader told not to convert) are named as such, with the
+            # conversion (decimal commas, '1,5', do not convert: generic).
             texts = [str(c) for c, ok in zip(X.columns, numeric)
                      if not ok and _numbers_as_text(X[c])]
             if texts and len(texts) == len(bad):

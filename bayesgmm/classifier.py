@@ -678,12 +678,12 @@ default "empirical"
             # Labels of the rows kept (rows of weight 0 leave, with their labels).
             classes, yi = self._check_y(X, y, data.keep, group)
         X, std, Xt, moments = data.X, data.std, data.Xt, data.moments
-        if self.inference == "nuts" and data.constant is not None and data.constant.any():
+        if self.inference == "nuts":
             # (A feature constant within a class only is not refused: its
             # variance there is held by the prior, in units of the feature's
             # spread over all classes, and NUTS mixed as usual.)
-            refuse_nuts_constant("GMMClassifier", family, "feature(s) " + feature_list(
-                getattr(self, "feature_names_in_", None), np.flatnonzero(data.constant)))
+            refuse_nuts_constant("GMMClassifier", family, data.constant,
+                                 getattr(self, "feature_names_in_", None))
         warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
                                family, _largest_k(self.n_components))
         warn_far_mean_prior("GMMClassifier", self.priors, data, getattr(self, "feature_names_in_", None),
@@ -1551,35 +1551,6 @@ def _largest_k(n_components) -> Optional[int]:
     return None
 
 
-def _class_constants(X: np.ndarray, yi: np.ndarray, C: int) -> np.ndarray:
-    """(C, D) bool: the features holding one observed value in every row
-    of a class of at least two rows (``X`` the kept rows, NaN where
-    missing; ``yi`` their class indices)."""
-    # Each class's value range in one pass, without copying its rows
-    # (missing entries out of it, as value_range takes them).
-    T = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
-    N, D = T.shape
-    index = torch.from_numpy(np.asarray(yi, dtype=np.int64)).unsqueeze(1).expand(N, D)
-    nan = torch.isnan(T)
-    has_nan = bool(nan.any())
-    lo = torch.full((C, D), math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
-        0, index, torch.where(nan, math.inf, T) if has_nan else T, "amin")
-    hi = torch.full((C, D), -math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
-        0, index, torch.where(nan, -math.inf, T) if has_nan else T, "amax")
-    rows = np.bincount(yi, minlength=C)
-    return ((lo == hi) & torch.isfinite(lo)).numpy() & (rows >= 2)[:, None]
-
-
-def _class_features(same: np.ndarray, classes: np.ndarray, names) -> str:
-    """The classes and features marked in ``same`` (C, D), as messages
-    name them ("class 'a': 0, 2; class 'b': 1"); "" if none."""
-    found = [(c, np.flatnonzero(same[c])) for c in np.flatnonzero(same.any(1))]
-    return "; ".join(f"class {_label(classes[c])!r}: "
-                     + ", ".join(feature_label(names, j) for j in js[:10])
-                     + (f" and {js.size - 10} more" if js.size > 10 else "")
-                     for c, js in found[:10])
-
-
 def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
                          constant: Optional[np.ndarray], family, ks: np.ndarray,
                          names) -> None:
@@ -1595,12 +1566,29 @@ def _warn_class_constant(X: np.ndarray, yi: np.ndarray, classes: np.ndarray,
     multi-process fits are not checked."""
     if family.name not in ("diag", "full") or not (ks > 1).any():
         return
-    same = _class_constants(X, yi, classes.size) & (ks > 1)[:, None]
+    # Each class's value range in one pass, without copying its rows
+    # (missing entries out of it, as value_range takes them).
+    T = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    N, D = T.shape
+    C = classes.size
+    index = torch.from_numpy(np.asarray(yi, dtype=np.int64)).unsqueeze(1).expand(N, D)
+    nan = torch.isnan(T)
+    has_nan = bool(nan.any())
+    lo = torch.full((C, D), math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
+        0, index, torch.where(nan, math.inf, T) if has_nan else T, "amin")
+    hi = torch.full((C, D), -math.inf, dtype=T.dtype, device=T.device).scatter_reduce(
+        0, index, torch.where(nan, -math.inf, T) if has_nan else T, "amax")
+    rows = np.bincount(yi, minlength=C)
+    same = ((lo == hi) & torch.isfinite(lo)).numpy() & (rows >= 2)[:, None] & (ks > 1)[:, None]
     if constant is not None:
         same &= ~constant[None, :]
-    said = _class_features(same, classes, names)
-    if not said:
+    found = [(c, np.flatnonzero(same[c])) for c in np.flatnonzero(same.any(1))]
+    if not found:
         return
+    said = "; ".join(f"class {_label(classes[c])!r}: "
+                     + ", ".join(feature_label(names, j) for j in js[:10])
+                     + (f" and {js.size - 10} more" if js.size > 10 else "")
+                     for c, js in found[:10])
     warnings.warn(
         f"GMMClassifier: feature(s) hold one observed value in every row of a class fitted "
         f"with several components ({said}): with covariance_type={family.name!r} its fitted "

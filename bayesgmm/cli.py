@@ -914,13 +914,31 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def _first_line(path: str, encoding: str) -> str:
-    """The file's first line, without its line end ("" if unreadable)."""
+def _refuse_comments(path: str, encoding: str, strict: bool = True) -> None:
+    """Refuse comment lines before the header (``# exported ...``): read as
+    the header, they made the rows' fields seem wrong, and the messages
+    blamed the separator or the decimal mark.  ``strict``: only where
+    they are plainly comments (a '#' then a space, or several '#' lines
+    in a row), which a header such as ``#id,x,y`` is not; otherwise (a
+    reading error already found) any leading '#' line."""
     try:
         with open(path, encoding=encoding, errors="replace") as fh:
-            return fh.readline().rstrip("\r\n")
+            lines = [fh.readline() for _ in range(3)]
     except OSError:
-        return ""
+        return
+    first = lines[0].lstrip("\ufeff").rstrip("\r\n")
+    if not first.startswith("#"):
+        return
+    count = 1
+    while count < len(lines) and lines[count].startswith("#"):
+        count += 1
+    if strict and not (first.startswith("# ") or count > 1):
+        return
+    lines_said = "line" if count == 1 else "lines"
+    raise CLIError(f"{path!r} begins with {'a ' if count == 1 else ''}comment {lines_said} "
+                   f"before its header "
+                   f"({first[:40]!r}), which would be read as the header: remove the "
+                   f"{lines_said} before the header")
 
 
 def _refuse_nul_bytes(path: str, encoding: str = "utf-8") -> None:
@@ -1051,6 +1069,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                        f"the file more than once; save it to a file first and fit that")
     try:
         _refuse_nul_bytes(path, encoding)
+        _refuse_comments(path, encoding)
         if sep is None:
             sep = _sniff_separator(path, decimal, encoding, thousands)
         with warnings.catch_warnings():
@@ -1060,6 +1079,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = pd.read_csv(path, **_csv_options(sep, decimal, thousands, encoding))
     except pd.errors.ParserWarning:
+        _refuse_comments(path, encoding, strict=False)
         header = _unnamed_first_column(path, sep, encoding)
         # One name and two fields a row is a decimal comma as often: the
         # general message below names both options.
@@ -1073,12 +1093,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                 f"header {named}), and it is left out of the fit as an identifier"
                 + (" (if a comma is also the decimal mark, check --sep and --decimal instead)"
                    if sep == "," else "")) from None
-        first = _first_line(path, encoding)
-        if first.lstrip().startswith("#"):
-            # A comment or preamble line read as the header.
-            raise CLIError(f"the first line of {path!r} is a comment ({first[:40]!r}), read as "
-                           f"the header, so the rows have more fields than it: remove the "
-                           f"line(s) before the header") from None
+        _refuse_comments(path, encoding, strict=False)
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
                        f"decimal mark (--decimal)") from None
@@ -1102,6 +1117,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"{path!r} is {what}: a CSV file needs a header row and data rows"
                        ) from None
     except pd.errors.ParserError as exc:
+        _refuse_comments(path, encoding, strict=False)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "fields" in msg:
@@ -1157,10 +1173,19 @@ _GROUP_MARKS = {" ": ("spaces", "' '"), "\u00a0": ("no-break spaces", "$'\\u00a0
 _GROUP_CLASS = "[" + "".join(_GROUP_MARKS) + "]"
 _GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([eE][+-]?\d+)?"
                            for m in _GROUP_MARKS)
-# A number written with a currency symbol before it or a unit after it
-# ($10.12, -$3, 12.5%, 1.234 kg, 3.5 mg/dL): the symbol and unit groups.
-_UNIT_NUMBER = (r"(?P<sign>[+-]?)(?P<pre>[$\u20ac\u00a3\u00a5]?)\s*(?P<num>" + _NUMBER
-                + r")\s*(?P<post>%|\u2030|[^\W\d_][^\d]*)?")
+# A number written with a currency symbol or a unit of measurement
+# ($10.12, -$3, 10 \u20ac, 12.5%, 1.234 kg, 20\u00b0C, 3.5 mg/dL): only these
+# units, so that codes, identifiers, addresses and dates written with
+# letters (100A, 4th, 12 High St, 5 Jan, 9am) stay text.
+_CURRENCY = "$\u20ac\u00a3\u00a5"
+_UNITS = (r"%|\u2030|\u00b0[CF]?|[kmu\u00b5n]?g|lbs?|oz|[kcmu\u00b5n]?m|km/h|m/s|mph|ft|mi|"
+          r"[mdu\u00b5]?[lL]|ms|secs?|mins?|hrs?|hours?|days?|weeks?|months?|years?|yrs?|"
+          r"[kMG]?Hz|[kM]?W|kWh|mV|mA|kJ|k?cal|[kM]?Pa|bar|psi|mmHg|bpm|"
+          r"[mu\u00b5]?mol/[lL]|[mu\u00b5]?g/d?[lL]|kg/m[2\u00b2]")
+_UNIT_NUMBER = (rf"(?P<sign>[+\-\u2212]?)(?P<pre>[{_CURRENCY}]?)\s*(?P<sign2>[+\-\u2212]?)"
+                r"(?P<num>(\d+([.,]\d+)?|[.,]\d+|\d{1,3}([,.' \u00a0]\d{3})+([.,]\d+)?)"
+                r"([eE][+-]?\d+)?)"
+                rf"\s*(?P<post>(?:{_UNITS}|[{_CURRENCY}])?)")
 
 
 def _other_format_example(s, named: bool = True) -> Optional[str]:
@@ -1185,22 +1210,25 @@ def _other_format_example(s, named: bool = True) -> Optional[str]:
 
 def _unit_example(s) -> Optional[tuple[str, str]]:
     """(a value, its unit) of text column ``s`` when every value is a
-    number written with one currency symbol or one unit (``$10.12``,
-    ``12.5%``, ``1.234 kg``; some values may lack it), else None.  Codes
-    whose letters differ between rows (``12a``, ``3b``; ``1st``, ``2nd``)
-    and letters before the number (``A12``, ``s3``: identifiers) are not
-    units."""
+    number written with one currency symbol or one unit of measurement
+    (``$10.12``, ``10 \u20ac``, ``12.5%``, ``1.234 kg``, ``20\u00b0C``; a plural
+    counts as its singular, ``1 day``, ``2 days``), at least two of them
+    marked and the rest plain numbers; else None.  Letters that are not
+    such units (``100A``, ``4th``, ``12 High St``, ``5 Jan``) are text."""
     values = s.dropna().astype(str).str.strip()
-    if values.empty:
+    if values.size < 2:
         return None
     parts = values.str.extract("^" + _UNIT_NUMBER + "$")
     if parts["num"].isna().any():
         return None
-    units = (parts["pre"].fillna("") + parts["post"].fillna("").str.strip())
-    marked = units != ""
-    if not marked.any() or units[marked].nunique() != 1:
+    pre, post = parts["pre"].fillna(""), parts["post"].fillna("")
+    if ((pre != "") & (post != "")).any():
         return None
-    return values[marked].iloc[0], units[marked].iloc[0]
+    units = (pre + post).str.replace(r"(?<=[a-z]{2})s$", "", regex=True)
+    marked = units != ""
+    if marked.sum() < 2 or units[marked].nunique() != 1:
+        return None
+    return values[marked].iloc[0], (pre + post)[marked].iloc[0]
 
 
 def _decimal_comma_example(s) -> Optional[str]:

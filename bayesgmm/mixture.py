@@ -16,7 +16,7 @@ from . import _predict, _validation as V
 from . import covariance as cov_module
 from ._auto import (bic_columns, bic_values, check_max_components, component_cap,
                     fit_candidates, is_auto, log_likelihood, warn_parameter_cap)
-from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data, feature_list,
+from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgress, fit_data,
                     check_chunk_weights, guard_stage, is_row_source, sample_mixture,
                     seeded_priors, spread_rows,
                     stream_data, stream_update, seeded_stream, host_stats, PARTIAL_FIT_DECAY,
@@ -632,11 +632,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         s, K, backend, max_components = self._check_params(data.n_total, d)
         if posterior is not None and K is not None:     # "auto": once K is chosen
             self._check_draws(posterior, family, K, d)
-        if posterior is not None and posterior.method == "nuts" and data.constant is not None \
-                and data.constant.any():
-            const = np.flatnonzero(data.constant)
-            refuse_nuts_constant("BayesianGMM", family, "feature(s) " + feature_list(
-                getattr(self, "feature_names_in_", None), const))
+        if posterior is not None and posterior.method == "nuts":
+            refuse_nuts_constant("BayesianGMM", family, data.constant,
+                                 getattr(self, "feature_names_in_", None))
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
         warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),

@@ -284,13 +284,30 @@ class _Encoder:
 # Decoding
 # ----------------------------------------------------------------------------
 def _newer(written_by: Any) -> str:
-    """The end of a message for a file that may come from a newer release
-    (``written_by``: the bayesgmm version the file names)."""
+    """The end of a message for a file naming what this release lacks,
+    after the bayesgmm version the file names (``written_by``): a newer
+    release's (upgrade), an older one's (load it with that release, or
+    refit), or this version's own (hyperparameters were added while the
+    version stayed): else the file is damaged."""
     from . import __version__
-    said = f"bayesgmm {written_by!s:.20}" if isinstance(written_by, str) else "another bayesgmm"
-    return (f": it may have been written by a newer release (the file names {said}; this is "
-            f"bayesgmm {__version__}): upgrade bayesgmm to load it; if not, the file is "
-            f"damaged: re-save the estimator with estimator.save(path)")
+
+    def parse(v):
+        m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?\S*", v) if isinstance(v, str) else None
+        return None if m is None else tuple(int(g or 0) for g in m.groups())
+
+    damaged = "; if not, the file is damaged: re-save the estimator with estimator.save(path)"
+    theirs, ours = parse(written_by), parse(__version__)
+    if theirs is None or ours is None:
+        return (f": it may have been written by another bayesgmm release: load it with the one "
+                f"that wrote it, or upgrade bayesgmm{damaged}")
+    said = f"the file names bayesgmm {written_by!s:.20}; this is bayesgmm {__version__}"
+    if theirs > ours:
+        return f": it was written by a newer release ({said}): upgrade bayesgmm to load it{damaged}"
+    if theirs < ours:
+        return (f": it was written by an older release ({said}) that had it: load it with that "
+                f"release, or refit the model with this one{damaged}")
+    return (f": it may have been written by a later development version of this release ("
+            f"{said}): upgrade bayesgmm to the latest, or refit the model with this one{damaged}")
 
 
 class _Decoder:

@@ -558,6 +558,8 @@ def test_script_refuses_a_number_column_with_stray_text(script_runs, tmp_path, c
     (["12.5%", "-0.13%", "3%", "4.25%", "7%", "1%"], "%"),
     (["1.234 kg", "2 kg", "0.5 kg", "8 kg", "7.75 kg", "6 kg"], "kg"),
     (["$10.12", "-$3", "$4", "$5.5", "$0.25", "$9"], "$"),
+    (["10 \u20ac", "12,50 \u20ac", "3 \u20ac", "4 \u20ac", "5 \u20ac", "6 \u20ac"], "\u20ac"),
+    (["20\u00b0C", "21.5\u00b0C", "19\u00b0C", "18\u00b0C", "22\u00b0C", "20\u00b0C"], "\u00b0C"),
 ])
 def test_numbers_written_with_a_unit_are_refused_not_left_out(tmp_path, capsys, cells, unit):
     """A column of numbers written with a unit or currency symbol reads as
@@ -573,11 +575,17 @@ def test_numbers_written_with_a_unit_are_refused_not_left_out(tmp_path, capsys, 
         assert f"remove {unit!r} from the values" in err
         assert (rest in err) if rest else "--columns" not in err
         assert not (tmp_path / "o" / "params.json").exists()
-    # codes whose letters differ between rows, and identifiers, are text:
-    # still left out by default
+    # codes, identifiers, addresses, dates and notes written with numbers
+    # and letters that are not units are text: still left out by default
     pd.DataFrame({"x": [0.1, 0.4, 5.2, 5.5, 0.3, 5.1],
                   "code": ["12a", "3b", "4c", "5d", "6e", "7f"],
-                  "id": ["s1", "s2", "s3", "s4", "s5", "s6"]}).to_csv(data, index=False)
+                  "id": ["s1", "s2", "s3", "s4", "s5", "s6"],
+                  "plate": ["100A", "101A", "102A", "103A", "104A", "105A"],
+                  "street": [f"{i} High St" for i in range(6)],
+                  "visit": ["5 Jan", "6 Jan", "7 Jan", "8 Jan", "9 Jan", "10 Jan"],
+                  "season": ["2024 season"] * 6,
+                  "notes": [None, "3 samples lost", None, None, None, None]}
+                 ).to_csv(data, index=False)
     assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
                  "--out", str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "params.json").read_text())["features"] == ["x"]
@@ -927,10 +935,16 @@ def test_out_of_range_counts_are_argument_errors(capsys, option, value, message)
     ("x;y;n\n1,5;2,5;a\n", ["--columns", "n"], "non-numeric column(s) ['n']"),
     ("x;y\n1,5;2,5\n", ["--columns", "x"], "decimal commas (x: '1,5'): add --decimal ,\n"),
     ("x,y\n1,2\n3,inf\n", [], "inf in column 'y', data row 2"),
-    # a comment line before the header: named as such, not the separator
+    # comment lines before the header: named as such, not the separator
+    # or the decimal mark (or a stray text value, or R's row names)
     ("# exported 2024-01-01\nx,y\n1,2\n3,4\n", [],
-     "the first line of '{tmp}/d.csv' is a comment ('# exported 2024-01-01'), read as the "
-     "header, so the rows have more fields than it: remove the line(s) before the header"),
+     "'{tmp}/d.csv' begins with a comment line before its header ('# exported 2024-01-01'), "
+     "which would be read as the header: remove the line before the header"),
+    ("#exported\n#by tool\nx,y\n1,2\n3,4\n", [],
+     "begins with comment lines before its header ('#exported')"),
+    ("# exported 2024-01-01, by tool\nx,y\n1,2\n3,4\n", [], "begins with a comment line"),
+    ("# exported by tool, 2024-01-01\nx,y,z\n1,2,3\n3,4,5\n", [], "begins with a comment line"),
+    ("#exported\nx,y\n1,2\n3,4\n", [], "begins with a comment line before its header"),
 ])
 def test_more_bad_input_is_one_line(tmp_path, capsys, setup, args, message):
     (tmp_path / "d.csv").write_text(setup)

@@ -334,7 +334,7 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
         # release's (the format version stays), not only "damaged"
         "kind": (lambda m: m.update(kind="os.system", bayesgmm_version="9.1"),
                  r"holds an estimator kind this release does not know, 'os.system' \(it knows "
-                 r"\['BayesianGMM', 'GMMClassifier'\]\): it may have been written by a newer "
+                 r"\['BayesianGMM', 'GMMClassifier'\]\): it was written by a newer "
                  r"release \(the file names bayesgmm 9.1; this is bayesgmm .*\): upgrade "
                  r"bayesgmm to load it; if not, the file is damaged"),
         "shape": (lambda m: m["state"].update(weights_=m["state"]["means_"]),
@@ -349,7 +349,13 @@ def test_foreign_newer_and_inconsistent_files(fitted, tmp_path):
                        r"precisions_cholesky_ is not a float array of shape \(2, 3, 3\)"),
         "param": (lambda m: m["params"].update(colour="red"),
                   r"sets hyperparameter\(s\) \['colour'\] that this release's BayesianGMM does not "
-                  r"have: it may have been written by a newer release .*upgrade bayesgmm"),
+                  r"have: it may have been written by a later development version of this "
+                  r"release \(the file names bayesgmm (.+); this is bayesgmm \1\): upgrade "
+                  r"bayesgmm to the latest, or refit the model with this one; if not, the file "
+                  r"is damaged"),
+        "older": (lambda m: m.update(bayesgmm_version="0.0.1") or m["params"].update(old=1),
+                  r"written by an older release \(the file names bayesgmm 0.0.1; .*\) that had "
+                  r"it: load it with that release, or refit the model with this one"),
         "tag": (lambda m: m["state"].update(n_iter_={"__eval__": "1"}), "unknown tag"),
         "nan": (lambda m: m["state"].update(loss_={"__float__": "1e400"}), "bad float"),
         "converged": (lambda m: m["state"].update(converged_="yes"),

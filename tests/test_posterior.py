@@ -973,8 +973,9 @@ def test_nuts_with_a_constant_feature_is_refused_before_any_work(covariance_type
             warnings.simplefilter("error")       # refused before the constant's warning
             with pytest.raises(ValueError, match=(
                     rf"^{name}: inference='nuts' cannot sample a '{covariance_type}' mixture in "
-                    rf"which feature\(s\) \['b'\] holds one value: .*drop that feature .*or "
-                    rf"use covariance_type='spherical' or inference='vi'$")):
+                    rf"which feature\(s\) \['b'\] hold one value in every row that observes "
+                    rf"them: .*drop those features .*or use covariance_type='spherical' or "
+                    rf"inference='vi'$")):
                 est.set_params(inference="nuts").fit(*args)
         np.testing.assert_array_equal(est.predict_proba(X[["a"]]), before)
 
