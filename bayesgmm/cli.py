@@ -914,31 +914,39 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
     _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def _refuse_comments(path: str, encoding: str, strict: bool = True) -> None:
+def _refuse_comments(path: str, encoding: str, sep: Optional[str]) -> None:
     """Refuse comment lines before the header (``# exported ...``): read as
     the header, they made the rows' fields seem wrong, and the messages
-    blamed the separator or the decimal mark.  ``strict``: only where
-    they are plainly comments (a '#' then a space, or several '#' lines
-    in a row), which a header such as ``#id,x,y`` is not; otherwise (a
-    reading error already found) any leading '#' line."""
+    blamed the separator, the decimal mark, a stray value or R's row
+    names.  Refused where the file begins with several '#' lines, or with
+    one whose fields do not match the next line's (a header written as
+    ``#id,x,y``, or ``# x,y`` by ``numpy.savetxt(header=...)``, matches,
+    and is read as the header)."""
     try:
         with open(path, encoding=encoding, errors="replace") as fh:
-            lines = [fh.readline() for _ in range(3)]
+            lines = [fh.readline().lstrip("\ufeff").strip() for _ in range(3)]
     except OSError:
         return
-    first = lines[0].lstrip("\ufeff").rstrip("\r\n")
-    if not first.startswith("#"):
+    if not lines[0].startswith("#"):
         return
     count = 1
     while count < len(lines) and lines[count].startswith("#"):
         count += 1
-    if strict and not (first.startswith("# ") or count > 1):
-        return
+    if count == 1:
+        nxt = lines[1]
+        if not nxt:
+            return
+        if sep is None or sep == _WHITESPACE:
+            # The separator the next line uses most (whitespace if none).
+            sep = max((",", ";", "\t", "|"), key=nxt.count)
+            sep = sep if nxt.count(sep) else None
+        fields = (lambda line: len(line.split(sep))) if sep else (lambda line: len(line.split()))
+        if fields(lines[0]) == fields(nxt):
+            return
     lines_said = "line" if count == 1 else "lines"
     raise CLIError(f"{path!r} begins with {'a ' if count == 1 else ''}comment {lines_said} "
-                   f"before its header "
-                   f"({first[:40]!r}), which would be read as the header: remove the "
-                   f"{lines_said} before the header")
+                   f"before its header ({lines[0][:40]!r}), which would be read as the header: "
+                   f"remove the {lines_said} before the header")
 
 
 def _refuse_nul_bytes(path: str, encoding: str = "utf-8") -> None:
@@ -1069,7 +1077,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                        f"the file more than once; save it to a file first and fit that")
     try:
         _refuse_nul_bytes(path, encoding)
-        _refuse_comments(path, encoding)
+        _refuse_comments(path, encoding, sep)
         if sep is None:
             sep = _sniff_separator(path, decimal, encoding, thousands)
         with warnings.catch_warnings():
@@ -1079,7 +1087,6 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = pd.read_csv(path, **_csv_options(sep, decimal, thousands, encoding))
     except pd.errors.ParserWarning:
-        _refuse_comments(path, encoding, strict=False)
         header = _unnamed_first_column(path, sep, encoding)
         # One name and two fields a row is a decimal comma as often: the
         # general message below names both options.
@@ -1093,7 +1100,6 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
                 f"header {named}), and it is left out of the fit as an identifier"
                 + (" (if a comma is also the decimal mark, check --sep and --decimal instead)"
                    if sep == "," else "")) from None
-        _refuse_comments(path, encoding, strict=False)
         raise CLIError(f"the rows of {path!r} have more fields than its header (read with "
                        f"separator {_sep_name(sep)}); check the separator (--sep) and the "
                        f"decimal mark (--decimal)") from None
@@ -1117,7 +1123,6 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         raise CLIError(f"{path!r} is {what}: a CSV file needs a header row and data rows"
                        ) from None
     except pd.errors.ParserError as exc:
-        _refuse_comments(path, encoding, strict=False)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if "fields" in msg:
@@ -1178,14 +1183,20 @@ _GROUPED_NUMBER = "|".join(rf"[+-]?\d{{1,3}}({re.escape(m)}\d{{3}})+([.,]\d*)?([
 # units, so that codes, identifiers, addresses and dates written with
 # letters (100A, 4th, 12 High St, 5 Jan, 9am) stay text.
 _CURRENCY = "$\u20ac\u00a3\u00a5"
-_UNITS = (r"%|\u2030|\u00b0[CF]?|[kmu\u00b5n]?g|lbs?|oz|[kcmu\u00b5n]?m|km/h|m/s|mph|ft|mi|"
-          r"[mdu\u00b5]?[lL]|ms|secs?|mins?|hrs?|hours?|days?|weeks?|months?|years?|yrs?|"
-          r"[kMG]?Hz|[kM]?W|kWh|mV|mA|kJ|k?cal|[kM]?Pa|bar|psi|mmHg|bpm|"
-          r"[mu\u00b5]?mol/[lL]|[mu\u00b5]?g/d?[lL]|kg/m[2\u00b2]")
+_MICRO = "u\u00b5\u03bc"
+# Units written right after the number or after a space ...
+_UNITS = (rf"%|\u2030|\u00b0[CF]?|[kmn{_MICRO}]g|mcg|lbs?|oz|[kcmn{_MICRO}]m|[kc]?m[2\u00b2]|"
+          rf"km/h|m/s|mph|kph|ft|mi|[md{_MICRO}][lL]|ms|secs?|mins?|hrs?|hours?|days?|weeks?|"
+          rf"months?|years?|yrs?|[kMG]Hz|[kM]Wh?|mV|mA|kJ|k?cal|[kMh]?Pa|bar|psi|mmHg|bpm|"
+          rf"[KMGT]B|[mn{_MICRO}]?mol/[lL]|[m{_MICRO}]?g/d?[lL]|kg/m[2\u00b2]|USD|EUR|GBP|JPY|"
+          rf"[{_CURRENCY}]")
+# ... and one-letter units, taken only after a space (4g, 100m, 2m are
+# more often names or codes than grams, metres or millions).
+_SPACED_UNITS = "g|m|s|h|[lL]|in"
 _UNIT_NUMBER = (rf"(?P<sign>[+\-\u2212]?)(?P<pre>[{_CURRENCY}]?)\s*(?P<sign2>[+\-\u2212]?)"
                 r"(?P<num>(\d+([.,]\d+)?|[.,]\d+|\d{1,3}([,.' \u00a0]\d{3})+([.,]\d+)?)"
                 r"([eE][+-]?\d+)?)"
-                rf"\s*(?P<post>(?:{_UNITS}|[{_CURRENCY}])?)")
+                rf"(?:\s*(?P<post>{_UNITS})|\s+(?P<spaced>{_SPACED_UNITS}))?")
 
 
 def _other_format_example(s, named: bool = True) -> Optional[str]:
@@ -1221,7 +1232,8 @@ def _unit_example(s) -> Optional[tuple[str, str]]:
     parts = values.str.extract("^" + _UNIT_NUMBER + "$")
     if parts["num"].isna().any():
         return None
-    pre, post = parts["pre"].fillna(""), parts["post"].fillna("")
+    pre = parts["pre"].fillna("")
+    post = parts["post"].fillna("") + parts["spaced"].fillna("")
     if ((pre != "") & (post != "")).any():
         return None
     units = (pre + post).str.replace(r"(?<=[a-z]{2})s$", "", regex=True)
@@ -1267,6 +1279,12 @@ def _stray_text_error(path, name, found, predicting: bool) -> "CLIError":
     row, value, _ = found
     remedy = ("" if predicting else
               ", or leave the column out with --columns")
+    if row == 0 and name.lstrip().startswith("#"):
+        # A comment line with as many fields as the rows, read as the
+        # header: the real header is the first data row.
+        return CLIError(f"the first line of {path!r} looks like a comment ({name!r}), read as "
+                        f"the header, and the next one like the header (its {value!r} is "
+                        f"not a number): remove the comment line")
     return CLIError(f"column {name!r} of {path!r} holds numbers but also {value!r} (data row "
                     f"{row + 1}), so it cannot be read as numbers: correct that cell, or empty "
                     f"it (empty cells are missing values: --missing marginalize or "

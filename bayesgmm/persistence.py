@@ -292,12 +292,18 @@ def _newer(written_by: Any) -> str:
     from . import __version__
 
     def parse(v):
-        m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?\S*", v) if isinstance(v, str) else None
+        # A final release's numbers only: a pre-release, development or
+        # local version (0.2.0rc1, 0.2.0.dev1, 0.2.0+g1) is not ordered here.
+        m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", v.strip()) if isinstance(v, str) else None
         return None if m is None else tuple(int(g or 0) for g in m.groups())
 
     damaged = "; if not, the file is damaged: re-save the estimator with estimator.save(path)"
     theirs, ours = parse(written_by), parse(__version__)
     if theirs is None or ours is None:
+        if isinstance(written_by, str) and written_by.strip():
+            return (f": it was written by bayesgmm {written_by!s:.20} (this is bayesgmm "
+                    f"{__version__}): load it with the release that wrote it, or refit the "
+                    f"model with this one{damaged}")
         return (f": it may have been written by another bayesgmm release: load it with the one "
                 f"that wrote it, or upgrade bayesgmm{damaged}")
     said = f"the file names bayesgmm {written_by!s:.20}; this is bayesgmm {__version__}"

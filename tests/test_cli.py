@@ -560,6 +560,9 @@ def test_script_refuses_a_number_column_with_stray_text(script_runs, tmp_path, c
     (["$10.12", "-$3", "$4", "$5.5", "$0.25", "$9"], "$"),
     (["10 \u20ac", "12,50 \u20ac", "3 \u20ac", "4 \u20ac", "5 \u20ac", "6 \u20ac"], "\u20ac"),
     (["20\u00b0C", "21.5\u00b0C", "19\u00b0C", "18\u00b0C", "22\u00b0C", "20\u00b0C"], "\u00b0C"),
+    (["10 s", "12 s", "9 s", "1.5 s", "3 s", "4 s"], "s"),           # one letter: after a space
+    (["32 GB", "64 GB", "8 GB", "16 GB", "4 GB", "2 GB"], "GB"),
+    (["5 \u03bcg", "6 \u03bcg", "7 \u03bcg", "1 \u03bcg", "2 \u03bcg", "3 \u03bcg"], "\u03bcg"),
 ])
 def test_numbers_written_with_a_unit_are_refused_not_left_out(tmp_path, capsys, cells, unit):
     """A column of numbers written with a unit or currency symbol reads as
@@ -584,6 +587,9 @@ def test_numbers_written_with_a_unit_are_refused_not_left_out(tmp_path, capsys, 
                   "street": [f"{i} High St" for i in range(6)],
                   "visit": ["5 Jan", "6 Jan", "7 Jan", "8 Jan", "9 Jan", "10 Jan"],
                   "season": ["2024 season"] * 6,
+                  "network": ["4g", "5g", "3g", "4g", "5g", "4g"],       # one letter, no space
+                  "event": ["100m", "200m", "400m", "100m", "800m", "200m"],
+                  "longitude": ["74.0 W", "87.6 W", "118.2 W", "71.1 W", "80.2 W", "95.4 W"],
                   "notes": [None, "3 samples lost", None, None, None, None]}
                  ).to_csv(data, index=False)
     assert main(["fit", str(data), "--n-init", "1", "--device", "cpu",
@@ -942,7 +948,11 @@ def test_out_of_range_counts_are_argument_errors(capsys, option, value, message)
      "which would be read as the header: remove the line before the header"),
     ("#exported\n#by tool\nx,y\n1,2\n3,4\n", [],
      "begins with comment lines before its header ('#exported')"),
-    ("# exported 2024-01-01, by tool\nx,y\n1,2\n3,4\n", [], "begins with a comment line"),
+    ("# exported 2024-01-01, by tool\nx,y\n1,2\n3,4\n", [],
+     "the first line of '{tmp}/d.csv' looks like a comment ('# exported 2024-01-01'), read as "
+     "the header, and the next one like the header (its 'x' is not a number): remove the "
+     "comment line"),
+    (" # exported 2024\nx,y\n1,2\n3,4\n", [], "begins with a comment line"),
     ("# exported by tool, 2024-01-01\nx,y,z\n1,2,3\n3,4,5\n", [], "begins with a comment line"),
     ("#exported\nx,y\n1,2\n3,4\n", [], "begins with a comment line before its header"),
 ])
@@ -953,6 +963,23 @@ def test_more_bad_input_is_one_line(tmp_path, capsys, setup, args, message):
     message = message.replace("{tmp}", str(tmp_path))
     assert err.startswith("bayesgmm: error: ") and message in err and err.count("\n") == 1
     assert "df[[" not in err and "df.dropna" not in err
+
+
+def test_headers_that_begin_with_a_hash_are_headers(tmp_path, capsys):
+    """A header written as '#id,x,y', or '# x,y' by numpy.savetxt(header=...),
+    has the rows' fields: read as the header, not refused as a comment;
+    a later bad row is the parser's error, not blamed on the header."""
+    np.savetxt(tmp_path / "s.csv", np.arange(8.0).reshape(4, 2) ** 1.5, delimiter=",",
+               header="x,y")
+    assert (tmp_path / "s.csv").read_text().startswith("# x,y")
+    assert main(["fit", str(tmp_path / "s.csv"), "-k", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "params.json").read_text())["features"] == ["# x", "y"]
+    (tmp_path / "h.csv").write_text("#id,x,y\n1,2,3\n4,5,6,7\n1,2,3\n")
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "h.csv"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "Expected 3 fields in line 3, saw 4" in err and "comment" not in err
 
 
 @pytest.mark.parametrize("option,value", [("--sep", ";;"), ("--decimal", "ab"),
