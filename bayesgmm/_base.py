@@ -454,6 +454,134 @@ def warn_float32_conditioning(estimator: str, covariances: np.ndarray, family: C
         f"dtype='float64'", UserWarning, stacklevel=5)
 
 
+#: A component's variance in a feature below this fraction of the data's
+#: variance in it is checked against the spacing of the feature's values
+#: (:func:`warn_discrete_features`), a bound on the work only: a component
+#: on one value of a feature has a variance at the prior's floor, far below
+#: this (two components on a 90/10 flag: 0.003 and 0.02 of its 0.09 within
+#: the class, a full covariance's floor at 358 and 42 rows).
+DISCRETE_CHECK_RATIO = 0.1
+
+
+def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
+                           means: np.ndarray, covariances: np.ndarray, family: Covariance,
+                           names, rows, labels=None, classes: Optional[np.ndarray] = None
+                           ) -> None:
+    """One ``UserWarning`` when fitted components sit on a single value of a
+    feature that takes discrete values (counts, ratings, codes, flags,
+    rounded measurements): a Gaussian can shrink onto one of them, where
+    its density, and with it the log-likelihood, scores and BIC, grows
+    without bound.  (From an audit: ratings from two clusters, "auto" chose
+    K = 10 with every variance about 1e-4, one spike per value;
+    scikit-learn's ``GaussianMixture`` chose one per value of a 1..5 scale.)
+    A component that carries data (weight at least half a row's share of
+    ``rows``) is on one value of feature j when its variance there is below
+    ``g^2 / 12``, the variance of a uniform spread over ``g``, the gap
+    between the value nearest its mean and that value's nearest neighbour
+    among the feature's values in the rows it was fitted to (those the
+    default priors measure, :func:`spread_rows`), and that value is shared
+    by at least half the rows the component carries, and two (a component
+    on one outlier row is not a discrete feature's): continuous data have
+    gaps far below any component's spread.  Only components below
+    :data:`DISCRETE_CHECK_RATIO` of the data's variance are checked.
+    ``weights``, ``means``, ``covariances``: the fitted attributes in the
+    data's units (a classifier's with a leading class axis, NaN padded;
+    ``labels`` its classes, ``classes`` each row's class index among them,
+    ``rows`` its per-class row counts).  Fits in one process only, of data
+    in memory (``data.X``) or, for a mixture, out of core (the first pass's
+    rows for the priors' spread); constant features are said by
+    :func:`warn_constant_features`."""
+    source = data.X
+    if source is None and classes is None and data.samples and "spread" in data.samples:
+        # Out of core: the rows the first pass drew for the priors' spread.
+        rows_std = data.samples["spread"][0].double().cpu().numpy()
+        source = rows_std * data.std.scale + data.std.center
+    if source is None or data.reduce is not None or data.n_total < 2:
+        return
+    W = np.asarray(weights, dtype=np.float64)
+    M = np.asarray(means, dtype=np.float64)
+    C = np.asarray(covariances, dtype=np.float64)
+    D = M.shape[-1]
+    if family.name == "full":
+        V = np.diagonal(C, axis1=-2, axis2=-1)
+    elif family.name == "tied":
+        V = np.broadcast_to(np.diagonal(C, axis1=-2, axis2=-1)[..., None, :], M.shape)
+    elif family.name == "spherical":
+        V = np.broadcast_to(C[..., None], M.shape)
+    else:
+        V = C
+    sd = np.asarray(data.moments[1], dtype=np.float64)
+    const = np.zeros(D, bool) if data.constant is None else np.asarray(data.constant, bool)
+    share = 0.5 / np.asarray(rows, dtype=np.float64)
+    used = np.isfinite(W) & (W >= (share[:, None] if share.ndim else share))
+    with np.errstate(invalid="ignore"):
+        narrow = used[..., None] & (V < DISCRETE_CHECK_RATIO * sd ** 2) & ~const
+    if not narrow.any():
+        return
+    on = np.zeros_like(narrow)
+    told: dict = {}                 # feature -> (distinct values, gap, group)
+    for g in ([()] if classes is None else [(c,) for c in range(M.shape[0])]):
+        if not narrow[g].any():
+            continue
+        X = source if classes is None else source[classes == g[0]]
+        n_rows = X.shape[0]
+        X = X[spread_rows(n_rows)]
+        for j in np.flatnonzero(narrow[g].any(0)):
+            col = X[:, j]
+            u, ties = np.unique(col[~np.isnan(col)], return_counts=True)
+            if u.size < 2:
+                continue
+            at = narrow[g][:, j]
+            mu = M[g][:, j][at]
+            i = np.clip(np.searchsorted(u, mu), 1, u.size - 1)
+            near = np.where(np.abs(u[i - 1] - mu) <= np.abs(u[i] - mu), i - 1, i)
+            left = np.where(near > 0, u[near] - u[np.maximum(near - 1, 0)], np.inf)
+            right = np.where(near < u.size - 1, u[np.minimum(near + 1, u.size - 1)] - u[near],
+                             np.inf)
+            gap = np.minimum(left, right)
+            # The value is shared by the rows the component carries (at least
+            # two): one on a lone outlier (a singleton component, its value
+            # far from the next) is not a discrete feature's.
+            shared = ties[near] * (n_rows / X.shape[0]) >= np.maximum(
+                2.0, 0.5 * W[g][at] * n_rows)
+            hit = (V[g][:, j][at] < gap ** 2 / 12) & shared
+            on[g + (slice(None), j)][at] = hit
+            if hit.any() and j not in told:
+                told[j] = (u.size, float(np.min(gap[hit])), g)
+    if not on.any():
+        return
+    feats = np.flatnonzero(on.reshape(-1, D).any(0))
+    hit = on.any(-1)
+    counted: list = []
+
+    def listed(ks) -> str:
+        ks = [int(k) for k in ks]
+        counted.append(len(ks))
+        return (f"component{'s' if len(ks) > 1 else ''} "
+                f"{', '.join(map(str, ks[:8]))}{' and more' if len(ks) > 8 else ''}")
+    if labels is not None:
+        where = "; ".join(f"class {labels[c]!r}: {listed(np.flatnonzero(hit[c]))}"
+                          for c in np.flatnonzero(hit.any(-1)))
+    else:
+        where = listed(np.flatnonzero(hit))
+
+    def values(j) -> str:
+        n, gap, g = told[j]
+        return (f"{feature_label(names, j)} ({n} distinct values"
+                f"{f' in class {labels[g[0]]!r}' if g and labels is not None else ''}, "
+                f"gap {gap:.3g})")
+    said = ", ".join(values(j) for j in feats[:10])
+    warnings.warn(
+        f"{estimator}: {where} of the fit {'sits' if counted == [1] else 'sit'} on a single "
+        f"value of feature(s) {said}{' and more' if feats.size > 10 else ''} (fitted variance "
+        f"below a twelfth of the squared gap to the neighbouring value): a Gaussian fitted to "
+        f"discrete values (counts, ratings, codes, flags, rounded measurements) can shrink "
+        f"onto one of them, where its density, and with it the log-likelihood, scores and "
+        f"BIC, grows without bound, so such components describe the rounding rather than "
+        f"clusters; add uniform noise of one gap's width to those features (X[:, j] + "
+        f"rng.uniform(-gap / 2, gap / 2, n)), or leave them out", UserWarning, stacklevel=5)
+
+
 def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,
                            classes=None) -> None:
     """One ``UserWarning`` when a MAP fit ends with at least half of a

@@ -28,6 +28,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, feature_list, refuse_nuts_constant, warn_constant_features,
+                    warn_discrete_features,
                     warn_far_mean_prior, warn_vi_missing, check_threads, fit_threads,
                     check_draws_size)
 from ._options import is_text
@@ -919,6 +920,10 @@ default "empirical"
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":
             self._fit_nuts(data, yi, family, params, pt, int(seeds[-1]), s)
+        warn_discrete_features("GMMClassifier", data, self.weights_, self.means_,
+                               self.covariances_, family,
+                               getattr(self, "feature_names_in_", None), counts,
+                               [_label(v) for v in classes], yi)
         return self
 
     #: Step sizes of ``partial_fit`` (as :class:`~bayesgmm.BayesianGMM`'s),

@@ -26,6 +26,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     check_draws_size, check_result_size, check_threads, fit_context, fit_threads,
                     warn_float32_conditioning,
                     refuse_nuts_constant, rollback_on_error, warn_constant_features,
+                    warn_discrete_features,
                     warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, first_best, initial_params,
@@ -700,6 +701,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                             getattr(self, "feature_names_in_", None))
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
+        warn_discrete_features("BayesianGMM", data, self.weights_, self.means_,
+                               self.covariances_, family,
+                               getattr(self, "feature_names_in_", None), data.n_total)
         return self
 
     # ------------------------------------------------------------ posterior

@@ -2518,3 +2518,30 @@ def test_ctrl_c_during_a_fit_is_one_line_and_exit_code_130(tmp_path):
     assert rest.rstrip().splitlines()[-1] == "bayesgmm: interrupted"
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["params.json"]
     assert (tmp_path / "o" / "params.json").read_text() == "{}"
+
+
+def test_components_on_one_value_of_a_rating_column_are_said_in_the_clis_words(tmp_path):
+    """(From an audit.) Whole-number ratings from two clusters: the fit's
+    components on one value are said naming the file's column and a remedy
+    for a file (a CSV's --columns, a .npy saved without the column); the
+    .npy, fitted out of core, is checked on the rows its first pass drew."""
+    rng = np.random.default_rng(0)
+    r = np.r_[np.round(rng.normal(3, 1, 500)), np.round(rng.normal(7, 1, 500))]
+    pd.DataFrame({"rating": r, "score": rng.normal(size=1000)}).to_csv(tmp_path / "r.csv",
+                                                                       index=False)
+    np.save(tmp_path / "r.npy", r[:, None])
+    runs = _run_side_by_side({
+        "csv": (["fit", tmp_path / "r.csv", "-k", "8", "--seed", "0", "--out", tmp_path / "a"],
+                False),
+        "npy": (["fit", tmp_path / "r.npy", "-k", "4", "--seed", "0", "--out", tmp_path / "b"],
+                False)})
+    for name, tail in (("csv", "or leave them out of --columns"),
+                       ("npy", "or save the array without them")):
+        run = runs[name]
+        assert run.returncode == 0, run.stderr
+        said = [line for line in run.stderr.splitlines() if "single value" in line]
+        assert len(said) == 1, run.stderr
+        assert said[0].startswith("bayesgmm: warning: component") and said[0].endswith(tail)
+        column = "'rating'" if name == "csv" else "0"
+        assert f"single value of column(s) {column} (" in said[0] and "gap 1)" in said[0]
+        assert "X[:, j]" not in said[0] and "BayesianGMM" not in said[0]

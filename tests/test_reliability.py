@@ -819,3 +819,79 @@ def test_a_float32_fit_beyond_its_precision_says_so():
                                          r"component 0 has condition number"):
         GMMClassifier({0: 1, 1: 1}, **kw).fit(np.where(y[:, None] == 1, X, rng.normal(size=X.shape)),
                                               y, sample_weight=w)
+
+
+def _ratings(n: int = 500, seed: int = 0) -> np.ndarray:
+    """Two clusters of whole-number ratings (rounded N(3, 1) and N(7, 1))."""
+    rng = np.random.default_rng(seed)
+    return np.r_[np.round(rng.normal(3, 1, n)), np.round(rng.normal(7, 1, n))][:, None]
+
+
+def test_components_on_one_value_of_a_discrete_feature_are_warned_about():
+    """(From an audit.) Ratings 1..10 from two clusters: "auto" chose K = 10
+    with every variance about 1e-4, one spike per value, with no word
+    (scikit-learn's GaussianMixture does the same).  The fit says which
+    components sit on one value, of which feature, and the remedy; the
+    remedy (uniform noise of one gap's width) gives K = 2 at the clusters'
+    centres."""
+    import pandas as pd
+    X = _ratings()
+    frame = pd.DataFrame(X, columns=["rating"])
+    kw = dict(random_state=0, **CPU)
+    with pytest.warns(UserWarning, match=r"sit on a single value of feature\(s\) 'rating' \(\d+ "
+                                         r"distinct values, gap 1\).*add uniform noise") as rec:
+        gmm = BayesianGMM("auto", **kw).fit(frame)
+    said = [str(w.message) for w in rec if "single value" in str(w.message)]
+    assert len(said) == 1
+    # Independently: the components the message names have variance below
+    # 1/12 and integer means; the others not.
+    named = [int(k) for k in said[0].split(" of the fit")[0].split("components ")[1]
+             .replace(" and more", "").split(", ")]
+    spikes = np.flatnonzero((gmm.covariances_.ravel() < 1 / 12)
+                            & (np.abs(gmm.means_.ravel() - np.round(gmm.means_.ravel())) < 1e-3))
+    assert gmm.n_components_ > 2 and named == spikes[:8].tolist()
+    rng = np.random.default_rng(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = BayesianGMM("auto", **kw).fit(X + rng.uniform(-0.5, 0.5, X.shape))
+    assert fixed.n_components_ == 2
+    np.testing.assert_allclose(np.sort(fixed.means_.ravel()), [3, 7], atol=0.15)
+
+
+def test_discrete_feature_check_spares_continuous_and_resolved_data():
+    """No false alarm: iris (measured to 0.1 cm) at K = 3 under every
+    covariance type, two tight clusters 2e5 of their sds apart (variance
+    1e-11 of the data's, far above the gaps between their values), and
+    ratings fitted with two components (each spread over several values)."""
+    from bayesgmm.datasets import load_iris
+    iris = load_iris().select_dtypes("number").to_numpy()
+    rng = np.random.default_rng(0)
+    far = np.r_[rng.normal(0, 1, (200, 1)), rng.normal(2e5, 1, (200, 1))]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*single value")
+        for ct in COVARIANCE_TYPES:
+            BayesianGMM(3, covariance_type=ct, random_state=0, **CPU).fit(iris)
+        BayesianGMM(2, random_state=0, **CPU).fit(far)
+        BayesianGMM(2, random_state=0, **CPU).fit(_ratings())
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied"])
+def test_classifier_names_the_class_of_a_component_on_one_value(covariance_type):
+    """The classifier's check is per class: a class whose first feature
+    takes two values (0 and 1, a 90/10 split) has its components on them,
+    named with the class; under "tied" the shared matrix of each class is
+    checked the same way.  A NaN entry (marginalised) does not stop it."""
+    rng = np.random.default_rng(0)
+    n = 400
+    flag = (rng.random(n) < 0.1).astype(float)
+    X = np.r_[np.c_[flag, rng.normal(size=n)], np.c_[rng.normal(size=(n, 2)) + 3]]
+    X[5, 1] = np.nan
+    y = np.repeat(["a", "b"], n)
+    clf = GMMClassifier(2, covariance_type=covariance_type, random_state=0,
+                        missing="marginalize", **CPU)
+    with pytest.warns(UserWarning, match=r"GMMClassifier: class 'a': components? [01].* sits? "
+                                         r"on a single value of feature\(s\) 0 "):
+        clf.fit(X, y)
+    var = np.diagonal(clf.covariances_, axis1=-2, axis2=-1) if covariance_type != "diag" \
+        else clf.covariances_
+    assert np.nanmin(var[0][..., 0]) < 1 / 12 and np.nanmin(var[1][..., 0]) > 0.3
