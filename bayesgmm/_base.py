@@ -1870,7 +1870,8 @@ class MixtureBase:
 
     def _impute(self, X, sample, random_state, mixtures):
         """The body of both estimators' ``impute``: ``X`` validated (NaN
-        allowed, a row with every feature missing refused), a copy whose
+        allowed, a row with every feature missing too: the mixture's
+        mean fills it, or a draw from the mixture), a copy whose
         missing entries :func:`bayesgmm._predict.fill_missing` fills, as an
         array or, for a DataFrame, a DataFrame with its index and columns
         (for a tensor, a float64 tensor on its device).
@@ -1886,7 +1887,7 @@ class MixtureBase:
                 frame = X
         except ImportError:  # pragma: no cover
             pass
-        Xv = V.check_X(self, X, reset=False, allow_nan=True)
+        Xv = V.check_X(self, X, reset=False, allow_nan=True, empty_rows=True)
         V.check_bool("sample", sample)
         gen = None
         device = _predict.model_device(self)
@@ -1894,7 +1895,6 @@ class MixtureBase:
             rs = V.check_random_state(self.random_state if random_state is None else random_state)
             gen = torch.Generator(device=device).manual_seed(int(rs.randint(0, 2 ** 31 - 1)))
         nan = np.isnan(Xv)
-        V.check_missing_rows(nan, index=None if frame is None else frame.index)
         out = Xv.copy()
         rows = np.flatnonzero(nan.any(1))
         for part, (weights, means, cov, family, real) in mixtures(rows, Xv):

@@ -55,7 +55,7 @@ def check_input(estimator, X: Any) -> tuple[ArrayOrTensor, Optional[torch.device
 
     if is_row_source(X):
         return V.check_X_rows(estimator, X), None
-    return V.check_X(estimator, X, reset=False), None
+    return V.check_X(estimator, X, reset=False, empty_rows=True), None
 
 
 def model_device(estimator) -> torch.device:
@@ -101,7 +101,7 @@ def blocks(X: ArrayOrTensor, rows: int, device: torch.device, center: np.ndarray
         block = X[a:b]
         if unchecked:
             block = read_rows(X, a, b)
-            V._check_finite(block, "X", None, allow_nan, row_offset=a)
+            V._check_finite(block, "X", None, allow_nan, row_offset=a, empty_rows=True)
         if isinstance(block, np.ndarray):
             block = np.ascontiguousarray(block)
             if not block.flags.writeable:   # pandas 3 hands out read-only arrays

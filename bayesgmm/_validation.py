@@ -52,10 +52,12 @@ def _describe_values(values: Any) -> str:
     return f"{type(values).__name__} of dtype {arr.dtype}{first}"
 
 
-def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
+def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
+                  empty_rows: bool = False) -> Any:
     """Turn torch tensors into numpy and 1-D input into one feature, keeping
     DataFrames (for their feature names) and checking every value is a finite
-    number (or NaN, a missing entry, with ``allow_nan``)."""
+    number (or NaN, a missing entry, with ``allow_nan``; a row with every
+    feature missing only with ``empty_rows``, :func:`check_missing_rows`)."""
     try:
         import torch
         if isinstance(X, torch.Tensor):
@@ -101,7 +103,7 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
             and X.index.step == 1
         _check_finite(values, name, [str(c) for c in X.columns], allow_nan,
-                      index=None if default_index else X.index)
+                      index=None if default_index else X.index, empty_rows=empty_rows)
         return X
     if X is None or (isinstance(X, (dict, set, frozenset, str, bytes))
                      and not hasattr(X, "tocsr")):      # scipy's dok sparse is a dict
@@ -139,7 +141,7 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False) -> Any:
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
         if arr.dtype.kind in "fiub" and arr.ndim == 2:
-            _check_finite(arr, name, None, allow_nan)
+            _check_finite(arr, name, None, allow_nan, empty_rows=empty_rows)
         return arr
     if not _passes_through(X) and not _numeric_sequence(X):
         raise NonNumericError(f"{name} must be a 2-D array-like of numbers (an array, a "
@@ -247,11 +249,13 @@ def real_array(value: Any, name: str = "value", *, booleans: bool = False) -> Op
 
 
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
-                  allow_nan: bool = False, row_offset: int = 0, index=None) -> None:
+                  allow_nan: bool = False, row_offset: int = 0, index=None,
+                  empty_rows: bool = False) -> None:
     """Refuse inf (and NaN unless ``allow_nan``) naming the column;
     ``row_offset``: where ``arr`` starts in the whole input (blocks);
     ``index``: a DataFrame's row labels (not the default 0..N-1), named
-    next to the row's position."""
+    next to the row's position; ``empty_rows``: rows with every feature
+    missing pass (a prediction's), else they are refused (a fit's)."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return
     # Fast path without an (N, D) boolean temporary (predicting on 1e8 points
@@ -262,7 +266,7 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
         if np.isfinite(arr.sum()):
             return
     finite = np.isfinite(arr) | (np.isnan(arr) if allow_nan else False)
-    if allow_nan:
+    if allow_nan and not empty_rows:
         check_missing_rows(np.isnan(arr), name, row_offset, index)
     if finite.all():
         return
@@ -283,9 +287,11 @@ def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
 
 def check_missing_rows(nan, name: str = "X", row_offset: int = 0, index=None) -> None:
     """Refuse rows whose every feature is missing (``nan``: (N, D) bool,
-    numpy or torch): they carry no information for a mixture over the
-    features, and a model cannot score or assign them.  ``index``: a
-    DataFrame's row labels, named next to the positions."""
+    numpy or torch) from a fit: they carry no information for a mixture
+    over the features.  (Predictions take them: with nothing observed the
+    density is 1, so a row's assignment is the weights', its class the
+    class prior, its score 0 and its imputation the mixture's mean.)
+    ``index``: a DataFrame's row labels, named next to the positions."""
     empty = nan.all(1) if nan.shape[1] else nan[:, :0].any(1)
     if bool(empty.any()):
         at = [int(i) for i in (np.flatnonzero(empty) if isinstance(empty, np.ndarray)
@@ -396,10 +402,13 @@ def _shape_remedy(message: str, estimator) -> Optional[str]:
     return None
 
 
-def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None) -> np.ndarray:
+def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None,
+            empty_rows: bool = False) -> np.ndarray:
     """Validate ``X`` for ``estimator`` (sets ``n_features_in_`` and
     ``feature_names_in_`` when ``reset``) and return a float64 (N, D) array.
-    NaN (missing) entries are kept when the estimator marginalises them."""
+    NaN (missing) entries are kept when the estimator marginalises them;
+    rows with every feature missing only with ``empty_rows`` (predictions:
+    :func:`check_missing_rows`)."""
     n_expected = getattr(estimator, "n_features_in_", None)
     if not reset and n_expected not in (None, 1) and not _is_series(X) and _ndim(X) == 1 \
             and getattr(getattr(X, "dtype", None), "names", None) is None:    # not structured
@@ -408,7 +417,7 @@ def check_X(estimator, X: Any, *, reset: bool, allow_nan: Optional[bool] = None)
             f"value(s). Reshape your data with X.reshape(1, -1) if it is one sample")
     if allow_nan is None:
         allow_nan = allows_missing(estimator)
-    X = as_array_like(X, allow_nan=allow_nan)
+    X = as_array_like(X, allow_nan=allow_nan, empty_rows=empty_rows)
     try:
         X = validate_data(estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=1,
                           ensure_all_finite="allow-nan" if allow_nan else True)
@@ -508,8 +517,6 @@ def check_X_tensor(estimator, X) -> "torch.Tensor":
             if not bool(torch.isfinite(torch.sum(X, dtype=torch.float64))):
                 allow_nan = allows_missing(estimator)
                 finite = torch.isfinite(X) | (torch.isnan(X) if allow_nan else False)
-                if allow_nan:
-                    check_missing_rows(torch.isnan(X))
                 if not bool(finite.all()):
                     col = int((~finite.all(0)).nonzero()[0, 0])
                     bad = X[:, col][~finite[:, col]]

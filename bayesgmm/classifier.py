@@ -1410,7 +1410,8 @@ default "empirical"
         estimator's), as :meth:`BayesianGMM.impute`.  After
         ``inference="vi"``/"nuts" the classes' posterior predictives;
         ``plug_in=True`` the MAP's.  Works whatever ``missing`` was at fit
-        time.  A row with every feature missing is refused."""
+        time.  A row with every feature missing gets the mean (or a draw)
+        of the whole model, or with ``y`` of its class's mixture."""
         check_is_fitted(self, ("weights_", "means_", "covariances_", "classes_"))
         if y is None:
             joint = self._joint_mixture(plug_in)

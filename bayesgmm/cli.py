@@ -844,23 +844,25 @@ def _demo(args) -> int:
 
 
 def _plot_demo(gmm, x: np.ndarray, labels: np.ndarray, species, out: Path, column: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")  # files only: the CLI never opens a window
-    import matplotlib.pyplot as plt
+    # Figures of their own (no pyplot figure, no backend chosen: files
+    # only, and main() called from a notebook leaves its backend as it was;
+    # matplotlib.use("Agg") here switched the caller's for good).
+    from matplotlib.figure import Figure
 
     from . import plotting
 
     def save(fig, name: str) -> None:
         # format given: the temporary's name does not end in .png
         _write_atomic(out / name, lambda p: fig.savefig(p, dpi=100, format="png"))
-        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     plotting.plot_loss_history(gmm, ax=ax)
     fig.tight_layout()
     save(fig, "loss.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2)
     plotting.plot_density_1d(gmm, x, ax=axes[0])
     axes[0].set_xlabel(column)
     plotting.plot_assignments(x, labels, ax=axes[1], hue=np.asarray(species))

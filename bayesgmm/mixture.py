@@ -215,8 +215,9 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         (E[x_m | x_o] and their conditional covariance, not a mean
         imputation), the Pyro model masks them the same way (its ``obs``
         site scores the observed coordinates), and every prediction
-        marginalises them too.  A row with every feature missing is an
-        error naming the row.
+        marginalises them too.  A fit refuses a row with every feature
+        missing, naming it; predictions answer it by the weights alone
+        (its density is 1 with nothing observed: score 0).
     batch_size : int or None, default None
         Minibatch SVI: each SVI step sees this many rows drawn at random,
         its statistics scaled to the data's size (an unbiased estimate of
@@ -1366,7 +1367,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         for :meth:`score_samples`; ``plug_in=True`` imputes under the MAP.
 
         Works whatever ``missing`` was at fit time.  A row with every
-        feature missing is refused."""
+        feature missing gets the mixture's mean (or a draw from it)."""
         check_is_fitted(self, ("weights_", "means_", "covariances_"))
         weights, means, cov, family = self._mixture_of(self._predictive(plug_in))
         return self._impute(X, sample, random_state,

@@ -364,6 +364,23 @@ def _quiet_tracing():
         yield
 
 
+@contextlib.contextmanager
+def _kept_logger(name: str = "pyro.infer.mcmc"):
+    """The logger ``name`` as it was before the block: Pyro's ``MCMC.run``
+    gives it a handler of its own and ``propagate=False`` for good, after
+    which its messages (divergences, warmup) no longer reached the user's
+    handlers.  (From an audit.)"""
+    import logging
+
+    log = logging.getLogger(name)
+    kept = (list(log.handlers), log.propagate, log.level, log.disabled)
+    try:
+        yield
+    finally:
+        log.handlers[:] = kept[0]
+        log.propagate, log.level, log.disabled = kept[1:]
+
+
 # ----------------------------------------------------------------------------
 # NUTS
 # ----------------------------------------------------------------------------
@@ -563,7 +580,8 @@ def sample_nuts(X: torch.Tensor, pt: PriorTensors, family: Covariance, start: Mi
                 mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=settings.n_warmup,
                             initial_params=z0, transforms=transforms, disable_progbar=True,
                             hook_fn=step if settings.progress else None)
-                mcmc.run()
+                with _kept_logger():
+                    mcmc.run()
                 chains.append(mcmc.get_samples(group_by_chain=True))
                 # The kernel's own record (MCMC.diagnostics would also compute
                 # R-hat, which needs 4 draws a chain).

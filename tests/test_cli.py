@@ -39,6 +39,25 @@ def test_demo_prints_the_study_and_writes_its_files(tmp_path, capsys):
     assert "covariance_type=full" in text
 
 
+def test_demo_called_from_python_leaves_the_callers_matplotlib_backend(tmp_path):
+    """(From an audit.) main(["demo"]) called matplotlib.use("Agg"): in a
+    notebook the inline or interactive backend was gone after it.  The
+    demo draws on figures of its own: the backend stays, no pyplot figure
+    is left open, and the PNG files are written."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")
+        open_before = plt.get_fignums()
+        assert main(["demo", "--out", str(tmp_path), "--device", "cpu"]) == 0
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == open_before
+    finally:
+        matplotlib.use(before)
+    for name in ("loss.png", "clusters.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_fit_writes_parameters_and_assignments(tmp_path, capsys):
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"x": np.r_[rng.normal(0, 1, 100), rng.normal(8, 1, 50)],

@@ -1165,3 +1165,27 @@ def test_nuts_progress_is_one_bar_over_every_chain(capsys):
     for name in ("means", "weights"):
         np.testing.assert_array_equal(shown.posterior_samples()[name],
                                       quiet.posterior_samples()[name])
+
+
+def test_nuts_leaves_pyros_mcmc_logger_as_it_was():
+    """(From an audit.) Pyro's MCMC.run gives the 'pyro.infer.mcmc' logger a
+    handler of its own and propagate=False for good: after a NUTS fit its
+    messages no longer reached the user's handlers.  A fit (and one that
+    raises inside the run) leaves the logger's handlers, propagation,
+    level and disabled flag as they were."""
+    import logging
+    log = logging.getLogger("pyro.infer.mcmc")
+    before = (list(log.handlers), log.propagate, log.level, log.disabled)
+    X = np.random.default_rng(0).normal(size=(40, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # R-hat of so short chains
+        BayesianGMM(1, inference="nuts", n_samples=4, n_warmup=4, n_chains=1,
+                    random_state=0, **CPU).fit(X)
+    assert (list(log.handlers), log.propagate, log.level, log.disabled) == before
+    from bayesgmm import posterior
+    with pytest.raises(RuntimeError, match="inside"):
+        with posterior._kept_logger():
+            log.propagate = False
+            log.addHandler(logging.NullHandler())
+            raise RuntimeError("inside")
+    assert (list(log.handlers), log.propagate, log.level, log.disabled) == before

@@ -633,10 +633,12 @@ def test_a_constant_feature_is_warned_about_naming_it():
     assert fitted.score(np.c_[X[:, :2], np.zeros(60)]) > 5 + BayesianGMM(2, **kw).fit(
         X[:, :2]).score(X[:, :2])
     # A feature that varies, however little against its magnitude, is not
-    # constant (1e8 + 1e-7 is a few float64 steps: still two values).
+    # constant (1e8 + 1e-7 is a few float64 steps: still two values, each
+    # component on one of them, which the discrete-feature check says).
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        BayesianGMM(2, **kw).fit(np.c_[X[:, :2], 1e8 + 1e-7 * (np.arange(60) % 2)])
+        with pytest.warns(UserWarning, match=r"single value of feature\(s\) 2 \(2 distinct"):
+            BayesianGMM(2, **kw).fit(np.c_[X[:, :2], 1e8 + 1e-7 * (np.arange(60) % 2)])
         BayesianGMM(1, **kw).fit(np.c_[X[:, :2], np.full(60, 0.1)][:1])  # one row: nothing said
     # Out of core (a memmap read in chunks), and with rows of weight 0 that
     # hold another value: the kept rows decide.

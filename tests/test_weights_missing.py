@@ -644,8 +644,6 @@ def test_missing_errors_name_the_remedy(Est):
     empty = Xm.copy()
     empty[[3, 8]] = np.nan
     with pytest.raises(ValueError, match=r"2 row\(s\) with every feature missing \(row\(s\) \[3, 8\]"):
-        est.predict(empty)
-    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[3, 8\]"):
         Est(2, missing="marginalize", **CPU).fit(*args(empty))
     col = X.copy()
     col[:, 1] = np.nan
@@ -840,10 +838,6 @@ def test_classifier_impute_draws_labels_and_frames():
     with pytest.raises(ValueError, match=r"label\(s\) \['d'\] that the model was not fitted "
                                          r"on \(classes_ \['a', 'b', 'c'\]\)"):
         clf.impute(Xm, np.where(labels == "c", "d", labels))
-    empty = Xm[:4].copy()
-    empty[2] = np.nan
-    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[2\]"):
-        clf.impute(empty)
     with pytest.raises(ValueError, match="sample must be True or False"):
         clf.impute(Xm, sample="yes")
 
@@ -1159,3 +1153,46 @@ def test_integer_weights_equal_repeated_rows_with_missing_entries(init):
     b = BayesianGMM(3, **kw).fit(R)
     assert a.loss_ == pytest.approx(b.loss_, rel=1e-12)
     np.testing.assert_allclose(a.score_samples(X), b.score_samples(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied", "spherical"])
+def test_rows_with_every_feature_missing_get_the_priors_answer(covariance_type):
+    """(From an audit.) A row with every feature missing was refused by
+    predict, score_samples and impute, so permutation_importance on data
+    with NaN (a shuffled column empties rows that observed only it) failed;
+    scikit-learn's HistGradientBoostingClassifier answers such a row.  With
+    nothing observed the density is 1: BayesianGMM assigns it by the
+    weights and scores it 0; the classifier gives the class prior (its
+    class log-likelihoods 0); impute fills in the mixture's mean (with y,
+    that class's; for the classifier without y, the prior-weighted mean of
+    the classes').  The other rows' answers are those without it; a fit
+    still refuses such a row."""
+    from sklearn.inspection import permutation_importance
+    X, y = _blobs()
+    Xm = _hide(X, 0.3)
+    kw = dict(CPU, covariance_type=covariance_type, missing="marginalize", dtype="float64")
+    gmm = BayesianGMM(3, **kw).fit(Xm)
+    clf = GMMClassifier(2, **kw).fit(Xm, y)
+    Q = Xm[:6].copy()
+    Q[[1, 4]] = np.nan
+    rest = [0, 2, 3, 5]
+    np.testing.assert_allclose(gmm.predict_proba(Q)[[1, 4]], gmm.weights_[None].repeat(2, 0),
+                               rtol=1e-12)
+    np.testing.assert_array_equal(gmm.predict(Q)[[1, 4]], np.argmax(gmm.weights_))
+    np.testing.assert_allclose(gmm.score_samples(Q)[[1, 4]], 0.0, atol=1e-12)
+    np.testing.assert_allclose(gmm.predict_proba(Q)[rest], gmm.predict_proba(Q[rest]),
+                               rtol=1e-12)
+    np.testing.assert_allclose(gmm.impute(Q)[[1, 4]], np.tile(gmm.weights_ @ gmm.means_, (2, 1)),
+                               rtol=1e-10)
+    np.testing.assert_allclose(clf.predict_proba(Q)[[1, 4]], clf.class_prior_[None].repeat(2, 0),
+                               rtol=1e-12)
+    np.testing.assert_allclose(clf.class_log_likelihood(Q)[[1, 4]], 0.0, atol=1e-12)
+    np.testing.assert_allclose(clf.score_samples(Q)[[1, 4]], 0.0, atol=1e-12)
+    class_means = np.einsum("ck,ckd->cd", clf.weights_, np.nan_to_num(clf.means_))
+    np.testing.assert_allclose(clf.impute(Q)[[1, 4]],
+                               np.tile(clf.class_prior_ @ class_means, (2, 1)), rtol=1e-10)
+    np.testing.assert_allclose(clf.impute(Q, y[:6])[[1, 4]], class_means[y[[1, 4]]], rtol=1e-10)
+    # The audit's case runs: a shuffled column empties rows.
+    permutation_importance(clf, Xm, y, n_repeats=2, random_state=0)
+    with pytest.raises(ValueError, match=r"every feature missing \(row\(s\) \[1, 4\]"):
+        BayesianGMM(3, **kw).fit(np.r_[Q, Xm])
