@@ -461,6 +461,16 @@ def warn_float32_conditioning(estimator: str, covariances: np.ndarray, family: C
 #: this (two components on a 90/10 flag: 0.003 and 0.02 of its 0.09 within
 #: the class, a full covariance's floor at 358 and 42 rows).
 DISCRETE_CHECK_RATIO = 0.1
+#: Values of a feature closer than this fraction of its standard deviation
+#: are one value to :func:`warn_discrete_features` (float rounding).
+DISCRETE_VALUE_RTOL = 1e-6
+#: A feature with at most this share of its rows' count of distinct values
+#: is one of few values (a lattice: jitter it); above, a component on one
+#: value is on a value repeated in a continuous feature (a point mass).
+DISCRETE_MAX_SHARE = 0.5
+#: A component with at least half its rows on one value of a feature and a
+#: variance there below this fraction of the feature's is on that value.
+POINT_MASS_RATIO = 0.01
 
 
 def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
@@ -479,10 +489,17 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
     ``g^2 / 12``, the variance of a uniform spread over ``g``, the gap
     between the value nearest its mean and that value's nearest neighbour
     among the feature's values in the rows it was fitted to (those the
-    default priors measure, :func:`spread_rows`), and that value is shared
-    by at least half the rows the component carries, and two (a component
-    on one outlier row is not a discrete feature's): continuous data have
-    gaps far below any component's spread.  Only components below
+    default priors measure, :func:`spread_rows`; values within
+    :data:`DISCRETE_VALUE_RTOL` of the feature's spread are one), or, in a
+    feature of many values, below :data:`POINT_MASS_RATIO` of its
+    variance, and that value is
+    shared by at least half the rows the component carries, and two (a
+    component on one outlier row is not meant): continuous data have gaps
+    far below any component's spread, and no value many rows share.  A
+    feature of few distinct values (:data:`DISCRETE_MAX_SHARE` of its
+    rows) is said with its gap and the remedy of jitter; one of many, with
+    the value and its share of the rows (a point mass: zeros, a default,
+    duplicated rows) and the remedy of modelling it apart.  Only components below
     :data:`DISCRETE_CHECK_RATIO` of the data's variance are checked.
     ``weights``, ``means``, ``covariances``: the fitted attributes in the
     data's units (a classifier's with a leading class axis, NaN padded;
@@ -519,7 +536,8 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
     if not narrow.any():
         return
     on = np.zeros_like(narrow)
-    told: dict = {}                 # feature -> (distinct values, gap, group)
+    # feature -> (distinct values, gap, group, few values?, the value, its share of the rows)
+    told: dict = {}
     for g in ([()] if classes is None else [(c,) for c in range(M.shape[0])]):
         if not narrow[g].any():
             continue
@@ -528,7 +546,15 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
         X = X[spread_rows(n_rows)]
         for j in np.flatnonzero(narrow[g].any(0)):
             col = X[:, j]
-            u, ties = np.unique(col[~np.isnan(col)], return_counts=True)
+            col = col[~np.isnan(col)]
+            u, ties = np.unique(col, return_counts=True)
+            # Values within a rounding of each other are one (3 and
+            # 3 - 1e-7 made a gap of 1e-7, and hid a component on 3).
+            if u.size > 1:
+                starts = np.r_[0, np.flatnonzero(np.diff(u) > DISCRETE_VALUE_RTOL * sd[j]) + 1]
+                if starts.size < u.size:
+                    u = np.add.reduceat(u * ties, starts) / np.add.reduceat(ties, starts)
+                    ties = np.add.reduceat(ties, starts)
             if u.size < 2:
                 continue
             at = narrow[g][:, j]
@@ -544,10 +570,18 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             # far from the next) is not a discrete feature's.
             shared = ties[near] * (n_rows / X.shape[0]) >= np.maximum(
                 2.0, 0.5 * W[g][at] * n_rows)
-            hit = (V[g][:, j][at] < gap ** 2 / 12) & shared
+            # On one value: narrower than the gap to the next value allows,
+            # or, in a feature of many values (continuous, where the gaps
+            # are small: 500 repeated rows among 500 others left a component
+            # of variance 1e-5), narrower than a tenth of the feature's spread.
+            v = V[g][:, j][at]
+            few = u.size <= DISCRETE_MAX_SHARE * col.size
+            hit = shared & ((v < gap ** 2 / 12) | (not few and v < POINT_MASS_RATIO * sd[j] ** 2))
             on[g + (slice(None), j)][at] = hit
             if hit.any() and j not in told:
-                told[j] = (u.size, float(np.min(gap[hit])), g)
+                first = np.flatnonzero(hit)[0]
+                told[j] = (u.size, float(np.min(gap[hit])), g, few,
+                           float(u[near[first]]), ties[near[first]] / col.size)
     if not on.any():
         return
     feats = np.flatnonzero(on.reshape(-1, D).any(0))
@@ -566,20 +600,35 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
         where = listed(np.flatnonzero(hit))
 
     def values(j) -> str:
-        n, gap, g = told[j]
-        return (f"{feature_label(names, j)} ({n} distinct values"
-                f"{f' in class {labels[g[0]]!r}' if g and labels is not None else ''}, "
-                f"gap {gap:.3g})")
+        n, gap, g, few, value, share = told[j]
+        where = f" in class {labels[g[0]]!r}" if g and labels is not None else ""
+        if few:
+            return f"{feature_label(names, j)} ({n} distinct values{where}, gap {gap:.3g})"
+        return (f"{feature_label(names, j)} (the value {value:.6g} held by {share:.0%} of the "
+                f"rows{where}, among {n} distinct values)")
     said = ", ".join(values(j) for j in feats[:10])
+    kinds = {told[j][3] for j in feats}
+    noise = ("df[col] + rng.uniform(-gap / 2, gap / 2, len(df))" if names is not None
+             else "X[:, j] + rng.uniform(-gap / 2, gap / 2, len(X))")
+    remedies = []
+    if True in kinds:
+        remedies.append(f"for a feature of few distinct values (counts, ratings, codes, flags, "
+                        f"rounded measurements) add uniform noise of one gap's width ({noise}), "
+                        f"or leave it out")
+    if False in kinds:
+        remedies.append("for a value repeated in a continuous feature (zeros, a default, "
+                        "duplicated rows) model that value apart (an indicator column, the "
+                        "other values on their own), or give duplicated rows once with "
+                        "sample_weight counting them")
+    repeated = (f", or, for a value repeated in a feature of many values, below "
+                f"{POINT_MASS_RATIO:g} of the feature's variance" if False in kinds else "")
     warnings.warn(
         f"{estimator}: {where} of the fit {'sits' if counted == [1] else 'sit'} on a single "
         f"value of feature(s) {said}{' and more' if feats.size > 10 else ''} (fitted variance "
-        f"below a twelfth of the squared gap to the neighbouring value): a Gaussian fitted to "
-        f"discrete values (counts, ratings, codes, flags, rounded measurements) can shrink "
-        f"onto one of them, where its density, and with it the log-likelihood, scores and "
-        f"BIC, grows without bound, so such components describe the rounding rather than "
-        f"clusters; add uniform noise of one gap's width to those features (X[:, j] + "
-        f"rng.uniform(-gap / 2, gap / 2, n)), or leave them out", UserWarning, stacklevel=5)
+        f"below a twelfth of the squared gap to the neighbouring value{repeated}): a Gaussian "
+        f"can shrink onto a value that many rows share, where its density, and with it the "
+        f"log-likelihood, scores and BIC, grows without bound, so such a component describes "
+        f"that value rather than a cluster; {'; '.join(remedies)}", UserWarning, stacklevel=5)
 
 
 def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,

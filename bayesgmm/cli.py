@@ -1999,11 +1999,15 @@ def _message(exc: Exception, args=None) -> str:
                   else "; save the array without it", text)
     # Components on one value of a discrete feature: the remedy for a file.
     text = re.sub(r"single value of feature\(s\) ", "single value of column(s) ", text)
-    text = re.sub(r" to those features \(X\[:, j\] \+ rng\.uniform\(-gap / 2, gap / 2, "
-                  r"n\)\), or leave them out$",
-                  " to those columns (each value plus a random number between -gap/2 and "
-                  "gap/2), or " + ("leave them out of --columns" if not _is_npy(path)
-                                  else "save the array without them"), text)
+    text = re.sub(r" \((?:df\[col\]|X\[:, j\]) \+ rng\.uniform\(-gap / 2, gap / 2, "
+                  r"len\((?:df|X)\)\)\), or leave it out",
+                  " (each value plus a random number between -gap/2 and gap/2), or "
+                  + ("leave it out of --columns" if not _is_npy(path)
+                     else "save the array without it"), text)
+    text = re.sub(r"give duplicated rows once with sample_weight counting them$",
+                  "give duplicated rows once with a --weights column counting them"
+                  if not _is_npy(path) else
+                  "keep duplicated rows once (in a CSV, a --weights column counts them)", text)
     # The library names the features (the file's columns) a message is about.
     if text.startswith("X has"):
         text = re.sub(r"\bfeature(\(s\))? (?=['\[\d])", r"column\1 ", text)

@@ -2554,8 +2554,8 @@ def test_components_on_one_value_of_a_rating_column_are_said_in_the_clis_words(t
                 False),
         "npy": (["fit", tmp_path / "r.npy", "-k", "4", "--seed", "0", "--out", tmp_path / "b"],
                 False)})
-    for name, tail in (("csv", "or leave them out of --columns"),
-                       ("npy", "or save the array without them")):
+    for name, tail in (("csv", "or leave it out of --columns"),
+                       ("npy", "or save the array without it")):
         run = runs[name]
         assert run.returncode == 0, run.stderr
         said = [line for line in run.stderr.splitlines() if "single value" in line]
@@ -2563,4 +2563,5 @@ def test_components_on_one_value_of_a_rating_column_are_said_in_the_clis_words(t
         assert said[0].startswith("bayesgmm: warning: component") and said[0].endswith(tail)
         column = "'rating'" if name == "csv" else "0"
         assert f"single value of column(s) {column} (" in said[0] and "gap 1)" in said[0]
+        assert "(each value plus a random number between -gap/2 and gap/2)" in said[0]
         assert "X[:, j]" not in said[0] and "BayesianGMM" not in said[0]

@@ -897,3 +897,40 @@ def test_classifier_names_the_class_of_a_component_on_one_value(covariance_type)
     var = np.diagonal(clf.covariances_, axis1=-2, axis2=-1) if covariance_type != "diag" \
         else clf.covariances_
     assert np.nanmin(var[0][..., 0]) < 1 / 12 and np.nanmin(var[1][..., 0]) > 0.3
+
+
+def test_discrete_check_merges_roundings_and_names_point_masses():
+    """(From a second audit.) Likert answers 1..5 with five of the 3s
+    stored as 3 - 1e-7: the gap measured at 3 was 1e-7 and the component on
+    3 went unnamed; values within a rounding are one value now.  A value
+    repeated in a continuous feature (40% of the rows spend exactly 0) is
+    said as such, with its share of the rows and the remedy of modelling it
+    apart, not jitter; a DataFrame's remedy is written for a DataFrame."""
+    import pandas as pd
+    rng = np.random.default_rng(5)
+    n = 1000
+    z = rng.integers(0, 2, n)
+    c = rng.normal(0, 1, (n, 2)) + 3 * z[:, None]
+    lik = np.clip(np.rint(rng.normal(np.where(z == 1, 4.2, 2.0), 0.8)), 1, 5)
+    lik[np.flatnonzero(lik == 3)[:5]] = 3 - 1e-7
+    kw = dict(covariance_type="diag", max_components=8, random_state=0, **CPU)
+    with pytest.warns(UserWarning, match=r"single value of feature\(s\) 2 \(5 distinct values, "
+                                         r"gap 1\)") as rec:
+        gmm = BayesianGMM("auto", **kw).fit(np.c_[c, lik])
+    said = next(str(w.message) for w in rec if "single value" in str(w.message))
+    spikes = np.flatnonzero(gmm.covariances_[:, 2] < 1 / 12)
+    assert ("component" + ("s " if spikes.size > 1 else " ") + ", ".join(map(str, spikes))
+            + " of the fit") in said
+    assert np.any(np.abs(gmm.means_[spikes, 2] - 3) < 1e-3)      # the one on 3 is named
+    assert "X[:, j] + rng.uniform(-gap / 2, gap / 2, len(X))" in said
+    spend = np.where(rng.random(n) < 0.4, 0.0, rng.lognormal(4, 0.5, n))
+    frame = pd.DataFrame(np.c_[c, spend, lik], columns=["a", "b", "spend", "likert"])
+    with pytest.warns(UserWarning, match=r"'spend' \(the value 0 held by 4\d% of the rows, among "
+                                         r"\d+ distinct values\)") as rec:
+        BayesianGMM("auto", **kw).fit(frame)
+    said = next(str(w.message) for w in rec if "single value" in str(w.message))
+    assert "model that value apart" in said and "below 0.01 of the feature's variance" in said
+    if "'likert'" in said:
+        assert "df[col] + rng.uniform(-gap / 2, gap / 2, len(df))" in said
+    else:
+        assert "add uniform noise" not in said
