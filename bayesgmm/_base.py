@@ -804,6 +804,91 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
         stacklevel=5)
 
 
+#: A feature whose variance is, to within this fraction, a linear
+#: combination of the features before it is dependent on them
+#: (:func:`warn_dependent_features`): the rest, about 1e-3 of its spread,
+#: is below what a full or tied covariance's prior lets a variance be.
+DEPENDENT_RTOL = 1e-6
+
+
+def warn_dependent_features(estimator: str, data: "FitData", names, family: Covariance
+                            ) -> None:
+    """One ``UserWarning`` when, under full or tied covariances, some
+    features are linearly dependent (a duplicated column, one quantity in
+    two units, a total beside its parts): the data lie in a subspace, and
+    across it the covariance ends at the prior's floor, which narrows as a
+    component's weight grows, as a constant feature's does.  (From an
+    audit: two clusters 5.2 sd apart with a duplicated column, fitted with
+    n_components="auto", gave K = 1 under full covariances, each extra
+    component costing about log(2) / 2 nats per row across that direction;
+    scikit-learn's BIC chose 2.)  Read on the rows the default priors
+    measure (:func:`spread_rows`; out of core, the first pass's) that
+    observe every feature, standardised, constant features left out: in
+    column order, a feature whose variance the features kept before it
+    explain but for :data:`DEPENDENT_RTOL` is named with those it combines,
+    and the remedy names every such feature.  In one process, and at most
+    2^32 multiply-adds."""
+    if family.name not in ("full", "tied") or data.reduce is not None or data.n_total < 3:
+        return
+    from scipy.linalg import solve_triangular
+
+    if data.X is not None:
+        Z = data.X[spread_rows(data.X.shape[0])]
+        Z = (Z - data.std.center) / data.std.scale
+    elif data.samples and "spread" in data.samples:
+        Z = data.samples["spread"][0].double().cpu().numpy()
+    else:
+        return
+    keep = ~np.asarray(data.constant, bool) if data.constant is not None else \
+        np.ones(Z.shape[1], bool)
+    cols = np.flatnonzero(keep)
+    if cols.size < 2:
+        return
+    Z = Z[:, cols]
+    Z = Z[~np.isnan(Z).any(1)]
+    if Z.shape[0] <= cols.size or Z.shape[0] * cols.size ** 2 > 2 ** 32:
+        return
+    Z = Z - Z.mean(0)
+    S = Z.T @ Z / Z.shape[0]
+    d = np.sqrt(np.diagonal(S))
+    if not np.all(d > 0):
+        return
+    R = S / np.outer(d, d)
+    # In column order, each feature against those kept before it: the
+    # share of its variance they leave unexplained (an incremental
+    # Cholesky factor of the kept features' correlations).
+    kept, L = [], np.zeros((0, 0))
+    found = []                          # (feature, the kept features it combines, residual)
+    for j in range(R.shape[0]):
+        y = solve_triangular(L, R[kept, j], lower=True) if kept else np.zeros(0)
+        r = float(R[j, j] - y @ y)
+        if r < DEPENDENT_RTOL:
+            coef = solve_triangular(L.T, y, lower=False)
+            found.append((j, [kept[i] for i in np.flatnonzero(
+                np.abs(coef) > 1e-3 * np.abs(coef).max())], r))
+            continue
+        L = np.block([[L, np.zeros((L.shape[0], 1))], [y[None], np.sqrt([[r]])]])
+        kept.append(j)
+    if not found:
+        return
+    said = "; ".join(f"{feature_label(names, cols[j])} of {feature_list(names, cols[g])}"
+                     for j, g, _ in found[:5]) + (" and more" if len(found) > 5 else "")
+    off = math.sqrt(max(max(r for *_, r in found), 0.0))
+    within = "up to rounding" if off < 1e-6 else f"to within {off:.1g} of its spread"
+    fewer = ("" if family.name == "tied" else
+             ", and, narrowing as a component's weight grows, favours fewer, heavier "
+             "components (n_components='auto' can choose too few: K = 1 for two clusters "
+             "with a duplicated column)")
+    drop = feature_list(names, cols[[j for j, *_ in found]])
+    warnings.warn(
+        f"{estimator}: feature(s) that are linear combinations of earlier ones ({within}): "
+        f"{said} (a duplicated column, one quantity in two units, a total beside its parts): "
+        f"with covariance_type={family.name!r} the variance across such a "
+        f"direction ends at the prior's floor, which dominates log-likelihoods, scores and "
+        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag'", UserWarning,
+        stacklevel=5)
+
+
 #: A prior mean farther than this many of its standard deviations from the
 #: data's mean (in some feature) is said: it holds the components away from
 #: every point.

@@ -28,7 +28,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, feature_list, refuse_nuts_constant, warn_constant_features,
-                    warn_discrete_features,
+                    warn_discrete_features, warn_dependent_features,
                     warn_far_mean_prior, warn_vi_missing, check_threads, fit_threads,
                     check_draws_size)
 from ._options import is_text
@@ -687,6 +687,8 @@ default "empirical"
                                  getattr(self, "feature_names_in_", None))
         warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
                                family, _largest_k(self.n_components))
+        warn_dependent_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
+                                family)
         warn_far_mean_prior("GMMClassifier", self.priors, data, getattr(self, "feature_names_in_", None),
                             family)
         C = classes.size

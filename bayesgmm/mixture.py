@@ -26,7 +26,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     check_draws_size, check_result_size, check_threads, fit_context, fit_threads,
                     warn_float32_conditioning,
                     refuse_nuts_constant, rollback_on_error, warn_constant_features,
-                    warn_discrete_features,
+                    warn_discrete_features, warn_dependent_features,
                     warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, first_best, initial_params,
@@ -639,6 +639,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                  getattr(self, "feature_names_in_", None))
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
+        warn_dependent_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
+                                family)
         warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),
                             family)
         if self.batch_size is not None:

@@ -934,3 +934,47 @@ def test_discrete_check_merges_roundings_and_names_point_masses():
         assert "df[col] + rng.uniform(-gap / 2, gap / 2, len(df))" in said
     else:
         assert "add uniform noise" not in said
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_linearly_dependent_features_are_warned_about_under_full_and_tied(covariance_type):
+    """(From an audit.) Two clusters 5.2 sd apart with a duplicated column
+    (or one in other units, or a sum of two others) fitted with
+    n_components="auto" gave K = 1 under full covariances, silently: across
+    the dependent direction the variance sits at the prior's floor, which
+    narrows as a component's weight grows (scikit-learn's BIC chose 2).
+    Full and tied fits say which features are dependent and the remedy;
+    dropping the copy gives K = 2.  Diag and spherical fits, and data with
+    no dependence (iris, the clusters alone), are not warned about."""
+    import pandas as pd
+    rng = np.random.default_rng(3)
+    z = rng.integers(0, 2, 600)
+    A = rng.normal(0, 1, (600, 3)) + 3 * z[:, None]
+    frame = pd.DataFrame(np.c_[A, 2.54 * A[:, 0], A[:, 1] + A[:, 2]],
+                         columns=["a", "b", "c", "a_in", "b_plus_c"])
+    kw = dict(covariance_type=covariance_type, max_components=4, random_state=0, **CPU)
+    if covariance_type in ("full", "tied"):
+        with pytest.warns(UserWarning, match=r"feature\(s\) that are linear combinations of "
+                                             r"earlier ones \(up to rounding\): 'a_in' of "
+                                             r"\['a'\]; 'b_plus_c' of \['b', 'c'\] \(") as rec:
+            gmm = BayesianGMM("auto", **kw).fit(frame)
+        said = [str(w.message) for w in rec if "linear combinations" in str(w.message)]
+        assert len(said) == 1 and said[0].endswith(
+            "leave out ['a_in', 'b_plus_c'], or use covariance_type='diag'")
+        assert ("K = 1 for two clusters" in said[0]) == (covariance_type == "full")
+        if covariance_type == "full":
+            assert gmm.n_components_ == 1                # what it warns of
+        with pytest.warns(UserWarning, match=r"earlier ones \(to within 0.000\d of its spread\): "
+                                             r"3 of \[0\] \(.*leave out \[3\], or"):
+            BayesianGMM(2, **kw).fit(np.c_[A, A[:, 0] + 1e-3 * rng.normal(size=600)])
+        with pytest.warns(UserWarning, match=r"GMMClassifier: feature\(s\) that are linear "
+                                             r"combinations of earlier ones \(up to rounding\): "
+                                             r"'a_in' of \['a'\]"):
+            GMMClassifier(1, **kw).fit(frame, z)
+    from bayesgmm.datasets import load_iris
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*linear combinations")
+        if covariance_type not in ("full", "tied"):
+            BayesianGMM("auto", **kw).fit(frame)
+        assert BayesianGMM("auto", **kw).fit(A).n_components_ == 2
+        BayesianGMM(3, **kw).fit(load_iris().select_dtypes("number"))
