@@ -468,9 +468,38 @@ DISCRETE_VALUE_RTOL = 1e-6
 #: is one of few values (a lattice: jitter it); above, a component on one
 #: value is on a value repeated in a continuous feature (a point mass).
 DISCRETE_MAX_SHARE = 0.5
-#: A component with at least half its rows on one value of a feature and a
-#: variance there below this fraction of the feature's is on that value.
+#: A component with at least half its rows on one value of a feature of
+#: many values and a variance there below this fraction of the feature's is
+#: on that value, if at least POINT_MASS_MIN_SHARE of the rows hold it (a
+#: rounding-merged pair in a continuous sample is no point mass).
 POINT_MASS_RATIO = 0.01
+POINT_MASS_MIN_SHARE = 0.01
+
+
+def _check_rows(data: "FitData", classes: Optional[np.ndarray]):
+    """The rows the fit-end checks read, in the data's units, with their
+    weights (None: each once) and, for a classifier, their classes: the
+    data in memory, or out of core the first pass's sample (a mixture's
+    rows for the priors' spread, a classifier's seeding rows); None where
+    there are none (a warm start out of core) or several processes fit."""
+    if data.reduce is not None:
+        return None
+    if data.X is not None:
+        return data.X, data.weight, classes
+    picked = (data.samples or {}).get("spread" if classes is None else "seed")
+    if picked is None:
+        return None
+    X = picked[0].double().cpu().numpy() * data.std.scale + data.std.center
+    w = None if picked[1] is None else picked[1].double().cpu().numpy()
+    y = None if classes is None else picked[2].cpu().numpy()
+    return X, w, y
+
+
+def _snap(value: float, sd: float) -> float:
+    """``value`` rounded to 1e-6 of the feature's spread ``sd`` (a float32
+    sample's 0 came back as 4e-7)."""
+    q = 10.0 ** math.floor(math.log10(sd * 1e-6)) if sd > 0 else 0.0
+    return round(value / q) * q if q > 0 else value
 
 
 def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
@@ -478,43 +507,36 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
                            names, rows, labels=None, classes: Optional[np.ndarray] = None
                            ) -> None:
     """One ``UserWarning`` when fitted components sit on a single value of a
-    feature that takes discrete values (counts, ratings, codes, flags,
-    rounded measurements): a Gaussian can shrink onto one of them, where
-    its density, and with it the log-likelihood, scores and BIC, grows
-    without bound.  (From an audit: ratings from two clusters, "auto" chose
-    K = 10 with every variance about 1e-4, one spike per value;
+    feature: one of few distinct values (counts, ratings, codes, flags,
+    rounded measurements), or a value many rows repeat in a feature of many
+    (zeros, a default, duplicated rows).  A Gaussian can shrink onto it,
+    where its density, and with it the log-likelihood, scores and BIC,
+    grows without bound.  (From an audit: ratings from two clusters, "auto"
+    chose K = 10 with every variance about 1e-4, one spike per value;
     scikit-learn's ``GaussianMixture`` chose one per value of a 1..5 scale.)
+
     A component that carries data (weight at least half a row's share of
-    ``rows``) is on one value of feature j when its variance there is below
-    ``g^2 / 12``, the variance of a uniform spread over ``g``, the gap
-    between the value nearest its mean and that value's nearest neighbour
-    among the feature's values in the rows it was fitted to (those the
-    default priors measure, :func:`spread_rows`; values within
-    :data:`DISCRETE_VALUE_RTOL` of the feature's spread are one), or, in a
-    feature of many values, below :data:`POINT_MASS_RATIO` of its
-    variance, and that value is
-    shared by at least half the rows the component carries, and two (a
-    component on one outlier row is not meant): continuous data have gaps
-    far below any component's spread, and no value many rows share.  A
-    feature of few distinct values (:data:`DISCRETE_MAX_SHARE` of its
-    rows) is said with its gap and the remedy of jitter; one of many, with
-    the value and its share of the rows (a point mass: zeros, a default,
-    duplicated rows) and the remedy of modelling it apart.  Only components below
-    :data:`DISCRETE_CHECK_RATIO` of the data's variance are checked.
-    ``weights``, ``means``, ``covariances``: the fitted attributes in the
-    data's units (a classifier's with a leading class axis, NaN padded;
-    ``labels`` its classes, ``classes`` each row's class index among them,
-    ``rows`` its per-class row counts).  Fits in one process only, of data
-    in memory (``data.X``) or, for a mixture, out of core (the first pass's
-    rows for the priors' spread); constant features are said by
-    :func:`warn_constant_features`."""
-    source = data.X
-    if source is None and classes is None and data.samples and "spread" in data.samples:
-        # Out of core: the rows the first pass drew for the priors' spread.
-        rows_std = data.samples["spread"][0].double().cpu().numpy()
-        source = rows_std * data.std.scale + data.std.center
-    if source is None or data.reduce is not None or data.n_total < 2:
+    ``rows``) is on a value of feature j when at least half its weight and
+    two rows' worth sit on that value (the one nearest its mean) and its
+    variance there is below ``g^2 / 12``, the variance of a uniform spread
+    over ``g``, the gap from that value to its nearest neighbour, or, in a
+    feature of many values (more than :data:`DISCRETE_MAX_SHARE` of its
+    rows distinct), below :data:`POINT_MASS_RATIO` of the feature's
+    variance with the value held by :data:`POINT_MASS_MIN_SHARE` of the
+    weight.  Values within :data:`DISCRETE_VALUE_RTOL` of the feature's
+    spread are one (float rounding); weights count as repeated rows.  The
+    rows are those the default priors measure (:func:`spread_rows`, per
+    class for a classifier; out of core, :func:`_check_rows`).  Only
+    components below :data:`DISCRETE_CHECK_RATIO` of the data's variance
+    are checked.  ``weights``, ``means``, ``covariances``: the fitted
+    attributes in the data's units (a classifier's with a leading class
+    axis, NaN padded; ``labels`` its classes, ``classes`` each row of
+    ``data.X``'s class index, ``rows`` its per-class row counts); constant
+    features are said by :func:`warn_constant_features`."""
+    checked = _check_rows(data, classes)
+    if checked is None or data.n_total < 2:
         return
+    source, wsource, csource = checked
     W = np.asarray(weights, dtype=np.float64)
     M = np.asarray(means, dtype=np.float64)
     C = np.asarray(covariances, dtype=np.float64)
@@ -536,27 +558,33 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
     if not narrow.any():
         return
     on = np.zeros_like(narrow)
-    # feature -> (distinct values, gap, group, few values?, the value, its share of the rows)
+    # feature -> (distinct values, gap, group, few values?, the value, its share of the weight)
     told: dict = {}
-    for g in ([()] if classes is None else [(c,) for c in range(M.shape[0])]):
+    for g in ([()] if csource is None else [(c,) for c in range(M.shape[0])]):
         if not narrow[g].any():
             continue
-        X = source if classes is None else source[classes == g[0]]
-        n_rows = X.shape[0]
-        X = X[spread_rows(n_rows)]
+        pick = slice(None) if csource is None else csource == g[0]
+        X = source[pick]
+        w = None if wsource is None else wsource[pick]
+        if data.X is not None:
+            at_rows = spread_rows(X.shape[0])
+            X, w = X[at_rows], None if w is None else w[at_rows]
         for j in np.flatnonzero(narrow[g].any(0)):
             col = X[:, j]
-            col = col[~np.isnan(col)]
-            u, ties = np.unique(col, return_counts=True)
-            # Values within a rounding of each other are one (3 and
-            # 3 - 1e-7 made a gap of 1e-7, and hid a component on 3).
-            if u.size > 1:
-                starts = np.r_[0, np.flatnonzero(np.diff(u) > DISCRETE_VALUE_RTOL * sd[j]) + 1]
-                if starts.size < u.size:
-                    u = np.add.reduceat(u * ties, starts) / np.add.reduceat(ties, starts)
-                    ties = np.add.reduceat(ties, starts)
+            seen = ~np.isnan(col)
+            order = np.argsort(col[seen], kind="stable")
+            col = col[seen][order]
+            wc = np.ones(col.size) if w is None else w[seen][order]
+            if col.size < 2:
+                continue
+            # One value per run of values within a rounding of each other
+            # (3 and 3 - 1e-7 made a gap of 1e-7, and hid a component on 3).
+            starts = np.r_[0, np.flatnonzero(np.diff(col) > DISCRETE_VALUE_RTOL * sd[j]) + 1]
+            ties = np.add.reduceat(wc, starts)
+            u = np.add.reduceat(col * wc, starts) / ties
             if u.size < 2:
                 continue
+            total = float(wc.sum())
             at = narrow[g][:, j]
             mu = M[g][:, j][at]
             i = np.clip(np.searchsorted(u, mu), 1, u.size - 1)
@@ -565,23 +593,23 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             right = np.where(near < u.size - 1, u[np.minimum(near + 1, u.size - 1)] - u[near],
                              np.inf)
             gap = np.minimum(left, right)
-            # The value is shared by the rows the component carries (at least
-            # two): one on a lone outlier (a singleton component, its value
-            # far from the next) is not a discrete feature's.
-            shared = ties[near] * (n_rows / X.shape[0]) >= np.maximum(
-                2.0, 0.5 * W[g][at] * n_rows)
-            # On one value: narrower than the gap to the next value allows,
-            # or, in a feature of many values (continuous, where the gaps
-            # are small: 500 repeated rows among 500 others left a component
-            # of variance 1e-5), narrower than a tenth of the feature's spread.
+            # Half the component's weight, and two rows' worth, on the value:
+            # one on a lone outlier (a singleton component) is not meant.
+            held = ties[near]
+            shared = (held >= 2.0 * total / col.size) & (held >= 0.5 * W[g][at] * total)
             v = V[g][:, j][at]
             few = u.size <= DISCRETE_MAX_SHARE * col.size
-            hit = shared & ((v < gap ** 2 / 12) | (not few and v < POINT_MASS_RATIO * sd[j] ** 2))
+            # In a feature of many values the gaps are small (500 repeated
+            # rows among 500 others left a component of variance 1e-5).
+            mass = (held >= POINT_MASS_MIN_SHARE * total) & (v < POINT_MASS_RATIO * sd[j] ** 2) \
+                if not few else np.zeros(v.shape, bool)
+            hit = shared & ((v < gap ** 2 / 12) | mass)
             on[g + (slice(None), j)][at] = hit
             if hit.any() and j not in told:
                 first = np.flatnonzero(hit)[0]
                 told[j] = (u.size, float(np.min(gap[hit])), g, few,
-                           float(u[near[first]]), ties[near[first]] / col.size)
+                           _snap(float(u[near[first]]), float(sd[j])),
+                           float(held[first]) / total)
     if not on.any():
         return
     feats = np.flatnonzero(on.reshape(-1, D).any(0))
@@ -600,11 +628,11 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
         where = listed(np.flatnonzero(hit))
 
     def values(j) -> str:
-        n, gap, g, few, value, share = told[j]
+        n, gap, g, few, value, part = told[j]
         where = f" in class {labels[g[0]]!r}" if g and labels is not None else ""
         if few:
             return f"{feature_label(names, j)} ({n} distinct values{where}, gap {gap:.3g})"
-        return (f"{feature_label(names, j)} (the value {value:.6g} held by {share:.0%} of the "
+        return (f"{feature_label(names, j)} (the value {value:.6g} held by {part:.0%} of the "
                 f"rows{where}, among {n} distinct values)")
     said = ", ".join(values(j) for j in feats[:10])
     kinds = {told[j][3] for j in feats}
@@ -616,10 +644,9 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
                         f"rounded measurements) add uniform noise of one gap's width ({noise}), "
                         f"or leave it out")
     if False in kinds:
-        remedies.append("for a value repeated in a continuous feature (zeros, a default, "
-                        "duplicated rows) model that value apart (an indicator column, the "
-                        "other values on their own), or give duplicated rows once with "
-                        "sample_weight counting them")
+        remedies.append("for a value repeated in a feature of many values (zeros, a default, "
+                        "duplicated rows) fit the rows at that value apart from the others, or "
+                        "leave them out")
     repeated = (f", or, for a value repeated in a feature of many values, below "
                 f"{POINT_MASS_RATIO:g} of the feature's variance" if False in kinds else "")
     warnings.warn(
@@ -811,8 +838,37 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
 DEPENDENT_RTOL = 1e-6
 
 
-def warn_dependent_features(estimator: str, data: "FitData", names, family: Covariance
-                            ) -> None:
+def _combinations(Z: np.ndarray) -> list:
+    """The columns of ``Z`` (rows x features, no NaN) that are linear
+    combinations of earlier ones, in column order, each with the earlier
+    columns it combines and the share of its variance they leave
+    unexplained (below :data:`DEPENDENT_RTOL`): an incremental Cholesky
+    factor of the kept columns' correlations."""
+    from scipy.linalg import solve_triangular
+
+    Z = Z - Z.mean(0)
+    S = Z.T @ Z / Z.shape[0]
+    d = np.sqrt(np.diagonal(S))
+    if not np.all(d > 0):
+        return []
+    R = S / np.outer(d, d)
+    kept, L = [], np.zeros((0, 0))
+    found = []
+    for j in range(R.shape[0]):
+        y = solve_triangular(L, R[kept, j], lower=True) if kept else np.zeros(0)
+        r = float(R[j, j] - y @ y)
+        if r < DEPENDENT_RTOL:
+            coef = solve_triangular(L.T, y, lower=False)
+            found.append((j, [kept[i] for i in np.flatnonzero(
+                np.abs(coef) > 1e-3 * np.abs(coef).max())], r))
+            continue
+        L = np.block([[L, np.zeros((L.shape[0], 1))], [y[None], np.sqrt([[r]])]])
+        kept.append(j)
+    return found
+
+
+def warn_dependent_features(estimator: str, data: "FitData", names, family: Covariance,
+                            priors=None) -> None:
     """One ``UserWarning`` when, under full or tied covariances, some
     features are linearly dependent (a duplicated column, one quantity in
     two units, a total beside its parts): the data lie in a subspace, and
@@ -827,18 +883,21 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
     column order, a feature whose variance the features kept before it
     explain but for :data:`DEPENDENT_RTOL` is named with those it combines,
     and the remedy names every such feature.  In one process, and at most
-    2^32 multiply-adds."""
+    2^32 multiply-adds.  Not said where the user's ``priors`` set
+    ``covariance_scale``: the remedy for nearly dependent features (a scale
+    below the thin direction's variance) is theirs."""
     if family.name not in ("full", "tied") or data.reduce is not None or data.n_total < 3:
         return
-    from scipy.linalg import solve_triangular
-
+    if isinstance(priors, Priors) and priors.covariance_scale is not None:
+        return
     if data.X is not None:
         Z = data.X[spread_rows(data.X.shape[0])]
         Z = (Z - data.std.center) / data.std.scale
-    elif data.samples and "spread" in data.samples:
-        Z = data.samples["spread"][0].double().cpu().numpy()
     else:
-        return
+        picked = (data.samples or {}).get("spread") or (data.samples or {}).get("seed")
+        if picked is None:
+            return
+        Z = picked[0].double().cpu().numpy()
     keep = ~np.asarray(data.constant, bool) if data.constant is not None else \
         np.ones(Z.shape[1], bool)
     cols = np.flatnonzero(keep)
@@ -848,27 +907,15 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
     Z = Z[~np.isnan(Z).any(1)]
     if Z.shape[0] <= cols.size or Z.shape[0] * cols.size ** 2 > 2 ** 32:
         return
-    Z = Z - Z.mean(0)
-    S = Z.T @ Z / Z.shape[0]
-    d = np.sqrt(np.diagonal(S))
-    if not np.all(d > 0):
-        return
-    R = S / np.outer(d, d)
-    # In column order, each feature against those kept before it: the
-    # share of its variance they leave unexplained (an incremental
-    # Cholesky factor of the kept features' correlations).
-    kept, L = [], np.zeros((0, 0))
-    found = []                          # (feature, the kept features it combines, residual)
-    for j in range(R.shape[0]):
-        y = solve_triangular(L, R[kept, j], lower=True) if kept else np.zeros(0)
-        r = float(R[j, j] - y @ y)
-        if r < DEPENDENT_RTOL:
-            coef = solve_triangular(L.T, y, lower=False)
-            found.append((j, [kept[i] for i in np.flatnonzero(
-                np.abs(coef) > 1e-3 * np.abs(coef).max())], r))
-            continue
-        L = np.block([[L, np.zeros((L.shape[0], 1))], [y[None], np.sqrt([[r]])]])
-        kept.append(j)
+    found = _combinations(Z)
+    if found:
+        # Confirmed without the rows far out (over 8 sds in some feature):
+        # one row holding a code such as 999999 in two columns made them
+        # look dependent.  (From a review.)
+        calm = Z[np.abs(Z).max(1) <= 8.0]
+        if calm.shape[0] < Z.shape[0] and calm.shape[0] > cols.size:
+            again = {j for j, *_ in _combinations(calm)}
+            found = [f for f in found if f[0] in again]
     if not found:
         return
     said = "; ".join(f"{feature_label(names, cols[j])} of {feature_list(names, cols[g])}"
@@ -885,8 +932,9 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
         f"{said} (a duplicated column, one quantity in two units, a total beside its parts): "
         f"with covariance_type={family.name!r} the variance across such a "
         f"direction ends at the prior's floor, which dominates log-likelihoods, scores and "
-        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag'", UserWarning,
-        stacklevel=5)
+        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag' (for features only "
+        f"nearly dependent, a covariance prior scale below the thin direction's variance, "
+        f"Priors(covariance_scale=...), also resolves it)", UserWarning, stacklevel=5)
 
 
 #: A prior mean farther than this many of its standard deviations from the

@@ -688,7 +688,7 @@ default "empirical"
         warn_constant_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
                                family, _largest_k(self.n_components))
         warn_dependent_features("GMMClassifier", data, getattr(self, "feature_names_in_", None),
-                                family)
+                                family, self.priors)
         warn_far_mean_prior("GMMClassifier", self.priors, data, getattr(self, "feature_names_in_", None),
                             family)
         C = classes.size

@@ -2004,10 +2004,15 @@ def _message(exc: Exception, args=None) -> str:
                   " (each value plus a random number between -gap/2 and gap/2), or "
                   + ("leave it out of --columns" if not _is_npy(path)
                      else "save the array without it"), text)
-    text = re.sub(r"give duplicated rows once with sample_weight counting them$",
-                  "give duplicated rows once with a --weights column counting them"
-                  if not _is_npy(path) else
-                  "keep duplicated rows once (in a CSV, a --weights column counts them)", text)
+    # Linearly dependent features: the columns, -k, and a remedy for a file.
+    text = re.sub(r"^feature\(s\) that are linear combinations",
+                  "column(s) that are linear combinations", text)
+    text = re.sub(r"(?:n_components|-k)='auto'", "-k auto", text)
+    text = re.sub(r" \(for features only nearly dependent, a covariance prior scale .*?also "
+                  r"resolves it\)$", "", text)     # no such option here
+    text = re.sub(r"; leave out (\[[^\]]*\]), or use",
+                  r"; leave \1 out of --columns, or use" if not _is_npy(path)
+                  else r"; save the array without \1, or use", text)
     # The library names the features (the file's columns) a message is about.
     if text.startswith("X has"):
         text = re.sub(r"\bfeature(\(s\))? (?=['\[\d])", r"column\1 ", text)

@@ -640,7 +640,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         warn_constant_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
                                family, K)
         warn_dependent_features("BayesianGMM", data, getattr(self, "feature_names_in_", None),
-                                family)
+                                family, self.priors)
         warn_far_mean_prior("BayesianGMM", self.priors, data, getattr(self, "feature_names_in_", None),
                             family)
         if self.batch_size is not None:

@@ -18,7 +18,7 @@ from pyro.infer import infer_discrete
 from scipy import stats
 from scipy.special import logsumexp
 
-from bayesgmm import BayesianGMM, GMMClassifier, _predict
+from bayesgmm import BayesianGMM, GMMClassifier, Priors, _predict
 from bayesgmm.covariance import COVARIANCE_TYPES
 from bayesgmm.fitting import pyro_session
 from bayesgmm.models import gmm_model
@@ -811,6 +811,8 @@ def test_a_float32_fit_beyond_its_precision_says_so():
     assert np.max(np.abs(f32.score_samples(X) - ref) / np.abs(ref)) > 0.05   # what it warns of
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # The plane is said as features dependent to 1e-4 (a warning of its own).
+        warnings.filterwarnings("ignore", message=".*linear combinations of earlier ones")
         f64 = BayesianGMM(1, dtype="float64", **kw).fit(X, sample_weight=w)
         np.testing.assert_allclose(f64.score_samples(X),
                                    multivariate_normal(f64.means_[0], f64.covariances_[0]).logpdf(X),
@@ -929,7 +931,8 @@ def test_discrete_check_merges_roundings_and_names_point_masses():
                                          r"\d+ distinct values\)") as rec:
         BayesianGMM("auto", **kw).fit(frame)
     said = next(str(w.message) for w in rec if "single value" in str(w.message))
-    assert "model that value apart" in said and "below 0.01 of the feature's variance" in said
+    assert "fit the rows at that value apart" in said
+    assert "below 0.01 of the feature's variance" in said
     if "'likert'" in said:
         assert "df[col] + rng.uniform(-gap / 2, gap / 2, len(df))" in said
     else:
@@ -959,8 +962,8 @@ def test_linearly_dependent_features_are_warned_about_under_full_and_tied(covari
                                              r"\['a'\]; 'b_plus_c' of \['b', 'c'\] \(") as rec:
             gmm = BayesianGMM("auto", **kw).fit(frame)
         said = [str(w.message) for w in rec if "linear combinations" in str(w.message)]
-        assert len(said) == 1 and said[0].endswith(
-            "leave out ['a_in', 'b_plus_c'], or use covariance_type='diag'")
+        assert len(said) == 1 and ("leave out ['a_in', 'b_plus_c'], or use "
+                                   "covariance_type='diag' (for features only nearly") in said[0]
         assert ("K = 1 for two clusters" in said[0]) == (covariance_type == "full")
         if covariance_type == "full":
             assert gmm.n_components_ == 1                # what it warns of
@@ -971,6 +974,9 @@ def test_linearly_dependent_features_are_warned_about_under_full_and_tied(covari
                                              r"combinations of earlier ones \(up to rounding\): "
                                              r"'a_in' of \['a'\]"):
             GMMClassifier(1, **kw).fit(frame, z)
+        with warnings.catch_warnings():     # the user's own prior scale: theirs to judge
+            warnings.filterwarnings("error", message=".*linear combinations")
+            BayesianGMM(2, priors=Priors(covariance_scale=0.5), **kw).fit(frame)
     from bayesgmm.datasets import load_iris
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*linear combinations")
@@ -978,3 +984,61 @@ def test_linearly_dependent_features_are_warned_about_under_full_and_tied(covari
             BayesianGMM("auto", **kw).fit(frame)
         assert BayesianGMM("auto", **kw).fit(A).n_components_ == 2
         BayesianGMM(3, **kw).fit(load_iris().select_dtypes("number"))
+
+
+def test_discrete_check_from_a_review(tmp_path):
+    """(From a review.)  1. Past 16,384 rows a value seen once in the
+    sample counted as many rows, so a small tight cluster of continuous
+    data (100 rows of 1,000,100) was called a point mass "held by 0% of the
+    rows": it is not.  2. Weights count as repeated rows (a duplicated row
+    given once with its count as weight collapsed the same way, unsaid).
+    3. A float32 fit out of core rebuilt the value 0 as 4e-7 from its
+    standardised sample; a classifier out of core was not checked."""
+    rng = np.random.default_rng(0)
+    big = np.r_[rng.normal(0, 1, (1_000_000, 2)), rng.normal(10, 0.05, (100, 2))]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*single value")
+        BayesianGMM(2, covariance_type="diag", n_init=1, random_state=0, **CPU).fit(big)
+    X = rng.normal(0, 1, (1000, 2))
+    X[:500] = [0.3, -0.2]
+    kw = dict(covariance_type="diag", random_state=0, **CPU)
+    with pytest.warns(UserWarning, match=r"the value 0.3 held by 50% of the rows") as rec:
+        BayesianGMM(2, **kw).fit(X)
+    said = next(str(w.message) for w in rec if "single value" in str(w.message))
+    assert "sample_weight" not in said and "fit the rows at that value apart" in said
+    with pytest.warns(UserWarning, match=r"the value 0.3 held by 50% of the rows"):
+        BayesianGMM(2, **kw).fit(X[499:], sample_weight=np.r_[500.0, np.ones(500)])
+    n = 1000
+    spend = np.where(rng.random(n) < 0.4, 0.0, rng.lognormal(3, 0.7, n))
+    r = np.r_[np.round(rng.normal(3, 1, n // 2)), np.round(rng.normal(7, 1, n // 2))]
+    Z = np.c_[rng.normal(0, 1, n), spend, r]
+    np.save(tmp_path / "z.npy", Z)
+    mm = np.load(tmp_path / "z.npy", mmap_mode="r")
+    with pytest.warns(UserWarning, match=r"feature\(s\) 1 \(the value 0 held by [34]\d% of the rows"):
+        BayesianGMM("auto", dtype="float32", **kw).fit(mm)
+    y = (r > 5).astype(int)
+    for data in (Z, mm):
+        with pytest.warns(UserWarning, match=r"GMMClassifier: class 0: components? [\d, ]+; "
+                                             r"class 1: .*sit on a single value"):
+            GMMClassifier("auto", **kw).fit(data, y)
+
+
+def test_dependent_check_from_a_review(tmp_path):
+    """(From a review.)  One row holding a code (999999) in two independent
+    columns made them look dependent; the check is confirmed without rows
+    over 8 sds out.  A classifier fitted out of core is checked on its
+    seeding sample."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3))
+    X[7, :2] = 999999.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*linear combinations")
+        BayesianGMM(2, random_state=0, **CPU).fit(X)
+    a = rng.normal(size=1000)
+    D = np.c_[a, rng.normal(size=1000), 2.54 * a]
+    np.save(tmp_path / "d.npy", D)
+    with pytest.warns(UserWarning, match=r"GMMClassifier: feature\(s\) that are linear "
+                                         r"combinations of earlier ones \(up to rounding\): 2 of "
+                                         r"\[0\]"):
+        GMMClassifier(2, random_state=0, **CPU).fit(np.load(tmp_path / "d.npy", mmap_mode="r"),
+                                                    (a > 0).astype(int))
