@@ -1,8 +1,9 @@
 """Plotting helpers for fitted mixtures and classifiers (matplotlib/seaborn).
 
-Every helper takes ``ax=None`` (a new figure is made when it is ``None``),
-draws on that axes and returns it (:func:`plot_pairs` returns seaborn's
-``PairGrid``); none calls ``show()``.  matplotlib and seaborn are imported
+Every helper but :func:`plot_pairs` takes ``ax=None`` (a new figure is
+made when it is ``None``), draws on that axes and returns it;
+:func:`plot_pairs` makes a figure of its own and returns seaborn's
+``PairGrid``.  None calls ``show()``.  matplotlib and seaborn are imported
 inside the functions, so ``import bayesgmm`` (and ``import bayesgmm.plotting``)
 stays light for code that never draws.
 
@@ -477,12 +478,24 @@ def _row_labels(labels, n_rows: int, estimator=None, X=None,
     return labels
 
 
-def _shown(weights: np.ndarray, n_rows: int) -> np.ndarray:
-    """The components worth drawing: those expected to carry at least half
-    of one of the ``n_rows`` plotted points (a Dirichlet-process or sparse
-    prior's switched-off components, weight ~1e-3 among a few hundred
-    points, would otherwise be drawn as clusters where there are none)."""
-    return np.asarray(weights, dtype=np.float64) * max(n_rows, 1) >= 0.5
+def _shown(weights: np.ndarray, n_rows: int, estimator=None) -> np.ndarray:
+    """The components worth drawing: those that carried at least half a row
+    of the data they were fitted to (a Dirichlet-process or sparse prior's
+    switched-off components, weight ~1e-3 among a few hundred points, would
+    otherwise be drawn as clusters where there are none).  The fit's data
+    mass where the model records it (a bayesgmm mixture's; a classifier's
+    per class, ``weights`` (C, K)), so that the picture is the same
+    whatever rows are plotted (from an audit: a component of weight 0.04
+    vanished on 10 held-out rows, and switched-off ones came back on 5,000);
+    else (a scikit-learn model) the ``n_rows`` plotted."""
+    w = np.asarray(weights, dtype=np.float64)
+    counts = getattr(estimator, "class_count_", None)
+    if counts is not None and w.ndim == 2:
+        mass = np.asarray(counts, dtype=np.float64)[:, None]
+    else:
+        mass = getattr(estimator, "_fit_mass", None)
+        mass = max(n_rows, 1) if mass is None else float(mass)
+    return w * mass >= 0.5
 
 
 def _component_palette(n: int):
@@ -531,7 +544,10 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     "kept (restart b)"; point t is the loss after t updates, and a dotted
     line marks where SVI took over, where it did.  After later
     ``partial_fit`` calls the history is that of the fit they continued,
-    and the label says "before partial_fit".
+    and the label says "before partial_fit".  After ``inference="vi"`` or
+    ``"nuts"`` it is the MAP stage's history that started the posterior
+    (the VI's iterations and NUTS's draws are not in it: ``elbo_`` and
+    ``rhat_``/``ess_`` report those).
 
     Parameters
     ----------
@@ -689,7 +705,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
     # grey band, so that it shows beside them there (a thin line under a
     # component's was hidden wholly where the components do not overlap,
     # and its legend entry named nothing to be seen).
-    for k in np.flatnonzero(_shown(weights, x.size)):
+    for k in np.flatnonzero(_shown(weights, x.size, estimator)):
         ax.plot(grid, comp[k], color=colors[k], lw=2.2, zorder=3,
                 label=f"component {k} (w={weights[k]:.2f})")
     band = dict(color="0.72", lw=6.0, zorder=2, solid_capstyle="round")
@@ -954,7 +970,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         m = (labels == v) & placed
         ax.scatter(Xa[m, fx], Xa[m, fy], s=s, color=palette[v], alpha=0.7, edgecolors="none",
                    label=str(v) if given else f"cluster {v}")
-    shown = _shown(weights, Xa.shape[0])
+    shown = _shown(weights, Xa.shape[0], estimator)
     _ellipse_patches(ax, means, covs, fx, fy, sigmas, _component_palette(K), shown=shown)
     ax.scatter(means[shown, fx], means[shown, fy], marker="x", color="black", s=60,
                label="means")
@@ -1081,6 +1097,8 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                 f"(n_classes, K, 2) such as GMMClassifier; {type(classifier).__name__} has "
                 f"{'no means_' if means.size == 0 else f'means_ of shape {means.shape}'}")
         covs = _covariance_matrices(classifier, means.shape[1], 2)
+        weights = getattr(classifier, "weights_", None)
+        shown = None if weights is None else _shown(weights, Xa.shape[0], classifier)
     placed = ~np.isnan(Xa).any(1)
     if not placed.any():
         raise ValueError("every row of X has a missing (NaN) feature: there is no point to draw")
@@ -1117,7 +1135,8 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
                    linewidths=0.3, label=str(c))
         if ellipses:
             _ellipse_patches(ax, means[i], covs[i], 0, 1, [float(sigma)],
-                             [colors[i]] * means.shape[1], lw=1.0)
+                             [colors[i]] * means.shape[1], lw=1.0,
+                             shown=None if shown is None else shown[i])
     ax.set_xlim(axes[0][0], axes[0][-1])
     ax.set_ylim(axes[1][0], axes[1][-1])
     ax.set_xlabel(names[0])
@@ -1278,6 +1297,12 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
     labels, hue_order = _label_values(labels)
     df[hue_key] = labels
     palette = _labels_palette(hue_order, K)
+    for key, instead in (("ax", "it draws a figure of its own: use grid.figure, or "
+                                "plot_clusters_2d(..., ax=ax) for one panel"),
+                         ("hue", "the points are coloured by cluster: pass labels= to colour "
+                                 "them by other labels")):
+        if key in pairplot_kws:
+            raise ValueError(f"plot_pairs takes no {key}=: {instead}")
     kws = dict(hue=hue_key, hue_order=hue_order, palette=palette, height=height)
     if pairplot_kws.get("kind", "scatter") == "scatter":
         kws["plot_kws"] = {"s": 12, "alpha": 0.7}     # scatter's keywords only
@@ -1287,7 +1312,7 @@ def plot_pairs(estimator, X, *, labels=None, ellipses: bool = True, sigma: float
         grid.legend.set_title(title)        # not the column's stand-in name
     if ellipses:
         colors = _component_palette(K)
-        shown = _shown(weights, Xa.shape[0])
+        shown = _shown(weights, Xa.shape[0], estimator)
         for i, fy in enumerate(cols):
             for j, fx in enumerate(cols):
                 ax = grid.axes[i, j]

@@ -1336,3 +1336,55 @@ def test_sizes_data_and_labels_are_named_with_the_value_received(fit_1d, fit_2d,
         plot_confusion_matrix(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"y_pred must be 1-D .*shape \(3, 1\)"):
         plot_confusion_matrix(np.zeros(3), np.zeros((3, 1)))
+
+
+def test_the_components_drawn_are_the_fits_whatever_rows_are_plotted():
+    """(From an audit.) Which components were drawn depended on the rows
+    plotted (weight x rows >= 1/2): a component of weight 0.04 vanished on
+    10 held-out rows, and a Dirichlet-process fit's switched-off components
+    came back on 5,000 rows drawn from it; the classifier's ellipses drew a
+    component of weight 1.6e-5.  They follow the fit's data now: the same
+    components on the training rows, a few rows or many, those that
+    carried at least half a row of the fit."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (480, 2)), rng.normal(6, 1, (480, 2)),
+                   rng.normal([3, 12], 0.5, (40, 2))])
+    gmm = BayesianGMM(3, random_state=0, device="cpu").fit(X)
+    assert gmm.weights_.min() == pytest.approx(0.04, abs=0.01)
+
+    def drawn(Xp):
+        ax = plot_density_1d(gmm, Xp, feature=1)
+        curves = [ln.get_label() for ln in ax.lines if ln.get_label().startswith("component")]
+        ax2 = plot_clusters_2d(gmm, Xp)
+        return len(curves), sum(isinstance(p, Ellipse) for p in ax2.patches)
+    assert drawn(X) == drawn(X[::100]) == (3, 6)       # 2 sigma levels per component
+    Z = np.r_[rng.normal(0, 1, 100), rng.normal(5, 0.7, 60)][:, None]
+    dp = BayesianGMM(6, inference="vi", weight_prior="dirichlet_process", random_state=0,
+                     device="cpu").fit(Z)
+    live = int(np.sum(dp.weights_ * Z.shape[0] >= 0.5))
+    for Zp in (Z, dp.sample(5000, random_state=1)[0]):
+        ax = plot_density_1d(dp, Zp)
+        assert sum(ln.get_label().startswith("component") for ln in ax.lines) == live == 2
+    iris = load_iris()
+    Xi, yi = iris[["petal_length", "petal_width"]], iris["species"]
+    clf = GMMClassifier(n_components={"setosa": 1, "versicolor": 3, "virginica": 2},
+                        random_state=0, device="cpu").fit(Xi, yi)
+    carried = int(np.sum(clf.weights_ * clf.class_count_[:, None] >= 0.5))
+    assert carried < 6                          # a component of weight ~1e-5 among them
+    ax = plot_decision_regions(clf, Xi, yi, ellipses=True)
+    assert sum(isinstance(p, Ellipse) for p in ax.patches) == carried
+
+
+def test_plot_pairs_refuses_ax_and_hue_naming_what_to_do():
+    """(From an audit.) plot_pairs makes its own figure: ax= fell through
+    to seaborn's "unexpected keyword argument", and hue= silently replaced
+    the cluster colours.  Both are refused before any figure is made."""
+    X = load_iris().iloc[:, :3]
+    gmm = BayesianGMM(2, random_state=0, device="cpu").fit(X)
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match=r"plot_pairs takes no ax=: it draws a figure of its "
+                                         r"own: use grid\.figure"):
+        plot_pairs(gmm, X, ax=plt.gca())
+    with pytest.raises(ValueError, match=r"plot_pairs takes no hue=: .* pass labels="):
+        plot_pairs(gmm, X, hue="sepal_length")
+    assert len(plt.get_fignums()) <= len(before) + 1      # plt.gca() above made one at most
