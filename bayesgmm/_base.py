@@ -499,7 +499,9 @@ def _snap(value: float, sd: float) -> float:
     """``value`` rounded to 1e-6 of the feature's spread ``sd`` (a float32
     sample's 0 came back as 4e-7)."""
     q = 10.0 ** math.floor(math.log10(sd * 1e-6)) if sd > 0 else 0.0
-    return round(value / q) * q if q > 0 else value
+    if not q > 0 or not abs(value / q) < 1e15:
+        return value
+    return round(value / q) * q
 
 
 def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
@@ -585,10 +587,23 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             if u.size < 2:
                 continue
             total = float(wc.sum())
+            # Rows represented: with weights counting repeats, the total
+            # over the lightest row's weight (distinct values given with
+            # their counts as weights are so many rows).
+            represented = total / float(wc.min())
             at = narrow[g][:, j]
             mu = M[g][:, j][at]
+            v = V[g][:, j][at]
+            # The value holding the most weight within two of the
+            # component's sds of its mean (the prior pulls a collapsed
+            # component's mean a little off its value, where one other
+            # row's value can be nearer: from a review), else the nearest.
+            lo = np.searchsorted(u, mu - 2 * np.sqrt(v), side="left")
+            hi = np.searchsorted(u, mu + 2 * np.sqrt(v), side="right")
             i = np.clip(np.searchsorted(u, mu), 1, u.size - 1)
             near = np.where(np.abs(u[i - 1] - mu) <= np.abs(u[i] - mu), i - 1, i)
+            for c in np.flatnonzero(hi > lo):
+                near[c] = lo[c] + int(np.argmax(ties[lo[c]:hi[c]]))
             left = np.where(near > 0, u[near] - u[np.maximum(near - 1, 0)], np.inf)
             right = np.where(near < u.size - 1, u[np.minimum(near + 1, u.size - 1)] - u[near],
                              np.inf)
@@ -596,9 +611,8 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             # Half the component's weight, and two rows' worth, on the value:
             # one on a lone outlier (a singleton component) is not meant.
             held = ties[near]
-            shared = (held >= 2.0 * total / col.size) & (held >= 0.5 * W[g][at] * total)
-            v = V[g][:, j][at]
-            few = u.size <= DISCRETE_MAX_SHARE * col.size
+            shared = (held >= 2.0 * float(wc.min())) & (held >= 0.5 * W[g][at] * total)
+            few = u.size <= DISCRETE_MAX_SHARE * represented
             # In a feature of many values the gaps are small (500 repeated
             # rows among 500 others left a component of variance 1e-5).
             mass = (held >= POINT_MASS_MIN_SHARE * total) & (v < POINT_MASS_RATIO * sd[j] ** 2) \
@@ -836,6 +850,9 @@ def warn_constant_features(estimator: str, data: "FitData", names, family: Covar
 #: (:func:`warn_dependent_features`): the rest, about 1e-3 of its spread,
 #: is below what a full or tied covariance's prior lets a variance be.
 DEPENDENT_RTOL = 1e-6
+#: Below this share of a feature's variance unexplained, the dependence is
+#: exact up to rounding (said so, and said under a user's covariance_scale).
+DEPENDENT_EXACT = 1e-12
 
 
 def _combinations(Z: np.ndarray) -> list:
@@ -883,13 +900,12 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
     column order, a feature whose variance the features kept before it
     explain but for :data:`DEPENDENT_RTOL` is named with those it combines,
     and the remedy names every such feature.  In one process, and at most
-    2^32 multiply-adds.  Not said where the user's ``priors`` set
-    ``covariance_scale``: the remedy for nearly dependent features (a scale
-    below the thin direction's variance) is theirs."""
+    2^32 multiply-adds.  Where the user's ``priors`` set
+    ``covariance_scale`` only exact dependences (up to rounding) are said:
+    for features nearly dependent that scale is the remedy, theirs to set."""
     if family.name not in ("full", "tied") or data.reduce is not None or data.n_total < 3:
         return
-    if isinstance(priors, Priors) and priors.covariance_scale is not None:
-        return
+    given_scale = isinstance(priors, Priors) and priors.covariance_scale is not None
     if data.X is not None:
         Z = data.X[spread_rows(data.X.shape[0])]
         Z = (Z - data.std.center) / data.std.scale
@@ -916,12 +932,17 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
         if calm.shape[0] < Z.shape[0] and calm.shape[0] > cols.size:
             again = {j for j, *_ in _combinations(calm)}
             found = [f for f in found if f[0] in again]
+    if given_scale:
+        # The user's own scale resolves features only nearly dependent; an
+        # exact dependence no scale resolves (from a review).
+        found = [f for f in found if f[2] < DEPENDENT_EXACT]
     if not found:
         return
     said = "; ".join(f"{feature_label(names, cols[j])} of {feature_list(names, cols[g])}"
                      for j, g, _ in found[:5]) + (" and more" if len(found) > 5 else "")
     off = math.sqrt(max(max(r for *_, r in found), 0.0))
-    within = "up to rounding" if off < 1e-6 else f"to within {off:.1g} of its spread"
+    within = ("up to rounding" if off ** 2 < DEPENDENT_EXACT else
+              f"to within {off:.1g} of its spread")
     fewer = ("" if family.name == "tied" else
              ", and, narrowing as a component's weight grows, favours fewer, heavier "
              "components (n_components='auto' can choose too few: K = 1 for two clusters "

@@ -890,6 +890,7 @@ default "empirical"
                                   [_label(v) for v in classes])
         self.class_prior_ = class_prior
         self.class_count_ = np.asarray(mass, dtype=np.float64)
+        self._class_rows = np.asarray(counts, dtype=np.int64)    # plots' "half a row"
         self._stream = None          # a new fit starts partial_fit's averages afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         self.priors_ = [prior_for(int(k)) for k in k_sel_np]
@@ -1118,6 +1119,9 @@ default "empirical"
         self.priors_ = priors
         if not first:
             self.class_count_ = counted + np.bincount(labels, weights=w, minlength=C)
+            if getattr(self, "_class_rows", None) is not None:
+                self._class_rows = np.asarray(self._class_rows, dtype=np.int64) + np.bincount(
+                    labels, minlength=C)
             self.class_prior_ = self._class_prior(self.class_count_, self.classes_)
             # The stream's objective is not known (it would need a pass over
             # every row seen): the losses no longer describe the parameters.

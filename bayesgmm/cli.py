@@ -1999,6 +1999,11 @@ def _message(exc: Exception, args=None) -> str:
                   else "; save the array without it", text)
     # Components on one value of a discrete feature: the remedy for a file.
     text = re.sub(r"single value of feature\(s\) ", "single value of column(s) ", text)
+    text = re.sub(r"(?<=single value of column\(s\) )(.*)$",
+                  lambda m: m[1].replace("a feature of many values", "a column of many values")
+                  .replace("the feature's variance", "the column's variance")
+                  .replace("for a feature of few distinct values", "for a column of few "
+                           "distinct values"), text)
     text = re.sub(r" \((?:df\[col\]|X\[:, j\]) \+ rng\.uniform\(-gap / 2, gap / 2, "
                   r"len\((?:df|X)\)\)\), or leave it out",
                   " (each value plus a random number between -gap/2 and gap/2), or "
@@ -2010,7 +2015,7 @@ def _message(exc: Exception, args=None) -> str:
     text = re.sub(r"(?:n_components|-k)='auto'", "-k auto", text)
     text = re.sub(r" \(for features only nearly dependent, a covariance prior scale .*?also "
                   r"resolves it\)$", "", text)     # no such option here
-    text = re.sub(r"; leave out (\[[^\]]*\]), or use",
+    text = re.sub(r"; leave out (\[.*?\]), or use",
                   r"; leave \1 out of --columns, or use" if not _is_npy(path)
                   else r"; save the array without \1, or use", text)
     # The library names the features (the file's columns) a message is about.

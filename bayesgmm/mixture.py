@@ -699,6 +699,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._stream = None          # a new fit starts partial_fit's average afresh
         self.__dict__.pop("n_partial_fits_", None)   # ... and its count
         self._fit_mass = float(data.mass)    # ... from the fit's data, of this weight
+        self._rows_seen = int(data.n_total)   # rows of positive weight: plots' "half a row"
         if posterior is not None and posterior.method == "vi":
             warn_vi_missing("BayesianGMM", data.observed_mass, data.mass, family,
                             getattr(self, "feature_names_in_", None))
@@ -1553,6 +1554,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         state = dict(state, t=int(run["t"][0]), mass=total, avg=run["avg"])
         # The count restarts with a new running average (after fit or load).
         self.n_partial_fits_ = 1 if fresh else self.n_partial_fits_ + 1
+        if not first and getattr(self, "_rows_seen", None) is not None:
+            self._rows_seen = int(self._rows_seen) + int(X.shape[0])
         self._stream = state
         if not first:
             # The stream's objective is not known (it would need a pass over

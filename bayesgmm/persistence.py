@@ -697,6 +697,14 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     if fit_mass is not None and not (isinstance(fit_mass, float) and math.isfinite(fit_mass)
                                      and fit_mass > 0):
         raise _Corrupt(f"_fit_mass {fit_mass!r:.60} is not a positive number")
+    rows = a.get("_rows_seen")
+    if rows is not None and not (isinstance(rows, int) and not isinstance(rows, bool)
+                                 and rows > 0):
+        raise _Corrupt(f"_rows_seen {rows!r:.60} is not a positive whole number")
+    if kind != "BayesianGMM" and a.get("_class_rows") is not None:
+        counted = np.asarray(a["_class_rows"])
+        if counted.shape != (C,) or counted.dtype.kind not in "iu" or np.any(counted < 1):
+            raise _Corrupt("_class_rows is not a positive whole number of rows per class")
     if kind != "BayesianGMM" and a.get("class_count_") is not None:
         count = _float_array("class_count_", a["class_count_"], (C,))
         if not (np.all(np.isfinite(count)) and np.all(count > 0)):

@@ -482,20 +482,22 @@ def _shown(weights: np.ndarray, n_rows: int, estimator=None) -> np.ndarray:
     """The components worth drawing: those that carried at least half a row
     of the data they were fitted to (a Dirichlet-process or sparse prior's
     switched-off components, weight ~1e-3 among a few hundred points, would
-    otherwise be drawn as clusters where there are none).  The fit's data
-    mass where the model records it (a bayesgmm mixture's; a classifier's
-    per class, ``weights`` (C, K)), so that the picture is the same
-    whatever rows are plotted (from an audit: a component of weight 0.04
-    vanished on 10 held-out rows, and switched-off ones came back on 5,000);
-    else (a scikit-learn model) the ``n_rows`` plotted."""
+    otherwise be drawn as clusters where there are none).  The rows of the
+    fit (and of later ``partial_fit`` calls) where the model records them
+    (a bayesgmm mixture's; a classifier's per class, ``weights`` (C, K)),
+    in rows, not weight (weights summing to 1 hid every component), so
+    that the picture is the same whatever rows are plotted (from an audit:
+    a component of weight 0.04 vanished on 10 held-out rows, and
+    switched-off ones came back on 5,000); else (a scikit-learn model, a
+    file saved before they were recorded) the ``n_rows`` plotted."""
     w = np.asarray(weights, dtype=np.float64)
-    counts = getattr(estimator, "class_count_", None)
-    if counts is not None and w.ndim == 2:
-        mass = np.asarray(counts, dtype=np.float64)[:, None]
+    rows = getattr(estimator, "_class_rows" if w.ndim == 2 else "_rows_seen", None)
+    if rows is None:
+        rows = max(n_rows, 1)
     else:
-        mass = getattr(estimator, "_fit_mass", None)
-        mass = max(n_rows, 1) if mass is None else float(mass)
-    return w * mass >= 0.5
+        rows = np.asarray(rows, dtype=np.float64)
+        rows = rows[:, None] if rows.ndim == 1 else float(rows)
+    return w * rows >= 0.5
 
 
 def _component_palette(n: int):

@@ -550,12 +550,15 @@ def test_decision_regions_classifier_ellipses(circles, covariance_type):
                         random_state=0, device="cpu").fit(X, y)
     ax = plot_decision_regions(clf, X, y, grid_size=40, ellipses=True, sigma=2)
     ellipses = _ellipses(ax)
-    assert len(ellipses) == clf.n_components_.sum() == 9  # padded components skipped
+    # Padded components skipped, and those carrying under half a row of
+    # their class's rows (as plot_clusters_2d skips them).
+    carried = clf.weights_ * np.bincount(np.searchsorted(clf.classes_, y))[:, None] >= 0.5
+    assert clf.n_components_.sum() == 9 and len(ellipses) == carried.sum() >= 8
     points = [c for c in ax.collections if isinstance(c, PathCollection)]
     mats = clf.covariances_ if covariance_type != "tied" else None
     i = 0
     for c in range(len(clf.classes_)):
-        for k in range(clf.n_components_[c]):
+        for k in np.flatnonzero(carried[c]):
             e = ellipses[i]
             i += 1
             np.testing.assert_allclose(e.center, clf.means_[c, k])
@@ -1388,3 +1391,28 @@ def test_plot_pairs_refuses_ax_and_hue_naming_what_to_do():
     with pytest.raises(ValueError, match=r"plot_pairs takes no hue=: .* pass labels="):
         plot_pairs(gmm, X, hue="sepal_length")
     assert len(plt.get_fignums()) <= len(before) + 1      # plt.gca() above made one at most
+
+
+def test_components_drawn_count_rows_not_weight_and_follow_partial_fit():
+    """(From a second review.)  The components drawn were judged by the
+    fit's weight: weights summing to 1 hid every one.  They are judged by
+    rows (of the fit and of later partial_fit calls): a fit on 20 rows
+    streamed on with 5,000 draws the component the stream found."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (400, 2)), rng.normal(6, 1, (400, 2)),
+                   rng.normal([3, 12], 0.5, (200, 2))])
+    kw = dict(random_state=0, device="cpu")
+    gw = BayesianGMM(3, **kw).fit(X, sample_weight=np.full(len(X), 1 / len(X)))
+    assert gw.weights_.min() > 0.1
+    ax = plot_density_1d(gw, X)
+    assert sum(ln.get_label().startswith("component") for ln in ax.lines) == 3
+    y = (X[:, 1] > 9).astype(int)
+    cw = GMMClassifier(1, **kw).fit(X, y, sample_weight=np.full(len(X), 1 / len(X)))
+    assert len(_ellipses(plot_decision_regions(cw, X, y, grid_size=20, ellipses=True))) == 2
+    small = BayesianGMM(3, **kw).fit(X[rng.permutation(len(X))[:20]])
+    for _ in range(5):
+        small.partial_fit(X[rng.permutation(len(X))[:1000]])
+    carried = int(np.sum(small.weights_ * small._rows_seen >= 0.5))
+    assert small._rows_seen == 5020 and carried == 3
+    ax = plot_clusters_2d(small, X[:10])
+    assert len(_ellipses(ax)) == 2 * carried                  # two sigma levels each
