@@ -587,10 +587,15 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             if u.size < 2:
                 continue
             total = float(wc.sum())
-            # Rows represented: with weights counting repeats, the total
-            # over the lightest row's weight (distinct values given with
-            # their counts as weights are so many rows).
-            represented = total / float(wc.min())
+            # Rows represented, and a row's worth: whole-number weights are
+            # counts of repeated rows (distinct values given with their
+            # counts are so many rows); other weights leave the rows as
+            # they are, each worth the mean weight (one light row, or
+            # survey weights, made every continuous feature one of few
+            # values and hid its point masses: from a review).
+            counts = w is None or bool(np.all(wc == np.round(wc)))
+            represented = total if counts else float(col.size)
+            one_row = 1.0 if counts else total / col.size
             at = narrow[g][:, j]
             mu = M[g][:, j][at]
             v = V[g][:, j][at]
@@ -611,7 +616,7 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
             # Half the component's weight, and two rows' worth, on the value:
             # one on a lone outlier (a singleton component) is not meant.
             held = ties[near]
-            shared = (held >= 2.0 * float(wc.min())) & (held >= 0.5 * W[g][at] * total)
+            shared = (held >= 2.0 * one_row) & (held >= 0.5 * W[g][at] * total)
             few = u.size <= DISCRETE_MAX_SHARE * represented
             # In a feature of many values the gaps are small (500 repeated
             # rows among 500 others left a component of variance 1e-5).
@@ -943,6 +948,9 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
     off = math.sqrt(max(max(r for *_, r in found), 0.0))
     within = ("up to rounding" if off ** 2 < DEPENDENT_EXACT else
               f"to within {off:.1g} of its spread")
+    scale_too = ("" if given_scale else
+                 " (for features only nearly dependent, a covariance prior scale below the thin "
+                 "direction's variance, Priors(covariance_scale=...), also resolves it)")
     fewer = ("" if family.name == "tied" else
              ", and, narrowing as a component's weight grows, favours fewer, heavier "
              "components (n_components='auto' can choose too few: K = 1 for two clusters "
@@ -953,9 +961,8 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
         f"{said} (a duplicated column, one quantity in two units, a total beside its parts): "
         f"with covariance_type={family.name!r} the variance across such a "
         f"direction ends at the prior's floor, which dominates log-likelihoods, scores and "
-        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag' (for features only "
-        f"nearly dependent, a covariance prior scale below the thin direction's variance, "
-        f"Priors(covariance_scale=...), also resolves it)", UserWarning, stacklevel=5)
+        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag'{scale_too}", UserWarning,
+        stacklevel=5)
 
 
 #: A prior mean farther than this many of its standard deviations from the

@@ -2015,9 +2015,10 @@ def _message(exc: Exception, args=None) -> str:
     text = re.sub(r"(?:n_components|-k)='auto'", "-k auto", text)
     text = re.sub(r" \(for features only nearly dependent, a covariance prior scale .*?also "
                   r"resolves it\)$", "", text)     # no such option here
-    text = re.sub(r"; leave out (\[.*?\]), or use",
-                  r"; leave \1 out of --columns, or use" if not _is_npy(path)
-                  else r"; save the array without \1, or use", text)
+    text = re.sub(r"; leave out (\[.*\]), or use --covariance-type diag",
+                  r"; leave \1 out of --columns, or use --covariance-type diag"
+                  if not _is_npy(path) else
+                  r"; save the array without \1, or use --covariance-type diag", text)
     # The library names the features (the file's columns) a message is about.
     if text.startswith("X has"):
         text = re.sub(r"\bfeature(\(s\))? (?=['\[\d])", r"column\1 ", text)

@@ -488,10 +488,15 @@ def _shown(weights: np.ndarray, n_rows: int, estimator=None) -> np.ndarray:
     in rows, not weight (weights summing to 1 hid every component), so
     that the picture is the same whatever rows are plotted (from an audit:
     a component of weight 0.04 vanished on 10 held-out rows, and
-    switched-off ones came back on 5,000); else (a scikit-learn model, a
-    file saved before they were recorded) the ``n_rows`` plotted."""
+    switched-off ones came back on 5,000); for a file saved before they
+    were recorded, its fit's weight (``_fit_mass``, ``class_count_``); else
+    (a scikit-learn model) the ``n_rows`` plotted."""
     w = np.asarray(weights, dtype=np.float64)
     rows = getattr(estimator, "_class_rows" if w.ndim == 2 else "_rows_seen", None)
+    if rows is None:
+        # A file saved before rows were recorded: its fit's weight (the
+        # release before this one drew by it), else the rows plotted.
+        rows = getattr(estimator, "class_count_" if w.ndim == 2 else "_fit_mass", None)
     if rows is None:
         rows = max(n_rows, 1)
     else:

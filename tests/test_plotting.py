@@ -1416,3 +1416,9 @@ def test_components_drawn_count_rows_not_weight_and_follow_partial_fit():
     assert small._rows_seen == 5020 and carried == 3
     ax = plot_clusters_2d(small, X[:10])
     assert len(_ellipses(ax)) == 2 * carried                  # two sigma levels each
+    # A model saved before the rows were recorded (no _rows_seen): its fit's
+    # weight, as that release drew, not the 10 rows plotted (a third review).
+    old = BayesianGMM(3, **kw).fit(np.vstack([X[:800], X[-40:]]))
+    assert old.weights_.min() < 0.05
+    del old._rows_seen
+    assert len(_ellipses(plot_clusters_2d(old, X[:10]))) == 6

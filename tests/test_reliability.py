@@ -1065,6 +1065,14 @@ def test_discrete_check_from_a_second_review():
     X[:150] = [0.7, -0.4]
     with pytest.warns(UserWarning, match=r"feature\(s\) 0 \(the value 0.7 held by 2% of the rows"):
         BayesianGMM(6, covariance_type="diag", random_state=0, **CPU).fit(X)
+    # (From a third review.) Weights that are not whole numbers leave the
+    # rows as they are: one light row, or survey-like weights, had made the
+    # continuous features "few values" and hid the point mass.
+    light = np.ones(len(X))
+    light[-1] = 1e-3
+    for w in (light, np.random.default_rng(5).uniform(0.5, 2.0, len(X))):
+        with pytest.warns(UserWarning, match=r"feature\(s\) 0 \(the value 0.7 held by 2% of "):
+            BayesianGMM(6, covariance_type="diag", random_state=0, **CPU).fit(X, sample_weight=w)
     counts = np.array([100, 300, 1000, 300, 100])
     vals = np.arange(1.0, 6.0)[:, None]
     kw = dict(covariance_type="diag", random_state=0, **CPU)
