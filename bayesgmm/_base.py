@@ -961,8 +961,9 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
         f"{said} (a duplicated column, one quantity in two units, a total beside its parts): "
         f"with covariance_type={family.name!r} the variance across such a "
         f"direction ends at the prior's floor, which dominates log-likelihoods, scores and "
-        f"BIC{fewer}; leave out {drop}, or use covariance_type='diag'{scale_too}", UserWarning,
-        stacklevel=5)
+        f"BIC{fewer}; leave out {drop}{scale_too} (covariance_type='diag' has no such floor, "
+        f"but counts a copied column twice: with n_components='auto' it splits the clusters "
+        f"into many)", UserWarning, stacklevel=5)
 
 
 #: A prior mean farther than this many of its standard deviations from the

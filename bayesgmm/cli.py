@@ -2014,11 +2014,12 @@ def _message(exc: Exception, args=None) -> str:
                   "column(s) that are linear combinations", text)
     text = re.sub(r"(?:n_components|-k)='auto'", "-k auto", text)
     text = re.sub(r" \(for features only nearly dependent, a covariance prior scale .*?also "
-                  r"resolves it\)$", "", text)     # no such option here
-    text = re.sub(r"; leave out (\[.*\]), or use --covariance-type diag",
-                  r"; leave \1 out of --columns, or use --covariance-type diag"
+                  r"resolves it\)", "", text)     # no such option here
+    text = re.sub(r"; leave out (\[.*\]) \(--covariance-type diag has no such floor",
+                  r"; leave \1 out of --columns (--covariance-type diag has no such floor"
                   if not _is_npy(path) else
-                  r"; save the array without \1, or use --covariance-type diag", text)
+                  r"; save the array without \1 (--covariance-type diag has no such floor",
+                  text)
     # The library names the features (the file's columns) a message is about.
     if text.startswith("X has"):
         text = re.sub(r"\bfeature(\(s\))? (?=['\[\d])", r"column\1 ", text)
