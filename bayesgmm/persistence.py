@@ -651,7 +651,9 @@ def _check_state(kind: str, a: dict, params: dict) -> None:
     # the methods, but take part in the frame's sums: finite, weight >= 0.
     if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
         raise _Corrupt("weights_ are not finite and non-negative")
-    if np.any(np.abs(np.where(real, w, 0.0).sum(1) - 1) > 1e-6):
+    with np.errstate(over="ignore", invalid="ignore"):   # 1e308 + 1e308: refused, not warned
+        total = np.where(real, w, 0.0).sum(1)
+    if not np.all(np.abs(total - 1) <= 1e-6):
         raise _Corrupt("weights_ do not sum to 1")
     if not np.all(np.isfinite(m[real])):
         raise _Corrupt("means_ hold non-finite values")
