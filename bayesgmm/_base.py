@@ -479,14 +479,18 @@ POINT_MASS_MIN_SHARE = 0.01
 def _check_rows(data: "FitData", classes: Optional[np.ndarray]):
     """The rows the fit-end checks read, in the data's units, with their
     weights (None: each once) and, for a classifier, their classes: the
-    data in memory, or out of core the first pass's sample (a mixture's
-    rows for the priors' spread, a classifier's seeding rows); None where
-    there are none (a warm start out of core) or several processes fit."""
-    if data.reduce is not None:
-        return None
+    data in memory (over several processes, this process's shard: each
+    checks its own), or out of core the first pass's sample (a mixture's
+    rows for the priors' spread, a classifier's seeding rows: without
+    ``classes`` whichever the fit collected); None where there are none (a
+    warm start out of core, or out of core over several processes)."""
     if data.X is not None:
         return data.X, data.weight, classes
-    picked = (data.samples or {}).get("spread" if classes is None else "seed")
+    if data.reduce is not None:
+        return None
+    samples = data.samples or {}
+    picked = samples.get("seed") if classes is not None else (
+        samples.get("spread") or samples.get("seed"))
     if picked is None:
         return None
     X = picked[0].double().cpu().numpy() * data.std.scale + data.std.center
@@ -506,8 +510,8 @@ def _snap(value: float, sd: float) -> float:
 
 def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
                            means: np.ndarray, covariances: np.ndarray, family: Covariance,
-                           names, rows, labels=None, classes: Optional[np.ndarray] = None
-                           ) -> None:
+                           names, rows, labels=None, classes: Optional[np.ndarray] = None,
+                           said: Optional[set] = None, stacklevel: int = 5) -> None:
     """One ``UserWarning`` when fitted components sit on a single value of a
     feature: one of few distinct values (counts, ratings, codes, flags,
     rounded measurements), or a value many rows repeat in a feature of many
@@ -534,7 +538,10 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
     attributes in the data's units (a classifier's with a leading class
     axis, NaN padded; ``labels`` its classes, ``classes`` each row of
     ``data.X``'s class index, ``rows`` its per-class row counts); constant
-    features are said by :func:`warn_constant_features`."""
+    features are said by :func:`warn_constant_features`.  ``said``: the
+    (component, feature) pairs said before (by a fit and its ``partial_fit``
+    chunks): a finding of none but those is not said again; a finding said
+    adds its pairs.  ``stacklevel``: the user's line's, from the warning."""
     checked = _check_rows(data, classes)
     if checked is None or data.n_total < 2:
         return
@@ -553,7 +560,8 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
         V = C
     sd = np.asarray(data.moments[1], dtype=np.float64)
     const = np.zeros(D, bool) if data.constant is None else np.asarray(data.constant, bool)
-    share = 0.5 / np.asarray(rows, dtype=np.float64)
+    with np.errstate(divide="ignore"):      # a class without rows in a chunk: none used
+        share = 0.5 / np.asarray(rows, dtype=np.float64)
     used = np.isfinite(W) & (W >= (share[:, None] if share.ndim else share))
     with np.errstate(invalid="ignore"):
         narrow = used[..., None] & (V < DISCRETE_CHECK_RATIO * sd ** 2) & ~const
@@ -631,6 +639,11 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
                            float(held[first]) / total)
     if not on.any():
         return
+    if said is not None:
+        pairs = set(map(tuple, np.argwhere(on).tolist()))
+        if pairs <= said:
+            return
+        said |= pairs
     feats = np.flatnonzero(on.reshape(-1, D).any(0))
     hit = on.any(-1)
     counted: list = []
@@ -674,7 +687,8 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
         f"below a twelfth of the squared gap to the neighbouring value{repeated}): a Gaussian "
         f"can shrink onto a value that many rows share, where its density, and with it the "
         f"log-likelihood, scores and BIC, grows without bound, so such a component describes "
-        f"that value rather than a cluster; {'; '.join(remedies)}", UserWarning, stacklevel=5)
+        f"that value rather than a cluster; {'; '.join(remedies)}", UserWarning,
+        stacklevel=stacklevel)
 
 
 def warn_unused_components(estimator: str, weights: np.ndarray, rows, real=None,
@@ -904,21 +918,19 @@ def warn_dependent_features(estimator: str, data: "FitData", names, family: Cova
     observe every feature, standardised, constant features left out: in
     column order, a feature whose variance the features kept before it
     explain but for :data:`DEPENDENT_RTOL` is named with those it combines,
-    and the remedy names every such feature.  In one process, and at most
-    2^32 multiply-adds.  Where the user's ``priors`` set
-    ``covariance_scale`` only exact dependences (up to rounding) are said:
-    for features nearly dependent that scale is the remedy, theirs to set."""
-    if family.name not in ("full", "tied") or data.reduce is not None or data.n_total < 3:
+    and the remedy names every such feature.  On this process's rows (over
+    several processes each checks its shard), at most 2^32 multiply-adds.
+    Where the user's ``priors`` set ``covariance_scale`` only exact
+    dependences (up to rounding) are said: for features nearly dependent
+    that scale is the remedy, theirs to set."""
+    if family.name not in ("full", "tied") or data.n_total < 3:
         return
     given_scale = isinstance(priors, Priors) and priors.covariance_scale is not None
-    if data.X is not None:
-        Z = data.X[spread_rows(data.X.shape[0])]
-        Z = (Z - data.std.center) / data.std.scale
-    else:
-        picked = (data.samples or {}).get("spread") or (data.samples or {}).get("seed")
-        if picked is None:
-            return
-        Z = picked[0].double().cpu().numpy()
+    checked = _check_rows(data, None)
+    if checked is None:
+        return
+    Z = checked[0] if data.X is None else checked[0][spread_rows(checked[0].shape[0])]
+    Z = (Z - data.std.center) / data.std.scale
     keep = ~np.asarray(data.constant, bool) if data.constant is not None else \
         np.ones(Z.shape[1], bool)
     cols = np.flatnonzero(keep)
@@ -1286,6 +1298,63 @@ def fit_data(X: np.ndarray, sample_weight, family: Covariance, device: torch.dev
     check_weight_range(mass, span, bool(totals[2]), Xt.dtype, reduce, device)
     return FitData(X, w, keep, std, Xt, wt, moments, mass, observed_mass, n_total, reduce,
                    constant=constant, n_local=int(X.shape[0]))
+
+
+#: A ``partial_fit`` chunk is checked on at most this many of its rows (a
+#: fixed-seed sample): the check of 10^5 rows in 20-D cost as much as the
+#: chunk's update (from a review); ratings repeat each value many times in
+#: far fewer rows.
+CHUNK_CHECK_ROWS = 2048
+
+
+#: ``partial_fit`` checks its chunk on each of a stream's first calls up to
+#: this many, then on every this-many-th: a collapse is said at most that
+#: many calls late, and a long stream pays for a check every that many
+#: calls (one check of a 1,000-row chunk in 20-D cost as much as its
+#: update; checks at powers of two only said a collapse up to T calls late,
+#: or never: from two reviews).
+CHUNK_CHECK_EVERY = 16
+#: A chunk of fewer rows than this is not checked: a few rows cannot show
+#: a feature's values (two to five continuous rows with whole-number
+#: weights, cluster-sized gaps apart, read as a feature of few values).
+CHUNK_CHECK_MIN_ROWS = 50
+
+
+def checked_call(n: int, rows: int) -> bool:
+    """Whether a later ``partial_fit`` call checks its chunk of ``rows``
+    rows (of positive weight), from ``n_partial_fits_`` after it: each of
+    the first :data:`CHUNK_CHECK_EVERY` (a stream begun by ``partial_fit``
+    counts its first chunk, the fit's, as 1), then every
+    :data:`CHUNK_CHECK_EVERY`-th, with at least :data:`CHUNK_CHECK_MIN_ROWS`
+    rows."""
+    return n >= 1 and (n <= CHUNK_CHECK_EVERY or n % CHUNK_CHECK_EVERY == 0) \
+        and rows >= CHUNK_CHECK_MIN_ROWS
+
+
+def chunk_data(X: np.ndarray, w: Optional[np.ndarray], labels: Optional[np.ndarray] = None
+               ) -> tuple[FitData, Optional[np.ndarray]]:
+    """A ``partial_fit`` chunk (validated, its rows of positive weight, with
+    a classifier's class indices ``labels``) as the fit-end checks read it
+    (:func:`warn_discrete_features`): at most :data:`CHUNK_CHECK_ROWS` of
+    its rows (of each class's), in memory, in one process, with their own moments and
+    constant features, in float64 on the CPU; and those rows' labels."""
+    groups = [np.arange(X.shape[0])] if labels is None else \
+        [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    if any(g.size > CHUNK_CHECK_ROWS for g in groups):
+        # Per class: a rare class keeps its rows (a class of 0.1% of a
+        # 50,000-row chunk kept two of a sample over the chunk: a review).
+        rng = np.random.default_rng(0)
+        rows = np.sort(np.concatenate([g if g.size <= CHUNK_CHECK_ROWS else
+                                       rng.choice(g, CHUNK_CHECK_ROWS, replace=False)
+                                       for g in groups]))
+        X, w = X[rows], None if w is None else w[rows]
+        labels = None if labels is None else labels[rows]
+    std, Xt, moments = Standardizer.fit_to(X, torch.device("cpu"), dtype=torch.float64,
+                                           weight=w)
+    constant = constant_features(*value_range(X), moments[0], None, None)
+    mass = float(X.shape[0] if w is None else w.sum())
+    return FitData(X, w, None, std, Xt, None, moments, mass, None, int(X.shape[0]),
+                   constant=constant, n_local=int(X.shape[0])), labels
 
 
 def exact_constants(std: Standardizer, Xt: torch.Tensor, moments: tuple, constant: np.ndarray,
@@ -1726,6 +1795,10 @@ def guard_stage(stage: str, params: MixtureParams, losses: torch.Tensor,
 class MixtureBase:
     """Mixin for the estimators: settings, fit wrapper, covariance
     attributes, persistence.  Subclasses implement ``_fit``."""
+
+    #: Rebuilt, not saved: the discrete-value findings said so far in this
+    #: fit and its partial_fit stream (not repeated chunk after chunk).
+    _persist_exclude = ("_discrete_said",)
 
     def _settings(self, available: bool = True) -> FitSettings:
         """The fit's settings, checked (``available``: whether the device

@@ -154,7 +154,7 @@ class MissingRows:
         component log joints (m, K), or class log-likelihoods (m, C) with
         ``per_class``, relative to each row's best, and that best as the
         ``lead`` to add (m,) (-inf past float64's range)."""
-        from .fitting import far_observed_log_prob, observed_component_log_prob
+        from .fitting import observed_component_log_prob
 
         if self._params64 is None:
             self._params64 = self.params.map(lambda t: t.double())
@@ -179,17 +179,27 @@ class MissingRows:
         lead = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         s = s - lead.unsqueeze(-1)
         if bool(far.any()):
-            # Directions formed without z, which overflows past ~1e308 x the
-            # spread; a missing entry is placed at the centre (no part of
-            # the direction), then marked missing again.
-            rows = raw[far].double()
-            centre = torch.as_tensor(self.std.center, dtype=torch.float64, device=rows.device)
-            u, log_s = _directions(torch.where(torch.isnan(rows), centre, rows),
-                                   self.std.center, self.std.scale)
-            u = torch.where(torch.isnan(rows), torch.full_like(u, math.nan), u)
-            rel, lead[far] = far_observed_log_prob(u, log_s, p, self.family)
+            rel, lead[far] = self.far(raw[far])
             s[far] = (torch.logsumexp(rel, -2) if per_class else rel).t()
         return s, lead
+
+    def far(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The far-point rule for rows ``raw`` (m, D) with NaN, in the data's
+        units: their component log joints relative to a lead, (..., K, m),
+        and the lead (m,) (:func:`bayesgmm.fitting.far_observed_log_prob`).
+        Directions are formed without z, which overflows past ~1e308 x the
+        spread; a missing entry is placed at the centre (no part of the
+        direction), then marked missing again."""
+        from .fitting import far_observed_log_prob
+
+        if self._params64 is None:
+            self._params64 = self.params.map(lambda t: t.double())
+        rows = raw.double()
+        centre = torch.as_tensor(self.std.center, dtype=torch.float64, device=rows.device)
+        u, log_s = _directions(torch.where(torch.isnan(rows), centre, rows),
+                               self.std.center, self.std.scale)
+        u = torch.where(torch.isnan(rows), torch.full_like(u, math.nan), u)
+        return far_observed_log_prob(u, log_s, self._params64, self.family)
 
 
 #: Rows farther than this from the fitted mixture (in its standardised
@@ -348,7 +358,11 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     Diagonal precisions on the CPU take the expanded route
     (:func:`~bayesgmm.fitting.expanded_route`, its bound for the model's
     ``dtype``): there a missing coordinate's conditional mean and variance
-    are the component's own."""
+    are the component's own.  Rows whose observed coordinates lie beyond
+    :data:`FAR` (or whose terms overflow, past ~1e154 of the spread) are
+    weighed between components by the far-point rule of the scores
+    (:meth:`MissingRows.far`): their responsibilities are those
+    ``predict_proba`` gives, never NaN."""
     from .fitting import (expanded_bound, expanded_log_normal, expanded_route, observed_terms,
                           square_terms)
 
@@ -360,8 +374,10 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
     c = torch.as_tensor(std.center, dtype=torch.float64, device=device)
     s = torch.as_tensor(std.scale, dtype=torch.float64, device=device)
     log_w = torch.log(params.weights[0]).unsqueeze(-1)
+    real = torch.isfinite(log_w)                                            # (K, 1)
     step = max(1, CHUNK_ELEMENTS // (K * D * D))
     zero = torch.zeros((), dtype=torch.float64, device=device)
+    scorer = None            # the far-point rule, made on the first far row
     with torch.no_grad():
         for a in range(0, rows.size, step):
             idx = rows[a:a + step]
@@ -376,6 +392,14 @@ def fill_missing(X: np.ndarray, rows: np.ndarray, out: np.ndarray, std, params, 
                 logn, y, ccov, inv = observed_terms(zT, oT, params, family)
                 cond = params.means[0].unsqueeze(-1) + y[0]                 # (K, D, m)
             logr = torch.log_softmax(logn[0] + log_w, 0)                    # (K, m)
+            # (Components of weight 0, a classifier's padding, are -inf by
+            # their weight, not by overflow: every row was sent to the rule.)
+            far = ~(z.abs().amax(-1) <= FAR) | ~(torch.isfinite(logn[0]) | ~real).all(0)
+            if bool(far.any()):
+                if scorer is None:
+                    scorer = MissingRows(params.map(lambda t: t[0]), family, std)
+                rel, _ = scorer.far(raw[far])
+                logr[:, far] = torch.log_softmax(rel, 0)
             if gen is None:
                 fill = logr.exp().t() @ params.means[0] if expanded else \
                     (logr.exp().unsqueeze(1) * cond).sum(0).t()             # (m, D)

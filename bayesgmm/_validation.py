@@ -99,6 +99,15 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
             select = (f"select the numeric columns (df[{good!r}]) or encode the others as "
                       f"numbers" if good else "encode them as numbers")
             raise NonNumericError(f"{name} has non-numeric column(s) {bad}: {select}")
+        held = [c for c in X.columns if X[c].dtype == object]
+        if held:
+            # Numbers held as objects (df.astype(object), a column of mixed
+            # types): pandas' missing value pd.NA there made numpy's float
+            # conversion fail with a TypeError (from an audit).  Converted
+            # on a shallow copy: the user's frame is left as it is.
+            X = X.copy(deep=False)
+            for c in held:
+                X[c] = pd.to_numeric(X[c]).to_numpy(dtype=np.float64, na_value=np.nan)
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
         default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
             and X.index.step == 1

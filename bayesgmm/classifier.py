@@ -28,7 +28,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, MixtureBase, FitProgress, fit_data
                     rollback_on_error, stream_update, seeded_stream, PARTIAL_FIT_DECAY,
                     PARTIAL_FIT_OFFSET,
                     feature_label, feature_list, refuse_nuts_constant, warn_constant_features,
-                    warn_discrete_features, warn_dependent_features,
+                    warn_discrete_features, warn_dependent_features, chunk_data, checked_call,
                     warn_far_mean_prior, warn_vi_missing, check_threads, fit_threads,
                     check_draws_size)
 from ._options import is_text
@@ -923,10 +923,11 @@ default "empirical"
                                 int(seeds[-1]), s)
         elif self.inference == "nuts":
             self._fit_nuts(data, yi, family, params, pt, int(seeds[-1]), s)
+        self._discrete_said = set()     # (and partial_fit's chunks)
         warn_discrete_features("GMMClassifier", data, self.weights_, self.means_,
                                self.covariances_, family,
                                getattr(self, "feature_names_in_", None), counts,
-                               [_label(v) for v in classes], yi)
+                               [_label(v) for v in classes], yi, said=self._discrete_said)
         return self
 
     #: Step sizes of ``partial_fit`` (as :class:`~bayesgmm.BayesianGMM`'s),
@@ -970,6 +971,10 @@ default "empirical"
         ``n_partial_fits_``; ``loss_`` and ``class_losses_`` become NaN (the
         stream's objective would need a pass over every row seen), and
         ``n_iter_`` and ``converged_`` keep describing the last ``fit``.
+        The calls that bring ``n_partial_fits_`` to 1..16, then every 16th,
+        check their chunk (of 50 rows or more) for components sitting on
+        single values of a feature, as ``fit`` ends with; a finding is said
+        when it names a component or feature not said before in the stream.
         K stays the fitted one per class (with ``n_components="auto"`` the
         first call must follow a ``fit``, which chooses it); the MAP only
         (``inference="map"``), without ``discriminative_steps``, whose
@@ -1131,6 +1136,21 @@ default "empirical"
         self._stream = state
         self.n_effective_components_ = effective_components(self.weights_ *
                                                             self.class_count_[:, None])
+        if not first and checked_call(self.n_partial_fits_, X.shape[0]):
+            # The fit's end check on this chunk's rows, at the updated
+            # components; a finding said before is not repeated (from an
+            # audit: a stream that collapsed onto single values went unsaid).
+            # A new set each call: a copy.copy of the estimator shares the
+            # old one, whose findings must not silence the copy's.
+            said = set(getattr(self, "_discrete_said", ()))
+            chunk, rows = chunk_data(X, w, labels)
+            warn_discrete_features("GMMClassifier", chunk, self.weights_, self.means_,
+                                   self.covariances_, family,
+                                   getattr(self, "feature_names_in_", None),
+                                   np.bincount(rows, minlength=C),
+                                   [_label(v) for v in self.classes_], rows, said=said,
+                                   stacklevel=4)
+            self._discrete_said = said
         return self
 
     def _fit_nuts(self, data, yi: np.ndarray, family, params: MixtureParams, pt,

@@ -26,7 +26,7 @@ from ._base import (INIT_OPTIONS, DeviceLike, InitMethod, MixtureBase, FitProgre
                     check_draws_size, check_result_size, check_threads, fit_context, fit_threads,
                     warn_float32_conditioning,
                     refuse_nuts_constant, rollback_on_error, warn_constant_features,
-                    warn_discrete_features, warn_dependent_features,
+                    warn_discrete_features, warn_dependent_features, chunk_data, checked_call,
                     warn_far_mean_prior, warn_vi_missing)
 from .covariance import CovarianceType
 from .fitting import (Groups, component_log_prob, em_fit, first_best, initial_params,
@@ -705,9 +705,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                             getattr(self, "feature_names_in_", None))
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
+        self._discrete_said = set()     # (and partial_fit's chunks)
         warn_discrete_features("BayesianGMM", data, self.weights_, self.means_,
                                self.covariances_, family,
-                               getattr(self, "feature_names_in_", None), data.n_total)
+                               getattr(self, "feature_names_in_", None), data.n_total,
+                               said=self._discrete_said)
         return self
 
     # ------------------------------------------------------------ posterior
@@ -1424,7 +1426,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         parameters, ``n_effective_components_`` and ``n_partial_fits_``;
         ``loss_`` becomes NaN (the stream's objective would need a pass
         over every row seen), and ``losses_``, ``n_iter_`` and
-        ``converged_`` keep describing the last ``fit``.  K stays the
+        ``converged_`` keep describing the last ``fit``.  The calls that
+        bring ``n_partial_fits_`` to 1..16, then every 16th, check their
+        chunk (of 50 rows or more) for components sitting on single values
+        of a feature, as ``fit`` ends with; a finding is said when it names
+        a component or feature not said before in the stream.  K stays the
         fitted one, so with ``n_components="auto"`` the first call must
         follow a ``fit`` (which chooses K); a first call on an unfitted
         "auto" estimator is refused.  A later call refuses an integer
@@ -1562,6 +1568,19 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             # every row seen): loss_ no longer describes the parameters.
             self.loss_ = math.nan
         self.n_effective_components_ = int(effective_components(self.weights_ * float(total)))
+        if not first and checked_call(self.n_partial_fits_, X.shape[0]):
+            # The fit's end check on this chunk's rows, at the updated
+            # components; a finding said before is not repeated (from an
+            # audit: a stream that collapsed onto single values went unsaid).
+            # A new set each call: a copy.copy of the estimator shares the
+            # old one, whose findings must not silence the copy's.
+            said = set(getattr(self, "_discrete_said", ()))
+            chunk, _ = chunk_data(X, w)
+            warn_discrete_features("BayesianGMM", chunk, self.weights_, self.means_,
+                                   self.covariances_, family,
+                                   getattr(self, "feature_names_in_", None), chunk.n_total,
+                                   said=said)
+            self._discrete_said = said
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:

@@ -622,7 +622,7 @@ def plot_loss_history(estimator, ax=None, *, restarts: bool = True, logy: bool =
     ax.set_ylabel("loss - min + 1 (log scale)" if logy else "loss (negative log joint)")
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return ax
 
 
@@ -731,7 +731,7 @@ def plot_density_1d(estimator, X, ax=None, *, feature=0, rug: bool = True,
                         palette=_labels_palette(values, len(weights)))
     ax.set_xlabel(names[f])
     ax.set_ylabel("density")
-    ax.legend(fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return ax
 
 
@@ -991,7 +991,7 @@ def plot_clusters_2d(estimator, X, ax=None, *, features=(0, 1), labels=None,
         ax.contour(gx, gy, dens, levels=8, colors="0.4", linewidths=0.7)
     ax.set_xlabel(names[fx])
     ax.set_ylabel(names[fy])
-    ax.legend(fontsize="small", markerscale=1.5)
+    ax.legend(loc="best", fontsize="small", markerscale=1.5)
     return ax
 
 
@@ -1148,7 +1148,7 @@ def plot_decision_regions(classifier, X, y, ax=None, *, grid_size: int = 200,
     ax.set_ylim(axes[1][0], axes[1][-1])
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.legend(title="class", fontsize="small", markerscale=1.5)
+    ax.legend(loc="best", title="class", fontsize="small", markerscale=1.5)
     return ax
 
 

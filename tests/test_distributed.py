@@ -218,6 +218,23 @@ SCRIPT = textwrap.dedent('''
     finally:
         for mod in modules:
             mod.SEED_SAMPLE_SIZE = saved
+    # The fit-end checks run on each rank's own shard (they were skipped
+    # over several processes): whole-number ratings, on which components
+    # sit on single values, and a copied column, dependent on its original.
+    import warnings
+    rr = np.random.default_rng(0)
+    ratings = np.round(np.r_[rr.normal(3, 1, 180), rr.normal(7, 1, 180)])[rr.permutation(360)]
+    ratings = ratings[:140, None] if rank == 0 else ratings[140:, None]
+    copied = np.c_[X[shard], 2.54 * X[shard][:, 0]]
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        BayesianGMM(10, covariance_type="diag", random_state=0, device="cpu").fit(
+            ratings, process_group=WORLD)
+        GMMClassifier(5, covariance_type="diag", random_state=0, device="cpu").fit(
+            ratings, (ratings[:, 0] > 5).astype(int), process_group=WORLD)
+        BayesianGMM(2, covariance_type="full", random_state=0, device="cpu").fit(
+            copied, process_group=WORLD)
+    result["checks"] = [str(w.message) for w in rec]
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(result, fh)
     dist.destroy_process_group()
@@ -408,6 +425,21 @@ def test_shards_held_differently_changed_or_with_close_parameters_stop_every_ran
                "fit" in r0[f"changed{after}"]
     assert "random_state must be None, an integer" in r1["bad_seed"]
     assert "other rank(s) of the process group refused their shard" in r0["bad_seed"]
+
+
+def test_fit_end_checks_run_on_every_rank_s_shard(two_ranks):
+    """The checks that end a fit (components on single values of a discrete
+    feature, linearly dependent features) read each rank's own rows: every
+    rank says them (they were skipped over several processes)."""
+    ranks, _ = two_ranks
+    for r in ranks:
+        said = r["checks"]
+        assert any(m.startswith("BayesianGMM: components ") and "sit on a single value of "
+                   "feature(s) 0" in m for m in said), said
+        assert any(m.startswith("GMMClassifier: class 0: ") and "single value" in m
+                   for m in said), said
+        assert any("linear combinations of earlier ones (up to rounding): 3 of [0]" in m
+                   for m in said), said
 
 
 def test_process_group_needs_an_initialised_group():

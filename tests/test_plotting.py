@@ -1422,3 +1422,21 @@ def test_components_drawn_count_rows_not_weight_and_follow_partial_fit():
     assert old.weights_.min() < 0.05
     del old._rows_seen
     assert len(_ellipses(plot_clusters_2d(old, X[:10]))) == 6
+
+
+def test_legends_place_themselves_without_matplotlib_timing_warning(iris, fit_1d, fit_2d):
+    """(Seen in a notebook rebuilt on a loaded machine.)  A legend left at
+    matplotlib's default location warns "Creating legend with loc='best'
+    can be slow with large amounts of data" when placing it takes over a
+    second: on a busy machine the decision regions of 2,000 points did.
+    The helpers ask for loc="best" by name: the same placement, which
+    matplotlib does not warn about (its ``_loc_used_default``)."""
+    X2 = iris[["petal_length", "petal_width"]].to_numpy()
+    y = pd.factorize(iris["species"])[0]
+    clf = GMMClassifier(1, n_init=1, random_state=0, device="cpu").fit(X2, y)
+    (g1, X1), (g2, Xp) = fit_1d, fit_2d
+    axes = [plot_loss_history(g1), plot_density_1d(g1, X1), plot_clusters_2d(g2, Xp),
+            plot_decision_regions(clf, X2, y, grid_size=20)]
+    for ax in axes:
+        legend = ax.get_legend()
+        assert legend is not None and legend._loc == 0 and not legend._loc_used_default

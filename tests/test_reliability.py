@@ -6,6 +6,7 @@ state never corrupted, and the closed-form assignments checked against
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 
@@ -1033,8 +1034,8 @@ def test_discrete_check_from_a_review(tmp_path):
 def test_dependent_check_from_a_review(tmp_path):
     """(From a review.)  One row holding a code (999999) in two independent
     columns made them look dependent; the check is confirmed without rows
-    over 8 sds out.  A classifier fitted out of core is checked on its
-    seeding sample."""
+    over 8 sds out.  Fitted out of core, a mixture is checked on the rows
+    its priors' spread is measured on, a classifier on its seeding sample."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1000, 3))
     X[7, :2] = 999999.0
@@ -1044,11 +1045,98 @@ def test_dependent_check_from_a_review(tmp_path):
     a = rng.normal(size=1000)
     D = np.c_[a, rng.normal(size=1000), 2.54 * a]
     np.save(tmp_path / "d.npy", D)
+    # A mixture out of core, on the rows its priors' spread is measured on.
+    with pytest.warns(UserWarning, match=r"BayesianGMM: feature\(s\) that are linear "
+                                         r"combinations of earlier ones \(up to rounding\): 2 of "
+                                         r"\[0\]"):
+        BayesianGMM(2, n_init=1, random_state=0, **CPU).fit(
+            np.load(tmp_path / "d.npy", mmap_mode="r"))
     with pytest.warns(UserWarning, match=r"GMMClassifier: feature\(s\) that are linear "
                                          r"combinations of earlier ones \(up to rounding\): 2 of "
                                          r"\[0\]"):
         GMMClassifier(2, random_state=0, **CPU).fit(np.load(tmp_path / "d.npy", mmap_mode="r"),
                                                     (a > 0).astype(int))
+
+
+def test_partial_fit_chunks_are_checked_for_components_on_single_values():
+    """(From an audit.)  Later partial_fit calls ran no end-of-fit check: a
+    stream of ratings (whole numbers, two clusters) after a continuous first
+    chunk ended with components on single values (variance 1e-4 on the
+    value 2), unsaid.  Each call checks its chunk at the updated components;
+    a finding already said (by the fit or an earlier chunk) is not repeated,
+    so twenty chunks say it a few times, not twenty."""
+    rng = np.random.default_rng(0)
+    first = np.r_[rng.normal(3, 1, 200), rng.normal(7, 1, 200)][:, None]
+    chunks = [np.round(np.r_[rng.normal(3, 1, 200), rng.normal(7, 1, 200)])[:, None]
+              for _ in range(20)]
+
+    def labels(X):
+        return (X[:, 0] > 5).astype(int)
+
+    def named(message):            # the (class, component) pairs a warning names
+        head = message.split(" of the fit ")[0]
+        parts = re.findall(r"class (\d+): components? ([\d, ]+)", head) or \
+            [("", re.search(r"components? ([\d, ]+)$", head).group(1))]
+        return {(c, int(k)) for c, ks in parts for k in ks.split(",")}
+
+    kw = dict(dtype="float64", random_state=0, **CPU)
+    for est, extra in ((BayesianGMM(6, **kw), {}),
+                       (GMMClassifier(6, **kw), {"classes": [0, 1]})):
+        y = () if isinstance(est, BayesianGMM) else (labels(first),)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            est.partial_fit(first, *y, **extra)
+            assert not [w for w in rec if "single value" in str(w.message)]
+            for X in chunks:
+                est.partial_fit(X, *(() if not y else (labels(X),)))
+        said = [str(w.message) for w in rec if "single value" in str(w.message)]
+        assert 1 <= len(said) <= 6, said
+        for i in range(1, len(said)):  # each names a component newly on a value
+            assert not named(said[i]) <= set().union(*map(named, said[:i])), said
+        assert all(w.filename == __file__ for w in rec      # the user's line
+                   if "single value" in str(w.message))
+        before = len(said)
+        with warnings.catch_warnings(record=True) as rec:   # said already: not again
+            warnings.simplefilter("always")
+            est.partial_fit(chunks[-1], *(() if not y else (labels(chunks[-1]),)))
+        assert len([w for w in rec if "single value" in str(w.message)]) <= 1 and before
+    # Checked on the calls that bring n_partial_fits_ to 1..16, then every
+    # 16th, and on chunks of 50 rows or more.
+    from bayesgmm._base import checked_call
+    assert [n for n in range(1, 50) if checked_call(n, 400)] == list(range(1, 17)) + [32, 48]
+    assert not checked_call(3, 49)
+    # At most 2,048 rows of each class are read: a rare class keeps its rows
+    # (from a review: 2 of 50 were left in a sample over the whole chunk).
+    from bayesgmm._base import chunk_data
+    big = rng.normal(size=(50_000, 2))
+    rare = (np.arange(50_000) % 1000 == 7).astype(int)
+    data, kept = chunk_data(big, None, rare)
+    assert np.bincount(kept).tolist() == [2048, 50] and data.X.shape == (2098, 2)
+    assert chunk_data(big, None)[0].X.shape == (2048, 2)
+    # (From a review.)  A shallow copy keeps its own findings: the copy's
+    # warnings do not silence the original's.
+    import copy
+    fresh = BayesianGMM(6, **kw).partial_fit(first)
+    twin = copy.copy(fresh)
+    for est in (twin, fresh):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for X in chunks[:8]:
+                est.partial_fit(X)
+        assert [w for w in rec if "single value" in str(w.message)]
+    # (From a review.)  Chunks of a few continuous rows with whole-number
+    # weights are not values repeated: no warning (said for 2-5 rows of
+    # weight 2 or 3, the chunk's few values cluster-sized gaps apart; such
+    # chunks are too small to show a feature's values, and not checked).
+    centres = np.array([-6.0, 0.0, 6.0])
+    g = BayesianGMM(3, **kw).fit(np.concatenate([rng.normal(c, 0.5, 200) for c in centres])[:, None])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for i in range(32):
+            n = 2 + i % 4
+            g.partial_fit(rng.normal(centres[rng.integers(0, 3, n)], 0.5)[:, None],
+                          sample_weight=np.full(n, 2.0 + i % 2))
+    assert not [w for w in rec if "single value" in str(w.message)]
 
 
 def test_discrete_check_from_a_second_review():

@@ -684,6 +684,66 @@ def test_impute_is_the_conditional_mean(covariance_type):
         np.testing.assert_allclose(g[m], np.einsum("k,kd->d", r, cond), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_impute_of_rows_far_out_is_the_conditional_mean(covariance_type):
+    """(From an audit.)  Rows observed far beyond the data (1e155, 1e300:
+    finite) were filled with NaN, and drawing for them failed inside
+    torch.multinomial: the responsibilities squared the standardised
+    values.  They take the far-point rule predict_proba takes, and the fill
+    is the conditional mean under those responsibilities (computed here in
+    float64 numpy: linear in the far value, no square)."""
+    rs = np.random.RandomState(0)
+    X = np.r_[rs.randn(100, 2), rs.randn(100, 2) @ [[1.0, 0.6], [0.0, 0.8]] + [4, 1]]
+    gmm = BayesianGMM(2, covariance_type=covariance_type, missing="marginalize",
+                      **CPU).fit(X)
+    cov = gmm._family().matrices(gmm.covariances_, 2, 2)
+    for v in (1e150, 1e155, 1e300, -1e300):
+        for o, m in ((0, 1), (1, 0)):
+            row = np.full((1, 2), np.nan)
+            row[0, o] = v
+            r = gmm.predict_proba(row)[0]
+            want = sum(r[k] * (gmm.means_[k, m] + cov[k][m, o] / cov[k][o, o]
+                               * (v - gmm.means_[k, o])) for k in range(2) if r[k] > 0)
+            got = gmm.impute(row)
+            assert got[0, o] == v
+            np.testing.assert_allclose(got[0, m], want, rtol=1e-9, atol=1e-9)
+            drawn = gmm.impute(row, sample=True, random_state=0)[0, m]
+            assert np.isfinite(drawn)
+            if covariance_type in ("full", "tied"):   # the conditional spread is O(1)
+                np.testing.assert_allclose(drawn, want, rtol=1e-6)
+    clf = GMMClassifier(1, covariance_type=covariance_type, missing="marginalize",
+                        **CPU).fit(X, np.repeat([0, 1], 100))
+    far = np.array([[1e300, np.nan], [np.nan, -1e155]])
+    for y in (None, [1, 0]):
+        assert np.isfinite(clf.impute(far, y)).all()
+        assert np.isfinite(clf.impute(far, y, sample=True)).all()
+
+
+def test_impute_takes_the_far_point_rule_for_far_rows_only(monkeypatch):
+    """(From a review.)  A classifier's padding components (weight 0, where
+    classes have different K) sent every row to the far-point rule; it is
+    for rows far out only (the answers are the same either way: the rule
+    is exact, only slower)."""
+    from bayesgmm import _predict
+    calls = []
+    real_far = _predict.MissingRows.far
+
+    def counted(self, raw):
+        calls.append(raw.shape[0])
+        return real_far(self, raw)
+
+    monkeypatch.setattr(_predict.MissingRows, "far", counted)
+    rs = np.random.RandomState(0)
+    X = np.r_[rs.randn(100, 2), rs.randn(100, 2) + [4, 1]]
+    clf = GMMClassifier([1, 3], missing="marginalize", **CPU).fit(X, np.repeat([0, 1], 100))
+    rows = np.array([[0.5, np.nan], [np.nan, 1.0], [4.0, np.nan]])
+    for y in (None, [0, 0, 1]):
+        clf.impute(rows, y)
+    assert calls == []
+    clf.impute(np.array([[1e300, np.nan], [0.5, np.nan]]))
+    assert calls == [1]
+
+
 def test_impute_draws_follow_the_conditional_distribution():
     """Many draws for one row with one component: their mean and covariance
     are the conditional Gaussian's (a simulation with known truth)."""
