@@ -600,8 +600,12 @@ class Standardizer:
         """Fitted arrays (data units; ``cov`` as scikit-learn's covariances_)
         as standardised tensors."""
         t = lambda v: self._t(v, device, dtype)
-        value = family.from_covariances(torch.from_numpy(np.asarray(cov, dtype=np.float64)))
-        value = family.to_units(value, torch.from_numpy(np.asarray(1.0 / self.scale)))
+        # torch.tensor copies: ``cov`` can be a read-only view (a tied
+        # classifier's shared matrix broadcast to its components), on which
+        # torch.from_numpy warned "The given NumPy array is not writable".
+        value = family.from_covariances(torch.tensor(np.asarray(cov, dtype=np.float64)))
+        value = family.to_units(value, torch.tensor(np.asarray(1.0 / self.scale,
+                                                               dtype=np.float64)))
         return MixtureParams(t(weights), t((np.asarray(means) - self.center) / self.scale),
                              value.to(device=device, dtype=dtype))
 
@@ -611,7 +615,7 @@ class Standardizer:
         w = w / w.sum(-1, keepdims=True)  # exactly on the simplex in float64
         m = params.means.detach().double().cpu().numpy() * self.scale + self.center
         value = family.to_units(params.cov.detach().double().cpu(),
-                                torch.from_numpy(np.asarray(self.scale, dtype=np.float64)))
+                                torch.tensor(np.asarray(self.scale, dtype=np.float64)))
         return w, m, family.covariances(value).numpy()
 
     def loss_offset(self, n_samples, n_components: int, family: Covariance,

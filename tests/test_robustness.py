@@ -980,3 +980,45 @@ def test_squarem_takes_no_step_where_a_covariance_has_no_coordinates():
     alpha, _ = _squarem_jump(theta0, theta1, good, mask, family,
                              torch.full((2,), 4.0, dtype=torch.float64))
     assert (alpha < -1.0).all()
+
+
+READ_ONLY_SCRIPT = r'''
+import os, sys, tempfile, warnings
+import numpy as np
+warnings.simplefilter("error")
+from bayesgmm import BayesianGMM, GMMClassifier
+rs = np.random.RandomState(0)
+X = np.r_[rs.randn(100, 2), rs.randn(100, 2) + 4]
+Xm = X.copy()
+Xm[::7, 1] = np.nan
+y, w = np.repeat([0, 1], 100), np.ones(200)
+for a in (X, Xm, y, w):
+    a.flags.writeable = False       # as pandas 3 hands them out
+path = os.path.join(tempfile.mkdtemp(), "m.bgmm")
+for ct in ("full", "tied", "diag", "spherical"):
+    for Est in (BayesianGMM, GMMClassifier):
+        for k in (1, 2):
+            args = (X,) if Est is BayesianGMM else (X, y)
+            m = Est(k, covariance_type=ct, missing="marginalize", device="cpu",
+                    random_state=0).fit(*args, sample_weight=w)
+            m.predict(Xm), m.score_samples(Xm), m.impute(Xm), m.impute(Xm, sample=True)
+            m.sample(5), m.partial_fit(*args)
+            m.save(path)
+            Est.load(path).impute(Xm)
+print("quiet")
+'''
+
+
+def test_read_only_inputs_and_models_warn_nothing():
+    """(From a review.)  A tied classifier of one component per class warned
+    torch's "The given NumPy array is not writable" at impute: the shared
+    covariance broadcast to the components is a read-only view.  Read-only
+    data (pandas 3's) through fit, predictions, impute, sampling,
+    partial_fit and a saved and loaded model, every covariance type, K = 1
+    and 2, both estimators: no warning.  In a fresh process: torch says it
+    once per process, so an earlier test could have used it up."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", READ_ONLY_SCRIPT], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0 and out.stdout.strip() == "quiet", out.stderr[-3000:]
