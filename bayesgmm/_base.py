@@ -1320,15 +1320,19 @@ CHUNK_CHECK_EVERY = 16
 CHUNK_CHECK_MIN_ROWS = 50
 
 
-def checked_call(n: int, rows: int) -> bool:
+def checked_call(n: int, rows: int, last: int = 0) -> bool:
     """Whether a later ``partial_fit`` call checks its chunk of ``rows``
-    rows (of positive weight), from ``n_partial_fits_`` after it: each of
-    the first :data:`CHUNK_CHECK_EVERY` (a stream begun by ``partial_fit``
-    counts its first chunk, the fit's, as 1), then every
-    :data:`CHUNK_CHECK_EVERY`-th, with at least :data:`CHUNK_CHECK_MIN_ROWS`
-    rows."""
-    return n >= 1 and (n <= CHUNK_CHECK_EVERY or n % CHUNK_CHECK_EVERY == 0) \
-        and rows >= CHUNK_CHECK_MIN_ROWS
+    rows (of positive weight), from ``n_partial_fits_`` after it and the
+    stream's last checked call ``last`` (0: none this session): a chunk of
+    at least :data:`CHUNK_CHECK_MIN_ROWS` rows, on each of the first
+    :data:`CHUNK_CHECK_EVERY` calls (a stream begun by ``partial_fit``
+    counts its first chunk, the fit's, as 1), then once
+    :data:`CHUNK_CHECK_EVERY` calls have passed since the last check (a
+    small chunk on that call hands it to the next large one: from a
+    review, a 30-row chunk on call 32 put the next check at 48)."""
+    last = last if last <= n else 0          # (a count from an earlier stream)
+    return rows >= CHUNK_CHECK_MIN_ROWS and n >= 1 and (
+        n <= CHUNK_CHECK_EVERY or n - last >= CHUNK_CHECK_EVERY)
 
 
 def chunk_data(X: np.ndarray, w: Optional[np.ndarray], labels: Optional[np.ndarray] = None
@@ -1797,8 +1801,9 @@ class MixtureBase:
     attributes, persistence.  Subclasses implement ``_fit``."""
 
     #: Rebuilt, not saved: the discrete-value findings said so far in this
-    #: fit and its partial_fit stream (not repeated chunk after chunk).
-    _persist_exclude = ("_discrete_said",)
+    #: fit and its partial_fit stream (not repeated chunk after chunk), and
+    #: the stream's last checked call.
+    _persist_exclude = ("_discrete_said", "_discrete_checked")
 
     def _settings(self, available: bool = True) -> FitSettings:
         """The fit's settings, checked (``available``: whether the device

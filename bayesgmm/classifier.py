@@ -924,6 +924,7 @@ default "empirical"
         elif self.inference == "nuts":
             self._fit_nuts(data, yi, family, params, pt, int(seeds[-1]), s)
         self._discrete_said = set()     # (and partial_fit's chunks)
+        self._discrete_checked = 0
         warn_discrete_features("GMMClassifier", data, self.weights_, self.means_,
                                self.covariances_, family,
                                getattr(self, "feature_names_in_", None), counts,
@@ -971,10 +972,11 @@ default "empirical"
         ``n_partial_fits_``; ``loss_`` and ``class_losses_`` become NaN (the
         stream's objective would need a pass over every row seen), and
         ``n_iter_`` and ``converged_`` keep describing the last ``fit``.
-        The calls that bring ``n_partial_fits_`` to 1..16, then every 16th,
-        check their chunk (of 50 rows or more) for components sitting on
-        single values of a feature, as ``fit`` ends with; a finding is said
-        when it names a component or feature not said before in the stream.
+        The calls that bring ``n_partial_fits_`` to 1..16, then one every 16
+        calls, check their chunk (of 50 rows or more) for components sitting
+        on single values of a feature, as ``fit`` ends with; a finding is
+        said when it names a (class, component, feature) not said before in
+        the stream.
         K stays the fitted one per class (with ``n_components="auto"`` the
         first call must follow a ``fit``, which chooses it); the MAP only
         (``inference="map"``), without ``discriminative_steps``, whose
@@ -1136,7 +1138,8 @@ default "empirical"
         self._stream = state
         self.n_effective_components_ = effective_components(self.weights_ *
                                                             self.class_count_[:, None])
-        if not first and checked_call(self.n_partial_fits_, X.shape[0]):
+        if not first and checked_call(self.n_partial_fits_, X.shape[0],
+                                        getattr(self, "_discrete_checked", 0)):
             # The fit's end check on this chunk's rows, at the updated
             # components; a finding said before is not repeated (from an
             # audit: a stream that collapsed onto single values went unsaid).
@@ -1151,6 +1154,7 @@ default "empirical"
                                    [_label(v) for v in self.classes_], rows, said=said,
                                    stacklevel=4)
             self._discrete_said = said
+            self._discrete_checked = self.n_partial_fits_
         return self
 
     def _fit_nuts(self, data, yi: np.ndarray, family, params: MixtureParams, pt,

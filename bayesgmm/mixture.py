@@ -706,6 +706,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         self._fit_posterior(posterior, data, family, fit.kept.params, priors, (w, m, c),
                             int(seeds[-1]))
         self._discrete_said = set()     # (and partial_fit's chunks)
+        self._discrete_checked = 0
         warn_discrete_features("BayesianGMM", data, self.weights_, self.means_,
                                self.covariances_, family,
                                getattr(self, "feature_names_in_", None), data.n_total,
@@ -1427,10 +1428,11 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         ``loss_`` becomes NaN (the stream's objective would need a pass
         over every row seen), and ``losses_``, ``n_iter_`` and
         ``converged_`` keep describing the last ``fit``.  The calls that
-        bring ``n_partial_fits_`` to 1..16, then every 16th, check their
-        chunk (of 50 rows or more) for components sitting on single values
-        of a feature, as ``fit`` ends with; a finding is said when it names
-        a component or feature not said before in the stream.  K stays the
+        bring ``n_partial_fits_`` to 1..16, then one every 16 calls, check
+        their chunk (of 50 rows or more) for components sitting on single
+        values of a feature, as ``fit`` ends with; a finding is said when it
+        names a (component, feature) pair not said before in the stream.
+        K stays the
         fitted one, so with ``n_components="auto"`` the first call must
         follow a ``fit`` (which chooses K); a first call on an unfitted
         "auto" estimator is refused.  A later call refuses an integer
@@ -1568,7 +1570,8 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
             # every row seen): loss_ no longer describes the parameters.
             self.loss_ = math.nan
         self.n_effective_components_ = int(effective_components(self.weights_ * float(total)))
-        if not first and checked_call(self.n_partial_fits_, X.shape[0]):
+        if not first and checked_call(self.n_partial_fits_, X.shape[0],
+                                        getattr(self, "_discrete_checked", 0)):
             # The fit's end check on this chunk's rows, at the updated
             # components; a finding said before is not repeated (from an
             # audit: a stream that collapsed onto single values went unsaid).
@@ -1581,6 +1584,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
                                    getattr(self, "feature_names_in_", None), chunk.n_total,
                                    said=said)
             self._discrete_said = said
+            self._discrete_checked = self.n_partial_fits_
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:

@@ -566,7 +566,9 @@ class Standardizer:
         return std, ((Xd - shift) / div).to(dtype), (mean, sd)
 
     def _t(self, v, device, dtype):
-        return torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=dtype, device=device)
+        # A copy (parameters and priors, small): a fitted attribute the user
+        # made read-only warned torch's "not writable" through as_tensor.
+        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=dtype, device=device)
 
     def apply(self, X: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
         """(X - center) / scale as a ``dtype`` tensor on ``device``, computed

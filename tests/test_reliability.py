@@ -1100,11 +1100,25 @@ def test_partial_fit_chunks_are_checked_for_components_on_single_values():
             warnings.simplefilter("always")
             est.partial_fit(chunks[-1], *(() if not y else (labels(chunks[-1]),)))
         assert len([w for w in rec if "single value" in str(w.message)]) <= 1 and before
-    # Checked on the calls that bring n_partial_fits_ to 1..16, then every
-    # 16th, and on chunks of 50 rows or more.
+    # Checked on the calls that bring n_partial_fits_ to 1..16, then once 16
+    # calls have passed since the last check, on chunks of 50 rows or more: a
+    # small chunk on call 32 hands its check to the next large one (from a
+    # review: the next check was at 48).
     from bayesgmm._base import checked_call
-    assert [n for n in range(1, 50) if checked_call(n, 400)] == list(range(1, 17)) + [32, 48]
-    assert not checked_call(3, 49)
+
+    def schedule(sizes):
+        last, done = 0, []
+        for n, rows in enumerate(sizes, 1):
+            if checked_call(n, rows, last):
+                last = n
+                done.append(n)
+        return done
+
+    assert schedule([400] * 49) == list(range(1, 17)) + [32, 48]
+    small = [400] * 49
+    small[31] = small[32] = 30
+    assert schedule(small) == list(range(1, 17)) + [34]
+    assert not checked_call(3, 49) and checked_call(20, 400, 100)   # (an earlier stream's)
     # At most 2,048 rows of each class are read: a rare class keeps its rows
     # (from a review: 2 of 50 were left in a sample over the whole chunk).
     from bayesgmm._base import chunk_data

@@ -1001,6 +1001,9 @@ for ct in ("full", "tied", "diag", "spherical"):
             args = (X,) if Est is BayesianGMM else (X, y)
             m = Est(k, covariance_type=ct, missing="marginalize", device="cpu",
                     random_state=0).fit(*args, sample_weight=w)
+            for v in vars(m).values():     # fitted attributes made read-only too
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False
             m.predict(Xm), m.score_samples(Xm), m.impute(Xm), m.impute(Xm, sample=True)
             m.sample(5), m.partial_fit(*args)
             m.save(path)
@@ -1015,7 +1018,8 @@ def test_read_only_inputs_and_models_warn_nothing():
     covariance broadcast to the components is a read-only view.  Read-only
     data (pandas 3's) through fit, predictions, impute, sampling,
     partial_fit and a saved and loaded model, every covariance type, K = 1
-    and 2, both estimators: no warning.  In a fresh process: torch says it
+    and 2, both estimators, the fitted attributes made read-only too (a
+    third review: weights_ warned through Standardizer._t): no warning.  In a fresh process: torch says it
     once per process, so an earlier test could have used it up."""
     import subprocess
     import sys
