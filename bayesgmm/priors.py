@@ -605,9 +605,12 @@ class Standardizer:
         # torch.tensor copies: ``cov`` can be a read-only view (a tied
         # classifier's shared matrix broadcast to its components), on which
         # torch.from_numpy warned "The given NumPy array is not writable".
-        value = family.from_covariances(torch.tensor(np.asarray(cov, dtype=np.float64)))
+        # On the CPU by name, as from_numpy was: not torch's default device.
+        cpu = torch.device("cpu")
+        value = family.from_covariances(torch.tensor(np.asarray(cov, dtype=np.float64),
+                                                     device=cpu))
         value = family.to_units(value, torch.tensor(np.asarray(1.0 / self.scale,
-                                                               dtype=np.float64)))
+                                                               dtype=np.float64), device=cpu))
         return MixtureParams(t(weights), t((np.asarray(means) - self.center) / self.scale),
                              value.to(device=device, dtype=dtype))
 
@@ -617,7 +620,8 @@ class Standardizer:
         w = w / w.sum(-1, keepdims=True)  # exactly on the simplex in float64
         m = params.means.detach().double().cpu().numpy() * self.scale + self.center
         value = family.to_units(params.cov.detach().double().cpu(),
-                                torch.tensor(np.asarray(self.scale, dtype=np.float64)))
+                                torch.tensor(np.asarray(self.scale, dtype=np.float64),
+                                             device=torch.device("cpu")))
         return w, m, family.covariances(value).numpy()
 
     def loss_offset(self, n_samples, n_components: int, family: Covariance,
