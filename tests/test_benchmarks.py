@@ -95,16 +95,20 @@ def test_the_common_scorer_is_the_mixture_density(tmp_path):
                         C.sklearn_mean_loglik(X, w, m, diag, "diag"), rel_tol=1e-10)
 
 
+#: The two scripts benchmarks/README.md names as printing their tables only.
+TABLES_ONLY = {"accuracy_five_class", "classifier_batched_vs_loop"}
+
+
 def test_help_of_every_script():
-    for name in ("accuracy", "fit_speed", "predict_throughput", "covariance_speed",
-                 "accuracy_covariance", "missing_values", "large_data", "small_n",
-                 "posterior_speed", "calibration", "dp", "classifier_defaults",
-                 "em_acceleration", "startup", "vi_missing", "block_budget"):
+    names = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
+    assert {"accuracy", "streaming", *TABLES_ONLY} <= set(names)
+    for name in names:
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
-        for flag in ("--device", "--quick", "--json"):
-            assert flag in proc.stdout
+        flags = ("--device",) if name in TABLES_ONLY else ("--device", "--quick", "--json")
+        for flag in flags:
+            assert flag in proc.stdout, (name, flag)
 
 
 def test_accuracy_quick(tmp_path):
@@ -545,3 +549,21 @@ def test_pomegranate_leaves_torch_threads_alone():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-1] == "1"
+
+
+def test_streaming_quick(tmp_path):
+    r = run_script("streaming", tmp_path)
+    check_machine(r, "streaming", pomegranate_requested=False)
+    gmm, clf = r["rows"]
+    assert (gmm["kind"], gmm["classes"], clf["kind"], clf["classes"]) == \
+        ("gmm", 1, "classifier", 3)
+    from bayesgmm._base import CHUNK_CHECK_EVERY
+    for row in (gmm, clf):
+        raw = row["raw"]
+        # 20 calls: the first (the fit) untimed, calls 2..16 checked, 17..20 not.
+        assert len(raw["checked"]) == row["checked calls"] == CHUNK_CHECK_EVERY - 1
+        assert len(raw["unchecked"]) == 4 and len(raw["peer"]) == 20
+        assert math.isclose(row["check s"], statistics.median(raw["checked"]) -
+                            statistics.median(raw["unchecked"]))
+        assert math.isclose(row["per call s"], statistics.mean(raw["checked"] + raw["unchecked"]))
+        assert all(0 < t < 60 for t in raw["checked"] + raw["unchecked"] + raw["peer"])
