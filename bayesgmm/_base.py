@@ -158,7 +158,7 @@ def check_draws_size(n_samples, n_draws: int, family: Covariance, K: int, D: int
     chains = n_chains > 1 and requested is not None and n_draws > requested
     check_result_size(f"n_samples={n_samples!r}"
                       + (f" over n_chains={n_chains} ({n_draws} draws kept)" if chains else ""),
-                      DRAWS_WORKING_FACTOR * 8.0 * classes * n_draws * per,
+                      int(DRAWS_WORKING_FACTOR * 8) * int(classes) * int(n_draws) * int(per),
                       f"keep fewer posterior draws (the default: {default})"
                       + (" or run fewer chains (the default: n_chains=4)" if chains else ""))
 
@@ -582,7 +582,10 @@ def _single_value_hits(groups: list, narrow: np.ndarray, M: np.ndarray, V: np.nd
         wt = np.concatenate(wts)
         ties = np.add.reduceat(wt, idx)
         u = np.add.reduceat(val * wt, idx) / ties
-        total = np.bincount(run_seg, weights=ties, minlength=S)
+        # numpy's (pairwise) sum of each segment, as the thresholds were
+        # set on (a sum of run sums moved them by a rounding: two rows at
+        # weight 0.3 sit exactly on the two rows' worth: from a review).
+        total = np.array([wt[b:b + c].sum() for b, c in zip(seg_begin, count)])
         # Rows represented, and a row's worth: whole-number weights are
         # counts of repeated rows (distinct values given with their counts
         # are so many rows); other weights leave the rows as they are, each
@@ -1235,7 +1238,7 @@ def sample_mixture(weights: np.ndarray, means: np.ndarray, cov: np.ndarray, fami
     from .fitting import sample_model
 
     D = means.shape[1]
-    check_result_size(f"n_samples={n_samples}", 8.0 * n_samples * (D + 1),
+    check_result_size(f"n_samples={n_samples}", 8 * int(n_samples) * (int(D) + 1),
                       "draw fewer, or in batches (each call with its own random_state)")
     center = np.zeros(means.shape[1])
     std = Standardizer(center=center, scale=np.ones_like(center))
@@ -1916,7 +1919,7 @@ class MixtureBase:
         # The restarts' seeds and means, at one component of one feature: a
         # huge n_init is refused before anything is drawn (seed_centres
         # checks again at the fit's K and D).
-        check_result_size(f"n_init={s.n_init}", 8.0 * RESTART_COPIES * s.n_init,
+        check_result_size(f"n_init={s.n_init}", 8 * RESTART_COPIES * int(s.n_init),
                           "use fewer restarts (the default: n_init=4)")
         if s.max_iter == 0 and s.em_max_iter == 0:
             raise ValueError("max_iter=0 and em_max_iter=0 leave nothing to fit: "

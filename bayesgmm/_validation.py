@@ -5,6 +5,7 @@ that bad input never reaches torch."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import warnings
@@ -71,7 +72,10 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
     if np.ma.isMaskedArray(X):
         # Masked entries are missing values (NaN): marginalised with
         # missing="marginalize", refused with the usual remedy otherwise.
-        X = np.ma.filled(np.ma.asarray(X).astype(np.float64), np.nan)
+        try:
+            X = np.ma.filled(np.ma.asarray(X).astype(np.float64), np.nan)
+        except OverflowError:
+            raise _too_large(np.ma.getdata(X), name, None) from None
     if pd is not None and isinstance(X, pd.Series):
         X = X.to_frame()
     if pd is not None and isinstance(X, pd.DataFrame):
@@ -106,8 +110,13 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
             # conversion fail with a TypeError (from an audit).  Converted
             # on a shallow copy: the user's frame is left as it is.
             X = X.copy(deep=False)
+            labels = None if isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
+                and X.index.step == 1 else X.index
             for c in held:
-                X[c] = pd.to_numeric(X[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+                try:
+                    X[c] = pd.to_numeric(X[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+                except OverflowError:
+                    raise _too_large(X[c].to_numpy(), name, str(c), labels) from None
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
         default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
             and X.index.step == 1
@@ -139,6 +148,8 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
         if arr.dtype.kind in "OUSV":
             try:
                 arr = arr.astype(np.float64)
+            except OverflowError:
+                raise _too_large(arr, name, None) from None
             except (TypeError, ValueError) as exc:
                 raise NonNumericError(
                     f"{name} must contain numbers, got an array of dtype {arr.dtype} ({exc}): "
@@ -253,8 +264,70 @@ def real_array(value: Any, name: str = "value", *, booleans: bool = False) -> Op
         if given.dtype.kind in kinds:
             return None
         return np.array(given, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):  # ragged, or objects that are not numbers
+    except OverflowError:
+        # A Python int beyond float64's range (10**400): +-inf, as a float
+        # that large would be, so that each caller's refusal of non-finite
+        # values says it (it was "must hold numbers": from an audit).
+        def big(v) -> float:
+            try:
+                return float(v)
+            except OverflowError:
+                return math.inf if v > 0 else -math.inf
+        try:
+            return np.vectorize(big, otypes=[np.float64])(np.asarray(value, dtype=object))
+        except (TypeError, ValueError):
+            return None
+    except (TypeError, ValueError):  # ragged, or objects that are not numbers
         return None
+
+
+def int_digits(v: int) -> int:
+    """The decimal digits of the integer ``|v|``, without ``str`` (which
+    Python refuses past 4,300 digits)."""
+    a = abs(int(v))
+    d = int((max(a.bit_length(), 1) - 1) * 0.30102999566398120) + 1
+    while a >= 10 ** d:
+        d += 1
+    while d > 1 and a < 10 ** (d - 1):
+        d -= 1
+    return d
+
+
+def big_int_text(v: int) -> str:
+    """An integer beyond float64's range, for a message: its sign and digits."""
+    return f"{'a negative' if v < 0 else 'an'} integer of {int_digits(v)} digits"
+
+
+def first_overflow(values) -> Optional[tuple]:
+    """The position (an index tuple) and value of the first entry of
+    ``values`` that ``float`` cannot hold (a Python int past ~1.8e308), or
+    None."""
+    for at, v in np.ndenumerate(np.asarray(values, dtype=object)):
+        try:
+            float(v)
+        except OverflowError:
+            return at, v
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _too_large(values, name: str, column: Optional[str], index=None) -> ValueError:
+    """The error for a number beyond float64's range held as a Python int
+    (an int of 10**400 made numpy's conversion raise a bare OverflowError:
+    from an audit), naming its place (``index``: a DataFrame's row labels,
+    when not the default 0..N-1)."""
+    found = first_overflow(values)
+    where = ""
+    if found is not None:
+        at, v = found
+        row = f"row {at[0]}" + (f" (index label {index[at[0]]!r})" if index is not None else "")
+        place = f"column {column!r}, {row}" if column is not None else \
+            row + (f", column {at[1]}" if len(at) > 1 else "")
+        where = f" ({place}: {big_int_text(v)})"
+    return ValueError(f"{name} holds a number beyond float64's range (about 1.8e308){where}: "
+                      f"rescale the feature (e.g. divide it by a power of ten, or take its "
+                      f"logarithm) or drop the row")
 
 
 def _check_finite(arr: np.ndarray, name: str, columns: Optional[list],
@@ -573,7 +646,10 @@ def check_random_state(value: Any, name: str = "random_state") -> np.random.Rand
 def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:            # an int beyond float64's range (10**400)
+        value = math.inf if value > 0 else -math.inf
     ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
     if not ok:
         finite = "" if np.isfinite(value) else "a finite number "
@@ -632,11 +708,16 @@ def physical_memory() -> Optional[int]:
 
 def check_result_size(setting: str, nbytes: float, remedy: str) -> None:
     """Refuse before any work a result that alone would exceed this machine's
-    memory (``nbytes``: its size; ``setting``: what asked for it, as the
-    user wrote it, e.g. "n_samples=1000000000"), with a ``ValueError``
+    memory (``nbytes``: its size, in Python ints where a setting may be
+    any int: float products of 10**400 overflowed; ``setting``: what asked
+    for it, as the user wrote it, e.g. "n_samples=1000000000"), with a ``ValueError``
     naming it: numpy's ``MemoryError`` or torch's allocator error came from
     deep inside, some only after a whole fit."""
     total = physical_memory()
     if total is not None and nbytes > total:
-        raise ValueError(f"{setting} asks for about {nbytes / 2 ** 30:.3g} GiB, more than this "
+        try:
+            size = f"{nbytes / 2 ** 30:.3g}"
+        except OverflowError:        # an int size past float64's range (n_init=10**400)
+            size = f"1e{int_digits(int(nbytes) // 2 ** 30) - 1}"
+        raise ValueError(f"{setting} asks for about {size} GiB, more than this "
                          f"machine's {total / 2 ** 30:.3g} GiB of memory: {remedy}")

@@ -1554,7 +1554,14 @@ def _read_weights(df, args) -> Optional[np.ndarray]:
             args.decimal != "," and _decimal_comma_example(s) is not None) else ""
         raise CLIError(f"--weights column {name!r} of {args.file!r} is not numeric{example}: "
                        f"it needs one number >= 0 per row{hint}")
-    return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    except OverflowError:            # an integer past float64's range (10**400)
+        from ._validation import big_int_text, first_overflow
+        i, v = first_overflow(s.to_numpy(dtype=object))
+        raise CLIError(f"--weights column {name!r} of {args.file!r} holds "
+                       f"{big_int_text(v)} in data row {i[0] + 1}, beyond float64's range: "
+                       f"weights count how often a row was seen, finite numbers >= 0") from None
 
 
 def _check_weights(weight: np.ndarray, keep: np.ndarray, args) -> np.ndarray:

@@ -109,7 +109,12 @@ def _solve_shift(Nk: torch.Tensor, S1: torch.Tensor, prec: torch.Tensor, prior_p
         return (prec * S1 + prior_prec * prior_shift) / (N * prec + prior_prec)
     A = Nk[..., None, None] * prec + torch.diag_embed(prior_prec).expand_as(prec)
     rhs = (prec @ S1.unsqueeze(-1)).squeeze(-1) + prior_prec * prior_shift
-    return torch.linalg.solve(A, rhs)
+    # A system singular in the fit's precision (float32, a precision of
+    # condition ~1e13) gives NaN means, which the fit's guard turns into
+    # its error naming dtype="float64" (torch's own LinAlgError came from
+    # deep inside: from a property test).
+    shift, info = torch.linalg.solve_ex(A, rhs)
+    return torch.where((info == 0).unsqueeze(-1), shift, torch.full_like(shift, math.nan))
 
 
 def _symmetrize(M: torch.Tensor) -> torch.Tensor:

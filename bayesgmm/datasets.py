@@ -105,7 +105,7 @@ def make_mixture(n_samples: int = 1000, n_components: int = 3, n_features: int =
     # was killed by the OS; 10**30 points overflowed inside numpy).
     V.check_result_size(f"make_mixture(n_samples={n_samples}, n_components={n_components}, "
                         f"n_features={n_features})",
-                        8.0 * (n_samples + 3 * n_components) * n_features + 8.0 * n_samples,
+                        8 * (n_samples + 3 * n_components) * n_features + 8 * n_samples,
                         "ask for fewer points, components or features")
     separation = V.check_float("separation", separation, strict=False)
     min_weight = (min(0.1, 1.0 / n_components) if min_weight is None else
@@ -227,7 +227,7 @@ def make_five_class(random_state=None, n_per_class: int = 2000, n_classes: int =
     # X (2 columns) and y, and every class's clusters (means, scales, counts).
     V.check_result_size(f"make_five_class(n_per_class={n_per_class}, n_classes={n_classes}, "
                         f"max_clusters={max_clusters})",
-                        8.0 * n_classes * (3 * n_per_class + 5 * max_clusters),
+                        8 * n_classes * (3 * n_per_class + 5 * max_clusters),
                         "ask for fewer points, classes or clusters")
     mixtures, counts_all = [], []
     for _ in range(n_classes):
@@ -257,6 +257,6 @@ def make_circles(n_samples: int = 1000, *, noise: Optional[float] = 0.01, factor
     else:
         n_samples = total = V.check_int("n_samples", n_samples, 1)
     # X (2 columns), y and scikit-learn's working copies, in float64.
-    V.check_result_size(f"make_circles(n_samples={n_samples!r})", 8.0 * 6 * total,
+    V.check_result_size(f"make_circles(n_samples={n_samples!r})", 8 * 6 * total,
                         "ask for fewer points")
     return _mc(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)

@@ -1516,7 +1516,8 @@ def seed_centres(points: Sequence[np.ndarray], n_components: int, n_init: int, i
     D = points[0].shape[1]
     # The restarts run as one batch: their centres, and EM's copies of them
     # (parameters, statistics, the accelerator's iterates), at the least.
-    check_result_size(f"n_init={n_init}", 8.0 * RESTART_COPIES * n_init * len(points) * K * D,
+    check_result_size(f"n_init={n_init}",
+                      8 * RESTART_COPIES * int(n_init) * len(points) * int(K) * int(D),
                       "use fewer restarts (the default: n_init=4)")
     out = np.zeros((n_init, len(points), K, D))
 

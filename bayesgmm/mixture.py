@@ -1234,7 +1234,7 @@ class BayesianGMM(MixtureBase, DensityMixin, BaseEstimator):
         n = X.shape[0]
         K, D = self.means_.shape
         if kind == "draws":
-            check_result_size(f"n_samples={n_draws}", 8.0 * n_draws * n,
+            check_result_size(f"n_samples={n_draws}", 8 * int(n_draws) * int(n),
                               f"draw fewer assignments per row ({n_draws} x {n} rows asked), or "
                               f"in batches (each call with its own random_state)")
         J = params.weights.shape[-1]      # components scored: K, or S K for the predictive

@@ -324,7 +324,7 @@ def _check_grid_size(grid_size, dims: int = 1) -> int:
         raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
     from ._validation import check_result_size
     check_result_size(f"grid_size={int(grid_size)}",
-                        8.0 * GRID_POINT_VALUES * float(grid_size) ** dims,
+                        8 * GRID_POINT_VALUES * int(grid_size) ** dims,
                         f"use a smaller grid_size (a {'square ' if dims == 2 else ''}grid of "
                         f"grid_size{'**2' if dims == 2 else ''} points)")
     return int(grid_size)

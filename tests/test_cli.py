@@ -1174,6 +1174,9 @@ def weight_runs(tmp_path_factory):
     # numbers with one word: the message quotes the word and its row
     bad.assign(w=bad["w"].astype(object).where(bad.index != 4, "often")).to_csv(
         root / "text.csv", index=False)
+    # an integer past float64's range among integers: pandas reads Python ints
+    data.assign(w=data["w"].astype(object).where(data.index != 4, 10 ** 400)).to_csv(
+        root / "huge.csv", index=False)
     _with_missing(12).to_csv(root / "missing.csv", index=False)
     empty_row = _with_missing(12)
     empty_row.loc[[6, 9], ["x", "y"]] = np.nan
@@ -1189,7 +1192,7 @@ def weight_runs(tmp_path_factory):
         "w_absent": ("weighted", "--weights", "weight"),
         "w_in_columns": ("weighted", "--weights", "w", "--columns", "x", "w"),
         **{f"w_{name}": (name, "--weights", "w")
-           for name in ("negative", "empty", "inf", "zero", "text")},
+           for name in ("negative", "empty", "inf", "zero", "text", "huge")},
     }
     return root, _run_side_by_side({
         name: ([*_FIT_FAST, root / f"{file}.csv", *extra, "--out", root / f"o_{name}"], False)
@@ -1234,6 +1237,8 @@ def test_script_weights_give_the_fit_of_the_rows_repeated(weight_runs):
                  "(data row(s) [5]): give every row a weight, or pass --dropna")),
     ("w_zero", "--weights column 'w' of '{root}/zero.csv' is 0 in every row: "),
     ("w_text", "--weights column 'w' of '{root}/text.csv' is not numeric ('often', data row 5)"),
+    ("w_huge", ("--weights column 'w' of '{root}/huge.csv' holds an integer of 401 digits in "
+                "data row 5, beyond float64's range: ")),
     ("w_absent", ("--weights column 'weight' not in '{root}/weighted.csv'; available: "
                   "['x', 'y', 'w']")),
     ("w_in_columns", "--weights column 'w' is also named in --columns"),

@@ -1058,6 +1058,106 @@ def test_dependent_check_from_a_review(tmp_path):
                                                     (a > 0).astype(int))
 
 
+def _single_value_reference(groups, narrow, M, V, W, sd):
+    """The single-value test written plainly, one (group, feature) and one
+    component at a time, from warn_discrete_features' docstring (the loop
+    the library ran before it read every feature at once)."""
+    from bayesgmm import _base as B
+
+    on, told = np.zeros_like(narrow), {}
+    for g, X, w in groups:
+        for j in np.flatnonzero(narrow[g].any(0)):
+            seen = ~np.isnan(X[:, j])
+            order = np.argsort(X[seen, j], kind="stable")
+            col = X[seen, j][order]
+            wc = np.ones(col.size) if w is None else w[seen][order]
+            if col.size < 2:
+                continue
+            values, held_by = [], []            # runs within a rounding of each other
+            for x, wx in zip(col, wc):
+                if values and x - values[-1][-1] <= B.DISCRETE_VALUE_RTOL * sd[j]:
+                    values[-1].append(x)
+                    held_by[-1].append(wx)
+                else:
+                    values.append([x])
+                    held_by.append([wx])
+            if len(values) < 2:
+                continue
+            ties = np.array([np.sum(h) for h in held_by])
+            u = np.array([np.sum(np.multiply(v, h)) for v, h in zip(values, held_by)]) / ties
+            total = float(wc.sum())
+            counts = w is None or bool(np.all(wc == np.round(wc)))
+            one_row = 1.0 if counts else total / col.size
+            few = u.size <= B.DISCRETE_MAX_SHARE * (total if counts else col.size)
+            for k in np.flatnonzero(narrow[g][:, j]):
+                mu, v = M[g][k, j], V[g][k, j]
+                inside = np.flatnonzero((u >= mu - 2 * np.sqrt(v)) & (u <= mu + 2 * np.sqrt(v)))
+                near = inside[np.argmax(ties[inside])] if inside.size else \
+                    int(np.argmin(np.abs(u - mu)))      # the nearest; the lower on a tie
+                gap = min(u[near] - u[near - 1] if near > 0 else np.inf,
+                          u[near + 1] - u[near] if near < u.size - 1 else np.inf)
+                held = ties[near]
+                shared = held >= 2 * one_row and held >= 0.5 * W[g][k] * total
+                mass = not few and held >= B.POINT_MASS_MIN_SHARE * total and \
+                    v < B.POINT_MASS_RATIO * sd[j] ** 2
+                if shared and (v < gap ** 2 / 12 or mass):
+                    on[g + (k, j)] = True
+                    if j not in told:
+                        told[j] = (u.size, gap, g, few, u[near], held / total)
+                    elif told[j][2] == g:
+                        told[j] = told[j][:1] + (min(told[j][1], gap),) + told[j][2:]
+    return on, told
+
+
+def test_the_single_value_test_of_all_features_at_once_is_the_plain_one():
+    """_single_value_hits (every class and feature in one pass) against the
+    plain loop above on random mixtures and data: lattices, repeated
+    values, values within a rounding, missing entries, whole and fractional
+    weights, classes without rows, NaN-padded components."""
+    from bayesgmm._base import _single_value_hits
+
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(300):
+        C, K, D, n = rng.choice([0, 1, 3]), rng.integers(1, 5), rng.integers(1, 5), \
+            rng.integers(1, 200)
+        kind = rng.integers(0, 4)
+        X = (rng.integers(0, rng.integers(1, 8), size=(n, D)).astype(float) if kind == 0 else
+             rng.normal(size=(n, D)))
+        if kind == 2:
+            X[rng.random((n, D)) < 0.5] = 2.0
+        if kind == 3:
+            X = np.round(X * 3) + rng.normal(size=(n, D)) * 1e-8
+        X[rng.random((n, D)) < rng.choice([0, 0.1])] = np.nan
+        w = None if rng.random() < 0.4 else (
+            rng.integers(1, 4, n).astype(float) if rng.random() < 0.5 else rng.random(n) + 0.1)
+        shape = (K, D) if C == 0 else (C, K, D)
+        M = rng.normal(size=shape) * 2
+        if kind in (0, 3):
+            M = np.round(M) + rng.normal(size=shape) * rng.choice([0, 1e-3, 0.3])
+        V = 10 ** rng.uniform(-6, 0, size=shape)
+        W = rng.dirichlet(np.ones(K), size=shape[:-2] or None)
+        if C:
+            W[rng.random(W.shape) < 0.1] = np.nan
+        sd = np.nan_to_num(np.nanstd(np.vstack([X, np.zeros((1, D))]), 0), nan=1.0) + 0.1
+        narrow = rng.random(shape) < 0.7
+        labels = None if C == 0 else rng.integers(0, C, n)
+        groups = [(g, X if labels is None else X[labels == g[0]],
+                   None if w is None else (w if labels is None else w[labels == g[0]]))
+                  for g in ([()] if C == 0 else [(c,) for c in range(C)]) if narrow[g].any()]
+        on, told = _single_value_hits(groups, narrow, M, V, W, sd)
+        on_ref, told_ref = _single_value_reference(groups, narrow, M, V, W, sd)
+        np.testing.assert_array_equal(on, on_ref)
+        assert told.keys() == told_ref.keys()
+        for j in told:
+            (n_u, gap, g, few, value, share), ref = told[j], told_ref[j]
+            assert (n_u, g, few) == (ref[0], ref[2], ref[3])
+            np.testing.assert_allclose([gap, share], [ref[1], ref[5]], rtol=1e-12)
+            assert abs(value - ref[4]) <= 1e-6 * sd[j]          # _snap rounds to this
+        found += bool(on.any())
+    assert found > 80          # the cases find components on values, not only none
+
+
 def test_partial_fit_chunks_are_checked_for_components_on_single_values():
     """(From an audit.)  Later partial_fit calls ran no end-of-fit check: a
     stream of ratings (whole numbers, two clusters) after a continuous first
