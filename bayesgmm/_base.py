@@ -524,6 +524,14 @@ def _segment_search(u: np.ndarray, run_start: np.ndarray, nu: np.ndarray, ps: np
     return list(np.moveaxis(out, -1, 0))
 
 
+#: Sums of weights compared by :func:`_single_value_hits` (a value's
+#: weight against two rows' worth, half a component's weight, a share of
+#: the total) hold this much slack: sums of equal weights in different
+#: orders differ by roundings (two rows at weight 0.3 held 0.6 against two
+#: rows' worth of 0.6000000000000001, and were not counted: from a review).
+_WEIGHT_RTOL = 1e-9
+
+
 def _single_value_hits(groups: list, narrow: np.ndarray, M: np.ndarray, V: np.ndarray,
                        W: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, dict]:
     """:func:`warn_discrete_features`'s test, every (group, feature) at once
@@ -608,6 +616,7 @@ def _single_value_hits(groups: list, narrow: np.ndarray, M: np.ndarray, V: np.nd
     # need not be searched (the search was most of the check's time).
     most = np.zeros(S)
     np.maximum.at(most, run_seg, ties)
+    most *= 1.0 + _WEIGHT_RTOL
     checked = narrowG[seg_gi, :, seg_j] & ((count >= 2) & (nu >= 2) & (most >= 2.0 * one_row)
                                            )[:, None] & (most[:, None] >= 0.5 * total[:, None] *
                                                          WG[seg_gi])       # (S, K)
@@ -642,10 +651,11 @@ def _single_value_hits(groups: list, narrow: np.ndarray, M: np.ndarray, V: np.nd
     # Half the component's weight, and two rows' worth, on the value: one
     # on a lone outlier (a singleton component) is not meant.
     held = ties[base + near]
-    shared = (held >= 2.0 * one_row[ps]) & (held >= 0.5 * WG[seg_gi[ps], pc] * total[ps])
+    slack = held * (1.0 + _WEIGHT_RTOL)
+    shared = (slack >= 2.0 * one_row[ps]) & (slack >= 0.5 * WG[seg_gi[ps], pc] * total[ps])
     # In a feature of many values the gaps are small (500 repeated rows
     # among 500 others left a component of variance 1e-5).
-    mass = ~few[ps] & (held >= POINT_MASS_MIN_SHARE * total[ps]) & \
+    mass = ~few[ps] & (slack >= POINT_MASS_MIN_SHARE * total[ps]) & \
         (v < POINT_MASS_RATIO * sd[seg_j[ps]] ** 2)
     hit = shared & ((v < gap ** 2 / 12) | mass)
     onG[seg_gi[ps], pc, seg_j[ps]] = hit
@@ -683,7 +693,8 @@ def warn_discrete_features(estimator: str, data: "FitData", weights: np.ndarray,
     rows distinct), below :data:`POINT_MASS_RATIO` of the feature's
     variance with the value held by :data:`POINT_MASS_MIN_SHARE` of the
     weight.  Values within :data:`DISCRETE_VALUE_RTOL` of the feature's
-    spread are one (float rounding); weights count as repeated rows.  The
+    spread are one (float rounding); whole-number weights count as
+    repeated rows, other weights leave each row worth the mean weight.  The
     rows are those the default priors measure (:func:`spread_rows`, per
     class for a classifier; out of core, :func:`_check_rows`).  Only
     components below :data:`DISCRETE_CHECK_RATIO` of the data's variance

@@ -1318,7 +1318,11 @@ def _integers(column) -> bool:
         return False
     if pd.api.types.is_integer_dtype(column):
         return True
-    v = column.to_numpy(dtype=np.float64)
+    try:
+        v = column.to_numpy(dtype=np.float64)
+    except OverflowError:       # Python ints past float64's range (10**400) among them
+        return all(isinstance(x, (int, np.integer)) or float(x).is_integer()
+                   for x in column.tolist())
     return bool(np.isfinite(v).all() and (v == np.round(v)).all())
 
 
@@ -1519,7 +1523,14 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         if empty:
             raise CLIError(f"column(s) {empty} of {path!r} have no value in any row: leave "
                            f"them out of --columns")
-    values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    except OverflowError:            # an integer past float64's range (10**400)
+        from ._validation import big_int_text, first_overflow
+        (i, j), v = first_overflow(df[columns].to_numpy(dtype=object))
+        raise CLIError(f"column {str(columns[j])!r} of {path!r} holds {big_int_text(v)} in data "
+                       f"row {i + 1}, beyond float64's range: rescale the column (e.g. divide "
+                       f"it by a power of ten) or leave it out of --columns") from None
     finite = np.isfinite(values) | (np.isnan(values) if allow_nan else False)
     if not finite.all():
         j = int(np.flatnonzero(~finite.all(axis=0))[0])

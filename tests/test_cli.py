@@ -1230,6 +1230,28 @@ def test_script_weights_give_the_fit_of_the_rows_repeated(weight_runs):
     assert (first == first[0]).all() and (result["cluster"][120:] != first[0]).all()
 
 
+def test_script_integers_past_float64_in_columns_are_one_line(tmp_path):
+    """A column of integers with one past float64's range (pandas reads
+    Python ints): one error line naming the column and the data row, not
+    numpy's OverflowError; an identifier column holding one is left out
+    by the default columns, as any row index is (from a review)."""
+    x = np.linspace(0.0, 3.0, 30)
+    count = (np.arange(30) * 3).astype(object)
+    count[7] = 10 ** 400
+    pd.DataFrame({"x": x, "count": count}).to_csv(tmp_path / "c.csv", index=False)
+    ids = np.arange(30).astype(object)
+    ids[7] = 10 ** 400
+    pd.DataFrame({"id": ids, "x": x, "y": np.sin(x)}).to_csv(tmp_path / "d.csv", index=False)
+    runs = _run_side_by_side({
+        "count": ([*_FIT_FAST, tmp_path / "c.csv", "--out", tmp_path / "oc"], False),
+        "id": ([*_FIT_FAST, tmp_path / "d.csv", "--out", tmp_path / "od"], False)})
+    err = _one_error_line(runs["count"])
+    assert (f"column 'count' of '{tmp_path}/c.csv' holds an integer of 401 digits in data row 8, "
+            f"beyond float64's range: ") in err
+    assert runs["id"].returncode == 0, runs["id"].stderr
+    assert json.loads((tmp_path / "od" / "params.json").read_text())["features"] == ["x", "y"]
+
+
 @pytest.mark.parametrize("run,message", [
     ("w_negative", "--weights column 'w' of '{root}/negative.csv' holds -1.5 in data row 5: "),
     ("w_inf", "--weights column 'w' of '{root}/inf.csv' holds inf in data row 5: "),
