@@ -1246,8 +1246,14 @@ def test_script_integers_past_float64_in_columns_are_one_line(tmp_path):
         "count": ([*_FIT_FAST, tmp_path / "c.csv", "--out", tmp_path / "oc"], False),
         "id": ([*_FIT_FAST, tmp_path / "d.csv", "--out", tmp_path / "od"], False)})
     err = _one_error_line(runs["count"])
-    assert (f"column 'count' of '{tmp_path}/c.csv' holds an integer of 401 digits in data row 8, "
-            f"beyond float64's range: ") in err
+    if int(pd.__version__.split(".")[0]) < 2:
+        # pandas 1.5 reads the number, and so its column, as text: refused
+        # in one line naming the column, the identifier column too.
+        assert f"column(s) ['count'] of '{tmp_path}/c.csv' hold n" in err
+        assert f"column(s) ['id'] of '{tmp_path}/d.csv' hold n" in _one_error_line(runs["id"])
+        return
+    assert (f"column 'count' of '{tmp_path}/c.csv' holds an integer of 401 digits in data "
+            f"row 8, beyond float64's range: ") in err
     assert runs["id"].returncode == 0, runs["id"].stderr
     assert json.loads((tmp_path / "od" / "params.json").read_text())["features"] == ["x", "y"]
 
@@ -1259,8 +1265,11 @@ def test_script_integers_past_float64_in_columns_are_one_line(tmp_path):
                  "(data row(s) [5]): give every row a weight, or pass --dropna")),
     ("w_zero", "--weights column 'w' of '{root}/zero.csv' is 0 in every row: "),
     ("w_text", "--weights column 'w' of '{root}/text.csv' is not numeric ('often', data row 5)"),
+    # pandas >= 2 reads Python ints; pandas 1.5 reads the number as text
     ("w_huge", ("--weights column 'w' of '{root}/huge.csv' holds an integer of 401 digits in "
-                "data row 5, beyond float64's range: ")),
+                "data row 5, beyond float64's range: "
+                if int(pd.__version__.split(".")[0]) >= 2 else
+                "--weights column 'w' of '{root}/huge.csv' is not numeric ('1000000")),
     ("w_absent", ("--weights column 'weight' not in '{root}/weighted.csv'; available: "
                   "['x', 'y', 'w']")),
     ("w_in_columns", "--weights column 'w' is also named in --columns"),
