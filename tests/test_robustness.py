@@ -315,12 +315,12 @@ def test_integers_beyond_float64_are_clear_errors():
     big = 10 ** 400
     X = np.random.default_rng(0).normal(size=(40, 2))
     rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [-big, 1.0]]
-    framed = pd.DataFrame(rows, columns=["a", "b"], index=list("pqrs"))
+    framed = pd.DataFrame(rows, columns=["a", "b"], index=list("pqrs"), dtype=object)
     for data, place in ((np.array(rows, dtype=object), r"row 3, column 0"),
                          (rows, r"row 3, column 0"),
                          (np.ma.array(rows, mask=[[0, 1], [0, 0], [0, 0], [0, 0]]),
                           r"row 3, column 0"),
-                         (pd.DataFrame(rows, columns=["a", "b"]), r"column 'a', row 3"),
+                         (pd.DataFrame(rows, columns=["a", "b"], dtype=object), r"column 'a', row 3"),
                          (framed, r"column 'a', row 3 \(index label 's'\)")):
         with pytest.raises(ValueError, match=rf"beyond float64's range .*\({place}: a negative "
                                              rf"integer of 401 digits\).*rescale"):
