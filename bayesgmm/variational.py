@@ -131,24 +131,76 @@ def _phi_series(x: torch.Tensor) -> torch.Tensor:
     return (x / 120).add_(1 / 24).mul_(x).add_(1 / 6).mul_(x).add_(0.5).mul_(x).mul_(x)
 
 
-def _grid(q: "InverseScale", points: Optional[int] = None,
-          active: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Offsets d (*batch, n) from the mode in t = log u of the quadrature and
-    sampling grid: from where the log density is _TAIL nats below the
-    mode's, left of it, to the same right of it (:meth:`InverseScale._ends`),
-    at most _STEP x min(sd, _STEP_CAP) apart.  The batch shares n, the
-    largest any element of ``active`` (default: all) needs, or ``points`` if
-    more; at most _MAX_GRID_POINTS (a shape p below ~1e-3 with data would
-    need more: the left tail falls like e^(p t))."""
+def _grid(q: "InverseScale", points: Optional[int] = None) -> torch.Tensor:
+    """Offsets d (*batch, n) from the mode in t = log u of the sampling grid
+    (:func:`_span`), n the most any element needs, or ``points`` if more."""
+    lo, hi, need = _span(q)
+    n = int(need.max().item()) if need.numel() else 2
+    return _points(lo, hi, max(n, points or 2))
+
+
+def _span(q: "InverseScale"):
+    """The grid's ends (lo, hi) as offsets from the mode in t = log u, where
+    the log density is _TAIL nats below the mode's (:meth:`InverseScale._ends`),
+    and the points it needs at a step of _STEP x min(sd, _STEP_CAP), at most
+    _MAX_GRID_POINTS (a shape p below ~1e-3 with data would need more: the
+    left tail falls like e^(p t))."""
     lo, hi = q._ends()
     step = _STEP * torch.clamp(q.sd, max=_STEP_CAP)
-    need = (hi - lo) / step
-    if active is not None:
-        need = need[active]
-    need = int(torch.ceil(need.max()).item()) + 1 if need.numel() else 2
-    n = min(max(need, points or 2), _MAX_GRID_POINTS)
+    need = torch.ceil((hi - lo) / step).clamp(1, _MAX_GRID_POINTS - 1) + 1
+    return lo, hi, need
+
+
+def _points(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
     s = torch.linspace(0.0, 1.0, n, dtype=lo.dtype, device=lo.device)
     return lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * s
+
+
+def _groups(need: torch.Tensor):
+    """Elements (flat indices, or None for all) and the grid length each
+    group shares: one group, or two where that saves a fifth of the points
+    or more (a Dirichlet process's surplus components, p ~ a, need a few
+    times the points of those with data).  One host sync."""
+    v = need.cpu().numpy()
+    if v.size == 0:
+        return []
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    k = np.arange(1, s.size + 1)
+    cost = k * s + (s.size - k) * s[-1]      # the first k on a grid of s[k-1] points
+    best = int(np.argmin(cost))
+    if best == s.size - 1 or cost[best] > 0.8 * cost[-1]:
+        return [(None, max(int(s[-1]), 2))]
+    idx = torch.from_numpy(order).to(need.device)
+    return [(idx[:best + 1], max(int(s[best]), 2)), (idx[best + 1:], int(s[-1]))]
+
+
+def _logf_rel(d: torch.Tensor, bu: torch.Tensor, cu: torch.Tensor):
+    """log f(t0 + d) - log f(t0) of q(u)'s density against dt (t = log u),
+    log f(t) = p t - b u - c u^2 / 2, through the mode's p = b u0 + c u0^2:
+    -b u0 phi(d) - c u0^2 phi(2 d) / 2 with phi(x) = e^x - 1 - x, whose
+    terms keep their digits however narrow the grid (the direct form
+    subtracts numbers ~p apart by O(1)); ``bu``, ``cu``: b u0 and c u0^2
+    (batch shape of d without its last axis).  Also returns phi(2d)."""
+    phi1, phi2 = _phis(d)
+    return phi1.mul_(-bu.unsqueeze(-1)).addcmul_(phi2, cu.unsqueeze(-1), value=-0.5), phi2
+
+
+def _quadrature(p, b, c, t0, lo, hi, n: int):
+    """log Z, E[log u] and E[u^2] of q(u) by the trapezoid rule on n points
+    from lo to hi (offsets from the mode t0 in t), elementwise."""
+    u0 = torch.exp(t0)
+    bu, cu = b * u0, c * u0 * u0
+    d = _points(lo, hi, n)
+    logf, phi2 = _logf_rel(d, bu, cu)
+    w = logf.exp_()                                  # the ends': ~1e-17 of the mass
+    z = w.sum(-1)
+    h = d[..., 1] - d[..., 0]
+    log_z = (p * t0 - bu - 0.5 * cu) + torch.log(z) + torch.log(h)      # log f(t0) + ...
+    dot = lambda x, y: torch.einsum("...i,...i->...", x, y)
+    wd = dot(w, d)
+    # e^(2d) = phi(2d) + 1 + 2d.
+    return log_z, t0 + wd / z, u0 * u0 * (dot(w, phi2) + z + 2 * wd) / z
 
 
 # ----------------------------------------------------------------------------
@@ -182,18 +234,18 @@ class InverseScale:
         # relative to the mode's (<= 0): with a large weight behind a
         # component (p ~ 1e29: sd ~ 1e-15), t0 + d rounds to t0 and
         # log f(t0 + d) (~p) to log f(t0), so the rule would see one point.
-        d = _grid(self, active=~gamma)
-        logf, phi2 = self._logf_rel(d)
-        w = logf.exp_()                                  # the ends': ~1e-17 of the mass
-        z = w.sum(-1)
-        h = d[..., 1] - d[..., 0]
-        peak = p * self.t0 - b * u0 - 0.5 * c * u0 * u0            # log f(t0)
-        log_z = peak + torch.log(z) + torch.log(h)
-        dot = lambda x, y: torch.einsum("...i,...i->...", x, y)
-        wd = dot(w, d)
-        mean_log = self.t0 + wd / z
-        # e^(2d) = phi(2d) + 1 + 2d.
-        mean_sq = u0 * u0 * (dot(w, phi2) + z + 2 * wd) / z
+        lo, hi, groups = self._plan()
+        flat = [x.reshape(-1) for x in (p, b, c, self.t0, lo, hi)]
+        log_z, mean_log, mean_sq = (torch.empty_like(flat[0]) for _ in range(3))
+        for idx, n in groups:
+            args = flat if idx is None else [x[idx] for x in flat]
+            out = _quadrature(*args, n)
+            if idx is None:
+                log_z, mean_log, mean_sq = out
+            else:
+                for whole, part in zip((log_z, mean_log, mean_sq), out):
+                    whole[idx] = part
+        log_z, mean_log, mean_sq = (x.reshape(p.shape) for x in (log_z, mean_log, mean_sq))
         # c = 0 (no data behind the component): Gamma(p, b), exactly (the
         # grid, sized for the others, need not fit its long left tail).
         log_b = torch.log(b)
@@ -201,16 +253,12 @@ class InverseScale:
         self.mean_log = torch.where(gamma, torch.digamma(p) - log_b, mean_log)
         self.mean_sq = torch.where(gamma, p * (p + 1) / (b * b), mean_sq)
 
-    def _logf_rel(self, d: torch.Tensor):
-        """log f(t0 + d) - log f(t0) of the density against dt (t = log u),
-        log f(t) = p t - b u - c u^2 / 2, through the mode's p = b u0 + c u0^2:
-        -b u0 phi(d) - c u0^2 phi(2 d) / 2 with phi(x) = e^x - 1 - x, whose
-        terms keep their digits however narrow the grid (the direct form
-        subtracts numbers ~p apart by O(1)).  Also returns phi(2d)."""
-        u0 = torch.exp(self.t0)
-        bu, cu = (self.b * u0).unsqueeze(-1), (self.c * u0 * u0).unsqueeze(-1)
-        phi1, phi2 = _phis(d)
-        return phi1.mul_(-bu).addcmul_(phi2, cu, value=-0.5), phi2
+    def _plan(self):
+        """The grid's ends and its groups (:func:`_groups`) of flat indices
+        sharing a length; an element with c = 0 (closed forms) needs none."""
+        lo, hi, need = _span(self)
+        need = torch.where(self.c == 0, torch.ones_like(need), need)
+        return lo, hi, _groups(need.reshape(-1))
 
     def _ends(self):
         """Offsets (lo, hi) from the mode in t beyond which the log density
@@ -231,14 +279,14 @@ class InverseScale:
         # it too, where that is >= 1.7 (else b u0 e^1.7 / 2 > _TAIL already).
         hi = torch.minimum(math.sqrt(2 * _TAIL) * self.sd,
                            torch.log(2 * _TAIL / bu).clamp_min(1.7))
+        x = torch.stack([lo, hi])                  # both ends in one pass
         for _ in range(_NEWTON_STEPS):
-            for x in (lo, hi):
-                phi1, phi2 = _phis(x)
-                g = -bu * phi1 - 0.5 * cu * phi2
-                slope = -bu * (phi1 + x) - cu * (phi2 + 2 * x)        # g'(x)
-                new = x - (g + _TAIL) / slope
-                x.copy_(torch.where(torch.isfinite(new) & (new * x > 0), new, x))
-        return lo, hi
+            phi1, phi2 = _phis(x)
+            g = -bu * phi1 - 0.5 * cu * phi2
+            slope = -bu * (phi1 + x) - cu * (phi2 + 2 * x)            # g'(x)
+            new = x - (g + _TAIL) / slope
+            x = torch.where(torch.isfinite(new) & (new * x > 0), new, x)
+        return x[0], x[1]
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log q(u) against du."""
@@ -249,7 +297,8 @@ class InverseScale:
         grid in t (linear interpolation of the CDF between grid points)."""
         shape = self.p.shape
         d = _grid(self, _SAMPLE_POINTS)                                      # (*batch, G)
-        dens = torch.exp(self._logf_rel(d)[0])
+        u0 = torch.exp(self.t0)
+        dens = torch.exp(_logf_rel(d, self.b * u0, self.c * u0 * u0)[0])
         cdf = torch.cumsum(0.5 * (dens[..., 1:] + dens[..., :-1]), -1)
         cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
         cdf = cdf / cdf[..., -1:]

@@ -81,10 +81,11 @@ def test_inverse_scale_moments_against_scipy_quadrature(p, b, c):
 
 
 def test_inverse_scale_batched_as_one_by_one_and_its_grid_ends():
-    """The batch shares one grid length (the longest any element with data
-    needs): each element's answers are those of it alone, an element with
-    c = 0 (closed forms) does not lengthen the grid, and the grid ends
-    where the log density is _TAIL below the mode's, not far beyond."""
+    """The batch shares one or two grid lengths (the longest any element with
+    data in the group needs): each element's answers are those of it alone,
+    an element with c = 0 (closed forms) does not lengthen the grid, and the
+    grid ends where the log density is _TAIL below the mode's, not far
+    beyond."""
     from bayesgmm import variational as V
     g = torch.Generator().manual_seed(0)
     n = torch.rand(40, generator=g, dtype=F64)
@@ -97,16 +98,20 @@ def test_inverse_scale_batched_as_one_by_one_and_its_grid_ends():
         for name in ("log_z", "mean_log", "mean_sq"):
             assert float(getattr(q, name)[i]) == pytest.approx(float(getattr(one, name)),
                                                                rel=1e-12, abs=1e-12)
-    size = V._grid(q, active=q.c > 0).shape[-1]
-    assert size < 400                 # 1142 before the step followed the curvature scale
+    points = lambda q: sum((len(q.p) if idx is None else len(idx)) * n
+                           for idx, n in q._plan()[2])
+    plan = q._plan()[2]
+    assert len(plan) == 2 and plan[0][1] < 150 < plan[1][1] < 400    # 1142 each before
+    assert sorted(torch.cat([idx for idx, _ in plan]).tolist()) == list(range(40))
     with_empty = InverseScale(torch.cat([p, T1(1e-3)]), torch.cat([b, T1(2.0)]),
                               torch.cat([c, T1(0.0)]))
-    assert V._grid(with_empty, active=with_empty.c > 0).shape[-1] == size
+    assert points(with_empty) <= points(q) + plan[0][1]
     assert float(with_empty.mean_log[-1]) == pytest.approx(
         float(torch.digamma(T1(1e-3))) - math.log(2.0), rel=1e-12)
     lo, hi = q._ends()
     for d in (lo, hi):
-        logf = q._logf_rel(d.unsqueeze(-1))[0].squeeze(-1)
+        u0 = torch.exp(q.t0)
+        logf = V._logf_rel(d.unsqueeze(-1), q.b * u0, q.c * u0 * u0)[0].squeeze(-1)
         assert (logf <= -V._TAIL + 1e-9).all()
         assert (logf >= -V._TAIL - 1.0).all()       # Newton closed in from the bounds
 
