@@ -259,4 +259,6 @@ def make_circles(n_samples: int = 1000, *, noise: Optional[float] = 0.01, factor
     # X (2 columns), y and scikit-learn's working copies, in float64.
     V.check_result_size(f"make_circles(n_samples={n_samples!r})", 8 * 6 * total,
                         "ask for fewer points")
+    if noise is not None:       # (10**400 passed scikit-learn's check, then overflowed)
+        noise = V.check_float("noise", noise, minimum=0.0, strict=False)
     return _mc(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)

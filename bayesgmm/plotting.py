@@ -246,7 +246,10 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
         if bad:
             raise ValueError(f"{name} has non-numeric column(s) {bad}: select the numeric "
                              f"columns (e.g. df.drop(columns={bad!r})) or encode them as numbers")
-        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        try:
+            arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        except OverflowError:               # a Python int past float64's range (10**400)
+            raise _column_too_large(X, name) from None
     else:
         try:
             arr = _host(X)                      # a tensor possibly on a GPU
@@ -263,6 +266,9 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
             names = [str(c) for c in fitted]     # the names the model knows its features by
         try:
             arr = arr.astype(np.float64, copy=False)   # numbers as text ("1.5") too, as fit
+        except OverflowError:               # a Python int past float64's range (10**400)
+            from ._validation import _too_large
+            raise _too_large(arr, name, None) from None
         except (TypeError, ValueError):
             if arr.ndim == 2:       # (else the shape is the problem, said below)
                 # The columns that hold text, named as a DataFrame's are (a
@@ -283,6 +289,20 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
                          f"plots need finite values{' or NaN for a missing entry' if allow_nan else ''}; "
                          f"drop those rows first (e.g. X[np.isfinite(X).all(axis=1)])")
     return arr, names
+
+
+def _column_too_large(frame, name: str) -> ValueError:
+    """The library's error for a DataFrame holding an int past float64's
+    range, naming its column (and row label, when not 0..N-1)."""
+    import pandas as pd
+    from ._validation import _too_large, first_overflow
+    values = frame.to_numpy(dtype=object)
+    found = first_overflow(values)
+    j = found[0][1] if found is not None else 0
+    default = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+        and frame.index.step == 1
+    return _too_large(values[:, j], name, str(frame.columns[j]),
+                      None if default else frame.index)
 
 
 def _text_columns(frame) -> list[str]:

@@ -567,3 +567,21 @@ def test_streaming_quick(tmp_path):
                             statistics.median(raw["unchecked"]))
         assert math.isclose(row["per call s"], statistics.mean(raw["checked"] + raw["unchecked"]))
         assert all(0 < t < 60 for t in raw["checked"] + raw["unchecked"] + raw["peer"])
+
+
+def test_vi_real_quick(tmp_path):
+    r = run_script("vi_real", tmp_path)
+    check_machine(r, "vi_real", pomegranate_requested=False)
+    ours, theirs = r["rows"]
+    assert (ours["data"], ours["type"], ours["method"]) == ("iris", "diag", "bayesgmm vi")
+    assert theirs["method"] == "sklearn BayesianGaussianMixture"
+    for row in (ours, theirs):
+        (run,) = row["runs"]                         # --quick: one seed
+        assert (row["N"], row["D"]) == (105, 4)      # the 70% training split of iris
+        assert row["median fit s"] == run["fit s"] > 0
+        assert 1 <= run["effective (w n >= 1)"] <= 4
+        # standardised 4-D data: above one standard Gaussian's mean
+        # log-likelihood (-5.68), below 0
+        assert -6.0 < row["held-out loglik"] == run["held-out loglik"] < 0.0
+    assert 1 <= ours["runs"][0]["n_effective_components_"] <= 4
+    assert theirs["runs"][0]["n_effective_components_"] is None

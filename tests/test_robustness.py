@@ -343,6 +343,24 @@ def test_integers_beyond_float64_are_clear_errors():
         BayesianGMM(1, random_state=0, n_init=big).fit(X)
     with pytest.raises(ValueError, match=r"n_samples=10{400} asks for about 1e3\d\d GiB"):
         m.sample(big)
+    # The plots convert their data themselves; scikit-learn's make_circles
+    # took noise=10**400 and overflowed.
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bayesgmm import plotting
+    from bayesgmm.datasets import make_circles
+    for data, place in ((np.array(rows, dtype=object), r"row 3, column 0"),
+                        (framed, r"column 'a', row 3 \(index label 's'\)")):
+        for draw in (lambda d: plotting.plot_clusters_2d(m, d),
+                     lambda d: plotting.plot_density_1d(m, d),
+                     lambda d: plotting.plot_assignments(d, [0, 0, 1, 1])):
+            with pytest.raises(ValueError, match=rf"beyond float64's range .*\({place}: a "
+                                                 rf"negative integer of 401 digits\)"):
+                draw(data)
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"noise must be a finite number >= 0.0, got inf"):
+        make_circles(10, noise=big)
 
 
 # ----------------------------------------------------------------------------
