@@ -111,7 +111,7 @@ def test_inverse_scale_batched_as_one_by_one_and_its_grid_ends():
     lo, hi = q._ends()
     for d in (lo, hi):
         u0 = torch.exp(q.t0)
-        logf = V._logf_rel(d.unsqueeze(-1), q.b * u0, q.c * u0 * u0)[0].squeeze(-1)
+        logf = V._logf_rel(d.unsqueeze(-1), q.b * u0, q.c * u0 * u0).squeeze(-1)
         assert (logf <= -V._TAIL + 1e-9).all()
         assert (logf >= -V._TAIL - 1.0).all()       # Newton closed in from the bounds
 
@@ -121,17 +121,47 @@ def T1(v):
 
 
 def test_inverse_scale_of_an_empty_component_with_a_tiny_shape():
-    """c = 0 (no data) and p < ~1e-3: the grid's long left tail reaches
+    """c = 0 (no data) and p < ~1e-3: the grid's long left tail reached
     where e^(2d) overflows, and 0 x inf made log_z, E[log u] and E[u^2]
-    NaN (from an independent review).  q is then Gamma(p, b): its closed
-    forms."""
+    NaN (from an independent review).  q is Gamma(p, b), given by its
+    closed forms, which hold where p (p + 1) / b^2 itself would overflow
+    (from a later review: float32 p = 1e20, b = 100 gave inf)."""
     from scipy import special
     T = lambda v: torch.tensor(v, dtype=torch.float64)
-    for p, b in ((1e-3, 1.0), (1e-2, 2.0)):   # (the grid caps its points below ~1e-4)
+    for p, b in ((1e-3, 1.0), (1e-2, 2.0)):
         q = InverseScale(T(p), T(b), T(0.0))
         assert float(q.log_z) == pytest.approx(special.gammaln(p) - p * math.log(b), rel=1e-6)
         assert float(q.mean_log) == pytest.approx(special.digamma(p) - math.log(b), rel=1e-6)
         assert float(q.mean_sq) == pytest.approx(p * (p + 1) / b ** 2, rel=1e-6)
+    for p, b, dtype in ((1e20, 100.0, torch.float32), (1e300, 1e300, torch.float64),
+                        (1e-300, 1e-300, torch.float64)):
+        q = InverseScale(*(torch.tensor(v, dtype=dtype) for v in (p, b, 0.0)))
+        assert float(q.mean_sq) == pytest.approx((p / b) * ((p + 1) / b), rel=1e-6)
+
+
+def test_inverse_scale_in_float32_at_small_shapes():
+    """float32 (the estimators' default dtype) within 2e-6 of float64 where p
+    is small and the grid long: the points near the mode carried the
+    rounding of the far left end, the step was a difference of two rounded
+    points and E[u^2] a sum that cancels (from a review: up to 1e-3 off)."""
+    cases = [(1e-3, 1e-6, 0.1), (0.01, 1e-6, 1.0), (0.1, 0.01, 10.0), (0.05, 0.01, 5.0),
+             (0.01, 1.0, 0.01), (1.0, 0.3, 1.0), (41.0, 2.0, 30.0)]
+    p, b, c = (torch.tensor(v, dtype=F64) for v in zip(*cases))
+    want = InverseScale(p, b, c)
+    got = InverseScale(p.float(), b.float(), c.float())
+    for name in ("log_z", "mean_log", "mean_sq"):
+        w = getattr(want, name)
+        scale = w.abs() if name == "mean_sq" else w.abs().clamp_min(1.0)
+        err = ((getattr(got, name).double() - w).abs() / scale).max()
+        assert float(err) < 2e-6, name
+
+
+def test_inverse_scale_refuses_inputs_that_require_grad():
+    p = torch.tensor([2.0], dtype=F64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"without gradients.*p.detach\(\)"):
+        InverseScale(p, torch.ones(1, dtype=F64), torch.ones(1, dtype=F64))
+    q = InverseScale(p.detach(), torch.ones(1, dtype=F64), torch.ones(1, dtype=F64))
+    assert not q.log_z.requires_grad
 
 
 @pytest.mark.parametrize("p,b,c", [(1e12, 3.0, 2e12), (1.5e29, 0.87, 1.4e28), (1e29, 2.0, 0.0),
