@@ -110,18 +110,15 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
             # conversion fail with a TypeError (from an audit).  Converted
             # on a shallow copy: the user's frame is left as it is.
             X = X.copy(deep=False)
-            labels = None if isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
-                and X.index.step == 1 else X.index
+            labels = row_labels(X)
             for c in held:
                 try:
                     X[c] = pd.to_numeric(X[c]).to_numpy(dtype=np.float64, na_value=np.nan)
                 except OverflowError:
                     raise _too_large(X[c].to_numpy(), name, str(c), labels) from None
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
-        default_index = isinstance(X.index, pd.RangeIndex) and X.index.start == 0 \
-            and X.index.step == 1
         _check_finite(values, name, [str(c) for c in X.columns], allow_nan,
-                      index=None if default_index else X.index, empty_rows=empty_rows)
+                      index=row_labels(X), empty_rows=empty_rows)
         return X
     if X is None or (isinstance(X, (dict, set, frozenset, str, bytes))
                      and not hasattr(X, "tocsr")):      # scipy's dok sparse is a dict
@@ -167,6 +164,15 @@ def as_array_like(X: Any, name: str = "X", allow_nan: bool = False,
         raise NonNumericError(f"{name} must be a 2-D array-like of numbers (an array, a "
                               f"DataFrame, a list of rows or a tensor), got {type(X).__name__}")
     return X
+
+
+def row_labels(frame) -> Any:
+    """A DataFrame's index for messages that name a row, or None where it is
+    the default 0..N-1 (the row number says it)."""
+    import pandas as pd
+    index = frame.index
+    default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+    return None if default else index
 
 
 def _numeric_sequence(X: Any) -> bool:

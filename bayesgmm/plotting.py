@@ -294,15 +294,11 @@ def _as_2d(X, name: str = "X", allow_nan: bool = False,
 def _column_too_large(frame, name: str) -> ValueError:
     """The library's error for a DataFrame holding an int past float64's
     range, naming its column (and row label, when not 0..N-1)."""
-    import pandas as pd
-    from ._validation import _too_large, first_overflow
+    from ._validation import _too_large, first_overflow, row_labels
     values = frame.to_numpy(dtype=object)
     found = first_overflow(values)
     j = found[0][1] if found is not None else 0
-    default = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
-        and frame.index.step == 1
-    return _too_large(values[:, j], name, str(frame.columns[j]),
-                      None if default else frame.index)
+    return _too_large(values[:, j], name, str(frame.columns[j]), row_labels(frame))
 
 
 def _text_columns(frame) -> list[str]:
