@@ -22,7 +22,8 @@ with each factor the exact coordinate-ascent optimum given the others:
   one-dimensional density, ``q(u) ~ u^(p-1) exp(-b u - c u^2 / 2)``
   (:class:`InverseScale`), whose normaliser and moments are computed by
   the trapezoid rule in log u (accurate to ~1e-14: the log density is
-  concave and smooth there; a Gamma's closed forms where c = 0).
+  concave and smooth there; a Gamma's closed forms where c = 0, shifted
+  to first order in c where c is tiny).
 
 Why this family and this engine: it is the largest family that has closed
 form updates, so each iteration costs one E-step over the data, the same
@@ -69,7 +70,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -162,19 +163,21 @@ def _points(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
 def _groups(need: torch.Tensor):
     """Elements (flat indices, or None for all) and the grid length each
     group shares: one group, or two where that saves a fifth of the points
-    or more (a Dirichlet process's surplus components, p ~ a, need a few
-    times the points of those with data).  One host sync."""
+    or more (a Dirichlet process's components with little data, p ~ a,
+    need a few times the points of the others).  Elements that need 0
+    points (closed forms) are in none.  One host sync."""
     v = need.cpu().numpy()
-    if v.size == 0:
+    order = np.flatnonzero(v > 0)
+    if order.size == 0:
         return []
-    order = np.argsort(v, kind="stable")
+    order = order[np.argsort(v[order], kind="stable")]
     s = v[order]
     k = np.arange(1, s.size + 1)
     cost = k * s + (s.size - k) * s[-1]      # the first k on a grid of s[k-1] points
     best = int(np.argmin(cost))
-    if best == s.size - 1 or cost[best] > 0.8 * cost[-1]:
-        return [(None, max(int(s[-1]), 2))]
     idx = torch.from_numpy(order).to(need.device)
+    if best == s.size - 1 or cost[best] > 0.8 * cost[-1]:
+        return [(None if s.size == v.size else idx, max(int(s[-1]), 2))]
     return [(idx[:best + 1], max(int(s[best]), 2)), (idx[best + 1:], int(s[-1]))]
 
 
@@ -219,7 +222,10 @@ class InverseScale:
     batched): the coordinate-ascent optimum for an InverseGamma(a, b)
     prior on sigma (a Gamma(a, b) on u) and Gaussian data with expected
     squared deviations c, p = a + the number of values.  With c = 0 it is
-    the Gamma(p, b) itself, whose closed forms are used.
+    the Gamma(p, b) itself, whose closed forms are used; with c so small
+    that the Gamma's moments shifted to first order in c are exact to
+    rounding (:meth:`_near_gamma`: a Dirichlet process's surplus
+    components, which carry ~1e-12 of a point), those.
 
     ``log_z``, ``mean_log`` (E[log u]) and ``mean_sq`` (E[u^2]) come from
     the trapezoid rule in t = log u on a grid about the mode (:func:`_span`,
@@ -243,14 +249,15 @@ class InverseScale:
         u0 = 2 * p / (b + torch.hypot(b, 2 * c.sqrt() * p.sqrt()))
         self.t0 = torch.log(u0)
         self.sd = torch.rsqrt(p + c * u0 * u0)          # 1 / sqrt(-f''(t0))
-        gamma = c == 0
+        near, r = self._near_gamma()
         # The grid is held as offsets d from the mode, and the log density
         # relative to the mode's (<= 0): with a large weight behind a
         # component (p ~ 1e29: sd ~ 1e-15), t0 + d rounds to t0 and
         # log f(t0 + d) (~p) to log f(t0), so the rule would see one point.
-        lo, hi, groups = self._plan()
+        lo, hi, groups = self._plan(near)
         flat = [x.reshape(-1) for x in (p, b, c, self.t0, lo, hi)]
-        log_z, mean_log, mean_sq = (torch.empty_like(flat[0]) for _ in range(3))
+        # NaN unless a grid or the closed forms give it (a NaN c: neither).
+        log_z, mean_log, mean_sq = (torch.full_like(flat[0], math.nan) for _ in range(3))
         for idx, n in groups:
             args = flat if idx is None else [x[idx] for x in flat]
             out = _quadrature(*args, n)
@@ -260,18 +267,46 @@ class InverseScale:
                 for whole, part in zip((log_z, mean_log, mean_sq), out):
                     whole[idx] = part
         log_z, mean_log, mean_sq = (x.reshape(p.shape) for x in (log_z, mean_log, mean_sq))
-        # c = 0 (no data behind the component): Gamma(p, b), exactly (the
-        # grid, sized for the others, need not fit its long left tail).
-        log_b = torch.log(b)
-        self.log_z = torch.where(gamma, torch.lgamma(p) - p * log_b, log_z)
-        self.mean_log = torch.where(gamma, torch.digamma(p) - log_b, mean_log)
-        self.mean_sq = torch.where(gamma, (p / b) * ((p + 1) / b), mean_sq)
+        # Near the Gamma(p, b) (almost no data behind the component): its closed
+        # forms, shifted to first order in s = c / 2 (the grid, sized for the
+        # others, need not fit their long left tails).  With Y = u^2 under
+        # the Gamma, log Z = log Z_Gamma - s E[Y] + s^2 Var(Y) / 2 - ...,
+        # E[log u] its derivative in p, E[u^2] minus its derivative in s:
+        # E[Y] = p (p + 1) / b^2, s Var(Y) = E[Y] r (r = s (4 p + 6) / b^2).
+        # In float64 where the device has it: lgamma(p) - p log b cancels
+        # (float32: 1e-5 of log Z at p ~ 1e4, against the grid's 6e-7).
+        wide = torch.float64 if p.device.type != "mps" else p.dtype
+        pw, bw, cw, rw = (x.to(wide) for x in (p, b, c, r))
+        log_b = torch.log(bw)
+        m2 = (pw / bw) * ((pw + 1) / bw)
+        s = torch.where(near & (cw > 0), 0.5 * cw, torch.zeros_like(cw))   # c = 0: exactly 0
+        zero = torch.zeros_like(m2)
+        shift = torch.where(s > 0, s * m2, zero)                          # 0 x inf is NaN
+        shift_log = torch.where(s > 0, s * ((2 * pw + 1) / bw) / bw, zero)
+        closed = (torch.lgamma(pw) - pw * log_b - shift * (1 - 0.5 * rw),
+                  torch.digamma(pw) - log_b - shift_log, m2 * (1 - rw))
+        self.log_z, self.mean_log, self.mean_sq = (
+            torch.where(near, x.to(p.dtype), grid)
+            for x, grid in zip(closed, (log_z, mean_log, mean_sq)))
 
-    def _plan(self):
+    def _near_gamma(self):
+        """Where q is the Gamma(p, b) shifted to first order in c (c = 0, or
+        the relative first-order shift of E[u^2], r = c (2 p + 3) / b^2,
+        below 1e-2 sqrt(finfo.eps): the terms left out are below ~2 r^2,
+        ~4e-20 in float64 and ~2e-11 in float32 (a review measured the
+        factors against 60-digit quadrature: 1.7 r^2 in E[u^2], 0.4 r^2 in
+        E[log u], ~p r^3 in log Z)), and r (NaN where c is)."""
+        p, b, c = self.p, self.b, self.c
+        r = torch.where(c == 0, torch.zeros_like(c), c * ((2 * p + 3) / b) / b)
+        return (c == 0) | (r < 1e-2 * math.sqrt(torch.finfo(c.dtype).eps)), r
+
+    def _plan(self, near: Optional[torch.Tensor] = None):
         """The grid's ends and its groups (:func:`_groups`) of flat indices
-        sharing a length; an element with c = 0 (closed forms) needs none."""
+        sharing a length; an element near the Gamma (:meth:`_near_gamma`:
+        closed forms) is in none."""
         lo, hi, need = _span(self)
-        need = torch.where(self.c == 0, torch.ones_like(need), need)
+        near = self._near_gamma()[0] if near is None else near
+        need = torch.where(near, torch.zeros_like(need), need)
         return lo, hi, _groups(need.reshape(-1))
 
     def _ends(self):
@@ -301,6 +336,25 @@ class InverseScale:
             new = x - (g + _TAIL) / slope
             x = torch.where(torch.isfinite(new) & (new * x > 0), new, x)
         return x[0], x[1]
+
+    #: What an instance holds: its parameters, mode, curvature scale and moments.
+    _FIELDS = ("p", "b", "c", "t0", "sd", "log_z", "mean_log", "mean_sq")
+
+    @classmethod
+    def _of(cls, fields: dict) -> "InverseScale":
+        out = cls.__new__(cls)
+        out.__dict__.update(fields)
+        return out
+
+    def select(self, index) -> "InverseScale":
+        """The elements ``index`` of the leading (batch) dimension, moments
+        kept (no quadrature)."""
+        return self._of({f: getattr(self, f)[index] for f in self._FIELDS})
+
+    @classmethod
+    def cat(cls, parts: Sequence["InverseScale"]) -> "InverseScale":
+        """``parts`` joined along the leading dimension, moments kept."""
+        return cls._of({f: torch.cat([getattr(s, f) for s in parts]) for f in cls._FIELDS})
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """log q(u) against du."""
@@ -379,6 +433,26 @@ class VariationalPosterior:
     dof: Optional[torch.Tensor] = None
     wishart_inv: Optional[torch.Tensor] = None
     mask: Optional[torch.Tensor] = None
+
+    def select(self, index) -> "VariationalPosterior":
+        """The mixtures ``index`` of the batch (their factors' moments kept)."""
+        pick = lambda t: None if t is None else t[index]
+        return VariationalPosterior(
+            self.weight_prior, pick(self.weight_a), pick(self.weight_b), pick(self.mean),
+            pick(self.mean_cov), None if self.scale is None else self.scale.select(index),
+            pick(self.dof), pick(self.wishart_inv), pick(self.mask))
+
+    @staticmethod
+    def cat(parts: Sequence["VariationalPosterior"]) -> "VariationalPosterior":
+        """Batches ``parts`` (of one family and weight prior) joined."""
+        join = lambda f: (None if getattr(parts[0], f) is None
+                          else torch.cat([getattr(q, f) for q in parts]))
+        first = parts[0]
+        return VariationalPosterior(
+            first.weight_prior, join("weight_a"), join("weight_b"), join("mean"),
+            join("mean_cov"), None if first.scale is None
+            else InverseScale.cat([q.scale for q in parts]),
+            join("dof"), join("wishart_inv"), join("mask"))
 
     # ---- weights
     def expected_log_weights(self) -> torch.Tensor:
@@ -477,8 +551,11 @@ class VariationalPosterior:
         D = self.mean.shape[-1]
         z = (self.mean - pt.mean_loc) / s0
         var = torch.diagonal(self.mean_cov, dim1=-2, dim2=-1) / (s0 * s0)
-        logdet = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(self.mean_cov),
-                                              dim1=-2, dim2=-1)).sum(-1)
+        if family.diagonal_precision:   # q(means) factorises over features
+            logdet = torch.log(torch.diagonal(self.mean_cov, dim1=-2, dim2=-1)).sum(-1)
+        else:
+            logdet = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(self.mean_cov),
+                                                  dim1=-2, dim2=-1)).sum(-1)
         kl_m = 0.5 * (var.sum(-1) + (z * z).sum(-1) - D + 2 * torch.log(s0).sum() - logdet)
         return kl_w + (kl_m * maskf).sum(-1) + self._kl_cov(pt, family, maskf)
 
@@ -638,8 +715,11 @@ def _update(stats, eff: MixtureParams, pt: PriorTensors, family: Covariance,
         Pm = Nk[..., None, None] * prec + P0
     else:                          # diagonal precisions, counted per feature
         Pm = torch.diag_embed(Nkd * torch.diagonal(prec, dim1=-2, dim2=-1)) + P0
-    mean_cov = torch.cholesky_inverse(torch.linalg.cholesky(Pm))
-    mean_cov = 0.5 * (mean_cov + mean_cov.transpose(-1, -2))
+    if family.diagonal_precision:       # Pm is diagonal: no factorisation
+        mean_cov = torch.diag_embed(torch.diagonal(Pm, dim1=-2, dim2=-1).reciprocal())
+    else:
+        mean_cov = torch.cholesky_inverse(torch.linalg.cholesky(Pm))
+        mean_cov = 0.5 * (mean_cov + mean_cov.transpose(-1, -2))
     counts = Nk if Nkd is None else Nkd
     shift = family.mean_shift(counts, stats.S1, eff.cov, pt, stats.ref)
     S = family.recentre(stats.S2, stats.S1, counts, shift)    # scatter about the new means
@@ -707,8 +787,8 @@ class CaviResult:
     """What :func:`cavi` returns: ``q`` (batch (P,)), its ``elbo`` (P,)
     and the points each of its components carries, ``counts`` (P, K)
     (E_q[N_k], from the E-step that scored it), the ELBO of every iteration
-    ``history`` (T, P), the iterations run and whether every mixture met the
-    tolerance."""
+    ``history`` (T, P), the iterations run (by the longest run), whether
+    every mixture met the tolerance, and which did, ``stopped`` (P,)."""
 
     q: VariationalPosterior
     elbo: torch.Tensor
@@ -716,6 +796,7 @@ class CaviResult:
     history: torch.Tensor
     n_iter: int
     converged: bool
+    stopped: torch.Tensor
 
 
 def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covariance,
@@ -725,10 +806,19 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     """Coordinate-ascent mean-field VB from a point ``start`` (batch (P,),
     e.g. the MAP): the first E-step uses ``start`` as the effective
     parameters; then E-step and updates alternate until the ELBO improves by
-    less than ``tol`` nats per point (or ``max_iter`` iterations).  One pass
+    less than ``tol`` nats per point (or ``max_iter`` iterations; every one
+    with ``tol <= 0``, as the MAP's EM).  One pass
     over the data per iteration: the E-step that scores q also gives the
     statistics of the next update, so the q returned is the last one scored
     (the update after it, which met the tolerance, is not taken).
+
+    Each mixture of the batch stops on its own when it meets the tolerance
+    (it leaves the batch, which runs on with the others): its result is
+    the one it would have run alone (to rounding: the batch's row blocks
+    and quadrature grids depend on its members), and the batch costs the
+    iterations each needs, not P times the slowest's.  Its column of
+    ``history`` then repeats its last ELBO.  A mixture whose ELBO is not
+    finite leaves too (not having met the tolerance).
 
     ``groups`` holds one group that every mixture sees, or one group per
     mixture (the classifier's classes, whose real components ``mask``
@@ -739,9 +829,9 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     if weight_prior != "dirichlet" and mask is not None:
         raise ValueError("padded components (mask) need weight_prior='dirichlet'")
     P = start.weights.shape[0]
-    gidx = _group_index(groups, P, start.weights.device)
-    n = groups.mass.to(torch.float64).clamp_min(1e-300)
-    n = n[gidx] if n.numel() > 1 else n
+    device = start.weights.device
+    gidx = _group_index(groups, P, device)
+    n = groups.mass.to(torch.float64).clamp_min(1e-300)[gidx]      # (P,)
     exact = _exact_missing(groups, family)
     Nkd = None
     eff = start
@@ -750,7 +840,10 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
     else:
         stats = e_step(groups, eff, gidx, family)
     q = _update(stats, eff, pt, family, weight_prior, mask, Nkd)
-    history, converged, it = [], False, 0
+    ids = torch.arange(P, device=device)     # the batch's mixtures still running
+    done = []                                # (ids, q, ELBO, counts) of those that stopped
+    stopped = torch.zeros(P, dtype=torch.bool, device=device)
+    history, it = [], 0
     last = value = None
     for it in range(1, max_iter + 1):
         eff = q.effective(family)
@@ -759,32 +852,41 @@ def cavi(groups: Groups, start: MixtureParams, pt: PriorTensors, family: Covaria
         else:
             stats = e_step(groups, eff, gidx, family)
         value = stats.loglik - q.kl(pt, family)
-        history.append(value)
-        if callback is not None:       # the best restart's
-            callback(it, -float(value.max()))
-        if last is not None and bool(((value - last) / n < tol).all()):
-            converged = True
-            break
+        row = value if not history else history[-1].index_copy(0, ids, value)
+        history.append(row)
+        if callback is not None:       # the best mixture's
+            callback(it, -float(row.max()))
+        if last is not None and tol > 0:
+            bad = ~torch.isfinite(value)              # leaves too, not having met tol
+            met = ((value - last) / n < tol) & ~bad
+            stopped[ids[met]] = True
+            stop = met | bad
+            n_stop = int(stop.sum())                  # one host sync
+            if n_stop == stop.numel():
+                break
+            if n_stop:
+                done.append((ids[stop], q.select(stop), value[stop], stats.Nk[stop]))
+                keep = ~stop
+                ids, q, value, gidx, n = ids[keep], q.select(keep), value[keep], gidx[keep], n[keep]
+                stats = Stats(*(t[keep] for t in (stats.loglik, stats.Nk, stats.S1, stats.S2,
+                                                  stats.ref)))
+                eff = eff.select(keep)
+                Nkd = None if Nkd is None else Nkd[keep]
+                mask = None if mask is None else mask[keep]
         if it == max_iter:
             break
         q = _update(stats, eff, pt, family, weight_prior, mask, Nkd)
         last = value
-    counts = stats.Nk
+    counts = None if value is None else stats.Nk
     if value is None:            # max_iter = 0: score the first update
         value, counts = score(groups, q, pt, family)
+    if done:                     # the stopped ones back in their places
+        done.append((ids, q, value, counts))
+        order = torch.argsort(torch.cat([d[0] for d in done]))
+        q = VariationalPosterior.cat([d[1] for d in done]).select(order)
+        value, counts = (torch.cat([d[i] for d in done])[order] for i in (2, 3))
     hist = torch.stack(history) if history else value.unsqueeze(0)
-    return CaviResult(q, value, counts, hist, it, converged)
-
-
-def _take(q: VariationalPosterior, index) -> VariationalPosterior:
-    """The mixtures ``index`` of q's batch."""
-    pick = lambda t: None if t is None else t[index]
-    out = VariationalPosterior(q.weight_prior, pick(q.weight_a), pick(q.weight_b), pick(q.mean),
-                               pick(q.mean_cov), dof=pick(q.dof), wishart_inv=pick(q.wishart_inv),
-                               mask=pick(q.mask))
-    if q.scale is not None:
-        out.scale = InverseScale(q.scale.p[index], q.scale.b[index], q.scale.c[index])
-    return out
+    return CaviResult(q, value, counts, hist, it, bool(stopped.all()), stopped)
 
 
 def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Covariance,
@@ -840,12 +942,8 @@ def prune(groups: Groups, q: VariationalPosterior, pt: PriorTensors, family: Cov
         b = int(torch.argmax(values))
         if not bool(values[b] > best_elbo[0] + tol * groups.mass.sum()):
             break
-        current, best_elbo, Nk = _take(res.q, slice(b, b + 1)), values[b:b + 1], res.counts[b]
-        # The batch stops when every start met the tolerance or at
-        # max_iter: the kept one met it if its last step gained less.
-        h = res.history[:, b]
-        converged = res.converged or (h.shape[0] > 1 and bool(
-            (h[-1] - h[-2]) / groups.mass.sum().to(h.dtype).clamp_min(1e-300) < tol))
+        current, best_elbo, Nk = res.q.select(slice(b, b + 1)), values[b:b + 1], res.counts[b]
+        converged = bool(res.stopped[b])      # the kept start met the tolerance
     return current, best_elbo, Nk.unsqueeze(0), total, converged
 
 

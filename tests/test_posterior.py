@@ -503,7 +503,7 @@ def test_nuts_with_the_dirichlet_process():
     draw's average, the point attributes are the draws' means, and the
     posterior predictive agrees with VI's on easy data."""
     from bayesgmm.datasets import make_mixture
-    X, _, truth = make_mixture(300, 2, 2, separation=6, random_state=0)
+    X, y, _ = make_mixture(300, 2, 2, separation=6, random_state=0)
     kw = dict(covariance_type="diag", weight_prior="dirichlet_process", random_state=0, **CPU)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)      # tiny run: ESS warnings expected
@@ -518,11 +518,14 @@ def test_nuts_with_the_dirichlet_process():
     assert nuts.n_effective_components_ == vi.n_effective_components_ == 2
     big = np.sort(nuts.weights_)[::-1]
     assert big[:2].sum() > 0.97 and np.all(big[2:] < 0.02)
-    # The two clusters' means, one per heavy component.
+    # The two clusters' means, one per heavy component: near their sample
+    # means (where the posterior concentrates; its sd here is 0.07-0.2, and
+    # the sample means are up to 0.25 from the generator's).
     from scipy.optimize import linear_sum_assignment
+    centres = np.stack([X[y == k].mean(0) for k in range(2)])
     heavy = nuts.means_[np.argsort(nuts.weights_)[-2:]]
-    _, match = linear_sum_assignment(((truth.means[:, None] - heavy[None]) ** 2).sum(-1))
-    np.testing.assert_allclose(heavy[match], truth.means, atol=0.3)
+    _, match = linear_sum_assignment(((centres[:, None] - heavy[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(heavy[match], centres, atol=0.15)
     assert nuts.rhat_["weights"].shape == (4,) and nuts.priors_.weight_concentration.tolist() \
         == [1.0] * 4
     assert nuts.score(X) == pytest.approx(vi.score(X), abs=0.05)

@@ -139,6 +139,45 @@ def test_inverse_scale_of_an_empty_component_with_a_tiny_shape():
         assert float(q.mean_sq) == pytest.approx((p / b) * ((p + 1) / b), rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inverse_scale_near_the_gamma_takes_its_shifted_closed_forms(monkeypatch, dtype):
+    """Elements whose c is so small that the Gamma's moments shifted to
+    first order in c are exact to rounding (a Dirichlet process's surplus
+    components) take those and no grid; on both sides of the gate they
+    agree with the trapezoid rule run on them (the gate switched off)."""
+    from bayesgmm import variational as V
+    g = torch.Generator().manual_seed(2)
+    n = 600
+    p = torch.exp(torch.empty(n, dtype=F64).uniform_(math.log(1e-2), math.log(1e4), generator=g))
+    b = torch.exp(torch.empty(n, dtype=F64).uniform_(math.log(1e-3), math.log(1e3), generator=g))
+    gate = 1e-2 * math.sqrt(torch.finfo(dtype).eps)
+    frac = torch.exp(torch.empty(n, dtype=F64).uniform_(math.log(1e-6), math.log(3.0),
+                                                         generator=g))
+    c = frac * gate * b * b / (2 * p + 3)            # r = frac x the gate
+    p, b, c = (v.to(dtype) for v in (p, b, c))
+    q = InverseScale(p, b, c)
+    near = q._near_gamma()[0]
+    assert near.any() and not near.all()
+    # A NaN c gives NaN moments (neither the grid nor the closed forms).
+    nan = InverseScale(p[:2], b[:2], torch.tensor([math.nan, 0.0], dtype=dtype))
+    assert nan.mean_sq[0].isnan() and nan.log_z[0].isnan() and nan.mean_log[0].isnan()
+    assert torch.isfinite(nan.mean_sq[1])
+    assert torch.equal(near, (frac < 0.999).to(near.dtype) | near)    # r below the gate
+    covered = torch.cat([idx for idx, _ in q._plan()[2]])        # the grids' elements
+    assert sorted(covered.tolist()) == torch.nonzero(~near).reshape(-1).tolist()
+    monkeypatch.setattr(V.InverseScale, "_near_gamma",
+                        lambda self: (self.c == 0, torch.zeros_like(self.c)))
+    grid = InverseScale(*(v.double() for v in (p, b, c)))      # float64, same inputs
+    near_tol, grid_tol = (1e-12, 1e-14) if dtype == F64 else (2e-7, 2e-6)
+    for name in ("log_z", "mean_log", "mean_sq"):
+        w = getattr(grid, name)
+        scale = w.abs() if name == "mean_sq" else w.abs().clamp_min(1.0)
+        err = (getattr(q, name).double() - w).abs() / scale
+        assert float(err[near].max()) < near_tol, name
+        # The others are the grid's (float64: on grids grouped differently).
+        assert float(err[~near].max()) < grid_tol, name
+
+
 def test_inverse_scale_in_float32_at_small_shapes():
     """float32 (the estimators' default dtype) within 2e-6 of float64 where p
     is small and the grid long: the points near the mode carried the
@@ -537,11 +576,15 @@ def test_dirichlet_process_with_one_component():
 # ----------------------------------------------------------------------------
 # The classifier: one variational posterior per class, batched
 # ----------------------------------------------------------------------------
-def test_batched_classes_with_padding_equal_separate_fits():
+@pytest.mark.parametrize("tol", [0.0, 1e-9])
+def test_batched_classes_with_padding_equal_separate_fits(tol):
     """Classes of different K in one padded batch (the classifier's layout)
     give each class's own fit: the masks keep padded components out."""
     X1, pt, family, s1 = problem("full", K=2, n_per=15, seed=7)
     X2, _, _, s3 = problem("full", K=3, n_per=15, seed=8)
+    # Class 2 starts away from its MAP: it needs more iterations.
+    s3 = MixtureParams(s3.weights, s3.means + 0.8 * torch.randn(
+        s3.means.shape, generator=torch.Generator().manual_seed(0), dtype=F64), s3.cov)
     # One prior (pt of the first problem) for both; class 1 padded to K = 3.
     pad = MixtureParams(torch.cat([s1.weights, torch.zeros(1, 1, dtype=F64)], -1),
                         torch.cat([s1.means, torch.zeros(1, 1, 2, dtype=F64)], 1),
@@ -552,16 +595,86 @@ def test_batched_classes_with_padding_equal_separate_fits():
     X = torch.cat([X1, X2])
     labels = torch.cat([torch.zeros(len(X1), dtype=torch.long), torch.ones(len(X2), dtype=torch.long)])
     pt3 = replace(pt, concentration=torch.ones(3, dtype=F64))
-    both = cavi(Groups.from_labels(X, labels, 2), start, pt3, family, max_iter=60, tol=0,
+    both = cavi(Groups.from_labels(X, labels, 2), start, pt3, family, max_iter=60, tol=tol,
                 mask=mask)
     one = cavi(Groups.single(X1), s1, replace(pt, concentration=torch.ones(2, dtype=F64)),
-               family, max_iter=60, tol=0)
-    three = cavi(Groups.single(X2), s3, pt3, family, max_iter=60, tol=0)
+               family, max_iter=60, tol=tol)
+    three = cavi(Groups.single(X2), s3, pt3, family, max_iter=60, tol=tol)
+    # With a tolerance, each class stops when it meets it (its ELBO then
+    # stays); with tol = 0 every iteration runs, as the MAP's EM.
+    assert both.n_iter == max(one.n_iter, three.n_iter)
+    if tol == 0:
+        assert both.n_iter == 60 and not both.converged and not both.stopped.any()
+    else:
+        assert one.n_iter != three.n_iter and both.stopped.all()
+        for i, r in enumerate((one, three)):
+            torch.testing.assert_close(both.history[:r.n_iter, i], r.history[:, 0], rtol=1e-13,
+                                       atol=0)
+            assert (both.history[r.n_iter:, i] == r.history[-1, 0]).all()
     assert float(both.elbo[0]) == pytest.approx(float(one.elbo[0]), rel=1e-10)
     assert float(both.elbo[1]) == pytest.approx(float(three.elbo[0]), rel=1e-10)
     torch.testing.assert_close(both.q.mean_weights()[0, :2], one.q.mean_weights()[0])
     assert float(both.q.mean_weights()[0, 2]) == 0.0
     torch.testing.assert_close(both.q.mean[1], three.q.mean[0])
+
+
+@pytest.mark.parametrize("covariance_type,weight_prior", [("diag", "dirichlet_process"),
+                                                        ("spherical", "dirichlet"),
+                                                        ("full", "dirichlet_process")])
+def test_each_mixture_of_a_batch_stops_on_its_own_as_if_alone(covariance_type, weight_prior):
+    """A batch of starts that meet the tolerance at different iterations:
+    each leaves the batch when it does, so its q, ELBO, counts and ELBO
+    history are those of its run alone (the history then repeats its last
+    value); the batch runs as long as its slowest."""
+    X, pt, family, s = problem(covariance_type, K=3, n_per=20, seed=3,
+                               weight_prior=weight_prior)
+    g = torch.Generator().manual_seed(1)
+    shifts = [0.0, 1.0, 2.5]
+    starts = [MixtureParams(s.weights, s.means + h * torch.randn(s.means.shape, generator=g,
+                                                                  dtype=F64), s.cov)
+              for h in shifts]
+    batch = MixtureParams(*(torch.cat([getattr(x, f) for x in starts])
+                            for f in ("weights", "means", "cov")))
+    groups = Groups.single(X)
+    both = cavi(groups, batch, pt, family, weight_prior, max_iter=400, tol=1e-8)
+    alone = [cavi(groups, x, pt, family, weight_prior, max_iter=400, tol=1e-8) for x in starts]
+    iters = [r.n_iter for r in alone]
+    assert len(set(iters)) > 1          # they do stop at different iterations
+    assert both.n_iter == max(iters) and both.converged and all(r.converged for r in alone)
+    assert both.history.shape == (max(iters), 3)
+    for i, r in enumerate(alone):
+        torch.testing.assert_close(both.elbo[i], r.elbo[0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(both.counts[i], r.counts[0], rtol=1e-10, atol=1e-10)
+        h = both.history[:, i]
+        torch.testing.assert_close(h[:r.n_iter], r.history[:, 0], rtol=1e-12, atol=0)
+        assert (h[r.n_iter:] == h[r.n_iter - 1]).all()
+        for name in ("weight_a", "weight_b", "mean", "mean_cov", "dof", "wishart_inv"):
+            a, b = getattr(both.q, name), getattr(r.q, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a[i], b[0], rtol=1e-10, atol=1e-12)
+        if r.q.scale is not None:
+            for name in InverseScale._FIELDS:
+                torch.testing.assert_close(getattr(both.q.scale, name)[i],
+                                           getattr(r.q.scale, name)[0], rtol=1e-10, atol=1e-12)
+        # The moments kept by select/cat are those of the parameters.
+        again = InverseScale(both.q.scale.p, both.q.scale.b, both.q.scale.c) \
+            if r.q.scale is not None else None
+        if again is not None:
+            torch.testing.assert_close(again.mean_sq, both.q.scale.mean_sq, rtol=1e-12, atol=0)
+    torch.testing.assert_close(elbo(groups, both.q, pt, family), both.elbo, rtol=1e-12, atol=0)
+    # A start whose ELBO is not finite leaves at once, not having converged,
+    # and the others are as before (with the sticks' Beta, a NaN is refused
+    # by torch's argument checks first).
+    if weight_prior != "dirichlet":
+        return
+    nan = MixtureParams(*(torch.cat([getattr(batch, f), getattr(s, f)])
+                          for f in ("weights", "means", "cov")))
+    nan.means[-1, 0, 0] = math.nan
+    res = cavi(groups, nan, pt, family, weight_prior, max_iter=400, tol=1e-8)
+    assert res.stopped.tolist() == [True, True, True, False] and not res.converged
+    assert res.n_iter == both.n_iter and not torch.isfinite(res.history[2:, 3]).any()
+    torch.testing.assert_close(res.elbo[:3], both.elbo, rtol=1e-12, atol=0)
 
 
 def test_classifier_posterior_predictive_against_scipy(tmp_path):
