@@ -342,6 +342,7 @@ class InverseScale:
 
     @classmethod
     def _of(cls, fields: dict) -> "InverseScale":
+        """An instance holding ``fields`` (every one of _FIELDS), as computed."""
         out = cls.__new__(cls)
         out.__dict__.update(fields)
         return out
@@ -971,7 +972,5 @@ def _site_guide(q: VariationalPosterior, family: Covariance, index: int):
     if family.full_moments:
         W = torch.cholesky_inverse(torch.linalg.cholesky(q.wishart_inv[index]))
         return dist.Wishart(df=q.dof[index], covariance_matrix=W)
-    s = q.scale
-    one = InverseScale(s.p[index], s.b[index], s.c[index])
-    g = _ScaleGuide(one)
+    g = _ScaleGuide(q.scale.select(index))
     return g.to_event(1) if family.name != "spherical" else g
