@@ -157,7 +157,9 @@ class _Parser(argparse.ArgumentParser):
                 message += (f" (--columns takes every word up to the next option, so it read "
                             f"{names[-1]!r} as a column name: give FILE before --columns, "
                             f"e.g. 'bayesgmm fit {names[-1]} --columns {' '.join(names[:-1]) or 'COL'}', "
-                            f"or end the names with '--')")
+                            f"or end the names with '--' and give FILE last, after every "
+                            f"option: 'bayesgmm fit --columns {' '.join(names[:-1]) or 'COL'} -- "
+                            f"{names[-1]}')")
         super().error(message)
 
 
@@ -358,6 +360,11 @@ def _build_parser() -> argparse.ArgumentParser:
                                                 "an integer >= 0, e.g. 300", lambda n: n >= 0),
                      metavar="W", help="NUTS warmup steps per chain, for --inference nuts "
                                        "(default: 300)")
+    fit.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="the fit's arithmetic: float64 for data whose values differ only "
+                          "far below their size (timestamps, coordinates in metres), weights "
+                          "spanning many orders of magnitude, or a fit that diverges in float32; "
+                          "about twice the memory and time (default: %(default)s)")
     fit.add_argument("--save", metavar="MODEL", type=_path,
                      help="also save the fitted model to this file, for 'bayesgmm predict'")
     fit.add_argument("--distributed", action="store_true",
@@ -557,6 +564,7 @@ def _make_estimator(args):
                        n_samples=getattr(args, "n_samples", 1000),
                        n_chains=getattr(args, "n_chains", 4),
                        n_warmup=getattr(args, "n_warmup", 300),
+                       dtype=getattr(args, "dtype", "float32"),
                        priors=None if concentration is None else
                        Priors(weight_concentration=concentration))
 
@@ -776,6 +784,15 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _digits(value: float, n: int) -> str:
+    """``value`` to ``n`` significant digits; beyond the default 4, written
+    out in full where it has more integer digits than that (1700604920, not
+    1.70060492e+09)."""
+    if n > 4 and np.isfinite(value) and value != 0:
+        n = min(17, max(n, int(np.floor(np.log10(abs(value)))) + 1))
+    return f"{value:.{n}g}"
+
+
 def _format_params(gmm, names: Sequence[str]) -> str:
     """The fitted parameters in long format, one row per (cluster, feature),
     so that the table stays narrow whatever the number of features.  The
@@ -787,12 +804,20 @@ def _format_params(gmm, names: Sequence[str]) -> str:
     n_eff = int(getattr(gmm, "n_effective_components_", K))
     shown = np.arange(K) if not 0 < n_eff < K else \
         np.sort(np.argsort(-gmm.weights_, kind="stable")[:n_eff])
+    means, scales = gmm.means_[shown], gmm.scales_[shown]
+    # Each feature's means to ~1/1000 of its smallest scale: 4 significant
+    # digits hid clusters a few units apart on values far from 0 (all
+    # printed 1e+12; timestamps a day apart as one).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(means).max(0) / scales.min(0)
+    digits = np.clip(3 + np.ceil(np.log10(np.where(np.isfinite(ratio) & (ratio > 1), ratio, 1))),
+                     4, 17).astype(int)
     table = pd.DataFrame({
         "cluster": np.repeat(shown, D),
         "weight": np.repeat(gmm.weights_[shown], D),
         "feature": np.tile(np.asarray(names, dtype=object), shown.size),
-        "mean": gmm.means_[shown].ravel(),
-        "scale": gmm.scales_[shown].ravel(),
+        "mean": [_digits(v, n) for v, n in zip(means.ravel(), np.tile(digits, shown.size))],
+        "scale": scales.ravel(),
     })
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     hidden = np.setdiff1d(np.arange(K), shown)
@@ -917,7 +942,8 @@ def _write_params(gmm, names: Sequence[str], path: Path) -> None:
 
 
 def _refuse_comments(path: str, encoding: str, sep: Optional[str]) -> None:
-    """Refuse comment lines before the header (``# exported ...``): read as
+    """Refuse comment lines before the header (``# exported ...``), and
+    Excel's separator line (``sep=;``): read as
     the header, they made the rows' fields seem wrong, and the messages
     blamed the separator, the decimal mark, a stray value or R's row
     names.  Refused where the file begins with several '#' lines, or with
@@ -929,6 +955,12 @@ def _refuse_comments(path: str, encoding: str, sep: Optional[str]) -> None:
             lines = [fh.readline().lstrip("\ufeff").strip() for _ in range(3)]
     except OSError:
         return
+    excel = re.fullmatch(r'"?sep=(.)"?,*', lines[0])
+    if excel:       # Excel's separator line, above the header
+        mark = _sep_name(excel[1])
+        raise CLIError(f"{path!r} begins with Excel's separator line ({lines[0]!r}) before its "
+                       f"header, which would be read as the header: remove that line (the "
+                       f"separator {mark} is detected without it, or give --sep)")
     if not lines[0].startswith("#"):
         return
     count = 1
@@ -1884,6 +1916,9 @@ def _predict(args) -> int:
         model = BayesianGMM.load(args.model, device=args.device)
     except OSError as exc:       # unreadable (permissions), or gone since the checks above
         raise CLIError(f"cannot read the model {args.model!r}: {_reason(exc)}") from None
+    except ValueError:
+        _refuse_swapped(args)
+        raise
     if args.missing is not None:
         model.missing = args.missing   # checked by the model when it predicts
     if _is_npy(args.file):
@@ -1935,6 +1970,11 @@ _CSV_ONLY = {
 # The estimator's words for its parameters, and the options that set them
 # (regular expressions and their replacements).
 _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
+                  (r"\bdtype='float64'", "--dtype float64"),
+                  # A pickle: Python can open it (if trusted); the CLI cannot.
+                  (r"then re-save it with estimator\.save\(path\)",
+                   "then re-save it with estimator.save(path) in Python, or make it again with "
+                   "'bayesgmm fit FILE.csv --save MODEL'"),
                   # Model files: made and read here by fit --save and predict.
                   (r"re-save the estimator with estimator\.save\(path\)",
                    "make it again with 'bayesgmm fit FILE.csv --save MODEL'"),
@@ -1975,6 +2015,21 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   (r"\bn_components\b", "-k"))
 
 
+def _refuse_swapped(args) -> None:
+    """When MODEL is no model but FILE is one: the two given the wrong way
+    round (the load's own error would call the data file a damaged model)."""
+    from .mixture import BayesianGMM
+    if os.path.realpath(args.file) == os.path.realpath(args.model) or \
+            not os.path.isfile(args.file):
+        return
+    try:
+        BayesianGMM.load(args.file, device="cpu")
+    except (OSError, ValueError):
+        return
+    raise CLIError(f"{args.model!r} is not a model but {args.file!r} is: the model comes first, "
+                   f"'bayesgmm predict {args.file} {args.model}'")
+
+
 def _write_outputs(gmm, columns, out: Path, args) -> None:
     """The model when ``--save`` asks for it, then params.json."""
     _save_model(gmm, args)
@@ -2009,6 +2064,10 @@ def _message(exc: Exception, args=None) -> str:
     path = getattr(args, "file", None)
     if path is None:
         return text
+    weights = getattr(args, "weights", None)
+    if weights is not None:       # the fit's weights are that column's
+        text = re.sub(r"^sample_weight (spans|sums)",
+                      lambda m: f"--weights column {weights!r} of {path!r} {m[1]}", text)
     # A feature is a column of the file; one to leave out is left out of
     # --columns (a CSV) or of the array saved.
     text = re.sub(r"^feature\(s\) (.*?) hold one value",

@@ -248,7 +248,8 @@ def test_console_script_help_documents_every_option():
     assert swallowed.stderr.strip().endswith(
         "the following arguments are required: FILE (--columns takes every word up to the next "
         "option, so it read 'd.csv' as a column name: give FILE before --columns, e.g. "
-        "'bayesgmm fit d.csv --columns x y', or end the names with '--')"), swallowed.stderr
+        "'bayesgmm fit d.csv --columns x y', or end the names with '--' and give FILE last, "
+        "after every option: 'bayesgmm fit --columns x y -- d.csv')"), swallowed.stderr
 
 
 def _two_blobs(seed: int) -> tuple:
@@ -2603,3 +2604,108 @@ def test_components_on_one_value_of_a_rating_column_are_said_in_the_clis_words(t
         assert f"single value of column(s) {column} (" in said[0] and "gap 1)" in said[0]
         assert "(each value plus a random number between -gap/2 and gap/2)" in said[0]
         assert "X[:, j]" not in said[0] and "BayesianGMM" not in said[0]
+
+
+@pytest.fixture(scope="module")
+def third_audit_runs(tmp_path_factory):
+    """The runs of a third audit of the command line (messages and the
+    parameter table), through the real console script: the independent
+    ones side by side, then those that use the model a first run saved."""
+    import pickle
+    t = tmp_path_factory.mktemp("audit3")
+    blobs, _ = _two_blobs(3)
+    blobs.to_csv(t / "d.csv", index=False)
+    rng = np.random.default_rng(1)
+    w = np.where(rng.random(len(blobs)) < 0.5, 1.0, 1e-300)     # beyond float32's range
+    blobs.assign(n=w).to_csv(t / "w.csv", index=False)
+    (blobs + 1e12).to_csv(t / "offset.csv", index=False)        # clusters ~5 apart at 1e12
+    (t / "excel.csv").write_text("sep=;\n" + blobs.to_csv(index=False, sep=";"))
+    with open(t / "pickled.bgmm", "wb") as fh:
+        pickle.dump([1], fh)
+    fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
+    runs = _run_side_by_side({
+        "model": (["fit", t / "d.csv", *fast, "--save", t / "m.bgmm", "--out", t / "o_m"], False),
+        "span": (["fit", t / "w.csv", "--weights", "n", *fast, "--out", t / "o_span"], False),
+        "span64": (["fit", t / "w.csv", "--weights", "n", *fast, "--dtype", "float64",
+                    "--out", t / "o_span64"], False),
+        "offset": (["fit", t / "offset.csv", *fast, "--out", t / "o_offset"], False),
+        "excel": (["fit", t / "excel.csv", *fast, "--out", t / "o_excel"], False),
+        "pickled": (["predict", t / "pickled.bgmm", t / "d.csv", "--out", t / "o_p"], False),
+        "dashdash": (["fit", *fast, "--out", t / "o_dash", "--columns", "x", "y", "--",
+                      t / "d.csv"], False)})
+    runs.update(_run_side_by_side({
+        "swapped": (["predict", t / "d.csv", t / "m.bgmm", "--out", t / "o_sw"], False)}))
+    return t, runs, blobs, w
+
+
+def test_weights_beyond_float32_name_the_column_and_dtype_float64_fits_them(third_audit_runs):
+    """(From an audit.) The weights' range error named the library's
+    sample_weight and a dtype the command line had no option for: it names
+    the --weights column, and --dtype float64 fits them, as the library's
+    dtype='float64' does."""
+    from bayesgmm import BayesianGMM
+    t, runs, blobs, w = third_audit_runs
+    run = runs["span"]
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"bayesgmm: error: --weights column 'n' of '{t / 'w.csv'}' "
+                                 f"spans 1e-300 to 1, beyond what the fit's float32")
+    assert run.stderr.rstrip().endswith("or fit with --dtype float64")
+    assert "sample_weight" not in run.stderr and "dtype='" not in run.stderr
+    run = runs["span64"]
+    assert run.returncode == 0, run.stderr
+    params = json.loads((t / "o_span64" / "params.json").read_text())
+    gmm = BayesianGMM(2, n_init=1, random_state=0, device="cpu", dtype="float64").fit(
+        blobs, sample_weight=w)
+    np.testing.assert_allclose(params["means"], gmm.means_, rtol=1e-12)
+
+
+def test_the_parameter_table_shows_means_to_their_scale_far_from_zero(third_audit_runs):
+    """(From an audit.) Four significant digits printed two clusters ~5
+    apart at 1e12 as 1e+12 each: each feature's means are shown to ~1/1000
+    of its smallest scale, in full where they have more integer digits."""
+    t, runs, blobs, _ = third_audit_runs
+    run = runs["offset"]
+    assert run.returncode == 0, run.stderr
+    params = json.loads((t / "o_offset" / "params.json").read_text())
+    means = np.asarray(params["means"])
+    lines = run.stdout.splitlines()
+    rows = [line.split() for line in lines[lines.index(next(x for x in lines
+                                                                if x.split()[:1] == ["cluster"])) + 1:]
+            if len(line.split()) == 5]
+    shown = {(int(r[0]), r[2]): float(r[3]) for r in rows}
+    assert len(shown) == 4
+    for (k, name), value in shown.items():
+        j = ["x", "y"].index(name)
+        assert abs(value - means[k, j]) < 1e-3 * min(params["scales"][0][j], params["scales"][1][j])
+    assert shown[(0, "x")] != shown[(1, "x")] and "e+12" not in run.stdout
+
+
+def test_excel_separator_line_and_swapped_predict_arguments_are_named(third_audit_runs):
+    """(From an audit.) An Excel 'sep=;' first line was read as the header
+    and the error blamed --sep and --decimal; 'predict DATA MODEL' called
+    the data a damaged model; a pickle's remedy was the library's."""
+    t, runs, _, _ = third_audit_runs
+    run = runs["excel"]
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "begins with Excel's separator line ('sep=;') before its header" in run.stderr
+    assert "remove that line" in run.stderr
+    run = runs["swapped"]
+    assert runs["model"].returncode == 0, runs["model"].stderr
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.strip() == (
+        f"bayesgmm: error: '{t / 'd.csv'}' is not a model but '{t / 'm.bgmm'}' is: the model "
+        f"comes first, 'bayesgmm predict {t / 'm.bgmm'} {t / 'd.csv'}'")
+    run = runs["pickled"]
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.rstrip().endswith(
+        "then re-save it with estimator.save(path) in Python, or make it again with "
+        "'bayesgmm fit FILE.csv --save MODEL'")
+
+
+def test_columns_ended_by_a_double_dash_take_the_file_after_it(third_audit_runs):
+    """The remedy the --columns error gives (names ended by '--', FILE last,
+    after every option) works."""
+    t, runs, _, _ = third_audit_runs
+    run = runs["dashdash"]
+    assert run.returncode == 0, run.stderr
+    assert json.loads((t / "o_dash" / "params.json").read_text())["features"] == ["x", "y"]
