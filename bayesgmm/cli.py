@@ -1184,7 +1184,7 @@ def _read_csv(path: str, sep: Optional[str], decimal: str, thousands: Optional[s
         print(f"bayesgmm: note: the first line of {path!r} holds whole numbers "
               f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), read as the column "
               f"names; if the file has no header row, add one (else its first row is not "
-              f"fitted)", file=sys.stderr)
+              f"read as data)", file=sys.stderr)
     # pandas renames a repeated name ("x", "x.1") and would fit the copy as
     # another feature without a word.
     head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
@@ -1556,13 +1556,16 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             raise CLIError(f"column(s) {empty} of {path!r} have no value in any row: leave "
                            f"them out of --columns")
     try:
+        # A value past float64's range: in the model's units for predict.
+        rescale = ("rescale the column (e.g. divide it by a power of ten) or leave it out of "
+                   "--columns" if getattr(args, "command", "fit") != "predict" else
+                   "the model takes the column in the units it was fitted on")
         values = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     except OverflowError:            # an integer past float64's range (10**400)
         from ._validation import big_int_text, first_overflow
         (i, j), v = first_overflow(df[columns].to_numpy(dtype=object))
         raise CLIError(f"column {str(columns[j])!r} of {path!r} holds {big_int_text(v)} in data "
-                       f"row {i + 1}, beyond float64's range: rescale the column (e.g. divide "
-                       f"it by a power of ten) or leave it out of --columns") from None
+                       f"row {i + 1}, beyond float64's range: {rescale}") from None
     finite = np.isfinite(values) | (np.isnan(values) if allow_nan else False)
     if not finite.all():
         j = int(np.flatnonzero(~finite.all(axis=0))[0])
@@ -1571,6 +1574,12 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             raise CLIError(f"{path!r} contains NaN in column {columns[j]!r}, data row "
                            f"{i + 1}: pass --missing marginalize to use such rows' other "
                            f"columns, or --dropna to leave them out (or fill in the values)")
+        text = str(_input_text(path, sep, args.decimal or ".", df,
+                               args.encoding or "utf-8")[columns[j]].iloc[i]).strip()
+        if not re.fullmatch(r"[+-]?(inf|infinity)", text, flags=re.IGNORECASE) and \
+                re.search(r"\d", text):     # a number past float64's range, read as inf
+            raise CLIError(f"column {str(columns[j])!r} of {path!r} holds {text[:40]} in data "
+                           f"row {i + 1}, beyond float64's range (~1.8e308): {rescale}")
         raise CLIError(f"{path!r} contains inf in column {columns[j]!r}, data row "
                        f"{i + 1}: remove such rows or replace the value")
     return columns
@@ -2135,6 +2144,11 @@ def _open_npy(path: str) -> np.ndarray:
             raise CLIError(f"{path!r} holds Python objects (dtype object), not numbers: save "
                            f"the features as floats, e.g. np.save(path, x.astype(np.float64))"
                            ) from None
+        if "mmap length is greater than file size" in msg or msg.startswith("EOF") or \
+                isinstance(exc, EOFError):
+            raise CLIError(f"{path!r} ends before the array its .npy header describes "
+                           f"({os.path.getsize(path)} bytes): it was truncated (a copy or download cut short, a disk "
+                           f"that filled up); save the array again") from None
         raise CLIError(f"cannot read {path!r} as a .npy array: {msg}") from None
     if X.dtype.names is not None:
         raise CLIError(f"{path!r} holds a structured array (fields {list(X.dtype.names)}), not "
@@ -2319,8 +2333,7 @@ def _check_values(X, lo: int, hi: int, allow_nan: bool, path: str) -> None:
             i, j = (int(v) for v in np.argwhere(bad)[0])
             if nan[i, j]:
                 raise CLIError(f"{path!r} contains NaN at x[{a + i}, {j}]: pass --missing "
-                               f"marginalize to fit and assign such rows from their other "
-                               f"columns, or remove them")
+                               f"marginalize to use such rows' other columns, or remove them")
             raise CLIError(f"{path!r} contains {block[i, j]} at x[{a + i}, {j}]: remove such "
                            f"rows or replace the value")
         empty = nan.all(axis=1)

@@ -1724,8 +1724,8 @@ def test_distributed_error_of_one_process_stops_all(npy_runs):
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("bayesgmm: error:")]
     assert errors == [f"bayesgmm: error: {str(root / 'one_nan.npy')!r} contains NaN at "
-                      f"x[150, 0]: pass --missing marginalize to fit and assign such rows from "
-                      f"their other columns, or remove them"]
+                      f"x[150, 0]: pass --missing marginalize to use such rows' other "
+                      f"columns, or remove them"]
     assert "Traceback" not in run.stderr.split("bayesgmm: error:")[0]   # none from bayesgmm
     assert not (root / "o_dist_nan" / "params.json").exists()
 
@@ -1987,7 +1987,7 @@ def test_a_header_of_whole_numbers_is_read_as_names_with_a_note(tmp_path, capsys
     assert capsys.readouterr().err == (
         f"bayesgmm: note: the first line of '{tmp_path / 'nohead.csv'}' holds whole numbers "
         f"(1, 2), read as the column names; if the file has no header row, add one (else its "
-        f"first row is not fitted)\n")
+        f"first row is not read as data)\n")
     assert json.loads((tmp_path / "a" / "params.json").read_text())["features"] == ["1", "2"]
     assert main(["fit", str(tmp_path / "decimals.csv"), "-k", "1", "--out",
                  str(tmp_path / "b")]) == 2
@@ -2622,6 +2622,11 @@ def third_audit_runs(tmp_path_factory):
     (t / "excel.csv").write_text("sep=;\n" + blobs.to_csv(index=False, sep=";"))
     with open(t / "pickled.bgmm", "wb") as fh:
         pickle.dump([1], fh)
+    np.save(t / "whole.npy", blobs.to_numpy())
+    (t / "cut.npy").write_bytes((t / "whole.npy").read_bytes()[:500])     # a copy cut short
+    text = blobs.to_csv(index=False).splitlines()
+    text[3] = text[3].split(",")[0] + ",-1.5e400"                        # past float64: inf
+    (t / "huge.csv").write_text("\n".join(text) + "\n")
     fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
     runs = _run_side_by_side({
         "model": (["fit", t / "d.csv", *fast, "--save", t / "m.bgmm", "--out", t / "o_m"], False),
@@ -2634,7 +2639,10 @@ def third_audit_runs(tmp_path_factory):
         "dashdash": (["fit", *fast, "--out", t / "o_dash", "--columns", "x", "y", "--",
                       t / "d.csv"], False)})
     runs.update(_run_side_by_side({
-        "swapped": (["predict", t / "d.csv", t / "m.bgmm", "--out", t / "o_sw"], False)}))
+        "swapped": (["predict", t / "d.csv", t / "m.bgmm", "--out", t / "o_sw"], False),
+        "cut": (["fit", t / "cut.npy", *fast, "--out", t / "o_cut"], False),
+        "huge": (["fit", t / "huge.csv", *fast, "--out", t / "o_huge"], False),
+        "huge_predict": (["predict", t / "m.bgmm", t / "huge.csv", "--out", t / "o_hp"], False)}))
     return t, runs, blobs, w
 
 
@@ -2709,3 +2717,24 @@ def test_columns_ended_by_a_double_dash_take_the_file_after_it(third_audit_runs)
     run = runs["dashdash"]
     assert run.returncode == 0, run.stderr
     assert json.loads((t / "o_dash" / "params.json").read_text())["features"] == ["x", "y"]
+
+
+def test_a_truncated_array_and_a_number_past_float64_are_named_as_such(third_audit_runs):
+    """(From an audit.) A .npy cut short gave numpy's "mmap length is
+    greater than file size"; a CSV cell 1e400 (read as inf) was called
+    inf, which the file does not hold; predict's remedy is not fit's."""
+    t, runs, _, _ = third_audit_runs
+    run = runs["cut"]
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.strip() == (
+        f"bayesgmm: error: '{t / 'cut.npy'}' ends before the array its .npy header describes "
+        f"(500 bytes): it was truncated (a copy or download cut short, a disk that filled up); "
+        f"save the array again")
+    said = f"bayesgmm: error: column 'y' of '{t / 'huge.csv'}' holds -1.5e400 in data row 3, " \
+           f"beyond float64's range (~1.8e308): "
+    run = runs["huge"]
+    assert run.returncode == 2 and run.stderr.strip() == said + (
+        "rescale the column (e.g. divide it by a power of ten) or leave it out of --columns")
+    run = runs["huge_predict"]
+    assert run.returncode == 2 and run.stderr.strip() == said + (
+        "the model takes the column in the units it was fitted on")
