@@ -195,13 +195,18 @@ def _file_encoding(path: str, given: Optional[str]) -> str:
     ``--encoding``, else UTF-8, with its byte-order mark kept when the file
     has one (also under ``--encoding utf-8``, which named the text's
     encoding, not a wish to drop the mark from assignments.csv)."""
-    if given is not None and given != "utf-8":
-        return given
     try:
         with open(path, "rb") as f:
             bom = f.read(3) == b"\xef\xbb\xbf"
     except OSError:
         bom = False      # named by the reader
+    if given is not None and given not in ("utf-8", "utf-8-sig"):
+        if bom:
+            # Read as latin-1 or cp1252 the mark became 'ï»¿' in the first
+            # column's name, which the saved model then kept.
+            raise CLIError(f"{path!r} begins with UTF-8's byte-order mark: it is UTF-8 text, "
+                           f"not {given}; leave out --encoding (or give --encoding utf-8)")
+        return given
     return "utf-8-sig" if bom else "utf-8"
 
 

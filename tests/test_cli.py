@@ -2620,6 +2620,7 @@ def third_audit_runs(tmp_path_factory):
     blobs.assign(n=w).to_csv(t / "w.csv", index=False)
     (blobs + 1e12).to_csv(t / "offset.csv", index=False)        # clusters ~5 apart at 1e12
     (t / "excel.csv").write_text("sep=;\n" + blobs.to_csv(index=False, sep=";"))
+    (t / "bom.csv").write_bytes(b"\xef\xbb\xbf" + blobs.to_csv(index=False).encode())
     with open(t / "pickled.bgmm", "wb") as fh:
         pickle.dump([1], fh)
     np.save(t / "whole.npy", blobs.to_numpy())
@@ -2635,6 +2636,8 @@ def third_audit_runs(tmp_path_factory):
                     "--out", t / "o_span64"], False),
         "offset": (["fit", t / "offset.csv", *fast, "--out", t / "o_offset"], False),
         "excel": (["fit", t / "excel.csv", *fast, "--out", t / "o_excel"], False),
+        "bom_latin1": (["fit", t / "bom.csv", "--encoding", "latin-1", *fast,
+                        "--out", t / "o_bom"], False),
         "pickled": (["predict", t / "pickled.bgmm", t / "d.csv", "--out", t / "o_p"], False),
         "dashdash": (["fit", *fast, "--out", t / "o_dash", "--columns", "x", "y", "--",
                       t / "d.csv"], False)})
@@ -2697,6 +2700,12 @@ def test_excel_separator_line_and_swapped_predict_arguments_are_named(third_audi
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "begins with Excel's separator line ('sep=;') before its header" in run.stderr
     assert "remove that line" in run.stderr
+    # A UTF-8 byte-order mark read as latin-1 became 'ï»¿' in the first
+    # column's name (kept by a saved model, which then failed on the file).
+    run = runs["bom_latin1"]
+    assert run.returncode == 2 and run.stderr.strip() == (
+        f"bayesgmm: error: '{t / 'bom.csv'}' begins with UTF-8's byte-order mark: it is UTF-8 "
+        f"text, not iso8859-1; leave out --encoding (or give --encoding utf-8)")
     run = runs["swapped"]
     assert runs["model"].returncode == 0, runs["model"].stderr
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
