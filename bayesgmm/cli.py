@@ -644,7 +644,7 @@ def _posterior_summary(gmm) -> str:
     """'; ELBO ...' after a variational fit, '; NUTS: largest R-hat ...'
     after NUTS, '' after a MAP fit (for the summary line)."""
     if getattr(gmm, "elbo_", None) is not None and gmm.inference == "vi":
-        return f"; variational posterior, ELBO {gmm.elbo_:.4f}"
+        return f"; variational posterior, ELBO {_figure(gmm.elbo_)}"
     if gmm.inference == "nuts":
         rhat = np.concatenate([np.ravel(r) for r in gmm.rhat_.values()])
         rhat = rhat[np.isfinite(rhat)]
@@ -789,6 +789,13 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _figure(value: float) -> str:
+    """A loss or ELBO for the summary line: 4 decimals, or 7 significant
+    digits where it is too large for decimals to mean anything (a prior
+    concentration of 1e300 gave a 300-digit loss)."""
+    return f"{value:.4f}" if abs(value) < 1e12 or not np.isfinite(value) else f"{value:.7g}"
+
+
 def _digits(value: float, n: int) -> str:
     """``value`` to ``n`` significant digits; beyond the default 4, written
     out in full where it has more integer digits than that (1700604920, not
@@ -855,7 +862,7 @@ def _demo(args) -> int:
     print(f"Bayesian GMM, {_chosen(gmm, args)}, covariance_type={gmm.covariance_type_}, "
           f"on iris {args.column} (150 points, seed {args.seed}, device {gmm.device_})")
     print(f"converged: {gmm.converged_} after {gmm.n_iter_} iterations; "
-          f"final loss (negative log joint) {gmm.loss_:.4f}")
+          f"final loss (negative log joint) {_figure(gmm.loss_)}")
     bic = _format_bic(gmm)
     if bic is not None:
         print()
@@ -1903,7 +1910,7 @@ def _fit(args) -> int:
     extra = f" ({', '.join(extra)})" if extra else ""
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on "
           f"{int(keep.sum())} rows x {_columns_named(columns)}{extra}; "
-          f"loss {gmm.loss_:.4f}, converged {gmm.converged_}{_posterior_summary(gmm)}")
+          f"loss {_figure(gmm.loss_)}, converged {gmm.converged_}{_posterior_summary(gmm)}")
     _print_tables(gmm, columns)
     saved = f" and the model to {args.save}" if args.save else ""
     print(f"wrote {out / 'params.json'} and {out / 'assignments.csv'}{saved}")
@@ -2009,6 +2016,7 @@ _LIBRARY_WORDS = ((r"set missing='marginalize'", "pass --missing marginalize"),
                   # The prior holds one value per component; --concentration
                   # gives one for all: the value typed, not the vector.
                   (r"(--concentration must be [^,]*), got \[([^,\]]+)(?:, \2)*\]", r"\1, got \2"),
+                  (r"(--concentration)=\[([^,\]]+)(?:, \2)*\]", r"\1 \2"),
                   # The estimator names itself; the command line's lines say bayesgmm.
                   (r"^BayesianGMM: ", ""),
                   (r"BayesianGMM with (--inference)", r"\1"),
@@ -2420,7 +2428,7 @@ def _fit_npy_in(args, procs: _Processes) -> int:
         "into memory" if args.inference != "map" else "in row chunks"
     columns = "x0" if D == 1 else f"x0..x{D - 1}"
     print(f"fitted {_chosen(gmm, args)} ({gmm.covariance_type_} covariances) on {n} rows x "
-          f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {gmm.loss_:.4f}, "
+          f"{D} column(s) ({columns}) of {path!r}, read {how}; loss {_figure(gmm.loss_)}, "
           f"converged {gmm.converged_}{_posterior_summary(gmm)}")
     _print_tables(gmm, names)
     print("rows per cluster: " + ", ".join(f"{k}: {c}" for k, c in enumerate(counts)))

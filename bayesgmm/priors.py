@@ -492,6 +492,7 @@ _PRIOR_FIELD = {"concentration": "weight_concentration", "mean_loc": "mean_loc",
                 "scale_rate": "scale_rate", "dof": "covariance_dof",
                 "psi": "covariance_scale", "logdet_psi": "covariance_scale"}
 _POSITIVE = ("concentration", "mean_scale", "scale_shape", "scale_rate", "dof")
+_UNITLESS = ("concentration", "scale_shape", "dof")
 
 
 def _check_representable(tensors: dict, p: "Priors", dtype) -> None:
@@ -506,6 +507,15 @@ def _check_representable(tensors: dict, p: "Priors", dtype) -> None:
             bad = bool((torch.diagonal(value, dim1=-2, dim2=-1) < tiny).any())
         if bad:
             name = _PRIOR_FIELD[key]
+            kind = str(dtype).replace('torch.', '')
+            if key in _UNITLESS:     # counts and shapes: not in the data's units
+                limit = torch.finfo(dtype)
+                raise ValueError(
+                    f"Priors.{name}={np.asarray(getattr(p, name)).ravel()[:4].tolist()} is "
+                    f"beyond what the fit's {kind} arithmetic holds (it becomes "
+                    f"{'0' if bool(torch.isfinite(value).all()) else 'inf'} there): give a value "
+                    f"from ~{limit.tiny:.0e} to ~{limit.max:.0e}"
+                    + (", or fit with dtype='float64'" if dtype == torch.float32 else ""))
             raise ValueError(
                 f"Priors.{name}={np.asarray(getattr(p, name)).ravel()[:4].tolist()} is too far "
                 f"from the data's scale for the fit's {str(dtype).replace('torch.', '')} "

@@ -2636,6 +2636,10 @@ def third_audit_runs(tmp_path_factory):
                     "--out", t / "o_span64"], False),
         "offset": (["fit", t / "offset.csv", *fast, "--out", t / "o_offset"], False),
         "excel": (["fit", t / "excel.csv", *fast, "--out", t / "o_excel"], False),
+        "conc": (["fit", t / "d.csv", "--concentration", "1e300", *fast, "--out", t / "o_c"],
+                 False),
+        "conc64": (["fit", t / "d.csv", "--concentration", "1e300", "--dtype", "float64", *fast,
+                    "--out", t / "o_c64"], False),
         "bom_latin1": (["fit", t / "bom.csv", "--encoding", "latin-1", *fast,
                         "--out", t / "o_bom"], False),
         "pickled": (["predict", t / "pickled.bgmm", t / "d.csv", "--out", t / "o_p"], False),
@@ -2747,3 +2751,22 @@ def test_a_truncated_array_and_a_number_past_float64_are_named_as_such(third_aud
     run = runs["huge_predict"]
     assert run.returncode == 2 and run.stderr.strip() == said + (
         "the model takes the column in the units it was fitted on")
+
+
+def test_a_concentration_beyond_float32_is_said_as_typed_and_fits_in_float64(third_audit_runs):
+    """(From an audit.) The error showed the prior's per-component vector,
+    "None for the default" and the data's units, none of which fit a
+    concentration; --dtype float64 fits it, and its loss of ~1e286 prints
+    in 7 significant digits, not 287 digits and 4 decimals."""
+    t, runs, _, _ = third_audit_runs
+    run = runs["conc"]
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "bayesgmm: error: --concentration 1e+300 is beyond what the fit's float32 arithmetic "
+        "holds (it becomes inf there): give a value from ~1e-38 to ~3e+38, or fit with "
+        "--dtype float64")
+    run = runs["conc64"]
+    assert run.returncode == 0, run.stderr
+    loss = json.loads((t / "o_c64" / "params.json").read_text())["loss"]
+    assert loss > 1e200
+    line = run.stdout.splitlines()[0]
+    assert f"loss {loss:.7g}, converged" in line and len(line) < 200
