@@ -1354,6 +1354,28 @@ def _not_in_file_hint(df, sep: str) -> str:
             f"header holds {held}: give its separator with --sep {option})")
 
 
+def _unicode_form_hint(missing: Sequence[str], columns) -> str:
+    """A hint where a name asked for and one in the file look the same but
+    differ in their Unicode form (NFC 'größe' against NFD 'größe', as macOS
+    tools may write it)."""
+    import unicodedata
+    nfc = lambda name: unicodedata.normalize("NFC", str(name))
+    found = {nfc(c): str(c) for c in columns}
+    pairs = [(m, found[nfc(m)]) for m in missing if nfc(m) in found]
+    if not pairs:
+        return ""
+    m, c = pairs[0]
+    return (f" ({m!r} and the file's {c!r} differ only in how their accented letters are "
+            f"encoded (Unicode normal forms {_form(m)} and {_form(c)}): re-save the file's "
+            f"header in form {_form(m)}, as the names asked for)")
+
+
+def _form(name: str) -> str:
+    import unicodedata
+    return "NFC" if unicodedata.is_normalized("NFC", name) else \
+        "NFD" if unicodedata.is_normalized("NFD", name) else "mixed"
+
+
 def _integers(column) -> bool:
     """Whether a numeric column of two or more rows holds an integer in
     every row."""
@@ -1411,7 +1433,8 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
         missing = [c for c in args.columns if c not in df.columns]
         if missing:
             raise CLIError(f"column(s) {missing} not in {path!r}; available: "
-                           f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}")
+                           f"{list(map(str, df.columns))}{_not_in_file_hint(df, sep)}"
+                           f"{_unicode_form_hint(missing, df.columns)}")
         if weights in args.columns:
             raise CLIError(f"--weights column {weights!r} is also named in --columns: the "
                            f"weights are not a feature; leave it out of --columns")

@@ -2621,6 +2621,10 @@ def third_audit_runs(tmp_path_factory):
     (blobs + 1e12).to_csv(t / "offset.csv", index=False)        # clusters ~5 apart at 1e12
     (t / "excel.csv").write_text("sep=;\n" + blobs.to_csv(index=False, sep=";"))
     (t / "bom.csv").write_bytes(b"\xef\xbb\xbf" + blobs.to_csv(index=False).encode())
+    import unicodedata
+    for form in ("NFC", "NFD"):       # the same name, its accent composed or combined
+        blobs.rename(columns={"x": unicodedata.normalize(form, "größe")}).to_csv(
+            t / f"{form}.csv", index=False)
     with open(t / "pickled.bgmm", "wb") as fh:
         pickle.dump([1], fh)
     np.save(t / "whole.npy", blobs.to_numpy())
@@ -2631,6 +2635,8 @@ def third_audit_runs(tmp_path_factory):
     fast = ["-k", "2", "--n-init", "1", "--device", "cpu"]
     runs = _run_side_by_side({
         "model": (["fit", t / "d.csv", *fast, "--save", t / "m.bgmm", "--out", t / "o_m"], False),
+        "nfc_model": (["fit", t / "NFC.csv", *fast, "--save", t / "nfc.bgmm", "--out", t / "o_nfc"],
+                      False),
         "span": (["fit", t / "w.csv", "--weights", "n", *fast, "--out", t / "o_span"], False),
         "span64": (["fit", t / "w.csv", "--weights", "n", *fast, "--dtype", "float64",
                     "--out", t / "o_span64"], False),
@@ -2647,6 +2653,7 @@ def third_audit_runs(tmp_path_factory):
                       t / "d.csv"], False)})
     runs.update(_run_side_by_side({
         "swapped": (["predict", t / "d.csv", t / "m.bgmm", "--out", t / "o_sw"], False),
+        "nfd_predict": (["predict", t / "nfc.bgmm", t / "NFD.csv", "--out", t / "o_nfd"], False),
         "cut": (["fit", t / "cut.npy", *fast, "--out", t / "o_cut"], False),
         "huge": (["fit", t / "huge.csv", *fast, "--out", t / "o_huge"], False),
         "huge_predict": (["predict", t / "m.bgmm", t / "huge.csv", "--out", t / "o_hp"], False)}))
@@ -2770,3 +2777,16 @@ def test_a_concentration_beyond_float32_is_said_as_typed_and_fits_in_float64(thi
     assert loss > 1e200
     line = run.stdout.splitlines()[0]
     assert f"loss {loss:.7g}, converged" in line and len(line) < 200
+
+
+def test_names_differing_only_in_unicode_form_are_said_to(third_audit_runs):
+    """(From an audit.) A model fitted on 'größe' (NFC) and a file naming
+    it in NFD (as macOS tools may write it): the error listed the missing
+    name among the available ones, looking the same; it says why."""
+    t, runs, _, _ = third_audit_runs
+    assert runs["nfc_model"].returncode == 0, runs["nfc_model"].stderr
+    run = runs["nfd_predict"]
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.rstrip().endswith(
+        "differ only in how their accented letters are encoded (Unicode normal forms NFC and "
+        "NFD): re-save the file's header in form NFC, as the names asked for)")
