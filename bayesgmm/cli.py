@@ -200,7 +200,9 @@ def _file_encoding(path: str, given: Optional[str]) -> str:
             bom = f.read(3) == b"\xef\xbb\xbf"
     except OSError:
         bom = False      # named by the reader
-    if given is not None and given not in ("utf-8", "utf-8-sig"):
+    if given == "utf-8-sig":      # asked for: the mark written to assignments.csv too
+        return given
+    if given is not None and given != "utf-8":
         if bom:
             # Read as latin-1 or cp1252 the mark became 'ï»¿' in the first
             # column's name, which the saved model then kept.
@@ -964,13 +966,16 @@ def _refuse_comments(path: str, encoding: str, sep: Optional[str]) -> None:
     and is read as the header)."""
     try:
         with open(path, encoding=encoding, errors="replace") as fh:
-            lines = [fh.readline().lstrip("\ufeff").strip() for _ in range(3)]
+            raw = [fh.readline().lstrip("\ufeff") for _ in range(3)]
     except OSError:
         return
-    excel = re.fullmatch(r'"?sep=(.)"?,*', lines[0])
-    if excel:       # Excel's separator line, above the header
+    lines = [line.strip() for line in raw]
+    # Excel's separator line (its separator may be a tab, and the line
+    # padded with the file's separator: sep=;;).
+    excel = re.fullmatch(r'"?sep=([^\r\n])"?(?:\1|,)*', raw[0].rstrip("\r\n"))
+    if excel:
         mark = _sep_name(excel[1])
-        raise CLIError(f"{path!r} begins with Excel's separator line ({lines[0]!r}) before its "
+        raise CLIError(f"{path!r} begins with Excel's separator line ({excel[0]!r}) before its "
                        f"header, which would be read as the header: remove that line (the "
                        f"separator {mark} is detected without it, or give --sep)")
     if not lines[0].startswith("#"):
@@ -1609,8 +1614,9 @@ def _select_columns(df, args, sep: str, allow_nan: bool = False) -> list:
             raise CLIError(f"{path!r} contains NaN in column {columns[j]!r}, data row "
                            f"{i + 1}: pass --missing marginalize to use such rows' other "
                            f"columns, or --dropna to leave them out (or fill in the values)")
-        text = str(_input_text(path, sep, args.decimal or ".", df,
-                               args.encoding or "utf-8")[columns[j]].iloc[i]).strip()
+        # By position: the text's column of an empty header cell is named "".
+        text = str(_input_text(path, sep, args.decimal or ".", df, args.encoding or "utf-8")
+                   .iloc[i, list(df.columns).index(columns[j])]).strip()
         if not re.fullmatch(r"[+-]?(inf|infinity)", text, flags=re.IGNORECASE) and \
                 re.search(r"\d", text):     # a number past float64's range, read as inf
             raise CLIError(f"column {str(columns[j])!r} of {path!r} holds {text[:40]} in data "

@@ -509,12 +509,13 @@ def _check_representable(tensors: dict, p: "Priors", dtype) -> None:
             name = _PRIOR_FIELD[key]
             kind = str(dtype).replace('torch.', '')
             if key in _UNITLESS:     # counts and shapes: not in the data's units
-                limit = torch.finfo(dtype)
+                small = bool(torch.isfinite(value).all())
                 raise ValueError(
                     f"Priors.{name}={np.asarray(getattr(p, name)).ravel()[:4].tolist()} is "
                     f"beyond what the fit's {kind} arithmetic holds (it becomes "
-                    f"{'0' if bool(torch.isfinite(value).all()) else 'inf'} there): give a value "
-                    f"from ~{limit.tiny:.0e} to ~{limit.max:.0e}"
+                    f"{'0' if small else 'inf'} there): give a "
+                    f"{'larger' if small else 'smaller'} value (the fit's sums need room "
+                    f"inside {kind}'s range, ~{torch.finfo(dtype).max:.0e})"
                     + (", or fit with dtype='float64'" if dtype == torch.float32 else ""))
             raise ValueError(
                 f"Priors.{name}={np.asarray(getattr(p, name)).ravel()[:4].tolist()} is too far "

@@ -225,7 +225,7 @@ def test_console_script_help_documents_every_option():
                    "--impute", "--encoding",
                    "--distributed",
                    "--inference", "--weight-prior", "--concentration", "--n-samples",
-                   "--n-chains", "--n-warmup", "--threads", "--max-iter"):
+                   "--n-chains", "--n-warmup", "--threads", "--max-iter", "--dtype"):
         assert option in text
     assert ".npy" in text and "torchrun" in text
     assert "{full,tied,diag,spherical}" in text and "{error,marginalize}" in text
@@ -2621,6 +2621,9 @@ def third_audit_runs(tmp_path_factory):
     (blobs + 1e12).to_csv(t / "offset.csv", index=False)        # clusters ~5 apart at 1e12
     (t / "excel.csv").write_text("sep=;\n" + blobs.to_csv(index=False, sep=";"))
     (t / "bom.csv").write_bytes(b"\xef\xbb\xbf" + blobs.to_csv(index=False).encode())
+    (t / "excel_tab.csv").write_text("sep=\t\n" + blobs.to_csv(index=False, sep="\t"))
+    (t / "excel_pad.csv").write_text("sep=;;\n" + blobs.to_csv(index=False, sep=";"))
+    (t / "blank_huge.csv").write_text("x,\n0.1,0.2\n1.0,1e400\n0.3,0.1\n5,5\n")  # unnamed
     import unicodedata
     for form in ("NFC", "NFD"):       # the same name, its accent composed or combined
         blobs.rename(columns={"x": unicodedata.normalize(form, "größe")}).to_csv(
@@ -2646,6 +2649,12 @@ def third_audit_runs(tmp_path_factory):
                  False),
         "conc64": (["fit", t / "d.csv", "--concentration", "1e300", "--dtype", "float64", *fast,
                     "--out", t / "o_c64"], False),
+        "excel_tab": (["fit", t / "excel_tab.csv", *fast, "--out", t / "o_et"], False),
+        "excel_pad": (["fit", t / "excel_pad.csv", *fast, "--out", t / "o_ep"], False),
+        "blank_huge": (["fit", t / "blank_huge.csv", "-k", "1", "--device", "cpu",
+                        "--out", t / "o_bh"], False),
+        "sig": (["fit", t / "d.csv", "--encoding", "utf-8-sig", *fast, "--out", t / "o_sig"],
+                False),
         "bom_latin1": (["fit", t / "bom.csv", "--encoding", "latin-1", *fast,
                         "--out", t / "o_bom"], False),
         "pickled": (["predict", t / "pickled.bgmm", t / "d.csv", "--out", t / "o_p"], False),
@@ -2711,6 +2720,13 @@ def test_excel_separator_line_and_swapped_predict_arguments_are_named(third_audi
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "begins with Excel's separator line ('sep=;') before its header" in run.stderr
     assert "remove that line" in run.stderr
+    for name, line, mark in (("excel_tab", "'sep=\\t'", "'\\t'"), ("excel_pad", "'sep=;;'", "';'")):
+        run = runs[name]
+        assert run.returncode == 2 and f"Excel's separator line ({line})" in run.stderr and \
+            f"the separator {mark} is detected" in run.stderr, run.stderr
+    # --encoding utf-8-sig asks for the mark in assignments.csv, file or not.
+    assert runs["sig"].returncode == 0, runs["sig"].stderr
+    assert (t / "o_sig" / "assignments.csv").read_bytes().startswith(b"\xef\xbb\xbfx,y")
     # A UTF-8 byte-order mark read as latin-1 became 'ï»¿' in the first
     # column's name (kept by a saved model, which then failed on the file).
     run = runs["bom_latin1"]
@@ -2758,6 +2774,11 @@ def test_a_truncated_array_and_a_number_past_float64_are_named_as_such(third_aud
     run = runs["huge_predict"]
     assert run.returncode == 2 and run.stderr.strip() == said + (
         "the model takes the column in the units it was fitted on")
+    # A column with an empty header cell (the review: a KeyError traceback).
+    run = runs["blank_huge"]
+    assert run.returncode == 2 and run.stderr.strip().startswith(
+        f"bayesgmm: error: column 'Unnamed: 1' of '{t / 'blank_huge.csv'}' holds 1e400 in "
+        f"data row 2, beyond float64's range"), run.stderr
 
 
 def test_a_concentration_beyond_float32_is_said_as_typed_and_fits_in_float64(third_audit_runs):
@@ -2769,8 +2790,8 @@ def test_a_concentration_beyond_float32_is_said_as_typed_and_fits_in_float64(thi
     run = runs["conc"]
     assert run.returncode == 2 and run.stderr.strip() == (
         "bayesgmm: error: --concentration 1e+300 is beyond what the fit's float32 arithmetic "
-        "holds (it becomes inf there): give a value from ~1e-38 to ~3e+38, or fit with "
-        "--dtype float64")
+        "holds (it becomes inf there): give a smaller value (the fit's sums need room inside "
+        "float32's range, ~3e+38), or fit with --dtype float64")
     run = runs["conc64"]
     assert run.returncode == 0, run.stderr
     loss = json.loads((t / "o_c64" / "params.json").read_text())["loss"]
