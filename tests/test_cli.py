@@ -2768,6 +2768,16 @@ def test_a_truncated_array_and_a_number_past_float64_are_named_as_such(third_aud
         f"save the array again")
     said = f"bayesgmm: error: column 'y' of '{t / 'huge.csv'}' holds -1.5e400 in data row 3, " \
            f"beyond float64's range (~1.8e308): "
+    if pd.read_csv(t / "huge.csv")["y"].dtype.kind != "f":
+        # pandas < 2 (CI's oldest environment) reads 1e400 as text: the
+        # column is refused as numbers that do not read, in one line.
+        for name, csv, column in (("huge", "huge.csv", "y"), ("huge_predict", "huge.csv", "y"),
+                                  ("blank_huge", "blank_huge.csv", "Unnamed: 1")):
+            run = runs[name]
+            assert run.returncode == 2 and run.stderr.startswith(
+                f"bayesgmm: error: column(s) [{column!r}] of '{t / csv}' hold numbers that do "
+                f"not read") and run.stderr.count("\n") == 1, run.stderr
+        return
     run = runs["huge"]
     assert run.returncode == 2 and run.stderr.strip() == said + (
         "rescale the column (e.g. divide it by a power of ten) or leave it out of --columns")
